@@ -1,0 +1,101 @@
+# godwit — top-level build. Everything lands in build/ (out of tree).
+#   make            build programs, the test guest and the unit tests
+#   make check      run every test (unit + integration), ends "N passed, N failed"
+#   make asan       build and test with AddressSanitizer + UBSan (build-asan/)
+#   make fuzz       build libFuzzer targets (clang) and run each for a bounded time
+#   make deps       install missing Debian packages (apt-get)
+#   V=1             show full commands
+
+BUILD   ?= build
+CC      ?= gcc
+SANITIZE ?=
+OPT     ?= -O2
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+CFLAGS_COMMON := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wno-unused-parameter \
+	-Wno-missing-field-initializers -Wshadow -Wformat=2 -Wno-format-nonliteral \
+	-D_GNU_SOURCE -fno-strict-aliasing -pthread -MMD -MP $(SANITIZE)
+CFLAGS  += $(CFLAGS_COMMON) -Isrc
+LDLIBS  += -ljson-c -lzstd -llz4 -llzma -lz -lxxhash -lpthread -lm
+LDFLAGS += $(SANITIZE) -pthread
+
+# Library: every src/ file except the programs' main.c files.
+LIB_SRCS  := $(filter-out %/main.c,$(wildcard src/*/*.c))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB       := $(BUILD)/libgodwit.a
+
+# Programs: src/<dir>/main.c -> build/<name>
+PROGS := $(BUILD)/godwit-vmm $(BUILD)/godwit-stream $(BUILD)/godwitd $(BUILD)/godwit
+PROG_MAIN_godwit-vmm    := src/vmm/main.c
+PROG_MAIN_godwit-stream := src/tools/main.c
+PROG_MAIN_godwitd       := src/daemon/main.c
+PROG_MAIN_godwit        := src/cli/main.c
+PROGS := $(foreach p,$(PROGS),$(if $(wildcard $(PROG_MAIN_$(notdir $(p)))),$(p)))
+
+UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
+
+GUEST_ELF  := $(BUILD)/guest/test-guest.elf
+
+all: $(GUEST_ELF) $(PROGS) $(UNIT_BINS)
+
+# ---- the test guest (freestanding) -----------------------------------------
+include guest/guest.mk
+
+# ---- library, programs ------------------------------------------------------
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+# The VMM embeds the test guest ELF.
+$(BUILD)/obj/src/vmm/test_guest_blob.o: src/vmm/test_guest_blob.S $(GUEST_ELF)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  AS      $<")
+	$(Q)$(CC) -c -DGUEST_ELF_PATH='"$(GUEST_ELF)"' $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/godwit-vmm: $(BUILD)/obj/src/vmm/main.o $(BUILD)/obj/src/vmm/test_guest_blob.o $(LIB)
+$(BUILD)/godwit-stream: $(BUILD)/obj/src/tools/main.o $(LIB)
+$(BUILD)/godwitd: $(BUILD)/obj/src/daemon/main.o $(LIB)
+$(BUILD)/godwit: $(BUILD)/obj/src/cli/main.o $(LIB)
+
+$(PROGS):
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(EXTRA_LDLIBS_$(notdir $@))
+
+# ---- unit tests (cmocka) ----------------------------------------------------
+$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TEST    $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) -lcmocka $(LDLIBS)
+
+# ---- running tests ------------------------------------------------------------
+check: all
+	$(Q)tests/run --build $(BUILD)
+
+asan:
+	$(Q)$(MAKE) BUILD=build-asan OPT=-O1 SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
+	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 tests/run --build build-asan --unit-only
+
+fuzz:
+	$(Q)$(MAKE) -f tests/fuzz/fuzz.mk BUILD=build-fuzz run
+
+deps:
+	$(Q)mk/deps.sh
+
+clean:
+	rm -rf $(BUILD) build-asan build-fuzz
+
+.PHONY: all check asan fuzz deps clean
+.DELETE_ON_ERROR:
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

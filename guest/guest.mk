@@ -1,0 +1,4 @@
+# placeholder until the test guest lands
+$(GUEST_ELF):
+	@mkdir -p $(dir $@)
+	@touch $@

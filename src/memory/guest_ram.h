@@ -1,0 +1,49 @@
+/* Guest RAM: one memfd mapped once in the VMM, split into guest-physical
+ * regions around the 32-bit MMIO hole.
+ *
+ * Layout (x86 PC): RAM from GPA 0 up to min(size, GUEST_RAM_LOW_MAX); the
+ * rest (if any) from GPA 4 GiB upward. memfd offset == position in `host`.
+ * Returns: 0 or -errno; errors that reach a person go through gw_error. */
+#ifndef GW_MEMORY_GUEST_RAM_H
+#define GW_MEMORY_GUEST_RAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+#define GUEST_PAGE_SIZE     4096ULL
+#define GUEST_RAM_LOW_MAX   0xC0000000ULL   /* 3 GiB: the hole is 3..4 GiB */
+#define GUEST_RAM_HIGH_BASE 0x100000000ULL  /* 4 GiB */
+#define GUEST_RAM_MAX_REGIONS 2
+
+struct guest_ram_region {
+    uint64_t gpa;     /* guest-physical start */
+    uint64_t size;    /* bytes */
+    uint64_t offset;  /* offset in the memfd and in `host` */
+};
+
+struct guest_ram {
+    int memfd;
+    uint8_t *host;    /* mapping of the whole memfd, MAP_SHARED */
+    uint64_t size;    /* total bytes of RAM */
+    unsigned nr_regions;
+    struct guest_ram_region regions[GUEST_RAM_MAX_REGIONS];
+};
+
+/* Compute the region layout for `size` bytes (pure; no allocation). */
+void guest_ram_layout(struct guest_ram *ram, uint64_t size);
+/* Create the memfd (sized, not populated) and map it. */
+int guest_ram_init(struct guest_ram *ram, uint64_t size, const char *name, struct gw_error *err);
+void guest_ram_fini(struct guest_ram *ram);
+
+/* Host pointer for [gpa, gpa+len) if it lies wholly inside one RAM region,
+ * else NULL. */
+void *guest_ram_ptr(const struct guest_ram *ram, uint64_t gpa, uint64_t len);
+/* Translate a guest-physical address to a memfd offset; false if not RAM. */
+bool guest_ram_gpa_to_offset(const struct guest_ram *ram, uint64_t gpa, uint64_t *offset);
+/* End of guest-physical address space covered by RAM (exclusive). */
+uint64_t guest_ram_end(const struct guest_ram *ram);
+
+#endif
