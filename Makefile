@@ -18,9 +18,9 @@ Q := @
 endif
 
 CFLAGS_COMMON := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wno-unused-parameter \
-	-Wno-missing-field-initializers -Wshadow -Wformat=2 -Wno-format-nonliteral \
+	-Wno-missing-field-initializers -Wshadow -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation \
 	-D_GNU_SOURCE -fno-strict-aliasing -pthread -MMD -MP $(SANITIZE)
-CFLAGS  += $(CFLAGS_COMMON) -Isrc
+CFLAGS  += $(CFLAGS_COMMON) -Isrc -DGODWIT_VERSION=\"0.1.0\"
 LDLIBS  += -ljson-c -lzstd -llz4 -llzma -lz -lxxhash -lpthread -lm
 LDFLAGS += $(SANITIZE) -pthread
 
@@ -80,14 +80,18 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
 
 # ---- running tests ------------------------------------------------------------
 check: all
-	$(Q)tests/run --build $(BUILD)
+	$(Q)tests/run --build $(BUILD) --asan --fuzz
 
-asan:
-	$(Q)$(MAKE) BUILD=build-asan OPT=-O1 SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
-	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 tests/run --build build-asan --unit-only
+# The whole tree again with AddressSanitizer + UBSan (unit tests run under it).
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+asan-build:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 SANITIZE="$(ASAN_FLAGS)" all
+
+asan: asan-build
+	$(Q)tests/run --build build-asan --unit-only
 
 fuzz:
-	$(Q)$(MAKE) -f tests/fuzz/fuzz.mk BUILD=build-fuzz run
+	$(Q)$(MAKE) --no-print-directory -f tests/fuzz/fuzz.mk BUILD=build-fuzz run
 
 deps:
 	$(Q)mk/deps.sh
@@ -95,7 +99,7 @@ deps:
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
 
-.PHONY: all check asan fuzz deps clean
+.PHONY: all check asan asan-build fuzz deps clean
 .DELETE_ON_ERROR:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,409 @@
+#define LOG_PREFIX "machine"
+#include "vmm/machine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "vmm/machine_internal.h"
+
+#define SIG_VCPU_KICK SIGUSR1
+
+/* The kvm_run page of the vCPU this thread runs (for the kick handler). */
+static __thread struct kvm_run *this_vcpu_run;
+
+static void kick_handler(int sig)
+{
+    (void)sig;
+    if (this_vcpu_run)
+        this_vcpu_run->immediate_exit = 1;
+}
+
+static void install_kick_handler(void)
+{
+    struct sigaction sa = { .sa_handler = kick_handler };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIG_VCPU_KICK, &sa, NULL);
+}
+
+/* ---- state ------------------------------------------------------------- */
+
+static void emit(struct machine *m, const char *name, struct json_object *data)
+{
+    if (m->ops && m->ops->event)
+        m->ops->event(m->ops_opaque, name, data);
+    else
+        json_object_put(data);
+}
+
+static int set_state_locked(struct machine *m, enum runstate to, struct gw_error *err)
+{
+    enum runstate from = m->state;
+    if (!runstate_transition_ok(from, to))
+        return gw_error_set(err, EINVAL, "cannot go from state %s to %s", runstate_name(from),
+                            runstate_name(to));
+    m->state = to;
+    if (from != to)
+        log_info("state %s -> %s", runstate_name(from), runstate_name(to));
+    return 0;
+}
+
+int machine_set_state(struct machine *m, enum runstate to, struct gw_error *err)
+{
+    pthread_mutex_lock(&m->lock);
+    int r = set_state_locked(m, to, err);
+    pthread_mutex_unlock(&m->lock);
+    return r;
+}
+
+enum runstate machine_state(struct machine *m)
+{
+    pthread_mutex_lock(&m->lock);
+    enum runstate s = m->state;
+    pthread_mutex_unlock(&m->lock);
+    return s;
+}
+
+/* ---- parking the vCPU threads ------------------------------------------- */
+
+static void kick_all(struct machine *m)
+{
+    for (unsigned i = 0; i < m->nr_vcpus; i++)
+        if (m->vcpus[i].thread_started)
+            pthread_kill(m->vcpus[i].thread, SIG_VCPU_KICK);
+}
+
+static unsigned started_threads(struct machine *m)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < m->nr_vcpus; i++)
+        n += m->vcpus[i].thread_started;
+    return n;
+}
+
+/* Called with m->lock held: stop every vCPU and wait until all are parked. */
+static void park_vcpus_locked(struct machine *m)
+{
+    m->vcpus_run = false;
+    unsigned n = started_threads(m);
+    while (m->vcpus_parked < n) {
+        kick_all(m);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&m->cond, &m->lock, &ts);
+    }
+}
+
+void machine_park_vcpus(struct machine *m)
+{
+    pthread_mutex_lock(&m->lock);
+    park_vcpus_locked(m);
+    pthread_mutex_unlock(&m->lock);
+}
+
+int machine_pause(struct machine *m, enum runstate state, struct gw_error *err)
+{
+    pthread_mutex_lock(&m->lock);
+    enum runstate from = m->state;
+    int r = set_state_locked(m, state, err);
+    if (r == 0)
+        park_vcpus_locked(m);
+    pthread_mutex_unlock(&m->lock);
+    if (r == 0 && runstate_is_running(from))
+        emit(m, "STOP", NULL);
+    return r;
+}
+
+int machine_resume(struct machine *m, struct gw_error *err)
+{
+    pthread_mutex_lock(&m->lock);
+    enum runstate from = m->state;
+    int r = set_state_locked(m, RUNSTATE_RUNNING, err);
+    if (r == 0) {
+        m->vcpus_run = true;
+        pthread_cond_broadcast(&m->cond);
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (r == 0 && !runstate_is_running(from))
+        emit(m, "RESUME", NULL);
+    return r;
+}
+
+/* ---- requests from vCPU threads, handled on the main thread -------------- */
+
+struct machine_request {
+    struct machine *m;
+    enum machine_request_kind kind;
+    unsigned vcpu;
+    char desc[256];
+};
+
+static void handle_internal_error(struct machine *m, struct machine_request *req)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    log_error("vCPU %u: %s; VM stopped (state internal-error)", req->vcpu, req->desc);
+    machine_pause(m, RUNSTATE_INTERNAL_ERROR, &err);
+    struct json_object *d = json_object_new_object();
+    json_object_object_add(d, "cpu-index", json_object_new_int((int)req->vcpu));
+    json_object_object_add(d, "desc", json_object_new_string(req->desc));
+    emit(m, "INTERNAL_ERROR", d);
+}
+
+static void handle_request(void *opaque)
+{
+    struct machine_request *req = opaque;
+    struct machine *m = req->m;
+    struct gw_error err;
+    gw_error_init(&err);
+    pthread_mutex_lock(&m->lock);
+    m->request_pending = false;
+    pthread_mutex_unlock(&m->lock);
+
+    switch (req->kind) {
+    case MACHINE_REQ_POWEROFF:
+        machine_shutdown(m, true, "guest-shutdown");
+        break;
+    case MACHINE_REQ_RESET:
+        if (m->cfg.no_reboot) {
+            machine_shutdown(m, true, "guest-reset");
+            break;
+        }
+        if (machine_reset(m, &err) < 0)
+            log_error("reset failed: %s", err.msg);
+        break;
+    case MACHINE_REQ_INTERNAL_ERROR:
+        handle_internal_error(m, req);
+        break;
+    }
+    free(req);
+}
+
+void machine_request(struct machine *m, enum machine_request_kind kind, unsigned vcpu,
+                     const char *desc)
+{
+    struct machine_request *req = calloc(1, sizeof(*req));
+    if (!req)
+        return;
+    req->m = m;
+    req->kind = kind;
+    req->vcpu = vcpu;
+    snprintf(req->desc, sizeof(req->desc), "%s", desc ? desc : "");
+    pthread_mutex_lock(&m->lock);
+    /* This vCPU stops now; the main thread parks the others. */
+    m->vcpus_run = false;
+    m->request_pending = true;
+    pthread_mutex_unlock(&m->lock);
+    kick_all(m);
+    if (evloop_post(m->loop, handle_request, req) < 0)
+        free(req);
+}
+
+void machine_shutdown(struct machine *m, bool guest, const char *reason)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    pthread_mutex_lock(&m->lock);
+    park_vcpus_locked(m);
+    enum runstate from = m->state;
+    if (runstate_transition_ok(from, RUNSTATE_SHUTDOWN))
+        m->state = RUNSTATE_SHUTDOWN;
+    pthread_mutex_unlock(&m->lock);
+    log_info("shutdown (%s)", reason);
+    struct json_object *d = json_object_new_object();
+    json_object_object_add(d, "guest", json_object_new_boolean(guest));
+    json_object_object_add(d, "reason", json_object_new_string(reason));
+    emit(m, "SHUTDOWN", d);
+    if (m->ops && m->ops->terminate)
+        m->ops->terminate(m->ops_opaque, 0);
+}
+
+/* ---- the vCPU thread ------------------------------------------------------ */
+
+/* Wait until the vCPU may run; false when the thread must exit. */
+static bool wait_for_run(struct machine *m)
+{
+    pthread_mutex_lock(&m->lock);
+    while (!m->vcpus_run && !m->vcpus_quit) {
+        m->vcpus_parked++;
+        pthread_cond_broadcast(&m->cond);
+        pthread_cond_wait(&m->cond, &m->lock);
+        m->vcpus_parked--;
+    }
+    bool quit = m->vcpus_quit;
+    pthread_mutex_unlock(&m->lock);
+    return !quit;
+}
+
+static void *vcpu_thread(void *arg)
+{
+    struct vcpu *vcpu = arg;
+    struct machine *m = machine_of_vcpu(vcpu);
+    this_vcpu_run = vcpu->run;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIG_VCPU_KICK);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+
+    while (wait_for_run(m)) {
+        int r = ioctl(vcpu->fd, KVM_RUN, 0);
+        vcpu->run->immediate_exit = 0;
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            char desc[128];
+            snprintf(desc, sizeof(desc), "KVM_RUN failed: %s", strerror(errno));
+            machine_request(m, MACHINE_REQ_INTERNAL_ERROR, vcpu->id, desc);
+            continue;
+        }
+        vcpu->exits++;
+        machine_handle_exit(m, vcpu);
+    }
+    return NULL;
+}
+
+int machine_start_threads(struct machine *m, struct gw_error *err)
+{
+    install_kick_handler();
+    /* Block the kick signal everywhere except in vCPU threads. */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIG_VCPU_KICK);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    for (unsigned i = 0; i < m->nr_vcpus; i++) {
+        int r = pthread_create(&m->vcpus[i].thread, NULL, vcpu_thread, &m->vcpus[i]);
+        if (r != 0)
+            return gw_error_set(err, r, "cannot start vCPU %u thread: %s", i, strerror(r));
+        m->vcpus[i].thread_started = true;
+        char name[16];
+        snprintf(name, sizeof(name), "vcpu%u", i);
+        pthread_setname_np(m->vcpus[i].thread, name);
+    }
+    return 0;
+}
+
+static void stop_threads(struct machine *m)
+{
+    pthread_mutex_lock(&m->lock);
+    m->vcpus_quit = true;
+    m->vcpus_run = false;
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    kick_all(m);
+    for (unsigned i = 0; i < m->nr_vcpus; i++) {
+        if (m->vcpus[i].thread_started) {
+            pthread_join(m->vcpus[i].thread, NULL);
+            m->vcpus[i].thread_started = false;
+        }
+    }
+}
+
+/* ---- construction ----------------------------------------------------------- */
+
+int machine_init(struct machine *m, const struct machine_config *cfg, struct evloop *loop,
+                 const struct machine_ops *ops, void *opaque, struct gw_error *err)
+{
+    memset(m, 0, sizeof(*m));
+    m->cfg = *cfg;
+    m->loop = loop;
+    m->ops = ops;
+    m->ops_opaque = opaque;
+    m->state = RUNSTATE_PRELAUNCH;
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->cond, NULL);
+    for (unsigned i = 0; i < MACHINE_MAX_VCPUS; i++)
+        m->vcpus[i].fd = -1;
+    if (cfg->nr_vcpus < 1 || cfg->nr_vcpus > MACHINE_MAX_VCPUS)
+        return gw_error_set(err, EINVAL, "--vcpus must be between 1 and %d", MACHINE_MAX_VCPUS);
+
+    if (guest_ram_init(&m->ram, cfg->memory_mib << 20, cfg->name, err) < 0)
+        return -err->code;
+    if (kvm_vm_init(&m->kvm, err) < 0)
+        goto err_ram;
+    if (kvm_vm_map_ram(&m->kvm, &m->ram, false, err) < 0)
+        goto err_kvm;
+    for (unsigned i = 0; i < cfg->nr_vcpus; i++) {
+        if (vcpu_init(&m->vcpus[i], &m->kvm, i, cfg->nr_vcpus, err) < 0)
+            goto err_vcpus;
+        m->nr_vcpus++;
+    }
+    if (machine_devices_init(m, err) < 0)
+        goto err_vcpus;
+    return 0;
+
+err_vcpus:
+    for (unsigned i = 0; i < m->nr_vcpus; i++)
+        vcpu_fini(&m->vcpus[i]);
+    m->nr_vcpus = 0;
+err_kvm:
+    kvm_vm_fini(&m->kvm);
+err_ram:
+    guest_ram_fini(&m->ram);
+    return -err->code;
+}
+
+void machine_fini(struct machine *m)
+{
+    stop_threads(m);
+    machine_devices_fini(m);
+    for (unsigned i = 0; i < m->nr_vcpus; i++)
+        vcpu_fini(&m->vcpus[i]);
+    kvm_vm_fini(&m->kvm);
+    guest_ram_fini(&m->ram);
+    free(m->cmdline);
+    pthread_mutex_destroy(&m->lock);
+    pthread_cond_destroy(&m->cond);
+}
+
+/* ---- memory access ------------------------------------------------------------ */
+
+int machine_pmemsave(struct machine *m, uint64_t gpa, uint64_t size, const char *path,
+                     struct gw_error *err)
+{
+    if (size > 0 && gpa + size < gpa)
+        return gw_error_set(err, EINVAL, "address range overflows");
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return gw_error_set(err, errno, "could not open '%s': %s", path, strerror(errno));
+    uint64_t done = 0;
+    int r = 0;
+    while (done < size) {
+        uint64_t chunk = size - done < (8u << 20) ? size - done : (8u << 20);
+        const uint8_t *p = guest_ram_ptr(&m->ram, gpa + done, chunk);
+        if (!p) {
+            /* Shrink to the part inside one region, or fail on a hole. */
+            uint64_t off;
+            if (!guest_ram_gpa_to_offset(&m->ram, gpa + done, &off)) {
+                r = gw_error_set(err, EFAULT, "guest-physical address 0x%llx is not RAM",
+                                 (unsigned long long)(gpa + done));
+                break;
+            }
+            chunk = 4096 - ((gpa + done) & 4095);
+            if (chunk > size - done)
+                chunk = size - done;
+            p = guest_ram_ptr(&m->ram, gpa + done, chunk);
+        }
+        ssize_t w = write(fd, p, chunk);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            r = gw_error_set(err, errno, "writing '%s': %s", path, strerror(errno));
+            break;
+        }
+        done += (uint64_t)w;
+    }
+    if (close(fd) < 0 && r == 0)
+        r = gw_error_set(err, errno, "writing '%s': %s", path, strerror(errno));
+    return r;
+}

@@ -1,0 +1,249 @@
+/* godwit-vmm: one virtual machine per process. */
+#define LOG_PREFIX "vmm"
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "common/evloop.h"
+#include "common/log.h"
+#include "vmm/machine.h"
+#include "vmm/options.h"
+#include "vmm/vmm_control.h"
+
+struct vmm {
+    struct vmm_options opt;
+    struct evloop *loop;
+    struct machine machine;
+    struct vmm_control *control;
+    int serial_out_fd;
+    int sigfd;
+    int exit_status;
+    bool tty_raw;
+    struct termios tty_saved;
+    uint8_t in_buf[256];
+    size_t in_len, in_off;
+    int in_timer;
+};
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "godwit-vmm: error: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+/* ---- machine hooks ---------------------------------------------------------- */
+
+static void on_event(void *opaque, const char *name, struct json_object *data)
+{
+    struct vmm *v = opaque;
+    vmm_control_event(v->control, name, data);
+}
+
+static void on_terminate(void *opaque, int status)
+{
+    struct vmm *v = opaque;
+    v->exit_status = status;
+    evloop_stop(v->loop);
+}
+
+static const struct machine_ops machine_ops = {
+    .event = on_event,
+    .terminate = on_terminate,
+};
+
+/* ---- serial input from stdin -------------------------------------------------- */
+
+static void stdin_cb(struct evloop *loop, int fd, uint32_t events, void *opaque);
+
+static void feed_serial(struct vmm *v)
+{
+    while (v->in_off < v->in_len) {
+        size_t n = machine_serial_input(&v->machine, v->in_buf + v->in_off, v->in_len - v->in_off);
+        if (n == 0)
+            return; /* FIFO full: retry from the timer */
+        v->in_off += n;
+    }
+    v->in_off = v->in_len = 0;
+    if (v->in_timer >= 0) {
+        evloop_del_timer(v->loop, v->in_timer);
+        v->in_timer = -1;
+        evloop_add_fd(v->loop, STDIN_FILENO, EPOLLIN, stdin_cb, v);
+    }
+}
+
+static void retry_feed(void *opaque) { feed_serial(opaque); }
+
+static void stdin_cb(struct evloop *loop, int fd, uint32_t events, void *opaque)
+{
+    struct vmm *v = opaque;
+    ssize_t n = read(fd, v->in_buf, sizeof(v->in_buf));
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        evloop_del_fd(loop, fd); /* EOF: the guest just sees no more input */
+        return;
+    }
+    v->in_len = (size_t)n;
+    v->in_off = 0;
+    feed_serial(v);
+    if (v->in_len) {
+        /* Hold further input until the guest drains its FIFO. */
+        evloop_del_fd(loop, fd);
+        v->in_timer = evloop_add_timer(loop, 5, 5, retry_feed, v);
+    }
+}
+
+static void setup_tty(struct vmm *v)
+{
+    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &v->tty_saved) < 0)
+        return;
+    struct termios t = v->tty_saved;
+    t.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+    t.c_iflag &= ~(tcflag_t)ICRNL;
+    t.c_cc[VMIN] = 1;
+    t.c_cc[VTIME] = 0;
+    if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0)
+        v->tty_raw = true;
+}
+
+static void restore_tty(struct vmm *v)
+{
+    if (v->tty_raw)
+        tcsetattr(STDIN_FILENO, TCSANOW, &v->tty_saved);
+}
+
+/* ---- signals -------------------------------------------------------------------- */
+
+static void signal_cb(struct evloop *loop, int fd, uint32_t events, void *opaque)
+{
+    struct vmm *v = opaque;
+    struct signalfd_siginfo si;
+    if (read(fd, &si, sizeof(si)) != sizeof(si))
+        return;
+    log_info("terminating on signal %u", si.ssi_signo);
+    vmm_control_event(v->control, "SHUTDOWN",
+                      json_tokener_parse("{\"guest\": false, \"reason\": \"host-signal\"}"));
+    v->exit_status = 0;
+    evloop_stop(loop);
+}
+
+static int setup_signals(struct vmm *v)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    v->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (v->sigfd < 0)
+        return -errno;
+    return evloop_add_fd(v->loop, v->sigfd, EPOLLIN, signal_cb, v);
+}
+
+/* ---- set-up --------------------------------------------------------------------- */
+
+static int open_serial(struct vmm *v)
+{
+    const char *s = v->opt.serial;
+    if (strcmp(s, "stdio") == 0) {
+        v->serial_out_fd = STDOUT_FILENO;
+        fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
+        setup_tty(v);
+        if (evloop_add_fd(v->loop, STDIN_FILENO, EPOLLIN, stdin_cb, v) < 0)
+            log_debug("stdin cannot be watched; the guest gets no serial input");
+        return 0;
+    }
+    if (strcmp(s, "none") == 0) {
+        v->serial_out_fd = -1;
+        return 0;
+    }
+    v->serial_out_fd = open(s, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    return v->serial_out_fd < 0 ? -errno : 0;
+}
+
+static void check_files(const struct vmm_options *o)
+{
+    if (o->kernel && access(o->kernel, R_OK) < 0)
+        die("cannot read kernel '%s': %s", o->kernel, strerror(errno));
+    if (o->initrd && access(o->initrd, R_OK) < 0)
+        die("cannot read initrd '%s': %s", o->initrd, strerror(errno));
+}
+
+int main(int argc, char **argv)
+{
+    static struct vmm v = { .in_timer = -1, .sigfd = -1 };
+    struct gw_error err;
+    gw_error_init(&err);
+
+    int r = vmm_options_parse(&v.opt, argc, argv, stdout, &err);
+    if (r == 1)
+        return 0;
+    if (r < 0)
+        die("%s", err.msg);
+    gw_log_set_level((enum gw_log_level)v.opt.log_level);
+    gw_log_set_vm(v.opt.name);
+    check_files(&v.opt);
+
+    v.loop = evloop_new();
+    if (!v.loop)
+        die("cannot create event loop: %s", strerror(errno));
+    if (open_serial(&v) < 0)
+        die("cannot open serial output '%s': %s", v.opt.serial, strerror(errno));
+    if (setup_signals(&v) < 0)
+        die("cannot set up signal handling: %s", strerror(errno));
+
+    struct machine_config cfg = {
+        .name = v.opt.name,
+        .memory_mib = v.opt.memory_mib,
+        .nr_vcpus = v.opt.vcpus,
+        .kernel = v.opt.kernel,
+        .initrd = v.opt.initrd,
+        .cmdline = v.opt.cmdline,
+        .test_guest = v.opt.test_guest,
+        .incoming = v.opt.incoming,
+        .no_reboot = v.opt.no_reboot,
+        .serial_out_fd = v.serial_out_fd,
+    };
+    if (machine_init(&v.machine, &cfg, v.loop, &machine_ops, &v, &err) < 0)
+        die("%s", err.msg);
+    v.control = vmm_control_new(v.loop, &v.machine, &err);
+    if (!v.control)
+        die("%s", err.msg);
+    if (v.opt.qmp_path && vmm_control_listen(v.control, v.opt.qmp_path, &err) < 0)
+        die("%s", err.msg);
+    if (!v.opt.incoming && machine_boot(&v.machine, &err) < 0)
+        die("%s", err.msg);
+    if (machine_start_threads(&v.machine, &err) < 0)
+        die("%s", err.msg);
+    if (v.opt.incoming)
+        r = machine_set_state(&v.machine, RUNSTATE_INMIGRATE, &err);
+    else
+        r = machine_resume(&v.machine, &err);
+    if (r < 0)
+        die("%s", err.msg);
+    log_info("VM '%s' %s: %u vCPU(s), %llu MiB", v.opt.name,
+             v.opt.incoming ? "waiting for incoming migration" : "started", v.opt.vcpus,
+             (unsigned long long)v.opt.memory_mib);
+
+    evloop_run(v.loop);
+
+    restore_tty(&v);
+    machine_fini(&v.machine);
+    vmm_control_free(v.control);
+    evloop_free(v.loop);
+    return v.exit_status;
+}

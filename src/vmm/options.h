@@ -1,0 +1,32 @@
+/* godwit-vmm command-line options (pure parsing, unit-tested).
+ * Returns: 0 on success, 1 when --help/--version was handled (exit 0),
+ * -EINVAL with a message in err for bad input. */
+#ifndef GW_VMM_OPTIONS_H
+#define GW_VMM_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/error.h"
+
+struct vmm_options {
+    uint64_t memory_mib;
+    unsigned vcpus;
+    const char *kernel;
+    const char *initrd;
+    const char *cmdline;
+    bool test_guest;
+    const char *qmp_path;
+    const char *serial;      /* "stdio", "none" or a file path */
+    const char *name;
+    bool incoming;
+    bool no_reboot;
+    int log_level;           /* enum gw_log_level */
+};
+
+int vmm_options_parse(struct vmm_options *o, int argc, char **argv, FILE *help_out,
+                      struct gw_error *err);
+void vmm_options_usage(FILE *out);
+
+#endif

@@ -1,0 +1,55 @@
+/* One KVM vCPU: its fd and kvm_run page, CPUID and MSR set-up, and the
+ * power-on state used at boot and by system_reset. The thread that runs the
+ * vCPU and the exit dispatch live in machine.c.
+ *
+ * Returns: 0 or -errno; human-facing errors through struct gw_error. */
+#ifndef GW_VMM_VCPU_H
+#define GW_VMM_VCPU_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "vmm/kvm_vm.h"
+
+struct vcpu_reset_state {
+    struct kvm_regs regs;
+    struct kvm_sregs sregs;
+    struct kvm_fpu fpu;
+    struct kvm_lapic_state lapic;
+    struct kvm_mp_state mp;
+    struct kvm_vcpu_events events;
+    struct kvm_debugregs debugregs;
+    struct kvm_xcrs xcrs;
+    bool has_xcrs;
+};
+
+struct vcpu {
+    unsigned id;
+    int fd;
+    struct kvm_run *run;
+    size_t run_size;
+    pthread_t thread;
+    bool thread_started;
+    struct vcpu_reset_state reset;
+    /* Exit statistics (updated only by the vCPU thread). */
+    uint64_t exits, io_exits, mmio_exits;
+};
+
+int vcpu_init(struct vcpu *vcpu, struct kvm_vm *vm, unsigned id, unsigned nr_vcpus,
+              struct gw_error *err);
+void vcpu_fini(struct vcpu *vcpu);
+/* Put the vCPU back to its power-on state (as captured at creation). */
+int vcpu_reset(struct vcpu *vcpu, struct gw_error *err);
+/* Load boot entry registers (after vcpu_reset). sregs are applied over the
+ * vCPU's current special registers by the caller's choice. */
+int vcpu_set_boot_state(struct vcpu *vcpu, const struct kvm_regs *regs,
+                        const struct kvm_sregs *sregs, struct gw_error *err);
+/* Build the CPUID table for vCPU `id` of `nr` from KVM's supported set
+ * (pure: exposed for unit tests). `out` has room for `in->nent` entries. */
+void vcpu_build_cpuid(const struct kvm_cpuid2 *in, struct kvm_cpuid2 *out, unsigned id,
+                      unsigned nr);
+
+#endif

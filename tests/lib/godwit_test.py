@@ -1,0 +1,308 @@
+"""Helpers for godwit's integration tests: start godwit-vmm processes, speak
+QMP to them, read the guest's serial output, check guest memory.
+
+Every wait is bounded. A test exits 0 on success, 77 when it must skip (KVM
+or userfaultfd missing), anything else on failure."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BUILD = os.environ.get("GODWIT_BUILD") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "build")
+VMM = os.path.join(BUILD, "godwit-vmm")
+SKIP = 77
+
+
+def skip(reason):
+    print(f"skipped: {reason}", flush=True)
+    sys.exit(SKIP)
+
+
+def need_kvm():
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        skip("needs /dev/kvm")
+
+
+def need_root():
+    if os.geteuid() != 0:
+        skip("needs root")
+
+
+class Timeout(Exception):
+    pass
+
+
+def wait_until(pred, timeout, what, interval=0.02):
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise Timeout(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class QMPError(Exception):
+    def __init__(self, cls, desc):
+        super().__init__(f"{cls}: {desc}")
+        self.cls = cls
+        self.desc = desc
+
+
+class QMP:
+    """A blocking QMP client with a receive thread."""
+
+    def __init__(self, path, timeout=10, negotiate=True):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        wait_until(lambda: self._try_connect(path), timeout, f"QMP socket {path}")
+        self.cond = threading.Condition()
+        self.replies = {}
+        self.events = []
+        self.greeting = None
+        self.closed = False
+        self.next_id = 1
+        self.thread = threading.Thread(target=self._reader, daemon=True)
+        self.thread.start()
+        with self.cond:
+            self.cond.wait_for(lambda: self.greeting or self.closed, timeout)
+        if not self.greeting:
+            raise Timeout("no QMP greeting")
+        if negotiate:
+            self.cmd("qmp_capabilities")
+
+    def _try_connect(self, path):
+        try:
+            self.sock.connect(path)
+            return True
+        except OSError:
+            return False
+
+    def _reader(self):
+        dec = json.JSONDecoder()
+        buf = ""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                with self.cond:
+                    self.closed = True
+                    self.cond.notify_all()
+                return
+            buf += data.decode(errors="replace")
+            while True:
+                buf = buf.lstrip()
+                if not buf:
+                    break
+                try:
+                    obj, end = dec.raw_decode(buf)
+                except ValueError:
+                    break
+                buf = buf[end:]
+                with self.cond:
+                    if "QMP" in obj:
+                        self.greeting = obj
+                    elif "event" in obj:
+                        self.events.append(obj)
+                    else:
+                        self.replies[json.dumps(obj.get("id"))] = obj
+                    self.cond.notify_all()
+
+    def send_raw(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def execute(self, name, timeout=30, **args):
+        """Returns the whole reply object ({"return"} or {"error"})."""
+        i = self.next_id
+        self.next_id += 1
+        msg = {"execute": name, "id": i}
+        if args:
+            msg["arguments"] = {k.replace("_", "-") if not k.startswith("_") else k[1:]: v
+                                for k, v in args.items()}
+        self.send_raw(json.dumps(msg))
+        key = json.dumps(i)
+        with self.cond:
+            ok = self.cond.wait_for(lambda: key in self.replies or self.closed, timeout)
+            if key not in self.replies:
+                raise Timeout(f"no reply to {name}" + (" (connection closed)" if self.closed else ""))
+            return self.replies.pop(key)
+
+    def cmd(self, name, timeout=30, **args):
+        r = self.execute(name, timeout=timeout, **args)
+        if "error" in r:
+            raise QMPError(r["error"].get("class"), r["error"].get("desc"))
+        return r["return"]
+
+    def wait_event(self, name, timeout=30, pred=None):
+        def find():
+            for i, e in enumerate(self.events):
+                if e["event"] == name and (pred is None or pred(e)):
+                    return self.events.pop(i)
+            return None
+        with self.cond:
+            e = self.cond.wait_for(lambda: find() if not self.closed else True, timeout)
+        if e is True or e is None:
+            # One more look (closed connections may still hold the event).
+            with self.cond:
+                e2 = find()
+            if e2:
+                return e2
+            raise Timeout(f"no {name} event within {timeout}s")
+        return e
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class VMM:
+    """A godwit-vmm process. Serial output is captured into self.serial."""
+
+    def __init__(self, *args, memory=256, vcpus=1, test_guest=True, cmdline=None, name=None,
+                 incoming=False, qmp=True, workdir=None, netns=None, extra=(), serial="pipe"):
+        self.dir = workdir or tempfile.mkdtemp(prefix="godwit-test-")
+        self.own_dir = workdir is None
+        self.qmp_path = os.path.join(self.dir, f"qmp-{os.getpid()}-{id(self)}.sock") if qmp else None
+        cmd = [VMM, "--memory", str(memory), "--vcpus", str(vcpus)]
+        if test_guest and not incoming:
+            cmd.append("--test-guest")
+        if cmdline is not None:
+            cmd += ["--cmdline", cmdline]
+        if name:
+            cmd += ["--name", name]
+        if incoming:
+            cmd.append("--incoming")
+        if self.qmp_path:
+            cmd += ["--qmp", self.qmp_path]
+        cmd += ["--serial", "stdio"]
+        cmd += list(extra) + list(args)
+        if netns:
+            cmd = ["ip", "netns", "exec", netns] + cmd
+        self.cmd = cmd
+        self.serial_lock = threading.Condition()
+        self.serial = b""
+        self.stderr = b""
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        threading.Thread(target=self._pump, args=(self.proc.stdout, "serial"), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, "stderr"), daemon=True).start()
+        self.qmp = QMP(self.qmp_path) if self.qmp_path else None
+
+    def _pump(self, f, attr):
+        while True:
+            data = os.read(f.fileno(), 65536)
+            if not data:
+                return
+            with self.serial_lock:
+                setattr(self, attr, getattr(self, attr) + data)
+                self.serial_lock.notify_all()
+
+    def serial_text(self):
+        with self.serial_lock:
+            return self.serial.decode(errors="replace")
+
+    def wait_serial(self, needle, timeout=60, start=0):
+        """Wait until `needle` (str) appears in serial output after byte `start`."""
+        n = needle.encode()
+        with self.serial_lock:
+            ok = self.serial_lock.wait_for(lambda: n in self.serial[start:] or self.proc.poll() is not None,
+                                           timeout)
+            if n in self.serial[start:]:
+                return self.serial.index(n, start)
+        raise Timeout(f"serial output lacks {needle!r} after {timeout}s; got:\n"
+                      + self.serial_text()[-2000:] + "\nstderr:\n" + self.stderr.decode(errors="replace")[-2000:])
+
+    def serial_len(self):
+        with self.serial_lock:
+            return len(self.serial)
+
+    def send_serial(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def wait_exit(self, timeout=30):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise Timeout(f"VMM did not exit within {timeout}s")
+
+    def status(self):
+        return self.qmp.cmd("query-status")["status"]
+
+    def pmemsave(self, addr, size, path):
+        self.qmp.cmd("pmemsave", val=addr, size=size, filename=path)
+        with open(path, "rb") as f:
+            return f.read()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self):
+        if self.qmp:
+            self.qmp.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def check_mem_invariant(data):
+    """Byte 0 of each 4 KiB page: all equal except one boundary where the
+    value drops by one (mod 256) going up. Returns (ok, description)."""
+    vals = data[0::4096]
+    if not vals:
+        return False, "empty"
+    drops = []
+    for i in range(1, len(vals)):
+        a, b = vals[i - 1], vals[i]
+        if a == b:
+            continue
+        if (a - 1) % 256 == b:
+            drops.append(i)
+        else:
+            return False, f"page {i}: {b} after {a}"
+    if len(drops) > 1:
+        return False, f"{len(drops)} boundaries (pages {drops[:5]})"
+    return True, f"{len(vals)} pages, value {vals[0]}..{vals[-1]}, boundary {drops[0] if drops else 'none'}"
+
+
+def run_test(fn):
+    """Run a test function; print a clean failure and exit 1 on exception."""
+    try:
+        fn()
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001
+        import traceback
+        traceback.print_exc()
+        print(f"FAILED: {e}", flush=True)
+        sys.exit(1)
+    print("ok", flush=True)
+    sys.exit(0)
