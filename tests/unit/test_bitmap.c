@@ -1,0 +1,88 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "memory/bitmap.h"
+
+static void test_set_test_count(void **state)
+{
+    uint64_t *m = bitmap_new(200);
+    assert_non_null(m);
+    assert_int_equal(bitmap_count(m, 200), 0);
+    bitmap_set(m, 0);
+    bitmap_set(m, 63);
+    bitmap_set(m, 64);
+    bitmap_set(m, 199);
+    assert_true(bitmap_test(m, 63));
+    assert_false(bitmap_test(m, 62));
+    assert_int_equal(bitmap_count(m, 200), 4);
+    assert_int_equal(bitmap_count(m, 64), 2);
+    bitmap_clear_bit(m, 63);
+    assert_int_equal(bitmap_count(m, 200), 3);
+    bitmap_free(m);
+}
+
+static void test_ranges(void **state)
+{
+    uint64_t *m = bitmap_new(1000);
+    bitmap_set_range(m, 3, 500);
+    assert_int_equal(bitmap_count(m, 1000), 500);
+    assert_false(bitmap_test(m, 2));
+    assert_true(bitmap_test(m, 3));
+    assert_true(bitmap_test(m, 502));
+    assert_false(bitmap_test(m, 503));
+    bitmap_clear_range(m, 100, 100);
+    assert_int_equal(bitmap_count(m, 1000), 400);
+    assert_false(bitmap_test(m, 150));
+    bitmap_free(m);
+}
+
+static void test_next_set(void **state)
+{
+    uint64_t *m = bitmap_new(300);
+    assert_int_equal(bitmap_next_set(m, 300, 0), 300);
+    bitmap_set(m, 5);
+    bitmap_set(m, 130);
+    bitmap_set(m, 299);
+    assert_int_equal(bitmap_next_set(m, 300, 0), 5);
+    assert_int_equal(bitmap_next_set(m, 300, 5), 5);
+    assert_int_equal(bitmap_next_set(m, 300, 6), 130);
+    assert_int_equal(bitmap_next_set(m, 300, 131), 299);
+    assert_int_equal(bitmap_next_set(m, 299, 131), 299);
+    assert_int_equal(bitmap_next_set(m, 300, 400), 300);
+    bitmap_free(m);
+}
+
+static void test_or_take(void **state)
+{
+    uint64_t *a = bitmap_new(256), *b = bitmap_new(128);
+    bitmap_set(b, 1);
+    bitmap_set(b, 127);
+    bitmap_or_at(a, 64, b, 128);
+    assert_true(bitmap_test(a, 65));
+    assert_true(bitmap_test(a, 191));
+    bitmap_or_at(a, 3, b, 128);
+    assert_true(bitmap_test(a, 4));
+    assert_true(bitmap_test(a, 130));
+    assert_int_equal(bitmap_count(a, 256), 4);
+    uint64_t *c = bitmap_new(256);
+    bitmap_take_atomic(c, a, 256);
+    assert_int_equal(bitmap_count(c, 256), 4);
+    assert_int_equal(bitmap_count(a, 256), 0);
+    bitmap_free(a);
+    bitmap_free(b);
+    bitmap_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_set_test_count),
+        cmocka_unit_test(test_ranges),
+        cmocka_unit_test(test_next_set),
+        cmocka_unit_test(test_or_take),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,124 @@
+/* Unit tests for the VMM's pure parts: run states, options, CPUID build. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "vmm/options.h"
+#include "vmm/runstate.h"
+#include "vmm/vcpu.h"
+
+static void test_runstate_names(void **state)
+{
+    for (int s = 0; s < RUNSTATE__MAX; s++)
+        assert_int_equal(runstate_from_name(runstate_name((enum runstate)s)), s);
+    assert_int_equal(runstate_from_name("bogus"), -1);
+    assert_string_equal(runstate_name(RUNSTATE_POSTMIGRATE), "postmigrate");
+    assert_string_equal(runstate_name(RUNSTATE_INTERNAL_ERROR), "internal-error");
+}
+
+static void test_runstate_transitions(void **state)
+{
+    assert_true(runstate_transition_ok(RUNSTATE_RUNNING, RUNSTATE_PAUSED));
+    assert_true(runstate_transition_ok(RUNSTATE_PAUSED, RUNSTATE_RUNNING));
+    assert_true(runstate_transition_ok(RUNSTATE_INMIGRATE, RUNSTATE_RUNNING));
+    assert_true(runstate_transition_ok(RUNSTATE_FINISH_MIGRATE, RUNSTATE_POSTMIGRATE));
+    /* A guest that powered off cannot be migrated in or be in error again. */
+    assert_false(runstate_transition_ok(RUNSTATE_SHUTDOWN, RUNSTATE_INMIGRATE));
+    assert_false(runstate_transition_ok(RUNSTATE_RUNNING, RUNSTATE_INMIGRATE));
+    assert_false(runstate_transition_ok(RUNSTATE_POSTMIGRATE, RUNSTATE_INMIGRATE));
+    assert_false(runstate_transition_ok(RUNSTATE__MAX, RUNSTATE_RUNNING));
+}
+
+static int parse(struct vmm_options *o, struct gw_error *err, ...)
+{
+    char *argv[32] = { "godwit-vmm" };
+    int argc = 1;
+    va_list ap;
+    va_start(ap, err);
+    for (char *a; (a = va_arg(ap, char *)) != NULL;)
+        argv[argc++] = a;
+    va_end(ap);
+    gw_error_init(err);
+    FILE *null = fopen("/dev/null", "w");
+    int r = vmm_options_parse(o, argc, argv, null, err);
+    fclose(null);
+    return r;
+}
+
+static void test_options_good(void **state)
+{
+    struct vmm_options o;
+    struct gw_error err;
+    assert_int_equal(parse(&o, &err, "--memory", "1024", "--vcpus", "2", "--test-guest",
+                           "--cmdline", "workload=fpu", "--name", "vm1", "--qmp", "/tmp/q",
+                           NULL), 0);
+    assert_int_equal(o.memory_mib, 1024);
+    assert_int_equal(o.vcpus, 2);
+    assert_true(o.test_guest);
+    assert_string_equal(o.cmdline, "workload=fpu");
+    assert_string_equal(o.serial, "stdio");
+    assert_int_equal(parse(&o, &err, "--incoming", NULL), 0);
+    assert_true(o.incoming);
+    assert_int_equal(parse(&o, &err, "--help", NULL), 1);
+}
+
+static void test_options_bad(void **state)
+{
+    struct vmm_options o;
+    struct gw_error err;
+    assert_int_equal(parse(&o, &err, "--memory", "abc", "--test-guest", NULL), -EINVAL);
+    assert_non_null(strstr(err.msg, "--memory"));
+    assert_int_equal(parse(&o, &err, "--memory", "-5", "--test-guest", NULL), -EINVAL);
+    assert_int_equal(parse(&o, &err, "--memory", "3", "--test-guest", NULL), -EINVAL);
+    assert_int_equal(parse(&o, &err, "--vcpus", "0", "--test-guest", NULL), -EINVAL);
+    assert_int_equal(parse(&o, &err, "--bogus", NULL), -EINVAL);
+    assert_non_null(strstr(err.msg, "--bogus"));
+    assert_int_equal(parse(&o, &err, NULL), -EINVAL);
+    assert_non_null(strstr(err.msg, "nothing to boot"));
+    assert_int_equal(parse(&o, &err, "--test-guest", "--kernel", "x", NULL), -EINVAL);
+    assert_int_equal(parse(&o, &err, "--test-guest", "--memory", NULL), -EINVAL);
+    assert_non_null(strstr(err.msg, "needs an argument"));
+    assert_int_equal(parse(&o, &err, "--test-guest", "extra", NULL), -EINVAL);
+}
+
+static void test_cpuid_apic_ids(void **state)
+{
+    size_t sz = sizeof(struct kvm_cpuid2) + 3 * sizeof(struct kvm_cpuid_entry2);
+    struct kvm_cpuid2 *in = calloc(1, sz), *out = calloc(1, sz);
+    in->nent = 3;
+    in->entries[0].function = 1;
+    in->entries[0].ebx = 0xff00abcd;
+    in->entries[1].function = 7;
+    in->entries[1].edx = 1u << 29 | 1u << 4;
+    in->entries[2].function = 0xb;
+    vcpu_build_cpuid(in, out, 3, 4);
+    assert_int_equal(out->nent, 3);
+    assert_int_equal(out->entries[0].ebx >> 24, 3);
+    assert_int_equal((out->entries[0].ebx >> 16) & 0xff, 4);
+    assert_int_equal(out->entries[0].ebx & 0xffff, 0xabcd);
+    assert_true(out->entries[0].ecx & (1u << 31));
+    assert_int_equal(out->entries[1].edx, 1u << 4);
+    assert_int_equal(out->entries[2].edx, 3);
+    free(in);
+    free(out);
+}
+
+int main(void)
+{
+    gw_log_set_level(GW_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_runstate_names),
+        cmocka_unit_test(test_runstate_transitions),
+        cmocka_unit_test(test_options_good),
+        cmocka_unit_test(test_options_bad),
+        cmocka_unit_test(test_cpuid_apic_ids),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
