@@ -1,0 +1,144 @@
+#define LOG_PREFIX "dirty"
+#include "memory/dirty_log.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "memory/bitmap.h"
+
+#define CLEAR_CHUNK_PAGES (256ULL * 1024) /* re-protect 1 GiB at a time */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+int dirty_log_init(struct dirty_log *dl, int vm_fd, const struct guest_ram *ram,
+                   bool manual_protect, struct gw_error *err)
+{
+    memset(dl, 0, sizeof(*dl));
+    dl->vm_fd = vm_fd;
+    dl->ram = ram;
+    dl->manual_protect = manual_protect;
+    dl->npages = ram->size / GUEST_PAGE_SIZE;
+    uint64_t max_slot = 0;
+    for (unsigned i = 0; i < ram->nr_regions; i++)
+        if (ram->regions[i].size / GUEST_PAGE_SIZE > max_slot)
+            max_slot = ram->regions[i].size / GUEST_PAGE_SIZE;
+    dl->slot_map = bitmap_new(max_slot);
+    dl->vmm_map = bitmap_new(dl->npages);
+    if (!dl->slot_map || !dl->vmm_map) {
+        dirty_log_fini(dl);
+        return gw_error_set(err, ENOMEM, "out of memory for dirty bitmaps");
+    }
+    return 0;
+}
+
+void dirty_log_fini(struct dirty_log *dl)
+{
+    bitmap_free(dl->slot_map);
+    bitmap_free(dl->vmm_map);
+    dl->slot_map = dl->vmm_map = NULL;
+}
+
+static int set_slot_flags(struct dirty_log *dl, bool log, struct gw_error *err)
+{
+    const struct guest_ram *ram = dl->ram;
+    for (unsigned i = 0; i < ram->nr_regions; i++) {
+        const struct guest_ram_region *r = &ram->regions[i];
+        struct kvm_userspace_memory_region reg = {
+            .slot = i,
+            .flags = log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+            .guest_phys_addr = r->gpa,
+            .memory_size = r->size,
+            .userspace_addr = (uint64_t)(uintptr_t)(ram->host + r->offset),
+        };
+        if (ioctl(dl->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0)
+            return gw_error_set(err, errno, "dirty logging on slot %u: %s", i, strerror(errno));
+    }
+    return 0;
+}
+
+static int sync_slot(struct dirty_log *dl, unsigned slot, uint64_t *out, struct gw_error *err)
+{
+    const struct guest_ram_region *r = &dl->ram->regions[slot];
+    uint64_t pages = r->size / GUEST_PAGE_SIZE;
+    bitmap_zero(dl->slot_map, pages);
+    struct kvm_dirty_log log = { .slot = slot, .dirty_bitmap = dl->slot_map };
+    if (ioctl(dl->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+        return gw_error_set(err, errno, "KVM_GET_DIRTY_LOG slot %u: %s", slot, strerror(errno));
+    if (dl->manual_protect) {
+        for (uint64_t first = 0; first < pages; first += CLEAR_CHUNK_PAGES) {
+            uint64_t n = pages - first < CLEAR_CHUNK_PAGES ? pages - first : CLEAR_CHUNK_PAGES;
+            /* Skip chunks with nothing to re-protect. */
+            if (bitmap_next_set(dl->slot_map, first + n, first) >= first + n)
+                continue;
+            struct kvm_clear_dirty_log clr = {
+                .slot = slot,
+                .num_pages = (uint32_t)n,
+                .first_page = first,
+                .dirty_bitmap = dl->slot_map + first / 64,
+            };
+            if (ioctl(dl->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
+                return gw_error_set(err, errno, "KVM_CLEAR_DIRTY_LOG slot %u: %s", slot,
+                                    strerror(errno));
+        }
+    }
+    bitmap_or_at(out, r->offset / GUEST_PAGE_SIZE, dl->slot_map, pages);
+    return 0;
+}
+
+int dirty_log_sync(struct dirty_log *dl, uint64_t *out, struct gw_error *err)
+{
+    if (!dl->active)
+        return gw_error_set(err, EINVAL, "dirty logging is not active");
+    uint64_t t0 = now_ns();
+    for (unsigned i = 0; i < dl->ram->nr_regions; i++)
+        if (sync_slot(dl, i, out, err) < 0)
+            return -err->code;
+    bitmap_take_atomic(out, dl->vmm_map, dl->npages);
+    dl->syncs++;
+    dl->last_sync_ns = now_ns() - t0;
+    return 0;
+}
+
+int dirty_log_start(struct dirty_log *dl, struct gw_error *err)
+{
+    if (dl->active)
+        return 0;
+    bitmap_zero(dl->vmm_map, dl->npages);
+    /* Mark active first so that VMM writes racing with the switch count. */
+    dl->active = true;
+    if (set_slot_flags(dl, true, err) < 0) {
+        dl->active = false;
+        return -err->code;
+    }
+    return 0;
+}
+
+int dirty_log_stop(struct dirty_log *dl, struct gw_error *err)
+{
+    if (!dl->active)
+        return 0;
+    dl->active = false;
+    return set_slot_flags(dl, false, err);
+}
+
+void dirty_log_mark(struct dirty_log *dl, uint64_t gpa, uint64_t len)
+{
+    if (!dl || !dl->active || len == 0)
+        return;
+    uint64_t off;
+    if (!guest_ram_gpa_to_offset(dl->ram, gpa, &off))
+        return;
+    uint64_t first = off / GUEST_PAGE_SIZE;
+    uint64_t last = (off + len - 1) / GUEST_PAGE_SIZE;
+    for (uint64_t p = first; p <= last && p < dl->npages; p++)
+        bitmap_set_atomic(dl->vmm_map, p);
+}

@@ -1,0 +1,43 @@
+/* Dirty-page tracking for guest RAM: KVM's dirty bitmap with manual
+ * protection (KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG; the dirty ring hung a
+ * vCPU on our PVM hosts), plus the pages the VMM itself writes into guest RAM
+ * (dirty_log_mark, any thread).
+ *
+ * Bits are indexed by RAM page index = memfd offset / 4096, over all slots.
+ * Returns: 0 or -errno; errors for people through struct gw_error. */
+#ifndef GW_MEMORY_DIRTY_LOG_H
+#define GW_MEMORY_DIRTY_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "memory/guest_ram.h"
+
+struct dirty_log {
+    int vm_fd;
+    const struct guest_ram *ram;
+    bool manual_protect;      /* KVM_CLEAR_DIRTY_LOG available and enabled */
+    bool active;
+    uint64_t npages;          /* RAM pages (bits) */
+    uint64_t *slot_map;       /* scratch for one slot's KVM bitmap */
+    uint64_t *vmm_map;        /* pages written by the VMM (atomic) */
+    /* Statistics. */
+    uint64_t syncs;
+    uint64_t last_sync_ns;
+};
+
+int dirty_log_init(struct dirty_log *dl, int vm_fd, const struct guest_ram *ram,
+                   bool manual_protect, struct gw_error *err);
+void dirty_log_fini(struct dirty_log *dl);
+/* Turn KVM logging on for every RAM slot; the first sync after start
+ * reports what was written since. */
+int dirty_log_start(struct dirty_log *dl, struct gw_error *err);
+int dirty_log_stop(struct dirty_log *dl, struct gw_error *err);
+/* OR pages dirtied since the last sync into `out` (npages bits) and
+ * re-protect them. */
+int dirty_log_sync(struct dirty_log *dl, uint64_t *out, struct gw_error *err);
+/* The VMM wrote guest memory at [gpa, gpa+len): remember it. Any thread. */
+void dirty_log_mark(struct dirty_log *dl, uint64_t gpa, uint64_t len);
+
+#endif

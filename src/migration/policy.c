@@ -1,0 +1,62 @@
+#include "migration/policy.h"
+
+#include <string.h>
+
+void precopy_params_default(struct precopy_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->downtime_limit_ms = 300;
+    p->throttle_initial = 20;
+    p->throttle_increment = 10;
+    p->throttle_max = 99;
+    p->throttle_trigger_pct = 50;
+}
+
+uint64_t precopy_expected_downtime_ms(uint64_t remaining_bytes, uint64_t bandwidth_bps)
+{
+    if (remaining_bytes == 0)
+        return 0;
+    if (bandwidth_bps == 0)
+        return UINT64_MAX;
+    /* Round up so that "fits" is never optimistic. */
+    return (remaining_bytes * 1000 + bandwidth_bps - 1) / bandwidth_bps;
+}
+
+/* Did the guest dirty more than trigger% of what we managed to send? */
+static bool round_dirtied_too_much(const struct precopy_params *p, const struct precopy_round *r)
+{
+    if (r->iteration < 2)
+        return false; /* the first pass sends everything: no signal */
+    return r->dirtied_bytes * 100 > r->transferred_bytes * p->throttle_trigger_pct;
+}
+
+static unsigned next_throttle(const struct precopy_params *p, unsigned cur)
+{
+    unsigned next = cur == 0 ? p->throttle_initial : cur + p->throttle_increment;
+    return next > p->throttle_max ? p->throttle_max : next;
+}
+
+void precopy_decide(const struct precopy_params *p, struct precopy_policy_state *st,
+                    const struct precopy_round *r, struct precopy_decision *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->expected_downtime_ms = precopy_expected_downtime_ms(r->remaining_bytes, r->bandwidth_bps);
+    d->switchover = r->iteration >= 1 && d->expected_downtime_ms <= p->downtime_limit_ms;
+    d->throttle_pct = st->throttle_pct;
+    if (d->switchover || !p->auto_converge)
+        return;
+    if (round_dirtied_too_much(p, r))
+        st->high_dirty_rounds++;
+    else
+        st->high_dirty_rounds = 0;
+    /* Two bad rounds in a row, as QEMU does, before touching the guest. */
+    if (st->high_dirty_rounds >= 2) {
+        unsigned next = next_throttle(p, st->throttle_pct);
+        if (next != st->throttle_pct) {
+            st->throttle_pct = next;
+            d->throttle_changed = true;
+        }
+        st->high_dirty_rounds = 0;
+    }
+    d->throttle_pct = st->throttle_pct;
+}

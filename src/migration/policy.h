@@ -1,0 +1,50 @@
+/* Pre-copy convergence policy: pure functions of the round statistics, so
+ * they are unit-tested without a VM (Xen's simple_precopy_policy).
+ *
+ * After each round the engine fills struct precopy_round and calls
+ * precopy_decide(); the decision says whether to switch over now and what
+ * CPU throttle to apply. Nothing here blocks or allocates. */
+#ifndef GW_MIGRATION_POLICY_H
+#define GW_MIGRATION_POLICY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct precopy_params {
+    uint64_t downtime_limit_ms;    /* QMP downtime-limit (default 300) */
+    bool auto_converge;            /* capability auto-converge */
+    unsigned throttle_initial;     /* cpu-throttle-initial (default 20) */
+    unsigned throttle_increment;   /* cpu-throttle-increment (default 10) */
+    unsigned throttle_max;         /* max-cpu-throttle (default 99) */
+    unsigned throttle_trigger_pct; /* dirty/transferred ratio that counts as "not
+                                      converging" (default 50) */
+};
+
+/* What the last round did. */
+struct precopy_round {
+    unsigned iteration;            /* 1 = the first full pass */
+    uint64_t remaining_bytes;      /* dirty bytes still to send after this round */
+    uint64_t bandwidth_bps;        /* bytes/s measured over this round */
+    uint64_t dirtied_bytes;        /* bytes dirtied while this round ran */
+    uint64_t transferred_bytes;    /* bytes sent during this round */
+};
+
+/* Carried from one decision to the next (zero-initialise once). */
+struct precopy_policy_state {
+    unsigned high_dirty_rounds;    /* consecutive rounds dirtying too much */
+    unsigned throttle_pct;         /* current throttle */
+};
+
+struct precopy_decision {
+    bool switchover;               /* stop the guest and send the rest now */
+    uint64_t expected_downtime_ms; /* remaining_bytes / bandwidth */
+    unsigned throttle_pct;         /* throttle to apply from now on */
+    bool throttle_changed;
+};
+
+void precopy_params_default(struct precopy_params *p);
+uint64_t precopy_expected_downtime_ms(uint64_t remaining_bytes, uint64_t bandwidth_bps);
+void precopy_decide(const struct precopy_params *p, struct precopy_policy_state *st,
+                    const struct precopy_round *r, struct precopy_decision *d);
+
+#endif

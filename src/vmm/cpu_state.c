@@ -1,0 +1,185 @@
+#define LOG_PREFIX "cpustate"
+#include "vmm/cpu_state.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "common/log.h"
+
+#define MSR_IA32_TSC            0x10
+#define MSR_IA32_ARCH_CAPS      0x10a
+#define MSR_IA32_TSC_DEADLINE   0x6e0
+
+uint32_t cpu_state_xsave_size(const struct kvm_vm *vm)
+{
+    int sz = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+    if (sz < (int)sizeof(struct kvm_xsave))
+        sz = sizeof(struct kvm_xsave);
+    if (sz > CPU_STATE_XSAVE_MAX)
+        sz = CPU_STATE_XSAVE_MAX;
+    return (uint32_t)sz;
+}
+
+unsigned cpu_state_msr_indices(const struct kvm_vm *vm, uint32_t *out, unsigned max)
+{
+    unsigned n = 0;
+    /* TSC first: KVM adjusts TSC-relative MSRs when it is written. */
+    if (kvm_vm_msr_listed(vm, MSR_IA32_TSC) && n < max)
+        out[n++] = MSR_IA32_TSC;
+    for (uint32_t i = 0; i < vm->msr_list->nmsrs && n < max; i++) {
+        uint32_t idx = vm->msr_list->indices[i];
+        if (idx == MSR_IA32_TSC || idx == MSR_IA32_ARCH_CAPS)
+            continue;
+        out[n++] = idx;
+    }
+    return n;
+}
+
+/* Read MSRs one batch at a time; KVM stops at the first it cannot read, so
+ * skip that one and go on. */
+static int save_msrs(const struct kvm_vm *vm, int fd, struct vcpu_state *st)
+{
+    uint32_t idx[CPU_STATE_MAX_MSRS];
+    unsigned n = cpu_state_msr_indices(vm, idx, CPU_STATE_MAX_MSRS);
+    struct {
+        struct kvm_msrs hdr;
+        struct kvm_msr_entry e[CPU_STATE_MAX_MSRS];
+    } buf;
+    st->nmsrs = 0;
+    unsigned pos = 0;
+    while (pos < n) {
+        memset(&buf, 0, sizeof(buf));
+        buf.hdr.nmsrs = n - pos;
+        for (unsigned i = 0; i < n - pos; i++)
+            buf.e[i].index = idx[pos + i];
+        int r = ioctl(fd, KVM_GET_MSRS, &buf);
+        if (r < 0)
+            return -errno;
+        for (int i = 0; i < r; i++)
+            st->msrs[st->nmsrs++] = buf.e[i];
+        pos += (unsigned)r;
+        if (pos < n) {
+            log_debug("MSR 0x%x is not readable, skipped", idx[pos]);
+            pos++;
+        }
+    }
+    return 0;
+}
+
+int vcpu_state_save(const struct kvm_vm *vm, int fd, struct vcpu_state *st, struct gw_error *err)
+{
+    const char *what;
+    memset(&st->regs, 0, sizeof(st->regs));
+    st->xsave_size = cpu_state_xsave_size(vm);
+#define GET(req, ptr) do { what = #req; if (ioctl(fd, req, ptr) < 0) goto fail; } while (0)
+    GET(KVM_GET_REGS, &st->regs);
+    GET(KVM_GET_SREGS, &st->sregs);
+    if (st->xsave_size > sizeof(struct kvm_xsave))
+        GET(KVM_GET_XSAVE2, st->xsave);
+    else
+        GET(KVM_GET_XSAVE, st->xsave);
+    st->has_xcrs = ioctl(fd, KVM_GET_XCRS, &st->xcrs) == 0;
+    GET(KVM_GET_LAPIC, &st->lapic);
+    GET(KVM_GET_VCPU_EVENTS, &st->events);
+    GET(KVM_GET_MP_STATE, &st->mp);
+    GET(KVM_GET_DEBUGREGS, &st->debugregs);
+#undef GET
+    what = "KVM_GET_MSRS";
+    if (save_msrs(vm, fd, st) < 0)
+        goto fail;
+    return 0;
+fail:
+    return gw_error_set(err, errno, "saving vCPU state: %s: %s", what, strerror(errno));
+}
+
+static int load_msrs(int fd, const struct vcpu_state *st, bool deadline_only,
+                     struct gw_error *err)
+{
+    struct {
+        struct kvm_msrs hdr;
+        struct kvm_msr_entry e[CPU_STATE_MAX_MSRS];
+    } buf;
+    memset(&buf.hdr, 0, sizeof(buf.hdr));
+    unsigned n = 0;
+    for (unsigned i = 0; i < st->nmsrs && i < CPU_STATE_MAX_MSRS; i++) {
+        bool is_deadline = st->msrs[i].index == MSR_IA32_TSC_DEADLINE;
+        if (is_deadline == deadline_only)
+            buf.e[n++] = st->msrs[i];
+    }
+    buf.hdr.nmsrs = n;
+    if (n == 0)
+        return 0;
+    int r = ioctl(fd, KVM_SET_MSRS, &buf);
+    if (r < 0)
+        return gw_error_set(err, errno, "restoring MSRs: %s", strerror(errno));
+    if ((unsigned)r != n)
+        return gw_error_set(err, EINVAL, "restoring MSRs: MSR 0x%x was refused",
+                            buf.e[r].index);
+    return 0;
+}
+
+int vcpu_state_load(const struct kvm_vm *vm, int fd, const struct vcpu_state *st,
+                    struct gw_error *err)
+{
+    const char *what;
+    if (st->xsave_size > cpu_state_xsave_size(vm) || st->nmsrs > CPU_STATE_MAX_MSRS)
+        return gw_error_set(err, EINVAL, "vCPU state does not fit this host (xsave %u bytes)",
+                            st->xsave_size);
+#define SET(req, ptr) do { what = #req; if (ioctl(fd, req, ptr) < 0) goto fail; } while (0)
+    SET(KVM_SET_SREGS, &st->sregs);
+    SET(KVM_SET_REGS, &st->regs);
+    SET(KVM_SET_XSAVE, st->xsave);
+    if (st->has_xcrs)
+        SET(KVM_SET_XCRS, &st->xcrs);
+#undef SET
+    if (load_msrs(fd, st, false, err) < 0)
+        return -err->code;
+#define SET(req, ptr) do { what = #req; if (ioctl(fd, req, ptr) < 0) goto fail; } while (0)
+    SET(KVM_SET_MP_STATE, &st->mp);
+    SET(KVM_SET_LAPIC, &st->lapic);
+    SET(KVM_SET_VCPU_EVENTS, &st->events);
+    SET(KVM_SET_DEBUGREGS, &st->debugregs);
+#undef SET
+    /* The TSC deadline is only meaningful once the LAPIC is in place. */
+    return load_msrs(fd, st, true, err);
+fail:
+    return gw_error_set(err, errno, "restoring vCPU state: %s: %s", what, strerror(errno));
+}
+
+int platform_state_save(const struct kvm_vm *vm, struct platform_state *st, struct gw_error *err)
+{
+    memset(st, 0, sizeof(*st));
+    st->pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;
+    st->pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
+    st->ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
+    if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &st->pic_master) < 0 ||
+        ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &st->pic_slave) < 0 ||
+        ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &st->ioapic) < 0)
+        return gw_error_set(err, errno, "saving interrupt controllers: %s", strerror(errno));
+    if (ioctl(vm->vm_fd, KVM_GET_PIT2, &st->pit) < 0)
+        return gw_error_set(err, errno, "saving the PIT: %s", strerror(errno));
+    if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &st->clock) < 0)
+        return gw_error_set(err, errno, "saving kvmclock: %s", strerror(errno));
+    return 0;
+}
+
+int platform_state_load(const struct kvm_vm *vm, const struct platform_state *st,
+                        struct gw_error *err)
+{
+    if (st->pic_master.chip_id != KVM_IRQCHIP_PIC_MASTER ||
+        st->pic_slave.chip_id != KVM_IRQCHIP_PIC_SLAVE || st->ioapic.chip_id != KVM_IRQCHIP_IOAPIC)
+        return gw_error_set(err, EINVAL, "interrupt controller state is inconsistent");
+    if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &st->pic_master) < 0 ||
+        ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &st->pic_slave) < 0 ||
+        ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &st->ioapic) < 0)
+        return gw_error_set(err, errno, "restoring interrupt controllers: %s", strerror(errno));
+    if (ioctl(vm->vm_fd, KVM_SET_PIT2, &st->pit) < 0)
+        return gw_error_set(err, errno, "restoring the PIT: %s", strerror(errno));
+    /* Guest time continues from the saved value: it neither jumps by the
+     * migration's downtime nor runs backwards. */
+    struct kvm_clock_data c = { .clock = st->clock.clock };
+    if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &c) < 0)
+        return gw_error_set(err, errno, "restoring kvmclock: %s", strerror(errno));
+    return 0;
+}

@@ -1,0 +1,57 @@
+/* Complete guest-visible state of a vCPU and of the in-kernel platform
+ * devices (PIC, IOAPIC, PIT, kvmclock), read from and written to KVM. Used by
+ * migration, save/restore and checkpointing.
+ *
+ * Returns: 0 or -errno; human-facing errors through struct gw_error. A load
+ * that fails part-way leaves the vCPU in an undefined state: callers load
+ * only into a VM that is not running and discard it on failure. */
+#ifndef GW_VMM_CPU_STATE_H
+#define GW_VMM_CPU_STATE_H
+
+#include <linux/kvm.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "vmm/kvm_vm.h"
+
+#define CPU_STATE_MAX_MSRS 256
+#define CPU_STATE_XSAVE_MAX (64 * 1024)
+
+struct vcpu_state {
+    struct kvm_regs regs;
+    struct kvm_sregs sregs;
+    uint32_t xsave_size;                 /* bytes used in xsave */
+    uint8_t xsave[CPU_STATE_XSAVE_MAX] __attribute__((aligned(64)));
+    bool has_xcrs;
+    struct kvm_xcrs xcrs;
+    uint32_t nmsrs;
+    struct kvm_msr_entry msrs[CPU_STATE_MAX_MSRS];
+    struct kvm_lapic_state lapic;
+    struct kvm_vcpu_events events;
+    struct kvm_mp_state mp;
+    struct kvm_debugregs debugregs;
+};
+
+struct platform_state {
+    struct kvm_irqchip pic_master, pic_slave, ioapic;
+    struct kvm_pit_state2 pit;
+    struct kvm_clock_data clock;
+};
+
+/* Size of the XSAVE area KVM uses on this host (4096 or larger). */
+uint32_t cpu_state_xsave_size(const struct kvm_vm *vm);
+/* MSRs worth saving: KVM's saveable list minus the ones that cannot be set
+ * here. Writes up to `max` indices, returns the count. */
+unsigned cpu_state_msr_indices(const struct kvm_vm *vm, uint32_t *out, unsigned max);
+
+int vcpu_state_save(const struct kvm_vm *vm, int vcpu_fd, struct vcpu_state *st,
+                    struct gw_error *err);
+int vcpu_state_load(const struct kvm_vm *vm, int vcpu_fd, const struct vcpu_state *st,
+                    struct gw_error *err);
+
+int platform_state_save(const struct kvm_vm *vm, struct platform_state *st, struct gw_error *err);
+int platform_state_load(const struct kvm_vm *vm, const struct platform_state *st,
+                        struct gw_error *err);
+
+#endif

@@ -1,0 +1,108 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "migration/policy.h"
+
+static void test_expected_downtime(void **state)
+{
+    assert_int_equal(precopy_expected_downtime_ms(0, 0), 0);
+    assert_int_equal(precopy_expected_downtime_ms(1000, 0), UINT64_MAX);
+    assert_int_equal(precopy_expected_downtime_ms(1000000, 1000000000), 1);
+    assert_int_equal(precopy_expected_downtime_ms(300000000, 1000000000), 300);
+    assert_int_equal(precopy_expected_downtime_ms(300000001, 1000000000), 301);
+}
+
+static void test_switchover_when_it_fits(void **state)
+{
+    struct precopy_params p;
+    precopy_params_default(&p);
+    struct precopy_policy_state st = { 0 };
+    struct precopy_decision d;
+    struct precopy_round r = { .iteration = 1, .remaining_bytes = 100 << 20,
+                               .bandwidth_bps = 1000ULL << 20 };
+    precopy_decide(&p, &st, &r, &d);
+    assert_true(d.switchover); /* 100 ms <= 300 ms */
+    p.downtime_limit_ms = 20;
+    precopy_decide(&p, &st, &r, &d);
+    assert_false(d.switchover);
+    assert_int_equal(d.expected_downtime_ms, 100);
+}
+
+static void test_no_throttle_without_capability(void **state)
+{
+    struct precopy_params p;
+    precopy_params_default(&p);
+    p.downtime_limit_ms = 1;
+    struct precopy_policy_state st = { 0 };
+    struct precopy_decision d;
+    for (unsigned i = 2; i < 10; i++) {
+        struct precopy_round r = { .iteration = i, .remaining_bytes = 500 << 20,
+                                   .bandwidth_bps = 100 << 20, .dirtied_bytes = 500 << 20,
+                                   .transferred_bytes = 100 << 20 };
+        precopy_decide(&p, &st, &r, &d);
+        assert_false(d.switchover);
+        assert_int_equal(d.throttle_pct, 0);
+    }
+}
+
+static void test_auto_converge_steps(void **state)
+{
+    struct precopy_params p;
+    precopy_params_default(&p);
+    p.downtime_limit_ms = 1;
+    p.auto_converge = true;
+    p.throttle_max = 45;
+    struct precopy_policy_state st = { 0 };
+    struct precopy_decision d;
+    unsigned seen[12];
+    for (unsigned i = 0; i < 12; i++) {
+        struct precopy_round r = { .iteration = i + 2, .remaining_bytes = 500 << 20,
+                                   .bandwidth_bps = 100 << 20, .dirtied_bytes = 80 << 20,
+                                   .transferred_bytes = 100 << 20 };
+        precopy_decide(&p, &st, &r, &d);
+        seen[i] = d.throttle_pct;
+    }
+    /* Every second bad round: 20, 30, 40, then capped at 45. */
+    assert_int_equal(seen[0], 0);
+    assert_int_equal(seen[1], 20);
+    assert_int_equal(seen[3], 30);
+    assert_int_equal(seen[5], 40);
+    assert_int_equal(seen[7], 45);
+    assert_int_equal(seen[11], 45);
+}
+
+static void test_good_round_resets_counter(void **state)
+{
+    struct precopy_params p;
+    precopy_params_default(&p);
+    p.downtime_limit_ms = 1;
+    p.auto_converge = true;
+    struct precopy_policy_state st = { 0 };
+    struct precopy_decision d;
+    struct precopy_round bad = { .iteration = 2, .remaining_bytes = 1 << 30, .bandwidth_bps = 1 << 20,
+                                 .dirtied_bytes = 90, .transferred_bytes = 100 };
+    struct precopy_round good = bad;
+    good.dirtied_bytes = 10;
+    precopy_decide(&p, &st, &bad, &d);
+    precopy_decide(&p, &st, &good, &d);
+    precopy_decide(&p, &st, &bad, &d);
+    assert_int_equal(d.throttle_pct, 0);
+    precopy_decide(&p, &st, &bad, &d);
+    assert_int_equal(d.throttle_pct, 20);
+    assert_true(d.throttle_changed);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_expected_downtime),
+        cmocka_unit_test(test_switchover_when_it_fits),
+        cmocka_unit_test(test_no_throttle_without_capability),
+        cmocka_unit_test(test_auto_converge_steps),
+        cmocka_unit_test(test_good_round_resets_counter),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
