@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -257,6 +258,12 @@ static void *vcpu_thread(void *arg)
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
     while (wait_for_run(m)) {
+        uint64_t nap = __atomic_exchange_n(&vcpu->throttle_sleep_ns, 0, __ATOMIC_ACQ_REL);
+        if (nap) {
+            struct timespec ts = { (time_t)(nap / 1000000000ULL), (long)(nap % 1000000000ULL) };
+            nanosleep(&ts, NULL);
+            continue; /* re-check for a pause requested meanwhile */
+        }
         int r = ioctl(vcpu->fd, KVM_RUN, 0);
         vcpu->run->immediate_exit = 0;
         if (r < 0) {
@@ -293,8 +300,71 @@ int machine_start_threads(struct machine *m, struct gw_error *err)
     return 0;
 }
 
+/* ---- CPU throttle ------------------------------------------------------------- */
+
+#define THROTTLE_SLICE_NS 10000000ULL
+
+static void *throttle_thread(void *arg)
+{
+    struct machine *m = arg;
+    pthread_mutex_lock(&m->lock);
+    while (m->throttle_pct > 0 && !m->vcpus_quit) {
+        unsigned pct = m->throttle_pct;
+        uint64_t sleep_ns = THROTTLE_SLICE_NS * pct / (100 - pct);
+        pthread_mutex_unlock(&m->lock);
+        for (unsigned i = 0; i < m->nr_vcpus; i++)
+            __atomic_store_n(&m->vcpus[i].throttle_sleep_ns, sleep_ns, __ATOMIC_RELEASE);
+        kick_all(m);
+        /* One slice of running time plus the time the vCPUs sleep. */
+        uint64_t period = THROTTLE_SLICE_NS + sleep_ns;
+        struct timespec ts = { (time_t)(period / 1000000000ULL), (long)(period % 1000000000ULL) };
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&m->lock);
+    }
+    m->throttle_thread_running = false;
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+int machine_set_throttle(struct machine *m, unsigned pct, struct gw_error *err)
+{
+    if (pct > 99)
+        return gw_error_set(err, EINVAL, "throttle must be 0..99%%");
+    pthread_mutex_lock(&m->lock);
+    bool was_running = m->throttle_thread_running;
+    m->throttle_pct = pct;
+    if (pct > 0 && !was_running) {
+        int r = pthread_create(&m->throttle_thread, NULL, throttle_thread, m);
+        if (r != 0) {
+            m->throttle_pct = 0;
+            pthread_mutex_unlock(&m->lock);
+            return gw_error_set(err, r, "cannot start the throttle thread: %s", strerror(r));
+        }
+        pthread_detach(m->throttle_thread);
+        m->throttle_thread_running = true;
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (pct != 0 || was_running)
+        log_info("CPU throttle %u%%", pct);
+    return 0;
+}
+
+unsigned machine_throttle(struct machine *m)
+{
+    pthread_mutex_lock(&m->lock);
+    unsigned pct = m->throttle_pct;
+    pthread_mutex_unlock(&m->lock);
+    return pct;
+}
+
 static void stop_threads(struct machine *m)
 {
+    pthread_mutex_lock(&m->lock);
+    m->throttle_pct = 0;
+    while (m->throttle_thread_running)
+        pthread_cond_wait(&m->cond, &m->lock);
+    pthread_mutex_unlock(&m->lock);
     pthread_mutex_lock(&m->lock);
     m->vcpus_quit = true;
     m->vcpus_run = false;

@@ -72,6 +72,11 @@ struct machine {
     bool vcpus_quit;          /* vCPU threads must exit */
     unsigned vcpus_parked;    /* threads waiting for vcpus_run */
     bool request_pending;     /* a reset/power-off request is queued */
+
+    /* CPU throttle for auto-converge (see machine_set_throttle). */
+    unsigned throttle_pct;
+    bool throttle_thread_running;
+    pthread_t throttle_thread;
 };
 
 int machine_init(struct machine *m, const struct machine_config *cfg, struct evloop *loop,
@@ -92,6 +97,11 @@ int machine_reset(struct machine *m, struct gw_error *err);
 enum runstate machine_state(struct machine *m);
 /* Change state without touching the vCPUs (checked, emits nothing). */
 int machine_set_state(struct machine *m, enum runstate to, struct gw_error *err);
+
+/* Throttle the vCPUs to (100 - pct)% of their time (0 = off), as QEMU's
+ * auto-converge: every vCPU sleeps pct/(100-pct) x 10 ms per 10 ms slice. */
+int machine_set_throttle(struct machine *m, unsigned pct, struct gw_error *err);
+unsigned machine_throttle(struct machine *m);
 
 /* Write `size` bytes of guest-physical memory at `gpa` to `path`. */
 int machine_pmemsave(struct machine *m, uint64_t gpa, uint64_t size, const char *path,

@@ -36,6 +36,8 @@ struct vcpu {
     struct vcpu_reset_state reset;
     /* Exit statistics (updated only by the vCPU thread). */
     uint64_t exits, io_exits, mmio_exits;
+    /* Set by the throttle thread: sleep this long before re-entering. */
+    volatile uint64_t throttle_sleep_ns;
 };
 
 int vcpu_init(struct vcpu *vcpu, struct kvm_vm *vm, unsigned id, unsigned nr_vcpus,
