@@ -1,6 +1,8 @@
 /* godwit-vmm: one virtual machine per process. */
 #define LOG_PREFIX "vmm"
 #include <errno.h>
+#include <stdarg.h>
+#include <json-c/json.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -175,8 +177,28 @@ static int open_serial(struct vmm *v)
     return v->serial_out_fd < 0 ? -errno : 0;
 }
 
+/* MiB of RAM plus swap on this host (0 if unknown). */
+static uint64_t host_memory_mib(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    uint64_t total = 0, kib;
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "MemTotal: %lu kB", &kib) == 1 || sscanf(line, "SwapTotal: %lu kB", &kib) == 1)
+            total += kib;
+    }
+    fclose(f);
+    return total / 1024;
+}
+
 static void check_files(const struct vmm_options *o)
 {
+    uint64_t host = host_memory_mib();
+    if (host && o->memory_mib > host)
+        die("cannot give the guest %llu MiB of memory: this host has %llu MiB",
+            (unsigned long long)o->memory_mib, (unsigned long long)host);
     if (o->kernel && access(o->kernel, R_OK) < 0)
         die("cannot read kernel '%s': %s", o->kernel, strerror(errno));
     if (o->initrd && access(o->initrd, R_OK) < 0)

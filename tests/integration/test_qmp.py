@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""The QMP control socket with a running test guest: greeting and
+negotiation, ids echoed, errors for malformed JSON / unknown commands / bad
+arguments (the VM keeps running), two clients at once, a client vanishing
+mid-command, stop/cont with STOP/RESUME events, system_reset with RESET,
+pmemsave, quit with SHUTDOWN and exit status 0."""
+# timeout: 240
+import json
+import os
+import socket
+import time
+
+from godwit_test import QMP, QMPError, VMM, need_kvm, run_test, wait_until
+
+
+def main():
+    need_kvm()
+    with VMM(memory=64, vcpus=1, cmdline="workload=mem-invariant") as vm:
+        q = vm.qmp
+        g = q.greeting["QMP"]
+        assert "version" in g and "capabilities" in g, g
+        # Negotiation is required on a fresh connection.
+        q2 = QMP(vm.qmp_path, negotiate=False)
+        r = q2.execute("query-status")
+        assert r["error"]["class"] == "CommandNotFound", r
+        q2.cmd("qmp_capabilities")
+        r = q2.execute("qmp_capabilities")
+        assert "error" in r, r
+        # id echoed, including non-integer ids.
+        q2.send_raw(json.dumps({"execute": "query-status", "id": "abc"}))
+        wait_until(lambda: json.dumps("abc") in q2.replies, 10, "reply with id abc")
+        # Two objects in one write, one object split in two writes.
+        q2.send_raw('{"execute":"query-version","id":101}{"execute":"query-status","id":102}')
+        q2.send_raw('{"execute":"query-sta')
+        time.sleep(0.1)
+        q2.send_raw('tus","id":103}')
+        wait_until(lambda: all(json.dumps(i) in q2.replies for i in (101, 102, 103)), 10, "3 replies")
+        assert q2.replies[json.dumps(102)]["return"]["status"] == "running"
+        # Malformed JSON, then a good command on the same connection.
+        q2.send_raw('{"execute": oops}')
+        r = q2.execute("query-status")
+        assert r["return"]["status"] == "running", r
+        # Errors that must not touch the VM.
+        for name, args, cls in [("no-such-command", {}, "CommandNotFound"),
+                                ("pmemsave", {"val": "x", "size": 1, "filename": "/tmp/x"}, "GenericError"),
+                                ("pmemsave", {"size": 1, "filename": "/tmp/x"}, "GenericError"),
+                                ("stop", {"bogus": 1}, "GenericError")]:
+            r = q2.execute(name, **args)
+            assert r.get("error", {}).get("class") == cls, (name, args, r)
+        assert vm.status() == "running"
+        cmds = {c["name"] for c in q.cmd("query-commands")}
+        for c in ("query-status", "stop", "cont", "quit", "system_reset", "pmemsave", "query-version"):
+            assert c in cmds, c
+        v = q.cmd("query-version")
+        assert "qemu" in v and "package" in v, v
+        # A client that disconnects right after sending a command.
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(vm.qmp_path)
+        s.sendall(b'{"execute":"qmp_capabilities"}{"execute":"query-commands"}')
+        s.close()
+        time.sleep(0.2)
+        assert vm.status() == "running"
+        # stop/cont and their events, seen by both clients.
+        q.cmd("stop")
+        q.wait_event("STOP", 10)
+        q2.wait_event("STOP", 10)
+        assert vm.status() == "paused"
+        n0 = vm.serial_len()
+        time.sleep(0.5)
+        q.cmd("cont")
+        q.wait_event("RESUME", 10)
+        assert vm.status() == "running"
+        # pmemsave of a range and of an address outside RAM.
+        path = os.path.join(vm.dir, "mem.bin")
+        data = vm.pmemsave(0x100000, 4096 * 16, path)
+        assert len(data) == 4096 * 16
+        r = q.execute("pmemsave", val=0xF0000000, size=4096, filename=path)
+        assert "error" in r, r
+        # Reset: RESET event, the guest boots again.
+        start = vm.serial_len()
+        q.cmd("system_reset")
+        q.wait_event("RESET", 10)
+        vm.wait_serial("godwit-guest: booted", timeout=60, start=start)
+        assert vm.status() == "running"
+        # quit: SHUTDOWN event, exit status 0.
+        q.cmd("quit")
+        e = q2.wait_event("SHUTDOWN", 10)
+        assert e["data"]["guest"] is False, e
+        assert vm.wait_exit(10) == 0
+        q2.close()
+
+
+run_test(main)
