@@ -95,6 +95,8 @@ int machine_resume(struct machine *m, struct gw_error *err);
 /* Reset like a power cycle without power-off (emits RESET). */
 int machine_reset(struct machine *m, struct gw_error *err);
 enum runstate machine_state(struct machine *m);
+/* Stop the vCPUs, emit SHUTDOWN {guest, reason}, ask the process to end. */
+void machine_shutdown(struct machine *m, bool guest, const char *reason);
 /* Change state without touching the vCPUs (checked, emits nothing). */
 int machine_set_state(struct machine *m, enum runstate to, struct gw_error *err);
 

@@ -24,8 +24,6 @@ void machine_request(struct machine *m, enum machine_request_kind kind, unsigned
                      const char *desc);
 /* vCPU thread: act on the exit in vcpu->run. */
 void machine_handle_exit(struct machine *m, struct vcpu *vcpu);
-/* Main thread: stop the vCPUs, emit SHUTDOWN, ask the process to end. */
-void machine_shutdown(struct machine *m, bool guest, const char *reason);
 /* Main thread: stop every vCPU thread (state unchanged). */
 void machine_park_vcpus(struct machine *m);
 

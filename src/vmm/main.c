@@ -53,11 +53,18 @@ static void on_event(void *opaque, const char *name, struct json_object *data)
     vmm_control_event(v->control, name, data);
 }
 
+static void stop_loop(void *opaque)
+{
+    struct vmm *v = opaque;
+    evloop_stop(v->loop);
+}
+
 static void on_terminate(void *opaque, int status)
 {
     struct vmm *v = opaque;
     v->exit_status = status;
-    evloop_stop(v->loop);
+    /* Posted after the SHUTDOWN event so that clients receive it first. */
+    evloop_post(v->loop, stop_loop, v);
 }
 
 static const struct machine_ops machine_ops = {

@@ -1,0 +1,27 @@
+/* Shared by the VMM control files (vmm_control.c: run control;
+ * vmm_migration.c: migration commands). */
+#ifndef GW_VMM_VMM_CONTROL_INTERNAL_H
+#define GW_VMM_VMM_CONTROL_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "qmp/qmp_server.h"
+#include "vmm/vmm_control.h"
+
+struct vmm_migration;
+
+struct vmm_control {
+    struct evloop *loop;
+    struct machine *machine;
+    struct qmp_server *qmp;
+    bool autostart;                 /* run the guest when an incoming migration ends */
+    struct vmm_migration *mig;
+};
+
+int vmm_control_register(struct vmm_control *c, const struct qmp_command *cmds, unsigned n);
+/* True (with err set) when a migration forbids changing the run state now. */
+bool vmm_control_busy(struct vmm_control *c, struct qmp_error *err);
+int vmm_migration_init(struct vmm_control *c, struct gw_error *err);
+void vmm_migration_fini(struct vmm_control *c);
+
+#endif
