@@ -260,6 +260,8 @@ int main(int argc, char **argv)
         die("%s", err.msg);
     if (v.opt.incoming)
         r = machine_set_state(&v.machine, RUNSTATE_INMIGRATE, &err);
+    else if (v.opt.paused)
+        r = 0; /* prelaunch until `cont` */
     else
         r = machine_resume(&v.machine, &err);
     if (r < 0)

@@ -22,6 +22,7 @@ struct vmm_options {
     const char *name;
     bool incoming;
     bool no_reboot;
+    bool paused;             /* -S: do not start the vCPUs until `cont` */
     int log_level;           /* enum gw_log_level */
 };
 

@@ -6,11 +6,11 @@ import os
 import subprocess
 import tempfile
 
-from godwit_test import VMM, need_kvm, run_test
+from godwit_test import VMM_BIN, need_kvm, run_test
 
 
 def vmm(*args, timeout=30):
-    return subprocess.run([VMM, *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([VMM_BIN, *args], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
 

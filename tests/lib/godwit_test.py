@@ -16,7 +16,7 @@ import time
 
 BUILD = os.environ.get("GODWIT_BUILD") or os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "build")
-VMM = os.path.join(BUILD, "godwit-vmm")
+VMM_BIN = os.path.join(BUILD, "godwit-vmm")
 SKIP = 77
 
 
@@ -176,7 +176,7 @@ class VMM:
         self.dir = workdir or tempfile.mkdtemp(prefix="godwit-test-")
         self.own_dir = workdir is None
         self.qmp_path = os.path.join(self.dir, f"qmp-{os.getpid()}-{id(self)}.sock") if qmp else None
-        cmd = [VMM, "--memory", str(memory), "--vcpus", str(vcpus)]
+        cmd = [VMM_BIN, "--memory", str(memory), "--vcpus", str(vcpus)]
         if test_guest and not incoming:
             cmd.append("--test-guest")
         if cmdline is not None:
