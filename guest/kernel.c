@@ -1,0 +1,447 @@
+/* Test guest ring 0: set-up, interrupts and the few services ring 3 asks
+ * for through the ud2 gate. Everything here runs emulated (slowly) on PVM,
+ * so it does as little as possible. Compiled without vector registers. */
+#include "guest.h"
+
+#define LAPIC_BASE   0xfee00000UL
+#define IOAPIC_BASE  0xfec00000UL
+#define COM1         0x3f8
+#define POWER_PORT   0x604
+
+#define VEC_TIMER    0x20
+#define VEC_SERIAL   0x24
+#define VEC_SPURIOUS 0xff
+
+struct hvm_start_info {
+    uint32_t magic, version, flags, nr_modules;
+    uint64_t modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr;
+    uint32_t memmap_entries, reserved;
+};
+
+struct hvm_memmap_entry {
+    uint64_t addr, size;
+    uint32_t type, reserved;
+};
+
+struct frame {
+    uint64_t r15, r14, r13, r12, r11, r10, r9, r8, rbp, rdi, rsi, rdx, rcx, rbx, rax;
+    uint64_t vector, error, rip, cs, rflags, rsp, ss;
+};
+
+struct tss {
+    uint32_t reserved0;
+    uint64_t rsp0, rsp1, rsp2, reserved1, ist[7], reserved2;
+    uint16_t reserved3, iomap;
+} __attribute__((packed));
+
+struct idt_entry {
+    uint16_t off0, sel;
+    uint8_t ist, type;
+    uint16_t off1;
+    uint32_t off2, zero;
+} __attribute__((packed));
+
+struct guest_shared g;
+uint8_t kstacks[MAX_CPUS][KSTACK_SIZE] __attribute__((aligned(16)));
+static uint8_t ustacks[MAX_CPUS][USTACK_SIZE] __attribute__((aligned(16)));
+static struct tss tss[MAX_CPUS];
+static struct idt_entry idt[256];
+static volatile uint32_t serial_lock;
+static char cmdline[1024];
+
+extern uint64_t gdt[];
+extern uint8_t gdt_tss[];
+extern struct { uint16_t limit; uint64_t base; } __attribute__((packed)) gdt_ptr;
+extern const uint64_t isr_stub_base;
+extern void enter_user(uint64_t rip, uint64_t rsp, uint64_t cpu) __attribute__((noreturn));
+
+static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
+static inline void outw(uint16_t port, uint16_t v) { __asm__ volatile("outw %0, %1" ::"a"(v), "Nd"(port)); }
+static inline uint8_t inb(uint16_t port)
+{
+    uint8_t v;
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+static inline uint32_t lapic_read(uint32_t reg) { return *(volatile uint32_t *)(LAPIC_BASE + reg); }
+static inline void lapic_write(uint32_t reg, uint32_t v) { *(volatile uint32_t *)(LAPIC_BASE + reg) = v; }
+
+static void ioapic_write(uint32_t reg, uint32_t v)
+{
+    *(volatile uint32_t *)IOAPIC_BASE = reg;
+    *(volatile uint32_t *)(IOAPIC_BASE + 0x10) = v;
+}
+
+/* ---- serial output ------------------------------------------------------- */
+
+static void serial_lock_take(void)
+{
+    while (__atomic_exchange_n(&serial_lock, 1, __ATOMIC_ACQUIRE))
+        cpu_relax();
+}
+
+static void serial_lock_drop(void) { __atomic_store_n(&serial_lock, 0, __ATOMIC_RELEASE); }
+
+static void serial_write(const char *s, size_t n)
+{
+    serial_lock_take();
+    for (size_t i = 0; i < n; i++) {
+        while (!(inb(COM1 + 5) & 0x20))
+            cpu_relax();
+        outb(COM1, (uint8_t)s[i]);
+    }
+    serial_lock_drop();
+}
+
+static void kprint(const char *fmt_done) { serial_write(fmt_done, g_strlen(fmt_done)); }
+
+static void power_off(void)
+{
+    outw(POWER_PORT, 0x2000);
+    for (;;)
+        __asm__ volatile("cli; hlt");
+}
+
+/* ---- interrupts ------------------------------------------------------------ */
+
+static void panic_frame(const struct frame *f)
+{
+    char buf[160];
+    uint64_t cr2;
+    __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
+    g_snprintf(buf, sizeof(buf), "GUEST-PANIC vector=%lu rip=0x%lx cr2=0x%lx error=0x%lx cs=0x%lx\n",
+               f->vector, f->rip, cr2, f->error, f->cs);
+    kprint(buf);
+    for (;;)
+        __asm__ volatile("cli; hlt");
+}
+
+static void syscall_gate(struct frame *f)
+{
+    switch (f->rax) {
+    case SYS_WRITE: {
+        const char *p = (const char *)f->rdi;
+        size_t n = f->rsi < 512 ? f->rsi : 512;
+        serial_write(p, n);
+        f->rax = n;
+        break;
+    }
+    case SYS_POWEROFF:
+        power_off();
+        break;
+    default:
+        f->rax = (uint64_t)-1;
+        break;
+    }
+    f->rip += 2; /* skip the ud2 */
+}
+
+static void serial_irq(void)
+{
+    while (inb(COM1 + 5) & 0x01) {
+        uint8_t c = inb(COM1);
+        if (c == 'v')
+            __atomic_fetch_add(&g.report_seq, 1, __ATOMIC_RELEASE);
+        else if (c == 'p')
+            power_off();
+    }
+}
+
+static unsigned this_cpu(void) { return lapic_read(0x20) >> 24; }
+
+void isr_dispatch(struct frame *f)
+{
+    switch (f->vector) {
+    case VEC_TIMER: {
+        unsigned cpu = this_cpu();
+        if (cpu < MAX_CPUS)
+            g.cpu_ticks[cpu]++;
+        if (cpu == 0)
+            g.ticks++;
+        lapic_write(0xb0, 0);
+        return;
+    }
+    case VEC_SERIAL:
+        serial_irq();
+        lapic_write(0xb0, 0);
+        return;
+    case VEC_SPURIOUS:
+        return;
+    case 6:
+        if ((f->cs & 3) == 3 && *(const uint16_t *)f->rip == 0x0b0f) {
+            syscall_gate(f);
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    panic_frame(f);
+}
+
+/* ---- set-up ---------------------------------------------------------------- */
+
+static void setup_idt(void)
+{
+    for (unsigned v = 0; v < 256; v++) {
+        uint64_t a = isr_stub_base + v * 16;
+        idt[v] = (struct idt_entry){ (uint16_t)a, 0x08, 0, 0x8e, (uint16_t)(a >> 16),
+                                     (uint32_t)(a >> 32), 0 };
+    }
+}
+
+static void load_cpu_tables(unsigned cpu)
+{
+    struct { uint16_t limit; uint64_t base; } __attribute__((packed)) idtr = { sizeof(idt) - 1,
+                                                                             (uint64_t)idt };
+    __asm__ volatile("lgdt %0" ::"m"(gdt_ptr));
+    __asm__ volatile("lidt %0" ::"m"(idtr));
+    tss[cpu].rsp0 = (uint64_t)&kstacks[cpu + 1];
+    tss[cpu].iomap = sizeof(struct tss);
+    uint64_t base = (uint64_t)&tss[cpu], limit = sizeof(struct tss) - 1;
+    uint64_t *d = (uint64_t *)(gdt_tss + cpu * 16);
+    d[0] = (limit & 0xffff) | ((base & 0xffffff) << 16) | (0x89ULL << 40) |
+           ((limit >> 16) & 0xf) << 48 | ((base >> 24) & 0xff) << 56;
+    d[1] = base >> 32;
+    uint16_t sel = (uint16_t)(0x30 + cpu * 16);
+    __asm__ volatile("ltr %0" ::"r"(sel));
+}
+
+static void cpuid(uint32_t leaf, uint32_t sub, uint32_t *a, uint32_t *b, uint32_t *c, uint32_t *d)
+{
+    __asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(sub));
+}
+
+/* SSE always; AVX state in XCR0 when the CPU has it. */
+static void setup_fpu(void)
+{
+    uint32_t a, b, c, d;
+    cpuid(1, 0, &a, &b, &c, &d);
+    uint64_t cr0, cr4;
+    __asm__ volatile("mov %%cr0, %0" : "=r"(cr0));
+    cr0 = (cr0 & ~(1ULL << 2)) | (1ULL << 1); /* EM off, MP on */
+    __asm__ volatile("mov %0, %%cr0" ::"r"(cr0));
+    __asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
+    cr4 |= (1 << 9) | (1 << 10); /* OSFXSR, OSXMMEXCPT */
+    bool xsave = c & (1u << 26), avx = c & (1u << 28);
+    if (xsave)
+        cr4 |= 1 << 18; /* OSXSAVE */
+    cr4 &= ~(1ULL << 2); /* TSD off: ring 3 reads the TSC */
+    __asm__ volatile("mov %0, %%cr4" ::"r"(cr4));
+    if (xsave) {
+        uint32_t xcr0 = 0x3 | (avx ? 0x4 : 0);
+        __asm__ volatile("xsetbv" ::"c"(0), "a"(xcr0), "d"(0));
+    }
+    g.has_avx = xsave && avx;
+    __asm__ volatile("fninit");
+}
+
+static void setup_lapic(void)
+{
+    lapic_write(0xf0, 0x100 | VEC_SPURIOUS);  /* enable, spurious vector */
+    lapic_write(0x80, 0);                      /* task priority */
+    lapic_write(0x3e0, 0x3);                   /* divide by 16 */
+    lapic_write(0x320, 0x20000 | VEC_TIMER);   /* periodic */
+    /* KVM's APIC timer counts at 1 GHz: /16 -> 62.5 MHz; 100 Hz. */
+    lapic_write(0x380, 625000);
+}
+
+static void parse_memmap(const struct hvm_start_info *si)
+{
+    const struct hvm_memmap_entry *mm = (const void *)si->memmap_paddr;
+    g.nranges = 0;
+    g.ram_pages = 0;
+    for (uint32_t i = 0; i < si->memmap_entries && g.nranges < MAX_RANGES; i++) {
+        if (mm[i].type != 1)
+            continue;
+        uint64_t s = mm[i].addr, e = mm[i].addr + mm[i].size;
+        if (s < 0x100000)
+            s = 0x100000;
+        s = (s + 4095) & ~4095ULL;
+        e &= ~4095ULL;
+        if (e <= s || e > (uint64_t)20 << 30)
+            continue;
+        g.ranges[g.nranges++] = (struct range){ s, e };
+        g.ram_pages += (e - s) / 4096;
+    }
+}
+
+static const char *arg(const char *key)
+{
+    size_t kl = g_strlen(key);
+    for (const char *p = cmdline; *p;) {
+        while (*p == ' ')
+            p++;
+        if (g_strncmp(p, key, kl) == 0 && p[kl] == '=')
+            return p + kl + 1;
+        while (*p && *p != ' ')
+            p++;
+    }
+    return 0;
+}
+
+static enum workload parse_workload(const char *p, size_t n)
+{
+    for (int w = 0; w < WL__MAX; w++) {
+        const char *name = workload_name((enum workload)w);
+        if (g_strlen(name) == n && g_strncmp(p, name, n) == 0)
+            return (enum workload)w;
+    }
+    return WL__MAX;
+}
+
+static bool wl_uses_memory(enum workload w) { return w == WL_MEM_INVARIANT || w == WL_DIRTY || w == WL_VERIFY; }
+
+static void parse_cmdline(void)
+{
+    const char *v = arg("cpus");
+    g.ncpus = v ? (uint32_t)g_parse_size(v, 0) : 1;
+    if (g.ncpus < 1 || g.ncpus > MAX_CPUS)
+        g.ncpus = 1;
+    const char *w = arg("workload");
+    enum workload last = WL_MEM_INVARIANT;
+    for (unsigned cpu = 0; cpu < g.ncpus; cpu++) {
+        if (w && *w && *w != ' ') {
+            const char *e = w;
+            while (*e && *e != ',' && *e != ' ')
+                e++;
+            enum workload wl = parse_workload(w, (size_t)(e - w));
+            if (wl == WL__MAX) {
+                char buf[96];
+                g_snprintf(buf, sizeof(buf), "godwit-guest: unknown workload, using %s\n",
+                           workload_name(last));
+                kprint(buf);
+            } else {
+                last = wl;
+            }
+            w = *e == ',' ? e + 1 : e;
+        }
+        g.cpu[cpu].wl = last;
+    }
+    if ((v = arg("wss")))
+        g.wss_bytes = g_parse_size(v, 0);
+    if ((v = arg("rate")))
+        g.rate = g_parse_size(v, 0);
+    if ((v = arg("poweroff-after")))
+        g.poweroff_after = g_parse_size(v, 0);
+}
+
+/* Split the RAM above 1 MiB between the memory workloads, in cpu order,
+ * in 2 MiB-aligned slices. */
+static void assign_regions(void)
+{
+    unsigned n = 0;
+    for (unsigned c = 0; c < g.ncpus; c++)
+        n += wl_uses_memory(g.cpu[c].wl);
+    uint64_t per = n ? (g.ram_pages / n) & ~511ULL : 0;
+    uint64_t next = 0;
+    for (unsigned c = 0; c < g.ncpus; c++) {
+        if (!wl_uses_memory(g.cpu[c].wl))
+            continue;
+        bool last = --n == 0;
+        g.cpu[c].region = (struct region){ next, last ? g.ram_pages - next : per };
+        next += per;
+        char buf[128];
+        struct region *r = &g.cpu[c].region;
+        g_snprintf(buf, sizeof(buf), "godwit-guest: region vcpu%u %s pages %lu-%lu addr 0x%lx\n", c,
+                   workload_name(g.cpu[c].wl), r->first_page, r->first_page + r->npages,
+                   page_addr(r->first_page));
+        kprint(buf);
+    }
+}
+
+static void setup_serial(void)
+{
+    outb(COM1 + 1, 0x00);
+    outb(COM1 + 3, 0x80);
+    outb(COM1 + 0, 0x01); /* 115200 */
+    outb(COM1 + 1, 0x00);
+    outb(COM1 + 3, 0x03); /* 8N1 */
+    outb(COM1 + 2, 0xc7); /* FIFO on, cleared, trigger 14 */
+    outb(COM1 + 4, 0x0b); /* DTR, RTS, OUT2 */
+    outb(COM1 + 1, 0x01); /* receive interrupt */
+    /* Legacy PICs off; COM1 (ISA IRQ 4) through IOAPIC pin 4 to cpu 0. */
+    outb(0x21, 0xff);
+    outb(0xa1, 0xff);
+    ioapic_write(0x10 + 4 * 2, VEC_SERIAL);
+    ioapic_write(0x10 + 4 * 2 + 1, 0);
+}
+
+static void delay_ticks(uint64_t n)
+{
+    uint64_t end = g.ticks + n;
+    while (g.ticks < end)
+        __asm__ volatile("sti; hlt; cli");
+}
+
+static void start_aps(void)
+{
+    for (unsigned cpu = 1; cpu < g.ncpus; cpu++) {
+        lapic_write(0x310, cpu << 24);
+        lapic_write(0x300, 0x4500);                 /* INIT */
+        delay_ticks(1);
+        for (int i = 0; i < 2; i++) {
+            lapic_write(0x310, cpu << 24);
+            lapic_write(0x300, 0x4600 | 0x10);      /* SIPI, vector 0x10 = 0x10000 */
+            delay_ticks(1);
+            if (g.cpu[cpu].online)
+                break;
+        }
+    }
+    uint64_t deadline = g.ticks + 10 * TICK_HZ;
+    for (unsigned cpu = 1; cpu < g.ncpus; cpu++) {
+        while (!g.cpu[cpu].online && g.ticks < deadline)
+            __asm__ volatile("sti; hlt; cli");
+        if (!g.cpu[cpu].online) {
+            char buf[64];
+            g_snprintf(buf, sizeof(buf), "GUEST-PANIC vcpu%u did not start\n", cpu);
+            kprint(buf);
+        }
+    }
+}
+
+static void __attribute__((noreturn)) run_user(unsigned cpu)
+{
+    g.cpu[cpu].online = 1;
+    enter_user((uint64_t)user_main, (uint64_t)&ustacks[cpu + 1], cpu);
+}
+
+void kmain_ap(unsigned cpu)
+{
+    if (cpu >= MAX_CPUS)
+        for (;;)
+            __asm__ volatile("cli; hlt");
+    load_cpu_tables(cpu);
+    setup_fpu();
+    setup_lapic();
+    run_user(cpu);
+}
+
+void kmain_bsp(const struct hvm_start_info *si)
+{
+    setup_serial();
+    if (si->magic != 0x336ec578) {
+        kprint("GUEST-PANIC bad hvm_start_info magic\n");
+        power_off();
+    }
+    if (si->cmdline_paddr) {
+        const char *c = (const char *)si->cmdline_paddr;
+        size_t i = 0;
+        for (; c[i] && i < sizeof(cmdline) - 1; i++)
+            cmdline[i] = c[i];
+        cmdline[i] = 0;
+    }
+    setup_idt();
+    load_cpu_tables(0);
+    setup_fpu();
+    parse_memmap(si);
+    parse_cmdline();
+    setup_lapic();
+    char buf[200];
+    g_snprintf(buf, sizeof(buf), "godwit-guest: booted, %u cpus, RAM %lu MiB above 1 MiB, avx %s\n",
+               g.ncpus, g.ram_pages / 256, g.has_avx ? "yes" : "no");
+    kprint(buf);
+    assign_regions();
+    start_aps();
+    run_user(0);
+}
