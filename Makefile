@@ -30,11 +30,12 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB       := $(BUILD)/libgodwit.a
 
 # Programs: src/<dir>/main.c -> build/<name>
-PROGS := $(BUILD)/godwit-vmm $(BUILD)/godwit-stream $(BUILD)/godwitd $(BUILD)/godwit
+PROGS := $(BUILD)/godwit-vmm $(BUILD)/godwit-stream $(BUILD)/godwitd $(BUILD)/godwit $(BUILD)/godwit-memcheck
 PROG_MAIN_godwit-vmm    := src/vmm/main.c
 PROG_MAIN_godwit-stream := src/tools/main.c
 PROG_MAIN_godwitd       := src/daemon/main.c
 PROG_MAIN_godwit        := src/cli/main.c
+PROG_MAIN_godwit-memcheck := src/memcheck/main.c
 PROGS := $(foreach p,$(PROGS),$(if $(wildcard $(PROG_MAIN_$(notdir $(p)))),$(p)))
 
 UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
@@ -67,6 +68,7 @@ $(BUILD)/godwit-vmm: $(BUILD)/obj/src/vmm/main.o $(BUILD)/obj/src/vmm/test_guest
 $(BUILD)/godwit-stream: $(BUILD)/obj/src/tools/main.o $(LIB)
 $(BUILD)/godwitd: $(BUILD)/obj/src/daemon/main.o $(LIB)
 $(BUILD)/godwit: $(BUILD)/obj/src/cli/main.o $(LIB)
+$(BUILD)/godwit-memcheck: $(BUILD)/obj/src/memcheck/main.o $(LIB)
 
 $(PROGS):
 	@$(if $(Q),echo "  LD      $@")

@@ -403,7 +403,8 @@ static void start_aps(void)
 static void __attribute__((noreturn)) run_user(unsigned cpu)
 {
     g.cpu[cpu].online = 1;
-    enter_user((uint64_t)user_main, (uint64_t)&ustacks[cpu + 1], cpu);
+    /* As if called: the ABI wants rsp + 8 16-byte aligned at entry. */
+    enter_user((uint64_t)user_main, (uint64_t)&ustacks[cpu + 1] - 8, cpu);
 }
 
 void kmain_ap(unsigned cpu)

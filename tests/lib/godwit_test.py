@@ -306,3 +306,63 @@ def run_test(fn):
         sys.exit(1)
     print("ok", flush=True)
     sys.exit(0)
+
+
+MEMCHECK = os.path.join(BUILD, "godwit-memcheck")
+
+
+def guest_regions(serial_text):
+    """Parse 'godwit-guest: region vcpuN WORKLOAD pages A-B addr 0x...' lines.
+    Returns [(vcpu, workload, addr, npages)] (regions are contiguous unless
+    they cross the 3-4 GiB hole)."""
+    import re
+    out = []
+    for m in re.finditer(r"region vcpu(\d+) (\S+) pages (\d+)-(\d+) addr 0x([0-9a-f]+)", serial_text):
+        out.append((int(m.group(1)), m.group(2), int(m.group(5), 16), int(m.group(4)) - int(m.group(3))))
+    return out
+
+
+def memcheck(path, offset=0, length=0):
+    """Run godwit-memcheck; returns (ok, output line)."""
+    args = [MEMCHECK, path]
+    if offset:
+        args += ["--offset", str(offset)]
+    if length:
+        args += ["--length", str(length)]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    return p.returncode == 0, (p.stdout + p.stderr).strip()
+
+
+def check_invariant_regions(vm, memory_mib):
+    """Stop-state check: dump every mem-invariant region and verify it."""
+    regions = [r for r in guest_regions(vm.serial_text()) if r[1] == "mem-invariant"]
+    assert regions, "no mem-invariant region announced"
+    for vcpu, _, addr, npages in regions:
+        end = addr + npages * 4096
+        low_end = min(memory_mib << 20, 0xC0000000)
+        size = min(end, low_end) - addr   # the part below the hole
+        path = os.path.join(vm.dir, f"region{vcpu}.bin")
+        vm.qmp.cmd("pmemsave", val=addr, size=size, filename=path, timeout=120)
+        ok, msg = memcheck(path)
+        os.unlink(path)
+        assert ok, f"vcpu{vcpu} region 0x{addr:x}: {msg}"
+    return regions
+
+
+def self_check(vm, timeout=60):
+    """Ask the guest to verify itself (serial 'v') and expect 'REPORT ok'."""
+    start = vm.serial_len()
+    vm.send_serial("v")
+    at = vm.wait_serial("REPORT ", timeout, start=start)
+    vm.wait_serial("\n", 10, start=at)
+    line = vm.serial_text()[at:].split("REPORT ", 1)[1].split("\n", 1)[0]
+    assert line.startswith("ok"), f"guest self-check: REPORT {line}"
+
+
+GUEST_ERRORS = ("CORRUPT", "FPU-CORRUPT", "TIME-ERROR", "GUEST-PANIC", "REPORT FAIL")
+
+
+def assert_no_guest_errors(vm):
+    text = vm.serial_text()
+    for e in GUEST_ERRORS:
+        assert e not in text, f"guest reported {e}:\n" + text[-3000:]
