@@ -76,7 +76,7 @@ static int unxz(const uint8_t *in, size_t len, struct obuf *o, bool alone)
 {
     lzma_stream s = LZMA_STREAM_INIT;
     lzma_ret r = alone ? lzma_alone_decoder(&s, UINT64_MAX)
-                       : lzma_stream_decoder(&s, UINT64_MAX, LZMA_CONCATENATED);
+                       : lzma_stream_decoder(&s, UINT64_MAX, 0);
     if (r != LZMA_OK)
         return -ENOMEM;
     s.next_in = in;

@@ -108,6 +108,8 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_info *info, struct gw_e
             info->high = p.paddr + p.memsz;
         if (entry >= p.vaddr && entry - p.vaddr < p.memsz)
             info->entry_phys = p.paddr + (entry - p.vaddr);
+        else if (info->entry_phys == UINT64_MAX && entry >= p.paddr && entry - p.paddr < p.memsz)
+            info->entry_phys = entry; /* Linux's vmlinux: ENTRY(phys_startup_64) */
     }
     if (info->high == 0)
         return gw_error_set(err, ENOEXEC, "ELF has nothing to load");
