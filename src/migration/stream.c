@@ -1,0 +1,349 @@
+#include "migration/stream.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#define WBUF_SIZE (256u * 1024)
+#define IBUF_SIZE (256u * 1024)
+#define DIRECT_MIN (64u * 1024)   /* bodies this large skip the write buffer */
+
+static size_t pad8(size_t n) { return (8 - (n & 7)) & 7; }
+
+/* ---- io ops ---- */
+
+static ssize_t fd_read(void *opaque, void *buf, size_t len)
+{
+    int fd = (int)(intptr_t)opaque;
+    for (;;) {
+        ssize_t r = read(fd, buf, len);
+        if (r >= 0)
+            return r;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+static ssize_t fd_writev(void *opaque, const struct iovec *iov, int iovcnt)
+{
+    int fd = (int)(intptr_t)opaque;
+    for (;;) {
+        ssize_t r = writev(fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt);
+        if (r >= 0)
+            return r;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+const struct stream_io_ops stream_fd_ops = { .read = fd_read, .writev = fd_writev };
+
+static ssize_t mem_read(void *opaque, void *buf, size_t len)
+{
+    struct stream_membuf *m = opaque;
+    size_t n = m->len - m->pos < len ? m->len - m->pos : len;
+    memcpy(buf, m->data + m->pos, n);
+    m->pos += n;
+    return (ssize_t)n;
+}
+
+static ssize_t mem_writev(void *opaque, const struct iovec *iov, int iovcnt)
+{
+    struct stream_membuf *m = opaque;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (m->out_len + total > m->out_cap) {
+        size_t cap = m->out_cap ? m->out_cap : 65536;
+        while (cap < m->out_len + total)
+            cap *= 2;
+        uint8_t *n = realloc(m->out, cap);
+        if (!n)
+            return -ENOMEM;
+        m->out = n;
+        m->out_cap = cap;
+    }
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(m->out + m->out_len, iov[i].iov_base, iov[i].iov_len);
+        m->out_len += iov[i].iov_len;
+    }
+    return (ssize_t)total;
+}
+
+const struct stream_io_ops stream_mem_ops = { .read = mem_read, .writev = mem_writev };
+
+/* ---- common ---- */
+
+int stream_init(struct stream *s, const struct stream_io_ops *ops, void *opaque)
+{
+    memset(s, 0, sizeof(*s));
+    s->ops = ops;
+    s->opaque = opaque;
+    return 0;
+}
+
+void stream_fini(struct stream *s)
+{
+    free(s->wbuf);
+    free(s->rbuf);
+    free(s->ibuf);
+    s->wbuf = s->rbuf = s->ibuf = NULL;
+}
+
+int stream_set_error(struct stream *s, int err, const char *fmt, ...)
+{
+    if (err > 0)
+        err = -err;
+    if (s->error == 0) {
+        s->error = err ? err : -EIO;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+        va_end(ap);
+    }
+    return s->error;
+}
+
+uint64_t stream_checksum(const void *data, size_t len) { return XXH3_64bits(data, len); }
+
+const char *stream_record_name(uint32_t type)
+{
+    switch (type) {
+    case GWS_HEADER: return "HEADER";
+    case GWS_PAGE_DATA: return "PAGE_DATA";
+    case GWS_ZERO_PAGES: return "ZERO_PAGES";
+    case GWS_PAGE_DATA_ZSTD: return "PAGE_DATA_ZSTD";
+    case GWS_VCPU_STATE: return "VCPU_STATE";
+    case GWS_DEVICE_STATE: return "DEVICE_STATE";
+    case GWS_END_OF_ITERATION: return "END_OF_ITERATION";
+    case GWS_END_OF_STREAM: return "END_OF_STREAM";
+    case GWS_COMMIT: return "COMMIT";
+    case GWS_RP_LOADED: return "RP_LOADED";
+    case GWS_RP_RESUMED: return "RP_RESUMED";
+    case GWS_RP_FAILED: return "RP_FAILED";
+    case GWS_INFO: return "INFO";
+    default: return (type & GWS_OPTIONAL) ? "unknown-optional" : "unknown";
+    }
+}
+
+/* ---- writing ---- */
+
+static int write_all(struct stream *s, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = s->ops->writev(s->opaque, iov, n);
+        if (w < 0)
+            return stream_set_error(s, (int)w, "write failed: %s", strerror((int)-w));
+        if (w == 0)
+            return stream_set_error(s, EPIPE, "write failed: connection closed");
+        s->bytes += (uint64_t)w;
+        size_t left = (size_t)w;
+        while (n > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+int stream_flush(struct stream *s)
+{
+    if (s->error)
+        return s->error;
+    if (!s->wlen)
+        return 0;
+    struct iovec iov = { s->wbuf, s->wlen };
+    s->wlen = 0;
+    return write_all(s, &iov, 1);
+}
+
+static int buffer(struct stream *s, const void *data, size_t len)
+{
+    if (!s->wbuf && !(s->wbuf = malloc(WBUF_SIZE)))
+        return stream_set_error(s, ENOMEM, "out of memory");
+    while (len) {
+        if (s->wlen == WBUF_SIZE && stream_flush(s) < 0)
+            return s->error;
+        size_t n = WBUF_SIZE - s->wlen < len ? WBUF_SIZE - s->wlen : len;
+        memcpy(s->wbuf + s->wlen, data, n);
+        s->wlen += n;
+        data = (const uint8_t *)data + n;
+        len -= n;
+    }
+    return 0;
+}
+
+int stream_write_preamble(struct stream *s)
+{
+    struct gws_preamble p = { .version = GWS_VERSION };
+    memcpy(p.magic, GWS_MAGIC, 8);
+    return buffer(s, &p, sizeof(p));
+}
+
+#define MAX_PARTS 8
+
+int stream_write_record(struct stream *s, uint32_t type, const struct iovec *parts, int nparts)
+{
+    if (s->error)
+        return s->error;
+    if (nparts > MAX_PARTS)
+        return stream_set_error(s, EINVAL, "too many record parts");
+    size_t len = 0;
+    for (int i = 0; i < nparts; i++)
+        len += parts[i].iov_len;
+    if (len > GWS_MAX_BODY)
+        return stream_set_error(s, EMSGSIZE, "record %s too large (%zu bytes)",
+                                stream_record_name(type), len);
+    struct gws_record_header h = { type, (uint32_t)len };
+    static const uint8_t zeros[8];
+    size_t pad = pad8(len);
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    XXH3_64bits_update(&st, &h, sizeof(h));
+    for (int i = 0; i < nparts; i++)
+        XXH3_64bits_update(&st, parts[i].iov_base, parts[i].iov_len);
+    XXH3_64bits_update(&st, zeros, pad);
+    struct gws_record_trailer t = { XXH3_64bits_digest(&st) };
+    s->records++;
+    if (len < DIRECT_MIN) {
+        buffer(s, &h, sizeof(h));
+        for (int i = 0; i < nparts; i++)
+            buffer(s, parts[i].iov_base, parts[i].iov_len);
+        buffer(s, zeros, pad);
+        return buffer(s, &t, sizeof(t));
+    }
+    /* Large: flush what is buffered, then send straight from the caller. */
+    if (stream_flush(s) < 0)
+        return s->error;
+    struct iovec iov[MAX_PARTS + 3];
+    int n = 0;
+    iov[n++] = (struct iovec){ &h, sizeof(h) };
+    for (int i = 0; i < nparts; i++)
+        iov[n++] = parts[i];
+    if (pad)
+        iov[n++] = (struct iovec){ (void *)zeros, pad };
+    iov[n++] = (struct iovec){ &t, sizeof(t) };
+    return write_all(s, iov, n);
+}
+
+/* ---- reading ---- */
+
+static int read_exact(struct stream *s, void *buf, size_t len, bool *eof_at_start)
+{
+    uint8_t *p = buf;
+    size_t got = 0;
+    if (eof_at_start)
+        *eof_at_start = false;
+    if (!s->ibuf && !(s->ibuf = malloc(IBUF_SIZE)))
+        return stream_set_error(s, ENOMEM, "out of memory");
+    while (got < len) {
+        if (s->ipos < s->ilen) {
+            size_t n = s->ilen - s->ipos < len - got ? s->ilen - s->ipos : len - got;
+            memcpy(p + got, s->ibuf + s->ipos, n);
+            s->ipos += n;
+            got += n;
+            continue;
+        }
+        /* Large reads bypass the read-ahead buffer. */
+        ssize_t r;
+        if (len - got >= IBUF_SIZE) {
+            r = s->ops->read(s->opaque, p + got, len - got);
+            if (r > 0) {
+                got += (size_t)r;
+                continue;
+            }
+        } else {
+            r = s->ops->read(s->opaque, s->ibuf, IBUF_SIZE);
+            if (r > 0) {
+                s->ilen = (size_t)r;
+                s->ipos = 0;
+                continue;
+            }
+        }
+        if (r == 0) {
+            if (got == 0 && eof_at_start) {
+                *eof_at_start = true;
+                return -ENODATA;
+            }
+            return stream_set_error(s, EPIPE, "stream truncated at offset %llu",
+                                    (unsigned long long)(s->bytes + got));
+        }
+        return stream_set_error(s, (int)r, "read failed: %s", strerror((int)-r));
+    }
+    s->bytes += len;
+    return 0;
+}
+
+int stream_read_preamble(struct stream *s)
+{
+    struct gws_preamble p;
+    if (read_exact(s, &p, sizeof(p), NULL) < 0)
+        return s->error;
+    if (memcmp(p.magic, GWS_MAGIC, 8) != 0)
+        return stream_set_error(s, EPROTO, "not a godwit migration stream (bad magic)");
+    if (p.version != GWS_VERSION)
+        return stream_set_error(s, EPROTONOSUPPORT,
+                                "stream format version %u is not supported (this godwit reads %u)",
+                                p.version, GWS_VERSION);
+    if (p.flags != 0)
+        return stream_set_error(s, EPROTO, "unknown stream flags 0x%x", p.flags);
+    return 0;
+}
+
+int stream_read_record(struct stream *s, struct stream_record *rec)
+{
+    if (s->error)
+        return s->error;
+    struct gws_record_header h;
+    uint64_t offset = s->bytes;
+    bool eof;
+    int r = read_exact(s, &h, sizeof(h), &eof);
+    if (r == -ENODATA && eof)
+        return -ENODATA;
+    if (r < 0)
+        return s->error;
+    if (h.length > GWS_MAX_BODY)
+        return stream_set_error(s, EMSGSIZE, "record at offset %llu: length %u exceeds the limit",
+                                (unsigned long long)offset, h.length);
+    size_t need = h.length + pad8(h.length) + sizeof(struct gws_record_trailer);
+    if (need > s->rcap) {
+        uint8_t *n = realloc(s->rbuf, need);
+        if (!n)
+            return stream_set_error(s, ENOMEM, "out of memory");
+        s->rbuf = n;
+        s->rcap = need;
+    }
+    if (read_exact(s, s->rbuf, need, NULL) < 0)
+        return s->error;
+    size_t pad = pad8(h.length);
+    for (size_t i = 0; i < pad; i++)
+        if (s->rbuf[h.length + i])
+            return stream_set_error(s, EPROTO, "record %s at offset %llu: padding is not zero",
+                                    stream_record_name(h.type), (unsigned long long)offset);
+    struct gws_record_trailer t;
+    memcpy(&t, s->rbuf + h.length + pad, sizeof(t));
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    XXH3_64bits_update(&st, &h, sizeof(h));
+    XXH3_64bits_update(&st, s->rbuf, h.length + pad);
+    if (XXH3_64bits_digest(&st) != t.checksum)
+        return stream_set_error(s, EBADMSG, "record %s at offset %llu: checksum mismatch",
+                                stream_record_name(h.type), (unsigned long long)offset);
+    rec->type = h.type;
+    rec->length = h.length;
+    rec->body = s->rbuf;
+    rec->offset = offset;
+    s->records++;
+    return 0;
+}

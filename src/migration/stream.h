@@ -1,0 +1,91 @@
+/* Record codec for the migration stream (docs/stream-format.md).
+ *
+ * A struct stream reads or writes records over an io ops table: a file
+ * descriptor (socket, pipe, file) or a memory buffer (tests, fuzzing). The
+ * first error sticks: every later operation fails with it (QEMU's
+ * qemu_file_get_error, redis rio).
+ *
+ * Writing: small records are gathered in a 256 KiB buffer; large ones (page
+ * batches) go out with writev straight from guest memory, copied once.
+ * Reading: every record's length is checked against GWS_MAX_BODY before
+ * anything is allocated, its checksum and zero padding are verified, and
+ * only then is it returned.
+ *
+ * Returns: 0 or -errno; the message is in stream_error(). */
+#ifndef GW_MIGRATION_STREAM_H
+#define GW_MIGRATION_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "migration/stream_format.h"
+
+struct stream_io_ops {
+    /* > 0 bytes read, 0 at end of input, -errno on error. */
+    ssize_t (*read)(void *opaque, void *buf, size_t len);
+    /* bytes written (possibly short), or -errno. */
+    ssize_t (*writev)(void *opaque, const struct iovec *iov, int iovcnt);
+};
+
+struct stream {
+    const struct stream_io_ops *ops;
+    void *opaque;
+    int error;                 /* sticky: first -errno */
+    char errmsg[256];
+    /* writer */
+    uint8_t *wbuf;
+    size_t wlen;
+    /* reader */
+    uint8_t *rbuf;             /* record body + padding + trailer */
+    size_t rcap;
+    uint8_t *ibuf;             /* read-ahead buffer */
+    size_t ilen, ipos;
+    /* counters */
+    uint64_t bytes;            /* bytes written or consumed */
+    uint64_t records;
+};
+
+struct stream_record {
+    uint32_t type;
+    uint32_t length;
+    const uint8_t *body;       /* valid until the next read */
+    uint64_t offset;           /* stream offset of the record header */
+};
+
+/* I/O over a file descriptor (fd not owned). */
+extern const struct stream_io_ops stream_fd_ops;
+/* I/O over memory: reads consume `data`, writes append to a growing buffer. */
+struct stream_membuf {
+    const uint8_t *data;
+    size_t len, pos;
+    uint8_t *out;
+    size_t out_len, out_cap;
+};
+extern const struct stream_io_ops stream_mem_ops;
+
+int stream_init(struct stream *s, const struct stream_io_ops *ops, void *opaque);
+void stream_fini(struct stream *s);
+/* Set the sticky error (first one wins); returns it. */
+int stream_set_error(struct stream *s, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline int stream_get_error(const struct stream *s) { return s->error; }
+static inline const char *stream_error(const struct stream *s) { return s->errmsg; }
+
+/* ---- writing ---- */
+int stream_write_preamble(struct stream *s);
+/* One record whose body is the concatenation of `parts`. */
+int stream_write_record(struct stream *s, uint32_t type, const struct iovec *parts, int nparts);
+int stream_flush(struct stream *s);
+
+/* ---- reading ---- */
+int stream_read_preamble(struct stream *s);
+/* Next record, checked (length bound, checksum, padding). -ENODATA at a
+ * clean end of input between records. */
+int stream_read_record(struct stream *s, struct stream_record *rec);
+
+const char *stream_record_name(uint32_t type);
+uint64_t stream_checksum(const void *data, size_t len);
+
+#endif
