@@ -273,8 +273,10 @@ int main(int argc, char **argv)
     evloop_run(v.loop);
 
     restore_tty(&v);
+    struct vmm_control *ctl = v.control;
+    v.control = NULL; /* late events are dropped */
+    vmm_control_free(ctl);
     machine_fini(&v.machine);
-    vmm_control_free(v.control);
     evloop_free(v.loop);
     return v.exit_status;
 }

@@ -1,7 +1,493 @@
-/* Migration commands on the VMM's QMP socket (filled in by the migration
- * engine work). */
+/* Migration on the VMM's QMP socket: the QMP commands, and the VM hooks the
+ * migration engine calls (struct mig_vm_ops) implemented on the machine. */
+#define LOG_PREFIX "vmm-mig"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "devices/cmos.h"
+#include "devices/serial.h"
+#include "migration/migration.h"
+#include "migration/state_records.h"
+#include "vmm/cpu_state.h"
+#include "vmm/machine.h"
 #include "vmm/vmm_control_internal.h"
 
-bool vmm_control_busy(struct vmm_control *c, struct qmp_error *err) { return false; }
-int vmm_migration_init(struct vmm_control *c, struct gw_error *err) { return 0; }
-void vmm_migration_fini(struct vmm_control *c) {}
+#define DEV_PIC_VERSION 1
+
+struct vmm_migration {
+    struct vmm_control *ctl;
+    struct machine *machine;
+    struct migration mig;
+    struct dirty_log dirty;
+    bool was_running;
+    /* Incoming state, applied only when the stream is complete. */
+    struct vcpu_state *pending_vcpu[MACHINE_MAX_VCPUS];
+    struct platform_state platform;
+    unsigned platform_seen;          /* bit per kernel device */
+    struct serial_state serial;
+    struct cmos_state cmos;
+    bool serial_seen, cmos_seen;
+};
+
+enum { P_PIC_MASTER = 1, P_PIC_SLAVE = 2, P_IOAPIC = 4, P_PIT = 8, P_CLOCK = 16, P_ALL = 31 };
+
+/* ---- hooks for the engine (migration thread) ---- */
+
+static int vm_stop(void *opaque, struct gw_error *err)
+{
+    struct vmm_migration *vm = opaque;
+    vm->was_running = runstate_is_running(machine_state(vm->machine));
+    return machine_pause(vm->machine, RUNSTATE_FINISH_MIGRATE, err);
+}
+
+static void vm_resume(void *opaque)
+{
+    struct vmm_migration *vm = opaque;
+    struct gw_error err;
+    gw_error_init(&err);
+    if (vm->was_running)
+        machine_resume(vm->machine, &err);
+    else
+        machine_set_state(vm->machine, RUNSTATE_PAUSED, &err);
+}
+
+static void vm_completed(void *opaque)
+{
+    struct vmm_migration *vm = opaque;
+    struct gw_error err;
+    gw_error_init(&err);
+    machine_set_state(vm->machine, RUNSTATE_POSTMIGRATE, &err);
+}
+
+static int vm_save_state(void *opaque, struct stream *s, struct gw_error *err)
+{
+    struct vmm_migration *vm = opaque;
+    struct machine *m = vm->machine;
+    struct vcpu_state *st = malloc(sizeof(*st));
+    if (!st)
+        return gw_error_set(err, ENOMEM, "out of memory");
+    int r = 0;
+    for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++) {
+        r = vcpu_state_save(&m->kvm, m->vcpus[i].fd, st, err);
+        if (r == 0 && state_write_vcpu(s, i, st) < 0)
+            r = gw_error_set(err, EIO, "%s", stream_error(s));
+    }
+    free(st);
+    if (r < 0)
+        return r;
+    struct platform_state p;
+    if ((r = platform_state_save(&m->kvm, &p, err)) < 0)
+        return r;
+    struct serial_state ss;
+    struct cmos_state cs;
+    serial_save(m->serial, &ss);
+    cmos_save(m->cmos, &cs);
+    state_write_device(s, "pic-master", 0, DEV_PIC_VERSION, &p.pic_master, sizeof(p.pic_master));
+    state_write_device(s, "pic-slave", 0, DEV_PIC_VERSION, &p.pic_slave, sizeof(p.pic_slave));
+    state_write_device(s, "ioapic", 0, DEV_PIC_VERSION, &p.ioapic, sizeof(p.ioapic));
+    state_write_device(s, "pit", 0, DEV_PIC_VERSION, &p.pit, sizeof(p.pit));
+    state_write_device(s, "kvmclock", 0, DEV_PIC_VERSION, &p.clock.clock, sizeof(p.clock.clock));
+    state_write_device(s, "serial0", 0, SERIAL_STATE_VERSION, &ss, sizeof(ss));
+    state_write_device(s, "cmos", 0, CMOS_STATE_VERSION, &cs, sizeof(cs));
+    if (stream_get_error(s))
+        return gw_error_set(err, EIO, "%s", stream_error(s));
+    return 0;
+}
+
+static int load_vcpu(struct vmm_migration *vm, const struct stream_record *rec, struct gw_error *err)
+{
+    struct vcpu_state *st = malloc(sizeof(*st));
+    if (!st)
+        return gw_error_set(err, ENOMEM, "out of memory");
+    uint32_t id;
+    if (state_parse_vcpu(rec->body, rec->length, &id, st, err) < 0) {
+        free(st);
+        return -err->code;
+    }
+    if (id >= vm->machine->nr_vcpus || vm->pending_vcpu[id]) {
+        free(st);
+        return gw_error_set(err, EPROTO, "vCPU %u: no such vCPU here, or sent twice", id);
+    }
+    vm->pending_vcpu[id] = st;
+    return 0;
+}
+
+static int take(const char *id, const uint8_t *data, size_t len, size_t want, void *dst,
+                unsigned *seen, unsigned bit, struct gw_error *err)
+{
+    if (len != want)
+        return gw_error_set(err, EPROTO, "device %s: %zu bytes, expected %zu", id, len, want);
+    if (*seen & bit)
+        return gw_error_set(err, EPROTO, "device %s sent twice", id);
+    memcpy(dst, data, want);
+    *seen |= bit;
+    return 0;
+}
+
+static int load_device(struct vmm_migration *vm, const struct stream_record *rec, struct gw_error *err)
+{
+    char id[33];
+    uint32_t inst, ver;
+    const uint8_t *d;
+    size_t len;
+    if (state_parse_device(rec->body, rec->length, id, &inst, &ver, &d, &len, err) < 0)
+        return -err->code;
+    if (inst != 0)
+        return gw_error_set(err, EPROTO, "device %s instance %u does not exist here", id, inst);
+    struct platform_state *p = &vm->platform;
+    unsigned one = 0;
+    if (!strcmp(id, "serial0") || !strcmp(id, "cmos")) {
+        bool ser = !strcmp(id, "serial0");
+        if ((ser && vm->serial_seen) || (!ser && vm->cmos_seen))
+            return gw_error_set(err, EPROTO, "device %s sent twice", id);
+        int r = ser ? take(id, d, len, sizeof(vm->serial), &vm->serial, &one, 1, err)
+                    : take(id, d, len, sizeof(vm->cmos), &vm->cmos, &one, 1, err);
+        if (r == 0)
+            *(ser ? &vm->serial_seen : &vm->cmos_seen) = true;
+        return r;
+    }
+    if (ver != DEV_PIC_VERSION)
+        return gw_error_set(err, EPROTO, "device %s version %u is not supported", id, ver);
+    if (!strcmp(id, "pic-master"))
+        return take(id, d, len, sizeof(p->pic_master), &p->pic_master, &vm->platform_seen, P_PIC_MASTER, err);
+    if (!strcmp(id, "pic-slave"))
+        return take(id, d, len, sizeof(p->pic_slave), &p->pic_slave, &vm->platform_seen, P_PIC_SLAVE, err);
+    if (!strcmp(id, "ioapic"))
+        return take(id, d, len, sizeof(p->ioapic), &p->ioapic, &vm->platform_seen, P_IOAPIC, err);
+    if (!strcmp(id, "pit"))
+        return take(id, d, len, sizeof(p->pit), &p->pit, &vm->platform_seen, P_PIT, err);
+    if (!strcmp(id, "kvmclock"))
+        return take(id, d, len, sizeof(p->clock.clock), &p->clock.clock, &vm->platform_seen, P_CLOCK, err);
+    return gw_error_set(err, EPROTO, "unknown device '%s'", id);
+}
+
+static int vm_load_record(void *opaque, const struct stream_record *rec, struct gw_error *err)
+{
+    struct vmm_migration *vm = opaque;
+    return rec->type == GWS_VCPU_STATE ? load_vcpu(vm, rec, err) : load_device(vm, rec, err);
+}
+
+static void drop_pending(struct vmm_migration *vm)
+{
+    for (unsigned i = 0; i < MACHINE_MAX_VCPUS; i++) {
+        free(vm->pending_vcpu[i]);
+        vm->pending_vcpu[i] = NULL;
+    }
+    vm->platform_seen = 0;
+    vm->serial_seen = vm->cmos_seen = false;
+}
+
+static int vm_load_finish(void *opaque, struct gw_error *err)
+{
+    struct vmm_migration *vm = opaque;
+    struct machine *m = vm->machine;
+    int r = 0;
+    for (unsigned i = 0; i < m->nr_vcpus; i++)
+        if (!vm->pending_vcpu[i])
+            r = gw_error_set(err, EPROTO, "the stream has no state for vCPU %u", i);
+    if (r == 0 && (vm->platform_seen != P_ALL || !vm->serial_seen || !vm->cmos_seen))
+        r = gw_error_set(err, EPROTO, "the stream lacks device state");
+    if (r == 0)
+        r = platform_state_load(&m->kvm, &vm->platform, err);
+    if (r == 0)
+        r = serial_load(m->serial, &vm->serial, err);
+    if (r == 0)
+        r = cmos_load(m->cmos, &vm->cmos, err);
+    for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++)
+        r = vcpu_state_load(&m->kvm, m->vcpus[i].fd, vm->pending_vcpu[i], err);
+    drop_pending(vm);
+    return r;
+}
+
+static void vm_start(void *opaque)
+{
+    struct vmm_migration *vm = opaque;
+    struct gw_error err;
+    gw_error_init(&err);
+    if (vm->ctl->autostart)
+        machine_resume(vm->machine, &err);
+    else
+        machine_set_state(vm->machine, RUNSTATE_PAUSED, &err);
+}
+
+/* Free a half-loaded guest's memory: the VM stays waiting (inmigrate). */
+static void vm_discard(void *opaque)
+{
+    struct vmm_migration *vm = opaque;
+    struct guest_ram *ram = &vm->machine->ram;
+    drop_pending(vm);
+    if (fallocate(ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)ram->size) < 0)
+        memset(ram->host, 0, ram->size);
+}
+
+static void vm_set_throttle(void *opaque, unsigned pct)
+{
+    struct vmm_migration *vm = opaque;
+    struct gw_error err;
+    gw_error_init(&err);
+    machine_set_throttle(vm->machine, pct, &err);
+}
+
+static void vm_event(void *opaque, const char *name, struct json_object *data)
+{
+    struct vmm_migration *vm = opaque;
+    vmm_control_event(vm->ctl, name, data);
+}
+
+static const struct mig_vm_ops vm_ops = {
+    .stop = vm_stop, .resume = vm_resume, .completed = vm_completed, .save_state = vm_save_state,
+    .load_record = vm_load_record, .load_finish = vm_load_finish, .start = vm_start,
+    .discard = vm_discard, .set_throttle = vm_set_throttle, .event = vm_event,
+};
+
+/* ---- QMP commands ---- */
+
+static struct vmm_migration *V(void *opaque) { return ((struct vmm_control *)opaque)->mig; }
+
+static int fail_gw(struct qmp_error *err, const struct gw_error *e)
+{
+    qmp_error_set(err, "GenericError", "%s", e->msg);
+    return -1;
+}
+
+static const char *str_arg(struct json_object *args, const char *k)
+{
+    struct json_object *v;
+    return json_object_object_get_ex(args, k, &v) ? json_object_get_string(v) : NULL;
+}
+
+static bool bool_arg(struct json_object *args, const char *k)
+{
+    struct json_object *v;
+    return json_object_object_get_ex(args, k, &v) && json_object_get_boolean(v);
+}
+
+static int cmd_migrate(void *opaque, struct json_object *args, struct json_object **ret,
+                       struct qmp_error *err)
+{
+    struct vmm_migration *vm = V(opaque);
+    enum runstate s = machine_state(vm->machine);
+    if (bool_arg(args, "resume")) {
+        qmp_error_set(err, "GenericError", "Cannot resume: there is no paused post-copy migration");
+        return -1;
+    }
+    if (s == RUNSTATE_INMIGRATE || s == RUNSTATE_SHUTDOWN || s == RUNSTATE_INTERNAL_ERROR ||
+        s == RUNSTATE_PRELAUNCH) {
+        qmp_error_set(err, "GenericError", "Cannot migrate a VM in state %s", runstate_name(s));
+        return -1;
+    }
+    struct gw_error e;
+    gw_error_init(&e);
+    if (mig_start_outgoing(&vm->mig, str_arg(args, "uri"), &e) < 0)
+        return fail_gw(err, &e);
+    return 0;
+}
+
+static int cmd_migrate_incoming(void *opaque, struct json_object *args, struct json_object **ret,
+                                struct qmp_error *err)
+{
+    struct vmm_migration *vm = V(opaque);
+    if (machine_state(vm->machine) != RUNSTATE_INMIGRATE) {
+        qmp_error_set(err, "GenericError",
+                      "The incoming migration needs a VM started with --incoming");
+        return -1;
+    }
+    struct gw_error e;
+    gw_error_init(&e);
+    if (mig_start_incoming(&vm->mig, str_arg(args, "uri"), &e) < 0)
+        return fail_gw(err, &e);
+    return 0;
+}
+
+static int cmd_migrate_cancel(void *opaque, struct json_object *args, struct json_object **ret,
+                              struct qmp_error *err)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    if (mig_cancel(&V(opaque)->mig, &e) < 0)
+        return fail_gw(err, &e);
+    return 0;
+}
+
+static void add_int(struct json_object *o, const char *k, uint64_t v)
+{
+    json_object_object_add(o, k, json_object_new_int64((int64_t)v));
+}
+
+static int cmd_query_migrate(void *opaque, struct json_object *args, struct json_object **ret,
+                             struct qmp_error *err)
+{
+    struct vmm_migration *vm = V(opaque);
+    struct mig_stats st;
+    mig_get_stats(&vm->mig, &st);
+    struct json_object *o = json_object_new_object();
+    *ret = o;
+    if (st.status == MIG_NONE)
+        return 0;
+    json_object_object_add(o, "status", json_object_new_string(mig_state_name(st.status)));
+    add_int(o, "total-time", st.total_ms);
+    add_int(o, "setup-time", st.setup_ms);
+    if (st.status == MIG_COMPLETED && !vm->mig.incoming)
+        add_int(o, "downtime", st.downtime_ms);
+    if (mig_state_is_active(st.status) && !vm->mig.incoming)
+        add_int(o, "expected-downtime", st.expected_downtime_ms);
+    if (st.status == MIG_FAILED || st.status == MIG_CANCELLED)
+        json_object_object_add(o, "error-desc", json_object_new_string(st.error_desc));
+    if (st.throttle_pct)
+        add_int(o, "cpu-throttle-percentage", st.throttle_pct);
+    struct json_object *ram = json_object_new_object();
+    add_int(ram, "transferred", st.transferred);
+    add_int(ram, "remaining", st.remaining);
+    add_int(ram, "total", st.total);
+    add_int(ram, "duplicate", st.duplicate);
+    add_int(ram, "skipped", st.skipped);
+    add_int(ram, "normal", st.normal);
+    add_int(ram, "normal-bytes", st.normal_bytes);
+    add_int(ram, "dirty-pages-rate", st.dirty_pages_rate);
+    json_object_object_add(ram, "mbps", json_object_new_double((double)st.mbps_x1000 / 1000.0));
+    add_int(ram, "dirty-sync-count", st.dirty_sync_count);
+    add_int(ram, "page-size", GWS_PAGE_SIZE);
+    add_int(ram, "iteration", st.iteration);
+    json_object_object_add(o, "ram", ram);
+    return 0;
+}
+
+static int cmd_set_params(void *opaque, struct json_object *args, struct json_object **ret,
+                          struct qmp_error *err)
+{
+    struct vmm_migration *vm = V(opaque);
+    struct mig_params p;
+    mig_get_params(&vm->mig, &p);
+    struct gw_error e;
+    gw_error_init(&e);
+    json_object_object_foreach(args, key, val) {
+        if (!json_object_is_type(val, json_type_int)) {
+            qmp_error_set(err, "GenericError", "Invalid parameter type for '%s', expected: integer", key);
+            return -1;
+        }
+        if (mig_params_set(&p, key, json_object_get_int64(val), &e) < 0)
+            return fail_gw(err, &e); /* nothing applied */
+    }
+    if (mig_set_params(&vm->mig, &p, &e) < 0)
+        return fail_gw(err, &e);
+    return 0;
+}
+
+static int cmd_query_params(void *opaque, struct json_object *args, struct json_object **ret,
+                            struct qmp_error *err)
+{
+    struct mig_params p;
+    mig_get_params(&V(opaque)->mig, &p);
+    struct json_object *o = json_object_new_object();
+    for (unsigned i = 0; i < mig_params_count(); i++) {
+        uint64_t v;
+        const char *n = mig_params_get(&p, i, &v);
+        add_int(o, n, v);
+    }
+    *ret = o;
+    return 0;
+}
+
+static int cmd_set_caps(void *opaque, struct json_object *args, struct json_object **ret,
+                        struct qmp_error *err)
+{
+    struct vmm_migration *vm = V(opaque);
+    struct mig_caps c;
+    mig_get_caps(&vm->mig, &c);
+    struct json_object *list;
+    json_object_object_get_ex(args, "capabilities", &list);
+    struct gw_error e;
+    gw_error_init(&e);
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        struct json_object *item = json_object_array_get_idx(list, i), *name, *state;
+        if (!json_object_is_type(item, json_type_object) ||
+            !json_object_object_get_ex(item, "capability", &name) ||
+            !json_object_object_get_ex(item, "state", &state) ||
+            !json_object_is_type(name, json_type_string) ||
+            !json_object_is_type(state, json_type_boolean)) {
+            qmp_error_set(err, "GenericError",
+                          "Each capability must be {\"capability\": NAME, \"state\": BOOL}");
+            return -1;
+        }
+        if (mig_caps_set(&c, json_object_get_string(name), json_object_get_boolean(state), &e) < 0)
+            return fail_gw(err, &e);
+    }
+    if (mig_set_caps(&vm->mig, &c, &e) < 0)
+        return fail_gw(err, &e);
+    return 0;
+}
+
+static int cmd_query_caps(void *opaque, struct json_object *args, struct json_object **ret,
+                          struct qmp_error *err)
+{
+    struct mig_caps c;
+    mig_get_caps(&V(opaque)->mig, &c);
+    struct json_object *a = json_object_new_array();
+    for (unsigned i = 0; i < mig_caps_count(); i++) {
+        const char *n = mig_caps_name(i);
+        if (!n)
+            continue;
+        struct json_object *o = json_object_new_object();
+        json_object_object_add(o, "capability", json_object_new_string(n));
+        json_object_object_add(o, "state", json_object_new_boolean(c.on[i]));
+        json_object_array_add(a, o);
+    }
+    *ret = a;
+    return 0;
+}
+
+static const struct qmp_command commands[] = {
+    { .name = "migrate", .fn = cmd_migrate,
+      .args = { { "uri", QMP_ARG_STR, true }, { "resume", QMP_ARG_BOOL, false },
+                { "detach", QMP_ARG_BOOL, false }, { "blk", QMP_ARG_BOOL, false },
+                { "inc", QMP_ARG_BOOL, false } } },
+    { .name = "migrate-incoming", .fn = cmd_migrate_incoming, .args = { { "uri", QMP_ARG_STR, true } } },
+    { .name = "migrate_cancel", .fn = cmd_migrate_cancel },
+    { .name = "query-migrate", .fn = cmd_query_migrate },
+    { .name = "migrate-set-parameters", .fn = cmd_set_params, .allow_unknown_args = true },
+    { .name = "query-migrate-parameters", .fn = cmd_query_params },
+    { .name = "migrate-set-capabilities", .fn = cmd_set_caps,
+      .args = { { "capabilities", QMP_ARG_ARRAY, true } } },
+    { .name = "query-migrate-capabilities", .fn = cmd_query_caps },
+};
+
+bool vmm_control_busy(struct vmm_control *c, struct qmp_error *err)
+{
+    if (c->mig && mig_active(&c->mig->mig)) {
+        qmp_error_set(err, "GenericError", "A migration is in progress");
+        return true;
+    }
+    return false;
+}
+
+int vmm_migration_init(struct vmm_control *c, struct gw_error *err)
+{
+    struct vmm_migration *vm = calloc(1, sizeof(*vm));
+    if (!vm)
+        return gw_error_set(err, ENOMEM, "out of memory");
+    struct machine *m = c->machine;
+    vm->ctl = c;
+    vm->machine = m;
+    if (dirty_log_init(&vm->dirty, m->kvm.vm_fd, &m->ram, m->kvm.has_manual_dirty_protect, err) < 0) {
+        free(vm);
+        return -err->code;
+    }
+    mig_init(&vm->mig, vm, &vm_ops, &m->ram, &vm->dirty, m->cfg.name, NULL, m->nr_vcpus);
+    c->mig = vm;
+    return vmm_control_register(c, commands, sizeof(commands) / sizeof(commands[0]));
+}
+
+void vmm_migration_fini(struct vmm_control *c)
+{
+    struct vmm_migration *vm = c->mig;
+    if (!vm)
+        return;
+    mig_fini(&vm->mig);
+    drop_pending(vm);
+    dirty_log_fini(&vm->dirty);
+    free(vm);
+    c->mig = NULL;
+}

@@ -1,0 +1,349 @@
+/* The destination side: accept the stream, load pages and state with every
+ * number checked, and start the guest only after the source commits. */
+#define LOG_PREFIX "incoming"
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "common/log.h"
+#include "memory/bitmap.h"
+#include "migration/migration.h"
+#include "migration/ram_scan.h"
+
+struct in_ctx {
+    struct migration *m;
+    struct stream s;
+    int fd;
+    bool from_file;
+    uint64_t npages;
+    uint64_t *received;         /* pages written by this migration */
+    uint8_t *zbuf;
+    ZSTD_DCtx *zctx;
+    bool got_header;
+    uint64_t pass;
+};
+
+static int bad(struct in_ctx *c, const struct stream_record *rec, const char *what)
+{
+    return stream_set_error(&c->s, EPROTO, "record %s at offset %llu: %s",
+                            stream_record_name(rec->type), (unsigned long long)rec->offset, what);
+}
+
+static int load_header(struct in_ctx *c, const struct stream_record *rec)
+{
+    struct migration *m = c->m;
+    struct gws_header h;
+    if (c->got_header)
+        return bad(c, rec, "second header");
+    if (rec->length < sizeof(h))
+        return bad(c, rec, "too short");
+    memcpy(&h, rec->body, sizeof(h));
+    if (h.page_size != GWS_PAGE_SIZE)
+        return bad(c, rec, "page size is not 4096");
+    if (h.nr_regions > GWS_MAX_REGIONS ||
+        rec->length != sizeof(h) + h.nr_regions * sizeof(struct gws_region))
+        return bad(c, rec, "bad region count");
+    if (h.ram_size != m->ram->size)
+        return stream_set_error(&c->s, EINVAL,
+                                "the stream's guest has %llu MiB of RAM, this VM %llu MiB",
+                                (unsigned long long)(h.ram_size >> 20),
+                                (unsigned long long)(m->ram->size >> 20));
+    if (h.nr_vcpus != m->nr_vcpus)
+        return stream_set_error(&c->s, EINVAL, "the stream's guest has %u vCPUs, this VM %u",
+                                h.nr_vcpus, m->nr_vcpus);
+    if (h.nr_regions != m->ram->nr_regions)
+        return stream_set_error(&c->s, EINVAL, "memory layouts differ");
+    for (unsigned i = 0; i < h.nr_regions; i++) {
+        struct gws_region r;
+        memcpy(&r, rec->body + sizeof(h) + i * sizeof(r), sizeof(r));
+        if (r.gpa != m->ram->regions[i].gpa || r.size != m->ram->regions[i].size)
+            return stream_set_error(&c->s, EINVAL, "memory layouts differ (region %u)", i);
+    }
+    c->got_header = true;
+    return 0;
+}
+
+/* Check a page record's shape; returns the pfn list. */
+static const uint64_t *check_pages(struct in_ctx *c, const struct stream_record *rec,
+                                   uint32_t *count, uint32_t *zlen, size_t data_len_expected_per_page)
+{
+    struct gws_pages h;
+    if (rec->length < sizeof(h)) {
+        bad(c, rec, "too short");
+        return NULL;
+    }
+    memcpy(&h, rec->body, sizeof(h));
+    if (h.count == 0 || h.count > GWS_MAX_BATCH) {
+        bad(c, rec, "page count out of range");
+        return NULL;
+    }
+    uint64_t need = sizeof(h) + (uint64_t)h.count * 8 + (uint64_t)h.count * data_len_expected_per_page;
+    if (rec->type == GWS_PAGE_DATA_ZSTD)
+        need += h.zlen;
+    else if (h.zlen != 0) {
+        bad(c, rec, "reserved field is not zero");
+        return NULL;
+    }
+    if (need != rec->length) {
+        bad(c, rec, "length does not match the page count");
+        return NULL;
+    }
+    *count = h.count;
+    *zlen = h.zlen;
+    return (const uint64_t *)(rec->body + sizeof(h));
+}
+
+static int page_index(struct in_ctx *c, const struct stream_record *rec, uint64_t pfn, uint64_t *idx)
+{
+    if (!ram_pfn_to_page(c->m->ram, pfn, idx))
+        return stream_set_error(&c->s, EPROTO, "record %s at offset %llu: frame 0x%llx is not RAM",
+                                stream_record_name(rec->type), (unsigned long long)rec->offset,
+                                (unsigned long long)pfn);
+    return 0;
+}
+
+static int load_pages(struct in_ctx *c, const struct stream_record *rec, const uint8_t *data,
+                      const uint64_t *pfns, uint32_t count)
+{
+    /* Validate every frame before writing any. */
+    uint64_t idx[GWS_MAX_BATCH];
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t pfn;
+        memcpy(&pfn, &pfns[i], 8);
+        if (page_index(c, rec, pfn, &idx[i]) < 0)
+            return -1;
+    }
+    uint8_t *host = c->m->ram->host;
+    for (uint32_t i = 0; i < count; i++) {
+        memcpy(host + idx[i] * GWS_PAGE_SIZE, data + (size_t)i * GWS_PAGE_SIZE, GWS_PAGE_SIZE);
+        bitmap_set(c->received, idx[i]);
+    }
+    pthread_mutex_lock(&c->m->lock);
+    c->m->stats.normal += count;
+    c->m->stats.normal_bytes += (uint64_t)count * GWS_PAGE_SIZE;
+    c->m->stats.transferred = c->s.bytes;
+    pthread_mutex_unlock(&c->m->lock);
+    return 0;
+}
+
+static int load_page_record(struct in_ctx *c, const struct stream_record *rec)
+{
+    uint32_t count, zlen;
+    const uint64_t *pfns;
+    if (rec->type == GWS_PAGE_DATA) {
+        if (!(pfns = check_pages(c, rec, &count, &zlen, GWS_PAGE_SIZE)))
+            return -1;
+        return load_pages(c, rec, rec->body + sizeof(struct gws_pages) + count * 8ULL, pfns, count);
+    }
+    if (!(pfns = check_pages(c, rec, &count, &zlen, 0)))
+        return -1;
+    if (!c->zctx) {
+        c->zctx = ZSTD_createDCtx();
+        c->zbuf = malloc((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE);
+        if (!c->zctx || !c->zbuf)
+            return stream_set_error(&c->s, ENOMEM, "out of memory");
+    }
+    size_t want = (size_t)count * GWS_PAGE_SIZE;
+    size_t got = ZSTD_decompressDCtx(c->zctx, c->zbuf, want,
+                                     rec->body + sizeof(struct gws_pages) + count * 8ULL, zlen);
+    if (ZSTD_isError(got) || got != want)
+        return bad(c, rec, "compressed data does not expand to the page count");
+    return load_pages(c, rec, c->zbuf, pfns, count);
+}
+
+static int load_zero(struct in_ctx *c, const struct stream_record *rec)
+{
+    uint32_t count, zlen;
+    const uint64_t *pfns = check_pages(c, rec, &count, &zlen, 0);
+    if (!pfns)
+        return -1;
+    uint64_t idx[GWS_MAX_BATCH];
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t pfn;
+        memcpy(&pfn, &pfns[i], 8);
+        if (page_index(c, rec, pfn, &idx[i]) < 0)
+            return -1;
+    }
+    /* Only pages this migration wrote can be non-zero: never touch (and so
+     * never allocate) memory that was not received. */
+    for (uint32_t i = 0; i < count; i++)
+        if (bitmap_test(c->received, idx[i]))
+            memset(c->m->ram->host + idx[i] * GWS_PAGE_SIZE, 0, GWS_PAGE_SIZE);
+    pthread_mutex_lock(&c->m->lock);
+    c->m->stats.duplicate += count;
+    pthread_mutex_unlock(&c->m->lock);
+    return 0;
+}
+
+static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *done)
+{
+    struct migration *m = c->m;
+    struct gw_error err;
+    gw_error_init(&err);
+    if (!c->got_header && rec->type != GWS_HEADER && !(rec->type & GWS_OPTIONAL))
+        return bad(c, rec, "the stream does not start with a header");
+    switch (rec->type) {
+    case GWS_HEADER: return load_header(c, rec);
+    case GWS_PAGE_DATA:
+    case GWS_PAGE_DATA_ZSTD: return load_page_record(c, rec);
+    case GWS_ZERO_PAGES: return load_zero(c, rec);
+    case GWS_VCPU_STATE:
+    case GWS_DEVICE_STATE:
+        if (m->ops->load_record(m->vm, rec, &err) < 0)
+            return stream_set_error(&c->s, err.code, "record %s at offset %llu: %s",
+                                    stream_record_name(rec->type), (unsigned long long)rec->offset,
+                                    err.msg);
+        return 0;
+    case GWS_END_OF_ITERATION: {
+        struct gws_end_of_iteration e;
+        if (rec->length != sizeof(e))
+            return bad(c, rec, "bad length");
+        memcpy(&e, rec->body, sizeof(e));
+        pthread_mutex_lock(&m->lock);
+        m->stats.iteration = e.pass;
+        pthread_mutex_unlock(&m->lock);
+        return 0;
+    }
+    case GWS_END_OF_STREAM:
+        if (rec->length != 0)
+            return bad(c, rec, "bad length");
+        *done = true;
+        return 0;
+    default:
+        if (rec->type & GWS_OPTIONAL)
+            return 0; /* unknown optional records are skipped */
+        return stream_set_error(&c->s, EPROTO, "record type 0x%x at offset %llu is unknown",
+                                rec->type, (unsigned long long)rec->offset);
+    }
+}
+
+static int open_source(struct in_ctx *c)
+{
+    struct migration *m = c->m;
+    struct gw_error err;
+    gw_error_init(&err);
+    bool listener;
+    int fd = mig_uri_listen(&m->uri, &listener, &err);
+    if (fd < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    c->from_file = !listener;
+    if (listener) {
+        pthread_mutex_lock(&m->lock);
+        m->listen_fd = fd;
+        pthread_mutex_unlock(&m->lock);
+        int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+        int e = errno;
+        pthread_mutex_lock(&m->lock);
+        m->listen_fd = -1;
+        pthread_mutex_unlock(&m->lock);
+        close(fd);
+        if (m->uri.kind == MIG_URI_UNIX)
+            unlink(m->uri.path);
+        if (cfd < 0)
+            return stream_set_error(&c->s, m->cancel ? ECANCELED : e, "accept: %s",
+                                    m->cancel ? "cancelled" : strerror(e));
+        fd = cfd;
+    }
+    c->fd = fd;
+    pthread_mutex_lock(&m->lock);
+    m->fd = fd;
+    pthread_mutex_unlock(&m->lock);
+    stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
+    return 0;
+}
+
+static void send_rp(struct in_ctx *c, uint32_t type, const char *text)
+{
+    if (c->from_file)
+        return;
+    struct stream rp;
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    struct iovec iov = { (void *)text, text ? strlen(text) : 0 };
+    stream_write_record(&rp, type, text ? &iov : NULL, text ? 1 : 0);
+    stream_flush(&rp);
+    stream_fini(&rp);
+}
+
+static int run(struct in_ctx *c)
+{
+    struct migration *m = c->m;
+    if (open_source(c) < 0)
+        return -1;
+    c->npages = m->ram->size / GWS_PAGE_SIZE;
+    c->received = bitmap_new(c->npages);
+    if (!c->received)
+        return stream_set_error(&c->s, ENOMEM, "out of memory");
+    if (stream_read_preamble(&c->s) < 0)
+        return -1;
+    pthread_mutex_lock(&m->lock);
+    m->stats.setup_ms = mig_now_ms() - m->stats.start_ms;
+    m->stats.total = m->ram->size;
+    pthread_mutex_unlock(&m->lock);
+    mig_set_state(m, MIG_ACTIVE);
+    bool done = false;
+    while (!done) {
+        struct stream_record rec;
+        int r = stream_read_record(&c->s, &rec);
+        if (r == -ENODATA)
+            return stream_set_error(&c->s, EPIPE, "stream ended before END_OF_STREAM");
+        if (r < 0 || dispatch(c, &rec, &done) < 0)
+            return -1;
+    }
+    struct gw_error err;
+    gw_error_init(&err);
+    if (m->ops->load_finish(m->vm, &err) < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    if (!c->from_file) {
+        /* Loaded: tell the source, and run only once it commits. */
+        send_rp(c, GWS_RP_LOADED, NULL);
+        struct stream_record rec;
+        if (stream_read_record(&c->s, &rec) < 0 || rec.type != GWS_COMMIT)
+            return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over%s%s",
+                                    stream_error(&c->s)[0] ? ": " : "", stream_error(&c->s));
+    }
+    m->ops->start(m->vm);
+    send_rp(c, GWS_RP_RESUMED, NULL);
+    return 0;
+}
+
+void *mig_incoming_thread(void *arg)
+{
+    struct migration *m = arg;
+    struct in_ctx *c = calloc(1, sizeof(*c));
+    if (!c) {
+        mig_fail(m, "out of memory");
+        return NULL;
+    }
+    c->m = m;
+    c->fd = -1;
+    stream_init(&c->s, &stream_fd_ops, NULL);
+    if (run(c) < 0 || stream_get_error(&c->s)) {
+        const char *why = stream_error(&c->s)[0] ? stream_error(&c->s) : "incoming migration failed";
+        if (c->fd >= 0)
+            send_rp(c, GWS_RP_FAILED, why);
+        m->ops->discard(m->vm);
+        mig_fail(m, "%s", why);
+    } else {
+        pthread_mutex_lock(&m->lock);
+        m->stats.total_ms = mig_now_ms() - m->stats.start_ms;
+        m->stats.transferred = c->s.bytes;
+        pthread_mutex_unlock(&m->lock);
+        mig_set_state(m, MIG_COMPLETED);
+    }
+    pthread_mutex_lock(&m->lock);
+    m->fd = -1;
+    pthread_mutex_unlock(&m->lock);
+    if (c->fd >= 0)
+        close(c->fd);
+    stream_fini(&c->s);
+    bitmap_free(c->received);
+    free(c->zbuf);
+    ZSTD_freeDCtx(c->zctx);
+    free(c);
+    return NULL;
+}

@@ -1,0 +1,211 @@
+#define LOG_PREFIX "migration"
+#include "migration/migration.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+uint64_t mig_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void mig_init(struct migration *m, void *vm, const struct mig_vm_ops *ops, struct guest_ram *ram,
+              struct dirty_log *dirty, const char *name, const uint8_t *uuid, unsigned nr_vcpus)
+{
+    memset(m, 0, sizeof(*m));
+    m->vm = vm;
+    m->ops = ops;
+    m->ram = ram;
+    m->dirty = dirty;
+    m->name = name;
+    m->uuid = uuid;
+    m->nr_vcpus = nr_vcpus;
+    m->fd = m->listen_fd = -1;
+    pthread_mutex_init(&m->lock, NULL);
+    mig_params_default(&m->params);
+    mig_caps_default(&m->caps);
+    m->stats.status = MIG_NONE;
+}
+
+static void join_thread(struct migration *m)
+{
+    pthread_mutex_lock(&m->lock);
+    bool running = m->thread_running;
+    pthread_mutex_unlock(&m->lock);
+    if (running) {
+        m->cancel = true;
+        if (m->fd >= 0)
+            shutdown(m->fd, SHUT_RDWR);
+        if (m->listen_fd >= 0)
+            shutdown(m->listen_fd, SHUT_RDWR);
+        pthread_join(m->thread, NULL);
+        pthread_mutex_lock(&m->lock);
+        m->thread_running = false;
+        pthread_mutex_unlock(&m->lock);
+    }
+}
+
+void mig_fini(struct migration *m)
+{
+    join_thread(m);
+    pthread_mutex_destroy(&m->lock);
+}
+
+/* Called with the lock NOT held. */
+void mig_set_state(struct migration *m, enum mig_state to)
+{
+    pthread_mutex_lock(&m->lock);
+    enum mig_state from = m->stats.status;
+    bool ok = mig_state_transition_ok(from, to);
+    if (ok)
+        m->stats.status = to;
+    bool events = m->caps.on[MIG_CAP_EVENTS];
+    pthread_mutex_unlock(&m->lock);
+    if (!ok) {
+        log_warn("ignored state change %s -> %s", mig_state_name(from), mig_state_name(to));
+        return;
+    }
+    log_info("%s migration: %s -> %s", m->incoming ? "incoming" : "outgoing", mig_state_name(from),
+             mig_state_name(to));
+    if (events && m->ops->event) {
+        struct json_object *d = json_object_new_object();
+        json_object_object_add(d, "status", json_object_new_string(mig_state_name(to)));
+        m->ops->event(m->vm, "MIGRATION", d);
+    }
+}
+
+void mig_fail(struct migration *m, const char *fmt, ...)
+{
+    pthread_mutex_lock(&m->lock);
+    if (!m->stats.error_desc[0]) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(m->stats.error_desc, sizeof(m->stats.error_desc), fmt, ap);
+        va_end(ap);
+    }
+    bool cancelled = m->stats.status == MIG_CANCELLING;
+    pthread_mutex_unlock(&m->lock);
+    if (!cancelled)
+        log_error("migration failed: %s", m->stats.error_desc);
+    mig_set_state(m, cancelled ? MIG_CANCELLED : MIG_FAILED);
+}
+
+static int start_thread(struct migration *m, const char *uri, bool incoming, struct gw_error *err)
+{
+    struct mig_uri u;
+    if (mig_uri_parse(uri, &u, err) < 0)
+        return -err->code;
+    join_thread(m); /* reap a finished one */
+    pthread_mutex_lock(&m->lock);
+    if (mig_state_is_active(m->stats.status)) {
+        pthread_mutex_unlock(&m->lock);
+        return gw_error_set(err, EBUSY, "There's a migration process in progress");
+    }
+    memset(&m->stats, 0, sizeof(m->stats));
+    m->stats.status = MIG_NONE;
+    m->stats.start_ms = mig_now_ms();
+    m->incoming = incoming;
+    m->uri = u;
+    m->cancel = false;
+    m->fd = m->listen_fd = -1;
+    pthread_mutex_unlock(&m->lock);
+    mig_set_state(m, MIG_SETUP);
+    int r = pthread_create(&m->thread, NULL, incoming ? mig_incoming_thread : mig_outgoing_thread, m);
+    if (r != 0) {
+        mig_fail(m, "cannot start the migration thread: %s", strerror(r));
+        return gw_error_set(err, r, "cannot start the migration thread: %s", strerror(r));
+    }
+    pthread_mutex_lock(&m->lock);
+    m->thread_running = true;
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
+int mig_start_outgoing(struct migration *m, const char *uri, struct gw_error *err)
+{
+    return start_thread(m, uri, false, err);
+}
+
+int mig_start_incoming(struct migration *m, const char *uri, struct gw_error *err)
+{
+    return start_thread(m, uri, true, err);
+}
+
+int mig_cancel(struct migration *m, struct gw_error *err)
+{
+    pthread_mutex_lock(&m->lock);
+    enum mig_state s = m->stats.status;
+    bool can = s == MIG_SETUP || s == MIG_ACTIVE || s == MIG_DEVICE;
+    int fd = m->fd, lfd = m->listen_fd;
+    pthread_mutex_unlock(&m->lock);
+    if (!can)
+        return 0; /* as QEMU: nothing to cancel is not an error */
+    m->cancel = true;
+    mig_set_state(m, MIG_CANCELLING);
+    /* Wake a thread blocked in connect/accept/read/write. */
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+    if (lfd >= 0)
+        shutdown(lfd, SHUT_RDWR);
+    return 0;
+}
+
+void mig_get_stats(struct migration *m, struct mig_stats *out)
+{
+    pthread_mutex_lock(&m->lock);
+    *out = m->stats;
+    if (mig_state_is_active(out->status) && out->start_ms)
+        out->total_ms = mig_now_ms() - out->start_ms;
+    pthread_mutex_unlock(&m->lock);
+}
+
+bool mig_active(struct migration *m)
+{
+    pthread_mutex_lock(&m->lock);
+    bool a = mig_state_is_active(m->stats.status);
+    pthread_mutex_unlock(&m->lock);
+    return a;
+}
+
+int mig_set_params(struct migration *m, const struct mig_params *p, struct gw_error *err)
+{
+    pthread_mutex_lock(&m->lock);
+    m->params = *p; /* the running thread re-reads them each round */
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
+void mig_get_params(struct migration *m, struct mig_params *p)
+{
+    pthread_mutex_lock(&m->lock);
+    *p = m->params;
+    pthread_mutex_unlock(&m->lock);
+}
+
+int mig_set_caps(struct migration *m, const struct mig_caps *c, struct gw_error *err)
+{
+    pthread_mutex_lock(&m->lock);
+    if (mig_state_is_active(m->stats.status)) {
+        pthread_mutex_unlock(&m->lock);
+        return gw_error_set(err, EBUSY, "There's a migration process in progress");
+    }
+    m->caps = *c;
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
+void mig_get_caps(struct migration *m, struct mig_caps *c)
+{
+    pthread_mutex_lock(&m->lock);
+    *c = m->caps;
+    pthread_mutex_unlock(&m->lock);
+}

@@ -1,0 +1,111 @@
+/* The migration engine of one VM: outgoing (pre-copy, save to file) and
+ * incoming (live or from a file), with QEMU's states, parameters and
+ * statistics. One struct migration per VMM process; nothing global.
+ *
+ * The engine never opens connections by itself through policy: it is handed
+ * a URI, connects/listens in its own thread, and drives the VM only through
+ * struct mig_vm_ops. Threads: mig_* entry points are called from the control
+ * (main) thread; each migration runs in its own thread; statistics are read
+ * under the lock. Returns: 0 or -errno with a message in err. */
+#ifndef GW_MIGRATION_MIGRATION_H
+#define GW_MIGRATION_MIGRATION_H
+
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "memory/dirty_log.h"
+#include "memory/guest_ram.h"
+#include "migration/mig_state.h"
+#include "migration/params.h"
+#include "migration/stream.h"
+#include "migration/uri.h"
+
+/* What the engine needs from the VM (implemented by the VMM). All hooks are
+ * called on the migration thread. */
+struct mig_vm_ops {
+    /* Source: stop the vCPUs for the switch-over; remember whether they ran. */
+    int (*stop)(void *vm, struct gw_error *err);
+    /* Source: the migration failed or was cancelled: run again if it ran. */
+    void (*resume)(void *vm);
+    /* Source: the destination owns the guest now (state postmigrate). */
+    void (*completed)(void *vm);
+    /* Source: write the VCPU_STATE and DEVICE_STATE records. */
+    int (*save_state)(void *vm, struct stream *s, struct gw_error *err);
+    /* Destination: take one VCPU_STATE or DEVICE_STATE record (kept until
+     * load_finish; nothing touches the VM before). */
+    int (*load_record)(void *vm, const struct stream_record *rec, struct gw_error *err);
+    /* Destination: every record is in: check completeness and apply. */
+    int (*load_finish)(void *vm, struct gw_error *err);
+    /* Destination: run the guest (or leave it paused if the user said stop). */
+    void (*start)(void *vm);
+    /* Destination: forget a half-loaded guest (free its memory). */
+    void (*discard)(void *vm);
+    void (*set_throttle)(void *vm, unsigned pct);
+    /* A QMP event (data owned by the callee, may be NULL). */
+    void (*event)(void *vm, const char *name, struct json_object *data);
+};
+
+struct mig_stats {
+    enum mig_state status;
+    uint64_t start_ms, setup_ms, total_ms, downtime_ms, expected_downtime_ms;
+    uint64_t transferred, remaining, total;
+    uint64_t duplicate, normal, normal_bytes, skipped;
+    uint64_t dirty_pages_rate;     /* pages/s in the last round */
+    uint64_t mbps_x1000;           /* bandwidth of the last round, Mbit/s * 1000 */
+    uint64_t dirty_sync_count, iteration;
+    unsigned throttle_pct;
+    char error_desc[512];
+};
+
+struct migration {
+    void *vm;
+    const struct mig_vm_ops *ops;
+    struct guest_ram *ram;
+    struct dirty_log *dirty;
+    const char *name;
+    const uint8_t *uuid;
+    unsigned nr_vcpus;
+
+    pthread_mutex_t lock;          /* protects everything below */
+    struct mig_params params;
+    struct mig_caps caps;
+    struct mig_stats stats;
+    bool incoming;                 /* this side receives */
+    bool thread_running;
+    pthread_t thread;
+    volatile bool cancel;
+    int fd, listen_fd;             /* for cancel: shutdown() wakes the thread */
+    struct mig_uri uri;
+};
+
+void mig_init(struct migration *m, void *vm, const struct mig_vm_ops *ops, struct guest_ram *ram,
+              struct dirty_log *dirty, const char *name, const uint8_t *uuid, unsigned nr_vcpus);
+void mig_fini(struct migration *m);
+
+/* Source: start migrating to `uri` (returns once the thread runs). */
+int mig_start_outgoing(struct migration *m, const char *uri, struct gw_error *err);
+/* Destination: wait for a stream on `uri` (tcp/unix listen, or read a file). */
+int mig_start_incoming(struct migration *m, const char *uri, struct gw_error *err);
+int mig_cancel(struct migration *m, struct gw_error *err);
+/* Snapshot of the statistics (times computed as of now). */
+void mig_get_stats(struct migration *m, struct mig_stats *out);
+bool mig_active(struct migration *m);
+
+/* Parameters and capabilities, all-or-nothing, refused while active where
+ * QEMU refuses them. */
+int mig_set_params(struct migration *m, const struct mig_params *p, struct gw_error *err);
+void mig_get_params(struct migration *m, struct mig_params *p);
+int mig_set_caps(struct migration *m, const struct mig_caps *c, struct gw_error *err);
+void mig_get_caps(struct migration *m, struct mig_caps *c);
+
+/* Internal (outgoing.c / incoming.c / migration.c). */
+uint64_t mig_now_ms(void);
+void mig_set_state(struct migration *m, enum mig_state to);
+void mig_fail(struct migration *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void *mig_outgoing_thread(void *arg);
+void *mig_incoming_thread(void *arg);
+
+#endif

@@ -1,0 +1,488 @@
+/* The source side: pre-copy rounds over the dirty bitmap, the switch-over
+ * and the handshake that hands the guest to the destination. */
+#define LOG_PREFIX "outgoing"
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "common/log.h"
+#include "memory/bitmap.h"
+#include "migration/migration.h"
+#include "migration/policy.h"
+#include "migration/ram_scan.h"
+#include "migration/ratelimit.h"
+
+#define HANDSHAKE_TIMEOUT_MS 30000
+
+struct out_ctx {
+    struct migration *m;
+    struct stream s;
+    int fd;
+    bool to_file;
+    bool stopped;               /* vCPUs stopped for the switch-over */
+    uint64_t stop_ms;
+    uint64_t npages;
+    uint64_t *dirty;            /* pages to send */
+    struct ratelimit rl;
+    struct mig_params params;
+    struct mig_caps caps;
+    /* batch being built */
+    uint64_t pfn[GWS_MAX_BATCH];
+    struct iovec iov[GWS_MAX_BATCH];
+    unsigned n;
+    uint64_t zero_pfn[GWS_MAX_BATCH];
+    unsigned nzero;
+    bool first_pass;
+    ZSTD_CCtx *zctx;
+    uint8_t *zbuf;
+    uint8_t *zsrc;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void account(struct out_ctx *c, uint64_t zero, uint64_t normal)
+{
+    struct migration *m = c->m;
+    pthread_mutex_lock(&m->lock);
+    m->stats.duplicate += zero;
+    m->stats.normal += normal;
+    m->stats.normal_bytes += normal * GWS_PAGE_SIZE;
+    m->stats.transferred = c->s.bytes;
+    pthread_mutex_unlock(&m->lock);
+}
+
+static void pace(struct out_ctx *c, uint64_t bytes)
+{
+    uint64_t wait = ratelimit_account(&c->rl, bytes, now_ns());
+    if (wait && !c->stopped) {
+        struct timespec ts = { (time_t)(wait / 1000000000ULL), (long)(wait % 1000000000ULL) };
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int flush_zero(struct out_ctx *c)
+{
+    if (!c->nzero)
+        return 0;
+    struct gws_pages h = { c->nzero, 0 };
+    struct iovec iov[2] = { { &h, sizeof(h) }, { c->zero_pfn, c->nzero * 8ULL } };
+    int r = stream_write_record(&c->s, GWS_ZERO_PAGES, iov, 2);
+    account(c, c->nzero, 0);
+    c->nzero = 0;
+    return r;
+}
+
+static int flush_zstd(struct out_ctx *c)
+{
+    size_t raw = (size_t)c->n * GWS_PAGE_SIZE;
+    for (unsigned i = 0; i < c->n; i++)
+        memcpy(c->zsrc + (size_t)i * GWS_PAGE_SIZE, c->iov[i].iov_base, GWS_PAGE_SIZE);
+    size_t z = ZSTD_compressCCtx(c->zctx, c->zbuf, ZSTD_compressBound(raw), c->zsrc, raw,
+                                 (int)c->params.compress_level);
+    if (ZSTD_isError(z))
+        return stream_set_error(&c->s, EIO, "zstd: %s", ZSTD_getErrorName(z));
+    struct gws_pages h = { c->n, (uint32_t)z };
+    struct iovec iov[3] = { { &h, sizeof(h) }, { c->pfn, c->n * 8ULL }, { c->zbuf, z } };
+    return stream_write_record(&c->s, GWS_PAGE_DATA_ZSTD, iov, 3);
+}
+
+static int flush_pages(struct out_ctx *c)
+{
+    if (!c->n)
+        return 0;
+    uint64_t before = c->s.bytes;
+    int r;
+    if (c->caps.on[MIG_CAP_COMPRESS_ZSTD]) {
+        r = flush_zstd(c);
+    } else {
+        /* Header, pfn list, then the pages straight from guest memory. */
+        struct gws_pages h = { c->n, 0 };
+        struct iovec parts[3] = { { &h, sizeof(h) }, { c->pfn, c->n * 8ULL } };
+        /* While the guest runs, a page may change under us: copy the batch
+         * once so that the checksum covers exactly what is sent (a page
+         * changed meanwhile is dirty again and goes in the next round).
+         * Stopped, send straight from guest memory when contiguous. */
+        bool contiguous = c->stopped;
+        for (unsigned i = 1; i < c->n && contiguous; i++)
+            contiguous = (uint8_t *)c->iov[i].iov_base ==
+                         (uint8_t *)c->iov[i - 1].iov_base + GWS_PAGE_SIZE;
+        if (contiguous) {
+            parts[2] = (struct iovec){ c->iov[0].iov_base, (size_t)c->n * GWS_PAGE_SIZE };
+        } else {
+            for (unsigned i = 0; i < c->n; i++)
+                memcpy(c->zsrc + (size_t)i * GWS_PAGE_SIZE, c->iov[i].iov_base, GWS_PAGE_SIZE);
+            parts[2] = (struct iovec){ c->zsrc, (size_t)c->n * GWS_PAGE_SIZE };
+        }
+        r = stream_write_record(&c->s, GWS_PAGE_DATA, parts, 3);
+    }
+    account(c, 0, c->n);
+    c->n = 0;
+    pace(c, c->s.bytes - before);
+    return r;
+}
+
+static int queue_page(struct out_ctx *c, uint64_t idx)
+{
+    uint8_t *p = c->m->ram->host + idx * GWS_PAGE_SIZE;
+    uint64_t pfn = ram_page_to_pfn(c->m->ram, idx);
+    if (ram_page_is_zero(p)) {
+        if (c->first_pass) {
+            /* The destination's memory starts zero: nothing to send. */
+            account(c, 1, 0);
+            return 0;
+        }
+        c->zero_pfn[c->nzero++] = pfn;
+        return c->nzero == GWS_MAX_BATCH ? flush_zero(c) : 0;
+    }
+    c->pfn[c->n] = pfn;
+    c->iov[c->n] = (struct iovec){ p, GWS_PAGE_SIZE };
+    c->n++;
+    return c->n == GWS_MAX_BATCH ? flush_pages(c) : 0;
+}
+
+/* Send every page set in c->dirty (clearing the bits). */
+static int send_dirty(struct out_ctx *c, uint64_t *sent)
+{
+    uint64_t n = 0;
+    for (uint64_t i = bitmap_next_set(c->dirty, c->npages, 0); i < c->npages;
+         i = bitmap_next_set(c->dirty, c->npages, i + 1)) {
+        bitmap_clear_bit(c->dirty, i);
+        if (queue_page(c, i) < 0)
+            return stream_get_error(&c->s);
+        n++;
+        if ((n & 1023) == 0 && c->m->cancel)
+            return stream_set_error(&c->s, ECANCELED, "cancelled");
+    }
+    if (flush_pages(c) < 0 || flush_zero(c) < 0)
+        return stream_get_error(&c->s);
+    *sent = n;
+    return 0;
+}
+
+static int write_header(struct out_ctx *c)
+{
+    struct migration *m = c->m;
+    struct {
+        struct gws_header h;
+        struct gws_region r[GWS_MAX_REGIONS];
+    } hdr;
+    memset(&hdr, 0, sizeof(hdr));
+    hdr.h.page_size = GWS_PAGE_SIZE;
+    hdr.h.nr_vcpus = m->nr_vcpus;
+    hdr.h.ram_size = m->ram->size;
+    if (m->uuid)
+        memcpy(hdr.h.uuid, m->uuid, 16);
+    strncpy(hdr.h.name, m->name ? m->name : "", sizeof(hdr.h.name) - 1);
+    hdr.h.nr_regions = m->ram->nr_regions;
+    for (unsigned i = 0; i < m->ram->nr_regions; i++)
+        hdr.r[i] = (struct gws_region){ m->ram->regions[i].gpa, m->ram->regions[i].size };
+    struct iovec iov = { &hdr, sizeof(hdr.h) + m->ram->nr_regions * sizeof(struct gws_region) };
+    stream_write_preamble(&c->s);
+    return stream_write_record(&c->s, GWS_HEADER, &iov, 1);
+}
+
+static void emit_pass(struct out_ctx *c, uint64_t pass)
+{
+    struct migration *m = c->m;
+    pthread_mutex_lock(&m->lock);
+    m->stats.iteration = pass;
+    bool events = m->caps.on[MIG_CAP_EVENTS];
+    pthread_mutex_unlock(&m->lock);
+    if (events && m->ops->event) {
+        struct json_object *d = json_object_new_object();
+        json_object_object_add(d, "pass", json_object_new_int64((int64_t)pass));
+        m->ops->event(m->vm, "MIGRATION_PASS", d);
+    }
+}
+
+static int sync_dirty(struct out_ctx *c, uint64_t *count)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    if (dirty_log_sync(c->m->dirty, c->dirty, &err) < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    *count = bitmap_count(c->dirty, c->npages);
+    pthread_mutex_lock(&c->m->lock);
+    c->m->stats.dirty_sync_count++;
+    c->m->stats.remaining = *count * GWS_PAGE_SIZE;
+    pthread_mutex_unlock(&c->m->lock);
+    return 0;
+}
+
+static void refresh_params(struct out_ctx *c)
+{
+    pthread_mutex_lock(&c->m->lock);
+    c->params = c->m->params;
+    pthread_mutex_unlock(&c->m->lock);
+    ratelimit_set(&c->rl, c->stopped ? 0 : c->params.max_bandwidth);
+}
+
+/* Pre-copy rounds until the policy says the rest fits the downtime limit. */
+static int precopy(struct out_ctx *c)
+{
+    struct migration *m = c->m;
+    struct precopy_policy_state pst = { 0 };
+    uint64_t pass = 0, dirty_count;
+    for (;;) {
+        refresh_params(c);
+        emit_pass(c, ++pass);
+        uint64_t t0 = now_ns(), bytes0 = c->s.bytes, sent = 0;
+        if (send_dirty(c, &sent) < 0)
+            return stream_get_error(&c->s);
+        c->first_pass = false;
+        struct gws_end_of_iteration eoi = { (uint32_t)pass, 0, sent };
+        struct iovec iov = { &eoi, sizeof(eoi) };
+        if (stream_write_record(&c->s, GWS_END_OF_ITERATION, &iov, 1) < 0 || stream_flush(&c->s) < 0)
+            return stream_get_error(&c->s);
+        if (sync_dirty(c, &dirty_count) < 0)
+            return stream_get_error(&c->s);
+        uint64_t dt = now_ns() - t0;
+        if (dt == 0)
+            dt = 1;
+        struct precopy_params pp = {
+            .downtime_limit_ms = c->params.downtime_limit_ms,
+            .auto_converge = c->caps.on[MIG_CAP_AUTO_CONVERGE],
+            .throttle_initial = (unsigned)c->params.cpu_throttle_initial,
+            .throttle_increment = (unsigned)c->params.cpu_throttle_increment,
+            .throttle_max = (unsigned)c->params.max_cpu_throttle,
+            .throttle_trigger_pct = (unsigned)c->params.throttle_trigger_threshold,
+        };
+        uint64_t bw = (c->s.bytes - bytes0) * 1000000000ULL / dt;
+        if (c->params.max_bandwidth && (bw == 0 || bw > c->params.max_bandwidth))
+            bw = c->params.max_bandwidth;
+        if (bw == 0)
+            bw = 1;
+        struct precopy_round round = {
+            .iteration = (unsigned)pass,
+            .remaining_bytes = dirty_count * GWS_PAGE_SIZE,
+            .bandwidth_bps = bw,
+            .dirtied_bytes = dirty_count * GWS_PAGE_SIZE,
+            .transferred_bytes = c->s.bytes - bytes0,
+        };
+        struct precopy_decision d;
+        precopy_decide(&pp, &pst, &round, &d);
+        pthread_mutex_lock(&m->lock);
+        m->stats.expected_downtime_ms = d.expected_downtime_ms == UINT64_MAX ? 0 : d.expected_downtime_ms;
+        m->stats.dirty_pages_rate = dirty_count * 1000000000ULL / dt;
+        m->stats.mbps_x1000 = bw * 8 / 1000;
+        m->stats.throttle_pct = d.throttle_pct;
+        pthread_mutex_unlock(&m->lock);
+        if (d.throttle_changed && m->ops->set_throttle)
+            m->ops->set_throttle(m->vm, d.throttle_pct);
+        log_debug("pass %llu: sent %llu pages, %llu dirty, %.0f MB/s, expected downtime %llu ms",
+                  (unsigned long long)pass, (unsigned long long)sent,
+                  (unsigned long long)dirty_count, bw / 1e6,
+                  (unsigned long long)d.expected_downtime_ms);
+        if (d.switchover)
+            return 0;
+        if (m->cancel)
+            return stream_set_error(&c->s, ECANCELED, "cancelled");
+    }
+}
+
+/* Wait for one return-path record of type `want`. */
+static int wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int timeout_ms)
+{
+    struct pollfd pfd = { c->fd, POLLIN, 0 };
+    if (rp->ilen == rp->ipos) {
+        int r = poll(&pfd, 1, timeout_ms);
+        if (r == 0)
+            return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
+    }
+    struct stream_record rec;
+    int r = stream_read_record(rp, &rec);
+    if (r == -ENODATA)
+        return stream_set_error(&c->s, EPIPE, "the destination closed the connection");
+    if (r < 0)
+        return stream_set_error(&c->s, r, "return path: %s", stream_error(rp));
+    if (rec.type == GWS_RP_FAILED)
+        return stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec.length,
+                                (const char *)rec.body);
+    if (rec.type != want)
+        return stream_set_error(&c->s, EPROTO, "unexpected %s on the return path",
+                                stream_record_name(rec.type));
+    return 0;
+}
+
+/* Stop, send the rest and the state, hand over. */
+static int switchover(struct out_ctx *c)
+{
+    struct migration *m = c->m;
+    struct gw_error err;
+    gw_error_init(&err);
+    if (!c->stopped) {
+        if (m->ops->stop(m->vm, &err) < 0)
+            return stream_set_error(&c->s, err.code, "%s", err.msg);
+        c->stopped = true;
+        c->stop_ms = mig_now_ms();
+    }
+    mig_set_state(m, MIG_DEVICE);
+    refresh_params(c);
+    uint64_t count, sent;
+    if (sync_dirty(c, &count) < 0 || send_dirty(c, &sent) < 0)
+        return stream_get_error(&c->s);
+    if (m->ops->save_state(m->vm, &c->s, &err) < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    if (stream_write_record(&c->s, GWS_END_OF_STREAM, NULL, 0) < 0 || stream_flush(&c->s) < 0)
+        return stream_get_error(&c->s);
+    account(c, 0, 0);
+    if (c->to_file) {
+        if (fsync(c->fd) < 0 && errno != EINVAL)
+            return stream_set_error(&c->s, errno, "fsync: %s", strerror(errno));
+        m->ops->completed(m->vm);
+        return 0;
+    }
+    /* Socket: the destination says it loaded everything; from then on the
+     * guest is its, so we never run it again; then tell it to start. */
+    struct stream rp;
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    int r = wait_return(c, &rp, GWS_RP_LOADED, HANDSHAKE_TIMEOUT_MS);
+    if (r == 0) {
+        m->ops->completed(m->vm);
+        c->stopped = false; /* never resume from here on */
+        stream_write_record(&c->s, GWS_COMMIT, NULL, 0);
+        stream_flush(&c->s);
+        if (wait_return(c, &rp, GWS_RP_RESUMED, 5000) < 0)
+            log_warn("the destination did not confirm it resumed: %s", stream_error(&c->s));
+        c->s.error = 0; /* the guest is handed over: a late failure is only a warning */
+    }
+    stream_fini(&rp);
+    return r;
+}
+
+static int open_target(struct out_ctx *c)
+{
+    struct migration *m = c->m;
+    struct gw_error err;
+    gw_error_init(&err);
+    int fd = mig_uri_connect(&m->uri, &err);
+    if (fd < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    c->fd = fd;
+    pthread_mutex_lock(&m->lock);
+    m->fd = fd;
+    pthread_mutex_unlock(&m->lock);
+    c->to_file = m->uri.kind == MIG_URI_FILE;
+    stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
+    return 0;
+}
+
+static int run(struct out_ctx *c)
+{
+    struct migration *m = c->m;
+    struct gw_error err;
+    gw_error_init(&err);
+    if (open_target(c) < 0)
+        return -1;
+    c->npages = m->ram->size / GWS_PAGE_SIZE;
+    c->dirty = bitmap_new(c->npages);
+    c->zsrc = malloc((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE);
+    if (!c->dirty || !c->zsrc)
+        return stream_set_error(&c->s, ENOMEM, "out of memory");
+    if (c->caps.on[MIG_CAP_COMPRESS_ZSTD]) {
+        c->zctx = ZSTD_createCCtx();
+        c->zbuf = malloc(ZSTD_compressBound((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE));
+        if (!c->zctx || !c->zbuf)
+            return stream_set_error(&c->s, ENOMEM, "out of memory");
+    }
+    if (c->to_file) {
+        /* Saving to a file: the guest is paused for the whole save. */
+        if (m->ops->stop(m->vm, &err) < 0)
+            return stream_set_error(&c->s, err.code, "%s", err.msg);
+        c->stopped = true;
+        c->stop_ms = mig_now_ms();
+    }
+    if (write_header(c) < 0)
+        return -1;
+    if (!c->to_file) {
+        if (dirty_log_start(m->dirty, &err) < 0)
+            return stream_set_error(&c->s, err.code, "%s", err.msg);
+        uint64_t *scratch = bitmap_new(c->npages);
+        if (!scratch || dirty_log_sync(m->dirty, scratch, &err) < 0) {
+            bitmap_free(scratch);
+            return stream_set_error(&c->s, err.code ? err.code : ENOMEM, "dirty log: %s", err.msg);
+        }
+        bitmap_free(scratch);
+    }
+    uint64_t data_pages = 0;
+    if (ram_scan_data_pages(m->ram, c->dirty, &data_pages) < 0)
+        return stream_set_error(&c->s, errno, "scanning guest memory: %s", strerror(errno));
+    pthread_mutex_lock(&m->lock);
+    m->stats.total = m->ram->size;
+    m->stats.skipped = c->npages - data_pages;
+    m->stats.remaining = data_pages * GWS_PAGE_SIZE;
+    m->stats.setup_ms = mig_now_ms() - m->stats.start_ms;
+    pthread_mutex_unlock(&m->lock);
+    c->first_pass = true;
+    mig_set_state(m, MIG_ACTIVE);
+    if (!c->to_file && precopy(c) < 0)
+        return -1;
+    if (c->to_file) {
+        uint64_t sent;
+        emit_pass(c, 1);
+        if (send_dirty(c, &sent) < 0)
+            return -1;
+    }
+    return switchover(c);
+}
+
+void *mig_outgoing_thread(void *arg)
+{
+    struct migration *m = arg;
+    struct out_ctx *c = calloc(1, sizeof(*c));
+    if (!c) {
+        mig_fail(m, "out of memory");
+        return NULL;
+    }
+    c->m = m;
+    c->fd = -1;
+    pthread_mutex_lock(&m->lock);
+    c->params = m->params;
+    c->caps = m->caps;
+    pthread_mutex_unlock(&m->lock);
+    ratelimit_init(&c->rl, c->params.max_bandwidth, now_ns());
+    stream_init(&c->s, &stream_fd_ops, NULL);
+    int r = run(c);
+    struct gw_error err;
+    gw_error_init(&err);
+    if (!c->to_file)
+        dirty_log_stop(m->dirty, &err);
+    if (m->ops->set_throttle)
+        m->ops->set_throttle(m->vm, 0);
+    if (r < 0 || stream_get_error(&c->s)) {
+        if (c->stopped)
+            m->ops->resume(m->vm);
+        mig_fail(m, "%s", stream_error(&c->s)[0] ? stream_error(&c->s) : "migration failed");
+    } else {
+        pthread_mutex_lock(&m->lock);
+        uint64_t now = mig_now_ms();
+        m->stats.total_ms = now - m->stats.start_ms;
+        m->stats.downtime_ms = now - c->stop_ms;
+        m->stats.remaining = 0;
+        m->stats.transferred = c->s.bytes;
+        pthread_mutex_unlock(&m->lock);
+        mig_set_state(m, MIG_COMPLETED);
+    }
+    pthread_mutex_lock(&m->lock);
+    m->fd = -1;
+    pthread_mutex_unlock(&m->lock);
+    if (c->fd >= 0)
+        close(c->fd);
+    stream_fini(&c->s);
+    bitmap_free(c->dirty);
+    free(c->zsrc);
+    free(c->zbuf);
+    ZSTD_freeCCtx(c->zctx);
+    free(c);
+    return NULL;
+}
