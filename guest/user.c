@@ -27,9 +27,9 @@ static void calibrate(void)
     while (g.ticks == t)
         cpu_relax();
     uint64_t t0 = rdtsc(), k = g.ticks;
-    while (g.ticks < k + 5)
+    while (g.ticks < k + 50)
         cpu_relax();
-    tsc_per_tick = (rdtsc() - t0) / 5;
+    tsc_per_tick = (rdtsc() - t0) / 50;
     if (!tsc_per_tick)
         tsc_per_tick = 1;
 }
@@ -336,8 +336,8 @@ static void time_wl(unsigned cpu)
         if (t != last_ticks) {
             last_ticks = t;
             ticks_tsc = now;
-        } else if (now - ticks_tsc > 300 * tsc_per_tick) {
-            /* 3 s of TSC time without a timer tick on this vCPU. */
+        } else if (now - ticks_tsc > 1000 * tsc_per_tick) {
+            /* 10 s of TSC time without a timer tick on this vCPU. */
             if (errors++ < 10)
                 PRINTF("TIME-ERROR vcpu=%u timer stopped at tick %lu\n", cpu, t);
             ticks_tsc = now;

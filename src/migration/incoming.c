@@ -26,7 +26,31 @@ struct in_ctx {
     ZSTD_DCtx *zctx;
     bool got_header;
     uint64_t pass;
+    pthread_t prealloc;
+    bool prealloc_started;
+    volatile bool stop_prealloc;
 };
+
+/* Allocate the guest's memory ahead of the stream (fallocate runs at
+ * ~2.7 GB/s here, faulting fresh memory in at ~0.35 GB/s): a helper thread
+ * works upward through the memfd in 64 MiB steps while pages arrive. */
+static void *prealloc_thread(void *arg)
+{
+    struct in_ctx *c = arg;
+    const uint64_t step = 64ULL << 20;
+    for (uint64_t off = 0; off < c->m->ram->size && !c->stop_prealloc; off += step) {
+        uint64_t len = c->m->ram->size - off < step ? c->m->ram->size - off : step;
+        if (fallocate(c->m->ram->memfd, 0, (off_t)off, (off_t)len) < 0)
+            break; /* not fatal: pages are then allocated as they arrive */
+    }
+    return NULL;
+}
+
+static void start_prealloc(struct in_ctx *c)
+{
+    if (pthread_create(&c->prealloc, NULL, prealloc_thread, c) == 0)
+        c->prealloc_started = true;
+}
 
 static int bad(struct in_ctx *c, const struct stream_record *rec, const char *what)
 {
@@ -65,6 +89,7 @@ static int load_header(struct in_ctx *c, const struct stream_record *rec)
             return stream_set_error(&c->s, EINVAL, "memory layouts differ (region %u)", i);
     }
     c->got_header = true;
+    start_prealloc(c);
     return 0;
 }
 
@@ -118,10 +143,30 @@ static int load_pages(struct in_ctx *c, const struct stream_record *rec, const u
         if (page_index(c, rec, pfn, &idx[i]) < 0)
             return -1;
     }
-    uint8_t *host = c->m->ram->host;
-    for (uint32_t i = 0; i < count; i++) {
-        memcpy(host + idx[i] * GWS_PAGE_SIZE, data + (size_t)i * GWS_PAGE_SIZE, GWS_PAGE_SIZE);
-        bitmap_set(c->received, idx[i]);
+    /* pwrite into the memfd: no page-table faults in this process, and
+     * contiguous runs go in one call. */
+    int memfd = c->m->ram->memfd;
+    for (uint32_t i = 0; i < count;) {
+        uint32_t run = 1;
+        while (i + run < count && idx[i + run] == idx[i] + run)
+            run++;
+        const uint8_t *src = data + (size_t)i * GWS_PAGE_SIZE;
+        size_t len = (size_t)run * GWS_PAGE_SIZE;
+        off_t off = (off_t)(idx[i] * GWS_PAGE_SIZE);
+        while (len) {
+            ssize_t w = pwrite(memfd, src, len, off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return stream_set_error(&c->s, w < 0 ? errno : EIO, "writing guest memory: %s",
+                                        strerror(w < 0 ? errno : EIO));
+            src += w;
+            len -= (size_t)w;
+            off += w;
+        }
+        for (uint32_t k = 0; k < run; k++)
+            bitmap_set(c->received, idx[i + k]);
+        i += run;
     }
     pthread_mutex_lock(&c->m->lock);
     c->m->stats.normal += count;
@@ -225,34 +270,28 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
 static int open_source(struct in_ctx *c)
 {
     struct migration *m = c->m;
-    struct gw_error err;
-    gw_error_init(&err);
-    bool listener;
-    int fd = mig_uri_listen(&m->uri, &listener, &err);
-    if (fd < 0)
-        return stream_set_error(&c->s, err.code, "%s", err.msg);
-    c->from_file = !listener;
-    if (listener) {
-        pthread_mutex_lock(&m->lock);
-        m->listen_fd = fd;
-        pthread_mutex_unlock(&m->lock);
-        int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+    pthread_mutex_lock(&m->lock);
+    int lfd = m->listen_fd, fd = m->fd;
+    pthread_mutex_unlock(&m->lock);
+    c->from_file = lfd < 0;
+    if (lfd >= 0) {
+        int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         int e = errno;
         pthread_mutex_lock(&m->lock);
         m->listen_fd = -1;
         pthread_mutex_unlock(&m->lock);
-        close(fd);
+        close(lfd);
         if (m->uri.kind == MIG_URI_UNIX)
             unlink(m->uri.path);
         if (cfd < 0)
             return stream_set_error(&c->s, m->cancel ? ECANCELED : e, "accept: %s",
                                     m->cancel ? "cancelled" : strerror(e));
         fd = cfd;
+        pthread_mutex_lock(&m->lock);
+        m->fd = fd;
+        pthread_mutex_unlock(&m->lock);
     }
     c->fd = fd;
-    pthread_mutex_lock(&m->lock);
-    m->fd = fd;
-    pthread_mutex_unlock(&m->lock);
     stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
     return 0;
 }
@@ -326,6 +365,10 @@ void *mig_incoming_thread(void *arg)
         const char *why = stream_error(&c->s)[0] ? stream_error(&c->s) : "incoming migration failed";
         if (c->fd >= 0)
             send_rp(c, GWS_RP_FAILED, why);
+        c->stop_prealloc = true;
+        if (c->prealloc_started)
+            pthread_join(c->prealloc, NULL);
+        c->prealloc_started = false;
         m->ops->discard(m->vm);
         mig_fail(m, "%s", why);
     } else {
@@ -335,6 +378,8 @@ void *mig_incoming_thread(void *arg)
         pthread_mutex_unlock(&m->lock);
         mig_set_state(m, MIG_COMPLETED);
     }
+    if (c->prealloc_started)
+        pthread_join(c->prealloc, NULL);
     pthread_mutex_lock(&m->lock);
     m->fd = -1;
     pthread_mutex_unlock(&m->lock);

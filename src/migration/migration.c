@@ -118,6 +118,20 @@ static int start_thread(struct migration *m, const char *uri, bool incoming, str
     m->cancel = false;
     m->fd = m->listen_fd = -1;
     pthread_mutex_unlock(&m->lock);
+    if (incoming) {
+        /* Listen (or open the file) now, so that errors reach the caller and
+         * the source can connect as soon as the command returns. */
+        bool listener;
+        int fd = mig_uri_listen(&u, &listener, err);
+        if (fd < 0)
+            return -err->code;
+        pthread_mutex_lock(&m->lock);
+        if (listener)
+            m->listen_fd = fd;
+        else
+            m->fd = fd;
+        pthread_mutex_unlock(&m->lock);
+    }
     mig_set_state(m, MIG_SETUP);
     int r = pthread_create(&m->thread, NULL, incoming ? mig_incoming_thread : mig_outgoing_thread, m);
     if (r != 0) {

@@ -35,6 +35,12 @@ def need_root():
         skip("needs root")
 
 
+def _die_with_parent():
+    """In the child before exec: get SIGKILL when the test process dies."""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+
+
 class Timeout(Exception):
     pass
 
@@ -196,7 +202,7 @@ class VMM:
         self.serial = b""
         self.stderr = b""
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
         threading.Thread(target=self._pump, args=(self.proc.stdout, "serial"), daemon=True).start()
         threading.Thread(target=self._pump, args=(self.proc.stderr, "stderr"), daemon=True).start()
         self.qmp = QMP(self.qmp_path) if self.qmp_path else None
@@ -356,7 +362,8 @@ def self_check(vm, timeout=60):
     at = vm.wait_serial("REPORT ", timeout, start=start)
     vm.wait_serial("\n", 10, start=at)
     line = vm.serial_text()[at:].split("REPORT ", 1)[1].split("\n", 1)[0]
-    assert line.startswith("ok"), f"guest self-check: REPORT {line}"
+    assert line.startswith("ok"), f"guest self-check: REPORT {line}\n" + "\n".join(
+        l for l in vm.serial_text().splitlines() if any(e in l for e in GUEST_ERRORS))
 
 
 GUEST_ERRORS = ("CORRUPT", "FPU-CORRUPT", "TIME-ERROR", "GUEST-PANIC", "REPORT FAIL")
@@ -366,3 +373,54 @@ def assert_no_guest_errors(vm):
     text = vm.serial_text()
     for e in GUEST_ERRORS:
         assert e not in text, f"guest reported {e}:\n" + text[-3000:]
+
+
+def wait_migration(vm, timeout=180, states=("completed", "failed", "cancelled")):
+    """Poll query-migrate until it reaches one of `states`; returns the info."""
+    deadline = time.time() + timeout
+    while True:
+        info = vm.qmp.cmd("query-migrate")
+        if info.get("status") in states:
+            return info
+        if time.time() > deadline:
+            raise Timeout(f"migration still {info.get('status')} after {timeout}s: {info}")
+        time.sleep(0.05)
+
+
+def start_incoming(dst, uri):
+    dst.qmp.cmd("migrate-incoming", uri=uri)
+
+
+def migrate(src, dst, uri, caps=(), params=None, timeout=180, expect="completed"):
+    """Migrate src -> dst over `uri` (dst must run with incoming=True)."""
+    for vm in (src, dst):
+        vm.qmp.cmd("migrate-set-capabilities",
+                   capabilities=[{"capability": "events", "state": True}] +
+                   [{"capability": c, "state": True} for c in caps])
+    if params:
+        src.qmp.cmd("migrate-set-parameters", **params)
+    start_incoming(dst, uri)
+    src.qmp.cmd("migrate", uri=uri)
+    info = wait_migration(src, timeout)
+    assert info["status"] == expect, f"source: {info}"
+    return info
+
+
+def ram_digest(vm, memory_mib, path):
+    """SHA-256 of the whole guest RAM (both sides of the 3-4 GiB hole)."""
+    import hashlib
+    h = hashlib.sha256()
+    low = min(memory_mib << 20, 0xC0000000)
+    ranges = [(0, low)]
+    if (memory_mib << 20) > low:
+        ranges.append((1 << 32, (memory_mib << 20) - low))
+    for addr, size in ranges:
+        vm.qmp.cmd("pmemsave", val=addr, size=size, filename=path, timeout=300)
+        with open(path, "rb") as f:
+            while True:
+                b = f.read(1 << 24)
+                if not b:
+                    break
+                h.update(b)
+        os.unlink(path)
+    return h.hexdigest()
