@@ -93,6 +93,8 @@ void mig_fail(struct migration *m, const char *fmt, ...)
         va_end(ap);
     }
     bool cancelled = m->stats.status == MIG_CANCELLING;
+    if (m->stats.start_ms)
+        m->stats.total_ms = mig_now_ms() - m->stats.start_ms;
     pthread_mutex_unlock(&m->lock);
     if (!cancelled)
         log_error("migration failed: %s", m->stats.error_desc);

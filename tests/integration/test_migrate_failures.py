@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Every failure before the switch-over leaves the guest running on the
+source as if nothing happened, and the destination holding no guest:
+destination unreachable, cancel at setup, cancel mid-round, destination
+killed mid-stream; also a cancel racing the switch-over ends with the guest
+running in exactly one place; and a bandwidth limit that holds within 10 %."""
+# timeout: 600
+import os
+import socket
+import time
+
+from godwit_test import (VMM, assert_no_guest_errors, migrate, need_kvm, run_test, self_check,
+                         wait_migration)
+
+
+def source_still_fine(src, info, expect):
+    assert info["status"] == expect, info
+    assert src.status() == "running", src.status()
+    time.sleep(1)
+    self_check(src)
+    assert_no_guest_errors(src)
+
+
+def unreachable(src):
+    src.qmp.cmd("migrate", uri="tcp:127.0.0.1:1")
+    info = wait_migration(src, 30)
+    source_still_fine(src, info, "failed")
+    assert "connect" in info["error-desc"], info
+
+
+def cancel_at_setup(src):
+    # A peer that accepts the connection but never reads: the source blocks.
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    port = ls.getsockname()[1]
+    src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
+    conn, _ = ls.accept()
+    time.sleep(0.5)
+    src.qmp.cmd("migrate_cancel")
+    info = wait_migration(src, 30)
+    conn.close()
+    ls.close()
+    source_still_fine(src, info, "cancelled")
+
+
+def cancel_mid_round(src):
+    with VMM(memory=512, vcpus=2, incoming=True) as dst:
+        src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 20 << 20})
+        dst.qmp.cmd("migrate-incoming", uri="unix:" + os.path.join(dst.dir, "m.sock"))
+        src.qmp.cmd("migrate", uri="unix:" + os.path.join(dst.dir, "m.sock"))
+        time.sleep(2)
+        q = src.qmp.cmd("query-migrate")
+        assert q["status"] == "active", q
+        src.qmp.cmd("migrate_cancel")
+        info = wait_migration(src, 30)
+        source_still_fine(src, info, "cancelled")
+        d = wait_migration(dst, 30, states=("failed",))
+        assert dst.status() == "inmigrate", dst.status()
+        print("destination after cancel:", d["error-desc"])
+        src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 0})
+
+
+def destination_killed(src):
+    dst = VMM(memory=512, vcpus=2, incoming=True)
+    src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 20 << 20})
+    dst.qmp.cmd("migrate-incoming", uri="unix:" + os.path.join(dst.dir, "m.sock"))
+    src.qmp.cmd("migrate", uri="unix:" + os.path.join(dst.dir, "m.sock"))
+    time.sleep(1.5)
+    dst.kill()
+    info = wait_migration(src, 30)
+    source_still_fine(src, info, "failed")
+    dst.close()
+    src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 0})
+
+
+def cancel_near_switchover(src):
+    """Cancel as the migration completes: whatever wins, exactly one side runs."""
+    with VMM(memory=512, vcpus=2, incoming=True) as dst:
+        dst.qmp.cmd("migrate-incoming", uri="unix:" + os.path.join(dst.dir, "m.sock"))
+        src.qmp.cmd("migrate", uri="unix:" + os.path.join(dst.dir, "m.sock"))
+        while src.qmp.cmd("query-migrate")["ram"]["iteration"] < 1:
+            time.sleep(0.001)
+        src.qmp.cmd("migrate_cancel")
+        info = wait_migration(src, 30)
+        if info["status"] == "completed":
+            wait_migration(dst, 30)
+            assert src.status() == "postmigrate" and dst.status() == "running"
+            print("cancel came too late: migrated")
+            return dst.close() or "migrated"
+        source_still_fine(src, info, "cancelled")
+        assert dst.status() == "inmigrate"
+        print("cancelled at the switch-over")
+
+
+def bandwidth_limit():
+    limit = 100 * 1000 * 1000
+    with VMM(memory=512, cmdline="workload=mem-invariant") as src, \
+         VMM(memory=512, incoming=True) as dst:
+        src.wait_serial("..", 60)
+        src.qmp.cmd("stop")  # a fixed amount of data: 511 MiB
+        info = migrate(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
+                       params={"max-bandwidth": limit})
+        rate = info["ram"]["transferred"] / (info["total-time"] / 1000)
+        print(f"bandwidth limit {limit / 1e6:.0f} MB/s: achieved {rate / 1e6:.1f} MB/s")
+        assert 0.9 * limit <= rate <= 1.1 * limit, rate
+
+
+def main():
+    need_kvm()
+    with VMM(memory=512, vcpus=2, cmdline="workload=mem-invariant,verify") as src:
+        src.wait_serial("verify vcpu=1 pass=1 ok", 60)
+        unreachable(src)
+        cancel_at_setup(src)
+        cancel_mid_round(src)
+        destination_killed(src)
+        if cancel_near_switchover(src) == "migrated":
+            return bandwidth_limit()
+    bandwidth_limit()
+
+
+run_test(main)
