@@ -329,7 +329,7 @@ static int switchover(struct out_ctx *c)
     mig_set_state(m, MIG_DEVICE);
     refresh_params(c);
     uint64_t count, sent;
-    if (sync_dirty(c, &count) < 0 || send_dirty(c, &sent) < 0)
+    if (!c->to_file && (sync_dirty(c, &count) < 0 || send_dirty(c, &sent) < 0))
         return stream_get_error(&c->s);
     if (m->ops->save_state(m->vm, &c->s, &err) < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
