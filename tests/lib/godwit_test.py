@@ -424,3 +424,49 @@ def ram_digest(vm, memory_mib, path):
                 h.update(b)
         os.unlink(path)
     return h.hexdigest()
+
+
+class NetnsPair:
+    """Two 'hosts': network namespaces joined by a veth pair,
+    10.77.0.1/24 and 10.77.0.2/24. Torn down on exit."""
+
+    def __init__(self, tag="gw"):
+        self.ns = [f"{tag}{os.getpid()}a", f"{tag}{os.getpid()}b"]
+        self.addr = ["10.77.0.1", "10.77.0.2"]
+        veth = [f"v{os.getpid()}a", f"v{os.getpid()}b"]
+        self.veth = veth
+
+        def ip(*a):
+            subprocess.run(["ip", *a], check=True, capture_output=True)
+        for n in self.ns:
+            ip("netns", "add", n)
+        ip("link", "add", veth[0], "type", "veth", "peer", "name", veth[1])
+        for i in (0, 1):
+            ip("link", "set", veth[i], "netns", self.ns[i])
+            ip("-n", self.ns[i], "addr", "add", f"{self.addr[i]}/24", "dev", veth[i])
+            ip("-n", self.ns[i], "link", "set", veth[i], "up")
+            ip("-n", self.ns[i], "link", "set", "lo", "up")
+
+    def link(self, i, up):
+        subprocess.run(["ip", "-n", self.ns[i], "link", "set", self.veth[i], "up" if up else "down"],
+                       check=True)
+
+    def close(self):
+        for n in self.ns:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def need_netns():
+    need_root()
+    if not shutil.which("ip"):
+        skip("needs iproute2 (ip)")
+    r = subprocess.run(["ip", "netns", "add", f"gwprobe{os.getpid()}"], capture_output=True)
+    if r.returncode != 0:
+        skip("cannot create network namespaces: " + r.stderr.decode().strip())
+    subprocess.run(["ip", "netns", "del", f"gwprobe{os.getpid()}"], capture_output=True)

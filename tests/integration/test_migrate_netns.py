@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""Two hosts: network namespaces joined by a veth pair. A busy test guest
+migrates over TCP from one to the other; the memory invariant and the
+guest's self-check hold on the destination."""
+# timeout: 300
+import os
+import time
+
+from godwit_test import (VMM, NetnsPair, assert_no_guest_errors, guest_regions, memcheck, migrate,
+                         need_kvm, need_netns, run_test, self_check)
+
+
+def main():
+    need_kvm()
+    need_netns()
+    with NetnsPair() as net:
+        with VMM(memory=512, vcpus=2, cmdline="workload=mem-invariant,verify", netns=net.ns[0]) as src, \
+             VMM(memory=512, vcpus=2, incoming=True, netns=net.ns[1]) as dst:
+            src.wait_serial("verify vcpu=1 pass=1 ok", 60)
+            info = migrate(src, dst, f"tcp:{net.addr[1]}:4444")
+            print("over veth:", info["total-time"], "ms, downtime", info["downtime"], "ms,",
+                  info["ram"]["transferred"], "bytes")
+            assert src.status() == "postmigrate" and dst.status() == "running"
+            time.sleep(1)
+            self_check(dst)
+            dst.qmp.cmd("stop")
+            for vcpu, _, addr, npages in [r for r in guest_regions(src.serial_text())
+                                          if r[1] == "mem-invariant"]:
+                path = os.path.join(dst.dir, "r.bin")
+                dst.qmp.cmd("pmemsave", val=addr, size=npages * 4096, filename=path)
+                ok, msg = memcheck(path)
+                assert ok, msg
+            assert_no_guest_errors(dst)
+
+
+run_test(main)
