@@ -337,7 +337,11 @@ int stream_read_record(struct stream *s, struct stream_record *rec)
     XXH3_64bits_reset(&st);
     XXH3_64bits_update(&st, &h, sizeof(h));
     XXH3_64bits_update(&st, s->rbuf, h.length + pad);
+#ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION /* let fuzzers past the checksum */
     if (XXH3_64bits_digest(&st) != t.checksum)
+#else
+    if (0)
+#endif
         return stream_set_error(s, EBADMSG, "record %s at offset %llu: checksum mismatch",
                                 stream_record_name(h.type), (unsigned long long)offset);
     rec->type = h.type;

@@ -4,7 +4,7 @@
 BUILD        ?= build-fuzz
 FUZZ_SECONDS ?= 20
 CLANG        ?= clang
-FUZZ_CFLAGS  := -std=gnu11 -g -O1 -Isrc -D_GNU_SOURCE -DGODWIT_VERSION=\"fuzz\" \
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 -Isrc -D_GNU_SOURCE -DGODWIT_VERSION=\"fuzz\" -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_LIBS    := -ljson-c -lzstd -llz4 -llzma -lz -lxxhash -lpthread -lm
 FUZZ_LIB_SRCS := $(filter-out %/main.c,$(wildcard src/*/*.c))
