@@ -14,7 +14,7 @@
 #define USTACK_SIZE     8192
 
 /* System calls through the ud2 gate: rax = number, rdi/rsi/rdx = args. */
-enum { SYS_WRITE = 1, SYS_POWEROFF = 2 };
+enum { SYS_WRITE = 1, SYS_POWEROFF = 2, SYS_IDLE = 3 };
 
 enum workload { WL_MEM_INVARIANT, WL_DIRTY, WL_VERIFY, WL_FPU, WL_TIME, WL__MAX };
 
@@ -50,6 +50,8 @@ struct guest_shared {
     uint64_t wss_bytes;             /* dirty: working set (0 = its region) */
     uint64_t rate;                  /* dirty: pages/s (0 = as fast as possible) */
     uint64_t poweroff_after;        /* seconds, 0 = never */
+    uint64_t passes;                /* dirty: stop writing after N passes (0 = never) */
+    uint64_t beat_ticks;            /* dirty: heartbeat period in ticks (default 100) */
     bool has_avx;
     struct cpu_info cpu[MAX_CPUS];
 };

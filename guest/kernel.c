@@ -129,6 +129,11 @@ static void syscall_gate(struct frame *f)
     case SYS_POWEROFF:
         power_off();
         break;
+    case SYS_IDLE:
+        /* Halt until the next interrupt: an idle vCPU costs the host nothing. */
+        __asm__ volatile("sti; hlt; cli");
+        f->rax = 0;
+        break;
     default:
         f->rax = (uint64_t)-1;
         break;
@@ -322,6 +327,11 @@ static void parse_cmdline(void)
         g.wss_bytes = g_parse_size(v, 0);
     if ((v = arg("rate")))
         g.rate = g_parse_size(v, 0);
+    if ((v = arg("passes")))
+        g.passes = g_parse_size(v, 0);
+    g.beat_ticks = TICK_HZ;
+    if ((v = arg("beat-ms")))
+        g.beat_ticks = g_parse_size(v, 0) / (1000 / TICK_HZ) ? g_parse_size(v, 0) / (1000 / TICK_HZ) : 1;
     if ((v = arg("poweroff-after")))
         g.poweroff_after = g_parse_size(v, 0);
 }

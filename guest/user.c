@@ -153,7 +153,8 @@ static void dirty(unsigned cpu)
     uint64_t written = 0, idx = 0, beat = g.ticks, tick = 0, budget_tick = g.ticks, budget = 0;
     uint64_t per_tick = g.rate ? (g.rate + TICK_HZ - 1) / TICK_HZ : 0;
     for (;;) {
-        for (unsigned k = 0; k < 256; k++) {
+        bool idle = g.passes && written >= g.passes * pages;
+        for (unsigned k = 0; k < 256 && !idle; k++) {
             if (per_tick) {
                 if (g.ticks != budget_tick) {
                     budget_tick = g.ticks;
@@ -169,7 +170,9 @@ static void dirty(unsigned cpu)
             if (++idx == pages)
                 idx = 0;
         }
-        if (g.ticks - beat >= TICK_HZ) {
+        if (idle)
+            sys(SYS_IDLE, 0, 0);
+        if (g.ticks - beat >= g.beat_ticks) {
             beat = g.ticks;
             PRINTF("heartbeat vcpu=%u tick=%lu pages=%lu\n", cpu, ++tick, written);
             maybe_poweroff(cpu);

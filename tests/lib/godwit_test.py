@@ -200,6 +200,7 @@ class VMM:
         self.cmd = cmd
         self.serial_lock = threading.Condition()
         self.serial = b""
+        self.serial_times = []  # (monotonic time, serial length after the chunk)
         self.stderr = b""
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
@@ -214,6 +215,8 @@ class VMM:
                 return
             with self.serial_lock:
                 setattr(self, attr, getattr(self, attr) + data)
+                if attr == "serial":
+                    self.serial_times.append((time.monotonic(), len(self.serial)))
                 self.serial_lock.notify_all()
 
     def serial_text(self):
