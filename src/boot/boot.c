@@ -1,3 +1,5 @@
+/* Format detection and what both protocols share: the e820 map, the
+ * command line, the initrd, the GDT and the entry-mode special registers. */
 #define LOG_PREFIX "boot"
 #include "boot/boot.h"
 
@@ -12,251 +14,225 @@
 #include "boot/elf_load.h"
 #include "common/log.h"
 
-#define XEN_ELFNOTE_PHYS32_ENTRY 18
-#define HVM_START_MAGIC 0x336ec578
+#define CR0_PE   0x1ULL
+#define CR0_ET   0x10ULL
+#define CR0_PG   0x80000000ULL
+#define CR4_PAE  0x20ULL
+#define EFER_LME 0x100ULL
+#define EFER_LMA 0x400ULL
 
-struct hvm_start_info {
-    uint32_t magic, version, flags, nr_modules;
-    uint64_t modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr;
-    uint32_t memmap_entries, reserved;
-};
-_Static_assert(sizeof(struct hvm_start_info) == 56, "hvm_start_info");
-
-struct hvm_modlist_entry {
-    uint64_t paddr, size, cmdline_paddr, reserved;
-};
-
-struct hvm_memmap_entry {
-    uint64_t addr, size;
-    uint32_t type, reserved;
-};
-_Static_assert(sizeof(struct hvm_memmap_entry) == 24, "hvm_memmap_entry");
+_Static_assert(BOOT_CMDLINE_ADDR >= BOOT_GDT_ADDR + BOOT_GDT_ENTRIES * 8, "GDT overlaps cmdline");
+_Static_assert(BOOT_CMDLINE_ADDR + BOOT_CMDLINE_MAX <= BOOT_START_INFO_ADDR, "cmdline too big");
+_Static_assert(BOOT_PD_ADDR + 4 * 4096 <= BOOT_LOW_END, "page tables overlap the kernel area");
 
 unsigned boot_build_e820(const struct guest_ram *ram, struct e820_entry *out, unsigned max)
 {
     unsigned n = 0;
     uint64_t low_end = ram->regions[0].size;
 #define ADD(a, s, t) do { if (n < max) out[n++] = (struct e820_entry){ (a), (s), (t) }; } while (0)
-    ADD(0, BOOT_EBDA_START, E820_RAM);
+    ADD(0, low_end < BOOT_EBDA_START ? low_end : BOOT_EBDA_START, E820_RAM);
     ADD(BOOT_EBDA_START, BOOT_HIGH_MEM_START - BOOT_EBDA_START, E820_RESERVED);
     if (low_end > BOOT_HIGH_MEM_START)
         ADD(BOOT_HIGH_MEM_START, low_end - BOOT_HIGH_MEM_START, E820_RAM);
-    /* The 32-bit MMIO hole: IOAPIC, LAPIC, the KVM TSS/identity pages. */
-    ADD(0xfec00000, 0x100000000ULL - 0xfec00000, E820_RESERVED);
+    /* The top of the 32-bit hole: IOAPIC, HPET, LAPIC, KVM's TSS and
+     * identity-map pages, the BIOS flash window. The rest of the hole is
+     * left out of the map: Linux puts PCI MMIO in the largest gap. */
+    ADD(BOOT_MMIO_RESERVED, GUEST_RAM_HIGH_BASE - BOOT_MMIO_RESERVED, E820_RESERVED);
     for (unsigned i = 1; i < ram->nr_regions; i++)
         ADD(ram->regions[i].gpa, ram->regions[i].size, E820_RAM);
 #undef ADD
     return n;
 }
 
-int boot_read_file(const char *path, uint8_t **buf, size_t *len, size_t max, struct gw_error *err)
+static int open_regular(const char *path, uint64_t max, int *fd, uint64_t *size,
+                        struct gw_error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
         return gw_error_set(err, errno, "cannot open '%s': %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
+    if (fstat(*fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(*fd);
         return gw_error_set(err, EINVAL, "'%s' is not a regular file", path);
     }
     if ((uint64_t)st.st_size > max) {
-        close(fd);
+        close(*fd);
         return gw_error_set(err, EFBIG, "'%s' is too large (%lld bytes)", path,
                             (long long)st.st_size);
     }
-    *len = (size_t)st.st_size;
-    *buf = malloc(*len ? *len : 1);
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int read_all(int fd, const char *path, uint8_t *dst, uint64_t len, struct gw_error *err)
+{
+    uint64_t done = 0;
+    while (done < len) {
+        ssize_t r = pread(fd, dst + done, len - done, (off_t)done);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO;
+            return gw_error_set(err, e, "reading '%s': %s", path,
+                                r < 0 ? strerror(e) : "file shrank while being read");
+        }
+        done += (uint64_t)r;
+    }
+    return 0;
+}
+
+int boot_read_file(const char *path, uint8_t **buf, size_t *len, size_t max, struct gw_error *err)
+{
+    int fd;
+    uint64_t size;
+    int r = open_regular(path, max, &fd, &size, err);
+    if (r < 0)
+        return r;
+    *buf = malloc(size ? size : 1);
     if (!*buf) {
         close(fd);
         return gw_error_set(err, ENOMEM, "out of memory reading '%s'", path);
     }
-    size_t done = 0;
-    while (done < *len) {
-        ssize_t r = read(fd, *buf + done, *len - done);
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR)
-                continue;
-            int e = r < 0 ? errno : EIO;
-            free(*buf);
-            close(fd);
-            return gw_error_set(err, e, "reading '%s': %s", path, strerror(e));
-        }
-        done += (size_t)r;
+    if ((r = read_all(fd, path, *buf, size, err)) < 0) {
+        free(*buf);
+        *buf = NULL;
     }
     close(fd);
-    return 0;
+    *len = (size_t)size;
+    return r;
 }
 
 int boot_place_cmdline(struct guest_ram *ram, const char *cmdline, struct gw_error *err)
 {
-    size_t len = strlen(cmdline ? cmdline : "");
+    const char *s = cmdline ? cmdline : "";
+    size_t len = strlen(s);
     if (len + 1 > BOOT_CMDLINE_MAX)
         return gw_error_set(err, E2BIG, "command line too long (%zu bytes, max %d)", len,
                             BOOT_CMDLINE_MAX - 1);
     char *dst = guest_ram_ptr(ram, BOOT_CMDLINE_ADDR, len + 1);
     if (!dst)
         return gw_error_set(err, ENOMEM, "guest RAM too small for the command line");
-    memcpy(dst, cmdline ? cmdline : "", len + 1);
+    memcpy(dst, s, len + 1);
     return 0;
 }
 
+/* Read straight into guest RAM: no bounce buffer to fault in. */
 int boot_place_initrd(struct guest_ram *ram, const char *path, uint64_t max_addr,
                       uint64_t kernel_end, uint64_t *addr, uint64_t *size, struct gw_error *err)
 {
     *addr = *size = 0;
     if (!path)
         return 0;
-    uint8_t *buf;
-    size_t len;
-    int r = boot_read_file(path, &buf, &len, 1ULL << 32, err);
+    int fd;
+    uint64_t len;
+    int r = open_regular(path, GUEST_RAM_LOW_MAX, &fd, &len, err);
     if (r < 0)
         return r;
     uint64_t top = ram->regions[0].size;
-    if (top > max_addr + 1)
+    if (max_addr < UINT64_MAX && top > max_addr + 1)
         top = max_addr + 1;
-    uint64_t at = len <= top ? ((top - len) & ~0xfffULL) : 0;
-    if (len > top || at < kernel_end) {
-        free(buf);
-        return gw_error_set(err, ENOMEM, "initrd '%s' (%zu bytes) does not fit in guest RAM "
-                            "below 0x%llx", path, len, (unsigned long long)top);
+    uint64_t at = len <= top ? ((top - len) & ~(GUEST_PAGE_SIZE - 1)) : 0;
+    uint8_t *dst = guest_ram_ptr(ram, at, len ? len : 1);
+    if (len > top || at < kernel_end || !dst) {
+        close(fd);
+        return gw_error_set(err, ENOMEM, "initrd '%s' (%llu bytes) does not fit in guest RAM "
+                            "between the kernel end 0x%llx and 0x%llx", path,
+                            (unsigned long long)len, (unsigned long long)kernel_end,
+                            (unsigned long long)top);
     }
-    memcpy(guest_ram_ptr(ram, at, len), buf, len);
-    free(buf);
+    r = read_all(fd, path, dst, len, err);
+    close(fd);
+    if (r < 0)
+        return r;
     *addr = at;
     *size = len;
     return 0;
 }
 
-static int write_gdt(struct guest_ram *ram, struct gw_error *err)
+int boot_write_gdt(struct guest_ram *ram, enum boot_kind kind, struct gw_error *err)
 {
-    uint64_t *gdt = guest_ram_ptr(ram, BOOT_GDT_ADDR, 6 * 8);
+    uint64_t *gdt = guest_ram_ptr(ram, BOOT_GDT_ADDR, BOOT_GDT_ENTRIES * 8);
     if (!gdt)
-        return gw_error_set(err, ENOMEM, "guest RAM too small");
+        return gw_error_set(err, ENOMEM, "guest RAM too small for the GDT");
     gdt[0] = 0;
     gdt[1] = 0;
-    gdt[2] = 0x00cf9b000000ffffULL; /* 0x10: 32-bit code, flat */
-    gdt[3] = 0x00cf93000000ffffULL; /* 0x18: data, flat */
-    gdt[4] = 0x00008b0000000067ULL; /* 0x20: 32-bit TSS (busy) */
-    gdt[5] = 0x00af9b000000ffffULL; /* 0x28: 64-bit code */
+    gdt[BOOT_SEL_CS / 8] = kind == BOOT_LINUX64 ? 0x00af9b000000ffffULL  /* 64-bit code */
+                                                : 0x00cf9b000000ffffULL; /* 32-bit code */
+    gdt[BOOT_SEL_DS / 8] = 0x00cf93000000ffffULL; /* flat data, read/write */
+    gdt[BOOT_SEL_TR / 8] = 0x00008b0000000067ULL; /* busy TSS at 0, 104 bytes */
+    gdt[BOOT_SEL_TR / 8 + 1] = 0;                 /* its upper half in long mode */
     return 0;
 }
 
-static int load_pvh(struct guest_ram *ram, const uint8_t *k, size_t klen, uint32_t entry,
-                    const struct boot_input *in, struct boot_result *out, struct gw_error *err)
-{
-    struct elf_info info;
-    int r = elf_load(ram, k, klen, &info, err);
-    if (r < 0)
-        return r;
-    if (!guest_ram_ptr(ram, entry, 1))
-        return gw_error_set(err, ENOEXEC, "PVH entry 0x%x is outside guest RAM", entry);
-    if ((r = boot_place_cmdline(ram, in->cmdline, err)) < 0)
-        return r;
-    uint64_t initrd = 0, initrd_size = 0;
-    uint64_t kend = info.high > BOOT_HIGH_MEM_START ? info.high : BOOT_HIGH_MEM_START;
-    if ((r = boot_place_initrd(ram, in->initrd_path, 0xffffffffULL, kend, &initrd, &initrd_size, err)) < 0)
-        return r;
-
-    struct e820_entry map[BOOT_MEMMAP_MAX];
-    unsigned n = boot_build_e820(ram, map, BOOT_MEMMAP_MAX);
-    struct hvm_memmap_entry *mm = guest_ram_ptr(ram, BOOT_MEMMAP_ADDR, n * sizeof(*mm));
-    struct hvm_start_info *si = guest_ram_ptr(ram, BOOT_START_INFO_ADDR, sizeof(*si));
-    struct hvm_modlist_entry *mod = guest_ram_ptr(ram, BOOT_MODLIST_ADDR, sizeof(*mod));
-    if (!mm || !si || !mod)
-        return gw_error_set(err, ENOMEM, "guest RAM too small");
-    for (unsigned i = 0; i < n; i++)
-        mm[i] = (struct hvm_memmap_entry){ map[i].addr, map[i].size, map[i].type, 0 };
-    memset(si, 0, sizeof(*si));
-    si->magic = HVM_START_MAGIC;
-    si->version = 1;
-    si->cmdline_paddr = BOOT_CMDLINE_ADDR;
-    si->memmap_paddr = BOOT_MEMMAP_ADDR;
-    si->memmap_entries = n;
-    if (initrd_size) {
-        *mod = (struct hvm_modlist_entry){ initrd, initrd_size, 0, 0 };
-        si->nr_modules = 1;
-        si->modlist_paddr = BOOT_MODLIST_ADDR;
-    }
-    if ((r = write_gdt(ram, err)) < 0)
-        return r;
-    out->kind = BOOT_PVH;
-    out->entry = entry;
-    memset(&out->regs, 0, sizeof(out->regs));
-    out->regs.rip = entry;
-    out->regs.rbx = BOOT_START_INFO_ADDR;
-    out->regs.rflags = 0x2;
-    snprintf(out->desc, sizeof(out->desc), "PVH ELF%d, entry 0x%x, loaded 0x%llx-0x%llx",
-             info.is64 ? 64 : 32, entry, (unsigned long long)info.low,
-             (unsigned long long)info.high);
-    return 0;
-}
-
-static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool l, bool db)
+static void flat_segment(struct kvm_segment *s, uint16_t sel, uint8_t type, bool l, bool db)
 {
     *s = (struct kvm_segment){
         .base = 0, .limit = 0xffffffff, .selector = sel, .type = type, .present = 1,
-        .dpl = 0, .db = db, .s = 1, .l = l, .g = 1, .avl = 0,
+        .dpl = 0, .db = db, .s = 1, .l = l, .g = 1, .avl = 0, .unusable = 0,
     };
 }
 
 void boot_setup_sregs(enum boot_kind kind, struct kvm_sregs *sregs)
 {
     bool lm = kind == BOOT_LINUX64;
-    seg(&sregs->cs, lm ? 0x28 : 0x10, 0xb, lm, !lm);
-    seg(&sregs->ds, 0x18, 0x3, false, true);
+    flat_segment(&sregs->cs, BOOT_SEL_CS, 0xb, lm, !lm); /* execute/read, accessed */
+    flat_segment(&sregs->ds, BOOT_SEL_DS, 0x3, false, true); /* read/write, accessed */
     sregs->es = sregs->fs = sregs->gs = sregs->ss = sregs->ds;
-    sregs->tr = (struct kvm_segment){ .base = 0, .limit = 0x67, .selector = 0x20, .type = 0xb,
-                                      .present = 1, .s = 0 };
-    sregs->ldt = (struct kvm_segment){ .selector = 0, .type = 0x2, .present = 1, .limit = 0xffff };
+    sregs->tr = (struct kvm_segment){ .base = 0, .limit = 0x67, .selector = BOOT_SEL_TR,
+                                      .type = 0xb, .present = 1, .dpl = 0, .db = 0, .s = 0,
+                                      .l = 0, .g = 0, .avl = 0, .unusable = 0 };
+    sregs->ldt = (struct kvm_segment){ .base = 0, .limit = 0xffff, .selector = 0, .type = 0x2,
+                                       .present = 1, .dpl = 0, .db = 0, .s = 0, .l = 0,
+                                       .g = 0, .avl = 0, .unusable = 0 };
     sregs->gdt.base = BOOT_GDT_ADDR;
-    sregs->gdt.limit = 6 * 8 - 1;
+    sregs->gdt.limit = BOOT_GDT_ENTRIES * 8 - 1;
     sregs->idt.base = 0;
     sregs->idt.limit = 0;
+    sregs->cr2 = 0;
     if (lm) {
+        sregs->cr0 = CR0_PE | CR0_ET | CR0_PG;
         sregs->cr3 = BOOT_PML4_ADDR;
-        sregs->cr4 = 0x20;                  /* PAE */
-        sregs->cr0 = 0x80000011;            /* PG | ET | PE */
-        sregs->efer = 0x500;                /* LME | LMA */
+        sregs->cr4 = CR4_PAE;
+        sregs->efer = EFER_LME | EFER_LMA;
     } else {
-        sregs->cr0 = 0x11;                  /* ET | PE */
+        sregs->cr0 = CR0_PE | CR0_ET;
         sregs->cr3 = 0;
         sregs->cr4 = 0;
         sregs->efer = 0;
     }
 }
 
+static int dispatch(struct guest_ram *ram, const uint8_t *k, size_t len,
+                    const struct boot_input *in, struct boot_result *out, struct gw_error *err)
+{
+    if (elf_is_elf(k, len)) {
+        struct elf_info info;
+        int r = elf_parse(k, len, &info, err);
+        return r < 0 ? r : pvh_load(ram, k, len, in, out, err);
+    }
+    if (linux_is_bzimage(k, len))
+        return linux_load(ram, k, len, in, out, err);
+    return gw_error_set(err, ENOEXEC, "not an ELF with a PVH note nor a Linux bzImage");
+}
+
 int boot_load(struct guest_ram *ram, const struct boot_input *in, struct boot_result *out,
               struct gw_error *err)
 {
+    const char *name = in->kernel_path ? in->kernel_path : "(built-in)";
     const uint8_t *k = in->kernel_buf;
-    size_t klen = in->kernel_len;
+    size_t len = in->kernel_len;
     uint8_t *owned = NULL;
     int r;
     if (!k) {
-        if ((r = boot_read_file(in->kernel_path, &owned, &klen, 1ULL << 30, err)) < 0)
-            return r;
+        if (!in->kernel_path)
+            return gw_error_set(err, EINVAL, "no kernel given");
+        if ((r = boot_read_file(in->kernel_path, &owned, &len, BOOT_KERNEL_FILE_MAX, err)) < 0)
+            goto out;
         k = owned;
     }
-    const char *name = in->kernel_path ? in->kernel_path : "(built-in)";
-    const uint8_t *desc;
-    uint32_t dlen;
-    if (elf_is_elf(k, klen)) {
-        struct elf_info info;
-        if ((r = elf_parse(k, klen, &info, err)) < 0)
-            goto out;
-        if (!elf_find_note(k, klen, "Xen", XEN_ELFNOTE_PHYS32_ENTRY, &desc, &dlen) ||
-            (dlen != 4 && dlen != 8)) {
-            r = gw_error_set(err, ENOEXEC, "ELF has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)");
-            goto out;
-        }
-        uint32_t entry;
-        memcpy(&entry, desc, 4);
-        r = load_pvh(ram, k, klen, entry, in, out, err);
-    } else if (linux_is_bzimage(k, klen)) {
-        r = linux_load(ram, k, klen, in, out, err);
-    } else {
-        r = gw_error_set(err, ENOEXEC, "not an ELF with a PVH note nor a Linux bzImage");
-    }
+    r = dispatch(ram, k, len, in, out, err);
+    if (r == 0)
+        log_debug("%s: %s", name, out->desc);
 out:
     if (r < 0)
         gw_error_prefix(err, "kernel %s", name);

@@ -1,5 +1,7 @@
 #include "boot/elf_load.h"
 
+#include "boot/boot.h"
+
 #include <elf.h>
 #include <errno.h>
 #include <string.h>
@@ -138,7 +140,8 @@ int elf_load(struct guest_ram *ram, const uint8_t *buf, size_t len, struct elf_i
                 return gw_error_set(err, ENOMEM, "ELF segment at 0x%llx (%llu bytes) does not fit "
                                     "in guest RAM", (unsigned long long)p.paddr,
                                     (unsigned long long)p.memsz);
-            if (p.paddr < 0x10000 || (p.paddr < 0x100000 && p.paddr + p.memsz > 0x9fc00))
+            if (p.paddr < BOOT_LOW_END ||
+                (p.paddr < BOOT_HIGH_MEM_START && p.paddr + p.memsz > BOOT_EBDA_START))
                 return gw_error_set(err, EINVAL, "ELF segment at 0x%llx overlaps the boot "
                                     "structures or the reserved area below 1 MiB", (unsigned long long)p.paddr);
             if (pass == 1) {
@@ -150,6 +153,73 @@ int elf_load(struct guest_ram *ram, const uint8_t *buf, size_t len, struct elf_i
     return 0;
 }
 
+/* Walk the notes in [off, off+size) of the file. */
+static bool find_in_notes(const uint8_t *buf, size_t len, uint64_t off, uint64_t size,
+                          const char *name, uint32_t type, const uint8_t **desc,
+                          uint32_t *desc_len)
+{
+    if (off > len || size > len - off)
+        return false;
+    size_t namelen = strlen(name) + 1;
+    uint64_t pos = off, end = off + size;
+    while (end - pos >= 12) {
+        uint32_t nsz, dsz, ntype;
+        memcpy(&nsz, buf + pos, 4);
+        memcpy(&dsz, buf + pos + 4, 4);
+        memcpy(&ntype, buf + pos + 8, 4);
+        uint64_t npos = pos + 12;
+        uint64_t dpos = npos + (((uint64_t)nsz + 3) & ~3ULL);
+        uint64_t next = dpos + (((uint64_t)dsz + 3) & ~3ULL);
+        if (dpos > end || (uint64_t)dsz > end - dpos)
+            return false;
+        if (ntype == type && nsz == namelen && memcmp(buf + npos, name, namelen) == 0) {
+            *desc = buf + dpos;
+            *desc_len = dsz;
+            return true;
+        }
+        if (next >= end)
+            return false;
+        pos = next;
+    }
+    return false;
+}
+
+/* The section header table, or false if absent or outside the file. */
+static bool section_table(const uint8_t *buf, size_t len, bool is64, uint64_t *shoff,
+                          unsigned *shnum, unsigned *shentsize)
+{
+    unsigned want;
+    if (is64) {
+        Elf64_Ehdr eh;
+        memcpy(&eh, buf, sizeof(eh));
+        *shoff = eh.e_shoff, *shnum = eh.e_shnum, *shentsize = eh.e_shentsize;
+        want = sizeof(Elf64_Shdr);
+    } else {
+        Elf32_Ehdr eh;
+        memcpy(&eh, buf, sizeof(eh));
+        *shoff = eh.e_shoff, *shnum = eh.e_shnum, *shentsize = eh.e_shentsize;
+        want = sizeof(Elf32_Shdr);
+    }
+    return *shnum && *shentsize == want && *shoff <= len &&
+           (uint64_t)*shnum * *shentsize <= len - *shoff;
+}
+
+/* Section at `at` (inside the file): (offset, size) if it is SHT_NOTE. */
+static bool note_section(const uint8_t *buf, bool is64, uint64_t at, uint64_t *off,
+                         uint64_t *size)
+{
+    if (is64) {
+        Elf64_Shdr sh;
+        memcpy(&sh, buf + at, sizeof(sh));
+        *off = sh.sh_offset, *size = sh.sh_size;
+        return sh.sh_type == SHT_NOTE;
+    }
+    Elf32_Shdr sh;
+    memcpy(&sh, buf + at, sizeof(sh));
+    *off = sh.sh_offset, *size = sh.sh_size;
+    return sh.sh_type == SHT_NOTE;
+}
+
 bool elf_find_note(const uint8_t *buf, size_t len, const char *name, uint32_t type,
                    const uint8_t **desc, uint32_t *desc_len)
 {
@@ -158,30 +228,21 @@ bool elf_find_note(const uint8_t *buf, size_t len, const char *name, uint32_t ty
     bool is64;
     if (header(buf, len, &is64, &phoff, &phnum, &phentsize, &entry, NULL) < 0)
         return false;
-    size_t namelen = strlen(name) + 1;
     for (unsigned i = 0; i < phnum; i++) {
         struct phdr p;
         get_phdr(buf, is64, phoff + (uint64_t)i * phentsize, &p);
-        if (p.type != PT_NOTE || p.offset > len || p.filesz > len - p.offset)
-            continue;
-        uint64_t pos = p.offset, end = p.offset + p.filesz;
-        while (end - pos >= 12) {
-            uint32_t nsz, dsz, ntype;
-            memcpy(&nsz, buf + pos, 4);
-            memcpy(&dsz, buf + pos + 4, 4);
-            memcpy(&ntype, buf + pos + 8, 4);
-            uint64_t npos = pos + 12;
-            uint64_t dpos = npos + (((uint64_t)nsz + 3) & ~3ULL);
-            uint64_t next = dpos + (((uint64_t)dsz + 3) & ~3ULL);
-            if (dpos > end || next > end || (uint64_t)dsz > end - dpos)
-                break;
-            if (ntype == type && nsz == namelen && memcmp(buf + npos, name, namelen) == 0) {
-                *desc = buf + dpos;
-                *desc_len = dsz;
-                return true;
-            }
-            pos = next;
-        }
+        if (p.type == PT_NOTE &&
+            find_in_notes(buf, len, p.offset, p.filesz, name, type, desc, desc_len))
+            return true;
     }
+    /* The note may be in a SHT_NOTE section that no PT_NOTE covers. */
+    uint64_t shoff, off, size;
+    unsigned shnum, shentsize;
+    if (!section_table(buf, len, is64, &shoff, &shnum, &shentsize))
+        return false;
+    for (unsigned i = 0; i < shnum; i++)
+        if (note_section(buf, is64, shoff + (uint64_t)i * shentsize, &off, &size) &&
+            find_in_notes(buf, len, off, size, name, type, desc, desc_len))
+            return true;
     return false;
 }

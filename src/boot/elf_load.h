@@ -21,10 +21,13 @@ struct elf_info {
 bool elf_is_elf(const uint8_t *buf, size_t len);
 /* Validate headers (no loading). */
 int elf_parse(const uint8_t *buf, size_t len, struct elf_info *info, struct gw_error *err);
-/* Copy PT_LOAD segments to their physical addresses, zeroing bss. */
+/* Copy PT_LOAD segments to their physical addresses, zeroing bss. Every
+ * segment is checked first (inside RAM, not below BOOT_LOW_END, not over
+ * the EBDA/ROM area 0x9fc00..1 MiB); nothing is written if one fails. */
 int elf_load(struct guest_ram *ram, const uint8_t *buf, size_t len, struct elf_info *info,
              struct gw_error *err);
-/* Find note (name, type) in PT_NOTE segments; desc and desc_len point into buf.
+/* Find note (name, type) in PT_NOTE segments, then in SHT_NOTE sections;
+ * desc and desc_len point into buf (bounds-checked).
  * Returns true if found. */
 bool elf_find_note(const uint8_t *buf, size_t len, const char *name, uint32_t type,
                    const uint8_t **desc, uint32_t *desc_len);

@@ -44,7 +44,7 @@ def main():
                 info = src.qmp.cmd("query-migrate")
                 if "cpu-throttle-percentage" in info:
                     seen.append(info["cpu-throttle-percentage"])
-                if info["status"] != "active":
+                if info["status"] in ("completed", "failed", "cancelled"):
                     break
                 time.sleep(0.2)
             assert info["status"] == "completed", info
