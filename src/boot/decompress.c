@@ -11,6 +11,8 @@
 
 #define LZ4_LEGACY_MAGIC 0x184c2102u
 #define LZ4_LEGACY_BLOCK (8u << 20)
+/* A hostile header may ask for a huge dictionary; kernels use <= 64 MiB. */
+#define LZMA_MEMLIMIT    (256ULL << 20)
 
 const char *decompress_format(const uint8_t *b, size_t len)
 {
@@ -75,8 +77,8 @@ static int gunzip(const uint8_t *in, size_t len, struct obuf *o)
 static int unxz(const uint8_t *in, size_t len, struct obuf *o, bool alone)
 {
     lzma_stream s = LZMA_STREAM_INIT;
-    lzma_ret r = alone ? lzma_alone_decoder(&s, UINT64_MAX)
-                       : lzma_stream_decoder(&s, UINT64_MAX, 0);
+    lzma_ret r = alone ? lzma_alone_decoder(&s, LZMA_MEMLIMIT)
+                       : lzma_stream_decoder(&s, LZMA_MEMLIMIT, 0);
     if (r != LZMA_OK)
         return -ENOMEM;
     s.next_in = in;
