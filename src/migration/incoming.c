@@ -38,6 +38,7 @@ static void *prealloc_thread(void *arg)
 {
     struct in_ctx *c = arg;
     const uint64_t step = 64ULL << 20;
+    pthread_setname_np(pthread_self(), "mig-prealloc");
     for (uint64_t off = 0; off < c->m->ram->size && !c->stop_prealloc; off += step) {
         uint64_t len = c->m->ram->size - off < step ? c->m->ram->size - off : step;
         if (fallocate(c->m->ram->memfd, 0, (off_t)off, (off_t)len) < 0)
@@ -335,6 +336,7 @@ static int run(struct in_ctx *c)
     }
     struct gw_error err;
     gw_error_init(&err);
+    log_debug("end of stream");
     if (m->ops->load_finish(m->vm, &err) < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
     if (!c->from_file) {
@@ -345,6 +347,7 @@ static int run(struct in_ctx *c)
             return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over%s%s",
                                     stream_error(&c->s)[0] ? ": " : "", stream_error(&c->s));
     }
+    log_debug("state loaded, starting");
     m->ops->start(m->vm);
     send_rp(c, GWS_RP_RESUMED, NULL);
     return 0;
@@ -354,6 +357,7 @@ void *mig_incoming_thread(void *arg)
 {
     struct migration *m = arg;
     struct in_ctx *c = calloc(1, sizeof(*c));
+    pthread_setname_np(pthread_self(), "mig-in");
     if (!c) {
         mig_fail(m, "out of memory");
         return NULL;

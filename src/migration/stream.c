@@ -9,6 +9,10 @@
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
+#include <zstd.h>
+
+_Static_assert(GWS_MAX_ZSTD_DATA == ZSTD_COMPRESSBOUND(GWS_MAX_BATCH * GWS_PAGE_SIZE),
+               "GWS_MAX_ZSTD_DATA");
 
 #define WBUF_SIZE (256u * 1024)
 #define IBUF_SIZE (256u * 1024)
@@ -93,7 +97,33 @@ void stream_fini(struct stream *s)
     free(s->wbuf);
     free(s->rbuf);
     free(s->ibuf);
-    s->wbuf = s->rbuf = s->ibuf = NULL;
+    free(s->zbuf);
+    ZSTD_freeCCtx(s->zcctx);
+    ZSTD_freeDCtx(s->zdctx);
+    s->wbuf = s->rbuf = s->ibuf = s->zbuf = NULL;
+    s->zcctx = s->zdctx = NULL;
+}
+
+int stream_error_get(const struct stream *s, struct gw_error *err)
+{
+    if (s->error)
+        gw_error_set(err, -s->error, "%s", s->errmsg[0] ? s->errmsg : strerror(-s->error));
+    return s->error;
+}
+
+int stream_record_error(struct stream *s, const struct stream_record *rec, int err,
+                        const char *fmt, ...)
+{
+    if (s->error)
+        return s->error;
+    char what[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    return stream_set_error(s, err, "record %llu (%s) at offset %llu: %s",
+                            (unsigned long long)rec->index, stream_record_name(rec->type),
+                            (unsigned long long)rec->offset, what);
 }
 
 int stream_set_error(struct stream *s, int err, const char *fmt, ...)
@@ -128,7 +158,35 @@ const char *stream_record_name(uint32_t type)
     case GWS_RP_RESUMED: return "RP_RESUMED";
     case GWS_RP_FAILED: return "RP_FAILED";
     case GWS_INFO: return "INFO";
+    case GWS_POSTCOPY_ADVISE: return "POSTCOPY_ADVISE";
+    case GWS_POSTCOPY_LISTEN: return "POSTCOPY_LISTEN";
+    case GWS_POSTCOPY_RUN: return "POSTCOPY_RUN";
+    case GWS_DISCARD_PAGES: return "DISCARD_PAGES";
+    case GWS_RP_REQ_PAGES: return "RP_REQ_PAGES";
+    case GWS_CHECKPOINT_BEGIN: return "CHECKPOINT_BEGIN";
+    case GWS_CHECKPOINT_END: return "CHECKPOINT_END";
+    case GWS_RP_CHECKPOINT_ACK: return "RP_CHECKPOINT_ACK";
     default: return (type & GWS_OPTIONAL) ? "unknown-optional" : "unknown";
+    }
+}
+
+uint32_t stream_record_max_len(uint32_t type)
+{
+    switch (type) {
+    case GWS_HEADER: return GWS_MAX_HEADER_BODY;
+    case GWS_PAGE_DATA: return GWS_MAX_PAGES_BODY;
+    case GWS_ZERO_PAGES: return GWS_MAX_ZERO_BODY;
+    case GWS_PAGE_DATA_ZSTD: return GWS_MAX_ZSTD_BODY;
+    case GWS_VCPU_STATE: return GWS_MAX_VCPU_BODY;
+    case GWS_DEVICE_STATE: return GWS_MAX_DEVICE_BODY;
+    case GWS_END_OF_ITERATION: return sizeof(struct gws_end_of_iteration);
+    case GWS_END_OF_STREAM:
+    case GWS_COMMIT:
+    case GWS_RP_LOADED:
+    case GWS_RP_RESUMED: return 0;
+    case GWS_RP_FAILED: return GWS_MAX_REASON_BODY;
+    case GWS_INFO: return GWS_MAX_TEXT_BODY;
+    default: return GWS_MAX_BODY;
     }
 }
 
@@ -191,7 +249,7 @@ int stream_write_preamble(struct stream *s)
     return buffer(s, &p, sizeof(p));
 }
 
-#define MAX_PARTS 8
+#define MAX_PARTS STREAM_MAX_PARTS
 
 int stream_write_record(struct stream *s, uint32_t type, const struct iovec *parts, int nparts)
 {
@@ -202,9 +260,10 @@ int stream_write_record(struct stream *s, uint32_t type, const struct iovec *par
     size_t len = 0;
     for (int i = 0; i < nparts; i++)
         len += parts[i].iov_len;
-    if (len > GWS_MAX_BODY)
-        return stream_set_error(s, EMSGSIZE, "record %s too large (%zu bytes)",
-                                stream_record_name(type), len);
+    if (len > stream_record_max_len(type))
+        return stream_set_error(s, EMSGSIZE, "record %llu (%s): body of %zu bytes exceeds the limit of %u",
+                                (unsigned long long)s->records + 1, stream_record_name(type), len,
+                                stream_record_max_len(type));
     struct gws_record_header h = { type, (uint32_t)len };
     static const uint8_t zeros[8];
     size_t pad = pad8(len);
@@ -276,8 +335,9 @@ static int read_exact(struct stream *s, void *buf, size_t len, bool *eof_at_star
                 *eof_at_start = true;
                 return -ENODATA;
             }
-            return stream_set_error(s, EPIPE, "stream truncated at offset %llu",
-                                    (unsigned long long)(s->bytes + got));
+            return stream_set_error(s, EPIPE, "stream truncated at offset %llu (inside record %llu)",
+                                    (unsigned long long)(s->bytes + got),
+                                    (unsigned long long)s->records + 1);
         }
         return stream_set_error(s, (int)r, "read failed: %s", strerror((int)-r));
     }
@@ -313,10 +373,13 @@ int stream_read_record(struct stream *s, struct stream_record *rec)
         return -ENODATA;
     if (r < 0)
         return s->error;
-    if (h.length > GWS_MAX_BODY)
-        return stream_set_error(s, EMSGSIZE, "record at offset %llu: length %u exceeds the limit",
-                                (unsigned long long)offset, h.length);
-    size_t need = h.length + pad8(h.length) + sizeof(struct gws_record_trailer);
+    struct stream_record cur = { .type = h.type, .length = h.length, .offset = offset,
+                                 .index = s->records + 1 };
+    if (h.length > stream_record_max_len(h.type))
+        return stream_record_error(s, &cur, EMSGSIZE, "length %u exceeds the limit of %u",
+                                   h.length, stream_record_max_len(h.type));
+    size_t pad = pad8(h.length);
+    size_t need = h.length + pad + sizeof(struct gws_record_trailer);
     if (need > s->rcap) {
         uint8_t *n = realloc(s->rbuf, need);
         if (!n)
@@ -326,11 +389,9 @@ int stream_read_record(struct stream *s, struct stream_record *rec)
     }
     if (read_exact(s, s->rbuf, need, NULL) < 0)
         return s->error;
-    size_t pad = pad8(h.length);
     for (size_t i = 0; i < pad; i++)
         if (s->rbuf[h.length + i])
-            return stream_set_error(s, EPROTO, "record %s at offset %llu: padding is not zero",
-                                    stream_record_name(h.type), (unsigned long long)offset);
+            return stream_record_error(s, &cur, EPROTO, "padding is not zero");
     struct gws_record_trailer t;
     memcpy(&t, s->rbuf + h.length + pad, sizeof(t));
     XXH3_state_t st;
@@ -342,12 +403,9 @@ int stream_read_record(struct stream *s, struct stream_record *rec)
 #else
     if (0)
 #endif
-        return stream_set_error(s, EBADMSG, "record %s at offset %llu: checksum mismatch",
-                                stream_record_name(h.type), (unsigned long long)offset);
-    rec->type = h.type;
-    rec->length = h.length;
-    rec->body = s->rbuf;
-    rec->offset = offset;
+        return stream_record_error(s, &cur, EBADMSG, "checksum mismatch");
+    cur.body = s->rbuf;
+    *rec = cur;
     s->records++;
     return 0;
 }

@@ -11,7 +11,13 @@
  * anything is allocated, its checksum and zero padding are verified, and
  * only then is it returned.
  *
- * Returns: 0 or -errno; the message is in stream_error(). */
+ * This header is the record layer (framing, checksums, io); the typed
+ * layer on top of it (header, pages with zero detection and zstd, vCPU and
+ * device state, fully validated records) is migration/stream_records.h.
+ *
+ * Returns: 0 or -errno; the message ("record 17 (PAGE_DATA) at offset
+ * 123456: checksum mismatch") is in stream_error(), or copied into a
+ * struct gw_error by stream_error_get(). */
 #ifndef GW_MIGRATION_STREAM_H
 #define GW_MIGRATION_STREAM_H
 
@@ -20,6 +26,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "common/error.h"
 #include "migration/stream_format.h"
 
 struct stream_io_ops {
@@ -44,7 +51,19 @@ struct stream {
     size_t ilen, ipos;
     /* counters */
     uint64_t bytes;            /* bytes written or consumed */
-    uint64_t records;
+    uint64_t records;          /* records written or read (skipped ones too) */
+    /* typed layer (stream_records.h); zero after stream_init */
+    int zlevel;                /* writer: zstd level, 0 = no compression */
+    void *zcctx, *zdctx;       /* ZSTD_CCtx / ZSTD_DCtx, created on first use */
+    uint8_t *zbuf;             /* compressed (writer) or decompressed (reader) batch */
+    size_t zcap;
+    bool have_header, seen_eos;
+    uint32_t nr_vcpus;         /* from the header read */
+    unsigned nr_ram;           /* RAM as pfn ranges [ram_first, ram_end) */
+    uint64_t ram_first[GWS_MAX_REGIONS], ram_end[GWS_MAX_REGIONS];
+    bool (*pfn_ok)(void *opaque, uint64_t pfn);
+    void *pfn_opaque;
+    uint64_t pages, zero_pages, zstd_pages, skipped;
 };
 
 struct stream_record {
@@ -52,6 +71,7 @@ struct stream_record {
     uint32_t length;
     const uint8_t *body;       /* valid until the next read */
     uint64_t offset;           /* stream offset of the record header */
+    uint64_t index;            /* 1-based number of the record in the stream */
 };
 
 /* I/O over a file descriptor (fd not owned). */
@@ -72,20 +92,32 @@ int stream_set_error(struct stream *s, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static inline int stream_get_error(const struct stream *s) { return s->error; }
 static inline const char *stream_error(const struct stream *s) { return s->errmsg; }
+/* Copy the sticky error into err (if any); returns it (0 or -errno). */
+int stream_error_get(const struct stream *s, struct gw_error *err);
+/* Set the sticky error with the record named: "record N (TYPE) at offset X: ...". */
+int stream_record_error(struct stream *s, const struct stream_record *rec, int err,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* ---- writing ---- */
 int stream_write_preamble(struct stream *s);
-/* One record whose body is the concatenation of `parts`. */
+/* One record whose body is the concatenation of `parts` (at most
+ * STREAM_MAX_PARTS). Bodies of 64 KiB or more are sent straight from the
+ * parts with writev (no copy); smaller ones are gathered in the buffer. */
+#define STREAM_MAX_PARTS (GWS_MAX_BATCH + 16)
 int stream_write_record(struct stream *s, uint32_t type, const struct iovec *parts, int nparts);
 int stream_flush(struct stream *s);
 
 /* ---- reading ---- */
 int stream_read_preamble(struct stream *s);
-/* Next record, checked (length bound, checksum, padding). -ENODATA at a
- * clean end of input between records. */
+/* Next record, checked (length bound for its type before allocation,
+ * checksum, padding). The body is not interpreted: unknown types, optional
+ * or not, are returned. -ENODATA at a clean end of input between records
+ * (not sticky). */
 int stream_read_record(struct stream *s, struct stream_record *rec);
 
 const char *stream_record_name(uint32_t type);
+/* Largest body a record of this type may have (doc section 3.2). */
+uint32_t stream_record_max_len(uint32_t type);
 uint64_t stream_checksum(const void *data, size_t len);
 
 #endif

@@ -6,13 +6,33 @@
 
 #include <stdint.h>
 
+/* The structures below are the wire layout only on a little-endian host
+ * (godwit targets x86-64); a big-endian port must byte-swap. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "wire structs assume little-endian");
+
 #define GWS_MAGIC          "GODWITMS"   /* 8 bytes, no NUL */
 #define GWS_VERSION        1
 #define GWS_PAGE_SIZE      4096
-#define GWS_MAX_BODY       (16u << 20)  /* largest record body */
+#define GWS_MAX_BODY       (16u << 20)  /* largest record body of any type */
 #define GWS_MAX_BATCH      512          /* pages per page record */
 #define GWS_MAX_REGIONS    8
 #define GWS_NAME_LEN       64
+#define GWS_MAX_VCPUS      1024
+#define GWS_DEVICE_ID_LEN  32
+
+/* Per-type body limits, checked before any allocation (doc section 3.2). */
+#define GWS_MAX_HEADER_BODY  (104u + 16u * GWS_MAX_REGIONS)
+#define GWS_MAX_PAGES_BODY   (8u + GWS_MAX_BATCH * (8u + GWS_PAGE_SIZE))
+#define GWS_MAX_ZERO_BODY    (8u + GWS_MAX_BATCH * 8u)
+/* ZSTD_COMPRESSBOUND(GWS_MAX_BATCH * 4096) = 2 MiB + 2 MiB / 256 */
+#define GWS_MAX_ZSTD_DATA    ((GWS_MAX_BATCH * GWS_PAGE_SIZE) + ((GWS_MAX_BATCH * GWS_PAGE_SIZE) >> 8))
+#define GWS_MAX_ZSTD_BODY    (8u + GWS_MAX_BATCH * 8u + GWS_MAX_ZSTD_DATA)
+#define GWS_MAX_VCPU_BODY    (128u << 10)
+#define GWS_MAX_DEVICE_BODY  (1u << 20)
+#define GWS_MAX_TEXT_BODY    (64u << 10)  /* INFO */
+#define GWS_MAX_REASON_BODY  4096u        /* RP_FAILED */
+#define GWS_MAX_XSAVE        (64u << 10)
+#define GWS_MAX_MSRS         256
 
 /* Stream preamble: magic, version, then records. */
 struct gws_preamble {
@@ -48,8 +68,16 @@ enum {
     GWS_END_OF_ITERATION= 0x0020,
     GWS_END_OF_STREAM   = 0x0021,
     GWS_COMMIT          = 0x0022,   /* source -> destination: run the guest */
-    /* post-copy: 0x0100-0x01ff (reserved) */
-    /* checkpointing (HA): 0x0200-0x02ff (reserved) */
+    /* post-copy: 0x0100-0x01ff, reserved (not valid in version 1) */
+    GWS_POSTCOPY_ADVISE = 0x0100,
+    GWS_POSTCOPY_LISTEN = 0x0101,
+    GWS_POSTCOPY_RUN    = 0x0102,
+    GWS_DISCARD_PAGES   = 0x0103,
+    GWS_RP_REQ_PAGES    = 0x0110,
+    /* checkpointing (HA): 0x0200-0x02ff, reserved (not valid in version 1) */
+    GWS_CHECKPOINT_BEGIN = 0x0200,
+    GWS_CHECKPOINT_END   = 0x0201,
+    GWS_RP_CHECKPOINT_ACK = 0x0210,
     /* return path, destination -> source: 0x0300-0x03ff */
     GWS_RP_LOADED       = 0x0300,   /* everything loaded and checked */
     GWS_RP_RESUMED      = 0x0301,   /* the guest runs on the destination */
@@ -110,11 +138,29 @@ enum {
     GWS_SEC_EVENTS    = 7,  /* struct kvm_vcpu_events, 64 bytes */
     GWS_SEC_MP_STATE  = 8,  /* u32 */
     GWS_SEC_DEBUGREGS = 9,  /* struct kvm_debugregs, 128 bytes */
+    GWS_SEC_MAX       = 9,
 };
+
+/* Section lengths (equal to sizeof the <linux/kvm.h> structures; the codec
+ * asserts it at build time). */
+#define GWS_SEC_REGS_LEN      144
+#define GWS_SEC_SREGS_LEN     312
+#define GWS_SEC_XCRS_LEN      392
+#define GWS_SEC_LAPIC_LEN     1024
+#define GWS_SEC_EVENTS_LEN    64
+#define GWS_SEC_MP_STATE_LEN  4
+#define GWS_SEC_DEBUGREGS_LEN 128
+
+struct gws_msr {
+    uint32_t index;
+    uint32_t zero;
+    uint64_t value;
+};
+_Static_assert(sizeof(struct gws_msr) == 16, "msr");
 
 /* DEVICE_STATE: this header, then the device's own versioned body. */
 struct gws_device {
-    char id[32];                  /* NUL-padded, e.g. "serial0" */
+    char id[GWS_DEVICE_ID_LEN];   /* NUL-padded, e.g. "serial0" */
     uint32_t instance;
     uint32_t version;
 };

@@ -89,9 +89,13 @@ void mig_uri_format(const struct mig_uri *u, char *buf, unsigned len)
 
 static void tune_socket(int fd, bool tcp)
 {
-    int big = 4 << 20;
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+    /* Deep socket buffers keep both ends busy while the other copies; the
+     * FORCE variants pass net.core.{w,r}mem_max when we may (root). */
+    int big = 8 << 20;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big)) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big)) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
     if (tcp) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

@@ -1,3 +1,4 @@
+/* The command table and the argument schema check. */
 #include "qmp/qmp_dispatch.h"
 
 #include <errno.h>
@@ -8,6 +9,8 @@
 
 void qmp_error_set(struct qmp_error *e, const char *cls, const char *fmt, ...)
 {
+    if (!e)
+        return;
     e->cls = cls;
     va_list ap;
     va_start(ap, fmt);
@@ -19,6 +22,8 @@ void qmp_table_init(struct qmp_table *t) { memset(t, 0, sizeof(*t)); }
 
 int qmp_table_add(struct qmp_table *t, const struct qmp_command *cmd)
 {
+    if (!cmd->name || !cmd->fn)
+        return -EINVAL;
     if (qmp_table_find(t, cmd->name))
         return -EEXIST;
     if (t->n == QMP_MAX_COMMANDS)
@@ -64,32 +69,40 @@ static bool type_ok(enum qmp_arg_type t, struct json_object *v)
     return false;
 }
 
-/* Check arguments against the command's schema before the handler runs. */
-static int check_args(const struct qmp_command *c, struct json_object *args, struct qmp_error *err)
+static const struct qmp_arg *find_arg(const struct qmp_command *c, const char *name)
 {
+    for (const struct qmp_arg *a = c->args; a < c->args + QMP_MAX_ARGS && a->name; a++)
+        if (strcmp(a->name, name) == 0)
+            return a;
+    return NULL;
+}
+
+int qmp_check_args(const struct qmp_command *c, struct json_object *args, struct qmp_error *err)
+{
+    if (!json_object_is_type(args, json_type_object)) {
+        qmp_error_set(err, QMP_ERR_GENERIC, "QMP input member 'arguments' must be an object");
+        return -1;
+    }
     if (!c->allow_unknown_args) {
         json_object_object_foreach(args, key, val) {
             (void)val;
-            bool known = false;
-            for (const struct qmp_arg *a = c->args; a->name; a++)
-                known |= strcmp(a->name, key) == 0;
-            if (!known) {
-                qmp_error_set(err, "GenericError", "Parameter '%s' is unexpected", key);
+            if (!find_arg(c, key)) {
+                qmp_error_set(err, QMP_ERR_GENERIC, "Parameter '%s' is unexpected", key);
                 return -1;
             }
         }
     }
-    for (const struct qmp_arg *a = c->args; a->name; a++) {
+    for (const struct qmp_arg *a = c->args; a < c->args + QMP_MAX_ARGS && a->name; a++) {
         struct json_object *v;
         if (!json_object_object_get_ex(args, a->name, &v)) {
             if (a->required) {
-                qmp_error_set(err, "GenericError", "Parameter '%s' is missing", a->name);
+                qmp_error_set(err, QMP_ERR_GENERIC, "Parameter '%s' is missing", a->name);
                 return -1;
             }
             continue;
         }
         if (!type_ok(a->type, v)) {
-            qmp_error_set(err, "GenericError", "Invalid parameter type for '%s', expected: %s",
+            qmp_error_set(err, QMP_ERR_GENERIC, "Invalid parameter type for '%s', expected: %s",
                           a->name, type_name(a->type));
             return -1;
         }
@@ -97,197 +110,21 @@ static int check_args(const struct qmp_command *c, struct json_object *args, str
     return 0;
 }
 
-static void send_obj(struct qmp_session *s, struct json_object *o)
+int qmp_dispatch(const struct qmp_command *c, struct json_object *args, struct json_object **ret,
+                 struct qmp_error *err)
 {
-    const char *txt = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-    size_t len = strlen(txt);
-    char *line = malloc(len + 3);
-    if (line) {
-        memcpy(line, txt, len);
-        memcpy(line + len, "\r\n", 3);
-        s->out(s->out_opaque, line, len + 2);
+    *ret = NULL;
+    if (qmp_check_args(c, args, err) < 0)
+        return -1;
+    struct qmp_error e = { 0 };
+    if (c->fn(c->opaque, args, ret, &e) < 0) {
+        json_object_put(*ret);
+        *ret = NULL;
+        qmp_error_set(err, e.cls ? e.cls : QMP_ERR_GENERIC, "%s",
+                      e.desc[0] ? e.desc : "Command failed");
+        return -1;
     }
-    json_object_put(o);
-}
-
-static void reply_error(struct qmp_session *s, struct json_object *id, const char *cls,
-                        const char *desc)
-{
-    struct json_object *o = json_object_new_object();
-    struct json_object *e = json_object_new_object();
-    json_object_object_add(e, "class", json_object_new_string(cls));
-    json_object_object_add(e, "desc", json_object_new_string(desc));
-    json_object_object_add(o, "error", e);
-    if (id)
-        json_object_object_add(o, "id", json_object_get(id));
-    send_obj(s, o);
-}
-
-static void reply_return(struct qmp_session *s, struct json_object *id, struct json_object *ret)
-{
-    struct json_object *o = json_object_new_object();
-    json_object_object_add(o, "return", ret ? ret : json_object_new_object());
-    if (id)
-        json_object_object_add(o, "id", json_object_get(id));
-    send_obj(s, o);
-}
-
-static bool negotiation_command(struct qmp_session *s, const char *name, struct json_object *args,
-                                struct json_object *id)
-{
-    if (strcmp(name, "qmp_capabilities") != 0) {
-        if (!s->negotiated) {
-            reply_error(s, id, "CommandNotFound",
-                        "Expecting capabilities negotiation with 'qmp_capabilities'");
-            return true;
-        }
-        return false;
-    }
-    if (s->negotiated) {
-        reply_error(s, id, "CommandNotFound",
-                    "Capabilities negotiation is already complete, command ignored");
-        return true;
-    }
-    struct json_object *en;
-    if (args && json_object_object_get_ex(args, "enable", &en)) {
-        if (!json_object_is_type(en, json_type_array) || json_object_array_length(en) > 0) {
-            reply_error(s, id, "GenericError", "Parameter 'enable': no capability is supported");
-            return true;
-        }
-    }
-    if (args) {
-        json_object_object_foreach(args, key, val) {
-            (void)val;
-            if (strcmp(key, "enable") != 0) {
-                char d[128];
-                snprintf(d, sizeof(d), "Parameter '%s' is unexpected", key);
-                reply_error(s, id, "GenericError", d);
-                return true;
-            }
-        }
-    }
-    s->negotiated = true;
-    reply_return(s, id, NULL);
-    return true;
-}
-
-void qmp_session_request(struct qmp_session *s, struct json_object *req)
-{
-    if (!json_object_is_type(req, json_type_object)) {
-        reply_error(s, NULL, "GenericError", "QMP input must be a JSON object");
-        return;
-    }
-    struct json_object *id = NULL, *exec = NULL, *args = NULL;
-    json_object_object_get_ex(req, "id", &id);
-    json_object_object_foreach(req, key, val) {
-        (void)val;
-        if (strcmp(key, "execute") && strcmp(key, "arguments") && strcmp(key, "id")) {
-            char d[160];
-            snprintf(d, sizeof(d), strcmp(key, "exec-oob") == 0
-                                       ? "QMP input member '%s' is not supported (no out-of-band)"
-                                       : "QMP input member '%s' is unexpected", key);
-            reply_error(s, id, "GenericError", d);
-            return;
-        }
-    }
-    if (!json_object_object_get_ex(req, "execute", &exec)) {
-        reply_error(s, id, "GenericError", "QMP input lacks member 'execute'");
-        return;
-    }
-    if (!json_object_is_type(exec, json_type_string)) {
-        reply_error(s, id, "GenericError", "QMP input member 'execute' must be a string");
-        return;
-    }
-    if (json_object_object_get_ex(req, "arguments", &args) &&
-        !json_object_is_type(args, json_type_object)) {
-        reply_error(s, id, "GenericError", "QMP input member 'arguments' must be an object");
-        return;
-    }
-    const char *name = json_object_get_string(exec);
-    if (negotiation_command(s, name, args, id))
-        return;
-    const struct qmp_command *c = qmp_table_find(s->table, name);
-    if (!c) {
-        char d[160];
-        snprintf(d, sizeof(d), "The command %s has not been found", name);
-        reply_error(s, id, "CommandNotFound", d);
-        return;
-    }
-    struct json_object *empty = NULL;
-    if (!args)
-        args = empty = json_object_new_object();
-    struct qmp_error err = { 0 };
-    if (check_args(c, args, &err) < 0) {
-        reply_error(s, id, err.cls, err.desc);
-    } else {
-        struct json_object *ret = NULL;
-        if (c->fn(c->opaque, args, &ret, &err) < 0) {
-            json_object_put(ret);
-            reply_error(s, id, err.cls ? err.cls : "GenericError", err.desc);
-        } else {
-            reply_return(s, id, ret);
-        }
-    }
-    json_object_put(empty);
-}
-
-int qmp_session_init(struct qmp_session *s, const struct qmp_table *t,
-                     void (*out)(void *, char *, size_t), void *opaque)
-{
-    memset(s, 0, sizeof(*s));
-    s->table = t;
-    s->out = out;
-    s->out_opaque = opaque;
-    s->tok = json_tokener_new();
-    return s->tok ? 0 : -ENOMEM;
-}
-
-void qmp_session_fini(struct qmp_session *s)
-{
-    if (s->tok)
-        json_tokener_free(s->tok);
-    s->tok = NULL;
-}
-
-void qmp_session_input(struct qmp_session *s, const char *buf, size_t len)
-{
-    size_t pos = 0;
-    while (pos < len) {
-        /* Skip whitespace between objects. */
-        if (s->pending == 0 && (buf[pos] == ' ' || buf[pos] == '\n' || buf[pos] == '\r' ||
-                                buf[pos] == '\t')) {
-            pos++;
-            continue;
-        }
-        size_t chunk = len - pos;
-        struct json_object *obj = json_tokener_parse_ex(s->tok, buf + pos, (int)chunk);
-        enum json_tokener_error jerr = json_tokener_get_error(s->tok);
-        if (jerr == json_tokener_continue) {
-            s->pending += chunk;
-            if (s->pending > QMP_MAX_INPUT) {
-                reply_error(s, NULL, "GenericError", "JSON parse error, object too large");
-                json_tokener_reset(s->tok);
-                s->pending = 0;
-            }
-            return;
-        }
-        size_t used = (size_t)json_tokener_get_parse_end(s->tok);
-        if (used == 0)
-            used = 1;
-        pos += used;
-        s->pending = 0;
-        if (jerr != json_tokener_success) {
-            char d[160];
-            snprintf(d, sizeof(d), "JSON parse error, %s", json_tokener_error_desc(jerr));
-            reply_error(s, NULL, "GenericError", d);
-            json_tokener_reset(s->tok);
-            /* Resynchronise at the next line or object start. */
-            while (pos < len && buf[pos] != '\n' && buf[pos] != '{')
-                pos++;
-            continue;
-        }
-        json_tokener_reset(s->tok);
-        qmp_session_request(s, obj);
-        json_object_put(obj);
-    }
+    if (!*ret)
+        *ret = json_object_new_object();
+    return 0;
 }

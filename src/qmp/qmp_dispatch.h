@@ -1,11 +1,24 @@
 /* QMP command table, argument validation and the per-connection protocol
- * state (negotiation, JSON stream parsing) — independent of sockets, so it is
- * unit-tested and fuzzed by feeding bytes in and collecting replies.
+ * state (negotiation, JSON stream parsing) — independent of sockets, so it
+ * is unit-tested and fuzzed by feeding bytes in and collecting replies.
  *
- * Ownership: handlers receive `args` borrowed (never put it) and return a
- * new reference in *ret (NULL means {}). Replies handed to the output
- * callback are new strings the callee must free.
- * Returns: handlers 0 or -1 with qmp_error filled. */
+ *   qmp_dispatch.c  the command table and the argument schema check
+ *   qmp_session.c   one connection: JSON stream -> requests -> replies
+ *
+ * Returns: table operations 0 or -errno; qmp_session_init 0 or -ENOMEM;
+ * handlers return 0 (success) or -1 with *err filled (class + desc; a
+ * handler that returns -1 without setting err gets "GenericError").
+ *
+ * Ownership: handlers receive `args` borrowed (never put it; it is {} when
+ * the request had no "arguments") and may store a new reference in *ret
+ * (left NULL it means {}); on failure the dispatcher puts *ret. Each reply
+ * line handed to the session's out callback is malloc'd, ends in "\r\n",
+ * and belongs to the callee.
+ *
+ * Threads: a table is filled before it is used and then only read; a session
+ * belongs to one thread (the server's loop thread). Handlers run on the
+ * thread that feeds the session and must not block for long: the loop
+ * serves every client and posts events meanwhile. */
 #ifndef GW_QMP_QMP_DISPATCH_H
 #define GW_QMP_QMP_DISPATCH_H
 
@@ -21,13 +34,19 @@ enum qmp_arg_type { QMP_ARG_STR, QMP_ARG_INT, QMP_ARG_BOOL, QMP_ARG_NUMBER, QMP_
                     QMP_ARG_ARRAY, QMP_ARG_ANY };
 
 struct qmp_arg {
-    const char *name;
+    const char *name;      /* NULL ends the list */
     enum qmp_arg_type type;
     bool required;
 };
 
+/* Error classes QEMU clients know. */
+#define QMP_ERR_GENERIC        "GenericError"
+#define QMP_ERR_NOT_FOUND      "CommandNotFound"
+#define QMP_ERR_DEVICE_INACTIVE "DeviceNotActive"
+#define QMP_ERR_DEVICE_NOT_FOUND "DeviceNotFound"
+
 struct qmp_error {
-    const char *cls;   /* "GenericError", "CommandNotFound", "DeviceNotActive", ... */
+    const char *cls;   /* static string: "GenericError", "CommandNotFound", ... */
     char desc[512];
 };
 
@@ -38,10 +57,10 @@ typedef int (*qmp_handler)(void *opaque, struct json_object *args, struct json_o
                            struct qmp_error *err);
 
 struct qmp_command {
-    const char *name;
+    const char *name;                   /* static or outliving the table */
     qmp_handler fn;
     void *opaque;
-    struct qmp_arg args[QMP_MAX_ARGS]; /* terminated by a NULL name */
+    struct qmp_arg args[QMP_MAX_ARGS];  /* terminated by a NULL name */
     bool allow_unknown_args;            /* for commands with open argument sets */
 };
 
@@ -51,8 +70,17 @@ struct qmp_table {
 };
 
 void qmp_table_init(struct qmp_table *t);
+/* Copies *cmd; -EEXIST for a duplicate name, -ENOSPC when full, -EINVAL
+ * without a name or handler. */
 int qmp_table_add(struct qmp_table *t, const struct qmp_command *cmd);
 const struct qmp_command *qmp_table_find(const struct qmp_table *t, const char *name);
+/* Check args (an object, borrowed) against the command's schema; 0 or -1
+ * with err filled ("Parameter 'x' is missing", ...). */
+int qmp_check_args(const struct qmp_command *c, struct json_object *args, struct qmp_error *err);
+/* Check, then call the handler. 0 with *ret (new reference, never NULL) or
+ * -1 with err filled (and *ret NULL). */
+int qmp_dispatch(const struct qmp_command *c, struct json_object *args, struct json_object **ret,
+                 struct qmp_error *err);
 
 /* One client connection's protocol state. */
 struct qmp_session {
@@ -60,6 +88,7 @@ struct qmp_session {
     struct json_tokener *tok;
     size_t pending;            /* bytes of the object being parsed */
     bool negotiated;
+    bool closed;               /* qmp_session_close(): input is ignored */
     /* Called with each complete reply line (JSON + "\r\n"), malloc'd. */
     void (*out)(void *opaque, char *line, size_t len);
     void *out_opaque;
@@ -68,9 +97,13 @@ struct qmp_session {
 int qmp_session_init(struct qmp_session *s, const struct qmp_table *t,
                      void (*out)(void *, char *, size_t), void *opaque);
 void qmp_session_fini(struct qmp_session *s);
-/* Feed received bytes; complete commands are executed and answered. */
+/* Feed received bytes (any split); complete requests are executed and
+ * answered in order through out(). Never fails: malformed input is answered
+ * with an error and parsing resumes at the next '{' or line. */
 void qmp_session_input(struct qmp_session *s, const char *buf, size_t len);
-/* Execute one parsed request object (borrowed). */
+/* Execute one parsed request (borrowed; any JSON value). */
 void qmp_session_request(struct qmp_session *s, struct json_object *req);
+/* Stop executing input (the connection is going away), e.g. from out(). */
+void qmp_session_close(struct qmp_session *s);
 
 #endif
