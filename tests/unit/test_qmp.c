@@ -201,7 +201,7 @@ static void test_server(void **state)
     char buf[8192];
     int a = connect_to(path), b = connect_to(path);
     assert_true(read_until(a, "\"QMP\"", buf, sizeof(buf)));
-    assert_non_null(strstr(buf, "\"major\": 7"));
+    assert_non_null(strstr(buf, "\"major\":7"));
     assert_true(read_until(b, "\"QMP\"", buf, sizeof(buf)));
     const char *neg = "{\"execute\":\"qmp_capabilities\"}";
     assert_true(write(a, neg, strlen(neg)) > 0);
