@@ -335,6 +335,9 @@ static int read_exact(struct stream *s, void *buf, size_t len, bool *eof_at_star
                 *eof_at_start = true;
                 return -ENODATA;
             }
+            if (s->bytes < sizeof(struct gws_preamble))
+                return stream_set_error(s, EPIPE, "stream truncated at offset %llu (in the preamble)",
+                                        (unsigned long long)(s->bytes + got));
             return stream_set_error(s, EPIPE, "stream truncated at offset %llu (inside record %llu)",
                                     (unsigned long long)(s->bytes + got),
                                     (unsigned long long)s->records + 1);

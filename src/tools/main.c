@@ -1,192 +1,284 @@
 /* godwit-stream: print and verify a godwit migration stream or saved-VM
- * file record by record (docs/stream-format.md). Exit status 0 when the
- * stream is valid and complete, 1 when not, 2 on usage errors. */
+ * file record by record (docs/stream-format.md), with the same validating
+ * reader the VMM uses. Exit status 0 when the stream is valid and complete
+ * (ends with END_OF_STREAM), 1 when not, 2 on usage errors.
+ *
+ * Hidden: --make-sample DIR writes small valid streams (fuzz seeds, tests). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "migration/state_records.h"
-#include "migration/stream.h"
-
-struct totals {
-    uint64_t records, pages, zero, zpages, vcpus, devices, passes;
-    bool header, eos;
-};
+#include "migration/stream_records.h"
 
 struct opts {
     bool quiet, json;
 };
 
-static int check_pages(const struct stream_record *r, uint32_t per_page, uint32_t *count,
-                       uint64_t *first, uint64_t *last, char *why, size_t wl)
+struct totals {
+    uint64_t records, pages, zero, zpages, vcpus, devices, passes;
+};
+
+static void uuid_str(const uint8_t u[16], char out[37])
 {
-    struct gws_pages h;
-    if (r->length < sizeof(h))
-        return snprintf(why, wl, "too short"), -1;
-    memcpy(&h, r->body, sizeof(h));
-    uint64_t need = sizeof(h) + (uint64_t)h.count * (8 + per_page) +
-                    (r->type == GWS_PAGE_DATA_ZSTD ? h.zlen : 0);
-    if (h.count == 0 || h.count > GWS_MAX_BATCH || need != r->length)
-        return snprintf(why, wl, "page count %u does not match the length", h.count), -1;
-    *count = h.count;
-    memcpy(first, r->body + sizeof(h), 8);
-    memcpy(last, r->body + sizeof(h) + (h.count - 1) * 8ULL, 8);
-    return 0;
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        p += sprintf(p, "%02x", u[i]);
+        if (i == 3 || i == 5 || i == 7 || i == 9)
+            *p++ = '-';
+    }
+    *p = 0;
 }
 
-static int describe(const struct stream_record *r, struct totals *t, char *out, size_t ol,
-                    char *why, size_t wl)
+static void emit(const struct opts *o, json_object *j, const char *line)
 {
-    uint32_t count;
-    uint64_t first, last;
+    if (o->json)
+        printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+    else if (!o->quiet)
+        printf("%s\n", line);
+    json_object_put(j);
+}
+
+static json_object *rec_json(uint64_t index, uint64_t offset, uint32_t type, uint32_t length)
+{
+    json_object *j = json_object_new_object();
+    json_object_object_add(j, "index", json_object_new_int64((int64_t)index));
+    json_object_object_add(j, "offset", json_object_new_int64((int64_t)offset));
+    json_object_object_add(j, "type", json_object_new_string(stream_record_name(type)));
+    json_object_object_add(j, "type_id", json_object_new_int64(type));
+    json_object_object_add(j, "length", json_object_new_int64(length));
+    return j;
+}
+
+static void add_u64(json_object *j, const char *k, uint64_t v)
+{
+    json_object_object_add(j, k, json_object_new_int64((int64_t)v));
+}
+
+static void print_header(const struct opts *o, const struct stream *s, const struct stream_vm_info *vm)
+{
+    uint32_t len = (uint32_t)(sizeof(struct gws_header) + vm->nr_regions * sizeof(struct gws_region));
+    uint64_t off = s->bytes - 16 - len;
+    char uuid[37], line[512];
+    uuid_str(vm->uuid, uuid);
+    json_object *j = rec_json(s->records, off, GWS_HEADER, len);
+    json_object_object_add(j, "name", json_object_new_string(vm->name));
+    json_object_object_add(j, "uuid", json_object_new_string(uuid));
+    add_u64(j, "vcpus", vm->nr_vcpus);
+    add_u64(j, "ram_size", vm->ram_size);
+    json_object *regs = json_object_new_array();
+    for (uint32_t i = 0; i < vm->nr_regions; i++) {
+        json_object *r = json_object_new_object();
+        add_u64(r, "gpa", vm->regions[i].gpa);
+        add_u64(r, "size", vm->regions[i].size);
+        json_object_array_add(regs, r);
+    }
+    json_object_object_add(j, "regions", regs);
+    snprintf(line, sizeof(line), "%10llu  %-17s %8u  name \"%s\" uuid %s, %u vCPUs, %llu MiB RAM in %u regions",
+             (unsigned long long)off, "HEADER", len, vm->name, uuid, vm->nr_vcpus,
+             (unsigned long long)(vm->ram_size >> 20), vm->nr_regions);
+    emit(o, j, line);
+}
+
+/* Type-specific JSON keys and text summary; updates the totals. */
+static void summarise(const struct stream_rec *r, json_object *j, char *out, size_t ol,
+                      struct totals *t)
+{
     out[0] = 0;
     switch (r->type) {
-    case GWS_HEADER: {
-        struct gws_header h;
-        if (r->length < sizeof(h))
-            return snprintf(why, wl, "header too short"), -1;
-        memcpy(&h, r->body, sizeof(h));
-        if (h.nr_regions > GWS_MAX_REGIONS ||
-            r->length != sizeof(h) + h.nr_regions * sizeof(struct gws_region) ||
-            h.page_size != GWS_PAGE_SIZE)
-            return snprintf(why, wl, "bad header"), -1;
-        h.name[GWS_NAME_LEN - 1] = 0;
-        snprintf(out, ol, "name \"%s\", %u vCPUs, %llu MiB RAM in %u regions", h.name, h.nr_vcpus,
-                 (unsigned long long)(h.ram_size >> 20), h.nr_regions);
-        t->header = true;
-        return 0;
-    }
     case GWS_PAGE_DATA:
     case GWS_PAGE_DATA_ZSTD:
-        if (check_pages(r, r->type == GWS_PAGE_DATA ? GWS_PAGE_SIZE : 0, &count, &first, &last, why, wl) < 0)
-            return -1;
-        t->pages += count;
-        if (r->type == GWS_PAGE_DATA_ZSTD)
-            t->zpages += count;
-        snprintf(out, ol, "%u pages, pfn 0x%llx..0x%llx", count, (unsigned long long)first,
-                 (unsigned long long)last);
-        return 0;
-    case GWS_ZERO_PAGES:
-        if (check_pages(r, 0, &count, &first, &last, why, wl) < 0)
-            return -1;
-        t->zero += count;
-        snprintf(out, ol, "%u zero pages, pfn 0x%llx..0x%llx", count, (unsigned long long)first,
-                 (unsigned long long)last);
-        return 0;
-    case GWS_VCPU_STATE: {
-        static struct vcpu_state st;
-        struct gw_error err;
-        gw_error_init(&err);
-        uint32_t id;
-        if (state_parse_vcpu(r->body, r->length, &id, &st, &err) < 0)
-            return snprintf(why, wl, "%s", err.msg), -1;
-        t->vcpus++;
-        snprintf(out, ol, "vCPU %u: rip 0x%llx, %u MSRs, xsave %u bytes", id,
-                 (unsigned long long)st.regs.rip, st.nmsrs, st.xsave_size);
-        return 0;
-    }
-    case GWS_DEVICE_STATE: {
-        char id[33];
-        uint32_t inst, ver;
-        const uint8_t *d;
-        size_t dl;
-        struct gw_error err;
-        gw_error_init(&err);
-        if (state_parse_device(r->body, r->length, id, &inst, &ver, &d, &dl, &err) < 0)
-            return snprintf(why, wl, "%s", err.msg), -1;
-        t->devices++;
-        snprintf(out, ol, "device \"%s\" instance %u version %u, %zu bytes", id, inst, ver, dl);
-        return 0;
-    }
-    case GWS_END_OF_ITERATION: {
-        struct gws_end_of_iteration e;
-        if (r->length != sizeof(e))
-            return snprintf(why, wl, "bad length"), -1;
-        memcpy(&e, r->body, sizeof(e));
-        t->passes++;
-        snprintf(out, ol, "pass %u, %llu pages", e.pass, (unsigned long long)e.pages);
-        return 0;
-    }
-    case GWS_END_OF_STREAM:
-        if (r->length)
-            return snprintf(why, wl, "bad length"), -1;
-        t->eos = true;
-        return 0;
-    default:
-        if (r->type & GWS_OPTIONAL) {
-            snprintf(out, ol, "optional record, skipped");
-            return 0;
+    case GWS_ZERO_PAGES: {
+        uint32_t n = r->u.pages.count;
+        uint64_t lo = r->u.pages.pfn[0], hi = r->u.pages.pfn[0];
+        for (uint32_t i = 1; i < n; i++) {
+            lo = r->u.pages.pfn[i] < lo ? r->u.pages.pfn[i] : lo;
+            hi = r->u.pages.pfn[i] > hi ? r->u.pages.pfn[i] : hi;
         }
-        return snprintf(why, wl, "unknown mandatory record type 0x%x", r->type), -1;
+        add_u64(j, "count", n);
+        add_u64(j, "pfn_first", lo);
+        add_u64(j, "pfn_last", hi);
+        if (r->type == GWS_PAGE_DATA_ZSTD)
+            add_u64(j, "zlen", r->u.pages.zlen);
+        if (r->type == GWS_ZERO_PAGES)
+            t->zero += n;
+        else
+            t->pages += n;
+        if (r->type == GWS_PAGE_DATA_ZSTD)
+            t->zpages += n;
+        snprintf(out, ol, "%u %spages, pfn 0x%llx..0x%llx%s", n,
+                 r->type == GWS_ZERO_PAGES ? "zero " : "", (unsigned long long)lo,
+                 (unsigned long long)hi, r->type == GWS_PAGE_DATA_ZSTD ? " (zstd)" : "");
+        return;
     }
+    case GWS_VCPU_STATE: {
+        json_object *secs = json_object_new_array();
+        size_t k = (size_t)snprintf(out, ol, "vCPU %u:", r->u.vcpu.id);
+        for (unsigned i = 0; i < r->u.vcpu.nsec; i++) {
+            const char *nm = stream_section_name(r->u.vcpu.sec[i].tag);
+            json_object_array_add(secs, json_object_new_string(nm));
+            if (k < ol)
+                k += (size_t)snprintf(out + k, ol - k, " %s(%u)", nm, r->u.vcpu.sec[i].len);
+        }
+        add_u64(j, "vcpu", r->u.vcpu.id);
+        add_u64(j, "version", r->u.vcpu.version);
+        json_object_object_add(j, "sections", secs);
+        t->vcpus++;
+        return;
+    }
+    case GWS_DEVICE_STATE:
+        json_object_object_add(j, "device", json_object_new_string(r->u.device.id));
+        add_u64(j, "instance", r->u.device.instance);
+        add_u64(j, "version", r->u.device.version);
+        add_u64(j, "data_length", r->u.device.len);
+        t->devices++;
+        snprintf(out, ol, "device \"%s\" instance %u version %u, %u bytes", r->u.device.id,
+                 r->u.device.instance, r->u.device.version, r->u.device.len);
+        return;
+    case GWS_END_OF_ITERATION:
+        add_u64(j, "pass", r->u.eoi.pass);
+        add_u64(j, "pages", r->u.eoi.pages);
+        t->passes++;
+        snprintf(out, ol, "pass %u, %llu pages", r->u.eoi.pass, (unsigned long long)r->u.eoi.pages);
+        return;
+    case GWS_INFO:
+        json_object_object_add(j, "text", json_object_new_string_len(r->u.text.text, (int)r->u.text.len));
+        snprintf(out, ol, "\"%.*s\"", (int)(r->u.text.len > 80 ? 80 : r->u.text.len), r->u.text.text);
+        for (char *c = out; *c; c++)
+            if ((unsigned char)*c < 0x20)
+                *c = '?';
+        return;
+    default:
+        return;
+    }
+}
+
+static void print_totals(const struct opts *o, const struct stream *s, const struct totals *t,
+                         bool valid, const char *why)
+{
+    if (o->json) {
+        json_object *j = json_object_new_object();
+        json_object_object_add(j, "valid", json_object_new_boolean(valid));
+        add_u64(j, "records", s->records);
+        add_u64(j, "pages", t->pages);
+        add_u64(j, "zero_pages", t->zero);
+        add_u64(j, "compressed_pages", t->zpages);
+        add_u64(j, "vcpus", t->vcpus);
+        add_u64(j, "devices", t->devices);
+        add_u64(j, "passes", t->passes);
+        add_u64(j, "skipped", s->skipped);
+        add_u64(j, "bytes", s->bytes);
+        json_object_object_add(j, "error", json_object_new_string(why));
+        printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+        json_object_put(j);
+        return;
+    }
+    printf("%s: %llu records (%llu skipped), %llu pages (%llu compressed), %llu zero pages, "
+           "%llu vCPUs, %llu devices, %llu passes, %llu bytes\n",
+           valid ? "valid" : "INVALID", (unsigned long long)s->records,
+           (unsigned long long)s->skipped, (unsigned long long)t->pages,
+           (unsigned long long)t->zpages, (unsigned long long)t->zero,
+           (unsigned long long)t->vcpus, (unsigned long long)t->devices,
+           (unsigned long long)t->passes, (unsigned long long)s->bytes);
+    if (!valid)
+        fprintf(stderr, "godwit-stream: error: %s\n", why);
 }
 
 static int run(int fd, const struct opts *o)
 {
     struct stream s;
-    stream_init(&s, &stream_fd_ops, (void *)(intptr_t)fd);
+    struct stream_vm_info vm;
     struct totals t = { 0 };
-    int status = 1;
-    char why[256] = "", desc[256];
-    if (stream_read_preamble(&s) < 0) {
-        snprintf(why, sizeof(why), "%s", stream_error(&s));
-        goto out;
-    }
-    for (;;) {
-        struct stream_record r;
-        int rc = stream_read_record(&s, &r);
-        if (rc == -ENODATA) {
-            snprintf(why, sizeof(why), "stream ends without END_OF_STREAM");
-            break;
-        }
-        if (rc < 0) {
-            snprintf(why, sizeof(why), "%s", stream_error(&s));
-            break;
-        }
-        t.records++;
-        if (!t.header && r.type != GWS_HEADER && !(r.type & GWS_OPTIONAL)) {
-            snprintf(why, sizeof(why), "record at offset %llu comes before the header",
-                     (unsigned long long)r.offset);
-            break;
-        }
-        char w[200] = "";
-        if (describe(&r, &t, desc, sizeof(desc), w, sizeof(w)) < 0) {
-            snprintf(why, sizeof(why), "record %s at offset %llu: %s", stream_record_name(r.type),
-                     (unsigned long long)r.offset, w);
-            break;
-        }
-        if (o->json)
-            printf("{\"offset\": %llu, \"type\": \"%s\", \"type_id\": %u, \"length\": %u, \"summary\": \"%s\"}\n",
-                   (unsigned long long)r.offset, stream_record_name(r.type), r.type, r.length, desc);
-        else if (!o->quiet)
-            printf("%10llu  %-17s %8u  %s\n", (unsigned long long)r.offset,
-                   stream_record_name(r.type), r.length, desc);
-        if (t.eos) {
-            status = 0;
-            break;
+    bool valid = false;
+    stream_init(&s, &stream_fd_ops, (void *)(intptr_t)fd);
+    if (stream_read_header(&s, &vm) == 0) {
+        print_header(o, &s, &vm);
+        for (;;) {
+            struct stream_rec r;
+            int rc = stream_next_record(&s, &r);
+            if (rc < 0)
+                break;
+            char line[600], sum[512];
+            json_object *j = rec_json(r.index, r.offset, r.type, r.length);
+            summarise(&r, j, sum, sizeof(sum), &t);
+            snprintf(line, sizeof(line), "%10llu  %-17s %8u  %s", (unsigned long long)r.offset,
+                     stream_record_name(r.type), r.length, sum);
+            emit(o, j, line);
+            if (r.type == GWS_END_OF_STREAM) {
+                valid = true;
+                break;
+            }
         }
     }
-out:
-    if (o->json)
-        printf("{\"valid\": %s, \"records\": %llu, \"pages\": %llu, \"zero_pages\": %llu, "
-               "\"vcpus\": %llu, \"devices\": %llu, \"passes\": %llu, \"bytes\": %llu, \"error\": \"%s\"}\n",
-               status == 0 ? "true" : "false", (unsigned long long)t.records,
-               (unsigned long long)t.pages, (unsigned long long)t.zero, (unsigned long long)t.vcpus,
-               (unsigned long long)t.devices, (unsigned long long)t.passes,
-               (unsigned long long)s.bytes, why);
-    else
-        printf("%s: %llu records, %llu pages (%llu compressed), %llu zero pages, %llu vCPUs, "
-               "%llu devices, %llu passes, %llu bytes%s%s\n",
-               status == 0 ? "valid" : "INVALID", (unsigned long long)t.records,
-               (unsigned long long)t.pages, (unsigned long long)t.zpages, (unsigned long long)t.zero,
-               (unsigned long long)t.vcpus, (unsigned long long)t.devices,
-               (unsigned long long)t.passes, (unsigned long long)s.bytes, why[0] ? ": " : "", why);
+    print_totals(o, &s, &t, valid, valid ? "" : stream_error(&s));
     stream_fini(&s);
-    return status;
+    return valid ? 0 : 1;
+}
+
+/* ---- --make-sample DIR ---- */
+
+static int sample(const char *dir, const char *name, int kind)
+{
+    static uint8_t pg[8][4096];
+    static uint8_t xsave[4096], lapic[1024], regs[144], sregs[312], events[64], dbg[128];
+    struct stream_membuf out = { 0 };
+    struct stream s;
+    stream_init(&s, &stream_mem_ops, &out);
+    struct stream_vm_info vm = { .name = "sample", .nr_vcpus = 1, .ram_size = 2 << 20,
+                                 .nr_regions = 1, .regions = { { 0, 2 << 20 } } };
+    for (int i = 0; i < 8; i++)
+        memset(pg[i], i < 4 ? 0 : 0x11 * i, 4096);
+    memcpy(vm.uuid, "0123456789abcdef", 16);
+    stream_write_header(&s, &vm);
+    if (kind >= 1) {
+        const void *p[8];
+        uint64_t pfn[8] = { 0, 1, 2, 3, 16, 17, 100, 511 };
+        for (int i = 0; i < 8; i++)
+            p[i] = pg[i];
+        const char *txt = "sample stream";
+        struct iovec iov = { (void *)txt, strlen(txt) };
+        stream_write_record(&s, GWS_INFO, &iov, 1);
+        stream_set_compress(&s, kind == 2 ? 1 : 0);
+        stream_write_pages(&s, pfn, p, 8);
+        stream_write_eoi(&s, 1, 8);
+        uint8_t msrs[8 + 16] = { 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 42 };
+        uint32_t mp = 0;
+        struct stream_section sec[] = {
+            { GWS_SEC_REGS, sizeof(regs), regs },       { GWS_SEC_SREGS, sizeof(sregs), sregs },
+            { GWS_SEC_XSAVE, sizeof(xsave), xsave },    { GWS_SEC_MSRS, sizeof(msrs), msrs },
+            { GWS_SEC_LAPIC, sizeof(lapic), lapic },    { GWS_SEC_EVENTS, sizeof(events), events },
+            { GWS_SEC_MP_STATE, 4, &mp },               { GWS_SEC_DEBUGREGS, sizeof(dbg), dbg },
+        };
+        stream_write_vcpu(&s, 0, sec, 8);
+        uint64_t clock = 123456789;
+        stream_write_device(&s, "kvmclock", 0, 1, &clock, 8);
+        stream_write_device(&s, "serial0", 0, 1, "0123456789abcdef0123456789abcdef0123", 36);
+        uint32_t unknown = GWS_OPTIONAL | 0x7777;
+        stream_write_record(&s, unknown, &iov, 1);
+    }
+    stream_write_eos(&s);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    int rc = !f || stream_get_error(&s) || fwrite(out.out, 1, out.out_len, f) != out.out_len;
+    if (f && fclose(f))
+        rc = 1;
+    if (rc)
+        fprintf(stderr, "godwit-stream: error: writing %s: %s\n", path,
+                stream_get_error(&s) ? stream_error(&s) : strerror(errno));
+    free(out.out);
+    stream_fini(&s);
+    return rc;
+}
+
+static int make_samples(const char *dir)
+{
+    return sample(dir, "header-only", 0) | sample(dir, "small-valid", 1) |
+           sample(dir, "small-zstd", 2) ? 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -195,6 +287,7 @@ int main(int argc, char **argv)
                                         { "quiet", no_argument, NULL, 'q' },
                                         { "json", no_argument, NULL, 'j' },
                                         { "help", no_argument, NULL, 'h' },
+                                        { "make-sample", required_argument, NULL, 'S' },
                                         { NULL, 0, NULL, 0 } };
     struct opts o = { 0 };
     int c;
@@ -203,9 +296,11 @@ int main(int argc, char **argv)
         case 'v': break; /* verifying is what it always does */
         case 'q': o.quiet = true; break;
         case 'j': o.json = true; break;
+        case 'S': return make_samples(optarg);
         case 'h':
             printf("Usage: godwit-stream [--verify] [--quiet] [--json] FILE|-\n"
-                   "Print and verify a godwit migration stream record by record.\n");
+                   "Print and verify a godwit migration stream record by record\n"
+                   "(docs/stream-format.md). Exit 0 if valid and complete, 1 if not.\n");
             return 0;
         default:
             return 2;
