@@ -2,6 +2,8 @@
 # Fetch Debian's kernels (cloud and generic flavours) without installing
 # them: download the packages with apt-get and extract boot/vmlinuz-*.
 # Usage: mk/fetch-kernels.sh DIR   -> DIR/vmlinuz-cloud, DIR/vmlinuz-generic
+# Idempotent: a kernel already present is kept. `apt-get update` runs only
+# when the package cannot be resolved or downloaded with the current lists.
 set -e
 DIR=${1:-build/kernels}
 mkdir -p "$DIR"
@@ -27,7 +29,9 @@ fetch() {
         { apt-get update -q >/dev/null 2>&1 || true; (cd "$TMP" && apt-get download -q "$pkg" >/dev/null); }
     deb=$(ls "$TMP"/"$pkg"_*.deb | head -n1)
     dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$TMP" --wildcards './boot/vmlinuz-*'
-    mv "$TMP"/boot/vmlinuz-* "$DIR/$out"
+    # Copy then rename inside DIR: an interrupted run leaves no partial kernel.
+    cp "$TMP"/boot/vmlinuz-* "$DIR/.$out.tmp"
+    mv "$DIR/.$out.tmp" "$DIR/$out"
     rm -rf "$TMP"/boot "$deb"
     echo "fetch-kernels: $out from $pkg"
 }
