@@ -89,6 +89,7 @@ struct qmp_session {
     size_t pending;            /* bytes of the object being parsed */
     bool negotiated;
     bool closed;               /* qmp_session_close(): input is ignored */
+    bool skip_line;            /* dropping an oversized request up to '\n' */
     /* Called with each complete reply line (JSON + "\r\n"), malloc'd. */
     void (*out)(void *opaque, char *line, size_t len);
     void *out_opaque;
@@ -99,7 +100,8 @@ int qmp_session_init(struct qmp_session *s, const struct qmp_table *t,
 void qmp_session_fini(struct qmp_session *s);
 /* Feed received bytes (any split); complete requests are executed and
  * answered in order through out(). Never fails: malformed input is answered
- * with an error and parsing resumes at the next '{' or line. */
+ * with an error and parsing resumes at the next '{' or line; the rest of an
+ * object over QMP_MAX_INPUT is dropped up to the next newline. */
 void qmp_session_input(struct qmp_session *s, const char *buf, size_t len);
 /* Execute one parsed request (borrowed; any JSON value). */
 void qmp_session_request(struct qmp_session *s, struct json_object *req);

@@ -10,8 +10,18 @@
 #include "qmp/qmp_dispatch.h"
 #include "qmp/qmp_json.h"
 
-static void send_obj(struct qmp_session *s, struct json_object *o)
+/* Echo the request's "id" (any JSON value, null included) into a reply. */
+static void add_id(struct json_object *reply, struct json_object *req)
 {
+    struct json_object *id;
+    if (req && json_object_is_type(req, json_type_object) &&
+        json_object_object_get_ex(req, "id", &id))
+        json_object_object_add(reply, "id", json_object_get(id));
+}
+
+static void send_obj(struct qmp_session *s, struct json_object *o, struct json_object *req)
+{
+    add_id(o, req);
     size_t len;
     char *line = qmp_json_line(o, &len);
     json_object_put(o);
@@ -19,18 +29,18 @@ static void send_obj(struct qmp_session *s, struct json_object *o)
         s->out(s->out_opaque, line, len);
 }
 
-static void reply_error(struct qmp_session *s, struct json_object *id, const char *cls,
+static void reply_error(struct qmp_session *s, struct json_object *req, const char *cls,
                         const char *desc)
 {
-    send_obj(s, qmp_json_error(cls, desc, id));
+    send_obj(s, qmp_json_error(cls, desc, NULL), req);
 }
 
-static void reply_errorf(struct qmp_session *s, struct json_object *id, const char *cls,
+static void reply_errorf(struct qmp_session *s, struct json_object *req, const char *cls,
                          const char *fmt, const char *arg)
 {
     char d[256];
     snprintf(d, sizeof(d), fmt, arg);
-    reply_error(s, id, cls, d);
+    reply_error(s, req, cls, d);
 }
 
 /* qmp_capabilities: the only command allowed before negotiation, refused
@@ -62,56 +72,56 @@ static int check_enable(struct json_object *args, struct qmp_error *err)
 
 /* Handles negotiation; true when the request was answered here. */
 static bool negotiation_command(struct qmp_session *s, const char *name, struct json_object *args,
-                                struct json_object *id)
+                                struct json_object *req)
 {
     if (strcmp(name, caps_cmd.name) != 0) {
         if (s->negotiated)
             return false;
-        reply_error(s, id, QMP_ERR_NOT_FOUND,
+        reply_error(s, req, QMP_ERR_NOT_FOUND,
                     "Expecting capabilities negotiation with 'qmp_capabilities'");
         return true;
     }
     if (s->negotiated) {
-        reply_error(s, id, QMP_ERR_NOT_FOUND,
+        reply_error(s, req, QMP_ERR_NOT_FOUND,
                     "Capabilities negotiation is already complete, command ignored");
         return true;
     }
     struct qmp_error err = { 0 };
     if (args && check_enable(args, &err) < 0) {
-        reply_error(s, id, err.cls, err.desc);
+        reply_error(s, req, err.cls, err.desc);
         return true;
     }
     s->negotiated = true;
-    send_obj(s, qmp_json_return(NULL, id));
+    send_obj(s, qmp_json_return(NULL, NULL), req);
     return true;
 }
 
 /* The request's top-level members; false when answered with an error. */
-static bool check_members(struct qmp_session *s, struct json_object *req, struct json_object *id)
+static bool check_members(struct qmp_session *s, struct json_object *req)
 {
     json_object_object_foreach(req, key, val) {
         (void)val;
         if (!strcmp(key, "execute") || !strcmp(key, "arguments") || !strcmp(key, "id"))
             continue;
         if (!strcmp(key, "exec-oob"))
-            reply_error(s, id, QMP_ERR_GENERIC,
+            reply_error(s, req, QMP_ERR_GENERIC,
                         "QMP input member 'exec-oob' is not supported (no out-of-band execution)");
         else
-            reply_errorf(s, id, QMP_ERR_GENERIC, "QMP input member '%.200s' is unexpected", key);
+            reply_errorf(s, req, QMP_ERR_GENERIC, "QMP input member '%.200s' is unexpected", key);
         return false;
     }
     struct json_object *exec = qmp_json_get(req, "execute");
     if (!exec) {
-        reply_error(s, id, QMP_ERR_GENERIC, "QMP input lacks member 'execute'");
+        reply_error(s, req, QMP_ERR_GENERIC, "QMP input lacks member 'execute'");
         return false;
     }
     if (!json_object_is_type(exec, json_type_string)) {
-        reply_error(s, id, QMP_ERR_GENERIC, "QMP input member 'execute' must be a string");
+        reply_error(s, req, QMP_ERR_GENERIC, "QMP input member 'execute' must be a string");
         return false;
     }
     struct json_object *args = qmp_json_get(req, "arguments");
     if (args && !json_object_is_type(args, json_type_object)) {
-        reply_error(s, id, QMP_ERR_GENERIC, "QMP input member 'arguments' must be an object");
+        reply_error(s, req, QMP_ERR_GENERIC, "QMP input member 'arguments' must be an object");
         return false;
     }
     return true;
@@ -125,28 +135,24 @@ void qmp_session_request(struct qmp_session *s, struct json_object *req)
         reply_error(s, NULL, QMP_ERR_GENERIC, "QMP input must be a JSON object");
         return;
     }
-    struct json_object *id = qmp_json_get(req, "id");
-    if (!check_members(s, req, id))
+    if (!check_members(s, req))
         return;
     const char *name = qmp_json_get_str(req, "execute");
     struct json_object *args = qmp_json_get(req, "arguments");
-    if (negotiation_command(s, name, args, id))
+    if (negotiation_command(s, name, args, req))
         return;
     const struct qmp_command *c = qmp_table_find(s->table, name);
     if (!c) {
-        reply_errorf(s, id, QMP_ERR_NOT_FOUND, "The command %.200s has not been found", name);
+        reply_errorf(s, req, QMP_ERR_NOT_FOUND, "The command %.200s has not been found", name);
         return;
     }
     struct json_object *empty = args ? NULL : json_object_new_object();
     struct json_object *ret;
     struct qmp_error err = { 0 };
-    /* Keep id alive even if the handler were to drop the request. */
-    json_object_get(id);
     if (qmp_dispatch(c, args ? args : empty, &ret, &err) < 0)
-        reply_error(s, id, err.cls, err.desc);
+        reply_error(s, req, err.cls, err.desc);
     else
-        send_obj(s, qmp_json_return(ret, id));
-    json_object_put(id);
+        send_obj(s, qmp_json_return(ret, NULL), req);
     json_object_put(empty);
 }
 
@@ -194,6 +200,7 @@ static size_t parse_one(struct qmp_session *s, const char *buf, size_t len)
             reply_error(s, NULL, QMP_ERR_GENERIC, "JSON parse error, object too large");
             json_tokener_reset(s->tok);
             s->pending = 0;
+            s->skip_line = true;
         }
         return (size_t)chunk;
     }
@@ -217,6 +224,14 @@ void qmp_session_input(struct qmp_session *s, const char *buf, size_t len)
 {
     size_t pos = 0;
     while (pos < len && !s->closed) {
+        if (s->skip_line) {       /* the rest of an oversized request */
+            const char *nl = memchr(buf + pos, '\n', len - pos);
+            if (!nl)
+                return;
+            pos = (size_t)(nl - buf) + 1;
+            s->skip_line = false;
+            continue;
+        }
         if (s->pending == 0 && is_space(buf[pos])) {
             pos++;
             continue;

@@ -1,11 +1,12 @@
 /* QMP protocol: negotiation, dispatch, argument checking, JSON streaming,
- * driven through qmp_session without sockets; plus the server over a real
- * Unix socket with events from another thread. */
+ * driven through qmp_session without sockets (the server over sockets is in
+ * test_qmp_server.c, the client in test_qmp_client.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +114,11 @@ static void test_bad_requests(void **state)
         { "[1, 2]", "must be a JSON object" },
         { "{\"execute\": 7}", "must be a string" },
         { "{\"execute\": oops}", "JSON parse error" },
+        { "{\"execute\": \"echo\", \"arguments\": {\"text\": \"a\", \"n\": \"1\"}}",
+          "Invalid parameter type for 'n', expected: integer" },
+        { "{\"execute\": \"echo\", \"arguments\": {\"text\": \"a\", \"n\": 1.5}}", "expected: integer" },
+        { "\"just a string\"\n", "must be a JSON object" },
+        { "{\"execute\": \"qmp_capabilities\", \"id\": 4}", "already complete" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         feed(cases[i].in);
@@ -123,6 +129,72 @@ static void test_bad_requests(void **state)
     /* Still usable after the errors. */
     feed("{\"execute\": \"echo\", \"arguments\": {\"text\": \"ok\"}}");
     assert_non_null(strstr(out, "\"return\""));
+}
+
+static void test_capabilities_args(void **state)
+{
+    feed("{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": \"oob\"}}");
+    assert_non_null(strstr(out, "Invalid parameter type for 'enable', expected: array"));
+    feed("{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"oob\"]}}");
+    assert_non_null(strstr(out, "does not accept value 'oob'"));
+    feed("{\"execute\": \"qmp_capabilities\", \"arguments\": {\"x\": 1}}");
+    assert_non_null(strstr(out, "Parameter 'x' is unexpected"));
+    assert_false(sess.negotiated);
+    feed("{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": []}}");
+    assert_non_null(strstr(out, "\"return\":{}"));
+    assert_true(sess.negotiated);
+}
+
+/* Malformed input is answered and the same session goes on. */
+static void test_recovery(void **state)
+{
+    feed("{\"execute\": \"qmp_capabilities\"}");
+    feed("{\"execute\": \"echo\", \"arguments\": {\"text\": }}\n"
+         "{\"execute\": \"echo\", \"arguments\": {\"text\": \"after\"}, \"id\": 2}");
+    assert_non_null(strstr(out, "JSON parse error"));
+    assert_non_null(strstr(out, "\"return\":{\"text\":\"after\"},\"id\":2"));
+    assert_int_equal(echo_calls, 1);
+    /* Bytes no JSON starts with. */
+    feed("\x01\xff garbage }\n{\"execute\": \"echo\", \"arguments\": {\"text\": \"ok\"}, \"id\": 3}");
+    assert_non_null(strstr(out, "\"id\":3"));
+    assert_int_equal(echo_calls, 2);
+}
+
+/* An object over QMP_MAX_INPUT is refused; the session goes on. */
+static void test_too_large(void **state)
+{
+    feed("{\"execute\": \"qmp_capabilities\"}");
+    out_len = 0;
+    const char *head = "{\"execute\": \"echo\", \"arguments\": {\"text\": \"";
+    qmp_session_input(&sess, head, strlen(head));
+    static char chunk[65536];
+    memset(chunk, 'a', sizeof(chunk));
+    for (int i = 0; i < 20; i++)
+        qmp_session_input(&sess, chunk, sizeof(chunk));
+    assert_non_null(strstr(out, "object too large"));
+    assert_int_equal(echo_calls, 0);
+    feed("\"}}\n{\"execute\": \"echo\", \"arguments\": {\"text\": \"small\"}}");
+    assert_non_null(strstr(out, "small"));
+    assert_int_equal(echo_calls, 1);
+}
+
+static int cmd_bare_fail(void *opaque, struct json_object *args, struct json_object **ret,
+                         struct qmp_error *err)
+{
+    *ret = json_object_new_int(1); /* must be dropped */
+    return -1;
+}
+
+static void test_handler_failure_defaults(void **state)
+{
+    struct qmp_command c = { .name = "bare", .fn = cmd_bare_fail };
+    assert_int_equal(qmp_table_add(&table, &c), 0);
+    assert_int_equal(qmp_table_add(&table, &c), -EEXIST);
+    struct qmp_command bad = { .name = "nofn" };
+    assert_int_equal(qmp_table_add(&table, &bad), -EINVAL);
+    feed("{\"execute\": \"qmp_capabilities\"}");
+    feed("{\"execute\": \"bare\", \"id\": null}");
+    assert_non_null(strstr(out, "{\"error\":{\"class\":\"GenericError\",\"desc\":\"Command failed\"},\"id\":null}"));
 }
 
 static void test_streaming(void **state)
@@ -138,99 +210,6 @@ static void test_streaming(void **state)
     assert_non_null(strstr(out, "split"));
 }
 
-/* ---- the server over a socket ---- */
-
-struct srv {
-    struct evloop *loop;
-    struct qmp_server *s;
-    pthread_t thread;
-};
-
-static void *loop_thread(void *a)
-{
-    struct srv *v = a;
-    evloop_run(v->loop);
-    return NULL;
-}
-
-static int connect_to(const char *path)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    struct timeval tv = { 5, 0 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    return fd;
-}
-
-/* Read until `needle` shows up (or timeout); returns whether it did. */
-static bool read_until(int fd, const char *needle, char *buf, size_t cap)
-{
-    size_t n = 0;
-    buf[0] = 0;
-    while (!strstr(buf, needle)) {
-        ssize_t r = read(fd, buf + n, cap - n - 1);
-        if (r <= 0)
-            return false;
-        n += (size_t)r;
-        buf[n] = 0;
-    }
-    return true;
-}
-
-static void *emit_thread(void *a)
-{
-    qmp_server_emit(a, "TEST_EVENT", json_tokener_parse("{\"x\": 1}"));
-    return NULL;
-}
-
-static void test_server(void **state)
-{
-    struct srv v;
-    v.loop = evloop_new();
-    struct qmp_version ver = { 7, 2, 0, "test" };
-    v.s = qmp_server_new(v.loop, &ver);
-    char path[64];
-    snprintf(path, sizeof(path), "/tmp/gw-qmp-test-%d.sock", getpid());
-    struct gw_error err;
-    gw_error_init(&err);
-    assert_int_equal(qmp_server_listen(v.s, path, &err), 0);
-    pthread_create(&v.thread, NULL, loop_thread, &v);
-
-    char buf[8192];
-    int a = connect_to(path), b = connect_to(path);
-    assert_true(read_until(a, "\"QMP\"", buf, sizeof(buf)));
-    assert_non_null(strstr(buf, "\"major\":7"));
-    assert_true(read_until(b, "\"QMP\"", buf, sizeof(buf)));
-    const char *neg = "{\"execute\":\"qmp_capabilities\"}";
-    assert_true(write(a, neg, strlen(neg)) > 0);
-    assert_true(write(b, neg, strlen(neg)) > 0);
-    assert_true(read_until(a, "return", buf, sizeof(buf)));
-    assert_true(read_until(b, "return", buf, sizeof(buf)));
-    /* A third client connects and vanishes mid-command. */
-    int c = connect_to(path);
-    const char *half = "{\"execute\":\"qmp_capabilities\"}{\"execute\":\"query-comm";
-    assert_true(write(c, half, strlen(half)) > 0);
-    close(c);
-    pthread_t t;
-    pthread_create(&t, NULL, emit_thread, v.s);
-    pthread_join(t, NULL);
-    assert_true(read_until(a, "TEST_EVENT", buf, sizeof(buf)));
-    assert_non_null(strstr(buf, "\"timestamp\""));
-    assert_non_null(strstr(buf, "\"microseconds\""));
-    assert_true(read_until(b, "TEST_EVENT", buf, sizeof(buf)));
-    const char *q = "{\"execute\":\"query-commands\",\"id\":5}";
-    assert_true(write(a, q, strlen(q)) > 0);
-    assert_true(read_until(a, "query-commands", buf, sizeof(buf)));
-    close(a);
-    close(b);
-    evloop_stop(v.loop);
-    pthread_join(v.thread, NULL);
-    qmp_server_free(v.s);
-    evloop_free(v.loop);
-}
-
 int main(void)
 {
     gw_log_set_level(GW_LOG_ERROR);
@@ -239,7 +218,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dispatch_and_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streaming, setup, teardown),
-        cmocka_unit_test(test_server),
+        cmocka_unit_test_setup_teardown(test_capabilities_args, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_too_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handler_failure_defaults, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
