@@ -188,7 +188,7 @@ int stream_read_header(struct stream *s, struct stream_vm_info *vm)
         struct stream_record r;
         int rc = stream_read_record(s, &r);
         if (rc == -ENODATA)
-            return stream_set_error(s, EPIPE, "stream ends before its header");
+            return stream_set_error(s, EPIPE, "stream truncated: it ends before its header");
         if (rc < 0)
             return rc;
         if (r.type == GWS_HEADER)
