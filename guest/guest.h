@@ -45,6 +45,7 @@ struct guest_shared {
     volatile uint32_t report_seq;   /* bumped by the serial 'v' command */
     uint32_t ncpus;
     uint64_t ram_pages;             /* pages above 1 MiB */
+    uint64_t ram_bytes;             /* all RAM in the memory map */
     unsigned nranges;
     struct range ranges[MAX_RANGES];/* RAM above 1 MiB */
     uint64_t wss_bytes;             /* dirty: working set (0 = its region) */
@@ -53,6 +54,9 @@ struct guest_shared {
     uint64_t passes;                /* dirty: stop writing after N passes (0 = never) */
     uint64_t beat_ticks;            /* dirty: heartbeat period in ticks (default 100) */
     bool has_avx;
+    bool timer_calibrated;          /* LAPIC timer measured against the PIT */
+    uint64_t tsc_per_tick;          /* TSC counts per tick (PIT-measured; else ring 3 measures) */
+    uint64_t lapic_hz;              /* LAPIC timer input clock (after divide by 16) */
     struct cpu_info cpu[MAX_CPUS];
 };
 

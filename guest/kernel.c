@@ -241,34 +241,130 @@ static void setup_fpu(void)
     __asm__ volatile("fninit");
 }
 
+/* LAPIC timer counts per tick, measured once by the BSP against the PIT. */
+static uint32_t lapic_per_tick;
+#define PIT_HZ 1193182
+#define CALIB_PIT_COUNTS (PIT_HZ / 25) /* 40 ms */
+
+struct clock_sample {
+    uint64_t tsc;     /* midpoint of the sample */
+    uint64_t span;    /* TSC counts the sample took */
+    uint32_t lapic;   /* LAPIC timer current count (counts down) */
+    uint16_t pit;     /* PIT channel 2 count (counts down) */
+};
+
+static uint16_t pit2_read(void)
+{
+    outb(0x43, 0x80); /* latch channel 2 */
+    uint8_t lo = inb(0x42);
+    return (uint16_t)(lo | inb(0x42) << 8);
+}
+
+/* The quickest of a few back-to-back samples: a sample in which the host
+ * preempted us takes long and is not chosen. */
+static struct clock_sample clock_sample(void)
+{
+    struct clock_sample best = { .span = ~0ULL };
+    for (int i = 0; i < 5; i++) {
+        uint64_t t0 = rdtsc();
+        uint32_t l = lapic_read(0x390);
+        uint16_t p = pit2_read();
+        uint64_t t1 = rdtsc();
+        if (t1 - t0 < best.span)
+            best = (struct clock_sample){ t0 + (t1 - t0) / 2, t1 - t0, l, p };
+    }
+    return best;
+}
+
+/* Measure the LAPIC timer and the TSC against the PIT (1.193182 MHz) over
+ * ~40 ms: PIT channel 2 counts down from 0xffff (gate: port 0x61 bit 0) and
+ * the LAPIC timer from 0xffffffff; both are sampled at the start and the
+ * end together with the TSC. Each port or LAPIC access is a VM exit (~25 µs
+ * here), so a sample is ~100 µs wide: the error stays near 0.2% even when
+ * the host preempts us. Falls back to KVM's default APIC bus (1 GHz) if the
+ * PIT does not count. */
+static void calibrate_timer(void)
+{
+    lapic_write(0x3e0, 0x3);                 /* divide by 16 */
+    lapic_write(0x320, 0x10000 | VEC_TIMER); /* masked one-shot */
+    lapic_write(0x380, 0xffffffff);
+    outb(0x61, (uint8_t)((inb(0x61) & ~0x02) | 0x01));
+    outb(0x43, 0xb0); /* channel 2, lo/hi, mode 0 */
+    outb(0x42, 0xff);
+    outb(0x42, 0xff);
+    struct clock_sample a = clock_sample(), b = a;
+    uint64_t give_up = a.tsc + 20000000000ULL;
+    while (b.tsc < give_up && (uint16_t)(a.pit - b.pit) < CALIB_PIT_COUNTS)
+        b = clock_sample();
+    lapic_write(0x380, 0);
+    uint32_t dpit = (uint16_t)(a.pit - b.pit), dlapic = a.lapic - b.lapic;
+    if (dpit < CALIB_PIT_COUNTS || dlapic < 1000) {
+        lapic_per_tick = 1000000000 / 16 / TICK_HZ;
+        g.lapic_hz = 1000000000 / 16;
+        return;
+    }
+    g.lapic_hz = (uint64_t)dlapic * PIT_HZ / dpit;
+    g.tsc_per_tick = (b.tsc - a.tsc) * PIT_HZ / dpit / TICK_HZ;
+    lapic_per_tick = (uint32_t)(g.lapic_hz / TICK_HZ);
+    g.timer_calibrated = true;
+}
+
 static void setup_lapic(void)
 {
     lapic_write(0xf0, 0x100 | VEC_SPURIOUS);  /* enable, spurious vector */
     lapic_write(0x80, 0);                      /* task priority */
     lapic_write(0x3e0, 0x3);                   /* divide by 16 */
     lapic_write(0x320, 0x20000 | VEC_TIMER);   /* periodic */
-    /* KVM's APIC timer counts at 1 GHz: /16 -> 62.5 MHz; 100 Hz. */
-    lapic_write(0x380, 625000);
+    lapic_write(0x380, lapic_per_tick);
 }
 
+#define MAPPED_LIMIT ((uint64_t)20 << 30) /* boot.S maps 0..20 GiB */
+
+static void add_range(uint64_t s, uint64_t e)
+{
+    unsigned i = g.nranges;
+    while (i > 0 && g.ranges[i - 1].start > s) { /* keep sorted */
+        g.ranges[i] = g.ranges[i - 1];
+        i--;
+    }
+    g.ranges[i] = (struct range){ s, e };
+    g.nranges++;
+}
+
+/* RAM above 1 MiB, page aligned, sorted, adjacent ranges merged, clipped to
+ * what the page tables map. */
 static void parse_memmap(const struct hvm_start_info *si)
 {
     const struct hvm_memmap_entry *mm = (const void *)si->memmap_paddr;
     g.nranges = 0;
     g.ram_pages = 0;
-    for (uint32_t i = 0; i < si->memmap_entries && g.nranges < MAX_RANGES; i++) {
+    g.ram_bytes = 0;
+    for (uint32_t i = 0; si->memmap_paddr && i < si->memmap_entries; i++) {
         if (mm[i].type != 1)
             continue;
+        g.ram_bytes += mm[i].size;
         uint64_t s = mm[i].addr, e = mm[i].addr + mm[i].size;
         if (s < 0x100000)
             s = 0x100000;
+        if (e > MAPPED_LIMIT)
+            e = MAPPED_LIMIT;
         s = (s + 4095) & ~4095ULL;
         e &= ~4095ULL;
-        if (e <= s || e > (uint64_t)20 << 30)
-            continue;
-        g.ranges[g.nranges++] = (struct range){ s, e };
-        g.ram_pages += (e - s) / 4096;
+        if (e > s && g.nranges < MAX_RANGES)
+            add_range(s, e);
     }
+    unsigned n = 0;
+    for (unsigned i = 0; i < g.nranges; i++) {
+        if (n && g.ranges[n - 1].end >= g.ranges[i].start) {
+            if (g.ranges[i].end > g.ranges[n - 1].end)
+                g.ranges[n - 1].end = g.ranges[i].end;
+        } else {
+            g.ranges[n++] = g.ranges[i];
+        }
+    }
+    g.nranges = n;
+    for (unsigned i = 0; i < n; i++)
+        g.ram_pages += (g.ranges[i].end - g.ranges[i].start) / 4096;
 }
 
 static const char *arg(const char *key)
@@ -360,6 +456,24 @@ static void assign_regions(void)
     }
 }
 
+static void print_banner(void)
+{
+    char wl[MAX_CPUS * 16] = "";
+    size_t pos = 0;
+    for (unsigned c = 0; c < g.ncpus && pos < sizeof(wl); c++)
+        pos += (size_t)g_snprintf(wl + pos, sizeof(wl) - pos, "%s%s", c ? "," : "",
+                                  workload_name(g.cpu[c].wl));
+    char buf[320];
+    g_snprintf(buf, sizeof(buf),
+               "godwit-guest: booted, %u cpus, RAM %lu MiB, %lu MiB above 1 MiB, workloads %s, avx %s\n",
+               g.ncpus, g.ram_bytes >> 20, g.ram_pages / 256, wl, g.has_avx ? "yes" : "no");
+    kprint(buf);
+    g_snprintf(buf, sizeof(buf), "godwit-guest: timer %u Hz, lapic %lu kHz, tsc %lu MHz, %s\n", TICK_HZ,
+               g.lapic_hz / 1000, g.tsc_per_tick * TICK_HZ / 1000000,
+               g.timer_calibrated ? "calibrated against the PIT" : "PIT silent, assumed 1 GHz APIC bus");
+    kprint(buf);
+}
+
 static void setup_serial(void)
 {
     outb(COM1 + 1, 0x00);
@@ -447,11 +561,9 @@ void kmain_bsp(const struct hvm_start_info *si)
     setup_fpu();
     parse_memmap(si);
     parse_cmdline();
+    calibrate_timer();
     setup_lapic();
-    char buf[200];
-    g_snprintf(buf, sizeof(buf), "godwit-guest: booted, %u cpus, RAM %lu MiB above 1 MiB, avx %s\n",
-               g.ncpus, g.ram_pages / 256, g.has_avx ? "yes" : "no");
-    kprint(buf);
+    print_banner();
     assign_regions();
     start_aps();
     run_user(0);

@@ -23,6 +23,10 @@ static uint32_t seen_report[MAX_CPUS];
 
 static void calibrate(void)
 {
+    if (g.timer_calibrated) {
+        tsc_per_tick = g.tsc_per_tick;
+        return;
+    }
     uint64_t t = g.ticks;
     while (g.ticks == t)
         cpu_relax();
