@@ -1,8 +1,12 @@
 # libFuzzer targets (clang). Each tests/fuzz/fuzz_NAME.c is linked with the
-# library sources and run for FUZZ_SECONDS against a copy of its corpus in
-# tests/fuzz/corpus/NAME/; a crash fails the run.
+# library sources and run for FUZZ_SECONDS (default 30) against a copy of its
+# corpus in tests/fuzz/corpus/NAME/; a crash fails the run.
+#   make -f tests/fuzz/fuzz.mk BUILD=build-fuzz run [FUZZ_SECONDS=N]
+# Library objects are compiled with -fsanitize=fuzzer-no-link (coverage,
+# no main); FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION lets the stream reader
+# accept bad checksums so that mutations reach the record decoders.
 BUILD        ?= build-fuzz
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 30
 CLANG        ?= clang
 FUZZ_CFLAGS  := -std=gnu11 -g -O1 -Isrc -D_GNU_SOURCE -DGODWIT_VERSION=\"fuzz\" -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined

@@ -1,46 +1,58 @@
-/* libFuzzer target: bytes as a migration stream through the record reader
- * and every record decoder (header shape, page records, vCPU and device
- * state). Checksums are not enforced in fuzzing builds so that mutations
- * reach the decoders. */
+/* libFuzzer target: bytes as a migration stream through the validating
+ * reader (stream_read_header, then stream_next_record until the end or an
+ * error), touching every byte it hands out, plus the vCPU/device state
+ * loader on the records it accepts. Checksums are not enforced in fuzzing
+ * builds (FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION) so that mutations reach
+ * the decoders. */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "migration/state_records.h"
-#include "migration/stream.h"
+#include "migration/stream_records.h"
 
 static struct vcpu_state st;
 
-static void decode(const struct stream_record *r)
+static void touch(const void *p, size_t n)
+{
+    volatile uint8_t sum = 0;
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i += 61)
+        sum += b[i];
+    if (n)
+        sum += b[n - 1];
+}
+
+static void use(const struct stream_rec *r)
 {
     struct gw_error err;
     gw_error_init(&err);
-    uint32_t id, inst, ver;
-    char dev[33];
-    const uint8_t *d;
-    size_t dl;
     switch (r->type) {
-    case GWS_VCPU_STATE:
+    case GWS_PAGE_DATA:
+    case GWS_PAGE_DATA_ZSTD:
+        touch(r->u.pages.data, (size_t)r->u.pages.count * GWS_PAGE_SIZE);
+        /* fall through */
+    case GWS_ZERO_PAGES:
+        touch(r->u.pages.pfn, r->u.pages.count * 8ULL);
+        break;
+    case GWS_VCPU_STATE: {
+        uint32_t id;
+        for (unsigned i = 0; i < r->u.vcpu.nsec; i++)
+            touch(r->u.vcpu.sec[i].data, r->u.vcpu.sec[i].len);
         state_parse_vcpu(r->body, r->length, &id, &st, &err);
         break;
-    case GWS_DEVICE_STATE:
-        state_parse_device(r->body, r->length, dev, &inst, &ver, &d, &dl, &err);
+    }
+    case GWS_DEVICE_STATE: {
+        char id[33];
+        uint32_t inst, ver;
+        const uint8_t *d;
+        size_t dl;
+        touch(r->u.device.data, r->u.device.len);
+        state_parse_device(r->body, r->length, id, &inst, &ver, &d, &dl, &err);
         break;
-    case GWS_PAGE_DATA:
-    case GWS_ZERO_PAGES:
-    case GWS_PAGE_DATA_ZSTD:
-        if (r->length >= sizeof(struct gws_pages)) {
-            struct gws_pages h;
-            memcpy(&h, r->body, sizeof(h));
-            if (h.count <= GWS_MAX_BATCH && r->length >= sizeof(h) + h.count * 8ULL) {
-                volatile uint64_t sum = 0;
-                for (uint32_t i = 0; i < h.count; i++) {
-                    uint64_t pfn;
-                    memcpy(&pfn, r->body + sizeof(h) + i * 8ULL, 8);
-                    sum += pfn;
-                }
-            }
-        }
+    }
+    case GWS_INFO:
+        touch(r->u.text.text, r->u.text.len);
         break;
     default:
         break;
@@ -51,15 +63,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct stream_membuf in = { .data = data, .len = size };
     struct stream s;
+    struct stream_vm_info vm;
     stream_init(&s, &stream_mem_ops, &in);
-    if (stream_read_preamble(&s) == 0) {
-        for (int i = 0; i < 10000; i++) {
-            struct stream_record r;
-            if (stream_read_record(&s, &r) < 0)
-                break;
-            decode(&r);
-        }
+    if (stream_read_header(&s, &vm) == 0) {
+        struct stream_rec r;
+        while (stream_next_record(&s, &r) == 0)
+            use(&r);
     }
+    /* A failed stream must carry a message. */
+    if (stream_get_error(&s) && !stream_error(&s)[0])
+        __builtin_trap();
     stream_fini(&s);
     return 0;
 }
