@@ -87,10 +87,12 @@ ap_long:
     xor %eax, %eax
     mov %ax, %fs
     mov %ax, %gs
-    /* cpu index = initial APIC id (KVM numbers vCPUs from 0). */
+    /* cpu index: our APIC id looked up in apic_to_cpu (kernel.c). */
     movabs 0xfee00020, %eax
     shr $24, %eax
-    mov %eax, %edi
+    movzbl apic_to_cpu(%rax), %edi
+    cmp $16, %edi           /* MAX_CPUS */
+    jae 2f
     mov %rdi, %rax
     inc %rax
     shl $13, %rax           /* * KSTACK_SIZE (8192) */

@@ -44,6 +44,7 @@ struct guest_shared {
     volatile uint64_t cpu_ticks[MAX_CPUS];
     volatile uint32_t report_seq;   /* bumped by the serial 'v' command */
     uint32_t ncpus;
+    const char *cpus_from;          /* "acpi", "cmdline" or "default" */
     uint64_t ram_pages;             /* pages above 1 MiB */
     uint64_t ram_bytes;             /* all RAM in the memory map */
     unsigned nranges;
@@ -51,6 +52,7 @@ struct guest_shared {
     uint64_t wss_bytes;             /* dirty: working set (0 = its region) */
     uint64_t rate;                  /* dirty: pages/s (0 = as fast as possible) */
     uint64_t poweroff_after;        /* seconds, 0 = never */
+    uint64_t boot_tsc;              /* TSC when the BSP entered C */
     uint64_t passes;                /* dirty: stop writing after N passes (0 = never) */
     uint64_t beat_ticks;            /* dirty: heartbeat period in ticks (default 100) */
     bool has_avx;

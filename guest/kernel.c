@@ -48,6 +48,8 @@ static struct tss tss[MAX_CPUS];
 static struct idt_entry idt[256];
 static volatile uint32_t serial_lock;
 static char cmdline[1024];
+/* xAPIC id -> vCPU index (0xff: none); read by the AP entry in boot.S. */
+uint8_t apic_to_cpu[256];
 
 extern uint64_t gdt[];
 extern uint8_t gdt_tss[];
@@ -152,13 +154,18 @@ static void serial_irq(void)
     }
 }
 
-static unsigned this_cpu(void) { return lapic_read(0x20) >> 24; }
+/* The vCPU we run on, from the kernel stack we are on (every interrupt and
+ * gate entry runs on its vCPU's stack): no LAPIC access needed. */
+static unsigned this_cpu(const struct frame *f)
+{
+    return (unsigned)(((uintptr_t)f - (uintptr_t)kstacks) / KSTACK_SIZE);
+}
 
 void isr_dispatch(struct frame *f)
 {
     switch (f->vector) {
     case VEC_TIMER: {
-        unsigned cpu = this_cpu();
+        unsigned cpu = this_cpu(f);
         if (cpu < MAX_CPUS)
             g.cpu_ticks[cpu]++;
         if (cpu == 0)
@@ -367,6 +374,110 @@ static void parse_memmap(const struct hvm_start_info *si)
         g.ram_pages += (g.ranges[i].end - g.ranges[i].start) / 4096;
 }
 
+/* ---- ACPI: the vCPUs from the MADT ------------------------------------------ */
+
+struct acpi_rsdp {
+    char sig[8];
+    uint8_t csum;
+    char oem[6];
+    uint8_t rev;
+    uint32_t rsdt;
+    uint32_t len;
+    uint64_t xsdt;
+} __attribute__((packed));
+
+struct acpi_sdt {
+    char sig[4];
+    uint32_t len;
+    uint8_t rev, csum;
+    char oem[6], oem_table[8];
+    uint32_t oem_rev, creator, creator_rev;
+} __attribute__((packed));
+
+static bool acpi_sum_ok(const void *p, size_t n)
+{
+    uint8_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum = (uint8_t)(sum + ((const uint8_t *)p)[i]);
+    return sum == 0;
+}
+
+static const struct acpi_sdt *acpi_find(const struct acpi_rsdp *rsdp, const char *sig)
+{
+    bool x = rsdp->rev >= 2 && rsdp->xsdt;
+    const struct acpi_sdt *root = (const void *)(x ? rsdp->xsdt : (uint64_t)rsdp->rsdt);
+    if (!root || root->len < sizeof(*root) || !acpi_sum_ok(root, root->len))
+        return 0;
+    size_t esz = x ? 8 : 4, n = (root->len - sizeof(*root)) / esz;
+    const uint8_t *ents = (const uint8_t *)(root + 1);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t a = 0;
+        g_memcpy(&a, ents + i * esz, esz);
+        const struct acpi_sdt *t = (const void *)a;
+        if (t && g_strncmp(t->sig, sig, 4) == 0 && acpi_sum_ok(t, t->len))
+            return t;
+    }
+    return 0;
+}
+
+/* Enabled processors of the MADT (xAPIC and x2APIC entries, APIC ids below
+ * 255), in table order: vCPU i is the i-th. Returns how many, 0 if none. */
+static unsigned acpi_cpus(uint64_t rsdp_paddr)
+{
+    const struct acpi_rsdp *rsdp = (const void *)rsdp_paddr;
+    if (g_strncmp(rsdp->sig, "RSD PTR ", 8) != 0 || !acpi_sum_ok(rsdp, 20))
+        return 0;
+    const struct acpi_sdt *madt = acpi_find(rsdp, "APIC");
+    if (!madt)
+        return 0;
+    const uint8_t *p = (const uint8_t *)madt + sizeof(*madt) + 8, *end = (const uint8_t *)madt + madt->len;
+    unsigned n = 0;
+    for (; p + 2 <= end && p[1] >= 2 && p + p[1] <= end && n < MAX_CPUS; p += p[1]) {
+        uint32_t id, flags;
+        if (p[0] == 0 && p[1] >= 8) {        /* processor local APIC */
+            id = p[3];
+            g_memcpy(&flags, p + 4, 4);
+        } else if (p[0] == 9 && p[1] >= 16) { /* processor local x2APIC */
+            g_memcpy(&id, p + 4, 4);
+            g_memcpy(&flags, p + 8, 4);
+        } else {
+            continue;
+        }
+        if ((flags & 1) && id < 255)
+            g.cpu[n++].apic_id = id;
+    }
+    return n;
+}
+
+/* vCPUs: the MADT's when there are ACPI tables, else `cpus=N` (APIC ids
+ * 0..N-1, as KVM numbers them), else 1. The BSP is always vCPU 0. */
+static void find_cpus(uint64_t rsdp_paddr, const char *cpus_arg)
+{
+    uint32_t bsp = lapic_read(0x20) >> 24;
+    g.cpus_from = "cmdline";
+    g.ncpus = rsdp_paddr ? acpi_cpus(rsdp_paddr) : 0;
+    if (g.ncpus) {
+        g.cpus_from = "acpi";
+    } else {
+        g.ncpus = cpus_arg ? (uint32_t)g_parse_size(cpus_arg, 0) : 1;
+        if (g.ncpus < 1 || g.ncpus > MAX_CPUS)
+            g.ncpus = 1;
+        if (!cpus_arg)
+            g.cpus_from = "default";
+        for (unsigned c = 0; c < g.ncpus; c++)
+            g.cpu[c].apic_id = c;
+    }
+    for (unsigned c = 1; c < g.ncpus; c++) /* the BSP first */
+        if (g.cpu[c].apic_id == bsp) {
+            g.cpu[c].apic_id = g.cpu[0].apic_id;
+            g.cpu[0].apic_id = bsp;
+        }
+    for (unsigned i = 0; i < 256; i++)
+        apic_to_cpu[i] = 0xff;
+    for (unsigned c = 0; c < g.ncpus; c++)
+        apic_to_cpu[g.cpu[c].apic_id] = (uint8_t)c;
+}
+
 static const char *arg(const char *key)
 {
     size_t kl = g_strlen(key);
@@ -393,12 +504,10 @@ static enum workload parse_workload(const char *p, size_t n)
 
 static bool wl_uses_memory(enum workload w) { return w == WL_MEM_INVARIANT || w == WL_DIRTY || w == WL_VERIFY; }
 
-static void parse_cmdline(void)
+static void parse_cmdline(uint64_t rsdp_paddr)
 {
-    const char *v = arg("cpus");
-    g.ncpus = v ? (uint32_t)g_parse_size(v, 0) : 1;
-    if (g.ncpus < 1 || g.ncpus > MAX_CPUS)
-        g.ncpus = 1;
+    const char *v;
+    find_cpus(rsdp_paddr, arg("cpus"));
     const char *w = arg("workload");
     enum workload last = WL_MEM_INVARIANT;
     for (unsigned cpu = 0; cpu < g.ncpus; cpu++) {
@@ -449,9 +558,9 @@ static void assign_regions(void)
         next += per;
         char buf[128];
         struct region *r = &g.cpu[c].region;
-        g_snprintf(buf, sizeof(buf), "godwit-guest: region vcpu%u %s pages %lu-%lu addr 0x%lx\n", c,
-                   workload_name(g.cpu[c].wl), r->first_page, r->first_page + r->npages,
-                   page_addr(r->first_page));
+        g_snprintf(buf, sizeof(buf), "godwit-guest: region vcpu%u %s pages %lu-%lu addr 0x%lx end 0x%lx\n",
+                   c, workload_name(g.cpu[c].wl), r->first_page, r->first_page + r->npages,
+                   page_addr(r->first_page), page_addr(r->first_page + r->npages - 1) + 4096);
         kprint(buf);
     }
 }
@@ -465,8 +574,8 @@ static void print_banner(void)
                                   workload_name(g.cpu[c].wl));
     char buf[320];
     g_snprintf(buf, sizeof(buf),
-               "godwit-guest: booted, %u cpus, RAM %lu MiB, %lu MiB above 1 MiB, workloads %s, avx %s\n",
-               g.ncpus, g.ram_bytes >> 20, g.ram_pages / 256, wl, g.has_avx ? "yes" : "no");
+               "godwit-guest: booted, %u cpus (%s), RAM %lu MiB, %lu MiB above 1 MiB, workloads %s, avx %s\n",
+               g.ncpus, g.cpus_from, g.ram_bytes >> 20, g.ram_pages / 256, wl, g.has_avx ? "yes" : "no");
     kprint(buf);
     g_snprintf(buf, sizeof(buf), "godwit-guest: timer %u Hz, lapic %lu kHz, tsc %lu MHz, %s\n", TICK_HZ,
                g.lapic_hz / 1000, g.tsc_per_tick * TICK_HZ / 1000000,
@@ -488,7 +597,7 @@ static void setup_serial(void)
     outb(0x21, 0xff);
     outb(0xa1, 0xff);
     ioapic_write(0x10 + 4 * 2, VEC_SERIAL);
-    ioapic_write(0x10 + 4 * 2 + 1, 0);
+    ioapic_write(0x10 + 4 * 2 + 1, g.cpu[0].apic_id << 24);
 }
 
 static void delay_ticks(uint64_t n)
@@ -501,11 +610,11 @@ static void delay_ticks(uint64_t n)
 static void start_aps(void)
 {
     for (unsigned cpu = 1; cpu < g.ncpus; cpu++) {
-        lapic_write(0x310, cpu << 24);
+        lapic_write(0x310, g.cpu[cpu].apic_id << 24);
         lapic_write(0x300, 0x4500);                 /* INIT */
         delay_ticks(1);
         for (int i = 0; i < 2; i++) {
-            lapic_write(0x310, cpu << 24);
+            lapic_write(0x310, g.cpu[cpu].apic_id << 24);
             lapic_write(0x300, 0x4600 | 0x10);      /* SIPI, vector 0x10 = 0x10000 */
             delay_ticks(1);
             if (g.cpu[cpu].online)
@@ -544,6 +653,7 @@ void kmain_ap(unsigned cpu)
 
 void kmain_bsp(const struct hvm_start_info *si)
 {
+    g.boot_tsc = rdtsc();
     setup_serial();
     if (si->magic != 0x336ec578) {
         kprint("GUEST-PANIC bad hvm_start_info magic\n");
@@ -560,7 +670,7 @@ void kmain_bsp(const struct hvm_start_info *si)
     load_cpu_tables(0);
     setup_fpu();
     parse_memmap(si);
-    parse_cmdline();
+    parse_cmdline(si->rsdp_paddr);
     calibrate_timer();
     setup_lapic();
     print_banner();

@@ -85,7 +85,14 @@ static bool report_requested(unsigned cpu)
 
 static void maybe_poweroff(unsigned cpu)
 {
-    if (cpu == 0 && g.poweroff_after && g.ticks >= g.poweroff_after * TICK_HZ) {
+    if (cpu != 0 || !g.poweroff_after)
+        return;
+    /* TSC time when it was calibrated (timer ticks can be lost on a busy
+     * host), else ticks. */
+    bool due = g.timer_calibrated
+                   ? rdtsc() - g.boot_tsc >= g.poweroff_after * TICK_HZ * g.tsc_per_tick
+                   : g.ticks >= g.poweroff_after * TICK_HZ;
+    if (due) {
         print("godwit-guest: powering off\n");
         sys(SYS_POWEROFF, 0, 0);
     }
