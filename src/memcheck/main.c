@@ -1,5 +1,8 @@
-/* godwit-memcheck: check the test guest's memory invariant in a dump made
- * by QMP pmemsave. Exit status 0 when it holds, 1 when not, 2 on errors. */
+/* godwit-memcheck FILE [--offset BYTES] [--length BYTES]: check the test
+ * guest's memory invariant (docs/test-guest.md) in a dump made by QMP
+ * pmemsave, over [offset, offset + length) of the file (default: all of
+ * it). Prints one summary line. Exit status 0 when the invariant holds, 1
+ * when not, 2 on usage or I/O errors. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -61,11 +64,18 @@ int main(int argc, char **argv)
     }
     struct mem_invariant_report r;
     bool ok = mem_invariant_check(map + off, (size_t)len, &r);
-    if (ok)
+    if (ok && r.boundaries)
         printf("ok: %llu pages, values %u..%u, boundary at page %llu\n", (unsigned long long)r.pages,
                r.first, r.last, (unsigned long long)r.boundary);
+    else if (ok)
+        printf("ok: %llu pages, all %u, no boundary\n", (unsigned long long)r.pages, r.first);
+    else if (!r.pages)
+        printf("FAIL: less than one page\n");
     else
-        printf("FAIL: invariant broken at page %llu of %llu (%u boundaries)\n",
-               (unsigned long long)r.bad_page, (unsigned long long)r.pages, r.boundaries + 1);
+        printf("FAIL: %llu pages, first bad page %llu (%u after %u), %llu boundaries, %llu changes\n",
+               (unsigned long long)r.pages, (unsigned long long)r.bad_page, r.bad_value, r.bad_prev,
+               (unsigned long long)r.boundaries, (unsigned long long)r.changes);
+    munmap(map, (size_t)st.st_size);
+    close(fd);
     return ok ? 0 : 1;
 }
