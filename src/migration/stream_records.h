@@ -95,7 +95,11 @@ int stream_write_header(struct stream *s, const struct stream_vm_info *vm);
 /* Send n pages: pages[i] (4096 bytes, caller's memory, not copied except
  * by zstd) is frame pfns[i]. All-zero pages go as ZERO_PAGES, the others as
  * PAGE_DATA or PAGE_DATA_ZSTD, in records of at most GWS_MAX_BATCH pages.
- * The pfns of one call should be distinct (records are not ordered). */
+ * The pfns of one call should be distinct (records are not ordered).
+ * The pages must not change during the call: the checksum is computed
+ * before writev sends them, so memory a running guest writes would arrive
+ * with a checksum mismatch. The live sender (outgoing.c) stages batches of
+ * a running guest in its own buffer for that reason. */
 int stream_write_pages(struct stream *s, const uint64_t *pfns, const void *const *pages, size_t n);
 /* One VCPU_STATE record; sections are checked like the reader does. */
 int stream_write_vcpu(struct stream *s, uint32_t vcpu_id, const struct stream_section *sec,
