@@ -16,7 +16,7 @@
 /* System calls through the ud2 gate: rax = number, rdi/rsi/rdx = args. */
 enum { SYS_WRITE = 1, SYS_POWEROFF = 2, SYS_IDLE = 3 };
 
-enum workload { WL_MEM_INVARIANT, WL_DIRTY, WL_VERIFY, WL_FPU, WL_TIME, WL__MAX };
+enum workload { WL_MEM_INVARIANT, WL_DIRTY, WL_VERIFY, WL_FPU, WL_TIME, WL_IDLE, WL_CRASH, WL__MAX };
 
 struct range {
     uint64_t start, end; /* guest-physical, page aligned */
@@ -30,6 +30,7 @@ struct region {
 
 struct cpu_info {
     volatile uint32_t online;
+    volatile uint32_t panicked;     /* set by GUEST-PANIC: this vCPU halted */
     uint32_t apic_id;
     enum workload wl;
     struct region region;

@@ -106,13 +106,23 @@ static void power_off(void)
 
 /* ---- interrupts ------------------------------------------------------------ */
 
+/* The vCPU we run on, from the kernel stack we are on (every interrupt and
+ * gate entry runs on its vCPU's stack): no LAPIC access needed. */
+static unsigned this_cpu(const struct frame *f)
+{
+    return (unsigned)(((uintptr_t)f - (uintptr_t)kstacks) / KSTACK_SIZE);
+}
+
 static void panic_frame(const struct frame *f)
 {
     char buf[160];
     uint64_t cr2;
     __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
-    g_snprintf(buf, sizeof(buf), "GUEST-PANIC vector=%lu rip=0x%lx cr2=0x%lx error=0x%lx cs=0x%lx\n",
-               f->vector, f->rip, cr2, f->error, f->cs);
+    unsigned cpu = this_cpu(f);
+    if (cpu < MAX_CPUS)
+        g.cpu[cpu].panicked = 1;
+    g_snprintf(buf, sizeof(buf), "GUEST-PANIC vector=%lu rip=0x%lx cr2=0x%lx error=0x%lx cs=0x%lx vcpu=%u\n",
+               f->vector, f->rip, cr2, f->error, f->cs, cpu);
     kprint(buf);
     for (;;)
         __asm__ volatile("cli; hlt");
@@ -154,12 +164,6 @@ static void serial_irq(void)
     }
 }
 
-/* The vCPU we run on, from the kernel stack we are on (every interrupt and
- * gate entry runs on its vCPU's stack): no LAPIC access needed. */
-static unsigned this_cpu(const struct frame *f)
-{
-    return (unsigned)(((uintptr_t)f - (uintptr_t)kstacks) / KSTACK_SIZE);
-}
 
 void isr_dispatch(struct frame *f)
 {

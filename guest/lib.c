@@ -123,7 +123,8 @@ uint64_t g_parse_size(const char *s, const char **end)
 
 const char *workload_name(enum workload w)
 {
-    static const char *const names[] = { "mem-invariant", "dirty", "verify", "fpu", "time" };
+    static const char *const names[] = { "mem-invariant", "dirty", "verify", "fpu", "time",
+                                         "idle", "crash" };
     return w < WL__MAX ? names[w] : "?";
 }
 

@@ -18,6 +18,8 @@ static void print(const char *s) { sys(SYS_WRITE, (long)s, (long)g_strlen(s)); }
         print(_b);                                    \
     } while (0)
 
+#define REPORT_WAIT_S 10
+
 static uint64_t tsc_per_tick;
 static uint32_t seen_report[MAX_CPUS];
 
@@ -49,21 +51,23 @@ static void answer_report(unsigned cpu, bool ok, const char *what)
     if (cpu != 0)
         return;
     /* cpu 0 collects every answer and prints one line. */
-    uint64_t deadline = g.ticks + 30 * TICK_HZ;
+    /* 10 s of TSC time: a vCPU whose timer stopped still gets an answer. */
+    uint64_t deadline = rdtsc() + REPORT_WAIT_S * TICK_HZ * tsc_per_tick;
     bool all_ok = true;
     char buf[256];
     size_t pos = 0;
     buf[0] = 0;
     for (unsigned c = 0; c < g.ncpus; c++) {
         while (__atomic_load_n(&g.cpu[c].report_done, __ATOMIC_ACQUIRE) != seen_report[0] &&
-               g.ticks < deadline)
+               !g.cpu[c].panicked && rdtsc() < deadline)
             cpu_relax();
-        bool ok_c = g.cpu[c].report_done == seen_report[0] && g.cpu[c].report_ok;
-        if (!ok_c) {
+        bool answered = g.cpu[c].report_done == seen_report[0];
+        if (!answered || !g.cpu[c].report_ok) {
             all_ok = false;
             pos += (size_t)g_snprintf(buf + pos, sizeof(buf) - pos, " vcpu%u:%s", c,
-                                      g.cpu[c].report_done == seen_report[0] ? g.cpu[c].report_what
-                                                                             : "no-answer");
+                                      answered            ? g.cpu[c].report_what
+                                      : g.cpu[c].panicked ? "panicked"
+                                                          : "no-answer");
             if (pos >= sizeof(buf))
                 pos = sizeof(buf) - 1;
         }
@@ -161,14 +165,14 @@ static void dirty(unsigned cpu)
     if (!pages)
         pages = 1;
     PRINTF("vcpu%u: workload dirty started, wss %lu pages, rate %lu pages/s\n", cpu, pages, g.rate);
-    uint64_t written = 0, idx = 0, beat = g.ticks, tick = 0, budget_tick = g.ticks, budget = 0;
+    uint64_t written = 0, idx = 0, beat = g.cpu_ticks[cpu], tick = 0, budget_tick = g.cpu_ticks[cpu], budget = 0;
     uint64_t per_tick = g.rate ? (g.rate + TICK_HZ - 1) / TICK_HZ : 0;
     for (;;) {
         bool idle = g.passes && written >= g.passes * pages;
         for (unsigned k = 0; k < 256 && !idle; k++) {
             if (per_tick) {
-                if (g.ticks != budget_tick) {
-                    budget_tick = g.ticks;
+                if (g.cpu_ticks[cpu] != budget_tick) {
+                    budget_tick = g.cpu_ticks[cpu];
                     budget = 0;
                 }
                 if (budget >= per_tick)
@@ -183,8 +187,8 @@ static void dirty(unsigned cpu)
         }
         if (idle)
             sys(SYS_IDLE, 0, 0);
-        if (g.ticks - beat >= g.beat_ticks) {
-            beat = g.ticks;
+        if (g.cpu_ticks[cpu] - beat >= g.beat_ticks) {
+            beat = g.cpu_ticks[cpu];
             PRINTF("heartbeat vcpu=%u tick=%lu pages=%lu\n", cpu, ++tick, written);
             maybe_poweroff(cpu);
         }
@@ -224,7 +228,7 @@ static void verify(unsigned cpu)
         p[511] = ~(first + i);
         gen[i] = 0;
     }
-    uint64_t errors = 0, pass = 0, beat = g.ticks;
+    uint64_t errors = 0, pass = 0, beat = g.cpu_ticks[cpu];
     for (;;) {
         bool reporting = report_requested(cpu);
         uint64_t errors_before = errors;
@@ -247,8 +251,8 @@ static void verify(unsigned cpu)
         pass++;
         if (reporting)
             answer_report(cpu, errors == errors_before, "corrupt-pages");
-        if (pass == 1 || g.ticks - beat >= 2 * TICK_HZ) {
-            beat = g.ticks;
+        if (pass == 1 || g.cpu_ticks[cpu] - beat >= 2 * TICK_HZ) {
+            beat = g.cpu_ticks[cpu];
             PRINTF("verify vcpu=%u pass=%lu %s\n", cpu, pass, errors ? "FAILING" : "ok");
         }
         maybe_poweroff(cpu);
@@ -305,7 +309,7 @@ static void fpu(unsigned cpu)
         for (unsigned b = 0; b < 32; b++)
             fpu_want[r][b] = (uint8_t)(r * 37 + b * 11 + 1);
     PRINTF("vcpu%u: workload fpu started (%s)\n", cpu, avx ? "ymm0-15" : "xmm0-15");
-    uint64_t rounds = 0, errors = 0, beat = g.ticks;
+    uint64_t rounds = 0, errors = 0, beat = g.cpu_ticks[cpu];
     unsigned width = avx ? 32 : 16;
     for (;;) {
         bool reporting = report_requested(cpu);
@@ -322,8 +326,8 @@ static void fpu(unsigned cpu)
                 }
         if (reporting)
             answer_report(cpu, ok && !errors, "fpu-corrupt");
-        if (g.ticks - beat >= 2 * TICK_HZ) {
-            beat = g.ticks;
+        if (g.cpu_ticks[cpu] - beat >= 2 * TICK_HZ) {
+            beat = g.cpu_ticks[cpu];
             PRINTF("fpu vcpu=%u rounds=%lu %s\n", cpu, rounds, errors ? "FAILING" : "ok");
         }
         maybe_poweroff(cpu);
@@ -338,7 +342,7 @@ static void time_wl(unsigned cpu)
     calibrate();
     PRINTF("vcpu%u: workload time started, %lu TSC/tick\n", cpu, tsc_per_tick);
     uint64_t last_tsc = rdtsc(), last_ticks = g.cpu_ticks[cpu], ticks_tsc = last_tsc;
-    uint64_t errors = 0, beat = g.ticks;
+    uint64_t errors = 0, beat = g.cpu_ticks[cpu];
     for (;;) {
         bool reporting = report_requested(cpu);
         uint64_t errors_before = errors;
@@ -360,12 +364,36 @@ static void time_wl(unsigned cpu)
         }
         if (reporting)
             answer_report(cpu, errors == errors_before && !errors, "time-error");
-        if (g.ticks - beat >= 2 * TICK_HZ) {
-            beat = g.ticks;
+        if (g.cpu_ticks[cpu] - beat >= 2 * TICK_HZ) {
+            beat = g.cpu_ticks[cpu];
             PRINTF("time vcpu=%u ticks=%lu %s\n", cpu, t, errors ? "FAILING" : "ok");
         }
         maybe_poweroff(cpu);
     }
+}
+
+/* ---- idle, crash ------------------------------------------------------------------ */
+
+/* Halts between timer ticks; answers reports. */
+static void idle(unsigned cpu)
+{
+    PRINTF("vcpu%u: workload idle started\n", cpu);
+    for (;;) {
+        sys(SYS_IDLE, 0, 0);
+        if (report_requested(cpu))
+            answer_report(cpu, true, "");
+        maybe_poweroff(cpu);
+    }
+}
+
+/* Exercises the error path: a ring-3 page fault far above RAM, which the
+ * guest reports as GUEST-PANIC vector=14. */
+static void crash(unsigned cpu)
+{
+    PRINTF("vcpu%u: workload crash started\n", cpu);
+    *(volatile uint64_t *)0x7ff000000000ULL = 1;
+    for (;;)
+        cpu_relax();
 }
 
 void user_main(unsigned cpu)
@@ -377,6 +405,8 @@ void user_main(unsigned cpu)
     case WL_VERIFY: verify(cpu); break;
     case WL_FPU: fpu(cpu); break;
     case WL_TIME: time_wl(cpu); break;
+    case WL_IDLE: idle(cpu); break;
+    case WL_CRASH: crash(cpu); break;
     default: break;
     }
     for (;;)
