@@ -52,7 +52,7 @@ static void answer_report(unsigned cpu, bool ok, const char *what)
         return;
     /* cpu 0 collects every answer and prints one line. */
     /* 10 s of TSC time: a vCPU whose timer stopped still gets an answer. */
-    uint64_t deadline = rdtsc() + REPORT_WAIT_S * TICK_HZ * tsc_per_tick;
+    uint64_t deadline = rdtsc() + REPORT_WAIT_S * TICK_HZ * (tsc_per_tick ? tsc_per_tick : 30000000);
     bool all_ok = true;
     char buf[256];
     size_t pos = 0;
@@ -338,7 +338,8 @@ static void fpu(unsigned cpu)
 
 static void time_wl(unsigned cpu)
 {
-    /* Only this workload needs the TSC rate: measure it over 0.5 s. */
+    /* Only this workload needs the TSC rate: measure it over 0.5 s unless
+     * ring 0 measured it against the PIT. */
     calibrate();
     PRINTF("vcpu%u: workload time started, %lu TSC/tick\n", cpu, tsc_per_tick);
     uint64_t last_tsc = rdtsc(), last_ticks = g.cpu_ticks[cpu], ticks_tsc = last_tsc;
@@ -398,6 +399,8 @@ static void crash(unsigned cpu)
 
 void user_main(unsigned cpu)
 {
+    if (g.timer_calibrated) /* else the time workload measures it */
+        tsc_per_tick = g.tsc_per_tick;
     seen_report[cpu] = g.report_seq;
     switch (g.cpu[cpu].wl) {
     case WL_MEM_INVARIANT: mem_invariant(cpu); break;
