@@ -1,10 +1,14 @@
+/* MC146818 CMOS RTC model. See cmos.h. */
+#define LOG_PREFIX "cmos"
 #include "devices/cmos.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "common/log.h"
 
 enum {
     RTC_SECONDS = 0x00, RTC_MINUTES = 0x02, RTC_HOURS = 0x04, RTC_DAY_OF_WEEK = 0x06,
@@ -12,17 +16,37 @@ enum {
     RTC_REG_C = 0x0c, RTC_REG_D = 0x0d, RTC_CENTURY = 0x32,
 };
 
-#define REGB_24H 0x02
+#define REGA_UIP       0x80
+#define REGA_RATE      0x0f
+#define REGB_24H       0x02
 #define REGB_DM_BINARY 0x04
-#define REGB_SET 0x80
-#define REGD_VRT 0x80
+#define REGB_UIE       0x10
+#define REGB_PIE       0x40
+#define REGB_SET       0x80
+#define REGC_UF        0x10
+#define REGC_PF        0x40
+#define REGC_IRQF      0x80
+#define REGD_VRT       0x80
+#define HOUR_PM        0x80
+
+#define UIP_WINDOW_NS  2000000L   /* UIP during the last 2 ms of a second */
+#define MAX_OFFSET_S   1000000000000LL
 
 struct cmos {
     pthread_mutex_t lock;
+    cmos_clock_fn clock;
+    void *clock_opaque;
     uint8_t index;
     int64_t time_offset_s;
+    int64_t last_c_ns;        /* guest time of the last register C read */
     uint8_t ram[128];
 };
+
+static const uint8_t clock_regs[] = {
+    RTC_SECONDS, RTC_MINUTES, RTC_HOURS, RTC_DAY_OF_WEEK, RTC_DAY, RTC_MONTH, RTC_YEAR, RTC_CENTURY,
+};
+
+/* ---- pure encoding ---- */
 
 uint8_t cmos_encode(uint8_t regb, unsigned v)
 {
@@ -43,104 +67,181 @@ static uint8_t encode_hour(uint8_t regb, unsigned h)
     if (regb & REGB_24H)
         return cmos_encode(regb, h);
     unsigned h12 = h % 12 ? h % 12 : 12;
-    return (uint8_t)(cmos_encode(regb, h12) | (h >= 12 ? 0x80 : 0));
+    return (uint8_t)(cmos_encode(regb, h12) | (h >= 12 ? HOUR_PM : 0));
 }
 
-static void guest_tm(const struct cmos *c, struct tm *tm)
+static unsigned decode_hour(uint8_t regb, uint8_t v)
 {
-    time_t t = time(NULL) + c->time_offset_s;
-    gmtime_r(&t, tm);
-}
-
-static uint8_t read_clock(struct cmos *c, uint8_t idx)
-{
-    struct tm tm;
-    guest_tm(c, &tm);
-    uint8_t b = c->ram[RTC_REG_B];
-    switch (idx) {
-    case RTC_SECONDS: return cmos_encode(b, (unsigned)tm.tm_sec);
-    case RTC_MINUTES: return cmos_encode(b, (unsigned)tm.tm_min);
-    case RTC_HOURS: return encode_hour(b, (unsigned)tm.tm_hour);
-    case RTC_DAY_OF_WEEK: return cmos_encode(b, (unsigned)tm.tm_wday + 1);
-    case RTC_DAY: return cmos_encode(b, (unsigned)tm.tm_mday);
-    case RTC_MONTH: return cmos_encode(b, (unsigned)tm.tm_mon + 1);
-    case RTC_YEAR: return cmos_encode(b, (unsigned)(tm.tm_year + 1900) % 100);
-    case RTC_CENTURY: return cmos_encode(b, (unsigned)(tm.tm_year + 1900) / 100);
-    default: return c->ram[idx];
-    }
+    if (regb & REGB_24H)
+        return decode(regb, v);
+    return decode(regb, v & 0x7f) % 12 + ((v & HOUR_PM) ? 12 : 0);
 }
 
 static bool is_clock(uint8_t idx)
 {
-    return idx == RTC_SECONDS || idx == RTC_MINUTES || idx == RTC_HOURS ||
-           idx == RTC_DAY_OF_WEEK || idx == RTC_DAY || idx == RTC_MONTH || idx == RTC_YEAR ||
-           idx == RTC_CENTURY;
+    return memchr(clock_regs, idx, sizeof(clock_regs)) != NULL;
 }
 
-/* The guest set a clock field: keep the rest and move the offset. */
-static void write_clock(struct cmos *c, uint8_t idx, uint8_t v)
+/* The value of clock register idx for broken-down time tm. */
+static uint8_t encode_field(uint8_t regb, const struct tm *tm, uint8_t idx)
 {
-    struct tm tm;
-    guest_tm(c, &tm);
-    uint8_t b = c->ram[RTC_REG_B];
-    unsigned d = decode(b, v & 0x7f);
+    unsigned year = (unsigned)(tm->tm_year + 1900);
     switch (idx) {
-    case RTC_SECONDS: tm.tm_sec = (int)d; break;
-    case RTC_MINUTES: tm.tm_min = (int)d; break;
-    case RTC_HOURS:
-        if (!(b & REGB_24H))
-            d = (d % 12) + ((v & 0x80) ? 12 : 0);
-        tm.tm_hour = (int)d;
-        break;
-    case RTC_DAY: tm.tm_mday = (int)d; break;
-    case RTC_MONTH: tm.tm_mon = (int)d - 1; break;
-    case RTC_YEAR: tm.tm_year = (tm.tm_year / 100) * 100 + (int)d; break;
-    case RTC_CENTURY: tm.tm_year = (int)d * 100 + (tm.tm_year + 1900) % 100 - 1900; break;
-    default: return;
+    case RTC_SECONDS: return cmos_encode(regb, (unsigned)tm->tm_sec);
+    case RTC_MINUTES: return cmos_encode(regb, (unsigned)tm->tm_min);
+    case RTC_HOURS: return encode_hour(regb, (unsigned)tm->tm_hour);
+    case RTC_DAY_OF_WEEK: return cmos_encode(regb, (unsigned)tm->tm_wday + 1);
+    case RTC_DAY: return cmos_encode(regb, (unsigned)tm->tm_mday);
+    case RTC_MONTH: return cmos_encode(regb, (unsigned)tm->tm_mon + 1);
+    case RTC_YEAR: return cmos_encode(regb, year % 100);
+    default: return cmos_encode(regb, (year / 100) % 100);
     }
-    time_t want = timegm(&tm);
-    if (want != (time_t)-1)
-        c->time_offset_s = (int64_t)want - (int64_t)time(NULL);
+}
+
+/* Store clock register idx = v into tm (day of week is derived: ignored). */
+static void decode_field(uint8_t regb, struct tm *tm, uint8_t idx, uint8_t v)
+{
+    int year = tm->tm_year + 1900;
+    switch (idx) {
+    case RTC_SECONDS: tm->tm_sec = (int)decode(regb, v); break;
+    case RTC_MINUTES: tm->tm_min = (int)decode(regb, v); break;
+    case RTC_HOURS: tm->tm_hour = (int)decode_hour(regb, v); break;
+    case RTC_DAY: tm->tm_mday = (int)decode(regb, v); break;
+    case RTC_MONTH: tm->tm_mon = (int)decode(regb, v) - 1; break;
+    case RTC_YEAR: tm->tm_year = year / 100 * 100 + (int)decode(regb, v) - 1900; break;
+    case RTC_CENTURY: tm->tm_year = (int)decode(regb, v) * 100 + year % 100 - 1900; break;
+    default: break;
+    }
+}
+
+/* ---- time (lock held) ---- */
+
+static struct timespec host_now(const struct cmos *c)
+{
+    if (c->clock)
+        return c->clock(c->clock_opaque);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts;
+}
+
+static int64_t guest_now_ns(const struct cmos *c)
+{
+    struct timespec ts = host_now(c);
+    return ((int64_t)ts.tv_sec + c->time_offset_s) * 1000000000LL + ts.tv_nsec;
+}
+
+static void guest_tm(const struct cmos *c, struct tm *tm)
+{
+    time_t t = (time_t)(host_now(c).tv_sec + c->time_offset_s);
+    gmtime_r(&t, tm);
+}
+
+/* Make tm the guest's current time (keeping the sub-second phase). */
+static void set_guest_time(struct cmos *c, struct tm *tm)
+{
+    time_t want = timegm(tm);
+    if (want == (time_t)-1) {
+        log_debug("guest set an impossible time: ignored");
+        return;
+    }
+    c->time_offset_s = (int64_t)want - (int64_t)host_now(c).tv_sec;
+}
+
+/* ---- registers ---- */
+
+static uint8_t read_reg_a(struct cmos *c)
+{
+    uint8_t a = c->ram[RTC_REG_A] & (uint8_t)~REGA_UIP;
+    if (c->ram[RTC_REG_B] & REGB_SET)
+        return a; /* updates are stopped */
+    if (host_now(c).tv_nsec >= 1000000000L - UIP_WINDOW_NS)
+        a |= REGA_UIP;
+    return a;
+}
+
+/* Flags that became true since the last read of C, then cleared. */
+static uint8_t read_reg_c(struct cmos *c)
+{
+    int64_t now = guest_now_ns(c), last = c->last_c_ns;
+    uint8_t b = c->ram[RTC_REG_B], rate = c->ram[RTC_REG_A] & REGA_RATE;
+    uint8_t v = c->ram[RTC_REG_C];
+    if (!(b & REGB_SET) && now / 1000000000LL != last / 1000000000LL)
+        v |= REGC_UF;
+    if (rate) {
+        /* Rates 1 and 2 behave as 8 and 9 on the MC146818. */
+        unsigned shift = rate < 3 ? rate + 7u : rate;
+        int64_t period = (1000000000LL << (shift - 1)) / 32768;
+        if (now / period != last / period)
+            v |= REGC_PF;
+    }
+    if (((v & REGC_UF) && (b & REGB_UIE)) || ((v & REGC_PF) && (b & REGB_PIE)))
+        v |= REGC_IRQF;
+    c->ram[RTC_REG_C] = 0;
+    c->last_c_ns = now;
+    return v;
 }
 
 static uint8_t data_read(struct cmos *c)
 {
     uint8_t idx = c->index & 0x7f;
-    if (is_clock(idx))
-        return read_clock(c, idx);
-    if (idx == RTC_REG_A) {
-        /* Update-in-progress for the first ~2 ms of each second. */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint8_t)((c->ram[RTC_REG_A] & 0x7f) | (ts.tv_nsec < 2000000 ? 0x80 : 0));
+    if (is_clock(idx) && !(c->ram[RTC_REG_B] & REGB_SET)) {
+        struct tm tm;
+        guest_tm(c, &tm);
+        return encode_field(c->ram[RTC_REG_B], &tm, idx);
     }
-    if (idx == RTC_REG_C) {
-        uint8_t v = c->ram[RTC_REG_C];
-        c->ram[RTC_REG_C] = 0;
-        return v;
+    switch (idx) {
+    case RTC_REG_A: return read_reg_a(c);
+    case RTC_REG_C: return read_reg_c(c);
+    case RTC_REG_D: return REGD_VRT;
+    default: return c->ram[idx];
     }
-    if (idx == RTC_REG_D)
-        return REGD_VRT;
-    return c->ram[idx];
+}
+
+/* SET on: freeze the current time into the clock registers. SET off: the
+ * registers (as the guest left them) become the time. */
+static void write_reg_b(struct cmos *c, uint8_t v)
+{
+    uint8_t old = c->ram[RTC_REG_B];
+    struct tm tm;
+    guest_tm(c, &tm);
+    if (!(old & REGB_SET) && (v & REGB_SET)) {
+        for (size_t i = 0; i < sizeof(clock_regs); i++)
+            c->ram[clock_regs[i]] = encode_field(v, &tm, clock_regs[i]);
+    } else if ((old & REGB_SET) && !(v & REGB_SET)) {
+        for (size_t i = 0; i < sizeof(clock_regs); i++)
+            decode_field(v, &tm, clock_regs[i], c->ram[clock_regs[i]]);
+        set_guest_time(c, &tm);
+    }
+    c->ram[RTC_REG_B] = v;
 }
 
 static void data_write(struct cmos *c, uint8_t v)
 {
     uint8_t idx = c->index & 0x7f;
-    if (is_clock(idx)) {
-        write_clock(c, idx, v);
+    if (is_clock(idx) && !(c->ram[RTC_REG_B] & REGB_SET)) {
+        /* One field while the clock runs: keep the others. */
+        struct tm tm;
+        guest_tm(c, &tm);
+        decode_field(c->ram[RTC_REG_B], &tm, idx, v);
+        if (idx != RTC_DAY_OF_WEEK)
+            set_guest_time(c, &tm);
         return;
     }
-    if (idx == RTC_REG_C || idx == RTC_REG_D)
-        return; /* read-only */
-    c->ram[idx] = v;
+    switch (idx) {
+    case RTC_REG_B: write_reg_b(c, v); break;
+    case RTC_REG_C:
+    case RTC_REG_D: break; /* read-only */
+    case RTC_REG_A: c->ram[idx] = v & (uint8_t)~REGA_UIP; break;
+    default: c->ram[idx] = v; break;
+    }
 }
 
 static void pio_read(void *dev, uint16_t off, uint8_t *data, unsigned size)
 {
     struct cmos *c = dev;
     pthread_mutex_lock(&c->lock);
-    data[0] = off == 0 ? 0xff : data_read(c);
+    data[0] = off == 0 ? 0xff : data_read(c); /* the index port is write-only */
     pthread_mutex_unlock(&c->lock);
     for (unsigned i = 1; i < size; i++)
         data[i] = 0xff;
@@ -159,15 +260,23 @@ static void pio_write(void *dev, uint16_t off, const uint8_t *data, unsigned siz
 
 const struct pio_dev_ops cmos_pio_ops = { .read = pio_read, .write = pio_write };
 
+/* ---- life cycle ---- */
+
 struct cmos *cmos_new(void)
 {
     struct cmos *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    pthread_mutex_init(&c->lock, NULL);
+    int r = pthread_mutex_init(&c->lock, NULL);
+    if (r) {
+        free(c);
+        errno = r;
+        return NULL;
+    }
     c->ram[RTC_REG_A] = 0x26;            /* 32.768 kHz base, 1024 Hz rate */
     c->ram[RTC_REG_B] = REGB_24H;        /* BCD, 24-hour, as PC firmware */
     c->ram[RTC_REG_D] = REGD_VRT;
+    c->last_c_ns = guest_now_ns(c);
     return c;
 }
 
@@ -179,32 +288,40 @@ void cmos_free(struct cmos *c)
     free(c);
 }
 
-void cmos_set_memory_size(struct cmos *c, uint64_t bytes)
+void cmos_set_clock(struct cmos *c, cmos_clock_fn fn, void *opaque)
 {
     pthread_mutex_lock(&c->lock);
-    /* Base memory 640 KiB. */
-    c->ram[0x15] = 0x80;
-    c->ram[0x16] = 0x02;
-    /* Extended memory between 1 MiB and 64 MiB, in KiB (capped). */
-    uint64_t ext = bytes > (1 << 20) ? (bytes - (1 << 20)) / 1024 : 0;
-    if (ext > 0xfc00)
-        ext = 0xfc00;
-    c->ram[0x17] = c->ram[0x30] = (uint8_t)ext;
-    c->ram[0x18] = c->ram[0x31] = (uint8_t)(ext >> 8);
-    /* Memory between 16 MiB and 4 GiB, in 64 KiB units. */
-    uint64_t low = bytes > 0xC0000000ULL ? 0xC0000000ULL : bytes;
-    uint64_t above16 = low > (16 << 20) ? (low - (16 << 20)) >> 16 : 0;
-    if (above16 > 0xffff)
-        above16 = 0xffff;
-    c->ram[0x34] = (uint8_t)above16;
-    c->ram[0x35] = (uint8_t)(above16 >> 8);
-    /* Memory above 4 GiB, in 64 KiB units (3 bytes). */
-    uint64_t high = bytes > 0xC0000000ULL ? (bytes - 0xC0000000ULL) >> 16 : 0;
+    c->clock = fn;
+    c->clock_opaque = opaque;
+    c->last_c_ns = guest_now_ns(c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void put16(uint8_t *ram, unsigned lo, uint64_t v)
+{
+    ram[lo] = (uint8_t)v;
+    ram[lo + 1] = (uint8_t)(v >> 8);
+}
+
+void cmos_set_memory_size(struct cmos *c, uint64_t bytes)
+{
+    const uint64_t mib = 1ULL << 20, low_max = 0xC0000000ULL;
+    uint64_t low = bytes < low_max ? bytes : low_max;
+    uint64_t ext = low > mib ? (low - mib) / 1024 : 0;             /* KiB above 1 MiB */
+    uint64_t above16 = low > 16 * mib ? (low - 16 * mib) >> 16 : 0; /* 64 KiB units */
+    uint64_t high = bytes > low_max ? (bytes - low_max) >> 16 : 0;  /* 64 KiB units */
+    pthread_mutex_lock(&c->lock);
+    put16(c->ram, 0x15, 640);                                  /* base memory, KiB */
+    put16(c->ram, 0x17, ext > 0xffff ? 0xffff : ext);
+    put16(c->ram, 0x30, ext > 0xffff ? 0xffff : ext);
+    put16(c->ram, 0x34, above16 > 0xffff ? 0xffff : above16);
     c->ram[0x5b] = (uint8_t)high;
     c->ram[0x5c] = (uint8_t)(high >> 8);
     c->ram[0x5d] = (uint8_t)(high >> 16);
     pthread_mutex_unlock(&c->lock);
 }
+
+/* ---- state ---- */
 
 void cmos_save(struct cmos *c, struct cmos_state *st)
 {
@@ -217,14 +334,30 @@ void cmos_save(struct cmos *c, struct cmos_state *st)
     pthread_mutex_unlock(&c->lock);
 }
 
-int cmos_load(struct cmos *c, const struct cmos_state *st, struct gw_error *err)
+int cmos_state_check(const struct cmos_state *st, struct gw_error *err)
 {
     if (st->version != CMOS_STATE_VERSION)
-        return gw_error_set(err, EINVAL, "CMOS state version %u is not supported", st->version);
+        return gw_error_set(err, EINVAL, "CMOS state version %u is not supported (want %u)",
+                            st->version, CMOS_STATE_VERSION);
+    if (st->reserved[0] || st->reserved[1] || st->reserved[2])
+        return gw_error_set(err, EINVAL, "CMOS state: reserved bytes are not zero");
+    if (st->time_offset_s > MAX_OFFSET_S || st->time_offset_s < -MAX_OFFSET_S)
+        return gw_error_set(err, EINVAL, "CMOS state: time offset %lld s is out of range",
+                            (long long)st->time_offset_s);
+    return 0;
+}
+
+int cmos_load(struct cmos *c, const struct cmos_state *st, struct gw_error *err)
+{
+    int r = cmos_state_check(st, err);
+    if (r < 0)
+        return r;
     pthread_mutex_lock(&c->lock);
     c->index = st->index;
     c->time_offset_s = st->time_offset_s;
     memcpy(c->ram, st->ram, sizeof(c->ram));
+    c->ram[RTC_REG_A] &= (uint8_t)~REGA_UIP;
+    c->last_c_ns = guest_now_ns(c);
     pthread_mutex_unlock(&c->lock);
     return 0;
 }

@@ -1,11 +1,17 @@
+#define LOG_PREFIX "i8042"
 #include "devices/i8042.h"
+
+#include <errno.h>
 
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "common/log.h"
+
 #define STATUS_OBF     0x01 /* output buffer full */
 #define STATUS_SYS     0x04 /* system flag: self-test passed */
 #define STATUS_CMD     0x08 /* last write was a command */
+#define STATUS_UNLOCK  0x10 /* keyboard not inhibited */
 
 #define CMD_READ_CB    0x20
 #define CMD_WRITE_CB   0x60
@@ -18,6 +24,7 @@
 #define CMD_KBD_ON     0xae
 #define CMD_READ_OUT   0xd0
 #define CMD_WRITE_OUT  0xd1
+#define CMD_WRITE_KBD_OUT 0xd2
 #define CMD_PULSE_RST  0xfe
 
 struct i8042 {
@@ -29,7 +36,7 @@ struct i8042 {
 
 static void reset_locked(struct i8042 *k)
 {
-    k->status = STATUS_SYS;
+    k->status = STATUS_SYS | STATUS_UNLOCK;
     k->cmd_byte = 0x45;
     k->out_port = 0x01;
     k->pending_cmd = 0;
@@ -40,7 +47,12 @@ struct i8042 *i8042_new(i8042_reset_fn reset, void *opaque)
     struct i8042 *k = calloc(1, sizeof(*k));
     if (!k)
         return NULL;
-    pthread_mutex_init(&k->lock, NULL);
+    int r = pthread_mutex_init(&k->lock, NULL);
+    if (r) {
+        free(k);
+        errno = r;
+        return NULL;
+    }
     k->reset = reset;
     k->opaque = opaque;
     reset_locked(k);
@@ -75,7 +87,8 @@ static bool command(struct i8042 *k, uint8_t cmd)
     switch (cmd) {
     case CMD_READ_CB: reply(k, k->cmd_byte); break;
     case CMD_WRITE_CB:
-    case CMD_WRITE_OUT: k->pending_cmd = cmd; break;
+    case CMD_WRITE_OUT:
+    case CMD_WRITE_KBD_OUT: k->pending_cmd = cmd; break;
     case CMD_SELF_TEST: reply(k, 0x55); break;
     case CMD_KBD_TEST:
     case CMD_AUX_TEST: reply(k, 0x00); break;
@@ -105,6 +118,10 @@ static bool data_write(struct i8042 *k, uint8_t v)
     if (pending == CMD_WRITE_OUT) {
         k->out_port = v;
         return !(v & 1);
+    }
+    if (pending == CMD_WRITE_KBD_OUT) {
+        reply(k, v); /* appears as if the keyboard sent it */
+        return false;
     }
     /* A byte for the keyboard: none is attached; answer like a controller
      * with a timeout (0xfe = resend) so drivers give up quickly. */
@@ -139,8 +156,11 @@ static void pio_write(void *dev, uint16_t off, const uint8_t *data, unsigned siz
     else if (off == 4)
         reset = command(k, data[0]);
     pthread_mutex_unlock(&k->lock);
-    if (reset && k->reset)
-        k->reset(k->opaque);
+    if (reset) {
+        log_info("guest pulsed the CPU reset line");
+        if (k->reset)
+            k->reset(k->opaque);
+    }
 }
 
 const struct pio_dev_ops i8042_pio_ops = { .read = pio_read, .write = pio_write };
