@@ -104,6 +104,8 @@ static void kprint(const char *fmt_done) { serial_write(fmt_done, g_strlen(fmt_d
 static void power_off(void)
 {
     outw(POWER_PORT, 0x2000);
+    /* Still here: no power-off device (e.g. QEMU with qboot). */
+    kprint("godwit-guest: power-off port 0x604 ignored, halting this vcpu\n");
     for (;;)
         __asm__ volatile("cli; hlt");
 }
@@ -275,6 +277,8 @@ static uint16_t pit2_read(void)
     return (uint16_t)(lo | inb(0x42) << 8);
 }
 
+static uint64_t min_span; /* quickest sample seen */
+
 /* The quickest of a few back-to-back samples: a sample in which the host
  * preempted us takes long and is not chosen. */
 static struct clock_sample clock_sample(void)
@@ -288,40 +292,58 @@ static struct clock_sample clock_sample(void)
         if (t1 - t0 < best.span)
             best = (struct clock_sample){ t0 + (t1 - t0) / 2, t1 - t0, l, p };
     }
+    if (best.span < min_span)
+        min_span = best.span;
     return best;
 }
 
-/* Measure the LAPIC timer and the TSC against the PIT (1.193182 MHz) over
- * 5 ms: PIT channel 2 counts down from 0xffff (gate: port 0x61 bit 0) and
- * the LAPIC timer from 0xffffffff; both are sampled at the start and the
- * end together with the TSC. Each port or LAPIC access is a VM exit (~25 µs
- * here), so a sample is ~100 µs wide; taking the quickest of three keeps the
- * error near 0.1% (measured) even when the host preempts us. Falls back to KVM's default APIC bus (1 GHz) if the
- * PIT does not count. */
-static void calibrate_timer(void)
+/* One measurement over CALIB_PIT_COUNTS: PIT channel 2 counts down from
+ * 0xffff (gate: port 0x61 bit 0) and the LAPIC timer from 0xffffffff; both
+ * are sampled with the TSC at the start and at the end. Returns false if
+ * the PIT does not count, wrapped, or if a chosen sample was slow
+ * (preempted). */
+static bool pit_measure(struct clock_sample *a, struct clock_sample *b)
 {
-    lapic_write(0x3e0, 0x3);                 /* divide by 16 */
-    lapic_write(0x320, 0x10000 | VEC_TIMER); /* masked one-shot */
     lapic_write(0x380, 0xffffffff);
     outb(0x61, (uint8_t)((inb(0x61) & ~0x02) | 0x01));
     outb(0x43, 0xb0); /* channel 2, lo/hi, mode 0 */
     outb(0x42, 0xff);
     outb(0x42, 0xff);
-    struct clock_sample a = clock_sample(), b = a;
-    uint64_t give_up = a.tsc + 20000000000ULL;
-    while (b.tsc < give_up && (uint16_t)(a.pit - b.pit) < CALIB_PIT_COUNTS)
-        b = clock_sample();
+    *a = *b = clock_sample();
+    uint64_t give_up = a->tsc + 20000000000ULL;
+    while (b->tsc < give_up && (uint16_t)(a->pit - b->pit) < CALIB_PIT_COUNTS)
+        *b = clock_sample();
     lapic_write(0x380, 0);
-    uint32_t dpit = (uint16_t)(a.pit - b.pit), dlapic = a.lapic - b.lapic;
-    if (dpit < CALIB_PIT_COUNTS || dlapic < 1000) {
-        lapic_per_tick = 1000000000 / 16 / TICK_HZ;
-        g.lapic_hz = 1000000000 / 16;
+    /* OUT high: the count reached 0 and wrapped (we were away > 50 ms), so
+     * the PIT difference is ambiguous. */
+    bool wrapped = inb(0x61) & 0x20;
+    return !wrapped && (uint16_t)(a->pit - b->pit) >= CALIB_PIT_COUNTS && a->lapic - b->lapic >= 1000 &&
+           a->span <= 4 * min_span && b->span <= 4 * min_span;
+}
+
+/* Measure the LAPIC timer and the TSC against the PIT (1.193182 MHz) over
+ * 5 ms. Each port or LAPIC access is a VM exit (~25 µs here), so a sample
+ * is ~100 µs wide and the error stays near 0.1%; a measurement in which the
+ * host preempted us inside a sample is repeated (up to 5 times). Falls
+ * back to KVM's default APIC bus (1 GHz) if the PIT does not count. */
+static void calibrate_timer(void)
+{
+    struct clock_sample a, b;
+    lapic_write(0x3e0, 0x3);                 /* divide by 16 */
+    lapic_write(0x320, 0x10000 | VEC_TIMER); /* masked one-shot */
+    min_span = ~0ULL;
+    for (int tries = 0; tries < 5; tries++) {
+        if (!pit_measure(&a, &b))
+            continue;
+        uint32_t dpit = (uint16_t)(a.pit - b.pit);
+        g.lapic_hz = (uint64_t)(a.lapic - b.lapic) * PIT_HZ / dpit;
+        g.tsc_per_tick = (b.tsc - a.tsc) * PIT_HZ / dpit / TICK_HZ;
+        lapic_per_tick = (uint32_t)(g.lapic_hz / TICK_HZ);
+        g.timer_calibrated = true;
         return;
     }
-    g.lapic_hz = (uint64_t)dlapic * PIT_HZ / dpit;
-    g.tsc_per_tick = (b.tsc - a.tsc) * PIT_HZ / dpit / TICK_HZ;
-    lapic_per_tick = (uint32_t)(g.lapic_hz / TICK_HZ);
-    g.timer_calibrated = true;
+    lapic_per_tick = 1000000000 / 16 / TICK_HZ;
+    g.lapic_hz = 1000000000 / 16;
 }
 
 static void setup_lapic(void)
