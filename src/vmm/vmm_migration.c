@@ -40,6 +40,9 @@ static int vm_stop(void *opaque, struct gw_error *err)
 {
     struct vmm_migration *vm = opaque;
     vm->was_running = runstate_is_running(machine_state(vm->machine));
+    /* Input arriving from now on stays with the caller (not in a FIFO whose
+     * state has been sent), so no byte is lost or doubled. */
+    serial_pause_input(vm->machine->serial, true);
     return machine_pause(vm->machine, RUNSTATE_FINISH_MIGRATE, err);
 }
 
@@ -48,6 +51,7 @@ static void vm_resume(void *opaque)
     struct vmm_migration *vm = opaque;
     struct gw_error err;
     gw_error_init(&err);
+    serial_pause_input(vm->machine->serial, false);
     if (vm->was_running)
         machine_resume(vm->machine, &err);
     else
