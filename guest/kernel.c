@@ -623,11 +623,16 @@ static void setup_serial(void)
     outb(COM1 + 2, 0xc7); /* FIFO on, cleared, trigger 14 */
     outb(COM1 + 4, 0x0b); /* DTR, RTS, OUT2 */
     outb(COM1 + 1, 0x01); /* receive interrupt */
-    /* Legacy PICs off; COM1 (ISA IRQ 4) through IOAPIC pin 4 to cpu 0. */
+}
+
+/* Legacy PICs off; COM1 (ISA IRQ 4) through IOAPIC pin 4 (edge, active
+ * high, fixed) to vCPU 0. */
+static void route_serial_irq(void)
+{
     outb(0x21, 0xff);
     outb(0xa1, 0xff);
-    ioapic_write(0x10 + 4 * 2, VEC_SERIAL);
     ioapic_write(0x10 + 4 * 2 + 1, g.cpu[0].apic_id << 24);
+    ioapic_write(0x10 + 4 * 2, VEC_SERIAL);
 }
 
 static void delay_ticks(uint64_t n)
@@ -701,6 +706,7 @@ void kmain_bsp(const struct hvm_start_info *si)
     setup_fpu();
     parse_memmap(si);
     parse_cmdline(si->rsdp_paddr);
+    route_serial_irq();
     calibrate_timer();
     setup_lapic();
     print_banner();
