@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "devices/serial.h"
 #include "vmm/machine_internal.h"
 
 #define SIG_VCPU_KICK SIGUSR1
@@ -128,6 +129,8 @@ int machine_pause(struct machine *m, enum runstate state, struct gw_error *err)
 
 int machine_resume(struct machine *m, struct gw_error *err)
 {
+    if (m->serial)
+        serial_pause_input(m->serial, false); /* held since a migration's switch-over */
     pthread_mutex_lock(&m->lock);
     enum runstate from = m->state;
     int r = set_state_locked(m, RUNSTATE_RUNNING, err);
