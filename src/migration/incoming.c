@@ -133,17 +133,26 @@ static int page_index(struct in_ctx *c, const struct stream_record *rec, uint64_
     return 0;
 }
 
-static int load_pages(struct in_ctx *c, const struct stream_record *rec, const uint8_t *data,
-                      const uint64_t *pfns, uint32_t count)
+/* Every frame of a record, checked against the RAM map before any page is
+ * written; idx[] gets the RAM page indices. */
+static int resolve_frames(struct in_ctx *c, const struct stream_record *rec, const uint64_t *pfns,
+                          uint32_t count, uint64_t *idx)
 {
-    /* Validate every frame before writing any. */
-    uint64_t idx[GWS_MAX_BATCH];
     for (uint32_t i = 0; i < count; i++) {
         uint64_t pfn;
         memcpy(&pfn, &pfns[i], 8);
         if (page_index(c, rec, pfn, &idx[i]) < 0)
             return -1;
     }
+    return 0;
+}
+
+static int load_pages(struct in_ctx *c, const struct stream_record *rec, const uint8_t *data,
+                      const uint64_t *pfns, uint32_t count)
+{
+    uint64_t idx[GWS_MAX_BATCH];
+    if (resolve_frames(c, rec, pfns, count, idx) < 0)
+        return -1;
     /* pwrite into the memfd: no page-table faults in this process, and
      * contiguous runs go in one call. */
     int memfd = c->m->ram->memfd;
@@ -209,12 +218,8 @@ static int load_zero(struct in_ctx *c, const struct stream_record *rec)
     if (!pfns)
         return -1;
     uint64_t idx[GWS_MAX_BATCH];
-    for (uint32_t i = 0; i < count; i++) {
-        uint64_t pfn;
-        memcpy(&pfn, &pfns[i], 8);
-        if (page_index(c, rec, pfn, &idx[i]) < 0)
-            return -1;
-    }
+    if (resolve_frames(c, rec, pfns, count, idx) < 0)
+        return -1;
     /* Only pages this migration wrote can be non-zero: never touch (and so
      * never allocate) memory that was not received. */
     for (uint32_t i = 0; i < count; i++)
