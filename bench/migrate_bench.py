@@ -11,17 +11,53 @@ Scenarios
 Reports total time, downtime seen by the VMMs and by the guest (the longest
 gap between the guest's 10 ms heartbeats as the host receives them, source
 then destination), bytes on the wire, rounds and throughput; a table and
-JSON lines in bench/results/migrate.jsonl. Runs pause between scenarios:
+JSON lines in bench/results/migrate.jsonl. With --qemu each scenario also
+runs on Debian's QEMU with KVM, for a ratio measured in the same run. Runs pause between scenarios:
 freed memory returns to the outer host slowly here."""
 import argparse
 import json
+import shutil
 import os
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
-from godwit_test import VMM, migrate  # noqa: E402
+from godwit_test import QMP, VMM, Timeout, migrate  # noqa: E402
+
+a_timeout = 120
+
+GUEST_ELF = os.path.join(ROOT, "build", "guest", "test-guest.elf")
+QBOOT = "/usr/share/qemu/qboot.rom"
+
+
+class QemuVM(VMM):
+    """The same test guest on Debian's QEMU with KVM, for a side-by-side
+    ratio: QEMU boots PVH kernels with qboot (SeaBIOS clears the low memory
+    our guest lives in). Same serial capture and QMP client as VMM."""
+
+    def __init__(self, memory, vcpus=1, cmdline="", incoming=False):
+        import subprocess
+        import tempfile
+        import threading
+        self.dir = tempfile.mkdtemp(prefix="godwit-qemu-")
+        self.own_dir = True
+        self.qmp_path = os.path.join(self.dir, "qmp.sock")
+        cmd = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host,-arch-capabilities",
+               "-m", str(memory), "-smp", str(vcpus), "-display", "none", "-serial", "stdio",
+               "-monitor", "none", "-bios", QBOOT, "-no-reboot", "-nodefaults",
+               "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+               "-kernel", GUEST_ELF, "-append", cmdline]
+        if incoming:
+            cmd += ["-incoming", "defer"]
+        self.cmd = cmd
+        self.serial_lock = threading.Condition()
+        self.serial, self.stderr, self.serial_times = b"", b"", []
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        threading.Thread(target=self._pump, args=(self.proc.stdout, "serial"), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, "stderr"), daemon=True).start()
+        self.qmp = QMP(self.qmp_path)
 
 SCENARIOS = {
     "idle-1g": dict(mem=1024, cmd="workload=dirty wss=768M passes=1 beat-ms=10", ready="pages=196608"),
@@ -40,22 +76,31 @@ def guest_gap_ms(src, dst, t_start):
     return round(max(gaps) * 1000, 1) if gaps else None
 
 
-def run(name, sc):
-    with VMM(memory=sc["mem"], vcpus=1, cmdline=sc["cmd"]) as src, \
-         VMM(memory=sc["mem"], vcpus=1, incoming=True) as dst:
+def run(name, sc, hv="godwit"):
+    make = QemuVM if hv == "qemu" else VMM
+    with make(memory=sc["mem"], vcpus=1, cmdline=sc["cmd"]) as src, \
+         make(memory=sc["mem"], vcpus=1, incoming=True) as dst:
         src.wait_serial(sc["ready"], 300)
         time.sleep(1)
         t0 = time.monotonic()
-        info = migrate(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"), caps=sc.get("caps", ()),
-                       params=sc.get("params"), timeout=600)
+        # Bandwidth unlimited on both (QEMU's default cap is 128 MiB/s).
+        params = dict(sc.get("params") or {}, **{"max-bandwidth": 100 * 1000 ** 3})
+        try:
+            info = migrate(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
+                           caps=sc.get("caps", ()), params=params, timeout=a_timeout)
+        except Timeout:
+            src.qmp.cmd("migrate_cancel")
+            return {"bench": "migrate", "hypervisor": hv, "scenario": name, "memory_mib": sc["mem"],
+                    "converged": False, "gave_up_after_s": a_timeout,
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         wall = time.monotonic() - t0
         time.sleep(1)
         ram = info["ram"]
         return {
-            "bench": "migrate", "scenario": name, "memory_mib": sc["mem"],
-            "total_ms": info["total-time"], "downtime_ms": info["downtime"],
+            "bench": "migrate", "hypervisor": hv, "scenario": name, "memory_mib": sc["mem"],
+            "converged": True, "total_ms": info["total-time"], "downtime_ms": info["downtime"],
             "guest_gap_ms": guest_gap_ms(src, dst, t0),
-            "bytes": ram["transferred"], "rounds": ram["iteration"],
+            "bytes": ram["transferred"], "rounds": ram.get("iteration", ram.get("dirty-sync-count")),
             "throughput_mb_s": round(ram["transferred"] / max(info["total-time"], 1) / 1000, 1),
             "throttle": info.get("cpu-throttle-percentage", 0), "wall_s": round(wall, 2),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -66,17 +111,37 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     ap.add_argument("--pause", type=float, default=5)
+    ap.add_argument("--timeout", type=int, default=120, help="give a migration up after S seconds")
+    ap.add_argument("--qemu", action="store_true",
+                    help="also run each scenario on Debian's QEMU (qemu-system-x86) for a ratio")
     a = ap.parse_args()
+    global a_timeout
+    a_timeout = a.timeout
+    hvs = ["godwit"]
+    if a.qemu:
+        if not (shutil.which("qemu-system-x86_64") and os.path.exists(QBOOT)):
+            sys.exit("--qemu needs Debian's qemu-system-x86 (with qboot.rom) installed")
+        hvs.append("qemu")
     rows = []
-    print(f"{'scenario':<12} {'total':>8} {'downtime':>9} {'guest gap':>10} {'wire MB':>9} "
+    print(f"{'scenario':<12} {'hv':<7} {'total':>8} {'downtime':>9} {'guest gap':>10} {'wire MB':>9} "
           f"{'rounds':>6} {'MB/s':>7}")
     for i, name in enumerate(a.scenarios):
-        if i:
-            time.sleep(a.pause)
-        r = run(name, SCENARIOS[name])
-        rows.append(r)
-        print(f"{name:<12} {r['total_ms']:>6} ms {r['downtime_ms']:>6} ms {str(r['guest_gap_ms']):>7} ms "
-              f"{r['bytes'] / 1e6:>9.0f} {r['rounds']:>6} {r['throughput_mb_s']:>7}", flush=True)
+        for hv in hvs:
+            if rows:
+                time.sleep(a.pause)
+            r = run(name, SCENARIOS[name], hv)
+            rows.append(r)
+            if not r["converged"]:
+                print(f"{name:<12} {hv:<7} did not converge in {a_timeout} s (cancelled)", flush=True)
+                continue
+            print(f"{name:<12} {hv:<7} {r['total_ms']:>6} ms {r['downtime_ms']:>6} ms "
+                  f"{str(r['guest_gap_ms']):>7} ms {r['bytes'] / 1e6:>9.0f} {r['rounds']:>6} "
+                  f"{r['throughput_mb_s']:>7}", flush=True)
+        if a.qemu and rows[-1]["converged"] and rows[-2]["converged"]:
+            g, q = rows[-2], rows[-1]
+            print(f"{'':<12} {'ratio':<7} {q['total_ms'] / max(g['total_ms'], 1):>6.1f}x faster, "
+                  f"downtime {q['downtime_ms']} -> {g['downtime_ms']} ms, bytes "
+                  f"{g['bytes'] / max(q['bytes'], 1):.2f}x QEMU's", flush=True)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "migrate.jsonl"), "a") as f:
         for r in rows:
