@@ -1,0 +1,104 @@
+#include "memory/uffd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int uffd_open(void)
+{
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM };
+    if (ioctl(fd, UFFDIO_API, &api) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    if (!(api.ioctls & (1ULL << _UFFDIO_REGISTER))) {
+        close(fd);
+        return -ENOTSUP;
+    }
+    return fd;
+}
+
+bool uffd_available(void)
+{
+    int fd = uffd_open();
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
+
+int uffd_register(int fd, void *addr, uint64_t len)
+{
+    struct uffdio_register r = {
+        .range = { .start = (uint64_t)(uintptr_t)addr, .len = len },
+        .mode = UFFDIO_REGISTER_MODE_MISSING,
+    };
+    if (ioctl(fd, UFFDIO_REGISTER, &r) < 0)
+        return -errno;
+    if (!(r.ioctls & (1ULL << _UFFDIO_COPY)))
+        return -ENOTSUP;
+    return 0;
+}
+
+int uffd_unregister(int fd, void *addr, uint64_t len)
+{
+    struct uffdio_range r = { .start = (uint64_t)(uintptr_t)addr, .len = len };
+    return ioctl(fd, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
+}
+
+int uffd_next_fault(int fd, int timeout_ms, uint64_t *addr)
+{
+    for (;;) {
+        struct uffd_msg msg;
+        ssize_t n = read(fd, &msg, sizeof(msg));
+        if (n == (ssize_t)sizeof(msg)) {
+            if (msg.event != UFFD_EVENT_PAGEFAULT)
+                continue; /* other events are not asked for */
+            *addr = msg.arg.pagefault.address & ~4095ULL;
+            return 1;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            return -errno;
+        struct pollfd p = { fd, POLLIN, 0 };
+        int r = poll(&p, 1, timeout_ms);
+        if (r == 0)
+            return 0;
+        if (r < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+int uffd_copy(int fd, void *dst, const void *src, uint64_t len)
+{
+    struct uffdio_copy c = {
+        .dst = (uint64_t)(uintptr_t)dst, .src = (uint64_t)(uintptr_t)src, .len = len, .mode = 0,
+    };
+    while (ioctl(fd, UFFDIO_COPY, &c) < 0) {
+        if (errno == EAGAIN && c.copy > 0 && (uint64_t)c.copy < len) {
+            /* Partial copy: go on with the rest. */
+            c.dst += (uint64_t)c.copy;
+            c.src += (uint64_t)c.copy;
+            c.len -= (uint64_t)c.copy;
+            len = c.len;
+            c.copy = 0;
+            continue;
+        }
+        return -errno;
+    }
+    return 0;
+}
+
+int uffd_zero(int fd, void *dst, uint64_t len)
+{
+    struct uffdio_zeropage z = { .range = { .start = (uint64_t)(uintptr_t)dst, .len = len } };
+    return ioctl(fd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
+}

@@ -1,0 +1,29 @@
+/* userfaultfd for guest RAM: the mechanism post-copy is built on (the
+ * destination catches first touches of pages it does not have yet, from
+ * vCPUs through KVM or from the VMM's own threads, and installs them).
+ * Guest RAM is a shared memfd mapping, so MISSING faults on shmem are used.
+ * Returns: 0 or -errno; uffd_open returns the fd or -errno. */
+#ifndef GW_MEMORY_UFFD_H
+#define GW_MEMORY_UFFD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Open a userfaultfd that also sees faults taken in kernel mode (KVM
+ * touching guest memory), negotiated for missing faults on shmem. */
+int uffd_open(void);
+/* Catch missing-page faults in [addr, addr+len) (page aligned). */
+int uffd_register(int fd, void *addr, uint64_t len);
+int uffd_unregister(int fd, void *addr, uint64_t len);
+/* Wait up to timeout_ms for one fault; *addr gets the faulting address
+ * (page aligned). Returns 1 with a fault, 0 on timeout, -errno on error. */
+int uffd_next_fault(int fd, int timeout_ms, uint64_t *addr);
+/* Install len bytes at dst (page aligned) and wake the faulting threads.
+ * -EEXIST: already there (another path installed it first). */
+int uffd_copy(int fd, void *dst, const void *src, uint64_t len);
+/* Install zero pages. */
+int uffd_zero(int fd, void *dst, uint64_t len);
+/* Is userfaultfd usable here (for tests that must skip visibly)? */
+bool uffd_available(void);
+
+#endif
