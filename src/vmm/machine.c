@@ -235,11 +235,30 @@ void machine_shutdown(struct machine *m, bool guest, const char *reason)
 
 /* ---- the vCPU thread ------------------------------------------------------ */
 
+/* Before parking (for a pause, a migration's state save, a reset), let KVM
+ * finish an I/O instruction it handed us: re-entering with immediate_exit
+ * completes it, so saved registers are past it and nothing is done twice. */
+static void complete_pending_io(struct vcpu *vcpu)
+{
+    if (!vcpu->io_pending)
+        return;
+    vcpu->run->immediate_exit = 1;
+    ioctl(vcpu->fd, KVM_RUN, 0);
+    vcpu->run->immediate_exit = 0;
+    vcpu->io_pending = false;
+}
+
 /* Wait until the vCPU may run; false when the thread must exit. */
-static bool wait_for_run(struct machine *m)
+static bool wait_for_run(struct machine *m, struct vcpu *vcpu)
 {
     pthread_mutex_lock(&m->lock);
     while (!m->vcpus_run && !m->vcpus_quit) {
+        if (vcpu->io_pending) {
+            pthread_mutex_unlock(&m->lock);
+            complete_pending_io(vcpu);
+            pthread_mutex_lock(&m->lock);
+            continue; /* re-check: the state may have changed meanwhile */
+        }
         m->vcpus_parked++;
         pthread_cond_broadcast(&m->cond);
         pthread_cond_wait(&m->cond, &m->lock);
@@ -260,7 +279,9 @@ static void *vcpu_thread(void *arg)
     sigaddset(&set, SIG_VCPU_KICK);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
-    while (wait_for_run(m)) {
+    for (;;) {
+        if (!wait_for_run(m, vcpu))
+            break;
         uint64_t nap = __atomic_exchange_n(&vcpu->throttle_sleep_ns, 0, __ATOMIC_ACQ_REL);
         if (nap) {
             struct timespec ts = { (time_t)(nap / 1000000000ULL), (long)(nap % 1000000000ULL) };
@@ -278,6 +299,8 @@ static void *vcpu_thread(void *arg)
             continue;
         }
         vcpu->exits++;
+        vcpu->io_pending = vcpu->run->exit_reason == KVM_EXIT_IO ||
+                           vcpu->run->exit_reason == KVM_EXIT_MMIO;
         machine_handle_exit(m, vcpu);
     }
     return NULL;

@@ -36,6 +36,9 @@ struct vcpu {
     struct vcpu_reset_state reset;
     /* Exit statistics (updated only by the vCPU thread). */
     uint64_t exits, io_exits, mmio_exits;
+    /* The last exit was port or MMIO I/O that KVM completes only on the
+     * next KVM_RUN (a string `rep outs` half-way, say). */
+    bool io_pending;
     /* Set by the throttle thread: sleep this long before re-entering. */
     volatile uint64_t throttle_sleep_ns;
 };
