@@ -18,6 +18,7 @@
 #include "migration/policy.h"
 #include "migration/ram_scan.h"
 #include "migration/ratelimit.h"
+#include "migration/stream_records.h"
 
 #define HANDSHAKE_TIMEOUT_MS 30000
 
@@ -137,7 +138,7 @@ static int queue_page(struct out_ctx *c, uint64_t idx)
 {
     uint8_t *p = c->m->ram->host + idx * GWS_PAGE_SIZE;
     uint64_t pfn = ram_page_to_pfn(c->m->ram, idx);
-    if (ram_page_is_zero(p)) {
+    if (stream_page_is_zero(p)) {
         if (c->first_pass) {
             /* The destination's memory starts zero: nothing to send. */
             account(c, 1, 0);

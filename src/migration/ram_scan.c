@@ -32,21 +32,6 @@ int ram_scan_data_pages(const struct guest_ram *ram, uint64_t *map, uint64_t *np
     return 0;
 }
 
-bool ram_page_is_zero(const void *page)
-{
-    const uint64_t *w = page;
-    /* Check the first line early: most non-zero pages fail here. */
-    if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7])
-        return false;
-    for (unsigned i = 8; i < GUEST_PAGE_SIZE / 8; i += 8) {
-        uint64_t acc = w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] |
-                       w[i + 7];
-        if (acc)
-            return false;
-    }
-    return true;
-}
-
 uint64_t ram_page_to_pfn(const struct guest_ram *ram, uint64_t idx)
 {
     uint64_t off = idx * GUEST_PAGE_SIZE;

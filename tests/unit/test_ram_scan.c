@@ -8,19 +8,20 @@
 #include "memory/bitmap.h"
 #include "memory/guest_ram.h"
 #include "migration/ram_scan.h"
+#include "migration/stream_records.h"
 
 static void test_zero_page(void **state)
 {
     static uint64_t page[512] __attribute__((aligned(64)));
     memset(page, 0, sizeof(page));
-    assert_true(ram_page_is_zero(page));
+    assert_true(stream_page_is_zero(page));
     for (unsigned i = 0; i < 512; i += 37) {
         page[i] = 1ULL << (i % 64);
-        assert_false(ram_page_is_zero(page));
+        assert_false(stream_page_is_zero(page));
         page[i] = 0;
     }
     ((uint8_t *)page)[4095] = 1;
-    assert_false(ram_page_is_zero(page));
+    assert_false(stream_page_is_zero(page));
 }
 
 static void test_pfn_mapping(void **state)
