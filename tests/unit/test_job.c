@@ -1,0 +1,475 @@
+/* The job state machine, its persistence (hostile files included) and the
+ * restart-recovery decisions for every phase. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/job.h"
+
+#define UUID "6f1c2d3e-4a5b-4c6d-8e7f-0123456789ab"
+
+static void make_job(struct job *j, enum job_kind k)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    assert_int_equal(job_init(j, k, "job-1", UUID, "vm1", 1000, &e), 0);
+}
+
+static void test_names_round_trip(void **state)
+{
+    for (int p = 0; p < JOB_PHASE__COUNT; p++) {
+        enum job_phase back;
+        assert_int_equal(job_phase_from_name(job_phase_name(p), &back), 0);
+        assert_int_equal(back, p);
+    }
+    for (int k = 0; k < JOB_KIND__COUNT; k++) {
+        enum job_kind back;
+        assert_int_equal(job_kind_from_name(job_kind_name(k), &back), 0);
+        assert_int_equal(back, k);
+    }
+    for (int r = 0; r < JOB_RECOVER__COUNT; r++)
+        assert_string_not_equal(job_recovery_name(r), "?");
+    enum job_phase p;
+    assert_int_equal(job_phase_from_name("performing", &p), -EINVAL);
+    assert_string_equal(job_phase_name(JOB_PHASE__COUNT), "?");
+    assert_string_equal(job_phase_name(JOB_PHASE_PERFORM_POSTCOPY), "perform-postcopy");
+}
+
+static void test_init_validates(void **state)
+{
+    struct job j;
+    struct gw_error e;
+    gw_error_init(&e);
+    assert_int_equal(job_init(&j, JOB_KIND_MIGRATION_OUT, "a/b", UUID, "vm", 0, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "job id"));
+    assert_int_equal(job_init(&j, JOB_KIND_MIGRATION_OUT, "ok", "6F1C2D3E-4A5B-4C6D-8E7F-0123456789AB",
+                              "vm", 0, NULL), -EINVAL); /* upper case is not canonical */
+    assert_int_equal(job_init(&j, JOB_KIND_NONE, "ok", UUID, "vm", 0, NULL), -EINVAL);
+    char longname[100];
+    memset(longname, 'x', sizeof(longname) - 1);
+    longname[99] = '\0';
+    assert_int_equal(job_init(&j, JOB_KIND_MODIFY, "ok", UUID, longname, 0, NULL), -EINVAL);
+    make_job(&j, JOB_KIND_MIGRATION_OUT);
+    assert_int_equal(j.phase, JOB_PHASE_BEGIN);
+    make_job(&j, JOB_KIND_MIGRATION_IN);
+    assert_int_equal(j.phase, JOB_PHASE_PREPARE);
+}
+
+static int hook_calls;
+static enum job_phase hook_old;
+static void hook(const struct job *j, enum job_phase old, void *opaque)
+{
+    hook_calls++;
+    hook_old = old;
+    (void)j;
+    (void)opaque;
+}
+
+static void go(struct job *j, enum job_phase to)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    int rc = job_set_phase(j, to, 2000, &e);
+    if (rc != 0)
+        fail_msg("%s", e.msg);
+}
+
+static void test_source_happy_path(void **state)
+{
+    struct job j;
+    make_job(&j, JOB_KIND_MIGRATION_OUT);
+    j.on_phase = hook;
+    hook_calls = 0;
+    go(&j, JOB_PHASE_PERFORM);
+    go(&j, JOB_PHASE_PERFORM_POSTCOPY);
+    assert_true(j.postcopy_started);
+    go(&j, JOB_PHASE_PERFORM_DONE);
+    go(&j, JOB_PHASE_CONFIRM);
+    go(&j, JOB_PHASE_DONE);
+    assert_int_equal(hook_calls, 5);
+    assert_int_equal(hook_old, JOB_PHASE_CONFIRM);
+    assert_int_equal(j.phase_ms, 2000);
+    assert_false(job_active(&j));
+}
+
+static void test_bad_transition_is_refused(void **state)
+{
+    struct job j;
+    struct gw_error e;
+    make_job(&j, JOB_KIND_MIGRATION_OUT);
+    gw_error_init(&e);
+    assert_int_equal(job_set_phase(&j, JOB_PHASE_CONFIRM, 5, &e), -EINVAL);
+    assert_string_equal(e.msg, "job job-1 (migration-out): cannot go from phase begin to phase confirm");
+    assert_int_equal(j.phase, JOB_PHASE_BEGIN);
+    /* a destination phase on a source job */
+    assert_int_equal(job_set_phase(&j, JOB_PHASE_FINISH, 5, NULL), -EINVAL);
+    go(&j, JOB_PHASE_FAILED);
+    /* terminal */
+    assert_int_equal(job_set_phase(&j, JOB_PHASE_PERFORM, 5, NULL), -EINVAL);
+    make_job(&j, JOB_KIND_MIGRATION_IN);
+    assert_int_equal(job_set_phase(&j, JOB_PHASE_PERFORM, 5, NULL), -EINVAL);
+    go(&j, JOB_PHASE_FINISH);
+    go(&j, JOB_PHASE_POSTCOPY_FAILED);
+    go(&j, JOB_PHASE_FINISH);
+    go(&j, JOB_PHASE_DONE);
+}
+
+static void test_postcopy_failure_and_recovery(void **state)
+{
+    struct job j;
+    make_job(&j, JOB_KIND_MIGRATION_OUT);
+    go(&j, JOB_PHASE_PERFORM);
+    go(&j, JOB_PHASE_PERFORM_POSTCOPY);
+    go(&j, JOB_PHASE_POSTCOPY_FAILED);
+    /* --postcopy-resume */
+    go(&j, JOB_PHASE_PERFORM_POSTCOPY);
+    go(&j, JOB_PHASE_PERFORM_DONE);
+    assert_int_equal(job_set_phase(&j, JOB_PHASE_PERFORM, 0, NULL), -EINVAL);
+}
+
+static void test_check_free(void **state)
+{
+    struct job j;
+    struct gw_error e;
+    memset(&j, 0, sizeof(j));
+    assert_int_equal(job_check_free(&j, "start", NULL), 0);
+    assert_int_equal(job_check_free(NULL, "start", NULL), 0);
+    make_job(&j, JOB_KIND_MIGRATION_OUT);
+    go(&j, JOB_PHASE_PERFORM);
+    gw_error_init(&e);
+    assert_int_equal(job_check_free(&j, "destroy", &e), -EBUSY);
+    assert_string_equal(e.msg, "domain vm1: cannot destroy: a migration-out job (job-1) is in phase perform");
+}
+
+/* ---- persistence ---------------------------------------------------------- */
+
+static char dir[64];
+
+static int setup_dir(void **state)
+{
+    snprintf(dir, sizeof(dir), "/tmp/gw-test-job-XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown_dir(void **state)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void write_job_file(const char *text)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/jobs", dir);
+    mkdir(path, 0700);
+    snprintf(path, sizeof(path), "%s/jobs/%s.json", dir, UUID);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fwrite(text, 1, strlen(text), f);
+    fclose(f);
+}
+
+static void test_save_load_round_trip(void **state)
+{
+    struct job j, back;
+    struct gw_error e;
+    make_job(&j, JOB_KIND_MIGRATION_OUT);
+    j.flags = JOB_F_LIVE | JOB_F_POSTCOPY | JOB_F_AUTO_CONVERGE;
+    snprintf(j.peer_uri, sizeof(j.peer_uri), "tcp:10.0.0.2:16509");
+    snprintf(j.migrate_uri, sizeof(j.migrate_uri), "tcp:10.0.0.2:49152");
+    j.vmm_pid = 4242;
+    go(&j, JOB_PHASE_PERFORM);
+    go(&j, JOB_PHASE_PERFORM_POSTCOPY);
+    job_set_error(&j, "first");
+    job_set_error(&j, "second");
+    gw_error_init(&e);
+    assert_int_equal(job_save(&j, dir, &e), 0);
+    assert_int_equal(job_load(&back, dir, UUID, &e), 0);
+    assert_int_equal(back.kind, JOB_KIND_MIGRATION_OUT);
+    assert_int_equal(back.phase, JOB_PHASE_PERFORM_POSTCOPY);
+    assert_string_equal(back.id, "job-1");
+    assert_string_equal(back.name, "vm1");
+    assert_string_equal(back.peer_uri, j.peer_uri);
+    assert_string_equal(back.migrate_uri, j.migrate_uri);
+    assert_int_equal(back.flags, j.flags);
+    assert_true(back.postcopy_started);
+    assert_int_equal(back.vmm_pid, 4242);
+    assert_int_equal(back.started_ms, 1000);
+    assert_int_equal(back.phase_ms, 2000);
+    assert_string_equal(back.error, "first");
+    /* overwrite, no temporary left behind */
+    go(&j, JOB_PHASE_PERFORM_DONE);
+    assert_int_equal(job_save(&j, dir, &e), 0);
+    char tmp[256];
+    snprintf(tmp, sizeof(tmp), "%s/jobs/%s.json.tmp", dir, UUID);
+    assert_int_equal(access(tmp, F_OK), -1);
+    assert_int_equal(job_load(&back, dir, UUID, &e), 0);
+    assert_int_equal(back.phase, JOB_PHASE_PERFORM_DONE);
+    assert_int_equal(job_remove(dir, UUID, &e), 0);
+    assert_int_equal(job_load(&back, dir, UUID, &e), -ENOENT);
+    assert_int_equal(job_remove(dir, UUID, &e), 0);
+    assert_false(gw_error_is_set(&e));
+}
+
+static const char *const good =
+    "{\"version\":1,\"id\":\"j\",\"kind\":\"migration-in\",\"phase\":\"finish\","
+    "\"uuid\":\"" UUID "\",\"name\":\"vm\",\"peer_uri\":\"\",\"migrate_uri\":\"\","
+    "\"flags\":[\"postcopy\"],\"postcopy_started\":false,\"vmm_pid\":7,"
+    "\"started_ms\":1,\"phase_ms\":2,\"error\":\"\"}";
+
+static void expect_corrupt(const char *text, const char *why)
+{
+    struct job j;
+    struct gw_error e;
+    gw_error_init(&e);
+    write_job_file(text);
+    assert_int_equal(job_load(&j, dir, UUID, &e), -EINVAL);
+    if (!strstr(e.msg, why))
+        fail_msg("expected '%s' in '%s'", why, e.msg);
+    assert_int_equal(j.kind, JOB_KIND_NONE); /* never half-filled */
+}
+
+static char *replace(const char *from, const char *to)
+{
+    static char buf[2048];
+    const char *p = strstr(good, from);
+    assert_non_null(p);
+    snprintf(buf, sizeof(buf), "%.*s%s%s", (int)(p - good), good, to, p + strlen(from));
+    return buf;
+}
+
+static void test_load_rejects_corrupt_files(void **state)
+{
+    struct job j;
+    write_job_file(good);
+    assert_int_equal(job_load(&j, dir, UUID, NULL), 0);
+    assert_int_equal(j.phase, JOB_PHASE_FINISH);
+    assert_int_equal(j.flags, JOB_F_POSTCOPY);
+
+    expect_corrupt("", "not one valid JSON object");
+    expect_corrupt("{\"version\":1,", "not one valid JSON object");
+    expect_corrupt("[1,2]", "not a JSON object");
+    expect_corrupt("{} {}", "not one valid JSON object");
+    expect_corrupt(replace("\"version\":1", "\"version\":2"), "unsupported version");
+    expect_corrupt(replace("\"phase\":\"finish\"", "\"phase\":\"perform\""), "not a phase of a migration-in");
+    expect_corrupt(replace("\"phase\":\"finish\"", "\"phase\":7"), "'phase' has the wrong type");
+    expect_corrupt(replace("\"kind\":\"migration-in\"", "\"kind\":\"none\""), "invalid kind");
+    expect_corrupt(replace("\"id\":\"j\"", "\"id\":\"../x\""), "invalid id");
+    expect_corrupt(replace(",\"error\":\"\"", ""), "'error' is missing");
+    expect_corrupt(replace("\"vmm_pid\":7", "\"vmm_pid\":-7"), "'vmm_pid' is out of range");
+    expect_corrupt(replace("\"vmm_pid\":7", "\"vmm_pid\":99999999999"), "'vmm_pid' is out of range");
+    expect_corrupt(replace("\"started_ms\":1", "\"started_ms\":1.5"), "'started_ms' has the wrong type");
+    expect_corrupt(replace("[\"postcopy\"]", "[\"warp\"]"), "unknown flag 'warp'");
+    expect_corrupt(replace("[\"postcopy\"]", "[3]"), "unknown flag");
+    expect_corrupt(replace("\"name\":\"vm\"", "\"name\":\"v\\u0000m\""), "NUL byte");
+    expect_corrupt(replace("\"version\":1", "\"version\":1,\"extra\":0"), "unexpected member 'extra'");
+    expect_corrupt(replace(UUID, "6f1c2d3e-4a5b-4c6d-8e7f-0123456789ac"), "does not match");
+    char big[200];
+    memset(big, 'a', sizeof(big) - 1);
+    big[199] = '\0';
+    char text[1024];
+    snprintf(text, sizeof(text), "%s", replace("\"name\":\"vm\"", "\"name\":\"NAME\""));
+    char *p = strstr(text, "NAME");
+    char tail[1024];
+    snprintf(tail, sizeof(tail), "%s", p + 4);
+    snprintf(p, sizeof(text) - (size_t)(p - text), "%s%s", big, tail);
+    expect_corrupt(text, "name is too long");
+}
+
+static void test_load_rejects_huge_and_odd_files(void **state)
+{
+    char path[256];
+    struct job j;
+    size_t n = JOB_FILE_MAX + 10;
+    char *text = malloc(n + 1);
+    memset(text, ' ', n);
+    text[n] = '\0';
+    text[0] = '{';
+    text[n - 1] = '}';
+    write_job_file(text);
+    free(text);
+    assert_int_equal(job_load(&j, dir, UUID, NULL), -EINVAL);
+    snprintf(path, sizeof(path), "%s/jobs/%s.json", dir, UUID);
+    unlink(path);
+    assert_int_equal(mkdir(path, 0700), 0);
+    assert_int_equal(job_load(&j, dir, UUID, NULL), -EINVAL);
+    rmdir(path);
+    assert_int_equal(job_load(&j, dir, "not-a-uuid", NULL), -EINVAL);
+}
+
+struct scan_seen {
+    int good, bad;
+};
+
+static int scan_cb(const struct job *j, const char *path, const struct gw_error *lerr, void *opaque)
+{
+    struct scan_seen *s = opaque;
+    if (j)
+        s->good++;
+    else
+        s->bad++;
+    assert_true(j != NULL || lerr != NULL);
+    (void)path;
+    return 0;
+}
+
+static void test_scan(void **state)
+{
+    struct scan_seen seen = { 0 };
+    char path[256];
+    assert_int_equal(job_scan("/nonexistent-gw-dir", scan_cb, &seen, NULL), 0);
+    write_job_file(good);
+    snprintf(path, sizeof(path), "%s/jobs/junk.json", dir);
+    FILE *f = fopen(path, "w");
+    fputs("{}", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/jobs/%s.json.tmp", dir, UUID);
+    f = fopen(path, "w");
+    fclose(f);
+    assert_int_equal(job_scan(dir, scan_cb, &seen, NULL), 0);
+    assert_int_equal(seen.good, 1);
+    assert_int_equal(seen.bad, 1);
+}
+
+/* ---- recovery: every phase --------------------------------------------------- */
+
+static enum job_recovery rec(enum job_kind k, enum job_phase p, bool alive, const char *status)
+{
+    struct job j;
+    make_job(&j, k);
+    j.phase = p;
+    j.postcopy_started = p == JOB_PHASE_PERFORM_POSTCOPY || p == JOB_PHASE_POSTCOPY_FAILED;
+    return job_recovery_action(&j, alive, status);
+}
+
+#define OUT JOB_KIND_MIGRATION_OUT
+#define IN JOB_KIND_MIGRATION_IN
+
+static void test_recovery_source(void **state)
+{
+    assert_int_equal(rec(OUT, JOB_PHASE_BEGIN, true, NULL), JOB_RECOVER_NOTHING);
+    assert_int_equal(rec(OUT, JOB_PHASE_BEGIN, false, NULL), JOB_RECOVER_CRASHED);
+    /* pre-copy in flight, or even completed: Finish never went out */
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM, true, "active"), JOB_RECOVER_RESUME_SOURCE);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM, true, "setup"), JOB_RECOVER_RESUME_SOURCE);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM, true, "failed"), JOB_RECOVER_RESUME_SOURCE);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM, true, "completed"), JOB_RECOVER_RESUME_SOURCE);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM, true, NULL), JOB_RECOVER_RESUME_SOURCE);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM, true, "postcopy-active"), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM, false, NULL), JOB_RECOVER_CRASHED);
+    /* post-copy requested */
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_POSTCOPY, true, "active"), JOB_RECOVER_RESUME_SOURCE);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_POSTCOPY, true, "postcopy-active"), JOB_RECOVER_CONTINUE);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_POSTCOPY, true, "completed"), JOB_RECOVER_CONTINUE);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_POSTCOPY, true, "postcopy-paused"), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_POSTCOPY, true, "postcopy-recover"), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_POSTCOPY, true, "failed"), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_POSTCOPY, false, NULL), JOB_RECOVER_CRASHED);
+    /* the outcome lies with the destination */
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_DONE, true, "completed"), JOB_RECOVER_ASK_PEER);
+    assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_DONE, false, NULL), JOB_RECOVER_ASK_PEER);
+    assert_int_equal(rec(OUT, JOB_PHASE_CONFIRM, true, "completed"), JOB_RECOVER_KILL_SOURCE);
+    assert_int_equal(rec(OUT, JOB_PHASE_CONFIRM, false, NULL), JOB_RECOVER_KILL_SOURCE);
+    assert_int_equal(rec(OUT, JOB_PHASE_CONFIRM_CANCELLED, true, "cancelled"), JOB_RECOVER_RESUME_SOURCE);
+    assert_int_equal(rec(OUT, JOB_PHASE_CONFIRM_CANCELLED, false, NULL), JOB_RECOVER_CRASHED);
+    assert_int_equal(rec(OUT, JOB_PHASE_POSTCOPY_FAILED, true, "postcopy-paused"), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(rec(OUT, JOB_PHASE_POSTCOPY_FAILED, false, NULL), JOB_RECOVER_CRASHED);
+    assert_int_equal(rec(OUT, JOB_PHASE_DONE, true, NULL), JOB_RECOVER_NOTHING);
+    assert_int_equal(rec(OUT, JOB_PHASE_FAILED, true, NULL), JOB_RECOVER_NOTHING);
+}
+
+static void test_recovery_destination(void **state)
+{
+    assert_int_equal(rec(IN, JOB_PHASE_PREPARE, true, NULL), JOB_RECOVER_KILL_INCOMING);
+    assert_int_equal(rec(IN, JOB_PHASE_PREPARE, true, "active"), JOB_RECOVER_KILL_INCOMING);
+    assert_int_equal(rec(IN, JOB_PHASE_PREPARE, true, "completed"), JOB_RECOVER_CONTINUE);
+    assert_int_equal(rec(IN, JOB_PHASE_PREPARE, true, "postcopy-active"), JOB_RECOVER_CONTINUE);
+    assert_int_equal(rec(IN, JOB_PHASE_PREPARE, true, "postcopy-paused"), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(rec(IN, JOB_PHASE_PREPARE, false, NULL), JOB_RECOVER_KILL_INCOMING);
+    assert_int_equal(rec(IN, JOB_PHASE_FINISH, true, "completed"), JOB_RECOVER_RESUME_INCOMING);
+    assert_int_equal(rec(IN, JOB_PHASE_FINISH, true, "postcopy-active"), JOB_RECOVER_RESUME_INCOMING);
+    assert_int_equal(rec(IN, JOB_PHASE_FINISH, true, "failed"), JOB_RECOVER_KILL_INCOMING);
+    assert_int_equal(rec(IN, JOB_PHASE_FINISH, true, "postcopy-recover"), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(rec(IN, JOB_PHASE_FINISH, false, NULL), JOB_RECOVER_KILL_INCOMING);
+    assert_int_equal(rec(IN, JOB_PHASE_POSTCOPY_FAILED, true, "postcopy-paused"), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(rec(IN, JOB_PHASE_POSTCOPY_FAILED, true, "completed"), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(rec(IN, JOB_PHASE_POSTCOPY_FAILED, false, NULL), JOB_RECOVER_KILL_INCOMING);
+    assert_int_equal(rec(IN, JOB_PHASE_DONE, true, NULL), JOB_RECOVER_NOTHING);
+    assert_int_equal(rec(IN, JOB_PHASE_FAILED, false, NULL), JOB_RECOVER_NOTHING);
+    assert_int_equal(rec(JOB_KIND_MODIFY, JOB_PHASE_NONE, true, NULL), JOB_RECOVER_NOTHING);
+}
+
+/* Every phase of every kind has a defined answer for every status. */
+static void test_recovery_total(void **state)
+{
+    static const char *const statuses[] = { NULL, "setup", "active", "device", "completed",
+                                            "failed", "cancelled", "postcopy-active",
+                                            "postcopy-paused", "bogus" };
+    for (int k = 1; k < JOB_KIND__COUNT; k++)
+        for (int p = 0; p < JOB_PHASE__COUNT; p++) {
+            if (!job_phase_allowed(k, p))
+                continue;
+            for (size_t s = 0; s < sizeof(statuses) / sizeof(statuses[0]); s++)
+                for (int alive = 0; alive < 2; alive++) {
+                    enum job_recovery r = rec(k, p, alive, statuses[s]);
+                    assert_true(r < JOB_RECOVER__COUNT);
+                    /* a dead VMM is never resumed */
+                    if (!alive)
+                        assert_true(r != JOB_RECOVER_RESUME_SOURCE && r != JOB_RECOVER_RESUME_INCOMING);
+                }
+        }
+}
+
+static void test_recovery_after_peer(void **state)
+{
+    struct job j;
+    make_job(&j, OUT);
+    j.phase = JOB_PHASE_PERFORM_DONE;
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_RUNNING), JOB_RECOVER_KILL_SOURCE);
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_PREPARED), JOB_RECOVER_CONTINUE);
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_FAILED), JOB_RECOVER_RESUME_SOURCE);
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_UNKNOWN), JOB_RECOVER_RESUME_SOURCE);
+    assert_int_equal(job_recovery_after_peer(&j, false, NULL, JOB_PEER_FAILED), JOB_RECOVER_CRASHED);
+    /* never resume blindly */
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_UNREACHABLE), JOB_RECOVER_WAIT_PEER);
+    j.postcopy_started = true;
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_FAILED), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-paused", JOB_PEER_POSTCOPY_FAILED), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(job_recovery_after_peer(&j, false, NULL, JOB_PEER_POSTCOPY_FAILED), JOB_RECOVER_CRASHED);
+    enum job_peer_outcome o;
+    assert_int_equal(job_peer_outcome_from_name("prepared", &o), 0);
+    assert_int_equal(o, JOB_PEER_PREPARED);
+    assert_int_equal(job_peer_outcome_from_name("maybe", &o), -EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_names_round_trip),
+        cmocka_unit_test(test_init_validates),
+        cmocka_unit_test(test_source_happy_path),
+        cmocka_unit_test(test_bad_transition_is_refused),
+        cmocka_unit_test(test_postcopy_failure_and_recovery),
+        cmocka_unit_test(test_check_free),
+        cmocka_unit_test_setup_teardown(test_save_load_round_trip, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_load_rejects_corrupt_files, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_load_rejects_huge_and_odd_files, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_scan, setup_dir, teardown_dir),
+        cmocka_unit_test(test_recovery_source),
+        cmocka_unit_test(test_recovery_destination),
+        cmocka_unit_test(test_recovery_total),
+        cmocka_unit_test(test_recovery_after_peer),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
