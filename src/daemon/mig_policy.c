@@ -159,7 +159,9 @@ static void record(struct mig_policy_state *st, enum mig_action a)
 static void on_timeout(const struct mig_policy *p, const struct mig_flags *f,
                        const struct mig_sample *s, struct mig_decision *d)
 {
-    enum mig_timeout_action a = f->timeout_action_set ? f->timeout_action : p->timeout_action;
+    enum mig_timeout_action a = f->timeout_action_set            ? f->timeout_action
+                                : mig_policy_postcopy_allowed(p, f) ? MIG_TIMEOUT_POSTCOPY
+                                                                    : p->timeout_action;
     double secs = (double)d->timeout_ms / 1000.0;
     if (a == MIG_TIMEOUT_POSTCOPY && mig_policy_postcopy_allowed(p, f))
         say(d, MIG_ACT_POSTCOPY, "completion timeout of %.0f s expired: switching to post-copy", secs);

@@ -16,8 +16,11 @@
  *     or abort was already ordered;
  *  2. --postcopy-after-precopy: switch to post-copy once the first full
  *     pass is done (iteration >= 2), if post-copy is allowed;
- *  3. the completion timeout expired: apply the timeout action (post-copy
- *     falls back to pause when post-copy is not allowed);
+ *  3. the completion timeout expired: the operator's --timeout-suspend or
+ *     --timeout-postcopy when given; else post-copy when allowed (an
+ *     expired timeout means pre-copy did not converge); else the domain's
+ *     timeout_action (postcopy falls back to pause: post-copy is not
+ *     allowed);
  *  4. pre-copy judged not to converge (for MIG_POLICY_STALL_ROUNDS rounds
  *     in a row the dirty rate was >= MIG_POLICY_DIRTY_BW_PCT % of the
  *     bandwidth, or the remaining bytes shrank by < MIG_POLICY_PROGRESS_PCT

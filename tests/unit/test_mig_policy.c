@@ -139,11 +139,15 @@ static void test_timeout_each_action(void **state)
         enum mig_timeout_action a;
         enum mig_action expect;
     } cases[] = {
+        /* post-copy allowed: an expired timeout means "not converging" */
         { true, true, MIG_TIMEOUT_POSTCOPY, MIG_ACT_POSTCOPY },
+        { true, true, MIG_TIMEOUT_PAUSE, MIG_ACT_POSTCOPY },
+        { true, true, MIG_TIMEOUT_ABORT, MIG_ACT_POSTCOPY },
+        /* not allowed (domain forbids, or no --postcopy): the domain's action */
         { false, true, MIG_TIMEOUT_POSTCOPY, MIG_ACT_PAUSE },  /* falls back */
         { true, false, MIG_TIMEOUT_POSTCOPY, MIG_ACT_PAUSE },
-        { true, true, MIG_TIMEOUT_PAUSE, MIG_ACT_PAUSE },
-        { true, true, MIG_TIMEOUT_ABORT, MIG_ACT_ABORT },
+        { false, true, MIG_TIMEOUT_PAUSE, MIG_ACT_PAUSE },
+        { false, false, MIG_TIMEOUT_ABORT, MIG_ACT_ABORT },
     };
     /* A guest that converges slowly but steadily: no stall, only the clock. */
     static const struct rec slow[] = {
@@ -160,6 +164,18 @@ static void test_timeout_each_action(void **state)
         assert_int_equal(d.action, cases[i].expect);
         assert_non_null(strstr(d.reason, "completion timeout of 60 s expired"));
     }
+}
+
+static void test_operator_timeout_suspend_overrides_postcopy(void **state)
+{
+    static const struct rec r[] = { { 1, 1, 3000, 10, 900 }, { 11, 1, 2000, 10, 900 } };
+    struct mig_policy p = policy(true, false, MIG_TIMEOUT_POSTCOPY);
+    struct mig_flags f = { .postcopy = true, .timeout_s = 10, .timeout_action_set = true,
+                           .timeout_action = MIG_TIMEOUT_PAUSE };
+    struct mig_decision d;
+    assert_int_equal(run(&p, &f, r, 2, 4 * GIB, &d), 1);
+    assert_int_equal(d.action, MIG_ACT_PAUSE);
+    assert_string_equal(d.reason, "completion timeout of 10 s expired: pausing the guest to finish");
 }
 
 static void test_operator_timeout_overrides_policy(void **state)
@@ -300,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_postcopy_forbidden_auto_converge_then_timeout),
         cmocka_unit_test(test_timeout_each_action),
         cmocka_unit_test(test_operator_timeout_overrides_policy),
+        cmocka_unit_test(test_operator_timeout_suspend_overrides_postcopy),
         cmocka_unit_test(test_postcopy_after_first_pass),
         cmocka_unit_test(test_remaining_stops_shrinking),
         cmocka_unit_test(test_shrinking_rounds_are_progress),
