@@ -775,3 +775,20 @@ enum job_recovery job_recovery_after_peer(const struct job *j, bool vmm_alive,
         return JOB_RECOVER_WAIT_PEER;
     }
 }
+
+enum job_peer_outcome job_peer_outcome_of(const struct job *j, bool guest_running)
+{
+    if (!j || j->kind != JOB_KIND_MIGRATION_IN)
+        return guest_running ? JOB_PEER_RUNNING : JOB_PEER_UNKNOWN;
+    switch (j->phase) {
+    case JOB_PHASE_PREPARE:
+    case JOB_PHASE_FINISH:
+        return guest_running ? JOB_PEER_RUNNING : JOB_PEER_PREPARED;
+    case JOB_PHASE_POSTCOPY_FAILED:
+        return JOB_PEER_POSTCOPY_FAILED;
+    case JOB_PHASE_DONE:
+        return JOB_PEER_RUNNING; /* it ran here: the source copy is stale */
+    default:
+        return guest_running ? JOB_PEER_RUNNING : JOB_PEER_FAILED;
+    }
+}

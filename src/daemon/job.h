@@ -178,6 +178,10 @@ enum job_peer_outcome {
 };
 const char *job_peer_outcome_name(enum job_peer_outcome o);
 int job_peer_outcome_from_name(const char *s, enum job_peer_outcome *out);
+/* The destination's answer to a Status request: j is its job for that
+ * UUID (NULL when none), guest_running whether a domain with that UUID runs
+ * here now. */
+enum job_peer_outcome job_peer_outcome_of(const struct job *j, bool guest_running);
 /* Second step after JOB_RECOVER_ASK_PEER on the source. */
 enum job_recovery job_recovery_after_peer(const struct job *j, bool vmm_alive,
                                           const char *vmm_status, enum job_peer_outcome peer);
