@@ -21,7 +21,7 @@ CFLAGS_COMMON := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wno-unused-paramete
 	-Wno-missing-field-initializers -Wshadow -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation \
 	-D_GNU_SOURCE -fno-strict-aliasing -pthread -MMD -MP $(SANITIZE)
 CFLAGS  += $(CFLAGS_COMMON) -Isrc -DGODWIT_VERSION=\"0.1.0\"
-LDLIBS  += -ljson-c -lzstd -llz4 -llzma -lz -lxxhash -lpthread -lm
+LDLIBS  += -lgnutls -ljson-c -lzstd -llz4 -llzma -lz -lxxhash -lpthread -lm
 LDFLAGS += $(SANITIZE) -pthread
 
 # Library: every src/ file except the programs' main.c files.

@@ -1,0 +1,257 @@
+/* TLS sessions for the control protocol (GnuTLS). */
+#include "control/control_tls.h"
+
+#include <errno.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TLS_PRIORITY "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK"
+
+struct ctl_tls {
+    bool server;
+    bool psk;
+    gnutls_psk_server_credentials_t psk_server;
+    gnutls_psk_client_credentials_t psk_client;
+    gnutls_certificate_credentials_t x509;
+};
+
+struct ctl_tls_session {
+    gnutls_session_t s;
+    char peer[256];
+};
+
+bool ctl_tls_configured(const struct ctl_tls_config *cfg)
+{
+    return cfg->psk_file || cfg->cert_file || cfg->key_file || cfg->ca_file;
+}
+
+int ctl_tls_config_check(const struct ctl_tls_config *cfg, struct gw_error *err)
+{
+    bool any_x509 = cfg->cert_file || cfg->key_file || cfg->ca_file;
+    if (cfg->psk_file && any_x509)
+        return gw_error_set(err, EINVAL, "give either a TLS pre-shared key or certificates, not both");
+    if (any_x509 && !(cfg->cert_file && cfg->key_file && cfg->ca_file))
+        return gw_error_set(err, EINVAL, "X.509 TLS needs a certificate, its key and a CA file");
+    return 0;
+}
+
+/* First "user:hexkey" line of a psktool file. */
+static int read_psk_line(const char *path, char *user, size_t ulen, char *key, size_t klen,
+                         struct gw_error *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return gw_error_set(err, errno, "cannot open TLS key file '%s': %m", path);
+    char line[1024];
+    int r = -EINVAL;
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        char *colon = strchr(line, ':');
+        if (!colon || colon == line || !colon[1])
+            continue;
+        *colon = '\0';
+        snprintf(user, ulen, "%s", line);
+        snprintf(key, klen, "%s", colon + 1);
+        r = 0;
+        break;
+    }
+    fclose(f);
+    if (r < 0)
+        gw_error_set(err, EINVAL, "TLS key file '%s' has no 'username:hexkey' line", path);
+    return r;
+}
+
+static int setup_psk(struct ctl_tls *t, const char *file, struct gw_error *err)
+{
+    int g;
+    t->psk = true;
+    if (t->server) {
+        if ((g = gnutls_psk_allocate_server_credentials(&t->psk_server)) < 0)
+            goto gnutls_err;
+        if ((g = gnutls_psk_set_server_credentials_file(t->psk_server, file)) < 0)
+            return gw_error_set(err, EINVAL, "cannot load TLS key file '%s': %s", file,
+                                gnutls_strerror(g));
+        return 0;
+    }
+    char user[256], hex[512];
+    if (read_psk_line(file, user, sizeof(user), hex, sizeof(hex), err) < 0)
+        return -EINVAL;
+    if ((g = gnutls_psk_allocate_client_credentials(&t->psk_client)) < 0)
+        goto gnutls_err;
+    gnutls_datum_t key = { (unsigned char *)hex, (unsigned)strlen(hex) };
+    if ((g = gnutls_psk_set_client_credentials(t->psk_client, user, &key, GNUTLS_PSK_KEY_HEX)) < 0)
+        return gw_error_set(err, EINVAL, "bad key in TLS key file '%s': %s", file, gnutls_strerror(g));
+    return 0;
+gnutls_err:
+    return gw_error_set(err, ENOMEM, "TLS: %s", gnutls_strerror(g));
+}
+
+static int setup_x509(struct ctl_tls *t, const struct ctl_tls_config *cfg, struct gw_error *err)
+{
+    int g = gnutls_certificate_allocate_credentials(&t->x509);
+    if (g < 0)
+        return gw_error_set(err, ENOMEM, "TLS: %s", gnutls_strerror(g));
+    g = gnutls_certificate_set_x509_trust_file(t->x509, cfg->ca_file, GNUTLS_X509_FMT_PEM);
+    if (g <= 0)
+        return gw_error_set(err, EINVAL, "cannot load CA certificates from '%s': %s", cfg->ca_file,
+                            g == 0 ? "no certificate found" : gnutls_strerror(g));
+    g = gnutls_certificate_set_x509_key_file(t->x509, cfg->cert_file, cfg->key_file,
+                                             GNUTLS_X509_FMT_PEM);
+    if (g < 0)
+        return gw_error_set(err, EINVAL, "cannot load certificate '%s' / key '%s': %s",
+                            cfg->cert_file, cfg->key_file, gnutls_strerror(g));
+    return 0;
+}
+
+struct ctl_tls *ctl_tls_new(const struct ctl_tls_config *cfg, bool server, struct gw_error *err)
+{
+    if (ctl_tls_config_check(cfg, err) < 0)
+        return NULL;
+    if (!ctl_tls_configured(cfg)) {
+        gw_error_set(err, EINVAL, "no TLS credentials given");
+        return NULL;
+    }
+    struct ctl_tls *t = calloc(1, sizeof(*t));
+    if (!t) {
+        gw_error_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    t->server = server;
+    int r = cfg->psk_file ? setup_psk(t, cfg->psk_file, err) : setup_x509(t, cfg, err);
+    if (r < 0) {
+        ctl_tls_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void ctl_tls_free(struct ctl_tls *t)
+{
+    if (!t)
+        return;
+    if (t->psk_server)
+        gnutls_psk_free_server_credentials(t->psk_server);
+    if (t->psk_client)
+        gnutls_psk_free_client_credentials(t->psk_client);
+    if (t->x509)
+        gnutls_certificate_free_credentials(t->x509);
+    free(t);
+}
+
+static int session_creds(struct ctl_tls *t, gnutls_session_t s)
+{
+    if (t->psk)
+        return gnutls_credentials_set(s, GNUTLS_CRD_PSK,
+                                      t->server ? (void *)t->psk_server : (void *)t->psk_client);
+    int g = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, t->x509);
+    if (g < 0)
+        return g;
+    if (t->server)
+        gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
+    gnutls_session_set_verify_cert(s, NULL, 0);
+    return 0;
+}
+
+static void note_peer(struct ctl_tls *t, struct ctl_tls_session *ts)
+{
+    if (t->psk) {
+        const char *u = t->server ? gnutls_psk_server_get_username(ts->s) : NULL;
+        snprintf(ts->peer, sizeof(ts->peer), "psk:%s", u ? u : "-");
+        return;
+    }
+    unsigned n = 0;
+    const gnutls_datum_t *certs = gnutls_certificate_get_peers(ts->s, &n);
+    gnutls_x509_crt_t crt;
+    snprintf(ts->peer, sizeof(ts->peer), "x509:?");
+    if (n == 0 || gnutls_x509_crt_init(&crt) < 0)
+        return;
+    if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0) {
+        char dn[200];
+        size_t len = sizeof(dn);
+        if (gnutls_x509_crt_get_dn(crt, dn, &len) == 0)
+            snprintf(ts->peer, sizeof(ts->peer), "x509:%s", dn);
+    }
+    gnutls_x509_crt_deinit(crt);
+}
+
+struct ctl_tls_session *ctl_tls_session_new(struct ctl_tls *t, int fd, int timeout_ms,
+                                            struct gw_error *err)
+{
+    struct ctl_tls_session *ts = calloc(1, sizeof(*ts));
+    if (!ts) {
+        gw_error_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    int g = gnutls_init(&ts->s, t->server ? GNUTLS_SERVER : GNUTLS_CLIENT);
+    if (g < 0)
+        goto fail;
+    if ((g = gnutls_priority_set_direct(ts->s, TLS_PRIORITY, NULL)) < 0 ||
+        (g = session_creds(t, ts->s)) < 0)
+        goto fail;
+    gnutls_transport_set_int(ts->s, fd);
+    gnutls_handshake_set_timeout(ts->s, (unsigned)timeout_ms);
+    do {
+        g = gnutls_handshake(ts->s);
+    } while (g < 0 && !gnutls_error_is_fatal(g));
+    if (g < 0)
+        goto fail;
+    note_peer(t, ts);
+    return ts;
+fail:
+    gw_error_set(err, EACCES, "TLS handshake failed: %s", gnutls_strerror(g));
+    if (ts->s)
+        gnutls_deinit(ts->s);
+    free(ts);
+    return NULL;
+}
+
+void ctl_tls_session_free(struct ctl_tls_session *ts)
+{
+    if (!ts)
+        return;
+    gnutls_bye(ts->s, GNUTLS_SHUT_WR);
+    gnutls_deinit(ts->s);
+    free(ts);
+}
+
+static ssize_t tls_read(void *opaque, void *buf, size_t len)
+{
+    struct ctl_tls_session *ts = opaque;
+    for (;;) {
+        ssize_t n = gnutls_record_recv(ts->s, buf, len);
+        if (n >= 0)
+            return n;
+        if (n == GNUTLS_E_INTERRUPTED)
+            continue;
+        if (n == GNUTLS_E_AGAIN) /* a receive timeout (SO_RCVTIMEO) */
+            return -ETIMEDOUT;
+        if (n == GNUTLS_E_PREMATURE_TERMINATION)
+            return 0;
+        return -EIO;
+    }
+}
+
+static ssize_t tls_write(void *opaque, const void *buf, size_t len)
+{
+    struct ctl_tls_session *ts = opaque;
+    for (;;) {
+        ssize_t n = gnutls_record_send(ts->s, buf, len);
+        if (n >= 0)
+            return n;
+        if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+            continue;
+        return -EIO;
+    }
+}
+
+void ctl_tls_session_io(struct ctl_tls_session *ts, struct ctl_io *io)
+{
+    io->read = tls_read;
+    io->write = tls_write;
+    io->opaque = ts;
+}
+
+const char *ctl_tls_session_peer(const struct ctl_tls_session *ts) { return ts->peer; }

@@ -1,0 +1,199 @@
+/* Domains at run time: lookup, the state transition helper, events, the
+ * job slot, status persistence. Called with dm->lock held. */
+#define LOG_PREFIX "domain"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "control/control.h"
+#include "daemon/daemon.h"
+#include "daemon/domain_store.h"
+
+struct domain *domain_new(const struct dom_def *def)
+{
+    struct domain *dom = calloc(1, sizeof(*dom));
+    if (!dom)
+        return NULL;
+    if (dom_def_copy(&dom->def, def) < 0) {
+        free(dom);
+        return NULL;
+    }
+    dom->state = DOM_STATE_SHUTOFF;
+    dom->reason = DOM_REASON_UNKNOWN;
+    dom->id = -1;
+    dom->pid = 0;
+    dom->pidfd = -1;
+    dom->console_fd = -1;
+    pthread_mutex_init(&dom->qmp_lock, NULL);
+    return dom;
+}
+
+void domain_free(struct domain *dom)
+{
+    if (!dom)
+        return;
+    dom_def_fini(&dom->def);
+    pthread_mutex_destroy(&dom->qmp_lock);
+    free(dom);
+}
+
+static bool all_digits(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+struct domain *daemon_find_domain(struct daemon *dm, const char *key)
+{
+    for (struct domain *d = dm->domains; d; d = d->next)
+        if (strcmp(d->def.name, key) == 0)
+            return d;
+    for (struct domain *d = dm->domains; d; d = d->next)
+        if (strcasecmp(d->def.uuid, key) == 0)
+            return d;
+    if (all_digits(key))
+        for (struct domain *d = dm->domains; d; d = d->next)
+            if (d->id >= 0 && d->id == atoi(key))
+                return d;
+    return NULL;
+}
+
+int daemon_lookup(struct daemon *dm, struct json_object *args, struct domain **dom,
+                  struct gw_error *err)
+{
+    const char *key;
+    int r = ctl_arg_str(args, "domain", true, &key, err);
+    if (r < 0)
+        return r;
+    *dom = daemon_find_domain(dm, key);
+    if (!*dom)
+        return gw_error_set(err, ENOENT, "Domain not found: no domain with matching name '%s'", key);
+    return 0;
+}
+
+void domain_path(struct daemon *dm, const struct domain *dom, int file, char *buf, size_t len)
+{
+    if (file == STORE_SERIAL_LOG && dom->def.serial_log) {
+        snprintf(buf, len, "%s", dom->def.serial_log);
+        return;
+    }
+    store_path(dm->cfg.state_dir, (enum store_file)file, dom->def.name, buf, len);
+}
+
+/* ---- status ---- */
+
+int domain_save_status(struct daemon *dm, const struct domain *dom, struct gw_error *err)
+{
+    char path[PATH_MAX];
+    domain_path(dm, dom, STORE_STATUS, path, sizeof(path));
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "uuid", json_object_new_string(dom->def.uuid));
+    json_object_object_add(o, "state", json_object_new_string(dom_state_name(dom->state)));
+    json_object_object_add(o, "reason", json_object_new_string(dom_reason_name(dom->reason)));
+    if (dom_state_active(dom->state)) {
+        json_object_object_add(o, "id", json_object_new_int(dom->id));
+        json_object_object_add(o, "pid", json_object_new_int(dom->pid));
+        json_object_object_add(o, "qmp", json_object_new_string(dom->qmp_path));
+    }
+    int r = store_write_json(path, o, err);
+    json_object_put(o);
+    return r;
+}
+
+/* ---- events ---- */
+
+void daemon_emit(struct daemon *dm, const struct domain *dom, const char *type,
+                 struct json_object *data)
+{
+    struct json_object *ev = ctl_event_new(type, dom ? dom->def.name : NULL,
+                                           dom ? dom->def.uuid : NULL, data);
+    if (ev)
+        event_bus_publish(dm->bus, ev);
+}
+
+void daemon_emit_lifecycle(struct daemon *dm, const struct domain *dom, enum dom_event ev,
+                           enum dom_event_detail detail)
+{
+    struct json_object *data = json_object_new_object();
+    json_object_object_add(data, "event", json_object_new_string(dom_event_name(ev)));
+    json_object_object_add(data, "detail", json_object_new_string(dom_event_detail_name(detail)));
+    json_object_object_add(data, "state", json_object_new_string(dom_state_name(dom->state)));
+    json_object_object_add(data, "reason", json_object_new_string(dom_reason_name(dom->reason)));
+    log_info("domain '%s': %s %s", dom->def.name, dom_event_name(ev), dom_event_detail_name(detail));
+    daemon_emit(dm, dom, "lifecycle", data);
+}
+
+int domain_set_state(struct daemon *dm, struct domain *dom, enum dom_state st, enum dom_reason why,
+                     int ev, enum dom_event_detail detail)
+{
+    if (!dom_transition_ok(dom->state, st)) {
+        log_warn("domain '%s': refusing transition %s -> %s", dom->def.name,
+                 dom_state_name(dom->state), dom_state_name(st));
+        return -EINVAL;
+    }
+    bool same = dom->state == st;
+    dom->state = st;
+    dom->reason = why;
+    struct gw_error e;
+    gw_error_init(&e);
+    if (domain_save_status(dm, dom, &e) < 0)
+        log_error("domain '%s': cannot save status: %s", dom->def.name, e.msg);
+    if (ev >= 0 && !same)
+        daemon_emit_lifecycle(dm, dom, (enum dom_event)ev, detail);
+    return 0;
+}
+
+/* ---- the job slot ---- */
+
+static void deadline_in(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+int domain_job_begin(struct daemon *dm, struct domain **domp, enum dom_job kind, const char *what,
+                     struct gw_error *err)
+{
+    struct timespec deadline;
+    deadline_in(&deadline, DAEMON_JOB_WAIT_MS);
+    char uuid[DOM_UUID_LEN + 1], name[DOM_NAME_MAX + 1];
+    strcpy(uuid, (*domp)->def.uuid);
+    strcpy(name, (*domp)->def.name);
+    for (;;) {
+        struct domain *dom = daemon_find_domain(dm, uuid);
+        if (!dom)
+            return gw_error_set(err, ENOENT, "Domain not found: domain '%s' was undefined", name);
+        int r = dom_job_check(dom->job, name, what, err);
+        if (r == 0) {
+            dom->job = kind;
+            snprintf(dom->job_what, sizeof(dom->job_what), "%s", what);
+            *domp = dom;
+            return 0;
+        }
+        if (r != -EAGAIN)
+            return r;
+        if (pthread_cond_timedwait(&dm->cond, &dm->lock, &deadline) == ETIMEDOUT)
+            return gw_error_set(err, EBUSY,
+                                "Timed out during operation: cannot acquire state change lock "
+                                "(held by %s)", dom->job_what);
+    }
+}
+
+void domain_job_end(struct daemon *dm, struct domain *dom)
+{
+    dom->job = DOM_JOB_NONE;
+    dom->job_what[0] = '\0';
+    pthread_cond_broadcast(&dm->cond);
+}

@@ -1,0 +1,191 @@
+/* The daemon's state directory. */
+#define LOG_PREFIX "store"
+#include "daemon/domain_store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+static const char *const subdirs[] = { "domains", "run", "log" };
+
+int store_init(const char *dir, struct gw_error *err)
+{
+    char path[PATH_MAX];
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return gw_error_set(err, errno, "cannot create state directory '%s': %m", dir);
+    for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, subdirs[i]);
+        if (mkdir(path, 0700) < 0 && errno != EEXIST)
+            return gw_error_set(err, errno, "cannot create '%s': %m", path);
+    }
+    return 0;
+}
+
+int store_path(const char *dir, enum store_file f, const char *name, char *buf, size_t len)
+{
+    static const char *const fmt[] = {
+        [STORE_DEF] = "%s/domains/%s.json",   [STORE_STATUS] = "%s/run/%s.json",
+        [STORE_QMP] = "%s/run/%s.qmp",        [STORE_CONSOLE] = "%s/run/%s.console",
+        [STORE_SERIAL_LOG] = "%s/log/%s.log", [STORE_VMM_LOG] = "%s/log/%s.vmm.log",
+    };
+    int n = snprintf(buf, len, fmt[f], dir, name);
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static int fsync_dir_of(const char *path)
+{
+    char copy[PATH_MAX];
+    snprintf(copy, sizeof(copy), "%s", path);
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return r;
+}
+
+int store_write_atomic(const char *path, const char *data, size_t len, struct gw_error *err)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+        return gw_error_set(err, ENAMETOOLONG, "path too long: %s", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return gw_error_set(err, errno, "cannot create '%s': %m", tmp);
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, data + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            goto err_tmp;
+        off += (size_t)n;
+    }
+    if (fsync(fd) < 0)
+        goto err_tmp;
+    close(fd);
+    if (rename(tmp, path) < 0) {
+        int e = errno;
+        unlink(tmp);
+        return gw_error_set(err, e, "cannot rename '%s' to '%s': %s", tmp, path, strerror(e));
+    }
+    fsync_dir_of(path);
+    return 0;
+err_tmp: {
+        int e = errno ? errno : EIO;
+        close(fd);
+        unlink(tmp);
+        return gw_error_set(err, e, "cannot write '%s': %s", tmp, strerror(e));
+    }
+}
+
+int store_write_json(const char *path, struct json_object *o, struct gw_error *err)
+{
+    size_t len;
+    const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PRETTY, &len);
+    if (!s)
+        return gw_error_set(err, ENOMEM, "out of memory");
+    char *text = malloc(len + 2);
+    if (!text)
+        return gw_error_set(err, ENOMEM, "out of memory");
+    memcpy(text, s, len);
+    text[len] = '\n';
+    int r = store_write_atomic(path, text, len + 1, err);
+    free(text);
+    return r;
+}
+
+int store_read_json(const char *path, struct json_object **out, struct gw_error *err)
+{
+    *out = NULL;
+    if (access(path, F_OK) < 0)
+        return -errno;
+    struct json_object *o = json_object_from_file(path);
+    if (!o || !json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        return gw_error_set(err, EINVAL, "'%s' is not a JSON object: %s", path,
+                            json_util_get_last_err() ? json_util_get_last_err() : "");
+    }
+    *out = o;
+    return 0;
+}
+
+int store_save_def(const char *dir, const struct dom_def *def, struct gw_error *err)
+{
+    char path[PATH_MAX];
+    if (store_path(dir, STORE_DEF, def->name, path, sizeof(path)) < 0)
+        return gw_error_set(err, ENAMETOOLONG, "state directory path too long");
+    struct json_object *o = dom_def_to_json(def);
+    int r = store_write_json(path, o, err);
+    json_object_put(o);
+    return r;
+}
+
+void store_remove_domain(const char *dir, const char *name)
+{
+    static const enum store_file files[] = { STORE_DEF, STORE_STATUS, STORE_QMP, STORE_CONSOLE };
+    char path[PATH_MAX];
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        if (store_path(dir, files[i], name, path, sizeof(path)) == 0)
+            unlink(path);
+    fsync_dir_of(path);
+}
+
+static int load_one(const char *path, void (*fn)(void *, struct dom_def *), void *opaque)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    struct json_object *o;
+    struct dom_def def;
+    int r = store_read_json(path, &o, &e);
+    if (r == 0) {
+        r = dom_def_from_json(o, &def, &e);
+        json_object_put(o);
+        if (r == 0)
+            fn(opaque, &def);
+        else
+            dom_def_fini(&def);
+    }
+    if (r < 0)
+        log_error("skipping definition %s: %s", path, e.msg[0] ? e.msg : strerror(-r));
+    return r;
+}
+
+static int name_cmp(const struct dirent **a, const struct dirent **b)
+{
+    return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static int is_json(const struct dirent *d)
+{
+    size_t n = strlen(d->d_name);
+    return n > 5 && strcmp(d->d_name + n - 5, ".json") == 0;
+}
+
+int store_load_defs(const char *dir, void (*fn)(void *opaque, struct dom_def *def), void *opaque,
+                    struct gw_error *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/domains", dir);
+    struct dirent **list;
+    int n = scandir(path, &list, is_json, name_cmp);
+    if (n < 0)
+        return gw_error_set(err, errno, "cannot read '%s': %m", path);
+    for (int i = 0; i < n; i++) {
+        char file[PATH_MAX];
+        snprintf(file, sizeof(file), "%s/%s", path, list[i]->d_name);
+        load_one(file, fn, opaque);
+        free(list[i]);
+    }
+    free(list);
+    return 0;
+}

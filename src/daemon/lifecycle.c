@@ -1,0 +1,340 @@
+/* Domain lifecycle operations. */
+#define LOG_PREFIX "lifecycle"
+#include "daemon/lifecycle.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "control/control.h"
+#include "daemon/domain_store.h"
+#include "daemon/monitor.h"
+#include "daemon/vmm_proc.h"
+#include "qmp/qmp_client.h"
+#include "qmp/qmp_json.h"
+
+#define QMP_CMD_TIMEOUT_MS   10000
+#define START_TIMEOUT_MS     20000
+#define DESTROY_TERM_MS      3000   /* SIGTERM, then SIGKILL */
+#define DESTROY_KILL_MS      10000
+
+/* ---- QMP on a domain ---- */
+
+int domain_qmp(struct domain *dom, const char *cmd, struct json_object *args,
+               struct json_object **ret, const char **cls, struct gw_error *err)
+{
+    struct qmp_error qerr = { 0 };
+    if (cls)
+        *cls = NULL;
+    pthread_mutex_lock(&dom->qmp_lock);
+    if (!dom->qmp) {
+        pthread_mutex_unlock(&dom->qmp_lock);
+        json_object_put(args);
+        return gw_error_set(err, ENOTCONN, "Requested operation is not valid: domain is not running");
+    }
+    int r = qmp_client_execute(dom->qmp, cmd, args, ret, &qerr, QMP_CMD_TIMEOUT_MS);
+    struct json_object *ev;
+    while ((ev = qmp_client_pop_event(dom->qmp))) /* the monitor has its own connection */
+        json_object_put(ev);
+    pthread_mutex_unlock(&dom->qmp_lock);
+    if (r == -EREMOTEIO) {
+        if (cls)
+            *cls = qerr.cls;
+        return gw_error_set(err, EIO, "%s", qerr.desc);
+    }
+    if (r < 0)
+        return gw_error_set(err, r, "QMP command '%s' to the VMM failed: %s", cmd, strerror(-r));
+    return 0;
+}
+
+/* ---- start ---- */
+
+static int check_name(struct qmp_client *q, const char *name, struct gw_error *err)
+{
+    struct json_object *ret = NULL;
+    struct qmp_error qerr = { 0 };
+    int r = qmp_client_execute(q, "query-name", NULL, &ret, &qerr, QMP_CMD_TIMEOUT_MS);
+    const char *got = r == 0 ? qmp_json_get_str(ret, "name") : NULL;
+    if (r == 0 && (!got || strcmp(got, name) != 0))
+        r = gw_error_set(err, ESRCH, "the VMM at this socket is '%s', not '%s'", got ? got : "?", name);
+    else if (r < 0)
+        r = gw_error_set(err, r, "query-name failed: %s", r == -EREMOTEIO ? qerr.desc : strerror(-r));
+    json_object_put(ret);
+    return r;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int domain_connect_vmm(const char *qmp_path, const char *name, int pidfd, int timeout_ms,
+                       struct qmp_client **cmdq, struct qmp_client **evq, struct gw_error *err)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    struct gw_error e;
+    *cmdq = *evq = NULL;
+    for (;;) {
+        gw_error_init(&e);
+        *cmdq = qmp_client_connect(qmp_path, 250, &e);
+        if (*cmdq)
+            break;
+        if (vmm_wait_gone(pidfd, 0))
+            return gw_error_set(err, ECHILD, "godwit-vmm exited during start-up");
+        if (now_ms() > deadline)
+            return gw_error_set(err, ETIMEDOUT, "godwit-vmm did not answer on %s within %d ms: %s",
+                                qmp_path, timeout_ms, e.msg);
+    }
+    int r = check_name(*cmdq, name, err);
+    if (r == 0) {
+        gw_error_init(&e);
+        *evq = qmp_client_connect(qmp_path, 2000, &e);
+        if (!*evq)
+            r = gw_error_set(err, EIO, "second QMP connection: %s", e.msg);
+    }
+    if (r < 0) {
+        qmp_client_free(*cmdq);
+        *cmdq = NULL;
+    }
+    return r;
+}
+
+static void kill_and_reap(pid_t pid, int pidfd)
+{
+    kill(pid, SIGKILL);
+    vmm_wait_gone(pidfd, DESTROY_KILL_MS);
+    int status;
+    vmm_reap(pid, &status);
+}
+
+static int spawn(struct daemon *dm, struct domain *dom, pid_t *pid, int *pidfd, int *cfd,
+                 struct gw_error *err)
+{
+    char qmp[PATH_MAX], log[PATH_MAX], fifo[PATH_MAX], vlog[PATH_MAX];
+    domain_path(dm, dom, STORE_QMP, qmp, sizeof(qmp));
+    domain_path(dm, dom, STORE_SERIAL_LOG, log, sizeof(log));
+    domain_path(dm, dom, STORE_CONSOLE, fifo, sizeof(fifo));
+    domain_path(dm, dom, STORE_VMM_LOG, vlog, sizeof(vlog));
+    if (strlen(qmp) >= sizeof(dom->qmp_path))
+        return gw_error_set(err, ENAMETOOLONG, "QMP socket path too long: %s", qmp);
+    snprintf(dom->qmp_path, sizeof(dom->qmp_path), "%s", qmp);
+    struct vmm_spawn s = { dm->vmm_path, &dom->def, qmp, log, fifo, vlog };
+    int r = vmm_spawn(&s, pid, cfd, err);
+    if (r < 0)
+        return r;
+    *pidfd = vmm_pidfd(*pid);
+    if (*pidfd < 0) {
+        kill(*pid, SIGKILL);
+        close(*cfd);
+        return gw_error_set(err, -*pidfd, "pidfd_open: %s", strerror(-*pidfd));
+    }
+    return 0;
+}
+
+int domain_spawn_and_attach(struct daemon *dm, struct domain *dom, struct gw_error *err)
+{
+    pid_t pid;
+    int pidfd = -1, cfd = -1;
+    struct qmp_client *cmdq, *evq;
+    int r = spawn(dm, dom, &pid, &pidfd, &cfd, err);
+    if (r < 0)
+        return r;
+    r = domain_connect_vmm(dom->qmp_path, dom->def.name, pidfd, START_TIMEOUT_MS, &cmdq, &evq, err);
+    if (r < 0) {
+        char vlog[PATH_MAX], tail[256];
+        domain_path(dm, dom, STORE_VMM_LOG, vlog, sizeof(vlog));
+        kill_and_reap(pid, pidfd);
+        vmm_log_tail(vlog, tail, sizeof(tail));
+        if (tail[0] && err) {
+            char msg[GW_ERROR_MSG_MAX];
+            snprintf(msg, sizeof(msg), "%s", err->msg);
+            err->code = 0;
+            gw_error_set(err, -r, "%s (%s)", msg, tail);
+        }
+        close(pidfd);
+        close(cfd);
+        return r;
+    }
+    pthread_mutex_lock(&dm->lock);
+    dom->pid = pid;
+    dom->pidfd = pidfd;
+    dom->console_fd = cfd;
+    pthread_mutex_lock(&dom->qmp_lock);
+    dom->qmp = cmdq;
+    pthread_mutex_unlock(&dom->qmp_lock);
+    dom->id = dm->next_id++;
+    r = monitor_start(dm, dom, evq, err);
+    if (r == 0)
+        domain_set_state(dm, dom, DOM_STATE_RUNNING, DOM_REASON_BOOTED, DOM_EVENT_STARTED,
+                         DOM_DETAIL_BOOTED);
+    pthread_mutex_unlock(&dm->lock);
+    if (r < 0)
+        kill(pid, SIGKILL); /* no monitor: clean up by hand */
+    return r;
+}
+
+/* ---- request handlers ---- */
+
+/* Look the domain up and take its job slot; with dm->lock held on success. */
+static int begin(struct daemon *dm, struct json_object *args, const char *what, struct domain **dom,
+                 struct gw_error *err)
+{
+    pthread_mutex_lock(&dm->lock);
+    int r = daemon_lookup(dm, args, dom, err);
+    if (r == 0)
+        r = domain_job_begin(dm, dom, DOM_JOB_MODIFY, what, err);
+    if (r < 0)
+        pthread_mutex_unlock(&dm->lock);
+    return r;
+}
+
+static int end(struct daemon *dm, struct domain *dom, int r)
+{
+    domain_job_end(dm, dom);
+    pthread_mutex_unlock(&dm->lock);
+    return r;
+}
+
+static int not_running(struct domain *dom, struct gw_error *err)
+{
+    return gw_error_set(err, ENOTCONN, "Requested operation is not valid: domain '%s' is not running",
+                        dom->def.name);
+}
+
+static int h_start(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                   struct json_object **ret, struct gw_error *err)
+{
+    struct domain *dom;
+    int r = begin(dm, args, "start", &dom, err);
+    if (r < 0)
+        return r;
+    if (dom_state_active(dom->state))
+        return end(dm, dom, gw_error_set(err, EALREADY,
+                                         "Requested operation is not valid: domain '%s' is already running",
+                                         dom->def.name));
+    pthread_mutex_unlock(&dm->lock);
+    r = domain_spawn_and_attach(dm, dom, err);
+    if (r < 0)
+        gw_error_prefix(err, "cannot start domain '%s'", dom->def.name);
+    pthread_mutex_lock(&dm->lock);
+    return end(dm, dom, r);
+}
+
+static int h_destroy(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                     struct json_object **ret, struct gw_error *err)
+{
+    struct domain *dom;
+    int r = begin(dm, args, "destroy", &dom, err);
+    if (r < 0)
+        return r;
+    if (!dom_state_active(dom->state))
+        return end(dm, dom, not_running(dom, err));
+    dom->exit.destroy_requested = true;
+    kill(dom->pid, SIGTERM);
+    if (!monitor_wait_end(dm, dom, DESTROY_TERM_MS)) {
+        log_warn("domain '%s': VMM %d ignored SIGTERM; killing it", dom->def.name, (int)dom->pid);
+        kill(dom->pid, SIGKILL);
+        if (!monitor_wait_end(dm, dom, DESTROY_KILL_MS))
+            r = gw_error_set(err, ETIMEDOUT, "domain '%s': the VMM did not exit", dom->def.name);
+    }
+    return end(dm, dom, r);
+}
+
+static int h_suspend(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                     struct json_object **ret, struct gw_error *err)
+{
+    struct domain *dom;
+    int r = begin(dm, args, "suspend", &dom, err);
+    if (r < 0)
+        return r;
+    if (!dom_state_active(dom->state))
+        return end(dm, dom, not_running(dom, err));
+    if (dom->state == DOM_STATE_PAUSED)
+        return end(dm, dom, 0);
+    dom->pause_reason = DOM_REASON_USER;
+    pthread_mutex_unlock(&dm->lock);
+    r = domain_qmp(dom, "stop", NULL, NULL, NULL, err);
+    pthread_mutex_lock(&dm->lock);
+    if (r == 0 && dom_state_active(dom->state))
+        domain_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_USER, DOM_EVENT_SUSPENDED,
+                         DOM_DETAIL_PAUSED);
+    return end(dm, dom, r);
+}
+
+static int h_resume(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                    struct json_object **ret, struct gw_error *err)
+{
+    struct domain *dom;
+    int r = begin(dm, args, "resume", &dom, err);
+    if (r < 0)
+        return r;
+    if (!dom_state_active(dom->state))
+        return end(dm, dom, not_running(dom, err));
+    if (dom->state != DOM_STATE_PAUSED)
+        return end(dm, dom, gw_error_set(err, EALREADY,
+                                         "Requested operation is not valid: domain '%s' is not paused",
+                                         dom->def.name));
+    pthread_mutex_unlock(&dm->lock);
+    r = domain_qmp(dom, "cont", NULL, NULL, NULL, err);
+    pthread_mutex_lock(&dm->lock);
+    if (r == 0 && dom_state_active(dom->state))
+        domain_set_state(dm, dom, DOM_STATE_RUNNING, DOM_REASON_UNPAUSED, DOM_EVENT_RESUMED,
+                         DOM_DETAIL_UNPAUSED);
+    return end(dm, dom, r);
+}
+
+/* The test guest powers off on the serial byte 'p' (docs/test-guest.md). */
+static int serial_poweroff(struct daemon *dm, struct domain *dom, struct gw_error *err)
+{
+    pthread_mutex_lock(&dm->lock);
+    ssize_t n = dom->console_fd >= 0 ? write(dom->console_fd, "p", 1) : -1;
+    pthread_mutex_unlock(&dm->lock);
+    if (n != 1)
+        return gw_error_set(err, EIO, "cannot reach the guest's serial input to ask it to power off");
+    return 0;
+}
+
+static int h_shutdown(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                      struct json_object **ret, struct gw_error *err)
+{
+    struct domain *dom;
+    int r = begin(dm, args, "shutdown", &dom, err);
+    if (r < 0)
+        return r;
+    if (!dom_state_active(dom->state))
+        return end(dm, dom, not_running(dom, err));
+    bool test_guest = dom->def.test_guest;
+    pthread_mutex_unlock(&dm->lock);
+    const char *cls;
+    struct gw_error e;
+    gw_error_init(&e);
+    r = domain_qmp(dom, "system_powerdown", NULL, NULL, &cls, &e);
+    if (r < 0 && cls && strcmp(cls, QMP_ERR_NOT_FOUND) == 0) {
+        if (test_guest)
+            r = serial_poweroff(dm, dom, err);
+        else
+            r = gw_error_set(err, ENOTSUP,
+                             "cannot shut down domain '%s': the VMM has no ACPI power button "
+                             "(system_powerdown) to ask this guest to power off; use destroy",
+                             dom->def.name);
+    } else if (r < 0) {
+        r = gw_error_set(err, -r, "%s", e.msg);
+    }
+    pthread_mutex_lock(&dm->lock);
+    return end(dm, dom, r);
+}
+
+const struct daemon_command lifecycle_commands[] = {
+    { "domain-start", h_start },
+    { "domain-shutdown", h_shutdown },
+    { "domain-destroy", h_destroy },
+    { "domain-suspend", h_suspend },
+    { "domain-resume", h_resume },
+};
+const size_t lifecycle_ncommands = sizeof(lifecycle_commands) / sizeof(lifecycle_commands[0]);

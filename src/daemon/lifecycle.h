@@ -1,0 +1,35 @@
+/* Domain lifecycle: the operations behind start, shutdown, destroy,
+ * suspend, resume, and the helpers other operations (migration) reuse:
+ * spawning and attaching to a VMM, running a QMP command on a domain.
+ *
+ * Returns: 0 or -errno with err filled.
+ * Locks: functions marked (job) are called with dom's job slot held and
+ * dm->lock NOT held; the others take what they need. */
+#ifndef GW_DAEMON_LIFECYCLE_H
+#define GW_DAEMON_LIFECYCLE_H
+
+#include <json-c/json.h>
+
+#include "daemon/daemon.h"
+
+/* The request handlers (daemon_register_commands): domain-start,
+ * domain-shutdown, domain-destroy, domain-suspend, domain-resume. */
+extern const struct daemon_command lifecycle_commands[];
+extern const size_t lifecycle_ncommands;
+
+/* (job) Run a QMP command on dom's command connection; *ret may be NULL.
+ * An error reply becomes -EREMOTEIO with its desc; *cls (may be NULL)
+ * gets the QMP error class. */
+int domain_qmp(struct domain *dom, const char *cmd, struct json_object *args /* taken */,
+               struct json_object **ret, const char **cls, struct gw_error *err);
+
+/* (job) Spawn dom's VMM, connect, verify, start its monitor and mark it
+ * running (booted). On failure nothing is left running. */
+int domain_spawn_and_attach(struct daemon *dm, struct domain *dom, struct gw_error *err);
+
+/* Connect to a running VMM's QMP socket twice (commands, events) and
+ * check it answers query-name with name; used at start and at recovery. */
+int domain_connect_vmm(const char *qmp_path, const char *name, int pidfd, int timeout_ms,
+                       struct qmp_client **cmdq, struct qmp_client **evq, struct gw_error *err);
+
+#endif

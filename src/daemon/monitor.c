@@ -1,0 +1,191 @@
+/* Per-domain monitor threads. */
+#define LOG_PREFIX "monitor"
+#include "daemon/monitor.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "daemon/domain_store.h"
+#include "daemon/vmm_proc.h"
+#include "qmp/qmp_client.h"
+#include "qmp/qmp_json.h"
+
+#define MONITOR_POLL_MS   200
+#define MONITOR_EXIT_MS   5000   /* QMP gone: how long the process may take to exit */
+
+struct monitor_arg {
+    struct daemon *dm;
+    struct domain *dom;
+    struct qmp_client *q;
+};
+
+static void on_stop(struct daemon *dm, struct domain *dom)
+{
+    if (dom->state != DOM_STATE_RUNNING)
+        return;
+    enum dom_reason why = dom->pause_reason;
+    dom->pause_reason = DOM_REASON_UNKNOWN;
+    domain_set_state(dm, dom, DOM_STATE_PAUSED, why, DOM_EVENT_SUSPENDED, DOM_DETAIL_PAUSED);
+}
+
+static void on_resume(struct daemon *dm, struct domain *dom)
+{
+    if (dom->state == DOM_STATE_PAUSED)
+        domain_set_state(dm, dom, DOM_STATE_RUNNING, DOM_REASON_UNPAUSED, DOM_EVENT_RESUMED,
+                         DOM_DETAIL_UNPAUSED);
+}
+
+static void handle_event(struct daemon *dm, struct domain *dom, struct json_object *ev)
+{
+    const char *name = qmp_json_get_str(ev, "event");
+    struct json_object *data = qmp_json_get(ev, "data");
+    if (!name)
+        return;
+    log_debug("domain '%s': QMP event %s", dom->def.name, name);
+    pthread_mutex_lock(&dm->lock);
+    if (strcmp(name, "STOP") == 0)
+        on_stop(dm, dom);
+    else if (strcmp(name, "RESUME") == 0)
+        on_resume(dm, dom);
+    else if (strcmp(name, "SHUTDOWN") == 0)
+        dom->exit.shutdown_event = true;
+    for (unsigned i = 0; i < dm->nhooks; i++)
+        dm->hooks[i](dm, dom, name, data);
+    pthread_mutex_unlock(&dm->lock);
+}
+
+/* Read events until the VMM goes or the daemon stops; true if the VMM went. */
+static bool watch(struct monitor_arg *a)
+{
+    for (;;) {
+        if (atomic_load(&a->dm->stopping))
+            return false;
+        struct json_object *ev;
+        int r = qmp_client_wait_event(a->q, NULL, MONITOR_POLL_MS, &ev);
+        if (r == 0) {
+            handle_event(a->dm, a->dom, ev);
+            json_object_put(ev);
+        } else if (r != -ETIMEDOUT || vmm_wait_gone(a->dom->pidfd, 0)) {
+            return true;
+        }
+    }
+}
+
+static void release_runtime(struct daemon *dm, struct domain *dom)
+{
+    pthread_mutex_lock(&dom->qmp_lock);
+    struct qmp_client *q = dom->qmp;
+    dom->qmp = NULL;
+    pthread_mutex_unlock(&dom->qmp_lock);
+    qmp_client_free(q);
+    close(dom->pidfd);
+    dom->pidfd = -1;
+    if (dom->console_fd >= 0)
+        close(dom->console_fd);
+    dom->console_fd = -1;
+    unlink(dom->qmp_path);
+    char fifo[PATH_MAX];
+    domain_path(dm, dom, STORE_CONSOLE, fifo, sizeof(fifo));
+    unlink(fifo);
+}
+
+static void finish(struct daemon *dm, struct domain *dom)
+{
+    if (!vmm_wait_gone(dom->pidfd, MONITOR_EXIT_MS)) {
+        log_error("domain '%s': VMM %d closed QMP but did not exit; killing it", dom->def.name,
+                  (int)dom->pid);
+        kill(dom->pid, SIGKILL);
+        vmm_wait_gone(dom->pidfd, MONITOR_EXIT_MS);
+    }
+    int status = 0;
+    bool known = vmm_reap(dom->pid, &status);
+    release_runtime(dm, dom);
+    pthread_mutex_lock(&dm->lock);
+    dom->exit.status_known = known;
+    dom->exit.wait_status = status;
+    enum dom_reason why;
+    enum dom_event_detail detail;
+    dom_exit_classify(&dom->exit, &why, &detail);
+    if (why == DOM_REASON_CRASHED)
+        log_error("domain '%s': VMM %d ended unexpectedly (%s %d)", dom->def.name, (int)dom->pid,
+                  known && WIFSIGNALED(status) ? "signal" : "status",
+                  known ? (WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status)) : -1);
+    dom->pid = 0;
+    dom->id = -1;
+    domain_set_state(dm, dom, DOM_STATE_SHUTOFF, why, DOM_EVENT_STOPPED, detail);
+    dom->monitor_running = false;
+    pthread_cond_broadcast(&dm->cond);
+    pthread_mutex_unlock(&dm->lock);
+}
+
+static void *monitor_main(void *p)
+{
+    struct monitor_arg *a = p;
+    gw_log_set_vm(NULL);
+    bool gone = watch(a);
+    qmp_client_free(a->q);
+    if (gone) {
+        finish(a->dm, a->dom);
+    } else {
+        pthread_mutex_lock(&a->dm->lock);
+        a->dom->monitor_running = false;
+        pthread_cond_broadcast(&a->dm->cond);
+        pthread_mutex_unlock(&a->dm->lock);
+    }
+    free(a);
+    return NULL;
+}
+
+int monitor_start(struct daemon *dm, struct domain *dom, struct qmp_client *evq,
+                  struct gw_error *err)
+{
+    monitor_join(dom);
+    struct monitor_arg *a = calloc(1, sizeof(*a));
+    if (!a) {
+        qmp_client_free(evq);
+        return gw_error_set(err, ENOMEM, "out of memory");
+    }
+    *a = (struct monitor_arg){ dm, dom, evq };
+    memset(&dom->exit, 0, sizeof(dom->exit));
+    dom->pause_reason = DOM_REASON_UNKNOWN;
+    dom->monitor_running = true;
+    int r = pthread_create(&dom->monitor, NULL, monitor_main, a);
+    if (r != 0) {
+        dom->monitor_running = false;
+        qmp_client_free(evq);
+        free(a);
+        return gw_error_set(err, r, "cannot start the monitor thread: %s", strerror(r));
+    }
+    dom->monitor_joinable = true;
+    return 0;
+}
+
+bool monitor_wait_end(struct daemon *dm, struct domain *dom, int ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += ms / 1000;
+    deadline.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+    while (dom->monitor_running)
+        if (pthread_cond_timedwait(&dm->cond, &dm->lock, &deadline) == ETIMEDOUT)
+            return !dom->monitor_running;
+    return true;
+}
+
+void monitor_join(struct domain *dom)
+{
+    if (dom->monitor_joinable && !dom->monitor_running) {
+        pthread_join(dom->monitor, NULL);
+        dom->monitor_joinable = false;
+    }
+}

@@ -1,0 +1,139 @@
+/* At start-up: load the definitions and find running VMs again. */
+#define LOG_PREFIX "recover"
+#include <errno.h>
+#include <stdio.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "daemon/domain_store.h"
+#include "daemon/domains.h"
+#include "daemon/lifecycle.h"
+#include "daemon/monitor.h"
+#include "daemon/vmm_proc.h"
+#include "qmp/qmp_client.h"
+#include "qmp/qmp_json.h"
+
+#define RECONNECT_TIMEOUT_MS 3000
+
+struct saved_status {
+    int state, reason, id;
+    pid_t pid;
+    const char *qmp;
+};
+
+static void read_status(struct json_object *o, struct saved_status *s)
+{
+    struct json_object *v;
+    s->state = dom_state_from_name(qmp_json_get_str(o, "state"));
+    s->reason = dom_reason_from_name(qmp_json_get_str(o, "reason"));
+    s->id = json_object_object_get_ex(o, "id", &v) ? json_object_get_int(v) : -1;
+    s->pid = json_object_object_get_ex(o, "pid", &v) ? json_object_get_int(v) : 0;
+    s->qmp = qmp_json_get_str(o, "qmp");
+}
+
+static enum dom_state vmm_runstate(struct qmp_client *q)
+{
+    struct json_object *ret = NULL;
+    struct qmp_error qerr = { 0 };
+    enum dom_state st = DOM_STATE_RUNNING;
+    if (qmp_client_execute(q, "query-status", NULL, &ret, &qerr, RECONNECT_TIMEOUT_MS) == 0) {
+        const char *s = qmp_json_get_str(ret, "status");
+        if (s && strcmp(s, "running") != 0)
+            st = DOM_STATE_PAUSED;
+    }
+    json_object_put(ret);
+    return st;
+}
+
+/* Reattach to a VMM that should be running; 0 when it is back under watch. */
+static int reattach(struct daemon *dm, struct domain *dom, const struct saved_status *s,
+                    struct gw_error *err)
+{
+    if (s->pid <= 0 || !s->qmp || strlen(s->qmp) >= sizeof(dom->qmp_path))
+        return gw_error_set(err, EINVAL, "no pid or QMP socket recorded");
+    int pidfd = vmm_pidfd(s->pid);
+    if (pidfd < 0)
+        return gw_error_set(err, ESRCH, "VMM process %d is gone", (int)s->pid);
+    struct qmp_client *cmdq, *evq;
+    int r = domain_connect_vmm(s->qmp, dom->def.name, pidfd, RECONNECT_TIMEOUT_MS, &cmdq, &evq, err);
+    if (r < 0) {
+        close(pidfd);
+        return r;
+    }
+    char fifo[PATH_MAX];
+    domain_path(dm, dom, STORE_CONSOLE, fifo, sizeof(fifo));
+    snprintf(dom->qmp_path, sizeof(dom->qmp_path), "%s", s->qmp);
+    dom->pid = s->pid;
+    dom->pidfd = pidfd;
+    dom->console_fd = vmm_console_open(fifo);
+    if (dom->console_fd < 0)
+        log_warn("domain '%s': no serial input (%s)", dom->def.name, strerror(-dom->console_fd));
+    dom->qmp = cmdq;
+    dom->id = s->id >= 0 ? s->id : dm->next_id++;
+    if (dom->id >= dm->next_id)
+        dm->next_id = dom->id + 1;
+    enum dom_state st = vmm_runstate(cmdq);
+    dom->state = st;
+    dom->reason = st == DOM_STATE_PAUSED ? (s->state == DOM_STATE_PAUSED && s->reason >= 0
+                                                ? (enum dom_reason)s->reason : DOM_REASON_UNKNOWN)
+                                         : (s->state == DOM_STATE_RUNNING && s->reason >= 0
+                                                ? (enum dom_reason)s->reason : DOM_REASON_UNPAUSED);
+    return monitor_start(dm, dom, evq, err);
+}
+
+static void recover_one(struct daemon *dm, struct domain *dom)
+{
+    char path[PATH_MAX];
+    struct gw_error e;
+    gw_error_init(&e);
+    struct json_object *o = NULL;
+    domain_path(dm, dom, STORE_STATUS, path, sizeof(path));
+    if (store_read_json(path, &o, &e) < 0) {
+        domain_save_status(dm, dom, NULL);
+        return;
+    }
+    struct saved_status s;
+    read_status(o, &s);
+    if (s.state >= 0 && dom_state_active((enum dom_state)s.state)) {
+        if (reattach(dm, dom, &s, &e) == 0) {
+            log_info("domain '%s': found its VMM again (pid %d, %s)", dom->def.name, (int)dom->pid,
+                     dom_state_name(dom->state));
+            domain_save_status(dm, dom, NULL);
+        } else {
+            log_warn("domain '%s' was running but is lost: %s", dom->def.name, e.msg);
+            dom->pid = 0;
+            dom->id = -1;
+            domain_set_state(dm, dom, DOM_STATE_SHUTOFF, DOM_REASON_CRASHED, DOM_EVENT_STOPPED,
+                             DOM_DETAIL_FAILED);
+        }
+    } else if (s.state >= 0) {
+        dom->state = (enum dom_state)s.state;
+        dom->reason = s.reason >= 0 ? (enum dom_reason)s.reason : DOM_REASON_UNKNOWN;
+    }
+    json_object_put(o);
+}
+
+static void add_loaded(void *opaque, struct dom_def *def)
+{
+    struct daemon *dm = opaque;
+    struct domain *dom = daemon_find_domain(dm, def->uuid) ? NULL : domain_new(def);
+    if (!dom)
+        log_error("cannot load domain '%s' (duplicate uuid or out of memory)", def->name);
+    else {
+        dom->next = dm->domains;
+        dm->domains = dom;
+    }
+    dom_def_fini(def);
+}
+
+int domains_load(struct daemon *dm, struct gw_error *err)
+{
+    pthread_mutex_lock(&dm->lock);
+    int r = store_load_defs(dm->cfg.state_dir, add_loaded, dm, err);
+    for (struct domain *d = dm->domains; r == 0 && d; d = d->next)
+        recover_one(dm, d);
+    pthread_mutex_unlock(&dm->lock);
+    return r;
+}

@@ -1,0 +1,183 @@
+/* godwit-vmm processes. */
+#define LOG_PREFIX "vmm-proc"
+#include "daemon/vmm_proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+#define VMM_MAX_ARGS 24
+
+static void build_argv(const struct vmm_spawn *s, char *mem, char *vcpus, const char **argv)
+{
+    const struct dom_def *d = s->def;
+    int n = 0;
+    snprintf(mem, 24, "%llu", (unsigned long long)d->memory_mib);
+    snprintf(vcpus, 12, "%u", d->vcpus);
+    argv[n++] = s->vmm_path;
+    argv[n++] = "--name";
+    argv[n++] = d->name;
+    argv[n++] = "--memory";
+    argv[n++] = mem;
+    argv[n++] = "--vcpus";
+    argv[n++] = vcpus;
+    argv[n++] = "--qmp";
+    argv[n++] = s->qmp_path;
+    argv[n++] = "--serial";
+    argv[n++] = "stdio";
+    if (d->test_guest)
+        argv[n++] = "--test-guest";
+    if (d->kernel) {
+        argv[n++] = "--kernel";
+        argv[n++] = d->kernel;
+    }
+    if (d->initrd) {
+        argv[n++] = "--initrd";
+        argv[n++] = d->initrd;
+    }
+    if (d->cmdline) {
+        argv[n++] = "--cmdline";
+        argv[n++] = d->cmdline;
+    }
+    argv[n] = NULL;
+}
+
+/* In the child: only async-signal-safe calls. */
+static void child_exec(const char **argv, int in_fd, int out_fd, int log_fd)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    setsid();
+    if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+        _exit(127);
+    syscall(SYS_close_range, 3U, ~0U, 0U); /* other VMs' sockets, listeners */
+    execv(argv[0], (char *const *)argv);
+    static const char msg[] = "godwitd: cannot execute godwit-vmm\n";
+    ssize_t ignored = write(2, msg, sizeof(msg) - 1);
+    (void)ignored;
+    _exit(127);
+}
+
+static int open_files(const struct vmm_spawn *s, int fds[3], struct gw_error *err)
+{
+    fds[0] = fds[1] = fds[2] = -1;
+    if (mkfifo(s->console_fifo, 0600) < 0 && errno != EEXIST)
+        return gw_error_set(err, errno, "cannot create serial input FIFO '%s': %m", s->console_fifo);
+    /* O_RDWR: the VMM never sees end-of-file, whoever writes. */
+    fds[0] = open(s->console_fifo, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fds[0] < 0)
+        return gw_error_set(err, errno, "cannot open '%s': %m", s->console_fifo);
+    fds[1] = open(s->serial_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fds[1] < 0)
+        return gw_error_set(err, errno, "cannot open serial log '%s': %m", s->serial_log);
+    fds[2] = open(s->vmm_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fds[2] < 0)
+        return gw_error_set(err, errno, "cannot open '%s': %m", s->vmm_log);
+    return 0;
+}
+
+int vmm_spawn(const struct vmm_spawn *s, pid_t *pid, int *console_fd, struct gw_error *err)
+{
+    const char *argv[VMM_MAX_ARGS];
+    char mem[24], vcpus[12];
+    int fds[3];
+    build_argv(s, mem, vcpus, argv);
+    if (access(s->vmm_path, X_OK) < 0)
+        return gw_error_set(err, errno, "cannot execute '%s': %m", s->vmm_path);
+    unlink(s->qmp_path);
+    int r = open_files(s, fds, err);
+    if (r < 0)
+        goto out;
+    pid_t p = fork();
+    if (p < 0) {
+        r = gw_error_set(err, errno, "cannot fork: %m");
+        goto out;
+    }
+    if (p == 0)
+        child_exec(argv, fds[0], fds[1], fds[2]);
+    *pid = p;
+    *console_fd = fds[0];
+    fds[0] = -1;
+out:
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    return r;
+}
+
+int vmm_pidfd(pid_t pid)
+{
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+bool vmm_wait_gone(int pidfd, int timeout_ms)
+{
+    struct pollfd p = { .fd = pidfd, .events = POLLIN };
+    int r;
+    do {
+        r = poll(&p, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    return r > 0;
+}
+
+bool vmm_reap(pid_t pid, int *status)
+{
+    pid_t r;
+    do {
+        r = waitpid(pid, status, WNOHANG);
+    } while (r < 0 && errno == EINTR);
+    return r == pid;
+}
+
+int vmm_console_open(const char *fifo)
+{
+    int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+void vmm_log_tail(const char *path, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0])
+            snprintf(buf, len, "%s", line);
+    }
+    fclose(f);
+}
+
+unsigned long long vmm_cpu_time_ns(pid_t pid)
+{
+    char path[64], text[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *p = strrchr(text, ')');
+    unsigned long long ut = 0, st = 0;
+    /* After "pid (comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    return (ut + st) * (1000000000ULL / (unsigned long long)(hz > 0 ? hz : 100));
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""godwitd + godwit: a domain's whole lifecycle as an operator meets it —
+define, list, start, dominfo, suspend/resume, console, shutdown (the test
+guest powers off), start again, destroy, undefine — with the lifecycle
+events a subscriber sees, libvirt's states and reasons, virsh's output, and
+the errors for operations that make no sense."""
+# timeout: 240
+import json
+import os
+
+from godwit_test import run_test, wait_until
+from godwitd_test import Daemon, EventWatcher, pid_alive, vmm_kind
+
+
+def check_errors(d):
+    r = d.run("start", "nosuchvm", check=False)
+    assert r.rc == 1 and r.err.startswith("error: ") and "nosuchvm" in r.err, r
+    r = d.run("destroy", "vm1", check=False)
+    assert r.rc == 1 and "not running" in r.err, r
+    r = d.run("frobnicate", check=False)
+    assert r.rc == 1 and "unknown command" in r.err, r
+    bad = os.path.join(d.dir, "bad.json")
+    with open(bad, "w") as f:
+        json.dump({"name": "bad", "memory_mib": 64, "test_guest": True,
+                   "migration": {"timeout_action": "explode"}}, f)
+    r = d.run("define", bad, check=False)
+    assert r.rc == 1 and "timeout_action" in r.err, r
+    for cmd in ("list", "start", "event", "domstate", "console"):
+        r = d.run(cmd, "--help")
+        assert "SYNOPSIS" in r.out and cmd in r.out, r
+
+
+def main():
+    print("VMM:", vmm_kind())
+    with Daemon() as d:
+        ev = EventWatcher(d)
+        try:
+            lifecycle(d, ev)
+        finally:
+            ev.close()
+        print("\n".join(ev.lines))
+
+
+def lifecycle(d, ev):
+    r = d.define("vm1", migration={"permit_postcopy": False, "max_downtime_ms": 100,
+                                   "timeout_action": "pause"})
+    assert "Domain 'vm1' defined from" in r.out, r
+    ev.wait_for("event 'lifecycle' for domain 'vm1': Defined Added")
+    r = d.run("list", "--all")
+    lines = r.out.splitlines()
+    assert lines[0].split() == ["Id", "Name", "State"] and lines[1].startswith("---"), r
+    assert lines[2].split() == ["-", "vm1", "shut", "off"], r
+    assert d.state_of("vm1") == "shut off (unknown)"
+    check_errors(d)
+
+    r = d.run("start", "vm1")
+    assert r.out.startswith("Domain 'vm1' started"), r
+    ev.wait_for("Started Booted")
+    assert d.state_of("vm1") == "running (booted)"
+    r = d.run("list")
+    row = r.out.splitlines()[2].split()
+    assert row[1:] == ["vm1", "running"] and row[0].isdigit(), r
+    info = dict(l.split(":", 1) for l in d.run("dominfo", "vm1").out.splitlines() if ":" in l)
+    assert info["State"].strip() == "running" and info["CPU(s)"].strip() == "1", info
+    assert info["Max memory"].strip() == "65536 KiB" and len(info["UUID"].strip()) == 36, info
+    assert "Name:           vm1" in d.run("dominfo", info["UUID"].strip()).out  # lookup by uuid
+    assert d.run("domstate", row[0]).out.strip() == "running"             # and by id
+    pid = d.status("vm1")["pid"]
+    assert pid_alive(pid)
+
+    r = d.run("start", "vm1", check=False)
+    assert r.rc == 1 and "already running" in r.err, r
+    r = d.run("undefine", "vm1", check=False)
+    assert r.rc == 1 and "while it is running" in r.err, r
+
+    assert "suspended" in d.run("suspend", "vm1").out
+    ev.wait_for("Suspended Paused")
+    assert d.state_of("vm1") == "paused (user)"
+    assert "resumed" in d.run("resume", "vm1").out
+    ev.wait_for("Resumed Unpaused")
+    assert d.state_of("vm1") == "running (unpaused)"
+
+    wait_until(lambda: "godwit-guest" in d.run("console", "vm1").out, 60, "guest output on the console")
+
+    r = d.run("shutdown", "vm1")
+    assert "is being shutdown" in r.out, r
+    ev.wait_for("Stopped Shutdown", 60)
+    d.wait_state("vm1", "shut off (shutdown)")
+    wait_until(lambda: not pid_alive(pid), 10, "the VMM to exit")
+
+    d.run("start", "vm1")
+    d.wait_state("vm1", "running (booted)")
+    assert "destroyed" in d.run("destroy", "vm1").out
+    ev.wait_for("Stopped Destroyed")
+    assert d.state_of("vm1") == "shut off (destroyed)"
+
+    # The definition survives a daemon restart; undefine removes it.
+    d.stop()
+    d.start()
+    assert d.state_of("vm1") == "shut off (destroyed)"
+    assert "has been undefined" in d.run("undefine", "vm1").out
+    r = d.run("list", "--all")
+    assert "vm1" not in r.out, r
+    assert not os.path.exists(os.path.join(d.state, "domains", "vm1.json"))
+
+
+run_test(main)
