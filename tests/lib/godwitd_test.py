@@ -120,9 +120,19 @@ class Daemon:
         self.log = open(self.log_path, "a")
         self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT)
         if wait:
-            wait_until(lambda: os.path.exists(self.sock) or self.proc.poll() is not None, 10,
+            wait_until(lambda: self._connectable() or self.proc.poll() is not None, 15,
                        "godwitd socket")
             assert self.proc.poll() is None, "godwitd exited:\n" + self.log_text()
+
+    def _connectable(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(self.sock)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def log_text(self):
         with open(self.log_path) as f:

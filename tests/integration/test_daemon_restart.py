@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""godwitd killed (SIGKILL) and restarted while VMs run: the VMs keep running
+(they live in their own session), and the new daemon finds them again from
+its state directory (pid alive, QMP answers query-name with the right name),
+keeping their ids and paused state; a VM that died while no daemon watched
+is found shut off (crashed). A clean daemon stop leaves VMs running too."""
+# timeout: 180
+import os
+import signal
+
+from godwit_test import run_test, wait_until
+from godwitd_test import Daemon, pid_alive, vmm_kind
+
+
+def main():
+    print("VMM:", vmm_kind())
+    with Daemon() as d:
+        for name in ("keep", "paused", "lost"):
+            d.define(name)
+            d.run("start", name)
+        d.run("suspend", "paused")
+        pids = {n: d.status(n)["pid"] for n in ("keep", "paused", "lost")}
+        ids = {n: d.status(n)["id"] for n in pids}
+
+        d.stop(signal.SIGKILL)
+        assert all(pid_alive(p) for p in pids.values()), "a VMM died with its daemon"
+        os.kill(pids["lost"], signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pids["lost"]), 10, "the lost VMM to die")
+
+        d.start()
+        assert d.state_of("keep") == "running (booted)"
+        assert d.state_of("paused") == "paused (user)"
+        assert d.state_of("lost") == "shut off (crashed)"
+        assert d.status("keep")["pid"] == pids["keep"] and d.status("keep")["id"] == ids["keep"]
+        r = d.run("list")
+        assert f" {ids['keep']} " in r.out and "keep" in r.out and "lost" not in r.out, r
+        print(r.out)
+
+        # Found again means driven again: resume, and events from the VMM still arrive.
+        d.run("resume", "paused")
+        assert d.state_of("paused") == "running (unpaused)"
+        os.kill(pids["paused"], signal.SIGKILL)
+        d.wait_state("paused", "shut off (crashed)")
+
+        # A clean stop (SIGTERM) also leaves the VM running.
+        d.stop()
+        assert pid_alive(pids["keep"])
+        d.start()
+        assert d.state_of("keep") == "running (booted)"
+        d.run("destroy", "keep")
+        wait_until(lambda: not pid_alive(pids["keep"]), 10, "the VMM to exit")
+        assert d.state_of("keep") == "shut off (destroyed)"
+
+
+run_test(main)
