@@ -73,12 +73,15 @@ static int parse_action(struct json_object *o, enum dom_timeout_action *out, str
     int r = get_str(o, "timeout_action", &s, err);
     if (r < 0 || !s)
         return r;
-    r = gw_error_set(err, EINVAL, "'timeout_action' must be \"postcopy\", \"pause\" or \"abort\" (got \"%s\")", s);
+    r = -EINVAL;
     for (int a = 0; a < DOM_TIMEOUT__COUNT; a++)
         if (strcmp(s, dom_timeout_action_name((enum dom_timeout_action)a)) == 0) {
             *out = (enum dom_timeout_action)a;
             r = 0;
         }
+    if (r < 0)
+        gw_error_set(err, EINVAL,
+                     "'timeout_action' must be \"postcopy\", \"pause\" or \"abort\" (got \"%s\")", s);
     free(s);
     return r;
 }

@@ -1,0 +1,222 @@
+/* The control protocol (src/control/control.h): framing with the length
+ * checked before anything is read or allocated, JSON parsing, request and
+ * hello validation, error classes, addresses, base64; and a round trip over
+ * a socketpair. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "control/control.h"
+
+static void test_header(void **state)
+{
+    struct gw_error err;
+    uint8_t hdr[4];
+    uint32_t len = 0;
+    gw_error_init(&err);
+    ctl_header_encode(hdr, 300);
+    assert_int_equal(ctl_header_decode(hdr, CTL_MAX_MSG, &len, &err), 0);
+    assert_int_equal(len, 300);
+    ctl_header_encode(hdr, CTL_MAX_MSG + 1);
+    assert_int_equal(ctl_header_decode(hdr, CTL_MAX_MSG, &len, &err), -EMSGSIZE);
+    assert_non_null(strstr(err.msg, "exceeds the limit"));
+    gw_error_init(&err);
+    ctl_header_encode(hdr, 0);
+    assert_int_equal(ctl_header_decode(hdr, CTL_MAX_MSG, &len, &err), -EPROTO);
+}
+
+static void expect_parse_error(const char *text, const char *needle)
+{
+    struct gw_error err;
+    struct json_object *o = (void *)1;
+    gw_error_init(&err);
+    assert_int_equal(ctl_parse(text, strlen(text), &o, &err), -EPROTO);
+    assert_null(o);
+    assert_non_null(strstr(err.msg, needle));
+}
+
+static void test_parse(void **state)
+{
+    expect_parse_error("{\"id\": 1,", "malformed JSON");
+    expect_parse_error("[1, 2]", "not a JSON object");
+    expect_parse_error("{} {}", "trailing");
+    expect_parse_error("{}x", "trailing");
+    expect_parse_error("nonsense", "malformed JSON");
+    struct json_object *o;
+    assert_int_equal(ctl_parse("{\"a\": 1}\n", 9, &o, NULL), 0);
+    assert_int_equal(ctl_msg_kind(o), CTL_MSG_INVALID);
+    json_object_put(o);
+}
+
+static int request(const char *text, struct ctl_request *req, struct gw_error *err)
+{
+    struct json_object *o;
+    assert_int_equal(ctl_parse(text, strlen(text), &o, NULL), 0);
+    gw_error_init(err);
+    int r = ctl_request_parse(o, req, err);
+    ctl_request_fini(req);
+    json_object_put(o);
+    return r;
+}
+
+static void test_request(void **state)
+{
+    struct ctl_request req;
+    struct gw_error err;
+    assert_int_equal(request("{\"command\": \"x\"}", &req, &err), -EPROTO);
+    assert_non_null(strstr(err.msg, "\"id\""));
+    assert_int_equal(request("{\"id\": [1], \"command\": \"x\"}", &req, &err), -EPROTO);
+    assert_int_equal(request("{\"id\": 1}", &req, &err), -EPROTO);
+    assert_int_equal(request("{\"id\": 1, \"command\": 7}", &req, &err), -EPROTO);
+    assert_int_equal(request("{\"id\": 1, \"command\": \"x\", \"arguments\": [1]}", &req, &err), -EINVAL);
+    assert_int_equal(request("{\"id\": \"a\", \"command\": \"x\"}", &req, &err), 0);
+
+    struct json_object *o;
+    const char *t = "{\"id\": 4, \"command\": \"domain-start\", \"arguments\": {\"domain\": \"vm\"}}";
+    assert_int_equal(ctl_parse(t, strlen(t), &o, NULL), 0);
+    assert_int_equal(ctl_msg_kind(o), CTL_MSG_REQUEST);
+    assert_int_equal(ctl_request_parse(o, &req, &err), 0);
+    assert_string_equal(req.command, "domain-start");
+    const char *dom;
+    assert_int_equal(ctl_arg_str(req.args, "domain", true, &dom, &err), 0);
+    assert_string_equal(dom, "vm");
+    int64_t n;
+    assert_int_equal(ctl_arg_int(req.args, "missing", true, &n, &err), -EINVAL);
+    ctl_request_fini(&req);
+    json_object_put(o);
+}
+
+static void test_hello(void **state)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    struct json_object *args = ctl_hello_args("test");
+    assert_int_equal(ctl_hello_check(args, &err), 0);
+    json_object_object_add(args, "protocol", json_object_new_int(2));
+    assert_int_equal(ctl_hello_check(args, &err), -EPROTONOSUPPORT);
+    assert_non_null(strstr(err.msg, "version 2 is not supported"));
+    assert_string_equal(ctl_error_class(err.code), CTL_ERR_VERSION);
+    json_object_object_del(args, "protocol");
+    gw_error_init(&err);
+    assert_int_equal(ctl_hello_check(args, &err), -EINVAL);
+    json_object_put(args);
+}
+
+static void test_classes(void **state)
+{
+    assert_string_equal(ctl_error_class(ENOSYS), "CommandNotFound");
+    assert_string_equal(ctl_error_class(-ENOENT), "NoDomain");
+    assert_string_equal(ctl_error_class(EBUSY), "JobActive");
+    assert_string_equal(ctl_error_class(EINVAL), "InvalidArgument");
+    assert_string_equal(ctl_error_class(EMSGSIZE), "ProtocolError");
+    assert_string_equal(ctl_error_class(12345), "GenericError");
+
+    struct json_object *id = json_object_new_int(3);
+    struct json_object *e = ctl_reply_error(id, "NoDomain", "Domain not found: x");
+    struct gw_error err;
+    gw_error_init(&err);
+    const char *cls;
+    assert_int_equal(ctl_msg_kind(e), CTL_MSG_REPLY);
+    assert_int_equal(ctl_reply_result(e, NULL, &cls, &err), -EREMOTEIO);
+    assert_string_equal(cls, "NoDomain");
+    assert_string_equal(err.msg, "Domain not found: x");
+    json_object_put(e);
+    struct json_object *ok = ctl_reply_return(id, json_object_new_int(7)), *ret;
+    assert_int_equal(ctl_reply_result(ok, &ret, NULL, NULL), 0);
+    assert_int_equal(json_object_get_int(ret), 7);
+    json_object_put(ret);
+    json_object_put(ok);
+    json_object_put(id);
+    struct json_object *ev = ctl_event_new("lifecycle", "vm", NULL, NULL);
+    assert_int_equal(ctl_msg_kind(ev), CTL_MSG_EVENT);
+    json_object_put(ev);
+}
+
+static void test_uri(void **state)
+{
+    struct ctl_uri u;
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(ctl_uri_parse("unix:/run/godwit/godwitd.sock", &u, &err), 0);
+    assert_int_equal(u.kind, CTL_URI_UNIX);
+    assert_string_equal(u.path, "/run/godwit/godwitd.sock");
+    assert_int_equal(ctl_uri_parse("tcp:10.77.0.2:16509", &u, &err), 0);
+    assert_string_equal(u.host, "10.77.0.2");
+    assert_string_equal(u.port, "16509");
+    assert_int_equal(ctl_uri_parse("tcp:[::1]:1", &u, &err), 0);
+    assert_string_equal(u.host, "::1");
+    assert_int_equal(ctl_uri_parse("tcp:host:0", &u, &err), -EINVAL);
+    assert_int_equal(ctl_uri_parse("tcp:host", &u, &err), -EINVAL);
+    assert_int_equal(ctl_uri_parse("unix:", &u, &err), -EINVAL);
+    assert_int_equal(ctl_uri_parse("qemu:///system", &u, &err), -EINVAL);
+}
+
+static void test_base64(void **state)
+{
+    const uint8_t in[] = { 0, 1, 2, 0xff, 'a', '\n', 0x80 };
+    for (size_t len = 0; len <= sizeof(in); len++) {
+        char *s = ctl_base64(in, len);
+        uint8_t out[16];
+        assert_int_equal(ctl_unbase64(s, out), (ssize_t)len);
+        assert_memory_equal(in, out, len);
+        free(s);
+    }
+    char *s = ctl_base64((const uint8_t *)"godwit", 6);
+    assert_string_equal(s, "Z29kd2l0");
+    free(s);
+    uint8_t out[8];
+    assert_int_equal(ctl_unbase64("a!b", out), -EINVAL);
+}
+
+/* Over a socketpair: a message round trip, an over-length header refused
+ * without reading on, end of stream, a message cut short. */
+static void test_wire(void **state)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct ctl_io a, b;
+    ctl_io_init_fd(&a, &sv[0]);
+    ctl_io_init_fd(&b, &sv[1]);
+    struct json_object *req = ctl_request_new(1, "hello", ctl_hello_args("t")), *got;
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(ctl_send(&a, req), 0);
+    assert_int_equal(ctl_recv(&b, &got, &err), 0);
+    assert_string_equal(json_object_to_json_string(got), json_object_to_json_string(req));
+    json_object_put(got);
+    json_object_put(req);
+
+    uint8_t hdr[4];
+    ctl_header_encode(hdr, 512u << 20);
+    assert_int_equal(write(sv[0], hdr, 4), 4);
+    assert_int_equal(ctl_recv(&b, &got, &err), -EMSGSIZE);
+
+    ctl_header_encode(hdr, 100);
+    assert_int_equal(write(sv[0], hdr, 4), 4);
+    assert_int_equal(write(sv[0], "{\"a\"", 4), 4);
+    shutdown(sv[0], SHUT_WR);
+    gw_error_init(&err);
+    assert_int_equal(ctl_recv(&b, &got, &err), -EPROTO);
+    assert_non_null(strstr(err.msg, "middle"));
+    assert_int_equal(ctl_recv(&b, &got, &err), -ECONNRESET);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_header),  cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_request), cmocka_unit_test(test_hello),
+        cmocka_unit_test(test_classes), cmocka_unit_test(test_uri),
+        cmocka_unit_test(test_base64),  cmocka_unit_test(test_wire),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,241 @@
+/* Domain definitions (validation, defaults, round trip), libvirt's name
+ * tables, the job slot's refusal, how a VMM's exit is classified, the
+ * event bus's filters, and the state directory's atomic files. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "control/control.h"
+#include "daemon/domain_def.h"
+#include "daemon/domain_store.h"
+#include "daemon/events.h"
+
+static int parse(const char *text, struct dom_def *def, struct gw_error *err)
+{
+    struct json_object *o = json_tokener_parse(text);
+    assert_non_null(o);
+    gw_error_init(err);
+    int r = dom_def_from_json(o, def, err);
+    json_object_put(o);
+    return r;
+}
+
+static void test_minimal(void **state)
+{
+    struct dom_def d;
+    struct gw_error err;
+    assert_int_equal(parse("{\"name\": \"vm-1\", \"memory_mib\": 256, \"test_guest\": true}", &d, &err), 0);
+    assert_string_equal(d.name, "vm-1");
+    assert_int_equal(d.vcpus, 1);
+    assert_int_equal(d.memory_mib, 256);
+    char uuid[DOM_UUID_LEN + 1];
+    assert_true(dom_uuid_parse(d.uuid, uuid)); /* generated, well formed */
+    assert_int_equal(d.uuid[14], '4');
+    assert_true(d.policy.permit_postcopy);
+    assert_int_equal(d.policy.max_downtime_ms, 300);
+    assert_int_equal(d.policy.completion_timeout_s, 800);
+    assert_int_equal(d.policy.timeout_action, DOM_TIMEOUT_ABORT);
+    assert_null(d.serial_log);
+    dom_def_fini(&d);
+}
+
+static void test_full_round_trip(void **state)
+{
+    const char *text =
+        "{\"name\": \"db\", \"uuid\": \"0D0C0B0A-1111-4222-8333-444455556666\", \"memory_mib\": 1024,"
+        " \"vcpus\": 4, \"test_guest\": true, \"cmdline\": \"workload=mem-invariant beat-ms=500\","
+        " \"serial_log\": \"/var/log/db.log\", \"migration\": {\"permit_postcopy\": true,"
+        " \"permit_auto_converge\": false, \"max_downtime_ms\": 50, \"bandwidth_mib_s\": 100,"
+        " \"completion_timeout_s\": 30, \"timeout_action\": \"postcopy\"}}";
+    struct dom_def d, e;
+    struct gw_error err;
+    assert_int_equal(parse(text, &d, &err), 0);
+    assert_string_equal(d.uuid, "0d0c0b0a-1111-4222-8333-444455556666");
+    assert_int_equal(d.policy.timeout_action, DOM_TIMEOUT_POSTCOPY);
+    assert_false(d.policy.permit_auto_converge);
+    assert_int_equal(d.policy.bandwidth_mib_s, 100);
+    struct json_object *o = dom_def_to_json(&d);
+    assert_int_equal(dom_def_from_json(o, &e, &err), 0);
+    struct json_object *o2 = dom_def_to_json(&e);
+    assert_string_equal(json_object_to_json_string(o), json_object_to_json_string(o2));
+    json_object_put(o);
+    json_object_put(o2);
+    dom_def_fini(&d);
+    dom_def_fini(&e);
+}
+
+static void expect_invalid(const char *text, const char *needle)
+{
+    struct dom_def d;
+    struct gw_error err;
+    int r = parse(text, &d, &err);
+    dom_def_fini(&d);
+    if (r != -EINVAL || !strstr(err.msg, needle))
+        fail_msg("%s: got %d '%s', wanted '%s'", text, r, err.msg, needle);
+}
+
+#define BASE "\"memory_mib\": 64, \"test_guest\": true"
+
+static void test_invalid(void **state)
+{
+    expect_invalid("{" BASE "}", "'name'");
+    expect_invalid("{\"name\": \"../etc\", " BASE "}", "invalid domain name");
+    expect_invalid("{\"name\": \"\", " BASE "}", "invalid domain name");
+    expect_invalid("{\"name\": \"a b\", " BASE "}", "invalid domain name");
+    expect_invalid("{\"name\": \"v\", \"test_guest\": true}", "'memory_mib'");
+    expect_invalid("{\"name\": \"v\", \"memory_mib\": 63, \"test_guest\": true}", "multiple of 2");
+    expect_invalid("{\"name\": \"v\", \"memory_mib\": \"64\", \"test_guest\": true}", "integer");
+    expect_invalid("{\"name\": \"v\", \"memory_mib\": 64}", "'kernel' or 'test_guest'");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"kernel\": \"/k\"}", "'kernel' or 'test_guest'");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"initrd\": \"/i\"}", "needs a 'kernel'");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"vcpus\": 0}", "'vcpus' must be between");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"uuid\": \"not-a-uuid\"}", "invalid UUID");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"memroy\": 1}", "unknown key 'memroy'");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": 5}", "must be an object");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"timeout_action\": \"explode\"}}",
+                   "'timeout_action'");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"max_downtime_ms\": 0}}",
+                   "'max_downtime_ms'");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"permit_postcopy\": 1}}",
+                   "true or false");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"permit_postcopy\": false,"
+                   " \"timeout_action\": \"postcopy\"}}", "needs 'permit_postcopy'");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"downtime\": 1}}",
+                   "unknown key 'downtime' in 'migration'");
+}
+
+static void test_names(void **state)
+{
+    assert_string_equal(dom_state_name(DOM_STATE_SHUTOFF), "shut off");
+    assert_string_equal(dom_reason_name(DOM_REASON_POSTCOPY_FAILED), "post-copy failed");
+    assert_int_equal(dom_state_from_name("paused"), DOM_STATE_PAUSED);
+    assert_int_equal(dom_reason_from_name("booted"), DOM_REASON_BOOTED);
+    assert_int_equal(dom_reason_from_name("nonsense"), -1);
+    assert_string_equal(dom_event_name(DOM_EVENT_STOPPED), "Stopped");
+    assert_string_equal(dom_event_detail_name(DOM_DETAIL_FAILED), "Failed");
+    assert_string_equal(dom_event_detail_name(DOM_DETAIL_POSTCOPY_ERROR), "Post-copy Error");
+    assert_true(dom_state_active(DOM_STATE_PAUSED));
+    assert_false(dom_state_active(DOM_STATE_SHUTOFF));
+    assert_true(dom_transition_ok(DOM_STATE_SHUTOFF, DOM_STATE_RUNNING));
+    assert_false(dom_transition_ok(DOM_STATE_SHUTOFF, DOM_STATE_SHUTDOWN));
+    assert_true(dom_transition_ok(DOM_STATE_RUNNING, DOM_STATE_PAUSED));
+}
+
+static void test_job_slot(void **state)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(dom_job_check(DOM_JOB_NONE, "vm", "start", &err), 0);
+    assert_int_equal(dom_job_check(DOM_JOB_MODIFY, "vm", "start", &err), -EAGAIN);
+    assert_false(gw_error_is_set(&err));
+    assert_int_equal(dom_job_check(DOM_JOB_MIGRATION_OUT, "vm", "destroy", &err), -EBUSY);
+    assert_non_null(strstr(err.msg, "cannot destroy domain 'vm': a migration out job is running"));
+    assert_string_equal(ctl_error_class(err.code), CTL_ERR_JOB_ACTIVE);
+    gw_error_init(&err);
+    assert_int_equal(dom_job_check(DOM_JOB_MIGRATION_IN, "vm", "start", &err), -EBUSY);
+}
+
+static void classify(bool destroy, bool shutdown, bool known, int status, enum dom_reason want,
+                     enum dom_event_detail want_detail)
+{
+    struct dom_exit_facts f = { destroy, shutdown, known, status };
+    enum dom_reason r;
+    enum dom_event_detail d;
+    dom_exit_classify(&f, &r, &d);
+    assert_int_equal(r, want);
+    assert_int_equal(d, want_detail);
+}
+
+static void test_exit_classify(void **state)
+{
+    int ok = 0, killed = SIGKILL, failed = 1 << 8;
+    classify(true, true, true, ok, DOM_REASON_DESTROYED, DOM_DETAIL_DESTROYED);
+    classify(true, false, true, killed, DOM_REASON_DESTROYED, DOM_DETAIL_DESTROYED);
+    classify(false, true, true, ok, DOM_REASON_SHUTDOWN, DOM_DETAIL_SHUTDOWN);
+    classify(false, true, false, 0, DOM_REASON_SHUTDOWN, DOM_DETAIL_SHUTDOWN);
+    classify(false, false, true, killed, DOM_REASON_CRASHED, DOM_DETAIL_FAILED);
+    classify(false, false, false, 0, DOM_REASON_CRASHED, DOM_DETAIL_FAILED);
+    classify(false, true, true, failed, DOM_REASON_CRASHED, DOM_DETAIL_FAILED);
+}
+
+static void count(void *opaque, struct json_object *ev) { (*(int *)opaque)++; }
+
+static void test_event_bus(void **state)
+{
+    struct event_bus *bus = event_bus_new();
+    int all = 0, vm1 = 0, mig = 0;
+    struct event_sub *s1 = event_bus_subscribe(bus, NULL, NULL, count, &all);
+    struct event_sub *s2 = event_bus_subscribe(bus, "vm1", "lifecycle", count, &vm1);
+    struct event_sub *s3 = event_bus_subscribe(bus, NULL, "job-completed", count, &mig);
+    event_bus_publish(bus, ctl_event_new("lifecycle", "vm1", "u-1", NULL));
+    event_bus_publish(bus, ctl_event_new("lifecycle", "vm2", "u-2", NULL));
+    event_bus_publish(bus, ctl_event_new("job-completed", "vm1", "u-1", NULL));
+    assert_int_equal(all, 3);
+    assert_int_equal(vm1, 1);
+    assert_int_equal(mig, 1);
+    event_bus_unsubscribe(bus, s2);
+    event_bus_publish(bus, ctl_event_new("lifecycle", "vm1", "u-1", NULL));
+    assert_int_equal(vm1, 1);
+    assert_int_equal(all, 4);
+    event_bus_unsubscribe(bus, s1);
+    event_bus_unsubscribe(bus, s3);
+    event_bus_free(bus);
+}
+
+static void collect(void *opaque, struct dom_def *def)
+{
+    (*(int *)opaque)++;
+    dom_def_fini(def);
+}
+
+static void test_store(void **state)
+{
+    char dir[] = "/tmp/godwit-store-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(store_init(dir, &err), 0);
+    struct dom_def d;
+    assert_int_equal(parse("{\"name\": \"a\", \"memory_mib\": 64, \"test_guest\": true}", &d, &err), 0);
+    assert_int_equal(store_save_def(dir, &d, &err), 0);
+    char path[PATH_MAX];
+    assert_int_equal(store_path(dir, STORE_DEF, "broken", path, sizeof(path)), 0);
+    assert_int_equal(store_write_atomic(path, "{\"name\": 5}", 11, &err), 0);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    int n = 0;
+    assert_int_equal(store_load_defs(dir, collect, &n, &err), 0);
+    assert_int_equal(n, 1); /* the broken one is skipped */
+    store_remove_domain(dir, "a");
+    store_remove_domain(dir, "broken");
+    n = 0;
+    assert_int_equal(store_load_defs(dir, collect, &n, &err), 0);
+    assert_int_equal(n, 0);
+    dom_def_fini(&d);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_minimal),       cmocka_unit_test(test_full_round_trip),
+        cmocka_unit_test(test_invalid),       cmocka_unit_test(test_names),
+        cmocka_unit_test(test_job_slot),      cmocka_unit_test(test_exit_classify),
+        cmocka_unit_test(test_event_bus),     cmocka_unit_test(test_store),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
