@@ -77,13 +77,19 @@ static bool watch(struct monitor_arg *a)
     }
 }
 
-static void release_runtime(struct daemon *dm, struct domain *dom)
+/* The command connection: without dm->lock (a command may be running). */
+static void release_qmp(struct domain *dom)
 {
     pthread_mutex_lock(&dom->qmp_lock);
     struct qmp_client *q = dom->qmp;
     dom->qmp = NULL;
     pthread_mutex_unlock(&dom->qmp_lock);
     qmp_client_free(q);
+}
+
+/* The process's fds and files: with dm->lock held. */
+static void release_fds(struct daemon *dm, struct domain *dom)
+{
     close(dom->pidfd);
     dom->pidfd = -1;
     if (dom->console_fd >= 0)
@@ -105,8 +111,9 @@ static void finish(struct daemon *dm, struct domain *dom)
     }
     int status = 0;
     bool known = vmm_reap(dom->pid, &status);
-    release_runtime(dm, dom);
+    release_qmp(dom);
     pthread_mutex_lock(&dm->lock);
+    release_fds(dm, dom);
     dom->exit.status_known = known;
     dom->exit.wait_status = status;
     enum dom_reason why;

@@ -139,17 +139,24 @@ class Daemon:
             return f.read()
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
+        """Stop the daemon; after a clean stop (SIGTERM) check its exit
+        status and that no sanitizer complained."""
+        if not self.proc:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(sig)
             try:
-                self.proc.wait(timeout)
+                proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                proc.kill()
+                proc.wait()
                 raise Timeout("godwitd did not stop within %ds" % timeout)
-        if self.proc:
-            self.log.close()
-        self.proc = None
+        self.log.close()
+        if sig == signal.SIGTERM:
+            log = self.log_text()
+            assert proc.returncode == 0 and "Sanitizer" not in log, \
+                f"godwitd exited with status {proc.returncode}:\n{log[-4000:]}"
 
     def run(self, *args, **kw):
         kw.setdefault("uri", self.uri)
@@ -188,16 +195,19 @@ class Daemon:
         return pids
 
     def close(self):
+        failure = None
         try:
             self.stop()
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as e:  # noqa: BLE001
+            failure = e
         for pid in self.vmm_pids():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         shutil.rmtree(self.dir, ignore_errors=True)
+        if failure:
+            raise failure
 
     def __enter__(self):
         return self
