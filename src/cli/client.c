@@ -106,11 +106,18 @@ static int open_conn(struct cli *cli, struct gw_error *err)
     return r;
 }
 
+static int closed(struct cli_conn *c, struct gw_error *err)
+{
+    const char *why = ctl_tls_session_error(c->session);
+    return gw_error_set(err, ECONNRESET, "the daemon closed the connection%s%s", why ? ": " : "",
+                        why ? why : "");
+}
+
 static int recv_msg(struct cli_conn *c, struct json_object **msg, struct gw_error *err)
 {
     int r = ctl_recv(&c->io, msg, err);
     if (r == -ECONNRESET || r == -EIO)
-        return gw_error_set(err, ECONNRESET, "the daemon closed the connection");
+        return closed(c, err);
     if (r < 0 && !gw_error_is_set(err))
         gw_error_set(err, r, "cannot read from the daemon: %s", strerror(-r));
     return r;
@@ -123,6 +130,8 @@ static int call(struct cli_conn *c, const char *command, struct json_object *arg
     struct json_object *req = ctl_request_new(id, command, args);
     int r = ctl_send(&c->io, req);
     json_object_put(req);
+    if (r == -EIO || r == -EPIPE || r == -ECONNRESET)
+        return closed(c, err);
     if (r < 0)
         return gw_error_set(err, r, "cannot send to the daemon: %s", strerror(-r));
     for (;;) {
@@ -179,8 +188,7 @@ int cli_next_event(struct cli *cli, int timeout_ms, struct json_object **ev, str
         if (r == -ETIMEDOUT)
             return r;
         if (r < 0)
-            return r == -ECONNRESET || r == -EIO
-                       ? gw_error_set(err, ECONNRESET, "the daemon closed the connection") : r;
+            return r == -ECONNRESET || r == -EIO ? closed(c, err) : r;
         if (ctl_msg_kind(msg) == CTL_MSG_EVENT) {
             *ev = msg;
             return 0;

@@ -3,6 +3,7 @@
  * URI: unix:PATH (default $GODWIT_DEFAULT_URI, else CLI_DEFAULT_URI) or
  * tcp:HOST:PORT (TLS with the given credentials). */
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,6 +72,7 @@ static int parse_global(int argc, char **argv, struct cli *cli)
 int main(int argc, char **argv)
 {
     struct cli cli = { .out = stdout };
+    signal(SIGPIPE, SIG_IGN); /* a daemon that hangs up is an error message, not a signal */
     int r = parse_global(argc, argv, &cli);
     if (r != 0)
         return r > 0 ? 0 : 1;

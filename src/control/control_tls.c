@@ -21,6 +21,7 @@ struct ctl_tls {
 struct ctl_tls_session {
     gnutls_session_t s;
     char peer[256];
+    char error[256];  /* why the last read or write failed */
 };
 
 bool ctl_tls_configured(const struct ctl_tls_config *cfg)
@@ -202,8 +203,10 @@ struct ctl_tls_session *ctl_tls_session_new(struct ctl_tls *t, int fd, int timeo
     return ts;
 fail:
     gw_error_set(err, EACCES, "TLS handshake failed: %s", gnutls_strerror(g));
-    if (ts->s)
+    if (ts->s) {
+        gnutls_alert_send_appropriate(ts->s, g); /* tell the peer why, best effort */
         gnutls_deinit(ts->s);
+    }
     free(ts);
     return NULL;
 }
@@ -215,6 +218,15 @@ void ctl_tls_session_free(struct ctl_tls_session *ts)
     gnutls_bye(ts->s, GNUTLS_SHUT_WR);
     gnutls_deinit(ts->s);
     free(ts);
+}
+
+static void note_error(struct ctl_tls_session *ts, ssize_t n)
+{
+    if (n == GNUTLS_E_FATAL_ALERT_RECEIVED)
+        snprintf(ts->error, sizeof(ts->error), "TLS: the peer refused the session (%s)",
+                 gnutls_alert_get_name(gnutls_alert_get(ts->s)));
+    else
+        snprintf(ts->error, sizeof(ts->error), "TLS: %s", gnutls_strerror((int)n));
 }
 
 static ssize_t tls_read(void *opaque, void *buf, size_t len)
@@ -230,6 +242,7 @@ static ssize_t tls_read(void *opaque, void *buf, size_t len)
             return -ETIMEDOUT;
         if (n == GNUTLS_E_PREMATURE_TERMINATION)
             return 0;
+        note_error(ts, n);
         return -EIO;
     }
 }
@@ -243,6 +256,7 @@ static ssize_t tls_write(void *opaque, const void *buf, size_t len)
             return n;
         if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
             continue;
+        note_error(ts, n);
         return -EIO;
     }
 }
@@ -255,3 +269,8 @@ void ctl_tls_session_io(struct ctl_tls_session *ts, struct ctl_io *io)
 }
 
 const char *ctl_tls_session_peer(const struct ctl_tls_session *ts) { return ts->peer; }
+
+const char *ctl_tls_session_error(const struct ctl_tls_session *ts)
+{
+    return ts && ts->error[0] ? ts->error : NULL;
+}

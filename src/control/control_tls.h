@@ -42,5 +42,7 @@ void ctl_tls_session_free(struct ctl_tls_session *s);
 void ctl_tls_session_io(struct ctl_tls_session *s, struct ctl_io *io);
 /* Who the peer authenticated as: "psk:USER" or "x509:DN". */
 const char *ctl_tls_session_peer(const struct ctl_tls_session *s);
+/* Why the session's last read or write failed (NULL: it did not, or s is NULL). */
+const char *ctl_tls_session_error(const struct ctl_tls_session *s);
 
 #endif

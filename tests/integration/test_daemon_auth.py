@@ -2,7 +2,9 @@
 """Who may talk to godwitd. The Unix socket is mode 0600 and checks the
 peer's uid (SO_PEERCRED): another user is refused with an error reply even
 when the socket's mode lets them connect. A TCP listener speaks TLS: the
-right pre-shared key is accepted, a wrong one (or no TLS) is refused; a TCP
+right pre-shared key is accepted, a wrong one (or no TLS) is refused; with
+X.509 a certificate from the right CA is accepted, one from another CA is
+refused; a TCP
 listener without TLS is refused at start-up unless --insecure. The control
 protocol itself: hello first, version checked, bad JSON and unknown
 commands answered with errors, an over-length message refused before it is
@@ -16,7 +18,7 @@ import struct
 import subprocess
 
 from godwit_test import need_root, run_test, skip
-from godwitd_test import GODWIT, GODWITD, Control, Daemon, godwit, make_psk
+from godwitd_test import GODWIT, GODWITD, Control, Daemon, godwit, make_psk, make_x509
 
 
 def free_port():
@@ -87,6 +89,27 @@ def tls(tmp):
         assert "TLS handshake failed" in d.log_text()
 
 
+def x509(tmp):
+    if not shutil.which("openssl"):
+        print("X.509 part skipped: no openssl")
+        return
+    certs = make_x509(tmp)
+    rogue = make_x509(tmp, names=("client",), ca="rogue")
+    port = free_port()
+    srv = certs["server"]
+    with Daemon(listen=[f"tcp:127.0.0.1:{port}"],
+                extra=["--tls-cert", srv[0], "--tls-key", srv[1], "--tls-ca", certs["ca"]]) as d:
+        uri = f"tcp:127.0.0.1:{port}"
+        cli = certs["client"]
+        r = godwit("list", "--all", uri=uri, tls_x509=(cli[0], cli[1], certs["ca"]))
+        assert "Id" in r.out, r
+        bad = rogue["client"]  # a certificate from another CA
+        r = godwit("list", uri=uri, tls_x509=(bad[0], bad[1], certs["ca"]), check=False)
+        assert r.rc == 1 and "TLS" in r.err, r  # TLS 1.3: refused after the client's handshake
+        r = godwit("list", uri=uri, tls_x509=(cli[0], cli[1], rogue["ca"]), check=False)
+        assert r.rc == 1 and "TLS handshake failed" in r.err, r  # the client does not trust the server
+
+
 def insecure(tmp):
     port = free_port()
     state = os.path.join(tmp, "state")
@@ -107,6 +130,7 @@ def main():
         protocol(d)
     with Daemon(start=False) as scratch:
         tls(scratch.dir)
+        x509(scratch.dir)
         insecure(scratch.dir)
 
 

@@ -80,7 +80,10 @@ def lifecycle(d, ev):
     ev.wait_for("Resumed Unpaused")
     assert d.state_of("vm1") == "running (unpaused)"
 
-    wait_until(lambda: "godwit-guest" in d.run("console", "vm1").out, 60, "guest output on the console")
+    # The guest's own output, through the daemon: its workload runs (and reads serial input).
+    wait_until(lambda: "heartbeat vcpu=0" in d.run("console", "vm1").out, 60, "a heartbeat on the console")
+    r = d.run("console", "--tail", "200", "vm1")
+    assert len(r.out) <= 200 and "heartbeat" in r.out, r
 
     r = d.run("shutdown", "vm1")
     assert "is being shutdown" in r.out, r

@@ -35,7 +35,7 @@ def remote(net, key, a, b):
     path = os.path.join(b.dir, "web.json")
     with open(path, "w") as f:
         f.write('{"name": "web", "memory_mib": 64, "test_guest": true,'
-                ' "cmdline": "workload=mem-invariant beat-ms=500"}')
+                ' "cmdline": "workload=dirty wss=1M rate=1000 beat-ms=500"}')
     assert "defined" in on_a("define", path).out
     events = subprocess.Popen(["ip", "netns", "exec", net.ns[0], GODWIT, "-c", uri_b, "--tls-psk", key,
                                "event", "web", "--event", "lifecycle", "--timeout", "60"],

@@ -57,6 +57,29 @@ def make_psk(path, user="godwit", key=None):
     return path
 
 
+def make_x509(directory, names=("server", "client"), ca="ca"):
+    """A CA and certificates it signed (openssl): returns {name: (cert, key)}
+    and the CA certificate under the key "ca"."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    cakey, capem = os.path.join(directory, f"{ca}.key"), os.path.join(directory, f"{ca}.pem")
+    run("req", "-x509", *ec, "-keyout", cakey, "-out", capem, "-days", "2", "-subj", f"/CN=godwit test {ca}",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    ext = os.path.join(directory, "leaf.ext")
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth,clientAuth\n")
+    out = {"ca": capem}
+    for n in names:
+        key, csr, pem = (os.path.join(directory, f"{ca}-{n}.{x}") for x in ("key", "csr", "pem"))
+        run("req", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={n}")
+        run("x509", "-req", "-in", csr, "-CA", capem, "-CAkey", cakey, "-CAcreateserial", "-out", pem,
+            "-days", "2", "-extfile", ext)
+        out[n] = (pem, key)
+    return out
+
+
 class Result:
     def __init__(self, rc, out, err):
         self.rc, self.out, self.err = rc, out, err
@@ -65,13 +88,17 @@ class Result:
         return f"rc={self.rc} out={self.out!r} err={self.err!r}"
 
 
-def godwit(*args, uri=None, tls_psk=None, timeout=60, netns=None, prefix=(), check=True):
-    """Run the client; returns Result. check: assert exit status 0."""
+def godwit(*args, uri=None, tls_psk=None, tls_x509=None, timeout=60, netns=None, prefix=(),
+           check=True):
+    """Run the client; returns Result. check: assert exit status 0.
+    tls_x509: (cert, key, ca)."""
     cmd = [GODWIT]
     if uri:
         cmd += ["-c", uri]
     if tls_psk:
         cmd += ["--tls-psk", tls_psk]
+    if tls_x509:
+        cmd += ["--tls-cert", tls_x509[0], "--tls-key", tls_x509[1], "--tls-ca", tls_x509[2]]
     cmd += list(args)
     if netns:
         cmd = ["ip", "netns", "exec", netns] + cmd
@@ -162,7 +189,8 @@ class Daemon:
         kw.setdefault("uri", self.uri)
         return godwit(*args, **kw)
 
-    def define(self, name, memory=64, vcpus=1, cmdline="workload=mem-invariant beat-ms=500", **extra):
+    def define(self, name, memory=64, vcpus=1, cmdline="workload=dirty wss=1M rate=1000 beat-ms=500",
+               **extra):
         d = {"name": name, "memory_mib": memory, "vcpus": vcpus, "test_guest": True, "cmdline": cmdline}
         d.update(extra)
         path = os.path.join(self.dir, f"{name}.json")
@@ -400,7 +428,7 @@ class FakeVMM:
         while True:
             if self.status == "running":
                 self.beat += 1
-                print(f"godwit-guest: fake beat {self.beat}", flush=True)
+                print(f"heartbeat vcpu=0 tick={self.beat} pages={self.beat * 100}", flush=True)
             time.sleep(0.2)
 
     def stdin(self):
@@ -428,7 +456,8 @@ class FakeVMM:
         os.chmod(self.a.qmp, 0o600)
         s.listen(16)
         print(f"fake-vmm: VM '{self.a.name}' started", file=sys.stderr, flush=True)
-        print("godwit-guest: fake guest booted", flush=True)
+        print("godwit-guest: booted (fake)", flush=True)
+        print("vcpu0: workload dirty started (fake)", flush=True)
         threading.Thread(target=self.serial, daemon=True).start()
         threading.Thread(target=self.stdin, daemon=True).start()
         while True:
