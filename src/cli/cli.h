@@ -52,12 +52,12 @@ struct cli_args {
     bool set[CLI_MAX_OPTS];
 };
 
-struct cli_conn;
+struct ctl_client;
 
 struct cli {
     const char *uri;
     struct ctl_tls_config tls;
-    struct cli_conn *conn;
+    struct ctl_client *conn;   /* control/control_client.h */
     FILE *out;
 };
 

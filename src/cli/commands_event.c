@@ -92,8 +92,10 @@ static int run_event(struct cli *cli, const struct cli_args *a)
         }
         struct json_object *ev;
         int r = cli_next_event(cli, left, &ev, &err);
-        if (r == -ETIMEDOUT)
-            continue;
+        if (r == -ETIMEDOUT) {
+            fprintf(cli->out, "event loop timed out\n");
+            break;
+        }
         if (r < 0)
             return cli_fail_err(&err);
         print_event(cli->out, ev, cli_flag(a, "timestamp"));

@@ -145,18 +145,21 @@ static int h_subscribe(struct daemon *dm, struct daemon_client *cl, struct json_
                        struct json_object **ret, struct gw_error *err)
 {
     const char *domain, *type;
+    char uuid[DOM_UUID_LEN + 1] = "";
     int r;
     if ((r = ctl_arg_str(args, "domain", false, &domain, err)) < 0 ||
         (r = ctl_arg_str(args, "event", false, &type, err)) < 0)
         return r;
-    if (domain) {
+    if (domain) { /* by name, UUID or id: filter on the UUID */
         pthread_mutex_lock(&dm->lock);
-        bool found = daemon_find_domain(dm, domain) != NULL;
+        struct domain *dom = daemon_find_domain(dm, domain);
+        if (dom)
+            strcpy(uuid, dom->def.uuid);
         pthread_mutex_unlock(&dm->lock);
-        if (!found)
+        if (!uuid[0])
             return gw_error_set(err, ENOENT, "Domain not found: no domain with matching name '%s'", domain);
     }
-    return daemon_client_subscribe(cl, domain, type, err);
+    return daemon_client_subscribe(cl, domain ? uuid : NULL, type, err);
 }
 
 static const struct daemon_command server_commands[] = {

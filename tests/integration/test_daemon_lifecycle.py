@@ -7,9 +7,10 @@ the errors for operations that make no sense."""
 # timeout: 240
 import json
 import os
+import subprocess
 
 from godwit_test import run_test, wait_until
-from godwitd_test import Daemon, EventWatcher, pid_alive, vmm_kind
+from godwitd_test import GODWIT, Daemon, EventWatcher, pid_alive, vmm_kind
 
 
 def check_errors(d):
@@ -25,6 +26,10 @@ def check_errors(d):
                    "migration": {"timeout_action": "explode"}}, f)
     r = d.run("define", bad, check=False)
     assert r.rc == 1 and "timeout_action" in r.err, r
+    r = d.run("event", "--all", "--timeout", "1")
+    assert r.out.split() == "event loop timed out events received: 0".split(), r
+    r = d.run("event", "vm1", check=False)
+    assert r.rc == 1 and "--all" in r.err, r
     for cmd in ("list", "start", "event", "domstate", "console"):
         r = d.run(cmd, "--help")
         assert "SYNOPSIS" in r.out and cmd in r.out, r
@@ -85,9 +90,16 @@ def lifecycle(d, ev):
     r = d.run("console", "--tail", "200", "vm1")
     assert len(r.out) <= 200 and "heartbeat" in r.out, r
 
+    follow = subprocess.Popen([GODWIT, "-c", d.uri, "console", "--follow", "vm1"], stdout=subprocess.PIPE,
+                              text=True)
+    by_id = EventWatcher(d, domain=row[0])  # filtered by id
     r = d.run("shutdown", "vm1")
     assert "is being shutdown" in r.out, r
     ev.wait_for("Stopped Shutdown", 60)
+    by_id.wait_for("event 'lifecycle' for domain 'vm1': Stopped Shutdown")
+    by_id.close()
+    out, _ = follow.communicate(timeout=30)  # --follow ends when the domain stops
+    assert "heartbeat vcpu=0" in out and follow.returncode == 0, out[-500:]
     d.wait_state("vm1", "shut off (shutdown)")
     wait_until(lambda: not pid_alive(pid), 10, "the VMM to exit")
 

@@ -1,0 +1,230 @@
+/* A blocking control-protocol client. */
+#include "control/control_client.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "control/control.h"
+
+struct ctl_client {
+    int fd;
+    struct ctl_tls *tls;
+    struct ctl_tls_session *session;
+    struct ctl_io io;
+    int64_t next_id;
+    int broken;                       /* sticky -errno after a timeout or hang-up */
+    struct json_object *hello;
+    struct json_object *pending[CTL_CLIENT_PENDING_EVENTS];
+    unsigned npending;
+};
+
+static void set_timeout(int fd, int opt, int timeout_ms)
+{
+    struct timeval tv = { 0, 0 };
+    if (timeout_ms > 0) {
+        tv.tv_sec = timeout_ms / 1000;
+        tv.tv_usec = (timeout_ms % 1000) * 1000;
+    }
+    setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof(tv));
+}
+
+static int connect_unix(const struct ctl_uri *u, struct gw_error *err)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", u->path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return gw_error_set(err, errno, "socket: %m");
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        close(fd);
+        return gw_error_set(err, e, "failed to connect to the daemon at unix:%s: %s", u->path,
+                            strerror(e));
+    }
+    return fd;
+}
+
+/* SO_SNDTIMEO bounds connect() on Linux. */
+static int connect_tcp(const struct ctl_uri *u, int timeout_ms, struct gw_error *err)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *res;
+    int g = getaddrinfo(u->host, u->port, &hints, &res);
+    if (g != 0)
+        return gw_error_set(err, EHOSTUNREACH, "cannot resolve '%s': %s", u->host, gai_strerror(g));
+    int fd = -1, e = EHOSTUNREACH;
+    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        set_timeout(fd, SO_SNDTIMEO, timeout_ms);
+        if (connect(fd, a->ai_addr, a->ai_addrlen) < 0) {
+            e = errno == EINPROGRESS ? ETIMEDOUT : errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return gw_error_set(err, e, "failed to connect to the daemon at tcp:%s:%s: %s", u->host,
+                            u->port, strerror(e));
+    set_timeout(fd, SO_SNDTIMEO, -1);
+    return fd;
+}
+
+static int secure(struct ctl_client *c, const struct ctl_tls_config *tls, int timeout_ms,
+                  struct gw_error *err)
+{
+    ctl_io_init_fd(&c->io, &c->fd);
+    if (!tls || !ctl_tls_configured(tls))
+        return 0;
+    c->tls = ctl_tls_new(tls, false, err);
+    if (!c->tls)
+        return -EINVAL;
+    c->session = ctl_tls_session_new(c->tls, c->fd, timeout_ms > 0 ? timeout_ms : 30000, err);
+    if (!c->session)
+        return -EACCES;
+    ctl_tls_session_io(c->session, &c->io);
+    return 0;
+}
+
+static int hung_up(struct ctl_client *c, struct gw_error *err)
+{
+    const char *why = ctl_tls_session_error(c->session);
+    c->broken = -ECONNRESET;
+    return gw_error_set(err, ECONNRESET, "the daemon closed the connection%s%s", why ? ": " : "",
+                        why ? why : "");
+}
+
+static int recv_msg(struct ctl_client *c, int timeout_ms, struct json_object **msg,
+                    struct gw_error *err)
+{
+    set_timeout(c->fd, SO_RCVTIMEO, timeout_ms);
+    int r = ctl_recv(&c->io, msg, err);
+    if (r == -ECONNRESET || r == -EIO)
+        return hung_up(c, err);
+    if (r == -ETIMEDOUT) {
+        c->broken = r;
+        return gw_error_set(err, ETIMEDOUT, "no answer from the daemon within %d ms", timeout_ms);
+    }
+    if (r < 0) {
+        c->broken = r;
+        if (!gw_error_is_set(err))
+            gw_error_set(err, r, "cannot read from the daemon: %s", strerror(-r));
+    }
+    return r;
+}
+
+static bool is_reply_to(struct json_object *msg, int64_t id)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(msg, "id", &v))
+        return false;
+    /* null: an error about a request the server could not read */
+    return json_object_is_type(v, json_type_null) ||
+           (json_object_is_type(v, json_type_int) && json_object_get_int64(v) == id);
+}
+
+int ctl_client_call(struct ctl_client *c, const char *command, struct json_object *args,
+                    struct json_object **ret, const char **cls, int timeout_ms,
+                    struct gw_error *err)
+{
+    if (ret)
+        *ret = NULL;
+    if (c->broken) {
+        json_object_put(args);
+        return gw_error_set(err, -c->broken, "the connection to the daemon is broken");
+    }
+    int64_t id = ++c->next_id;
+    struct json_object *req = ctl_request_new(id, command, args);
+    int r = ctl_send(&c->io, req);
+    json_object_put(req);
+    if (r == -EIO || r == -EPIPE || r == -ECONNRESET)
+        return hung_up(c, err);
+    if (r < 0)
+        return gw_error_set(err, r, "cannot send to the daemon: %s", strerror(-r));
+    for (;;) {
+        struct json_object *msg;
+        if ((r = recv_msg(c, timeout_ms, &msg, err)) < 0)
+            return r;
+        if (ctl_msg_kind(msg) == CTL_MSG_EVENT) {
+            if (c->npending < CTL_CLIENT_PENDING_EVENTS)
+                c->pending[c->npending++] = msg;
+            else
+                json_object_put(msg);
+            continue;
+        }
+        bool mine = is_reply_to(msg, id);
+        if (mine)
+            r = ctl_reply_result(msg, ret, cls, err);
+        json_object_put(msg);
+        if (mine)
+            return r;
+    }
+}
+
+int ctl_client_next_event(struct ctl_client *c, int timeout_ms, struct json_object **ev,
+                          struct gw_error *err)
+{
+    if (c->npending) {
+        *ev = c->pending[0];
+        memmove(c->pending, c->pending + 1, --c->npending * sizeof(c->pending[0]));
+        return 0;
+    }
+    for (;;) {
+        if (c->broken)
+            return gw_error_set(err, -c->broken, "the connection to the daemon is broken");
+        struct json_object *msg;
+        int r = recv_msg(c, timeout_ms, &msg, err);
+        if (r < 0)
+            return r;
+        if (ctl_msg_kind(msg) == CTL_MSG_EVENT) {
+            *ev = msg;
+            return 0;
+        }
+        json_object_put(msg);
+    }
+}
+
+struct ctl_client *ctl_client_connect(const char *uri, const struct ctl_tls_config *tls,
+                                      const char *who, int timeout_ms, struct gw_error *err)
+{
+    struct ctl_uri u;
+    if (ctl_uri_parse(uri, &u, err) < 0)
+        return NULL;
+    struct ctl_client *c = calloc(1, sizeof(*c));
+    if (!c) {
+        gw_error_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    c->fd = u.kind == CTL_URI_TCP ? connect_tcp(&u, timeout_ms, err) : connect_unix(&u, err);
+    if (c->fd < 0 || secure(c, u.kind == CTL_URI_TCP ? tls : NULL, timeout_ms, err) < 0 ||
+        ctl_client_call(c, "hello", ctl_hello_args(who), &c->hello, NULL, timeout_ms, err) < 0) {
+        ctl_client_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct json_object *ctl_client_hello(const struct ctl_client *c) { return c->hello; }
+
+void ctl_client_free(struct ctl_client *c)
+{
+    if (!c)
+        return;
+    for (unsigned i = 0; i < c->npending; i++)
+        json_object_put(c->pending[i]);
+    json_object_put(c->hello);
+    ctl_tls_session_free(c->session);
+    ctl_tls_free(c->tls);
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c);
+}

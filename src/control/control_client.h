@@ -1,0 +1,41 @@
+/* A blocking client of the control protocol (docs/daemon.md): connect to
+ * "unix:PATH" or "tcp:HOST:PORT" (TLS when credentials are given), say
+ * hello, send requests and wait for their replies, wait for events. Used
+ * by godwit and, for daemon-to-daemon migration, by godwitd.
+ *
+ * Returns: ctl_client_connect NULL with err filled; operations 0 or -errno
+ * with err filled: -EREMOTEIO for an error reply (err->msg is its desc,
+ * *cls its class), -ETIMEDOUT when timeout_ms passed (the client is then
+ * broken: a reply may be half read; reconnect), -ECONNRESET when the peer
+ * hung up (err says why when TLS knows). Timeouts in ms, -1 = none.
+ * Threads: a client belongs to one thread at a time.
+ * Ownership: args are taken; *ret and *ev are new references. */
+#ifndef GW_CONTROL_CONTROL_CLIENT_H
+#define GW_CONTROL_CONTROL_CLIENT_H
+
+#include <json-c/json.h>
+
+#include "common/error.h"
+#include "control/control_tls.h"
+
+#define CTL_CLIENT_PENDING_EVENTS 256  /* events kept while waiting for a reply */
+
+struct ctl_client;
+
+/* tls may be NULL or unconfigured (then TCP is plain: the daemon must run
+ * with --insecure). who: "godwit 0.1.0", "godwitd 0.1.0 (peer)". */
+struct ctl_client *ctl_client_connect(const char *uri, const struct ctl_tls_config *tls,
+                                      const char *who, int timeout_ms, struct gw_error *err);
+void ctl_client_free(struct ctl_client *c);
+
+/* The server's hello return: {"protocol", "server", "hostname", "peer"} (borrowed). */
+struct json_object *ctl_client_hello(const struct ctl_client *c);
+
+int ctl_client_call(struct ctl_client *c, const char *command, struct json_object *args,
+                    struct json_object **ret, const char **cls, int timeout_ms,
+                    struct gw_error *err);
+/* The next event (subscribe first with the "events-subscribe" command). */
+int ctl_client_next_event(struct ctl_client *c, int timeout_ms, struct json_object **ev,
+                          struct gw_error *err);
+
+#endif
