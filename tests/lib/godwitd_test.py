@@ -447,6 +447,9 @@ class FakeVMM:
 
     def run(self):
         signal.signal(signal.SIGTERM, lambda *_: self.exit(False, "host-signal"))
+        for word in (self.a.cmdline or "").split():  # fake-start-delay=S: a slow start
+            if word.startswith("fake-start-delay="):
+                time.sleep(float(word.split("=", 1)[1]))
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             os.unlink(self.a.qmp)
