@@ -129,7 +129,12 @@ int ctl_send(struct ctl_io *io, struct json_object *msg)
     const char *text = json_object_to_json_string_length(msg, JSON_C_TO_STRING_PLAIN, &len);
     if (!text)
         return -ENOMEM;
-    if (len > CTL_MAX_MSG)
+    return ctl_send_text(io, text, len);
+}
+
+int ctl_send_text(struct ctl_io *io, const char *text, size_t len)
+{
+    if (len == 0 || len > CTL_MAX_MSG)
         return -EMSGSIZE;
     uint8_t hdr[CTL_HEADER_LEN];
     ctl_header_encode(hdr, (uint32_t)len);

@@ -72,6 +72,8 @@ void ctl_header_encode(uint8_t hdr[CTL_HEADER_LEN], uint32_t len);
 int ctl_parse(const char *buf, size_t len, struct json_object **out, struct gw_error *err);
 /* Send one message (borrowed). */
 int ctl_send(struct ctl_io *io, struct json_object *msg);
+/* Send one message already serialised (one JSON object, len bytes). */
+int ctl_send_text(struct ctl_io *io, const char *text, size_t len);
 /* Receive one message (new reference in *msg). */
 int ctl_recv(struct ctl_io *io, struct json_object **msg, struct gw_error *err);
 

@@ -103,10 +103,12 @@ static bool matches(const struct event_sub *s, struct json_object *ev)
 
 void event_bus_publish(struct event_bus *bus, struct json_object *ev)
 {
+    size_t len = 0;
+    const char *text = json_object_to_json_string_length(ev, JSON_C_TO_STRING_PLAIN, &len);
     pthread_mutex_lock(&bus->lock);
-    for (struct event_sub *s = bus->subs; s; s = s->next)
+    for (struct event_sub *s = bus->subs; text && s; s = s->next)
         if (matches(s, ev))
-            s->fn(s->opaque, ev);
+            s->fn(s->opaque, ev, text, len);
     pthread_mutex_unlock(&bus->lock);
     json_object_put(ev);
 }

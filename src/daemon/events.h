@@ -13,12 +13,14 @@
 #define GW_DAEMON_EVENTS_H
 
 #include <json-c/json.h>
+#include <stddef.h>
 
 struct event_bus;
 struct event_sub;
 
-/* ev is borrowed: take a reference to keep it. */
-typedef void (*event_deliver_fn)(void *opaque, struct json_object *ev);
+/* ev is borrowed and must not be kept or serialised (json-c objects are
+ * not thread-safe); text/len is its serialised form (borrowed: copy it). */
+typedef void (*event_deliver_fn)(void *opaque, struct json_object *ev, const char *text, size_t len);
 
 struct event_bus *event_bus_new(void);
 void event_bus_free(struct event_bus *bus);

@@ -134,7 +134,6 @@ static void finish(struct daemon *dm, struct domain *dom)
 static void *monitor_main(void *p)
 {
     struct monitor_arg *a = p;
-    gw_log_set_vm(NULL);
     bool gone = watch(a);
     qmp_client_free(a->q);
     if (gone) {

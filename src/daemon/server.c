@@ -45,7 +45,8 @@ struct daemon_client {
     struct event_sub *sub;
     pthread_mutex_t evlock;
     pthread_cond_t evcond;
-    struct json_object *evq[SERVER_EVENT_QUEUE];
+    char *evq[SERVER_EVENT_QUEUE];       /* serialised events, malloc'd */
+    size_t evlen[SERVER_EVENT_QUEUE];
     unsigned evhead, evcount;
     unsigned long dropped;
     bool ev_stop;
@@ -84,17 +85,23 @@ static int send_error(struct daemon_client *c, struct json_object *id, const cha
 
 /* ---- events ---- */
 
-static void deliver(void *opaque, struct json_object *ev)
+static void deliver(void *opaque, struct json_object *ev, const char *text, size_t len)
 {
     struct daemon_client *c = opaque;
+    char *copy = malloc(len);
+    if (!copy)
+        return;
+    memcpy(copy, text, len);
     pthread_mutex_lock(&c->evlock);
     if (c->evcount == SERVER_EVENT_QUEUE) {
-        json_object_put(c->evq[c->evhead]);
+        free(c->evq[c->evhead]);
         c->evhead = (c->evhead + 1) % SERVER_EVENT_QUEUE;
         c->evcount--;
         c->dropped++;
     }
-    c->evq[(c->evhead + c->evcount) % SERVER_EVENT_QUEUE] = json_object_get(ev);
+    unsigned tail = (c->evhead + c->evcount) % SERVER_EVENT_QUEUE;
+    c->evq[tail] = copy;
+    c->evlen[tail] = len;
     c->evcount++;
     pthread_cond_signal(&c->evcond);
     pthread_mutex_unlock(&c->evlock);
@@ -109,11 +116,15 @@ static void *writer_main(void *p)
             pthread_cond_wait(&c->evcond, &c->evlock);
         if (c->ev_stop)
             break;
-        struct json_object *ev = c->evq[c->evhead];
+        char *text = c->evq[c->evhead];
+        size_t len = c->evlen[c->evhead];
         c->evhead = (c->evhead + 1) % SERVER_EVENT_QUEUE;
         c->evcount--;
         pthread_mutex_unlock(&c->evlock);
-        int r = send_msg(c, ev);
+        pthread_mutex_lock(&c->wlock);
+        int r = ctl_send_text(&c->io, text, len);
+        pthread_mutex_unlock(&c->wlock);
+        free(text);
         pthread_mutex_lock(&c->evlock);
         if (r < 0)
             break;
@@ -239,9 +250,9 @@ static void serve(struct daemon_client *c)
             return;
         if (r < 0) {
             send_error(c, NULL, ctl_error_class(e.code), e.msg);
-            if (r == -EMSGSIZE || strstr(e.msg, "middle"))
-                return; /* the framing is lost */
-            continue;
+            if (r == -EMSGSIZE)
+                return; /* the framing is lost: the body was not read */
+            continue;   /* bad JSON in a whole frame, or a cut frame (EOF comes next) */
         }
         bool go_on = dispatch(c, msg);
         json_object_put(msg);
@@ -315,7 +326,7 @@ static void client_close(struct daemon_client *c)
         pthread_join(c->writer, NULL);
     }
     for (unsigned i = 0; i < c->evcount; i++)
-        json_object_put(c->evq[(c->evhead + i) % SERVER_EVENT_QUEUE]);
+        free(c->evq[(c->evhead + i) % SERVER_EVENT_QUEUE]);
     ctl_tls_session_free(c->tls);
     pthread_mutex_lock(&s->lock);
     for (struct daemon_client **p = &s->clients; *p; p = &(*p)->next)
@@ -370,7 +381,6 @@ static void start_client(struct listener *l, int fd, const char *peer)
     if (full || pthread_create(&t, &attr, client_main, c) != 0) {
         log_warn("refusing a client from %s (%s)", peer, full ? "too many clients" : "no thread");
         if (!full) {
-            c->tcp = true; /* nothing to refuse politely */
             client_close(c);
         } else {
             close(fd);

@@ -8,7 +8,7 @@ migration part builds on (daemon-to-daemon traffic takes the same path)."""
 import os
 import subprocess
 
-from godwit_test import NetnsPair, need_netns, run_test
+from godwit_test import NetnsPair, need_netns, run_test, wait_until
 from godwitd_test import GODWIT, Daemon, godwit, make_psk, vmm_kind
 
 
@@ -37,10 +37,13 @@ def remote(net, key, a, b):
         f.write('{"name": "web", "memory_mib": 64, "test_guest": true,'
                 ' "cmdline": "workload=dirty wss=1M rate=1000 beat-ms=500"}')
     assert "defined" in on_a("define", path).out
+    subscribed = b.log_text().count("events-subscribe -> 0")
     events = subprocess.Popen(["ip", "netns", "exec", net.ns[0], GODWIT, "-c", uri_b, "--tls-psk", key,
                                "event", "web", "--event", "lifecycle", "--timeout", "60"],
                               stdout=subprocess.PIPE, text=True)
     try:
+        wait_until(lambda: b.log_text().count("events-subscribe -> 0") > subscribed, 20,
+                   "the remote event subscription")
         assert "started" in on_a("start", "web").out
         out, _ = events.communicate(timeout=60)
     finally:

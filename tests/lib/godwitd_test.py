@@ -259,10 +259,15 @@ class EventWatcher:
         cmd = [GODWIT, "-c", daemon.uri, "event", "--all", "--loop", "--timeout", str(timeout)]
         if domain:
             cmd.append(domain)
+        subscribed = daemon.log_text().count("events-subscribe -> 0")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         self.cond = threading.Condition()
         threading.Thread(target=self._pump, daemon=True).start()
+        # Subscribed when the daemon says so (its debug log), so no event is missed.
+        wait_until(lambda: daemon.log_text().count("events-subscribe -> 0") > subscribed
+                   or self.proc.poll() is not None, 20, "the event subscription")
+        assert self.proc.poll() is None, f"godwit event failed: {self.lines}"
 
     def _pump(self):
         for line in self.proc.stdout:

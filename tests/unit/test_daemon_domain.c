@@ -169,7 +169,11 @@ static void test_exit_classify(void **state)
     classify(false, true, true, failed, DOM_REASON_CRASHED, DOM_DETAIL_FAILED);
 }
 
-static void count(void *opaque, struct json_object *ev) { (*(int *)opaque)++; }
+static void count(void *opaque, struct json_object *ev, const char *text, size_t len)
+{
+    assert_int_equal(strlen(text), len);
+    (*(int *)opaque)++;
+}
 
 static void test_event_bus(void **state)
 {
