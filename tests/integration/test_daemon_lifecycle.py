@@ -109,6 +109,13 @@ def lifecycle(d, ev):
     ev.wait_for("Stopped Destroyed")
     assert d.state_of("vm1") == "shut off (destroyed)"
 
+    # Defining an existing name updates it (its UUID stays).
+    uuid = info["UUID"].strip()
+    d.define("vm1", vcpus=2)
+    ev.wait_for("Defined Updated")
+    info = dict(l.split(":", 1) for l in d.run("dominfo", "vm1").out.splitlines() if ":" in l)
+    assert info["CPU(s)"].strip() == "2" and info["UUID"].strip() == uuid, info
+
     # The definition survives a daemon restart; undefine removes it.
     d.stop()
     d.start()
