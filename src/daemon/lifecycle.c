@@ -82,7 +82,7 @@ int domain_connect_vmm(const char *qmp_path, const char *name, int pidfd, int ti
     *cmdq = *evq = NULL;
     for (;;) {
         gw_error_init(&e);
-        *cmdq = qmp_client_connect(qmp_path, 250, &e);
+        *cmdq = qmp_client_connect(qmp_path, 1000, &e);
         if (*cmdq)
             break;
         if (vmm_wait_gone(pidfd, 0))

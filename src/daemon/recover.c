@@ -59,6 +59,14 @@ static int reattach(struct daemon *dm, struct domain *dom, const struct saved_st
     struct qmp_client *cmdq, *evq;
     int r = domain_connect_vmm(s->qmp, dom->def.name, pidfd, RECONNECT_TIMEOUT_MS, &cmdq, &evq, err);
     if (r < 0) {
+        /* Our VMM but unreachable: stop it rather than leave it running unseen
+         * (a later start would run the VM twice). Another process: leave it. */
+        if (vmm_is_domain(s->pid, dom->def.name)) {
+            log_error("domain '%s': VMM %d does not answer on QMP; killing it", dom->def.name,
+                      (int)s->pid);
+            kill(s->pid, SIGKILL);
+            vmm_wait_gone(pidfd, 5000);
+        }
         close(pidfd);
         return r;
     }

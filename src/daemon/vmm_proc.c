@@ -181,3 +181,19 @@ unsigned long long vmm_cpu_time_ns(pid_t pid)
     long hz = sysconf(_SC_CLK_TCK);
     return (ut + st) * (1000000000ULL / (unsigned long long)(hz > 0 ? hz : 100));
 }
+
+bool vmm_is_domain(pid_t pid, const char *name)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    for (size_t i = 0; i + 1 < n; i += strlen(buf + i) + 1)
+        if (strcmp(buf + i, "--name") == 0 && strcmp(buf + i + strlen(buf + i) + 1, name) == 0)
+            return true;
+    return false;
+}

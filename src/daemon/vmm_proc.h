@@ -42,6 +42,9 @@ bool vmm_reap(pid_t pid, int *status);
 int vmm_console_open(const char *fifo);
 /* The last line of a VMM's log file, for error messages ("" if none). */
 void vmm_log_tail(const char *path, char *buf, size_t len);
+/* Whether pid runs a VMM started for domain name (its command line holds
+ * "--name NAME"): tells a VMM from an unrelated process that reused its pid. */
+bool vmm_is_domain(pid_t pid, const char *name);
 /* Process CPU time (user + system) in nanoseconds; 0 if unknown. */
 unsigned long long vmm_cpu_time_ns(pid_t pid);
 

@@ -3,7 +3,8 @@
 (they live in their own session), and the new daemon finds them again from
 its state directory (pid alive, QMP answers query-name with the right name),
 keeping their ids and paused state; a VM that died while no daemon watched
-is found shut off (crashed). A clean daemon stop leaves VMs running too."""
+is found shut off (crashed), and one alive but unreachable on QMP is killed
+and marked crashed. A clean daemon stop leaves VMs running too."""
 # timeout: 180
 import os
 import signal
@@ -15,22 +16,26 @@ from godwitd_test import Daemon, pid_alive, vmm_kind
 def main():
     print("VMM:", vmm_kind())
     with Daemon() as d:
-        for name in ("keep", "paused", "lost"):
+        for name in ("keep", "paused", "lost", "mute"):
             d.define(name)
             d.run("start", name)
         d.run("suspend", "paused")
-        pids = {n: d.status(n)["pid"] for n in ("keep", "paused", "lost")}
+        pids = {n: d.status(n)["pid"] for n in ("keep", "paused", "lost", "mute")}
         ids = {n: d.status(n)["id"] for n in pids}
 
         d.stop(signal.SIGKILL)
         assert all(pid_alive(p) for p in pids.values()), "a VMM died with its daemon"
         os.kill(pids["lost"], signal.SIGKILL)
         wait_until(lambda: not pid_alive(pids["lost"]), 10, "the lost VMM to die")
+        os.unlink(d.status("mute")["qmp"])  # alive, but no longer reachable
 
         d.start()
         assert d.state_of("keep") == "running (booted)"
         assert d.state_of("paused") == "paused (user)"
         assert d.state_of("lost") == "shut off (crashed)"
+        # An unreachable VMM is stopped, not left running unseen (a start would run it twice).
+        assert d.state_of("mute") == "shut off (crashed)"
+        wait_until(lambda: not pid_alive(pids["mute"]), 10, "the unreachable VMM to be killed")
         assert d.status("keep")["pid"] == pids["keep"] and d.status("keep")["id"] == ids["keep"]
         r = d.run("list")
         assert f" {ids['keep']} " in r.out and "keep" in r.out and "lost" not in r.out, r
