@@ -124,7 +124,7 @@ static int spawn(struct daemon *dm, struct domain *dom, pid_t *pid, int *pidfd, 
     if (strlen(qmp) >= sizeof(dom->qmp_path))
         return gw_error_set(err, ENAMETOOLONG, "QMP socket path too long: %s", qmp);
     snprintf(dom->qmp_path, sizeof(dom->qmp_path), "%s", qmp);
-    struct vmm_spawn s = { dm->vmm_path, &dom->def, qmp, log, fifo, vlog };
+    struct vmm_spawn s = { dm->vmm_path, &dom->def, qmp, log, fifo, vlog, false };
     int r = vmm_spawn(&s, pid, cfd, err);
     if (r < 0)
         return r;

@@ -35,6 +35,11 @@ static void build_argv(const struct vmm_spawn *s, char *mem, char *vcpus, const 
     argv[n++] = s->qmp_path;
     argv[n++] = "--serial";
     argv[n++] = "stdio";
+    if (s->incoming) {
+        argv[n++] = "--incoming";
+        argv[n] = NULL;
+        return; /* the guest arrives with the migration stream */
+    }
     if (d->test_guest)
         argv[n++] = "--test-guest";
     if (d->kernel) {

@@ -25,6 +25,7 @@ struct vmm_spawn {
     const char *serial_log;
     const char *console_fifo;  /* created if missing */
     const char *vmm_log;
+    bool incoming;             /* --incoming: wait for a migration instead of booting */
 };
 
 /* Start the VMM. *console_fd: the daemon's write end of the serial input
