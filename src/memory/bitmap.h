@@ -29,6 +29,13 @@ static inline void bitmap_set_atomic(uint64_t *map, size_t bit)
     __atomic_fetch_or(&map[bit / 64], 1ULL << (bit % 64), __ATOMIC_RELAXED);
 }
 
+/* Clear a bit atomically; true if this call cleared it (it was set). */
+static inline bool bitmap_test_and_clear_atomic(uint64_t *map, size_t bit)
+{
+    uint64_t m = 1ULL << (bit % 64);
+    return (__atomic_fetch_and(&map[bit / 64], ~m, __ATOMIC_ACQ_REL) & m) != 0;
+}
+
 void bitmap_zero(uint64_t *map, size_t nbits);
 /* Set bits [start, start+n). */
 void bitmap_set_range(uint64_t *map, size_t start, size_t n);

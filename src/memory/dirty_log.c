@@ -50,6 +50,8 @@ void dirty_log_fini(struct dirty_log *dl)
 static int set_slot_flags(struct dirty_log *dl, bool log, struct gw_error *err)
 {
     const struct guest_ram *ram = dl->ram;
+    if (dl->vm_fd < 0)
+        return 0; /* RAM not in KVM: only dirty_log_mark() writes count */
     for (unsigned i = 0; i < ram->nr_regions; i++) {
         const struct guest_ram_region *r = &ram->regions[i];
         struct kvm_userspace_memory_region reg = {
@@ -99,7 +101,7 @@ int dirty_log_sync(struct dirty_log *dl, uint64_t *out, struct gw_error *err)
     if (!dl->active)
         return gw_error_set(err, EINVAL, "dirty logging is not active");
     uint64_t t0 = now_ns();
-    for (unsigned i = 0; i < dl->ram->nr_regions; i++)
+    for (unsigned i = 0; dl->vm_fd >= 0 && i < dl->ram->nr_regions; i++)
         if (sync_slot(dl, i, out, err) < 0)
             return -err->code;
     bitmap_take_atomic(out, dl->vmm_map, dl->npages);

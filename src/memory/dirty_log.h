@@ -3,6 +3,9 @@
  * vCPU on our PVM hosts), plus the pages the VMM itself writes into guest RAM
  * (dirty_log_mark, any thread).
  *
+ * With vm_fd < 0 the RAM is not mapped into KVM and only the writes
+ * reported with dirty_log_mark count (the migration engine's own tests).
+ *
  * Bits are indexed by RAM page index = memfd offset / 4096, over all slots.
  * Returns: 0 or -errno; errors for people through struct gw_error. */
 #ifndef GW_MEMORY_DIRTY_LOG_H

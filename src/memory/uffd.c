@@ -9,12 +9,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-int uffd_open(void)
+static int open_features(uint64_t features)
 {
     int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return -errno;
-    struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM };
+    struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM | features };
     if (ioctl(fd, UFFDIO_API, &api) < 0) {
         int e = errno;
         close(fd);
@@ -25,6 +25,29 @@ int uffd_open(void)
         return -ENOTSUP;
     }
     return fd;
+}
+
+int uffd_open(void) { return open_features(0); }
+
+int uffd_open_with_tid(void) { return open_features(UFFD_FEATURE_THREAD_ID); }
+
+int uffd_read_faults(int fd, struct uffd_fault *out, int max)
+{
+    struct uffd_msg msg[64];
+    if (max > 64)
+        max = 64;
+    ssize_t n = read(fd, msg, sizeof(msg[0]) * (size_t)max);
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+    int k = 0;
+    for (int i = 0; i < (int)(n / (ssize_t)sizeof(msg[0])); i++) {
+        if (msg[i].event != UFFD_EVENT_PAGEFAULT)
+            continue;
+        out[k].addr = msg[i].arg.pagefault.address & ~4095ULL;
+        out[k].tid = (int)msg[i].arg.pagefault.feat.ptid;
+        k++;
+    }
+    return k;
 }
 
 bool uffd_available(void)
@@ -82,17 +105,17 @@ int uffd_copy(int fd, void *dst, const void *src, uint64_t len)
     struct uffdio_copy c = {
         .dst = (uint64_t)(uintptr_t)dst, .src = (uint64_t)(uintptr_t)src, .len = len, .mode = 0,
     };
-    while (ioctl(fd, UFFDIO_COPY, &c) < 0) {
-        if (errno == EAGAIN && c.copy > 0 && (uint64_t)c.copy < len) {
-            /* Partial copy: go on with the rest. */
+    for (int tries = 0; ioctl(fd, UFFDIO_COPY, &c) < 0; tries++) {
+        /* EAGAIN: the copy was cut short (partly done, or the address space
+         * was changing); go on with the rest. */
+        if (errno != EAGAIN || tries > 1000)
+            return -errno;
+        if (c.copy > 0) {
             c.dst += (uint64_t)c.copy;
             c.src += (uint64_t)c.copy;
             c.len -= (uint64_t)c.copy;
-            len = c.len;
-            c.copy = 0;
-            continue;
         }
-        return -errno;
+        c.copy = 0;
     }
     return 0;
 }
@@ -100,5 +123,14 @@ int uffd_copy(int fd, void *dst, const void *src, uint64_t len)
 int uffd_zero(int fd, void *dst, uint64_t len)
 {
     struct uffdio_zeropage z = { .range = { .start = (uint64_t)(uintptr_t)dst, .len = len } };
-    return ioctl(fd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
+    for (int tries = 0; ioctl(fd, UFFDIO_ZEROPAGE, &z) < 0; tries++) {
+        if (errno != EAGAIN || tries > 1000)
+            return -errno;
+        if (z.zeropage > 0) {
+            z.range.start += (uint64_t)z.zeropage;
+            z.range.len -= (uint64_t)z.zeropage;
+        }
+        z.zeropage = 0;
+    }
+    return 0;
 }

@@ -12,6 +12,15 @@
 /* Open a userfaultfd that also sees faults taken in kernel mode (KVM
  * touching guest memory), negotiated for missing faults on shmem. */
 int uffd_open(void);
+/* The same, also asking for the faulting thread's id in each fault. */
+int uffd_open_with_tid(void);
+struct uffd_fault {
+    uint64_t addr;   /* page aligned */
+    int tid;         /* 0 unless opened with uffd_open_with_tid */
+};
+/* Read up to max pending faults without blocking: count (0 if none) or
+ * -errno. */
+int uffd_read_faults(int fd, struct uffd_fault *out, int max);
 /* Catch missing-page faults in [addr, addr+len) (page aligned). */
 int uffd_register(int fd, void *addr, uint64_t len);
 int uffd_unregister(int fd, void *addr, uint64_t len);

@@ -13,23 +13,8 @@
 #include "common/log.h"
 #include "memory/bitmap.h"
 #include "migration/migration.h"
+#include "migration/incoming_internal.h"
 #include "migration/ram_scan.h"
-
-struct in_ctx {
-    struct migration *m;
-    struct stream s;
-    int fd;
-    bool from_file;
-    uint64_t npages;
-    uint64_t *received;         /* pages written by this migration */
-    uint8_t *zbuf;
-    ZSTD_DCtx *zctx;
-    bool got_header;
-    uint64_t pass;
-    pthread_t prealloc;
-    bool prealloc_started;
-    volatile bool stop_prealloc;
-};
 
 /* Allocate the guest's memory ahead of the stream (fallocate runs at
  * ~2.7 GB/s here, faulting fresh memory in at ~0.35 GB/s): a helper thread
@@ -47,13 +32,17 @@ static void *prealloc_thread(void *arg)
     return NULL;
 }
 
-static void start_prealloc(struct in_ctx *c)
+void in_start_prealloc(struct in_ctx *c)
 {
+    /* Not for post-copy: a page that is not here must stay a hole, so that
+     * touching it faults. */
+    if (c->prealloc_started || c->pc)
+        return;
     if (pthread_create(&c->prealloc, NULL, prealloc_thread, c) == 0)
         c->prealloc_started = true;
 }
 
-static int bad(struct in_ctx *c, const struct stream_record *rec, const char *what)
+int in_bad(struct in_ctx *c, const struct stream_record *rec, const char *what)
 {
     return stream_set_error(&c->s, EPROTO, "record %s at offset %llu: %s",
                             stream_record_name(rec->type), (unsigned long long)rec->offset, what);
@@ -64,15 +53,15 @@ static int load_header(struct in_ctx *c, const struct stream_record *rec)
     struct migration *m = c->m;
     struct gws_header h;
     if (c->got_header)
-        return bad(c, rec, "second header");
+        return in_bad(c, rec, "second header");
     if (rec->length < sizeof(h))
-        return bad(c, rec, "too short");
+        return in_bad(c, rec, "too short");
     memcpy(&h, rec->body, sizeof(h));
     if (h.page_size != GWS_PAGE_SIZE)
-        return bad(c, rec, "page size is not 4096");
+        return in_bad(c, rec, "page size is not 4096");
     if (h.nr_regions > GWS_MAX_REGIONS ||
         rec->length != sizeof(h) + h.nr_regions * sizeof(struct gws_region))
-        return bad(c, rec, "bad region count");
+        return in_bad(c, rec, "bad region count");
     if (h.ram_size != m->ram->size)
         return stream_set_error(&c->s, EINVAL,
                                 "the stream's guest has %llu MiB of RAM, this VM %llu MiB",
@@ -90,33 +79,32 @@ static int load_header(struct in_ctx *c, const struct stream_record *rec)
             return stream_set_error(&c->s, EINVAL, "memory layouts differ (region %u)", i);
     }
     c->got_header = true;
-    start_prealloc(c);
     return 0;
 }
 
 /* Check a page record's shape; returns the pfn list. */
-static const uint64_t *check_pages(struct in_ctx *c, const struct stream_record *rec,
+const uint64_t *in_check_pages(struct in_ctx *c, const struct stream_record *rec,
                                    uint32_t *count, uint32_t *zlen, size_t data_len_expected_per_page)
 {
     struct gws_pages h;
     if (rec->length < sizeof(h)) {
-        bad(c, rec, "too short");
+        in_bad(c, rec, "too short");
         return NULL;
     }
     memcpy(&h, rec->body, sizeof(h));
     if (h.count == 0 || h.count > GWS_MAX_BATCH) {
-        bad(c, rec, "page count out of range");
+        in_bad(c, rec, "page count out of range");
         return NULL;
     }
     uint64_t need = sizeof(h) + (uint64_t)h.count * 8 + (uint64_t)h.count * data_len_expected_per_page;
     if (rec->type == GWS_PAGE_DATA_ZSTD)
         need += h.zlen;
     else if (h.zlen != 0) {
-        bad(c, rec, "reserved field is not zero");
+        in_bad(c, rec, "reserved field is not zero");
         return NULL;
     }
     if (need != rec->length) {
-        bad(c, rec, "length does not match the page count");
+        in_bad(c, rec, "length does not match the page count");
         return NULL;
     }
     *count = h.count;
@@ -135,7 +123,7 @@ static int page_index(struct in_ctx *c, const struct stream_record *rec, uint64_
 
 /* Every frame of a record, checked against the RAM map before any page is
  * written; idx[] gets the RAM page indices. */
-static int resolve_frames(struct in_ctx *c, const struct stream_record *rec, const uint64_t *pfns,
+int in_resolve_frames(struct in_ctx *c, const struct stream_record *rec, const uint64_t *pfns,
                           uint32_t count, uint64_t *idx)
 {
     for (uint32_t i = 0; i < count; i++) {
@@ -147,12 +135,8 @@ static int resolve_frames(struct in_ctx *c, const struct stream_record *rec, con
     return 0;
 }
 
-static int load_pages(struct in_ctx *c, const struct stream_record *rec, const uint8_t *data,
-                      const uint64_t *pfns, uint32_t count)
+static int load_pages(struct in_ctx *c, const uint8_t *data, const uint64_t *idx, uint32_t count)
 {
-    uint64_t idx[GWS_MAX_BATCH];
-    if (resolve_frames(c, rec, pfns, count, idx) < 0)
-        return -1;
     /* pwrite into the memfd: no page-table faults in this process, and
      * contiguous runs go in one call. */
     int memfd = c->m->ram->memfd;
@@ -186,39 +170,53 @@ static int load_pages(struct in_ctx *c, const struct stream_record *rec, const u
     return 0;
 }
 
-static int load_page_record(struct in_ctx *c, const struct stream_record *rec)
+int in_decode_pages(struct in_ctx *c, const struct stream_record *rec, uint64_t *idx,
+                    const uint8_t **data, uint32_t *count)
 {
-    uint32_t count, zlen;
+    uint32_t zlen;
     const uint64_t *pfns;
-    if (rec->type == GWS_PAGE_DATA) {
-        if (!(pfns = check_pages(c, rec, &count, &zlen, GWS_PAGE_SIZE)))
-            return -1;
-        return load_pages(c, rec, rec->body + sizeof(struct gws_pages) + count * 8ULL, pfns, count);
-    }
-    if (!(pfns = check_pages(c, rec, &count, &zlen, 0)))
+    bool zstd = rec->type == GWS_PAGE_DATA_ZSTD;
+    if (!(pfns = in_check_pages(c, rec, count, &zlen, zstd ? 0 : GWS_PAGE_SIZE)) ||
+        in_resolve_frames(c, rec, pfns, *count, idx) < 0)
         return -1;
+    const uint8_t *payload = rec->body + sizeof(struct gws_pages) + *count * 8ULL;
+    if (!zstd) {
+        *data = payload;
+        return 0;
+    }
     if (!c->zctx) {
         c->zctx = ZSTD_createDCtx();
         c->zbuf = malloc((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE);
         if (!c->zctx || !c->zbuf)
             return stream_set_error(&c->s, ENOMEM, "out of memory");
     }
-    size_t want = (size_t)count * GWS_PAGE_SIZE;
-    size_t got = ZSTD_decompressDCtx(c->zctx, c->zbuf, want,
-                                     rec->body + sizeof(struct gws_pages) + count * 8ULL, zlen);
+    size_t want = (size_t)*count * GWS_PAGE_SIZE;
+    size_t got = ZSTD_decompressDCtx(c->zctx, c->zbuf, want, payload, zlen);
     if (ZSTD_isError(got) || got != want)
-        return bad(c, rec, "compressed data does not expand to the page count");
-    return load_pages(c, rec, c->zbuf, pfns, count);
+        return in_bad(c, rec, "compressed data does not expand to the page count");
+    *data = c->zbuf;
+    return 0;
+}
+
+static int load_page_record(struct in_ctx *c, const struct stream_record *rec)
+{
+    in_start_prealloc(c);
+    uint64_t idx[GWS_MAX_BATCH];
+    const uint8_t *data;
+    uint32_t count;
+    if (in_decode_pages(c, rec, idx, &data, &count) < 0)
+        return -1;
+    return load_pages(c, data, idx, count);
 }
 
 static int load_zero(struct in_ctx *c, const struct stream_record *rec)
 {
     uint32_t count, zlen;
-    const uint64_t *pfns = check_pages(c, rec, &count, &zlen, 0);
+    const uint64_t *pfns = in_check_pages(c, rec, &count, &zlen, 0);
     if (!pfns)
         return -1;
     uint64_t idx[GWS_MAX_BATCH];
-    if (resolve_frames(c, rec, pfns, count, idx) < 0)
+    if (in_resolve_frames(c, rec, pfns, count, idx) < 0)
         return -1;
     /* Only pages this migration wrote can be non-zero: never touch (and so
      * never allocate) memory that was not received. */
@@ -237,9 +235,20 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
     struct gw_error err;
     gw_error_init(&err);
     if (!c->got_header && rec->type != GWS_HEADER && !(rec->type & GWS_OPTIONAL))
-        return bad(c, rec, "the stream does not start with a header");
+        return in_bad(c, rec, "the stream does not start with a header");
+    if (c->lfd >= 0 && rec->type != GWS_HEADER && rec->type != GWS_POSTCOPY_ADVISE)
+        in_close_listener(c); /* no second channel is coming */
     switch (rec->type) {
     case GWS_HEADER: return load_header(c, rec);
+    case GWS_POSTCOPY_ADVISE: return pc_dst_advise(c, rec);
+    case GWS_DISCARD_PAGES: return pc_dst_discard(c, rec);
+    case GWS_POSTCOPY_RUN:
+        if (rec->length != 0)
+            return in_bad(c, rec, "bad length");
+        if (pc_dst_run(c) < 0)
+            return -1;
+        *done = true;
+        return 0;
     case GWS_PAGE_DATA:
     case GWS_PAGE_DATA_ZSTD: return load_page_record(c, rec);
     case GWS_ZERO_PAGES: return load_zero(c, rec);
@@ -253,7 +262,7 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
     case GWS_END_OF_ITERATION: {
         struct gws_end_of_iteration e;
         if (rec->length != sizeof(e))
-            return bad(c, rec, "bad length");
+            return in_bad(c, rec, "bad length");
         memcpy(&e, rec->body, sizeof(e));
         pthread_mutex_lock(&m->lock);
         m->stats.iteration = e.pass;
@@ -262,7 +271,7 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
     }
     case GWS_END_OF_STREAM:
         if (rec->length != 0)
-            return bad(c, rec, "bad length");
+            return in_bad(c, rec, "bad length");
         *done = true;
         return 0;
     default:
@@ -271,6 +280,20 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
         return stream_set_error(&c->s, EPROTO, "record type 0x%x at offset %llu is unknown",
                                 rec->type, (unsigned long long)rec->offset);
     }
+}
+
+void in_close_listener(struct in_ctx *c)
+{
+    struct migration *m = c->m;
+    if (c->lfd < 0)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->listen_fd = -1;
+    pthread_mutex_unlock(&m->lock);
+    close(c->lfd);
+    c->lfd = -1;
+    if (m->uri.kind == MIG_URI_UNIX)
+        unlink(m->uri.path);
 }
 
 static int open_source(struct in_ctx *c)
@@ -283,12 +306,9 @@ static int open_source(struct in_ctx *c)
     if (lfd >= 0) {
         int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         int e = errno;
-        pthread_mutex_lock(&m->lock);
-        m->listen_fd = -1;
-        pthread_mutex_unlock(&m->lock);
-        close(lfd);
-        if (m->uri.kind == MIG_URI_UNIX)
-            unlink(m->uri.path);
+        c->lfd = lfd; /* a post-copy preempt channel may follow */
+        if (cfd < 0)
+            in_close_listener(c);
         if (cfd < 0)
             return stream_set_error(&c->s, m->cancel ? ECANCELED : e, "accept: %s",
                                     m->cancel ? "cancelled" : strerror(e));
@@ -302,7 +322,7 @@ static int open_source(struct in_ctx *c)
     return 0;
 }
 
-static void send_rp(struct in_ctx *c, uint32_t type, const char *text)
+void in_send_rp(struct in_ctx *c, uint32_t type, const char *text)
 {
     if (c->from_file)
         return;
@@ -339,6 +359,8 @@ static int run(struct in_ctx *c)
         if (r < 0 || dispatch(c, &rec, &done) < 0)
             return -1;
     }
+    if (pc_dst_guest_ran(c))
+        return 0; /* post-copy ran the guest and fetched every page */
     struct gw_error err;
     gw_error_init(&err);
     log_debug("end of stream");
@@ -346,7 +368,7 @@ static int run(struct in_ctx *c)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
     if (!c->from_file) {
         /* Loaded: tell the source, and run only once it commits. */
-        send_rp(c, GWS_RP_LOADED, NULL);
+        in_send_rp(c, GWS_RP_LOADED, NULL);
         struct stream_record rec;
         if (stream_read_record(&c->s, &rec) < 0 || rec.type != GWS_COMMIT)
             return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over%s%s",
@@ -354,7 +376,7 @@ static int run(struct in_ctx *c)
     }
     log_debug("state loaded, starting");
     m->ops->start(m->vm);
-    send_rp(c, GWS_RP_RESUMED, NULL);
+    in_send_rp(c, GWS_RP_RESUMED, NULL);
     return 0;
 }
 
@@ -368,17 +390,20 @@ void *mig_incoming_thread(void *arg)
         return NULL;
     }
     c->m = m;
-    c->fd = -1;
+    c->fd = c->lfd = -1;
     stream_init(&c->s, &stream_fd_ops, NULL);
     if (run(c) < 0 || stream_get_error(&c->s)) {
         const char *why = stream_error(&c->s)[0] ? stream_error(&c->s) : "incoming migration failed";
         if (c->fd >= 0)
-            send_rp(c, GWS_RP_FAILED, why);
+            in_send_rp(c, GWS_RP_FAILED, why);
         c->stop_prealloc = true;
         if (c->prealloc_started)
             pthread_join(c->prealloc, NULL);
         c->prealloc_started = false;
-        m->ops->discard(m->vm);
+        if (pc_dst_guest_ran(c))
+            m->ops->lost(m->vm); /* keep its memory; it cannot run on */
+        else
+            m->ops->discard(m->vm);
         mig_fail(m, "%s", why);
     } else {
         pthread_mutex_lock(&m->lock);
@@ -389,6 +414,8 @@ void *mig_incoming_thread(void *arg)
     }
     if (c->prealloc_started)
         pthread_join(c->prealloc, NULL);
+    in_close_listener(c);
+    pc_dst_cleanup(c);
     pthread_mutex_lock(&m->lock);
     m->fd = -1;
     pthread_mutex_unlock(&m->lock);

@@ -29,8 +29,9 @@ void mig_init(struct migration *m, void *vm, const struct mig_vm_ops *ops, struc
     m->name = name;
     m->uuid = uuid;
     m->nr_vcpus = nr_vcpus;
-    m->fd = m->listen_fd = -1;
+    m->fd = m->listen_fd = m->pfd = m->pc_recover_fd = -1;
     pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->cond, NULL);
     mig_params_default(&m->params);
     mig_caps_default(&m->caps);
     m->stats.status = MIG_NONE;
@@ -42,7 +43,12 @@ static void join_thread(struct migration *m)
     bool running = m->thread_running;
     pthread_mutex_unlock(&m->lock);
     if (running) {
+        pthread_mutex_lock(&m->lock);
         m->cancel = true;
+        pthread_cond_broadcast(&m->cond);
+        pthread_mutex_unlock(&m->lock);
+        if (m->pfd >= 0)
+            shutdown(m->pfd, SHUT_RDWR);
         if (m->fd >= 0)
             shutdown(m->fd, SHUT_RDWR);
         if (m->listen_fd >= 0)
@@ -57,6 +63,9 @@ static void join_thread(struct migration *m)
 void mig_fini(struct migration *m)
 {
     join_thread(m);
+    if (m->pc_recover_fd >= 0)
+        close(m->pc_recover_fd);
+    pthread_cond_destroy(&m->cond);
     pthread_mutex_destroy(&m->lock);
 }
 
@@ -118,7 +127,9 @@ static int start_thread(struct migration *m, const char *uri, bool incoming, str
     m->incoming = incoming;
     m->uri = u;
     m->cancel = false;
-    m->fd = m->listen_fd = -1;
+    m->fd = m->listen_fd = m->pfd = -1;
+    m->pc_start_req = m->pc_pause_req = m->pc_recover_req = false;
+    latency_hist_reset(&m->lat);
     pthread_mutex_unlock(&m->lock);
     if (incoming) {
         /* Listen (or open the file) now, so that errors reach the caller and
@@ -163,6 +174,9 @@ int mig_cancel(struct migration *m, struct gw_error *err)
     bool can = s == MIG_SETUP || s == MIG_ACTIVE || s == MIG_DEVICE;
     int fd = m->fd, lfd = m->listen_fd;
     pthread_mutex_unlock(&m->lock);
+    if (s == MIG_POSTCOPY_ACTIVE || s == MIG_POSTCOPY_PAUSED || s == MIG_POSTCOPY_RECOVER)
+        return gw_error_set(err, EBUSY, "Post-copy is active: the migration cannot be cancelled "
+                            "(the guest's newest state is on the destination)");
     if (!can)
         return 0; /* as QEMU: nothing to cancel is not an error */
     m->cancel = true;
@@ -179,6 +193,10 @@ void mig_get_stats(struct migration *m, struct mig_stats *out)
 {
     pthread_mutex_lock(&m->lock);
     *out = m->stats;
+    out->fault_count = m->lat.count;
+    out->fault_p50_us = latency_hist_percentile(&m->lat, 50);
+    out->fault_p99_us = latency_hist_percentile(&m->lat, 99);
+    out->fault_max_us = m->lat.max_us;
     if (mig_state_is_active(out->status) && out->start_ms)
         out->total_ms = mig_now_ms() - out->start_ms;
     pthread_mutex_unlock(&m->lock);
@@ -224,4 +242,128 @@ void mig_get_caps(struct migration *m, struct mig_caps *c)
     pthread_mutex_lock(&m->lock);
     *c = m->caps;
     pthread_mutex_unlock(&m->lock);
+}
+
+/* ---- post-copy control ---- */
+
+static enum mig_state state_locked(struct migration *m) { return m->stats.status; }
+
+int mig_start_postcopy(struct migration *m, struct gw_error *err)
+{
+    pthread_mutex_lock(&m->lock);
+    enum mig_state s = state_locked(m);
+    bool cap = m->caps.on[MIG_CAP_POSTCOPY_RAM], incoming = m->incoming;
+    pthread_mutex_unlock(&m->lock);
+    if (!cap)
+        return gw_error_set(err, EINVAL, "Enable postcopy with migrate-set-capabilities before "
+                            "the start of migration");
+    if (incoming || (s != MIG_SETUP && s != MIG_ACTIVE))
+        return gw_error_set(err, EINVAL, "Postcopy must be started after migration has been "
+                            "started (status: %s)", mig_state_name(s));
+    m->pc_start_req = true;
+    return 0;
+}
+
+int mig_pause(struct migration *m, struct gw_error *err)
+{
+    pthread_mutex_lock(&m->lock);
+    enum mig_state s = state_locked(m);
+    pthread_mutex_unlock(&m->lock);
+    if (s != MIG_POSTCOPY_ACTIVE && s != MIG_POSTCOPY_RECOVER)
+        return gw_error_set(err, EINVAL, "migrate-pause is only supported during postcopy-active "
+                            "or postcopy-recover state (status: %s)", mig_state_name(s));
+    /* The migration thread sends POSTCOPY_PAUSE itself (it owns the
+     * stream) and then breaks the channels; see postcopy_src.c. The
+     * destination simply breaks them. */
+    m->pc_pause_req = true;
+    if (m->incoming) {
+        pthread_mutex_lock(&m->lock);
+        if (m->pfd >= 0)
+            shutdown(m->pfd, SHUT_RDWR);
+        if (m->fd >= 0)
+            shutdown(m->fd, SHUT_RDWR);
+        pthread_mutex_unlock(&m->lock);
+    }
+    return 0;
+}
+
+static int take_recovery(struct migration *m, bool incoming, struct gw_error *err)
+{
+    if (m->stats.status != MIG_POSTCOPY_PAUSED || m->incoming != incoming)
+        return gw_error_set(err, EINVAL, "%s: no post-copy migration is paused on this side "
+                            "(status: %s)", incoming ? "migrate-recover" : "migrate resume",
+                            mig_state_name(m->stats.status));
+    if (m->pc_recover_req)
+        return gw_error_set(err, EBUSY, "a recovery is already under way");
+    return 0;
+}
+
+int mig_recover(struct migration *m, const char *uri, struct gw_error *err)
+{
+    struct mig_uri u;
+    if (mig_uri_parse(uri, &u, err) < 0)
+        return -err->code;
+    if (u.kind == MIG_URI_FILE)
+        return gw_error_set(err, EINVAL, "post-copy recovery needs a tcp: or unix: URI");
+    pthread_mutex_lock(&m->lock);
+    int r = take_recovery(m, true, err);
+    pthread_mutex_unlock(&m->lock);
+    if (r < 0)
+        return r;
+    bool listener;
+    int fd = mig_uri_listen(&u, &listener, err);
+    if (fd < 0)
+        return -err->code;
+    pthread_mutex_lock(&m->lock);
+    if ((r = take_recovery(m, true, err)) == 0) {
+        m->pc_recover_fd = fd;
+        m->pc_recover_uri = u;
+        m->pc_recover_req = true;
+        pthread_cond_broadcast(&m->cond);
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (r < 0)
+        close(fd);
+    return r;
+}
+
+int mig_resume(struct migration *m, const char *uri, struct gw_error *err)
+{
+    struct mig_uri u;
+    if (mig_uri_parse(uri, &u, err) < 0)
+        return -err->code;
+    if (u.kind == MIG_URI_FILE)
+        return gw_error_set(err, EINVAL, "post-copy recovery needs a tcp: or unix: URI");
+    pthread_mutex_lock(&m->lock);
+    int r = take_recovery(m, false, err);
+    if (r == 0) {
+        m->pc_recover_uri = u;
+        m->pc_recover_req = true;
+        pthread_cond_broadcast(&m->cond);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return r;
+}
+
+int mig_pc_wait_recovery(struct migration *m, const char *why)
+{
+    pthread_mutex_lock(&m->lock);
+    snprintf(m->stats.error_desc, sizeof(m->stats.error_desc), "%s", why);
+    m->stats.paused_count++;
+    pthread_mutex_unlock(&m->lock);
+    log_warn("post-copy paused: %s", why);
+    mig_set_state(m, MIG_POSTCOPY_PAUSED);
+    pthread_mutex_lock(&m->lock);
+    m->pc_pause_req = false;
+    while (!m->pc_recover_req && !m->cancel)
+        pthread_cond_wait(&m->cond, &m->lock);
+    bool go = m->pc_recover_req && !m->cancel;
+    m->pc_recover_req = false;
+    if (go)
+        m->stats.error_desc[0] = 0;
+    pthread_mutex_unlock(&m->lock);
+    if (!go)
+        return -ECANCELED;
+    mig_set_state(m, MIG_POSTCOPY_RECOVER);
+    return 0;
 }

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "memory/dirty_log.h"
 #include "memory/guest_ram.h"
+#include "migration/latency_hist.h"
 #include "migration/mig_state.h"
 #include "migration/params.h"
 #include "migration/stream.h"
@@ -44,9 +45,16 @@ struct mig_vm_ops {
     /* Destination: forget a half-loaded guest (free its memory). */
     void (*discard)(void *vm);
     void (*set_throttle)(void *vm, unsigned pct);
+    /* Destination, post-copy: vCPU index of thread `tid`, or -1. */
+    int (*vcpu_of_tid)(void *vm, int tid);
+    /* Destination, post-copy: the source is gone for good; the guest
+     * cannot go on (stop it with a reason). */
+    void (*lost)(void *vm);
     /* A QMP event (data owned by the callee, may be NULL). */
     void (*event)(void *vm, const char *name, struct json_object *data);
 };
+
+#define MIG_MAX_VCPUS_STATS 64
 
 struct mig_stats {
     enum mig_state status;
@@ -57,6 +65,14 @@ struct mig_stats {
     uint64_t mbps_x1000;           /* bandwidth of the last round, Mbit/s * 1000 */
     uint64_t dirty_sync_count, iteration;
     unsigned throttle_pct;
+    /* post-copy */
+    uint64_t postcopy_requests;    /* pages asked for by faults */
+    uint64_t postcopy_bytes;       /* bytes sent (source) / received (destination) after the switch */
+    uint64_t fault_count;          /* destination: faults resolved from the source */
+    uint64_t fault_p50_us, fault_p99_us, fault_max_us;
+    uint64_t blocktime_ms;         /* destination: time every vCPU was blocked at once */
+    uint64_t vcpu_blocktime_ms[MIG_MAX_VCPUS_STATS];
+    uint64_t paused_count;         /* times post-copy paused */
     char error_desc[512];
 };
 
@@ -78,7 +94,16 @@ struct migration {
     pthread_t thread;
     volatile bool cancel;
     int fd, listen_fd;             /* for cancel: shutdown() wakes the thread */
+    int pfd;                       /* the preempt channel (post-copy) */
     struct mig_uri uri;
+    /* post-copy */
+    volatile bool pc_start_req;    /* source: migrate-start-postcopy */
+    volatile bool pc_pause_req;    /* migrate-pause */
+    bool pc_recover_req;           /* migrate-recover / migrate resume:true */
+    int pc_recover_fd;             /* destination: the new listening socket */
+    struct mig_uri pc_recover_uri; /* source: where to reconnect */
+    pthread_cond_t cond;           /* signalled on pc_recover_req and fini */
+    struct latency_hist lat;       /* destination: fault latencies */
 };
 
 void mig_init(struct migration *m, void *vm, const struct mig_vm_ops *ops, struct guest_ram *ram,
@@ -90,6 +115,15 @@ int mig_start_outgoing(struct migration *m, const char *uri, struct gw_error *er
 /* Destination: wait for a stream on `uri` (tcp/unix listen, or read a file). */
 int mig_start_incoming(struct migration *m, const char *uri, struct gw_error *err);
 int mig_cancel(struct migration *m, struct gw_error *err);
+/* Source: switch to post-copy now (postcopy-ram set on both sides). */
+int mig_start_postcopy(struct migration *m, struct gw_error *err);
+/* Either side, in postcopy-active: break the connection on purpose; both
+ * sides go to postcopy-paused and wait for recovery. */
+int mig_pause(struct migration *m, struct gw_error *err);
+/* Destination, in postcopy-paused: listen on `uri` for the source. */
+int mig_recover(struct migration *m, const char *uri, struct gw_error *err);
+/* Source, in postcopy-paused: reconnect to the destination at `uri`. */
+int mig_resume(struct migration *m, const char *uri, struct gw_error *err);
 /* Snapshot of the statistics (times computed as of now). */
 void mig_get_stats(struct migration *m, struct mig_stats *out);
 bool mig_active(struct migration *m);
@@ -107,5 +141,9 @@ void mig_set_state(struct migration *m, enum mig_state to);
 void mig_fail(struct migration *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void *mig_outgoing_thread(void *arg);
 void *mig_incoming_thread(void *arg);
+/* Post-copy: go to postcopy-paused and wait for mig_recover/mig_resume.
+ * Returns 0 once recovery was asked for (the state is postcopy-recover),
+ * -ECANCELED when the VMM is shutting down. */
+int mig_pc_wait_recovery(struct migration *m, const char *why);
 
 #endif

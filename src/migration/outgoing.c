@@ -18,69 +18,46 @@
 #include "migration/policy.h"
 #include "migration/ram_scan.h"
 #include "migration/ratelimit.h"
+#include "migration/outgoing_internal.h"
 #include "migration/stream_records.h"
 
 #define HANDSHAKE_TIMEOUT_MS 30000
 
-struct out_ctx {
-    struct migration *m;
-    struct stream s;
-    int fd;
-    bool to_file;
-    bool stopped;               /* vCPUs stopped for the switch-over */
-    uint64_t stop_ms;
-    uint64_t npages;
-    uint64_t *dirty;            /* pages to send */
-    struct ratelimit rl;
-    struct mig_params params;
-    struct mig_caps caps;
-    /* batch being built */
-    uint64_t pfn[GWS_MAX_BATCH];
-    struct iovec iov[GWS_MAX_BATCH];
-    unsigned n;
-    uint64_t zero_pfn[GWS_MAX_BATCH];
-    unsigned nzero;
-    bool first_pass;
-    ZSTD_CCtx *zctx;
-    uint8_t *zbuf;
-    uint8_t *zsrc;
-};
-
-static uint64_t now_ns(void)
+uint64_t out_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static void account(struct out_ctx *c, uint64_t zero, uint64_t normal)
+void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal)
 {
     struct migration *m = c->m;
     pthread_mutex_lock(&m->lock);
     m->stats.duplicate += zero;
     m->stats.normal += normal;
     m->stats.normal_bytes += normal * GWS_PAGE_SIZE;
-    m->stats.transferred = c->s.bytes;
+    m->stats.transferred = c->bytes_before + c->s.bytes;
     pthread_mutex_unlock(&m->lock);
 }
 
 static void pace(struct out_ctx *c, uint64_t bytes)
 {
-    uint64_t wait = ratelimit_account(&c->rl, bytes, now_ns());
-    if (wait && !c->stopped) {
+    uint64_t wait = ratelimit_account(&c->rl, bytes, out_now_ns());
+    if (wait && (!c->stopped || c->pending)) {
         struct timespec ts = { (time_t)(wait / 1000000000ULL), (long)(wait % 1000000000ULL) };
         nanosleep(&ts, NULL);
     }
 }
 
-static int flush_zero(struct out_ctx *c)
+int out_flush_zero(struct out_ctx *c)
 {
     if (!c->nzero)
         return 0;
     struct gws_pages h = { c->nzero, 0 };
     struct iovec iov[2] = { { &h, sizeof(h) }, { c->zero_pfn, c->nzero * 8ULL } };
     int r = stream_write_record(&c->s, GWS_ZERO_PAGES, iov, 2);
-    account(c, c->nzero, 0);
+    out_account(c, c->nzero, 0);
     c->nzero = 0;
     return r;
 }
@@ -99,7 +76,7 @@ static int flush_zstd(struct out_ctx *c)
     return stream_write_record(&c->s, GWS_PAGE_DATA_ZSTD, iov, 3);
 }
 
-static int flush_pages(struct out_ctx *c)
+int out_flush_pages(struct out_ctx *c)
 {
     if (!c->n)
         return 0;
@@ -128,45 +105,54 @@ static int flush_pages(struct out_ctx *c)
         }
         r = stream_write_record(&c->s, GWS_PAGE_DATA, parts, 3);
     }
-    account(c, 0, c->n);
+    out_account(c, 0, c->n);
     c->n = 0;
     pace(c, c->s.bytes - before);
     return r;
 }
 
-static int queue_page(struct out_ctx *c, uint64_t idx)
+int out_queue_page(struct out_ctx *c, uint64_t idx)
 {
     uint8_t *p = c->m->ram->host + idx * GWS_PAGE_SIZE;
     uint64_t pfn = ram_page_to_pfn(c->m->ram, idx);
     if (stream_page_is_zero(p)) {
         if (c->first_pass) {
             /* The destination's memory starts zero: nothing to send. */
-            account(c, 1, 0);
+            out_account(c, 1, 0);
             return 0;
         }
         c->zero_pfn[c->nzero++] = pfn;
-        return c->nzero == GWS_MAX_BATCH ? flush_zero(c) : 0;
+        return c->nzero == GWS_MAX_BATCH ? out_flush_zero(c) : 0;
     }
     c->pfn[c->n] = pfn;
     c->iov[c->n] = (struct iovec){ p, GWS_PAGE_SIZE };
     c->n++;
-    return c->n == GWS_MAX_BATCH ? flush_pages(c) : 0;
+    return c->n == GWS_MAX_BATCH ? out_flush_pages(c) : 0;
 }
 
-/* Send every page set in c->dirty (clearing the bits). */
+/* migrate-start-postcopy was asked for (and is possible). */
+static bool switch_to_postcopy(const struct out_ctx *c)
+{
+    return c->postcopy && !c->stopped && c->m->pc_start_req;
+}
+
+/* Send every page set in c->dirty (clearing the bits); stops early, leaving
+ * bits set, when post-copy is to start. */
 static int send_dirty(struct out_ctx *c, uint64_t *sent)
 {
     uint64_t n = 0;
     for (uint64_t i = bitmap_next_set(c->dirty, c->npages, 0); i < c->npages;
          i = bitmap_next_set(c->dirty, c->npages, i + 1)) {
         bitmap_clear_bit(c->dirty, i);
-        if (queue_page(c, i) < 0)
+        if (out_queue_page(c, i) < 0)
             return stream_get_error(&c->s);
         n++;
         if ((n & 1023) == 0 && c->m->cancel)
             return stream_set_error(&c->s, ECANCELED, "cancelled");
+        if ((n & 1023) == 0 && switch_to_postcopy(c))
+            break; /* the rest of this round goes in post-copy */
     }
-    if (flush_pages(c) < 0 || flush_zero(c) < 0)
+    if (out_flush_pages(c) < 0 || out_flush_zero(c) < 0)
         return stream_get_error(&c->s);
     *sent = n;
     return 0;
@@ -208,7 +194,7 @@ static void emit_pass(struct out_ctx *c, uint64_t pass)
     }
 }
 
-static int sync_dirty(struct out_ctx *c, uint64_t *count)
+int out_sync_dirty(struct out_ctx *c, uint64_t *count)
 {
     struct gw_error err;
     gw_error_init(&err);
@@ -222,34 +208,53 @@ static int sync_dirty(struct out_ctx *c, uint64_t *count)
     return 0;
 }
 
-static void refresh_params(struct out_ctx *c)
+void out_refresh_params(struct out_ctx *c)
 {
     pthread_mutex_lock(&c->m->lock);
     c->params = c->m->params;
     pthread_mutex_unlock(&c->m->lock);
-    ratelimit_set(&c->rl, c->stopped ? 0 : c->params.max_bandwidth);
+    ratelimit_set(&c->rl, c->pending ? c->params.max_postcopy_bandwidth
+                          : c->stopped ? 0 : c->params.max_bandwidth);
 }
 
-/* Pre-copy rounds until the policy says the rest fits the downtime limit. */
+/* Between rounds: has the destination given up (RP_FAILED) already? */
+static int out_check_return(struct out_ctx *c)
+{
+    struct pollfd pfd = { c->fd, POLLIN, 0 };
+    if (c->to_file || poll(&pfd, 1, 0) <= 0)
+        return 0;
+    struct stream rp;
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    int r = out_wait_return(c, &rp, GWS_RP_LOADED, 0);
+    stream_fini(&rp);
+    if (r == 0)
+        return stream_set_error(&c->s, EPROTO, "unexpected RP_LOADED during pre-copy");
+    return r;
+}
+
+/* Pre-copy rounds until the policy says the rest fits the downtime limit
+ * (or post-copy is to take over: c->dirty then holds what is left). */
 static int precopy(struct out_ctx *c)
 {
     struct migration *m = c->m;
     struct precopy_policy_state pst = { 0 };
     uint64_t pass = 0, dirty_count;
     for (;;) {
-        refresh_params(c);
+        out_refresh_params(c);
         emit_pass(c, ++pass);
-        uint64_t t0 = now_ns(), bytes0 = c->s.bytes, sent = 0;
+        uint64_t t0 = out_now_ns(), bytes0 = c->s.bytes, sent = 0;
         if (send_dirty(c, &sent) < 0)
             return stream_get_error(&c->s);
+        if (switch_to_postcopy(c))
+            return 0;
         c->first_pass = false;
         struct gws_end_of_iteration eoi = { (uint32_t)pass, 0, sent };
         struct iovec iov = { &eoi, sizeof(eoi) };
         if (stream_write_record(&c->s, GWS_END_OF_ITERATION, &iov, 1) < 0 || stream_flush(&c->s) < 0)
             return stream_get_error(&c->s);
-        if (sync_dirty(c, &dirty_count) < 0)
+        if (out_sync_dirty(c, &dirty_count) < 0)
             return stream_get_error(&c->s);
-        uint64_t dt = now_ns() - t0;
+        uint64_t dt = out_now_ns() - t0;
         if (dt == 0)
             dt = 1;
         struct precopy_params pp = {
@@ -290,11 +295,15 @@ static int precopy(struct out_ctx *c)
             return 0;
         if (m->cancel)
             return stream_set_error(&c->s, ECANCELED, "cancelled");
+        if (c->postcopy && pass == 1 && c->caps.on[MIG_CAP_POSTCOPY_AFTER_PRECOPY])
+            m->pc_start_req = true;
+        if (switch_to_postcopy(c) || out_check_return(c) < 0)
+            return stream_get_error(&c->s);
     }
 }
 
 /* Wait for one return-path record of type `want`. */
-static int wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int timeout_ms)
+int out_wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int timeout_ms)
 {
     struct pollfd pfd = { c->fd, POLLIN, 0 };
     if (rp->ilen == rp->ipos) {
@@ -319,7 +328,7 @@ static int wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int 
 
 /* Before stopping the guest, let the destination drain what is queued in
  * the connection: otherwise the downtime includes the backlog. Bounded. */
-static void wait_for_drain(struct out_ctx *c)
+void out_wait_for_drain(struct out_ctx *c)
 {
     if (c->to_file)
         return;
@@ -339,7 +348,7 @@ static int switchover(struct out_ctx *c)
     struct gw_error err;
     gw_error_init(&err);
     if (!c->stopped) {
-        wait_for_drain(c);
+        out_wait_for_drain(c);
         if (m->ops->stop(m->vm, &err) < 0)
             return stream_set_error(&c->s, err.code, "%s", err.msg);
         c->stopped = true;
@@ -347,9 +356,9 @@ static int switchover(struct out_ctx *c)
     }
     mig_set_state(m, MIG_DEVICE);
     log_debug("switch-over: vCPUs stopped");
-    refresh_params(c);
+    out_refresh_params(c);
     uint64_t count, sent;
-    if (!c->to_file && (sync_dirty(c, &count) < 0 || send_dirty(c, &sent) < 0))
+    if (!c->to_file && (out_sync_dirty(c, &count) < 0 || send_dirty(c, &sent) < 0))
         return stream_get_error(&c->s);
     log_debug("switch-over: last pages sent");
     if (m->ops->save_state(m->vm, &c->s, &err) < 0)
@@ -357,7 +366,7 @@ static int switchover(struct out_ctx *c)
     log_debug("switch-over: device state sent");
     if (stream_write_record(&c->s, GWS_END_OF_STREAM, NULL, 0) < 0 || stream_flush(&c->s) < 0)
         return stream_get_error(&c->s);
-    account(c, 0, 0);
+    out_account(c, 0, 0);
     if (c->to_file) {
         if (fsync(c->fd) < 0 && errno != EINVAL)
             return stream_set_error(&c->s, errno, "fsync: %s", strerror(errno));
@@ -368,14 +377,14 @@ static int switchover(struct out_ctx *c)
      * guest is its, so we never run it again; then tell it to start. */
     struct stream rp;
     stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
-    int r = wait_return(c, &rp, GWS_RP_LOADED, HANDSHAKE_TIMEOUT_MS);
+    int r = out_wait_return(c, &rp, GWS_RP_LOADED, HANDSHAKE_TIMEOUT_MS);
     log_debug("switch-over: destination loaded (%s)", r == 0 ? "ok" : "failed");
     if (r == 0) {
         m->ops->completed(m->vm);
         c->stopped = false; /* never resume from here on */
         stream_write_record(&c->s, GWS_COMMIT, NULL, 0);
         stream_flush(&c->s);
-        if (wait_return(c, &rp, GWS_RP_RESUMED, 5000) < 0)
+        if (out_wait_return(c, &rp, GWS_RP_RESUMED, 5000) < 0)
             log_warn("the destination did not confirm it resumed: %s", stream_error(&c->s));
         c->s.error = 0; /* the guest is handed over: a late failure is only a warning */
     }
@@ -427,6 +436,8 @@ static int run(struct out_ctx *c)
     }
     if (write_header(c) < 0)
         return -1;
+    if (c->postcopy && pc_src_setup(c) < 0)
+        return -1;
     if (!c->to_file) {
         if (dirty_log_start(m->dirty, &err) < 0)
             return stream_set_error(&c->s, err.code, "%s", err.msg);
@@ -450,6 +461,8 @@ static int run(struct out_ctx *c)
     mig_set_state(m, MIG_ACTIVE);
     if (!c->to_file && precopy(c) < 0)
         return -1;
+    if (c->postcopy && m->pc_start_req)
+        return pc_src_run(c);
     if (c->to_file) {
         uint64_t sent;
         emit_pass(c, 1);
@@ -469,12 +482,13 @@ void *mig_outgoing_thread(void *arg)
         return NULL;
     }
     c->m = m;
-    c->fd = -1;
+    c->fd = c->pfd = -1;
     pthread_mutex_lock(&m->lock);
     c->params = m->params;
     c->caps = m->caps;
     pthread_mutex_unlock(&m->lock);
-    ratelimit_init(&c->rl, c->params.max_bandwidth, now_ns());
+    c->postcopy = c->caps.on[MIG_CAP_POSTCOPY_RAM] && m->uri.kind != MIG_URI_FILE;
+    ratelimit_init(&c->rl, c->params.max_bandwidth, out_now_ns());
     stream_init(&c->s, &stream_fd_ops, NULL);
     int r = run(c);
     struct gw_error err;
@@ -483,17 +497,19 @@ void *mig_outgoing_thread(void *arg)
         dirty_log_stop(m->dirty, &err);
     if (m->ops->set_throttle)
         m->ops->set_throttle(m->vm, 0);
+    pc_src_cleanup(c);
     if (r < 0 || stream_get_error(&c->s)) {
-        if (c->stopped)
+        if (c->stopped && !c->handed_over)
             m->ops->resume(m->vm);
         mig_fail(m, "%s", stream_error(&c->s)[0] ? stream_error(&c->s) : "migration failed");
     } else {
         pthread_mutex_lock(&m->lock);
         uint64_t now = mig_now_ms();
         m->stats.total_ms = now - m->stats.start_ms;
-        m->stats.downtime_ms = now - c->stop_ms;
+        if (!c->handed_over) /* post-copy set it when the destination resumed */
+            m->stats.downtime_ms = now - c->stop_ms;
         m->stats.remaining = 0;
-        m->stats.transferred = c->s.bytes;
+        m->stats.transferred = c->bytes_before + c->s.bytes + c->ps.bytes;
         pthread_mutex_unlock(&m->lock);
         mig_set_state(m, MIG_COMPLETED);
     }

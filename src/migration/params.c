@@ -67,6 +67,7 @@ static const char *const cap_names[MIG_CAP__MAX] = {
     [MIG_CAP_AUTO_CONVERGE] = "auto-converge",
     [MIG_CAP_POSTCOPY_RAM] = "postcopy-ram",
     [MIG_CAP_COMPRESS_ZSTD] = "compress-zstd",
+    [MIG_CAP_POSTCOPY_AFTER_PRECOPY] = "postcopy-after-precopy",
 };
 
 void mig_caps_default(struct mig_caps *c) { memset(c, 0, sizeof(*c)); }

@@ -27,6 +27,7 @@ enum mig_cap {
     MIG_CAP_AUTO_CONVERGE,
     MIG_CAP_POSTCOPY_RAM,
     MIG_CAP_COMPRESS_ZSTD,
+    MIG_CAP_POSTCOPY_AFTER_PRECOPY, /* godwit: switch to post-copy after pass 1 */
     MIG_CAP__MAX
 };
 

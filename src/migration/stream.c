@@ -163,6 +163,10 @@ const char *stream_record_name(uint32_t type)
     case GWS_POSTCOPY_RUN: return "POSTCOPY_RUN";
     case GWS_DISCARD_PAGES: return "DISCARD_PAGES";
     case GWS_RP_REQ_PAGES: return "RP_REQ_PAGES";
+    case GWS_POSTCOPY_RESUME: return "POSTCOPY_RESUME";
+    case GWS_POSTCOPY_PAUSE: return "POSTCOPY_PAUSE";
+    case GWS_RP_RECV_BITMAP: return "RP_RECV_BITMAP";
+    case GWS_RP_POSTCOPY_DONE: return "RP_POSTCOPY_DONE";
     case GWS_CHECKPOINT_BEGIN: return "CHECKPOINT_BEGIN";
     case GWS_CHECKPOINT_END: return "CHECKPOINT_END";
     case GWS_RP_CHECKPOINT_ACK: return "RP_CHECKPOINT_ACK";
@@ -185,6 +189,14 @@ uint32_t stream_record_max_len(uint32_t type)
     case GWS_RP_LOADED:
     case GWS_RP_RESUMED: return 0;
     case GWS_RP_FAILED: return GWS_MAX_REASON_BODY;
+    case GWS_POSTCOPY_ADVISE: return sizeof(struct gws_postcopy_advise);
+    case GWS_POSTCOPY_RUN:
+    case GWS_POSTCOPY_RESUME:
+    case GWS_POSTCOPY_PAUSE:
+    case GWS_RP_POSTCOPY_DONE: return 0;
+    case GWS_DISCARD_PAGES: return GWS_MAX_DISCARD_BODY;
+    case GWS_RP_REQ_PAGES: return GWS_MAX_ZERO_BODY;
+    case GWS_RP_RECV_BITMAP: return GWS_MAX_BITMAP_BODY;
     case GWS_INFO: return GWS_MAX_TEXT_BODY;
     default: return GWS_MAX_BODY;
     }
@@ -244,7 +256,12 @@ static int buffer(struct stream *s, const void *data, size_t len)
 
 int stream_write_preamble(struct stream *s)
 {
-    struct gws_preamble p = { .version = GWS_VERSION };
+    return stream_write_preamble_flags(s, 0);
+}
+
+int stream_write_preamble_flags(struct stream *s, uint32_t flags)
+{
+    struct gws_preamble p = { .version = GWS_VERSION, .flags = flags };
     memcpy(p.magic, GWS_MAGIC, 8);
     return buffer(s, &p, sizeof(p));
 }
@@ -350,6 +367,16 @@ static int read_exact(struct stream *s, void *buf, size_t len, bool *eof_at_star
 
 int stream_read_preamble(struct stream *s)
 {
+    uint32_t flags;
+    int r = stream_read_preamble_flags(s, &flags);
+    if (r == 0 && flags != 0)
+        return stream_set_error(s, EPROTO, "stream flags 0x%x mark a post-copy preempt channel, "
+                                "not a migration stream", flags);
+    return r;
+}
+
+int stream_read_preamble_flags(struct stream *s, uint32_t *flags)
+{
     struct gws_preamble p;
     if (read_exact(s, &p, sizeof(p), NULL) < 0)
         return s->error;
@@ -359,8 +386,9 @@ int stream_read_preamble(struct stream *s)
         return stream_set_error(s, EPROTONOSUPPORT,
                                 "stream format version %u is not supported (this godwit reads %u)",
                                 p.version, GWS_VERSION);
-    if (p.flags != 0)
+    if (p.flags & ~GWS_CHANNEL_PREEMPT)
         return stream_set_error(s, EPROTO, "unknown stream flags 0x%x", p.flags);
+    *flags = p.flags;
     return 0;
 }
 

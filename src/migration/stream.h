@@ -100,6 +100,8 @@ int stream_record_error(struct stream *s, const struct stream_record *rec, int e
 
 /* ---- writing ---- */
 int stream_write_preamble(struct stream *s);
+/* Preamble with flags (GWS_CHANNEL_PREEMPT for a second channel). */
+int stream_write_preamble_flags(struct stream *s, uint32_t flags);
 /* One record whose body is the concatenation of `parts` (at most
  * STREAM_MAX_PARTS). Bodies of 64 KiB or more are sent straight from the
  * parts with writev (no copy); smaller ones are gathered in the buffer. */
@@ -108,7 +110,10 @@ int stream_write_record(struct stream *s, uint32_t type, const struct iovec *par
 int stream_flush(struct stream *s);
 
 /* ---- reading ---- */
+/* Main-channel preamble (flags must be 0). */
 int stream_read_preamble(struct stream *s);
+/* Any channel's preamble; *flags gets its flags (known bits only). */
+int stream_read_preamble_flags(struct stream *s, uint32_t *flags);
 /* Next record, checked (length bound for its type before allocation,
  * checksum, padding). The body is not interpreted: unknown types, optional
  * or not, are returned. -ENODATA at a clean end of input between records

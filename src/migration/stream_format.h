@@ -38,8 +38,12 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "wire structs assume l
 struct gws_preamble {
     char magic[8];
     uint32_t version;
-    uint32_t flags;               /* 0 */
+    uint32_t flags;               /* 0, or GWS_CHANNEL_PREEMPT */
 };
+/* Preamble flag: this connection is a migration's second channel, which
+ * carries post-copy page requests (destination -> source) and the pages
+ * that answer them (source -> destination), ahead of the background pages. */
+#define GWS_CHANNEL_PREEMPT 0x1u
 _Static_assert(sizeof(struct gws_preamble) == 16, "preamble");
 
 /* Every record: header, body, zero padding to 8 bytes, then a trailer
@@ -68,12 +72,16 @@ enum {
     GWS_END_OF_ITERATION= 0x0020,
     GWS_END_OF_STREAM   = 0x0021,
     GWS_COMMIT          = 0x0022,   /* source -> destination: run the guest */
-    /* post-copy: 0x0100-0x01ff, reserved (not valid in version 1) */
-    GWS_POSTCOPY_ADVISE = 0x0100,
-    GWS_POSTCOPY_LISTEN = 0x0101,
-    GWS_POSTCOPY_RUN    = 0x0102,
-    GWS_DISCARD_PAGES   = 0x0103,
-    GWS_RP_REQ_PAGES    = 0x0110,
+    /* post-copy: 0x0100-0x01ff (live streams only, never in a file) */
+    GWS_POSTCOPY_ADVISE = 0x0100,   /* after HEADER: post-copy may follow */
+    GWS_POSTCOPY_LISTEN = 0x0101,   /* reserved */
+    GWS_POSTCOPY_RUN    = 0x0102,   /* state complete: run the guest with what is missing */
+    GWS_DISCARD_PAGES   = 0x0103,   /* pages the destination must drop (runs) */
+    GWS_POSTCOPY_RESUME = 0x0104,   /* first record of a recovered main channel */
+    GWS_POSTCOPY_PAUSE  = 0x0105,   /* the sender pauses on purpose (not an exit) */
+    GWS_RP_REQ_PAGES    = 0x0110,   /* destination -> source, preempt channel */
+    GWS_RP_RECV_BITMAP  = 0x0111,   /* destination -> source: pages still needed */
+    GWS_RP_POSTCOPY_DONE = 0x0112,  /* destination -> source: every page is in */
     /* checkpointing (HA): 0x0200-0x02ff, reserved (not valid in version 1) */
     GWS_CHECKPOINT_BEGIN = 0x0200,
     GWS_CHECKPOINT_END   = 0x0201,
@@ -165,6 +173,33 @@ struct gws_device {
     uint32_t version;
 };
 _Static_assert(sizeof(struct gws_device) == 40, "device");
+
+/* POSTCOPY_ADVISE body. */
+struct gws_postcopy_advise {
+    uint32_t flags;               /* bit 0: a preempt channel follows */
+    uint32_t reserved;            /* 0 */
+    uint64_t ram_pages;           /* RAM pages in the guest (a check) */
+};
+_Static_assert(sizeof(struct gws_postcopy_advise) == 16, "advise");
+
+/* DISCARD_PAGES body: count, zero, then count runs. */
+#define GWS_MAX_DISCARD_RUNS 4096
+struct gws_discard {
+    uint32_t count;
+    uint32_t zero;
+};
+struct gws_page_run {
+    uint64_t pfn;                 /* first guest frame */
+    uint64_t npages;              /* >= 1; the run lies inside one RAM region */
+};
+_Static_assert(sizeof(struct gws_discard) == 8, "discard");
+_Static_assert(sizeof(struct gws_page_run) == 16, "page run");
+#define GWS_MAX_DISCARD_BODY (8u + GWS_MAX_DISCARD_RUNS * 16u)
+
+/* RP_REQ_PAGES body: struct gws_pages (zlen 0) with 1..GWS_MAX_BATCH pfns.
+ * RP_RECV_BITMAP body: u64 npages, then ceil(npages/64) u64 words, bit i set
+ * = RAM page i (memfd order, see docs) is still needed. */
+#define GWS_MAX_BITMAP_BODY (8u + (8u << 20))
 
 struct gws_end_of_iteration {
     uint32_t pass;

@@ -102,6 +102,22 @@ static void tune_socket(int fd, bool tcp)
     }
 }
 
+void mig_socket_liveness(int fd, unsigned timeout_ms)
+{
+    /* A silent peer (cable cut, link down, process stopped) must surface as
+     * an error within about timeout_ms, not after TCP's ~15 minutes:
+     * keepalive probes every second while idle, and TCP_USER_TIMEOUT bounds
+     * how long sent data may stay unacknowledged. Unix sockets need none. */
+    int one = 1, idle = 1, cnt = (int)(timeout_ms / 1000 ? timeout_ms / 1000 : 1);
+    unsigned uto = timeout_ms;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0)
+        return;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
+}
+
 static int tcp_socket(const struct mig_uri *u, bool listen_side, struct gw_error *err)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = listen_side ? AI_PASSIVE : 0 };

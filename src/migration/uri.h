@@ -24,6 +24,9 @@ int mig_uri_connect(const struct mig_uri *u, struct gw_error *err);
 /* Incoming: listen (tcp/unix; returns the listening fd) or open the file for
  * reading (returns the file fd; *is_listener = false). */
 int mig_uri_listen(const struct mig_uri *u, bool *is_listener, struct gw_error *err);
+/* TCP: make a dead or unreachable peer an error within ~timeout_ms
+ * (keepalive + TCP_USER_TIMEOUT). No-op on other sockets. */
+void mig_socket_liveness(int fd, unsigned timeout_ms);
 /* Format back to text (for messages). */
 void mig_uri_format(const struct mig_uri *u, char *buf, unsigned len);
 

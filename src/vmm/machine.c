@@ -274,6 +274,7 @@ static void *vcpu_thread(void *arg)
     struct vcpu *vcpu = arg;
     struct machine *m = machine_of_vcpu(vcpu);
     this_vcpu_run = vcpu->run;
+    vcpu->tid = (int)gettid();
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIG_VCPU_KICK);

@@ -33,6 +33,7 @@ struct vcpu {
     size_t run_size;
     pthread_t thread;
     bool thread_started;
+    volatile int tid;              /* kernel thread id once the thread runs */
     struct vcpu_reset_state reset;
     /* Exit statistics (updated only by the vCPU thread). */
     uint64_t exits, io_exits, mmio_exits;

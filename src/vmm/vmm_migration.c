@@ -235,6 +235,27 @@ static void vm_set_throttle(void *opaque, unsigned pct)
     machine_set_throttle(vm->machine, pct, &err);
 }
 
+static int vm_vcpu_of_tid(void *opaque, int tid)
+{
+    struct vmm_migration *vm = opaque;
+    for (unsigned i = 0; i < vm->machine->nr_vcpus; i++)
+        if (vm->machine->vcpus[i].tid == tid)
+            return (int)i;
+    return -1;
+}
+
+/* The source of a post-copy guest is gone: what is missing is lost. The
+ * vCPUs stay blocked on the pages they wait for (userfaultfd stays open);
+ * the guest is reported as stopped by an error. */
+static void vm_lost(void *opaque)
+{
+    struct vmm_migration *vm = opaque;
+    struct gw_error err;
+    gw_error_init(&err);
+    machine_set_state(vm->machine, RUNSTATE_INTERNAL_ERROR, &err);
+    log_error("the guest lost its post-copy source and cannot run on");
+}
+
 static void vm_event(void *opaque, const char *name, struct json_object *data)
 {
     struct vmm_migration *vm = opaque;
@@ -245,6 +266,7 @@ static const struct mig_vm_ops vm_ops = {
     .stop = vm_stop, .resume = vm_resume, .completed = vm_completed, .save_state = vm_save_state,
     .load_record = vm_load_record, .load_finish = vm_load_finish, .start = vm_start,
     .discard = vm_discard, .set_throttle = vm_set_throttle, .event = vm_event,
+    .vcpu_of_tid = vm_vcpu_of_tid, .lost = vm_lost,
 };
 
 /* ---- QMP commands ---- */
@@ -274,17 +296,18 @@ static int cmd_migrate(void *opaque, struct json_object *args, struct json_objec
 {
     struct vmm_migration *vm = V(opaque);
     enum runstate s = machine_state(vm->machine);
+    struct gw_error e;
+    gw_error_init(&e);
     if (bool_arg(args, "resume")) {
-        qmp_error_set(err, "GenericError", "Cannot resume: there is no paused post-copy migration");
-        return -1;
+        if (mig_resume(&vm->mig, str_arg(args, "uri"), &e) < 0)
+            return fail_gw(err, &e);
+        return 0;
     }
     if (s == RUNSTATE_INMIGRATE || s == RUNSTATE_SHUTDOWN || s == RUNSTATE_INTERNAL_ERROR ||
         s == RUNSTATE_PRELAUNCH) {
         qmp_error_set(err, "GenericError", "Cannot migrate a VM in state %s", runstate_name(s));
         return -1;
     }
-    struct gw_error e;
-    gw_error_init(&e);
     if (mig_start_outgoing(&vm->mig, str_arg(args, "uri"), &e) < 0)
         return fail_gw(err, &e);
     return 0;
@@ -316,9 +339,50 @@ static int cmd_migrate_cancel(void *opaque, struct json_object *args, struct jso
     return 0;
 }
 
+static int cmd_start_postcopy(void *opaque, struct json_object *args, struct json_object **ret,
+                              struct qmp_error *err)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    return mig_start_postcopy(&V(opaque)->mig, &e) < 0 ? fail_gw(err, &e) : 0;
+}
+
+static int cmd_migrate_pause(void *opaque, struct json_object *args, struct json_object **ret,
+                             struct qmp_error *err)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    return mig_pause(&V(opaque)->mig, &e) < 0 ? fail_gw(err, &e) : 0;
+}
+
+static int cmd_migrate_recover(void *opaque, struct json_object *args, struct json_object **ret,
+                               struct qmp_error *err)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    return mig_recover(&V(opaque)->mig, str_arg(args, "uri"), &e) < 0 ? fail_gw(err, &e) : 0;
+}
+
 static void add_int(struct json_object *o, const char *k, uint64_t v)
 {
     json_object_object_add(o, k, json_object_new_int64((int64_t)v));
+}
+
+/* Destination: fault latency and blocked time (QEMU's postcopy-blocktime
+ * and postcopy-vcpu-blocktime, in ms; the latency object is godwit's). */
+static void add_postcopy_stats(struct json_object *o, const struct mig_stats *st, unsigned nvcpus)
+{
+    add_int(o, "postcopy-blocktime", st->blocktime_ms);
+    struct json_object *a = json_object_new_array();
+    for (unsigned i = 0; i < nvcpus && i < MIG_MAX_VCPUS_STATS; i++)
+        json_object_array_add(a, json_object_new_int64((int64_t)st->vcpu_blocktime_ms[i]));
+    json_object_object_add(o, "postcopy-vcpu-blocktime", a);
+    struct json_object *l = json_object_new_object();
+    add_int(l, "faults", st->fault_count);
+    add_int(l, "p50-us", st->fault_p50_us);
+    add_int(l, "p99-us", st->fault_p99_us);
+    add_int(l, "max-us", st->fault_max_us);
+    json_object_object_add(o, "postcopy-fault-latency", l);
 }
 
 static int cmd_query_migrate(void *opaque, struct json_object *args, struct json_object **ret,
@@ -334,12 +398,16 @@ static int cmd_query_migrate(void *opaque, struct json_object *args, struct json
     json_object_object_add(o, "status", json_object_new_string(mig_state_name(st.status)));
     add_int(o, "total-time", st.total_ms);
     add_int(o, "setup-time", st.setup_ms);
-    if (st.status == MIG_COMPLETED && !vm->mig.incoming)
+    if (!vm->mig.incoming && (st.status == MIG_COMPLETED || st.status == MIG_POSTCOPY_ACTIVE ||
+                              st.status == MIG_POSTCOPY_PAUSED || st.status == MIG_POSTCOPY_RECOVER))
         add_int(o, "downtime", st.downtime_ms);
     if (mig_state_is_active(st.status) && !vm->mig.incoming)
         add_int(o, "expected-downtime", st.expected_downtime_ms);
-    if (st.status == MIG_FAILED || st.status == MIG_CANCELLED)
+    if ((st.status == MIG_FAILED || st.status == MIG_CANCELLED || st.status == MIG_POSTCOPY_PAUSED) &&
+        st.error_desc[0])
         json_object_object_add(o, "error-desc", json_object_new_string(st.error_desc));
+    if (st.paused_count)
+        add_int(o, "postcopy-pauses", st.paused_count);
     if (st.throttle_pct)
         add_int(o, "cpu-throttle-percentage", st.throttle_pct);
     struct json_object *ram = json_object_new_object();
@@ -355,7 +423,11 @@ static int cmd_query_migrate(void *opaque, struct json_object *args, struct json
     add_int(ram, "dirty-sync-count", st.dirty_sync_count);
     add_int(ram, "page-size", GWS_PAGE_SIZE);
     add_int(ram, "iteration", st.iteration);
+    add_int(ram, "postcopy-requests", st.postcopy_requests);
+    add_int(ram, "postcopy-bytes", st.postcopy_bytes);
     json_object_object_add(o, "ram", ram);
+    if (vm->mig.incoming && (st.fault_count || st.postcopy_bytes))
+        add_postcopy_stats(o, &st, vm->machine->nr_vcpus);
     return 0;
 }
 
@@ -450,6 +522,9 @@ static const struct qmp_command commands[] = {
                 { "inc", QMP_ARG_BOOL, false } } },
     { .name = "migrate-incoming", .fn = cmd_migrate_incoming, .args = { { "uri", QMP_ARG_STR, true } } },
     { .name = "migrate_cancel", .fn = cmd_migrate_cancel },
+    { .name = "migrate-start-postcopy", .fn = cmd_start_postcopy },
+    { .name = "migrate-pause", .fn = cmd_migrate_pause },
+    { .name = "migrate-recover", .fn = cmd_migrate_recover, .args = { { "uri", QMP_ARG_STR, true } } },
     { .name = "query-migrate", .fn = cmd_query_migrate },
     { .name = "migrate-set-parameters", .fn = cmd_set_params, .allow_unknown_args = true },
     { .name = "query-migrate-parameters", .fn = cmd_query_params },
@@ -461,7 +536,13 @@ static const struct qmp_command commands[] = {
 bool vmm_control_busy(struct vmm_control *c, struct qmp_error *err)
 {
     if (c->mig && mig_active(&c->mig->mig)) {
-        qmp_error_set(err, "GenericError", "A migration is in progress");
+        struct mig_stats st;
+        mig_get_stats(&c->mig->mig, &st);
+        bool pc = st.status == MIG_POSTCOPY_ACTIVE || st.status == MIG_POSTCOPY_PAUSED ||
+                  st.status == MIG_POSTCOPY_RECOVER;
+        qmp_error_set(err, "GenericError", pc && !c->mig->mig.incoming
+                      ? "Post-copy is under way: the guest's newest state is on the destination"
+                      : "A migration is in progress");
         return true;
     }
     return false;

@@ -1,0 +1,76 @@
+/* Internal to the source side (outgoing.c, postcopy_src.c): the context of
+ * one outgoing migration and the page-sending helpers both phases use.
+ * Threads: everything here runs on the migration thread, except what
+ * postcopy_src.c marks as the page server's. Returns: 0 or -errno (the
+ * message is the stream's sticky error). */
+#ifndef GW_MIGRATION_OUTGOING_INTERNAL_H
+#define GW_MIGRATION_OUTGOING_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include <zstd.h>
+
+#include "migration/migration.h"
+#include "migration/ratelimit.h"
+
+struct out_ctx {
+    struct migration *m;
+    struct stream s;
+    int fd;
+    bool to_file;
+    bool stopped;               /* vCPUs stopped for the switch-over */
+    uint64_t stop_ms;
+    uint64_t npages;
+    uint64_t *dirty;            /* pages to send */
+    struct ratelimit rl;
+    struct mig_params params;
+    struct mig_caps caps;
+    /* batch being built */
+    uint64_t pfn[GWS_MAX_BATCH];
+    struct iovec iov[GWS_MAX_BATCH];
+    unsigned n;
+    uint64_t zero_pfn[GWS_MAX_BATCH];
+    unsigned nzero;
+    bool first_pass;
+    ZSTD_CCtx *zctx;
+    uint8_t *zbuf;
+    uint8_t *zsrc;
+    /* post-copy */
+    bool postcopy;              /* postcopy-ram: a preempt channel is open */
+    bool handed_over;           /* the destination owns the guest: never resume */
+    int pfd;                    /* preempt channel */
+    struct stream ps;           /* preempt channel stream (page server thread) */
+    uint64_t bytes_before;      /* main-channel bytes of earlier connections */
+    uint64_t pc_bytes0;         /* main-channel bytes at the switch */
+    uint64_t *pending;          /* after the switch: pages the destination lacks */
+    uint64_t cursor;            /* background push position (page index) */
+    volatile uint64_t hint;     /* page server: push from here next (+1, 0 = none) */
+    pthread_t server;
+    bool server_running;
+    volatile bool server_stop;
+    volatile int server_error;  /* -errno: the preempt channel broke */
+    uint64_t pc_requests, pc_pages;
+};
+
+uint64_t out_now_ns(void);
+void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal);
+int out_flush_zero(struct out_ctx *c);
+int out_flush_pages(struct out_ctx *c);
+/* Queue RAM page idx (zero pages as ZERO_PAGES except in the first pass). */
+int out_queue_page(struct out_ctx *c, uint64_t idx);
+int out_sync_dirty(struct out_ctx *c, uint64_t *count);
+void out_refresh_params(struct out_ctx *c);
+/* Wait for one return-path record of type `want` on the main channel. */
+int out_wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int timeout_ms);
+void out_wait_for_drain(struct out_ctx *c);
+
+/* postcopy_src.c */
+/* Open the preempt channel and send POSTCOPY_ADVISE (after the header). */
+int pc_src_setup(struct out_ctx *c);
+/* Stop, send discards and state, hand over, then serve and push pages
+ * until the destination has everything; pauses and recovers inside. */
+int pc_src_run(struct out_ctx *c);
+void pc_src_cleanup(struct out_ctx *c);
+
+#endif

@@ -1,0 +1,691 @@
+/* The destination side of post-copy: the advice (accept the preempt
+ * channel), the discard list, the start of the guest with pages missing,
+ * the fault thread (userfaultfd faults become requests on the preempt
+ * channel; the answers are installed there), the background pages on the
+ * main channel, statistics (fault latency, blocked vCPU time), and pause and
+ * recovery when a connection breaks.
+ *
+ * pending = pages this side lacks (set from DISCARD_PAGES). A fault on a
+ * pending page is requested; a fault on any other page that is still a hole
+ * is a page that is zero on the source too, and is zero-filled here. A
+ * page's pending bit is cleared only after the page is installed. */
+#define LOG_PREFIX "postcopy-dst"
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "memory/bitmap.h"
+#include "memory/uffd.h"
+#include "migration/incoming_internal.h"
+#include "migration/page_runs.h"
+#include "migration/ram_scan.h"
+
+#define PC_LIVENESS_MS  4000
+#define PC_ACCEPT_MS    10000
+#define PC_MAX_WAITERS  256
+
+struct pc_waiter {
+    uint64_t idx;
+    uint64_t t0_ns;
+    int vcpu;                   /* -1: not a vCPU thread */
+};
+
+struct pc_dst {
+    struct in_ctx *c;
+    int uffd;
+    bool registered, guest_ran, lost;
+    uint64_t *pending;
+    uint64_t pending_count;     /* atomic */
+    int pfd;
+    struct stream ps;           /* preempt channel (fault thread) */
+    pthread_t thread;
+    bool thread_running;
+    volatile bool stop;
+    volatile bool local_break;  /* we broke the channels ourselves */
+    volatile bool preempt_eof;  /* the source closed the preempt channel */
+    volatile int error;
+    bool eos, got_pause;
+    /* under m->lock */
+    struct pc_waiter w[PC_MAX_WAITERS];
+    unsigned nw;
+    uint64_t vcpu_since[MIG_MAX_VCPUS_STATS];
+    unsigned nblocked;
+    uint64_t all_since;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+bool pc_dst_guest_ran(const struct in_ctx *c) { return c->pc && c->pc->guest_ran; }
+
+/* ---- advice, discards ---- */
+
+static int accept_channel(struct in_ctx *c, int lfd, uint32_t want_flags, int *out)
+{
+    struct pollfd p = { lfd, POLLIN, 0 };
+    if (poll(&p, 1, PC_ACCEPT_MS) <= 0)
+        return stream_set_error(&c->s, ETIMEDOUT, "the source did not open its %s channel",
+                                want_flags ? "preempt" : "main");
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return stream_set_error(&c->s, errno, "accept: %s", strerror(errno));
+    mig_socket_liveness(fd, PC_LIVENESS_MS);
+    *out = fd;
+    return 0;
+}
+
+static int open_preempt(struct in_ctx *c, int lfd)
+{
+    struct pc_dst *pc = c->pc;
+    int fd;
+    if (accept_channel(c, lfd, GWS_CHANNEL_PREEMPT, &fd) < 0)
+        return -1;
+    pc->pfd = fd;
+    stream_fini(&pc->ps);
+    stream_init(&pc->ps, &stream_fd_ops, (void *)(intptr_t)fd);
+    uint32_t flags;
+    if (stream_read_preamble_flags(&pc->ps, &flags) < 0 || flags != GWS_CHANNEL_PREEMPT)
+        return stream_set_error(&c->s, EPROTO, "the second connection is not a preempt channel%s%s",
+                                stream_error(&pc->ps)[0] ? ": " : "", stream_error(&pc->ps));
+    pthread_mutex_lock(&c->m->lock);
+    c->m->pfd = fd;
+    pthread_mutex_unlock(&c->m->lock);
+    return 0;
+}
+
+int pc_dst_advise(struct in_ctx *c, const struct stream_record *rec)
+{
+    struct migration *m = c->m;
+    struct gws_postcopy_advise a;
+    if (c->pc || rec->length != sizeof(a))
+        return in_bad(c, rec, c->pc ? "sent twice" : "bad length");
+    memcpy(&a, rec->body, sizeof(a));
+    if (a.reserved || a.flags != 1 || a.ram_pages != m->ram->size / GWS_PAGE_SIZE)
+        return in_bad(c, rec, "flags or page count do not match this VM");
+    pthread_mutex_lock(&m->lock);
+    bool allowed = m->caps.on[MIG_CAP_POSTCOPY_RAM];
+    pthread_mutex_unlock(&m->lock);
+    if (!allowed)
+        return stream_set_error(&c->s, EPERM, "the source asks for post-copy, but capability "
+                                "postcopy-ram is not set on the destination");
+    if (c->lfd < 0)
+        return stream_set_error(&c->s, EINVAL, "post-copy needs a tcp: or unix: migration");
+    struct pc_dst *pc = calloc(1, sizeof(*pc));
+    if (!pc || !(pc->pending = bitmap_new(c->npages))) {
+        free(pc);
+        return stream_set_error(&c->s, ENOMEM, "out of memory");
+    }
+    pc->c = c;
+    pc->uffd = pc->pfd = -1;
+    c->pc = pc;
+    stream_init(&pc->ps, &stream_fd_ops, NULL);
+    mig_socket_liveness(c->fd, PC_LIVENESS_MS);
+    int r = open_preempt(c, c->lfd);
+    in_close_listener(c);
+    return r;
+}
+
+/* Drop the pages we hold in [idx, idx+n) so that touching them faults. */
+static int drop_held(struct in_ctx *c, uint64_t idx, uint64_t n)
+{
+    for (uint64_t i = idx; i < idx + n;) {
+        if (!bitmap_test(c->received, i)) {
+            i++;
+            continue;
+        }
+        uint64_t j = i;
+        while (j < idx + n && bitmap_test(c->received, j))
+            bitmap_clear_bit(c->received, j++);
+        if (fallocate(c->m->ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                      (off_t)(i * GWS_PAGE_SIZE), (off_t)((j - i) * GWS_PAGE_SIZE)) < 0)
+            return stream_set_error(&c->s, errno, "dropping stale pages: %s", strerror(errno));
+        i = j;
+    }
+    return 0;
+}
+
+int pc_dst_discard(struct in_ctx *c, const struct stream_record *rec)
+{
+    struct gws_discard h;
+    if (!c->pc)
+        return in_bad(c, rec, "DISCARD_PAGES without POSTCOPY_ADVISE");
+    if (rec->length < sizeof(h))
+        return in_bad(c, rec, "too short");
+    memcpy(&h, rec->body, sizeof(h));
+    if (h.zero || h.count == 0 || h.count > GWS_MAX_DISCARD_RUNS ||
+        rec->length != sizeof(h) + h.count * sizeof(struct gws_page_run))
+        return in_bad(c, rec, "run count does not match the length");
+    /* Check every run before changing anything. */
+    uint64_t first[GWS_MAX_DISCARD_RUNS / 8];
+    for (uint32_t base = 0; base < h.count; base += GWS_MAX_DISCARD_RUNS / 8) {
+        uint32_t n = h.count - base < GWS_MAX_DISCARD_RUNS / 8 ? h.count - base : GWS_MAX_DISCARD_RUNS / 8;
+        struct gws_page_run runs[GWS_MAX_DISCARD_RUNS / 8];
+        memcpy(runs, rec->body + sizeof(h) + base * sizeof(runs[0]), n * sizeof(runs[0]));
+        for (uint32_t i = 0; i < n; i++)
+            if (page_runs_check(c->m->ram, &runs[i], &first[i]) < 0)
+                return in_bad(c, rec, "a run is not inside guest RAM");
+        for (uint32_t i = 0; i < n; i++) {
+            for (uint64_t k = 0; k < runs[i].npages; k++)
+                if (!bitmap_test(c->pc->pending, first[i] + k)) {
+                    bitmap_set(c->pc->pending, first[i] + k);
+                    c->pc->pending_count++;
+                }
+            if (drop_held(c, first[i], runs[i].npages) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- fault bookkeeping (m->lock) ---- */
+
+static void unblock_vcpu(struct pc_dst *pc, struct mig_stats *st, int v, uint64_t now)
+{
+    if (v < 0 || v >= MIG_MAX_VCPUS_STATS || !pc->vcpu_since[v])
+        return;
+    st->vcpu_blocktime_ms[v] += (now - pc->vcpu_since[v]) / 1000000;
+    if (pc->nblocked == pc->c->m->nr_vcpus)
+        st->blocktime_ms += (now - pc->all_since) / 1000000;
+    pc->vcpu_since[v] = 0;
+    pc->nblocked--;
+}
+
+/* Page idx is in: every thread waiting for it is on its way again. */
+static void resolve_waiters(struct pc_dst *pc, uint64_t idx)
+{
+    struct migration *m = pc->c->m;
+    if (!__atomic_load_n(&pc->nw, __ATOMIC_ACQUIRE))
+        return;
+    uint64_t now = now_ns();
+    pthread_mutex_lock(&m->lock);
+    for (unsigned i = 0; i < pc->nw;) {
+        if (pc->w[i].idx != idx) {
+            i++;
+            continue;
+        }
+        latency_hist_add(&m->lat, (now - pc->w[i].t0_ns) / 1000);
+        unblock_vcpu(pc, &m->stats, pc->w[i].vcpu, now);
+        pc->w[i] = pc->w[--pc->nw];
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* Remember a thread waiting for idx; false if someone already asked. */
+static bool add_waiter(struct pc_dst *pc, uint64_t idx, int vcpu)
+{
+    struct migration *m = pc->c->m;
+    uint64_t now = now_ns();
+    bool first = true;
+    pthread_mutex_lock(&m->lock);
+    for (unsigned i = 0; i < pc->nw; i++)
+        if (pc->w[i].idx == idx)
+            first = false;
+    if (pc->nw < PC_MAX_WAITERS) {
+        pc->w[pc->nw] = (struct pc_waiter){ idx, now, vcpu };
+        __atomic_store_n(&pc->nw, pc->nw + 1, __ATOMIC_RELEASE);
+    }
+    if (vcpu >= 0 && vcpu < MIG_MAX_VCPUS_STATS && !pc->vcpu_since[vcpu]) {
+        pc->vcpu_since[vcpu] = now;
+        if (++pc->nblocked == m->nr_vcpus)
+            pc->all_since = now;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return first;
+}
+
+/* ---- installing pages (main thread and fault thread) ---- */
+
+static void page_in(struct pc_dst *pc, uint64_t idx)
+{
+    if (bitmap_test_and_clear_atomic(pc->pending, idx))
+        __atomic_fetch_sub(&pc->pending_count, 1, __ATOMIC_ACQ_REL);
+    resolve_waiters(pc, idx);
+}
+
+static bool resident(const void *page)
+{
+    unsigned char v = 0;
+    return mincore((void *)page, GWS_PAGE_SIZE, &v) == 0 && (v & 1);
+}
+
+/* One page. "Already there" is believed only once the page is seen in
+ * memory: a copy racing with another install of the same page can report
+ * EEXIST while the other one is still undone. */
+static int install_one(struct pc_dst *pc, uint64_t idx, const uint8_t *src)
+{
+    void *dst = pc->c->m->ram->host + idx * GWS_PAGE_SIZE;
+    for (int tries = 0; tries < 1000; tries++) {
+        int r = src ? uffd_copy(pc->uffd, dst, src, GWS_PAGE_SIZE)
+                    : uffd_zero(pc->uffd, dst, GWS_PAGE_SIZE);
+        if (r != -EEXIST || resident(dst))
+            return r == -EEXIST ? 0 : r;
+        sched_yield();
+    }
+    return -EIO;
+}
+
+/* Install count pages (data NULL: zero pages) at RAM pages idx[]. */
+static int install(struct pc_dst *pc, struct stream *s, const uint64_t *idx, const uint8_t *data,
+                   uint32_t count)
+{
+    for (uint32_t i = 0; i < count;) {
+        uint32_t run = 1;
+        while (i + run < count && idx[i + run] == idx[i] + run)
+            run++;
+        void *dst = pc->c->m->ram->host + idx[i] * GWS_PAGE_SIZE;
+        const uint8_t *src = data ? data + (size_t)i * GWS_PAGE_SIZE : NULL;
+        uint64_t len = (uint64_t)run * GWS_PAGE_SIZE;
+        int r = src ? uffd_copy(pc->uffd, dst, src, len) : uffd_zero(pc->uffd, dst, len);
+        for (uint32_t k = 0; r == -EEXIST && k < run; k++) /* some were there: one by one */
+            if (bitmap_test(pc->pending, idx[i + k]))
+                r = install_one(pc, idx[i + k], src ? src + (size_t)k * GWS_PAGE_SIZE : NULL);
+        if (r < 0 && r != -EEXIST)
+            return stream_set_error(s, -r, "installing guest pages: %s", strerror(-r));
+        for (uint32_t k = 0; k < run; k++)
+            page_in(pc, idx[i + k]);
+        i += run;
+    }
+    pthread_mutex_lock(&pc->c->m->lock);
+    pc->c->m->stats.postcopy_bytes += (uint64_t)count * GWS_PAGE_SIZE;
+    if (data) {
+        pc->c->m->stats.normal += count;
+        pc->c->m->stats.normal_bytes += (uint64_t)count * GWS_PAGE_SIZE;
+    } else {
+        pc->c->m->stats.duplicate += count;
+    }
+    pthread_mutex_unlock(&pc->c->m->lock);
+    return 0;
+}
+
+/* A page record from either channel. */
+static int take_pages(struct pc_dst *pc, struct stream *s, const struct stream_record *rec)
+{
+    struct in_ctx *c = pc->c;
+    uint64_t idx[GWS_MAX_BATCH];
+    uint32_t count, zlen;
+    if (rec->type == GWS_ZERO_PAGES) {
+        const uint64_t *pfns = in_check_pages(c, rec, &count, &zlen, 0);
+        if (!pfns || in_resolve_frames(c, rec, pfns, count, idx) < 0)
+            return stream_set_error(s, EPROTO, "%s", stream_error(&c->s));
+        return install(pc, s, idx, NULL, count);
+    }
+    const uint8_t *data;
+    if (in_decode_pages(c, rec, idx, &data, &count) < 0)
+        return stream_set_error(s, EPROTO, "%s", stream_error(&c->s));
+    return install(pc, s, idx, data, count);
+}
+
+/* ---- the fault thread ---- */
+
+static int request(struct pc_dst *pc, const uint64_t *pfn, uint32_t n)
+{
+    if (!n)
+        return 0;
+    struct gws_pages h = { n, 0 };
+    struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)pfn, n * 8ULL } };
+    if (stream_write_record(&pc->ps, GWS_RP_REQ_PAGES, iov, 2) < 0 || stream_flush(&pc->ps) < 0)
+        return -1;
+    pthread_mutex_lock(&pc->c->m->lock);
+    pc->c->m->stats.postcopy_requests += n;
+    pthread_mutex_unlock(&pc->c->m->lock);
+    return 0;
+}
+
+/* One fault: returns 1 if idx must be requested. */
+static int on_fault(struct pc_dst *pc, const struct uffd_fault *f, uint64_t *idx)
+{
+    struct migration *m = pc->c->m;
+    uint64_t off = f->addr - (uint64_t)(uintptr_t)m->ram->host;
+    if (f->addr < (uint64_t)(uintptr_t)m->ram->host || off >= m->ram->size)
+        return 0;
+    *idx = off / GWS_PAGE_SIZE;
+    if (!bitmap_test(pc->pending, *idx)) /* zero on the source too */
+        return install_one(pc, *idx, NULL) < 0 ? -1 : 0;
+    int vcpu = m->ops->vcpu_of_tid ? m->ops->vcpu_of_tid(m->vm, f->tid) : -1;
+    bool first = add_waiter(pc, *idx, vcpu);
+    if (!bitmap_test(pc->pending, *idx)) { /* installed meanwhile */
+        resolve_waiters(pc, *idx);
+        return 0;
+    }
+    return first ? 1 : 0;
+}
+
+static int handle_faults(struct pc_dst *pc)
+{
+    struct uffd_fault f[64];
+    uint64_t pfn[64];
+    uint32_t n = 0;
+    int k = uffd_read_faults(pc->uffd, f, 64);
+    if (k < 0)
+        return stream_set_error(&pc->ps, -k, "userfaultfd: %s", strerror(-k));
+    for (int i = 0; i < k; i++) {
+        uint64_t idx;
+        int r = on_fault(pc, &f[i], &idx);
+        if (r < 0)
+            return stream_set_error(&pc->ps, EIO, "zero-filling a page failed");
+        if (r > 0)
+            pfn[n++] = ram_page_to_pfn(pc->c->m->ram, idx);
+    }
+    return request(pc, pfn, n);
+}
+
+static int handle_preempt(struct pc_dst *pc)
+{
+    struct stream_record rec;
+    int r = stream_read_record(&pc->ps, &rec);
+    if (r == -ENODATA) {
+        pc->preempt_eof = true;
+        return stream_set_error(&pc->ps, EPIPE, "the source closed the preempt channel");
+    }
+    if (r < 0)
+        return r;
+    if (rec.type != GWS_PAGE_DATA && rec.type != GWS_PAGE_DATA_ZSTD && rec.type != GWS_ZERO_PAGES)
+        return stream_set_error(&pc->ps, EPROTO, "unexpected %s on the preempt channel",
+                                stream_record_name(rec.type));
+    return take_pages(pc, &pc->ps, &rec);
+}
+
+/* After a recovery: ask again for what faulted threads still wait for. */
+static int rerequest(struct pc_dst *pc)
+{
+    uint64_t pfn[GWS_MAX_BATCH];
+    uint32_t n = 0;
+    pthread_mutex_lock(&pc->c->m->lock);
+    for (unsigned i = 0; i < pc->nw && n < GWS_MAX_BATCH; i++)
+        pfn[n++] = ram_page_to_pfn(pc->c->m->ram, pc->w[i].idx);
+    pthread_mutex_unlock(&pc->c->m->lock);
+    return request(pc, pfn, n);
+}
+
+static void *fault_thread(void *arg)
+{
+    struct pc_dst *pc = arg;
+    pthread_setname_np(pthread_self(), "mig-pc-fault");
+    int r = rerequest(pc);
+    while (r == 0 && !pc->stop) {
+        if (pc->ps.ipos < pc->ps.ilen) { /* records already buffered */
+            r = handle_preempt(pc);
+            continue;
+        }
+        struct pollfd p[2] = { { pc->uffd, POLLIN, 0 }, { pc->pfd, POLLIN, 0 } };
+        if (poll(p, 2, 1000) < 0 && errno != EINTR)
+            r = stream_set_error(&pc->ps, errno, "poll: %s", strerror(errno));
+        if (r == 0 && (p[0].revents & POLLIN))
+            r = handle_faults(pc);
+        if (r == 0 && !pc->stop && p[1].revents)
+            r = handle_preempt(pc);
+    }
+    if (r < 0 && !pc->stop) {
+        pc->error = r;
+        /* The source closing the preempt channel closes the main one too,
+         * after a POSTCOPY_PAUSE unless it exited: let the main channel
+         * tell which. Any other break: wake the main channel's reader. */
+        if (!pc->preempt_eof) {
+            pc->local_break = true;
+            shutdown(pc->c->fd, SHUT_RDWR);
+        }
+    }
+    return NULL;
+}
+
+static int start_faults(struct pc_dst *pc)
+{
+    pc->stop = false;
+    pc->preempt_eof = false;
+    pc->error = 0;
+    if (pthread_create(&pc->thread, NULL, fault_thread, pc) != 0)
+        return stream_set_error(&pc->c->s, EAGAIN, "cannot start the fault thread");
+    pc->thread_running = true;
+    return 0;
+}
+
+static void stop_faults(struct pc_dst *pc)
+{
+    if (!pc->thread_running)
+        return;
+    pc->stop = true;
+    if (pc->pfd >= 0)
+        shutdown(pc->pfd, SHUT_RDWR);
+    pthread_join(pc->thread, NULL);
+    pc->thread_running = false;
+}
+
+/* ---- the main channel after the switch ---- */
+
+/* Wait (bounded steps) for pages still coming on the preempt channel. */
+static int wait_last_pages(struct pc_dst *pc)
+{
+    struct in_ctx *c = pc->c;
+    while (__atomic_load_n(&pc->pending_count, __ATOMIC_ACQUIRE)) {
+        if (pc->error || c->m->pc_pause_req || c->m->cancel)
+            return stream_set_error(&c->s, EPIPE, "the preempt channel broke: %s",
+                                    stream_error(&pc->ps));
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+static int recv_loop(struct pc_dst *pc)
+{
+    struct in_ctx *c = pc->c;
+    pc->eos = pc->got_pause = false;
+    for (;;) {
+        if (pc->eos)
+            return wait_last_pages(pc);
+        struct stream_record rec;
+        int r = stream_read_record(&c->s, &rec);
+        if (r < 0)
+            return r; /* -ENODATA: a clean end, not (yet) an error */
+        switch (rec.type) {
+        case GWS_PAGE_DATA:
+        case GWS_PAGE_DATA_ZSTD:
+        case GWS_ZERO_PAGES:
+            if (take_pages(pc, &c->s, &rec) < 0)
+                return -1;
+            break;
+        case GWS_END_OF_STREAM: pc->eos = true; break;
+        case GWS_POSTCOPY_PAUSE: pc->got_pause = true; break;
+        default:
+            if (!(rec.type & GWS_OPTIONAL))
+                return stream_set_error(&c->s, EPROTO, "unexpected %s in post-copy",
+                                        stream_record_name(rec.type));
+        }
+    }
+}
+
+/* A clean end of the main channel that nobody asked for: the source VMM
+ * closed it, which it only does when it exits. */
+static bool source_gone(const struct pc_dst *pc, int r)
+{
+    return r == -ENODATA && !pc->got_pause && !pc->local_break && !pc->c->m->pc_pause_req;
+}
+
+static void close_channels(struct pc_dst *pc)
+{
+    struct in_ctx *c = pc->c;
+    pthread_mutex_lock(&c->m->lock);
+    c->m->fd = c->m->pfd = -1;
+    pthread_mutex_unlock(&c->m->lock);
+    if (c->fd >= 0)
+        close(c->fd);
+    if (pc->pfd >= 0)
+        close(pc->pfd);
+    c->fd = pc->pfd = -1;
+}
+
+static int send_recv_bitmap(struct pc_dst *pc)
+{
+    struct in_ctx *c = pc->c;
+    uint64_t npages = c->npages;
+    struct iovec iov[2] = { { &npages, 8 }, { pc->pending, BITMAP_WORDS(npages) * 8 } };
+    struct stream rp;
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    int r = stream_write_record(&rp, GWS_RP_RECV_BITMAP, iov, 2);
+    if (r == 0)
+        r = stream_flush(&rp);
+    if (r < 0)
+        stream_set_error(&c->s, EIO, "sending the page list: %s", stream_error(&rp));
+    stream_fini(&rp);
+    return r;
+}
+
+/* migrate-recover gave a listening socket: take the source's two
+ * connections, check it resumes, tell it what is still missing. */
+static int accept_recovery(struct pc_dst *pc)
+{
+    struct in_ctx *c = pc->c;
+    struct migration *m = c->m;
+    pthread_mutex_lock(&m->lock);
+    int lfd = m->pc_recover_fd;
+    m->pc_recover_fd = -1;
+    m->listen_fd = lfd;
+    pthread_mutex_unlock(&m->lock);
+    stream_fini(&c->s);
+    stream_init(&c->s, &stream_fd_ops, NULL);
+    int fd = -1, r = accept_channel(c, lfd, 0, &fd);
+    if (r == 0) {
+        c->fd = fd;
+        stream_fini(&c->s);
+        stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
+        pthread_mutex_lock(&m->lock);
+        m->fd = fd;
+        pthread_mutex_unlock(&m->lock);
+        struct stream_record rec;
+        if (stream_read_preamble(&c->s) < 0 || stream_read_record(&c->s, &rec) < 0)
+            r = -1;
+        else if (rec.type != GWS_POSTCOPY_RESUME)
+            r = stream_set_error(&c->s, EPROTO, "expected POSTCOPY_RESUME, got %s",
+                                 stream_record_name(rec.type));
+    }
+    if (r == 0)
+        r = open_preempt(c, lfd);
+    pthread_mutex_lock(&m->lock);
+    m->listen_fd = -1;
+    pthread_mutex_unlock(&m->lock);
+    close(lfd);
+    if (m->pc_recover_uri.kind == MIG_URI_UNIX)
+        unlink(m->pc_recover_uri.path);
+    if (r == 0)
+        r = send_recv_bitmap(pc);
+    return r;
+}
+
+/* ---- the switch ---- */
+
+static int go_live(struct pc_dst *pc)
+{
+    struct in_ctx *c = pc->c;
+    struct migration *m = c->m;
+    struct gw_error err;
+    gw_error_init(&err);
+    if (m->ops->load_finish(m->vm, &err) < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    int fd = uffd_open_with_tid();
+    if (fd < 0)
+        return stream_set_error(&c->s, -fd, "userfaultfd: %s", strerror(-fd));
+    pc->uffd = fd;
+    int r = uffd_register(fd, m->ram->host, m->ram->size);
+    if (r < 0)
+        return stream_set_error(&c->s, -r, "userfaultfd register: %s", strerror(-r));
+    pc->registered = true;
+    if (start_faults(pc) < 0)
+        return -1;
+    in_send_rp(c, GWS_RP_LOADED, NULL);
+    struct stream_record rec;
+    if (stream_read_record(&c->s, &rec) < 0 || rec.type != GWS_COMMIT)
+        return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over%s%s",
+                                stream_error(&c->s)[0] ? ": " : "", stream_error(&c->s));
+    m->ops->start(m->vm);
+    pc->guest_ran = true;
+    in_send_rp(c, GWS_RP_RESUMED, NULL);
+    log_info("post-copy: the guest runs here, %llu pages to come",
+             (unsigned long long)pc->pending_count);
+    mig_set_state(m, MIG_POSTCOPY_ACTIVE);
+    return 0;
+}
+
+static void finish(struct pc_dst *pc)
+{
+    struct in_ctx *c = pc->c;
+    in_send_rp(c, GWS_RP_POSTCOPY_DONE, NULL);
+    if (pc->registered)
+        uffd_unregister(pc->uffd, c->m->ram->host, c->m->ram->size);
+    pc->registered = false;
+    pthread_mutex_lock(&c->m->lock);
+    c->m->stats.remaining = 0;
+    pthread_mutex_unlock(&c->m->lock);
+    log_info("post-copy: every page is here");
+}
+
+int pc_dst_run(struct in_ctx *c)
+{
+    struct pc_dst *pc = c->pc;
+    if (!pc)
+        return stream_set_error(&c->s, EPROTO, "POSTCOPY_RUN without POSTCOPY_ADVISE");
+    if (go_live(pc) < 0)
+        return -1;
+    for (;;) {
+        int r = recv_loop(pc);
+        stop_faults(pc);
+        if (r == 0) {
+            finish(pc);
+            return 0;
+        }
+        if (source_gone(pc, r)) {
+            pc->lost = true;
+            return stream_set_error(&c->s, EPIPE, "the source VMM closed the connection without "
+                                    "pausing (it has exited): %llu pages of the guest are lost "
+                                    "and it cannot run on", (unsigned long long)pc->pending_count);
+        }
+        if (r == -ENODATA)
+            stream_set_error(&c->s, EPIPE, "%s", pc->got_pause ? "the source paused"
+                             : "the connection was closed here");
+        char why[300];
+        snprintf(why, sizeof(why), "%s", pc->error ? stream_error(&pc->ps) : stream_error(&c->s));
+        close_channels(pc);
+        do {
+            if (mig_pc_wait_recovery(c->m, why) < 0)
+                return -1;
+            pc->local_break = false;
+            r = accept_recovery(pc);
+            snprintf(why, sizeof(why), "recovery failed: %s", stream_error(&c->s));
+            if (r < 0)
+                close_channels(pc);
+        } while (r < 0);
+        if (start_faults(pc) < 0)
+            return -1;
+        mig_set_state(c->m, MIG_POSTCOPY_ACTIVE);
+    }
+}
+
+void pc_dst_cleanup(struct in_ctx *c)
+{
+    struct pc_dst *pc = c->pc;
+    if (!pc)
+        return;
+    stop_faults(pc);
+    if (pc->pfd >= 0)
+        close(pc->pfd);
+    /* A guest that lost its source keeps its fault handler: closing it would
+     * let blocked vCPUs read zeros where its memory should be. */
+    if (pc->uffd >= 0 && !(pc->lost && pc->registered))
+        close(pc->uffd);
+    stream_fini(&pc->ps);
+    bitmap_free(pc->pending);
+    free(pc);
+    c->pc = NULL;
+}

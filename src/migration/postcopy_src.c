@@ -1,0 +1,479 @@
+/* The source side of post-copy: the switch (stop, discard list, state,
+ * hand-over), the page server that answers the destination's faults on the
+ * preempt channel, the background push of the remaining pages on the main
+ * channel, and pause/recovery when a connection breaks.
+ *
+ * Every page the destination lacks is in c->pending; whoever sends a page
+ * (page server or background push) clears its bit atomically first, so no
+ * page crosses twice after the switch. */
+#define LOG_PREFIX "postcopy-src"
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "memory/bitmap.h"
+#include "migration/outgoing_internal.h"
+#include "migration/page_runs.h"
+#include "migration/ram_scan.h"
+#include "migration/stream_records.h"
+
+#define PC_LIVENESS_MS   4000   /* a silent peer breaks the channel after this */
+#define PC_PREFETCH      15     /* pages after a fault sent along with it */
+#define PC_DONE_WAIT_MS  100    /* poll step while waiting for the end */
+
+static void set_fds(struct out_ctx *c)
+{
+    pthread_mutex_lock(&c->m->lock);
+    c->m->fd = c->fd;
+    c->m->pfd = c->pfd;
+    pthread_mutex_unlock(&c->m->lock);
+}
+
+static int open_preempt(struct out_ctx *c)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    int fd = mig_uri_connect(&c->m->uri, &err);
+    if (fd < 0)
+        return stream_set_error(&c->s, err.code, "preempt channel: %s", err.msg);
+    c->pfd = fd;
+    mig_socket_liveness(fd, PC_LIVENESS_MS);
+    stream_fini(&c->ps);
+    stream_init(&c->ps, &stream_fd_ops, (void *)(intptr_t)fd);
+    if (stream_write_preamble_flags(&c->ps, GWS_CHANNEL_PREEMPT) < 0 || stream_flush(&c->ps) < 0)
+        return stream_set_error(&c->s, EIO, "preempt channel: %s", stream_error(&c->ps));
+    set_fds(c);
+    return 0;
+}
+
+int pc_src_setup(struct out_ctx *c)
+{
+    struct gws_postcopy_advise a = { 1, 0, c->npages ? c->npages : c->m->ram->size / GWS_PAGE_SIZE };
+    struct iovec iov = { &a, sizeof(a) };
+    if (stream_write_record(&c->s, GWS_POSTCOPY_ADVISE, &iov, 1) < 0 || stream_flush(&c->s) < 0)
+        return -1;
+    mig_socket_liveness(c->fd, PC_LIVENESS_MS);
+    return open_preempt(c);
+}
+
+/* ---- the switch ---- */
+
+static int send_discards(struct out_ctx *c)
+{
+    static const size_t max = GWS_MAX_DISCARD_RUNS;
+    struct gws_page_run *runs = malloc(max * sizeof(*runs));
+    if (!runs)
+        return stream_set_error(&c->s, ENOMEM, "out of memory");
+    uint64_t cursor = 0;
+    size_t n;
+    while ((n = page_runs_collect(c->m->ram, c->pending, c->npages, &cursor, runs, max)) > 0) {
+        struct gws_discard h = { (uint32_t)n, 0 };
+        struct iovec iov[2] = { { &h, sizeof(h) }, { runs, n * sizeof(*runs) } };
+        if (stream_write_record(&c->s, GWS_DISCARD_PAGES, iov, 2) < 0)
+            break;
+    }
+    free(runs);
+    return stream_get_error(&c->s);
+}
+
+static int stop_guest(struct out_ctx *c)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    out_wait_for_drain(c);
+    if (c->m->ops->stop(c->m->vm, &err) < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    c->stopped = true;
+    c->stop_ms = mig_now_ms();
+    return 0;
+}
+
+/* Stop the guest, tell the destination what it must drop, send the state,
+ * and hand the guest over (the same LOADED/COMMIT handshake as pre-copy:
+ * until the destination has loaded the state, the source can still run). */
+static int pc_switch(struct out_ctx *c)
+{
+    struct migration *m = c->m;
+    struct gw_error err;
+    gw_error_init(&err);
+    uint64_t count;
+    if (stop_guest(c) < 0 || out_flush_pages(c) < 0 || out_flush_zero(c) < 0 ||
+        out_sync_dirty(c, &count) < 0)
+        return -1;
+    /* What is left of the round plus what was dirtied since: the
+     * destination's copy of these is missing or stale. */
+    c->pending = c->dirty;
+    c->dirty = NULL;
+    c->first_pass = false; /* from now on a zero page is sent as such */
+    count = bitmap_count(c->pending, c->npages);
+    log_info("switching to post-copy: %llu pages still on the source",
+             (unsigned long long)count);
+    if (send_discards(c) < 0)
+        return -1;
+    if (m->ops->save_state(m->vm, &c->s, &err) < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    if (stream_write_record(&c->s, GWS_POSTCOPY_RUN, NULL, 0) < 0 || stream_flush(&c->s) < 0)
+        return -1;
+    struct stream rp;
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    int r = out_wait_return(c, &rp, GWS_RP_LOADED, 30000);
+    if (r == 0) {
+        m->ops->completed(m->vm);
+        c->handed_over = true;
+        stream_write_record(&c->s, GWS_COMMIT, NULL, 0);
+        stream_flush(&c->s);
+        r = out_wait_return(c, &rp, GWS_RP_RESUMED, 5000);
+    }
+    stream_fini(&rp);
+    if (!c->handed_over)
+        return -1;
+    if (r < 0) /* the guest is the destination's: recover, never resume */
+        log_warn("after the hand-over: %s", stream_error(&c->s));
+    pthread_mutex_lock(&m->lock);
+    m->stats.downtime_ms = mig_now_ms() - c->stop_ms;
+    m->stats.remaining = count * GWS_PAGE_SIZE;
+    pthread_mutex_unlock(&m->lock);
+    c->pc_bytes0 = c->bytes_before + c->s.bytes;
+    mig_set_state(m, MIG_POSTCOPY_ACTIVE);
+    return 0;
+}
+
+/* ---- page server (its own thread, preempt channel) ---- */
+
+struct reply {
+    uint64_t pfn[GWS_MAX_BATCH], zpfn[GWS_MAX_BATCH];
+    struct iovec iov[GWS_MAX_BATCH];
+    unsigned n, nz;
+};
+
+static void reply_add(struct out_ctx *c, struct reply *r, uint64_t idx)
+{
+    uint8_t *p = c->m->ram->host + idx * GWS_PAGE_SIZE;
+    uint64_t pfn = ram_page_to_pfn(c->m->ram, idx);
+    if (stream_page_is_zero(p)) {
+        r->zpfn[r->nz++] = pfn;
+    } else {
+        r->pfn[r->n] = pfn;
+        r->iov[r->n++] = (struct iovec){ p, GWS_PAGE_SIZE };
+    }
+}
+
+static int reply_send(struct out_ctx *c, struct reply *r)
+{
+    struct stream *s = &c->ps;
+    if (r->n) {
+        struct gws_pages h = { r->n, 0 };
+        struct iovec parts[2 + GWS_MAX_BATCH] = { { &h, sizeof(h) }, { r->pfn, r->n * 8ULL } };
+        memcpy(&parts[2], r->iov, r->n * sizeof(struct iovec));
+        stream_write_record(s, GWS_PAGE_DATA, parts, 2 + (int)r->n);
+    }
+    if (r->nz) {
+        struct gws_pages h = { r->nz, 0 };
+        struct iovec parts[2] = { { &h, sizeof(h) }, { r->zpfn, r->nz * 8ULL } };
+        stream_write_record(s, GWS_ZERO_PAGES, parts, 2);
+    }
+    r->n = r->nz = 0;
+    return stream_flush(s);
+}
+
+static int serve_request(struct out_ctx *c, const struct stream_record *rec, struct reply *r)
+{
+    struct gws_pages h;
+    if (rec->length < sizeof(h))
+        return stream_set_error(&c->ps, EPROTO, "RP_REQ_PAGES too short");
+    memcpy(&h, rec->body, sizeof(h));
+    if (h.count == 0 || h.count > GWS_MAX_BATCH || h.zlen ||
+        rec->length != sizeof(h) + h.count * 8ULL)
+        return stream_set_error(&c->ps, EPROTO, "RP_REQ_PAGES malformed");
+    uint64_t last = UINT64_MAX, sent = 0;
+    for (uint32_t i = 0; i < h.count; i++) {
+        uint64_t pfn, idx;
+        memcpy(&pfn, rec->body + sizeof(h) + i * 8ULL, 8);
+        if (!ram_pfn_to_page(c->m->ram, pfn, &idx))
+            return stream_set_error(&c->ps, EPROTO, "request for frame 0x%llx, not RAM",
+                                    (unsigned long long)pfn);
+        if (bitmap_test_and_clear_atomic(c->pending, idx)) {
+            reply_add(c, r, idx);
+            sent++;
+        }
+        last = idx;
+    }
+    /* The faulted pages first, in their own record; then their neighbours. */
+    if ((r->n || r->nz) && reply_send(c, r) < 0)
+        return -1;
+    for (uint64_t j = last + 1; last != UINT64_MAX && j < c->npages && j <= last + PC_PREFETCH; j++)
+        if (bitmap_test_and_clear_atomic(c->pending, j)) {
+            reply_add(c, r, j);
+            sent++;
+        }
+    if ((r->n || r->nz) && reply_send(c, r) < 0)
+        return -1;
+    if (last != UINT64_MAX)
+        c->hint = last + PC_PREFETCH + 2; /* +1: 0 means "no hint" */
+    pthread_mutex_lock(&c->m->lock);
+    c->m->stats.postcopy_requests += h.count;
+    c->pc_pages += sent;
+    pthread_mutex_unlock(&c->m->lock);
+    return 0;
+}
+
+static void *page_server(void *arg)
+{
+    struct out_ctx *c = arg;
+    struct reply *r = calloc(1, sizeof(*r));
+    pthread_setname_np(pthread_self(), "mig-pc-server");
+    int err = r ? 0 : -ENOMEM;
+    while (!err && !c->server_stop) {
+        struct stream_record rec;
+        int rc = stream_read_record(&c->ps, &rec);
+        if (rc == -ENODATA)
+            rc = stream_set_error(&c->ps, EPIPE, "the destination closed the preempt channel");
+        else if (rc == 0 && rec.type == GWS_RP_REQ_PAGES)
+            rc = serve_request(c, &rec, r);
+        else if (rc == 0)
+            rc = stream_set_error(&c->ps, EPROTO, "unexpected %s on the preempt channel",
+                                  stream_record_name(rec.type));
+        if (rc < 0)
+            err = rc;
+    }
+    free(r);
+    c->server_error = err ? err : -ECANCELED;
+    return NULL;
+}
+
+static int start_server(struct out_ctx *c)
+{
+    c->server_stop = false;
+    c->server_error = 0;
+    if (pthread_create(&c->server, NULL, page_server, c) != 0)
+        return stream_set_error(&c->s, EAGAIN, "cannot start the page server thread");
+    c->server_running = true;
+    return 0;
+}
+
+static void stop_server(struct out_ctx *c)
+{
+    if (!c->server_running)
+        return;
+    c->server_stop = true;
+    if (c->pfd >= 0)
+        shutdown(c->pfd, SHUT_RDWR);
+    pthread_join(c->server, NULL);
+    c->server_running = false;
+}
+
+/* ---- background push (main channel) ---- */
+
+static void account_pc(struct out_ctx *c)
+{
+    struct migration *m = c->m;
+    uint64_t left = bitmap_count(c->pending, c->npages);
+    pthread_mutex_lock(&m->lock);
+    m->stats.postcopy_bytes = c->bytes_before + c->s.bytes - c->pc_bytes0 + c->ps.bytes;
+    m->stats.remaining = left * GWS_PAGE_SIZE;
+    m->stats.transferred = c->bytes_before + c->s.bytes + c->ps.bytes;
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* Why the loop must stop now: 0 to go on, -errno to break. */
+static int interrupted(struct out_ctx *c)
+{
+    if (c->m->cancel)
+        return stream_set_error(&c->s, ECANCELED, "the VMM is shutting down");
+    if (c->m->pc_pause_req)
+        return stream_set_error(&c->s, EINTR, "paused by migrate-pause");
+    if (c->server_error)
+        return stream_set_error(&c->s, -c->server_error, "preempt channel: %s",
+                                stream_error(&c->ps));
+    return stream_get_error(&c->s);
+}
+
+static int push_pending(struct out_ctx *c)
+{
+    uint64_t n = 0;
+    for (;;) {
+        uint64_t h = c->hint;
+        if (h) {
+            c->hint = 0;
+            c->cursor = h - 1;
+        }
+        uint64_t i = bitmap_next_set(c->pending, c->npages, c->cursor);
+        if (i >= c->npages)
+            i = bitmap_next_set(c->pending, c->npages, 0);
+        if (i >= c->npages)
+            break;
+        c->cursor = i + 1;
+        if (bitmap_test_and_clear_atomic(c->pending, i) && out_queue_page(c, i) < 0)
+            return -1;
+        if ((++n & 63) == 0) {
+            if (interrupted(c) < 0)
+                return -1;
+            if ((n & 4095) == 0) {
+                out_refresh_params(c);
+                account_pc(c);
+            }
+        }
+    }
+    if (out_flush_pages(c) < 0 || out_flush_zero(c) < 0)
+        return -1;
+    account_pc(c);
+    return 0;
+}
+
+/* Everything is sent: end the stream and wait until the destination has
+ * installed every page (the page server may still be answering). */
+static int wait_done(struct out_ctx *c)
+{
+    if (stream_write_record(&c->s, GWS_END_OF_STREAM, NULL, 0) < 0 || stream_flush(&c->s) < 0)
+        return -1;
+    struct stream rp;
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    int r;
+    for (;;) {
+        if ((r = interrupted(c)) < 0)
+            break;
+        struct pollfd p = { c->fd, POLLIN, 0 };
+        if (rp.ipos < rp.ilen || poll(&p, 1, PC_DONE_WAIT_MS) > 0) {
+            r = out_wait_return(c, &rp, GWS_RP_POSTCOPY_DONE, PC_DONE_WAIT_MS);
+            break;
+        }
+    }
+    stream_fini(&rp);
+    return r;
+}
+
+/* ---- pause and recovery ---- */
+
+/* Break both channels, first telling the destination (best effort) that
+ * this is a pause: a bare end of stream there means the source exited. */
+static void park_channels(struct out_ctx *c)
+{
+    if (c->fd >= 0 && !c->m->cancel) { /* shutting down: no pause, an exit */
+        fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+        struct stream note;
+        stream_init(&note, &stream_fd_ops, (void *)(intptr_t)c->fd);
+        stream_write_record(&note, GWS_POSTCOPY_PAUSE, NULL, 0);
+        stream_flush(&note);
+        stream_fini(&note);
+    }
+    if (c->fd >= 0) {
+        shutdown(c->fd, SHUT_RDWR);
+        close(c->fd);
+    }
+    if (c->pfd >= 0) {
+        shutdown(c->pfd, SHUT_RDWR);
+        close(c->pfd);
+    }
+    c->bytes_before += c->s.bytes;
+    c->fd = c->pfd = -1;
+    set_fds(c);
+}
+
+static int read_recv_bitmap(struct out_ctx *c)
+{
+    struct stream_record rec;
+    struct pollfd p = { c->fd, POLLIN, 0 };
+    if (poll(&p, 1, 10000) <= 0)
+        return stream_set_error(&c->s, ETIMEDOUT, "no page list from the destination");
+    int r = stream_read_record(&c->s, &rec);
+    if (r == -ENODATA)
+        return stream_set_error(&c->s, EPIPE, "the destination closed the connection");
+    if (r < 0)
+        return r;
+    uint64_t words = BITMAP_WORDS(c->npages), npages;
+    if (rec.type == GWS_RP_FAILED)
+        return stream_set_error(&c->s, EPROTO, "destination: %.*s", (int)rec.length, rec.body);
+    if (rec.type != GWS_RP_RECV_BITMAP || rec.length != 8 + words * 8)
+        return stream_set_error(&c->s, EPROTO, "expected the destination's page list, got %s",
+                                stream_record_name(rec.type));
+    memcpy(&npages, rec.body, 8);
+    if (npages != c->npages)
+        return stream_set_error(&c->s, EPROTO, "the destination's page list has %llu pages",
+                                (unsigned long long)npages);
+    /* The destination's word: pages lost in flight come back here. */
+    memcpy(c->pending, rec.body + 8, words * 8);
+    if (c->npages % 64)
+        c->pending[words - 1] &= (1ULL << (c->npages % 64)) - 1;
+    log_info("recovery: the destination still needs %llu pages",
+             (unsigned long long)bitmap_count(c->pending, c->npages));
+    return 0;
+}
+
+static int reconnect(struct out_ctx *c)
+{
+    struct migration *m = c->m;
+    struct gw_error err;
+    gw_error_init(&err);
+    pthread_mutex_lock(&m->lock);
+    m->uri = m->pc_recover_uri;
+    pthread_mutex_unlock(&m->lock);
+    stream_fini(&c->s);
+    stream_init(&c->s, &stream_fd_ops, NULL);
+    int fd = mig_uri_connect(&m->uri, &err);
+    if (fd < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    c->fd = fd;
+    set_fds(c);
+    stream_fini(&c->s);
+    stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
+    mig_socket_liveness(fd, PC_LIVENESS_MS);
+    if (stream_write_preamble(&c->s) < 0 ||
+        stream_write_record(&c->s, GWS_POSTCOPY_RESUME, NULL, 0) < 0 || stream_flush(&c->s) < 0)
+        return -1;
+    if (open_preempt(c) < 0 || read_recv_bitmap(c) < 0)
+        return -1;
+    c->n = c->nzero = 0; /* a batch cut off by the break: the page list has it */
+    c->cursor = 0;
+    return 0;
+}
+
+int pc_src_run(struct out_ctx *c)
+{
+    if (pc_switch(c) < 0)
+        return -1;
+    for (;;) {
+        out_refresh_params(c); /* max-postcopy-bandwidth from now on */
+        int r = start_server(c);
+        if (r == 0)
+            r = push_pending(c);
+        if (r == 0)
+            r = wait_done(c);
+        stop_server(c);
+        if (r == 0) {
+            account_pc(c);
+            return 0;
+        }
+        char why[300];
+        snprintf(why, sizeof(why), "%s", stream_error(&c->s));
+        park_channels(c);
+        do {
+            if (mig_pc_wait_recovery(c->m, why) < 0)
+                return -1; /* shutting down: the guest stays with the destination */
+            r = reconnect(c);
+            snprintf(why, sizeof(why), "recovery failed: %s", stream_error(&c->s));
+            if (r < 0)
+                park_channels(c);
+        } while (r < 0);
+        mig_set_state(c->m, MIG_POSTCOPY_ACTIVE);
+    }
+}
+
+void pc_src_cleanup(struct out_ctx *c)
+{
+    stop_server(c);
+    if (c->pfd >= 0)
+        close(c->pfd);
+    c->pfd = -1;
+    pthread_mutex_lock(&c->m->lock);
+    c->m->pfd = -1;
+    pthread_mutex_unlock(&c->m->lock);
+    stream_fini(&c->ps);
+    bitmap_free(c->pending);
+    c->pending = NULL;
+}

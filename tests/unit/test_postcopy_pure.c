@@ -1,0 +1,123 @@
+/* Post-copy's pure parts: discard runs from a bitmap and their checks on
+ * the destination, and the fault-latency histogram. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+
+#include "memory/bitmap.h"
+#include "migration/latency_hist.h"
+#include "migration/page_runs.h"
+
+/* 3 GiB low + 1 GiB high: page index 786432 is frame 0x100000. */
+static void layout_4g(struct guest_ram *ram) { guest_ram_layout(ram, 4ULL << 30); }
+
+static void test_runs_split_at_region(void **state)
+{
+    struct guest_ram ram;
+    layout_4g(&ram);
+    uint64_t npages = ram.size / 4096, low = (3ULL << 30) / 4096;
+    uint64_t *m = bitmap_new(npages);
+    bitmap_set_range(m, 5, 3);
+    bitmap_set_range(m, low - 2, 4); /* crosses from low RAM to high RAM */
+    bitmap_set(m, npages - 1);
+    struct gws_page_run runs[8];
+    uint64_t cur = 0;
+    size_t n = page_runs_collect(&ram, m, npages, &cur, runs, 8);
+    assert_int_equal(n, 4);
+    assert_int_equal(runs[0].pfn, 5);
+    assert_int_equal(runs[0].npages, 3);
+    assert_int_equal(runs[1].pfn, low - 2);
+    assert_int_equal(runs[1].npages, 2);
+    assert_int_equal(runs[2].pfn, 0x100000);
+    assert_int_equal(runs[2].npages, 2);
+    assert_int_equal(runs[3].pfn, 0x100000 + (npages - 1 - low));
+    assert_int_equal(page_runs_collect(&ram, m, npages, &cur, runs, 8), 0);
+    /* Round trip through the destination's check. */
+    for (size_t i = 0; i < n; i++) {
+        uint64_t idx;
+        assert_int_equal(page_runs_check(&ram, &runs[i], &idx), 0);
+        for (uint64_t k = 0; k < runs[i].npages; k++)
+            assert_true(bitmap_test(m, idx + k));
+    }
+    bitmap_free(m);
+}
+
+static void test_runs_max_and_cursor(void **state)
+{
+    struct guest_ram ram;
+    guest_ram_layout(&ram, 64ULL << 20);
+    uint64_t npages = ram.size / 4096;
+    uint64_t *m = bitmap_new(npages);
+    for (uint64_t i = 0; i < 100; i++)
+        bitmap_set(m, i * 2);
+    struct gws_page_run runs[7];
+    uint64_t cur = 0, total = 0;
+    size_t n;
+    while ((n = page_runs_collect(&ram, m, npages, &cur, runs, 7)) > 0)
+        total += n;
+    assert_int_equal(total, 100);
+    bitmap_free(m);
+}
+
+static void test_runs_check_rejects(void **state)
+{
+    struct guest_ram ram;
+    layout_4g(&ram);
+    uint64_t idx;
+    uint64_t low = (3ULL << 30) / 4096;
+    struct gws_page_run bad[] = {
+        { 0, 0 },                       /* empty */
+        { low, 1 },                     /* in the MMIO hole */
+        { low - 1, 2 },                 /* runs into the hole */
+        { 0x100000 + (1ULL << 18) - 1, 2 }, /* past the end of RAM */
+        { UINT64_MAX, 1 },              /* overflowing frame */
+        { 0, UINT64_MAX },              /* overflowing count */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(page_runs_check(&ram, &bad[i], &idx), -EPROTO);
+    struct gws_page_run ok = { 0x100000, 1ULL << 18 };
+    assert_int_equal(page_runs_check(&ram, &ok, &idx), 0);
+    assert_int_equal(idx, low);
+}
+
+static void test_hist_percentiles(void **state)
+{
+    static struct latency_hist h;
+    latency_hist_reset(&h);
+    assert_int_equal(latency_hist_percentile(&h, 50), 0);
+    for (uint64_t i = 1; i <= 1000; i++)
+        latency_hist_add(&h, i); /* 1..1000 µs */
+    uint64_t p50 = latency_hist_percentile(&h, 50), p99 = latency_hist_percentile(&h, 99);
+    assert_true(p50 >= 500 && p50 <= 500 * 107 / 100);
+    assert_true(p99 >= 990 && p99 <= 1000);
+    assert_int_equal(latency_hist_percentile(&h, 100), 1000);
+    assert_int_equal(h.max_us, 1000);
+    assert_int_equal(h.count, 1000);
+}
+
+static void test_hist_small_and_huge(void **state)
+{
+    static struct latency_hist h;
+    latency_hist_reset(&h);
+    latency_hist_add(&h, 0);
+    latency_hist_add(&h, 3);
+    latency_hist_add(&h, 1ULL << 40);
+    assert_int_equal(latency_hist_percentile(&h, 30), 0);
+    assert_int_equal(latency_hist_percentile(&h, 60), 3);
+    assert_int_equal(latency_hist_percentile(&h, 100), 1ULL << 40);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_runs_split_at_region),
+        cmocka_unit_test(test_runs_max_and_cursor),
+        cmocka_unit_test(test_runs_check_rejects),
+        cmocka_unit_test(test_hist_percentiles),
+        cmocka_unit_test(test_hist_small_and_huge),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
