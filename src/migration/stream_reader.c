@@ -396,8 +396,8 @@ static int parse(struct stream *s, const struct stream_record *r, struct stream_
             return 1;
         }
         if (r->type >= GWS_POSTCOPY_ADVISE && r->type <= 0x03ff)
-            return stream_record_error(s, r, EPROTO, "type 0x%x is reserved or not valid in a "
-                                       "version 1 migration stream", r->type);
+            return stream_record_error(s, r, EPROTO, "type 0x%x is reserved, or a live "
+                                       "post-copy record not valid in a saved stream", r->type);
         return stream_record_error(s, r, EPROTO, "unknown mandatory record type 0x%x", r->type);
     }
 }

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Post-copy and hybrid migration of the test guest between two VMM
+processes (needs /dev/kvm and userfaultfd; skips visibly without them).
+
+- A guest dirtying its RAM faster than a throttled link (max-bandwidth)
+  does not converge in pre-copy; switched to post-copy by command mid-round
+  it completes, and the destination's whole RAM equals the source's
+  (the destination stays paused, so its RAM is the switch-over state) and
+  the memory invariant holds.
+- Switch at once (no pre-copy pass) and after the first pass
+  (postcopy-after-precopy).
+- verify, fpu and time workloads on 2 vCPUs report no error across
+  post-copy, and the heartbeat continues in order.
+- Two hosts (network namespaces): the veth link taken down twice during
+  post-copy, and migrate-pause; both sides pause, recover, finish; memory
+  checked.
+- The destination killed during post-copy: the source stays postcopy-paused
+  and refuses cont. The source killed: the destination reports failed."""
+# timeout: 900
+import os
+import re
+import time
+
+from godwit_test import (VMM, NetnsPair, QMPError, assert_no_guest_errors, guest_regions,
+                         memcheck, need_kvm, need_netns, ram_digest, run_test, self_check, skip,
+                         wait_migration, wait_until)
+
+
+def need_uffd():
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(323, 0)  # userfaultfd(2) on x86-64
+    if fd < 0:
+        skip("userfaultfd is not available here")
+    os.close(fd)
+
+
+def caps(vm, *names):
+    vm.qmp.cmd("migrate-set-capabilities",
+               capabilities=[{"capability": c, "state": True} for c in ("events",) + names])
+
+
+def start(src, dst, uri, extra_caps=(), params=None):
+    for vm in (src, dst):
+        caps(vm, "postcopy-ram", *extra_caps)
+    if params:
+        src.qmp.cmd("migrate-set-parameters", **params)
+    dst.qmp.cmd("migrate-incoming", uri=uri)
+    src.qmp.cmd("migrate", uri=uri)
+
+
+def finish(src, dst, timeout=300):
+    s = wait_migration(src, timeout)
+    d = wait_migration(dst, 60)
+    assert s["status"] == "completed", s
+    assert d["status"] == "completed", d
+    return s, d
+
+
+def check_invariant(src, dst):
+    for _vcpu, _, addr, npages in [r for r in guest_regions(src.serial_text())
+                                   if r[1] == "mem-invariant"]:
+        path = os.path.join(dst.dir, "r.bin")
+        dst.qmp.cmd("pmemsave", val=addr, size=npages * 4096, filename=path)
+        ok, msg = memcheck(path)
+        assert ok, msg
+
+
+def report(tag, s, d):
+    lat = d.get("postcopy-fault-latency", {})
+    print(f"{tag}: total {s['total-time']} ms, downtime {s['downtime']} ms, "
+          f"{s['ram']['postcopy-requests']} requests, fault p50 {lat.get('p50-us')} us "
+          f"p99 {lat.get('p99-us')} us, blocked {d.get('postcopy-blocktime')} ms")
+
+
+def busy_by_command():
+    mem = 1024
+    with VMM(memory=mem, vcpus=1, cmdline="workload=mem-invariant") as src, \
+         VMM(memory=mem, vcpus=1, incoming=True) as dst:
+        src.wait_serial("region vcpu0", 60)
+        dst.qmp.cmd("stop")  # stay paused: the destination's RAM stays the switch-over state
+        start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
+              params={"max-bandwidth": 100 << 20, "downtime-limit": 20})
+        wait_until(lambda: src.qmp.cmd("query-migrate")["ram"]["iteration"] >= 2, 120,
+                   "a second pre-copy pass (the guest must not converge)")
+        src.qmp.cmd("migrate-start-postcopy")
+        s, d = finish(src, dst)
+        report("busy 1 GiB by command", s, d)
+        assert ram_digest(src, mem, os.path.join(src.dir, "ram")) == \
+            ram_digest(dst, mem, os.path.join(dst.dir, "ram")), "RAM differs after post-copy"
+        check_invariant(src, dst)
+        dst.qmp.cmd("cont")
+        self_check(dst)
+
+
+def at_once_and_after_pass():
+    for tag, extra in (("at once", ()), ("after the first pass", ("postcopy-after-precopy",))):
+        with VMM(memory=256, vcpus=1, cmdline="workload=mem-invariant") as src, \
+             VMM(memory=256, vcpus=1, incoming=True) as dst:
+            src.wait_serial("region vcpu0", 60)
+            start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"), extra,
+                  params={"max-bandwidth": 50 << 20, "downtime-limit": 5})
+            if not extra:
+                src.qmp.cmd("migrate-start-postcopy")
+            s, d = finish(src, dst)
+            report(tag, s, d)
+            assert s["ram"]["iteration"] <= 1, s
+            time.sleep(1)
+            self_check(dst)
+            dst.qmp.cmd("stop")
+            check_invariant(src, dst)
+
+
+def workloads_across_postcopy():
+    with VMM(memory=256, vcpus=2, cmdline="workload=verify,fpu,time,dirty rate=20000 wss=16M") as src, \
+         VMM(memory=256, vcpus=2, incoming=True) as dst:
+        src.wait_serial("verify vcpu=1 pass=1 ok", 60)
+        src.wait_serial("heartbeat vcpu=0 tick=3 ", 60)
+        start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"))
+        src.qmp.cmd("migrate-start-postcopy")
+        finish(src, dst)
+        dst.wait_serial("heartbeat vcpu=0 tick=", 30)
+        time.sleep(3)
+        self_check(dst)
+        text = src.serial_text() + dst.serial_text()
+        ticks = [int(t) for t in re.findall(r"heartbeat vcpu=0 tick=(\d+) ", text)]
+        assert ticks == list(range(1, len(ticks) + 1)), f"heartbeat ticks not consecutive: {ticks}"
+        assert_no_guest_errors(dst)
+
+
+def wait_status(vm, status, timeout):
+    wait_until(lambda: vm.qmp.cmd("query-migrate").get("status") == status, timeout,
+               f"{status} on {vm.cmd[0]}")
+
+
+def recover(net, src, dst, port):
+    uri = f"tcp:{net.addr[1]}:{port}"
+    dst.qmp.cmd("migrate-recover", uri=uri)
+    src.qmp.cmd("migrate", uri=uri, resume=True)
+
+
+def broken_links_recover():
+    mem = 512
+    with NetnsPair() as net:
+        with VMM(memory=mem, vcpus=1, cmdline="workload=mem-invariant", netns=net.ns[0]) as src, \
+             VMM(memory=mem, vcpus=1, incoming=True, netns=net.ns[1]) as dst:
+            src.wait_serial("region vcpu0", 60)
+            start(src, dst, f"tcp:{net.addr[1]}:4500",
+                  params={"max-postcopy-bandwidth": 8 << 20})
+            src.qmp.cmd("migrate-start-postcopy")
+            for i in range(2):  # the cable cut twice
+                wait_status(dst, "postcopy-active", 60)
+                time.sleep(1)
+                net.link(0, False)
+                wait_status(src, "postcopy-paused", 30)
+                wait_status(dst, "postcopy-paused", 30)
+                try:
+                    src.qmp.cmd("cont")
+                    raise AssertionError("the source ran the guest during post-copy")
+                except QMPError:
+                    pass
+                net.link(0, True)
+                recover(net, src, dst, 4501 + i)
+            wait_status(dst, "postcopy-active", 60)
+            dst.qmp.cmd("migrate-pause")  # and on purpose
+            wait_status(src, "postcopy-paused", 30)
+            recover(net, src, dst, 4510)
+            s, d = finish(src, dst)
+            assert s["postcopy-pauses"] == 3, s
+            report("three breaks", s, d)
+            self_check(dst)
+            dst.qmp.cmd("stop")
+            check_invariant(src, dst)
+
+
+def peer_killed():
+    with VMM(memory=512, vcpus=1, cmdline="workload=mem-invariant") as src, \
+         VMM(memory=512, vcpus=1, incoming=True) as dst:
+        src.wait_serial("region vcpu0", 60)
+        start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
+              params={"max-postcopy-bandwidth": 4 << 20})
+        src.qmp.cmd("migrate-start-postcopy")
+        wait_status(src, "postcopy-active", 60)
+        dst.kill()
+        wait_status(src, "postcopy-paused", 30)
+        time.sleep(1)
+        info = src.qmp.cmd("query-migrate")
+        assert info["status"] == "postcopy-paused" and info.get("error-desc"), info
+        assert src.status() != "running"
+        print("destination killed; the source says:", info["error-desc"])
+    with VMM(memory=512, vcpus=1, cmdline="workload=mem-invariant") as src, \
+         VMM(memory=512, vcpus=1, incoming=True) as dst:
+        src.wait_serial("region vcpu0", 60)
+        start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
+              params={"max-postcopy-bandwidth": 4 << 20})
+        src.qmp.cmd("migrate-start-postcopy")
+        wait_status(dst, "postcopy-active", 60)
+        src.kill()
+        info = wait_migration(dst, 30, states=("failed",))
+        assert "exited" in info["error-desc"], info
+        print("source killed; the destination says:", info["error-desc"])
+
+
+def main():
+    need_kvm()
+    need_uffd()
+    at_once_and_after_pass()
+    busy_by_command()
+    workloads_across_postcopy()
+    peer_killed()
+    need_netns()
+    broken_links_recover()
+
+
+run_test(main)
