@@ -2,7 +2,7 @@
  *
  * Commands are table entries (struct cli_cmd): a name, a one-line
  * summary, option specs and a run function. main.c lists the tables
- * (cli_domain_cmds, cli_event_cmds; later the migration verbs); it parses
+ * (cli_domain_cmds, cli_event_cmds, cli_migrate_cmds); it parses
  * the global options, the command's options (--name VALUE, --name=VALUE,
  * or positionally for options marked CLI_POS, in order), prints --help
  * from the specs, and runs the command. A run function returns the exit
@@ -64,6 +64,7 @@ struct cli {
 /* The command tables. */
 extern const struct cli_cmd cli_domain_cmds[];
 extern const struct cli_cmd cli_event_cmds[];
+extern const struct cli_cmd cli_migrate_cmds[];
 
 /* ---- arguments (args.c) ---- */
 /* Parse a command's arguments: 0 to run, 1 when --help was printed,

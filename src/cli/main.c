@@ -9,8 +9,8 @@
 
 #include "cli/cli.h"
 
-/* Every command table; the migration verbs add theirs here. */
-static const struct cli_cmd *const tables[] = { cli_domain_cmds, cli_event_cmds };
+/* Every command table. */
+static const struct cli_cmd *const tables[] = { cli_domain_cmds, cli_event_cmds, cli_migrate_cmds };
 
 static const struct cli_cmd *find_cmd(const char *name)
 {

@@ -14,6 +14,7 @@
 #include "daemon/domain_store.h"
 #include "daemon/domains.h"
 #include "daemon/lifecycle.h"
+#include "daemon/migrate.h"
 #include "daemon/monitor.h"
 #include "daemon/server.h"
 #include "qmp/qmp_client.h"
@@ -73,6 +74,8 @@ struct daemon *daemon_new(const struct daemon_config *cfg, struct gw_error *err)
     }
     daemon_register_commands(dm, lifecycle_commands, lifecycle_ncommands);
     daemon_register_commands(dm, domains_commands, domains_ncommands);
+    if (migrate_init(dm, err) < 0)
+        goto fail;
     return dm;
 fail:
     daemon_free(dm);
@@ -84,6 +87,7 @@ int daemon_start(struct daemon *dm, struct gw_error *err)
     int r = store_init(dm->cfg.state_dir, err);
     if (r < 0 || (r = domains_load(dm, err)) < 0)
         return r;
+    migrate_recover(dm);
     dm->server = server_new(dm, err);
     if (!dm->server)
         return -EINVAL;
@@ -98,6 +102,7 @@ void daemon_stop(struct daemon *dm)
     atomic_store(&dm->stopping, true);
     if (dm->server)
         server_stop(dm->server);
+    migrate_stop(dm);
     pthread_mutex_lock(&dm->lock);
     for (struct domain *d = dm->domains; d; d = d->next)
         monitor_wait_end(dm, d, 5000);
@@ -121,6 +126,7 @@ void daemon_free(struct daemon *dm)
         qmp_client_free(d->qmp);
         domain_free(d);
     }
+    migrate_free(dm);
     event_bus_free(dm->bus);
     pthread_mutex_destroy(&dm->lock);
     pthread_cond_destroy(&dm->cond);

@@ -45,6 +45,7 @@ struct qmp_client;
 struct daemon;
 struct daemon_client;
 struct server;
+struct mig_ctx;
 
 struct domain {
     struct domain *next;
@@ -100,6 +101,7 @@ struct daemon {
     unsigned nhooks;
     atomic_bool stopping;
     struct server *server;
+    struct mig_ctx *mig;          /* migrate.h: migration records and threads */
 };
 
 /* ---- daemon.c ---- */

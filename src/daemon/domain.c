@@ -130,9 +130,32 @@ void daemon_emit_lifecycle(struct daemon *dm, const struct domain *dom, enum dom
     daemon_emit(dm, dom, "lifecycle", data);
 }
 
+/* A pause or resume that the VMM reports on its own gets the migration's
+ * wording: paused for a migration is "Suspended Migrated" (or
+ * "Post-copy"), and a guest paused for a migration that runs again is a
+ * cancelled migration ("Resumed Migrated", reason migration canceled). */
+static void migration_detail(const struct domain *dom, enum dom_state st, enum dom_reason *why,
+                             int ev, enum dom_event_detail *detail)
+{
+    if (ev == DOM_EVENT_SUSPENDED && *detail == DOM_DETAIL_PAUSED) {
+        if (*why == DOM_REASON_MIGRATING)
+            *detail = DOM_DETAIL_MIGRATED;
+        else if (*why == DOM_REASON_POSTCOPY)
+            *detail = DOM_DETAIL_POSTCOPY;
+        else if (*why == DOM_REASON_POSTCOPY_FAILED)
+            *detail = DOM_DETAIL_POSTCOPY_ERROR;
+    } else if (ev == DOM_EVENT_RESUMED && *detail == DOM_DETAIL_UNPAUSED &&
+               st == DOM_STATE_RUNNING && dom->state == DOM_STATE_PAUSED &&
+               dom->reason == DOM_REASON_MIGRATING && dom->job == DOM_JOB_MIGRATION_OUT) {
+        *detail = DOM_DETAIL_MIGRATED;
+        *why = DOM_REASON_MIGRATION_CANCELED;
+    }
+}
+
 int domain_set_state(struct daemon *dm, struct domain *dom, enum dom_state st, enum dom_reason why,
                      int ev, enum dom_event_detail detail)
 {
+    migration_detail(dom, st, &why, ev, &detail);
     if (!dom_transition_ok(dom->state, st)) {
         log_warn("domain '%s': refusing transition %s -> %s", dom->def.name,
                  dom_state_name(dom->state), dom_state_name(st));

@@ -136,7 +136,13 @@ int dom_job_check(enum dom_job held, const char *name, const char *what, struct 
 void dom_exit_classify(const struct dom_exit_facts *f, enum dom_reason *reason,
                        enum dom_event_detail *detail)
 {
-    if (f->destroy_requested) {
+    if (f->migrated) {
+        *reason = DOM_REASON_MIGRATED;
+        *detail = DOM_DETAIL_MIGRATED;
+    } else if (f->migration_failed) {
+        *reason = DOM_REASON_FAILED;
+        *detail = DOM_DETAIL_FAILED;
+    } else if (f->destroy_requested) {
         *reason = DOM_REASON_DESTROYED;
         *detail = DOM_DETAIL_DESTROYED;
     } else if (f->shutdown_event &&

@@ -168,6 +168,8 @@ struct dom_exit_facts {
     bool shutdown_event;      /* the VMM sent SHUTDOWN before it went */
     bool status_known;        /* wait status available (our child) */
     int wait_status;          /* as from waitpid */
+    bool migrated;            /* quit after the guest migrated away (Confirm) */
+    bool migration_failed;    /* an incoming VMM discarded after a failed migration */
 };
 /* The shut-off reason and the lifecycle event detail for an exit. */
 void dom_exit_classify(const struct dom_exit_facts *f, enum dom_reason *reason,

@@ -113,8 +113,8 @@ static void kill_and_reap(pid_t pid, int pidfd)
     vmm_reap(pid, &status);
 }
 
-static int spawn(struct daemon *dm, struct domain *dom, pid_t *pid, int *pidfd, int *cfd,
-                 struct gw_error *err)
+static int spawn(struct daemon *dm, struct domain *dom, bool incoming, pid_t *pid, int *pidfd,
+                 int *cfd, struct gw_error *err)
 {
     char qmp[PATH_MAX], log[PATH_MAX], fifo[PATH_MAX], vlog[PATH_MAX];
     domain_path(dm, dom, STORE_QMP, qmp, sizeof(qmp));
@@ -124,7 +124,7 @@ static int spawn(struct daemon *dm, struct domain *dom, pid_t *pid, int *pidfd, 
     if (strlen(qmp) >= sizeof(dom->qmp_path))
         return gw_error_set(err, ENAMETOOLONG, "QMP socket path too long: %s", qmp);
     snprintf(dom->qmp_path, sizeof(dom->qmp_path), "%s", qmp);
-    struct vmm_spawn s = { dm->vmm_path, &dom->def, qmp, log, fifo, vlog, false };
+    struct vmm_spawn s = { dm->vmm_path, &dom->def, qmp, log, fifo, vlog, incoming };
     int r = vmm_spawn(&s, pid, cfd, err);
     if (r < 0)
         return r;
@@ -137,12 +137,13 @@ static int spawn(struct daemon *dm, struct domain *dom, pid_t *pid, int *pidfd, 
     return 0;
 }
 
-int domain_spawn_and_attach(struct daemon *dm, struct domain *dom, struct gw_error *err)
+static int spawn_and_attach(struct daemon *dm, struct domain *dom, bool incoming,
+                            struct gw_error *err)
 {
     pid_t pid;
     int pidfd = -1, cfd = -1;
     struct qmp_client *cmdq, *evq;
-    int r = spawn(dm, dom, &pid, &pidfd, &cfd, err);
+    int r = spawn(dm, dom, incoming, &pid, &pidfd, &cfd, err);
     if (r < 0)
         return r;
     r = domain_connect_vmm(dom->qmp_path, dom->def.name, pidfd, START_TIMEOUT_MS, &cmdq, &evq, err);
@@ -170,13 +171,26 @@ int domain_spawn_and_attach(struct daemon *dm, struct domain *dom, struct gw_err
     pthread_mutex_unlock(&dom->qmp_lock);
     dom->id = dm->next_id++;
     r = monitor_start(dm, dom, evq, err);
-    if (r == 0)
+    if (r == 0 && incoming) /* paused until the migration's Finish resumes it */
+        domain_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_MIGRATING, DOM_EVENT_STARTED,
+                         DOM_DETAIL_MIGRATED);
+    else if (r == 0)
         domain_set_state(dm, dom, DOM_STATE_RUNNING, DOM_REASON_BOOTED, DOM_EVENT_STARTED,
                          DOM_DETAIL_BOOTED);
     pthread_mutex_unlock(&dm->lock);
     if (r < 0)
         kill(pid, SIGKILL); /* no monitor: clean up by hand */
     return r;
+}
+
+int domain_spawn_and_attach(struct daemon *dm, struct domain *dom, struct gw_error *err)
+{
+    return spawn_and_attach(dm, dom, false, err);
+}
+
+int domain_spawn_incoming(struct daemon *dm, struct domain *dom, struct gw_error *err)
+{
+    return spawn_and_attach(dm, dom, true, err);
 }
 
 /* ---- request handlers ---- */

@@ -27,6 +27,10 @@ int domain_qmp(struct domain *dom, const char *cmd, struct json_object *args /* 
  * running (booted). On failure nothing is left running. */
 int domain_spawn_and_attach(struct daemon *dm, struct domain *dom, struct gw_error *err);
 
+/* (job) The same for the destination of a migration: `godwit-vmm
+ * --incoming`, state paused (migrating), event "Started Migrated". */
+int domain_spawn_incoming(struct daemon *dm, struct domain *dom, struct gw_error *err);
+
 /* Connect to a running VMM's QMP socket twice (commands, events) and
  * check it answers query-name with name; used at start and at recovery. */
 int domain_connect_vmm(const char *qmp_path, const char *name, int pidfd, int timeout_ms,

@@ -340,7 +340,517 @@ class Control:
         self.sock.close()
 
 
+# ---- two hosts for migration tests ---------------------------------------------
+
+
+class MigHosts:
+    """Two 'hosts' (network namespaces), a godwitd on each with a TLS (PSK)
+    TCP listener on port 16509; a.peer / b.peer are their tcp: URIs. The
+    fault points (GODWIT_FAULT_INJECT) are set per daemon with env_a/env_b."""
+
+    PORT = 16509
+
+    def __init__(self, tag="gwm", env_a=None, env_b=None):
+        from godwit_test import NetnsPair
+        self.net = NetnsPair(tag=tag)
+        self.scratch = tempfile.mkdtemp(prefix="godwit-mig-")
+        self.key = make_psk(os.path.join(self.scratch, "hosts.psk"), user="godwit-hosts")
+        self.a = self.b = None
+        try:
+            self.a = self.daemon(0, env_a)
+            self.b = self.daemon(1, env_b)
+        except Exception:
+            self.close()
+            raise
+
+    def daemon(self, i, env=None, workdir=None):
+        d = Daemon(workdir=workdir, listen=[f"tcp:{self.net.addr[i]}:{self.PORT}"], tls_psk=self.key,
+                   netns=self.net.ns[i], start=False)
+        d.env = env
+        d.peer = f"tcp:{self.net.addr[i]}:{self.PORT}"
+        _start_with_env(d)
+        return d
+
+    def restart(self, d, env=None, kill=False):
+        """Stop d (SIGKILL when kill) and start it again on the same state."""
+        d.stop(signal.SIGKILL if kill else signal.SIGTERM)
+        d.env = env
+        _start_with_env(d)
+
+    def migrate(self, src, dst, name, *opts, check=True, timeout=120):
+        return src.run("migrate", *opts, name, dst.peer, check=check, timeout=timeout)
+
+    def close(self):
+        for d in (self.a, self.b):
+            if d:
+                try:
+                    d.close()
+                except Exception as e:  # noqa: BLE001
+                    print("teardown:", e)
+        self.net.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _start_with_env(d):
+    d.log = open(d.log_path, "a")
+    env = dict(os.environ)
+    env.pop("GODWIT_FAULT_INJECT", None)
+    if d.env:
+        env.update(d.env)
+    d.proc = subprocess.Popen(d.command(), stdout=d.log, stderr=subprocess.STDOUT, env=env)
+    wait_until(lambda: d._connectable() or d.proc.poll() is not None, 15, "godwitd socket")
+    assert d.proc.poll() is None, "godwitd exited:\n" + d.log_text()
+
+
+def heartbeats(d, name):
+    """The heartbeat ticks on a domain's serial log."""
+    import re
+    try:
+        with open(os.path.join(d.state, "log", f"{name}.log"), errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return []
+    return [int(t) for t in re.findall(r"heartbeat vcpu=0 tick=(\d+)", text)]
+
+
+def jobinfo(d, name, completed=False):
+    """domjobinfo as a {label: value} dict."""
+    args = ["domjobinfo", name] + (["--completed"] if completed else [])
+    out = d.run(*args).out
+    info = {}
+    for line in out.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            info[k.strip()] = v.strip()
+    return info
+
+
 # ---- the fake VMM ---------------------------------------------------------------
+#
+# A process that speaks the QMP subset godwitd uses, with a fake guest whose
+# state really moves when it migrates: RAM (min(memory, 4 MiB) in 4 KiB
+# pages) that a "dirty" workload writes (rate= pages/s within wss=), and a
+# heartbeat counter printed on the serial output. Migration goes over the
+# TCP URI the daemon passes: pre-copy passes of dirty pages, switch-over
+# when the rest fits the downtime limit (or the guest was paused), then the
+# device state (heartbeat, RAM digest at the switch); post-copy sends the
+# device state first and the destination faults missing pages in over the
+# return path while the source pushes the rest. The destination checks the
+# digest of the RAM as it was at the switch (and fails the migration if it
+# differs). The link's speed is fake-link-pps= pages/s (cmdline) or
+# max-bandwidth, whichever is lower.
+
+PAGE = 4096
+HDR = struct.Struct("<cII")  # type, index, payload length
+
+
+def _send_rec(sock, lock, typ, index=0, payload=b""):
+    with lock:
+        sock.sendall(HDR.pack(typ, index, len(payload)) + payload)
+
+
+def _recv_exact(sock, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def _recv_rec(sock):
+    typ, index, n = HDR.unpack(_recv_exact(sock, HDR.size))
+    return typ, index, _recv_exact(sock, n) if n else b""
+
+
+def _tcp_uri(uri):
+    if not uri or not uri.startswith("tcp:"):
+        raise ValueError(f"unsupported migration URI '{uri}'")
+    host, port = uri[4:].rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+class FakeMigration:
+    """One outgoing or incoming migration of the fake guest."""
+
+    def __init__(self, vmm, incoming):
+        self.vmm, self.incoming = vmm, incoming
+        self.status = "setup"
+        self.t0 = time.time()
+        self.setup_ms = self.downtime_ms = self.expected_ms = 0
+        self.transferred = self.iteration = self.requests = self.pb_bytes = 0
+        self.dirty_rate = 0
+        self.error = ""
+        self.pauses = 0
+        self.faults = []  # fault latencies (us)
+        self.blocktime_ms = 0
+        self.done_ms = None
+        self.sock = None
+        self.wlock = threading.Lock()
+        self.postcopy_req = False
+        self.cancel_req = False
+        self.missing = set()
+        self.cond = threading.Condition()
+
+    def set_status(self, st, err=""):
+        if err and not self.error:
+            self.error = err
+        if self.status == st:
+            return
+        self.status = st
+        if st in ("completed", "failed", "cancelled") and self.done_ms is None:
+            self.done_ms = int((time.time() - self.t0) * 1000)
+        if self.vmm.caps.get("events"):
+            self.vmm.emit("MIGRATION", {"status": st})
+
+    def remaining(self):
+        if self.incoming:
+            return len(self.missing) * PAGE
+        return len(self.vmm.dirty) * PAGE
+
+    def query(self):
+        v = self.vmm
+        o = {"status": self.status, "total-time": self.done_ms if self.done_ms is not None
+             else int((time.time() - self.t0) * 1000), "setup-time": self.setup_ms}
+        active = self.status in ("setup", "active", "device", "postcopy-active")
+        if not self.incoming and self.status in ("completed", "postcopy-active", "postcopy-paused"):
+            o["downtime"] = self.downtime_ms
+        if not self.incoming and active:
+            o["expected-downtime"] = self.expected_ms
+        if self.error and self.status in ("failed", "cancelled", "postcopy-paused"):
+            o["error-desc"] = self.error
+        if self.pauses:
+            o["postcopy-pauses"] = self.pauses
+        secs = max(time.time() - self.t0, 1e-3)
+        o["ram"] = {"transferred": self.transferred, "remaining": self.remaining(),
+                    "total": v.npages * PAGE, "duplicate": 0, "skipped": 0,
+                    "normal": self.transferred // PAGE, "normal-bytes": self.transferred,
+                    "dirty-pages-rate": self.dirty_rate,
+                    "mbps": round(self.transferred * 8 / 1e6 / secs, 3),
+                    "dirty-sync-count": self.iteration, "page-size": PAGE,
+                    "iteration": self.iteration, "postcopy-requests": self.requests,
+                    "postcopy-bytes": self.pb_bytes}
+        if self.incoming and (self.faults or self.pb_bytes):
+            lat = sorted(self.faults) or [0]
+            o["postcopy-blocktime"] = self.blocktime_ms
+            o["postcopy-vcpu-blocktime"] = [self.blocktime_ms]
+            o["postcopy-fault-latency"] = {"faults": len(self.faults),
+                                           "p50-us": lat[len(lat) // 2],
+                                           "p99-us": lat[min(len(lat) - 1, len(lat) * 99 // 100)],
+                                           "max-us": lat[-1]}
+        return o
+
+    # -- the link ------------------------------------------------------------
+
+    def pps(self):
+        v = self.vmm
+        bw = v.params.get("max-bandwidth", 0)
+        if self.status == "postcopy-active":
+            bw = v.params.get("max-postcopy-bandwidth", 0) or bw
+        pps = v.link_pps
+        if bw:
+            pps = min(pps, max(1, bw // PAGE))
+        return pps
+
+    def send_page(self, i, typ=b"P"):
+        v = self.vmm
+        with v.lock:
+            data = bytes(v.ram[i * PAGE:(i + 1) * PAGE])
+        _send_rec(self.sock, self.wlock, typ, i, data)
+        self.transferred += PAGE
+        time.sleep(1.0 / self.pps())
+
+    # -- source --------------------------------------------------------------
+
+    def run_source(self, uri, resume=False):
+        v = self.vmm
+        try:
+            host, port = _tcp_uri(uri)
+            self.sock = socket.create_connection((host, port), timeout=10)
+            self.sock.settimeout(None)
+        except (OSError, ValueError) as e:
+            self.sock = None
+            if resume:
+                self.set_status("postcopy-paused", f"cannot reconnect to {uri}: {e}")
+            else:
+                self.set_status("failed", f"Failed to connect to '{uri}': {e}")
+            return
+        try:
+            if resume:
+                self.resume_source()
+            else:
+                self.precopy()
+        except (OSError, EOFError) as e:
+            self.on_broken(f"migration connection broken: {e}")
+
+    def on_broken(self, msg):
+        v = self.vmm
+        if self.status in ("postcopy-active", "postcopy-recover"):
+            self.pauses += 1
+            self.set_status("postcopy-paused", msg)
+        elif self.status not in ("completed", "cancelled", "cancelling"):
+            self.set_status("failed", msg)
+            if v.mig_stopped:  # the switch-over had stopped the guest: run it again
+                v.mig_stopped = False
+                v.set_run(True)
+        elif self.status == "cancelling":
+            self.set_status("cancelled")
+            if v.mig_stopped:
+                v.mig_stopped = False
+                v.set_run(True)
+
+    def precopy(self):
+        v = self.vmm
+        self.setup_ms = int((time.time() - self.t0) * 1000)
+        self.set_status("active")
+        with v.lock:
+            v.dirty = set(range(v.npages))
+        while True:
+            self.iteration += 1
+            v.emit("MIGRATION_PASS", {"pass": self.iteration})
+            with v.lock:
+                batch = sorted(v.dirty)
+                v.dirty.clear()
+            t_pass = time.time()
+            for i in batch:
+                if self.cancel_req:
+                    return self.cancel()
+                if self.postcopy_req:
+                    with v.lock:
+                        v.dirty.update(batch[batch.index(i):])
+                    return self.postcopy()
+                self.send_page(i)
+            dt = max(time.time() - t_pass, 1e-3)
+            with v.lock:
+                left = len(v.dirty)
+            self.dirty_rate = int(left / dt)
+            self.expected_ms = int(left * 1000 / self.pps())
+            if self.postcopy_req:
+                return self.postcopy()
+            if self.expected_ms <= v.params.get("downtime-limit", 300) or v.status != "running":
+                return self.switch_over()
+
+    def cancel(self):
+        self.set_status("cancelling")
+        self.sock.close()
+        self.set_status("cancelled", "migration cancelled by the user")
+
+    def state_payload(self, postcopy):
+        v = self.vmm
+        return json.dumps({"beat": v.beat, "digest": v.digest(), "postcopy": postcopy,
+                           "missing": sorted(v.dirty) if postcopy else []}).encode()
+
+    def switch_over(self):
+        v = self.vmm
+        t = time.time()
+        if v.status == "running":
+            v.mig_stopped = True
+            v.set_run(False)
+        self.set_status("device")
+        with v.lock:
+            batch = sorted(v.dirty)
+            v.dirty.clear()
+        for i in batch:
+            self.send_page(i)
+        _send_rec(self.sock, self.wlock, b"S", 0, self.state_payload(False))
+        typ, _, _ = _recv_rec(self.sock)  # the destination's verdict
+        self.downtime_ms = int((time.time() - t) * 1000)
+        if typ != b"A":
+            raise EOFError("the destination refused the migration stream")
+        v.runstate = "postmigrate"
+        self.set_status("completed")
+        self.sock.close()
+
+    def postcopy(self):
+        v = self.vmm
+        t = time.time()
+        if v.status == "running":
+            v.mig_stopped = True
+            v.set_run(False, reason_postcopy=True)
+        _send_rec(self.sock, self.wlock, b"S", 0, self.state_payload(True))
+        self.downtime_ms = int((time.time() - t) * 1000)
+        self.set_status("postcopy-active")
+        self.serve_postcopy()
+
+    def serve_postcopy(self):
+        """Answer page requests first, push the rest in the background."""
+        v = self.vmm
+        reqs = []
+        rl = threading.Lock()
+
+        def reader():
+            try:
+                while True:
+                    typ, i, _ = _recv_rec(self.sock)
+                    if typ == b"R":
+                        with rl:
+                            reqs.append(i)
+                    elif typ == b"A":
+                        with rl:
+                            reqs.append(-1)
+                        return
+            except (OSError, EOFError):
+                with rl:
+                    reqs.append(-2)
+        threading.Thread(target=reader, daemon=True).start()
+        while True:
+            with rl:
+                r = reqs.pop(0) if reqs else None
+            if r == -1:
+                v.runstate = "postmigrate"
+                self.set_status("completed")
+                self.sock.close()
+                return
+            if r == -2:
+                raise EOFError("the destination hung up")
+            if r is not None:
+                self.requests += 1
+                self.pb_bytes += PAGE
+                with v.lock:
+                    v.dirty.discard(r)
+                self.send_page(r, b"Q")
+                continue
+            with v.lock:
+                i = min(v.dirty) if v.dirty else None
+                if i is not None:
+                    v.dirty.discard(i)
+            if i is not None:
+                self.send_page(i)
+            elif v.paused_pc:
+                time.sleep(0.01)
+            else:
+                _send_rec(self.sock, self.wlock, b"E")
+                v.paused_pc = True  # all sent: wait for the acknowledgement
+
+    def resume_source(self):
+        v = self.vmm
+        self.set_status("postcopy-recover")
+        typ, _, payload = _recv_rec(self.sock)
+        if typ != b"M":
+            raise EOFError("bad recovery handshake")
+        with v.lock:
+            v.dirty = set(json.loads(payload))
+        v.paused_pc = False
+        self.set_status("postcopy-active")
+        self.serve_postcopy()
+
+    # -- destination ---------------------------------------------------------
+
+    def listen(self, uri):
+        host, port = _tcp_uri(uri)
+        ls = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((host, port))
+        ls.listen(1)
+        return ls
+
+    def run_incoming(self, ls, recovering=False):
+        v = self.vmm
+        try:
+            self.sock, _ = ls.accept()
+            ls.close()
+            if recovering:
+                self.set_status("postcopy-recover")
+                with v.lock:
+                    missing = sorted(self.missing)
+                _send_rec(self.sock, self.wlock, b"M", 0, json.dumps(missing).encode())
+                self.set_status("postcopy-active")
+            else:
+                self.set_status("active")
+            self.receive()
+        except (OSError, EOFError) as e:
+            if self.status in ("postcopy-active", "postcopy-recover"):
+                self.pauses += 1
+                self.set_status("postcopy-paused", f"migration connection broken: {e}")
+                with self.cond:
+                    self.cond.notify_all()
+            elif self.status not in ("completed",):
+                self.set_status("failed", f"incoming migration broken: {e}")
+
+    def receive(self):
+        v = self.vmm
+        while True:
+            typ, i, payload = _recv_rec(self.sock)
+            if typ in (b"P", b"Q"):
+                with v.lock:
+                    v.ram[i * PAGE:(i + 1) * PAGE] = payload
+                    self.snap[i * PAGE:(i + 1) * PAGE] = payload
+                    self.transferred += PAGE
+                    if typ == b"Q":
+                        self.pb_bytes += PAGE
+                    if i in self.missing:
+                        self.missing.discard(i)
+                        self.wake()
+            elif typ == b"S":
+                st = json.loads(payload)
+                v.beat = st["beat"]
+                self.want_digest = st["digest"]
+                if not st["postcopy"]:
+                    return self.finish_precopy()
+                with v.lock:
+                    self.missing = set(st["missing"])
+                self.set_status("postcopy-active")
+            elif typ == b"E":
+                return self.finish_postcopy()
+
+    def wake(self):
+        with self.cond:
+            self.cond.notify_all()
+
+    def check_digest(self):
+        import hashlib
+        got = hashlib.sha256(bytes(self.snap)).hexdigest()
+        if got != self.want_digest:
+            self.set_status("failed", f"memory digest mismatch: {got} != {self.want_digest}")
+            return False
+        print(f"fake-vmm: memory digest at the switch-over verified ({got[:16]})",
+              file=sys.stderr, flush=True)
+        return True
+
+    def finish_precopy(self):
+        v = self.vmm
+        ok = self.check_digest()
+        _send_rec(self.sock, self.wlock, b"A" if ok else b"N")
+        if ok:
+            v.runstate = "paused"
+            self.set_status("completed")
+            if v.autostart:
+                v.set_run(True)
+
+    def finish_postcopy(self):
+        if self.check_digest():
+            _send_rec(self.sock, self.wlock, b"A")
+            self.set_status("completed")
+
+    def fault(self, i):
+        """The guest touched page i on the destination: wait for it."""
+        with self.vmm.lock:
+            if i not in self.missing:
+                return True
+        t = time.time()
+        try:
+            _send_rec(self.sock, self.wlock, b"R", i)
+        except OSError:
+            pass
+        with self.cond:
+            while True:
+                with self.vmm.lock:
+                    if i not in self.missing:
+                        break
+                if self.status == "failed":
+                    return False
+                self.cond.wait(0.1)
+        us = int((time.time() - t) * 1e6)
+        self.faults.append(us)
+        self.blocktime_ms += us // 1000
+        return True
 
 
 class FakeVMM:
@@ -353,10 +863,36 @@ class FakeVMM:
         for o in ("--test-guest", "--incoming", "--paused", "--no-reboot"):
             ap.add_argument(o, action="store_true")
         self.a = ap.parse_args(argv)
-        self.status = "running"
+        self.status = "inmigrate" if self.a.incoming else "running"
+        self.runstate = self.status
+        self.autostart = True
         self.clients = []
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        self.elock = threading.Lock()
         self.beat = 0
+        mib = int(self.a.memory or 64)
+        self.npages = min(mib, 4) * 256
+        self.ram = bytearray(self.npages * PAGE)
+        self.dirty = set()
+        self.caps = {}
+        self.params = {"downtime-limit": 300}
+        self.mig = None
+        self.mig_stopped = False
+        self.paused_pc = False
+        words = dict(w.split("=", 1) for w in (self.a.cmdline or "").split() if "=" in w)
+        self.words = words
+        self.link_pps = int(words.get("fake-link-pps", "4000"))
+        self.rate = int(words.get("rate", "1000"))
+        wss = words.get("wss", "1M")
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(wss[-1:].upper(), 1)
+        wss_bytes = int(wss[:-1]) * mult if wss[-1:].upper() in "KMG" else int(wss)
+        self.wss = max(1, min(self.npages, wss_bytes // PAGE))
+        self.beat_ms = int(words.get("beat-ms", "500"))
+
+    def digest(self):
+        import hashlib
+        with self.lock:
+            return hashlib.sha256(bytes(self.ram)).hexdigest()
 
     def emit(self, name, data=None):
         t = time.time()
@@ -364,12 +900,20 @@ class FakeVMM:
         if data is not None:
             ev["data"] = data
         line = (json.dumps(ev) + "\r\n").encode()
-        with self.lock:
+        with self.elock:
             for c in list(self.clients):
                 try:
                     c.sendall(line)
                 except OSError:
                     pass
+
+    def set_run(self, run, reason_postcopy=False):
+        if run and self.status != "running":
+            self.status = self.runstate = "running"
+            self.emit("RESUME")
+        elif not run and self.status == "running":
+            self.status = self.runstate = "paused"
+            self.emit("STOP")
 
     def exit(self, guest, reason):
         self.emit("SHUTDOWN", {"guest": guest, "reason": reason})
@@ -380,41 +924,144 @@ class FakeVMM:
             pass
         os._exit(0)
 
+    # -- QMP -----------------------------------------------------------------
+
+    def q_migrate(self, args):
+        if args.get("resume"):
+            m = self.mig
+            if not m or m.status != "postcopy-paused":
+                raise QmpError("migrate resume needs a migration in postcopy-paused")
+            threading.Thread(target=m.run_source, args=(args.get("uri"), True), daemon=True).start()
+            return {}
+        if self.status == "inmigrate" or self.runstate == "postmigrate":
+            raise QmpError(f"Cannot migrate a VM in state {self.runstate}")
+        if self.mig and self.mig.status in ("setup", "active", "device", "postcopy-active",
+                                            "postcopy-paused", "cancelling"):
+            raise QmpError("There's a migration process in progress")
+        _tcp_uri(args.get("uri"))
+        self.mig = FakeMigration(self, False)
+        self.paused_pc = False
+        if self.caps.get("events"):
+            self.emit("MIGRATION", {"status": "setup"})
+        threading.Thread(target=self.mig.run_source, args=(args["uri"],), daemon=True).start()
+        return {}
+
+    def q_incoming(self, args):
+        if self.status != "inmigrate":
+            raise QmpError("The incoming migration needs a VM started with --incoming")
+        m = FakeMigration(self, True)
+        m.snap = bytearray(self.npages * PAGE)
+        try:
+            ls = m.listen(args.get("uri"))
+        except (OSError, ValueError) as e:
+            raise QmpError(f"Failed to listen on '{args.get('uri')}': {e}")
+        self.mig = m
+        threading.Thread(target=m.run_incoming, args=(ls,), daemon=True).start()
+        return {}
+
+    def q_recover(self, args):
+        m = self.mig
+        if not m or not m.incoming or m.status != "postcopy-paused":
+            raise QmpError("Migrate recover can only be run when postcopy is paused.")
+        try:
+            ls = m.listen(args.get("uri"))
+        except (OSError, ValueError) as e:
+            raise QmpError(f"Failed to listen on '{args.get('uri')}': {e}")
+        threading.Thread(target=m.run_incoming, args=(ls, True), daemon=True).start()
+        return {}
+
+    def q_start_postcopy(self, args):
+        m = self.mig
+        if not m or m.incoming or m.status not in ("active", "setup"):
+            raise QmpError("Postcopy must be started after migration has been started")
+        if not self.caps.get("postcopy-ram"):
+            raise QmpError("Enable postcopy with migrate_set_capability before the start of migration")
+        m.postcopy_req = True
+        return {}
+
+    def q_cancel(self, args):
+        m = self.mig
+        if m and m.status in ("postcopy-active", "postcopy-paused", "postcopy-recover"):
+            raise QmpError("Postcopy migration cannot be cancelled")
+        if m and not m.incoming and m.status in ("setup", "active", "device"):
+            m.cancel_req = True
+        return {}
+
+    def q_pause(self, args):
+        m = self.mig
+        if not m or m.status != "postcopy-active":
+            raise QmpError("migrate-pause is only supported in postcopy-active")
+        try:
+            m.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return {}
+
+    def handle_cmd(self, cmd, args):
+        if cmd == "qmp_capabilities":
+            return {}
+        if cmd == "query-name":
+            return {"name": self.a.name}
+        if cmd == "query-status":
+            return {"status": self.runstate, "running": self.status == "running", "singlestep": False}
+        if cmd == "stop":
+            if self.status == "inmigrate":
+                self.autostart = False
+            else:
+                self.set_run(False)
+            return {}
+        if cmd == "cont":
+            if self.status == "inmigrate" and not (self.mig and self.mig.status in (
+                    "completed", "postcopy-active")):
+                raise QmpError("guest state not received yet (inmigrate)")
+            if self.mig and self.mig.incoming and self.mig.status == "postcopy-paused":
+                raise QmpError("post-copy is paused")
+            self.set_run(True)
+            return {}
+        if cmd == "migrate-set-capabilities":
+            if self.mig and self.mig.status in ("setup", "active", "device", "postcopy-active"):
+                raise QmpError("There's a migration process in progress")
+            for c in args.get("capabilities", []):
+                self.caps[c["capability"]] = bool(c["state"])
+            return {}
+        if cmd == "migrate-set-parameters":
+            self.params.update({k: v for k, v in args.items()})
+            return {}
+        if cmd == "query-migrate-parameters":
+            return dict(self.params)
+        if cmd == "query-migrate":
+            return self.mig.query() if self.mig else {}
+        table = {"migrate": self.q_migrate, "migrate-incoming": self.q_incoming,
+                 "migrate-recover": self.q_recover, "migrate-start-postcopy": self.q_start_postcopy,
+                 "migrate_cancel": self.q_cancel, "migrate-pause": self.q_pause}
+        if cmd in table:
+            return table[cmd](args)
+        raise QmpError(f"The command {cmd} has not been found", "CommandNotFound")
+
     def handle(self, c, msg):
         cmd, mid = msg.get("execute"), msg.get("id")
-        ret = {}
-        if cmd == "qmp_capabilities":
-            pass
-        elif cmd == "query-name":
-            ret = {"name": self.a.name}
-        elif cmd == "query-status":
-            ret = {"status": self.status, "running": self.status == "running", "singlestep": False}
-        elif cmd == "stop":
-            if self.status == "running":
-                self.status = "paused"
-                self.emit("STOP")
-        elif cmd == "cont":
-            if self.status != "running":
-                self.status = "running"
-                self.emit("RESUME")
-        elif cmd == "quit":
+        if cmd == "quit":
             c.sendall((json.dumps({"return": {}, "id": mid}) + "\r\n").encode())
             self.exit(False, "host-qmp-quit")
-        else:
-            err = {"class": "CommandNotFound", "desc": f"The command {cmd} has not been found"}
-            c.sendall((json.dumps({"error": err, "id": mid}) + "\r\n").encode())
-            return
-        c.sendall((json.dumps({"return": ret, "id": mid}) + "\r\n").encode())
+        try:
+            ret = self.handle_cmd(cmd, msg.get("arguments") or {})
+            reply = {"return": ret, "id": mid}
+        except QmpError as e:
+            reply = {"error": {"class": e.cls, "desc": str(e)}, "id": mid}
+        c.sendall((json.dumps(reply) + "\r\n").encode())
 
     def serve_client(self, c):
         greeting = {"QMP": {"version": {"qemu": {"major": 0, "minor": 1, "micro": 0},
                                         "package": "fake"}, "capabilities": []}}
         c.sendall((json.dumps(greeting) + "\r\n").encode())
-        with self.lock:
+        with self.elock:
             self.clients.append(c)
         dec, buf = json.JSONDecoder(), ""
         while True:
-            data = c.recv(65536)
+            try:
+                data = c.recv(65536)
+            except OSError:
+                break
             if not data:
                 break
             buf += data.decode()
@@ -426,15 +1073,40 @@ class FakeVMM:
                     break
                 buf = buf[end:]
                 self.handle(c, obj)
-        with self.lock:
+        with self.elock:
             self.clients.remove(c)
 
-    def serial(self):
+    # -- the fake guest --------------------------------------------------------
+
+    def touch(self, i):
+        """The workload writes page i (faulting it in on a post-copy destination)."""
+        m = self.mig
+        if m and m.incoming and m.status in ("postcopy-active", "postcopy-paused", "postcopy-recover"):
+            if not m.fault(i):
+                return
+        with self.lock:
+            off = i * PAGE
+            n = int.from_bytes(self.ram[off:off + 8], "little") + 1
+            self.ram[off:off + 8] = n.to_bytes(8, "little")
+            self.dirty.add(i)
+
+    def workload(self):
+        tick = 0.05
+        carry, nxt, last_beat = 0.0, 0, time.time()
         while True:
-            if self.status == "running":
+            time.sleep(tick)
+            if self.status != "running":
+                last_beat = time.time()
+                continue
+            carry += self.rate * tick
+            while carry >= 1:
+                carry -= 1
+                self.touch(nxt)
+                nxt = (nxt + 1) % self.wss
+            if time.time() - last_beat >= self.beat_ms / 1000:
+                last_beat = time.time()
                 self.beat += 1
                 print(f"heartbeat vcpu=0 tick={self.beat} pages={self.beat * 100}", flush=True)
-            time.sleep(0.2)
 
     def stdin(self):
         import select
@@ -463,14 +1135,22 @@ class FakeVMM:
         s.bind(self.a.qmp)
         os.chmod(self.a.qmp, 0o600)
         s.listen(16)
-        print(f"fake-vmm: VM '{self.a.name}' started", file=sys.stderr, flush=True)
-        print("godwit-guest: booted (fake)", flush=True)
-        print("vcpu0: workload dirty started (fake)", flush=True)
-        threading.Thread(target=self.serial, daemon=True).start()
+        print(f"fake-vmm: VM '{self.a.name}' started{' (incoming)' if self.a.incoming else ''}",
+              file=sys.stderr, flush=True)
+        if not self.a.incoming:
+            print("godwit-guest: booted (fake)", flush=True)
+            print("vcpu0: workload dirty started (fake)", flush=True)
+        threading.Thread(target=self.workload, daemon=True).start()
         threading.Thread(target=self.stdin, daemon=True).start()
         while True:
             c, _ = s.accept()
             threading.Thread(target=self.serve_client, args=(c,), daemon=True).start()
+
+
+class QmpError(Exception):
+    def __init__(self, msg, cls="GenericError"):
+        super().__init__(msg)
+        self.cls = cls
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "fake-vmm":

@@ -1,0 +1,117 @@
+/* Migration between two godwitd daemons, wired to domains, VMMs and the
+ * control protocol (docs/migration-protocol.md):
+ *   migrate_src.c   the source: Begin, Perform (drives the VMM with the
+ *                   policy), Finish request, Confirm; post-copy recovery
+ *   migrate_dst.c   the destination: Prepare, Finish, Abort, Status,
+ *                   Prepare-resume, and the watcher of an incoming VMM
+ *   migrate_cmds.c  the operator's commands on a running job (jobinfo,
+ *                   abort, post-copy switch, downtime, speed) and the
+ *                   per-domain migration records
+ *   migrate_recover.c  what a restarted daemon does with saved jobs
+ *   migrate_peer.c  the messages (pure)
+ *
+ * Each domain that migrates has a struct mig_run (found by UUID) holding
+ * its saved job, flags, the last statistics and the completed job's. All
+ * fields are protected by dm->lock. While job.phase is not terminal the
+ * domain's job slot is held (DOM_JOB_MIGRATION_OUT/IN).
+ *
+ * Returns: 0 or -errno with err filled. Functions marked (locked) are
+ * called with dm->lock held and never block. */
+#ifndef GW_DAEMON_MIGRATE_H
+#define GW_DAEMON_MIGRATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon/daemon.h"
+#include "daemon/job.h"
+#include "daemon/jobinfo.h"
+#include "daemon/mig_policy.h"
+
+#define MIG_POLL_MS          200     /* query-migrate period while a migration runs */
+#define MIG_PEER_CONNECT_MS  10000
+#define MIG_PEER_CALL_MS     60000   /* Prepare, Finish */
+#define MIG_FINISH_WAIT_MS   60000   /* destination: a completed stream waits this long for Finish */
+#define MIG_PORT_MIN         49152   /* destination VMM ports (libvirt's range) */
+#define MIG_PORT_MAX         49215
+
+struct mig_run {
+    struct mig_run *next;
+    char uuid[DOM_UUID_LEN + 1];
+    struct job job;
+    struct mig_flags flags;
+    struct mig_policy policy;
+    struct jobinfo info;            /* the running job's last statistics */
+    bool have_info;
+    struct jobinfo completed;       /* the last finished job's (domjobinfo --completed) */
+    bool have_completed;
+    uint64_t t0_ms;                 /* monotonic start of the job */
+    /* operator requests, picked up by the Perform loop */
+    bool want_abort, want_postcopy;
+    /* next-migration settings (migrate-setmaxdowntime / -setspeed without a job) */
+    uint64_t downtime_ms, speed_mib_s;
+    /* destination */
+    bool created;                   /* Prepare defined the domain: forget it on failure */
+    bool watcher;                   /* a watcher thread follows the incoming VMM */
+    char dest_host[256];
+};
+
+struct mig_ctx;
+
+/* daemon.c: set-up, stopping (waits for watcher threads), freeing. */
+int migrate_init(struct daemon *dm, struct gw_error *err);
+void migrate_stop(struct daemon *dm);
+void migrate_free(struct daemon *dm);
+/* recover.c: after the domains were found again, apply the saved jobs. */
+void migrate_recover(struct daemon *dm);
+
+/* ---- migrate_cmds.c ---- */
+/* (locked) The record of a domain, created when missing (NULL: no memory). */
+struct mig_run *mig_run_get(struct daemon *dm, const char *uuid);
+struct mig_run *mig_run_find(struct daemon *dm, const char *uuid);
+/* (locked) Save the job (logs a failure); 0 or -errno. */
+int mig_job_save(struct daemon *dm, struct mig_run *run);
+/* (locked) Move the job to a phase and save it. */
+int mig_job_phase(struct daemon *dm, struct mig_run *run, enum job_phase to, struct gw_error *err);
+/* (locked) End the job: terminal phase, completed statistics, job file
+ * removed, job slot released, job-completed event. msg: the error (NULL
+ * on success). */
+void mig_job_end(struct daemon *dm, struct domain *dom, struct mig_run *run, bool success,
+                 const char *msg);
+/* (locked) A Suspended/Resumed/Stopped event with a state change, also when
+ * the state itself does not change (paused -> paused with another reason). */
+void mig_set_state(struct daemon *dm, struct domain *dom, enum dom_state st, enum dom_reason why,
+                   enum dom_event ev, enum dom_event_detail detail);
+/* Milliseconds: wall clock, monotonic. */
+uint64_t mig_wall_ms(void);
+uint64_t mig_mono_ms(void);
+/* query-migrate on dom, turned into statistics; *status gets the status
+ * ("" when none). (job) */
+int mig_query(struct domain *dom, struct mig_run *run, enum jobinfo_op op, uint64_t elapsed_ms,
+              struct jobinfo *ji, struct gw_error *err);
+/* Test-only fault injection: true when GODWIT_FAULT_INJECT names point. */
+bool mig_fault(const char *point);
+/* (locked) Count watcher threads (migrate_stop waits for none). */
+void mig_watchers_add(struct daemon *dm, int delta);
+
+/* ---- migrate_dst.c ---- */
+/* Kill the incoming VMM of dom and forget the domain if Prepare created
+ * it; the job ends failed with msg. (job held, dm->lock NOT held) */
+void mig_dst_discard(struct daemon *dm, const char *uuid, const char *msg);
+/* Start the watcher of an incoming job (locked). */
+int mig_dst_watch(struct daemon *dm, struct mig_run *run);
+
+/* ---- migrate_src.c ---- */
+/* Resume a source guest after a failed migration (job held, no lock). */
+void mig_src_resume(struct daemon *dm, struct domain *dom);
+/* Confirm success: quit the source VMM, shut off (migrated) (job held, no lock). */
+void mig_src_kill(struct daemon *dm, struct domain *dom);
+
+extern const struct daemon_command migrate_commands[];
+extern const size_t migrate_ncommands;
+extern const struct daemon_command migrate_peer_commands[];
+extern const size_t migrate_peer_ncommands;
+extern const struct daemon_command migrate_src_commands[];
+extern const size_t migrate_src_ncommands;
+
+#endif

@@ -1,0 +1,372 @@
+/* Migration records per domain, their job bookkeeping, and the operator's
+ * commands on a migration: domain-jobinfo, domain-jobabort,
+ * domain-migrate-postcopy, domain-migrate-{set,get}maxdowntime,
+ * domain-migrate-{set,get}speed. See migrate.h. */
+#define LOG_PREFIX "migrate"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "control/control.h"
+#include "daemon/lifecycle.h"
+#include "daemon/migrate.h"
+#include "qmp/qmp_json.h"
+
+struct mig_ctx {
+    struct mig_run *runs;
+    unsigned watchers;       /* live watcher threads (migrate_dst.c) */
+};
+
+uint64_t mig_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t mig_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+bool mig_fault(const char *point)
+{
+    const char *env = getenv("GODWIT_FAULT_INJECT");
+    return env && strcmp(env, point) == 0;
+}
+
+int migrate_init(struct daemon *dm, struct gw_error *err)
+{
+    dm->mig = calloc(1, sizeof(*dm->mig));
+    if (!dm->mig)
+        return gw_error_set(err, ENOMEM, "out of memory");
+    daemon_register_commands(dm, migrate_commands, migrate_ncommands);
+    daemon_register_commands(dm, migrate_peer_commands, migrate_peer_ncommands);
+    daemon_register_commands(dm, migrate_src_commands, migrate_src_ncommands);
+    return 0;
+}
+
+/* Watchers poll dm->stopping every MIG_POLL_MS. */
+void migrate_stop(struct daemon *dm)
+{
+    if (!dm->mig)
+        return;
+    pthread_mutex_lock(&dm->lock);
+    while (dm->mig->watchers)
+        pthread_cond_wait(&dm->cond, &dm->lock);
+    pthread_mutex_unlock(&dm->lock);
+}
+
+void migrate_free(struct daemon *dm)
+{
+    if (!dm->mig)
+        return;
+    while (dm->mig->runs) {
+        struct mig_run *r = dm->mig->runs;
+        dm->mig->runs = r->next;
+        free(r);
+    }
+    free(dm->mig);
+    dm->mig = NULL;
+}
+
+void mig_watchers_add(struct daemon *dm, int delta)
+{
+    dm->mig->watchers += (unsigned)delta;
+    pthread_cond_broadcast(&dm->cond);
+}
+
+struct mig_run *mig_run_find(struct daemon *dm, const char *uuid)
+{
+    for (struct mig_run *r = dm->mig->runs; r; r = r->next)
+        if (strcmp(r->uuid, uuid) == 0)
+            return r;
+    return NULL;
+}
+
+struct mig_run *mig_run_get(struct daemon *dm, const char *uuid)
+{
+    struct mig_run *r = mig_run_find(dm, uuid);
+    if (r)
+        return r;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    snprintf(r->uuid, sizeof(r->uuid), "%s", uuid);
+    r->job.phase = JOB_PHASE_NONE;
+    r->next = dm->mig->runs;
+    dm->mig->runs = r;
+    return r;
+}
+
+int mig_job_save(struct daemon *dm, struct mig_run *run)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    int r = job_save(&run->job, dm->cfg.state_dir, &e);
+    if (r < 0)
+        log_error("job %s: cannot save: %s", run->job.id, e.msg);
+    return r;
+}
+
+int mig_job_phase(struct daemon *dm, struct mig_run *run, enum job_phase to, struct gw_error *err)
+{
+    enum job_phase from = run->job.phase;
+    int r = job_set_phase(&run->job, to, mig_wall_ms(), err);
+    if (r < 0)
+        return r;
+    log_info("job %s (%s '%s'): phase %s -> %s", run->job.id, job_kind_name(run->job.kind),
+             run->job.name, job_phase_name(from), job_phase_name(to));
+    if (!job_phase_is_terminal(to))
+        return mig_job_save(dm, run);
+    return 0;
+}
+
+void mig_job_end(struct daemon *dm, struct domain *dom, struct mig_run *run, bool success,
+                 const char *msg)
+{
+    if (!job_phase_is_terminal(run->job.phase)) {
+        if (msg)
+            job_set_error(&run->job, msg);
+        if (mig_job_phase(dm, run, success ? JOB_PHASE_DONE : JOB_PHASE_FAILED, NULL) < 0)
+            run->job.phase = success ? JOB_PHASE_DONE : JOB_PHASE_FAILED; /* from any phase */
+    }
+    job_remove(dm->cfg.state_dir, run->uuid, NULL);
+    run->completed = run->info;
+    if (!run->have_info) {
+        memset(&run->completed, 0, sizeof(run->completed));
+        run->completed.op = run->job.kind == JOB_KIND_MIGRATION_IN ? JOBINFO_OP_MIGRATION_IN
+                                                                   : JOBINFO_OP_MIGRATION_OUT;
+    }
+    run->completed.time_elapsed_ms = mig_mono_ms() - run->t0_ms;
+    jobinfo_complete(&run->completed, success, msg);
+    run->have_completed = true;
+    run->have_info = false;
+    run->want_abort = run->want_postcopy = false;
+    log_info("job %s (%s '%s'): %s%s%s", run->job.id, job_kind_name(run->job.kind), run->job.name,
+             success ? "completed" : "failed", msg ? ": " : "", msg ? msg : "");
+    if (dom) {
+        if (dom->job == DOM_JOB_MIGRATION_OUT || dom->job == DOM_JOB_MIGRATION_IN)
+            domain_job_end(dm, dom);
+        daemon_emit(dm, dom, "job-completed", jobinfo_to_json(&run->completed));
+    }
+}
+
+void mig_set_state(struct daemon *dm, struct domain *dom, enum dom_state st, enum dom_reason why,
+                   enum dom_event ev, enum dom_event_detail detail)
+{
+    bool same = dom->state == st;
+    domain_set_state(dm, dom, st, why, same ? -1 : (int)ev, detail);
+    if (same)
+        daemon_emit_lifecycle(dm, dom, ev, detail);
+}
+
+int mig_query(struct domain *dom, struct mig_run *run, enum jobinfo_op op, uint64_t elapsed_ms,
+              struct jobinfo *ji, struct gw_error *err)
+{
+    struct json_object *ret = NULL;
+    int r = domain_qmp(dom, "query-migrate", NULL, &ret, NULL, err);
+    if (r == 0)
+        r = jobinfo_from_query_migrate(ji, ret, op, elapsed_ms, err);
+    json_object_put(ret);
+    return r;
+}
+
+/* ---- operator commands ---- */
+
+/* Look the domain up with its record; dm->lock held on success. */
+static int lookup_run(struct daemon *dm, struct json_object *args, struct domain **dom,
+                      struct mig_run **run, struct gw_error *err)
+{
+    pthread_mutex_lock(&dm->lock);
+    int r = daemon_lookup(dm, args, dom, err);
+    if (r == 0 && !(*run = mig_run_get(dm, (*dom)->def.uuid)))
+        r = gw_error_set(err, ENOMEM, "out of memory");
+    if (r < 0)
+        pthread_mutex_unlock(&dm->lock);
+    return r;
+}
+
+static bool out_running(const struct mig_run *run)
+{
+    return run->job.kind == JOB_KIND_MIGRATION_OUT && job_active(&run->job);
+}
+
+static int no_job(struct daemon *dm, const struct domain *dom, struct gw_error *err)
+{
+    int r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: no job is active on "
+                         "domain '%s'", dom->def.name);
+    pthread_mutex_unlock(&dm->lock);
+    return r;
+}
+
+static int h_jobinfo(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                     struct json_object **ret, struct gw_error *err)
+{
+    struct domain *dom;
+    struct mig_run *run;
+    bool completed = false;
+    int r = ctl_arg_bool(args, "completed", &completed, err);
+    if (r < 0 || (r = lookup_run(dm, args, &dom, &run, err)) < 0)
+        return r;
+    struct jobinfo ji = { 0 };
+    if (completed && run->have_completed)
+        ji = run->completed;
+    else if (!completed && job_active(&run->job) && run->have_info) {
+        ji = run->info;
+        ji.time_elapsed_ms = mig_mono_ms() - run->t0_ms;
+    } else if (!completed && job_active(&run->job)) {
+        ji.type = JOBINFO_UNBOUNDED;
+        ji.op = run->job.kind == JOB_KIND_MIGRATION_IN ? JOBINFO_OP_MIGRATION_IN
+                                                       : JOBINFO_OP_MIGRATION_OUT;
+        ji.time_elapsed_ms = mig_mono_ms() - run->t0_ms;
+    }
+    *ret = jobinfo_to_json(&ji);
+    if (*ret && job_active(&run->job)) {
+        json_object_object_add(*ret, "job_id", json_object_new_string(run->job.id));
+        json_object_object_add(*ret, "phase", json_object_new_string(job_phase_name(run->job.phase)));
+    }
+    pthread_mutex_unlock(&dm->lock);
+    return *ret ? 0 : gw_error_set(err, ENOMEM, "out of memory");
+}
+
+static int h_jobabort(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                      struct json_object **ret, struct gw_error *err)
+{
+    struct domain *dom;
+    struct mig_run *run;
+    int r = lookup_run(dm, args, &dom, &run, err);
+    if (r < 0)
+        return r;
+    if (!job_active(&run->job))
+        return no_job(dm, dom, err);
+    if (run->job.kind != JOB_KIND_MIGRATION_OUT || run->job.postcopy_started)
+        r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: %s",
+                         run->job.postcopy_started
+                             ? "post-copy migration cannot be aborted (the guest already runs on "
+                               "the destination; recover it with migrate --postcopy-resume)"
+                             : "an incoming migration is aborted from its source");
+    else
+        run->want_abort = true;
+    pthread_mutex_unlock(&dm->lock);
+    return r;
+}
+
+static int h_postcopy(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                      struct json_object **ret, struct gw_error *err)
+{
+    struct domain *dom;
+    struct mig_run *run;
+    int r = lookup_run(dm, args, &dom, &run, err);
+    if (r < 0)
+        return r;
+    if (!out_running(run))
+        return no_job(dm, dom, err);
+    if (!(run->job.flags & JOB_F_POSTCOPY))
+        r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: switching to post-copy "
+                         "requires migration with the --postcopy flag");
+    else
+        run->want_postcopy = true;
+    pthread_mutex_unlock(&dm->lock);
+    return r;
+}
+
+/* Apply one migrate-set-parameters value to a running source VMM. */
+static int set_param(struct daemon *dm, struct domain *dom, struct mig_run *run, const char *key,
+                     uint64_t value, struct gw_error *err)
+{
+    bool live = out_running(run);
+    pthread_mutex_unlock(&dm->lock);
+    if (!live)
+        return 0;
+    struct json_object *a = json_object_new_object();
+    json_object_object_add(a, key, json_object_new_int64((int64_t)value));
+    if (strcmp(key, "max-bandwidth") == 0)
+        json_object_object_add(a, "max-postcopy-bandwidth", json_object_new_int64((int64_t)value));
+    return domain_qmp(dom, "migrate-set-parameters", a, NULL, NULL, err);
+}
+
+static int h_set_downtime(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                          struct json_object **ret, struct gw_error *err)
+{
+    struct domain *dom;
+    struct mig_run *run;
+    int64_t ms = 0;
+    int r = ctl_arg_int(args, "downtime", true, &ms, err);
+    if (r < 0 || (r = lookup_run(dm, args, &dom, &run, err)) < 0)
+        return r;
+    if (ms < 1 || ms > 3600000) {
+        pthread_mutex_unlock(&dm->lock);
+        return gw_error_set(err, EINVAL, "invalid downtime %lld ms (1 .. 3600000)", (long long)ms);
+    }
+    run->downtime_ms = (uint64_t)ms;
+    run->policy.max_downtime_ms = (uint64_t)ms;
+    return set_param(dm, dom, run, "downtime-limit", (uint64_t)ms, err);
+}
+
+static int h_set_speed(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                       struct json_object **ret, struct gw_error *err)
+{
+    struct domain *dom;
+    struct mig_run *run;
+    int64_t mib = 0;
+    int r = ctl_arg_int(args, "bandwidth", true, &mib, err);
+    if (r < 0 || (r = lookup_run(dm, args, &dom, &run, err)) < 0)
+        return r;
+    if (mib < 0 || mib > 1048576) {
+        pthread_mutex_unlock(&dm->lock);
+        return gw_error_set(err, EINVAL, "invalid bandwidth %lld MiB/s", (long long)mib);
+    }
+    run->speed_mib_s = (uint64_t)mib;
+    run->flags.bandwidth_mib_s = (uint64_t)mib;
+    return set_param(dm, dom, run, "max-bandwidth", (uint64_t)mib << 20, err);
+}
+
+static int h_get(struct daemon *dm, struct json_object *args, bool downtime,
+                 struct json_object **ret, struct gw_error *err)
+{
+    struct domain *dom;
+    struct mig_run *run;
+    int r = lookup_run(dm, args, &dom, &run, err);
+    if (r < 0)
+        return r;
+    uint64_t v;
+    if (downtime)
+        v = out_running(run) ? run->policy.max_downtime_ms
+            : run->downtime_ms ? run->downtime_ms : dom->def.policy.max_downtime_ms;
+    else
+        v = out_running(run) && run->flags.bandwidth_mib_s ? run->flags.bandwidth_mib_s
+            : run->speed_mib_s ? run->speed_mib_s : dom->def.policy.bandwidth_mib_s;
+    pthread_mutex_unlock(&dm->lock);
+    *ret = json_object_new_object();
+    json_object_object_add(*ret, downtime ? "downtime" : "bandwidth", json_object_new_int64((int64_t)v));
+    return 0;
+}
+
+static int h_get_downtime(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                          struct json_object **ret, struct gw_error *err)
+{
+    return h_get(dm, args, true, ret, err);
+}
+
+static int h_get_speed(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                       struct json_object **ret, struct gw_error *err)
+{
+    return h_get(dm, args, false, ret, err);
+}
+
+const struct daemon_command migrate_commands[] = {
+    { "domain-jobinfo", h_jobinfo },
+    { "domain-jobabort", h_jobabort },
+    { "domain-migrate-postcopy", h_postcopy },
+    { "domain-migrate-setmaxdowntime", h_set_downtime },
+    { "domain-migrate-getmaxdowntime", h_get_downtime },
+    { "domain-migrate-setspeed", h_set_speed },
+    { "domain-migrate-getspeed", h_get_speed },
+};
+const size_t migrate_ncommands = sizeof(migrate_commands) / sizeof(migrate_commands[0]);

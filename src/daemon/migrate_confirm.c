@@ -1,0 +1,322 @@
+/* The source after Perform: Finish (asked of the destination) and Confirm
+ * (stop the source VMM on success, resume it on failure before the
+ * switch, both paused after a post-copy failure), the post-copy recovery
+ * (--postcopy-resume), and the helpers restart recovery reuses.
+ * See migrate_src.h and docs/migration-protocol.md. */
+#define LOG_PREFIX "migrate-src"
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "control/control.h"
+#include "control/control_client.h"
+#include "daemon/lifecycle.h"
+#include "daemon/migrate_src.h"
+#include "daemon/monitor.h"
+#include "qmp/qmp_json.h"
+
+#define SRC_QUIT_WAIT_MS    10000
+#define SRC_CANCEL_WAIT_MS  10000
+#define SRC_STATUS_TRIES    5       /* Finish answer lost: ask migration-status this often */
+
+/* ---- helpers (also used by restart recovery) ---- */
+
+static const char *vmm_status(struct domain *dom, char *buf, size_t len)
+{
+    struct json_object *ret = NULL;
+    buf[0] = '\0';
+    if (domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0) {
+        const char *s = qmp_json_get_str(ret, "status");
+        snprintf(buf, len, "%s", s ? s : "");
+    }
+    json_object_put(ret);
+    return buf;
+}
+
+static bool stream_running(const char *st)
+{
+    return !strcmp(st, "setup") || !strcmp(st, "active") || !strcmp(st, "device") ||
+           !strcmp(st, "cancelling");
+}
+
+void mig_src_resume(struct daemon *dm, struct domain *dom)
+{
+    char st[32];
+    uint64_t deadline = mig_mono_ms() + SRC_CANCEL_WAIT_MS;
+    if (stream_running(vmm_status(dom, st, sizeof(st))))
+        domain_qmp(dom, "migrate_cancel", NULL, NULL, NULL, NULL);
+    while (stream_running(vmm_status(dom, st, sizeof(st))) && mig_mono_ms() < deadline)
+        usleep(50 * 1000);
+    pthread_mutex_lock(&dm->lock);
+    bool paused = dom->state == DOM_STATE_PAUSED;
+    if (paused)
+        mig_set_state(dm, dom, DOM_STATE_RUNNING, DOM_REASON_MIGRATION_CANCELED, DOM_EVENT_RESUMED,
+                      DOM_DETAIL_MIGRATED);
+    pthread_mutex_unlock(&dm->lock);
+    if (paused)
+        domain_qmp(dom, "cont", NULL, NULL, NULL, NULL);
+}
+
+void mig_src_kill(struct daemon *dm, struct domain *dom)
+{
+    pthread_mutex_lock(&dm->lock);
+    bool active = dom_state_active(dom->state);
+    dom->exit.migrated = true;
+    pthread_mutex_unlock(&dm->lock);
+    if (!active)
+        return;
+    domain_qmp(dom, "quit", NULL, NULL, NULL, NULL);
+    pthread_mutex_lock(&dm->lock);
+    if (!monitor_wait_end(dm, dom, SRC_QUIT_WAIT_MS) && dom->pid > 0) {
+        kill(dom->pid, SIGKILL);
+        monitor_wait_end(dm, dom, SRC_QUIT_WAIT_MS);
+    }
+    pthread_mutex_unlock(&dm->lock);
+}
+
+/* ---- outcomes ---- */
+
+void mig_src_cancel(struct src_job *s, const char *why)
+{
+    pthread_mutex_lock(&s->dm->lock);
+    if (s->run->job.phase != JOB_PHASE_CONFIRM_CANCELLED)
+        mig_job_phase(s->dm, s->run, JOB_PHASE_CONFIRM_CANCELLED, NULL);
+    pthread_mutex_unlock(&s->dm->lock);
+    if (s->peer) { /* Finish with cancelled: the destination discards its copy */
+        struct json_object *ret = NULL;
+        ctl_client_call(s->peer, "migration-finish", mig_finish_to_json(&s->run->job, true, false, NULL),
+                        &ret, NULL, MIG_PEER_CALL_MS, NULL);
+        json_object_put(ret);
+    }
+    mig_src_resume(s->dm, s->dom);
+    pthread_mutex_lock(&s->dm->lock);
+    mig_job_end(s->dm, s->dom, s->run, false, why);
+    pthread_mutex_unlock(&s->dm->lock);
+}
+
+void mig_src_postcopy_failed(struct src_job *s, const char *why)
+{
+    log_error("domain '%s': post-copy failed (%s): paused on both hosts until migrate "
+              "--postcopy-resume", s->dom->def.name, why);
+    pthread_mutex_lock(&s->dm->lock);
+    job_set_error(&s->run->job, why);
+    if (s->run->job.phase != JOB_PHASE_POSTCOPY_FAILED)
+        mig_job_phase(s->dm, s->run, JOB_PHASE_POSTCOPY_FAILED, NULL);
+    if (dom_state_active(s->dom->state))
+        mig_set_state(s->dm, s->dom, DOM_STATE_PAUSED, DOM_REASON_POSTCOPY_FAILED,
+                      DOM_EVENT_SUSPENDED, DOM_DETAIL_POSTCOPY_ERROR);
+    pthread_mutex_unlock(&s->dm->lock);
+}
+
+/* Post-copy: the source VMM still serves pages until it reports completed. */
+static int wait_postcopy_done(struct src_job *s, struct gw_error *err)
+{
+    for (;;) {
+        struct jobinfo ji;
+        if (mig_src_sample(s, &ji, err) < 0)
+            return -EIO;
+        if (strcmp(ji.status, "completed") == 0)
+            return 0;
+        if (strcmp(ji.status, "postcopy-active") != 0 && strcmp(ji.status, "postcopy-recover") != 0)
+            return gw_error_set(err, EIO, "post-copy broke: %s", ji.errmsg[0] ? ji.errmsg : ji.status);
+        if (atomic_load(&s->dm->stopping))
+            return gw_error_set(err, ESHUTDOWN, "the daemon is stopping");
+        usleep(MIG_POLL_MS * 1000);
+    }
+}
+
+static int confirm_success(struct src_job *s, bool postcopy, struct gw_error *err)
+{
+    if (postcopy && wait_postcopy_done(s, err) < 0) {
+        mig_src_postcopy_failed(s, err->msg);
+        return -EIO;
+    }
+    pthread_mutex_lock(&s->dm->lock);
+    mig_job_phase(s->dm, s->run, JOB_PHASE_CONFIRM, NULL);
+    pthread_mutex_unlock(&s->dm->lock);
+    mig_src_kill(s->dm, s->dom);
+    pthread_mutex_lock(&s->dm->lock);
+    mig_job_end(s->dm, s->dom, s->run, true, NULL);
+    pthread_mutex_unlock(&s->dm->lock);
+    log_info("domain '%s': migrated to %s", s->dom->def.name, s->run->job.peer_uri);
+    return 0;
+}
+
+/* The Finish answer was lost: ask the destination what it did. */
+static enum job_peer_outcome ask_status(struct src_job *s)
+{
+    for (int i = 0; i < SRC_STATUS_TRIES; i++) {
+        struct gw_error e;
+        gw_error_init(&e);
+        ctl_client_free(s->peer);
+        s->peer = NULL;
+        struct json_object *ret = NULL;
+        enum job_peer_outcome o;
+        if (mig_src_connect(s, s->run->job.peer_uri, &e) == 0 &&
+            ctl_client_call(s->peer, "migration-status", mig_head_to_json(s->run->job.id, s->run->uuid),
+                            &ret, NULL, MIG_PEER_CALL_MS, &e) == 0 &&
+            mig_outcome_from_reply(ret, &o, &e) == 0) {
+            json_object_put(ret);
+            return o;
+        }
+        json_object_put(ret);
+        log_warn("domain '%s': migration-status: %s", s->dom->def.name, e.msg);
+        sleep(1);
+    }
+    return JOB_PEER_UNREACHABLE;
+}
+
+/* Act on what the destination says (Finish's answer or Status). */
+static int after_peer(struct src_job *s, enum job_peer_outcome o, bool postcopy, const char *why,
+                      struct gw_error *err)
+{
+    switch (o) {
+    case JOB_PEER_RUNNING:
+        return confirm_success(s, postcopy, err);
+    case JOB_PEER_POSTCOPY_FAILED:
+        mig_src_postcopy_failed(s, why ? why : "the destination reports post-copy failed");
+        return gw_error_set(err, EIO, "post-copy migration failed: the domain is paused on both "
+                            "hosts; recover it with migrate --postcopy-resume");
+    case JOB_PEER_FAILED:
+    case JOB_PEER_UNKNOWN:
+        if (postcopy) {
+            mig_src_postcopy_failed(s, why ? why : "the destination gave the guest up");
+            return gw_error_set(err, EIO, "%s", why ? why : "post-copy migration failed");
+        }
+        mig_src_cancel(s, why ? why : "the destination discarded the migration");
+        return gw_error_set(err, EIO, "%s", why ? why : "the destination discarded the migration");
+    default:
+        return gw_error_set(err, ETIMEDOUT, "the outcome of the migration is unknown (the "
+                            "destination does not answer): the domain stays paused here; the "
+                            "daemon asks again when it restarts");
+    }
+}
+
+static int finish(struct src_job *s, bool postcopy, struct gw_error *err)
+{
+    struct jobinfo ji;
+    pthread_mutex_lock(&s->dm->lock);
+    ji = s->run->info;
+    int r = mig_job_phase(s->dm, s->run, JOB_PHASE_PERFORM_DONE, err);
+    pthread_mutex_unlock(&s->dm->lock);
+    if (r < 0)
+        return r;
+    struct json_object *ret = NULL;
+    struct gw_error e;
+    gw_error_init(&e);
+    r = ctl_client_call(s->peer, "migration-finish",
+                        mig_finish_to_json(&s->run->job, false, postcopy, jobinfo_to_json(&ji)), &ret,
+                        NULL, MIG_PEER_CALL_MS, &e);
+    enum job_peer_outcome o = JOB_PEER_UNREACHABLE;
+    if (r == 0 && mig_outcome_from_reply(ret, &o, &e) < 0)
+        o = JOB_PEER_UNREACHABLE;
+    json_object_put(ret);
+    if (mig_fault("src-after-finish")) {
+        log_error("injected fault src-after-finish: exiting after Finish (answer %s)",
+                  job_peer_outcome_name(o));
+        _exit(99);
+    }
+    if (r == -EREMOTEIO) /* an error answer: the destination does not run the guest */
+        return after_peer(s, JOB_PEER_FAILED, postcopy, e.msg, err);
+    if (o == JOB_PEER_UNREACHABLE) {
+        log_warn("domain '%s': no answer to Finish (%s); asking the destination", s->dom->def.name, e.msg);
+        o = ask_status(s);
+        if (o == JOB_PEER_PREPARED) /* it holds the job but did not resume: finish again */
+            return finish(s, postcopy, err);
+    }
+    return after_peer(s, o, postcopy, NULL, err);
+}
+
+int mig_src_finish_confirm(struct src_job *s, enum perform_end end, struct gw_error *err)
+{
+    switch (end) {
+    case PERFORM_COMPLETED:
+        return finish(s, false, err);
+    case PERFORM_POSTCOPY:
+        pthread_mutex_lock(&s->dm->lock);
+        if (s->run->job.phase == JOB_PHASE_PERFORM_DONE) /* recovery: back through perform-postcopy */
+            s->run->job.phase = JOB_PHASE_PERFORM_POSTCOPY;
+        pthread_mutex_unlock(&s->dm->lock);
+        return finish(s, true, err);
+    case PERFORM_BROKEN:
+        mig_src_postcopy_failed(s, err->msg);
+        return -EIO;
+    case PERFORM_STOPPING:
+        return -ESHUTDOWN;
+    case PERFORM_VMM_GONE:
+        pthread_mutex_lock(&s->dm->lock);
+        if (s->run->job.phase == JOB_PHASE_PERFORM)
+            mig_job_phase(s->dm, s->run, JOB_PHASE_CONFIRM_CANCELLED, NULL);
+        pthread_mutex_unlock(&s->dm->lock);
+        mig_src_cancel(s, err->msg);
+        return -ESRCH;
+    default:
+        mig_src_cancel(s, err->msg);
+        return -EIO;
+    }
+}
+
+/* ---- --postcopy-resume ---- */
+
+static int prepare_resume(struct src_job *s, char *uri, size_t len, struct gw_error *err)
+{
+    struct json_object *a = mig_head_to_json(s->run->job.id, s->run->uuid), *ret = NULL;
+    json_object_object_add(a, "dest_host", json_object_new_string(s->dest_host));
+    int r = ctl_client_call(s->peer, "migration-prepare-resume", a, &ret, NULL, MIG_PEER_CALL_MS, err);
+    const char *u = r == 0 ? qmp_json_get_str(ret, "uri") : NULL;
+    if (r == 0 && (!u || strlen(u) >= len))
+        r = gw_error_set(err, EPROTO, "the destination's answer has no valid 'uri'");
+    if (r == 0)
+        snprintf(uri, len, "%s", u);
+    json_object_put(ret);
+    return r;
+}
+
+/* Wait for the resumed stream to run again (postcopy-active or completed). */
+static enum perform_end wait_resumed(struct src_job *s, struct gw_error *err)
+{
+    for (;;) {
+        usleep(MIG_POLL_MS * 1000);
+        struct jobinfo ji;
+        if (mig_src_sample(s, &ji, err) < 0)
+            return PERFORM_BROKEN;
+        if (!strcmp(ji.status, "postcopy-active") || !strcmp(ji.status, "completed"))
+            return PERFORM_POSTCOPY;
+        if (strcmp(ji.status, "postcopy-recover") != 0 && strcmp(ji.status, "postcopy-paused") != 0) {
+            gw_error_set(err, EIO, "post-copy recovery failed: %s", ji.errmsg[0] ? ji.errmsg : ji.status);
+            return PERFORM_BROKEN;
+        }
+        if (!strcmp(ji.status, "postcopy-paused") && ji.errmsg[0] && strstr(ji.errmsg, "reconnect")) {
+            gw_error_set(err, EIO, "post-copy recovery failed: %s", ji.errmsg);
+            return PERFORM_BROKEN;
+        }
+    }
+}
+
+int mig_src_recover_postcopy(struct src_job *s, struct gw_error *err)
+{
+    char uri[JOB_URI_MAX];
+    pthread_mutex_lock(&s->dm->lock);
+    int r = mig_job_phase(s->dm, s->run, JOB_PHASE_PERFORM_POSTCOPY, err);
+    s->switched = true;
+    s->run->t0_ms = s->run->t0_ms ? s->run->t0_ms : mig_mono_ms();
+    pthread_mutex_unlock(&s->dm->lock);
+    if (r < 0)
+        return r;
+    if ((r = prepare_resume(s, uri, sizeof(uri), err)) == 0) {
+        struct json_object *a = json_object_new_object();
+        json_object_object_add(a, "uri", json_object_new_string(uri));
+        json_object_object_add(a, "resume", json_object_new_boolean(1));
+        r = domain_qmp(s->dom, "migrate", a, NULL, NULL, err);
+    }
+    if (r < 0) {
+        mig_src_postcopy_failed(s, err->msg);
+        return r;
+    }
+    log_info("domain '%s': post-copy recovery over %s", s->dom->def.name, uri);
+    return mig_src_finish_confirm(s, wait_resumed(s, err), err);
+}

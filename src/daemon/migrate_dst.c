@@ -1,0 +1,469 @@
+/* The destination of a migration: migration-prepare, migration-finish,
+ * migration-abort, migration-status, migration-prepare-resume, and the
+ * watcher thread that follows an incoming VMM (discards it when the stream
+ * fails or Finish never comes; completes a post-copy job). See migrate.h
+ * and docs/migration-protocol.md. */
+#define LOG_PREFIX "migrate-dst"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "control/control.h"
+#include "daemon/domain_store.h"
+#include "daemon/lifecycle.h"
+#include "daemon/migrate.h"
+#include "daemon/migrate_peer.h"
+#include "daemon/monitor.h"
+#include "qmp/qmp_json.h"
+
+#define DST_KILL_WAIT_MS   10000
+#define DST_COMPLETE_WAIT_MS 10000   /* Finish (pre-copy): the stream's last bytes may lag */
+
+/* ---- domains created by Prepare ---- */
+
+static void forget_domain(struct daemon *dm, struct domain *dom)
+{
+    for (struct domain **p = &dm->domains; *p; p = &(*p)->next)
+        if (*p == dom) {
+            *p = dom->next;
+            break;
+        }
+    monitor_join(dom);
+    store_remove_domain(dm->cfg.state_dir, dom->def.name);
+    daemon_emit_lifecycle(dm, dom, DOM_EVENT_UNDEFINED, DOM_DETAIL_REMOVED);
+    domain_free(dom);
+    pthread_cond_broadcast(&dm->cond);
+}
+
+/* (locked) The domain the incoming job runs in: an inactive one with the
+ * same UUID, or a new one. */
+static int take_domain(struct daemon *dm, const struct mig_begin *b, struct domain **out,
+                       bool *created, struct gw_error *err)
+{
+    struct domain *dom = daemon_find_domain(dm, b->head.uuid);
+    *created = dom == NULL;
+    if (!dom) {
+        dom = domain_new(&b->def);
+        if (!dom)
+            return gw_error_set(err, ENOMEM, "out of memory");
+        dom->next = dm->domains;
+        dm->domains = dom;
+    } else {
+        struct dom_def copy;
+        if (dom_def_copy(&copy, &b->def) < 0)
+            return gw_error_set(err, ENOMEM, "out of memory");
+        copy.serial_log = dom->def.serial_log ? strdup(dom->def.serial_log) : NULL;
+        dom_def_fini(&dom->def);
+        dom->def = copy;
+    }
+    int r = store_save_def(dm->cfg.state_dir, &dom->def, err);
+    if (r == 0)
+        r = domain_job_begin(dm, &dom, DOM_JOB_MIGRATION_IN, "migrate", err);
+    if (r < 0 && *created)
+        forget_domain(dm, dom);
+    *out = r < 0 ? NULL : dom;
+    return r;
+}
+
+static void prepare_facts(struct daemon *dm, const struct mig_begin *b, struct mig_prepare_facts *f)
+{
+    memset(f, 0, sizeof(*f));
+    struct domain *byuuid = daemon_find_domain(dm, b->head.uuid);
+    if (byuuid && strcasecmp(byuuid->def.uuid, b->head.uuid) == 0) {
+        f->uuid_defined = true;
+        f->uuid_active = dom_state_active(byuuid->state);
+        f->uuid_job = byuuid->job != DOM_JOB_NONE;
+    }
+    for (struct domain *d = dm->domains; d; d = d->next)
+        if (strcmp(d->def.name, b->def.name) == 0 && strcasecmp(d->def.uuid, b->head.uuid) != 0) {
+            f->name_other_uuid = true;
+            f->name_other_active = dom_state_active(d->state);
+        }
+    f->local_postcopy = mig_host_postcopy_supported();
+}
+
+/* ---- the incoming VMM ---- */
+
+static bool port_free(const char *host, unsigned port)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+    struct addrinfo *res;
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%u", port);
+    if (getaddrinfo(host, ps, &hints, &res) != 0)
+        return false;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok = fd >= 0 && bind(fd, res->ai_addr, res->ai_addrlen) == 0;
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return ok;
+}
+
+static int qmp_caps(struct domain *dom, bool postcopy, struct gw_error *err)
+{
+    struct json_object *a = json_object_new_object(), *list = json_object_new_array();
+    const char *names[] = { "events", "postcopy-ram" };
+    bool on[] = { true, postcopy };
+    for (int i = 0; i < 2; i++) {
+        struct json_object *c = json_object_new_object();
+        json_object_object_add(c, "capability", json_object_new_string(names[i]));
+        json_object_object_add(c, "state", json_object_new_boolean(on[i]));
+        json_object_array_add(list, c);
+    }
+    json_object_object_add(a, "capabilities", list);
+    return domain_qmp(dom, "migrate-set-capabilities", a, NULL, NULL, err);
+}
+
+/* migrate-incoming (or migrate-recover) on the first free port of our range. */
+static int listen_incoming(struct domain *dom, const char *cmd, const char *host, char *uri,
+                           size_t len, struct gw_error *err)
+{
+    int r = gw_error_set(NULL, EADDRINUSE, "-");
+    for (unsigned p = MIG_PORT_MIN; p <= MIG_PORT_MAX; p++) {
+        if (!port_free(host, p))
+            continue;
+        mig_tcp_uri(uri, len, host, p);
+        struct json_object *a = json_object_new_object();
+        json_object_object_add(a, "uri", json_object_new_string(uri));
+        struct gw_error e;
+        gw_error_init(&e);
+        r = domain_qmp(dom, cmd, a, NULL, NULL, &e);
+        if (r == 0)
+            return 0;
+        if (!strstr(e.msg, "in use"))
+            return gw_error_set(err, -r, "%s on %s: %s", cmd, uri, e.msg);
+    }
+    return gw_error_set(err, EADDRINUSE, "no free migration port on %s (%d-%d)", host,
+                        MIG_PORT_MIN, MIG_PORT_MAX);
+}
+
+static int start_incoming(struct daemon *dm, struct domain *dom, const struct mig_begin *b,
+                          char *uri, size_t len, struct gw_error *err)
+{
+    int r = domain_spawn_incoming(dm, dom, err);
+    if (r < 0)
+        return r;
+    struct gw_error e;
+    gw_error_init(&e);
+    if (domain_qmp(dom, "stop", NULL, NULL, NULL, &e) < 0) /* only Finish resumes the guest */
+        log_warn("domain '%s': stop during inmigrate: %s", dom->def.name, e.msg);
+    if ((r = qmp_caps(dom, (b->flags & JOB_F_POSTCOPY) != 0, err)) < 0)
+        return r;
+    return listen_incoming(dom, "migrate-incoming", b->dest_host, uri, len, err);
+}
+
+void mig_dst_discard(struct daemon *dm, const char *uuid, const char *msg)
+{
+    pthread_mutex_lock(&dm->lock);
+    struct domain *dom = daemon_find_domain(dm, uuid);
+    struct mig_run *run = mig_run_find(dm, uuid);
+    if (!dom || !run || run->job.kind != JOB_KIND_MIGRATION_IN || !job_active(&run->job)) {
+        pthread_mutex_unlock(&dm->lock);
+        return;
+    }
+    log_warn("domain '%s': discarding the incoming migration: %s", dom->def.name, msg);
+    if (dom_state_active(dom->state) && dom->pid > 0) {
+        dom->exit.migration_failed = true;
+        kill(dom->pid, SIGKILL);
+        monitor_wait_end(dm, dom, DST_KILL_WAIT_MS);
+    }
+    mig_job_end(dm, dom, run, false, msg);
+    if (run->created && !run->watcher)
+        forget_domain(dm, dom);
+    pthread_mutex_unlock(&dm->lock);
+}
+
+/* ---- migration-prepare ---- */
+
+static int prepare_locked(struct daemon *dm, const struct mig_begin *b, struct domain **dom,
+                          struct mig_run **run, struct gw_error *err)
+{
+    struct mig_prepare_facts f;
+    prepare_facts(dm, b, &f);
+    int r = mig_prepare_check(b, &f, err);
+    bool created = false;
+    if (r < 0 || (r = take_domain(dm, b, dom, &created, err)) < 0)
+        return r;
+    *run = mig_run_get(dm, b->head.uuid);
+    if (!*run)
+        r = gw_error_set(err, ENOMEM, "out of memory");
+    else
+        r = job_init(&(*run)->job, JOB_KIND_MIGRATION_IN, b->head.job, b->head.uuid, b->def.name,
+                     mig_wall_ms(), err);
+    if (r == 0) {
+        (*run)->job.flags = b->flags;
+        (*run)->created = created;
+        (*run)->have_info = false;
+        (*run)->t0_ms = mig_mono_ms();
+        snprintf((*run)->dest_host, sizeof((*run)->dest_host), "%s", b->dest_host);
+        r = mig_job_save(dm, *run);
+    }
+    if (r < 0) {
+        domain_job_end(dm, *dom);
+        if (created)
+            forget_domain(dm, *dom);
+    }
+    return r;
+}
+
+static struct json_object *prepare_reply(const struct mig_begin *b, const char *uri)
+{
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    struct json_object *o = json_object_new_object(), *c = json_object_new_object(),
+                       *h = json_object_new_object(), *f = json_object_new_object();
+    json_object_object_add(o, "job", json_object_new_string(b->head.job));
+    json_object_object_add(o, "uuid", json_object_new_string(b->head.uuid));
+    json_object_object_add(o, "uri", json_object_new_string(uri));
+    json_object_object_add(h, "name", json_object_new_string(host));
+    json_object_object_add(c, "host", h);
+    json_object_object_add(f, "postcopy", json_object_new_boolean((b->flags & JOB_F_POSTCOPY) != 0));
+    json_object_object_add(c, "features", f);
+    json_object_object_add(o, "cookie", c);
+    return o;
+}
+
+static int h_prepare(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                     struct json_object **ret, struct gw_error *err)
+{
+    struct mig_begin b;
+    struct domain *dom = NULL;
+    struct mig_run *run;
+    char uri[JOB_URI_MAX];
+    int r = mig_begin_from_json(args, &b, err);
+    if (r < 0)
+        goto out;
+    pthread_mutex_lock(&dm->lock);
+    r = prepare_locked(dm, &b, &dom, &run, err);
+    pthread_mutex_unlock(&dm->lock);
+    if (r < 0)
+        goto out;
+    log_info("domain '%s': incoming migration %s from %s", b.def.name, b.head.job, b.src_host);
+    r = start_incoming(dm, dom, &b, uri, sizeof(uri), err);
+    pthread_mutex_lock(&dm->lock);
+    if (r == 0) {
+        snprintf(run->job.migrate_uri, sizeof(run->job.migrate_uri), "%s", uri);
+        run->job.vmm_pid = dom->pid;
+        mig_job_save(dm, run);
+        r = mig_dst_watch(dm, run);
+    }
+    pthread_mutex_unlock(&dm->lock);
+    if (r < 0) {
+        gw_error_prefix(err, "cannot prepare the incoming migration of '%s'", b.def.name);
+        mig_dst_discard(dm, b.head.uuid, err->msg);
+        goto out;
+    }
+    *ret = prepare_reply(&b, uri);
+out:
+    mig_begin_fini(&b);
+    return r;
+}
+
+/* ---- migration-finish ---- */
+
+/* (locked) The job of a message, in one of the phases allowed. */
+static int find_job(struct daemon *dm, const struct mig_msg_head *h, struct domain **dom,
+                    struct mig_run **run, struct gw_error *err)
+{
+    *dom = daemon_find_domain(dm, h->uuid);
+    *run = mig_run_find(dm, h->uuid);
+    if (!*dom || !*run || (*run)->job.kind != JOB_KIND_MIGRATION_IN ||
+        strcmp((*run)->job.id, h->job) != 0 || !job_active(&(*run)->job))
+        return gw_error_set(err, ENOTCONN, "Requested operation is not valid: no incoming "
+                            "migration job %s for domain %s here", h->job, h->uuid);
+    return 0;
+}
+
+/* Wait for the incoming VMM to reach what Finish needs. */
+static int wait_arrived(struct daemon *dm, struct domain *dom, struct mig_run *run, bool postcopy,
+                        struct gw_error *err)
+{
+    uint64_t deadline = mig_mono_ms() + DST_COMPLETE_WAIT_MS;
+    for (;;) {
+        struct jobinfo ji;
+        int r = mig_query(dom, run, JOBINFO_OP_MIGRATION_IN, mig_mono_ms() - run->t0_ms, &ji, err);
+        if (r < 0)
+            return r;
+        pthread_mutex_lock(&dm->lock);
+        run->info = ji;
+        run->have_info = true;
+        pthread_mutex_unlock(&dm->lock);
+        if (strcmp(ji.status, "completed") == 0 ||
+            (postcopy && strcmp(ji.status, "postcopy-active") == 0))
+            return 0;
+        if (strcmp(ji.status, "failed") == 0 || strcmp(ji.status, "cancelled") == 0 ||
+            mig_mono_ms() > deadline)
+            return gw_error_set(err, EIO, "the incoming migration did not complete (status %s%s%s)",
+                                ji.status[0] ? ji.status : "none", ji.errmsg[0] ? ": " : "",
+                                ji.errmsg);
+        usleep(50 * 1000);
+    }
+}
+
+/* Resume the guest here: the state first (so the VMM's RESUME is no news). */
+static int resume_here(struct daemon *dm, struct domain *dom, struct mig_run *run, bool postcopy,
+                       struct gw_error *err)
+{
+    pthread_mutex_lock(&dm->lock);
+    store_save_def(dm->cfg.state_dir, &dom->def, NULL);
+    run->created = false; /* the domain is persistent here now */
+    mig_set_state(dm, dom, DOM_STATE_RUNNING, postcopy ? DOM_REASON_POSTCOPY : DOM_REASON_MIGRATED,
+                  DOM_EVENT_RESUMED, postcopy ? DOM_DETAIL_POSTCOPY : DOM_DETAIL_MIGRATED);
+    pthread_mutex_unlock(&dm->lock);
+    if (mig_fault("dst-finish-fail"))
+        return gw_error_set(err, EIO, "cont refused (injected fault dst-finish-fail)");
+    return domain_qmp(dom, "cont", NULL, NULL, NULL, err);
+}
+
+static struct json_object *finish_reply(const struct mig_msg_head *h, const char *outcome,
+                                        struct mig_run *run)
+{
+    struct json_object *o = json_object_new_object(), *c = json_object_new_object();
+    json_object_object_add(o, "job", json_object_new_string(h->job));
+    json_object_object_add(o, "uuid", json_object_new_string(h->uuid));
+    json_object_object_add(o, "outcome", json_object_new_string(outcome));
+    if (run->have_info)
+        json_object_object_add(c, "stats", jobinfo_to_json(&run->info));
+    json_object_object_add(o, "cookie", c);
+    return o;
+}
+
+static int finish_postcopy_failed(struct daemon *dm, struct domain *dom, struct mig_run *run)
+{
+    pthread_mutex_lock(&dm->lock);
+    if (run->job.phase != JOB_PHASE_POSTCOPY_FAILED)
+        mig_job_phase(dm, run, JOB_PHASE_POSTCOPY_FAILED, NULL);
+    mig_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_POSTCOPY_FAILED, DOM_EVENT_SUSPENDED,
+                  DOM_DETAIL_POSTCOPY_ERROR);
+    pthread_mutex_unlock(&dm->lock);
+    return 0;
+}
+
+static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                    struct json_object **ret, struct gw_error *err)
+{
+    struct mig_finish f;
+    struct domain *dom = NULL;
+    struct mig_run *run;
+    int r = mig_finish_from_json(args, &f, err);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&dm->lock);
+    r = find_job(dm, &f.head, &dom, &run, err);
+    if (r == 0 && !f.cancelled && run->job.phase != JOB_PHASE_FINISH)
+        r = mig_job_phase(dm, run, JOB_PHASE_FINISH, err);
+    pthread_mutex_unlock(&dm->lock);
+    if (r < 0)
+        return r;
+    if (f.cancelled) {
+        mig_dst_discard(dm, f.head.uuid, "the source cancelled the migration");
+        *ret = json_object_new_object();
+        json_object_object_add(*ret, "outcome", json_object_new_string("failed"));
+        return 0;
+    }
+    struct gw_error e;
+    gw_error_init(&e);
+    r = wait_arrived(dm, dom, run, f.postcopy, &e);
+    if (r == 0)
+        r = resume_here(dm, dom, run, f.postcopy, &e);
+    if (r < 0 && f.postcopy) {
+        finish_postcopy_failed(dm, dom, run);
+        *ret = finish_reply(&f.head, "postcopy-failed", run);
+        return 0;
+    }
+    if (r < 0) {
+        mig_dst_discard(dm, f.head.uuid, e.msg);
+        return gw_error_set(err, EIO, "%s", e.msg);
+    }
+    pthread_mutex_lock(&dm->lock);
+    *ret = finish_reply(&f.head, "running", run);
+    if (!f.postcopy)
+        mig_job_end(dm, dom, run, true, NULL);
+    pthread_mutex_unlock(&dm->lock);
+    return 0;
+}
+
+/* ---- migration-abort, migration-status, migration-prepare-resume ---- */
+
+static int h_abort(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                   struct json_object **ret, struct gw_error *err)
+{
+    struct mig_msg_head h;
+    struct domain *dom = NULL;
+    struct mig_run *run;
+    int r = mig_head_from_json(args, &h, err);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&dm->lock);
+    r = find_job(dm, &h, &dom, &run, err);
+    if (r == 0 && run->job.phase != JOB_PHASE_PREPARE)
+        r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: job %s is in phase %s; "
+                         "ask migration-status", h.job, job_phase_name(run->job.phase));
+    pthread_mutex_unlock(&dm->lock);
+    if (r == 0)
+        mig_dst_discard(dm, h.uuid, "the source aborted the migration");
+    return r;
+}
+
+static int h_status(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                    struct json_object **ret, struct gw_error *err)
+{
+    struct mig_msg_head h;
+    int r = mig_head_from_json(args, &h, err);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&dm->lock);
+    struct domain *dom = daemon_find_domain(dm, h.uuid);
+    struct mig_run *run = mig_run_find(dm, h.uuid);
+    const struct job *j = run && strcmp(run->job.id, h.job) == 0 ? &run->job : NULL;
+    bool running = dom && dom->state == DOM_STATE_RUNNING;
+    enum job_peer_outcome o = job_peer_outcome_of(j, running);
+    *ret = json_object_new_object();
+    json_object_object_add(*ret, "outcome", json_object_new_string(job_peer_outcome_name(o)));
+    json_object_object_add(*ret, "phase", json_object_new_string(j ? job_phase_name(j->phase) : "none"));
+    pthread_mutex_unlock(&dm->lock);
+    return 0;
+}
+
+static int h_prepare_resume(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                            struct json_object **ret, struct gw_error *err)
+{
+    struct mig_msg_head h;
+    struct domain *dom = NULL;
+    struct mig_run *run;
+    const char *host;
+    char uri[JOB_URI_MAX];
+    int r = mig_head_from_json(args, &h, err);
+    if (r < 0 || (r = ctl_arg_str(args, "dest_host", true, &host, err)) < 0)
+        return r;
+    pthread_mutex_lock(&dm->lock);
+    r = find_job(dm, &h, &dom, &run, err);
+    if (r == 0 && run->job.phase != JOB_PHASE_POSTCOPY_FAILED)
+        r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: job %s is not in "
+                         "post-copy failed (phase %s)", h.job, job_phase_name(run->job.phase));
+    pthread_mutex_unlock(&dm->lock);
+    if (r < 0 || (r = listen_incoming(dom, "migrate-recover", host, uri, sizeof(uri), err)) < 0)
+        return r;
+    *ret = json_object_new_object();
+    json_object_object_add(*ret, "job", json_object_new_string(h.job));
+    json_object_object_add(*ret, "uuid", json_object_new_string(h.uuid));
+    json_object_object_add(*ret, "uri", json_object_new_string(uri));
+    return 0;
+}
+
+const struct daemon_command migrate_peer_commands[] = {
+    { "migration-prepare", h_prepare },
+    { "migration-finish", h_finish },
+    { "migration-abort", h_abort },
+    { "migration-status", h_status },
+    { "migration-prepare-resume", h_prepare_resume },
+};
+const size_t migrate_peer_ncommands = sizeof(migrate_peer_commands) / sizeof(migrate_peer_commands[0]);

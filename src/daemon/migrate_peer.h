@@ -1,0 +1,106 @@
+/* The messages two godwitd daemons exchange to migrate a domain
+ * (docs/migration-protocol.md): building and parsing their arguments and
+ * replies, and the destination's capability checks in Prepare, as pure
+ * functions (unit-tested in tests/unit/test_daemon_migrate.c). The I/O is
+ * in migrate_src.c (the source drives) and migrate_dst.c (handlers).
+ *
+ * Messages (control-protocol commands sent by the source daemon):
+ *   migration-prepare         {version, job, uuid, dest_host, cookie: begin cookie}
+ *                             -> {job, uuid, uri, cookie: {host, features}}
+ *   migration-prepare-resume  {version, job, uuid, dest_host} -> {job, uuid, uri}
+ *   migration-finish          {version, job, uuid, cookie: {cancelled, postcopy, stats}}
+ *                             -> {job, uuid, outcome, cookie: {stats}}
+ *   migration-abort           {version, job, uuid} -> {}
+ *   migration-status          {version, job, uuid} -> {outcome, phase}
+ *
+ * Returns: 0 or -errno with err filled (-EINVAL: malformed, -EPROTONOSUPPORT:
+ * other protocol version); builders return a new json_object (or NULL on
+ * allocation failure). */
+#ifndef GW_DAEMON_MIGRATE_PEER_H
+#define GW_DAEMON_MIGRATE_PEER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "daemon/domain_def.h"
+#include "daemon/job.h"
+
+struct json_object;
+
+#define MIG_PROTO_VERSION 1
+#define MIG_PAGE_SIZE 4096
+#define MIG_HOST_MAX 256
+
+/* The common header of every migration message. */
+struct mig_msg_head {
+    int version;
+    char job[JOB_ID_MAX];
+    char uuid[JOB_UUID_LEN + 1];
+};
+
+/* The Begin cookie (the source's description of the domain and the job). */
+struct mig_begin {
+    struct mig_msg_head head;
+    char src_host[MIG_HOST_MAX];
+    char dest_host[MIG_HOST_MAX];   /* the address the source reached us at */
+    struct dom_def def;             /* serial_log dropped: the destination picks its own */
+    uint64_t mem_size;              /* bytes */
+    uint64_t page_size;
+    bool src_postcopy;              /* the source's VMM and host support post-copy */
+    unsigned flags;                 /* JOB_F_* */
+};
+
+/* What the destination knows when it checks a Prepare. */
+struct mig_prepare_facts {
+    bool uuid_defined;              /* a domain with this UUID is defined here */
+    bool uuid_active;               /* ... and active (a VMM runs) */
+    bool uuid_job;                  /* ... and a job holds it */
+    bool name_other_uuid;           /* a domain with this name but another UUID exists */
+    bool name_other_active;         /* ... and it is active */
+    bool local_postcopy;            /* userfaultfd works here */
+};
+
+/* Fill b from a domain and job (def is copied; free with mig_begin_fini). */
+int mig_begin_init(struct mig_begin *b, const struct job *j, const struct dom_def *def,
+                   const char *src_host, const char *dest_host, bool src_postcopy,
+                   struct gw_error *err);
+void mig_begin_fini(struct mig_begin *b);
+/* The migration-prepare arguments. */
+struct json_object *mig_begin_to_json(const struct mig_begin *b);
+/* Parse (and validate) migration-prepare arguments; b must be fini'd after. */
+int mig_begin_from_json(struct json_object *args, struct mig_begin *b, struct gw_error *err);
+
+/* The header members every message has; refuses another version. */
+struct json_object *mig_head_to_json(const char *job, const char *uuid);
+int mig_head_from_json(struct json_object *args, struct mig_msg_head *h, struct gw_error *err);
+
+/* The Prepare checks, in the order the protocol lists them; the first
+ * refusal wins: -EEXIST (name/UUID in use), -EINVAL (memory layout),
+ * -ENOTSUP (post-copy asked, not supported here). */
+int mig_prepare_check(const struct mig_begin *b, const struct mig_prepare_facts *f,
+                      struct gw_error *err);
+
+/* "tcp:HOST:PORT" (HOST bracketed when it is an IPv6 address). */
+void mig_tcp_uri(char *buf, size_t len, const char *host, unsigned port);
+/* The host part of a "tcp:HOST:PORT" peer URI (brackets removed). */
+int mig_uri_host(const char *uri, char *host, size_t len, struct gw_error *err);
+
+/* Finish: the source's cookie, and the destination's reply. */
+struct mig_finish {
+    struct mig_msg_head head;
+    bool cancelled;
+    bool postcopy;
+    struct json_object *stats;      /* borrowed from the parsed arguments (may be NULL) */
+};
+struct json_object *mig_finish_to_json(const struct job *j, bool cancelled, bool postcopy,
+                                       struct json_object *stats /* taken, may be NULL */);
+int mig_finish_from_json(struct json_object *args, struct mig_finish *f, struct gw_error *err);
+/* The outcome of a Finish or Status reply (job_peer_outcome names). */
+int mig_outcome_from_reply(struct json_object *ret, enum job_peer_outcome *out,
+                           struct gw_error *err);
+
+/* Whether this host can run a post-copy destination (userfaultfd works). */
+bool mig_host_postcopy_supported(void);
+
+#endif

@@ -1,0 +1,211 @@
+/* Restart recovery of migration jobs: every saved job file is matched
+ * with its domain (whose VMM domains_load found again, or not), the VMM's
+ * migration status is asked, and job_recovery_action() (job.h) says what
+ * to do; ask-peer asks the other daemon with migration-status first
+ * (job_recovery_after_peer). Runs once in daemon_start, before the
+ * listeners open. docs/migration-protocol.md, "Restart recovery". */
+#define LOG_PREFIX "migrate-recover"
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "control/control_client.h"
+#include "daemon/lifecycle.h"
+#include "daemon/migrate_src.h"
+#include "qmp/qmp_json.h"
+
+static void vmm_status(struct domain *dom, bool alive, char *buf, size_t len)
+{
+    struct json_object *ret = NULL;
+    buf[0] = '\0';
+    if (alive && domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0) {
+        const char *s = qmp_json_get_str(ret, "status");
+        snprintf(buf, len, "%s", s ? s : "");
+    }
+    json_object_put(ret);
+}
+
+/* Send one message to the peer of the job; the outcome for Status. */
+static int ask(struct src_job *s, const char *cmd, enum job_peer_outcome *o)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    struct json_object *ret = NULL;
+    int r = mig_src_connect(s, s->run->job.peer_uri, &e);
+    if (r == 0)
+        r = ctl_client_call(s->peer, cmd, mig_head_to_json(s->run->job.id, s->run->uuid), &ret,
+                            NULL, MIG_PEER_CALL_MS, &e);
+    if (r == 0 && o)
+        r = mig_outcome_from_reply(ret, o, &e);
+    if (r < 0)
+        log_warn("job %s: %s to %s: %s", s->run->job.id, cmd, s->run->job.peer_uri, e.msg);
+    json_object_put(ret);
+    ctl_client_free(s->peer);
+    s->peer = NULL;
+    return r;
+}
+
+static void end_job(struct src_job *s, bool success, const char *msg)
+{
+    pthread_mutex_lock(&s->dm->lock);
+    mig_job_end(s->dm, s->dom, s->run, success, msg);
+    pthread_mutex_unlock(&s->dm->lock);
+}
+
+static void resume_incoming(struct src_job *s)
+{
+    pthread_mutex_lock(&s->dm->lock);
+    mig_set_state(s->dm, s->dom, DOM_STATE_RUNNING, DOM_REASON_MIGRATED, DOM_EVENT_RESUMED,
+                  DOM_DETAIL_MIGRATED);
+    pthread_mutex_unlock(&s->dm->lock);
+    domain_qmp(s->dom, "cont", NULL, NULL, NULL, NULL);
+    end_job(s, true, NULL);
+}
+
+/* A source whose post-copy still runs: Finish and Confirm on a thread. */
+static void *continue_main(void *p)
+{
+    struct src_job *s = p;
+    struct gw_error e;
+    gw_error_init(&e);
+    if (mig_src_connect(s, s->run->job.peer_uri, &e) == 0)
+        mig_src_finish_confirm(s, PERFORM_POSTCOPY, &e);
+    else
+        mig_src_postcopy_failed(s, e.msg);
+    ctl_client_free(s->peer);
+    pthread_mutex_lock(&s->dm->lock);
+    mig_watchers_add(s->dm, -1);
+    pthread_mutex_unlock(&s->dm->lock);
+    free(s);
+    return NULL;
+}
+
+static void continue_source(struct src_job *s)
+{
+    struct src_job *copy = malloc(sizeof(*copy));
+    pthread_t t;
+    if (!copy) {
+        mig_src_postcopy_failed(s, "out of memory");
+        return;
+    }
+    *copy = *s;
+    copy->switched = true;
+    pthread_mutex_lock(&s->dm->lock);
+    mig_watchers_add(s->dm, 1);
+    pthread_mutex_unlock(&s->dm->lock);
+    if (pthread_create(&t, NULL, continue_main, copy) != 0) {
+        pthread_mutex_lock(&s->dm->lock);
+        mig_watchers_add(s->dm, -1);
+        pthread_mutex_unlock(&s->dm->lock);
+        free(copy);
+        mig_src_postcopy_failed(s, "cannot start a thread");
+        return;
+    }
+    pthread_detach(t);
+}
+
+static void apply(struct src_job *s, enum job_recovery a)
+{
+    struct daemon *dm = s->dm;
+    switch (a) {
+    case JOB_RECOVER_RESUME_SOURCE:
+        ask(s, "migration-abort", NULL);
+        mig_src_resume(dm, s->dom);
+        end_job(s, false, "the daemon restarted during the migration; the guest was resumed here");
+        break;
+    case JOB_RECOVER_KILL_SOURCE:
+        mig_src_kill(dm, s->dom);
+        end_job(s, true, NULL);
+        break;
+    case JOB_RECOVER_KILL_INCOMING:
+        mig_dst_discard(dm, s->run->uuid, "the daemon restarted before the migration finished");
+        break;
+    case JOB_RECOVER_RESUME_INCOMING:
+        resume_incoming(s);
+        break;
+    case JOB_RECOVER_CONTINUE:
+        if (s->run->job.kind == JOB_KIND_MIGRATION_IN) {
+            pthread_mutex_lock(&dm->lock);
+            mig_dst_watch(dm, s->run);
+            pthread_mutex_unlock(&dm->lock);
+        } else {
+            continue_source(s);
+        }
+        break;
+    case JOB_RECOVER_POSTCOPY_FAILED:
+        mig_src_postcopy_failed(s, "the daemon restarted during post-copy");
+        break;
+    case JOB_RECOVER_WAIT_PEER:
+        log_error("domain '%s': the destination does not answer; the guest stays paused until "
+                  "it does (restart the daemon to ask again)", s->dom->def.name);
+        break;
+    case JOB_RECOVER_CRASHED:
+        end_job(s, false, "the VMM is gone");
+        break;
+    default:
+        end_job(s, job_phase_is_terminal(s->run->job.phase) && s->run->job.phase == JOB_PHASE_DONE, NULL);
+        break;
+    }
+}
+
+/* (locked) Put the saved job back in place: record, job slot. */
+static struct mig_run *restore(struct daemon *dm, struct domain *dom, const struct job *j)
+{
+    struct mig_run *run = mig_run_get(dm, j->uuid);
+    if (!run)
+        return NULL;
+    run->job = *j;
+    run->job.on_phase = NULL;
+    run->t0_ms = mig_mono_ms();
+    run->have_info = false;
+    if (job_active(j))
+        dom->job = j->kind == JOB_KIND_MIGRATION_IN ? DOM_JOB_MIGRATION_IN : DOM_JOB_MIGRATION_OUT;
+    return run;
+}
+
+static int recover_job(const struct job *j, const char *path, const struct gw_error *load_err,
+                       void *opaque)
+{
+    struct daemon *dm = opaque;
+    if (load_err) {
+        log_error("ignoring job file %s: %s", path, load_err->msg);
+        return 0;
+    }
+    struct src_job s = { .dm = dm };
+    pthread_mutex_lock(&dm->lock);
+    s.dom = daemon_find_domain(dm, j->uuid);
+    s.run = s.dom ? restore(dm, s.dom, j) : NULL;
+    bool alive = s.dom && dom_state_active(s.dom->state);
+    pthread_mutex_unlock(&dm->lock);
+    if (!s.run) {
+        log_warn("job %s: no domain with uuid %s; dropping the job", j->id, j->uuid);
+        job_remove(dm->cfg.state_dir, j->uuid, NULL);
+        return 0;
+    }
+    char st[32];
+    vmm_status(s.dom, alive, st, sizeof(st));
+    enum job_recovery a = job_recovery_action(j, alive, st[0] ? st : NULL);
+    if (a == JOB_RECOVER_ASK_PEER) {
+        enum job_peer_outcome o = JOB_PEER_UNREACHABLE;
+        if (ask(&s, "migration-status", &o) < 0)
+            o = JOB_PEER_UNREACHABLE;
+        a = job_recovery_after_peer(j, alive, st[0] ? st : NULL, o);
+        log_info("job %s: the destination says %s", j->id, job_peer_outcome_name(o));
+    }
+    log_info("job %s (%s '%s', phase %s, VMM %s%s%s): %s", j->id, job_kind_name(j->kind), j->name,
+             job_phase_name(j->phase), alive ? "alive" : "gone", st[0] ? ", " : "", st,
+             job_recovery_name(a));
+    apply(&s, a);
+    return 0;
+}
+
+void migrate_recover(struct daemon *dm)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    if (job_scan(dm->cfg.state_dir, recover_job, dm, &e) < 0)
+        log_error("cannot read the saved jobs: %s", e.msg);
+}

@@ -1,0 +1,51 @@
+/* The source side's context for one migration, shared by migrate_src.c
+ * (Begin, Perform) and migrate_confirm.c (Finish, Confirm, recovery).
+ * Used by the thread that drives the migration (a client's thread running
+ * domain-migrate, or recovery); the job slot is held throughout.
+ * Returns: 0 or -errno with err filled. */
+#ifndef GW_DAEMON_MIGRATE_SRC_H
+#define GW_DAEMON_MIGRATE_SRC_H
+
+#include "daemon/migrate.h"
+#include "daemon/migrate_peer.h"
+
+struct ctl_client;
+
+struct src_job {
+    struct daemon *dm;
+    struct domain *dom;
+    struct mig_run *run;
+    struct ctl_client *peer;
+    char dest_host[MIG_HOST_MAX];
+    struct mig_policy_state pst;
+    uint64_t last_iteration;
+    bool switched;                  /* post-copy switch requested */
+};
+
+/* How Perform ended. */
+enum perform_end {
+    PERFORM_COMPLETED,   /* pre-copy stream complete (source VMM: completed) */
+    PERFORM_POSTCOPY,    /* post-copy running (source VMM: postcopy-active) */
+    PERFORM_FAILED,      /* the VMM's migration failed or was cancelled before the switch */
+    PERFORM_BROKEN,      /* it failed after the post-copy switch */
+    PERFORM_VMM_GONE,    /* the source VMM died */
+    PERFORM_STOPPING,    /* the daemon stops: the saved job is recovered at the next start */
+};
+
+/* migrate_src.c */
+enum perform_end mig_src_perform(struct src_job *s, const char *uri, struct gw_error *err);
+/* Connect to the peer daemon (s->peer). */
+int mig_src_connect(struct src_job *s, const char *peer_uri, struct gw_error *err);
+/* Update the job's statistics from the VMM; *status: its status. */
+int mig_src_sample(struct src_job *s, struct jobinfo *ji, struct gw_error *err);
+
+/* migrate_confirm.c: from the end of Perform to the end of the job. */
+int mig_src_finish_confirm(struct src_job *s, enum perform_end end, struct gw_error *err);
+/* Post-copy failed: both paused until --postcopy-resume (locks). */
+void mig_src_postcopy_failed(struct src_job *s, const char *why);
+/* Give up before the switch: tell the destination, resume the guest, end the job. */
+void mig_src_cancel(struct src_job *s, const char *why);
+/* --postcopy-resume: Prepare-resume, migrate resume, then Finish/Confirm. */
+int mig_src_recover_postcopy(struct src_job *s, struct gw_error *err);
+
+#endif

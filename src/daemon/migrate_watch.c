@@ -1,0 +1,173 @@
+/* The destination's watcher: one thread per incoming job that follows the
+ * incoming VMM with query-migrate, keeps the job's statistics for
+ * domjobinfo, and acts on what the protocol leaves to the destination
+ * (docs/migration-protocol.md, Prepare and Finish):
+ *   prepare:  the stream failed -> discard; the stream completed but no
+ *             Finish came within MIG_FINISH_WAIT_MS -> discard;
+ *   finish:   (post-copy) completed -> job done; postcopy-paused or
+ *             failed -> paused with reason post-copy failed;
+ *   postcopy-failed: wait for recovery (Finish moves it back).
+ * The watcher also forgets a domain that Prepare created once its job
+ * failed (nobody else holds it then). */
+#define LOG_PREFIX "migrate-dst"
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "daemon/domain_store.h"
+#include "daemon/migrate.h"
+#include "daemon/monitor.h"
+
+struct watch_arg {
+    struct daemon *dm;
+    char uuid[DOM_UUID_LEN + 1];
+    char job[JOB_ID_MAX];
+};
+
+/* What the watcher does after one look at the VMM. */
+enum watch_step { WATCH_GO_ON, WATCH_DISCARD, WATCH_STOP };
+
+static bool is(const struct jobinfo *ji, const char *s) { return strcmp(ji->status, s) == 0; }
+
+/* (locked) Decide from the phase and the VMM's status. */
+static enum watch_step step(struct daemon *dm, struct domain *dom, struct mig_run *run,
+                            const struct jobinfo *ji, uint64_t *arrived_ms, char *why, size_t len)
+{
+    switch (run->job.phase) {
+    case JOB_PHASE_PREPARE:
+        if (is(ji, "failed") || is(ji, "cancelled")) {
+            snprintf(why, len, "the incoming migration failed%s%s", ji->errmsg[0] ? ": " : "",
+                     ji->errmsg);
+            return WATCH_DISCARD;
+        }
+        if ((is(ji, "completed") || is(ji, "postcopy-active")) && !*arrived_ms)
+            *arrived_ms = mig_mono_ms();
+        if (*arrived_ms && mig_mono_ms() - *arrived_ms > MIG_FINISH_WAIT_MS) {
+            snprintf(why, len, "no Finish from the source within %d s", MIG_FINISH_WAIT_MS / 1000);
+            return WATCH_DISCARD;
+        }
+        return WATCH_GO_ON;
+    case JOB_PHASE_FINISH:
+        if (is(ji, "completed")) {
+            dom->reason = DOM_REASON_MIGRATED;
+            domain_save_status(dm, dom, NULL);
+            mig_job_end(dm, dom, run, true, NULL);
+            return WATCH_STOP;
+        }
+        if (is(ji, "postcopy-paused") || is(ji, "failed")) {
+            log_error("domain '%s': post-copy broke (%s): paused until recovered", dom->def.name,
+                      ji->errmsg[0] ? ji->errmsg : ji->status);
+            mig_job_phase(dm, run, JOB_PHASE_POSTCOPY_FAILED, NULL);
+            mig_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_POSTCOPY_FAILED,
+                          DOM_EVENT_SUSPENDED, DOM_DETAIL_POSTCOPY_ERROR);
+        }
+        return WATCH_GO_ON;
+    default:
+        return WATCH_GO_ON;
+    }
+}
+
+/* (locked) The job and its domain, if the job is still the one watched. */
+static bool current(struct daemon *dm, const struct watch_arg *a, struct domain **dom,
+                    struct mig_run **run)
+{
+    *dom = daemon_find_domain(dm, a->uuid);
+    *run = mig_run_find(dm, a->uuid);
+    return *dom && *run && strcmp((*run)->job.id, a->job) == 0 && job_active(&(*run)->job);
+}
+
+/* One look; false when the watch is over. */
+static bool look(struct watch_arg *a, uint64_t *arrived_ms)
+{
+    struct daemon *dm = a->dm;
+    struct domain *dom;
+    struct mig_run *run;
+    char why[JOB_ERROR_MAX] = "";
+    pthread_mutex_lock(&dm->lock);
+    bool go = current(dm, a, &dom, &run) && !atomic_load(&dm->stopping);
+    bool alive = go && dom_state_active(dom->state);
+    uint64_t t0 = go ? run->t0_ms : 0;
+    pthread_mutex_unlock(&dm->lock);
+    if (!go)
+        return false;
+    struct jobinfo ji;
+    if (!alive || mig_query(dom, run, JOBINFO_OP_MIGRATION_IN, mig_mono_ms() - t0, &ji, NULL) < 0) {
+        mig_dst_discard(dm, a->uuid, "the incoming VMM is gone");
+        return false;
+    }
+    pthread_mutex_lock(&dm->lock);
+    enum watch_step s = WATCH_STOP;
+    if (current(dm, a, &dom, &run)) {
+        run->info = ji;
+        run->have_info = true;
+        s = step(dm, dom, run, &ji, arrived_ms, why, sizeof(why));
+    }
+    pthread_mutex_unlock(&dm->lock);
+    if (s == WATCH_DISCARD)
+        mig_dst_discard(dm, a->uuid, why);
+    return s == WATCH_GO_ON;
+}
+
+/* After the job: forget a domain Prepare created if the job failed. */
+static void cleanup(struct watch_arg *a)
+{
+    struct daemon *dm = a->dm;
+    pthread_mutex_lock(&dm->lock);
+    struct domain *dom = daemon_find_domain(dm, a->uuid);
+    struct mig_run *run = mig_run_find(dm, a->uuid);
+    if (run)
+        run->watcher = false;
+    if (dom && run && run->created && run->job.phase == JOB_PHASE_FAILED &&
+        strcmp(run->job.id, a->job) == 0 && dom->job == DOM_JOB_NONE && !dom_state_active(dom->state)) {
+        for (struct domain **p = &dm->domains; *p; p = &(*p)->next)
+            if (*p == dom) {
+                *p = dom->next;
+                break;
+            }
+        monitor_join(dom);
+        store_remove_domain(dm->cfg.state_dir, dom->def.name);
+        daemon_emit_lifecycle(dm, dom, DOM_EVENT_UNDEFINED, DOM_DETAIL_REMOVED);
+        domain_free(dom);
+        run->created = false;
+    }
+    mig_watchers_add(dm, -1);
+    pthread_mutex_unlock(&dm->lock);
+}
+
+static void *watch_main(void *p)
+{
+    struct watch_arg *a = p;
+    uint64_t arrived = 0;
+    while (look(a, &arrived))
+        usleep(MIG_POLL_MS * 1000);
+    cleanup(a);
+    free(a);
+    return NULL;
+}
+
+int mig_dst_watch(struct daemon *dm, struct mig_run *run)
+{
+    struct watch_arg *a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->dm = dm;
+    snprintf(a->uuid, sizeof(a->uuid), "%s", run->uuid);
+    snprintf(a->job, sizeof(a->job), "%s", run->job.id);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int r = pthread_create(&t, &attr, watch_main, a);
+    pthread_attr_destroy(&attr);
+    if (r != 0) {
+        free(a);
+        return -r;
+    }
+    run->watcher = true;
+    mig_watchers_add(dm, 1);
+    return 0;
+}
