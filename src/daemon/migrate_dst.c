@@ -313,14 +313,18 @@ static int resume_here(struct daemon *dm, struct domain *dom, struct mig_run *ru
                        struct gw_error *err)
 {
     pthread_mutex_lock(&dm->lock);
-    store_save_def(dm->cfg.state_dir, &dom->def, NULL);
-    run->created = false; /* the domain is persistent here now */
     mig_set_state(dm, dom, DOM_STATE_RUNNING, postcopy ? DOM_REASON_POSTCOPY : DOM_REASON_MIGRATED,
                   DOM_EVENT_RESUMED, postcopy ? DOM_DETAIL_POSTCOPY : DOM_DETAIL_MIGRATED);
     pthread_mutex_unlock(&dm->lock);
     if (mig_fault("dst-finish-fail"))
         return gw_error_set(err, EIO, "cont refused (injected fault dst-finish-fail)");
-    return domain_qmp(dom, "cont", NULL, NULL, NULL, err);
+    int r = domain_qmp(dom, "cont", NULL, NULL, NULL, err);
+    if (r == 0) {
+        pthread_mutex_lock(&dm->lock);
+        run->created = false; /* the domain is persistent here now */
+        pthread_mutex_unlock(&dm->lock);
+    }
+    return r;
 }
 
 static struct json_object *finish_reply(const struct mig_msg_head *h, const char *outcome,
