@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Daemon restarts in the middle of a migration, and a broken post-copy:
+  - the source daemon killed during Perform and restarted: it finds the
+    saved job (phase perform), resumes the guest and tells the destination,
+    which discards its copy: the guest runs on the source only;
+  - the destination daemon killed during Perform and restarted: it kills
+    the incoming VMM (phase prepare, stream not complete), the source's
+    migration fails and it resumes the guest: the guest runs on the source;
+  - post-copy whose stream is cut (sockets destroyed with ss -K): both
+    hosts pause the guest with reason "post-copy failed"; domjobabort is
+    refused; `migrate --postcopy-resume` recovers it and the guest runs on
+    the destination."""
+# timeout: 300
+import signal
+import subprocess
+import time
+
+from godwit_test import need_netns, run_test, wait_until
+from godwitd_test import EventWatcher, GODWIT, MigHosts, have_kvm, heartbeats, jobinfo, vmm_kind
+
+SLOW = "1" if not have_kvm() else "8"
+
+
+def main():
+    need_netns()
+    print("VMM:", vmm_kind())
+    with MigHosts(tag="gwr") as h:
+        a, b = h.a, h.b
+        a.define("vm1")
+        a.run("start", "vm1")
+        wait_until(lambda: len(heartbeats(a, "vm1")) >= 1, 30, "heartbeats on A")
+        source_restart(h, a, b)
+        destination_restart(h, a, b)
+        postcopy_broken(h, a, b)
+
+
+def start_slow(h, src, dst, *opts):
+    p = subprocess.Popen(["ip", "netns", "exec", h.net.ns[0 if src is h.a else 1], GODWIT, "-c",
+                          src.uri, "migrate", "--live", "--bandwidth", SLOW, *opts, "vm1", dst.peer],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: "Data remaining" in jobinfo(src, "vm1"), 20, "the migration to run")
+    return p
+
+
+def finish_proc(p):
+    try:
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return p.returncode, err
+
+
+def runs_only_on(here, there):
+    wait_until(lambda: here.state_of("vm1").startswith("running"), 30, "the guest to run")
+    wait_until(lambda: not there.run("domstate", "vm1", check=False).out.strip().startswith(
+        ("running", "paused")), 30, "the other host to hold no guest")
+    n = len(heartbeats(here, "vm1"))
+    wait_until(lambda: len(heartbeats(here, "vm1")) > n, 20, "the guest's heartbeat")
+    for d in (here, there):
+        r = d.run("domjobinfo", "vm1", check=False)
+        assert r.rc == 1 or "Job type:         None" in r.out, r
+
+
+def source_restart(h, a, b):
+    print("the source daemon is killed during Perform")
+    p = start_slow(h, a, b)
+    h.restart(a, kill=True)
+    finish_proc(p)
+    log = a.log_text()
+    assert "resume-source" in log, log[-3000:]
+    runs_only_on(a, b)
+    print("  ", a.state_of("vm1"))
+
+
+def destination_restart(h, a, b):
+    print("the destination daemon is killed during Perform")
+    p = start_slow(h, a, b)
+    h.restart(b, kill=True)
+    rc, err = finish_proc(p)
+    assert rc == 1, err
+    assert "kill-incoming" in b.log_text(), b.log_text()[-3000:]
+    runs_only_on(a, b)
+
+
+def cut_stream(h):
+    for ns in h.net.ns:
+        subprocess.run(["ip", "netns", "exec", ns, "ss", "-K", "( sport >= :49152 and sport <= :49215 )"],
+                       capture_output=True)
+        subprocess.run(["ip", "netns", "exec", ns, "ss", "-K", "( dport >= :49152 and dport <= :49215 )"],
+                       capture_output=True)
+
+
+def postcopy_broken(h, a, b):
+    print("post-copy broken, then recovered with --postcopy-resume")
+    ev_a, ev_b = EventWatcher(a), EventWatcher(b)
+    p = start_slow(h, a, b, "--postcopy")
+    a.run("migrate-postcopy", "vm1")
+    ev_b.wait_for("Resumed Post-copy", 30)
+    time.sleep(0.3)
+    cut_stream(h)
+    rc, err = finish_proc(p)
+    assert rc == 1 and "post-copy" in err, err
+    for d in (a, b):
+        wait_until(lambda d=d: d.state_of("vm1") == "paused (post-copy failed)", 30,
+                   "both hosts to pause with post-copy failed")
+    ev_a.wait_for("Suspended Post-copy Error")
+    ev_b.wait_for("Suspended Post-copy Error")
+    r = a.run("domjobabort", "vm1", check=False)
+    assert r.rc == 1, r
+    r = a.run("destroy", "vm1", check=False)
+    assert r.rc == 1 and "job" in r.err, r
+    a.run("migrate-setspeed", "vm1", "1000")
+    r = h.migrate(a, b, "vm1", "--postcopy-resume", check=False)
+    assert r.rc == 0, r
+    assert "post-copy recovery over" in a.log_text()
+    ev_b.wait_for("Resumed Post-copy")
+    assert a.state_of("vm1") == "shut off (migrated)", a.state_of("vm1")
+    runs_only_on(b, a)
+    ev_a.close()
+    ev_b.close()
+
+
+run_test(main)
