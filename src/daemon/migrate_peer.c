@@ -284,6 +284,44 @@ int mig_outcome_from_reply(struct json_object *ret, enum job_peer_outcome *out,
     return 0;
 }
 
+static bool is(const char *a, const char *b) { return a && strcmp(a, b) == 0; }
+
+enum mig_perform_step mig_perform_classify(const char *status, bool switched)
+{
+    if (is(status, "completed"))
+        return switched ? MIG_PERFORM_POSTCOPY : MIG_PERFORM_COMPLETED;
+    if (is(status, "postcopy-active"))
+        return switched ? MIG_PERFORM_POSTCOPY : MIG_PERFORM_CONTINUE;
+    if (status && strncmp(status, "postcopy-", 9) == 0)
+        return switched ? MIG_PERFORM_BROKEN : MIG_PERFORM_FAILED;
+    if (is(status, "failed") || is(status, "cancelled"))
+        return switched ? MIG_PERFORM_BROKEN : MIG_PERFORM_FAILED;
+    if (!status || !status[0] || is(status, "none"))
+        return switched ? MIG_PERFORM_BROKEN : MIG_PERFORM_FAILED; /* no migration: the VMM forgot it */
+    return MIG_PERFORM_CONTINUE; /* setup, active, device, cancelling */
+}
+
+enum mig_watch_step mig_watch_classify(enum job_phase phase, const char *status,
+                                       uint64_t arrived_ms, uint64_t now_ms, uint64_t finish_wait_ms)
+{
+    switch (phase) {
+    case JOB_PHASE_PREPARE:
+        if (is(status, "failed") || is(status, "cancelled"))
+            return MIG_WATCH_DISCARD;
+        if (arrived_ms && now_ms - arrived_ms > finish_wait_ms)
+            return MIG_WATCH_DISCARD;
+        return MIG_WATCH_GO_ON;
+    case JOB_PHASE_FINISH:
+        if (is(status, "completed"))
+            return MIG_WATCH_COMPLETE;
+        if (is(status, "postcopy-paused") || is(status, "failed"))
+            return MIG_WATCH_POSTCOPY_FAILED;
+        return MIG_WATCH_GO_ON;
+    default:
+        return MIG_WATCH_GO_ON;
+    }
+}
+
 bool mig_host_postcopy_supported(void)
 {
 #ifdef SYS_userfaultfd

@@ -100,6 +100,29 @@ int mig_finish_from_json(struct json_object *args, struct mig_finish *f, struct 
 int mig_outcome_from_reply(struct json_object *ret, enum job_peer_outcome *out,
                            struct gw_error *err);
 
+/* ---- the phase drivers' decisions (pure) ---- */
+
+/* The source's Perform loop, after each query-migrate of its VMM. */
+enum mig_perform_step {
+    MIG_PERFORM_CONTINUE,   /* keep polling (and ask the policy) */
+    MIG_PERFORM_COMPLETED,  /* pre-copy complete: Finish */
+    MIG_PERFORM_POSTCOPY,   /* post-copy runs: Finish (the destination must run the guest) */
+    MIG_PERFORM_FAILED,     /* failed or cancelled before the switch: Confirm cancelled */
+    MIG_PERFORM_BROKEN,     /* broken after the switch: post-copy failed */
+};
+enum mig_perform_step mig_perform_classify(const char *status, bool switched);
+
+/* The destination's watcher, after each query-migrate of the incoming VMM.
+ * arrived_ms: when the stream was first seen complete (0: not yet). */
+enum mig_watch_step {
+    MIG_WATCH_GO_ON,
+    MIG_WATCH_DISCARD,          /* prepare: stream failed, or no Finish in time */
+    MIG_WATCH_COMPLETE,         /* finish (post-copy): the last page arrived: job done */
+    MIG_WATCH_POSTCOPY_FAILED,  /* finish: post-copy broke: paused, post-copy failed */
+};
+enum mig_watch_step mig_watch_classify(enum job_phase phase, const char *status,
+                                       uint64_t arrived_ms, uint64_t now_ms, uint64_t finish_wait_ms);
+
 /* Whether this host can run a post-copy destination (userfaultfd works). */
 bool mig_host_postcopy_supported(void);
 

@@ -318,25 +318,26 @@ static bool vmm_gone(struct src_job *s)
     return gone;
 }
 
-static enum perform_end classify(struct src_job *s, const struct jobinfo *ji, struct gw_error *err)
+static int classify(struct src_job *s, const struct jobinfo *ji, struct gw_error *err)
 {
-    const char *st = ji->status;
-    if (strcmp(st, "completed") == 0)
-        return s->switched ? PERFORM_POSTCOPY : PERFORM_COMPLETED;
-    if (strcmp(st, "postcopy-active") == 0 && s->switched)
+    const char *why;
+    switch (mig_perform_classify(ji->status, s->switched)) {
+    case MIG_PERFORM_COMPLETED:
+        return PERFORM_COMPLETED;
+    case MIG_PERFORM_POSTCOPY:
         return PERFORM_POSTCOPY;
-    if (strncmp(st, "postcopy-", 9) == 0 || (s->switched && strcmp(st, "failed") == 0)) {
-        gw_error_set(err, EIO, "post-copy migration broke: %s", ji->errmsg[0] ? ji->errmsg : st);
-        return s->switched ? PERFORM_BROKEN : PERFORM_FAILED;
-    }
-    if (strcmp(st, "failed") == 0 || strcmp(st, "cancelled") == 0 || !st[0]) {
+    case MIG_PERFORM_BROKEN:
+        gw_error_set(err, EIO, "post-copy migration broke: %s", ji->errmsg[0] ? ji->errmsg : ji->status);
+        return PERFORM_BROKEN;
+    case MIG_PERFORM_FAILED:
         pthread_mutex_lock(&s->dm->lock);
-        const char *why = s->run->job.error[0] ? s->run->job.error : ji->errmsg;
+        why = s->run->job.error[0] ? s->run->job.error : ji->errmsg;
         gw_error_set(err, EIO, "%s", why[0] ? why : "migration failed");
         pthread_mutex_unlock(&s->dm->lock);
         return PERFORM_FAILED;
+    default:
+        return -1;
     }
-    return (enum perform_end)-1;
 }
 
 enum perform_end mig_src_perform(struct src_job *s, const char *uri, struct gw_error *err)
@@ -357,7 +358,7 @@ enum perform_end mig_src_perform(struct src_job *s, const char *uri, struct gw_e
             gw_error_set(err, EIO, "%s", e.msg);
             return s->switched ? PERFORM_BROKEN : PERFORM_FAILED;
         }
-        int end = (int)classify(s, &ji, err);
+        int end = classify(s, &ji, err);
         if (end >= 0)
             return (enum perform_end)end;
         if (decide(s, &ji, &e) < 0)

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "daemon/domain_store.h"
 #include "daemon/migrate.h"
+#include "daemon/migrate_peer.h"
 #include "daemon/monitor.h"
 
 struct watch_arg {
@@ -31,40 +32,34 @@ struct watch_arg {
 /* What the watcher does after one look at the VMM. */
 enum watch_step { WATCH_GO_ON, WATCH_DISCARD, WATCH_STOP };
 
-static bool is(const struct jobinfo *ji, const char *s) { return strcmp(ji->status, s) == 0; }
-
-/* (locked) Decide from the phase and the VMM's status. */
+/* (locked) Decide from the phase and the VMM's status, and act on what
+ * does not block. */
 static enum watch_step step(struct daemon *dm, struct domain *dom, struct mig_run *run,
                             const struct jobinfo *ji, uint64_t *arrived_ms, char *why, size_t len)
 {
-    switch (run->job.phase) {
-    case JOB_PHASE_PREPARE:
-        if (is(ji, "failed") || is(ji, "cancelled")) {
+    bool done = !strcmp(ji->status, "completed") || !strcmp(ji->status, "postcopy-active");
+    if (run->job.phase == JOB_PHASE_PREPARE && done && !*arrived_ms)
+        *arrived_ms = mig_mono_ms();
+    switch (mig_watch_classify(run->job.phase, ji->status, *arrived_ms, mig_mono_ms(),
+                               MIG_FINISH_WAIT_MS)) {
+    case MIG_WATCH_DISCARD:
+        if (*arrived_ms)
+            snprintf(why, len, "no Finish from the source within %d s", MIG_FINISH_WAIT_MS / 1000);
+        else
             snprintf(why, len, "the incoming migration failed%s%s", ji->errmsg[0] ? ": " : "",
                      ji->errmsg);
-            return WATCH_DISCARD;
-        }
-        if ((is(ji, "completed") || is(ji, "postcopy-active")) && !*arrived_ms)
-            *arrived_ms = mig_mono_ms();
-        if (*arrived_ms && mig_mono_ms() - *arrived_ms > MIG_FINISH_WAIT_MS) {
-            snprintf(why, len, "no Finish from the source within %d s", MIG_FINISH_WAIT_MS / 1000);
-            return WATCH_DISCARD;
-        }
-        return WATCH_GO_ON;
-    case JOB_PHASE_FINISH:
-        if (is(ji, "completed")) {
-            dom->reason = DOM_REASON_MIGRATED;
-            domain_save_status(dm, dom, NULL);
-            mig_job_end(dm, dom, run, true, NULL);
-            return WATCH_STOP;
-        }
-        if (is(ji, "postcopy-paused") || is(ji, "failed")) {
-            log_error("domain '%s': post-copy broke (%s): paused until recovered", dom->def.name,
-                      ji->errmsg[0] ? ji->errmsg : ji->status);
-            mig_job_phase(dm, run, JOB_PHASE_POSTCOPY_FAILED, NULL);
-            mig_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_POSTCOPY_FAILED,
-                          DOM_EVENT_SUSPENDED, DOM_DETAIL_POSTCOPY_ERROR);
-        }
+        return WATCH_DISCARD;
+    case MIG_WATCH_COMPLETE:
+        dom->reason = DOM_REASON_MIGRATED;
+        domain_save_status(dm, dom, NULL);
+        mig_job_end(dm, dom, run, true, NULL);
+        return WATCH_STOP;
+    case MIG_WATCH_POSTCOPY_FAILED:
+        log_error("domain '%s': post-copy broke (%s): paused until recovered", dom->def.name,
+                  ji->errmsg[0] ? ji->errmsg : ji->status);
+        mig_job_phase(dm, run, JOB_PHASE_POSTCOPY_FAILED, NULL);
+        mig_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_POSTCOPY_FAILED, DOM_EVENT_SUSPENDED,
+                      DOM_DETAIL_POSTCOPY_ERROR);
         return WATCH_GO_ON;
     default:
         return WATCH_GO_ON;

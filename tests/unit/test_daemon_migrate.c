@@ -1,0 +1,257 @@
+/* The migration messages between daemons (building, parsing, hostile
+ * input), the destination's Prepare checks, and the phase drivers'
+ * decisions (source Perform loop, destination watcher). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon/migrate_peer.h"
+
+#define UUID "6f1c2d3e-4a5b-4c6d-8e7f-0123456789ab"
+
+static void make_def(struct dom_def *d)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    struct json_object *o = json_tokener_parse(
+        "{\"name\": \"vm1\", \"uuid\": \"" UUID "\", \"memory_mib\": 64, \"vcpus\": 2,"
+        " \"test_guest\": true, \"cmdline\": \"workload=dirty\", \"serial_log\": \"/var/log/x.log\"}");
+    assert_int_equal(dom_def_from_json(o, d, &e), 0);
+    json_object_put(o);
+}
+
+static void make_begin(struct mig_begin *b, unsigned flags)
+{
+    struct job j;
+    struct dom_def d;
+    struct gw_error e;
+    gw_error_init(&e);
+    assert_int_equal(job_init(&j, JOB_KIND_MIGRATION_OUT, "m-1", UUID, "vm1", 1, &e), 0);
+    j.flags = flags;
+    make_def(&d);
+    assert_int_equal(mig_begin_init(b, &j, &d, "hostA", "10.0.0.2", true, &e), 0);
+    dom_def_fini(&d);
+}
+
+static void test_begin_round_trip(void **state)
+{
+    struct mig_begin b, back;
+    struct gw_error e;
+    gw_error_init(&e);
+    make_begin(&b, JOB_F_LIVE | JOB_F_POSTCOPY);
+    assert_null(b.def.serial_log); /* the destination picks its own */
+    struct json_object *o = mig_begin_to_json(&b);
+    /* over the wire as text */
+    struct json_object *wire = json_tokener_parse(json_object_to_json_string(o));
+    assert_int_equal(mig_begin_from_json(wire, &back, &e), 0);
+    assert_string_equal(back.head.job, "m-1");
+    assert_string_equal(back.head.uuid, UUID);
+    assert_string_equal(back.dest_host, "10.0.0.2");
+    assert_string_equal(back.src_host, "hostA");
+    assert_string_equal(back.def.name, "vm1");
+    assert_int_equal(back.def.vcpus, 2);
+    assert_int_equal(back.mem_size, 64ull << 20);
+    assert_int_equal(back.page_size, 4096);
+    assert_true(back.src_postcopy);
+    assert_int_equal(back.flags, JOB_F_LIVE | JOB_F_POSTCOPY);
+    json_object_put(o);
+    json_object_put(wire);
+    mig_begin_fini(&b);
+    mig_begin_fini(&back);
+}
+
+/* Every member broken in turn is refused with a message, never a crash. */
+static void test_begin_hostile(void **state)
+{
+    static const char *const bad[] = {
+        "{}",
+        "{\"version\": 2, \"job\": \"m-1\", \"uuid\": \"" UUID "\"}",
+        "{\"version\": 1, \"job\": \"../x\", \"uuid\": \"" UUID "\"}",
+        "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"not-a-uuid\"}",
+        "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"" UUID "\", \"dest_host\": \"h\"}",
+        "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"" UUID "\", \"dest_host\": \"h\", \"cookie\": 3}",
+        "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"" UUID "\", \"dest_host\": \"h\", \"cookie\": {}}",
+        "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"" UUID "\", \"dest_host\": \"h\", \"cookie\":"
+        " {\"domain\": {\"name\": \"vm1\", \"uuid\": \"" UUID "\", \"memory_mib\": 64, \"test_guest\": true}}}",
+        "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"" UUID "\", \"dest_host\": \"h\", \"cookie\":"
+        " {\"domain\": {\"name\": \"vm1\", \"uuid\": \"0d0c0b0a-1111-4222-8333-444455556666\","
+        " \"memory_mib\": 64, \"test_guest\": true}, \"memory\": {\"size\": 67108864, \"page_size\": 4096}}}",
+        "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"" UUID "\", \"dest_host\": \"h\", \"cookie\":"
+        " {\"domain\": {\"name\": \"vm1\", \"uuid\": \"" UUID "\", \"memory_mib\": 64, \"test_guest\": true},"
+        " \"memory\": {\"size\": 67108864, \"page_size\": 4096}, \"flags\": [\"teleport\"]}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct mig_begin b;
+        struct gw_error e;
+        gw_error_init(&e);
+        struct json_object *o = json_tokener_parse(bad[i]);
+        assert_non_null(o);
+        assert_true(mig_begin_from_json(o, &b, &e) < 0);
+        assert_true(e.msg[0] != '\0');
+        mig_begin_fini(&b);
+        json_object_put(o);
+    }
+}
+
+static void test_version_refused(void **state)
+{
+    struct mig_msg_head h;
+    struct gw_error e;
+    gw_error_init(&e);
+    struct json_object *o = json_tokener_parse("{\"version\": 7, \"job\": \"m-1\", \"uuid\": \"" UUID "\"}");
+    assert_int_equal(mig_head_from_json(o, &h, &e), -EPROTONOSUPPORT);
+    assert_non_null(strstr(e.msg, "version 7"));
+    json_object_put(o);
+}
+
+static void test_prepare_checks(void **state)
+{
+    struct mig_begin b;
+    struct mig_prepare_facts f = { .local_postcopy = true };
+    struct gw_error e;
+    make_begin(&b, JOB_F_LIVE | JOB_F_POSTCOPY);
+    gw_error_init(&e);
+    assert_int_equal(mig_prepare_check(&b, &f, &e), 0);
+    f.uuid_defined = true; /* an inactive definition of the same domain: fine */
+    assert_int_equal(mig_prepare_check(&b, &f, &e), 0);
+    struct { struct mig_prepare_facts f; int err; const char *words; } cases[] = {
+        { { .uuid_active = true, .local_postcopy = true }, -EEXIST, "already active" },
+        { { .uuid_job = true, .local_postcopy = true }, -EEXIST, "busy with a job" },
+        { { .name_other_uuid = true, .name_other_active = true, .local_postcopy = true }, -EEXIST,
+          "already running" },
+        { { .name_other_uuid = true, .local_postcopy = true }, -EEXIST, "another uuid" },
+        { { .local_postcopy = false }, -ENOTSUP, "not supported on the destination" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        gw_error_init(&e);
+        assert_int_equal(mig_prepare_check(&b, &cases[i].f, &e), cases[i].err);
+        assert_non_null(strstr(e.msg, cases[i].words));
+    }
+    gw_error_init(&e);
+    b.mem_size = 32ull << 20;
+    assert_int_equal(mig_prepare_check(&b, &f, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "memory layout"));
+    b.mem_size = 64ull << 20;
+    b.page_size = 2 << 20;
+    gw_error_init(&e);
+    assert_int_equal(mig_prepare_check(&b, &f, &e), -EINVAL);
+    b.page_size = 4096;
+    b.def.policy.permit_postcopy = false;
+    gw_error_init(&e);
+    assert_int_equal(mig_prepare_check(&b, &f, &e), -ENOTSUP);
+    b.flags = JOB_F_LIVE; /* pre-copy needs no post-copy support anywhere */
+    f.local_postcopy = false;
+    assert_int_equal(mig_prepare_check(&b, &f, &e), 0);
+    mig_begin_fini(&b);
+}
+
+static void test_finish_messages(void **state)
+{
+    struct job j;
+    struct gw_error e;
+    gw_error_init(&e);
+    assert_int_equal(job_init(&j, JOB_KIND_MIGRATION_OUT, "m-2", UUID, "vm1", 1, &e), 0);
+    struct json_object *stats = json_tokener_parse("{\"type\": \"completed\"}");
+    struct json_object *o = mig_finish_to_json(&j, false, true, stats);
+    struct mig_finish f;
+    assert_int_equal(mig_finish_from_json(o, &f, &e), 0);
+    assert_false(f.cancelled);
+    assert_true(f.postcopy);
+    assert_non_null(f.stats);
+    assert_string_equal(f.head.job, "m-2");
+    json_object_put(o);
+    struct json_object *bad = json_tokener_parse("{\"version\": 1, \"job\": \"m-2\", \"uuid\": \"" UUID
+                                                 "\", \"cookie\": {\"cancelled\": \"yes\"}}");
+    gw_error_init(&e);
+    assert_true(mig_finish_from_json(bad, &f, &e) < 0);
+    json_object_put(bad);
+    enum job_peer_outcome out;
+    struct json_object *r = json_tokener_parse("{\"outcome\": \"running\"}");
+    assert_int_equal(mig_outcome_from_reply(r, &out, &e), 0);
+    assert_int_equal(out, JOB_PEER_RUNNING);
+    json_object_put(r);
+    r = json_tokener_parse("{\"outcome\": \"maybe\"}");
+    gw_error_init(&e);
+    assert_true(mig_outcome_from_reply(r, &out, &e) < 0);
+    json_object_put(r);
+}
+
+static void test_uris(void **state)
+{
+    char buf[128], host[64];
+    struct gw_error e;
+    mig_tcp_uri(buf, sizeof(buf), "10.0.0.2", 49152);
+    assert_string_equal(buf, "tcp:10.0.0.2:49152");
+    mig_tcp_uri(buf, sizeof(buf), "fd00::2", 49153);
+    assert_string_equal(buf, "tcp:[fd00::2]:49153");
+    gw_error_init(&e);
+    assert_int_equal(mig_uri_host("tcp:10.77.0.2:16509", host, sizeof(host), &e), 0);
+    assert_string_equal(host, "10.77.0.2");
+    assert_int_equal(mig_uri_host("tcp:[fd00::2]:16509", host, sizeof(host), &e), 0);
+    assert_string_equal(host, "fd00::2");
+    gw_error_init(&e);
+    assert_true(mig_uri_host("unix:/run/x.sock", host, sizeof(host), &e) < 0);
+}
+
+static void test_perform_decisions(void **state)
+{
+    struct { const char *status; bool switched; enum mig_perform_step want; } t[] = {
+        { "setup", false, MIG_PERFORM_CONTINUE },     { "active", false, MIG_PERFORM_CONTINUE },
+        { "device", false, MIG_PERFORM_CONTINUE },    { "cancelling", false, MIG_PERFORM_CONTINUE },
+        { "completed", false, MIG_PERFORM_COMPLETED },{ "failed", false, MIG_PERFORM_FAILED },
+        { "cancelled", false, MIG_PERFORM_FAILED },   { "", false, MIG_PERFORM_FAILED },
+        { NULL, false, MIG_PERFORM_FAILED },
+        /* switch ordered but not effective yet */
+        { "active", true, MIG_PERFORM_CONTINUE },
+        { "postcopy-active", true, MIG_PERFORM_POSTCOPY },
+        { "completed", true, MIG_PERFORM_POSTCOPY },
+        { "postcopy-paused", true, MIG_PERFORM_BROKEN },
+        { "postcopy-recover", true, MIG_PERFORM_BROKEN },
+        { "failed", true, MIG_PERFORM_BROKEN },
+        /* post-copy never ordered by us: not ours to finish */
+        { "postcopy-active", false, MIG_PERFORM_CONTINUE },
+        { "postcopy-paused", false, MIG_PERFORM_FAILED },
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        assert_int_equal(mig_perform_classify(t[i].status, t[i].switched), t[i].want);
+}
+
+static void test_watch_decisions(void **state)
+{
+    const uint64_t W = 60000;
+    assert_int_equal(mig_watch_classify(JOB_PHASE_PREPARE, "active", 0, 5000, W), MIG_WATCH_GO_ON);
+    assert_int_equal(mig_watch_classify(JOB_PHASE_PREPARE, "failed", 0, 5000, W), MIG_WATCH_DISCARD);
+    assert_int_equal(mig_watch_classify(JOB_PHASE_PREPARE, "completed", 1000, 5000, W), MIG_WATCH_GO_ON);
+    assert_int_equal(mig_watch_classify(JOB_PHASE_PREPARE, "completed", 1000, 1000 + W + 1, W),
+                     MIG_WATCH_DISCARD);
+    /* a post-copy destination runs once Finish resumed it, until the last page */
+    assert_int_equal(mig_watch_classify(JOB_PHASE_FINISH, "postcopy-active", 0, 1, W), MIG_WATCH_GO_ON);
+    assert_int_equal(mig_watch_classify(JOB_PHASE_FINISH, "completed", 0, 1, W), MIG_WATCH_COMPLETE);
+    assert_int_equal(mig_watch_classify(JOB_PHASE_FINISH, "postcopy-paused", 0, 1, W),
+                     MIG_WATCH_POSTCOPY_FAILED);
+    /* paused: only a recovery moves it on; never discarded by the watcher */
+    assert_int_equal(mig_watch_classify(JOB_PHASE_POSTCOPY_FAILED, "failed", 1, 1 + 2 * W, W),
+                     MIG_WATCH_GO_ON);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_begin_round_trip),
+        cmocka_unit_test(test_begin_hostile),
+        cmocka_unit_test(test_version_refused),
+        cmocka_unit_test(test_prepare_checks),
+        cmocka_unit_test(test_finish_messages),
+        cmocka_unit_test(test_uris),
+        cmocka_unit_test(test_perform_decisions),
+        cmocka_unit_test(test_watch_decisions),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
