@@ -207,6 +207,22 @@ static int run_getspeed(struct cli *c, const struct cli_args *a)
     return run_get(c, a, "domain-migrate-getspeed", "bandwidth");
 }
 
+/* godwit's addition (no virsh label): a post-copy destination's faults. */
+static void print_faults(FILE *out, struct json_object *ret)
+{
+    struct json_object *pc = qmp_json_get(ret, "postcopy_faults");
+    struct json_object *lat = pc ? qmp_json_get(pc, "latency") : NULL;
+    if (!lat)
+        return;
+#define F(o, k) ((long long)json_object_get_int64(qmp_json_get(o, k)))
+    fprintf(out, "%-17s %lld\n", "Postcopy faults:", F(lat, "faults"));
+    fprintf(out, "%-17s p50 %lld us, p99 %lld us, max %lld us\n", "Fault latency:", F(lat, "p50-us"),
+            F(lat, "p99-us"), F(lat, "max-us"));
+    if (qmp_json_get(pc, "blocktime_ms"))
+        fprintf(out, "%-17s %lld ms\n", "Postcopy blocktime:", F(pc, "blocktime_ms"));
+#undef F
+}
+
 static int run_domjobinfo(struct cli *cli, const struct cli_args *a)
 {
     struct json_object *args = cli_domain_args(cli_arg(a, "domain")), *ret;
@@ -218,17 +234,23 @@ static int run_domjobinfo(struct cli *cli, const struct cli_args *a)
         return cli_fail_err(&err);
     struct jobinfo ji;
     int r = jobinfo_from_json(&ji, ret, &err);
-    json_object_put(ret);
-    if (r < 0)
+    if (r < 0) {
+        json_object_put(ret);
         return cli_fail("bad job statistics from the daemon: %s", err.msg);
+    }
     char *text = cli_flag(a, "rawstats") ? jobinfo_format_raw(&ji)
                  : jobinfo_format_text(&ji, (completed ? JOBINFO_FMT_COMPLETED : 0) |
                                                 (cli_flag(a, "anystats") ? JOBINFO_FMT_ANYSTATS : 0));
-    if (!text)
+    if (!text) {
+        json_object_put(ret);
         return cli_fail("out of memory");
+    }
     fputs(text, cli->out);
+    if (!cli_flag(a, "rawstats"))
+        print_faults(cli->out, ret);
     fputc('\n', cli->out);
     free(text);
+    json_object_put(ret);
     return 0;
 }
 

@@ -45,6 +45,8 @@ struct mig_run {
     bool have_info;
     struct jobinfo completed;       /* the last finished job's (domjobinfo --completed) */
     bool have_completed;
+    struct json_object *pc_stats;   /* destination: the VMM's post-copy fault statistics (or NULL) */
+    struct json_object *pc_completed;
     uint64_t t0_ms;                 /* monotonic start of the job */
     /* operator requests, picked up by the Perform loop */
     bool want_abort, want_postcopy;
@@ -85,9 +87,9 @@ void mig_set_state(struct daemon *dm, struct domain *dom, enum dom_state st, enu
 /* Milliseconds: wall clock, monotonic. */
 uint64_t mig_wall_ms(void);
 uint64_t mig_mono_ms(void);
-/* query-migrate on dom, turned into statistics; *status gets the status
- * ("" when none). (job) */
-int mig_query(struct domain *dom, struct mig_run *run, enum jobinfo_op op, uint64_t elapsed_ms,
+/* query-migrate on dom, turned into statistics (and, on a destination,
+ * its post-copy fault statistics kept in run). (job, takes dm->lock) */
+int mig_query(struct daemon *dm, struct domain *dom, struct mig_run *run, enum jobinfo_op op, uint64_t elapsed_ms,
               struct jobinfo *ji, struct gw_error *err);
 /* Test-only fault injection: true when GODWIT_FAULT_INJECT names point. */
 bool mig_fault(const char *point);

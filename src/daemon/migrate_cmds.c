@@ -69,6 +69,8 @@ void migrate_free(struct daemon *dm)
     while (dm->mig->runs) {
         struct mig_run *r = dm->mig->runs;
         dm->mig->runs = r->next;
+        json_object_put(r->pc_stats);
+        json_object_put(r->pc_completed);
         free(r);
     }
     free(dm->mig);
@@ -144,6 +146,9 @@ void mig_job_end(struct daemon *dm, struct domain *dom, struct mig_run *run, boo
                                                                    : JOBINFO_OP_MIGRATION_OUT;
     }
     run->completed.time_elapsed_ms = mig_mono_ms() - run->t0_ms;
+    json_object_put(run->pc_completed);
+    run->pc_completed = run->pc_stats;
+    run->pc_stats = NULL;
     jobinfo_complete(&run->completed, success, msg);
     run->have_completed = true;
     run->have_info = false;
@@ -166,13 +171,24 @@ void mig_set_state(struct daemon *dm, struct domain *dom, enum dom_state st, enu
         daemon_emit_lifecycle(dm, dom, ev, detail);
 }
 
-int mig_query(struct domain *dom, struct mig_run *run, enum jobinfo_op op, uint64_t elapsed_ms,
+int mig_query(struct daemon *dm, struct domain *dom, struct mig_run *run, enum jobinfo_op op, uint64_t elapsed_ms,
               struct jobinfo *ji, struct gw_error *err)
 {
     struct json_object *ret = NULL;
     int r = domain_qmp(dom, "query-migrate", NULL, &ret, NULL, err);
     if (r == 0)
         r = jobinfo_from_query_migrate(ji, ret, op, elapsed_ms, err);
+    struct json_object *lat = ret ? qmp_json_get(ret, "postcopy-fault-latency") : NULL;
+    if (r == 0 && lat && op == JOBINFO_OP_MIGRATION_IN) {
+        struct json_object *pc = json_object_new_object(), *bt = qmp_json_get(ret, "postcopy-blocktime");
+        json_object_object_add(pc, "latency", json_object_get(lat));
+        if (bt)
+            json_object_object_add(pc, "blocktime_ms", json_object_get(bt));
+        pthread_mutex_lock(&dm->lock);
+        json_object_put(run->pc_stats);
+        run->pc_stats = pc;
+        pthread_mutex_unlock(&dm->lock);
+    }
     json_object_put(ret);
     return r;
 }
@@ -227,6 +243,9 @@ static int h_jobinfo(struct daemon *dm, struct daemon_client *cl, struct json_ob
         ji.time_elapsed_ms = mig_mono_ms() - run->t0_ms;
     }
     *ret = jobinfo_to_json(&ji);
+    struct json_object *pc = completed ? run->pc_completed : run->pc_stats;
+    if (*ret && pc && (completed ? run->have_completed : job_active(&run->job)))
+        json_object_object_add(*ret, "postcopy_faults", json_object_get(pc));
     if (*ret && job_active(&run->job)) {
         json_object_object_add(*ret, "job_id", json_object_new_string(run->job.id));
         json_object_object_add(*ret, "phase", json_object_new_string(job_phase_name(run->job.phase)));

@@ -289,7 +289,7 @@ static int wait_arrived(struct daemon *dm, struct domain *dom, struct mig_run *r
     uint64_t deadline = mig_mono_ms() + DST_COMPLETE_WAIT_MS;
     for (;;) {
         struct jobinfo ji;
-        int r = mig_query(dom, run, JOBINFO_OP_MIGRATION_IN, mig_mono_ms() - run->t0_ms, &ji, err);
+        int r = mig_query(dm, dom, run, JOBINFO_OP_MIGRATION_IN, mig_mono_ms() - run->t0_ms, &ji, err);
         if (r < 0)
             return r;
         pthread_mutex_lock(&dm->lock);

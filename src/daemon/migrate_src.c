@@ -231,7 +231,7 @@ static int start_stream(struct src_job *s, const char *uri, struct gw_error *err
 
 int mig_src_sample(struct src_job *s, struct jobinfo *ji, struct gw_error *err)
 {
-    int r = mig_query(s->dom, s->run, JOBINFO_OP_MIGRATION_OUT, mig_mono_ms() - s->run->t0_ms, ji, err);
+    int r = mig_query(s->dm, s->dom, s->run, JOBINFO_OP_MIGRATION_OUT, mig_mono_ms() - s->run->t0_ms, ji, err);
     if (r < 0)
         return r;
     pthread_mutex_lock(&s->dm->lock);

@@ -90,7 +90,7 @@ static bool look(struct watch_arg *a, uint64_t *arrived_ms)
     if (!go)
         return false;
     struct jobinfo ji;
-    if (!alive || mig_query(dom, run, JOBINFO_OP_MIGRATION_IN, mig_mono_ms() - t0, &ji, NULL) < 0) {
+    if (!alive || mig_query(dm, dom, run, JOBINFO_OP_MIGRATION_IN, mig_mono_ms() - t0, &ji, NULL) < 0) {
         mig_dst_discard(dm, a->uuid, "the incoming VMM is gone");
         return false;
     }

@@ -350,7 +350,8 @@ class MigHosts:
 
     PORT = 16509
 
-    def __init__(self, tag="gwm", env_a=None, env_b=None):
+    def __init__(self, tag="gwm", env_a=None, env_b=None, fake=None):
+        self.fake = fake
         from godwit_test import NetnsPair
         self.net = NetnsPair(tag=tag)
         self.scratch = tempfile.mkdtemp(prefix="godwit-mig-")
@@ -365,7 +366,7 @@ class MigHosts:
 
     def daemon(self, i, env=None, workdir=None):
         d = Daemon(workdir=workdir, listen=[f"tcp:{self.net.addr[i]}:{self.PORT}"], tls_psk=self.key,
-                   netns=self.net.ns[i], start=False)
+                   netns=self.net.ns[i], fake=self.fake, start=False)
         d.env = env
         d.peer = f"tcp:{self.net.addr[i]}:{self.PORT}"
         _start_with_env(d)
