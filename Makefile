@@ -43,7 +43,11 @@ UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
 
 GUEST_ELF  := $(BUILD)/guest/test-guest.elf
 
-all: $(GUEST_ELF) $(PROGS) $(UNIT_BINS)
+BENCH_SRCS := $(wildcard bench/*_bench.c)
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+
+
+all: $(GUEST_ELF) $(PROGS) $(UNIT_BINS) $(BENCH_BINS)
 
 # ---- the test guest (freestanding) -----------------------------------------
 include guest/guest.mk
@@ -75,10 +79,22 @@ $(PROGS):
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(EXTRA_LDLIBS_$(notdir $@))
 
 # ---- unit tests (cmocka) ----------------------------------------------------
+# tests/lib/*.c are helpers some tests and benchmarks link (listed per test).
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST    $@")
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) -lcmocka $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $(filter %.c,$^) $(LIB) -lcmocka $(LDLIBS)
+
+$(BUILD)/tests/unit/test_postcopy_engine: tests/lib/engine_vm.c
+
+# ---- benchmarks (C ones; the Python ones drive the programs) -------------------
+
+$(BUILD)/bench/%: bench/%.c tests/lib/engine_vm.c $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  BENCH   $@")
+	$(Q)$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $(filter %.c,$^) $(LIB) $(LDLIBS)
+
+bench: $(BENCH_BINS)
 
 # ---- running tests ------------------------------------------------------------
 check: all
@@ -101,7 +117,7 @@ deps:
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
 
-.PHONY: all check asan asan-build fuzz deps clean
+.PHONY: all check asan asan-build fuzz deps clean bench
 .DELETE_ON_ERROR:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -7,6 +7,15 @@ Scenarios
   idle-4g   4 GiB guest holding 3.8 GiB of data, then idle
   busy-1g   1 GiB guest writing a 512 MiB working set as fast as it can
   busy-1g-ac  the same with auto-converge and a 20 ms downtime limit
+  busy-1g-1gbit       the busy guest over a 1 Gbit/s cap, pre-copy only
+                      (does not converge: given up after --timeout)
+  busy-1g-1gbit-pc    the same, switched to post-copy when the first pass
+                      ends (hybrid, as libvirt's --postcopy-after-precopy)
+  busy-1g-1gbit-pc0   the same, post-copy at once (no pre-copy pass)
+
+Post-copy rows add page requests, fault latency p50/p99 (destination),
+time every vCPU was blocked, and the guest's progress (pages written per
+second, from its heartbeats) while post-copy ran against before.
 
 Reports total time, downtime seen by the VMMs and by the guest (the longest
 gap between the guest's 10 ms heartbeats as the host receives them, source
@@ -65,7 +74,51 @@ SCENARIOS = {
     "busy-1g": dict(mem=1024, cmd="workload=dirty wss=512M rate=0 beat-ms=10", ready="tick=50 "),
     "busy-1g-ac": dict(mem=1024, cmd="workload=dirty wss=512M rate=0 beat-ms=10", ready="tick=50 ",
                        caps=["auto-converge"], params={"downtime-limit": 20}),
+    "busy-1g-1gbit": dict(mem=1024, cmd="workload=dirty wss=512M rate=0 beat-ms=10", ready="tick=50 ",
+                          bw=125 * 1000 ** 2),
+    "busy-1g-1gbit-pc": dict(mem=1024, cmd="workload=dirty wss=512M rate=0 beat-ms=10",
+                             ready="tick=50 ", bw=125 * 1000 ** 2, postcopy="after-pass"),
+    "busy-1g-1gbit-pc0": dict(mem=1024, cmd="workload=dirty wss=512M rate=0 beat-ms=10",
+                              ready="tick=50 ", bw=125 * 1000 ** 2, postcopy="at-once"),
 }
+
+
+def progress_rate(vm, t_from, t_to):
+    """Guest pages written per second between two host times, from the
+    heartbeat lines (`pages=N` is cumulative) as the host received them."""
+    import re
+    samples = []
+    text = vm.serial_text()
+    for t, length in vm.serial_times:
+        if t_from <= t <= t_to:
+            m = list(re.finditer(r"pages=(\d+)", text[:length]))
+            if m:
+                samples.append((t, int(m[-1].group(1))))
+    if len(samples) < 2 or samples[-1][0] <= samples[0][0]:
+        return None
+    return round((samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0]))
+
+
+def run_postcopy(src, dst, sc, uri, timeout):
+    """Start, switch to post-copy (at once or once pass 1 ends, by command on
+    both hypervisors), wait for the end; returns (src info, dst info, switch
+    time)."""
+    from godwit_test import wait_migration, wait_until
+    for vm in (src, dst):
+        vm.qmp.cmd("migrate-set-capabilities", capabilities=[
+            {"capability": c, "state": True} for c in ("events", "postcopy-ram")])
+    src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": sc["bw"],
+                                              "max-postcopy-bandwidth": sc["bw"]})
+    dst.qmp.cmd("migrate-incoming", uri=uri)
+    src.qmp.cmd("migrate", uri=uri)
+    if sc["postcopy"] == "after-pass":
+        wait_until(lambda: src.qmp.cmd("query-migrate").get("ram", {}).get("dirty-sync-count", 0) >= 2,
+                   timeout, "the end of the first pass")
+    src.qmp.cmd("migrate-start-postcopy")
+    t_switch = time.monotonic()
+    s = wait_migration(src, timeout)
+    d = dst.qmp.cmd("query-migrate")
+    return s, d, t_switch
 
 
 def guest_gap_ms(src, dst, t_start):
@@ -83,8 +136,10 @@ def run(name, sc, hv="godwit"):
         src.wait_serial(sc["ready"], 300)
         time.sleep(1)
         t0 = time.monotonic()
+        if sc.get("postcopy"):
+            return run_pc(name, sc, hv, src, dst, t0)
         # Bandwidth unlimited on both (QEMU's default cap is 128 MiB/s).
-        params = dict(sc.get("params") or {}, **{"max-bandwidth": 100 * 1000 ** 3})
+        params = dict(sc.get("params") or {}, **{"max-bandwidth": sc.get("bw", 100 * 1000 ** 3)})
         try:
             info = migrate(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
                            caps=sc.get("caps", ()), params=params, timeout=a_timeout)
@@ -105,6 +160,28 @@ def run(name, sc, hv="godwit"):
             "throttle": info.get("cpu-throttle-percentage", 0), "wall_s": round(wall, 2),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
+
+
+def run_pc(name, sc, hv, src, dst, t0):
+    s, d, t_switch = run_postcopy(src, dst, sc, "unix:" + os.path.join(dst.dir, "m.sock"), a_timeout)
+    t_end = time.monotonic()
+    time.sleep(1)
+    ram = s["ram"]
+    lat = d.get("postcopy-fault-latency", {})
+    return {
+        "bench": "migrate", "hypervisor": hv, "scenario": name, "memory_mib": sc["mem"],
+        "converged": s["status"] == "completed", "total_ms": s["total-time"],
+        "downtime_ms": s.get("downtime"), "guest_gap_ms": guest_gap_ms(src, dst, t0),
+        "bytes": ram["transferred"], "rounds": ram.get("iteration", ram.get("dirty-sync-count")),
+        "throughput_mb_s": round(ram["transferred"] / max(s["total-time"], 1) / 1000, 1),
+        "postcopy_requests": ram.get("postcopy-requests"),
+        "fault_p50_us": lat.get("p50-us"), "fault_p99_us": lat.get("p99-us"),
+        "fault_max_us": lat.get("max-us"), "blocktime_ms": d.get("postcopy-blocktime"),
+        "progress_before_pages_s": progress_rate(src, t0 - 2, t0),
+        "progress_postcopy_pages_s": progress_rate(dst, t_switch, t_end),
+        "postcopy_s": round(t_end - t_switch, 2), "throttle": 0,
+        "wall_s": round(t_end - t0, 2), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def main():
@@ -137,6 +214,12 @@ def main():
             print(f"{name:<12} {hv:<7} {r['total_ms']:>6} ms {r['downtime_ms']:>6} ms "
                   f"{str(r['guest_gap_ms']):>7} ms {r['bytes'] / 1e6:>9.0f} {r['rounds']:>6} "
                   f"{r['throughput_mb_s']:>7}", flush=True)
+            if "postcopy_requests" in r:
+                print(f"{'':<12} {'':<7} post-copy {r['postcopy_s']} s: {r['postcopy_requests']} "
+                      f"requests, fault p50 {r['fault_p50_us']} us p99 {r['fault_p99_us']} us, "
+                      f"all vCPUs blocked {r['blocktime_ms']} ms, guest progress "
+                      f"{r['progress_postcopy_pages_s']} pages/s (before: "
+                      f"{r['progress_before_pages_s']})", flush=True)
         if a.qemu and rows[-1]["converged"] and rows[-2]["converged"]:
             g, q = rows[-2], rows[-1]
             print(f"{'':<12} {'ratio':<7} {q['total_ms'] / max(g['total_ms'], 1):>6.1f}x faster, "

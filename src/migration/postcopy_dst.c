@@ -471,7 +471,7 @@ static int wait_last_pages(struct pc_dst *pc)
     struct in_ctx *c = pc->c;
     while (__atomic_load_n(&pc->pending_count, __ATOMIC_ACQUIRE)) {
         if (pc->error || c->m->pc_pause_req || c->m->cancel)
-            return stream_set_error(&c->s, EPIPE, "the preempt channel broke: %s",
+            return stream_set_error(&c->s, EIO, "the preempt channel broke: %s",
                                     stream_error(&pc->ps));
         struct timespec ts = { 0, 1000000 };
         nanosleep(&ts, NULL);
@@ -507,11 +507,13 @@ static int recv_loop(struct pc_dst *pc)
     }
 }
 
-/* A clean end of the main channel that nobody asked for: the source VMM
- * closed it, which it only does when it exits. */
+/* The source closed the main channel (at a record boundary or inside a
+ * record) without a POSTCOPY_PAUSE first, and not because we broke it: the
+ * source VMM has exited (it always says when it pauses). */
 static bool source_gone(const struct pc_dst *pc, int r)
 {
-    return r == -ENODATA && !pc->got_pause && !pc->local_break && !pc->c->m->pc_pause_req;
+    return (r == -ENODATA || r == -EPIPE) && !pc->got_pause && !pc->local_break &&
+           !pc->c->m->pc_pause_req;
 }
 
 static void close_channels(struct pc_dst *pc)
@@ -647,6 +649,7 @@ int pc_dst_run(struct in_ctx *c)
         }
         if (source_gone(pc, r)) {
             pc->lost = true;
+            c->s.error = 0; /* this explains the truncation better */
             return stream_set_error(&c->s, EPIPE, "the source VMM closed the connection without "
                                     "pausing (it has exited): %llu pages of the guest are lost "
                                     "and it cannot run on", (unsigned long long)pc->pending_count);

@@ -8,7 +8,7 @@
  * page crosses twice after the switch. */
 #define LOG_PREFIX "postcopy-src"
 #include <errno.h>
-#include <fcntl.h>
+#include <sys/time.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -355,7 +355,9 @@ static int wait_done(struct out_ctx *c)
 static void park_channels(struct out_ctx *c)
 {
     if (c->fd >= 0 && !c->m->cancel) { /* shutting down: no pause, an exit */
-        fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+        /* Behind what is queued; bounded, since the link may be dead. */
+        struct timeval tv = { 2, 0 };
+        setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         struct stream note;
         stream_init(&note, &stream_fd_ops, (void *)(intptr_t)c->fd);
         stream_write_record(&note, GWS_POSTCOPY_PAUSE, NULL, 0);

@@ -29,218 +29,16 @@
 #include <unistd.h>
 
 #include "memory/uffd.h"
+#include "engine_vm.h"
 #include "migration/migration.h"
 
-#define RAM_SIZE   (64ULL << 20)
-#define NPAGES     (RAM_SIZE / 4096)
-#define STATIC_END 4096          /* pages [0, 4096): written once */
-#define HOT_END    8192          /* pages [4096, 8192): rewritten all the time */
-#define ZERO_END   9216          /* pages [8192, 9216): written with zeros */
+#define RAM_SIZE (64ULL << 20)
 
-struct tvm {
-    struct guest_ram ram;
-    struct dirty_log dl;
-    struct migration mig;
-    struct tvm *src;              /* destination: the source, to compare with */
-    pthread_t thr;
-    bool thr_started;
-    pthread_mutex_t lk;
-    pthread_cond_t cv;
-    bool run, parked, quit;
-    volatile int tid;
-    volatile uint64_t gen, errors, checked;
-    unsigned read_delay_us;
-    uint64_t state, got_state;
-    bool have_state;
-    volatile bool started, lost, completed;
-};
+static void vm_init(struct evm *v, struct evm *src) { assert_int_equal(evm_init(v, RAM_SIZE, src), 0); }
 
-static void sleep_us(unsigned us)
+static void set_param(struct evm *v, const char *name, int64_t value)
 {
-    struct timespec ts = { us / 1000000, (long)(us % 1000000) * 1000 };
-    nanosleep(&ts, NULL);
-}
-
-/* Park between pages when asked; false to quit. */
-static bool may_go(struct tvm *v)
-{
-    pthread_mutex_lock(&v->lk);
-    while (!v->run && !v->quit) {
-        v->parked = true;
-        pthread_cond_broadcast(&v->cv);
-        pthread_cond_wait(&v->cv, &v->lk);
-    }
-    v->parked = false;
-    bool q = v->quit;
-    pthread_mutex_unlock(&v->lk);
-    return !q;
-}
-
-static void *src_writer(void *arg)
-{
-    struct tvm *v = arg;
-    v->tid = (int)syscall(SYS_gettid);
-    for (uint64_t p = STATIC_END; may_go(v); p = p + 1 == HOT_END ? STATIC_END : p + 1) {
-        uint64_t *w = (uint64_t *)(v->ram.host + p * 4096);
-        uint64_t g = ++v->gen;
-        w[0] = g;
-        w[511] = g;
-        dirty_log_mark(&v->dl, p * 4096, 4096);
-    }
-    return NULL;
-}
-
-/* Every page, in a scattered order, must equal the source's. */
-static void *dst_reader(void *arg)
-{
-    struct tvm *v = arg;
-    v->tid = (int)syscall(SYS_gettid);
-    for (uint64_t i = 0; may_go(v); i++) {
-        uint64_t p = (i * 7919) % NPAGES;
-        if (memcmp(v->ram.host + p * 4096, v->src->ram.host + p * 4096, 4096) != 0)
-            __atomic_fetch_add(&v->errors, 1, __ATOMIC_RELAXED);
-        v->checked++;
-        if (v->read_delay_us)
-            sleep_us(v->read_delay_us);
-    }
-    return NULL;
-}
-
-static void set_run(struct tvm *v, bool run, bool wait_parked)
-{
-    pthread_mutex_lock(&v->lk);
-    v->run = run;
-    pthread_cond_broadcast(&v->cv);
-    while (wait_parked && !run && v->thr_started && !v->parked && !v->quit)
-        pthread_cond_wait(&v->cv, &v->lk);
-    pthread_mutex_unlock(&v->lk);
-}
-
-/* ---- mig_vm_ops ---- */
-
-static int op_stop(void *o, struct gw_error *err)
-{
-    set_run(o, false, true);
-    return 0;
-}
-static void op_resume(void *o) { set_run(o, true, false); }
-static void op_completed(void *o) { ((struct tvm *)o)->completed = true; }
-
-static int op_save_state(void *o, struct stream *s, struct gw_error *err)
-{
-    struct tvm *v = o;
-    struct {
-        struct gws_device d;
-        uint64_t gen;
-    } rec = { .d = { .id = "test0", .version = 1 }, .gen = v->gen };
-    struct iovec iov = { &rec, sizeof(rec) };
-    return stream_write_record(s, GWS_DEVICE_STATE, &iov, 1);
-}
-
-static int op_load_record(void *o, const struct stream_record *rec, struct gw_error *err)
-{
-    struct tvm *v = o;
-    if (rec->type != GWS_DEVICE_STATE || rec->length != sizeof(struct gws_device) + 8)
-        return gw_error_set(err, EPROTO, "unexpected state record");
-    memcpy(&v->got_state, rec->body + sizeof(struct gws_device), 8);
-    v->have_state = true;
-    return 0;
-}
-
-static int op_load_finish(void *o, struct gw_error *err)
-{
-    return ((struct tvm *)o)->have_state ? 0 : gw_error_set(err, EPROTO, "no state");
-}
-
-static void op_start(void *o)
-{
-    struct tvm *v = o;
-    v->started = true;
-    if (pthread_create(&v->thr, NULL, dst_reader, v) == 0)
-        v->thr_started = true;
-    set_run(v, true, false);
-}
-
-static void op_discard(void *o) {}
-static int op_vcpu_of_tid(void *o, int tid) { return tid == ((struct tvm *)o)->tid ? 0 : -1; }
-static void op_lost(void *o) { ((struct tvm *)o)->lost = true; }
-
-static const struct mig_vm_ops ops = {
-    .stop = op_stop, .resume = op_resume, .completed = op_completed,
-    .save_state = op_save_state, .load_record = op_load_record, .load_finish = op_load_finish,
-    .start = op_start, .discard = op_discard, .vcpu_of_tid = op_vcpu_of_tid, .lost = op_lost,
-};
-
-/* ---- set-up ---- */
-
-static void tvm_init(struct tvm *v, struct tvm *src)
-{
-    memset(v, 0, sizeof(*v));
-    struct gw_error err;
-    gw_error_init(&err);
-    assert_int_equal(guest_ram_init(&v->ram, RAM_SIZE, "t", &err), 0);
-    assert_int_equal(dirty_log_init(&v->dl, -1, &v->ram, false, &err), 0);
-    pthread_mutex_init(&v->lk, NULL);
-    pthread_cond_init(&v->cv, NULL);
-    v->src = src;
-    mig_init(&v->mig, v, &ops, &v->ram, &v->dl, "t", NULL, 1);
-    struct mig_caps c;
-    mig_get_caps(&v->mig, &c);
-    c.on[MIG_CAP_POSTCOPY_RAM] = true;
-    assert_int_equal(mig_set_caps(&v->mig, &c, &err), 0);
-    if (src)
-        return;
-    for (uint64_t p = 0; p < STATIC_END; p++)
-        for (unsigned k = 0; k < 512; k += 64)
-            ((uint64_t *)(v->ram.host + p * 4096))[k] = p * 1000003 + k;
-    memset(v->ram.host + HOT_END * 4096, 0, (ZERO_END - HOT_END) * 4096);
-    v->run = true;
-    assert_int_equal(pthread_create(&v->thr, NULL, src_writer, v), 0);
-    v->thr_started = true;
-}
-
-static void tvm_fini(struct tvm *v)
-{
-    pthread_mutex_lock(&v->lk);
-    v->quit = true;
-    pthread_cond_broadcast(&v->cv);
-    pthread_mutex_unlock(&v->lk);
-    mig_fini(&v->mig);
-    if (v->thr_started)
-        pthread_join(v->thr, NULL);
-    dirty_log_fini(&v->dl);
-    guest_ram_fini(&v->ram);
-}
-
-static enum mig_state state_of(struct tvm *v)
-{
-    struct mig_stats st;
-    mig_get_stats(&v->mig, &st);
-    return st.status;
-}
-
-static bool wait_state(struct tvm *v, enum mig_state want, int timeout_ms)
-{
-    for (int i = 0; i < timeout_ms / 10; i++) {
-        enum mig_state s = state_of(v);
-        if (s == want)
-            return true;
-        if (mig_state_is_final(s) && !mig_state_is_final(want))
-            return false;
-        sleep_us(10000);
-    }
-    fprintf(stderr, "state is %s, waited for %s\n", mig_state_name(state_of(v)), mig_state_name(want));
-    return false;
-}
-
-static void set_param(struct tvm *v, const char *name, int64_t value)
-{
-    struct mig_params p;
-    struct gw_error err;
-    gw_error_init(&err);
-    mig_get_params(&v->mig, &p);
-    assert_int_equal(mig_params_set(&p, name, value, &err), 0);
-    assert_int_equal(mig_set_params(&v->mig, &p, &err), 0);
+    assert_int_equal(evm_set_param(v, name, value), 0);
 }
 
 static void uri_for(char *buf, size_t len, const char *tag)
@@ -248,7 +46,7 @@ static void uri_for(char *buf, size_t len, const char *tag)
     snprintf(buf, len, "unix:/tmp/gw-pc-%d-%s.sock", getpid(), tag);
 }
 
-static void start(struct tvm *src, struct tvm *dst, const char *uri)
+static void start(struct evm *src, struct evm *dst, const char *uri)
 {
     struct gw_error err;
     gw_error_init(&err);
@@ -257,18 +55,15 @@ static void start(struct tvm *src, struct tvm *dst, const char *uri)
 }
 
 /* Both completed, every page equal, the state carried over. */
-static void check_done(struct tvm *src, struct tvm *dst)
+static void check_done(struct evm *src, struct evm *dst)
 {
-    assert_true(wait_state(src, MIG_COMPLETED, 60000));
-    assert_true(wait_state(dst, MIG_COMPLETED, 10000));
-    set_run(dst, false, true);
-    for (uint64_t p = 0; p < NPAGES; p++)
-        if (memcmp(dst->ram.host + p * 4096, src->ram.host + p * 4096, 4096) != 0)
-            fail_msg("page %llu differs after post-copy (here %llx %llx, source %llx %llx)",
-                     (unsigned long long)p, (unsigned long long)((uint64_t *)(dst->ram.host + p * 4096))[0],
-                     (unsigned long long)((uint64_t *)(dst->ram.host + p * 4096))[511],
-                     (unsigned long long)((uint64_t *)(src->ram.host + p * 4096))[0],
-                     (unsigned long long)((uint64_t *)(src->ram.host + p * 4096))[511]);
+    assert_true(evm_wait_state(src, MIG_COMPLETED, 60000));
+    assert_true(evm_wait_state(dst, MIG_COMPLETED, 10000));
+    evm_set_run(dst, false, true);
+    uint64_t first = 0, bad = evm_compare(dst, src, &first);
+    if (bad)
+        fail_msg("%llu pages differ after post-copy, the first is %llu", (unsigned long long)bad,
+                 (unsigned long long)first);
     assert_int_equal(dst->errors, 0);
     assert_true(dst->got_state == src->gen);
     struct mig_stats s, d;
@@ -311,11 +106,11 @@ static void test_switch_at_once(void **state)
 {
     if (!have_uffd())
         skip();
-    static struct tvm src, dst;
+    static struct evm src, dst;
     char uri[128];
     uri_for(uri, sizeof(uri), "once");
-    tvm_init(&src, NULL);
-    tvm_init(&dst, &src);
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
     start(&src, &dst, uri);
     struct gw_error err;
     gw_error_init(&err);
@@ -324,19 +119,19 @@ static void test_switch_at_once(void **state)
     struct mig_stats d;
     mig_get_stats(&dst.mig, &d);
     assert_true(d.fault_count > 0);
-    tvm_fini(&dst);
-    tvm_fini(&src);
+    evm_fini(&dst);
+    evm_fini(&src);
 }
 
 static void test_after_first_pass(void **state)
 {
     if (!have_uffd())
         skip();
-    static struct tvm src, dst;
+    static struct evm src, dst;
     char uri[128];
     uri_for(uri, sizeof(uri), "pass");
-    tvm_init(&src, NULL);
-    tvm_init(&dst, &src);
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
     struct mig_caps c;
     struct gw_error err;
     gw_error_init(&err);
@@ -350,19 +145,19 @@ static void test_after_first_pass(void **state)
     struct mig_stats s;
     mig_get_stats(&src.mig, &s);
     assert_int_equal(s.iteration, 1);
-    tvm_fini(&dst);
-    tvm_fini(&src);
+    evm_fini(&dst);
+    evm_fini(&src);
 }
 
 static void test_by_command_mid_round(void **state)
 {
     if (!have_uffd())
         skip();
-    static struct tvm src, dst;
+    static struct evm src, dst;
     char uri[128];
     uri_for(uri, sizeof(uri), "cmd");
-    tvm_init(&src, NULL);
-    tvm_init(&dst, &src);
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
     set_param(&src, "max-bandwidth", 32 << 20);
     set_param(&src, "downtime-limit", 5);
     start(&src, &dst, uri);
@@ -371,49 +166,49 @@ static void test_by_command_mid_round(void **state)
         mig_get_stats(&src.mig, &s);
         if (s.iteration >= 2)
             break;
-        sleep_us(10000);
+        evm_sleep_us(10000);
     }
     assert_true(s.iteration >= 2);
-    sleep_us(50000);
+    evm_sleep_us(50000);
     struct gw_error err;
     gw_error_init(&err);
     assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
     check_done(&src, &dst);
-    tvm_fini(&dst);
-    tvm_fini(&src);
+    evm_fini(&dst);
+    evm_fini(&src);
 }
 
 /* Pause from `pauser`, wait for both sides, recover on a new address. */
-static void pause_and_recover(struct tvm *src, struct tvm *dst, struct tvm *pauser, const char *uri)
+static void pause_and_recover(struct evm *src, struct evm *dst, struct evm *pauser, const char *uri)
 {
     struct gw_error err;
     gw_error_init(&err);
-    assert_true(wait_state(dst, MIG_POSTCOPY_ACTIVE, 20000));
-    assert_true(wait_state(src, MIG_POSTCOPY_ACTIVE, 20000));
+    assert_true(evm_wait_state(dst, MIG_POSTCOPY_ACTIVE, 20000));
+    assert_true(evm_wait_state(src, MIG_POSTCOPY_ACTIVE, 20000));
     assert_int_equal(mig_pause(&pauser->mig, &err), 0);
-    assert_true(wait_state(src, MIG_POSTCOPY_PAUSED, 20000));
-    assert_true(wait_state(dst, MIG_POSTCOPY_PAUSED, 20000));
+    assert_true(evm_wait_state(src, MIG_POSTCOPY_PAUSED, 20000));
+    assert_true(evm_wait_state(dst, MIG_POSTCOPY_PAUSED, 20000));
     assert_int_not_equal(mig_cancel(&src->mig, &err), 0); /* cannot cancel in post-copy */
     uint64_t before = dst->checked;
-    sleep_us(300000);
+    evm_sleep_us(300000);
     fprintf(stderr, "    paused: the destination's reader moved %llu pages meanwhile\n",
             (unsigned long long)(dst->checked - before));
     assert_int_equal(mig_recover(&dst->mig, uri, &err), 0);
     assert_int_equal(mig_resume(&src->mig, uri, &err), 0);
-    assert_true(wait_state(dst, MIG_POSTCOPY_ACTIVE, 20000) || state_of(dst) == MIG_COMPLETED);
+    assert_true(evm_wait_state(dst, MIG_POSTCOPY_ACTIVE, 20000) || evm_state(dst) == MIG_COMPLETED);
 }
 
 static void test_pause_recover_twice(void **state)
 {
     if (!have_uffd())
         skip();
-    static struct tvm src, dst;
+    static struct evm src, dst;
     char uri[128], uri2[128], uri3[128];
     uri_for(uri, sizeof(uri), "p0");
     uri_for(uri2, sizeof(uri2), "p1");
     uri_for(uri3, sizeof(uri3), "p2");
-    tvm_init(&src, NULL);
-    tvm_init(&dst, &src);
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
     dst.read_delay_us = 200;
     set_param(&src, "max-postcopy-bandwidth", 8 << 20);
     start(&src, &dst, uri);
@@ -426,8 +221,8 @@ static void test_pause_recover_twice(void **state)
     struct mig_stats d;
     mig_get_stats(&dst.mig, &d);
     assert_int_equal(d.paused_count, 2);
-    tvm_fini(&dst);
-    tvm_fini(&src);
+    evm_fini(&dst);
+    evm_fini(&src);
 }
 
 /* A cut cable: loopback goes down in a private network namespace; both
@@ -441,9 +236,9 @@ static void test_link_down_recover(void **state)
         fprintf(stderr, "    no private network namespace here (%s): skipped\n", strerror(errno));
         skip();
     }
-    static struct tvm src, dst;
-    tvm_init(&src, NULL);
-    tvm_init(&dst, &src);
+    static struct evm src, dst;
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
     dst.read_delay_us = 2000; /* slow enough that two cuts happen before the end */
     set_param(&src, "max-postcopy-bandwidth", 1 << 20);
     start(&src, &dst, "tcp:127.0.0.1:47001");
@@ -451,11 +246,11 @@ static void test_link_down_recover(void **state)
     gw_error_init(&err);
     assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
     for (int round = 0; round < 2; round++) {
-        assert_true(wait_state(&dst, MIG_POSTCOPY_ACTIVE, 20000));
-        sleep_us(300000);
+        assert_true(evm_wait_state(&dst, MIG_POSTCOPY_ACTIVE, 20000));
+        evm_sleep_us(300000);
         assert_int_equal(lo_link(false), 0);
-        assert_true(wait_state(&src, MIG_POSTCOPY_PAUSED, 30000));
-        assert_true(wait_state(&dst, MIG_POSTCOPY_PAUSED, 30000));
+        assert_true(evm_wait_state(&src, MIG_POSTCOPY_PAUSED, 30000));
+        assert_true(evm_wait_state(&dst, MIG_POSTCOPY_PAUSED, 30000));
         assert_int_equal(lo_link(true), 0);
         char uri[64];
         snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", 47002 + round);
@@ -463,8 +258,8 @@ static void test_link_down_recover(void **state)
         assert_int_equal(mig_resume(&src.mig, uri, &err), 0);
     }
     check_done(&src, &dst);
-    tvm_fini(&dst);
-    tvm_fini(&src);
+    evm_fini(&dst);
+    evm_fini(&src);
 }
 
 /* The source VMM exits in post-copy: the destination says so and fails. */
@@ -472,31 +267,31 @@ static void test_source_exits(void **state)
 {
     if (!have_uffd())
         skip();
-    static struct tvm src, dst;
+    static struct evm src, dst;
     char uri[128];
     uri_for(uri, sizeof(uri), "sx");
-    tvm_init(&src, NULL);
-    tvm_init(&dst, &src);
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
     dst.read_delay_us = 300;
     set_param(&src, "max-postcopy-bandwidth", 4 << 20);
     start(&src, &dst, uri);
     struct gw_error err;
     gw_error_init(&err);
     assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
-    assert_true(wait_state(&dst, MIG_POSTCOPY_ACTIVE, 20000));
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_ACTIVE, 20000));
     mig_fini(&src.mig); /* what exiting does to the engine: its sockets close */
-    assert_true(wait_state(&dst, MIG_FAILED, 20000));
+    assert_true(evm_wait_state(&dst, MIG_FAILED, 20000));
     struct mig_stats d;
     mig_get_stats(&dst.mig, &d);
     fprintf(stderr, "    destination: %s\n", d.error_desc);
     assert_non_null(strstr(d.error_desc, "exited"));
     assert_true(dst.lost);
-    mig_init(&src.mig, &src, &ops, &src.ram, &src.dl, "t", NULL, 1); /* for tvm_fini */
+    mig_init(&src.mig, &src, NULL, &src.ram, &src.dl, "t", NULL, 1); /* evm_fini finishes it again */
     pthread_mutex_lock(&dst.lk);
     dst.quit = true; /* its reader waits for pages that will never come */
     pthread_mutex_unlock(&dst.lk);
     dst.thr_started = false;
-    tvm_fini(&src);
+    evm_fini(&src);
 }
 
 /* The destination exits in post-copy: the source stays paused (it must
@@ -505,34 +300,34 @@ static void test_destination_exits(void **state)
 {
     if (!have_uffd())
         skip();
-    static struct tvm src, dst;
+    static struct evm src, dst;
     char uri[128];
     uri_for(uri, sizeof(uri), "dx");
-    tvm_init(&src, NULL);
-    tvm_init(&dst, &src);
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
     dst.read_delay_us = 300;
     set_param(&src, "max-postcopy-bandwidth", 4 << 20);
     start(&src, &dst, uri);
     struct gw_error err;
     gw_error_init(&err);
     assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
-    assert_true(wait_state(&src, MIG_POSTCOPY_ACTIVE, 20000));
-    tvm_fini(&dst);
-    assert_true(wait_state(&src, MIG_POSTCOPY_PAUSED, 20000));
-    sleep_us(500000);
-    assert_int_equal(state_of(&src), MIG_POSTCOPY_PAUSED);
+    assert_true(evm_wait_state(&src, MIG_POSTCOPY_ACTIVE, 20000));
+    evm_fini(&dst);
+    assert_true(evm_wait_state(&src, MIG_POSTCOPY_PAUSED, 20000));
+    evm_sleep_us(500000);
+    assert_int_equal(evm_state(&src), MIG_POSTCOPY_PAUSED);
     assert_false(src.run); /* never resumed */
     struct mig_stats s;
     mig_get_stats(&src.mig, &s);
     fprintf(stderr, "    source: %s\n", s.error_desc);
     assert_true(s.error_desc[0] != 0);
-    tvm_fini(&src);
+    evm_fini(&src);
 }
 
 static void test_refused_without_capability(void **state)
 {
-    static struct tvm src;
-    tvm_init(&src, NULL);
+    static struct evm src;
+    vm_init(&src, NULL);
     struct mig_caps c;
     struct gw_error err;
     gw_error_init(&err);
@@ -543,7 +338,7 @@ static void test_refused_without_capability(void **state)
     assert_non_null(strstr(err.msg, "postcopy"));
     assert_int_not_equal(mig_pause(&src.mig, &err), 0);
     assert_int_not_equal(mig_resume(&src.mig, "unix:/nonexistent", &err), 0);
-    tvm_fini(&src);
+    evm_fini(&src);
 }
 
 int main(void)

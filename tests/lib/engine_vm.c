@@ -1,0 +1,219 @@
+#include "engine_vm.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+void evm_sleep_us(unsigned us)
+{
+    struct timespec ts = { us / 1000000, (long)(us % 1000000) * 1000 };
+    nanosleep(&ts, NULL);
+}
+
+/* Park between pages when asked; false to quit. */
+static bool may_go(struct evm *v)
+{
+    pthread_mutex_lock(&v->lk);
+    while (!v->run && !v->quit) {
+        v->parked = true;
+        pthread_cond_broadcast(&v->cv);
+        pthread_cond_wait(&v->cv, &v->lk);
+    }
+    v->parked = false;
+    bool q = v->quit;
+    pthread_mutex_unlock(&v->lk);
+    return !q;
+}
+
+static void *src_writer(void *arg)
+{
+    struct evm *v = arg;
+    uint64_t lo = EVM_STATIC_END(v), hi = EVM_HOT_END(v);
+    v->tid = (int)syscall(SYS_gettid);
+    for (uint64_t p = lo; may_go(v); p = p + 1 == hi ? lo : p + 1) {
+        uint64_t *w = (uint64_t *)(v->ram.host + p * 4096);
+        uint64_t g = ++v->gen;
+        w[0] = g;
+        w[511] = g;
+        dirty_log_mark(&v->dl, p * 4096, 4096);
+    }
+    return NULL;
+}
+
+static void *dst_reader(void *arg)
+{
+    struct evm *v = arg;
+    v->tid = (int)syscall(SYS_gettid);
+    for (uint64_t i = 0; may_go(v); i++) {
+        uint64_t p = (i * 7919) % v->npages;
+        if (memcmp(v->ram.host + p * 4096, v->src->ram.host + p * 4096, 4096) != 0)
+            __atomic_fetch_add(&v->errors, 1, __ATOMIC_RELAXED);
+        v->checked++;
+        if (v->read_delay_us)
+            evm_sleep_us(v->read_delay_us);
+    }
+    return NULL;
+}
+
+void evm_set_run(struct evm *v, bool run, bool wait_parked)
+{
+    pthread_mutex_lock(&v->lk);
+    v->run = run;
+    pthread_cond_broadcast(&v->cv);
+    while (wait_parked && !run && v->thr_started && !v->parked && !v->quit)
+        pthread_cond_wait(&v->cv, &v->lk);
+    pthread_mutex_unlock(&v->lk);
+}
+
+/* ---- mig_vm_ops ---- */
+
+static int op_stop(void *o, struct gw_error *err)
+{
+    evm_set_run(o, false, true);
+    return 0;
+}
+static void op_resume(void *o) { evm_set_run(o, true, false); }
+static void op_completed(void *o) { ((struct evm *)o)->completed = true; }
+
+static int op_save_state(void *o, struct stream *s, struct gw_error *err)
+{
+    struct evm *v = o;
+    struct {
+        struct gws_device d;
+        uint64_t gen;
+    } rec = { .d = { .id = "evm0", .version = 1 }, .gen = v->gen };
+    struct iovec iov = { &rec, sizeof(rec) };
+    return stream_write_record(s, GWS_DEVICE_STATE, &iov, 1);
+}
+
+static int op_load_record(void *o, const struct stream_record *rec, struct gw_error *err)
+{
+    struct evm *v = o;
+    if (rec->type != GWS_DEVICE_STATE || rec->length != sizeof(struct gws_device) + 8)
+        return gw_error_set(err, EPROTO, "unexpected state record");
+    memcpy(&v->got_state, rec->body + sizeof(struct gws_device), 8);
+    v->have_state = true;
+    return 0;
+}
+
+static int op_load_finish(void *o, struct gw_error *err)
+{
+    return ((struct evm *)o)->have_state ? 0 : gw_error_set(err, EPROTO, "no state");
+}
+
+static void op_start(void *o)
+{
+    struct evm *v = o;
+    v->started = true;
+    if (pthread_create(&v->thr, NULL, dst_reader, v) == 0)
+        v->thr_started = true;
+    evm_set_run(v, true, false);
+}
+
+static void op_discard(void *o) {}
+static int op_vcpu_of_tid(void *o, int tid) { return tid == ((struct evm *)o)->tid ? 0 : -1; }
+static void op_lost(void *o) { ((struct evm *)o)->lost = true; }
+
+static const struct mig_vm_ops ops = {
+    .stop = op_stop, .resume = op_resume, .completed = op_completed,
+    .save_state = op_save_state, .load_record = op_load_record, .load_finish = op_load_finish,
+    .start = op_start, .discard = op_discard, .vcpu_of_tid = op_vcpu_of_tid, .lost = op_lost,
+};
+
+/* ---- set-up ---- */
+
+static void fill_source(struct evm *v)
+{
+    for (uint64_t p = 0; p < EVM_STATIC_END(v); p++)
+        for (unsigned k = 0; k < 512; k += 64)
+            ((uint64_t *)(v->ram.host + p * 4096))[k] = p * 1000003 + k;
+    memset(v->ram.host + EVM_HOT_END(v) * 4096, 0, (EVM_ZERO_END(v) - EVM_HOT_END(v)) * 4096);
+}
+
+int evm_init(struct evm *v, uint64_t ram_bytes, struct evm *src)
+{
+    memset(v, 0, sizeof(*v));
+    struct gw_error err;
+    gw_error_init(&err);
+    if (guest_ram_init(&v->ram, ram_bytes, "evm", &err) < 0 ||
+        dirty_log_init(&v->dl, -1, &v->ram, false, &err) < 0) {
+        fprintf(stderr, "evm: %s\n", err.msg);
+        return -err.code;
+    }
+    v->npages = ram_bytes / 4096;
+    pthread_mutex_init(&v->lk, NULL);
+    pthread_cond_init(&v->cv, NULL);
+    v->src = src;
+    mig_init(&v->mig, v, &ops, &v->ram, &v->dl, "evm", NULL, 1);
+    struct mig_caps c;
+    mig_get_caps(&v->mig, &c);
+    c.on[MIG_CAP_POSTCOPY_RAM] = true;
+    mig_set_caps(&v->mig, &c, &err);
+    if (src)
+        return 0;
+    fill_source(v);
+    v->run = true;
+    if (pthread_create(&v->thr, NULL, src_writer, v) != 0)
+        return -EAGAIN;
+    v->thr_started = true;
+    return 0;
+}
+
+void evm_fini(struct evm *v)
+{
+    pthread_mutex_lock(&v->lk);
+    v->quit = true;
+    pthread_cond_broadcast(&v->cv);
+    pthread_mutex_unlock(&v->lk);
+    mig_fini(&v->mig);
+    if (v->thr_started)
+        pthread_join(v->thr, NULL);
+    dirty_log_fini(&v->dl);
+    guest_ram_fini(&v->ram);
+}
+
+enum mig_state evm_state(struct evm *v)
+{
+    struct mig_stats st;
+    mig_get_stats(&v->mig, &st);
+    return st.status;
+}
+
+bool evm_wait_state(struct evm *v, enum mig_state want, int timeout_ms)
+{
+    for (int i = 0; i < timeout_ms / 10; i++) {
+        enum mig_state s = evm_state(v);
+        if (s == want)
+            return true;
+        if (mig_state_is_final(s) && !mig_state_is_final(want))
+            break;
+        evm_sleep_us(10000);
+    }
+    fprintf(stderr, "state is %s, waited for %s\n", mig_state_name(evm_state(v)),
+            mig_state_name(want));
+    return false;
+}
+
+int evm_set_param(struct evm *v, const char *name, int64_t value)
+{
+    struct mig_params p;
+    struct gw_error err;
+    gw_error_init(&err);
+    mig_get_params(&v->mig, &p);
+    if (mig_params_set(&p, name, value, &err) < 0)
+        return -err.code;
+    return mig_set_params(&v->mig, &p, &err);
+}
+
+uint64_t evm_compare(const struct evm *dst, const struct evm *src, uint64_t *first)
+{
+    uint64_t n = 0;
+    for (uint64_t p = 0; p < dst->npages; p++)
+        if (memcmp(dst->ram.host + p * 4096, src->ram.host + p * 4096, 4096) != 0 && n++ == 0)
+            *first = p;
+    return n;
+}

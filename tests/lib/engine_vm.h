@@ -1,0 +1,60 @@
+/* A stand-in VM for driving the migration engine without KVM (tests and
+ * benchmarks): guest RAM in a real memfd, the engine's mig_vm_ops, and one
+ * thread per side acting as the vCPU. On a source it keeps writing a hot
+ * working set (reporting each write to the dirty log, as the VMM does for
+ * its own writes); on a destination it reads pages in a scattered order
+ * and compares each with the source's frozen copy, faulting on what is
+ * missing. Layout of the source's RAM (page indices):
+ *   [0, EVM_STATIC_END)        written once before the migration
+ *   [EVM_STATIC_END, EVM_HOT_END)  rewritten all the time
+ *   [EVM_HOT_END, EVM_ZERO_END)    written with zeros
+ *   the rest                   never written (holes)
+ * Returns: 0 or -errno (evm_init). */
+#ifndef GW_TESTS_ENGINE_VM_H
+#define GW_TESTS_ENGINE_VM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "migration/migration.h"
+
+#define EVM_STATIC_END(v) ((v)->npages / 4)
+#define EVM_HOT_END(v)    ((v)->npages / 2)
+#define EVM_ZERO_END(v)   ((v)->npages / 2 + (v)->npages / 16)
+
+struct evm {
+    struct guest_ram ram;
+    struct dirty_log dl;
+    struct migration mig;
+    uint64_t npages;
+    struct evm *src;              /* destination: the source, to compare with */
+    pthread_t thr;
+    bool thr_started;
+    pthread_mutex_t lk;
+    pthread_cond_t cv;
+    bool run, parked, quit;
+    volatile int tid;
+    volatile uint64_t gen, errors, checked;
+    unsigned read_delay_us;       /* destination reader: pause per page */
+    uint64_t got_state;
+    bool have_state;
+    volatile bool started, lost, completed;
+};
+
+/* A source (src NULL: RAM filled, writer running) or a destination of src.
+ * Both get the postcopy-ram capability. */
+int evm_init(struct evm *v, uint64_t ram_bytes, struct evm *src);
+/* Stop the thread and the engine, free everything. */
+void evm_fini(struct evm *v);
+/* Run or park the vCPU thread (waiting until parked when asked). */
+void evm_set_run(struct evm *v, bool run, bool wait_parked);
+enum mig_state evm_state(struct evm *v);
+/* Poll until the state is `want` (false on timeout or another final state). */
+bool evm_wait_state(struct evm *v, enum mig_state want, int timeout_ms);
+int evm_set_param(struct evm *v, const char *name, int64_t value);
+/* Pages of dst that differ from src (first one in *first). */
+uint64_t evm_compare(const struct evm *dst, const struct evm *src, uint64_t *first);
+void evm_sleep_us(unsigned us);
+
+#endif
