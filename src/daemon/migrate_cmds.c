@@ -264,6 +264,13 @@ static int h_jobabort(struct daemon *dm, struct daemon_client *cl, struct json_o
         return r;
     if (!job_active(&run->job))
         return no_job(dm, dom, err);
+    if (run->job.phase == JOB_PHASE_POSTCOPY_FAILED) { /* give up: the guest stays paused */
+        log_warn("domain '%s': post-copy recovery given up; the guest stays paused (destroy "
+                 "discards it)", dom->def.name);
+        mig_job_end(dm, dom, run, false, "post-copy migration given up by the operator");
+        pthread_mutex_unlock(&dm->lock);
+        return 0;
+    }
     if (run->job.kind != JOB_KIND_MIGRATION_OUT || run->job.postcopy_started)
         r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: %s",
                          run->job.postcopy_started

@@ -7,9 +7,11 @@
     the incoming VMM (phase prepare, stream not complete), the source's
     migration fails and it resumes the guest: the guest runs on the source;
   - post-copy whose stream is cut (sockets destroyed with ss -K): both
-    hosts pause the guest with reason "post-copy failed"; domjobabort is
+    hosts pause the guest with reason "post-copy failed"; destroy is
     refused; `migrate --postcopy-resume` recovers it and the guest runs on
-    the destination."""
+    the destination;
+  - the same broken again, then given up with domjobabort on both hosts:
+    the job ends, the guest stays paused, destroy discards it."""
 # timeout: 300
 import signal
 import subprocess
@@ -32,6 +34,7 @@ def main():
         source_restart(h, a, b)
         destination_restart(h, a, b)
         postcopy_broken(h, a, b)
+        postcopy_given_up(h, b, a)
 
 
 def start_slow(h, src, dst, *opts):
@@ -106,8 +109,6 @@ def postcopy_broken(h, a, b):
                    "both hosts to pause with post-copy failed")
     ev_a.wait_for("Suspended Post-copy Error")
     ev_b.wait_for("Suspended Post-copy Error")
-    r = a.run("domjobabort", "vm1", check=False)
-    assert r.rc == 1, r
     r = a.run("destroy", "vm1", check=False)
     assert r.rc == 1 and "job" in r.err, r
     a.run("migrate-setspeed", "vm1", "1000")
@@ -119,6 +120,25 @@ def postcopy_broken(h, a, b):
     runs_only_on(b, a)
     ev_a.close()
     ev_b.close()
+
+
+def postcopy_given_up(h, b, a):
+    print("post-copy broken again, then given up")
+    p = start_slow(h, b, a, "--postcopy")
+    b.run("migrate-postcopy", "vm1")
+    wait_until(lambda: a.state_of("vm1") == "running (post-copy)", 30, "post-copy to run")
+    time.sleep(0.3)
+    cut_stream(h)
+    rc, err = finish_proc(p)
+    assert rc == 1, err
+    for d in (a, b):
+        wait_until(lambda d=d: d.state_of("vm1") == "paused (post-copy failed)", 30,
+                   "both hosts to pause with post-copy failed")
+        d.run("domjobabort", "vm1")
+        assert d.state_of("vm1") == "paused (post-copy failed)"
+        assert jobinfo(d, "vm1", completed=True)["Job type"] == "Failed"
+        d.run("destroy", "vm1")
+        assert d.state_of("vm1") == "shut off (destroyed)", d.state_of("vm1")
 
 
 run_test(main)
