@@ -387,6 +387,10 @@ static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_obj
         mig_dst_discard(dm, f.head.uuid, e.msg);
         return gw_error_set(err, EIO, "%s", e.msg);
     }
+    if (mig_fault("dst-finish-lost")) {
+        log_error("injected fault dst-finish-lost: exiting before answering Finish");
+        _exit(99);
+    }
     pthread_mutex_lock(&dm->lock);
     *ret = finish_reply(&f.head, "running", run);
     if (!f.postcopy)

@@ -8,7 +8,10 @@ hosts:
   source VMM killed (the guest is lost: crashed on the source, nothing on
   the destination), Finish failure (destination fault injection),
   Confirm lost (the source daemon dies right after Finish; restarted, it
-  asks the destination and completes Confirm)."""
+  asks the destination and completes Confirm), Finish answer lost (the
+  destination daemon dies after resuming the guest, before answering; the
+  source keeps its copy paused, asks migration-status until the restarted
+  destination, which completed Finish, says "running", then confirms)."""
 # timeout: 300
 import os
 import signal
@@ -35,6 +38,7 @@ def main():
         perform_aborted(h, a, b)
         finish_failure(h, a, b)
         confirm_lost(h, a, b)
+        finish_answer_lost(h, b, a)
         perform_src_vmm_killed(h, b, a)
 
 
@@ -153,6 +157,28 @@ def confirm_lost(h, a, b):
     assert "ask-peer" in a.log_text() or "kill-source" in a.log_text(), a.log_text()[-2000:]
     wait_until(lambda: a.state_of("vm1") == "shut off (migrated)", 20, "the source to confirm")
     only_on(b, a)
+
+
+def finish_answer_lost(h, b, a):
+    print("Finish answer lost: the destination daemon dies before answering")
+    h.restart(a, env={"GODWIT_FAULT_INJECT": "dst-finish-lost"})
+    mig = subprocess.Popen(["ip", "netns", "exec", h.net.ns[1], GODWIT, "-c", b.uri, "migrate",
+                            "--live", "vm1", a.peer], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    wait_until(lambda: a.proc.poll() is not None, 30, "the destination daemon to die")
+    assert a.proc.returncode == 99, a.proc.returncode
+    a.proc = None
+    a.log.close()
+    assert b.state_of("vm1").startswith("paused"), b.state_of("vm1")  # never resumed on a lost answer
+    h.restart(a)
+    rc, err = finish_proc(mig)
+    assert rc == 0, err
+    assert "resume-incoming" in a.log_text(), a.log_text()[-2000:]
+    assert "asking the destination" in b.log_text(), b.log_text()[-2000:]
+    assert b.state_of("vm1") == "shut off (migrated)", b.state_of("vm1")
+    only_on(a, b)
+    # back to B for the next case
+    h.migrate(a, b, "vm1", "--live")
 
 
 def perform_src_vmm_killed(h, b, a):
