@@ -93,6 +93,8 @@ int mig_query(struct daemon *dm, struct domain *dom, struct mig_run *run, enum j
               struct jobinfo *ji, struct gw_error *err);
 /* Test-only fault injection: true when GODWIT_FAULT_INJECT names point. */
 bool mig_fault(const char *point);
+/* (locked) A number for the next job id. */
+unsigned mig_next_job_seq(struct daemon *dm);
 /* (locked) Count watcher threads (migrate_stop waits for none). */
 void mig_watchers_add(struct daemon *dm, int delta);
 

@@ -18,7 +18,10 @@
 struct mig_ctx {
     struct mig_run *runs;
     unsigned watchers;       /* live watcher threads (migrate_dst.c) */
+    unsigned job_seq;        /* makes job ids unique within this daemon */
 };
+
+unsigned mig_next_job_seq(struct daemon *dm) { return ++dm->mig->job_seq; }
 
 uint64_t mig_wall_ms(void)
 {

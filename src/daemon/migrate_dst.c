@@ -176,7 +176,9 @@ void mig_dst_discard(struct daemon *dm, const char *uuid, const char *msg)
         monitor_wait_end(dm, dom, DST_KILL_WAIT_MS);
     }
     mig_job_end(dm, dom, run, false, msg);
-    if (run->created && !run->watcher)
+    if (run->watcher) /* the watcher may be using dom: it releases the slot (or the domain) */
+        dom->job = DOM_JOB_MIGRATION_IN;
+    else if (run->created)
         forget_domain(dm, dom);
     pthread_mutex_unlock(&dm->lock);
 }

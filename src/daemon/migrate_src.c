@@ -103,7 +103,6 @@ static int begin_check(struct daemon *dm, struct domain *dom, const struct migra
 static int begin(struct daemon *dm, struct json_object *args, const struct migrate_args *m,
                  struct src_job *s, struct gw_error *err)
 {
-    static unsigned seq;
     pthread_mutex_lock(&dm->lock);
     int r = daemon_lookup(dm, args, &s->dom, err);
     struct mig_run *run = r == 0 ? mig_run_find(dm, s->dom->def.uuid) : NULL;
@@ -117,7 +116,8 @@ static int begin(struct daemon *dm, struct json_object *args, const struct migra
     if ((r = domain_job_begin(dm, &s->dom, DOM_JOB_MIGRATION_OUT, "migrate", err)) < 0)
         goto out;
     char id[JOB_ID_MAX];
-    snprintf(id, sizeof(id), "m-%llu-%d-%u", (unsigned long long)mig_wall_ms(), (int)getpid(), ++seq);
+    snprintf(id, sizeof(id), "m-%llu-%d-%u", (unsigned long long)mig_wall_ms(), (int)getpid(),
+             mig_next_job_seq(dm));
     s->run = run = mig_run_get(dm, s->dom->def.uuid);
     r = run ? job_init(&run->job, JOB_KIND_MIGRATION_OUT, id, s->dom->def.uuid, s->dom->def.name,
                        mig_wall_ms(), err)

@@ -7,8 +7,9 @@
  *   finish:   (post-copy) completed -> job done; postcopy-paused or
  *             failed -> paused with reason post-copy failed;
  *   postcopy-failed: wait for recovery (Finish moves it back).
- * The watcher also forgets a domain that Prepare created once its job
- * failed (nobody else holds it then). */
+ * While a watcher runs it may use the domain without dm->lock, so a
+ * discarded job keeps the domain's job slot held until the watcher has
+ * ended; it then releases it, or forgets a domain that Prepare created. */
 #define LOG_PREFIX "migrate-dst"
 #include <errno.h>
 #include <pthread.h>
@@ -116,8 +117,11 @@ static void cleanup(struct watch_arg *a)
     struct mig_run *run = mig_run_find(dm, a->uuid);
     if (run)
         run->watcher = false;
-    if (dom && run && run->created && run->job.phase == JOB_PHASE_FAILED &&
-        strcmp(run->job.id, a->job) == 0 && dom->job == DOM_JOB_NONE && !dom_state_active(dom->state)) {
+    bool ours = dom && run && strcmp(run->job.id, a->job) == 0 && !job_active(&run->job) &&
+                dom->job == DOM_JOB_MIGRATION_IN; /* kept held by mig_dst_discard for us */
+    if (ours)
+        domain_job_end(dm, dom);
+    if (ours && run->created && run->job.phase == JOB_PHASE_FAILED && !dom_state_active(dom->state)) {
         for (struct domain **p = &dm->domains; *p; p = &(*p)->next)
             if (*p == dom) {
                 *p = dom->next;

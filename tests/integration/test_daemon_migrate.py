@@ -25,6 +25,12 @@ def main():
     print("VMM:", vmm_kind())
     with MigHosts(tag="gwm") as h:
         a, b = h.a, h.b
+        for cmd, word in (("migrate", "--postcopy-after-precopy"), ("migrate-postcopy", "domain"),
+                          ("migrate-setmaxdowntime", "downtime"), ("migrate-getmaxdowntime", "domain"),
+                          ("migrate-setspeed", "bandwidth"), ("migrate-getspeed", "domain"),
+                          ("domjobinfo", "--completed"), ("domjobabort", "domain")):
+            out = a.run(cmd, "--help").out
+            assert "SYNOPSIS" in out and word in out, (cmd, out)
         a.define("vm1")
         a.run("start", "vm1")
         wait_until(lambda: len(heartbeats(a, "vm1")) >= 2, 30, "heartbeats on A")
