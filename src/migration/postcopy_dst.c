@@ -513,7 +513,7 @@ static int recv_loop(struct pc_dst *pc)
 static bool source_gone(const struct pc_dst *pc, int r)
 {
     return (r == -ENODATA || r == -EPIPE) && !pc->got_pause && !pc->local_break &&
-           !pc->c->m->pc_pause_req;
+           !pc->c->m->pc_pause_req && !pc->c->m->cancel;
 }
 
 static void close_channels(struct pc_dst *pc)
@@ -611,6 +611,10 @@ static int go_live(struct pc_dst *pc)
     if (stream_read_record(&c->s, &rec) < 0 || rec.type != GWS_COMMIT)
         return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over%s%s",
                                 stream_error(&c->s)[0] ? ": " : "", stream_error(&c->s));
+    /* Pages in the main channel's backlog are ones a fault may wait for
+     * (they are not sent twice): keep the backlog short. */
+    int sz = 256 << 10;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
     m->ops->start(m->vm);
     pc->guest_ran = true;
     in_send_rp(c, GWS_RP_RESUMED, NULL);

@@ -26,6 +26,7 @@
 #define PC_LIVENESS_MS   4000   /* a silent peer breaks the channel after this */
 #define PC_PREFETCH      15     /* pages after a fault sent along with it */
 #define PC_DONE_WAIT_MS  100    /* poll step while waiting for the end */
+#define PC_MAIN_BUFFER   (256 << 10) /* main channel send buffer after the switch */
 
 static void set_fds(struct out_ctx *c)
 {
@@ -94,6 +95,15 @@ static int stop_guest(struct out_ctx *c)
     return 0;
 }
 
+/* A page the background push has already taken is not sent again when a
+ * fault asks for it: the fault waits for it on the main channel. Keep that
+ * channel's backlog short so the wait stays short. */
+static void shrink_backlog(int fd)
+{
+    int sz = PC_MAIN_BUFFER;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+}
+
 /* Stop the guest, tell the destination what it must drop, send the state,
  * and hand the guest over (the same LOADED/COMMIT handshake as pre-copy:
  * until the destination has loaded the state, the source can still run). */
@@ -140,6 +150,7 @@ static int pc_switch(struct out_ctx *c)
     m->stats.remaining = count * GWS_PAGE_SIZE;
     pthread_mutex_unlock(&m->lock);
     c->pc_bytes0 = c->bytes_before + c->s.bytes;
+    shrink_backlog(c->fd);
     mig_set_state(m, MIG_POSTCOPY_ACTIVE);
     return 0;
 }
@@ -425,6 +436,7 @@ static int reconnect(struct out_ctx *c)
     stream_fini(&c->s);
     stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
     mig_socket_liveness(fd, PC_LIVENESS_MS);
+    shrink_backlog(fd);
     if (stream_write_preamble(&c->s) < 0 ||
         stream_write_record(&c->s, GWS_POSTCOPY_RESUME, NULL, 0) < 0 || stream_flush(&c->s) < 0)
         return -1;
