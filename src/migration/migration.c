@@ -298,13 +298,37 @@ static int take_recovery(struct migration *m, bool incoming, struct gw_error *er
     return 0;
 }
 
+static int recovery_uri(const char *uri, struct mig_uri *u, struct gw_error *err)
+{
+    if (mig_uri_parse(uri, u, err) < 0)
+        return -err->code;
+    if (u->kind == MIG_URI_FILE)
+        return gw_error_set(err, EINVAL, "post-copy recovery needs a tcp: or unix: URI");
+    return 0;
+}
+
+/* Hand the paused migration thread its way back (fd: the destination's
+ * new listening socket, or -1). */
+static int ask_recovery(struct migration *m, bool incoming, const struct mig_uri *u, int fd,
+                        struct gw_error *err)
+{
+    pthread_mutex_lock(&m->lock);
+    int r = take_recovery(m, incoming, err);
+    if (r == 0) {
+        m->pc_recover_fd = fd;
+        m->pc_recover_uri = *u;
+        m->pc_recover_req = true;
+        pthread_cond_broadcast(&m->cond);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return r;
+}
+
 int mig_recover(struct migration *m, const char *uri, struct gw_error *err)
 {
     struct mig_uri u;
-    if (mig_uri_parse(uri, &u, err) < 0)
+    if (recovery_uri(uri, &u, err) < 0)
         return -err->code;
-    if (u.kind == MIG_URI_FILE)
-        return gw_error_set(err, EINVAL, "post-copy recovery needs a tcp: or unix: URI");
     pthread_mutex_lock(&m->lock);
     int r = take_recovery(m, true, err);
     pthread_mutex_unlock(&m->lock);
@@ -314,15 +338,7 @@ int mig_recover(struct migration *m, const char *uri, struct gw_error *err)
     int fd = mig_uri_listen(&u, &listener, err);
     if (fd < 0)
         return -err->code;
-    pthread_mutex_lock(&m->lock);
-    if ((r = take_recovery(m, true, err)) == 0) {
-        m->pc_recover_fd = fd;
-        m->pc_recover_uri = u;
-        m->pc_recover_req = true;
-        pthread_cond_broadcast(&m->cond);
-    }
-    pthread_mutex_unlock(&m->lock);
-    if (r < 0)
+    if ((r = ask_recovery(m, true, &u, fd, err)) < 0)
         close(fd);
     return r;
 }
@@ -330,19 +346,9 @@ int mig_recover(struct migration *m, const char *uri, struct gw_error *err)
 int mig_resume(struct migration *m, const char *uri, struct gw_error *err)
 {
     struct mig_uri u;
-    if (mig_uri_parse(uri, &u, err) < 0)
+    if (recovery_uri(uri, &u, err) < 0)
         return -err->code;
-    if (u.kind == MIG_URI_FILE)
-        return gw_error_set(err, EINVAL, "post-copy recovery needs a tcp: or unix: URI");
-    pthread_mutex_lock(&m->lock);
-    int r = take_recovery(m, false, err);
-    if (r == 0) {
-        m->pc_recover_uri = u;
-        m->pc_recover_req = true;
-        pthread_cond_broadcast(&m->cond);
-    }
-    pthread_mutex_unlock(&m->lock);
-    return r;
+    return ask_recovery(m, false, &u, -1, err);
 }
 
 int mig_pc_wait_recovery(struct migration *m, const char *why)

@@ -3,6 +3,7 @@
 #include <errno.h>
 
 #include "memory/bitmap.h"
+#include "migration/ram_scan.h"
 
 /* Index one past the end of the RAM region holding page idx. */
 static uint64_t region_end(const struct guest_ram *ram, uint64_t idx)
@@ -14,17 +15,6 @@ static uint64_t region_end(const struct guest_ram *ram, uint64_t idx)
             return (r->offset + r->size) / GUEST_PAGE_SIZE;
     }
     return idx + 1;
-}
-
-static uint64_t page_pfn(const struct guest_ram *ram, uint64_t idx)
-{
-    uint64_t off = idx * GUEST_PAGE_SIZE;
-    for (unsigned i = 0; i < ram->nr_regions; i++) {
-        const struct guest_ram_region *r = &ram->regions[i];
-        if (off >= r->offset && off - r->offset < r->size)
-            return (r->gpa + (off - r->offset)) / GUEST_PAGE_SIZE;
-    }
-    return UINT64_MAX;
 }
 
 size_t page_runs_collect(const struct guest_ram *ram, const uint64_t *map, uint64_t npages,
@@ -42,7 +32,7 @@ size_t page_runs_collect(const struct guest_ram *ram, const uint64_t *map, uint6
         uint64_t j = i + 1;
         while (j < end && bitmap_test(map, j))
             j++;
-        out[n++] = (struct gws_page_run){ page_pfn(ram, i), j - i };
+        out[n++] = (struct gws_page_run){ ram_page_to_pfn(ram, i), j - i };
         i = j;
     }
     *cursor = i;

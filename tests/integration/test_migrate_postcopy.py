@@ -173,32 +173,34 @@ def broken_links_recover():
             check_invariant(src, dst)
 
 
+def killed_in_postcopy(victim, watcher_role):
+    """Start a post-copy migration and kill one side once it runs; returns
+    the other side's query-migrate."""
+    with VMM(memory=512, vcpus=1, cmdline="workload=mem-invariant") as src, \
+         VMM(memory=512, vcpus=1, incoming=True) as dst:
+        src.wait_serial("region vcpu0", 60)
+        start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
+              params={"max-postcopy-bandwidth": 4 << 20})
+        src.qmp.cmd("migrate-start-postcopy")
+        vms = {"src": src, "dst": dst}
+        wait_status(vms[watcher_role], "postcopy-active", 60)
+        vms[victim].kill()
+        if watcher_role == "src":
+            wait_status(src, "postcopy-paused", 30)
+            time.sleep(1)
+            info = src.qmp.cmd("query-migrate")
+            assert info["status"] == "postcopy-paused" and info.get("error-desc"), info
+            assert src.status() != "running"
+            return info
+        return wait_migration(dst, 30, states=("failed",))
+
+
 def peer_killed():
-    with VMM(memory=512, vcpus=1, cmdline="workload=mem-invariant") as src, \
-         VMM(memory=512, vcpus=1, incoming=True) as dst:
-        src.wait_serial("region vcpu0", 60)
-        start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
-              params={"max-postcopy-bandwidth": 4 << 20})
-        src.qmp.cmd("migrate-start-postcopy")
-        wait_status(src, "postcopy-active", 60)
-        dst.kill()
-        wait_status(src, "postcopy-paused", 30)
-        time.sleep(1)
-        info = src.qmp.cmd("query-migrate")
-        assert info["status"] == "postcopy-paused" and info.get("error-desc"), info
-        assert src.status() != "running"
-        print("destination killed; the source says:", info["error-desc"])
-    with VMM(memory=512, vcpus=1, cmdline="workload=mem-invariant") as src, \
-         VMM(memory=512, vcpus=1, incoming=True) as dst:
-        src.wait_serial("region vcpu0", 60)
-        start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
-              params={"max-postcopy-bandwidth": 4 << 20})
-        src.qmp.cmd("migrate-start-postcopy")
-        wait_status(dst, "postcopy-active", 60)
-        src.kill()
-        info = wait_migration(dst, 30, states=("failed",))
-        assert "exited" in info["error-desc"], info
-        print("source killed; the destination says:", info["error-desc"])
+    info = killed_in_postcopy("dst", "src")
+    print("destination killed; the source says:", info["error-desc"])
+    info = killed_in_postcopy("src", "dst")
+    assert "exited" in info["error-desc"], info
+    print("source killed; the destination says:", info["error-desc"])
 
 
 def main():

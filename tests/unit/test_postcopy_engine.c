@@ -54,6 +54,23 @@ static void start(struct evm *src, struct evm *dst, const char *uri)
     assert_int_equal(mig_start_outgoing(&src->mig, uri, &err), 0);
 }
 
+/* Two stand-in VMs migrating over `uri`, switched to post-copy at once;
+ * the destination's reader pauses delay_us per page, background pages go
+ * at pc_bw bytes/s (0: unlimited). */
+static void postcopy_at_once(struct evm *src, struct evm *dst, const char *uri,
+                             unsigned delay_us, int64_t pc_bw)
+{
+    vm_init(src, NULL);
+    vm_init(dst, src);
+    dst->read_delay_us = delay_us;
+    if (pc_bw)
+        set_param(src, "max-postcopy-bandwidth", pc_bw);
+    start(src, dst, uri);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_postcopy(&src->mig, &err), 0);
+}
+
 /* Both completed, every page equal, the state carried over. */
 static void check_done(struct evm *src, struct evm *dst)
 {
@@ -109,12 +126,7 @@ static void test_switch_at_once(void **state)
     static struct evm src, dst;
     char uri[128];
     uri_for(uri, sizeof(uri), "once");
-    vm_init(&src, NULL);
-    vm_init(&dst, &src);
-    start(&src, &dst, uri);
-    struct gw_error err;
-    gw_error_init(&err);
-    assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
+    postcopy_at_once(&src, &dst, uri, 0, 0);
     check_done(&src, &dst);
     struct mig_stats d;
     mig_get_stats(&dst.mig, &d);
@@ -207,14 +219,9 @@ static void test_pause_recover_twice(void **state)
     uri_for(uri, sizeof(uri), "p0");
     uri_for(uri2, sizeof(uri2), "p1");
     uri_for(uri3, sizeof(uri3), "p2");
-    vm_init(&src, NULL);
-    vm_init(&dst, &src);
-    dst.read_delay_us = 200;
-    set_param(&src, "max-postcopy-bandwidth", 8 << 20);
-    start(&src, &dst, uri);
+    postcopy_at_once(&src, &dst, uri, 200, 8 << 20);
     struct gw_error err;
     gw_error_init(&err);
-    assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
     pause_and_recover(&src, &dst, &dst, uri2); /* migrate-pause on the destination */
     pause_and_recover(&src, &dst, &src, uri3); /* and on the source */
     check_done(&src, &dst);
@@ -270,14 +277,9 @@ static void test_source_exits(void **state)
     static struct evm src, dst;
     char uri[128];
     uri_for(uri, sizeof(uri), "sx");
-    vm_init(&src, NULL);
-    vm_init(&dst, &src);
-    dst.read_delay_us = 300;
-    set_param(&src, "max-postcopy-bandwidth", 4 << 20);
-    start(&src, &dst, uri);
+    postcopy_at_once(&src, &dst, uri, 300, 4 << 20);
     struct gw_error err;
     gw_error_init(&err);
-    assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
     assert_true(evm_wait_state(&dst, MIG_POSTCOPY_ACTIVE, 20000));
     mig_fini(&src.mig); /* what exiting does to the engine: its sockets close */
     assert_true(evm_wait_state(&dst, MIG_FAILED, 20000));
@@ -303,14 +305,9 @@ static void test_destination_exits(void **state)
     static struct evm src, dst;
     char uri[128];
     uri_for(uri, sizeof(uri), "dx");
-    vm_init(&src, NULL);
-    vm_init(&dst, &src);
-    dst.read_delay_us = 300;
-    set_param(&src, "max-postcopy-bandwidth", 4 << 20);
-    start(&src, &dst, uri);
+    postcopy_at_once(&src, &dst, uri, 300, 4 << 20);
     struct gw_error err;
     gw_error_init(&err);
-    assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
     assert_true(evm_wait_state(&src, MIG_POSTCOPY_ACTIVE, 20000));
     evm_fini(&dst);
     assert_true(evm_wait_state(&src, MIG_POSTCOPY_PAUSED, 20000));
