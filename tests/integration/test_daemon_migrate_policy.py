@@ -48,6 +48,9 @@ def main():
         assert b.state_of("vm1") == "shut off (migrated)"
 
         print("timeout -> abort (domain policy, post-copy forbidden)")
+        # The destination's job ends when its watcher sees the last page in.
+        wait_until(lambda: a.state_of("vm1") == "running (migrated)", 30,
+                   "the end of A's incoming post-copy job")
         a.run("destroy", "vm1")
         a.define("vm1", migration={"permit_postcopy": False, "permit_auto_converge": False,
                                    "timeout_action": "abort"})
