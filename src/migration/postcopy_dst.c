@@ -32,6 +32,7 @@
 #define PC_LIVENESS_MS  4000
 #define PC_ACCEPT_MS    10000
 #define PC_MAX_WAITERS  256
+#define PC_MAIN_RCVBUF  (1 << 20)
 
 struct pc_waiter {
     uint64_t idx;
@@ -133,6 +134,11 @@ int pc_dst_advise(struct in_ctx *c, const struct stream_record *rec)
     c->pc = pc;
     stream_init(&pc->ps, &stream_fd_ops, NULL);
     mig_socket_liveness(c->fd, PC_LIVENESS_MS);
+    /* After the switch, pages in the main channel's backlog are ones a
+     * fault may have to wait for (they are not sent twice): keep that
+     * backlog short from the start (the window cannot shrink later). */
+    int sz = PC_MAIN_RCVBUF;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz));
     int r = open_preempt(c, c->lfd);
     in_close_listener(c);
     return r;
@@ -611,10 +617,6 @@ static int go_live(struct pc_dst *pc)
     if (stream_read_record(&c->s, &rec) < 0 || rec.type != GWS_COMMIT)
         return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over%s%s",
                                 stream_error(&c->s)[0] ? ": " : "", stream_error(&c->s));
-    /* Pages in the main channel's backlog are ones a fault may wait for
-     * (they are not sent twice): keep the backlog short. */
-    int sz = 256 << 10;
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
     m->ops->start(m->vm);
     pc->guest_ran = true;
     in_send_rp(c, GWS_RP_RESUMED, NULL);

@@ -323,7 +323,9 @@ static int push_pending(struct out_ctx *c)
         if (bitmap_test_and_clear_atomic(c->pending, i) && out_queue_page(c, i) < 0)
             return -1;
         if ((++n & 63) == 0) {
-            if (interrupted(c) < 0)
+            /* Taken pages must not wait in a half-full batch: a fault may
+             * be waiting for one (zero pages gather slowly). */
+            if (interrupted(c) < 0 || out_flush_zero(c) < 0)
                 return -1;
             if ((n & 4095) == 0) {
                 out_refresh_params(c);
@@ -346,14 +348,18 @@ static int wait_done(struct out_ctx *c)
     struct stream rp;
     stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
     int r;
-    for (;;) {
-        if ((r = interrupted(c)) < 0)
-            break;
+    for (int grace = 0;;) {
         struct pollfd p = { c->fd, POLLIN, 0 };
         if (rp.ipos < rp.ilen || poll(&p, 1, PC_DONE_WAIT_MS) > 0) {
             r = out_wait_return(c, &rp, GWS_RP_POSTCOPY_DONE, PC_DONE_WAIT_MS);
             break;
         }
+        /* A destination that has every page closes the preempt channel
+         * right after sending DONE on the main one: allow for the race. */
+        if (c->server_error && !c->m->pc_pause_req && !c->m->cancel && grace++ < 10)
+            continue;
+        if ((r = interrupted(c)) < 0)
+            break;
     }
     stream_fini(&rp);
     return r;
