@@ -1,7 +1,7 @@
 /* godwit event: wait for and print the daemon's events, as virsh does:
  *   event 'lifecycle' for domain 'vm1': Started Booted
- * Event types other than lifecycle print their data as JSON; formatters
- * for migration events are added to the table below. */
+ * lifecycle, migration-iteration and job-completed print as virsh prints
+ * them; other event types print their data as JSON. */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -18,11 +18,31 @@ static void fmt_lifecycle(FILE *out, struct json_object *data)
     fprintf(out, "%s %s", e ? e : "?", d ? d : "?");
 }
 
+/* virsh: "event 'migration-iteration' for domain 'vm1': iteration: '3'" */
+static void fmt_iteration(FILE *out, struct json_object *data)
+{
+    fprintf(out, "iteration: '%lld'", (long long)json_object_get_int64(qmp_json_get(data, "iteration")));
+}
+
+/* virsh: the typed parameters of the completed job, one per line. */
+static void fmt_job_completed(FILE *out, struct json_object *data)
+{
+    if (!json_object_is_type(data, json_type_object))
+        return;
+    json_object_object_foreach(data, key, val) {
+        const char *v = json_object_is_type(val, json_type_string) ? json_object_get_string(val)
+                        : json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN);
+        fprintf(out, "\n\t%s: %s", key, v);
+    }
+}
+
 static const struct {
     const char *type;
     event_fmt_fn fn;
 } formatters[] = {
     { "lifecycle", fmt_lifecycle },
+    { "migration-iteration", fmt_iteration },
+    { "job-completed", fmt_job_completed },
 };
 
 static void print_event(FILE *out, struct json_object *ev, bool timestamp)

@@ -97,7 +97,10 @@ def precopy(h, a, b):
     ev_a.wait_for("Suspended Migrated")
     ev_a.wait_for("Stopped Migrated")
     ev_a.wait_for("event 'job-completed'")
+    ev_a.wait_for("\ttype: ")          # the completed job's statistics, one per line
+    ev_a.wait_for("\toperation: ")
     ev_a.wait_for("event 'migration-iteration'")
+    ev_a.wait_for("': iteration: '")    # virsh's wording
     ev_b.wait_for("Started Migrated")
     ev_b.wait_for("Resumed Migrated")
     ev_a.close()
