@@ -27,6 +27,8 @@ static void build_argv(const struct vmm_spawn *s, char *mem, char *vcpus, const 
     argv[n++] = s->vmm_path;
     argv[n++] = "--name";
     argv[n++] = d->name;
+    argv[n++] = "--uuid";
+    argv[n++] = d->uuid;
     argv[n++] = "--memory";
     argv[n++] = mem;
     argv[n++] = "--vcpus";

@@ -70,6 +70,10 @@ static int load_header(struct in_ctx *c, const struct stream_record *rec)
     if (h.nr_vcpus != m->nr_vcpus)
         return stream_set_error(&c->s, EINVAL, "the stream's guest has %u vCPUs, this VM %u",
                                 h.nr_vcpus, m->nr_vcpus);
+    static const uint8_t none[16];
+    if (m->uuid && memcmp(m->uuid, none, 16) && memcmp(h.uuid, none, 16) &&
+        memcmp(m->uuid, h.uuid, 16))
+        return stream_set_error(&c->s, EINVAL, "the stream's guest has another UUID than this VM");
     if (h.nr_regions != m->ram->nr_regions)
         return stream_set_error(&c->s, EINVAL, "memory layouts differ");
     for (unsigned i = 0; i < h.nr_regions; i++) {

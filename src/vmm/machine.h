@@ -30,6 +30,7 @@ struct misc_ports;
 
 struct machine_config {
     const char *name;
+    uint8_t uuid[16];        /* all zero: none given */
     uint64_t memory_mib;
     unsigned nr_vcpus;
     const char *kernel;      /* NULL with test_guest */

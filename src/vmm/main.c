@@ -247,6 +247,7 @@ int main(int argc, char **argv)
         .no_reboot = v.opt.no_reboot,
         .serial_out_fd = v.serial_out_fd,
     };
+    memcpy(cfg.uuid, v.opt.uuid, sizeof(cfg.uuid));
     if (machine_init(&v.machine, &cfg, v.loop, &machine_ops, &v, &err) < 0)
         die("%s", err.msg);
     v.control = vmm_control_new(v.loop, &v.machine, &err);

@@ -26,6 +26,8 @@ void vmm_options_usage(FILE *out)
             "                      where COM1 goes (default stdio: stdin is the guest's\n"
             "                      serial input, stdout its output; VMM messages go to stderr)\n"
             "  --name NAME         VM name (shown in logs and QMP)\n"
+            "  --uuid UUID         VM UUID (QMP query-uuid; checked against an incoming\n"
+            "                      migration's)\n"
             "  --incoming          do not boot; wait for an incoming migration (QMP\n"
             "                      migrate-incoming)\n"
             "  --paused            do not start the guest until QMP `cont` (QEMU's -S)\n"
@@ -50,7 +52,7 @@ static int parse_u64(const char *s, uint64_t *out)
 
 enum {
     OPT_MEMORY = 256, OPT_VCPUS, OPT_KERNEL, OPT_INITRD, OPT_CMDLINE, OPT_TEST_GUEST,
-    OPT_QMP, OPT_SERIAL, OPT_NAME, OPT_INCOMING, OPT_NO_REBOOT, OPT_PAUSED, OPT_LOG_LEVEL, OPT_HELP,
+    OPT_QMP, OPT_SERIAL, OPT_NAME, OPT_UUID, OPT_INCOMING, OPT_NO_REBOOT, OPT_PAUSED, OPT_LOG_LEVEL, OPT_HELP,
     OPT_VERSION,
 };
 
@@ -64,6 +66,7 @@ static const struct option long_opts[] = {
     { "qmp", required_argument, NULL, OPT_QMP },
     { "serial", required_argument, NULL, OPT_SERIAL },
     { "name", required_argument, NULL, OPT_NAME },
+    { "uuid", required_argument, NULL, OPT_UUID },
     { "incoming", no_argument, NULL, OPT_INCOMING },
     { "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
     { "paused", no_argument, NULL, OPT_PAUSED },
@@ -124,6 +127,10 @@ int vmm_options_parse(struct vmm_options *o, int argc, char **argv, FILE *help_o
                 return gw_error_set(err, EINVAL, "--name must be 1 to 63 characters");
             o->name = optarg;
             break;
+        case OPT_UUID:
+            if (vmm_uuid_parse(optarg, o->uuid) < 0)
+                return gw_error_set(err, EINVAL, "--uuid: '%s' is not a UUID", optarg);
+            break;
         case OPT_INCOMING: o->incoming = true; break;
         case OPT_NO_REBOOT: o->no_reboot = true; break;
         case OPT_PAUSED: o->paused = true; break;
@@ -147,4 +154,42 @@ int vmm_options_parse(struct vmm_options *o, int argc, char **argv, FILE *help_o
     if (optind < argc)
         return gw_error_set(err, EINVAL, "unexpected argument '%s' (see --help)", argv[optind]);
     return check_combination(o, err);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int vmm_uuid_parse(const char *s, uint8_t out[16])
+{
+    if (strlen(s) != 36)
+        return -EINVAL;
+    unsigned n = 0;
+    for (unsigned i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return -EINVAL;
+            continue;
+        }
+        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        if (hi < 0 || lo < 0)
+            return -EINVAL;
+        out[n++] = (uint8_t)(hi << 4 | lo);
+        i++;
+    }
+    return 0;
+}
+
+void vmm_uuid_format(const uint8_t u[16], char *buf)
+{
+    snprintf(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
+             u[13], u[14], u[15]);
 }

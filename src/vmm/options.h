@@ -20,6 +20,7 @@ struct vmm_options {
     const char *qmp_path;
     const char *serial;      /* "stdio", "none" or a file path */
     const char *name;
+    uint8_t uuid[16];        /* --uuid; all zero when not given */
     bool incoming;
     bool no_reboot;
     bool paused;             /* -S: do not start the vCPUs until `cont` */
@@ -29,5 +30,9 @@ struct vmm_options {
 int vmm_options_parse(struct vmm_options *o, int argc, char **argv, FILE *help_out,
                       struct gw_error *err);
 void vmm_options_usage(FILE *out);
+/* Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (hex, any case); 0 or -EINVAL. */
+int vmm_uuid_parse(const char *s, uint8_t out[16]);
+/* Format 16 bytes as a lower-case UUID into buf (37 bytes). */
+void vmm_uuid_format(const uint8_t uuid[16], char *buf);
 
 #endif

@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "qmp/qmp_server.h"
 #include "vmm/machine.h"
+#include "vmm/options.h"
 #include "vmm/vmm_control_internal.h"
 
 static int cmd_query_version(void *opaque, struct json_object *args, struct json_object **ret,
@@ -39,6 +40,19 @@ static int cmd_query_name(void *opaque, struct json_object *args, struct json_ob
     struct vmm_control *c = opaque;
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "name", json_object_new_string(c->machine->cfg.name));
+    *ret = o;
+    return 0;
+}
+
+/* QEMU's query-uuid: {"UUID": "..."}, all zeros when none was given. */
+static int cmd_query_uuid(void *opaque, struct json_object *args, struct json_object **ret,
+                          struct qmp_error *err)
+{
+    struct vmm_control *c = opaque;
+    char buf[37];
+    vmm_uuid_format(c->machine->cfg.uuid, buf);
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "UUID", json_object_new_string(buf));
     *ret = o;
     return 0;
 }
@@ -153,6 +167,7 @@ static const struct qmp_command commands[] = {
     { .name = "query-version", .fn = cmd_query_version },
     { .name = "query-status", .fn = cmd_query_status },
     { .name = "query-name", .fn = cmd_query_name },
+    { .name = "query-uuid", .fn = cmd_query_uuid },
     { .name = "stop", .fn = cmd_stop },
     { .name = "cont", .fn = cmd_cont },
     { .name = "quit", .fn = cmd_quit },

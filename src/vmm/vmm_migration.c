@@ -560,7 +560,7 @@ int vmm_migration_init(struct vmm_control *c, struct gw_error *err)
         free(vm);
         return -err->code;
     }
-    mig_init(&vm->mig, vm, &vm_ops, &m->ram, &vm->dirty, m->cfg.name, NULL, m->nr_vcpus);
+    mig_init(&vm->mig, vm, &vm_ops, &m->ram, &vm->dirty, m->cfg.name, m->cfg.uuid, m->nr_vcpus);
     c->mig = vm;
     return vmm_control_register(c, commands, sizeof(commands) / sizeof(commands[0]));
 }

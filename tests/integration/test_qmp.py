@@ -15,8 +15,10 @@ from godwit_test import QMP, QMPError, VMM, need_kvm, run_test, wait_until
 
 def main():
     need_kvm()
-    with VMM(memory=64, vcpus=1, cmdline="workload=mem-invariant") as vm:
+    uuid = "6f1c2a3b-0d4e-4f5a-8b6c-7d8e9fa0b1c2"
+    with VMM("--uuid", uuid, memory=64, vcpus=1, cmdline="workload=mem-invariant") as vm:
         q = vm.qmp
+        assert q.cmd("query-uuid") == {"UUID": uuid}
         g = q.greeting["QMP"]
         assert "version" in g and "capabilities" in g, g
         # Negotiation is required on a fresh connection.

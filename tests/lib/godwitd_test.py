@@ -858,7 +858,7 @@ class FakeVMM:
     def __init__(self, argv):
         import argparse
         ap = argparse.ArgumentParser()
-        for o in ("--name", "--memory", "--vcpus", "--qmp", "--serial", "--cmdline", "--kernel",
+        for o in ("--name", "--uuid", "--memory", "--vcpus", "--qmp", "--serial", "--cmdline", "--kernel",
                   "--initrd", "--log-level"):
             ap.add_argument(o)
         for o in ("--test-guest", "--incoming", "--paused", "--no-reboot"):
@@ -1003,6 +1003,8 @@ class FakeVMM:
             return {}
         if cmd == "query-name":
             return {"name": self.a.name}
+        if cmd == "query-uuid":
+            return {"UUID": self.a.uuid or "00000000-0000-0000-0000-000000000000"}
         if cmd == "query-status":
             return {"status": self.runstate, "running": self.status == "running", "singlestep": False}
         if cmd == "stop":

@@ -67,6 +67,13 @@ static void test_options_good(void **state)
     assert_int_equal(parse(&o, &err, "--incoming", NULL), 0);
     assert_true(o.incoming);
     assert_int_equal(parse(&o, &err, "--help", NULL), 1);
+    assert_int_equal(parse(&o, &err, "--test-guest", "--uuid",
+                           "0123ABCD-4567-89ab-cdef-0123456789AB", NULL), 0);
+    assert_int_equal(o.uuid[0], 0x01);
+    assert_int_equal(o.uuid[15], 0xab);
+    char buf[37];
+    vmm_uuid_format(o.uuid, buf);
+    assert_string_equal(buf, "0123abcd-4567-89ab-cdef-0123456789ab");
 }
 
 static void test_options_bad(void **state)
@@ -86,6 +93,13 @@ static void test_options_bad(void **state)
     assert_int_equal(parse(&o, &err, "--test-guest", "--memory", NULL), -EINVAL);
     assert_non_null(strstr(err.msg, "needs an argument"));
     assert_int_equal(parse(&o, &err, "--test-guest", "extra", NULL), -EINVAL);
+    const char *bad_uuids[] = { "", "0123abcd-4567-89ab-cdef-0123456789a", "0123abcd-4567-89ab-cdef"
+                                "-0123456789abc", "0123abcdx4567-89ab-cdef-0123456789ab",
+                                "0123abcd-4567-89ab-cdef-0123456789ag" };
+    for (unsigned i = 0; i < sizeof(bad_uuids) / sizeof(bad_uuids[0]); i++) {
+        assert_int_equal(parse(&o, &err, "--test-guest", "--uuid", bad_uuids[i], NULL), -EINVAL);
+        assert_non_null(strstr(err.msg, "--uuid"));
+    }
 }
 
 static void test_cpuid_apic_ids(void **state)
