@@ -179,13 +179,13 @@ int in_decode_pages(struct in_ctx *c, const struct stream_record *rec, uint64_t 
 {
     uint32_t zlen;
     const uint64_t *pfns;
-    bool zstd = rec->type == GWS_PAGE_DATA_ZSTD;
-    if (!(pfns = in_check_pages(c, rec, count, &zlen, zstd ? 0 : GWS_PAGE_SIZE)) ||
+    bool zstd = rec->type == GWS_PAGE_DATA_ZSTD, zero = rec->type == GWS_ZERO_PAGES;
+    if (!(pfns = in_check_pages(c, rec, count, &zlen, zstd || zero ? 0 : GWS_PAGE_SIZE)) ||
         in_resolve_frames(c, rec, pfns, *count, idx) < 0)
         return -1;
     const uint8_t *payload = rec->body + sizeof(struct gws_pages) + *count * 8ULL;
     if (!zstd) {
-        *data = payload;
+        *data = zero ? NULL : payload;
         return 0;
     }
     if (!c->zctx) {
@@ -215,12 +215,10 @@ static int load_page_record(struct in_ctx *c, const struct stream_record *rec)
 
 static int load_zero(struct in_ctx *c, const struct stream_record *rec)
 {
-    uint32_t count, zlen;
-    const uint64_t *pfns = in_check_pages(c, rec, &count, &zlen, 0);
-    if (!pfns)
-        return -1;
     uint64_t idx[GWS_MAX_BATCH];
-    if (in_resolve_frames(c, rec, pfns, count, idx) < 0)
+    const uint8_t *data;
+    uint32_t count;
+    if (in_decode_pages(c, rec, idx, &data, &count) < 0)
         return -1;
     /* Only pages this migration wrote can be non-zero: never touch (and so
      * never allocate) memory that was not received. */

@@ -38,8 +38,9 @@ const uint64_t *in_check_pages(struct in_ctx *c, const struct stream_record *rec
 /* Every frame checked against the RAM map; idx[] gets RAM page indices. */
 int in_resolve_frames(struct in_ctx *c, const struct stream_record *rec, const uint64_t *pfns,
                       uint32_t count, uint64_t *idx);
-/* A PAGE_DATA or PAGE_DATA_ZSTD record checked and decoded: idx[] gets
- * the RAM page indices, *data count pages (valid until the next record). */
+/* A PAGE_DATA, PAGE_DATA_ZSTD or ZERO_PAGES record checked and decoded:
+ * idx[] gets the RAM page indices, *data count pages (valid until the next
+ * record; NULL for ZERO_PAGES). */
 int in_decode_pages(struct in_ctx *c, const struct stream_record *rec, uint64_t *idx,
                     const uint8_t **data, uint32_t *count);
 /* One return-path record on the main channel (not for files). */

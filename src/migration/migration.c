@@ -11,6 +11,13 @@
 
 #include "common/log.h"
 
+uint64_t mig_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
 uint64_t mig_now_ms(void)
 {
     struct timespec ts;

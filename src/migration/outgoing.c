@@ -23,13 +23,6 @@
 
 #define HANDSHAKE_TIMEOUT_MS 30000
 
-uint64_t out_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal)
 {
     struct migration *m = c->m;
@@ -43,7 +36,7 @@ void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal)
 
 static void pace(struct out_ctx *c, uint64_t bytes)
 {
-    uint64_t wait = ratelimit_account(&c->rl, bytes, out_now_ns());
+    uint64_t wait = ratelimit_account(&c->rl, bytes, mig_now_ns());
     if (wait && (!c->stopped || c->pending)) {
         struct timespec ts = { (time_t)(wait / 1000000000ULL), (long)(wait % 1000000000ULL) };
         nanosleep(&ts, NULL);
@@ -242,7 +235,7 @@ static int precopy(struct out_ctx *c)
     for (;;) {
         out_refresh_params(c);
         emit_pass(c, ++pass);
-        uint64_t t0 = out_now_ns(), bytes0 = c->s.bytes, sent = 0;
+        uint64_t t0 = mig_now_ns(), bytes0 = c->s.bytes, sent = 0;
         if (send_dirty(c, &sent) < 0)
             return stream_get_error(&c->s);
         if (switch_to_postcopy(c))
@@ -254,7 +247,7 @@ static int precopy(struct out_ctx *c)
             return stream_get_error(&c->s);
         if (out_sync_dirty(c, &dirty_count) < 0)
             return stream_get_error(&c->s);
-        uint64_t dt = out_now_ns() - t0;
+        uint64_t dt = mig_now_ns() - t0;
         if (dt == 0)
             dt = 1;
         struct precopy_params pp = {
@@ -488,7 +481,7 @@ void *mig_outgoing_thread(void *arg)
     c->caps = m->caps;
     pthread_mutex_unlock(&m->lock);
     c->postcopy = c->caps.on[MIG_CAP_POSTCOPY_RAM] && m->uri.kind != MIG_URI_FILE;
-    ratelimit_init(&c->rl, c->params.max_bandwidth, out_now_ns());
+    ratelimit_init(&c->rl, c->params.max_bandwidth, mig_now_ns());
     stream_init(&c->s, &stream_fd_ops, NULL);
     int r = run(c);
     struct gw_error err;

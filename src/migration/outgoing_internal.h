@@ -53,7 +53,6 @@ struct out_ctx {
     uint64_t pc_requests, pc_pages;
 };
 
-uint64_t out_now_ns(void);
 void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal);
 int out_flush_zero(struct out_ctx *c);
 int out_flush_pages(struct out_ctx *c);

@@ -63,13 +63,6 @@ struct pc_dst {
     uint64_t all_since;
 };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 bool pc_dst_guest_ran(const struct in_ctx *c) { return c->pc && c->pc->guest_ran; }
 
 /* ---- advice, discards ---- */
@@ -215,7 +208,7 @@ static void resolve_waiters(struct pc_dst *pc, uint64_t idx)
     struct migration *m = pc->c->m;
     if (!__atomic_load_n(&pc->nw, __ATOMIC_ACQUIRE))
         return;
-    uint64_t now = now_ns();
+    uint64_t now = mig_now_ns();
     pthread_mutex_lock(&m->lock);
     for (unsigned i = 0; i < pc->nw;) {
         if (pc->w[i].idx != idx) {
@@ -233,7 +226,7 @@ static void resolve_waiters(struct pc_dst *pc, uint64_t idx)
 static bool add_waiter(struct pc_dst *pc, uint64_t idx, int vcpu)
 {
     struct migration *m = pc->c->m;
-    uint64_t now = now_ns();
+    uint64_t now = mig_now_ns();
     bool first = true;
     pthread_mutex_lock(&m->lock);
     for (unsigned i = 0; i < pc->nw; i++)
@@ -321,13 +314,7 @@ static int take_pages(struct pc_dst *pc, struct stream *s, const struct stream_r
 {
     struct in_ctx *c = pc->c;
     uint64_t idx[GWS_MAX_BATCH];
-    uint32_t count, zlen;
-    if (rec->type == GWS_ZERO_PAGES) {
-        const uint64_t *pfns = in_check_pages(c, rec, &count, &zlen, 0);
-        if (!pfns || in_resolve_frames(c, rec, pfns, count, idx) < 0)
-            return stream_set_error(s, EPROTO, "%s", stream_error(&c->s));
-        return install(pc, s, idx, NULL, count);
-    }
+    uint32_t count;
     const uint8_t *data;
     if (in_decode_pages(c, rec, idx, &data, &count) < 0)
         return stream_set_error(s, EPROTO, "%s", stream_error(&c->s));
