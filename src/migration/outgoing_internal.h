@@ -50,7 +50,6 @@ struct out_ctx {
     bool server_running;
     volatile bool server_stop;
     volatile int server_error;  /* -errno: the preempt channel broke */
-    uint64_t pc_requests, pc_pages;
 };
 
 void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal);

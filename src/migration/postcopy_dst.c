@@ -156,6 +156,18 @@ static int drop_held(struct in_ctx *c, uint64_t idx, uint64_t n)
     return 0;
 }
 
+/* Pages [idx, idx+n) must come from the source: mark them missing and drop
+ * the copies held here. */
+static int discard_run(struct in_ctx *c, uint64_t idx, uint64_t n)
+{
+    for (uint64_t k = idx; k < idx + n; k++)
+        if (!bitmap_test(c->pc->pending, k)) {
+            bitmap_set(c->pc->pending, k);
+            c->pc->pending_count++;
+        }
+    return drop_held(c, idx, n);
+}
+
 int pc_dst_discard(struct in_ctx *c, const struct stream_record *rec)
 {
     struct gws_discard h;
@@ -167,22 +179,16 @@ int pc_dst_discard(struct in_ctx *c, const struct stream_record *rec)
     if (h.zero || h.count == 0 || h.count > GWS_MAX_DISCARD_RUNS ||
         rec->length != sizeof(h) + h.count * sizeof(struct gws_page_run))
         return in_bad(c, rec, "run count does not match the length");
-    /* Check every run before changing anything. */
-    uint64_t first[GWS_MAX_DISCARD_RUNS / 8];
-    for (uint32_t base = 0; base < h.count; base += GWS_MAX_DISCARD_RUNS / 8) {
-        uint32_t n = h.count - base < GWS_MAX_DISCARD_RUNS / 8 ? h.count - base : GWS_MAX_DISCARD_RUNS / 8;
-        struct gws_page_run runs[GWS_MAX_DISCARD_RUNS / 8];
-        memcpy(runs, rec->body + sizeof(h) + base * sizeof(runs[0]), n * sizeof(runs[0]));
-        for (uint32_t i = 0; i < n; i++)
-            if (page_runs_check(c->m->ram, &runs[i], &first[i]) < 0)
+    /* Check every run before changing anything, then apply them. */
+    const uint8_t *body = rec->body + sizeof(h);
+    for (int apply = 0; apply < 2; apply++) {
+        for (uint32_t i = 0; i < h.count; i++) {
+            struct gws_page_run run;
+            uint64_t first;
+            memcpy(&run, body + i * sizeof(run), sizeof(run));
+            if (page_runs_check(c->m->ram, &run, &first) < 0)
                 return in_bad(c, rec, "a run is not inside guest RAM");
-        for (uint32_t i = 0; i < n; i++) {
-            for (uint64_t k = 0; k < runs[i].npages; k++)
-                if (!bitmap_test(c->pc->pending, first[i] + k)) {
-                    bitmap_set(c->pc->pending, first[i] + k);
-                    c->pc->pending_count++;
-                }
-            if (drop_held(c, first[i], runs[i].npages) < 0)
+            if (apply && discard_run(c, first, run.npages) < 0)
                 return -1;
         }
     }

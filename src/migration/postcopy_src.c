@@ -202,34 +202,29 @@ static int serve_request(struct out_ctx *c, const struct stream_record *rec, str
     if (h.count == 0 || h.count > GWS_MAX_BATCH || h.zlen ||
         rec->length != sizeof(h) + h.count * 8ULL)
         return stream_set_error(&c->ps, EPROTO, "RP_REQ_PAGES malformed");
-    uint64_t last = UINT64_MAX, sent = 0;
+    uint64_t last = UINT64_MAX;
     for (uint32_t i = 0; i < h.count; i++) {
         uint64_t pfn, idx;
         memcpy(&pfn, rec->body + sizeof(h) + i * 8ULL, 8);
         if (!ram_pfn_to_page(c->m->ram, pfn, &idx))
             return stream_set_error(&c->ps, EPROTO, "request for frame 0x%llx, not RAM",
                                     (unsigned long long)pfn);
-        if (bitmap_test_and_clear_atomic(c->pending, idx)) {
+        if (bitmap_test_and_clear_atomic(c->pending, idx))
             reply_add(c, r, idx);
-            sent++;
-        }
         last = idx;
     }
     /* The faulted pages first, in their own record; then their neighbours. */
     if ((r->n || r->nz) && reply_send(c, r) < 0)
         return -1;
     for (uint64_t j = last + 1; last != UINT64_MAX && j < c->npages && j <= last + PC_PREFETCH; j++)
-        if (bitmap_test_and_clear_atomic(c->pending, j)) {
+        if (bitmap_test_and_clear_atomic(c->pending, j))
             reply_add(c, r, j);
-            sent++;
-        }
     if ((r->n || r->nz) && reply_send(c, r) < 0)
         return -1;
     if (last != UINT64_MAX)
         c->hint = last + PC_PREFETCH + 2; /* +1: 0 means "no hint" */
     pthread_mutex_lock(&c->m->lock);
     c->m->stats.postcopy_requests += h.count;
-    c->pc_pages += sent;
     pthread_mutex_unlock(&c->m->lock);
     return 0;
 }
