@@ -3,10 +3,9 @@
 migrates over TCP from one to the other; the memory invariant and the
 guest's self-check hold on the destination."""
 # timeout: 300
-import os
 import time
 
-from godwit_test import (VMM, NetnsPair, assert_no_guest_errors, guest_regions, memcheck, migrate,
+from godwit_test import (VMM, NetnsPair, assert_no_guest_errors, check_invariant_regions, migrate,
                          need_kvm, need_netns, run_test, self_check)
 
 
@@ -24,12 +23,7 @@ def main():
             time.sleep(1)
             self_check(dst)
             dst.qmp.cmd("stop")
-            for vcpu, _, addr, npages in [r for r in guest_regions(src.serial_text())
-                                          if r[1] == "mem-invariant"]:
-                path = os.path.join(dst.dir, "r.bin")
-                dst.qmp.cmd("pmemsave", val=addr, size=npages * 4096, filename=path)
-                ok, msg = memcheck(path)
-                assert ok, msg
+            check_invariant_regions(dst, 512, announced_by=src)
             assert_no_guest_errors(dst)
 
 

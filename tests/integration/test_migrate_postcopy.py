@@ -21,9 +21,9 @@ import os
 import re
 import time
 
-from godwit_test import (VMM, NetnsPair, QMPError, assert_no_guest_errors, guest_regions,
-                         memcheck, need_kvm, need_netns, ram_digest, run_test, self_check, skip,
-                         wait_migration, wait_until)
+from godwit_test import (VMM, NetnsPair, QMPError, assert_no_guest_errors,
+                         check_invariant_regions, need_kvm, need_netns, ram_digest, run_test,
+                         self_check, skip, wait_migration, wait_until)
 
 
 def need_uffd():
@@ -57,15 +57,6 @@ def finish(src, dst, timeout=300):
     return s, d
 
 
-def check_invariant(src, dst):
-    for _vcpu, _, addr, npages in [r for r in guest_regions(src.serial_text())
-                                   if r[1] == "mem-invariant"]:
-        path = os.path.join(dst.dir, "r.bin")
-        dst.qmp.cmd("pmemsave", val=addr, size=npages * 4096, filename=path)
-        ok, msg = memcheck(path)
-        assert ok, msg
-
-
 def report(tag, s, d):
     lat = d.get("postcopy-fault-latency", {})
     print(f"{tag}: total {s['total-time']} ms, downtime {s['downtime']} ms, "
@@ -88,7 +79,7 @@ def busy_by_command():
         report("busy 1 GiB by command", s, d)
         assert ram_digest(src, mem, os.path.join(src.dir, "ram")) == \
             ram_digest(dst, mem, os.path.join(dst.dir, "ram")), "RAM differs after post-copy"
-        check_invariant(src, dst)
+        check_invariant_regions(dst, mem, announced_by=src)
         dst.qmp.cmd("cont")
         self_check(dst)
 
@@ -108,7 +99,7 @@ def at_once_and_after_pass():
             time.sleep(1)
             self_check(dst)
             dst.qmp.cmd("stop")
-            check_invariant(src, dst)
+            check_invariant_regions(dst, 256, announced_by=src)
 
 
 def workloads_across_postcopy():
@@ -170,7 +161,7 @@ def broken_links_recover():
             report("three breaks", s, d)
             self_check(dst)
             dst.qmp.cmd("stop")
-            check_invariant(src, dst)
+            check_invariant_regions(dst, mem, announced_by=src)
 
 
 def killed_in_postcopy(victim, watcher_role):

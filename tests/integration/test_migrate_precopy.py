@@ -10,8 +10,8 @@ import os
 import re
 import time
 
-from godwit_test import (VMM, assert_no_guest_errors, check_invariant_regions, guest_regions,
-                         memcheck, migrate, need_kvm, ram_digest, run_test, self_check)
+from godwit_test import (VMM, assert_no_guest_errors, check_invariant_regions, migrate, need_kvm,
+                         ram_digest, run_test, self_check)
 
 
 def busy_guest_digest():
@@ -32,12 +32,7 @@ def busy_guest_digest():
         assert ram_digest(src, mem, os.path.join(src.dir, "ram")) == \
             ram_digest(dst, mem, os.path.join(dst.dir, "ram")), "RAM differs after migration"
         # The invariant, on the destination, using the layout the source printed.
-        regions = [r for r in guest_regions(src.serial_text()) if r[1] == "mem-invariant"]
-        for vcpu, _, addr, npages in regions:
-            path = os.path.join(dst.dir, "r.bin")
-            dst.qmp.cmd("pmemsave", val=addr, size=npages * 4096, filename=path)
-            ok, msg = memcheck(path)
-            assert ok, msg
+        check_invariant_regions(dst, mem, announced_by=src)
         dst.qmp.cmd("cont")
         dst.qmp.wait_event("RESUME", 5)
         time.sleep(2)

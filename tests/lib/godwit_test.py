@@ -342,9 +342,12 @@ def memcheck(path, offset=0, length=0):
     return p.returncode == 0, (p.stdout + p.stderr).strip()
 
 
-def check_invariant_regions(vm, memory_mib):
-    """Stop-state check: dump every mem-invariant region and verify it."""
-    regions = [r for r in guest_regions(vm.serial_text()) if r[1] == "mem-invariant"]
+def check_invariant_regions(vm, memory_mib, announced_by=None):
+    """Stop-state check: dump every mem-invariant region of `vm` and verify
+    it. The regions are read from the console of `announced_by` (default:
+    vm; after a migration, the source that booted the guest)."""
+    regions = [r for r in guest_regions((announced_by or vm).serial_text())
+               if r[1] == "mem-invariant"]
     assert regions, "no mem-invariant region announced"
     for vcpu, _, addr, npages in regions:
         end = addr + npages * 4096
