@@ -91,6 +91,13 @@ uint64_t mig_mono_ms(void);
  * its post-copy fault statistics kept in run). (job, takes dm->lock) */
 int mig_query(struct daemon *dm, struct domain *dom, struct mig_run *run, enum jobinfo_op op, uint64_t elapsed_ms,
               struct jobinfo *ji, struct gw_error *err);
+/* migrate-set-capabilities on dom's VMM: n capabilities names[i] = on[i].
+ * (job held, lock not held) */
+int mig_vmm_set_caps(struct domain *dom, const char *const *names, const bool *on, int n,
+                     struct gw_error *err);
+/* (locked) Remove a domain that Prepare created here, with its state file
+ * and the `Undefined Removed` event. */
+void mig_forget_domain(struct daemon *dm, struct domain *dom);
 /* Test-only fault injection: true when GODWIT_FAULT_INJECT names point. */
 bool mig_fault(const char *point);
 /* (locked) A number for the next job id. */

@@ -174,6 +174,20 @@ void mig_set_state(struct daemon *dm, struct domain *dom, enum dom_state st, enu
         daemon_emit_lifecycle(dm, dom, ev, detail);
 }
 
+int mig_vmm_set_caps(struct domain *dom, const char *const *names, const bool *on, int n,
+                     struct gw_error *err)
+{
+    struct json_object *a = json_object_new_object(), *list = json_object_new_array();
+    for (int i = 0; i < n; i++) {
+        struct json_object *c = json_object_new_object();
+        json_object_object_add(c, "capability", json_object_new_string(names[i]));
+        json_object_object_add(c, "state", json_object_new_boolean(on[i]));
+        json_object_array_add(list, c);
+    }
+    json_object_object_add(a, "capabilities", list);
+    return domain_qmp(dom, "migrate-set-capabilities", a, NULL, NULL, err);
+}
+
 int mig_query(struct daemon *dm, struct domain *dom, struct mig_run *run, enum jobinfo_op op, uint64_t elapsed_ms,
               struct jobinfo *ji, struct gw_error *err)
 {

@@ -28,7 +28,7 @@
 
 /* ---- domains created by Prepare ---- */
 
-static void forget_domain(struct daemon *dm, struct domain *dom)
+void mig_forget_domain(struct daemon *dm, struct domain *dom)
 {
     for (struct domain **p = &dm->domains; *p; p = &(*p)->next)
         if (*p == dom) {
@@ -67,7 +67,7 @@ static int take_domain(struct daemon *dm, const struct mig_begin *b, struct doma
     if (r == 0)
         r = domain_job_begin(dm, &dom, DOM_JOB_MIGRATION_IN, "migrate", err);
     if (r < 0 && *created)
-        forget_domain(dm, dom);
+        mig_forget_domain(dm, dom);
     *out = r < 0 ? NULL : dom;
     return r;
 }
@@ -109,17 +109,9 @@ static bool port_free(const char *host, unsigned port)
 
 static int qmp_caps(struct domain *dom, bool postcopy, struct gw_error *err)
 {
-    struct json_object *a = json_object_new_object(), *list = json_object_new_array();
-    const char *names[] = { "events", "postcopy-ram" };
+    static const char *const names[] = { "events", "postcopy-ram" };
     bool on[] = { true, postcopy };
-    for (int i = 0; i < 2; i++) {
-        struct json_object *c = json_object_new_object();
-        json_object_object_add(c, "capability", json_object_new_string(names[i]));
-        json_object_object_add(c, "state", json_object_new_boolean(on[i]));
-        json_object_array_add(list, c);
-    }
-    json_object_object_add(a, "capabilities", list);
-    return domain_qmp(dom, "migrate-set-capabilities", a, NULL, NULL, err);
+    return mig_vmm_set_caps(dom, names, on, 2, err);
 }
 
 /* migrate-incoming (or migrate-recover) on the first free port of our range. */
@@ -179,7 +171,7 @@ void mig_dst_discard(struct daemon *dm, const char *uuid, const char *msg)
     if (run->watcher) /* the watcher may be using dom: it releases the slot (or the domain) */
         dom->job = DOM_JOB_MIGRATION_IN;
     else if (run->created)
-        forget_domain(dm, dom);
+        mig_forget_domain(dm, dom);
     pthread_mutex_unlock(&dm->lock);
 }
 
@@ -211,7 +203,7 @@ static int prepare_locked(struct daemon *dm, const struct mig_begin *b, struct d
     if (r < 0) {
         domain_job_end(dm, *dom);
         if (created)
-            forget_domain(dm, *dom);
+            mig_forget_domain(dm, *dom);
     }
     return r;
 }

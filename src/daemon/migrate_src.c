@@ -183,17 +183,9 @@ static int prepare(struct src_job *s, char *uri, size_t len, struct gw_error *er
 
 static int qmp_set_caps(struct domain *dom, const struct mig_vmm_setup *v, struct gw_error *err)
 {
-    const char *names[] = { "events", "auto-converge", "postcopy-ram" };
+    static const char *const names[] = { "events", "auto-converge", "postcopy-ram" };
     bool on[] = { v->cap_events, v->cap_auto_converge, v->cap_postcopy_ram };
-    struct json_object *a = json_object_new_object(), *list = json_object_new_array();
-    for (int i = 0; i < 3; i++) {
-        struct json_object *c = json_object_new_object();
-        json_object_object_add(c, "capability", json_object_new_string(names[i]));
-        json_object_object_add(c, "state", json_object_new_boolean(on[i]));
-        json_object_array_add(list, c);
-    }
-    json_object_object_add(a, "capabilities", list);
-    return domain_qmp(dom, "migrate-set-capabilities", a, NULL, NULL, err);
+    return mig_vmm_set_caps(dom, names, on, 3, err);
 }
 
 static int qmp_set_params(struct domain *dom, const struct mig_vmm_setup *v, struct gw_error *err)

@@ -122,15 +122,7 @@ static void cleanup(struct watch_arg *a)
     if (ours)
         domain_job_end(dm, dom);
     if (ours && run->created && run->job.phase == JOB_PHASE_FAILED && !dom_state_active(dom->state)) {
-        for (struct domain **p = &dm->domains; *p; p = &(*p)->next)
-            if (*p == dom) {
-                *p = dom->next;
-                break;
-            }
-        monitor_join(dom);
-        store_remove_domain(dm->cfg.state_dir, dom->def.name);
-        daemon_emit_lifecycle(dm, dom, DOM_EVENT_UNDEFINED, DOM_DETAIL_REMOVED);
-        domain_free(dom);
+        mig_forget_domain(dm, dom);
         run->created = false;
     }
     mig_watchers_add(dm, -1);
