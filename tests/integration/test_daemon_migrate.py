@@ -31,9 +31,7 @@ def main():
                           ("domjobinfo", "--completed"), ("domjobabort", "domain")):
             out = a.run(cmd, "--help").out
             assert "SYNOPSIS" in out and word in out, (cmd, out)
-        a.define("vm1")
-        a.run("start", "vm1")
-        wait_until(lambda: len(heartbeats(a, "vm1")) >= 2, 30, "heartbeats on A")
+        h.start_guest(a, beats=2)
         precopy(h, a, b)
         postcopy(h, b, a)
         hybrid(h, a, b)

@@ -18,7 +18,7 @@ import signal
 import subprocess
 
 from godwit_test import need_netns, run_test, wait_until
-from godwitd_test import GODWIT, MigHosts, have_kvm, heartbeats, jobinfo, vmm_kind
+from godwitd_test import GODWIT, MigHosts, finish_proc, have_kvm, heartbeats, jobinfo, vmm_kind
 
 SLOW = "1" if not have_kvm() else "8"
 
@@ -28,9 +28,7 @@ def main():
     print("VMM:", vmm_kind())
     with MigHosts(tag="gwf") as h:
         a, b = h.a, h.b
-        a.define("vm1")
-        a.run("start", "vm1")
-        wait_until(lambda: len(heartbeats(a, "vm1")) >= 1, 30, "heartbeats on A")
+        h.start_guest(a)
         begin_refused(h, a, b)
         unreachable(h, a, b)
         prepare_refused(h, a, b)
@@ -92,30 +90,13 @@ def prepare_refused(h, a, b):
     only_on(a, b)
 
 
-def start_slow(h, src, dst, *opts):
-    p = subprocess.Popen(["ip", "netns", "exec", h.net.ns[0 if src is h.a else 1], GODWIT, "-c",
-                          src.uri, "migrate", "--live", "--bandwidth", SLOW, *opts, "vm1", dst.peer],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: "Data remaining" in jobinfo(src, "vm1"), 20, "the migration to run")
-    return p
-
-
-def finish_proc(p):
-    try:
-        out, err = p.communicate(timeout=90)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    return p.returncode, err
-
-
 def perform_dst_vmm_killed(h, a, b):
     print("Perform: the destination VMM is killed")
-    p = start_slow(h, a, b)
+    p = h.migrate_bg(a, b, SLOW)
     wait_until(lambda: b.vmm_pids(), 10, "the incoming VMM")
     for pid in b.vmm_pids():
         os.kill(pid, signal.SIGKILL)
-    rc, err = finish_proc(p)
+    rc, err = finish_proc(p, 90)
     assert rc == 1 and "error:" in err, err
     wait_until(lambda: "vm1" not in b.run("list", "--all").out, 20, "the destination to forget vm1")
     only_on(a, b)
@@ -124,9 +105,9 @@ def perform_dst_vmm_killed(h, a, b):
 
 def perform_aborted(h, a, b):
     print("Perform: domjobabort")
-    p = start_slow(h, a, b)
+    p = h.migrate_bg(a, b, SLOW)
     a.run("domjobabort", "vm1")
-    rc, err = finish_proc(p)
+    rc, err = finish_proc(p, 90)
     assert rc == 1 and "canceled by client" in err, err
     wait_until(lambda: "vm1" not in b.run("list", "--all").out, 20, "the destination to forget vm1")
     only_on(a, b)
@@ -171,7 +152,7 @@ def finish_answer_lost(h, b, a):
     a.log.close()
     assert b.state_of("vm1").startswith("paused"), b.state_of("vm1")  # never resumed on a lost answer
     h.restart(a)
-    rc, err = finish_proc(mig)
+    rc, err = finish_proc(mig, 90)
     assert rc == 0, err
     assert "resume-incoming" in a.log_text(), a.log_text()[-2000:]
     assert "asking the destination" in b.log_text(), b.log_text()[-2000:]
@@ -183,10 +164,10 @@ def finish_answer_lost(h, b, a):
 
 def perform_src_vmm_killed(h, b, a):
     print("Perform: the source VMM is killed (the guest is lost)")
-    p = start_slow(h, b, a)
+    p = h.migrate_bg(b, a, SLOW)
     pid = b.status("vm1")["pid"]
     os.kill(pid, signal.SIGKILL)
-    rc, err = finish_proc(p)
+    rc, err = finish_proc(p, 90)
     assert rc == 1, err
     wait_until(lambda: b.state_of("vm1") == "shut off (crashed)", 20, "the source to be crashed")
     wait_until(lambda: not a.state_of("vm1").startswith(("running", "paused")), 20,

@@ -13,7 +13,7 @@ converge (a 1 MiB/s link while the guest keeps dirtying its working set):
 The policy itself is unit-tested on recorded statistics (test_mig_policy)."""
 # timeout: 240
 from godwit_test import need_netns, run_test, wait_until
-from godwitd_test import MigHosts, heartbeats, jobinfo, vmm_kind
+from godwitd_test import MigHosts, jobinfo, vmm_kind
 
 SLOW = "1"  # MiB/s
 
@@ -23,9 +23,7 @@ def main():
     print("VMM:", vmm_kind())
     with MigHosts(tag="gwp") as h:
         a, b = h.a, h.b
-        a.define("vm1")
-        a.run("start", "vm1")
-        wait_until(lambda: len(heartbeats(a, "vm1")) >= 1, 30, "heartbeats on A")
+        h.start_guest(a)
         print("--timeout-postcopy without --postcopy: refused in Begin")
         r = h.migrate(a, b, "vm1", "--timeout", "2", "--timeout-postcopy", check=False)
         assert r.rc == 1 and "requires --postcopy" in r.err, r

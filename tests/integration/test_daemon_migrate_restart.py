@@ -13,12 +13,12 @@
   - the same broken again, then given up with domjobabort on both hosts:
     the job ends, the guest stays paused, destroy discards it."""
 # timeout: 300
-import signal
 import subprocess
 import time
 
 from godwit_test import need_netns, run_test, wait_until
-from godwitd_test import EventWatcher, GODWIT, MigHosts, have_kvm, heartbeats, jobinfo, vmm_kind
+from godwitd_test import (EventWatcher, MigHosts, finish_proc, have_kvm, heartbeats,
+                          jobinfo, vmm_kind)
 
 SLOW = "1" if not have_kvm() else "8"
 
@@ -28,30 +28,11 @@ def main():
     print("VMM:", vmm_kind())
     with MigHosts(tag="gwr") as h:
         a, b = h.a, h.b
-        a.define("vm1")
-        a.run("start", "vm1")
-        wait_until(lambda: len(heartbeats(a, "vm1")) >= 1, 30, "heartbeats on A")
+        h.start_guest(a)
         source_restart(h, a, b)
         destination_restart(h, a, b)
         postcopy_broken(h, a, b)
         postcopy_given_up(h, b, a)
-
-
-def start_slow(h, src, dst, *opts):
-    p = subprocess.Popen(["ip", "netns", "exec", h.net.ns[0 if src is h.a else 1], GODWIT, "-c",
-                          src.uri, "migrate", "--live", "--bandwidth", SLOW, *opts, "vm1", dst.peer],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: "Data remaining" in jobinfo(src, "vm1"), 20, "the migration to run")
-    return p
-
-
-def finish_proc(p):
-    try:
-        out, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    return p.returncode, err
 
 
 def runs_only_on(here, there):
@@ -67,9 +48,9 @@ def runs_only_on(here, there):
 
 def source_restart(h, a, b):
     print("the source daemon is killed during Perform")
-    p = start_slow(h, a, b)
+    p = h.migrate_bg(a, b, SLOW)
     h.restart(a, kill=True)
-    finish_proc(p)
+    finish_proc(p, 120)
     log = a.log_text()
     assert "resume-source" in log, log[-3000:]
     runs_only_on(a, b)
@@ -78,9 +59,9 @@ def source_restart(h, a, b):
 
 def destination_restart(h, a, b):
     print("the destination daemon is killed during Perform")
-    p = start_slow(h, a, b)
+    p = h.migrate_bg(a, b, SLOW)
     h.restart(b, kill=True)
-    rc, err = finish_proc(p)
+    rc, err = finish_proc(p, 120)
     assert rc == 1, err
     assert "kill-incoming" in b.log_text(), b.log_text()[-3000:]
     runs_only_on(a, b)
@@ -97,12 +78,12 @@ def cut_stream(h):
 def postcopy_broken(h, a, b):
     print("post-copy broken, then recovered with --postcopy-resume")
     ev_a, ev_b = EventWatcher(a), EventWatcher(b)
-    p = start_slow(h, a, b, "--postcopy")
+    p = h.migrate_bg(a, b, SLOW, "--postcopy")
     a.run("migrate-postcopy", "vm1")
     ev_b.wait_for("Resumed Post-copy", 30)
     time.sleep(0.3)
     cut_stream(h)
-    rc, err = finish_proc(p)
+    rc, err = finish_proc(p, 120)
     assert rc == 1 and "post-copy" in err, err
     for d in (a, b):
         wait_until(lambda d=d: d.state_of("vm1") == "paused (post-copy failed)", 30,
@@ -124,12 +105,12 @@ def postcopy_broken(h, a, b):
 
 def postcopy_given_up(h, b, a):
     print("post-copy broken again, then given up")
-    p = start_slow(h, b, a, "--postcopy")
+    p = h.migrate_bg(b, a, SLOW, "--postcopy")
     b.run("migrate-postcopy", "vm1")
     wait_until(lambda: a.state_of("vm1") == "running (post-copy)", 30, "post-copy to run")
     time.sleep(0.3)
     cut_stream(h)
-    rc, err = finish_proc(p)
+    rc, err = finish_proc(p, 120)
     assert rc == 1, err
     for d in (a, b):
         wait_until(lambda d=d: d.state_of("vm1") == "paused (post-copy failed)", 30,

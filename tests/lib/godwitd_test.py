@@ -381,6 +381,23 @@ class MigHosts:
     def migrate(self, src, dst, name, *opts, check=True, timeout=120):
         return src.run("migrate", *opts, name, dst.peer, check=check, timeout=timeout)
 
+    def start_guest(self, host, name="vm1", beats=1):
+        """Define and start `name` on `host`; wait for its heartbeats."""
+        host.define(name)
+        host.run("start", name)
+        wait_until(lambda: len(heartbeats(host, name)) >= beats, 30, f"heartbeats on {name}")
+
+    def migrate_bg(self, src, dst, bandwidth, *opts, name="vm1"):
+        """`godwit migrate --live` at `bandwidth` MiB/s in the background,
+        returned once the source reports the job running; finish_proc()
+        collects it."""
+        p = subprocess.Popen(["ip", "netns", "exec", self.net.ns[0 if src is self.a else 1], GODWIT,
+                              "-c", src.uri, "migrate", "--live", "--bandwidth", bandwidth, *opts,
+                              name, dst.peer],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: "Data remaining" in jobinfo(src, name), 20, "the migration to run")
+        return p
+
     def close(self):
         for d in (self.a, self.b):
             if d:
@@ -396,6 +413,16 @@ class MigHosts:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def finish_proc(p, timeout):
+    """Wait (bounded) for a background migrate; returns (status, stderr)."""
+    try:
+        _out, err = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return p.returncode, err
 
 
 def _start_with_env(d):
