@@ -381,6 +381,20 @@ def assert_no_guest_errors(vm):
         assert e not in text, f"guest reported {e}:\n" + text[-3000:]
 
 
+def assert_heartbeat_continued(src, dst, min_ticks=6):
+    """vCPU 0's heartbeat across a migration: ticks 1, 2, 3... with none
+    lost or doubled (source console, then destination), every line whole."""
+    import re
+    text = src.serial_text() + dst.serial_text()
+    ticks = [int(t) for t in re.findall(r"heartbeat vcpu=0 tick=(\d+) ", text)]
+    assert ticks == list(range(1, len(ticks) + 1)), f"heartbeat ticks not consecutive: {ticks}"
+    assert len(ticks) >= min_ticks, ticks
+    for line in text.splitlines():
+        if line.startswith("heartbeat"):
+            assert re.fullmatch(r"heartbeat vcpu=0 tick=\d+ pages=\d+", line), f"mangled line {line!r}"
+    return ticks
+
+
 def wait_migration(vm, timeout=180, states=("completed", "failed", "cancelled")):
     """Poll query-migrate until it reaches one of `states`; returns the info."""
     deadline = time.time() + timeout
