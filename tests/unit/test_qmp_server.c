@@ -330,7 +330,9 @@ static void test_vanishing_and_slow_clients(void **state)
     ssize_t r;
     while ((r = read(slow, big, sizeof(big))) > 0)
         total += (size_t)r;
-    assert_int_equal(r, 0);
+    /* The server closes with our requests still unread in its buffer, so
+     * the kernel may answer with a reset instead of an orderly end. */
+    assert_true(r == 0 || (r < 0 && errno == ECONNRESET));
     assert_true(total < 24u * 1048576u);
     close(slow);
     assert_int_equal(qmp_client_execute(good, "big", json_tokener_parse("{\"size\": 100000}"), &ret, &qe, 5000), 0);
