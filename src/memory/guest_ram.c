@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -51,6 +52,86 @@ err_close:
     close(ram->memfd);
     ram->memfd = -1;
     return -(err ? err->code : EINVAL);
+}
+
+/* Runs of consecutive indices, as remote iovecs into the mapping. */
+#define READ_MAX_RUNS 512
+
+static int pread_runs(const struct guest_ram *ram, const struct iovec *runs, unsigned nruns,
+                      uint8_t *out, struct gw_error *err)
+{
+    for (unsigned i = 0; i < nruns; i++) {
+        off_t off = (off_t)((uint8_t *)runs[i].iov_base - ram->host);
+        for (size_t done = 0; done < runs[i].iov_len;) {
+            ssize_t r = pread(ram->memfd, out + done, runs[i].iov_len - done, off + (off_t)done);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                return gw_error_set(err, r < 0 ? errno : EIO, "reading guest RAM at %#llx: %s",
+                                    (unsigned long long)off, r < 0 ? strerror(errno) : "short read");
+            done += (size_t)r;
+        }
+        out += runs[i].iov_len;
+    }
+    return 0;
+}
+
+static int read_runs(const struct guest_ram *ram, struct iovec *runs, unsigned nruns, uint8_t *out,
+                     size_t bytes, struct gw_error *err)
+{
+    static int vm_readv_refused; /* seccomp or an old kernel: pread from then on */
+    if (!__atomic_load_n(&vm_readv_refused, __ATOMIC_RELAXED)) {
+        struct iovec local = { out, bytes };
+        ssize_t r = process_vm_readv(getpid(), &local, 1, runs, nruns, 0);
+        if (r == (ssize_t)bytes)
+            return 0;
+        if (r < 0 && (errno == ENOSYS || errno == EPERM))
+            __atomic_store_n(&vm_readv_refused, 1, __ATOMIC_RELAXED);
+        else if (r < 0)
+            return gw_error_set(err, errno, "reading guest RAM: %s", strerror(errno));
+        /* A partial read (possible between runs): the rest by pread. */
+        size_t skip = r > 0 ? (size_t)r : 0;
+        unsigned i = 0;
+        while (i < nruns && skip >= runs[i].iov_len) {
+            skip -= runs[i].iov_len;
+            out += runs[i].iov_len;
+            i++;
+        }
+        if (i < nruns && skip) {
+            runs[i].iov_base = (uint8_t *)runs[i].iov_base + skip;
+            runs[i].iov_len -= skip;
+            out += skip;
+        }
+        return pread_runs(ram, runs + i, nruns - i, out, err);
+    }
+    return pread_runs(ram, runs, nruns, out, err);
+}
+
+int guest_ram_read_pages(const struct guest_ram *ram, const uint64_t *idx, unsigned n, void *buf,
+                         struct gw_error *err)
+{
+    struct iovec runs[READ_MAX_RUNS];
+    unsigned nruns = 0;
+    uint8_t *out = buf;
+    size_t bytes = 0;
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *p = ram->host + idx[i] * GUEST_PAGE_SIZE;
+        if (nruns && (uint8_t *)runs[nruns - 1].iov_base + runs[nruns - 1].iov_len == p) {
+            runs[nruns - 1].iov_len += GUEST_PAGE_SIZE;
+        } else {
+            if (nruns == READ_MAX_RUNS) {
+                int r = read_runs(ram, runs, nruns, out, bytes, err);
+                if (r < 0)
+                    return r;
+                out += bytes;
+                nruns = 0;
+                bytes = 0;
+            }
+            runs[nruns++] = (struct iovec){ p, GUEST_PAGE_SIZE };
+        }
+        bytes += GUEST_PAGE_SIZE;
+    }
+    return nruns ? read_runs(ram, runs, nruns, out, bytes, err) : 0;
 }
 
 void guest_ram_fini(struct guest_ram *ram)

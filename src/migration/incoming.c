@@ -221,10 +221,17 @@ static int load_zero(struct in_ctx *c, const struct stream_record *rec)
     if (in_decode_pages(c, rec, idx, &data, &count) < 0)
         return -1;
     /* Only pages this migration wrote can be non-zero: never touch (and so
-     * never allocate) memory that was not received. */
-    for (uint32_t i = 0; i < count; i++)
-        if (bitmap_test(c->received, idx[i]))
-            memset(c->m->ram->host + idx[i] * GWS_PAGE_SIZE, 0, GWS_PAGE_SIZE);
+     * never allocate) memory that was not received. Those are punched out
+     * of the memfd (they read as zero again, and a post-copy fault on one
+     * is zero-filled), not cleared through our mapping. */
+    for (uint32_t i = 0; i < count; i++) {
+        if (!bitmap_test(c->received, idx[i]))
+            continue;
+        if (fallocate(c->m->ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                      (off_t)(idx[i] * GWS_PAGE_SIZE), (off_t)GWS_PAGE_SIZE) < 0)
+            return stream_set_error(&c->s, errno, "clearing guest page %#llx: %s",
+                                    (unsigned long long)idx[i], strerror(errno));
+    }
     pthread_mutex_lock(&c->m->lock);
     c->m->stats.duplicate += count;
     pthread_mutex_unlock(&c->m->lock);

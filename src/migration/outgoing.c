@@ -55,71 +55,72 @@ int out_flush_zero(struct out_ctx *c)
     return r;
 }
 
-static int flush_zstd(struct out_ctx *c)
+static int flush_zstd(struct out_ctx *c, unsigned n)
 {
-    size_t raw = (size_t)c->n * GWS_PAGE_SIZE;
-    for (unsigned i = 0; i < c->n; i++)
-        memcpy(c->zsrc + (size_t)i * GWS_PAGE_SIZE, c->iov[i].iov_base, GWS_PAGE_SIZE);
+    size_t raw = (size_t)n * GWS_PAGE_SIZE;
     size_t z = ZSTD_compressCCtx(c->zctx, c->zbuf, ZSTD_compressBound(raw), c->zsrc, raw,
                                  (int)c->params.compress_level);
     if (ZSTD_isError(z))
         return stream_set_error(&c->s, EIO, "zstd: %s", ZSTD_getErrorName(z));
-    struct gws_pages h = { c->n, (uint32_t)z };
-    struct iovec iov[3] = { { &h, sizeof(h) }, { c->pfn, c->n * 8ULL }, { c->zbuf, z } };
+    struct gws_pages h = { n, (uint32_t)z };
+    struct iovec iov[3] = { { &h, sizeof(h) }, { c->pfn, n * 8ULL }, { c->zbuf, z } };
     return stream_write_record(&c->s, GWS_PAGE_DATA_ZSTD, iov, 3);
 }
 
 int out_flush_pages(struct out_ctx *c)
 {
-    if (!c->n)
+    unsigned n = c->n;
+    if (!n)
+        return 0;
+    c->n = 0;
+    /* One copy into zsrc, also while the guest runs: the checksum then
+     * covers exactly what is sent (a page changed meanwhile is dirty again
+     * and goes in the next round). */
+    struct gw_error err;
+    gw_error_init(&err);
+    int r = guest_ram_read_pages(c->m->ram, c->idx, n, c->zsrc, &err);
+    if (r < 0)
+        return stream_set_error(&c->s, -r, "%s", err.msg);
+    unsigned k = 0;
+    uint64_t skipped = 0;
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *p = c->zsrc + (size_t)i * GWS_PAGE_SIZE;
+        uint64_t pfn = ram_page_to_pfn(c->m->ram, c->idx[i]);
+        if (stream_page_is_zero(p)) {
+            if (c->first_pass) {
+                skipped++; /* the destination's memory starts zero */
+                continue;
+            }
+            c->zero_pfn[c->nzero++] = pfn;
+            if (c->nzero == GWS_MAX_BATCH && out_flush_zero(c) < 0)
+                return stream_get_error(&c->s);
+            continue;
+        }
+        if (k != i)
+            memcpy(c->zsrc + (size_t)k * GWS_PAGE_SIZE, p, GWS_PAGE_SIZE);
+        c->pfn[k++] = pfn;
+    }
+    if (skipped)
+        out_account(c, skipped, 0);
+    if (!k)
         return 0;
     uint64_t before = c->s.bytes;
-    int r;
     if (c->caps.on[MIG_CAP_COMPRESS_ZSTD]) {
-        r = flush_zstd(c);
+        r = flush_zstd(c, k);
     } else {
-        /* Header, pfn list, then the pages straight from guest memory. */
-        struct gws_pages h = { c->n, 0 };
-        struct iovec parts[3] = { { &h, sizeof(h) }, { c->pfn, c->n * 8ULL } };
-        /* While the guest runs, a page may change under us: copy the batch
-         * once so that the checksum covers exactly what is sent (a page
-         * changed meanwhile is dirty again and goes in the next round).
-         * Stopped, send straight from guest memory when contiguous. */
-        bool contiguous = c->stopped;
-        for (unsigned i = 1; i < c->n && contiguous; i++)
-            contiguous = (uint8_t *)c->iov[i].iov_base ==
-                         (uint8_t *)c->iov[i - 1].iov_base + GWS_PAGE_SIZE;
-        if (contiguous) {
-            parts[2] = (struct iovec){ c->iov[0].iov_base, (size_t)c->n * GWS_PAGE_SIZE };
-        } else {
-            for (unsigned i = 0; i < c->n; i++)
-                memcpy(c->zsrc + (size_t)i * GWS_PAGE_SIZE, c->iov[i].iov_base, GWS_PAGE_SIZE);
-            parts[2] = (struct iovec){ c->zsrc, (size_t)c->n * GWS_PAGE_SIZE };
-        }
+        struct gws_pages h = { k, 0 };
+        struct iovec parts[3] = { { &h, sizeof(h) }, { c->pfn, k * 8ULL },
+                                  { c->zsrc, (size_t)k * GWS_PAGE_SIZE } };
         r = stream_write_record(&c->s, GWS_PAGE_DATA, parts, 3);
     }
-    out_account(c, 0, c->n);
-    c->n = 0;
+    out_account(c, 0, k);
     pace(c, c->s.bytes - before);
     return r;
 }
 
 int out_queue_page(struct out_ctx *c, uint64_t idx)
 {
-    uint8_t *p = c->m->ram->host + idx * GWS_PAGE_SIZE;
-    uint64_t pfn = ram_page_to_pfn(c->m->ram, idx);
-    if (stream_page_is_zero(p)) {
-        if (c->first_pass) {
-            /* The destination's memory starts zero: nothing to send. */
-            out_account(c, 1, 0);
-            return 0;
-        }
-        c->zero_pfn[c->nzero++] = pfn;
-        return c->nzero == GWS_MAX_BATCH ? out_flush_zero(c) : 0;
-    }
-    c->pfn[c->n] = pfn;
-    c->iov[c->n] = (struct iovec){ p, GWS_PAGE_SIZE };
-    c->n++;
+    c->idx[c->n++] = idx;
     return c->n == GWS_MAX_BATCH ? out_flush_pages(c) : 0;
 }
 

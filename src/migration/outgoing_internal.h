@@ -26,16 +26,16 @@ struct out_ctx {
     struct ratelimit rl;
     struct mig_params params;
     struct mig_caps caps;
-    /* batch being built */
+    /* batch being built: page indices, read into zsrc when it is sent */
+    uint64_t idx[GWS_MAX_BATCH];
     uint64_t pfn[GWS_MAX_BATCH];
-    struct iovec iov[GWS_MAX_BATCH];
     unsigned n;
     uint64_t zero_pfn[GWS_MAX_BATCH];
     unsigned nzero;
     bool first_pass;
     ZSTD_CCtx *zctx;
     uint8_t *zbuf;
-    uint8_t *zsrc;
+    uint8_t *zsrc;              /* the batch's pages (GWS_MAX_BATCH of them) */
     /* post-copy */
     bool postcopy;              /* postcopy-ram: a preempt channel is open */
     bool handed_over;           /* the destination owns the guest: never resume */
@@ -54,8 +54,11 @@ struct out_ctx {
 
 void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal);
 int out_flush_zero(struct out_ctx *c);
+/* Read the queued pages, sort out the zero ones (to the zero batch, or
+ * nowhere in the first pass) and send the rest as one PAGE_DATA record. */
 int out_flush_pages(struct out_ctx *c);
-/* Queue RAM page idx (zero pages as ZERO_PAGES except in the first pass). */
+/* Queue RAM page idx (zero pages as ZERO_PAGES except in the first pass).
+ * Its content is read when the batch is flushed, never before. */
 int out_queue_page(struct out_ctx *c, uint64_t idx);
 int out_sync_dirty(struct out_ctx *c, uint64_t *count);
 void out_refresh_params(struct out_ctx *c);

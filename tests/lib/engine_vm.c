@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,7 +36,12 @@ static void *src_writer(void *arg)
     uint64_t lo = EVM_STATIC_END(v), hi = EVM_HOT_END(v);
     v->tid = (int)syscall(SYS_gettid);
     for (uint64_t p = lo; may_go(v); p = p + 1 == hi ? lo : p + 1) {
-        uint64_t *w = (uint64_t *)(v->ram.host + p * 4096);
+        uint64_t *w = (uint64_t *)(v->mem + p * 4096);
+        if (v->zero_count) {
+            memset(v->mem + v->zero_first * 4096, 0, v->zero_count * 4096);
+            dirty_log_mark(&v->dl, v->zero_first * 4096, v->zero_count * 4096);
+            __atomic_store_n(&v->zero_count, 0, __ATOMIC_RELEASE);
+        }
         uint64_t g = ++v->gen;
         w[0] = g;
         w[511] = g;
@@ -50,7 +56,7 @@ static void *dst_reader(void *arg)
     v->tid = (int)syscall(SYS_gettid);
     for (uint64_t i = 0; may_go(v); i++) {
         uint64_t p = (i * 7919) % v->npages;
-        if (memcmp(v->ram.host + p * 4096, v->src->ram.host + p * 4096, 4096) != 0)
+        if (memcmp(v->mem + p * 4096, v->src->mem + p * 4096, 4096) != 0)
             __atomic_fetch_add(&v->errors, 1, __ATOMIC_RELAXED);
         v->checked++;
         if (v->read_delay_us)
@@ -130,8 +136,25 @@ static void fill_source(struct evm *v)
 {
     for (uint64_t p = 0; p < EVM_STATIC_END(v); p++)
         for (unsigned k = 0; k < 512; k += 64)
-            ((uint64_t *)(v->ram.host + p * 4096))[k] = p * 1000003 + k;
-    memset(v->ram.host + EVM_HOT_END(v) * 4096, 0, (EVM_ZERO_END(v) - EVM_HOT_END(v)) * 4096);
+            ((uint64_t *)(v->mem + p * 4096))[k] = p * 1000003 + k;
+    memset(v->mem + EVM_HOT_END(v) * 4096, 0, (EVM_ZERO_END(v) - EVM_HOT_END(v)) * 4096);
+}
+
+bool evm_guest_zero(struct evm *v, uint64_t first, uint64_t count, int timeout_ms)
+{
+    v->zero_first = first;
+    __atomic_store_n(&v->zero_count, count, __ATOMIC_RELEASE);
+    for (int i = 0; i < timeout_ms && __atomic_load_n(&v->zero_count, __ATOMIC_ACQUIRE); i++)
+        evm_sleep_us(1000);
+    return __atomic_load_n(&v->zero_count, __ATOMIC_ACQUIRE) == 0;
+}
+
+void evm_fill_idle(struct evm *v, uint64_t bytes)
+{
+    evm_set_run(v, false, true);
+    for (uint64_t p = 0; p < bytes / 4096 && p < v->npages; p++)
+        for (unsigned k = 0; k < 512; k += 64)
+            ((uint64_t *)(v->mem + p * 4096))[k] = p * 2654435761u + k + 1;
 }
 
 int evm_init(struct evm *v, uint64_t ram_bytes, struct evm *src)
@@ -145,6 +168,15 @@ int evm_init(struct evm *v, uint64_t ram_bytes, struct evm *src)
         return -err.code;
     }
     v->npages = ram_bytes / 4096;
+    v->mem = v->ram.host;
+    if (!src) {
+        v->mem = mmap(NULL, ram_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, v->ram.memfd, 0);
+        if (v->mem == MAP_FAILED) {
+            v->mem = NULL;
+            fprintf(stderr, "evm: mmap: %s\n", strerror(errno));
+            return -errno;
+        }
+    }
     pthread_mutex_init(&v->lk, NULL);
     pthread_cond_init(&v->cv, NULL);
     v->src = src;
@@ -173,6 +205,9 @@ void evm_fini(struct evm *v)
     if (v->thr_started)
         pthread_join(v->thr, NULL);
     dirty_log_fini(&v->dl);
+    if (v->mem && v->mem != v->ram.host)
+        munmap(v->mem, v->npages * 4096);
+    v->mem = NULL;
     guest_ram_fini(&v->ram);
 }
 
@@ -209,11 +244,21 @@ int evm_set_param(struct evm *v, const char *name, int64_t value)
     return mig_set_params(&v->mig, &p, &err);
 }
 
+int evm_set_cap(struct evm *v, enum mig_cap cap, bool on)
+{
+    struct mig_caps c;
+    struct gw_error err;
+    gw_error_init(&err);
+    mig_get_caps(&v->mig, &c);
+    c.on[cap] = on;
+    return mig_set_caps(&v->mig, &c, &err);
+}
+
 uint64_t evm_compare(const struct evm *dst, const struct evm *src, uint64_t *first)
 {
     uint64_t n = 0;
     for (uint64_t p = 0; p < dst->npages; p++)
-        if (memcmp(dst->ram.host + p * 4096, src->ram.host + p * 4096, 4096) != 0 && n++ == 0)
+        if (memcmp(dst->mem + p * 4096, src->mem + p * 4096, 4096) != 0 && n++ == 0)
             *first = p;
     return n;
 }

@@ -4,7 +4,13 @@
  * working set (reporting each write to the dirty log, as the VMM does for
  * its own writes); on a destination it reads pages in a scattered order
  * and compares each with the source's frozen copy, faulting on what is
- * missing. Layout of the source's RAM (page indices):
+ * missing. The source's vCPU thread writes through its own mapping of the
+ * memfd (`mem`), as a KVM guest does not touch the VMM's mapping: the
+ * engine's first read of a page then costs what it costs in a real VMM
+ * (a page-table fault per page; on PVM hosts an expensive one). The
+ * destination's vCPU reads through the VMM's mapping, where userfaultfd
+ * catches it, as KVM's accesses are caught there.
+ * Layout of the source's RAM (page indices):
  *   [0, EVM_STATIC_END)        written once before the migration
  *   [EVM_STATIC_END, EVM_HOT_END)  rewritten all the time
  *   [EVM_HOT_END, EVM_ZERO_END)    written with zeros
@@ -25,6 +31,7 @@
 
 struct evm {
     struct guest_ram ram;
+    uint8_t *mem;                 /* what the vCPU thread uses (see above) */
     struct dirty_log dl;
     struct migration mig;
     uint64_t npages;
@@ -40,11 +47,19 @@ struct evm {
     uint64_t got_state;
     bool have_state;
     volatile bool started, lost, completed;
+    volatile uint64_t zero_first, zero_count; /* source: a clearing the vCPU is to do */
 };
 
 /* A source (src NULL: RAM filled, writer running) or a destination of src.
  * Both get the postcopy-ram capability. */
 int evm_init(struct evm *v, uint64_t ram_bytes, struct evm *src);
+/* Source: park the writer and write `bytes` of data from guest page 0
+ * (an idle guest holding that much). */
+void evm_fill_idle(struct evm *v, uint64_t bytes);
+/* Source: have the vCPU thread clear pages [first, first+count) as a
+ * guest would (so only while it runs, never after the engine stopped it).
+ * False if it was not done within timeout_ms. */
+bool evm_guest_zero(struct evm *v, uint64_t first, uint64_t count, int timeout_ms);
 /* Stop the thread and the engine, free everything. */
 void evm_fini(struct evm *v);
 /* Run or park the vCPU thread (waiting until parked when asked). */
@@ -53,6 +68,7 @@ enum mig_state evm_state(struct evm *v);
 /* Poll until the state is `want` (false on timeout or another final state). */
 bool evm_wait_state(struct evm *v, enum mig_state want, int timeout_ms);
 int evm_set_param(struct evm *v, const char *name, int64_t value);
+int evm_set_cap(struct evm *v, enum mig_cap cap, bool on);
 /* Pages of dst that differ from src (first one in *first). */
 uint64_t evm_compare(const struct evm *dst, const struct evm *src, uint64_t *first);
 void evm_sleep_us(unsigned us);
