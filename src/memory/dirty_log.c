@@ -49,22 +49,9 @@ void dirty_log_fini(struct dirty_log *dl)
 
 static int set_slot_flags(struct dirty_log *dl, bool log, struct gw_error *err)
 {
-    const struct guest_ram *ram = dl->ram;
     if (dl->vm_fd < 0)
         return 0; /* RAM not in KVM: only dirty_log_mark() writes count */
-    for (unsigned i = 0; i < ram->nr_regions; i++) {
-        const struct guest_ram_region *r = &ram->regions[i];
-        struct kvm_userspace_memory_region reg = {
-            .slot = i,
-            .flags = log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
-            .guest_phys_addr = r->gpa,
-            .memory_size = r->size,
-            .userspace_addr = (uint64_t)(uintptr_t)(ram->host + r->offset),
-        };
-        if (ioctl(dl->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0)
-            return gw_error_set(err, errno, "dirty logging on slot %u: %s", i, strerror(errno));
-    }
-    return 0;
+    return guest_ram_set_kvm_slots(dl->ram, dl->vm_fd, log, err);
 }
 
 static int sync_slot(struct dirty_log *dl, unsigned slot, uint64_t *out, struct gw_error *err)

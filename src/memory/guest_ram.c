@@ -2,7 +2,9 @@
 #include "memory/guest_ram.h"
 
 #include <errno.h>
+#include <linux/kvm.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -132,6 +134,25 @@ int guest_ram_read_pages(const struct guest_ram *ram, const uint64_t *idx, unsig
         bytes += GUEST_PAGE_SIZE;
     }
     return nruns ? read_runs(ram, runs, nruns, out, bytes, err) : 0;
+}
+
+int guest_ram_set_kvm_slots(const struct guest_ram *ram, int vm_fd, bool dirty_log,
+                            struct gw_error *err)
+{
+    for (unsigned i = 0; i < ram->nr_regions; i++) {
+        const struct guest_ram_region *r = &ram->regions[i];
+        struct kvm_userspace_memory_region reg = {
+            .slot = i,
+            .flags = dirty_log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+            .guest_phys_addr = r->gpa,
+            .memory_size = r->size,
+            .userspace_addr = (uint64_t)(uintptr_t)(ram->host + r->offset),
+        };
+        if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0)
+            return gw_error_set(err, errno, "KVM_SET_USER_MEMORY_REGION slot %u%s: %s", i,
+                                dirty_log ? " (dirty logging on)" : "", strerror(errno));
+    }
+    return 0;
 }
 
 void guest_ram_fini(struct guest_ram *ram)

@@ -52,6 +52,11 @@ bool guest_ram_gpa_to_offset(const struct guest_ram *ram, uint64_t gpa, uint64_t
  * be below size / GUEST_PAGE_SIZE. Returns 0 or -errno. */
 int guest_ram_read_pages(const struct guest_ram *ram, const uint64_t *idx, unsigned n, void *buf,
                          struct gw_error *err);
+/* Register every RAM region as KVM memory slot i (its index) on vm_fd,
+ * with dirty logging on or off; also how logging is switched later (the
+ * same call with the other flag). Returns 0 or -errno. */
+int guest_ram_set_kvm_slots(const struct guest_ram *ram, int vm_fd, bool dirty_log,
+                            struct gw_error *err);
 /* End of guest-physical address space covered by RAM (exclusive). */
 uint64_t guest_ram_end(const struct guest_ram *ram);
 

@@ -142,20 +142,7 @@ void kvm_vm_fini(struct kvm_vm *vm)
 int kvm_vm_map_ram(struct kvm_vm *vm, const struct guest_ram *ram, bool dirty_log,
                    struct gw_error *err)
 {
-    for (unsigned i = 0; i < ram->nr_regions; i++) {
-        const struct guest_ram_region *r = &ram->regions[i];
-        struct kvm_userspace_memory_region reg = {
-            .slot = i,
-            .flags = dirty_log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
-            .guest_phys_addr = r->gpa,
-            .memory_size = r->size,
-            .userspace_addr = (uint64_t)(uintptr_t)(ram->host + r->offset),
-        };
-        if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0)
-            return gw_error_set(err, errno, "KVM_SET_USER_MEMORY_REGION slot %u: %s", i,
-                                strerror(errno));
-    }
-    return 0;
+    return guest_ram_set_kvm_slots(ram, vm->vm_fd, dirty_log, err);
 }
 
 void kvm_vm_set_irq(void *opaque_vm, unsigned gsi, int level)
