@@ -14,6 +14,7 @@
 
 #include "common/evloop.h"
 #include "common/log.h"
+#include "devices/serial.h"
 #include "vmm/machine.h"
 #include "vmm/options.h"
 #include "vmm/vmm_control.h"
@@ -30,7 +31,7 @@ struct vmm {
     struct termios tty_saved;
     uint8_t in_buf[256];
     size_t in_len, in_off;
-    int in_timer;
+    bool in_held;              /* stdin unwatched until the UART takes more */
 };
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -81,18 +82,25 @@ static void feed_serial(struct vmm *v)
     while (v->in_off < v->in_len) {
         size_t n = machine_serial_input(&v->machine, v->in_buf + v->in_off, v->in_len - v->in_off);
         if (n == 0)
-            return; /* FIFO full: retry from the timer */
+            return; /* FIFO full: the UART's rx-notify calls us again */
         v->in_off += n;
     }
     v->in_off = v->in_len = 0;
-    if (v->in_timer >= 0) {
-        evloop_del_timer(v->loop, v->in_timer);
-        v->in_timer = -1;
+    if (v->in_held) {
+        v->in_held = false;
         evloop_add_fd(v->loop, STDIN_FILENO, EPOLLIN, stdin_cb, v);
     }
 }
 
-static void retry_feed(void *opaque) { feed_serial(opaque); }
+static void feed_serial_cb(void *opaque) { feed_serial(opaque); }
+
+/* The UART has room again after refusing input (any thread, usually a
+ * vCPU's): continue on the loop thread. */
+static void serial_has_room(void *opaque)
+{
+    struct vmm *v = opaque;
+    evloop_post(v->loop, feed_serial_cb, v);
+}
 
 static void stdin_cb(struct evloop *loop, int fd, uint32_t events, void *opaque)
 {
@@ -110,7 +118,7 @@ static void stdin_cb(struct evloop *loop, int fd, uint32_t events, void *opaque)
     if (v->in_len) {
         /* Hold further input until the guest drains its FIFO. */
         evloop_del_fd(loop, fd);
-        v->in_timer = evloop_add_timer(loop, 5, 5, retry_feed, v);
+        v->in_held = true;
     }
 }
 
@@ -214,7 +222,7 @@ static void check_files(const struct vmm_options *o)
 
 int main(int argc, char **argv)
 {
-    static struct vmm v = { .in_timer = -1, .sigfd = -1 };
+    static struct vmm v = { .sigfd = -1 };
     struct gw_error err;
     gw_error_init(&err);
 
@@ -250,6 +258,7 @@ int main(int argc, char **argv)
     memcpy(cfg.uuid, v.opt.uuid, sizeof(cfg.uuid));
     if (machine_init(&v.machine, &cfg, v.loop, &machine_ops, &v, &err) < 0)
         die("%s", err.msg);
+    serial_set_rx_notify(v.machine.serial, serial_has_room, &v);
     v.control = vmm_control_new(v.loop, &v.machine, &err);
     if (!v.control)
         die("%s", err.msg);
