@@ -251,6 +251,7 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
     case GWS_HEADER: return load_header(c, rec);
     case GWS_POSTCOPY_ADVISE: return pc_dst_advise(c, rec);
     case GWS_DISCARD_PAGES: return pc_dst_discard(c, rec);
+    case GWS_POSTCOPY_PING: return pc_dst_ping(c, rec);
     case GWS_POSTCOPY_RUN:
         if (rec->length != 0)
             return in_bad(c, rec, "bad length");

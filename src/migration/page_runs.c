@@ -56,3 +56,14 @@ int page_runs_check(const struct guest_ram *ram, const struct gws_page_run *run,
     }
     return -EPROTO;
 }
+
+uint64_t page_runs_take_new(uint64_t *pending, uint64_t *fresh, uint64_t npages)
+{
+    uint64_t n = 0;
+    for (uint64_t w = 0; w < BITMAP_WORDS(npages); w++) {
+        fresh[w] &= ~pending[w];
+        pending[w] |= fresh[w];
+        n += (uint64_t)__builtin_popcountll(fresh[w]);
+    }
+    return n;
+}

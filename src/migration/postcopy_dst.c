@@ -1,9 +1,10 @@
 /* The destination side of post-copy: the advice (accept the preempt
- * channel), the discard list, the start of the guest with pages missing,
- * the fault thread (userfaultfd faults become requests on the preempt
- * channel; the answers are installed there), the background pages on the
- * main channel, statistics (fault latency, blocked vCPU time), and pause and
- * recovery when a connection breaks.
+ * channel), the discard list (a ping behind it is answered once it is
+ * applied), the start of the guest with pages missing, the fault thread
+ * (userfaultfd faults become requests on the preempt channel; the answers
+ * are installed there), the background pages on the main channel,
+ * statistics (fault latency, blocked vCPU time), and pause and recovery
+ * when a connection breaks.
  *
  * pending = pages this side lacks (set from DISCARD_PAGES). A fault on a
  * pending page is requested; a fault on any other page that is still a hole
@@ -61,6 +62,8 @@ struct pc_dst {
     uint64_t vcpu_since[MIG_MAX_VCPUS_STATS];
     unsigned nblocked;
     uint64_t all_since;
+    /* discards since the last ping (or the start), for the debug log */
+    struct { uint64_t ns, punch_ns, runs, punched, holes; } disc;
 };
 
 bool pc_dst_guest_ran(const struct in_ctx *c) { return c->pc && c->pc->guest_ran; }
@@ -148,9 +151,13 @@ static int drop_held(struct in_ctx *c, uint64_t idx, uint64_t n)
         uint64_t j = i;
         while (j < idx + n && bitmap_test(c->received, j))
             bitmap_clear_bit(c->received, j++);
+        uint64_t t0 = mig_now_ns();
         if (fallocate(c->m->ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                       (off_t)(i * GWS_PAGE_SIZE), (off_t)((j - i) * GWS_PAGE_SIZE)) < 0)
             return stream_set_error(&c->s, errno, "dropping stale pages: %s", strerror(errno));
+        c->pc->disc.punch_ns += mig_now_ns() - t0;
+        c->pc->disc.punched += j - i;
+        c->pc->disc.holes++;
         i = j;
     }
     return 0;
@@ -180,6 +187,7 @@ int pc_dst_discard(struct in_ctx *c, const struct stream_record *rec)
         rec->length != sizeof(h) + h.count * sizeof(struct gws_page_run))
         return in_bad(c, rec, "run count does not match the length");
     /* Check every run before changing anything, then apply them. */
+    uint64_t t0 = mig_now_ns();
     const uint8_t *body = rec->body + sizeof(h);
     for (int apply = 0; apply < 2; apply++) {
         for (uint32_t i = 0; i < h.count; i++) {
@@ -192,7 +200,43 @@ int pc_dst_discard(struct in_ctx *c, const struct stream_record *rec)
                 return -1;
         }
     }
+    c->pc->disc.runs += h.count;
+    c->pc->disc.ns += mig_now_ns() - t0;
     return 0;
+}
+
+/* The discards so far, at debug level; counting starts again. */
+static void log_discards(struct pc_dst *pc, const char *when)
+{
+    log_debug("%s: discards took %llu us (%llu runs; %llu us punching %llu held pages in %llu "
+              "holes)", when, (unsigned long long)(pc->disc.ns / 1000),
+              (unsigned long long)pc->disc.runs, (unsigned long long)(pc->disc.punch_ns / 1000),
+              (unsigned long long)pc->disc.punched, (unsigned long long)pc->disc.holes);
+    memset(&pc->disc, 0, sizeof(pc->disc));
+}
+
+int pc_dst_ping(struct in_ctx *c, const struct stream_record *rec)
+{
+    struct gws_postcopy_ping p;
+    if (!c->pc)
+        return in_bad(c, rec, "POSTCOPY_PING without POSTCOPY_ADVISE");
+    if (rec->length != sizeof(p))
+        return in_bad(c, rec, "bad length");
+    memcpy(&p, rec->body, sizeof(p));
+    if (p.zero)
+        return in_bad(c, rec, "reserved field not zero");
+    log_discards(c->pc, "ping");
+    /* Every record before this one is applied: answer. */
+    struct iovec iov = { &p, sizeof(p) };
+    struct stream rp;
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    int r = stream_write_record(&rp, GWS_RP_POSTCOPY_PONG, &iov, 1);
+    if (r == 0)
+        r = stream_flush(&rp);
+    if (r < 0)
+        stream_set_error(&c->s, EIO, "answering the source's ping: %s", stream_error(&rp));
+    stream_fini(&rp);
+    return r;
 }
 
 /* ---- fault bookkeeping (m->lock) ---- */
@@ -593,6 +637,8 @@ static int go_live(struct pc_dst *pc)
     struct migration *m = c->m;
     struct gw_error err;
     gw_error_init(&err);
+    log_discards(pc, "late");
+    uint64_t t0 = mig_now_ns();
     if (m->ops->load_finish(m->vm, &err) < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
     int fd = uffd_open_with_tid();
@@ -606,10 +652,14 @@ static int go_live(struct pc_dst *pc)
     if (start_faults(pc) < 0)
         return -1;
     in_send_rp(c, GWS_RP_LOADED, NULL);
+    uint64_t t1 = mig_now_ns();
     struct stream_record rec;
     if (stream_read_record(&c->s, &rec) < 0 || rec.type != GWS_COMMIT)
         return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over%s%s",
                                 stream_error(&c->s)[0] ? ": " : "", stream_error(&c->s));
+    log_debug("loaded (state, userfaultfd, fault thread) in %llu us, commit after %llu us",
+              (unsigned long long)((t1 - t0) / 1000),
+              (unsigned long long)((mig_now_ns() - t1) / 1000));
     m->ops->start(m->vm);
     pc->guest_ran = true;
     in_send_rp(c, GWS_RP_RESUMED, NULL);

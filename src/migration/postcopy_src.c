@@ -1,7 +1,8 @@
-/* The source side of post-copy: the switch (stop, discard list, state,
- * hand-over), the page server that answers the destination's faults on the
- * preempt channel, the background push of the remaining pages on the main
- * channel, and pause/recovery when a connection breaks.
+/* The source side of post-copy: the switch (discard list while the guest
+ * still runs, stop, late discards, state, hand-over), the page server that
+ * answers the destination's faults on the preempt channel, the background
+ * push of the remaining pages on the main channel, and pause/recovery when
+ * a connection breaks.
  *
  * Every page the destination lacks is in c->pending; whoever sends a page
  * (page server or background push) clears its bit atomically first, so no
@@ -27,6 +28,10 @@
 #define PC_PREFETCH      15     /* pages after a fault sent along with it */
 #define PC_DONE_WAIT_MS  100    /* poll step while waiting for the end */
 #define PC_MAIN_BUFFER   (256 << 10) /* main channel send buffer after the switch */
+#define PC_PREDISCARD_WAIT_MS 1000  /* guest running: wait this long for the pong */
+#define PC_PONG_STEP_MS  50     /* ... checking for cancel this often */
+#define PC_HANDSHAKE_MS  30000  /* stopped: wait this long for the destination */
+#define PC_PREDISCARD_PING 1    /* the id of the pre-discard's ping */
 
 static void set_fds(struct out_ctx *c)
 {
@@ -65,7 +70,24 @@ int pc_src_setup(struct out_ctx *c)
 
 /* ---- the switch ---- */
 
-static int send_discards(struct out_ctx *c)
+/* When the switch is decided the guest still runs: the source syncs the
+ * dirty log, makes every dirty page pending and sends its discard runs
+ * (the pre-discard) with a POSTCOPY_PING behind them, and waits (bounded)
+ * for the pong, by which the destination has dropped those pages. Only then
+ * does it stop the guest; in the downtime it discards just the pages dirtied
+ * since that are not pending yet (the late discards), usually few, so the
+ * destination's hole punching is no longer in the downtime. */
+
+/* Times of the switch (mig_now_ns) and its page counts, for the debug log. */
+struct switch_trace {
+    uint64_t decided, acked, stopped, synced, sent, loaded, resumed;
+    uint64_t early, late;       /* pages discarded before / after the stop */
+    uint64_t early_runs, late_runs;
+    bool acked_early;           /* the pong came before the stop */
+};
+
+/* Send DISCARD_PAGES for every page set in map; *nruns counts the runs. */
+static int send_discards(struct out_ctx *c, const uint64_t *map, uint64_t *nruns)
 {
     static const size_t max = GWS_MAX_DISCARD_RUNS;
     struct gws_page_run *runs = malloc(max * sizeof(*runs));
@@ -73,14 +95,86 @@ static int send_discards(struct out_ctx *c)
         return stream_set_error(&c->s, ENOMEM, "out of memory");
     uint64_t cursor = 0;
     size_t n;
-    while ((n = page_runs_collect(c->m->ram, c->pending, c->npages, &cursor, runs, max)) > 0) {
+    *nruns = 0;
+    while ((n = page_runs_collect(c->m->ram, map, c->npages, &cursor, runs, max)) > 0) {
         struct gws_discard h = { (uint32_t)n, 0 };
         struct iovec iov[2] = { { &h, sizeof(h) }, { runs, n * sizeof(*runs) } };
+        *nruns += n;
         if (stream_write_record(&c->s, GWS_DISCARD_PAGES, iov, 2) < 0)
             break;
     }
     free(runs);
     return stream_get_error(&c->s);
+}
+
+static int send_ping(struct out_ctx *c, uint32_t id)
+{
+    struct gws_postcopy_ping p = { id, 0 };
+    struct iovec iov = { &p, sizeof(p) };
+    if (stream_write_record(&c->s, GWS_POSTCOPY_PING, &iov, 1) < 0 || stream_flush(&c->s) < 0)
+        return -1;
+    return 0;
+}
+
+/* One return-path record, the pong to ping `id`: 1 when it came, 0 when
+ * nothing came within timeout_ms, -errno otherwise (RP_FAILED, anything
+ * else, a broken channel, cancel). */
+static int wait_pong(struct out_ctx *c, struct stream *rp, uint32_t id, int timeout_ms)
+{
+    uint64_t deadline = mig_now_ms() + (uint64_t)timeout_ms;
+    while (rp->ipos == rp->ilen) {
+        if (c->m->cancel)
+            return stream_set_error(&c->s, ECANCELED, "cancelled");
+        uint64_t now = mig_now_ms();
+        if (now >= deadline)
+            return 0;
+        struct pollfd p = { c->fd, POLLIN, 0 };
+        int step = deadline - now < PC_PONG_STEP_MS ? (int)(deadline - now) : PC_PONG_STEP_MS;
+        int r = poll(&p, 1, step);
+        if (r < 0 && errno != EINTR)
+            return stream_set_error(&c->s, errno, "poll: %s", strerror(errno));
+        if (r > 0)
+            break;
+    }
+    struct stream_record rec;
+    struct gws_postcopy_ping pong;
+    int r = stream_read_record(rp, &rec);
+    if (r == -ENODATA)
+        return stream_set_error(&c->s, EPIPE, "the destination closed the connection");
+    if (r < 0)
+        return stream_set_error(&c->s, r, "return path: %s", stream_error(rp));
+    if (rec.type == GWS_RP_FAILED)
+        return stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec.length,
+                                (const char *)rec.body);
+    if (rec.type != GWS_RP_POSTCOPY_PONG)
+        return stream_set_error(&c->s, EPROTO, "unexpected %s on the return path",
+                                stream_record_name(rec.type));
+    if (rec.length == sizeof(pong))
+        memcpy(&pong, rec.body, sizeof(pong));
+    if (rec.length != sizeof(pong) || pong.id != id || pong.zero)
+        return stream_set_error(&c->s, EPROTO, "RP_POSTCOPY_PONG does not answer ping %u", id);
+    return 1;
+}
+
+/* The guest still runs: everything dirty so far becomes pending, and the
+ * destination drops its copies now. Returns 1 if it confirmed in time, 0 if
+ * not yet (its pong then comes before RP_LOADED), -errno. */
+static int prediscard(struct out_ctx *c, struct stream *rp, struct switch_trace *t)
+{
+    if (out_flush_pages(c) < 0 || out_flush_zero(c) < 0 || out_sync_dirty(c, &t->early) < 0)
+        return -1;
+    /* What is left of the round plus what was dirtied since: the
+     * destination's copy of these is missing or stale. */
+    c->pending = c->dirty;
+    c->dirty = bitmap_new(c->npages); /* what the guest dirties from here on */
+    if (!c->dirty)
+        return stream_set_error(&c->s, ENOMEM, "out of memory");
+    c->first_pass = false; /* from now on a zero page is sent as such */
+    if (send_discards(c, c->pending, &t->early_runs) < 0 || send_ping(c, PC_PREDISCARD_PING) < 0)
+        return -1;
+    int r = wait_pong(c, rp, PC_PREDISCARD_PING, PC_PREDISCARD_WAIT_MS);
+    t->acked = mig_now_ns();
+    return r;
 }
 
 static int stop_guest(struct out_ctx *c)
@@ -95,6 +189,69 @@ static int stop_guest(struct out_ctx *c)
     return 0;
 }
 
+/* Stopped: discard what was dirtied since the pre-discard and is not
+ * pending yet, then send the state and POSTCOPY_RUN. */
+static int send_rest(struct out_ctx *c, struct switch_trace *t)
+{
+    struct migration *m = c->m;
+    struct gw_error err;
+    gw_error_init(&err);
+    uint64_t dirtied;
+    if (out_flush_pages(c) < 0 || out_flush_zero(c) < 0 || out_sync_dirty(c, &dirtied) < 0)
+        return -1;
+    t->synced = mig_now_ns();
+    t->late = page_runs_take_new(c->pending, c->dirty, c->npages);
+    if (t->late && send_discards(c, c->dirty, &t->late_runs) < 0)
+        return -1;
+    bitmap_free(c->dirty);
+    c->dirty = NULL;
+    log_info("switching to post-copy: %llu pages still on the source (%llu discarded stopped)",
+             (unsigned long long)bitmap_count(c->pending, c->npages), (unsigned long long)t->late);
+    if (m->ops->save_state(m->vm, &c->s, &err) < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    if (stream_write_record(&c->s, GWS_POSTCOPY_RUN, NULL, 0) < 0 || stream_flush(&c->s) < 0)
+        return -1;
+    t->sent = mig_now_ns();
+    return 0;
+}
+
+/* The LOADED/COMMIT handshake, as in pre-copy: until the destination has
+ * loaded the state, the source can still run the guest. */
+static int hand_over(struct out_ctx *c, struct stream *rp, struct switch_trace *t)
+{
+    struct migration *m = c->m;
+    int r = t->acked_early ? 1 : wait_pong(c, rp, PC_PREDISCARD_PING, PC_HANDSHAKE_MS);
+    if (r == 0)
+        return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
+    if (r < 0)
+        return -1;
+    r = out_wait_return(c, rp, GWS_RP_LOADED, PC_HANDSHAKE_MS);
+    t->loaded = mig_now_ns();
+    if (r < 0)
+        return -1;
+    m->ops->completed(m->vm);
+    c->handed_over = true;
+    stream_write_record(&c->s, GWS_COMMIT, NULL, 0);
+    stream_flush(&c->s);
+    r = out_wait_return(c, rp, GWS_RP_RESUMED, 5000);
+    t->resumed = mig_now_ns();
+    return r;
+}
+
+static void log_trace(const struct switch_trace *t)
+{
+#define US(a, b) (unsigned long long)((t->b - t->a) / 1000)
+    log_debug("switch: pre-discard %llu pages in %llu runs, %s after %llu us; "
+              "stopped after %llu us; sync %llu us; late discard %llu pages in %llu runs, "
+              "state, run %llu us; loaded %llu us; resumed %llu us; downtime %llu us",
+              (unsigned long long)t->early, (unsigned long long)t->early_runs,
+              t->acked_early ? "acknowledged" : "not acknowledged", US(decided, acked),
+              US(acked, stopped), US(stopped, synced), (unsigned long long)t->late,
+              (unsigned long long)t->late_runs, US(synced, sent), US(sent, loaded),
+              US(loaded, resumed), US(stopped, resumed));
+#undef US
+}
+
 /* A page the background push has already taken is not sent again when a
  * fault asks for it: the fault waits for it on the main channel. Keep that
  * channel's backlog short so the wait stays short. */
@@ -104,50 +261,29 @@ static void shrink_backlog(int fd)
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 }
 
-/* Stop the guest, tell the destination what it must drop, send the state,
- * and hand the guest over (the same LOADED/COMMIT handshake as pre-copy:
- * until the destination has loaded the state, the source can still run). */
+/* Pre-discard, stop, send the late discards and the state, hand over. */
 static int pc_switch(struct out_ctx *c)
 {
     struct migration *m = c->m;
-    struct gw_error err;
-    gw_error_init(&err);
-    uint64_t count;
-    if (stop_guest(c) < 0 || out_flush_pages(c) < 0 || out_flush_zero(c) < 0 ||
-        out_sync_dirty(c, &count) < 0)
-        return -1;
-    /* What is left of the round plus what was dirtied since: the
-     * destination's copy of these is missing or stale. */
-    c->pending = c->dirty;
-    c->dirty = NULL;
-    c->first_pass = false; /* from now on a zero page is sent as such */
-    count = bitmap_count(c->pending, c->npages);
-    log_info("switching to post-copy: %llu pages still on the source",
-             (unsigned long long)count);
-    if (send_discards(c) < 0)
-        return -1;
-    if (m->ops->save_state(m->vm, &c->s, &err) < 0)
-        return stream_set_error(&c->s, err.code, "%s", err.msg);
-    if (stream_write_record(&c->s, GWS_POSTCOPY_RUN, NULL, 0) < 0 || stream_flush(&c->s) < 0)
-        return -1;
+    struct switch_trace t = { .decided = mig_now_ns() };
     struct stream rp;
     stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
-    int r = out_wait_return(c, &rp, GWS_RP_LOADED, 30000);
-    if (r == 0) {
-        m->ops->completed(m->vm);
-        c->handed_over = true;
-        stream_write_record(&c->s, GWS_COMMIT, NULL, 0);
-        stream_flush(&c->s);
-        r = out_wait_return(c, &rp, GWS_RP_RESUMED, 5000);
+    int r = prediscard(c, &rp, &t);
+    t.acked_early = r > 0;
+    if (r >= 0 && stop_guest(c) == 0) {
+        t.stopped = mig_now_ns();
+        if (send_rest(c, &t) == 0)
+            r = hand_over(c, &rp, &t);
     }
     stream_fini(&rp);
     if (!c->handed_over)
         return -1;
     if (r < 0) /* the guest is the destination's: recover, never resume */
         log_warn("after the hand-over: %s", stream_error(&c->s));
+    log_trace(&t);
     pthread_mutex_lock(&m->lock);
     m->stats.downtime_ms = mig_now_ms() - c->stop_ms;
-    m->stats.remaining = count * GWS_PAGE_SIZE;
+    m->stats.remaining = bitmap_count(c->pending, c->npages) * GWS_PAGE_SIZE;
     pthread_mutex_unlock(&m->lock);
     c->pc_bytes0 = c->bytes_before + c->s.bytes;
     shrink_backlog(c->fd);

@@ -1,5 +1,5 @@
 /* Post-copy's pure parts: discard runs from a bitmap and their checks on
- * the destination, and the fault-latency histogram. */
+ * the destination, the late discard set, and the fault-latency histogram. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -83,6 +83,33 @@ static void test_runs_check_rejects(void **state)
     assert_int_equal(idx, low);
 }
 
+/* The late discards: only pages not already pending, and pending grows. */
+static void test_take_new(void **state)
+{
+    uint64_t npages = 200; /* not a multiple of 64 */
+    uint64_t *pending = bitmap_new(npages), *fresh = bitmap_new(npages);
+    bitmap_set_range(pending, 10, 50);  /* pre-discarded */
+    bitmap_set_range(fresh, 40, 40);    /* dirtied since: 40..59 pending, 60..79 new */
+    bitmap_set(fresh, 199);
+    bitmap_set(fresh, 0);
+    assert_int_equal(page_runs_take_new(pending, fresh, npages), 22);
+    assert_int_equal(bitmap_count(fresh, npages), 22);
+    for (uint64_t i = 0; i < npages; i++) {
+        bool want_fresh = i == 0 || i == 199 || (i >= 60 && i < 80);
+        assert_int_equal(bitmap_test(fresh, i), want_fresh);
+        assert_int_equal(bitmap_test(pending, i), want_fresh || (i >= 10 && i < 60));
+    }
+    /* Only what is not pending yet; nothing once it is. */
+    bitmap_set_range(fresh, 0, npages);
+    bitmap_clear_range(fresh, 100, 100);
+    assert_int_equal(page_runs_take_new(pending, fresh, npages), 29); /* 1..9, 80..99 */
+    assert_int_equal(page_runs_take_new(pending, fresh, npages), 0);
+    assert_int_equal(bitmap_count(fresh, npages), 0);
+    assert_int_equal(bitmap_count(pending, npages), 101); /* 0..99, 199 */
+    bitmap_free(pending);
+    bitmap_free(fresh);
+}
+
 static void test_hist_percentiles(void **state)
 {
     static struct latency_hist h;
@@ -116,6 +143,7 @@ int main(void)
         cmocka_unit_test(test_runs_split_at_region),
         cmocka_unit_test(test_runs_max_and_cursor),
         cmocka_unit_test(test_runs_check_rejects),
+        cmocka_unit_test(test_take_new),
         cmocka_unit_test(test_hist_percentiles),
         cmocka_unit_test(test_hist_small_and_huge),
     };
