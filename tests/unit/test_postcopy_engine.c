@@ -27,10 +27,15 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/un.h>
 
 #include "memory/uffd.h"
 #include "engine_vm.h"
 #include "migration/migration.h"
+#include "migration/stream_format.h"
 
 #define RAM_SIZE (64ULL << 20)
 
@@ -117,6 +122,92 @@ static bool have_uffd(void)
     return false;
 }
 
+/* ---- the switch, seen from the source's stop hook ---- */
+
+#define LATE_COLD  48   /* static pages the destination holds, written at the stop */
+#define LATE_HOLES 8    /* never-written pages (holes there too), written at the stop */
+
+/* The source's stop op, wrapped. When the engine stops the guest (after
+ * its pre-discard was acknowledged) it looks at how much of the hot set
+ * the destination still holds (it should have dropped what was dirtied),
+ * then writes pages that were clean at the pre-discard: these are stale or
+ * missing on the destination and must come through the late discards
+ * (check_done compares every page). */
+static struct {
+    struct mig_vm_ops ops;
+    const struct mig_vm_ops *orig;
+    struct evm *dst;
+    unsigned stops;
+    uint64_t hot_held;          /* hot pages the destination held at the stop */
+} probe;
+
+/* Pages of [lo, hi) that hold data in a memfd (not holes). */
+static uint64_t data_pages(int fd, uint64_t lo, uint64_t hi)
+{
+    uint64_t n = 0;
+    off_t off = (off_t)(lo * 4096), end = (off_t)(hi * 4096);
+    while (off < end) {
+        off_t d = lseek(fd, off, SEEK_DATA);
+        if (d < 0 || d >= end)
+            break;
+        off_t h = lseek(fd, d, SEEK_HOLE);
+        if (h < 0 || h > end)
+            h = end;
+        n += (uint64_t)(h - d) / 4096;
+        off = h;
+    }
+    return n;
+}
+
+static void late_write(struct evm *v, uint64_t page)
+{
+    memset(v->ram.host + page * 4096, 0x40 | (int)(page & 0x3f), 4096);
+    dirty_log_mark(&v->dl, page * 4096, 4096);
+}
+
+static int probe_stop(void *vm, struct gw_error *err)
+{
+    struct evm *src = vm;
+    probe.stops++;
+    probe.hot_held = data_pages(probe.dst->ram.memfd, EVM_STATIC_END(src), EVM_HOT_END(src));
+    for (uint64_t i = 0; i < LATE_COLD; i++)
+        late_write(src, 1 + i * 17);
+    for (uint64_t i = 0; i < LATE_HOLES; i++)
+        late_write(src, EVM_ZERO_END(src) + 5 + i * 3);
+    return probe.orig->stop(vm, err);
+}
+
+/* The source's writer has been over its hot set twice: the first pass
+ * then sends the hot set (the destination holds it) and the writer dirties
+ * it again during the pass. Bounded. */
+static void wait_hot_written(struct evm *src)
+{
+    uint64_t hot = EVM_HOT_END(src) - EVM_STATIC_END(src);
+    for (int i = 0; i < 5000 && src->gen < 2 * hot; i++)
+        evm_sleep_us(1000);
+    assert_true(src->gen >= 2 * hot);
+}
+
+static void probe_install(struct evm *src, struct evm *dst)
+{
+    memset(&probe, 0, sizeof(probe));
+    probe.orig = src->mig.ops;
+    probe.ops = *src->mig.ops;
+    probe.ops.stop = probe_stop;
+    probe.dst = dst;
+    src->mig.ops = &probe.ops;
+}
+
+/* One stop; at it the destination held at most `max_held` hot pages. */
+static void probe_check(struct evm *src, uint64_t max_held)
+{
+    uint64_t hot = EVM_HOT_END(src) - EVM_STATIC_END(src);
+    fprintf(stderr, "    at the stop the destination held %llu of %llu hot pages\n",
+            (unsigned long long)probe.hot_held, (unsigned long long)hot);
+    assert_int_equal(probe.stops, 1);
+    assert_true(probe.hot_held <= max_held);
+}
+
 /* ---- scenarios ---- */
 
 static void test_switch_at_once(void **state)
@@ -126,8 +217,15 @@ static void test_switch_at_once(void **state)
     static struct evm src, dst;
     char uri[128];
     uri_for(uri, sizeof(uri), "once");
-    postcopy_at_once(&src, &dst, uri, 0, 0);
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
+    probe_install(&src, &dst);
+    start(&src, &dst, uri);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
     check_done(&src, &dst);
+    probe_check(&src, EVM_HOT_END(&src) - EVM_STATIC_END(&src)); /* nothing to drop yet */
     struct mig_stats d;
     mig_get_stats(&dst.mig, &d);
     assert_true(d.fault_count > 0);
@@ -152,11 +250,17 @@ static void test_after_first_pass(void **state)
     assert_int_equal(mig_set_caps(&src.mig, &c, &err), 0);
     set_param(&src, "max-bandwidth", 64 << 20); /* the hot set never converges */
     set_param(&src, "downtime-limit", 5);
+    wait_hot_written(&src);
+    probe_install(&src, &dst);
     start(&src, &dst, uri);
     check_done(&src, &dst);
     struct mig_stats s;
     mig_get_stats(&src.mig, &s);
     assert_int_equal(s.iteration, 1);
+    /* The destination had the whole hot set after the pass; the writer
+     * dirtied it since, so the pre-discard dropped (nearly) all of it
+     * before the stop. */
+    probe_check(&src, (EVM_HOT_END(&src) - EVM_STATIC_END(&src)) / 8);
     evm_fini(&dst);
     evm_fini(&src);
 }
@@ -172,6 +276,8 @@ static void test_by_command_mid_round(void **state)
     vm_init(&dst, &src);
     set_param(&src, "max-bandwidth", 32 << 20);
     set_param(&src, "downtime-limit", 5);
+    wait_hot_written(&src);
+    probe_install(&src, &dst);
     start(&src, &dst, uri);
     struct mig_stats s;
     for (int i = 0; i < 3000; i++) { /* into the second round */
@@ -186,6 +292,7 @@ static void test_by_command_mid_round(void **state)
     gw_error_init(&err);
     assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
     check_done(&src, &dst);
+    probe_check(&src, (EVM_HOT_END(&src) - EVM_STATIC_END(&src)) / 8);
     evm_fini(&dst);
     evm_fini(&src);
 }
@@ -321,6 +428,140 @@ static void test_destination_exits(void **state)
     evm_fini(&src);
 }
 
+/* ---- a hand-written source: the destination's answers to POSTCOPY_PING ---- */
+
+struct raw_source {
+    int fd, pfd;
+    struct stream s, ps;
+};
+
+static int unix_connect(const char *uri)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", uri + strlen("unix:"));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+/* HEADER and POSTCOPY_ADVISE for dst's guest, then the preempt channel. */
+static void raw_open(struct raw_source *r, struct evm *dst, const char *uri)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_incoming(&dst->mig, uri, &err), 0);
+    r->fd = unix_connect(uri);
+    stream_init(&r->s, &stream_fd_ops, (void *)(intptr_t)r->fd);
+    struct {
+        struct gws_header h;
+        struct gws_region r[GWS_MAX_REGIONS];
+    } hdr;
+    memset(&hdr, 0, sizeof(hdr));
+    hdr.h.page_size = 4096;
+    hdr.h.nr_vcpus = 1;
+    hdr.h.ram_size = dst->ram.size;
+    hdr.h.nr_regions = dst->ram.nr_regions;
+    for (unsigned i = 0; i < dst->ram.nr_regions; i++)
+        hdr.r[i] = (struct gws_region){ dst->ram.regions[i].gpa, dst->ram.regions[i].size };
+    struct gws_postcopy_advise a = { 1, 0, dst->npages };
+    struct iovec h = { &hdr, sizeof(hdr.h) + hdr.h.nr_regions * sizeof(struct gws_region) };
+    struct iovec adv = { &a, sizeof(a) };
+    assert_int_equal(stream_write_preamble(&r->s), 0);
+    assert_int_equal(stream_write_record(&r->s, GWS_HEADER, &h, 1), 0);
+    assert_int_equal(stream_write_record(&r->s, GWS_POSTCOPY_ADVISE, &adv, 1), 0);
+    assert_int_equal(stream_flush(&r->s), 0);
+    r->pfd = unix_connect(uri);
+    stream_init(&r->ps, &stream_fd_ops, (void *)(intptr_t)r->pfd);
+    assert_int_equal(stream_write_preamble_flags(&r->ps, GWS_CHANNEL_PREEMPT), 0);
+    assert_int_equal(stream_flush(&r->ps), 0);
+}
+
+static void raw_send(struct raw_source *r, uint32_t type, const void *body, size_t len)
+{
+    struct iovec iov = { (void *)body, len };
+    assert_int_equal(stream_write_record(&r->s, type, &iov, len ? 1 : 0), 0);
+    assert_int_equal(stream_flush(&r->s), 0);
+}
+
+/* The next return-path record (bounded wait). */
+static void raw_answer(struct raw_source *r, struct stream_record *rec)
+{
+    struct pollfd p = { r->fd, POLLIN, 0 };
+    if (r->s.ipos == r->s.ilen)
+        assert_int_equal(poll(&p, 1, 10000), 1);
+    assert_int_equal(stream_read_record(&r->s, rec), 0);
+}
+
+static void raw_close(struct raw_source *r)
+{
+    stream_fini(&r->s);
+    stream_fini(&r->ps);
+    close(r->fd);
+    close(r->pfd);
+}
+
+/* The destination failed with RP_FAILED and a reason holding `why`. */
+static void expect_failed(struct evm *dst, struct raw_source *r, const char *why)
+{
+    struct stream_record rec;
+    raw_answer(r, &rec);
+    assert_int_equal(rec.type, GWS_RP_FAILED);
+    assert_true(evm_wait_state(dst, MIG_FAILED, 10000));
+    struct mig_stats d;
+    mig_get_stats(&dst->mig, &d);
+    fprintf(stderr, "    destination: %s\n", d.error_desc);
+    assert_non_null(strstr(d.error_desc, why));
+}
+
+static void test_ping_records(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    struct raw_source r;
+    struct stream_record rec;
+    char uri[128];
+    vm_init(&src, NULL);
+    /* A ping is answered with its id; an unknown mandatory record fails. */
+    vm_init(&dst, &src);
+    uri_for(uri, sizeof(uri), "ping0");
+    raw_open(&r, &dst, uri);
+    struct gws_postcopy_ping ping = { 7, 0 }, pong;
+    raw_send(&r, GWS_POSTCOPY_PING, &ping, sizeof(ping));
+    raw_answer(&r, &rec);
+    assert_int_equal(rec.type, GWS_RP_POSTCOPY_PONG);
+    assert_int_equal(rec.length, sizeof(pong));
+    memcpy(&pong, rec.body, sizeof(pong));
+    assert_int_equal(pong.id, 7);
+    assert_int_equal(pong.zero, 0);
+    raw_send(&r, 0x0107, NULL, 0);
+    expect_failed(&dst, &r, "unknown");
+    raw_close(&r);
+    evm_fini(&dst);
+    /* Malformed pings fail cleanly. */
+    const struct {
+        struct gws_postcopy_ping p;
+        size_t len;
+        const char *why;
+    } bad[] = {
+        { { 1, 5 }, sizeof(struct gws_postcopy_ping), "not zero" },
+        { { 1, 0 }, 4, "bad length" },
+    };
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        vm_init(&dst, &src);
+        char tag[16];
+        snprintf(tag, sizeof(tag), "ping%u", i + 1);
+        uri_for(uri, sizeof(uri), tag);
+        raw_open(&r, &dst, uri);
+        raw_send(&r, GWS_POSTCOPY_PING, &bad[i].p, bad[i].len);
+        expect_failed(&dst, &r, bad[i].why);
+        raw_close(&r);
+        evm_fini(&dst);
+    }
+    evm_fini(&src);
+}
+
 static void test_refused_without_capability(void **state)
 {
     static struct evm src;
@@ -348,6 +589,7 @@ int main(void)
         cmocka_unit_test(test_switch_at_once),
         cmocka_unit_test(test_after_first_pass),
         cmocka_unit_test(test_by_command_mid_round),
+        cmocka_unit_test(test_ping_records),
         cmocka_unit_test(test_pause_recover_twice),
         cmocka_unit_test(test_source_exits),
         cmocka_unit_test(test_destination_exits),
