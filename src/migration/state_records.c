@@ -1,200 +1,100 @@
+/* struct vcpu_state <-> VCPU_STATE sections; the record itself is the typed
+ * layer's (stream_writer.c, stream_reader.c). */
 #include "migration/state_records.h"
 
-#include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
-#define VCPU_RECORD_VERSION 1
+/* What the typed layer accepts fits in struct vcpu_state (section lengths
+ * equal to the KVM structures are asserted in stream_reader.c). */
+_Static_assert(GWS_MAX_XSAVE <= CPU_STATE_XSAVE_MAX, "XSAVE section fits vcpu_state");
+_Static_assert(GWS_MAX_MSRS <= CPU_STATE_MAX_MSRS, "MSR section fits vcpu_state");
+_Static_assert(sizeof(((struct vcpu_state *)0)->mp.mp_state) == GWS_SEC_MP_STATE_LEN, "mp_state");
 
-/* Build a VCPU_STATE body in a heap buffer (it is small: ~10 KiB). */
-struct body {
-    uint8_t *p;
-    size_t len, cap;
+/* The MSRS section (doc 4.5): count, zero, then {index, zero, value}. */
+struct msr_section {
+    uint32_t count;
+    uint32_t zero;
+    struct gws_msr e[GWS_MAX_MSRS];
 };
+_Static_assert(sizeof(struct msr_section) == 8 + 16 * GWS_MAX_MSRS, "msr section");
 
-static int put(struct body *b, const void *data, size_t len)
+/* Entries beyond GWS_MAX_MSRS are not copied; count keeps st->nmsrs, so
+ * stream_write_vcpu's check refuses such a list with its own message. */
+static uint32_t msrs_to_wire(const struct vcpu_state *st, struct msr_section *m)
 {
-    size_t need = b->len + len + 8;
-    if (need > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 16384;
-        while (cap < need)
-            cap *= 2;
-        uint8_t *n = realloc(b->p, cap);
-        if (!n)
-            return -ENOMEM;
-        b->p = n;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-    return 0;
-}
-
-static int section(struct body *b, uint32_t tag, const void *data, uint32_t len)
-{
-    struct gws_section h = { tag, len };
-    static const uint8_t zeros[8];
-    if (put(b, &h, sizeof(h)) < 0 || put(b, data, len) < 0)
-        return -ENOMEM;
-    return put(b, zeros, (8 - (len & 7)) & 7);
+    uint32_t n = st->nmsrs < GWS_MAX_MSRS ? st->nmsrs : GWS_MAX_MSRS;
+    m->count = st->nmsrs;
+    m->zero = 0;
+    for (uint32_t i = 0; i < n; i++)
+        m->e[i] = (struct gws_msr){ .index = st->msrs[i].index, .value = st->msrs[i].data };
+    return 8 + 16 * n;
 }
 
 int state_write_vcpu(struct stream *s, uint32_t vcpu_id, const struct vcpu_state *st)
 {
-    struct body b = { 0 };
-    struct gws_vcpu h = { vcpu_id, VCPU_RECORD_VERSION };
+    struct msr_section m;
+    uint32_t msr_len = msrs_to_wire(st, &m);
     uint32_t mp = st->mp.mp_state;
-    int r = put(&b, &h, sizeof(h));
-    r |= section(&b, GWS_SEC_REGS, &st->regs, sizeof(st->regs));
-    r |= section(&b, GWS_SEC_SREGS, &st->sregs, sizeof(st->sregs));
-    r |= section(&b, GWS_SEC_XSAVE, st->xsave, st->xsave_size);
+    struct stream_section sec[GWS_SEC_MAX];
+    unsigned k = 0;
+    sec[k++] = (struct stream_section){ GWS_SEC_REGS, sizeof(st->regs), &st->regs };
+    sec[k++] = (struct stream_section){ GWS_SEC_SREGS, sizeof(st->sregs), &st->sregs };
+    sec[k++] = (struct stream_section){ GWS_SEC_XSAVE, st->xsave_size, st->xsave };
     if (st->has_xcrs)
-        r |= section(&b, GWS_SEC_XCRS, &st->xcrs, sizeof(st->xcrs));
-    struct body m = { 0 };
-    uint32_t cnt[2] = { st->nmsrs, 0 };
-    r |= put(&m, cnt, sizeof(cnt));
+        sec[k++] = (struct stream_section){ GWS_SEC_XCRS, sizeof(st->xcrs), &st->xcrs };
+    sec[k++] = (struct stream_section){ GWS_SEC_MSRS, msr_len, &m };
+    sec[k++] = (struct stream_section){ GWS_SEC_LAPIC, sizeof(st->lapic), &st->lapic };
+    sec[k++] = (struct stream_section){ GWS_SEC_EVENTS, sizeof(st->events), &st->events };
+    sec[k++] = (struct stream_section){ GWS_SEC_MP_STATE, sizeof(mp), &mp };
+    sec[k++] = (struct stream_section){ GWS_SEC_DEBUGREGS, sizeof(st->debugregs), &st->debugregs };
+    return stream_write_vcpu(s, vcpu_id, sec, k);
+}
+
+/* MSRS section already checked: count <= GWS_MAX_MSRS, length 8 + 16 * count. */
+static void msrs_from_wire(struct vcpu_state *st, const uint8_t *p)
+{
+    memcpy(&st->nmsrs, p, 4);
     for (uint32_t i = 0; i < st->nmsrs; i++) {
-        uint32_t idx[2] = { st->msrs[i].index, 0 };
-        r |= put(&m, idx, sizeof(idx));
-        r |= put(&m, &st->msrs[i].data, 8);
+        struct gws_msr e;
+        memcpy(&e, p + 8 + 16 * i, sizeof(e));
+        st->msrs[i].index = e.index;
+        st->msrs[i].data = e.value;
     }
-    if (r == 0)
-        r |= section(&b, GWS_SEC_MSRS, m.p, (uint32_t)m.len);
-    free(m.p);
-    r |= section(&b, GWS_SEC_LAPIC, &st->lapic, sizeof(st->lapic));
-    r |= section(&b, GWS_SEC_EVENTS, &st->events, sizeof(st->events));
-    r |= section(&b, GWS_SEC_MP_STATE, &mp, sizeof(mp));
-    r |= section(&b, GWS_SEC_DEBUGREGS, &st->debugregs, sizeof(st->debugregs));
-    if (r != 0) {
-        free(b.p);
-        return stream_set_error(s, ENOMEM, "out of memory encoding vCPU state");
-    }
-    struct iovec iov = { b.p, b.len };
-    r = stream_write_record(s, GWS_VCPU_STATE, &iov, 1);
-    free(b.p);
-    return r;
 }
 
-static int fixed(const char *what, uint32_t len, size_t want, void *dst, const uint8_t *src,
-                 struct gw_error *err)
+/* One checked section into st: its length is the one stream_check_section
+ * demands, equal to sizeof the member (stream_reader.c asserts it). */
+static void section_to_state(struct vcpu_state *st, const struct stream_section *sec)
 {
-    if (len != want)
-        return gw_error_set(err, EPROTO, "vCPU state: %s section is %u bytes, expected %zu", what,
-                            len, want);
-    memcpy(dst, src, want);
-    return 0;
-}
-
-static int parse_msrs(const uint8_t *p, uint32_t len, struct vcpu_state *st, struct gw_error *err)
-{
-    uint32_t cnt;
-    if (len < 8)
-        return gw_error_set(err, EPROTO, "vCPU state: MSR section too short");
-    memcpy(&cnt, p, 4);
-    if (cnt > CPU_STATE_MAX_MSRS || (uint64_t)cnt * 16 + 8 != len)
-        return gw_error_set(err, EPROTO, "vCPU state: bad MSR count %u", cnt);
-    st->nmsrs = cnt;
-    for (uint32_t i = 0; i < cnt; i++) {
-        memset(&st->msrs[i], 0, sizeof(st->msrs[i]));
-        memcpy(&st->msrs[i].index, p + 8 + i * 16, 4);
-        memcpy(&st->msrs[i].data, p + 8 + i * 16 + 8, 8);
-    }
-    return 0;
-}
-
-static int parse_section(uint32_t tag, const uint8_t *p, uint32_t len, struct vcpu_state *st,
-                         unsigned *seen, struct gw_error *err)
-{
-    if (tag >= 1 && tag <= 9) {
-        if (*seen & (1u << tag))
-            return gw_error_set(err, EPROTO, "vCPU state: section %u appears twice", tag);
-        *seen |= 1u << tag;
-    }
-    switch (tag) {
-    case GWS_SEC_REGS: return fixed("regs", len, sizeof(st->regs), &st->regs, p, err);
-    case GWS_SEC_SREGS: return fixed("sregs", len, sizeof(st->sregs), &st->sregs, p, err);
+    switch (sec->tag) {
+    case GWS_SEC_REGS: memcpy(&st->regs, sec->data, sizeof(st->regs)); break;
+    case GWS_SEC_SREGS: memcpy(&st->sregs, sec->data, sizeof(st->sregs)); break;
     case GWS_SEC_XSAVE:
-        if (len < 4096 || len > CPU_STATE_XSAVE_MAX || len % 64)
-            return gw_error_set(err, EPROTO, "vCPU state: bad XSAVE size %u", len);
-        memcpy(st->xsave, p, len);
-        st->xsave_size = len;
-        return 0;
+        memcpy(st->xsave, sec->data, sec->len);
+        st->xsave_size = sec->len;
+        break;
     case GWS_SEC_XCRS:
+        memcpy(&st->xcrs, sec->data, sizeof(st->xcrs));
         st->has_xcrs = true;
-        return fixed("xcrs", len, sizeof(st->xcrs), &st->xcrs, p, err);
-    case GWS_SEC_MSRS: return parse_msrs(p, len, st, err);
-    case GWS_SEC_LAPIC: return fixed("lapic", len, sizeof(st->lapic), &st->lapic, p, err);
-    case GWS_SEC_EVENTS: return fixed("events", len, sizeof(st->events), &st->events, p, err);
-    case GWS_SEC_MP_STATE: return fixed("mp_state", len, 4, &st->mp.mp_state, p, err);
-    case GWS_SEC_DEBUGREGS:
-        return fixed("debugregs", len, sizeof(st->debugregs), &st->debugregs, p, err);
-    default:
-        return gw_error_set(err, EPROTO, "vCPU state: unknown section %u", tag);
+        break;
+    case GWS_SEC_MSRS: msrs_from_wire(st, sec->data); break;
+    case GWS_SEC_LAPIC: memcpy(&st->lapic, sec->data, sizeof(st->lapic)); break;
+    case GWS_SEC_EVENTS: memcpy(&st->events, sec->data, sizeof(st->events)); break;
+    case GWS_SEC_MP_STATE: memcpy(&st->mp.mp_state, sec->data, 4); break;
+    case GWS_SEC_DEBUGREGS: memcpy(&st->debugregs, sec->data, sizeof(st->debugregs)); break;
     }
 }
 
 int state_parse_vcpu(const uint8_t *body, size_t len, uint32_t *vcpu_id, struct vcpu_state *st,
                      struct gw_error *err)
 {
-    struct gws_vcpu h;
-    if (len < sizeof(h))
-        return gw_error_set(err, EPROTO, "vCPU state record too short");
-    memcpy(&h, body, sizeof(h));
-    if (h.version != VCPU_RECORD_VERSION)
-        return gw_error_set(err, EPROTO, "vCPU state version %u is not supported", h.version);
-    memset(st, 0, offsetof(struct vcpu_state, xsave));
-    st->has_xcrs = false;
-    st->nmsrs = 0;
-    *vcpu_id = h.vcpu_id;
-    unsigned seen = 0;
-    size_t pos = sizeof(h);
-    while (pos < len) {
-        struct gws_section sec;
-        if (len - pos < sizeof(sec))
-            return gw_error_set(err, EPROTO, "vCPU state: truncated section header");
-        memcpy(&sec, body + pos, sizeof(sec));
-        pos += sizeof(sec);
-        size_t padded = sec.len + ((8 - (sec.len & 7)) & 7);
-        if (sec.len > len - pos || padded > len - pos)
-            return gw_error_set(err, EPROTO, "vCPU state: section %u overruns the record", sec.tag);
-        int r = parse_section(sec.tag, body + pos, sec.len, st, &seen, err);
-        if (r < 0)
-            return r;
-        pos += padded;
-    }
-    const unsigned required = (1u << GWS_SEC_REGS) | (1u << GWS_SEC_SREGS) | (1u << GWS_SEC_XSAVE) |
-                              (1u << GWS_SEC_MSRS) | (1u << GWS_SEC_LAPIC) |
-                              (1u << GWS_SEC_EVENTS) | (1u << GWS_SEC_MP_STATE) |
-                              (1u << GWS_SEC_DEBUGREGS);
-    if ((seen & required) != required)
-        return gw_error_set(err, EPROTO, "vCPU %u state lacks sections (have 0x%x)", h.vcpu_id, seen);
-    return 0;
-}
-
-int state_write_device(struct stream *s, const char *id, uint32_t instance, uint32_t version,
-                       const void *data, size_t len)
-{
-    struct gws_device h = { .instance = instance, .version = version };
-    strncpy(h.id, id, sizeof(h.id) - 1);
-    struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)data, len } };
-    return stream_write_record(s, GWS_DEVICE_STATE, iov, 2);
-}
-
-int state_parse_device(const uint8_t *body, size_t len, char id[33], uint32_t *instance,
-                       uint32_t *version, const uint8_t **data, size_t *data_len,
-                       struct gw_error *err)
-{
-    struct gws_device h;
-    if (len < sizeof(h))
-        return gw_error_set(err, EPROTO, "device state record too short");
-    memcpy(&h, body, sizeof(h));
-    if (memchr(h.id, 0, sizeof(h.id)) == NULL)
-        return gw_error_set(err, EPROTO, "device state: id is not terminated");
-    memcpy(id, h.id, sizeof(h.id));
-    id[32] = 0;
-    *instance = h.instance;
-    *version = h.version;
-    *data = body + sizeof(h);
-    *data_len = len - sizeof(h);
+    struct stream_vcpu v;
+    int r = stream_parse_vcpu(body, len, &v, err);
+    if (r < 0)
+        return r;
+    memset(st, 0, sizeof(*st));
+    for (unsigned i = 0; i < v.nsec; i++)
+        section_to_state(st, &v.sec[i]);
+    *vcpu_id = v.id;
     return 0;
 }

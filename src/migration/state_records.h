@@ -1,7 +1,13 @@
-/* Encoding and decoding the VCPU_STATE and DEVICE_STATE records
- * (docs/stream-format.md). Decoding is hostile-input safe: every section
- * length is checked against the size it must have before any copy.
- * Returns: 0 or -errno with a message in err. */
+/* The VMM's vCPU state (struct vcpu_state, vmm/cpu_state.h) as a VCPU_STATE
+ * record (docs/stream-format.md 4.5): the mapping between its fields and the
+ * record's sections, and nothing else. Encoding, decoding and every check
+ * of the record are the typed layer's (stream_write_vcpu,
+ * stream_parse_vcpu in migration/stream_records.h), the same code that
+ * stream_next_record and godwit-stream use. DEVICE_STATE needs no mapping:
+ * callers use stream_write_device and stream_parse_device directly.
+ *
+ * Returns: 0 or -errno; the writer sets the stream's sticky error, the
+ * parser fills err. */
 #ifndef GW_MIGRATION_STATE_RECORDS_H
 #define GW_MIGRATION_STATE_RECORDS_H
 
@@ -9,19 +15,17 @@
 #include <stdint.h>
 
 #include "common/error.h"
-#include "migration/stream.h"
+#include "migration/stream_records.h"
 #include "vmm/cpu_state.h"
 
+/* One VCPU_STATE record for vCPU vcpu_id: sections REGS, SREGS, XSAVE,
+ * XCRS (if has_xcrs), MSRS, LAPIC, EVENTS, MP_STATE, DEBUGREGS in this order;
+ * an MSR entry's reserved word is sent as 0. */
 int state_write_vcpu(struct stream *s, uint32_t vcpu_id, const struct vcpu_state *st);
-/* Parse a VCPU_STATE body into *st; *vcpu_id gets the vCPU number. */
+/* Check a VCPU_STATE body (stream_parse_vcpu) and only then fill *st (all
+ * of it; fields the record does not carry are 0); *vcpu_id gets the vCPU
+ * number, which the caller checks against its own vCPUs. */
 int state_parse_vcpu(const uint8_t *body, size_t len, uint32_t *vcpu_id, struct vcpu_state *st,
                      struct gw_error *err);
-
-int state_write_device(struct stream *s, const char *id, uint32_t instance, uint32_t version,
-                       const void *data, size_t len);
-/* Parse a DEVICE_STATE body: id, instance, version and the device's bytes. */
-int state_parse_device(const uint8_t *body, size_t len, char id[33], uint32_t *instance,
-                       uint32_t *version, const uint8_t **data, size_t *data_len,
-                       struct gw_error *err);
 
 #endif

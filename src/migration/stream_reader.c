@@ -94,9 +94,14 @@ static int check_msrs(const uint8_t *p, uint32_t len, struct gw_error *err)
     if (len < sizeof(hdr))
         return gw_error_set(err, EPROTO, "msrs section too short (%u bytes)", len);
     memcpy(hdr, p, sizeof(hdr));
-    if (hdr[0] > GWS_MAX_MSRS || 8 + 16ULL * hdr[0] != len || hdr[1])
+    if (hdr[0] > GWS_MAX_MSRS)
+        return gw_error_set(err, EPROTO, "msrs section: %u MSRs (at most %u)", hdr[0],
+                            GWS_MAX_MSRS);
+    if (8 + 16ULL * hdr[0] != len)
         return gw_error_set(err, EPROTO, "msrs section: count %u does not match its %u bytes",
                             hdr[0], len);
+    if (hdr[1])
+        return gw_error_set(err, EPROTO, "msrs section: the word after the count is not zero");
     for (uint32_t i = 0; i < hdr[0]; i++) {
         struct gws_msr m;
         memcpy(&m, p + 8 + 16 * i, sizeof(m));
@@ -277,71 +282,135 @@ static int parse_pages(struct stream *s, const struct stream_record *r, struct s
 
 /* ---- state records ---- */
 
-static int parse_vcpu(struct stream *s, const struct stream_record *r, struct stream_rec *out)
+/* One more section of vCPU `id`: valid alone, and its tag not seen before. */
+static int check_next_section(uint32_t id, const struct stream_section *sec, unsigned *seen,
+                              struct gw_error *err)
+{
+    int r = stream_check_section(sec->tag, sec->data, sec->len, err);
+    if (r < 0) {
+        gw_error_prefix(err, "vCPU %u", id);
+        return r;
+    }
+    if (*seen & (1u << sec->tag))
+        return gw_error_set(err, EPROTO, "vCPU %u: section %s appears twice", id,
+                            stream_section_name(sec->tag));
+    *seen |= 1u << sec->tag;
+    return 0;
+}
+
+/* Every tag but XCRS is required. */
+static int check_complete(uint32_t id, unsigned seen, struct gw_error *err)
+{
+    unsigned required = ((2u << GWS_SEC_MAX) - 2) & ~(1u << GWS_SEC_XCRS);
+    if ((seen & required) == required)
+        return 0;
+    unsigned missing = __builtin_ctz(required & ~seen);
+    return gw_error_set(err, EPROTO, "vCPU %u: section %s is missing", id,
+                        stream_section_name(missing));
+}
+
+int stream_check_vcpu_sections(uint32_t vcpu_id, const struct stream_section *sec, unsigned nsec,
+                               struct gw_error *err)
+{
+    unsigned seen = 0;
+    for (unsigned i = 0; i < nsec; i++) {
+        int r = check_next_section(vcpu_id, &sec[i], &seen, err);
+        if (r < 0)
+            return r;
+    }
+    return check_complete(vcpu_id, seen, err);
+}
+
+/* The section at *pos: framing (inside the body, zero padding), then the
+ * section checks; appended to v, *pos moved past it. The seen bits bound
+ * v->nsec by GWS_SEC_MAX. */
+static int next_section(const uint8_t *body, size_t len, size_t *pos, struct stream_vcpu *v,
+                        unsigned *seen, struct gw_error *err)
+{
+    struct gws_section sh;
+    if (len - *pos < sizeof(sh))
+        return gw_error_set(err, EPROTO, "truncated section header at byte %zu", *pos);
+    memcpy(&sh, body + *pos, sizeof(sh));
+    size_t at = *pos + sizeof(sh), room = len - at;
+    if (sh.len > room || pad8(sh.len) > room - sh.len)
+        return gw_error_set(err, EPROTO, "section %u (%u bytes) overruns the record", sh.tag,
+                            sh.len);
+    struct stream_section sec = { sh.tag, sh.len, body + at };
+    int r = check_next_section(v->id, &sec, seen, err);
+    if (r < 0)
+        return r;
+    if (!all_zero(body + at + sh.len, pad8(sh.len)))
+        return gw_error_set(err, EPROTO, "vCPU %u: section padding is not zero", v->id);
+    v->sec[v->nsec++] = sec;
+    *pos = at + sh.len + pad8(sh.len);
+    return 0;
+}
+
+int stream_parse_vcpu(const uint8_t *body, size_t len, struct stream_vcpu *out,
+                      struct gw_error *err)
 {
     struct gws_vcpu h;
-    struct gw_error err;
-    gw_error_init(&err);
-    if (r->length < sizeof(h))
-        return stream_record_error(s, r, EPROTO, "too short (%u bytes)", r->length);
-    memcpy(&h, r->body, sizeof(h));
-    if (h.version != 1)
-        return stream_record_error(s, r, EPROTO, "vCPU state version %u (this godwit reads 1)",
-                                   h.version);
-    if (h.vcpu_id >= s->nr_vcpus)
-        return stream_record_error(s, r, EPROTO, "vCPU %u, the header says %u vCPUs", h.vcpu_id,
-                                   s->nr_vcpus);
-    out->u.vcpu.id = h.vcpu_id;
-    out->u.vcpu.version = h.version;
-    out->u.vcpu.nsec = 0;
+    if (len < sizeof(h))
+        return gw_error_set(err, EPROTO, "too short (%zu bytes)", len);
+    if (len > stream_record_max_len(GWS_VCPU_STATE))
+        return gw_error_set(err, EPROTO, "%zu bytes, more than a VCPU_STATE may have (%u)", len,
+                            stream_record_max_len(GWS_VCPU_STATE));
+    memcpy(&h, body, sizeof(h));
+    if (h.version != STREAM_VCPU_VERSION)
+        return gw_error_set(err, EPROTO, "vCPU state version %u (this godwit reads %u)",
+                            h.version, STREAM_VCPU_VERSION);
+    out->id = h.vcpu_id;
+    out->version = h.version;
+    out->nsec = 0;
     unsigned seen = 0;
     size_t pos = sizeof(h);
-    while (pos < r->length) {
-        struct gws_section sec;
-        if (r->length - pos < sizeof(sec))
-            return stream_record_error(s, r, EPROTO, "truncated section header at byte %zu", pos);
-        memcpy(&sec, r->body + pos, sizeof(sec));
-        pos += sizeof(sec);
-        if (sec.len > r->length - pos || pad8(sec.len) > r->length - pos - sec.len)
-            return stream_record_error(s, r, EPROTO, "section %u (%u bytes) overruns the record",
-                                       sec.tag, sec.len);
-        if (stream_check_section(sec.tag, r->body + pos, sec.len, &err) < 0)
-            return stream_record_error(s, r, err.code, "vCPU %u: %s", h.vcpu_id, err.msg);
-        if (seen & (1u << sec.tag))
-            return stream_record_error(s, r, EPROTO, "vCPU %u: section %s appears twice",
-                                       h.vcpu_id, stream_section_name(sec.tag));
-        if (!all_zero(r->body + pos + sec.len, pad8(sec.len)))
-            return stream_record_error(s, r, EPROTO, "vCPU %u: section padding is not zero",
-                                       h.vcpu_id);
-        seen |= 1u << sec.tag;
-        out->u.vcpu.sec[out->u.vcpu.nsec++] =
-            (struct stream_section){ sec.tag, sec.len, r->body + pos };
-        pos += sec.len + pad8(sec.len);
+    while (pos < len) {
+        int r = next_section(body, len, &pos, out, &seen, err);
+        if (r < 0)
+            return r;
     }
-    unsigned required = ((2u << GWS_SEC_MAX) - 2) & ~(1u << GWS_SEC_XCRS);
-    if ((seen & required) != required) {
-        unsigned missing = __builtin_ctz(required & ~seen);
-        return stream_record_error(s, r, EPROTO, "vCPU %u: section %s is missing", h.vcpu_id,
-                                   stream_section_name(missing));
-    }
+    return check_complete(out->id, seen, err);
+}
+
+int stream_parse_device(const uint8_t *body, size_t len, struct stream_device *out,
+                        struct gw_error *err)
+{
+    struct gws_device h;
+    if (len < sizeof(h))
+        return gw_error_set(err, EPROTO, "too short (%zu bytes)", len);
+    if (len > stream_record_max_len(GWS_DEVICE_STATE))
+        return gw_error_set(err, EPROTO, "%zu bytes, more than a DEVICE_STATE may have (%u)",
+                            len, stream_record_max_len(GWS_DEVICE_STATE));
+    memcpy(&h, body, sizeof(h));
+    int r = stream_check_device_id(h.id, err);
+    if (r < 0)
+        return r;
+    memcpy(out->id, h.id, sizeof(h.id));
+    out->instance = h.instance;
+    out->version = h.version;
+    out->data = body + sizeof(h);
+    out->len = (uint32_t)(len - sizeof(h));
+    return 0;
+}
+
+static int parse_vcpu(struct stream *s, const struct stream_record *r, struct stream_rec *out)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    if (stream_parse_vcpu(r->body, r->length, &out->u.vcpu, &err) < 0)
+        return stream_record_error(s, r, err.code, "%s", err.msg);
+    if (out->u.vcpu.id >= s->nr_vcpus)
+        return stream_record_error(s, r, EPROTO, "vCPU %u, the header says %u vCPUs",
+                                   out->u.vcpu.id, s->nr_vcpus);
     return 0;
 }
 
 static int parse_device(struct stream *s, const struct stream_record *r, struct stream_rec *out)
 {
-    struct gws_device h;
     struct gw_error err;
     gw_error_init(&err);
-    if (r->length < sizeof(h))
-        return stream_record_error(s, r, EPROTO, "too short (%u bytes)", r->length);
-    memcpy(&h, r->body, sizeof(h));
-    if (stream_check_device_id(h.id, &err) < 0)
+    if (stream_parse_device(r->body, r->length, &out->u.device, &err) < 0)
         return stream_record_error(s, r, err.code, "%s", err.msg);
-    memcpy(out->u.device.id, h.id, sizeof(h.id));
-    out->u.device.instance = h.instance;
-    out->u.device.version = h.version;
-    out->u.device.data = r->body + sizeof(h);
-    out->u.device.len = r->length - (uint32_t)sizeof(h);
     return 0;
 }
 

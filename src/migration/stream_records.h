@@ -48,6 +48,25 @@ struct stream_section {
     const void *data;
 };
 
+/* VCPU_STATE body version this godwit writes and reads (doc section 4.5). */
+#define STREAM_VCPU_VERSION 1
+
+/* A checked VCPU_STATE body: its sections in wire order, each tag at most
+ * once, all but XCRS present. Section data points into the body. */
+struct stream_vcpu {
+    uint32_t id, version;
+    unsigned nsec;
+    struct stream_section sec[GWS_SEC_MAX];
+};
+
+/* A checked DEVICE_STATE body (doc section 4.6); data points into it. */
+struct stream_device {
+    char id[GWS_DEVICE_ID_LEN];   /* NUL-terminated, [A-Za-z0-9._-] */
+    uint32_t instance, version;
+    const uint8_t *data;
+    uint32_t len;
+};
+
 /* A parsed, validated record from stream_next_record(). Pointers point into
  * the stream's buffers and are valid until the next read. */
 struct stream_rec {
@@ -63,17 +82,8 @@ struct stream_rec {
             const uint64_t *pfn;  /* count frames, all inside guest RAM */
             const uint8_t *data;  /* count * 4096 bytes in pfn order; NULL for ZERO_PAGES */
         } pages;
-        struct {                  /* VCPU_STATE */
-            uint32_t id, version;
-            unsigned nsec;
-            struct stream_section sec[GWS_SEC_MAX];
-        } vcpu;
-        struct {                  /* DEVICE_STATE */
-            char id[GWS_DEVICE_ID_LEN]; /* NUL-terminated, [A-Za-z0-9._-] */
-            uint32_t instance, version;
-            const uint8_t *data;
-            uint32_t len;
-        } device;
+        struct stream_vcpu vcpu;      /* VCPU_STATE */
+        struct stream_device device;  /* DEVICE_STATE */
         struct {                  /* END_OF_ITERATION */
             uint32_t pass;
             uint64_t pages;
@@ -101,7 +111,9 @@ int stream_write_header(struct stream *s, const struct stream_vm_info *vm);
  * with a checksum mismatch. The live sender (outgoing.c) stages batches of
  * a running guest in its own buffer for that reason. */
 int stream_write_pages(struct stream *s, const uint64_t *pfns, const void *const *pages, size_t n);
-/* One VCPU_STATE record; sections are checked like the reader does. */
+/* One VCPU_STATE record; the sections are checked by the reader's own
+ * check (stream_check_vcpu_sections): a record the reader would refuse is
+ * never written. */
 int stream_write_vcpu(struct stream *s, uint32_t vcpu_id, const struct stream_section *sec,
                       unsigned nsec);
 int stream_write_device(struct stream *s, const char *id, uint32_t instance, uint32_t version,
@@ -128,6 +140,20 @@ int stream_check_vm_info(const struct stream_vm_info *vm, struct gw_error *err);
 int stream_check_device_id(const char id[GWS_DEVICE_ID_LEN], struct gw_error *err);
 /* One VCPU_STATE section: known tag, exact length, zero fields zero. */
 int stream_check_section(uint32_t tag, const void *data, uint32_t len, struct gw_error *err);
+/* A whole vCPU's section list: each section as above, no tag twice, every
+ * tag but XCRS present. */
+int stream_check_vcpu_sections(uint32_t vcpu_id, const struct stream_section *sec, unsigned nsec,
+                               struct gw_error *err);
+/* VCPU_STATE and DEVICE_STATE bodies alone, for a reader that took the
+ * record from stream_read_record() (the live engine hands them to the VMM):
+ * every check stream_next_record() makes on them, except that the vCPU id
+ * is below the header's vCPU count (the caller knows its own). The same
+ * functions serve stream_next_record(), so both paths accept exactly the
+ * same bodies. Pointers in *out point into body. */
+int stream_parse_vcpu(const uint8_t *body, size_t len, struct stream_vcpu *out,
+                      struct gw_error *err);
+int stream_parse_device(const uint8_t *body, size_t len, struct stream_device *out,
+                        struct gw_error *err);
 const char *stream_section_name(uint32_t tag);
 
 #endif

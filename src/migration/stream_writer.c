@@ -168,17 +168,15 @@ int stream_write_vcpu(struct stream *s, uint32_t vcpu_id, const struct stream_se
         return s->error;
     struct gw_error err;
     gw_error_init(&err);
-    if (nsec > GWS_SEC_MAX)
-        return stream_set_error(s, EINVAL, "vCPU %u: %u sections, at most %u", vcpu_id, nsec,
-                                GWS_SEC_MAX);
-    struct gws_vcpu h = { vcpu_id, 1 };
+    /* The reader's check; it also bounds nsec by GWS_SEC_MAX (no tag twice). */
+    if (stream_check_vcpu_sections(vcpu_id, sec, nsec, &err) < 0)
+        return stream_set_error(s, err.code, "%s", err.msg);
+    struct gws_vcpu h = { vcpu_id, STREAM_VCPU_VERSION };
     struct gws_section sh[GWS_SEC_MAX];
     struct iovec iov[1 + 3 * GWS_SEC_MAX];
     int k = 0;
     iov[k++] = (struct iovec){ &h, sizeof(h) };
     for (unsigned i = 0; i < nsec; i++) {
-        if (stream_check_section(sec[i].tag, sec[i].data, sec[i].len, &err) < 0)
-            return stream_set_error(s, err.code, "vCPU %u: %s", vcpu_id, err.msg);
         sh[i] = (struct gws_section){ sec[i].tag, sec[i].len };
         iov[k++] = (struct iovec){ &sh[i], sizeof(sh[i]) };
         iov[k++] = (struct iovec){ (void *)sec[i].data, sec[i].len };

@@ -89,13 +89,13 @@ static int vm_save_state(void *opaque, struct stream *s, struct gw_error *err)
     struct cmos_state cs;
     serial_save(m->serial, &ss);
     cmos_save(m->cmos, &cs);
-    state_write_device(s, "pic-master", 0, DEV_PIC_VERSION, &p.pic_master, sizeof(p.pic_master));
-    state_write_device(s, "pic-slave", 0, DEV_PIC_VERSION, &p.pic_slave, sizeof(p.pic_slave));
-    state_write_device(s, "ioapic", 0, DEV_PIC_VERSION, &p.ioapic, sizeof(p.ioapic));
-    state_write_device(s, "pit", 0, DEV_PIC_VERSION, &p.pit, sizeof(p.pit));
-    state_write_device(s, "kvmclock", 0, DEV_PIC_VERSION, &p.clock.clock, sizeof(p.clock.clock));
-    state_write_device(s, "serial0", 0, SERIAL_STATE_VERSION, &ss, sizeof(ss));
-    state_write_device(s, "cmos", 0, CMOS_STATE_VERSION, &cs, sizeof(cs));
+    stream_write_device(s, "pic-master", 0, DEV_PIC_VERSION, &p.pic_master, sizeof(p.pic_master));
+    stream_write_device(s, "pic-slave", 0, DEV_PIC_VERSION, &p.pic_slave, sizeof(p.pic_slave));
+    stream_write_device(s, "ioapic", 0, DEV_PIC_VERSION, &p.ioapic, sizeof(p.ioapic));
+    stream_write_device(s, "pit", 0, DEV_PIC_VERSION, &p.pit, sizeof(p.pit));
+    stream_write_device(s, "kvmclock", 0, DEV_PIC_VERSION, &p.clock.clock, sizeof(p.clock.clock));
+    stream_write_device(s, "serial0", 0, SERIAL_STATE_VERSION, &ss, sizeof(ss));
+    stream_write_device(s, "cmos", 0, CMOS_STATE_VERSION, &cs, sizeof(cs));
     if (stream_get_error(s))
         return gw_error_set(err, EIO, "%s", stream_error(s));
     return 0;
@@ -133,12 +133,14 @@ static int take(const char *id, const uint8_t *data, size_t len, size_t want, vo
 
 static int load_device(struct vmm_migration *vm, const struct stream_record *rec, struct gw_error *err)
 {
-    char id[33];
-    uint32_t inst, ver;
-    const uint8_t *d;
-    size_t len;
-    if (state_parse_device(rec->body, rec->length, id, &inst, &ver, &d, &len, err) < 0)
-        return -err->code;
+    struct stream_device dev;
+    int rc = stream_parse_device(rec->body, rec->length, &dev, err);
+    if (rc < 0)
+        return rc;
+    const char *id = dev.id;
+    const uint8_t *d = dev.data;
+    uint32_t inst = dev.instance, ver = dev.version;
+    size_t len = dev.len;
     if (inst != 0)
         return gw_error_set(err, EPROTO, "device %s instance %u does not exist here", id, inst);
     struct platform_state *p = &vm->platform;

@@ -1,9 +1,10 @@
 /* libFuzzer target: bytes as a migration stream through the validating
  * reader (stream_read_header, then stream_next_record until the end or an
- * error), touching every byte it hands out, plus the vCPU/device state
- * loader on the records it accepts. Checksums are not enforced in fuzzing
- * builds (FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION) so that mutations reach
- * the decoders. */
+ * error), touching every byte it hands out, plus the VMM's state loaders
+ * (state_parse_vcpu, stream_parse_device) on the records it accepts: they
+ * must accept them too, with the same content. Checksums are not enforced
+ * in fuzzing builds (FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION) so that
+ * mutations reach the decoders. */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
@@ -39,16 +40,25 @@ static void use(const struct stream_rec *r)
         uint32_t id;
         for (unsigned i = 0; i < r->u.vcpu.nsec; i++)
             touch(r->u.vcpu.sec[i].data, r->u.vcpu.sec[i].len);
-        state_parse_vcpu(r->body, r->length, &id, &st, &err);
+        if (state_parse_vcpu(r->body, r->length, &id, &st, &err) < 0 || id != r->u.vcpu.id)
+            __builtin_trap();
+        for (unsigned i = 0; i < r->u.vcpu.nsec; i++) {
+            const struct stream_section *sec = &r->u.vcpu.sec[i];
+            if ((sec->tag == GWS_SEC_REGS && memcmp(&st.regs, sec->data, sec->len)) ||
+                (sec->tag == GWS_SEC_XSAVE &&
+                 (st.xsave_size != sec->len || memcmp(st.xsave, sec->data, sec->len))))
+                __builtin_trap();
+        }
         break;
     }
     case GWS_DEVICE_STATE: {
-        char id[33];
-        uint32_t inst, ver;
-        const uint8_t *d;
-        size_t dl;
+        struct stream_device dev;
         touch(r->u.device.data, r->u.device.len);
-        state_parse_device(r->body, r->length, id, &inst, &ver, &d, &dl, &err);
+        if (stream_parse_device(r->body, r->length, &dev, &err) < 0 ||
+            strcmp(dev.id, r->u.device.id) || dev.instance != r->u.device.instance ||
+            dev.version != r->u.device.version || dev.data != r->u.device.data ||
+            dev.len != r->u.device.len)
+            __builtin_trap();
         break;
     }
     case GWS_INFO:

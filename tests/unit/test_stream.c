@@ -158,7 +158,7 @@ static void test_state_records(void **state)
     struct stream s;
     writer(&s);
     assert_int_equal(state_write_vcpu(&s, 3, &st), 0);
-    assert_int_equal(state_write_device(&s, "serial0", 0, 1, "abcd", 4), 0);
+    assert_int_equal(stream_write_device(&s, "serial0", 0, 1, "abcd", 4), 0);
     stream_flush(&s);
     struct stream r;
     struct stream_membuf in;
@@ -190,14 +190,12 @@ static void test_state_records(void **state)
     assert_true(state_parse_vcpu(bad, rec.length, &id, &back, &err) < 0);
     free(bad);
     assert_int_equal(stream_read_record(&r, &rec), 0);
-    char dev[33];
-    uint32_t inst, ver;
-    const uint8_t *d;
-    size_t dl;
+    struct stream_device dev;
     gw_error_init(&err);
-    assert_int_equal(state_parse_device(rec.body, rec.length, dev, &inst, &ver, &d, &dl, &err), 0);
-    assert_string_equal(dev, "serial0");
-    assert_int_equal(dl, 4);
+    assert_int_equal(stream_parse_device(rec.body, rec.length, &dev, &err), 0);
+    assert_string_equal(dev.id, "serial0");
+    assert_int_equal(dev.len, 4);
+    assert_memory_equal(dev.data, "abcd", 4);
     stream_fini(&r);
     stream_fini(&s);
     free(w);
