@@ -5,7 +5,8 @@
  * destination's reads every page in a scattered order and compares it with
  * the source's copy (a fault on each missing page).
  *
- *   make bench && build/bench/postcopy_bench [RAM_MiB] [--json FILE]
+ *   make bench && build/bench/postcopy_bench [RAM_MiB] [--json FILE] [--label TEXT]
+ *                                            [--log debug]
  *
  * Scenarios: post-copy at once and after the first pass, bandwidth
  * unlimited and capped at 1 Gbit/s (both channels). Reports downtime, total
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "engine_vm.h"
 #include "memory/uffd.h"
 
@@ -45,7 +47,8 @@ static double reader_rate(struct evm *dst, double secs)
     return (double)(dst->checked - c0) / (now_s() - t0);
 }
 
-static int run(const struct scenario *sc, uint64_t ram, int port, FILE *json)
+/* label: which build this is, in the JSON ("" for none). */
+static int run(const struct scenario *sc, uint64_t ram, int port, FILE *json, const char *label)
 {
     static struct evm src, dst;
     char uri[64];
@@ -92,12 +95,14 @@ static int run(const struct scenario *sc, uint64_t ram, int port, FILE *json)
            (unsigned long long)d.vcpu_blocktime_ms[0], during, local,
            bad ? "RAM DIFFERS" : "ok");
     if (json)
-        fprintf(json, "{\"bench\": \"postcopy-engine\", \"scenario\": \"%s\", \"ram_mib\": %llu, "
+        fprintf(json, "{\"bench\": \"postcopy-engine\", %s%s%s\"scenario\": \"%s\", "
+                "\"ram_mib\": %llu, "
                 "\"total_ms\": %.0f, \"postcopy_ms\": %.0f, \"downtime_ms\": %llu, "
                 "\"requests\": %llu, \"postcopy_bytes\": %llu, \"fault_p50_us\": %llu, "
                 "\"fault_p99_us\": %llu, \"fault_max_us\": %llu, \"blocked_ms\": %llu, "
                 "\"progress_postcopy_pages_s\": %.0f, \"progress_local_pages_s\": %.0f, "
                 "\"ram_equal\": %s}\n",
+                label[0] ? "\"label\": \"" : "", label, label[0] ? "\", " : "",
                 sc->name, (unsigned long long)(ram >> 20), (t_end - t0) * 1e3,
                 (t_end - t_switch) * 1e3, (unsigned long long)s.downtime_ms,
                 (unsigned long long)s.postcopy_requests, (unsigned long long)s.postcopy_bytes,
@@ -113,9 +118,14 @@ int main(int argc, char **argv)
 {
     uint64_t ram = 1024ULL << 20;
     FILE *json = NULL;
+    const char *label = "";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json = fopen(argv[++i], "a");
+        else if (!strcmp(argv[i], "--label") && i + 1 < argc)
+            label = argv[++i];
+        else if (!strcmp(argv[i], "--log") && i + 1 < argc && gw_log_parse_level(argv[i + 1]) >= 0)
+            gw_log_set_level((enum gw_log_level)gw_log_parse_level(argv[++i]));
         else
             ram = strtoull(argv[i], NULL, 0) << 20;
     }
@@ -135,7 +145,7 @@ int main(int argc, char **argv)
            "reqs", "p50us", "p99us", "max-us", "blocked", "pages/s pc", "local");
     int rc = 0;
     for (unsigned i = 0; i < sizeof(scs) / sizeof(scs[0]); i++)
-        if (run(&scs[i], ram, 47100 + (int)i, json) < 0)
+        if (run(&scs[i], ram, 47100 + (int)i, json, label) < 0)
             rc = 1;
     if (json)
         fclose(json);
