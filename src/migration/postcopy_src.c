@@ -294,38 +294,48 @@ static int pc_switch(struct out_ctx *c)
 /* ---- page server (its own thread, preempt channel) ---- */
 
 struct reply {
+    uint64_t idx[GWS_MAX_BATCH];     /* pages to send, read when sent */
     uint64_t pfn[GWS_MAX_BATCH], zpfn[GWS_MAX_BATCH];
-    struct iovec iov[GWS_MAX_BATCH];
-    unsigned n, nz;
+    uint8_t *buf;                     /* GWS_MAX_BATCH pages */
+    unsigned n;
 };
 
-static void reply_add(struct out_ctx *c, struct reply *r, uint64_t idx)
-{
-    uint8_t *p = c->m->ram->host + idx * GWS_PAGE_SIZE;
-    uint64_t pfn = ram_page_to_pfn(c->m->ram, idx);
-    if (stream_page_is_zero(p)) {
-        r->zpfn[r->nz++] = pfn;
-    } else {
-        r->pfn[r->n] = pfn;
-        r->iov[r->n++] = (struct iovec){ p, GWS_PAGE_SIZE };
-    }
-}
+static void reply_add(struct reply *r, uint64_t idx) { r->idx[r->n++] = idx; }
 
+/* Read the queued pages (not through our mapping: guest_ram_read_pages),
+ * send the non-zero ones as PAGE_DATA and the rest as ZERO_PAGES. */
 static int reply_send(struct out_ctx *c, struct reply *r)
 {
     struct stream *s = &c->ps;
-    if (r->n) {
-        struct gws_pages h = { r->n, 0 };
-        struct iovec parts[2 + GWS_MAX_BATCH] = { { &h, sizeof(h) }, { r->pfn, r->n * 8ULL } };
-        memcpy(&parts[2], r->iov, r->n * sizeof(struct iovec));
-        stream_write_record(s, GWS_PAGE_DATA, parts, 2 + (int)r->n);
+    struct gw_error err;
+    gw_error_init(&err);
+    unsigned n = r->n, k = 0, nz = 0;
+    r->n = 0;
+    int rc = guest_ram_read_pages(c->m->ram, r->idx, n, r->buf, &err);
+    if (rc < 0)
+        return stream_set_error(s, -rc, "%s", err.msg);
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *p = r->buf + (size_t)i * GWS_PAGE_SIZE;
+        uint64_t pfn = ram_page_to_pfn(c->m->ram, r->idx[i]);
+        if (stream_page_is_zero(p)) {
+            r->zpfn[nz++] = pfn;
+            continue;
+        }
+        if (k != i)
+            memcpy(r->buf + (size_t)k * GWS_PAGE_SIZE, p, GWS_PAGE_SIZE);
+        r->pfn[k++] = pfn;
     }
-    if (r->nz) {
-        struct gws_pages h = { r->nz, 0 };
-        struct iovec parts[2] = { { &h, sizeof(h) }, { r->zpfn, r->nz * 8ULL } };
+    if (k) {
+        struct gws_pages h = { k, 0 };
+        struct iovec parts[3] = { { &h, sizeof(h) }, { r->pfn, k * 8ULL },
+                                  { r->buf, (size_t)k * GWS_PAGE_SIZE } };
+        stream_write_record(s, GWS_PAGE_DATA, parts, 3);
+    }
+    if (nz) {
+        struct gws_pages h = { nz, 0 };
+        struct iovec parts[2] = { { &h, sizeof(h) }, { r->zpfn, nz * 8ULL } };
         stream_write_record(s, GWS_ZERO_PAGES, parts, 2);
     }
-    r->n = r->nz = 0;
     return stream_flush(s);
 }
 
@@ -346,16 +356,16 @@ static int serve_request(struct out_ctx *c, const struct stream_record *rec, str
             return stream_set_error(&c->ps, EPROTO, "request for frame 0x%llx, not RAM",
                                     (unsigned long long)pfn);
         if (bitmap_test_and_clear_atomic(c->pending, idx))
-            reply_add(c, r, idx);
+            reply_add(r, idx);
         last = idx;
     }
     /* The faulted pages first, in their own record; then their neighbours. */
-    if ((r->n || r->nz) && reply_send(c, r) < 0)
+    if (r->n && reply_send(c, r) < 0)
         return -1;
     for (uint64_t j = last + 1; last != UINT64_MAX && j < c->npages && j <= last + PC_PREFETCH; j++)
         if (bitmap_test_and_clear_atomic(c->pending, j))
-            reply_add(c, r, j);
-    if ((r->n || r->nz) && reply_send(c, r) < 0)
+            reply_add(r, j);
+    if (r->n && reply_send(c, r) < 0)
         return -1;
     if (last != UINT64_MAX)
         c->hint = last + PC_PREFETCH + 2; /* +1: 0 means "no hint" */
@@ -369,6 +379,10 @@ static void *page_server(void *arg)
 {
     struct out_ctx *c = arg;
     struct reply *r = calloc(1, sizeof(*r));
+    if (r && !(r->buf = malloc((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE))) {
+        free(r);
+        r = NULL;
+    }
     pthread_setname_np(pthread_self(), "mig-pc-server");
     int err = r ? 0 : -ENOMEM;
     while (!err && !c->server_stop) {
@@ -384,6 +398,8 @@ static void *page_server(void *arg)
         if (rc < 0)
             err = rc;
     }
+    if (r)
+        free(r->buf);
     free(r);
     c->server_error = err ? err : -ECANCELED;
     return NULL;
