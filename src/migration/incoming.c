@@ -42,10 +42,15 @@ void in_start_prealloc(struct in_ctx *c)
         c->prealloc_started = true;
 }
 
+static int bad_record(struct stream *s, const struct stream_record *rec, const char *what)
+{
+    return stream_set_error(s, EPROTO, "record %s at offset %llu: %s",
+                            stream_record_name(rec->type), (unsigned long long)rec->offset, what);
+}
+
 int in_bad(struct in_ctx *c, const struct stream_record *rec, const char *what)
 {
-    return stream_set_error(&c->s, EPROTO, "record %s at offset %llu: %s",
-                            stream_record_name(rec->type), (unsigned long long)rec->offset, what);
+    return bad_record(&c->s, rec, what);
 }
 
 static int load_header(struct in_ctx *c, const struct stream_record *rec)
@@ -87,28 +92,29 @@ static int load_header(struct in_ctx *c, const struct stream_record *rec)
 }
 
 /* Check a page record's shape; returns the pfn list. */
-const uint64_t *in_check_pages(struct in_ctx *c, const struct stream_record *rec,
+/* A page record's shape; returns its pfn list (unaligned: memcpy). */
+static const uint64_t *check_pages(struct stream *s, const struct stream_record *rec,
                                    uint32_t *count, uint32_t *zlen, size_t data_len_expected_per_page)
 {
     struct gws_pages h;
     if (rec->length < sizeof(h)) {
-        in_bad(c, rec, "too short");
+        bad_record(s, rec, "too short");
         return NULL;
     }
     memcpy(&h, rec->body, sizeof(h));
     if (h.count == 0 || h.count > GWS_MAX_BATCH) {
-        in_bad(c, rec, "page count out of range");
+        bad_record(s, rec, "page count out of range");
         return NULL;
     }
     uint64_t need = sizeof(h) + (uint64_t)h.count * 8 + (uint64_t)h.count * data_len_expected_per_page;
     if (rec->type == GWS_PAGE_DATA_ZSTD)
         need += h.zlen;
     else if (h.zlen != 0) {
-        in_bad(c, rec, "reserved field is not zero");
+        bad_record(s, rec, "reserved field is not zero");
         return NULL;
     }
     if (need != rec->length) {
-        in_bad(c, rec, "length does not match the page count");
+        bad_record(s, rec, "length does not match the page count");
         return NULL;
     }
     *count = h.count;
@@ -116,25 +122,18 @@ const uint64_t *in_check_pages(struct in_ctx *c, const struct stream_record *rec
     return (const uint64_t *)(rec->body + sizeof(h));
 }
 
-static int page_index(struct in_ctx *c, const struct stream_record *rec, uint64_t pfn, uint64_t *idx)
-{
-    if (!ram_pfn_to_page(c->m->ram, pfn, idx))
-        return stream_set_error(&c->s, EPROTO, "record %s at offset %llu: frame 0x%llx is not RAM",
-                                stream_record_name(rec->type), (unsigned long long)rec->offset,
-                                (unsigned long long)pfn);
-    return 0;
-}
-
 /* Every frame of a record, checked against the RAM map before any page is
  * written; idx[] gets the RAM page indices. */
-int in_resolve_frames(struct in_ctx *c, const struct stream_record *rec, const uint64_t *pfns,
-                          uint32_t count, uint64_t *idx)
+static int resolve_frames(struct in_ctx *c, struct stream *s, const struct stream_record *rec,
+                          const uint64_t *pfns, uint32_t count, uint64_t *idx)
 {
     for (uint32_t i = 0; i < count; i++) {
         uint64_t pfn;
         memcpy(&pfn, &pfns[i], 8);
-        if (page_index(c, rec, pfn, &idx[i]) < 0)
-            return -1;
+        if (!ram_pfn_to_page(c->m->ram, pfn, &idx[i]))
+            return stream_set_error(s, EPROTO, "record %s at offset %llu: frame 0x%llx is not RAM",
+                                    stream_record_name(rec->type), (unsigned long long)rec->offset,
+                                    (unsigned long long)pfn);
     }
     return 0;
 }
@@ -174,32 +173,40 @@ static int load_pages(struct in_ctx *c, const uint8_t *data, const uint64_t *idx
     return 0;
 }
 
-int in_decode_pages(struct in_ctx *c, const struct stream_record *rec, uint64_t *idx,
-                    const uint8_t **data, uint32_t *count)
+int in_decode_pages(struct in_ctx *c, struct in_page_decoder *d, const struct stream_record *rec,
+                    uint64_t *idx, const uint8_t **data, uint32_t *count)
 {
     uint32_t zlen;
     const uint64_t *pfns;
     bool zstd = rec->type == GWS_PAGE_DATA_ZSTD, zero = rec->type == GWS_ZERO_PAGES;
-    if (!(pfns = in_check_pages(c, rec, count, &zlen, zstd || zero ? 0 : GWS_PAGE_SIZE)) ||
-        in_resolve_frames(c, rec, pfns, *count, idx) < 0)
+    if (!(pfns = check_pages(d->s, rec, count, &zlen, zstd || zero ? 0 : GWS_PAGE_SIZE)) ||
+        resolve_frames(c, d->s, rec, pfns, *count, idx) < 0)
         return -1;
     const uint8_t *payload = rec->body + sizeof(struct gws_pages) + *count * 8ULL;
     if (!zstd) {
         *data = zero ? NULL : payload;
         return 0;
     }
-    if (!c->zctx) {
-        c->zctx = ZSTD_createDCtx();
-        c->zbuf = malloc((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE);
-        if (!c->zctx || !c->zbuf)
-            return stream_set_error(&c->s, ENOMEM, "out of memory");
+    if (!d->zctx) {
+        d->zctx = ZSTD_createDCtx();
+        d->zbuf = malloc((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE);
+        if (!d->zctx || !d->zbuf)
+            return stream_set_error(d->s, ENOMEM, "out of memory");
     }
     size_t want = (size_t)*count * GWS_PAGE_SIZE;
-    size_t got = ZSTD_decompressDCtx(c->zctx, c->zbuf, want, payload, zlen);
+    size_t got = ZSTD_decompressDCtx(d->zctx, d->zbuf, want, payload, zlen);
     if (ZSTD_isError(got) || got != want)
-        return in_bad(c, rec, "compressed data does not expand to the page count");
-    *data = c->zbuf;
+        return bad_record(d->s, rec, "compressed data does not expand to the page count");
+    *data = d->zbuf;
     return 0;
+}
+
+void in_decoder_fini(struct in_page_decoder *d)
+{
+    free(d->zbuf);
+    ZSTD_freeDCtx(d->zctx);
+    d->zbuf = NULL;
+    d->zctx = NULL;
 }
 
 static int load_page_record(struct in_ctx *c, const struct stream_record *rec)
@@ -208,7 +215,7 @@ static int load_page_record(struct in_ctx *c, const struct stream_record *rec)
     uint64_t idx[GWS_MAX_BATCH];
     const uint8_t *data;
     uint32_t count;
-    if (in_decode_pages(c, rec, idx, &data, &count) < 0)
+    if (in_decode_pages(c, &c->dec, rec, idx, &data, &count) < 0)
         return -1;
     return load_pages(c, data, idx, count);
 }
@@ -218,7 +225,7 @@ static int load_zero(struct in_ctx *c, const struct stream_record *rec)
     uint64_t idx[GWS_MAX_BATCH];
     const uint8_t *data;
     uint32_t count;
-    if (in_decode_pages(c, rec, idx, &data, &count) < 0)
+    if (in_decode_pages(c, &c->dec, rec, idx, &data, &count) < 0)
         return -1;
     /* Only pages this migration wrote can be non-zero: never touch (and so
      * never allocate) memory that was not received. Those are punched out
@@ -402,6 +409,7 @@ void *mig_incoming_thread(void *arg)
     c->m = m;
     c->fd = c->lfd = -1;
     stream_init(&c->s, &stream_fd_ops, NULL);
+    c->dec.s = &c->s;
     if (run(c) < 0 || stream_get_error(&c->s)) {
         const char *why = stream_error(&c->s)[0] ? stream_error(&c->s) : "incoming migration failed";
         if (c->fd >= 0)
@@ -433,8 +441,7 @@ void *mig_incoming_thread(void *arg)
         close(c->fd);
     stream_fini(&c->s);
     bitmap_free(c->received);
-    free(c->zbuf);
-    ZSTD_freeDCtx(c->zctx);
+    in_decoder_fini(&c->dec);
     free(c);
     return NULL;
 }

@@ -13,6 +13,15 @@
 
 struct pc_dst;
 
+/* What decoding a page record needs, one per thread that decodes: the
+ * stream whose sticky error a bad record sets, and the buffer compressed
+ * pages expand into (valid until the next record). */
+struct in_page_decoder {
+    struct stream *s;
+    ZSTD_DCtx *zctx;
+    uint8_t *zbuf;
+};
+
 struct in_ctx {
     struct migration *m;
     struct stream s;
@@ -20,8 +29,7 @@ struct in_ctx {
     bool from_file;
     uint64_t npages;
     uint64_t *received;         /* pages written by this migration */
-    uint8_t *zbuf;
-    ZSTD_DCtx *zctx;
+    struct in_page_decoder dec; /* the main channel's (migration thread) */
     bool got_header;
     uint64_t pass;
     pthread_t prealloc;
@@ -32,17 +40,12 @@ struct in_ctx {
 };
 
 int in_bad(struct in_ctx *c, const struct stream_record *rec, const char *what);
-/* Check a page record's shape; returns its pfn list (unaligned: memcpy). */
-const uint64_t *in_check_pages(struct in_ctx *c, const struct stream_record *rec, uint32_t *count,
-                               uint32_t *zlen, size_t data_len_expected_per_page);
-/* Every frame checked against the RAM map; idx[] gets RAM page indices. */
-int in_resolve_frames(struct in_ctx *c, const struct stream_record *rec, const uint64_t *pfns,
-                      uint32_t count, uint64_t *idx);
-/* A PAGE_DATA, PAGE_DATA_ZSTD or ZERO_PAGES record checked and decoded:
- * idx[] gets the RAM page indices, *data count pages (valid until the next
- * record; NULL for ZERO_PAGES). */
-int in_decode_pages(struct in_ctx *c, const struct stream_record *rec, uint64_t *idx,
-                    const uint8_t **data, uint32_t *count);
+/* A PAGE_DATA, PAGE_DATA_ZSTD or ZERO_PAGES record checked (shape, and
+ * every frame against the RAM map) and decoded: idx[] gets the RAM page
+ * indices, *data count pages (NULL for ZERO_PAGES). Errors go to d->s. */
+int in_decode_pages(struct in_ctx *c, struct in_page_decoder *d, const struct stream_record *rec,
+                    uint64_t *idx, const uint8_t **data, uint32_t *count);
+void in_decoder_fini(struct in_page_decoder *d);
 /* One return-path record on the main channel (not for files). */
 void in_send_rp(struct in_ctx *c, uint32_t type, const char *text);
 void in_start_prealloc(struct in_ctx *c);
