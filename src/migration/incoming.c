@@ -245,6 +245,31 @@ static int load_zero(struct in_ctx *c, const struct stream_record *rec)
     return 0;
 }
 
+/* PING: every record before it is applied (pages written, discards
+ * done); answer RP_PONG with the same body on the main channel. */
+static int load_ping(struct in_ctx *c, const struct stream_record *rec)
+{
+    struct gws_ping p;
+    if (c->from_file)
+        return in_bad(c, rec, "PING in a file");
+    if (rec->length != sizeof(p))
+        return in_bad(c, rec, "bad length");
+    memcpy(&p, rec->body, sizeof(p));
+    if (p.zero)
+        return in_bad(c, rec, "reserved field not zero");
+    pc_dst_note_ping(c);
+    struct iovec iov = { &p, sizeof(p) };
+    struct stream rp;
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    int r = stream_write_record(&rp, GWS_RP_PONG, &iov, 1);
+    if (r == 0)
+        r = stream_flush(&rp);
+    if (r < 0)
+        stream_set_error(&c->s, EIO, "answering the source's ping: %s", stream_error(&rp));
+    stream_fini(&rp);
+    return r;
+}
+
 static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *done)
 {
     struct migration *m = c->m;
@@ -258,7 +283,7 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
     case GWS_HEADER: return load_header(c, rec);
     case GWS_POSTCOPY_ADVISE: return pc_dst_advise(c, rec);
     case GWS_DISCARD_PAGES: return pc_dst_discard(c, rec);
-    case GWS_POSTCOPY_PING: return pc_dst_ping(c, rec);
+    case GWS_PING: return load_ping(c, rec);
     case GWS_POSTCOPY_RUN:
         if (rec->length != 0)
             return in_bad(c, rec, "bad length");

@@ -57,8 +57,8 @@ void in_close_listener(struct in_ctx *c);
 int pc_dst_advise(struct in_ctx *c, const struct stream_record *rec);
 /* DISCARD_PAGES: mark missing, drop what we hold. */
 int pc_dst_discard(struct in_ctx *c, const struct stream_record *rec);
-/* POSTCOPY_PING: every record before it is applied; answer RP_POSTCOPY_PONG. */
-int pc_dst_ping(struct in_ctx *c, const struct stream_record *rec);
+/* A PING arrived (debug log of the discards since the last one). */
+void pc_dst_note_ping(struct in_ctx *c);
 /* POSTCOPY_RUN: load the state, run the guest with pages missing, fetch
  * them until none is left; pauses and recovers inside. */
 int pc_dst_run(struct in_ctx *c);

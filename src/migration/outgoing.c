@@ -22,6 +22,8 @@
 #include "migration/stream_records.h"
 
 #define HANDSHAKE_TIMEOUT_MS 30000
+#define PONG_STEP_MS 50          /* waiting for a pong, check for cancel this often */
+#define DRAIN_WAIT_MS 5000       /* at most this long for the destination to catch up */
 
 void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal)
 {
@@ -335,14 +337,82 @@ void out_wait_for_drain(struct out_ctx *c)
     }
 }
 
+int out_send_ping(struct out_ctx *c, uint32_t id)
+{
+    struct gws_ping p = { id, 0 };
+    struct iovec iov = { &p, sizeof(p) };
+    if (stream_write_record(&c->s, GWS_PING, &iov, 1) < 0 || stream_flush(&c->s) < 0)
+        return -1;
+    return 0;
+}
+
+int out_wait_pong(struct out_ctx *c, struct stream *rp, uint32_t id, int timeout_ms)
+{
+    uint64_t deadline = mig_now_ms() + (uint64_t)timeout_ms;
+    while (rp->ipos == rp->ilen) {
+        if (c->m->cancel)
+            return stream_set_error(&c->s, ECANCELED, "cancelled");
+        uint64_t now = mig_now_ms();
+        if (now >= deadline)
+            return 0;
+        struct pollfd p = { c->fd, POLLIN, 0 };
+        int step = deadline - now < PONG_STEP_MS ? (int)(deadline - now) : PONG_STEP_MS;
+        int r = poll(&p, 1, step);
+        if (r < 0 && errno != EINTR)
+            return stream_set_error(&c->s, errno, "poll: %s", strerror(errno));
+        if (r > 0)
+            break;
+    }
+    struct stream_record rec;
+    struct gws_ping pong;
+    int r = stream_read_record(rp, &rec);
+    if (r == -ENODATA)
+        return stream_set_error(&c->s, EPIPE, "the destination closed the connection");
+    if (r < 0)
+        return stream_set_error(&c->s, r, "return path: %s", stream_error(rp));
+    if (rec.type == GWS_RP_FAILED)
+        return stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec.length,
+                                (const char *)rec.body);
+    if (rec.type != GWS_RP_PONG)
+        return stream_set_error(&c->s, EPROTO, "unexpected %s on the return path",
+                                stream_record_name(rec.type));
+    if (rec.length == sizeof(pong))
+        memcpy(&pong, rec.body, sizeof(pong));
+    if (rec.length != sizeof(pong) || pong.id != id || pong.zero)
+        return stream_set_error(&c->s, EPROTO, "RP_PONG does not answer ping %u", id);
+    return 1;
+}
+
+/* Before the stop, while the guest still runs: let the destination load
+ * what is still in flight (socket buffers hold megabytes, and it may write
+ * fresh memory slower than we send), so that this backlog is not part of
+ * the downtime. 1: caught up; 0: not within DRAIN_WAIT_MS (the pong is
+ * then still due); -errno. */
+static int drain(struct out_ctx *c, struct stream *rp)
+{
+    uint64_t t0 = mig_now_ns();
+    if (out_send_ping(c, OUT_PING_DRAIN) < 0)
+        return stream_get_error(&c->s);
+    int r = out_wait_pong(c, rp, OUT_PING_DRAIN, DRAIN_WAIT_MS);
+    log_debug("switch-over: destination %s in %llu us", r > 0 ? "caught up" : "still behind",
+              (unsigned long long)((mig_now_ns() - t0) / 1000));
+    return r;
+}
+
 /* Stop, send the rest and the state, hand over. */
-static int switchover(struct out_ctx *c)
+static int switchover_on(struct out_ctx *c, struct stream *rp)
 {
     struct migration *m = c->m;
     struct gw_error err;
     gw_error_init(&err);
+    bool pong_due = false;
     if (!c->stopped) {
-        out_wait_for_drain(c);
+        if (!c->to_file) {
+            int r = drain(c, rp);
+            if (r < 0)
+                return r;
+            pong_due = r == 0;
+        }
         if (m->ops->stop(m->vm, &err) < 0)
             return stream_set_error(&c->s, err.code, "%s", err.msg);
         c->stopped = true;
@@ -368,20 +438,31 @@ static int switchover(struct out_ctx *c)
         return 0;
     }
     /* Socket: the destination says it loaded everything; from then on the
-     * guest is its, so we never run it again; then tell it to start. */
-    struct stream rp;
-    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
-    int r = out_wait_return(c, &rp, GWS_RP_LOADED, HANDSHAKE_TIMEOUT_MS);
+     * guest is its, so we never run it again; then tell it to start. A
+     * late pong comes first. */
+    int r = pong_due ? out_wait_pong(c, rp, OUT_PING_DRAIN, HANDSHAKE_TIMEOUT_MS) : 1;
+    if (r == 0)
+        r = stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
+    if (r > 0)
+        r = out_wait_return(c, rp, GWS_RP_LOADED, HANDSHAKE_TIMEOUT_MS);
     log_debug("switch-over: destination loaded (%s)", r == 0 ? "ok" : "failed");
     if (r == 0) {
         m->ops->completed(m->vm);
         c->stopped = false; /* never resume from here on */
         stream_write_record(&c->s, GWS_COMMIT, NULL, 0);
         stream_flush(&c->s);
-        if (out_wait_return(c, &rp, GWS_RP_RESUMED, 5000) < 0)
+        if (out_wait_return(c, rp, GWS_RP_RESUMED, 5000) < 0)
             log_warn("the destination did not confirm it resumed: %s", stream_error(&c->s));
         c->s.error = 0; /* the guest is handed over: a late failure is only a warning */
     }
+    return r;
+}
+
+static int switchover(struct out_ctx *c)
+{
+    struct stream rp; /* the return path (sockets) */
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    int r = switchover_on(c, &rp);
     stream_fini(&rp);
     return r;
 }

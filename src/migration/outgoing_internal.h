@@ -65,6 +65,15 @@ void out_refresh_params(struct out_ctx *c);
 /* Wait for one return-path record of type `want` on the main channel. */
 int out_wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int timeout_ms);
 void out_wait_for_drain(struct out_ctx *c);
+/* PING ids (the sender's to choose; the pong repeats it). */
+#define OUT_PING_PREDISCARD 1       /* post-copy: the pre-discard is applied */
+#define OUT_PING_DRAIN      2       /* pre-copy: everything sent so far is loaded */
+/* Send PING `id` on the main channel (and flush). */
+int out_send_ping(struct out_ctx *c, uint32_t id);
+/* One return-path record from rp, the pong to ping `id`: 1 when it came,
+ * 0 when nothing came within timeout_ms, -errno otherwise (RP_FAILED,
+ * anything else, a broken channel, cancel). */
+int out_wait_pong(struct out_ctx *c, struct stream *rp, uint32_t id, int timeout_ms);
 
 /* postcopy_src.c */
 /* Open the preempt channel and send POSTCOPY_ADVISE (after the header). */

@@ -217,28 +217,10 @@ static void log_discards(struct pc_dst *pc, const char *when)
     memset(&pc->disc, 0, sizeof(pc->disc));
 }
 
-int pc_dst_ping(struct in_ctx *c, const struct stream_record *rec)
+void pc_dst_note_ping(struct in_ctx *c)
 {
-    struct gws_postcopy_ping p;
-    if (!c->pc)
-        return in_bad(c, rec, "POSTCOPY_PING without POSTCOPY_ADVISE");
-    if (rec->length != sizeof(p))
-        return in_bad(c, rec, "bad length");
-    memcpy(&p, rec->body, sizeof(p));
-    if (p.zero)
-        return in_bad(c, rec, "reserved field not zero");
-    log_discards(c->pc, "ping");
-    /* Every record before this one is applied: answer. */
-    struct iovec iov = { &p, sizeof(p) };
-    struct stream rp;
-    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
-    int r = stream_write_record(&rp, GWS_RP_POSTCOPY_PONG, &iov, 1);
-    if (r == 0)
-        r = stream_flush(&rp);
-    if (r < 0)
-        stream_set_error(&c->s, EIO, "answering the source's ping: %s", stream_error(&rp));
-    stream_fini(&rp);
-    return r;
+    if (c->pc)
+        log_discards(c->pc, "ping");
 }
 
 /* ---- fault bookkeeping (m->lock) ---- */

@@ -29,9 +29,7 @@
 #define PC_DONE_WAIT_MS  100    /* poll step while waiting for the end */
 #define PC_MAIN_BUFFER   (256 << 10) /* main channel send buffer after the switch */
 #define PC_PREDISCARD_WAIT_MS 1000  /* guest running: wait this long for the pong */
-#define PC_PONG_STEP_MS  50     /* ... checking for cancel this often */
 #define PC_HANDSHAKE_MS  30000  /* stopped: wait this long for the destination */
-#define PC_PREDISCARD_PING 1    /* the id of the pre-discard's ping */
 
 static void set_fds(struct out_ctx *c)
 {
@@ -72,7 +70,7 @@ int pc_src_setup(struct out_ctx *c)
 
 /* When the switch is decided the guest still runs: the source syncs the
  * dirty log, makes every dirty page pending and sends its discard runs
- * (the pre-discard) with a POSTCOPY_PING behind them, and waits (bounded)
+ * (the pre-discard) with a PING behind them, and waits (bounded)
  * for the pong, by which the destination has dropped those pages. Only then
  * does it stop the guest; in the downtime it discards just the pages dirtied
  * since that are not pending yet (the late discards), usually few, so the
@@ -107,55 +105,6 @@ static int send_discards(struct out_ctx *c, const uint64_t *map, uint64_t *nruns
     return stream_get_error(&c->s);
 }
 
-static int send_ping(struct out_ctx *c, uint32_t id)
-{
-    struct gws_postcopy_ping p = { id, 0 };
-    struct iovec iov = { &p, sizeof(p) };
-    if (stream_write_record(&c->s, GWS_POSTCOPY_PING, &iov, 1) < 0 || stream_flush(&c->s) < 0)
-        return -1;
-    return 0;
-}
-
-/* One return-path record, the pong to ping `id`: 1 when it came, 0 when
- * nothing came within timeout_ms, -errno otherwise (RP_FAILED, anything
- * else, a broken channel, cancel). */
-static int wait_pong(struct out_ctx *c, struct stream *rp, uint32_t id, int timeout_ms)
-{
-    uint64_t deadline = mig_now_ms() + (uint64_t)timeout_ms;
-    while (rp->ipos == rp->ilen) {
-        if (c->m->cancel)
-            return stream_set_error(&c->s, ECANCELED, "cancelled");
-        uint64_t now = mig_now_ms();
-        if (now >= deadline)
-            return 0;
-        struct pollfd p = { c->fd, POLLIN, 0 };
-        int step = deadline - now < PC_PONG_STEP_MS ? (int)(deadline - now) : PC_PONG_STEP_MS;
-        int r = poll(&p, 1, step);
-        if (r < 0 && errno != EINTR)
-            return stream_set_error(&c->s, errno, "poll: %s", strerror(errno));
-        if (r > 0)
-            break;
-    }
-    struct stream_record rec;
-    struct gws_postcopy_ping pong;
-    int r = stream_read_record(rp, &rec);
-    if (r == -ENODATA)
-        return stream_set_error(&c->s, EPIPE, "the destination closed the connection");
-    if (r < 0)
-        return stream_set_error(&c->s, r, "return path: %s", stream_error(rp));
-    if (rec.type == GWS_RP_FAILED)
-        return stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec.length,
-                                (const char *)rec.body);
-    if (rec.type != GWS_RP_POSTCOPY_PONG)
-        return stream_set_error(&c->s, EPROTO, "unexpected %s on the return path",
-                                stream_record_name(rec.type));
-    if (rec.length == sizeof(pong))
-        memcpy(&pong, rec.body, sizeof(pong));
-    if (rec.length != sizeof(pong) || pong.id != id || pong.zero)
-        return stream_set_error(&c->s, EPROTO, "RP_POSTCOPY_PONG does not answer ping %u", id);
-    return 1;
-}
-
 /* The guest still runs: everything dirty so far becomes pending, and the
  * destination drops its copies now. Returns 1 if it confirmed in time, 0 if
  * not yet (its pong then comes before RP_LOADED), -errno. */
@@ -170,9 +119,9 @@ static int prediscard(struct out_ctx *c, struct stream *rp, struct switch_trace 
     if (!c->dirty)
         return stream_set_error(&c->s, ENOMEM, "out of memory");
     c->first_pass = false; /* from now on a zero page is sent as such */
-    if (send_discards(c, c->pending, &t->early_runs) < 0 || send_ping(c, PC_PREDISCARD_PING) < 0)
+    if (send_discards(c, c->pending, &t->early_runs) < 0 || out_send_ping(c, OUT_PING_PREDISCARD) < 0)
         return -1;
-    int r = wait_pong(c, rp, PC_PREDISCARD_PING, PC_PREDISCARD_WAIT_MS);
+    int r = out_wait_pong(c, rp, OUT_PING_PREDISCARD, PC_PREDISCARD_WAIT_MS);
     t->acked = mig_now_ns();
     return r;
 }
@@ -220,7 +169,7 @@ static int send_rest(struct out_ctx *c, struct switch_trace *t)
 static int hand_over(struct out_ctx *c, struct stream *rp, struct switch_trace *t)
 {
     struct migration *m = c->m;
-    int r = t->acked_early ? 1 : wait_pong(c, rp, PC_PREDISCARD_PING, PC_HANDSHAKE_MS);
+    int r = t->acked_early ? 1 : out_wait_pong(c, rp, OUT_PING_PREDISCARD, PC_HANDSHAKE_MS);
     if (r == 0)
         return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
     if (r < 0)

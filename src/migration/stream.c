@@ -165,8 +165,8 @@ const char *stream_record_name(uint32_t type)
     case GWS_RP_REQ_PAGES: return "RP_REQ_PAGES";
     case GWS_POSTCOPY_RESUME: return "POSTCOPY_RESUME";
     case GWS_POSTCOPY_PAUSE: return "POSTCOPY_PAUSE";
-    case GWS_POSTCOPY_PING: return "POSTCOPY_PING";
-    case GWS_RP_POSTCOPY_PONG: return "RP_POSTCOPY_PONG";
+    case GWS_PING: return "PING";
+    case GWS_RP_PONG: return "RP_PONG";
     case GWS_RP_RECV_BITMAP: return "RP_RECV_BITMAP";
     case GWS_RP_POSTCOPY_DONE: return "RP_POSTCOPY_DONE";
     case GWS_CHECKPOINT_BEGIN: return "CHECKPOINT_BEGIN";
@@ -199,8 +199,8 @@ uint32_t stream_record_max_len(uint32_t type)
     case GWS_DISCARD_PAGES: return GWS_MAX_DISCARD_BODY;
     case GWS_RP_REQ_PAGES: return GWS_MAX_ZERO_BODY;
     case GWS_RP_RECV_BITMAP: return GWS_MAX_BITMAP_BODY;
-    case GWS_POSTCOPY_PING:
-    case GWS_RP_POSTCOPY_PONG: return sizeof(struct gws_postcopy_ping);
+    case GWS_PING:
+    case GWS_RP_PONG: return sizeof(struct gws_ping);
     case GWS_INFO: return GWS_MAX_TEXT_BODY;
     default: return GWS_MAX_BODY;
     }

@@ -79,11 +79,11 @@ enum {
     GWS_DISCARD_PAGES   = 0x0103,   /* pages the destination must drop (runs) */
     GWS_POSTCOPY_RESUME = 0x0104,   /* first record of a recovered main channel */
     GWS_POSTCOPY_PAUSE  = 0x0105,   /* the sender pauses on purpose (not an exit) */
-    GWS_POSTCOPY_PING   = 0x0106,   /* answer RP_POSTCOPY_PONG once all before is applied */
+    GWS_PING   = 0x0106,   /* answer RP_PONG once all before is applied */
     GWS_RP_REQ_PAGES    = 0x0110,   /* destination -> source, preempt channel */
     GWS_RP_RECV_BITMAP  = 0x0111,   /* destination -> source: pages still needed */
     GWS_RP_POSTCOPY_DONE = 0x0112,  /* destination -> source: every page is in */
-    GWS_RP_POSTCOPY_PONG = 0x0113,  /* destination -> source: answer to POSTCOPY_PING */
+    GWS_RP_PONG = 0x0113,  /* destination -> source: answer to PING */
     /* checkpointing (HA): 0x0200-0x02ff, reserved (not valid in version 1) */
     GWS_CHECKPOINT_BEGIN = 0x0200,
     GWS_CHECKPOINT_END   = 0x0201,
@@ -198,12 +198,12 @@ _Static_assert(sizeof(struct gws_discard) == 8, "discard");
 _Static_assert(sizeof(struct gws_page_run) == 16, "page run");
 #define GWS_MAX_DISCARD_BODY (8u + GWS_MAX_DISCARD_RUNS * 16u)
 
-/* POSTCOPY_PING and RP_POSTCOPY_PONG body (the pong repeats the ping's). */
-struct gws_postcopy_ping {
+/* PING and RP_PONG body (the pong repeats the ping's). */
+struct gws_ping {
     uint32_t id;
     uint32_t zero;
 };
-_Static_assert(sizeof(struct gws_postcopy_ping) == 8, "ping");
+_Static_assert(sizeof(struct gws_ping) == 8, "ping");
 
 /* RP_REQ_PAGES body: struct gws_pages (zlen 0) with 1..GWS_MAX_BATCH pfns.
  * RP_RECV_BITMAP body: u64 npages, then ceil(npages/64) u64 words, bit i set

@@ -428,7 +428,7 @@ static void test_destination_exits(void **state)
     evm_fini(&src);
 }
 
-/* ---- a hand-written source: the destination's answers to POSTCOPY_PING ---- */
+/* ---- a hand-written source: the destination's answers to PING ---- */
 
 struct raw_source {
     int fd, pfd;
@@ -527,10 +527,10 @@ static void test_ping_records(void **state)
     vm_init(&dst, &src);
     uri_for(uri, sizeof(uri), "ping0");
     raw_open(&r, &dst, uri);
-    struct gws_postcopy_ping ping = { 7, 0 }, pong;
-    raw_send(&r, GWS_POSTCOPY_PING, &ping, sizeof(ping));
+    struct gws_ping ping = { 7, 0 }, pong;
+    raw_send(&r, GWS_PING, &ping, sizeof(ping));
     raw_answer(&r, &rec);
-    assert_int_equal(rec.type, GWS_RP_POSTCOPY_PONG);
+    assert_int_equal(rec.type, GWS_RP_PONG);
     assert_int_equal(rec.length, sizeof(pong));
     memcpy(&pong, rec.body, sizeof(pong));
     assert_int_equal(pong.id, 7);
@@ -541,11 +541,11 @@ static void test_ping_records(void **state)
     evm_fini(&dst);
     /* Malformed pings fail cleanly. */
     const struct {
-        struct gws_postcopy_ping p;
+        struct gws_ping p;
         size_t len;
         const char *why;
     } bad[] = {
-        { { 1, 5 }, sizeof(struct gws_postcopy_ping), "not zero" },
+        { { 1, 5 }, sizeof(struct gws_ping), "not zero" },
         { { 1, 0 }, 4, "bad length" },
     };
     for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -554,7 +554,7 @@ static void test_ping_records(void **state)
         snprintf(tag, sizeof(tag), "ping%u", i + 1);
         uri_for(uri, sizeof(uri), tag);
         raw_open(&r, &dst, uri);
-        raw_send(&r, GWS_POSTCOPY_PING, &bad[i].p, bad[i].len);
+        raw_send(&r, GWS_PING, &bad[i].p, bad[i].len);
         expect_failed(&dst, &r, bad[i].why);
         raw_close(&r);
         evm_fini(&dst);

@@ -5,22 +5,27 @@
  * Every scenario compares all destination pages with the source's and
  * checks that the device state came across. Covers: a busy guest
  * converging, zstd pages, pages sent in the first pass that become zero
- * later (sent as ZERO_PAGES and cleared on the destination), a cancel, and
- * the engine's page reader (guest_ram_read_pages) on scattered runs. */
+ * later (sent as ZERO_PAGES and cleared on the destination), a cancel, a
+ * destination that answers the source's pre-stop PING late, and the
+ * engine's page reader (guest_ram_read_pages) on scattered runs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "engine_vm.h"
 #include "migration/migration.h"
+#include "migration/stream.h"
 
 #define RAM_SIZE (64ULL << 20)
 
@@ -166,6 +171,79 @@ static void test_cancel(void **state)
     evm_fini(&src);
 }
 
+/* A hand-written destination that reads everything, answers the source's
+ * PING only after `delay_us` (and after END_OF_STREAM), then RP_LOADED and,
+ * after COMMIT, RP_RESUMED. */
+struct slow_dst {
+    int lfd;
+    unsigned delay_us;
+    bool saw_ping, ok;
+    char why[128];
+};
+
+static void *slow_dst_run(void *arg)
+{
+    struct slow_dst *d = arg;
+    int fd = accept(d->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    struct stream s;
+    stream_init(&s, &stream_fd_ops, (void *)(intptr_t)fd);
+    struct gws_ping ping = { 0, 0 };
+    struct stream_record rec;
+    int r = stream_read_preamble(&s);
+    while (r == 0 && (r = stream_read_record(&s, &rec)) == 0 && rec.type != GWS_END_OF_STREAM) {
+        if (rec.type == GWS_PING && rec.length == sizeof(ping)) {
+            memcpy(&ping, rec.body, sizeof(ping));
+            d->saw_ping = true;
+            evm_sleep_us(d->delay_us); /* the source stops meanwhile */
+        }
+    }
+    struct iovec iov = { &ping, sizeof(ping) };
+    if (r == 0 && d->saw_ping && stream_write_record(&s, GWS_RP_PONG, &iov, 1) == 0 &&
+        stream_write_record(&s, GWS_RP_LOADED, NULL, 0) == 0 && stream_flush(&s) == 0 &&
+        stream_read_record(&s, &rec) == 0 && rec.type == GWS_COMMIT &&
+        stream_write_record(&s, GWS_RP_RESUMED, NULL, 0) == 0 && stream_flush(&s) == 0)
+        d->ok = true;
+    else
+        snprintf(d->why, sizeof(d->why), "r=%d saw_ping=%d: %s", r, d->saw_ping, stream_error(&s));
+    stream_fini(&s);
+    close(fd);
+    return NULL;
+}
+
+static void test_late_pong(void **state)
+{
+    static struct evm src;
+    assert_int_equal(evm_init(&src, RAM_SIZE, NULL), 0);
+    assert_int_equal(evm_set_cap(&src, MIG_CAP_POSTCOPY_RAM, false), 0);
+    evm_set_param(&src, "downtime-limit", 2000);
+    char uri[128];
+    uri_for(uri, sizeof(uri), "latepong");
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", uri + strlen("unix:"));
+    unlink(a.sun_path);
+    struct slow_dst d = { .delay_us = 6000000 }; /* past the source's 5 s */
+    d.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(d.lfd >= 0);
+    assert_int_equal(bind(d.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(d.lfd, 1), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_dst_run, &d), 0);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_outgoing(&src.mig, uri, &err), 0);
+    bool done = evm_wait_state(&src, MIG_COMPLETED, 30000);
+    pthread_join(t, NULL);
+    close(d.lfd);
+    unlink(a.sun_path);
+    if (!d.ok)
+        fail_msg("the hand-written destination: %s", d.why);
+    assert_true(d.saw_ping);
+    assert_true(done && src.completed);
+    evm_fini(&src);
+}
+
 /* guest_ram_read_pages: scattered and consecutive indices, more runs than
  * one call takes, against the mapping. */
 static void test_read_pages(void **state)
@@ -201,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_zstd),
         cmocka_unit_test(test_zeroed_after_sent),
         cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_late_pong),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
