@@ -259,15 +259,7 @@ static int load_ping(struct in_ctx *c, const struct stream_record *rec)
         return in_bad(c, rec, "reserved field not zero");
     pc_dst_note_ping(c);
     struct iovec iov = { &p, sizeof(p) };
-    struct stream rp;
-    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
-    int r = stream_write_record(&rp, GWS_RP_PONG, &iov, 1);
-    if (r == 0)
-        r = stream_flush(&rp);
-    if (r < 0)
-        stream_set_error(&c->s, EIO, "answering the source's ping: %s", stream_error(&rp));
-    stream_fini(&rp);
-    return r;
+    return in_send_rp_body(c, GWS_RP_PONG, &iov, 1);
 }
 
 static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *done)
@@ -362,6 +354,22 @@ static int open_source(struct in_ctx *c)
     c->fd = fd;
     stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
     return 0;
+}
+
+int in_send_rp_body(struct in_ctx *c, uint32_t type, const struct iovec *parts, int nparts)
+{
+    if (c->from_file)
+        return 0;
+    struct stream rp;
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    int r = stream_write_record(&rp, type, parts, nparts);
+    if (r == 0)
+        r = stream_flush(&rp);
+    if (r < 0)
+        stream_set_error(&c->s, EIO, "sending %s to the source: %s", stream_record_name(type),
+                         stream_error(&rp));
+    stream_fini(&rp);
+    return r;
 }
 
 void in_send_rp(struct in_ctx *c, uint32_t type, const char *text)

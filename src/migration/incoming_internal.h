@@ -46,7 +46,10 @@ int in_bad(struct in_ctx *c, const struct stream_record *rec, const char *what);
 int in_decode_pages(struct in_ctx *c, struct in_page_decoder *d, const struct stream_record *rec,
                     uint64_t *idx, const uint8_t **data, uint32_t *count);
 void in_decoder_fini(struct in_page_decoder *d);
-/* One return-path record on the main channel (not for files). */
+/* One return-path record on the main channel (not for files): with a
+ * body (errors set the main stream's), or a text (errors ignored: it is
+ * a last word such as RP_FAILED). */
+int in_send_rp_body(struct in_ctx *c, uint32_t type, const struct iovec *parts, int nparts);
 void in_send_rp(struct in_ctx *c, uint32_t type, const char *text);
 void in_start_prealloc(struct in_ctx *c);
 /* Stop listening (no further channel is coming). */

@@ -298,6 +298,25 @@ static int precopy(struct out_ctx *c)
     }
 }
 
+/* The next return-path record, which must be of type `want` (RP_FAILED
+ * and anything else become the main stream's error). */
+static int read_return(struct out_ctx *c, struct stream *rp, uint32_t want,
+                       struct stream_record *rec)
+{
+    int r = stream_read_record(rp, rec);
+    if (r == -ENODATA)
+        return stream_set_error(&c->s, EPIPE, "the destination closed the connection");
+    if (r < 0)
+        return stream_set_error(&c->s, r, "return path: %s", stream_error(rp));
+    if (rec->type == GWS_RP_FAILED)
+        return stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec->length,
+                                (const char *)rec->body);
+    if (rec->type != want)
+        return stream_set_error(&c->s, EPROTO, "unexpected %s on the return path",
+                                stream_record_name(rec->type));
+    return 0;
+}
+
 /* Wait for one return-path record of type `want`. */
 int out_wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int timeout_ms)
 {
@@ -308,18 +327,7 @@ int out_wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int tim
             return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
     }
     struct stream_record rec;
-    int r = stream_read_record(rp, &rec);
-    if (r == -ENODATA)
-        return stream_set_error(&c->s, EPIPE, "the destination closed the connection");
-    if (r < 0)
-        return stream_set_error(&c->s, r, "return path: %s", stream_error(rp));
-    if (rec.type == GWS_RP_FAILED)
-        return stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec.length,
-                                (const char *)rec.body);
-    if (rec.type != want)
-        return stream_set_error(&c->s, EPROTO, "unexpected %s on the return path",
-                                stream_record_name(rec.type));
-    return 0;
+    return read_return(c, rp, want, &rec);
 }
 
 /* Before stopping the guest, let the destination drain what is queued in
@@ -365,17 +373,8 @@ int out_wait_pong(struct out_ctx *c, struct stream *rp, uint32_t id, int timeout
     }
     struct stream_record rec;
     struct gws_ping pong;
-    int r = stream_read_record(rp, &rec);
-    if (r == -ENODATA)
-        return stream_set_error(&c->s, EPIPE, "the destination closed the connection");
-    if (r < 0)
-        return stream_set_error(&c->s, r, "return path: %s", stream_error(rp));
-    if (rec.type == GWS_RP_FAILED)
-        return stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec.length,
-                                (const char *)rec.body);
-    if (rec.type != GWS_RP_PONG)
-        return stream_set_error(&c->s, EPROTO, "unexpected %s on the return path",
-                                stream_record_name(rec.type));
+    if (read_return(c, rp, GWS_RP_PONG, &rec) < 0)
+        return stream_get_error(&c->s);
     if (rec.length == sizeof(pong))
         memcpy(&pong, rec.body, sizeof(pong));
     if (rec.length != sizeof(pong) || pong.id != id || pong.zero)

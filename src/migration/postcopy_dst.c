@@ -563,15 +563,7 @@ static int send_recv_bitmap(struct pc_dst *pc)
     struct in_ctx *c = pc->c;
     uint64_t npages = c->npages;
     struct iovec iov[2] = { { &npages, 8 }, { pc->pending, BITMAP_WORDS(npages) * 8 } };
-    struct stream rp;
-    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
-    int r = stream_write_record(&rp, GWS_RP_RECV_BITMAP, iov, 2);
-    if (r == 0)
-        r = stream_flush(&rp);
-    if (r < 0)
-        stream_set_error(&c->s, EIO, "sending the page list: %s", stream_error(&rp));
-    stream_fini(&rp);
-    return r;
+    return in_send_rp_body(c, GWS_RP_RECV_BITMAP, iov, 2);
 }
 
 /* migrate-recover gave a listening socket: take the source's two
