@@ -35,7 +35,17 @@ static void *src_writer(void *arg)
     struct evm *v = arg;
     uint64_t lo = EVM_STATIC_END(v), hi = EVM_HOT_END(v);
     v->tid = (int)syscall(SYS_gettid);
+    uint64_t slice_start = 0;
     for (uint64_t p = lo; may_go(v); p = p + 1 == hi ? lo : p + 1) {
+        /* Throttled as the VMM throttles a vCPU: after running a while,
+         * sleep pct/(100-pct) of that while. */
+        unsigned pct = v->throttle_pct;
+        if (pct && (p & 63) == 0) {
+            uint64_t now = mig_now_ns();
+            if (slice_start && pct < 100)
+                evm_sleep_us((unsigned)((now - slice_start) / 1000 * pct / (100 - pct)));
+            slice_start = mig_now_ns();
+        }
         uint64_t *w = (uint64_t *)(v->mem + p * 4096);
         if (v->zero_count) {
             memset(v->mem + v->zero_first * 4096, 0, v->zero_count * 4096);
@@ -46,6 +56,8 @@ static void *src_writer(void *arg)
         w[0] = g;
         w[511] = g;
         dirty_log_mark(&v->dl, p * 4096, 4096);
+        if (v->write_delay_us)
+            evm_sleep_us(v->write_delay_us);
     }
     return NULL;
 }
@@ -121,6 +133,13 @@ static void op_start(void *o)
 }
 
 static void op_discard(void *o) {}
+static void op_set_throttle(void *o, unsigned pct)
+{
+    struct evm *v = o;
+    v->throttle_pct = pct;
+    if (pct > v->throttle_max)
+        v->throttle_max = pct;
+}
 static int op_vcpu_of_tid(void *o, int tid) { return tid == ((struct evm *)o)->tid ? 0 : -1; }
 static void op_lost(void *o) { ((struct evm *)o)->lost = true; }
 
@@ -128,6 +147,7 @@ static const struct mig_vm_ops ops = {
     .stop = op_stop, .resume = op_resume, .completed = op_completed,
     .save_state = op_save_state, .load_record = op_load_record, .load_finish = op_load_finish,
     .start = op_start, .discard = op_discard, .vcpu_of_tid = op_vcpu_of_tid, .lost = op_lost,
+    .set_throttle = op_set_throttle,
 };
 
 /* ---- set-up ---- */

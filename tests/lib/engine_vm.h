@@ -44,10 +44,13 @@ struct evm {
     volatile int tid;
     volatile uint64_t gen, errors, checked;
     unsigned read_delay_us;       /* destination reader: pause per page */
+    unsigned write_delay_us;      /* source writer: pause per page (0: full speed) */
     uint64_t got_state;
     bool have_state;
     volatile bool started, lost, completed;
     volatile uint64_t zero_first, zero_count; /* source: a clearing the vCPU is to do */
+    volatile unsigned throttle_pct;  /* source: auto-converge's throttle (set_throttle) */
+    unsigned throttle_max;           /* ... the highest it went */
 };
 
 /* A source (src NULL: RAM filled, writer running) or a destination of src.

@@ -4,7 +4,7 @@
  * keeps rewriting a hot set through its own mapping (tests/lib/engine_vm.h).
  * Every scenario compares all destination pages with the source's and
  * checks that the device state came across. Covers: a busy guest
- * converging, zstd pages, pages sent in the first pass that become zero
+ * converging, auto-converge throttling the stand-in vCPU, zstd pages, pages sent in the first pass that become zero
  * later (sent as ZERO_PAGES and cleared on the destination), a cancel, a
  * destination that answers the source's pre-stop PING late, and the
  * engine's page reader (guest_ram_read_pages) on scattered runs. */
@@ -116,6 +116,27 @@ static void test_zstd(void **state)
     mig_get_stats(&src.mig, &s);
     /* The stand-in's pages are mostly zero bytes: compressed, far less goes. */
     assert_true(s.transferred < s.normal_bytes / 4);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* A writer dirtying its hot set faster than 32 MiB/s carries it: only
+ * auto-converge's throttle lets the rest fit 20 ms. */
+static void test_auto_converge(void **state)
+{
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "ac");
+    pair(&src, &dst);
+    src.write_delay_us = 1; /* a sleep per page: ~10-20 thousand pages/s */
+    assert_int_equal(evm_set_cap(&src, MIG_CAP_AUTO_CONVERGE, true), 0);
+    evm_set_param(&src, "downtime-limit", 20);
+    evm_set_param(&src, "max-bandwidth", 32LL << 20);
+    start(&src, &dst, uri);
+    check_done(&src, &dst);
+    fprintf(stderr, "    throttle went up to %u%%\n", src.throttle_max);
+    assert_true(src.throttle_max > 0);
+    assert_int_equal(src.throttle_pct, 0); /* lifted once the guest left */
     evm_fini(&dst);
     evm_fini(&src);
 }
@@ -277,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_read_pages),
         cmocka_unit_test(test_busy_converges),
         cmocka_unit_test(test_zstd),
+        cmocka_unit_test(test_auto_converge),
         cmocka_unit_test(test_zeroed_after_sent),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_late_pong),
