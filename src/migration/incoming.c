@@ -44,8 +44,9 @@ void in_start_prealloc(struct in_ctx *c)
 
 static int bad_record(struct stream *s, const struct stream_record *rec, const char *what)
 {
-    return stream_set_error(s, EPROTO, "record %s at offset %llu: %s",
-                            stream_record_name(rec->type), (unsigned long long)rec->offset, what);
+    return stream_set_error(s, EPROTO, "record %llu (%s) at offset %llu: %s",
+                            (unsigned long long)rec->index, stream_record_name(rec->type),
+                            (unsigned long long)rec->offset, what);
 }
 
 int in_bad(struct in_ctx *c, const struct stream_record *rec, const char *what)
@@ -131,9 +132,9 @@ static int resolve_frames(struct in_ctx *c, struct stream *s, const struct strea
         uint64_t pfn;
         memcpy(&pfn, &pfns[i], 8);
         if (!ram_pfn_to_page(c->m->ram, pfn, &idx[i]))
-            return stream_set_error(s, EPROTO, "record %s at offset %llu: frame 0x%llx is not RAM",
-                                    stream_record_name(rec->type), (unsigned long long)rec->offset,
-                                    (unsigned long long)pfn);
+            return stream_set_error(s, EPROTO, "record %llu (%s) at offset %llu: frame 0x%llx is not RAM",
+                                    (unsigned long long)rec->index, stream_record_name(rec->type),
+                                    (unsigned long long)rec->offset, (unsigned long long)pfn);
     }
     return 0;
 }
@@ -289,9 +290,9 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
     case GWS_VCPU_STATE:
     case GWS_DEVICE_STATE:
         if (m->ops->load_record(m->vm, rec, &err) < 0)
-            return stream_set_error(&c->s, err.code, "record %s at offset %llu: %s",
-                                    stream_record_name(rec->type), (unsigned long long)rec->offset,
-                                    err.msg);
+            return stream_set_error(&c->s, err.code, "record %llu (%s) at offset %llu: %s",
+                                    (unsigned long long)rec->index, stream_record_name(rec->type),
+                                    (unsigned long long)rec->offset, err.msg);
         return 0;
     case GWS_END_OF_ITERATION: {
         struct gws_end_of_iteration e;
@@ -311,7 +312,8 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
     default:
         if (rec->type & GWS_OPTIONAL)
             return 0; /* unknown optional records are skipped */
-        return stream_set_error(&c->s, EPROTO, "record type 0x%x at offset %llu is unknown",
+        return stream_set_error(&c->s, EPROTO, "record %llu (type 0x%x) at offset %llu is unknown",
+                                (unsigned long long)rec->index,
                                 rec->type, (unsigned long long)rec->offset);
     }
 }
