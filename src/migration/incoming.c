@@ -8,13 +8,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <zstd.h>
 
 #include "common/log.h"
 #include "memory/bitmap.h"
 #include "migration/migration.h"
 #include "migration/incoming_internal.h"
 #include "migration/ram_scan.h"
+#include "migration/stream_records.h"
 
 /* Allocate the guest's memory ahead of the stream (fallocate runs at
  * ~2.7 GB/s here, faulting fresh memory in at ~0.35 GB/s): a helper thread
@@ -93,52 +93,6 @@ static int load_header(struct in_ctx *c, const struct stream_record *rec)
 }
 
 /* Check a page record's shape; returns the pfn list. */
-/* A page record's shape; returns its pfn list (unaligned: memcpy). */
-static const uint64_t *check_pages(struct stream *s, const struct stream_record *rec,
-                                   uint32_t *count, uint32_t *zlen, size_t data_len_expected_per_page)
-{
-    struct gws_pages h;
-    if (rec->length < sizeof(h)) {
-        bad_record(s, rec, "too short");
-        return NULL;
-    }
-    memcpy(&h, rec->body, sizeof(h));
-    if (h.count == 0 || h.count > GWS_MAX_BATCH) {
-        bad_record(s, rec, "page count out of range");
-        return NULL;
-    }
-    uint64_t need = sizeof(h) + (uint64_t)h.count * 8 + (uint64_t)h.count * data_len_expected_per_page;
-    if (rec->type == GWS_PAGE_DATA_ZSTD)
-        need += h.zlen;
-    else if (h.zlen != 0) {
-        bad_record(s, rec, "reserved field is not zero");
-        return NULL;
-    }
-    if (need != rec->length) {
-        bad_record(s, rec, "length does not match the page count");
-        return NULL;
-    }
-    *count = h.count;
-    *zlen = h.zlen;
-    return (const uint64_t *)(rec->body + sizeof(h));
-}
-
-/* Every frame of a record, checked against the RAM map before any page is
- * written; idx[] gets the RAM page indices. */
-static int resolve_frames(struct in_ctx *c, struct stream *s, const struct stream_record *rec,
-                          const uint64_t *pfns, uint32_t count, uint64_t *idx)
-{
-    for (uint32_t i = 0; i < count; i++) {
-        uint64_t pfn;
-        memcpy(&pfn, &pfns[i], 8);
-        if (!ram_pfn_to_page(c->m->ram, pfn, &idx[i]))
-            return stream_set_error(s, EPROTO, "record %llu (%s) at offset %llu: frame 0x%llx is not RAM",
-                                    (unsigned long long)rec->index, stream_record_name(rec->type),
-                                    (unsigned long long)rec->offset, (unsigned long long)pfn);
-    }
-    return 0;
-}
-
 static int load_pages(struct in_ctx *c, const uint8_t *data, const uint64_t *idx, uint32_t count)
 {
     /* pwrite into the memfd: no page-table faults in this process, and
@@ -174,40 +128,26 @@ static int load_pages(struct in_ctx *c, const uint8_t *data, const uint64_t *idx
     return 0;
 }
 
-int in_decode_pages(struct in_ctx *c, struct in_page_decoder *d, const struct stream_record *rec,
+int in_decode_pages(struct in_ctx *c, struct stream *s, const struct stream_record *rec,
                     uint64_t *idx, const uint8_t **data, uint32_t *count)
 {
-    uint32_t zlen;
-    const uint64_t *pfns;
-    bool zstd = rec->type == GWS_PAGE_DATA_ZSTD, zero = rec->type == GWS_ZERO_PAGES;
-    if (!(pfns = check_pages(d->s, rec, count, &zlen, zstd || zero ? 0 : GWS_PAGE_SIZE)) ||
-        resolve_frames(c, d->s, rec, pfns, *count, idx) < 0)
+    const struct guest_ram *ram = c->m->ram;
+    if (!s->nr_ram) { /* a new or reopened channel: the RAM its frames must lie in */
+        struct gws_region r[GUEST_RAM_MAX_REGIONS];
+        for (unsigned i = 0; i < ram->nr_regions; i++)
+            r[i] = (struct gws_region){ ram->regions[i].gpa, ram->regions[i].size };
+        stream_set_ram(s, r, ram->nr_regions);
+    }
+    struct stream_rec out;
+    if (stream_parse_pages(s, rec, &out) < 0)
         return -1;
-    const uint8_t *payload = rec->body + sizeof(struct gws_pages) + *count * 8ULL;
-    if (!zstd) {
-        *data = zero ? NULL : payload;
-        return 0;
-    }
-    if (!d->zctx) {
-        d->zctx = ZSTD_createDCtx();
-        d->zbuf = malloc((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE);
-        if (!d->zctx || !d->zbuf)
-            return stream_set_error(d->s, ENOMEM, "out of memory");
-    }
-    size_t want = (size_t)*count * GWS_PAGE_SIZE;
-    size_t got = ZSTD_decompressDCtx(d->zctx, d->zbuf, want, payload, zlen);
-    if (ZSTD_isError(got) || got != want)
-        return bad_record(d->s, rec, "compressed data does not expand to the page count");
-    *data = d->zbuf;
+    for (uint32_t i = 0; i < out.u.pages.count; i++)
+        if (!ram_pfn_to_page(ram, out.u.pages.pfn[i], &idx[i]))
+            return stream_record_error(s, rec, ERANGE, "frame 0x%llx is not guest RAM",
+                                       (unsigned long long)out.u.pages.pfn[i]);
+    *count = out.u.pages.count;
+    *data = out.u.pages.data;
     return 0;
-}
-
-void in_decoder_fini(struct in_page_decoder *d)
-{
-    free(d->zbuf);
-    ZSTD_freeDCtx(d->zctx);
-    d->zbuf = NULL;
-    d->zctx = NULL;
 }
 
 static int load_page_record(struct in_ctx *c, const struct stream_record *rec)
@@ -216,7 +156,7 @@ static int load_page_record(struct in_ctx *c, const struct stream_record *rec)
     uint64_t idx[GWS_MAX_BATCH];
     const uint8_t *data;
     uint32_t count;
-    if (in_decode_pages(c, &c->dec, rec, idx, &data, &count) < 0)
+    if (in_decode_pages(c, &c->s, rec, idx, &data, &count) < 0)
         return -1;
     return load_pages(c, data, idx, count);
 }
@@ -226,7 +166,7 @@ static int load_zero(struct in_ctx *c, const struct stream_record *rec)
     uint64_t idx[GWS_MAX_BATCH];
     const uint8_t *data;
     uint32_t count;
-    if (in_decode_pages(c, &c->dec, rec, idx, &data, &count) < 0)
+    if (in_decode_pages(c, &c->s, rec, idx, &data, &count) < 0)
         return -1;
     /* Only pages this migration wrote can be non-zero: never touch (and so
      * never allocate) memory that was not received. Those are punched out
@@ -444,7 +384,6 @@ void *mig_incoming_thread(void *arg)
     c->m = m;
     c->fd = c->lfd = -1;
     stream_init(&c->s, &stream_fd_ops, NULL);
-    c->dec.s = &c->s;
     if (run(c) < 0 || stream_get_error(&c->s)) {
         const char *why = stream_error(&c->s)[0] ? stream_error(&c->s) : "incoming migration failed";
         if (c->fd >= 0)
@@ -476,7 +415,6 @@ void *mig_incoming_thread(void *arg)
         close(c->fd);
     stream_fini(&c->s);
     bitmap_free(c->received);
-    in_decoder_fini(&c->dec);
     free(c);
     return NULL;
 }

@@ -7,20 +7,10 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <zstd.h>
 
 #include "migration/migration.h"
 
 struct pc_dst;
-
-/* What decoding a page record needs, one per thread that decodes: the
- * stream whose sticky error a bad record sets, and the buffer compressed
- * pages expand into (valid until the next record). */
-struct in_page_decoder {
-    struct stream *s;
-    ZSTD_DCtx *zctx;
-    uint8_t *zbuf;
-};
 
 struct in_ctx {
     struct migration *m;
@@ -29,7 +19,6 @@ struct in_ctx {
     bool from_file;
     uint64_t npages;
     uint64_t *received;         /* pages written by this migration */
-    struct in_page_decoder dec; /* the main channel's (migration thread) */
     bool got_header;
     uint64_t pass;
     pthread_t prealloc;
@@ -40,12 +29,13 @@ struct in_ctx {
 };
 
 int in_bad(struct in_ctx *c, const struct stream_record *rec, const char *what);
-/* A PAGE_DATA, PAGE_DATA_ZSTD or ZERO_PAGES record checked (shape, and
- * every frame against the RAM map) and decoded: idx[] gets the RAM page
- * indices, *data count pages (NULL for ZERO_PAGES). Errors go to d->s. */
-int in_decode_pages(struct in_ctx *c, struct in_page_decoder *d, const struct stream_record *rec,
+/* A PAGE_DATA, PAGE_DATA_ZSTD or ZERO_PAGES record read from channel s,
+ * checked (stream_parse_pages: shape, every frame in RAM) and decoded:
+ * idx[] gets the RAM page indices, *data count pages (NULL for ZERO_PAGES;
+ * compressed pages expand into s's own buffer, so each channel's thread
+ * decodes with its own). Errors are s's. */
+int in_decode_pages(struct in_ctx *c, struct stream *s, const struct stream_record *rec,
                     uint64_t *idx, const uint8_t **data, uint32_t *count);
-void in_decoder_fini(struct in_page_decoder *d);
 /* One return-path record on the main channel (not for files): with a
  * body (errors set the main stream's), or a text (errors ignored: it is
  * a last word such as RP_FAILED). */

@@ -49,7 +49,6 @@ struct pc_dst {
     uint64_t pending_count;     /* atomic */
     int pfd;
     struct stream ps;           /* preempt channel (fault thread) */
-    struct in_page_decoder pdec; /* the fault thread's page decoder (on ps) */
     pthread_t thread;
     bool thread_running;
     volatile bool stop;
@@ -130,7 +129,6 @@ int pc_dst_advise(struct in_ctx *c, const struct stream_record *rec)
     pc->uffd = pc->pfd = -1;
     c->pc = pc;
     stream_init(&pc->ps, &stream_fd_ops, NULL);
-    pc->pdec.s = &pc->ps;
     mig_socket_liveness(c->fd, PC_LIVENESS_MS);
     /* After the switch, pages in the main channel's backlog are ones a
      * fault may have to wait for (they are not sent twice): keep that
@@ -350,9 +348,7 @@ static int take_pages(struct pc_dst *pc, struct stream *s, const struct stream_r
     uint64_t idx[GWS_MAX_BATCH];
     uint32_t count;
     const uint8_t *data;
-    /* Each channel's thread decodes with its own buffer, errors on its own stream. */
-    struct in_page_decoder *d = s == &c->s ? &c->dec : &pc->pdec;
-    if (in_decode_pages(c, d, rec, idx, &data, &count) < 0)
+    if (in_decode_pages(c, s, rec, idx, &data, &count) < 0)
         return -1;
     return install(pc, s, idx, data, count);
 }
@@ -715,7 +711,6 @@ void pc_dst_cleanup(struct in_ctx *c)
     if (pc->uffd >= 0 && !(pc->lost && pc->registered))
         close(pc->uffd);
     stream_fini(&pc->ps);
-    in_decoder_fini(&pc->pdec);
     bitmap_free(pc->pending);
     free(pc);
     c->pc = NULL;

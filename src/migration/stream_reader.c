@@ -176,11 +176,7 @@ static int parse_header(struct stream *s, const struct stream_record *r, struct 
     if (stream_check_vm_info(vm, &err) < 0)
         return stream_record_error(s, r, err.code, "%s", err.msg);
     s->nr_vcpus = vm->nr_vcpus;
-    s->nr_ram = vm->nr_regions;
-    for (unsigned i = 0; i < vm->nr_regions; i++) {
-        s->ram_first[i] = vm->regions[i].gpa / GWS_PAGE_SIZE;
-        s->ram_end[i] = (vm->regions[i].gpa + vm->regions[i].size) / GWS_PAGE_SIZE;
-    }
+    stream_set_ram(s, vm->regions, vm->nr_regions);
     s->have_header = true;
     return 0;
 }
@@ -205,6 +201,15 @@ int stream_read_header(struct stream *s, struct stream_vm_info *vm)
 }
 
 /* ---- page records ---- */
+
+void stream_set_ram(struct stream *s, const struct gws_region *regions, unsigned n)
+{
+    s->nr_ram = n < GWS_MAX_REGIONS ? n : GWS_MAX_REGIONS;
+    for (unsigned i = 0; i < s->nr_ram; i++) {
+        s->ram_first[i] = regions[i].gpa / GWS_PAGE_SIZE;
+        s->ram_end[i] = (regions[i].gpa + regions[i].size) / GWS_PAGE_SIZE;
+    }
+}
 
 static bool pfn_is_ram(struct stream *s, uint64_t pfn)
 {
@@ -236,7 +241,7 @@ static int decompress(struct stream *s, const struct stream_record *r, struct st
     return 0;
 }
 
-static int parse_pages(struct stream *s, const struct stream_record *r, struct stream_rec *out)
+int stream_parse_pages(struct stream *s, const struct stream_record *r, struct stream_rec *out)
 {
     struct gws_pages h;
     if (r->length < sizeof(h))
@@ -441,7 +446,7 @@ static int parse(struct stream *s, const struct stream_record *r, struct stream_
     case GWS_PAGE_DATA:
     case GWS_PAGE_DATA_ZSTD:
     case GWS_ZERO_PAGES:
-        return parse_pages(s, r, out);
+        return stream_parse_pages(s, r, out);
     case GWS_VCPU_STATE:
         return parse_vcpu(s, r, out);
     case GWS_DEVICE_STATE:

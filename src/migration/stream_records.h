@@ -154,6 +154,14 @@ int stream_parse_vcpu(const uint8_t *body, size_t len, struct stream_vcpu *out,
                       struct gw_error *err);
 int stream_parse_device(const uint8_t *body, size_t len, struct stream_device *out,
                         struct gw_error *err);
+/* A PAGE_DATA, PAGE_DATA_ZSTD or ZERO_PAGES record from stream_read_record()
+ * (the live engine's path), with every check stream_next_record() makes:
+ * shape, and each frame inside the RAM of s (set by stream_read_header, or
+ * by stream_set_ram for a reader that parsed the header itself). ZSTD
+ * pages expand into s's own buffer (valid until its next record). Errors
+ * are s's, naming the record. */
+int stream_parse_pages(struct stream *s, const struct stream_record *r, struct stream_rec *out);
+void stream_set_ram(struct stream *s, const struct gws_region *regions, unsigned n);
 const char *stream_section_name(uint32_t tag);
 
 #endif

@@ -6,7 +6,8 @@
  * checks that the device state came across. Covers: a busy guest
  * converging, auto-converge throttling the stand-in vCPU, zstd pages, pages sent in the first pass that become zero
  * later (sent as ZERO_PAGES and cleared on the destination), a cancel, a
- * destination that answers the source's pre-stop PING late, and the
+ * destination that answers the source's pre-stop PING late, hostile page
+ * records from a hand-written source, and the
  * engine's page reader (guest_ram_read_pages) on scattered runs. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -265,6 +267,86 @@ static void test_late_pong(void **state)
     evm_fini(&src);
 }
 
+/* A hand-written source sends a header, then one bad page record: the
+ * destination fails with a message naming the record and what is wrong,
+ * answers RP_FAILED, and its guest never starts. */
+static void bad_pages(uint32_t type, const void *body, size_t len, const char *why)
+{
+    static struct evm src, dst;
+    assert_int_equal(evm_init(&src, RAM_SIZE, NULL), 0);
+    assert_int_equal(evm_init(&dst, RAM_SIZE, &src), 0);
+    char uri[128];
+    uri_for(uri, sizeof(uri), "bad");
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_incoming(&dst.mig, uri, &err), 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", uri + strlen("unix:"));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    struct stream s;
+    stream_init(&s, &stream_fd_ops, (void *)(intptr_t)fd);
+    struct {
+        struct gws_header h;
+        struct gws_region r[GWS_MAX_REGIONS];
+    } hdr;
+    memset(&hdr, 0, sizeof(hdr));
+    hdr.h.page_size = 4096;
+    hdr.h.nr_vcpus = 1;
+    hdr.h.ram_size = dst.ram.size;
+    hdr.h.nr_regions = dst.ram.nr_regions;
+    for (unsigned i = 0; i < dst.ram.nr_regions; i++)
+        hdr.r[i] = (struct gws_region){ dst.ram.regions[i].gpa, dst.ram.regions[i].size };
+    struct iovec h = { &hdr, sizeof(hdr.h) + hdr.h.nr_regions * sizeof(struct gws_region) };
+    struct iovec b = { (void *)body, len };
+    assert_int_equal(stream_write_preamble(&s), 0);
+    assert_int_equal(stream_write_record(&s, GWS_HEADER, &h, 1), 0);
+    assert_int_equal(stream_write_record(&s, type, &b, 1), 0);
+    assert_int_equal(stream_flush(&s), 0);
+    struct pollfd p = { fd, POLLIN, 0 };
+    assert_int_equal(poll(&p, 1, 10000), 1);
+    struct stream_record rec;
+    assert_int_equal(stream_read_record(&s, &rec), 0);
+    assert_int_equal(rec.type, GWS_RP_FAILED);
+    assert_true(evm_wait_state(&dst, MIG_FAILED, 10000));
+    struct mig_stats d;
+    mig_get_stats(&dst.mig, &d);
+    fprintf(stderr, "    destination: %s\n", d.error_desc);
+    assert_non_null(strstr(d.error_desc, "record 2 ("));
+    assert_non_null(strstr(d.error_desc, why));
+    assert_false(dst.started);
+    stream_fini(&s);
+    close(fd);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+static void test_hostile_pages(void **state)
+{
+    struct {
+        struct gws_pages h;
+        uint64_t pfn[2];
+        uint8_t data[2 * 4096];
+    } pg;
+    memset(&pg, 0x5a, sizeof(pg));
+    /* A frame past the end of RAM. */
+    pg.h = (struct gws_pages){ 2, 0 };
+    pg.pfn[0] = 1;
+    pg.pfn[1] = RAM_SIZE / 4096;
+    bad_pages(GWS_PAGE_DATA, &pg, sizeof(pg), "not guest RAM");
+    /* A count the length does not carry. */
+    pg.h = (struct gws_pages){ 3, 0 };
+    pg.pfn[1] = 2;
+    bad_pages(GWS_PAGE_DATA, &pg, sizeof(pg), "does not match");
+    /* Compressed data that is not zstd. */
+    pg.h = (struct gws_pages){ 2, 64 };
+    bad_pages(GWS_PAGE_DATA_ZSTD, &pg, sizeof(pg.h) + sizeof(pg.pfn) + 64, "zstd");
+    /* Zero pages with a non-zero reserved field. */
+    pg.h = (struct gws_pages){ 2, 1 };
+    bad_pages(GWS_ZERO_PAGES, &pg, sizeof(pg.h) + sizeof(pg.pfn), "reserved");
+}
+
 /* guest_ram_read_pages: scattered and consecutive indices, more runs than
  * one call takes, against the mapping. */
 static void test_read_pages(void **state)
@@ -302,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_zeroed_after_sent),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_late_pong),
+        cmocka_unit_test(test_hostile_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
