@@ -282,3 +282,20 @@ uint64_t evm_compare(const struct evm *dst, const struct evm *src, uint64_t *fir
             *first = p;
     return n;
 }
+
+int evm_write_header(const struct evm *v, struct stream *s)
+{
+    struct {
+        struct gws_header h;
+        struct gws_region r[GWS_MAX_REGIONS];
+    } hdr;
+    memset(&hdr, 0, sizeof(hdr));
+    hdr.h.page_size = 4096;
+    hdr.h.nr_vcpus = 1;
+    hdr.h.ram_size = v->ram.size;
+    hdr.h.nr_regions = v->ram.nr_regions;
+    for (unsigned i = 0; i < v->ram.nr_regions; i++)
+        hdr.r[i] = (struct gws_region){ v->ram.regions[i].gpa, v->ram.regions[i].size };
+    struct iovec h = { &hdr, sizeof(hdr.h) + hdr.h.nr_regions * sizeof(struct gws_region) };
+    return stream_write_record(s, GWS_HEADER, &h, 1);
+}

@@ -453,22 +453,10 @@ static void raw_open(struct raw_source *r, struct evm *dst, const char *uri)
     assert_int_equal(mig_start_incoming(&dst->mig, uri, &err), 0);
     r->fd = unix_connect(uri);
     stream_init(&r->s, &stream_fd_ops, (void *)(intptr_t)r->fd);
-    struct {
-        struct gws_header h;
-        struct gws_region r[GWS_MAX_REGIONS];
-    } hdr;
-    memset(&hdr, 0, sizeof(hdr));
-    hdr.h.page_size = 4096;
-    hdr.h.nr_vcpus = 1;
-    hdr.h.ram_size = dst->ram.size;
-    hdr.h.nr_regions = dst->ram.nr_regions;
-    for (unsigned i = 0; i < dst->ram.nr_regions; i++)
-        hdr.r[i] = (struct gws_region){ dst->ram.regions[i].gpa, dst->ram.regions[i].size };
     struct gws_postcopy_advise a = { 1, 0, dst->npages };
-    struct iovec h = { &hdr, sizeof(hdr.h) + hdr.h.nr_regions * sizeof(struct gws_region) };
     struct iovec adv = { &a, sizeof(a) };
     assert_int_equal(stream_write_preamble(&r->s), 0);
-    assert_int_equal(stream_write_record(&r->s, GWS_HEADER, &h, 1), 0);
+    assert_int_equal(evm_write_header(dst, &r->s), 0);
     assert_int_equal(stream_write_record(&r->s, GWS_POSTCOPY_ADVISE, &adv, 1), 0);
     assert_int_equal(stream_flush(&r->s), 0);
     r->pfd = unix_connect(uri);

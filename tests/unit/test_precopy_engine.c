@@ -287,21 +287,9 @@ static void bad_pages(uint32_t type, const void *body, size_t len, const char *w
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     struct stream s;
     stream_init(&s, &stream_fd_ops, (void *)(intptr_t)fd);
-    struct {
-        struct gws_header h;
-        struct gws_region r[GWS_MAX_REGIONS];
-    } hdr;
-    memset(&hdr, 0, sizeof(hdr));
-    hdr.h.page_size = 4096;
-    hdr.h.nr_vcpus = 1;
-    hdr.h.ram_size = dst.ram.size;
-    hdr.h.nr_regions = dst.ram.nr_regions;
-    for (unsigned i = 0; i < dst.ram.nr_regions; i++)
-        hdr.r[i] = (struct gws_region){ dst.ram.regions[i].gpa, dst.ram.regions[i].size };
-    struct iovec h = { &hdr, sizeof(hdr.h) + hdr.h.nr_regions * sizeof(struct gws_region) };
     struct iovec b = { (void *)body, len };
     assert_int_equal(stream_write_preamble(&s), 0);
-    assert_int_equal(stream_write_record(&s, GWS_HEADER, &h, 1), 0);
+    assert_int_equal(evm_write_header(&dst, &s), 0);
     assert_int_equal(stream_write_record(&s, type, &b, 1), 0);
     assert_int_equal(stream_flush(&s), 0);
     struct pollfd p = { fd, POLLIN, 0 };
