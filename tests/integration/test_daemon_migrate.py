@@ -15,7 +15,7 @@ import os
 import re
 
 from godwit_test import need_netns, run_test, wait_until
-from godwitd_test import EventWatcher, MigHosts, have_kvm, heartbeats, jobinfo, vmm_kind
+from godwitd_test import EventWatcher, MigHosts, finish_proc, have_kvm, heartbeats, jobinfo, vmm_kind
 
 SLOW = "1" if not have_kvm() else "16"   # MiB/s: a first pass of several seconds
 
@@ -62,13 +62,8 @@ def precopy(h, a, b):
     print("pre-copy A -> B, slow link: the job as it runs")
     ev_a, ev_b = EventWatcher(a), EventWatcher(b)
     before = snapshot(a, b)
-    import subprocess
-    from godwitd_test import GODWIT
-    mig = subprocess.Popen(["ip", "netns", "exec", h.net.ns[0], GODWIT, "-c", a.uri, "migrate",
-                            "--live", "--verbose", "--bandwidth", SLOW, "vm1", b.peer],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    mig = h.migrate_bg(a, b, SLOW, "--verbose")
     try:
-        wait_until(lambda: "Data remaining" in jobinfo(a, "vm1"), 20, "the running job's statistics")
         info = jobinfo(a, "vm1")
         assert info["Job type"] == "Unbounded", info
         assert info["Operation"] == "Outgoing migration", info
@@ -85,11 +80,11 @@ def precopy(h, a, b):
         a.run("migrate-setmaxdowntime", "vm1", "500")
         assert a.run("migrate-getmaxdowntime", "vm1").out.strip() == "500"
         a.run("migrate-setspeed", "vm1", "1000")  # let it finish
-        out, err = mig.communicate(timeout=120)
-    finally:
-        if mig.poll() is None:
-            mig.kill()
-    assert mig.returncode == 0, (out, err)
+    except BaseException:
+        mig.kill()
+        raise
+    rc, err = finish_proc(mig, 120)
+    assert rc == 0, err
     assert "Migration: [100 %]" in err, err
     check_moved(a, b, before)
     ev_a.wait_for("Suspended Migrated")
@@ -117,24 +112,19 @@ def postcopy(h, src, dst):
     print("post-copy B -> A, switched by migrate-postcopy")
     ev_s, ev_d = EventWatcher(src), EventWatcher(dst)
     before = snapshot(src, dst)
-    import subprocess
-    from godwitd_test import GODWIT
-    mig = subprocess.Popen(["ip", "netns", "exec", h.net.ns[1], GODWIT, "-c", src.uri, "migrate",
-                            "--live", "--postcopy", "--bandwidth", SLOW, "vm1", dst.peer],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    mig = h.migrate_bg(src, dst, SLOW, "--postcopy")
     try:
-        wait_until(lambda: "Data remaining" in jobinfo(src, "vm1"), 20, "the running job")
         src.run("migrate-postcopy", "vm1")
         ev_s.wait_for("Suspended Post-copy", 30)
         ev_d.wait_for("Resumed Post-copy", 30)
         r = src.run("domjobabort", "vm1", check=False)  # post-copy cannot be cancelled
         assert r.rc == 1 and "post-copy" in r.err, r
         src.run("migrate-setspeed", "vm1", "1000")
-        out, err = mig.communicate(timeout=120)
-    finally:
-        if mig.poll() is None:
-            mig.kill()
-    assert mig.returncode == 0, (out, err)
+    except BaseException:
+        mig.kill()
+        raise
+    rc, err = finish_proc(mig, 120)
+    assert rc == 0, err
     check_moved(src, dst, before)
     ev_s.wait_for("Stopped Migrated")
     ev_d.wait_for("event 'job-completed'")
