@@ -267,11 +267,8 @@ static int prepare_resume(struct src_job *s, char *uri, size_t len, struct gw_er
     struct json_object *a = mig_head_to_json(s->run->job.id, s->run->uuid), *ret = NULL;
     json_object_object_add(a, "dest_host", json_object_new_string(s->dest_host));
     int r = ctl_client_call(s->peer, "migration-prepare-resume", a, &ret, NULL, MIG_PEER_CALL_MS, err);
-    const char *u = r == 0 ? qmp_json_get_str(ret, "uri") : NULL;
-    if (r == 0 && (!u || strlen(u) >= len))
-        r = gw_error_set(err, EPROTO, "the destination's answer has no valid 'uri'");
     if (r == 0)
-        snprintf(uri, len, "%s", u);
+        r = mig_uri_from_reply(ret, "answer", uri, len, err);
     json_object_put(ret);
     return r;
 }

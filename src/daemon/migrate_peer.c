@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "control/control.h"
+#include "qmp/qmp_json.h"
 
 static void put_str(struct json_object *o, const char *k, const char *v)
 {
@@ -269,6 +270,16 @@ int mig_finish_from_json(struct json_object *args, struct mig_finish *f, struct 
         (r = ctl_arg_bool(c, "postcopy", &f->postcopy, err)) < 0)
         return r;
     f->stats = json_object_object_get_ex(c, "stats", &v) ? v : NULL;
+    return 0;
+}
+
+int mig_uri_from_reply(struct json_object *ret, const char *what, char *uri, size_t len,
+                       struct gw_error *err)
+{
+    const char *u = qmp_json_get_str(ret, "uri");
+    if (!u || strlen(u) >= len)
+        return gw_error_set(err, EPROTO, "the destination's %s has no valid 'uri'", what);
+    snprintf(uri, len, "%s", u);
     return 0;
 }
 

@@ -96,6 +96,10 @@ struct mig_finish {
 struct json_object *mig_finish_to_json(const struct job *j, bool cancelled, bool postcopy,
                                        struct json_object *stats /* taken, may be NULL */);
 int mig_finish_from_json(struct json_object *args, struct mig_finish *f, struct gw_error *err);
+/* The `uri` of a Prepare or prepare-resume reply (`what` names it in the
+ * error), copied into uri[len]. */
+int mig_uri_from_reply(struct json_object *ret, const char *what, char *uri, size_t len,
+                       struct gw_error *err);
 /* The outcome of a Finish or Status reply (job_peer_outcome names). */
 int mig_outcome_from_reply(struct json_object *ret, enum job_peer_outcome *out,
                            struct gw_error *err);

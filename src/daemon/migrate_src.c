@@ -14,7 +14,6 @@
 #include "control/control_client.h"
 #include "daemon/lifecycle.h"
 #include "daemon/migrate_src.h"
-#include "qmp/qmp_json.h"
 
 /* ---- Begin ---- */
 
@@ -170,11 +169,8 @@ static int prepare(struct src_job *s, char *uri, size_t len, struct gw_error *er
     r = ctl_client_call(s->peer, "migration-prepare", mig_begin_to_json(&b), &ret, NULL,
                         MIG_PEER_CALL_MS, err);
     mig_begin_fini(&b);
-    const char *u = r == 0 ? qmp_json_get_str(ret, "uri") : NULL;
-    if (r == 0 && (!u || strlen(u) >= len))
-        r = gw_error_set(err, EPROTO, "the destination's Prepare answer has no valid 'uri'");
     if (r == 0)
-        snprintf(uri, len, "%s", u);
+        r = mig_uri_from_reply(ret, "Prepare answer", uri, len, err);
     json_object_put(ret);
     return r;
 }

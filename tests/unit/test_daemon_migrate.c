@@ -187,6 +187,18 @@ static void test_uris(void **state)
 {
     char buf[128], host[64];
     struct gw_error e;
+    /* The uri of a Prepare answer: present, a string, and fitting. */
+    struct json_object *r = json_tokener_parse("{\"uri\": \"tcp:10.0.0.2:49152\"}");
+    gw_error_init(&e);
+    assert_int_equal(mig_uri_from_reply(r, "Prepare answer", buf, sizeof(buf), &e), 0);
+    assert_string_equal(buf, "tcp:10.0.0.2:49152");
+    assert_true(mig_uri_from_reply(r, "Prepare answer", buf, 8, &e) < 0);
+    assert_non_null(strstr(e.msg, "Prepare answer has no valid 'uri'"));
+    json_object_put(r);
+    r = json_tokener_parse("{\"uri\": 5}");
+    gw_error_init(&e);
+    assert_true(mig_uri_from_reply(r, "answer", buf, sizeof(buf), &e) < 0);
+    json_object_put(r);
     mig_tcp_uri(buf, sizeof(buf), "10.0.0.2", 49152);
     assert_string_equal(buf, "tcp:10.0.0.2:49152");
     mig_tcp_uri(buf, sizeof(buf), "fd00::2", 49153);
