@@ -334,19 +334,32 @@ static int set_param(struct daemon *dm, struct domain *dom, struct mig_run *run,
     return domain_qmp(dom, "migrate-set-parameters", a, NULL, NULL, err);
 }
 
+/* The integer argument `name` (in [min, max] `unit`) of a command on a
+ * domain's migration job; on success dm->lock is held, as lookup_run leaves it. */
+static int run_int_arg(struct daemon *dm, struct json_object *args, const char *name,
+                       int64_t min, int64_t max, const char *unit, struct domain **dom,
+                       struct mig_run **run, int64_t *v, struct gw_error *err)
+{
+    int r = ctl_arg_int(args, name, true, v, err);
+    if (r < 0 || (r = lookup_run(dm, args, dom, run, err)) < 0)
+        return r;
+    if (*v < min || *v > max) {
+        pthread_mutex_unlock(&dm->lock);
+        return gw_error_set(err, EINVAL, "invalid %s %lld %s (%lld .. %lld)", name, (long long)*v,
+                            unit, (long long)min, (long long)max);
+    }
+    return 0;
+}
+
 static int h_set_downtime(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
                           struct json_object **ret, struct gw_error *err)
 {
     struct domain *dom;
     struct mig_run *run;
     int64_t ms = 0;
-    int r = ctl_arg_int(args, "downtime", true, &ms, err);
-    if (r < 0 || (r = lookup_run(dm, args, &dom, &run, err)) < 0)
+    int r = run_int_arg(dm, args, "downtime", 1, 3600000, "ms", &dom, &run, &ms, err);
+    if (r < 0)
         return r;
-    if (ms < 1 || ms > 3600000) {
-        pthread_mutex_unlock(&dm->lock);
-        return gw_error_set(err, EINVAL, "invalid downtime %lld ms (1 .. 3600000)", (long long)ms);
-    }
     run->downtime_ms = (uint64_t)ms;
     run->policy.max_downtime_ms = (uint64_t)ms;
     return set_param(dm, dom, run, "downtime-limit", (uint64_t)ms, err);
@@ -358,13 +371,9 @@ static int h_set_speed(struct daemon *dm, struct daemon_client *cl, struct json_
     struct domain *dom;
     struct mig_run *run;
     int64_t mib = 0;
-    int r = ctl_arg_int(args, "bandwidth", true, &mib, err);
-    if (r < 0 || (r = lookup_run(dm, args, &dom, &run, err)) < 0)
+    int r = run_int_arg(dm, args, "bandwidth", 0, 1048576, "MiB/s", &dom, &run, &mib, err);
+    if (r < 0)
         return r;
-    if (mib < 0 || mib > 1048576) {
-        pthread_mutex_unlock(&dm->lock);
-        return gw_error_set(err, EINVAL, "invalid bandwidth %lld MiB/s", (long long)mib);
-    }
     run->speed_mib_s = (uint64_t)mib;
     run->flags.bandwidth_mib_s = (uint64_t)mib;
     return set_param(dm, dom, run, "max-bandwidth", (uint64_t)mib << 20, err);
