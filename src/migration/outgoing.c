@@ -330,6 +330,18 @@ int out_wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int tim
     return read_return(c, rp, want, &rec);
 }
 
+int out_wait_loaded(struct out_ctx *c, struct stream *rp, uint32_t late_ping, int timeout_ms)
+{
+    if (late_ping) {
+        int r = out_wait_pong(c, rp, late_ping, timeout_ms);
+        if (r == 0)
+            return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
+        if (r < 0)
+            return r;
+    }
+    return out_wait_return(c, rp, GWS_RP_LOADED, timeout_ms);
+}
+
 /* Before stopping the guest, let the destination drain what is queued in
  * the connection: otherwise the downtime includes the backlog. Bounded. */
 void out_wait_for_drain(struct out_ctx *c)
@@ -439,11 +451,7 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
     /* Socket: the destination says it loaded everything; from then on the
      * guest is its, so we never run it again; then tell it to start. A
      * late pong comes first. */
-    int r = pong_due ? out_wait_pong(c, rp, OUT_PING_DRAIN, HANDSHAKE_TIMEOUT_MS) : 1;
-    if (r == 0)
-        r = stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
-    if (r > 0)
-        r = out_wait_return(c, rp, GWS_RP_LOADED, HANDSHAKE_TIMEOUT_MS);
+    int r = out_wait_loaded(c, rp, pong_due ? OUT_PING_DRAIN : 0, HANDSHAKE_TIMEOUT_MS);
     log_debug("switch-over: destination loaded (%s)", r == 0 ? "ok" : "failed");
     if (r == 0) {
         m->ops->completed(m->vm);

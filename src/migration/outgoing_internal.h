@@ -74,6 +74,9 @@ int out_send_ping(struct out_ctx *c, uint32_t id);
  * 0 when nothing came within timeout_ms, -errno otherwise (RP_FAILED,
  * anything else, a broken channel, cancel). */
 int out_wait_pong(struct out_ctx *c, struct stream *rp, uint32_t id, int timeout_ms);
+/* RP_LOADED, read after the pong to ping `late_ping` when that pong is
+ * still due (0: none is). */
+int out_wait_loaded(struct out_ctx *c, struct stream *rp, uint32_t late_ping, int timeout_ms);
 
 /* postcopy_src.c */
 /* Open the preempt channel and send POSTCOPY_ADVISE (after the header). */

@@ -169,12 +169,7 @@ static int send_rest(struct out_ctx *c, struct switch_trace *t)
 static int hand_over(struct out_ctx *c, struct stream *rp, struct switch_trace *t)
 {
     struct migration *m = c->m;
-    int r = t->acked_early ? 1 : out_wait_pong(c, rp, OUT_PING_PREDISCARD, PC_HANDSHAKE_MS);
-    if (r == 0)
-        return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
-    if (r < 0)
-        return -1;
-    r = out_wait_return(c, rp, GWS_RP_LOADED, PC_HANDSHAKE_MS);
+    int r = out_wait_loaded(c, rp, t->acked_early ? 0 : OUT_PING_PREDISCARD, PC_HANDSHAKE_MS);
     t->loaded = mig_now_ns();
     if (r < 0)
         return -1;
