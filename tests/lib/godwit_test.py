@@ -20,6 +20,20 @@ VMM_BIN = os.path.join(BUILD, "godwit-vmm")
 SKIP = 77
 
 
+def discard_dir(path):
+    """Remove a test's scratch directory; with GODWIT_TEST_KEEP=DIR set, copy
+    it under DIR first (the logs of a run on a machine one cannot watch)."""
+    keep = os.environ.get("GODWIT_TEST_KEEP")
+    if keep and os.path.isdir(path):
+        os.makedirs(keep, exist_ok=True)
+        try:
+            shutil.copytree(path, os.path.join(keep, os.path.basename(path)), symlinks=True,
+                            dirs_exist_ok=True)
+        except (OSError, shutil.Error):
+            pass  # sockets and fifos are not copied; the logs are
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def skip(reason):
     print(f"skipped: {reason}", flush=True)
     sys.exit(SKIP)
@@ -273,7 +287,7 @@ class VMM:
             except subprocess.TimeoutExpired:
                 self.kill()
         if self.own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            discard_dir(self.dir)
 
     def __enter__(self):
         return self

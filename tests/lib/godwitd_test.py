@@ -24,11 +24,15 @@ import tempfile
 import threading
 import time
 
-from godwit_test import BUILD, Timeout, wait_until
+from godwit_test import BUILD, Timeout, discard_dir, wait_until
 
 GODWITD = os.path.join(BUILD, "godwitd")
 GODWIT = os.path.join(BUILD, "godwit")
 HERE = os.path.abspath(__file__)
+
+
+# The real test guest writing 40 MiB once, then only its heartbeat.
+FILLED_GUEST = "workload=dirty wss=40M rate=0 passes=1 beat-ms=500"
 
 
 def have_kvm():
@@ -233,7 +237,7 @@ class Daemon:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        shutil.rmtree(self.dir, ignore_errors=True)
+        discard_dir(self.dir)
         if failure:
             raise failure
 
@@ -381,9 +385,15 @@ class MigHosts:
     def migrate(self, src, dst, name, *opts, check=True, timeout=120):
         return src.run("migrate", *opts, name, dst.peer, check=check, timeout=timeout)
 
-    def start_guest(self, host, name="vm1", beats=1):
-        """Define and start `name` on `host`; wait for its heartbeats."""
-        host.define(name)
+    def start_guest(self, host, name="vm1", beats=1, filled=False):
+        """Define and start `name` on `host`; wait for its heartbeats.
+        `filled`: the guest holds data enough for a first pass of seconds
+        over a slow link (the real test guest sends only what it wrote; the
+        fake VMM's RAM is always full)."""
+        if filled and not host.fake:
+            host.define(name, cmdline=FILLED_GUEST)
+        else:
+            host.define(name)
         host.run("start", name)
         wait_until(lambda: len(heartbeats(host, name)) >= beats, 30, f"heartbeats on {name}")
 
@@ -406,7 +416,7 @@ class MigHosts:
                 except Exception as e:  # noqa: BLE001
                     print("teardown:", e)
         self.net.close()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        discard_dir(self.scratch)
 
     def __enter__(self):
         return self
