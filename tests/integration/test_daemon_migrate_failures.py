@@ -28,7 +28,7 @@ def main():
     print("VMM:", vmm_kind())
     with MigHosts(tag="gwf") as h:
         a, b = h.a, h.b
-        h.start_guest(a)
+        h.start_guest(a, filled=True)
         begin_refused(h, a, b)
         unreachable(h, a, b)
         prepare_refused(h, a, b)

@@ -28,7 +28,7 @@ def main():
     print("VMM:", vmm_kind())
     with MigHosts(tag="gwr") as h:
         a, b = h.a, h.b
-        h.start_guest(a)
+        h.start_guest(a, filled=True)
         source_restart(h, a, b)
         destination_restart(h, a, b)
         postcopy_broken(h, a, b)

@@ -9,7 +9,7 @@ processes (needs /dev/kvm and userfaultfd; skips visibly without them).
   the memory invariant holds.
 - Switch at once (no pre-copy pass) and after the first pass
   (postcopy-after-precopy).
-- verify, fpu and time workloads on 2 vCPUs report no error across
+- verify, fpu and time workloads (with dirty, on 4 vCPUs) report no error across
   post-copy, and the heartbeat continues in order.
 - Two hosts (network namespaces): the veth link taken down twice during
   post-copy, and migrate-pause; both sides pause, recover, finish; memory
@@ -103,8 +103,9 @@ def at_once_and_after_pass():
 
 
 def workloads_across_postcopy():
-    with VMM(memory=256, vcpus=2, cmdline="workload=verify,fpu,time,dirty rate=20000 wss=16M") as src, \
-         VMM(memory=256, vcpus=2, incoming=True) as dst:
+    # vCPU 0 dirty (the heartbeat), 1 verify, 2 fpu, 3 time
+    with VMM(memory=256, vcpus=4, cmdline="workload=dirty,verify,fpu,time rate=20000 wss=16M") as src, \
+         VMM(memory=256, vcpus=4, incoming=True) as dst:
         src.wait_serial("verify vcpu=1 pass=1 ok", 60)
         src.wait_serial("heartbeat vcpu=0 tick=3 ", 60)
         start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"))
