@@ -62,7 +62,7 @@ struct mig_stats {
     uint64_t transferred, remaining, total;
     uint64_t duplicate, normal, normal_bytes, skipped;
     uint64_t dirty_pages_rate;     /* pages/s in the last round */
-    uint64_t mbps_x1000;           /* bandwidth of the last round, Mbit/s * 1000 */
+    uint64_t mbps_x1000;           /* bandwidth of the last 250 ms or round, Mbit/s * 1000 */
     uint64_t dirty_sync_count, iteration;
     unsigned throttle_pct;
     /* post-copy */

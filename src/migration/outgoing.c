@@ -24,15 +24,27 @@
 #define HANDSHAKE_TIMEOUT_MS 30000
 #define PONG_STEP_MS 50          /* waiting for a pong, check for cancel this often */
 #define DRAIN_WAIT_MS 5000       /* at most this long for the destination to catch up */
+#define BW_WINDOW_NS 250000000ULL /* mbps is refreshed this often within a pass */
 
 void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal)
 {
     struct migration *m = c->m;
+    uint64_t now = mig_now_ns();
     pthread_mutex_lock(&m->lock);
     m->stats.duplicate += zero;
     m->stats.normal += normal;
     m->stats.normal_bytes += normal * GWS_PAGE_SIZE;
     m->stats.transferred = c->bytes_before + c->s.bytes;
+    /* A first pass can last minutes: the bandwidth is the last window's, as
+     * QEMU's is, not only known at the end of a pass. */
+    if (!c->bw_t0_ns || c->s.bytes < c->bw_bytes0) {
+        c->bw_t0_ns = now;
+        c->bw_bytes0 = c->s.bytes;
+    } else if (now - c->bw_t0_ns >= BW_WINDOW_NS) {
+        m->stats.mbps_x1000 = (c->s.bytes - c->bw_bytes0) * 8000000ULL / (now - c->bw_t0_ns);
+        c->bw_t0_ns = now;
+        c->bw_bytes0 = c->s.bytes;
+    }
     pthread_mutex_unlock(&m->lock);
 }
 
