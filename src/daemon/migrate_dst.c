@@ -373,6 +373,8 @@ static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_obj
     if (r == 0)
         r = resume_here(dm, dom, run, f.postcopy, &e);
     if (r < 0 && f.postcopy) {
+        log_error("domain '%s': cannot run the guest handed over by post-copy: %s", dom->def.name,
+                  e.msg);
         finish_postcopy_failed(dm, dom, run);
         *ret = finish_reply(&f.head, "postcopy-failed", run);
         return 0;

@@ -92,7 +92,7 @@ static int cmd_cont(void *opaque, struct json_object *args, struct json_object *
         qmp_error_set(err, "GenericError", "Resetting the Virtual Machine is required");
         return -1;
     }
-    if (vmm_control_busy(c, err))
+    if (!vmm_migration_incoming_postcopy(c) && vmm_control_busy(c, err))
         return -1;
     struct gw_error e;
     gw_error_init(&e);

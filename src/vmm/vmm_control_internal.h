@@ -21,6 +21,9 @@ struct vmm_control {
 int vmm_control_register(struct vmm_control *c, const struct qmp_command *cmds, unsigned n);
 /* True (with err set) when a migration forbids changing the run state now. */
 bool vmm_control_busy(struct vmm_control *c, struct qmp_error *err);
+/* The guest was handed over here by post-copy (its pages still arriving):
+ * it may run, as QEMU's destination does on `cont` (libvirt's Finish). */
+bool vmm_migration_incoming_postcopy(struct vmm_control *c);
 int vmm_migration_init(struct vmm_control *c, struct gw_error *err);
 void vmm_migration_fini(struct vmm_control *c);
 

@@ -535,6 +535,16 @@ static const struct qmp_command commands[] = {
     { .name = "query-migrate-capabilities", .fn = cmd_query_caps },
 };
 
+bool vmm_migration_incoming_postcopy(struct vmm_control *c)
+{
+    if (!c->mig || !c->mig->mig.incoming || !mig_active(&c->mig->mig))
+        return false;
+    struct mig_stats st;
+    mig_get_stats(&c->mig->mig, &st);
+    return st.status == MIG_POSTCOPY_ACTIVE || st.status == MIG_POSTCOPY_PAUSED ||
+           st.status == MIG_POSTCOPY_RECOVER;
+}
+
 bool vmm_control_busy(struct vmm_control *c, struct qmp_error *err)
 {
     if (c->mig && mig_active(&c->mig->mig)) {

@@ -7,7 +7,8 @@ processes (needs /dev/kvm and userfaultfd; skips visibly without them).
   it completes, and the destination's whole RAM equals the source's
   (the destination stays paused, so its RAM is the switch-over state) and
   the memory invariant holds.
-- Switch at once (no pre-copy pass) and after the first pass
+- Switch at once (no pre-copy pass; the destination stopped beforehand and
+  `cont` once post-copy runs, as godwitd does) and after the first pass
   (postcopy-after-precopy).
 - verify, fpu and time workloads (with dirty, on 4 vCPUs) report no error across
   post-copy, and the heartbeat continues in order.
@@ -89,10 +90,16 @@ def at_once_and_after_pass():
         with VMM(memory=256, vcpus=1, cmdline="workload=mem-invariant") as src, \
              VMM(memory=256, vcpus=1, incoming=True) as dst:
             src.wait_serial("region vcpu0", 60)
+            if not extra:
+                dst.qmp.cmd("stop")  # as godwitd does: the guest runs on `cont` (Finish)
             start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"), extra,
-                  params={"max-bandwidth": 50 << 20, "downtime-limit": 5})
+                  params={"max-bandwidth": 50 << 20, "max-postcopy-bandwidth": 50 << 20,
+                          "downtime-limit": 5})
             if not extra:
                 src.qmp.cmd("migrate-start-postcopy")
+                wait_status(dst, "postcopy-active", 60)
+                assert dst.status() == "paused", dst.status()
+                dst.qmp.cmd("cont")
             s, d = finish(src, dst)
             report(tag, s, d)
             assert s["ram"]["iteration"] <= 1, s
