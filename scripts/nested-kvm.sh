@@ -10,7 +10,7 @@
 #
 #   sh scripts/nested-kvm.sh [PATTERN]      default: every integration test
 #
-# Environment: NESTED_DIR (default build/nested: the cached root file system
+# Environment: NESTED_DIR (default build-nested: the cached root file system
 # and disk image), NESTED_MEM (L1 memory, default 12G), NESTED_TIMEOUT
 # (seconds, default 5400). Output and the kept logs of each test
 # (GODWIT_TEST_KEEP) land in $NESTED_DIR/share. While L1 runs, an executable
@@ -23,7 +23,7 @@ set -e
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PATTERN=${1:-.}
-DIR=${NESTED_DIR:-$ROOT/build/nested}
+DIR=${NESTED_DIR:-$ROOT/build-nested}
 MEM=${NESTED_MEM:-12G}
 TIMEOUT=${NESTED_TIMEOUT:-5400}
 SUITE=bookworm
@@ -89,7 +89,7 @@ rm -f "$DIR/share/out.log" "$DIR/share/exec" "$DIR/share/exec.out"
 echo "nested: copying the tree into the disk image"
 rm -rf "$DIR/rootfs/work" "$DIR/root.img"
 mkdir -p "$DIR/rootfs/work/main"
-tar -C "$ROOT" --exclude=./build/nested --exclude=./.git -cf - . | tar -C "$DIR/rootfs/work/main" -xf -
+tar -C "$ROOT" --exclude='./build-*' --exclude=./build/nested --exclude=./.git -cf - . | tar -C "$DIR/rootfs/work/main" -xf -
 truncate -s 6G "$DIR/root.img"
 mkfs.ext4 -q -d "$DIR/rootfs" "$DIR/root.img"
 
