@@ -15,7 +15,8 @@ import os
 import re
 
 from godwit_test import need_netns, run_test, wait_until
-from godwitd_test import EventWatcher, MigHosts, finish_proc, have_kvm, heartbeats, jobinfo, vmm_kind
+from godwitd_test import (DIRTYING_GUEST, EventWatcher, MigHosts, finish_proc, have_kvm, heartbeats,
+                          jobinfo, vmm_kind)
 
 SLOW = "1" if not have_kvm() else "8"   # MiB/s: a first pass of several seconds
 
@@ -31,7 +32,7 @@ def main():
                           ("domjobinfo", "--completed"), ("domjobabort", "domain")):
             out = a.run(cmd, "--help").out
             assert "SYNOPSIS" in out and word in out, (cmd, out)
-        h.start_guest(a, beats=2, filled=True)
+        h.start_guest(a, beats=9, real_cmdline=DIRTYING_GUEST)
         precopy(h, a, b)
         postcopy(h, b, a)
         hybrid(h, a, b)

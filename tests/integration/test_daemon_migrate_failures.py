@@ -18,7 +18,8 @@ import signal
 import subprocess
 
 from godwit_test import need_netns, run_test, wait_until
-from godwitd_test import GODWIT, MigHosts, finish_proc, have_kvm, heartbeats, jobinfo, vmm_kind
+from godwitd_test import (FILLED_GUEST, GODWIT, MigHosts, finish_proc, have_kvm, heartbeats, jobinfo,
+                          vmm_kind)
 
 SLOW = "1" if not have_kvm() else "8"
 
@@ -28,7 +29,7 @@ def main():
     print("VMM:", vmm_kind())
     with MigHosts(tag="gwf") as h:
         a, b = h.a, h.b
-        h.start_guest(a, filled=True)
+        h.start_guest(a, real_cmdline=FILLED_GUEST)
         begin_refused(h, a, b)
         unreachable(h, a, b)
         prepare_refused(h, a, b)

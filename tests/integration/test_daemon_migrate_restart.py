@@ -17,7 +17,7 @@ import subprocess
 import time
 
 from godwit_test import need_netns, run_test, wait_until
-from godwitd_test import (EventWatcher, MigHosts, finish_proc, have_kvm, heartbeats,
+from godwitd_test import (FILLED_GUEST, EventWatcher, MigHosts, finish_proc, have_kvm, heartbeats,
                           jobinfo, vmm_kind)
 
 SLOW = "1" if not have_kvm() else "8"
@@ -28,7 +28,7 @@ def main():
     print("VMM:", vmm_kind())
     with MigHosts(tag="gwr") as h:
         a, b = h.a, h.b
-        h.start_guest(a, filled=True)
+        h.start_guest(a, real_cmdline=FILLED_GUEST)
         source_restart(h, a, b)
         destination_restart(h, a, b)
         postcopy_broken(h, a, b)

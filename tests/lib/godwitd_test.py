@@ -31,8 +31,12 @@ GODWIT = os.path.join(BUILD, "godwit")
 HERE = os.path.abspath(__file__)
 
 
-# The real test guest writing 40 MiB once, then only its heartbeat.
+# The real test guest writing 40 MiB once, then only its heartbeat: a first
+# pass of seconds over a slow link, then nothing left to send.
 FILLED_GUEST = "workload=dirty wss=40M rate=0 passes=1 beat-ms=500"
+# Writing 10 MB/s over 40 MiB without end (filled after 4 s, 8 heartbeats):
+# pre-copy over 8 MiB/s does not converge, over a fast link it does.
+DIRTYING_GUEST = "workload=dirty wss=40M rate=2500 beat-ms=500"
 
 
 def have_kvm():
@@ -385,13 +389,13 @@ class MigHosts:
     def migrate(self, src, dst, name, *opts, check=True, timeout=120):
         return src.run("migrate", *opts, name, dst.peer, check=check, timeout=timeout)
 
-    def start_guest(self, host, name="vm1", beats=1, filled=False):
+    def start_guest(self, host, name="vm1", beats=1, real_cmdline=None):
         """Define and start `name` on `host`; wait for its heartbeats.
-        `filled`: the guest holds data enough for a first pass of seconds
-        over a slow link (the real test guest sends only what it wrote; the
-        fake VMM's RAM is always full)."""
-        if filled and not host.fake:
-            host.define(name, cmdline=FILLED_GUEST)
+        `real_cmdline`: the test guest's command line with a real VMM (the
+        fake VMM's RAM is always full; the real guest sends only what it
+        wrote: FILLED_GUEST, DIRTYING_GUEST)."""
+        if real_cmdline and not host.fake:
+            host.define(name, cmdline=real_cmdline)
         else:
             host.define(name)
         host.run("start", name)
