@@ -21,7 +21,7 @@ processes (needs /dev/kvm and userfaultfd; skips visibly without them).
 import os
 import time
 
-from godwit_test import (VMM, NetnsPair, QMPError, assert_heartbeat_continued,
+from godwit_test import (VMM, NetnsPair, QMPError, Timeout, assert_heartbeat_continued,
                          assert_no_guest_errors,
                          check_invariant_regions, need_kvm, need_netns, ram_digest, run_test,
                          self_check, skip, wait_migration, wait_until)
@@ -34,6 +34,13 @@ def need_uffd():
     if fd < 0:
         skip("userfaultfd is not available here")
     os.close(fd)
+
+
+def wait_written(vm):
+    """The mem-invariant guest wrote its whole region once (one '.'): the
+    post-copy that follows has every page to move, however slow the host."""
+    at = vm.wait_serial("workload mem-invariant started", 60)
+    vm.wait_serial(".", 180, start=at)
 
 
 def caps(vm, *names):
@@ -126,8 +133,16 @@ def workloads_across_postcopy():
 
 
 def wait_status(vm, status, timeout):
-    wait_until(lambda: vm.qmp.cmd("query-migrate").get("status") == status, timeout,
-               f"{status} on {vm.cmd[0]}")
+    last = {}
+
+    def reached():
+        last.clear()
+        last.update(vm.qmp.cmd("query-migrate"))
+        return last.get("status") == status
+    try:
+        wait_until(reached, timeout, f"{status} on {vm.cmd[0]}")
+    except Timeout:
+        raise Timeout(f"not {status} after {timeout}s: {last}") from None
 
 
 def recover(net, src, dst, port):
@@ -141,7 +156,7 @@ def broken_links_recover():
     with NetnsPair() as net:
         with VMM(memory=mem, vcpus=1, cmdline="workload=mem-invariant", netns=net.ns[0]) as src, \
              VMM(memory=mem, vcpus=1, incoming=True, netns=net.ns[1]) as dst:
-            src.wait_serial("region vcpu0", 60)
+            wait_written(src)
             start(src, dst, f"tcp:{net.addr[1]}:4500",
                   params={"max-postcopy-bandwidth": 8 << 20})
             src.qmp.cmd("migrate-start-postcopy")
@@ -175,7 +190,7 @@ def killed_in_postcopy(victim, watcher_role):
     the other side's query-migrate."""
     with VMM(memory=512, vcpus=1, cmdline="workload=mem-invariant") as src, \
          VMM(memory=512, vcpus=1, incoming=True) as dst:
-        src.wait_serial("region vcpu0", 60)
+        wait_written(src)
         start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
               params={"max-postcopy-bandwidth": 4 << 20})
         src.qmp.cmd("migrate-start-postcopy")
