@@ -92,7 +92,7 @@ static int run(const struct scenario *sc, uint64_t ram, int port, FILE *json, co
            (t_end - t0) * 1e3, (unsigned long long)s.downtime_ms,
            (unsigned long long)s.postcopy_requests, (unsigned long long)d.fault_p50_us,
            (unsigned long long)d.fault_p99_us, (unsigned long long)d.fault_max_us,
-           (unsigned long long)d.vcpu_blocktime_ms[0], during, local,
+           (unsigned long long)(d.vcpu_blocktime_us[0] / 1000), during, local,
            bad ? "RAM DIFFERS" : "ok");
     if (json)
         fprintf(json, "{\"bench\": \"postcopy-engine\", %s%s%s\"scenario\": \"%s\", "
@@ -107,7 +107,7 @@ static int run(const struct scenario *sc, uint64_t ram, int port, FILE *json, co
                 (t_end - t_switch) * 1e3, (unsigned long long)s.downtime_ms,
                 (unsigned long long)s.postcopy_requests, (unsigned long long)s.postcopy_bytes,
                 (unsigned long long)d.fault_p50_us, (unsigned long long)d.fault_p99_us,
-                (unsigned long long)d.fault_max_us, (unsigned long long)d.vcpu_blocktime_ms[0],
+                (unsigned long long)d.fault_max_us, (unsigned long long)(d.vcpu_blocktime_us[0] / 1000),
                 during, local, bad ? "false" : "true");
     evm_fini(&dst);
     evm_fini(&src);

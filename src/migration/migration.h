@@ -70,8 +70,8 @@ struct mig_stats {
     uint64_t postcopy_bytes;       /* bytes sent (source) / received (destination) after the switch */
     uint64_t fault_count;          /* destination: faults resolved from the source */
     uint64_t fault_p50_us, fault_p99_us, fault_max_us;
-    uint64_t blocktime_ms;         /* destination: time every vCPU was blocked at once */
-    uint64_t vcpu_blocktime_ms[MIG_MAX_VCPUS_STATS];
+    uint64_t blocktime_us;         /* destination: time every vCPU was blocked at once */
+    uint64_t vcpu_blocktime_us[MIG_MAX_VCPUS_STATS]; /* (µs: most faults last less than 1 ms) */
     uint64_t paused_count;         /* times post-copy paused */
     char error_desc[512];
 };

@@ -227,9 +227,9 @@ static void unblock_vcpu(struct pc_dst *pc, struct mig_stats *st, int v, uint64_
 {
     if (v < 0 || v >= MIG_MAX_VCPUS_STATS || !pc->vcpu_since[v])
         return;
-    st->vcpu_blocktime_ms[v] += (now - pc->vcpu_since[v]) / 1000000;
+    st->vcpu_blocktime_us[v] += (now - pc->vcpu_since[v]) / 1000;
     if (pc->nblocked == pc->c->m->nr_vcpus)
-        st->blocktime_ms += (now - pc->all_since) / 1000000;
+        st->blocktime_us += (now - pc->all_since) / 1000;
     pc->vcpu_since[v] = 0;
     pc->nblocked--;
 }

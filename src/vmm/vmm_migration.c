@@ -374,10 +374,10 @@ static void add_int(struct json_object *o, const char *k, uint64_t v)
  * and postcopy-vcpu-blocktime, in ms; the latency object is godwit's). */
 static void add_postcopy_stats(struct json_object *o, const struct mig_stats *st, unsigned nvcpus)
 {
-    add_int(o, "postcopy-blocktime", st->blocktime_ms);
+    add_int(o, "postcopy-blocktime", st->blocktime_us / 1000);
     struct json_object *a = json_object_new_array();
     for (unsigned i = 0; i < nvcpus && i < MIG_MAX_VCPUS_STATS; i++)
-        json_object_array_add(a, json_object_new_int64((int64_t)st->vcpu_blocktime_ms[i]));
+        json_object_array_add(a, json_object_new_int64((int64_t)(st->vcpu_blocktime_us[i] / 1000)));
     json_object_object_add(o, "postcopy-vcpu-blocktime", a);
     struct json_object *l = json_object_new_object();
     add_int(l, "faults", st->fault_count);

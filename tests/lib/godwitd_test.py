@@ -532,7 +532,7 @@ class FakeMigration:
         self.error = ""
         self.pauses = 0
         self.faults = []  # fault latencies (us)
-        self.blocktime_ms = 0
+        self.blocktime_us = 0
         self.done_ms = None
         self.sock = None
         self.wlock = threading.Lock()
@@ -581,8 +581,8 @@ class FakeMigration:
                     "postcopy-bytes": self.pb_bytes}
         if self.incoming and (self.faults or self.pb_bytes):
             lat = sorted(self.faults) or [0]
-            o["postcopy-blocktime"] = self.blocktime_ms
-            o["postcopy-vcpu-blocktime"] = [self.blocktime_ms]
+            o["postcopy-blocktime"] = self.blocktime_us // 1000
+            o["postcopy-vcpu-blocktime"] = [self.blocktime_us // 1000]
             o["postcopy-fault-latency"] = {"faults": len(self.faults),
                                            "p50-us": lat[len(lat) // 2],
                                            "p99-us": lat[min(len(lat) - 1, len(lat) * 99 // 100)],
@@ -891,7 +891,7 @@ class FakeMigration:
                 self.cond.wait(0.1)
         us = int((time.time() - t) * 1e6)
         self.faults.append(us)
-        self.blocktime_ms += us // 1000
+        self.blocktime_us += us
         return True
 
 
