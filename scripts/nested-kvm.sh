@@ -9,6 +9,7 @@
 # the tests check behaviour, and timing-sensitive ones may need slack.
 #
 #   sh scripts/nested-kvm.sh [PATTERN]      default: every integration test
+#   NESTED_CMD='python3 scripts/demo.py' sh scripts/nested-kvm.sh   any command
 #
 # Environment: NESTED_DIR (default build-nested: the cached root file system
 # and disk image), NESTED_MEM (L1 memory, default 12G), NESTED_TIMEOUT
@@ -78,10 +79,11 @@ echo o >/proc/sysrq-trigger
 EOF
 chmod +x "$DIR/rootfs/sbin/nested-init"
 
+CMD=${NESTED_CMD:-"python3 tests/run --integration '$PATTERN'"}
 cat >"$DIR/share/cmd" <<EOF
 #!/bin/sh
 rm -rf /share/keep
-GODWIT_TEST_KEEP=/share/keep exec python3 tests/run --integration '$PATTERN'
+GODWIT_TEST_KEEP=/share/keep exec $CMD
 EOF
 chmod +x "$DIR/share/cmd"
 rm -f "$DIR/share/out.log" "$DIR/share/exec" "$DIR/share/exec.out"
@@ -95,7 +97,7 @@ mkfs.ext4 -q -d "$DIR/rootfs" "$DIR/root.img"
 
 KERNEL=$(ls "$DIR"/rootfs/boot/vmlinuz-* | tail -1)
 INITRD=$(ls "$DIR"/rootfs/boot/initrd.img-* | tail -1)
-echo "nested: booting L1 (TCG, $MEM); tests matching '$PATTERN'; output in $DIR/share/out.log"
+echo "nested: booting L1 (TCG, $MEM) to run: $CMD; output in $DIR/share/out.log"
 rc=0
 timeout "$TIMEOUT" qemu-system-x86_64 -machine q35 -accel tcg,thread=multi,tb-size=1024 \
     -cpu max,-avx,-avx2,-fma,-f16c,-vaes,-vpclmulqdq -smp 2 -m "$MEM" \
