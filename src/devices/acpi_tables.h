@@ -9,8 +9,9 @@
  *
  * Pure: builds the tables into a caller's buffer that will sit at
  * guest-physical address `base`, with every pointer and checksum filled.
- * Returns: the number of bytes used, or -EINVAL (bad config) / -ENOSPC
- * (buffer too small). The RSDP is at offset 0 (16-byte aligned when base
+ * Returns: the number of bytes used, or -EINVAL (bad config: no or too many
+ * vCPUs, SCI not an ISA IRQ, base not 64-byte aligned as the FACS must be,
+ * tables not below 4 GiB) / -ENOSPC (buffer too small). The RSDP is at offset 0 (16-byte aligned when base
  * is), so a base in 0xE0000-0xFFFFF also serves guests that scan for it. */
 #ifndef GW_DEVICES_ACPI_TABLES_H
 #define GW_DEVICES_ACPI_TABLES_H
