@@ -7,9 +7,11 @@
 #define IOAPIC_BASE  0xfec00000UL
 #define COM1         0x3f8
 #define POWER_PORT   0x604
+#define PM1_PWRBTN   0x0100  /* PWRBTN_STS in PM1_STS, PWRBTN_EN in PM1_EN */
 
 #define VEC_TIMER    0x20
 #define VEC_SERIAL   0x24
+#define VEC_SCI      0x29
 #define VEC_SPURIOUS 0xff
 
 struct hvm_start_info {
@@ -59,6 +61,12 @@ extern void enter_user(uint64_t rip, uint64_t rsp, uint64_t cpu) __attribute__((
 
 static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
 static inline void outw(uint16_t port, uint16_t v) { __asm__ volatile("outw %0, %1" ::"a"(v), "Nd"(port)); }
+static inline uint16_t inw(uint16_t port)
+{
+    uint16_t v;
+    __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
 static inline uint8_t inb(uint16_t port)
 {
     uint8_t v;
@@ -101,11 +109,19 @@ static void serial_write(const char *s, size_t n)
 
 static void kprint(const char *fmt_done) { serial_write(fmt_done, g_strlen(fmt_done)); }
 
+/* ACPI fixed-feature power button, from the FADT (0: none). */
+static struct {
+    uint16_t pm1_evt;            /* PM1a_EVT_BLK: PM1_STS, PM1_EN at +2 */
+    uint16_t pm1_cnt;            /* PM1a_CNT_BLK */
+    uint32_t sci_gsi;
+    bool level, active_low;      /* SCI trigger and polarity */
+} acpi_pm = { 0, POWER_PORT, 0, true, true };
+
 static void power_off(void)
 {
-    outw(POWER_PORT, 0x2000);
+    outw(acpi_pm.pm1_cnt, 0x2000);
     /* Still here: no power-off device (e.g. QEMU with qboot). */
-    kprint("godwit-guest: power-off port 0x604 ignored, halting this vcpu\n");
+    kprint("godwit-guest: power-off port ignored, halting this vcpu\n");
     for (;;)
         __asm__ volatile("cli; hlt");
 }
@@ -170,6 +186,17 @@ static void serial_irq(void)
     }
 }
 
+/* The SCI: a pressed power button (PWRBTN_STS) is acknowledged (write 1 to
+ * clear, which lowers the level-triggered line) and powers off. */
+static void acpi_sci(void)
+{
+    uint16_t sts = inw(acpi_pm.pm1_evt);
+    if (!(sts & PM1_PWRBTN))
+        return;
+    outw(acpi_pm.pm1_evt, PM1_PWRBTN);
+    kprint("godwit-guest: power button\n");
+    power_off();
+}
 
 void isr_dispatch(struct frame *f)
 {
@@ -185,6 +212,10 @@ void isr_dispatch(struct frame *f)
     }
     case VEC_SERIAL:
         serial_irq();
+        lapic_write(0xb0, 0);
+        return;
+    case VEC_SCI:
+        acpi_sci();
         lapic_write(0xb0, 0);
         return;
     case VEC_SPURIOUS:
@@ -479,6 +510,54 @@ static unsigned acpi_cpus(uint64_t rsdp_paddr)
     return n;
 }
 
+/* The SCI's GSI, trigger and polarity: ISA IRQ sci_int, unless the MADT has
+ * an interrupt source override for it. The ACPI default for the SCI is
+ * level, active low; "conforms" (0) in a flag field keeps the default. */
+static void acpi_sci_route(const struct acpi_rsdp *rsdp, uint16_t sci_int)
+{
+    acpi_pm.sci_gsi = sci_int;
+    const struct acpi_sdt *madt = acpi_find(rsdp, "APIC");
+    if (!madt)
+        return;
+    const uint8_t *p = (const uint8_t *)madt + sizeof(*madt) + 8, *end = (const uint8_t *)madt + madt->len;
+    for (; p + 2 <= end && p[1] >= 2 && p + p[1] <= end; p += p[1]) {
+        if (p[0] != 2 || p[1] < 10 || p[2] != 0 || p[3] != sci_int)
+            continue;
+        uint16_t flags;
+        g_memcpy(&acpi_pm.sci_gsi, p + 4, 4);
+        g_memcpy(&flags, p + 8, 2);
+        if ((flags & 3) == 1)
+            acpi_pm.active_low = false;
+        if (((flags >> 2) & 3) == 1)
+            acpi_pm.level = false;
+    }
+}
+
+/* The FADT's PM1a blocks and SCI, when it has a fixed-feature power button
+ * (flag PWR_BUTTON clear) and is not hardware-reduced. */
+static void acpi_find_power(uint64_t rsdp_paddr)
+{
+    const struct acpi_rsdp *rsdp = (const void *)rsdp_paddr;
+    if (!rsdp || g_strncmp(rsdp->sig, "RSD PTR ", 8) != 0 || !acpi_sum_ok(rsdp, 20))
+        return;
+    const struct acpi_sdt *fadt = acpi_find(rsdp, "FACP");
+    if (!fadt || fadt->len < 116)
+        return;
+    const uint8_t *f = (const uint8_t *)fadt;
+    uint32_t evt, cnt, flags;
+    uint16_t sci;
+    g_memcpy(&sci, f + 46, 2);
+    g_memcpy(&evt, f + 56, 4);
+    g_memcpy(&cnt, f + 64, 4);
+    g_memcpy(&flags, f + 112, 4);
+    if (cnt && cnt <= 0xffff)
+        acpi_pm.pm1_cnt = (uint16_t)cnt;
+    if (!evt || evt > 0xffff || f[88] < 4 || (flags & (1u << 4)) || (flags & (1u << 20)))
+        return;
+    acpi_pm.pm1_evt = (uint16_t)evt;
+    acpi_sci_route(rsdp, sci);
+}
+
 /* vCPUs: the MADT's when there are ACPI tables, else `cpus=N` (APIC ids
  * 0..N-1, as KVM numbers them), else 1. The BSP is always vCPU 0. */
 static void find_cpus(uint64_t rsdp_paddr, const char *cpus_arg)
@@ -611,6 +690,12 @@ static void print_banner(void)
                g.lapic_hz / 1000, g.tsc_per_tick * TICK_HZ / 1000000,
                g.timer_calibrated ? "calibrated against the PIT" : "PIT silent, assumed 1 GHz APIC bus");
     kprint(buf);
+    if (acpi_pm.pm1_evt) {
+        g_snprintf(buf, sizeof(buf), "godwit-guest: acpi power button, PM1 0x%x, SCI GSI %u %s %s\n",
+                   acpi_pm.pm1_evt, acpi_pm.sci_gsi, acpi_pm.level ? "level" : "edge",
+                   acpi_pm.active_low ? "active-low" : "active-high");
+        kprint(buf);
+    }
 }
 
 static void setup_serial(void)
@@ -633,6 +718,18 @@ static void route_serial_irq(void)
     outb(0xa1, 0xff);
     ioapic_write(0x10 + 4 * 2 + 1, g.cpu[0].apic_id << 24);
     ioapic_write(0x10 + 4 * 2, VEC_SERIAL);
+}
+
+/* The SCI through its IOAPIC pin to vCPU 0, then PWRBTN_EN. A button
+ * pressed before this (PWRBTN_STS already set) raises the SCI at once. */
+static void setup_power_button(void)
+{
+    if (!acpi_pm.pm1_evt || acpi_pm.sci_gsi >= 24)
+        return;
+    uint32_t lo = VEC_SCI | (acpi_pm.level ? 1u << 15 : 0) | (acpi_pm.active_low ? 1u << 13 : 0);
+    ioapic_write(0x10 + acpi_pm.sci_gsi * 2 + 1, g.cpu[0].apic_id << 24);
+    ioapic_write(0x10 + acpi_pm.sci_gsi * 2, lo);
+    outw(acpi_pm.pm1_evt + 2, (uint16_t)(inw(acpi_pm.pm1_evt + 2) | PM1_PWRBTN));
 }
 
 static void delay_ticks(uint64_t n)
@@ -706,7 +803,9 @@ void kmain_bsp(const struct hvm_start_info *si)
     setup_fpu();
     parse_memmap(si);
     parse_cmdline(si->rsdp_paddr);
+    acpi_find_power(si->rsdp_paddr);
     route_serial_irq();
+    setup_power_button();
     calibrate_timer();
     setup_lapic();
     print_banner();

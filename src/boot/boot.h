@@ -34,7 +34,8 @@
 
 /* Guest-physical layout (docs/boot.md). Boot structures live in
  * 0x1000..0xffff; the test guest links itself at 0x10000..0x9f000; the EBDA
- * and legacy ROM area 0x9fc00..0x100000 stay reserved; the initrd goes
+ * and legacy ROM area 0x9fc00..0x100000 stay reserved (the VMM puts its
+ * ACPI tables at BOOT_ACPI_ADDR there); the initrd goes
  * page-aligned at the top of low RAM (below 3 GiB / initrd_addr_max). */
 #define BOOT_GDT_ADDR        0x1000
 #define BOOT_GDT_ENTRIES     6        /* null, null, code, data, TSS (16 bytes) */
@@ -50,6 +51,8 @@
 #define BOOT_PD_ADDR         0xb000   /* 4 pages: the first 4 GiB */
 #define BOOT_LOW_END         0x10000  /* end of the boot structures */
 #define BOOT_EBDA_START      0x9fc00
+#define BOOT_ACPI_ADDR       0xe0000  /* ACPI tables, RSDP first (in the reserved ROM area) */
+#define BOOT_ACPI_SIZE       0x10000
 #define BOOT_HIGH_MEM_START  0x100000
 #define BOOT_MMIO_RESERVED   0xfec00000ULL /* IOAPIC, LAPIC, KVM TSS .. 4 GiB */
 
@@ -67,6 +70,7 @@ struct boot_input {
     size_t kernel_len;
     const char *initrd_path;   /* NULL: none */
     const char *cmdline;       /* NULL: empty */
+    uint64_t rsdp_addr;        /* ACPI RSDP the caller placed in RAM; 0: none */
 };
 
 struct boot_result {

@@ -103,7 +103,8 @@ static int build_page_tables(struct guest_ram *ram, struct gw_error *err)
 }
 
 static int fill_zero_page(struct guest_ram *ram, const uint8_t *k, const struct bzimage_info *bi,
-                          uint64_t initrd, uint64_t initrd_size, struct gw_error *err)
+                          const struct boot_input *in, uint64_t initrd, uint64_t initrd_size,
+                          struct gw_error *err)
 {
     uint8_t *zp = guest_ram_ptr(ram, BOOT_ZERO_PAGE_ADDR, BP_SIZE);
     if (!zp)
@@ -121,6 +122,7 @@ static int fill_zero_page(struct guest_ram *ram, const uint8_t *k, const struct 
     wr32(zp + BZ_RAMDISK_SIZE, (uint32_t)initrd_size);
     wr32(zp + BP_EXT_RAMDISK_IMAGE, (uint32_t)(initrd >> 32));
     wr32(zp + BP_EXT_RAMDISK_SIZE, (uint32_t)(initrd_size >> 32));
+    memcpy(zp + BP_ACPI_RSDP_ADDR, &in->rsdp_addr, 8);
     struct e820_entry map[BP_E820_MAX];
     unsigned n = boot_build_e820(ram, map, BP_E820_MAX);
     zp[BP_E820_ENTRIES] = (uint8_t)n;
@@ -169,7 +171,7 @@ int linux_load(struct guest_ram *ram, const uint8_t *k, size_t len, const struct
     uint64_t initrd = 0, initrd_size = 0;
     if ((r = boot_place_initrd(ram, in->initrd_path, bi.initrd_addr_max, kend, &initrd,
                                &initrd_size, err)) < 0 ||
-        (r = fill_zero_page(ram, k, &bi, initrd, initrd_size, err)) < 0 ||
+        (r = fill_zero_page(ram, k, &bi, in, initrd, initrd_size, err)) < 0 ||
         (r = build_page_tables(ram, err)) < 0 ||
         (r = boot_write_gdt(ram, BOOT_LINUX64, err)) < 0)
         goto out;

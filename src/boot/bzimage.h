@@ -36,6 +36,7 @@
 #define BZ_HEADER_MIN_END   0x264   /* the file holds at least this much */
 #define BZ_HEADER_MAX_END   0x290   /* boot_params: setup header area ends here */
 /* boot_params fields outside the setup header */
+#define BP_ACPI_RSDP_ADDR    0x070   /* u64, boot protocol 2.14 */
 #define BP_EXT_RAMDISK_IMAGE 0x0c0
 #define BP_EXT_RAMDISK_SIZE  0x0c4
 #define BP_EXT_CMD_LINE_PTR  0x0c8

@@ -35,7 +35,7 @@ bool pvh_find_entry(const uint8_t *k, size_t len, uint32_t *entry)
 }
 
 static int write_start_info(struct guest_ram *ram, uint64_t initrd, uint64_t initrd_size,
-                            struct gw_error *err)
+                            uint64_t rsdp, struct gw_error *err)
 {
     struct e820_entry map[BOOT_MEMMAP_MAX];
     unsigned n = boot_build_e820(ram, map, BOOT_MEMMAP_MAX);
@@ -53,6 +53,7 @@ static int write_start_info(struct guest_ram *ram, uint64_t initrd, uint64_t ini
     si->cmdline_paddr = BOOT_CMDLINE_ADDR;
     si->memmap_paddr = BOOT_MEMMAP_ADDR;
     si->memmap_entries = n;
+    si->rsdp_paddr = rsdp;
     if (initrd_size) {
         *mod = (struct hvm_modlist_entry){ initrd, initrd_size, 0, 0 };
         si->nr_modules = 1;
@@ -82,7 +83,7 @@ int pvh_load(struct guest_ram *ram, const uint8_t *k, size_t len, const struct b
     uint64_t kend = info.high > BOOT_HIGH_MEM_START ? info.high : BOOT_HIGH_MEM_START;
     if ((r = boot_place_initrd(ram, in->initrd_path, UINT32_MAX, kend, &initrd, &initrd_size,
                                err)) < 0 ||
-        (r = write_start_info(ram, initrd, initrd_size, err)) < 0 ||
+        (r = write_start_info(ram, initrd, initrd_size, in->rsdp_addr, err)) < 0 ||
         (r = boot_write_gdt(ram, BOOT_PVH, err)) < 0)
         return r;
     out->kind = BOOT_PVH;

@@ -303,7 +303,8 @@ static int h_resume(struct daemon *dm, struct daemon_client *cl, struct json_obj
     return end(dm, dom, r);
 }
 
-/* The test guest powers off on the serial byte 'p' (docs/test-guest.md). */
+/* The test guest powers off on the serial byte 'p' (docs/test-guest.md):
+ * the fallback for a VMM without system_powerdown. */
 static int serial_poweroff(struct daemon *dm, struct domain *dom, struct gw_error *err)
 {
     pthread_mutex_lock(&dm->lock);

@@ -25,6 +25,7 @@ struct serial;
 struct cmos;
 struct i8042;
 struct misc_ports;
+struct power_port;
 
 #define MACHINE_MAX_VCPUS 64
 
@@ -62,6 +63,7 @@ struct machine {
     struct cmos *cmos;
     struct i8042 *kbd;
     struct misc_ports *misc;
+    struct power_port *power; /* ACPI PM1: power button, power-off (in misc) */
     struct evloop *loop;
     const struct machine_ops *ops;
     void *ops_opaque;
@@ -100,6 +102,11 @@ enum runstate machine_state(struct machine *m);
 void machine_shutdown(struct machine *m, bool guest, const char *reason);
 /* Change state without touching the vCPUs (checked, emits nothing). */
 int machine_set_state(struct machine *m, enum runstate to, struct gw_error *err);
+
+/* Press the ACPI power button (QMP system_powerdown): emits POWERDOWN, sets
+ * PWRBTN_STS and raises the SCI if the guest enabled it. Refused while
+ * waiting for an incoming migration. */
+int machine_powerdown(struct machine *m, struct gw_error *err);
 
 /* Throttle the vCPUs to (100 - pct)% of their time (0 = off), as QEMU's
  * auto-converge: every vCPU sleeps pct/(100-pct) x 10 ms per 10 ms slice. */

@@ -9,12 +9,18 @@
 
 #include "boot/boot.h"
 #include "common/log.h"
+#include "devices/acpi_tables.h"
+#include "devices/power.h"
 #include "vmm/machine_internal.h"
 
 extern const uint8_t test_guest_elf[];
 extern const uint8_t test_guest_elf_end[];
 
-/* The test guest learns its vCPU count from the command line (no ACPI). */
+#define LAPIC_ADDR  0xfee00000u
+#define IOAPIC_ADDR 0xfec00000u
+
+/* The test guest takes its vCPU count from the MADT; cpus=N on its command
+ * line is the fallback for a machine without ACPI tables. */
 static char *effective_cmdline(const struct machine_config *cfg)
 {
     const char *base = cfg->cmdline ? cfg->cmdline : "";
@@ -27,8 +33,30 @@ static char *effective_cmdline(const struct machine_config *cfg)
     return strdup(base);
 }
 
+/* RSDP, XSDT, FADT, FACS, DSDT and MADT at BOOT_ACPI_ADDR (reserved in the
+ * memory map, within the 0xE0000-0xFFFFF area that RSDP scanners search). */
+static int write_acpi_tables(struct machine *m, struct gw_error *err)
+{
+    struct acpi_config cfg = {
+        .base = BOOT_ACPI_ADDR, .nr_cpus = m->nr_vcpus, .lapic_addr = LAPIC_ADDR,
+        .ioapic_addr = IOAPIC_ADDR, .pm1a_evt = POWER_PM1_BASE, .pm1a_cnt = POWER_PORT,
+        .sci_irq = POWER_SCI_GSI,
+    };
+    uint8_t *dst = guest_ram_ptr(&m->ram, BOOT_ACPI_ADDR, BOOT_ACPI_SIZE);
+    if (!dst)
+        return gw_error_set(err, ENOMEM, "guest RAM too small for the ACPI tables");
+    ssize_t n = acpi_tables_build(&cfg, dst, BOOT_ACPI_SIZE);
+    if (n < 0)
+        return gw_error_set(err, (int)-n, "cannot build the ACPI tables for %u vCPUs: %s",
+                            m->nr_vcpus, strerror((int)-n));
+    return 0;
+}
+
 static int load_kernel(struct machine *m, struct boot_result *res, struct gw_error *err)
 {
+    int r = write_acpi_tables(m, err);
+    if (r < 0)
+        return r;
     if (!m->cmdline) {
         m->cmdline = effective_cmdline(&m->cfg);
         if (!m->cmdline)
@@ -38,6 +66,7 @@ static int load_kernel(struct machine *m, struct boot_result *res, struct gw_err
         .kernel_path = m->cfg.kernel,
         .initrd_path = m->cfg.initrd,
         .cmdline = m->cmdline,
+        .rsdp_addr = BOOT_ACPI_ADDR,
     };
     if (m->cfg.test_guest) {
         in.kernel_path = NULL;

@@ -18,6 +18,7 @@
 struct misc_ports {
     struct power_port power;
     struct irq_line com1_irq;
+    struct irq_line sci;
 };
 
 static void serial_out(void *opaque, uint8_t byte)
@@ -72,7 +73,9 @@ int machine_devices_init(struct machine *m, struct gw_error *err)
     if (!m->misc)
         return gw_error_set(err, ENOMEM, "out of memory");
     m->misc->com1_irq = (struct irq_line){ kvm_vm_set_irq, &m->kvm, COM1_GSI };
-    m->misc->power = (struct power_port){ power_off, m };
+    m->misc->sci = (struct irq_line){ kvm_vm_set_irq, &m->kvm, POWER_SCI_GSI };
+    power_init(&m->misc->power, power_off, m, &m->misc->sci);
+    m->power = &m->misc->power;
     m->serial = serial_new(&m->misc->com1_irq, serial_out, m);
     m->cmos = cmos_new();
     m->kbd = i8042_new(kbd_reset, m);
@@ -84,7 +87,7 @@ int machine_devices_init(struct machine *m, struct gw_error *err)
     if (reg(m, COM1_BASE, 8, "serial0", &serial_pio_ops, m->serial, err) < 0 ||
         reg(m, 0x70, 2, "cmos", &cmos_pio_ops, m->cmos, err) < 0 ||
         reg(m, 0x60, 5, "i8042", &i8042_pio_ops, m->kbd, err) < 0 ||
-        reg(m, POWER_PORT, POWER_PORT_LEN, "power", &power_pio_ops, &m->misc->power, err) < 0 ||
+        reg(m, POWER_PM1_BASE, POWER_PM1_LEN, "acpi-pm1", &power_pio_ops, m->power, err) < 0 ||
         reg(m, 0x80, 1, "post", &null_ops, NULL, err) < 0 ||
         reg(m, 0x87, 1, "dma-page", &null_ops, NULL, err) < 0) {
         machine_devices_fini(m);
@@ -98,17 +101,32 @@ void machine_devices_fini(struct machine *m)
     serial_free(m->serial);
     cmos_free(m->cmos);
     i8042_free(m->kbd);
+    if (m->power)
+        power_fini(m->power);
     free(m->misc);
     m->serial = NULL;
     m->cmos = NULL;
     m->kbd = NULL;
     m->misc = NULL;
+    m->power = NULL;
 }
 
 void machine_devices_reset(struct machine *m)
 {
     serial_reset(m->serial);
     i8042_reset(m->kbd);
+    power_reset(m->power);
+}
+
+int machine_powerdown(struct machine *m, struct gw_error *err)
+{
+    if (machine_state(m) == RUNSTATE_INMIGRATE)
+        return gw_error_set(err, EBUSY, "The VM is waiting for an incoming migration");
+    /* As QEMU: the event first, then the button (PWRBTN_STS, SCI). */
+    if (m->ops && m->ops->event)
+        m->ops->event(m->ops_opaque, "POWERDOWN", NULL);
+    power_press_button(m->power);
+    return 0;
 }
 
 size_t machine_serial_input(struct machine *m, const uint8_t *buf, size_t len)

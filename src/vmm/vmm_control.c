@@ -139,6 +139,21 @@ static int cmd_system_reset(void *opaque, struct json_object *args, struct json_
     return 0;
 }
 
+/* QEMU's system_powerdown: POWERDOWN event, then the ACPI power button.
+ * The guest decides what to do (the test guest and Linux power off). */
+static int cmd_system_powerdown(void *opaque, struct json_object *args, struct json_object **ret,
+                                struct qmp_error *err)
+{
+    struct vmm_control *c = opaque;
+    struct gw_error e;
+    gw_error_init(&e);
+    if (machine_powerdown(c->machine, &e) < 0) {
+        qmp_error_set(err, "GenericError", "%s", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
 static int cmd_pmemsave(void *opaque, struct json_object *args, struct json_object **ret,
                         struct qmp_error *err)
 {
@@ -172,6 +187,7 @@ static const struct qmp_command commands[] = {
     { .name = "cont", .fn = cmd_cont },
     { .name = "quit", .fn = cmd_quit },
     { .name = "system_reset", .fn = cmd_system_reset },
+    { .name = "system_powerdown", .fn = cmd_system_powerdown },
     { .name = "pmemsave", .fn = cmd_pmemsave,
       .args = { { "val", QMP_ARG_INT, true }, { "size", QMP_ARG_INT, true },
                 { "filename", QMP_ARG_STR, true }, { "cpu-index", QMP_ARG_INT, false } } },

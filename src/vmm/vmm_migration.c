@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "devices/cmos.h"
+#include "devices/power.h"
 #include "devices/serial.h"
 #include "migration/migration.h"
 #include "migration/state_records.h"
@@ -29,7 +30,8 @@ struct vmm_migration {
     unsigned platform_seen;          /* bit per kernel device */
     struct serial_state serial;
     struct cmos_state cmos;
-    bool serial_seen, cmos_seen;
+    struct power_state power;
+    bool serial_seen, cmos_seen, power_seen;
 };
 
 enum { P_PIC_MASTER = 1, P_PIC_SLAVE = 2, P_IOAPIC = 4, P_PIT = 8, P_CLOCK = 16, P_ALL = 31 };
@@ -87,8 +89,10 @@ static int vm_save_state(void *opaque, struct stream *s, struct gw_error *err)
         return r;
     struct serial_state ss;
     struct cmos_state cs;
+    struct power_state ps;
     serial_save(m->serial, &ss);
     cmos_save(m->cmos, &cs);
+    power_save(m->power, &ps);
     stream_write_device(s, "pic-master", 0, DEV_PIC_VERSION, &p.pic_master, sizeof(p.pic_master));
     stream_write_device(s, "pic-slave", 0, DEV_PIC_VERSION, &p.pic_slave, sizeof(p.pic_slave));
     stream_write_device(s, "ioapic", 0, DEV_PIC_VERSION, &p.ioapic, sizeof(p.ioapic));
@@ -96,6 +100,7 @@ static int vm_save_state(void *opaque, struct stream *s, struct gw_error *err)
     stream_write_device(s, "kvmclock", 0, DEV_PIC_VERSION, &p.clock.clock, sizeof(p.clock.clock));
     stream_write_device(s, "serial0", 0, SERIAL_STATE_VERSION, &ss, sizeof(ss));
     stream_write_device(s, "cmos", 0, CMOS_STATE_VERSION, &cs, sizeof(cs));
+    stream_write_device(s, "power", 0, POWER_STATE_VERSION, &ps, sizeof(ps));
     if (stream_get_error(s))
         return gw_error_set(err, EIO, "%s", stream_error(s));
     return 0;
@@ -155,6 +160,15 @@ static int load_device(struct vmm_migration *vm, const struct stream_record *rec
             *(ser ? &vm->serial_seen : &vm->cmos_seen) = true;
         return r;
     }
+    if (!strcmp(id, "power")) {
+        if (ver != POWER_STATE_VERSION)
+            return gw_error_set(err, EPROTO, "device %s version %u is not supported", id, ver);
+        if (vm->power_seen)
+            return gw_error_set(err, EPROTO, "device %s sent twice", id);
+        int r = take(id, d, len, sizeof(vm->power), &vm->power, &one, 1, err);
+        vm->power_seen = r == 0;
+        return r;
+    }
     if (ver != DEV_PIC_VERSION)
         return gw_error_set(err, EPROTO, "device %s version %u is not supported", id, ver);
     if (!strcmp(id, "pic-master"))
@@ -183,7 +197,7 @@ static void drop_pending(struct vmm_migration *vm)
         vm->pending_vcpu[i] = NULL;
     }
     vm->platform_seen = 0;
-    vm->serial_seen = vm->cmos_seen = false;
+    vm->serial_seen = vm->cmos_seen = vm->power_seen = false;
 }
 
 static int vm_load_finish(void *opaque, struct gw_error *err)
@@ -202,6 +216,11 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
         r = serial_load(m->serial, &vm->serial, err);
     if (r == 0)
         r = cmos_load(m->cmos, &vm->cmos, err);
+    /* Streams from before the power button have no "power": PM1 all zero. */
+    if (!vm->power_seen)
+        vm->power = (struct power_state){ .version = POWER_STATE_VERSION };
+    if (r == 0)
+        r = power_load(m->power, &vm->power, err);
     for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++)
         r = vcpu_state_load(&m->kvm, m->vcpus[i].fd, vm->pending_vcpu[i], err);
     drop_pending(vm);

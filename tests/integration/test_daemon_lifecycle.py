@@ -46,6 +46,19 @@ def main():
         print("\n".join(ev.lines))
 
 
+def serial_fallback(d):
+    """A VMM without system_powerdown (CommandNotFound): the test guest is
+    asked through its serial 'p' (the fake VMM plays such a VMM)."""
+    d.define("old", cmdline="workload=dirty wss=1M rate=1000 beat-ms=500 fake-no-acpi")
+    d.run("start", "old")
+    d.wait_state("old", "running (booted)")
+    d.run("shutdown", "old")
+    d.wait_state("old", "shut off (shutdown)", 60)
+    out = d.run("console", "old").out
+    assert "godwit-guest: power off" in out and "power button" not in out, out[-500:]
+    d.run("undefine", "old")
+
+
 def lifecycle(d, ev):
     r = d.define("vm1", migration={"permit_postcopy": False, "max_downtime_ms": 100,
                                    "timeout_action": "pause"})
@@ -100,8 +113,12 @@ def lifecycle(d, ev):
     by_id.close()
     out, _ = follow.communicate(timeout=30)  # --follow ends when the domain stops
     assert "heartbeat vcpu=0" in out and follow.returncode == 0, out[-500:]
+    assert "godwit-guest: power button" in out, out[-500:]  # system_powerdown, not serial 'p'
     d.wait_state("vm1", "shut off (shutdown)")
     wait_until(lambda: not pid_alive(pid), 10, "the VMM to exit")
+
+    if d.fake:
+        serial_fallback(d)
 
     d.run("start", "vm1")
     d.wait_state("vm1", "running (booted)")

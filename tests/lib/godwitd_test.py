@@ -8,9 +8,10 @@ kills every VMM recorded in the state directory.
 
 Without /dev/kvm the daemon is given a fake VMM (this file run as
 `godwitd_test.py fake-vmm ...`): a process that speaks the same QMP subset
-(query-name, query-status, stop, cont, quit; STOP/RESUME/SHUTDOWN events),
-prints a heartbeat on its serial output and powers off on the serial byte
-'p'. Tests say which one they use; the real VMM runs wherever KVM exists."""
+(query-name, query-status, stop, cont, quit, system_powerdown;
+STOP/RESUME/SHUTDOWN/POWERDOWN events), prints a heartbeat on its serial
+output and powers off on the serial byte 'p' and on the ACPI power button
+(system_powerdown; pressed while paused, when it runs again). Tests say which one they use; the real VMM runs wherever KVM exists."""
 import glob
 import json
 import os
@@ -921,6 +922,7 @@ class FakeVMM:
         self.mig = None
         self.mig_stopped = False
         self.paused_pc = False
+        self.button = False  # PWRBTN_STS: pressed, not yet seen by the guest
         words = dict(w.split("=", 1) for w in (self.a.cmdline or "").split() if "=" in w)
         self.words = words
         self.link_pps = int(words.get("fake-link-pps", "4000"))
@@ -953,6 +955,8 @@ class FakeVMM:
         if run and self.status != "running":
             self.status = self.runstate = "running"
             self.emit("RESUME")
+            if self.button:
+                threading.Thread(target=self.power_button, daemon=True).start()
         elif not run and self.status == "running":
             self.status = self.runstate = "paused"
             self.emit("STOP")
@@ -966,7 +970,23 @@ class FakeVMM:
             pass
         os._exit(0)
 
+    def power_button(self):
+        """The fake guest's SCI handler (a thread: the command's reply goes
+        first): it powers off, as the test guest does."""
+        time.sleep(0.1)
+        print("godwit-guest: power button", flush=True)
+        self.exit(True, "guest-shutdown")
+
     # -- QMP -----------------------------------------------------------------
+
+    def q_powerdown(self, args):
+        if self.status == "inmigrate":
+            raise QmpError("The VM is waiting for an incoming migration")
+        self.emit("POWERDOWN")
+        self.button = True
+        if self.status == "running":
+            threading.Thread(target=self.power_button, daemon=True).start()
+        return {}
 
     def q_migrate(self, args):
         if args.get("resume"):
@@ -1077,7 +1097,10 @@ class FakeVMM:
             return self.mig.query() if self.mig else {}
         table = {"migrate": self.q_migrate, "migrate-incoming": self.q_incoming,
                  "migrate-recover": self.q_recover, "migrate-start-postcopy": self.q_start_postcopy,
-                 "migrate_cancel": self.q_cancel, "migrate-pause": self.q_pause}
+                 "migrate_cancel": self.q_cancel, "migrate-pause": self.q_pause,
+                 "system_powerdown": self.q_powerdown}
+        if "fake-no-acpi" in (self.a.cmdline or "").split():  # a VMM without a power button
+            del table["system_powerdown"]
         if cmd in table:
             return table[cmd](args)
         raise QmpError(f"The command {cmd} has not been found", "CommandNotFound")

@@ -320,7 +320,7 @@ static int load(struct ram_fixture *f, const uint8_t *k, size_t len, const char 
                 const char *initrd)
 {
     struct boot_input in = { .kernel_buf = k, .kernel_len = len, .cmdline = cmdline,
-                             .initrd_path = initrd };
+                             .initrd_path = initrd, .rsdp_addr = BOOT_ACPI_ADDR };
     gw_error_init(&f->err);
     return boot_load(&f->ram, &in, &f->res, &f->err);
 }
@@ -346,6 +346,9 @@ static void check_zero_page(struct ram_fixture *f, const uint8_t *k, const char 
     assert_int_equal(zp32(f, BZ_CMD_LINE_PTR), BOOT_CMDLINE_ADDR);
     assert_int_equal(zp32(f, BP_EXT_CMD_LINE_PTR), 0);
     assert_string_equal((const char *)f->ram.host + BOOT_CMDLINE_ADDR, cmdline);
+    uint64_t rsdp;
+    memcpy(&rsdp, zp + BP_ACPI_RSDP_ADDR, 8);
+    assert_int_equal(rsdp, BOOT_ACPI_ADDR);           /* acpi_rsdp_addr */
     /* Nothing past the header was copied from the file. */
     for (unsigned i = 0x26c; i < BP_E820_TABLE; i++)
         if (i != BP_E820_ENTRIES)

@@ -153,7 +153,8 @@ static const char *write_file(struct fixture *f, const char *name, const void *d
 
 static int load_buf(struct fixture *f, size_t len, const char *cmdline)
 {
-    struct boot_input in = { .kernel_buf = f->img, .kernel_len = len, .cmdline = cmdline };
+    struct boot_input in = { .kernel_buf = f->img, .kernel_len = len, .cmdline = cmdline,
+                             .rsdp_addr = BOOT_ACPI_ADDR };
     gw_error_init(&f->err);
     return boot_load(&f->ram, &in, &f->res, &f->err);
 }
@@ -174,7 +175,7 @@ static void check_start_info(struct fixture *f, const char *cmdline, uint64_t in
     assert_int_equal(si->magic, HVM_START_MAGIC);
     assert_int_equal(si->version, 1);
     assert_int_equal(si->flags, 0);
-    assert_int_equal(si->rsdp_paddr, 0);
+    assert_int_equal(si->rsdp_paddr, BOOT_ACPI_ADDR);   /* passed through */
     assert_string_equal((const char *)f->ram.host + si->cmdline_paddr, cmdline);
     assert_int_equal(si->memmap_entries, 4);
     const struct hvm_memmap_entry *mm = (const void *)(f->ram.host + si->memmap_paddr);
@@ -231,7 +232,8 @@ static void test_elf32_file_with_initrd(void **state)
     for (size_t i = 0; i < sizeof(initrd); i++)
         initrd[i] = (uint8_t)(i * 7);
     const char *ipath = write_file(f, "initrd", initrd, sizeof(initrd));
-    struct boot_input in = { .kernel_path = kpath, .initrd_path = ipath };
+    struct boot_input in = { .kernel_path = kpath, .initrd_path = ipath,
+                             .rsdp_addr = BOOT_ACPI_ADDR };
     gw_error_init(&f->err);
     if (boot_load(&f->ram, &in, &f->res, &f->err) < 0)
         fail_msg("%s", f->err.msg);

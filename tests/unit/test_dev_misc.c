@@ -1,9 +1,11 @@
-/* i8042 keyboard controller, power-off port, POST and speaker ports. */
+/* i8042 keyboard controller, ACPI PM1 registers (power button, power-off),
+ * POST and speaker ports. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -105,8 +107,9 @@ static void test_power_port(void **state)
     poweroffs = 0;
     struct pio_bus bus;
     pio_bus_init(&bus);
-    struct power_port p = { on_off, NULL };
-    assert_int_equal(pio_bus_register(&bus, POWER_PORT, POWER_PORT_LEN, "power", &power_pio_ops, &p), 0);
+    struct power_port p;
+    power_init(&p, on_off, NULL, NULL);
+    assert_int_equal(pio_bus_register(&bus, POWER_PM1_BASE, POWER_PM1_LEN, "power", &power_pio_ops, &p), 0);
     uint8_t w[4] = { 0x00, 0x20, 0, 0 };
     assert_true(pio_bus_write(&bus, POWER_PORT, w, 1));  /* byte write: ignored */
     assert_int_equal(poweroffs, 0);
@@ -122,12 +125,111 @@ static void test_power_port(void **state)
     w[1] = 0x20;
     pio_bus_write(&bus, POWER_PORT + 1, w, 1);           /* odd port */
     assert_int_equal(poweroffs, 2);
-    assert_true(pio_bus_read(&bus, POWER_PORT, w, 2));
-    assert_int_equal(w[0] | w[1], 0);
+    assert_true(pio_bus_read(&bus, POWER_PORT, w, 2));   /* SCI_EN: always ACPI mode */
+    assert_int_equal(w[0] | w[1] << 8, PM1_CNT_SCI_EN);
     assert_true(power_is_off_request(0x2000));
     assert_true(power_is_off_request(0x3401));
     assert_false(power_is_off_request(0x0001));
     assert_false(power_is_off_request(0x2400));
+    power_fini(&p);
+}
+
+static int sci_level = -1, sci_gsi, sci_calls;
+static void sci_set(void *o, unsigned gsi, int level)
+{
+    sci_level = level;
+    sci_gsi = (int)gsi;
+    sci_calls++;
+}
+
+static uint16_t pm1_rd(struct power_port *p, uint16_t off)
+{
+    uint8_t v[2];
+    power_pio_ops.read(p, off, v, 2);
+    return (uint16_t)(v[0] | v[1] << 8);
+}
+
+static void pm1_wr(struct power_port *p, uint16_t off, uint16_t v)
+{
+    uint8_t b[2] = { (uint8_t)v, (uint8_t)(v >> 8) };
+    power_pio_ops.write(p, off, b, 2);
+}
+
+/* PM1_STS (write 1 to clear) and PM1_EN drive the SCI at level. */
+static void test_pm1_button_sci(void **state)
+{
+    struct irq_line sci = { sci_set, NULL, POWER_SCI_GSI };
+    struct power_port p;
+    poweroffs = 0;
+    power_init(&p, on_off, NULL, &sci);
+    assert_int_equal(pm1_rd(&p, 0), 0);
+    assert_int_equal(pm1_rd(&p, 2), 0);
+    /* Pressed while disabled: the status shows, no SCI. */
+    power_press_button(&p);
+    assert_int_equal(pm1_rd(&p, 0), PM1_PWRBTN);
+    assert_int_equal(sci_level, 0);
+    assert_int_equal(sci_gsi, POWER_SCI_GSI);
+    /* Enabling raises it; writing 0 to STS does not clear it. */
+    pm1_wr(&p, 2, PM1_PWRBTN | 0x8000);                  /* bit 15 is not an enable */
+    assert_int_equal(pm1_rd(&p, 2), PM1_PWRBTN);
+    assert_int_equal(sci_level, 1);
+    pm1_wr(&p, 0, 0);
+    assert_int_equal(pm1_rd(&p, 0), PM1_PWRBTN);
+    assert_int_equal(sci_level, 1);
+    /* 32-bit read of the event block: STS low, EN high. */
+    uint8_t d[4];
+    power_pio_ops.read(&p, 0, d, 4);
+    assert_int_equal(d[1] | d[3], 0x01 | 0x01);
+    /* Write 1 clears, the SCI falls. */
+    pm1_wr(&p, 0, 0xffff);
+    assert_int_equal(pm1_rd(&p, 0), 0);
+    assert_int_equal(sci_level, 0);
+    /* Pressed while enabled: SCI at once; disabling lowers it, STS stays. */
+    power_press_button(&p);
+    assert_int_equal(sci_level, 1);
+    uint8_t hi = 0;
+    power_pio_ops.write(&p, 3, &hi, 1);                  /* byte write of EN's high byte */
+    assert_int_equal(pm1_rd(&p, 2), 0);
+    assert_int_equal(sci_level, 0);
+    assert_int_equal(pm1_rd(&p, 0), PM1_PWRBTN);
+    /* Save, reset, load: the state and the line come back. */
+    pm1_wr(&p, 2, PM1_PWRBTN | 0x0001);
+    struct power_state st;
+    power_save(&p, &st);
+    assert_int_equal(st.version, POWER_STATE_VERSION);
+    assert_int_equal(st.sts, PM1_PWRBTN);
+    assert_int_equal(st.en, PM1_PWRBTN | 0x0001);
+    power_reset(&p);
+    assert_int_equal(pm1_rd(&p, 0) | pm1_rd(&p, 2), 0);
+    assert_int_equal(sci_level, 0);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(power_load(&p, &st, &err), 0);
+    assert_int_equal(pm1_rd(&p, 2), PM1_PWRBTN | 0x0001);
+    assert_int_equal(sci_level, 1);
+    /* Bad states are refused and change nothing. */
+    struct power_state bad = st;
+    bad.version = 2;
+    assert_int_equal(power_load(&p, &bad, &err), -EINVAL);
+    bad = st;
+    bad.sts = 0x0001;
+    assert_int_equal(power_load(&p, &bad, &err), -EINVAL);
+    bad = st;
+    bad.en = 0x8000;
+    assert_int_equal(power_load(&p, &bad, &err), -EINVAL);
+    assert_int_equal(pm1_rd(&p, 0), PM1_PWRBTN);
+    assert_int_equal(sci_level, 1);
+    assert_int_equal(poweroffs, 0);
+    power_fini(&p);
+}
+
+static void test_pm1_sci_level(void **state)
+{
+    assert_false(power_sci_level(0, 0));
+    assert_false(power_sci_level(PM1_PWRBTN, 0));
+    assert_false(power_sci_level(0, PM1_PWRBTN));
+    assert_false(power_sci_level(PM1_PWRBTN, PM1_EN_MASK & ~PM1_PWRBTN));
+    assert_true(power_sci_level(PM1_PWRBTN, PM1_PWRBTN));
 }
 
 static void test_post_and_speaker(void **state)
@@ -161,6 +263,8 @@ int main(void)
         cmocka_unit_test(test_i8042_probe),
         cmocka_unit_test(test_i8042_reset),
         cmocka_unit_test(test_power_port),
+        cmocka_unit_test(test_pm1_button_sci),
+        cmocka_unit_test(test_pm1_sci_level),
         cmocka_unit_test(test_post_and_speaker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
