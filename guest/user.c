@@ -156,6 +156,23 @@ static void mem_invariant(unsigned cpu)
 
 /* ---- dirty ----------------------------------------------------------------------- */
 
+/* Page j of the working set holds the last count written into it: the
+ * largest w < written with w = j (mod pages), or 0 if never written. A page
+ * a migration lost or left stale breaks this. */
+static bool dirty_holds(const struct region *r, uint64_t pages, uint64_t written, char *what,
+                        size_t len)
+{
+    for (uint64_t j = 0; j < pages; j++) {
+        uint64_t want = written > j ? j + (written - 1 - j) / pages * pages : 0;
+        uint64_t got = *(volatile uint64_t *)page_addr(r->first_page + j);
+        if (got != want) {
+            g_snprintf(what, len, "dirty-page-%lu-holds-%lu-not-%lu", j, got, want);
+            return false;
+        }
+    }
+    return true;
+}
+
 static void dirty(unsigned cpu)
 {
     const struct region *r = &g.cpu[cpu].region;
@@ -192,8 +209,11 @@ static void dirty(unsigned cpu)
             PRINTF("heartbeat vcpu=%u tick=%lu pages=%lu\n", cpu, ++tick, written);
             maybe_poweroff(cpu);
         }
-        if (report_requested(cpu))
-            answer_report(cpu, true, "");
+        if (report_requested(cpu)) {
+            char what[64] = "";
+            bool ok = dirty_holds(r, pages, written, what, sizeof(what));
+            answer_report(cpu, ok, what);
+        }
     }
 }
 

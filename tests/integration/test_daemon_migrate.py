@@ -6,7 +6,8 @@ migrate-postcopy), A -> B in hybrid (post-copy after the first pre-copy
 pass). After each: the guest runs in exactly one place, its heartbeat
 continues on the destination from where it was (the counter moved with the
 guest), the destination checked the memory digest (fake VMM) or the guest
-its self-checks (real VMM), the lifecycle events are libvirt's, and
+its self-check (real VMM: every page of its working set holds the count it
+last wrote), the lifecycle events are libvirt's, and
 domjobinfo shows the running job and, with --completed, the finished one.
 While a job runs, start/destroy/a second migration are refused (JobActive)
 on both hosts."""
@@ -15,8 +16,8 @@ import os
 import re
 
 from godwit_test import need_netns, run_test, wait_until
-from godwitd_test import (DIRTYING_GUEST, EventWatcher, MigHosts, finish_proc, have_kvm, heartbeats,
-                          jobinfo, vmm_kind)
+from godwitd_test import (DIRTYING_GUEST, EventWatcher, MigHosts, finish_proc, guest_self_check, have_kvm,
+                          heartbeats, jobinfo, vmm_kind)
 
 SLOW = "1" if not have_kvm() else "8"   # MiB/s: a first pass of several seconds
 
@@ -51,6 +52,9 @@ def check_moved(src, dst, before):
     vlog = open(os.path.join(dst.state, "log", "vm1.vmm.log"), errors="replace").read()
     if dst.fake:
         assert "memory digest at the switch-over verified" in vlog, vlog
+    else:  # every page of the guest's working set holds what it last wrote there
+        report = guest_self_check(dst, "vm1")
+        assert report == "REPORT ok", report
     print(f"  moved: last tick before {before[0]}, then {ticks[:3]} ...")
 
 

@@ -18,8 +18,8 @@ import signal
 import subprocess
 
 from godwit_test import need_netns, run_test, wait_until
-from godwitd_test import (FILLED_GUEST, GODWIT, MigHosts, finish_proc, have_kvm, heartbeats, jobinfo,
-                          vmm_kind)
+from godwitd_test import (FILLED_GUEST, GODWIT, MigHosts, finish_proc, guest_self_check, have_kvm,
+                          heartbeats, jobinfo, vmm_kind)
 
 SLOW = "1" if not have_kvm() else "8"
 
@@ -51,6 +51,9 @@ def only_on(here, there, state="running"):
         assert r.rc == 1 or "Job type:         None" in r.out, r
     n = len(heartbeats(here, "vm1"))
     wait_until(lambda: len(heartbeats(here, "vm1")) > n, 20, "the guest's heartbeat")
+    if not here.fake:  # and its memory is whole
+        report = guest_self_check(here, "vm1")
+        assert report == "REPORT ok", report
 
 
 def failed_job(d):

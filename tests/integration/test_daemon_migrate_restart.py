@@ -17,8 +17,8 @@ import subprocess
 import time
 
 from godwit_test import need_netns, run_test, wait_until
-from godwitd_test import (FILLED_GUEST, EventWatcher, MigHosts, finish_proc, have_kvm, heartbeats,
-                          jobinfo, vmm_kind)
+from godwitd_test import (FILLED_GUEST, EventWatcher, MigHosts, finish_proc, guest_self_check, have_kvm,
+                          heartbeats, jobinfo, vmm_kind)
 
 SLOW = "1" if not have_kvm() else "8"
 
@@ -41,6 +41,9 @@ def runs_only_on(here, there):
         ("running", "paused")), 30, "the other host to hold no guest")
     n = len(heartbeats(here, "vm1"))
     wait_until(lambda: len(heartbeats(here, "vm1")) > n, 20, "the guest's heartbeat")
+    if not here.fake:  # and its memory is whole
+        report = guest_self_check(here, "vm1")
+        assert report == "REPORT ok", report
     for d in (here, there):
         r = d.run("domjobinfo", "vm1", check=False)
         assert r.rc == 1 or "Job type:         None" in r.out, r

@@ -462,6 +462,30 @@ def heartbeats(d, name):
     return [int(t) for t in re.findall(r"heartbeat vcpu=0 tick=(\d+)", text)]
 
 
+def guest_self_check(d, name, timeout=60):
+    """Ask the real test guest to check itself (serial 'v' through the
+    domain's console FIFO) and return its REPORT line."""
+    import re
+    log = os.path.join(d.state, "log", f"{name}.log")
+    start = os.path.getsize(log)
+    fd = os.open(os.path.join(d.state, "run", f"{name}.console"), os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, b"v")
+    finally:
+        os.close(fd)
+    found = []
+
+    def reported():
+        with open(log, errors="replace") as f:
+            f.seek(start)
+            m = re.search(r"REPORT [^\n]*\n", f.read())
+        if m:
+            found.append(m.group(0).strip())
+        return bool(m)
+    wait_until(reported, timeout, f"the self-check report of {name}")
+    return found[0]
+
+
 def jobinfo(d, name, completed=False):
     """domjobinfo as a {label: value} dict."""
     args = ["domjobinfo", name] + (["--completed"] if completed else [])
