@@ -10,6 +10,8 @@
 #
 #   sh scripts/nested-kvm.sh [PATTERN]      default: every integration test
 #   NESTED_CMD='python3 scripts/demo.py' sh scripts/nested-kvm.sh   any command
+#   (NESTED_STREAM=1: its output is shown as it comes; `./run demo` does this
+#   on a machine without /dev/kvm)
 #
 # Environment: NESTED_DIR (default build-nested: the cached root file system
 # and disk image), NESTED_MEM (L1 memory, default 12G), NESTED_TIMEOUT
@@ -99,6 +101,12 @@ KERNEL=$(ls "$DIR"/rootfs/boot/vmlinuz-* | tail -1)
 INITRD=$(ls "$DIR"/rootfs/boot/initrd.img-* | tail -1)
 echo "nested: booting L1 (TCG, $MEM) to run: $CMD; output in $DIR/share/out.log"
 rc=0
+tailpid=""
+if [ -n "${NESTED_STREAM:-}" ]; then   # show the output as it comes
+    : >"$DIR/share/out.log"
+    tail -n +1 -f "$DIR/share/out.log" &
+    tailpid=$!
+fi
 timeout "$TIMEOUT" qemu-system-x86_64 -machine q35 -accel tcg,thread=multi,tb-size=1024 \
     -cpu max,-avx,-avx2,-fma,-f16c,-vaes,-vpclmulqdq -smp 2 -m "$MEM" \
     -kernel "$KERNEL" -initrd "$INITRD" \
@@ -106,7 +114,12 @@ timeout "$TIMEOUT" qemu-system-x86_64 -machine q35 -accel tcg,thread=multi,tb-si
     -drive file="$DIR/root.img",if=virtio,format=raw,cache=unsafe \
     -virtfs local,path="$DIR/share",mount_tag=share,security_model=none \
     -nographic -no-reboot >"$DIR/console.log" 2>&1 || rc=$?
-cat "$DIR/share/out.log" 2>/dev/null || true
+if [ -n "$tailpid" ]; then
+    sleep 1
+    kill "$tailpid" 2>/dev/null || true
+else
+    cat "$DIR/share/out.log" 2>/dev/null || true
+fi
 if ! grep -q "^nested: rc=" "$DIR/share/out.log" 2>/dev/null; then
     echo "nested: L1 did not finish (qemu status $rc); its console:"
     tail -40 "$DIR/console.log"
