@@ -435,6 +435,13 @@ static int rerequest(struct pc_dst *pc)
     return request(pc, pfn, n);
 }
 
+/* A stream error that means the peer closed its end (not a dead link,
+ * which times out, nor a local failure). */
+static bool peer_closed(int error)
+{
+    return error == -EPIPE || error == -ECONNRESET;
+}
+
 static void *fault_thread(void *arg)
 {
     struct pc_dst *pc = arg;
@@ -455,10 +462,11 @@ static void *fault_thread(void *arg)
     }
     if (r < 0 && !pc->stop) {
         pc->error = r;
-        /* The source closing the preempt channel closes the main one too,
+        /* The source closing the preempt channel (an end of file, or a
+         * request written into a socket it closed) closes the main one too,
          * after a POSTCOPY_PAUSE unless it exited: let the main channel
          * tell which. Any other break: wake the main channel's reader. */
-        if (!pc->preempt_eof) {
+        if (!pc->preempt_eof && !peer_closed(pc->ps.error)) {
             pc->local_break = true;
             shutdown(pc->c->fd, SHUT_RDWR);
         }
@@ -537,7 +545,7 @@ static int recv_loop(struct pc_dst *pc)
  * source VMM has exited (it always says when it pauses). */
 static bool source_gone(const struct pc_dst *pc, int r)
 {
-    return (r == -ENODATA || r == -EPIPE) && !pc->got_pause && !pc->local_break &&
+    return (r == -ENODATA || peer_closed(r)) && !pc->got_pause && !pc->local_break &&
            !pc->c->m->pc_pause_req && !pc->c->m->cancel;
 }
 
