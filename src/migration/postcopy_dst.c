@@ -435,8 +435,9 @@ static int rerequest(struct pc_dst *pc)
     return request(pc, pfn, n);
 }
 
-/* A stream error that means the peer closed its end (not a dead link,
- * which times out, nor a local failure). */
+/* A preempt-channel error that may be the source closing its end (or a
+ * reset: ss -K, a firewall), not a local failure or a timed-out link. The
+ * main channel tells an exit (end of file, no POSTCOPY_PAUSE) from a break. */
 static bool peer_closed(int error)
 {
     return error == -EPIPE || error == -ECONNRESET;
@@ -545,7 +546,7 @@ static int recv_loop(struct pc_dst *pc)
  * source VMM has exited (it always says when it pauses). */
 static bool source_gone(const struct pc_dst *pc, int r)
 {
-    return (r == -ENODATA || peer_closed(r)) && !pc->got_pause && !pc->local_break &&
+    return (r == -ENODATA || r == -EPIPE) && !pc->got_pause && !pc->local_break &&
            !pc->c->m->pc_pause_req && !pc->c->m->cancel;
 }
 
