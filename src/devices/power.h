@@ -36,9 +36,7 @@
 
 #define POWER_PM1_BASE  0x600           /* PM1a_EVT_BLK, then PM1a_CNT_BLK */
 #define POWER_PM1_LEN   6
-#define POWER_PM1_EVT_LEN 4
 #define POWER_PORT      0x604           /* PM1a_CNT_BLK */
-#define POWER_PORT_LEN  2
 #define POWER_SCI_GSI   9               /* as QEMU: ISA IRQ 9, level, active high */
 #define POWER_OFF_VALUE 0x2000          /* SLP_EN | SLP_TYP 0 */
 #define POWER_SLP_EN    0x2000

@@ -55,8 +55,13 @@ bool mig_state_transition_ok(enum mig_state from, enum mig_state to)
 
 bool mig_state_is_active(enum mig_state s)
 {
-    return s == MIG_SETUP || s == MIG_ACTIVE || s == MIG_DEVICE || s == MIG_POSTCOPY_ACTIVE ||
-           s == MIG_POSTCOPY_PAUSED || s == MIG_POSTCOPY_RECOVER || s == MIG_CANCELLING;
+    return s == MIG_SETUP || s == MIG_ACTIVE || s == MIG_DEVICE || mig_state_is_postcopy(s) ||
+           s == MIG_CANCELLING;
+}
+
+bool mig_state_is_postcopy(enum mig_state s)
+{
+    return s == MIG_POSTCOPY_ACTIVE || s == MIG_POSTCOPY_PAUSED || s == MIG_POSTCOPY_RECOVER;
 }
 
 bool mig_state_is_final(enum mig_state s)

@@ -27,6 +27,8 @@ int mig_state_from_name(const char *name);
 bool mig_state_transition_ok(enum mig_state from, enum mig_state to);
 /* A migration is under way (a new one may not start). */
 bool mig_state_is_active(enum mig_state s);
+/* The guest was handed over: postcopy-active, -paused or -recover. */
+bool mig_state_is_postcopy(enum mig_state s);
 /* The migration has ended (completed, failed, cancelled). */
 bool mig_state_is_final(enum mig_state s);
 

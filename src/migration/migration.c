@@ -181,7 +181,7 @@ int mig_cancel(struct migration *m, struct gw_error *err)
     bool can = s == MIG_SETUP || s == MIG_ACTIVE || s == MIG_DEVICE;
     int fd = m->fd, lfd = m->listen_fd;
     pthread_mutex_unlock(&m->lock);
-    if (s == MIG_POSTCOPY_ACTIVE || s == MIG_POSTCOPY_PAUSED || s == MIG_POSTCOPY_RECOVER)
+    if (mig_state_is_postcopy(s))
         return gw_error_set(err, EBUSY, "Post-copy is active: the migration cannot be cancelled "
                             "(the guest's newest state is on the destination)");
     if (!can)

@@ -419,8 +419,7 @@ static int cmd_query_migrate(void *opaque, struct json_object *args, struct json
     json_object_object_add(o, "status", json_object_new_string(mig_state_name(st.status)));
     add_int(o, "total-time", st.total_ms);
     add_int(o, "setup-time", st.setup_ms);
-    if (!vm->mig.incoming && (st.status == MIG_COMPLETED || st.status == MIG_POSTCOPY_ACTIVE ||
-                              st.status == MIG_POSTCOPY_PAUSED || st.status == MIG_POSTCOPY_RECOVER))
+    if (!vm->mig.incoming && (st.status == MIG_COMPLETED || mig_state_is_postcopy(st.status)))
         add_int(o, "downtime", st.downtime_ms);
     if (mig_state_is_active(st.status) && !vm->mig.incoming)
         add_int(o, "expected-downtime", st.expected_downtime_ms);
@@ -556,12 +555,11 @@ static const struct qmp_command commands[] = {
 
 bool vmm_migration_incoming_postcopy(struct vmm_control *c)
 {
-    if (!c->mig || !c->mig->mig.incoming || !mig_active(&c->mig->mig))
+    if (!c->mig || !c->mig->mig.incoming)
         return false;
     struct mig_stats st;
     mig_get_stats(&c->mig->mig, &st);
-    return st.status == MIG_POSTCOPY_ACTIVE || st.status == MIG_POSTCOPY_PAUSED ||
-           st.status == MIG_POSTCOPY_RECOVER;
+    return mig_state_is_postcopy(st.status);
 }
 
 bool vmm_control_busy(struct vmm_control *c, struct qmp_error *err)
@@ -569,9 +567,7 @@ bool vmm_control_busy(struct vmm_control *c, struct qmp_error *err)
     if (c->mig && mig_active(&c->mig->mig)) {
         struct mig_stats st;
         mig_get_stats(&c->mig->mig, &st);
-        bool pc = st.status == MIG_POSTCOPY_ACTIVE || st.status == MIG_POSTCOPY_PAUSED ||
-                  st.status == MIG_POSTCOPY_RECOVER;
-        qmp_error_set(err, "GenericError", pc && !c->mig->mig.incoming
+        qmp_error_set(err, "GenericError", mig_state_is_postcopy(st.status) && !c->mig->mig.incoming
                       ? "Post-copy is under way: the guest's newest state is on the destination"
                       : "A migration is in progress");
         return true;

@@ -65,6 +65,11 @@ static void test_states(void **state)
     assert_true(mig_state_is_active(MIG_ACTIVE));
     assert_false(mig_state_is_active(MIG_COMPLETED));
     assert_true(mig_state_is_final(MIG_CANCELLED));
+    assert_true(mig_state_is_postcopy(MIG_POSTCOPY_ACTIVE));
+    assert_true(mig_state_is_postcopy(MIG_POSTCOPY_PAUSED));
+    assert_true(mig_state_is_postcopy(MIG_POSTCOPY_RECOVER));
+    assert_false(mig_state_is_postcopy(MIG_ACTIVE));
+    assert_false(mig_state_is_postcopy(MIG_COMPLETED));
 }
 
 int main(void)
