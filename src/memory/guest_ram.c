@@ -155,8 +155,23 @@ int guest_ram_set_kvm_slots(const struct guest_ram *ram, int vm_fd, bool dirty_l
     return 0;
 }
 
+void guest_ram_hold_uffd(struct guest_ram *ram, int uffd)
+{
+    guest_ram_release_uffd(ram);
+    ram->uffd = uffd;
+    ram->holds_uffd = true;
+}
+
+void guest_ram_release_uffd(struct guest_ram *ram)
+{
+    if (ram->holds_uffd)
+        close(ram->uffd);
+    ram->holds_uffd = false;
+}
+
 void guest_ram_fini(struct guest_ram *ram)
 {
+    guest_ram_release_uffd(ram);
     if (ram->host)
         munmap(ram->host, ram->size);
     if (ram->memfd >= 0)

@@ -30,6 +30,11 @@ struct guest_ram {
     uint64_t size;    /* total bytes of RAM */
     unsigned nr_regions;
     struct guest_ram_region regions[GUEST_RAM_MAX_REGIONS];
+    /* A userfaultfd still registered on this RAM after its migration ended
+     * (post-copy lost its source: vCPUs that need a missing page must keep
+     * waiting, never read zeros). Owned here from then on. */
+    bool holds_uffd;
+    int uffd;
 };
 
 /* Compute the region layout for `size` bytes (pure; no allocation). */
@@ -37,6 +42,14 @@ void guest_ram_layout(struct guest_ram *ram, uint64_t size);
 /* Create the memfd (sized, not populated) and map it. */
 int guest_ram_init(struct guest_ram *ram, uint64_t size, const char *name, struct gw_error *err);
 void guest_ram_fini(struct guest_ram *ram);
+/* Take ownership of a userfaultfd that must stay registered on this RAM. */
+void guest_ram_hold_uffd(struct guest_ram *ram, int uffd);
+/* Close the held userfaultfd, if any: call it after the vCPUs have stopped
+ * and before the KVM VM is destroyed. KVM waits for each vCPU's pending
+ * asynchronous page faults when it destroys the VM, and such a fault waits
+ * on this descriptor for a page that will never come: the VMM would hang
+ * in close() for good, unkillable (seen on our PVM hosts). */
+void guest_ram_release_uffd(struct guest_ram *ram);
 
 /* Host pointer for [gpa, gpa+len) if it lies wholly inside one RAM region,
  * else NULL. */

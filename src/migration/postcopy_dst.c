@@ -716,8 +716,11 @@ void pc_dst_cleanup(struct in_ctx *c)
     if (pc->pfd >= 0)
         close(pc->pfd);
     /* A guest that lost its source keeps its fault handler: closing it would
-     * let blocked vCPUs read zeros where its memory should be. */
-    if (pc->uffd >= 0 && !(pc->lost && pc->registered))
+     * let blocked vCPUs read zeros where its memory should be. The RAM holds
+     * it until the VM is torn down. */
+    if (pc->uffd >= 0 && pc->lost && pc->registered)
+        guest_ram_hold_uffd(c->m->ram, pc->uffd);
+    else if (pc->uffd >= 0)
         close(pc->uffd);
     stream_fini(&pc->ps);
     bitmap_free(pc->pending);

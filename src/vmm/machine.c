@@ -453,6 +453,7 @@ err_ram:
 void machine_fini(struct machine *m)
 {
     stop_threads(m);
+    guest_ram_release_uffd(&m->ram); /* before KVM destroys the vCPUs */
     machine_devices_fini(m);
     for (unsigned i = 0; i < m->nr_vcpus; i++)
         vcpu_fini(&m->vcpus[i]);
