@@ -91,7 +91,8 @@ def progress_rate(vm, t_from, t_to):
     text = vm.serial_text()
     for t, length in vm.serial_times:
         if t_from <= t <= t_to:
-            m = list(re.finditer(r"pages=(\d+)", text[:length]))
+            # whole lines only: a chunk may end inside a number
+            m = list(re.finditer(r"pages=(\d+)\r?\n", text[:length]))
             if m:
                 samples.append((t, int(m[-1].group(1))))
     if len(samples) < 2 or samples[-1][0] <= samples[0][0]:
@@ -177,6 +178,8 @@ def run_pc(name, sc, hv, src, dst, t0):
         "postcopy_requests": ram.get("postcopy-requests"),
         "fault_p50_us": lat.get("p50-us"), "fault_p99_us": lat.get("p99-us"),
         "fault_max_us": lat.get("max-us"), "blocktime_ms": d.get("postcopy-blocktime"),
+        "non_vcpu_faults": d.get("postcopy-non-vcpu", {}).get("faults"),
+        "non_vcpu_wait_ms": d.get("postcopy-non-vcpu", {}).get("wait-ms"),
         "progress_before_pages_s": progress_rate(src, t0 - 2, t0),
         "progress_postcopy_pages_s": progress_rate(dst, t_switch, t_end),
         "postcopy_s": round(t_end - t_switch, 2), "throttle": 0,
@@ -217,7 +220,8 @@ def main():
             if "postcopy_requests" in r:
                 print(f"{'':<12} {'':<7} post-copy {r['postcopy_s']} s: {r['postcopy_requests']} "
                       f"requests, fault p50 {r['fault_p50_us']} us p99 {r['fault_p99_us']} us, "
-                      f"all vCPUs blocked {r['blocktime_ms']} ms, guest progress "
+                      f"all vCPUs blocked {r['blocktime_ms']} ms (+ {r['non_vcpu_faults']} faults in "
+                      f"async-PF workers, {r['non_vcpu_wait_ms']} ms), guest progress "
                       f"{r['progress_postcopy_pages_s']} pages/s (before: "
                       f"{r['progress_before_pages_s']})", flush=True)
         if a.qemu and rows[-1]["converged"] and rows[-2]["converged"]:

@@ -72,6 +72,11 @@ struct mig_stats {
     uint64_t fault_p50_us, fault_p99_us, fault_max_us;
     uint64_t blocktime_us;         /* destination: time every vCPU was blocked at once */
     uint64_t vcpu_blocktime_us[MIG_MAX_VCPUS_STATS]; /* (µs: most faults last less than 1 ms) */
+    /* destination: faults taken by threads that are not vCPUs, and the time
+     * they waited in all. With KVM's asynchronous page faults a vCPU's fault
+     * is taken by a kernel worker while the vCPU halts, so it shows here and
+     * not in the vCPU's blocktime; the VMM's own device code counts here too. */
+    uint64_t non_vcpu_faults, non_vcpu_wait_us;
     uint64_t paused_count;         /* times post-copy paused */
     char error_desc[512];
 };

@@ -50,7 +50,9 @@ void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal)
 
 static void pace(struct out_ctx *c, uint64_t bytes)
 {
+    pthread_mutex_lock(&c->rl_lock);
     uint64_t wait = ratelimit_account(&c->rl, bytes, mig_now_ns());
+    pthread_mutex_unlock(&c->rl_lock);
     if (wait && (!c->stopped || c->pending)) {
         struct timespec ts = { (time_t)(wait / 1000000000ULL), (long)(wait % 1000000000ULL) };
         nanosleep(&ts, NULL);
@@ -221,8 +223,10 @@ void out_refresh_params(struct out_ctx *c)
     pthread_mutex_lock(&c->m->lock);
     c->params = c->m->params;
     pthread_mutex_unlock(&c->m->lock);
+    pthread_mutex_lock(&c->rl_lock);
     ratelimit_set(&c->rl, c->pending ? c->params.max_postcopy_bandwidth
                           : c->stopped ? 0 : c->params.max_bandwidth);
+    pthread_mutex_unlock(&c->rl_lock);
 }
 
 /* Between rounds: has the destination given up (RP_FAILED) already? */
@@ -541,6 +545,12 @@ static int run(struct out_ctx *c)
             return stream_set_error(&c->s, err.code ? err.code : ENOMEM, "dirty log: %s", err.msg);
         }
         bitmap_free(scratch);
+        /* As QEMU counts it: the setup's sync is the first, so the count is
+         * 1 during the first pass and 2 once it has ended (libvirt's
+         * --postcopy-after-precopy and our daemon's policy wait for 2). */
+        pthread_mutex_lock(&m->lock);
+        m->stats.dirty_sync_count = 1;
+        pthread_mutex_unlock(&m->lock);
     }
     uint64_t data_pages = 0;
     if (ram_scan_data_pages(m->ram, c->dirty, &data_pages) < 0)
@@ -583,6 +593,7 @@ void *mig_outgoing_thread(void *arg)
     pthread_mutex_unlock(&m->lock);
     c->postcopy = c->caps.on[MIG_CAP_POSTCOPY_RAM] && m->uri.kind != MIG_URI_FILE;
     ratelimit_init(&c->rl, c->params.max_bandwidth, mig_now_ns());
+    pthread_mutex_init(&c->rl_lock, NULL);
     stream_init(&c->s, &stream_fd_ops, NULL);
     int r = run(c);
     struct gw_error err;
@@ -617,6 +628,7 @@ void *mig_outgoing_thread(void *arg)
     free(c->zsrc);
     free(c->zbuf);
     ZSTD_freeCCtx(c->zctx);
+    pthread_mutex_destroy(&c->rl_lock);
     free(c);
     return NULL;
 }

@@ -6,6 +6,7 @@
 #ifndef GW_MIGRATION_OUTGOING_INTERNAL_H
 #define GW_MIGRATION_OUTGOING_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -23,7 +24,11 @@ struct out_ctx {
     uint64_t stop_ms;
     uint64_t npages;
     uint64_t *dirty;            /* pages to send */
+    /* max-bandwidth, then max-postcopy-bandwidth. After the switch the page
+     * server also accounts what it sends (rl_lock), so that the background
+     * push leaves room for it and its prefetch stops when over the limit. */
     struct ratelimit rl;
+    pthread_mutex_t rl_lock;
     struct mig_params params;
     struct mig_caps caps;
     /* batch being built: page indices, read into zsrc when it is sent */

@@ -248,6 +248,10 @@ static void resolve_waiters(struct pc_dst *pc, uint64_t idx)
             continue;
         }
         latency_hist_add(&m->lat, (now - pc->w[i].t0_ns) / 1000);
+        if (pc->w[i].vcpu < 0) {
+            m->stats.non_vcpu_faults++;
+            m->stats.non_vcpu_wait_us += (now - pc->w[i].t0_ns) / 1000;
+        }
         unblock_vcpu(pc, &m->stats, pc->w[i].vcpu, now);
         pc->w[i] = pc->w[--pc->nw];
     }

@@ -303,14 +303,27 @@ static int serve_request(struct out_ctx *c, const struct stream_record *rec, str
             reply_add(r, idx);
         last = idx;
     }
-    /* The faulted pages first, in their own record; then their neighbours. */
+    /* The faulted pages first, in their own record, whatever the limit (as
+     * QEMU's urgent pages); then their neighbours, only while the channels
+     * together stay within max-postcopy-bandwidth. What goes here counts
+     * against the limit, so the background push slows down for it. */
+    uint64_t b0 = c->ps.bytes;
     if (r->n && reply_send(c, r) < 0)
         return -1;
-    for (uint64_t j = last + 1; last != UINT64_MAX && j < c->npages && j <= last + PC_PREFETCH; j++)
+    pthread_mutex_lock(&c->rl_lock);
+    uint64_t now = mig_now_ns();
+    bool room = ratelimit_account(&c->rl, c->ps.bytes - b0, now) == 0;
+    pthread_mutex_unlock(&c->rl_lock);
+    for (uint64_t j = last + 1; room && last != UINT64_MAX && j < c->npages &&
+                                j <= last + PC_PREFETCH; j++)
         if (bitmap_test_and_clear_atomic(c->pending, j))
             reply_add(r, j);
+    b0 = c->ps.bytes;
     if (r->n && reply_send(c, r) < 0)
         return -1;
+    pthread_mutex_lock(&c->rl_lock);
+    ratelimit_account(&c->rl, c->ps.bytes - b0, mig_now_ns());
+    pthread_mutex_unlock(&c->rl_lock);
     if (last != UINT64_MAX)
         c->hint = last + PC_PREFETCH + 2; /* +1: 0 means "no hint" */
     pthread_mutex_lock(&c->m->lock);

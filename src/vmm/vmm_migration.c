@@ -398,6 +398,10 @@ static void add_postcopy_stats(struct json_object *o, const struct mig_stats *st
     for (unsigned i = 0; i < nvcpus && i < MIG_MAX_VCPUS_STATS; i++)
         json_object_array_add(a, json_object_new_int64((int64_t)(st->vcpu_blocktime_us[i] / 1000)));
     json_object_object_add(o, "postcopy-vcpu-blocktime", a);
+    struct json_object *nv = json_object_new_object();
+    add_int(nv, "faults", st->non_vcpu_faults);
+    add_int(nv, "wait-ms", st->non_vcpu_wait_us / 1000);
+    json_object_object_add(o, "postcopy-non-vcpu", nv);
     struct json_object *l = json_object_new_object();
     add_int(l, "faults", st->fault_count);
     add_int(l, "p50-us", st->fault_p50_us);
