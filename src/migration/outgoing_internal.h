@@ -22,6 +22,7 @@ struct out_ctx {
     bool to_file;
     bool stopped;               /* vCPUs stopped for the switch-over */
     uint64_t stop_ms;
+    uint64_t resumed_ms;        /* the destination said it runs the guest (0: not yet) */
     uint64_t npages;
     uint64_t *dirty;            /* pages to send */
     /* max-bandwidth, then max-postcopy-bandwidth. After the switch the page
