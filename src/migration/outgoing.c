@@ -35,6 +35,10 @@ void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal)
     m->stats.normal += normal;
     m->stats.normal_bytes += normal * GWS_PAGE_SIZE;
     m->stats.transferred = c->bytes_before + c->s.bytes;
+    /* remaining falls as the pass goes, as QEMU's does (the next sync sets
+     * it again): a first pass over a slow link showed no progress. */
+    uint64_t done = (zero + normal) * GWS_PAGE_SIZE;
+    m->stats.remaining = m->stats.remaining > done ? m->stats.remaining - done : 0;
     /* A first pass can last minutes: the bandwidth is the last window's, as
      * QEMU's is, not only known at the end of a pass. */
     if (!c->bw_t0_ns || c->s.bytes < c->bw_bytes0) {

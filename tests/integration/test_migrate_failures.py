@@ -10,7 +10,7 @@ import socket
 import time
 
 from godwit_test import (VMM, assert_no_guest_errors, migrate, need_kvm, run_test, self_check,
-                         wait_migration)
+                         start_incoming, wait_migration)
 
 
 def source_still_fine(src, info, expect):
@@ -99,8 +99,22 @@ def bandwidth_limit():
          VMM(memory=512, incoming=True) as dst:
         src.wait_serial("..", 60)
         src.qmp.cmd("stop")  # a fixed amount of data: 511 MiB
-        info = migrate(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
-                       params={"max-bandwidth": limit})
+        # ~5 s at the limit: watch `remaining` fall during the one pass.
+        for vm in (src, dst):
+            vm.qmp.cmd("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
+        src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": limit})
+        start_incoming(dst, "unix:" + os.path.join(dst.dir, "m.sock"))
+        src.qmp.cmd("migrate", uri="unix:" + os.path.join(dst.dir, "m.sock"))
+        samples = []
+        for _ in range(3):
+            time.sleep(1)
+            q = src.qmp.cmd("query-migrate")
+            if q["status"] == "active":
+                samples.append(q["ram"]["remaining"])
+        assert len(samples) >= 2 and samples == sorted(samples, reverse=True) and \
+            samples[-1] < samples[0], f"remaining did not fall during the pass: {samples}"
+        info = wait_migration(src)
+        assert info["status"] == "completed", info
         rate = info["ram"]["transferred"] / (info["total-time"] / 1000)
         print(f"bandwidth limit {limit / 1e6:.0f} MB/s: achieved {rate / 1e6:.1f} MB/s")
         assert 0.9 * limit <= rate <= 1.1 * limit, rate
