@@ -122,7 +122,8 @@ def run(h, a, b):
     inc = completed(a, "A")
     say(f"post-copy: downtime {info.get('Total downtime', '?')}, time {info.get('Time elapsed', '?')}, "
         f"data {info.get('Data processed', '?')}, page requests {info.get('Postcopy requests', '?')}, "
-        f"fault latency {inc.get('Fault latency', 'n/a')}")
+        f"fault latency {inc.get('Fault latency', 'n/a')}, "
+        f"async page-fault waits {inc.get('Async PF waits', 'n/a')}")
     print(f"  host A: {a.state_of(NAME)}   host B: {b.state_of(NAME)}", flush=True)
     time.sleep(2)
     show_console(a, "A", size_a)

@@ -220,6 +220,10 @@ static void print_faults(FILE *out, struct json_object *ret)
             F(lat, "p99-us"), F(lat, "max-us"));
     if (qmp_json_get(pc, "blocktime_ms"))
         fprintf(out, "%-17s %lld ms\n", "Postcopy blocktime:", F(pc, "blocktime_ms"));
+    struct json_object *nv = qmp_json_get(pc, "non_vcpu");
+    if (nv)
+        fprintf(out, "%-17s %lld faults, %lld ms waited\n", "Async PF waits:", F(nv, "faults"),
+                F(nv, "wait-ms"));
 #undef F
 }
 

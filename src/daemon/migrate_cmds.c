@@ -201,6 +201,9 @@ int mig_query(struct daemon *dm, struct domain *dom, struct mig_run *run, enum j
         json_object_object_add(pc, "latency", json_object_get(lat));
         if (bt)
             json_object_object_add(pc, "blocktime_ms", json_object_get(bt));
+        struct json_object *nv = qmp_json_get(ret, "postcopy-non-vcpu");
+        if (nv)
+            json_object_object_add(pc, "non_vcpu", json_object_get(nv));
         pthread_mutex_lock(&dm->lock);
         json_object_put(run->pc_stats);
         run->pc_stats = pc;
