@@ -57,6 +57,12 @@ static int cmd_query_uuid(void *opaque, struct json_object *args, struct json_ob
     return 0;
 }
 
+int vmm_qmp_fail(struct qmp_error *err, const struct gw_error *e)
+{
+    qmp_error_set(err, "GenericError", "%s", e->msg);
+    return -1;
+}
+
 static int cmd_stop(void *opaque, struct json_object *args, struct json_object **ret,
                     struct qmp_error *err)
 {
@@ -70,10 +76,8 @@ static int cmd_stop(void *opaque, struct json_object *args, struct json_object *
         return 0;
     struct gw_error e;
     gw_error_init(&e);
-    if (machine_pause(c->machine, RUNSTATE_PAUSED, &e) < 0) {
-        qmp_error_set(err, "GenericError", "%s", e.msg);
-        return -1;
-    }
+    if (machine_pause(c->machine, RUNSTATE_PAUSED, &e) < 0)
+        return vmm_qmp_fail(err, &e);
     return 0;
 }
 
@@ -96,10 +100,8 @@ static int cmd_cont(void *opaque, struct json_object *args, struct json_object *
         return -1;
     struct gw_error e;
     gw_error_init(&e);
-    if (machine_resume(c->machine, &e) < 0) {
-        qmp_error_set(err, "GenericError", "%s", e.msg);
-        return -1;
-    }
+    if (machine_resume(c->machine, &e) < 0)
+        return vmm_qmp_fail(err, &e);
     return 0;
 }
 
@@ -130,10 +132,8 @@ static int cmd_system_reset(void *opaque, struct json_object *args, struct json_
     }
     struct gw_error e;
     gw_error_init(&e);
-    if (machine_reset(c->machine, &e) < 0) {
-        qmp_error_set(err, "GenericError", "%s", e.msg);
-        return -1;
-    }
+    if (machine_reset(c->machine, &e) < 0)
+        return vmm_qmp_fail(err, &e);
     if (s == RUNSTATE_INTERNAL_ERROR || s == RUNSTATE_SHUTDOWN)
         machine_resume(c->machine, &e);
     return 0;
@@ -147,10 +147,8 @@ static int cmd_system_powerdown(void *opaque, struct json_object *args, struct j
     struct vmm_control *c = opaque;
     struct gw_error e;
     gw_error_init(&e);
-    if (machine_powerdown(c->machine, &e) < 0) {
-        qmp_error_set(err, "GenericError", "%s", e.msg);
-        return -1;
-    }
+    if (machine_powerdown(c->machine, &e) < 0)
+        return vmm_qmp_fail(err, &e);
     return 0;
 }
 
@@ -171,10 +169,8 @@ static int cmd_pmemsave(void *opaque, struct json_object *args, struct json_obje
     }
     struct gw_error e;
     gw_error_init(&e);
-    if (machine_pmemsave(c->machine, (uint64_t)val, (uint64_t)size, path, &e) < 0) {
-        qmp_error_set(err, "GenericError", "%s", e.msg);
-        return -1;
-    }
+    if (machine_pmemsave(c->machine, (uint64_t)val, (uint64_t)size, path, &e) < 0)
+        return vmm_qmp_fail(err, &e);
     return 0;
 }
 

@@ -19,6 +19,8 @@ struct vmm_control {
 };
 
 int vmm_control_register(struct vmm_control *c, const struct qmp_command *cmds, unsigned n);
+/* A command failed with e: its message as a GenericError; returns -1. */
+int vmm_qmp_fail(struct qmp_error *err, const struct gw_error *e);
 /* True (with err set) when a migration forbids changing the run state now. */
 bool vmm_control_busy(struct vmm_control *c, struct qmp_error *err);
 /* The guest was handed over here by post-copy (its pages still arriving):

@@ -294,12 +294,6 @@ static const struct mig_vm_ops vm_ops = {
 
 static struct vmm_migration *V(void *opaque) { return ((struct vmm_control *)opaque)->mig; }
 
-static int fail_gw(struct qmp_error *err, const struct gw_error *e)
-{
-    qmp_error_set(err, "GenericError", "%s", e->msg);
-    return -1;
-}
-
 static const char *str_arg(struct json_object *args, const char *k)
 {
     struct json_object *v;
@@ -321,7 +315,7 @@ static int cmd_migrate(void *opaque, struct json_object *args, struct json_objec
     gw_error_init(&e);
     if (bool_arg(args, "resume")) {
         if (mig_resume(&vm->mig, str_arg(args, "uri"), &e) < 0)
-            return fail_gw(err, &e);
+            return vmm_qmp_fail(err, &e);
         return 0;
     }
     if (s == RUNSTATE_INMIGRATE || s == RUNSTATE_SHUTDOWN || s == RUNSTATE_INTERNAL_ERROR ||
@@ -330,7 +324,7 @@ static int cmd_migrate(void *opaque, struct json_object *args, struct json_objec
         return -1;
     }
     if (mig_start_outgoing(&vm->mig, str_arg(args, "uri"), &e) < 0)
-        return fail_gw(err, &e);
+        return vmm_qmp_fail(err, &e);
     return 0;
 }
 
@@ -346,7 +340,7 @@ static int cmd_migrate_incoming(void *opaque, struct json_object *args, struct j
     struct gw_error e;
     gw_error_init(&e);
     if (mig_start_incoming(&vm->mig, str_arg(args, "uri"), &e) < 0)
-        return fail_gw(err, &e);
+        return vmm_qmp_fail(err, &e);
     return 0;
 }
 
@@ -356,7 +350,7 @@ static int cmd_migrate_cancel(void *opaque, struct json_object *args, struct jso
     struct gw_error e;
     gw_error_init(&e);
     if (mig_cancel(&V(opaque)->mig, &e) < 0)
-        return fail_gw(err, &e);
+        return vmm_qmp_fail(err, &e);
     return 0;
 }
 
@@ -365,7 +359,7 @@ static int cmd_start_postcopy(void *opaque, struct json_object *args, struct jso
 {
     struct gw_error e;
     gw_error_init(&e);
-    return mig_start_postcopy(&V(opaque)->mig, &e) < 0 ? fail_gw(err, &e) : 0;
+    return mig_start_postcopy(&V(opaque)->mig, &e) < 0 ? vmm_qmp_fail(err, &e) : 0;
 }
 
 static int cmd_migrate_pause(void *opaque, struct json_object *args, struct json_object **ret,
@@ -373,7 +367,7 @@ static int cmd_migrate_pause(void *opaque, struct json_object *args, struct json
 {
     struct gw_error e;
     gw_error_init(&e);
-    return mig_pause(&V(opaque)->mig, &e) < 0 ? fail_gw(err, &e) : 0;
+    return mig_pause(&V(opaque)->mig, &e) < 0 ? vmm_qmp_fail(err, &e) : 0;
 }
 
 static int cmd_migrate_recover(void *opaque, struct json_object *args, struct json_object **ret,
@@ -381,7 +375,7 @@ static int cmd_migrate_recover(void *opaque, struct json_object *args, struct js
 {
     struct gw_error e;
     gw_error_init(&e);
-    return mig_recover(&V(opaque)->mig, str_arg(args, "uri"), &e) < 0 ? fail_gw(err, &e) : 0;
+    return mig_recover(&V(opaque)->mig, str_arg(args, "uri"), &e) < 0 ? vmm_qmp_fail(err, &e) : 0;
 }
 
 static void add_int(struct json_object *o, const char *k, uint64_t v)
@@ -469,10 +463,10 @@ static int cmd_set_params(void *opaque, struct json_object *args, struct json_ob
             return -1;
         }
         if (mig_params_set(&p, key, json_object_get_int64(val), &e) < 0)
-            return fail_gw(err, &e); /* nothing applied */
+            return vmm_qmp_fail(err, &e); /* nothing applied */
     }
     if (mig_set_params(&vm->mig, &p, &e) < 0)
-        return fail_gw(err, &e);
+        return vmm_qmp_fail(err, &e);
     return 0;
 }
 
@@ -513,10 +507,10 @@ static int cmd_set_caps(void *opaque, struct json_object *args, struct json_obje
             return -1;
         }
         if (mig_caps_set(&c, json_object_get_string(name), json_object_get_boolean(state), &e) < 0)
-            return fail_gw(err, &e);
+            return vmm_qmp_fail(err, &e);
     }
     if (mig_set_caps(&vm->mig, &c, &e) < 0)
-        return fail_gw(err, &e);
+        return vmm_qmp_fail(err, &e);
     return 0;
 }
 
