@@ -52,11 +52,17 @@ void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal)
     pthread_mutex_unlock(&m->lock);
 }
 
-static void pace(struct out_ctx *c, uint64_t bytes)
+uint64_t out_rate_account(struct out_ctx *c, uint64_t bytes)
 {
     pthread_mutex_lock(&c->rl_lock);
     uint64_t wait = ratelimit_account(&c->rl, bytes, mig_now_ns());
     pthread_mutex_unlock(&c->rl_lock);
+    return wait;
+}
+
+static void pace(struct out_ctx *c, uint64_t bytes)
+{
+    uint64_t wait = out_rate_account(c, bytes);
     if (wait && (!c->stopped || c->pending)) {
         struct timespec ts = { (time_t)(wait / 1000000000ULL), (long)(wait % 1000000000ULL) };
         nanosleep(&ts, NULL);

@@ -67,6 +67,9 @@ int out_flush_pages(struct out_ctx *c);
 /* Queue RAM page idx (zero pages as ZERO_PAGES except in the first pass).
  * Its content is read when the batch is flushed, never before. */
 int out_queue_page(struct out_ctx *c, uint64_t idx);
+/* Count bytes sent (from any thread) against the current limit; returns
+ * how long the sender should wait (0: within the limit). */
+uint64_t out_rate_account(struct out_ctx *c, uint64_t bytes);
 int out_sync_dirty(struct out_ctx *c, uint64_t *count);
 void out_refresh_params(struct out_ctx *c);
 /* Wait for one return-path record of type `want` on the main channel. */

@@ -310,10 +310,7 @@ static int serve_request(struct out_ctx *c, const struct stream_record *rec, str
     uint64_t b0 = c->ps.bytes;
     if (r->n && reply_send(c, r) < 0)
         return -1;
-    pthread_mutex_lock(&c->rl_lock);
-    uint64_t now = mig_now_ns();
-    bool room = ratelimit_account(&c->rl, c->ps.bytes - b0, now) == 0;
-    pthread_mutex_unlock(&c->rl_lock);
+    bool room = out_rate_account(c, c->ps.bytes - b0) == 0;
     for (uint64_t j = last + 1; room && last != UINT64_MAX && j < c->npages &&
                                 j <= last + PC_PREFETCH; j++)
         if (bitmap_test_and_clear_atomic(c->pending, j))
@@ -321,9 +318,7 @@ static int serve_request(struct out_ctx *c, const struct stream_record *rec, str
     b0 = c->ps.bytes;
     if (r->n && reply_send(c, r) < 0)
         return -1;
-    pthread_mutex_lock(&c->rl_lock);
-    ratelimit_account(&c->rl, c->ps.bytes - b0, mig_now_ns());
-    pthread_mutex_unlock(&c->rl_lock);
+    out_rate_account(c, c->ps.bytes - b0);
     /* The background push goes on just past what went here: past the
      * neighbours when they went, else right after the fault. (Always
      * skipping the neighbours left them behind when the limit held the
