@@ -10,7 +10,7 @@ import socket
 import time
 
 from godwit_test import (VMM, assert_no_guest_errors, migrate, need_kvm, run_test, self_check,
-                         start_incoming, wait_migration)
+                         start_migration, wait_migration)
 
 
 def source_still_fine(src, info, expect):
@@ -100,11 +100,8 @@ def bandwidth_limit():
         src.wait_serial("..", 60)
         src.qmp.cmd("stop")  # a fixed amount of data: 511 MiB
         # ~5 s at the limit: watch `remaining` fall during the one pass.
-        for vm in (src, dst):
-            vm.qmp.cmd("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
-        src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": limit})
-        start_incoming(dst, "unix:" + os.path.join(dst.dir, "m.sock"))
-        src.qmp.cmd("migrate", uri="unix:" + os.path.join(dst.dir, "m.sock"))
+        start_migration(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
+                        params={"max-bandwidth": limit})
         samples = []
         for _ in range(3):
             time.sleep(1)

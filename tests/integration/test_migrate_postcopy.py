@@ -24,7 +24,7 @@ import time
 from godwit_test import (VMM, NetnsPair, QMPError, Timeout, assert_heartbeat_continued,
                          assert_no_guest_errors,
                          check_invariant_regions, need_kvm, need_netns, ram_digest, run_test,
-                         self_check, skip, wait_migration, wait_until)
+                         self_check, skip, start_migration, wait_migration, wait_until)
 
 
 def need_uffd():
@@ -43,18 +43,8 @@ def wait_written(vm):
     vm.wait_serial(".", 180, start=at)
 
 
-def caps(vm, *names):
-    vm.qmp.cmd("migrate-set-capabilities",
-               capabilities=[{"capability": c, "state": True} for c in ("events",) + names])
-
-
 def start(src, dst, uri, extra_caps=(), params=None):
-    for vm in (src, dst):
-        caps(vm, "postcopy-ram", *extra_caps)
-    if params:
-        src.qmp.cmd("migrate-set-parameters", **params)
-    dst.qmp.cmd("migrate-incoming", uri=uri)
-    src.qmp.cmd("migrate", uri=uri)
+    start_migration(src, dst, uri, ("postcopy-ram",) + tuple(extra_caps), params)
 
 
 def finish(src, dst, timeout=300):

@@ -425,8 +425,9 @@ def start_incoming(dst, uri):
     dst.qmp.cmd("migrate-incoming", uri=uri)
 
 
-def migrate(src, dst, uri, caps=(), params=None, timeout=180, expect="completed"):
-    """Migrate src -> dst over `uri` (dst must run with incoming=True)."""
+def start_migration(src, dst, uri, caps=(), params=None):
+    """Start src -> dst over `uri` (dst must run with incoming=True), with
+    `events` and `caps` on both sides and `params` on the source."""
     for vm in (src, dst):
         vm.qmp.cmd("migrate-set-capabilities",
                    capabilities=[{"capability": "events", "state": True}] +
@@ -435,6 +436,11 @@ def migrate(src, dst, uri, caps=(), params=None, timeout=180, expect="completed"
         src.qmp.cmd("migrate-set-parameters", **params)
     start_incoming(dst, uri)
     src.qmp.cmd("migrate", uri=uri)
+
+
+def migrate(src, dst, uri, caps=(), params=None, timeout=180, expect="completed"):
+    """Migrate src -> dst over `uri` (dst must run with incoming=True)."""
+    start_migration(src, dst, uri, caps, params)
     info = wait_migration(src, timeout)
     assert info["status"] == expect, f"source: {info}"
     return info
