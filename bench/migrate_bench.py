@@ -122,14 +122,9 @@ def run_postcopy(src, dst, sc, uri, timeout):
     """Start, switch to post-copy (at once or once pass 1 ends, by command on
     both hypervisors), wait for the end; returns (src info, dst info, switch
     time)."""
-    from godwit_test import wait_migration, wait_until
-    for vm in (src, dst):
-        vm.qmp.cmd("migrate-set-capabilities", capabilities=[
-            {"capability": c, "state": True} for c in ("events", "postcopy-ram")])
-    src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": sc["bw"],
-                                              "max-postcopy-bandwidth": sc["bw"]})
-    dst.qmp.cmd("migrate-incoming", uri=uri)
-    src.qmp.cmd("migrate", uri=uri)
+    from godwit_test import start_migration, wait_migration, wait_until
+    start_migration(src, dst, uri, ("postcopy-ram",),
+                    {"max-bandwidth": sc["bw"], "max-postcopy-bandwidth": sc["bw"]})
     if sc["postcopy"] == "after-pass":
         wait_until(lambda: src.qmp.cmd("query-migrate").get("ram", {}).get("dirty-sync-count", 0) >= 2,
                    timeout, "the end of the first pass")
