@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
 #include <zstd.h>
+
+#include "migration/stream_hash.h"
 
 _Static_assert(GWS_MAX_ZSTD_DATA == ZSTD_COMPRESSBOUND(GWS_MAX_BATCH * GWS_PAGE_SIZE),
                "GWS_MAX_ZSTD_DATA");
@@ -140,7 +140,11 @@ int stream_set_error(struct stream *s, int err, const char *fmt, ...)
     return s->error;
 }
 
-uint64_t stream_checksum(const void *data, size_t len) { return XXH3_64bits(data, len); }
+uint64_t stream_checksum(const void *data, size_t len)
+{
+    struct iovec iov = { (void *)data, len };
+    return stream_hash(&iov, 1);
+}
 
 const char *stream_record_name(uint32_t type)
 {
@@ -288,13 +292,12 @@ int stream_write_record(struct stream *s, uint32_t type, const struct iovec *par
     struct gws_record_header h = { type, (uint32_t)len };
     static const uint8_t zeros[8];
     size_t pad = pad8(len);
-    XXH3_state_t st;
-    XXH3_64bits_reset(&st);
-    XXH3_64bits_update(&st, &h, sizeof(h));
+    struct iovec hv[MAX_PARTS + 2];
+    hv[0] = (struct iovec){ &h, sizeof(h) };
     for (int i = 0; i < nparts; i++)
-        XXH3_64bits_update(&st, parts[i].iov_base, parts[i].iov_len);
-    XXH3_64bits_update(&st, zeros, pad);
-    struct gws_record_trailer t = { XXH3_64bits_digest(&st) };
+        hv[1 + i] = parts[i];
+    hv[1 + nparts] = (struct iovec){ (void *)zeros, pad };
+    struct gws_record_trailer t = { stream_hash(hv, nparts + 2) };
     s->records++;
     if (len < DIRECT_MIN) {
         buffer(s, &h, sizeof(h));
@@ -429,12 +432,9 @@ int stream_read_record(struct stream *s, struct stream_record *rec)
             return stream_record_error(s, &cur, EPROTO, "padding is not zero");
     struct gws_record_trailer t;
     memcpy(&t, s->rbuf + h.length + pad, sizeof(t));
-    XXH3_state_t st;
-    XXH3_64bits_reset(&st);
-    XXH3_64bits_update(&st, &h, sizeof(h));
-    XXH3_64bits_update(&st, s->rbuf, h.length + pad);
+    struct iovec hv[2] = { { &h, sizeof(h) }, { s->rbuf, h.length + pad } };
 #ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION /* let fuzzers past the checksum */
-    if (XXH3_64bits_digest(&st) != t.checksum)
+    if (stream_hash(hv, 2) != t.checksum)
 #else
     if (0)
 #endif

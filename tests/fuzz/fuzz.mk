@@ -22,6 +22,9 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(CLANG) $(filter-out -fsanitize=fuzzer%,$(FUZZ_CFLAGS)) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
 
+# As in the Makefile: the checksum's AVX2 build, called only on AVX2 CPUs.
+$(BUILD)/obj/src/migration/stream_hash_avx2.o: FUZZ_CFLAGS += -mavx2
+
 $(BUILD)/libgodwit-fuzz.a: $(FUZZ_LIB_OBJS)
 	@rm -f $@ && ar rcs $@ $^
 
