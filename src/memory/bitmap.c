@@ -67,6 +67,21 @@ void bitmap_or_at(uint64_t *dst, size_t dst_start, const uint64_t *src, size_t n
             bitmap_set(dst, dst_start + b);
 }
 
+void bitmap_copy_bits(uint64_t *dst, size_t dst_start, const uint64_t *src, size_t src_start,
+                      size_t n)
+{
+    size_t b = 0;
+    if (dst_start % 64 == 0 && src_start % 64 == 0)
+        for (; b + 64 <= n; b += 64)
+            dst[(dst_start + b) / 64] = src[(src_start + b) / 64];
+    for (; b < n; b++) {
+        if (bitmap_test(src, src_start + b))
+            bitmap_set(dst, dst_start + b);
+        else
+            bitmap_clear_bit(dst, dst_start + b);
+    }
+}
+
 void bitmap_take_atomic(uint64_t *dst, uint64_t *src, size_t nbits)
 {
     for (size_t i = 0; i < BITMAP_WORDS(nbits); i++) {

@@ -44,6 +44,10 @@ size_t bitmap_count(const uint64_t *map, size_t nbits);
 /* dst |= src over [dst_start, dst_start+n) taking src bits from 0 (bit-level
  * shift allowed). */
 void bitmap_or_at(uint64_t *dst, size_t dst_start, const uint64_t *src, size_t n);
+/* dst bits [dst_start, dst_start+n) = src bits [src_start, src_start+n);
+ * other dst bits untouched. */
+void bitmap_copy_bits(uint64_t *dst, size_t dst_start, const uint64_t *src, size_t src_start,
+                      size_t n);
 /* Atomically take the words of `src` into `dst` (dst |= src; src = 0). */
 void bitmap_take_atomic(uint64_t *dst, uint64_t *src, size_t nbits);
 /* First set bit at or after `from`, or nbits if none. */

@@ -54,7 +54,25 @@ static int set_slot_flags(struct dirty_log *dl, bool log, struct gw_error *err)
     return guest_ram_set_kvm_slots(dl->ram, dl->vm_fd, log, err);
 }
 
-static int sync_slot(struct dirty_log *dl, unsigned slot, uint64_t *out, struct gw_error *err)
+/* One KVM_CLEAR_DIRTY_LOG over slot pages [first, first+n) with the mask
+ * already in dl->slot_map from bit 0 (first is a multiple of 64; n is one
+ * too or reaches the slot's end, as KVM requires). */
+static int clear_slot_range(struct dirty_log *dl, unsigned slot, uint64_t first, uint64_t n,
+                            const uint64_t *mask, struct gw_error *err)
+{
+    struct kvm_clear_dirty_log clr = {
+        .slot = slot,
+        .num_pages = (uint32_t)n,
+        .first_page = first,
+        .dirty_bitmap = (void *)mask,
+    };
+    if (ioctl(dl->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
+        return gw_error_set(err, errno, "KVM_CLEAR_DIRTY_LOG slot %u: %s", slot, strerror(errno));
+    return 0;
+}
+
+static int sync_slot(struct dirty_log *dl, unsigned slot, uint64_t *out, bool protect,
+                     struct gw_error *err)
 {
     const struct guest_ram_region *r = &dl->ram->regions[slot];
     uint64_t pages = r->size / GUEST_PAGE_SIZE;
@@ -62,38 +80,69 @@ static int sync_slot(struct dirty_log *dl, unsigned slot, uint64_t *out, struct 
     struct kvm_dirty_log log = { .slot = slot, .dirty_bitmap = dl->slot_map };
     if (ioctl(dl->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
         return gw_error_set(err, errno, "KVM_GET_DIRTY_LOG slot %u: %s", slot, strerror(errno));
-    if (dl->manual_protect) {
-        for (uint64_t first = 0; first < pages; first += CLEAR_CHUNK_PAGES) {
-            uint64_t n = pages - first < CLEAR_CHUNK_PAGES ? pages - first : CLEAR_CHUNK_PAGES;
-            /* Skip chunks with nothing to re-protect. */
-            if (bitmap_next_set(dl->slot_map, first + n, first) >= first + n)
-                continue;
-            struct kvm_clear_dirty_log clr = {
-                .slot = slot,
-                .num_pages = (uint32_t)n,
-                .first_page = first,
-                .dirty_bitmap = dl->slot_map + first / 64,
-            };
-            if (ioctl(dl->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
-                return gw_error_set(err, errno, "KVM_CLEAR_DIRTY_LOG slot %u: %s", slot,
-                                    strerror(errno));
-        }
+    for (uint64_t first = 0; protect && dl->manual_protect && first < pages;
+         first += CLEAR_CHUNK_PAGES) {
+        uint64_t n = pages - first < CLEAR_CHUNK_PAGES ? pages - first : CLEAR_CHUNK_PAGES;
+        /* Skip chunks with nothing to re-protect. */
+        if (bitmap_next_set(dl->slot_map, first + n, first) >= first + n)
+            continue;
+        if (clear_slot_range(dl, slot, first, n, dl->slot_map + first / 64, err) < 0)
+            return -err->code;
     }
     bitmap_or_at(out, r->offset / GUEST_PAGE_SIZE, dl->slot_map, pages);
     return 0;
 }
 
-int dirty_log_sync(struct dirty_log *dl, uint64_t *out, struct gw_error *err)
+static int sync_all(struct dirty_log *dl, uint64_t *out, bool protect, struct gw_error *err)
 {
     if (!dl->active)
         return gw_error_set(err, EINVAL, "dirty logging is not active");
     uint64_t t0 = now_ns();
     for (unsigned i = 0; dl->vm_fd >= 0 && i < dl->ram->nr_regions; i++)
-        if (sync_slot(dl, i, out, err) < 0)
+        if (sync_slot(dl, i, out, protect, err) < 0)
             return -err->code;
     bitmap_take_atomic(out, dl->vmm_map, dl->npages);
     dl->syncs++;
     dl->last_sync_ns = now_ns() - t0;
+    return 0;
+}
+
+int dirty_log_sync(struct dirty_log *dl, uint64_t *out, struct gw_error *err)
+{
+    return sync_all(dl, out, true, err);
+}
+
+int dirty_log_fetch(struct dirty_log *dl, uint64_t *out, struct gw_error *err)
+{
+    return sync_all(dl, out, false, err);
+}
+
+int dirty_log_protect(struct dirty_log *dl, const uint64_t *bits, uint64_t first, uint64_t n,
+                      struct gw_error *err)
+{
+    if (dl->vm_fd < 0 || !dl->manual_protect || !dl->active)
+        return 0; /* nothing left unprotected by dirty_log_fetch */
+    uint64_t end = first + n;
+    for (unsigned i = 0; i < dl->ram->nr_regions; i++) {
+        const struct guest_ram_region *r = &dl->ram->regions[i];
+        uint64_t roff = r->offset / GUEST_PAGE_SIZE, pages = r->size / GUEST_PAGE_SIZE;
+        uint64_t s0 = first > roff ? first - roff : 0;
+        uint64_t s1 = end < roff + pages ? end - roff : pages;
+        if (end <= roff || first >= roff + pages || s0 >= s1)
+            continue;
+        /* KVM wants a 64-page aligned start and a length of whole words
+         * (or up to the slot's end): widen, but mask only [s0, s1). */
+        uint64_t a = s0 & ~63ULL;
+        uint64_t e = (s1 + 63) & ~63ULL;
+        if (e > pages)
+            e = pages;
+        bitmap_zero(dl->slot_map, e - a);
+        bitmap_copy_bits(dl->slot_map, s0 - a, bits, roff + s0, s1 - s0);
+        if (bitmap_next_set(dl->slot_map, e - a, 0) >= e - a)
+            continue;
+        if (clear_slot_range(dl, i, a, e - a, dl->slot_map, err) < 0)
+            return -err->code;
+    }
     return 0;
 }
 

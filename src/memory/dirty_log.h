@@ -40,6 +40,21 @@ int dirty_log_stop(struct dirty_log *dl, struct gw_error *err);
 /* OR pages dirtied since the last sync into `out` (npages bits) and
  * re-protect them. */
 int dirty_log_sync(struct dirty_log *dl, uint64_t *out, struct gw_error *err);
+/* Lazy re-protection: OR pages dirtied since the last sync into `out`
+ * without re-protecting the guest's ones. The caller calls
+ * dirty_log_protect() on a range just before it reads the pages in it, so
+ * a write between the fetch and the read is in what is read and not counted
+ * again (QEMU clears its log per 1 GiB chunk; we do it per sender chunk). A
+ * page never protected is simply reported again by the next fetch. Without
+ * manual protection KVM_GET_DIRTY_LOG re-protects by itself: then this is
+ * dirty_log_sync. */
+int dirty_log_fetch(struct dirty_log *dl, uint64_t *out, struct gw_error *err);
+/* Re-protect the pages whose bits are set in `bits` (an npages-bit map by
+ * RAM page index) within [first, first+n); other pages are untouched. Any
+ * alignment; the bits are not changed. No-op without KVM or manual
+ * protection, or while logging is off. */
+int dirty_log_protect(struct dirty_log *dl, const uint64_t *bits, uint64_t first, uint64_t n,
+                      struct gw_error *err);
 /* The VMM wrote guest memory at [gpa, gpa+len): remember it. Any thread. */
 void dirty_log_mark(struct dirty_log *dl, uint64_t gpa, uint64_t len);
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -16,18 +17,32 @@
 #include "migration/ram_scan.h"
 #include "migration/stream_records.h"
 
-/* Allocate the guest's memory ahead of the stream (fallocate runs at
+/* Allocate the guest's memory ahead of the first pass (fallocate runs at
  * ~2.7 GB/s here, faulting fresh memory in at ~0.35 GB/s): a helper thread
- * works upward through the memfd in 64 MiB steps while pages arrive. */
+ * works upward through the memfd in 16 MiB steps, at most PREALLOC_AHEAD
+ * past the highest page received, so that memory the guest never used is
+ * not allocated beyond that. It stops when the first pass ends: by then
+ * every page with data is here, and a later step would only allocate holes
+ * while holding the memfd's lock against the receiver's writes (a switch-
+ * over behind a 64 MiB fallocate ran at 0.85 instead of 2.5 GB/s). */
+#define PREALLOC_STEP (16ULL << 20)
+#define PREALLOC_AHEAD (256ULL << 20)
+
 static void *prealloc_thread(void *arg)
 {
     struct in_ctx *c = arg;
-    const uint64_t step = 64ULL << 20;
     pthread_setname_np(pthread_self(), "mig-prealloc");
-    for (uint64_t off = 0; off < c->m->ram->size && !c->stop_prealloc; off += step) {
-        uint64_t len = c->m->ram->size - off < step ? c->m->ram->size - off : step;
+    uint64_t size = c->m->ram->size;
+    for (uint64_t off = 0; off < size && !c->stop_prealloc;) {
+        if (off >= __atomic_load_n(&c->recv_end, __ATOMIC_RELAXED) + PREALLOC_AHEAD) {
+            struct timespec ts = { 0, 1000000 };
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        uint64_t len = size - off < PREALLOC_STEP ? size - off : PREALLOC_STEP;
         if (fallocate(c->m->ram->memfd, 0, (off_t)off, (off_t)len) < 0)
             break; /* not fatal: pages are then allocated as they arrive */
+        off += len;
     }
     return NULL;
 }
@@ -118,6 +133,8 @@ static int load_pages(struct in_ctx *c, const uint8_t *data, const uint64_t *idx
         }
         for (uint32_t k = 0; k < run; k++)
             bitmap_set(c->received, idx[i + k]);
+        if ((uint64_t)off > __atomic_load_n(&c->recv_end, __ATOMIC_RELAXED))
+            __atomic_store_n(&c->recv_end, (uint64_t)off, __ATOMIC_RELAXED);
         i += run;
     }
     pthread_mutex_lock(&c->m->lock);
@@ -239,6 +256,7 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
         if (rec->length != sizeof(e))
             return in_bad(c, rec, "bad length");
         memcpy(&e, rec->body, sizeof(e));
+        c->stop_prealloc = true; /* the first pass is here (see prealloc_thread) */
         pthread_mutex_lock(&m->lock);
         m->stats.iteration = e.pass;
         pthread_mutex_unlock(&m->lock);

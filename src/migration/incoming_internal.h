@@ -24,6 +24,7 @@ struct in_ctx {
     pthread_t prealloc;
     bool prealloc_started;
     volatile bool stop_prealloc;
+    uint64_t recv_end;          /* end (bytes) of the highest page written; atomic */
     int lfd;                    /* listening socket, kept for the preempt channel */
     struct pc_dst *pc;          /* post-copy state, after POSTCOPY_ADVISE */
 };
@@ -41,6 +42,8 @@ int in_decode_pages(struct in_ctx *c, struct stream *s, const struct stream_reco
  * a last word such as RP_FAILED). */
 int in_send_rp_body(struct in_ctx *c, uint32_t type, const struct iovec *parts, int nparts);
 void in_send_rp(struct in_ctx *c, uint32_t type, const char *text);
+/* Start allocating guest memory ahead of the first pass's pages (pre-copy
+ * only; stops when the first pass ends). */
 void in_start_prealloc(struct in_ctx *c);
 /* Stop listening (no further channel is coming). */
 void in_close_listener(struct in_ctx *c);

@@ -18,6 +18,18 @@ uint64_t mig_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t mig_thread_cpu_wait_ns(void)
+{
+    FILE *f = fopen("/proc/thread-self/schedstat", "re");
+    unsigned long long run = 0, wait = 0;
+    if (!f)
+        return 0;
+    if (fscanf(f, "%llu %llu", &run, &wait) != 2)
+        wait = 0;
+    fclose(f);
+    return wait;
+}
+
 uint64_t mig_now_ms(void)
 {
     struct timespec ts;

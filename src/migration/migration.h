@@ -143,6 +143,9 @@ void mig_get_caps(struct migration *m, struct mig_caps *c);
 /* Internal (outgoing.c / incoming.c / migration.c). */
 uint64_t mig_now_ms(void);
 uint64_t mig_now_ns(void);
+/* Nanoseconds the calling thread has spent runnable but waiting for a CPU
+ * (/proc/thread-self/schedstat); 0 where the kernel does not say. */
+uint64_t mig_thread_cpu_wait_ns(void);
 void mig_set_state(struct migration *m, enum mig_state to);
 void mig_fail(struct migration *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void *mig_outgoing_thread(void *arg);

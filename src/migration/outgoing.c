@@ -25,6 +25,7 @@
 #define PONG_STEP_MS 50          /* waiting for a pong, check for cancel this often */
 #define DRAIN_WAIT_MS 5000       /* at most this long for the destination to catch up */
 #define BW_WINDOW_NS 250000000ULL /* mbps is refreshed this often within a pass */
+#define OUT_PROTECT_CHUNK 512ULL  /* pages re-protected at once before sending (2 MiB) */
 
 void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal)
 {
@@ -156,13 +157,31 @@ static bool switch_to_postcopy(const struct out_ctx *c)
     return c->postcopy && !c->stopped && c->m->pc_start_req;
 }
 
+/* Re-protect the chunk of c->dirty that holds page i, before any page of
+ * it is read: a write from here on counts for the next round, one before
+ * is in what we read. Stopped vCPUs write nothing: no need. */
+static int protect_chunk(struct out_ctx *c, uint64_t i, uint64_t *chunk_end)
+{
+    if (c->stopped || i < *chunk_end)
+        return 0;
+    uint64_t first = i - i % OUT_PROTECT_CHUNK;
+    *chunk_end = first + OUT_PROTECT_CHUNK < c->npages ? first + OUT_PROTECT_CHUNK : c->npages;
+    struct gw_error err;
+    gw_error_init(&err);
+    if (dirty_log_protect(c->m->dirty, c->dirty, first, *chunk_end - first, &err) < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    return 0;
+}
+
 /* Send every page set in c->dirty (clearing the bits); stops early, leaving
  * bits set, when post-copy is to start. */
 static int send_dirty(struct out_ctx *c, uint64_t *sent)
 {
-    uint64_t n = 0;
+    uint64_t n = 0, chunk_end = 0;
     for (uint64_t i = bitmap_next_set(c->dirty, c->npages, 0); i < c->npages;
          i = bitmap_next_set(c->dirty, c->npages, i + 1)) {
+        if (protect_chunk(c, i, &chunk_end) < 0)
+            return stream_get_error(&c->s);
         bitmap_clear_bit(c->dirty, i);
         if (out_queue_page(c, i) < 0)
             return stream_get_error(&c->s);
@@ -218,7 +237,8 @@ int out_sync_dirty(struct out_ctx *c, uint64_t *count)
 {
     struct gw_error err;
     gw_error_init(&err);
-    if (dirty_log_sync(c->m->dirty, c->dirty, &err) < 0)
+    /* Lazy: send_dirty() re-protects each chunk just before reading it. */
+    if (dirty_log_fetch(c->m->dirty, c->dirty, &err) < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
     *count = bitmap_count(c->dirty, c->npages);
     pthread_mutex_lock(&c->m->lock);
@@ -254,65 +274,80 @@ static int out_check_return(struct out_ctx *c)
     return r;
 }
 
+/* What one live round did, for the policy. */
+struct round_meas {
+    uint64_t pass, sent, dirty, bytes, ns, cpu_wait_ns;
+};
+
+/* The policy's verdict on a finished round, published in query-migrate;
+ * applies a new throttle. */
+static void decide_round(struct out_ctx *c, struct precopy_policy_state *pst,
+                         const struct round_meas *r, struct precopy_decision *d)
+{
+    struct migration *m = c->m;
+    struct precopy_params pp = {
+        .downtime_limit_ms = c->params.downtime_limit_ms,
+        .auto_converge = c->caps.on[MIG_CAP_AUTO_CONVERGE],
+        .throttle_initial = (unsigned)c->params.cpu_throttle_initial,
+        .throttle_increment = (unsigned)c->params.cpu_throttle_increment,
+        .throttle_max = (unsigned)c->params.max_cpu_throttle,
+        .throttle_trigger_pct = (unsigned)c->params.throttle_trigger_threshold,
+    };
+    uint64_t bw = precopy_switch_bandwidth(r->bytes, r->ns, r->cpu_wait_ns);
+    if (c->params.max_bandwidth && (bw == 0 || bw > c->params.max_bandwidth))
+        bw = c->params.max_bandwidth;
+    struct precopy_round round = {
+        .iteration = (unsigned)r->pass,
+        .remaining_bytes = r->dirty * GWS_PAGE_SIZE,
+        .bandwidth_bps = bw ? bw : 1,
+        .dirtied_bytes = r->dirty * GWS_PAGE_SIZE,
+        .transferred_bytes = r->bytes,
+    };
+    precopy_decide(&pp, pst, &round, d);
+    pthread_mutex_lock(&m->lock);
+    m->stats.expected_downtime_ms = d->expected_downtime_ms == UINT64_MAX ? 0 : d->expected_downtime_ms;
+    m->stats.dirty_pages_rate = r->dirty * 1000000000ULL / r->ns;
+    m->stats.mbps_x1000 = r->bytes * 8000000ULL / r->ns; /* live, as measured */
+    m->stats.throttle_pct = d->throttle_pct;
+    pthread_mutex_unlock(&m->lock);
+    if (d->throttle_changed && m->ops->set_throttle)
+        m->ops->set_throttle(m->vm, d->throttle_pct);
+    log_debug("pass %llu: sent %llu pages, %llu dirty, %.0f MB/s live (%llu ms waiting for a CPU), "
+              "%.0f MB/s expected stopped, expected downtime %llu ms",
+              (unsigned long long)r->pass, (unsigned long long)r->sent,
+              (unsigned long long)r->dirty, (double)r->bytes * 1e3 / (double)r->ns,
+              (unsigned long long)(r->cpu_wait_ns / 1000000), (double)bw / 1e6,
+              (unsigned long long)d->expected_downtime_ms);
+}
+
 /* Pre-copy rounds until the policy says the rest fits the downtime limit
  * (or post-copy is to take over: c->dirty then holds what is left). */
 static int precopy(struct out_ctx *c)
 {
     struct migration *m = c->m;
     struct precopy_policy_state pst = { 0 };
-    uint64_t pass = 0, dirty_count;
-    for (;;) {
+    for (uint64_t pass = 1;; pass++) {
         out_refresh_params(c);
-        emit_pass(c, ++pass);
-        uint64_t t0 = mig_now_ns(), bytes0 = c->s.bytes, sent = 0;
-        if (send_dirty(c, &sent) < 0)
+        emit_pass(c, pass);
+        struct round_meas r = { .pass = pass };
+        uint64_t t0 = mig_now_ns(), wait0 = mig_thread_cpu_wait_ns(), bytes0 = c->s.bytes;
+        if (send_dirty(c, &r.sent) < 0)
             return stream_get_error(&c->s);
         if (switch_to_postcopy(c))
             return 0;
         c->first_pass = false;
-        struct gws_end_of_iteration eoi = { (uint32_t)pass, 0, sent };
+        struct gws_end_of_iteration eoi = { (uint32_t)pass, 0, r.sent };
         struct iovec iov = { &eoi, sizeof(eoi) };
         if (stream_write_record(&c->s, GWS_END_OF_ITERATION, &iov, 1) < 0 || stream_flush(&c->s) < 0)
             return stream_get_error(&c->s);
-        if (out_sync_dirty(c, &dirty_count) < 0)
+        if (out_sync_dirty(c, &r.dirty) < 0)
             return stream_get_error(&c->s);
-        uint64_t dt = mig_now_ns() - t0;
-        if (dt == 0)
-            dt = 1;
-        struct precopy_params pp = {
-            .downtime_limit_ms = c->params.downtime_limit_ms,
-            .auto_converge = c->caps.on[MIG_CAP_AUTO_CONVERGE],
-            .throttle_initial = (unsigned)c->params.cpu_throttle_initial,
-            .throttle_increment = (unsigned)c->params.cpu_throttle_increment,
-            .throttle_max = (unsigned)c->params.max_cpu_throttle,
-            .throttle_trigger_pct = (unsigned)c->params.throttle_trigger_threshold,
-        };
-        uint64_t bw = (c->s.bytes - bytes0) * 1000000000ULL / dt;
-        if (c->params.max_bandwidth && (bw == 0 || bw > c->params.max_bandwidth))
-            bw = c->params.max_bandwidth;
-        if (bw == 0)
-            bw = 1;
-        struct precopy_round round = {
-            .iteration = (unsigned)pass,
-            .remaining_bytes = dirty_count * GWS_PAGE_SIZE,
-            .bandwidth_bps = bw,
-            .dirtied_bytes = dirty_count * GWS_PAGE_SIZE,
-            .transferred_bytes = c->s.bytes - bytes0,
-        };
+        r.ns = mig_now_ns() - t0;
+        r.ns += !r.ns;
+        r.cpu_wait_ns = mig_thread_cpu_wait_ns() - wait0;
+        r.bytes = c->s.bytes - bytes0;
         struct precopy_decision d;
-        precopy_decide(&pp, &pst, &round, &d);
-        pthread_mutex_lock(&m->lock);
-        m->stats.expected_downtime_ms = d.expected_downtime_ms == UINT64_MAX ? 0 : d.expected_downtime_ms;
-        m->stats.dirty_pages_rate = dirty_count * 1000000000ULL / dt;
-        m->stats.mbps_x1000 = bw * 8 / 1000;
-        m->stats.throttle_pct = d.throttle_pct;
-        pthread_mutex_unlock(&m->lock);
-        if (d.throttle_changed && m->ops->set_throttle)
-            m->ops->set_throttle(m->vm, d.throttle_pct);
-        log_debug("pass %llu: sent %llu pages, %llu dirty, %.0f MB/s, expected downtime %llu ms",
-                  (unsigned long long)pass, (unsigned long long)sent,
-                  (unsigned long long)dirty_count, bw / 1e6,
-                  (unsigned long long)d.expected_downtime_ms);
+        decide_round(c, &pst, &r, &d);
         if (d.switchover)
             return 0;
         if (m->cancel)

@@ -12,6 +12,17 @@ void precopy_params_default(struct precopy_params *p)
     p->throttle_trigger_pct = 50;
 }
 
+uint64_t precopy_switch_bandwidth(uint64_t bytes, uint64_t round_ns, uint64_t cpu_wait_ns)
+{
+    if (round_ns == 0)
+        round_ns = 1;
+    uint64_t busy_ns = round_ns - (cpu_wait_ns < round_ns / 2 ? cpu_wait_ns : round_ns / 2);
+    /* bytes * 1e9 overflows past 18 GB in one round: divide first then. */
+    if (bytes > UINT64_MAX / 1000000000ULL)
+        return bytes / busy_ns * 1000000000ULL;
+    return bytes * 1000000000ULL / busy_ns;
+}
+
 uint64_t precopy_expected_downtime_ms(uint64_t remaining_bytes, uint64_t bandwidth_bps)
 {
     if (remaining_bytes == 0)

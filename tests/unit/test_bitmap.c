@@ -76,6 +76,28 @@ static void test_or_take(void **state)
     bitmap_free(c);
 }
 
+/* Aligned (word copies) and unaligned (bit by bit) spans: the copied bits
+ * match, set and clear, and nothing outside the span changes. */
+static void test_copy_bits(void **state)
+{
+    uint64_t *src = bitmap_new(512), *dst = bitmap_new(512);
+    for (size_t b = 0; b < 512; b += 3)
+        bitmap_set(src, b);
+    bitmap_set_range(dst, 0, 512);
+    bitmap_copy_bits(dst, 64, src, 128, 200);
+    for (size_t b = 0; b < 200; b++)
+        assert_int_equal(bitmap_test(dst, 64 + b), bitmap_test(src, 128 + b));
+    assert_int_equal(bitmap_count(dst, 64), 64);
+    assert_int_equal(bitmap_count(dst, 512) - bitmap_count(dst, 264), 512 - 264);
+    bitmap_zero(dst, 512);
+    bitmap_copy_bits(dst, 5, src, 70, 100);
+    for (size_t b = 0; b < 100; b++)
+        assert_int_equal(bitmap_test(dst, 5 + b), bitmap_test(src, 70 + b));
+    assert_int_equal(bitmap_count(dst, 512), bitmap_count(dst, 105) - bitmap_count(dst, 5) + 0);
+    bitmap_free(src);
+    bitmap_free(dst);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -83,6 +105,7 @@ int main(void)
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_next_set),
         cmocka_unit_test(test_or_take),
+        cmocka_unit_test(test_copy_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

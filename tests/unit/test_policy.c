@@ -15,6 +15,21 @@ static void test_expected_downtime(void **state)
     assert_int_equal(precopy_expected_downtime_ms(300000001, 1000000000), 301);
 }
 
+/* The CPU the sender waited for comes back when the vCPUs stop; at most
+ * half the round is taken off (twice the live rate). */
+static void test_switch_bandwidth(void **state)
+{
+    /* 1 GB in 1 s, no wait: the live rate. */
+    assert_int_equal(precopy_switch_bandwidth(1000000000, 1000000000, 0), 1000000000);
+    /* A third of the round waiting for a CPU: 1.5x. */
+    assert_int_equal(precopy_switch_bandwidth(1000000000, 900000000, 300000000), 1666666666);
+    /* Waiting most of the round: capped at twice the live rate. */
+    assert_int_equal(precopy_switch_bandwidth(1000000000, 1000000000, 900000000), 2000000000);
+    assert_int_equal(precopy_switch_bandwidth(1000, 0, 0), 1000ULL * 1000000000ULL);
+    /* 40 GB in one round does not overflow. */
+    assert_int_equal(precopy_switch_bandwidth(40000000000ULL, 10000000000ULL, 0), 4000000000ULL);
+}
+
 static void test_switchover_when_it_fits(void **state)
 {
     struct precopy_params p;
@@ -99,6 +114,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expected_downtime),
+        cmocka_unit_test(test_switch_bandwidth),
         cmocka_unit_test(test_switchover_when_it_fits),
         cmocka_unit_test(test_no_throttle_without_capability),
         cmocka_unit_test(test_auto_converge_steps),
