@@ -126,10 +126,10 @@ int dirty_log_protect(struct dirty_log *dl, const uint64_t *bits, uint64_t first
     for (unsigned i = 0; i < dl->ram->nr_regions; i++) {
         const struct guest_ram_region *r = &dl->ram->regions[i];
         uint64_t roff = r->offset / GUEST_PAGE_SIZE, pages = r->size / GUEST_PAGE_SIZE;
+        if (end <= roff || first >= roff + pages)
+            continue; /* the range misses this slot */
         uint64_t s0 = first > roff ? first - roff : 0;
         uint64_t s1 = end < roff + pages ? end - roff : pages;
-        if (end <= roff || first >= roff + pages || s0 >= s1)
-            continue;
         /* KVM wants a 64-page aligned start and a length of whole words
          * (or up to the slot's end): widen, but mask only [s0, s1). */
         uint64_t a = s0 & ~63ULL;

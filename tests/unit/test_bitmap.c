@@ -93,7 +93,8 @@ static void test_copy_bits(void **state)
     bitmap_copy_bits(dst, 5, src, 70, 100);
     for (size_t b = 0; b < 100; b++)
         assert_int_equal(bitmap_test(dst, 5 + b), bitmap_test(src, 70 + b));
-    assert_int_equal(bitmap_count(dst, 512), bitmap_count(dst, 105) - bitmap_count(dst, 5) + 0);
+    assert_int_equal(bitmap_count(dst, 5), 0);
+    assert_int_equal(bitmap_count(dst, 512), bitmap_count(dst, 105));
     bitmap_free(src);
     bitmap_free(dst);
 }
