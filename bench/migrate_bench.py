@@ -45,7 +45,7 @@ class QemuVM(VMM):
     ratio: QEMU boots PVH kernels with qboot (SeaBIOS clears the low memory
     our guest lives in). Same serial capture and QMP client as VMM."""
 
-    def __init__(self, memory, vcpus=1, cmdline="", incoming=False):
+    def __init__(self, memory, vcpus=1, cmdline="", incoming=False, extra=()):
         import subprocess
         import tempfile
         import threading
@@ -59,6 +59,7 @@ class QemuVM(VMM):
                "-kernel", GUEST_ELF, "-append", cmdline]
         if incoming:
             cmd += ["-incoming", "defer"]
+        cmd += list(extra)
         self.cmd = cmd
         self.serial_lock = threading.Condition()
         self.serial, self.stderr, self.serial_times = b"", b"", []
@@ -66,7 +67,12 @@ class QemuVM(VMM):
                                      stderr=subprocess.PIPE)
         threading.Thread(target=self._pump, args=(self.proc.stdout, "serial"), daemon=True).start()
         threading.Thread(target=self._pump, args=(self.proc.stderr, "stderr"), daemon=True).start()
-        self.qmp = QMP(self.qmp_path)
+        # -mem-prealloc populates the RAM before QMP answers
+        self.qmp = QMP(self.qmp_path, timeout=120)
+
+
+# --prealloc: the destination populates its RAM before the stream needs it
+PREALLOC_ARGS = {"godwit": ["--mem-prealloc"], "qemu": ["-mem-prealloc"]}
 
 SCENARIOS = {
     "idle-1g": dict(mem=1024, cmd="workload=dirty wss=768M passes=1 beat-ms=10", ready="pages=196608"),
@@ -167,6 +173,15 @@ def dst_done_time(dst):
     return None
 
 
+def wait_preallocated(dst, mib, hv):
+    """QEMU's -mem-prealloc is done before its QMP answers; godwit's runs in
+    the background and logs its end."""
+    if hv == "godwit":
+        from godwit_test import wait_until
+        want = f"preallocated {mib} of {mib} MiB".encode()
+        wait_until(lambda: want in dst.stderr, 300, "the destination's preallocation")
+
+
 def run_postcopy(src, dst, sc, uri, timeout):
     """Start, switch to post-copy (at once or once pass 1 ends, by command on
     both hypervisors), wait for the end; returns (src info, dst info, switch
@@ -197,24 +212,27 @@ def guest_gap_ms(src, dst, t_start):
 QEMU_CAPS = {"compress-zstd": "compress"}
 
 
-def run(name, sc, hv="godwit"):
+def run(name, sc, hv="godwit", prealloc=False):
     """One scenario on one hypervisor; a scenario it refuses (QEMU 7.2 does
     not compress in post-copy) gives a row saying why."""
     from godwit_test import QMPError
     if hv == "qemu" and sc.get("caps"):
         sc = dict(sc, caps=[QEMU_CAPS.get(c, c) for c in sc["caps"]])
     try:
-        return run_one(name, sc, hv)
+        return run_one(name, sc, hv, prealloc)
     except QMPError as e:
         return {"bench": "migrate", "hypervisor": hv, "scenario": name, "memory_mib": sc["mem"],
                 "converged": False, "refused": str(e), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def run_one(name, sc, hv):
+def run_one(name, sc, hv, prealloc):
     make = QemuVM if hv == "qemu" else VMM
     with make(memory=sc["mem"], vcpus=1, cmdline=sc["cmd"]) as src, \
-         make(memory=sc["mem"], vcpus=1, incoming=True) as dst:
+         make(memory=sc["mem"], vcpus=1, incoming=True,
+              extra=PREALLOC_ARGS[hv] if prealloc else ()) as dst:
         wait_ready(src, sc["ready"])
+        if prealloc:
+            wait_preallocated(dst, sc["mem"], hv)
         time.sleep(1)
         t0 = time.monotonic()
         if sc.get("postcopy"):
@@ -282,6 +300,9 @@ def main():
                     help="run each scenario N times; with --qemu the order alternates (QEMU first on "
                     "even repeats: a destination started moments after another run's exit gets warm "
                     "memory here)")
+    ap.add_argument("--prealloc", action="store_true",
+                    help="start each destination with its RAM populated beforehand (godwit "
+                    "--mem-prealloc, QEMU -mem-prealloc), waiting until it is")
     ap.add_argument("--qemu", action="store_true",
                     help="also run each scenario on Debian's QEMU (qemu-system-x86) for a ratio")
     a = ap.parse_args()
@@ -300,7 +321,8 @@ def main():
         for hv in order:
             if rows:
                 time.sleep(a.pause)
-            r = run(name, SCENARIOS[name], hv)
+            r = run(name, SCENARIOS[name], hv, a.prealloc)
+            r["prealloc"] = a.prealloc
             rows.append(r)
             if r.get("refused"):
                 print(f"{name:<12} {hv:<7} refused: {r['refused']}", flush=True)

@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -54,6 +55,66 @@ err_close:
     close(ram->memfd);
     ram->memfd = -1;
     return -(err ? err->code : EINVAL);
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#define PREALLOC_STEP (16ULL << 20)
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void *prealloc_thread(void *arg)
+{
+    struct guest_ram *ram = arg;
+    pthread_setname_np(pthread_self(), "mem-prealloc");
+    double t0 = now_s();
+    uint64_t off = 0;
+    while (off < ram->size && !ram->prealloc_stop) {
+        uint64_t len = ram->size - off < PREALLOC_STEP ? ram->size - off : PREALLOC_STEP;
+        if (madvise(ram->host + off, len, MADV_POPULATE_WRITE) < 0) {
+            /* An old kernel (before 5.14), or out of memory: the pages
+             * are then populated as they are first written. This step
+             * may have populated some: count it. */
+            __atomic_store_n(&ram->prealloc_done, off + len, __ATOMIC_RELEASE);
+            log_warn("cannot preallocate guest RAM: %s", strerror(errno));
+            break;
+        }
+        off += len;
+        __atomic_store_n(&ram->prealloc_done, off, __ATOMIC_RELEASE);
+    }
+    log_info("preallocated %llu of %llu MiB in %.2f s%s", (unsigned long long)(off >> 20),
+             (unsigned long long)(ram->size >> 20), now_s() - t0,
+             off < ram->size ? " (stopped)" : "");
+    return NULL;
+}
+
+int guest_ram_prealloc_start(struct guest_ram *ram, struct gw_error *err)
+{
+    if (ram->prealloc_running)
+        return 0;
+    ram->prealloc_stop = false;
+    int r = pthread_create(&ram->prealloc, NULL, prealloc_thread, ram);
+    if (r != 0)
+        return gw_error_set(err, r, "cannot start the memory preallocation thread: %s",
+                            strerror(r));
+    ram->prealloc_running = true;
+    return 0;
+}
+
+uint64_t guest_ram_prealloc_stop(struct guest_ram *ram)
+{
+    if (ram->prealloc_running) {
+        ram->prealloc_stop = true;
+        pthread_join(ram->prealloc, NULL);
+        ram->prealloc_running = false;
+    }
+    return __atomic_load_n(&ram->prealloc_done, __ATOMIC_ACQUIRE);
 }
 
 /* Runs of consecutive indices, as remote iovecs into the mapping. */
@@ -171,6 +232,7 @@ void guest_ram_release_uffd(struct guest_ram *ram)
 
 void guest_ram_fini(struct guest_ram *ram)
 {
+    guest_ram_prealloc_stop(ram);
     guest_ram_release_uffd(ram);
     if (ram->host)
         munmap(ram->host, ram->size);

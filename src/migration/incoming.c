@@ -51,8 +51,8 @@ void in_start_prealloc(struct in_ctx *c)
 {
     /* Not for post-copy: a page that is not here must stay a hole, so that
      * touching it faults. */
-    if (c->prealloc_started || c->pc)
-        return;
+    if (c->prealloc_started || c->pc || c->m->ram->prealloc_running)
+        return; /* --mem-prealloc: RAM is being populated already */
     if (pthread_create(&c->prealloc, NULL, prealloc_thread, c) == 0)
         c->prealloc_started = true;
 }

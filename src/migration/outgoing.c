@@ -82,16 +82,47 @@ int out_flush_zero(struct out_ctx *c)
     return r;
 }
 
-static int flush_zstd(struct out_ctx *c, unsigned n)
+int out_zstd_init(const struct out_ctx *c, struct out_zstd *z)
 {
-    size_t raw = (size_t)n * GWS_PAGE_SIZE;
-    size_t z = ZSTD_compressCCtx(c->zctx, c->zbuf, ZSTD_compressBound(raw), c->zsrc, raw,
-                                 (int)c->params.compress_level);
-    if (ZSTD_isError(z))
-        return stream_set_error(&c->s, EIO, "zstd: %s", ZSTD_getErrorName(z));
-    struct gws_pages h = { n, (uint32_t)z };
-    struct iovec iov[3] = { { &h, sizeof(h) }, { c->pfn, n * 8ULL }, { c->zbuf, z } };
-    return stream_write_record(&c->s, GWS_PAGE_DATA_ZSTD, iov, 3);
+    z->ctx = NULL;
+    z->buf = NULL;
+    if (!c->caps.on[MIG_CAP_COMPRESS_ZSTD])
+        return 0;
+    z->ctx = ZSTD_createCCtx();
+    z->buf = malloc(ZSTD_compressBound((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE));
+    if (!z->ctx || !z->buf) {
+        out_zstd_fini(z);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void out_zstd_fini(struct out_zstd *z)
+{
+    ZSTD_freeCCtx(z->ctx);
+    free(z->buf);
+    z->ctx = NULL;
+    z->buf = NULL;
+}
+
+int out_write_data(struct out_ctx *c, struct stream *s, struct out_zstd *z, const uint64_t *pfn,
+                   const uint8_t *pages, unsigned k)
+{
+    size_t raw = (size_t)k * GWS_PAGE_SIZE;
+    if (z && z->ctx) {
+        size_t n = ZSTD_compressCCtx(z->ctx, z->buf, ZSTD_compressBound(raw), pages, raw,
+                                     (int)c->params.compress_level);
+        if (ZSTD_isError(n))
+            return stream_set_error(s, EIO, "zstd: %s", ZSTD_getErrorName(n));
+        if (n < raw) { /* else it did not shrink: send the pages as they are */
+            struct gws_pages h = { k, (uint32_t)n };
+            struct iovec iov[3] = { { &h, sizeof(h) }, { (void *)pfn, k * 8ULL }, { z->buf, n } };
+            return stream_write_record(s, GWS_PAGE_DATA_ZSTD, iov, 3);
+        }
+    }
+    struct gws_pages h = { k, 0 };
+    struct iovec iov[3] = { { &h, sizeof(h) }, { (void *)pfn, k * 8ULL }, { (void *)pages, raw } };
+    return stream_write_record(s, GWS_PAGE_DATA, iov, 3);
 }
 
 int out_flush_pages(struct out_ctx *c)
@@ -132,14 +163,7 @@ int out_flush_pages(struct out_ctx *c)
     if (!k)
         return 0;
     uint64_t before = c->s.bytes;
-    if (c->caps.on[MIG_CAP_COMPRESS_ZSTD]) {
-        r = flush_zstd(c, k);
-    } else {
-        struct gws_pages h = { k, 0 };
-        struct iovec parts[3] = { { &h, sizeof(h) }, { c->pfn, k * 8ULL },
-                                  { c->zsrc, (size_t)k * GWS_PAGE_SIZE } };
-        r = stream_write_record(&c->s, GWS_PAGE_DATA, parts, 3);
-    }
+    r = out_write_data(c, &c->s, &c->z, c->pfn, c->zsrc, k);
     out_account(c, 0, k);
     pace(c, c->s.bytes - before);
     return r;
@@ -574,12 +598,8 @@ static int run(struct out_ctx *c)
     c->zsrc = malloc((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE);
     if (!c->dirty || !c->zsrc)
         return stream_set_error(&c->s, ENOMEM, "out of memory");
-    if (c->caps.on[MIG_CAP_COMPRESS_ZSTD]) {
-        c->zctx = ZSTD_createCCtx();
-        c->zbuf = malloc(ZSTD_compressBound((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE));
-        if (!c->zctx || !c->zbuf)
-            return stream_set_error(&c->s, ENOMEM, "out of memory");
-    }
+    if (out_zstd_init(c, &c->z) < 0)
+        return stream_set_error(&c->s, ENOMEM, "out of memory");
     if (c->to_file) {
         /* Saving to a file: the guest is paused for the whole save. */
         if (m->ops->stop(m->vm, &err) < 0)
@@ -684,8 +704,7 @@ void *mig_outgoing_thread(void *arg)
     stream_fini(&c->s);
     bitmap_free(c->dirty);
     free(c->zsrc);
-    free(c->zbuf);
-    ZSTD_freeCCtx(c->zctx);
+    out_zstd_fini(&c->z);
     pthread_mutex_destroy(&c->rl_lock);
     free(c);
     return NULL;

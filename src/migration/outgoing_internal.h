@@ -15,6 +15,13 @@
 #include "migration/migration.h"
 #include "migration/ratelimit.h"
 
+/* The zstd state of one sending thread (the migration thread, the page
+ * server): a context and room for one compressed batch. */
+struct out_zstd {
+    ZSTD_CCtx *ctx;
+    uint8_t *buf;
+};
+
 struct out_ctx {
     struct migration *m;
     struct stream s;
@@ -39,8 +46,7 @@ struct out_ctx {
     uint64_t zero_pfn[GWS_MAX_BATCH];
     unsigned nzero;
     bool first_pass;
-    ZSTD_CCtx *zctx;
-    uint8_t *zbuf;
+    struct out_zstd z;          /* the migration thread's (compress-zstd) */
     uint8_t *zsrc;              /* the batch's pages (GWS_MAX_BATCH of them) */
     /* post-copy */
     bool postcopy;              /* postcopy-ram: a preempt channel is open */
@@ -60,6 +66,14 @@ struct out_ctx {
 };
 
 void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal);
+/* Set up z when compress-zstd is on (else leave it empty); -ENOMEM. */
+int out_zstd_init(const struct out_ctx *c, struct out_zstd *z);
+void out_zstd_fini(struct out_zstd *z);
+/* Send k pages (frame pfn[i], data at pages + i pages) as one record:
+ * PAGE_DATA_ZSTD when z is set up and compressing shrinks them, else
+ * PAGE_DATA. */
+int out_write_data(struct out_ctx *c, struct stream *s, struct out_zstd *z, const uint64_t *pfn,
+                   const uint8_t *pages, unsigned k);
 int out_flush_zero(struct out_ctx *c);
 /* Read the queued pages, sort out the zero ones (to the zero batch, or
  * nowhere in the first pass) and send the rest as one PAGE_DATA record. */

@@ -64,6 +64,10 @@ struct pc_dst {
     uint64_t all_since;
     /* discards since the last ping (or the start), for the debug log */
     struct { uint64_t ns, punch_ns, runs, punched, holes; } disc;
+    /* Pages [0, populated) may be present though never received: the
+     * preallocation (--mem-prealloc) ran there. Discarded ones are punched
+     * all the same, so that touching them faults. */
+    uint64_t populated;
 };
 
 bool pc_dst_guest_ran(const struct in_ctx *c) { return c->pc && c->pc->guest_ran; }
@@ -127,6 +131,8 @@ int pc_dst_advise(struct in_ctx *c, const struct stream_record *rec)
     }
     pc->c = c;
     pc->uffd = pc->pfd = -1;
+    /* A page this side lacks must stay a hole: no more preallocation. */
+    pc->populated = guest_ram_prealloc_stop(m->ram) / GWS_PAGE_SIZE;
     c->pc = pc;
     stream_init(&pc->ps, &stream_fd_ops, NULL);
     mig_socket_liveness(c->fd, PC_LIVENESS_MS);
@@ -140,16 +146,21 @@ int pc_dst_advise(struct in_ctx *c, const struct stream_record *rec)
     return r;
 }
 
+static bool held(const struct in_ctx *c, uint64_t i)
+{
+    return i < c->pc->populated || bitmap_test(c->received, i);
+}
+
 /* Drop the pages we hold in [idx, idx+n) so that touching them faults. */
 static int drop_held(struct in_ctx *c, uint64_t idx, uint64_t n)
 {
     for (uint64_t i = idx; i < idx + n;) {
-        if (!bitmap_test(c->received, i)) {
+        if (!held(c, i)) {
             i++;
             continue;
         }
         uint64_t j = i;
-        while (j < idx + n && bitmap_test(c->received, j))
+        while (j < idx + n && held(c, j))
             bitmap_clear_bit(c->received, j++);
         uint64_t t0 = mig_now_ns();
         if (fallocate(c->m->ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,

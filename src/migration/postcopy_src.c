@@ -242,6 +242,7 @@ struct reply {
     uint64_t pfn[GWS_MAX_BATCH], zpfn[GWS_MAX_BATCH];
     uint8_t *buf;                     /* GWS_MAX_BATCH pages */
     unsigned n;
+    struct out_zstd z;                /* compress-zstd: this thread's own */
 };
 
 static void reply_add(struct reply *r, uint64_t idx) { r->idx[r->n++] = idx; }
@@ -269,12 +270,8 @@ static int reply_send(struct out_ctx *c, struct reply *r)
             memcpy(r->buf + (size_t)k * GWS_PAGE_SIZE, p, GWS_PAGE_SIZE);
         r->pfn[k++] = pfn;
     }
-    if (k) {
-        struct gws_pages h = { k, 0 };
-        struct iovec parts[3] = { { &h, sizeof(h) }, { r->pfn, k * 8ULL },
-                                  { r->buf, (size_t)k * GWS_PAGE_SIZE } };
-        stream_write_record(s, GWS_PAGE_DATA, parts, 3);
-    }
+    if (k)
+        out_write_data(c, s, &r->z, r->pfn, r->buf, k);
     if (nz) {
         struct gws_pages h = { nz, 0 };
         struct iovec parts[2] = { { &h, sizeof(h) }, { r->zpfn, nz * 8ULL } };
@@ -336,7 +333,9 @@ static void *page_server(void *arg)
 {
     struct out_ctx *c = arg;
     struct reply *r = calloc(1, sizeof(*r));
-    if (r && !(r->buf = malloc((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE))) {
+    if (r && (!(r->buf = malloc((size_t)GWS_MAX_BATCH * GWS_PAGE_SIZE)) ||
+              out_zstd_init(c, &r->z) < 0)) {
+        free(r->buf);
         free(r);
         r = NULL;
     }
@@ -355,8 +354,10 @@ static void *page_server(void *arg)
         if (rc < 0)
             err = rc;
     }
-    if (r)
+    if (r) {
+        out_zstd_fini(&r->z);
         free(r->buf);
+    }
     free(r);
     c->server_error = err ? err : -ECANCELED;
     return NULL;

@@ -258,6 +258,8 @@ int main(int argc, char **argv)
     memcpy(cfg.uuid, v.opt.uuid, sizeof(cfg.uuid));
     if (machine_init(&v.machine, &cfg, v.loop, &machine_ops, &v, &err) < 0)
         die("%s", err.msg);
+    if (v.opt.mem_prealloc && guest_ram_prealloc_start(&v.machine.ram, &err) < 0)
+        die("%s", err.msg);
     serial_set_rx_notify(v.machine.serial, serial_has_room, &v);
     v.control = vmm_control_new(v.loop, &v.machine, &err);
     if (!v.control)

@@ -31,6 +31,9 @@ void vmm_options_usage(FILE *out)
             "  --incoming          do not boot; wait for an incoming migration (QMP\n"
             "                      migrate-incoming)\n"
             "  --paused            do not start the guest until QMP `cont` (QEMU's -S)\n"
+            "  --mem-prealloc      populate all guest RAM at start, in the background\n"
+            "                      (QEMU's -mem-prealloc); for --incoming, before the\n"
+            "                      stream needs it (post-copy stops it when it begins)\n"
             "  --no-reboot         power off instead of rebooting when the guest resets\n"
             "  --log-level LEVEL   error, warn, info (default) or debug\n"
             "  --help              show this help\n"
@@ -53,6 +56,7 @@ static int parse_u64(const char *s, uint64_t *out)
 enum {
     OPT_MEMORY = 256, OPT_VCPUS, OPT_KERNEL, OPT_INITRD, OPT_CMDLINE, OPT_TEST_GUEST,
     OPT_QMP, OPT_SERIAL, OPT_NAME, OPT_UUID, OPT_INCOMING, OPT_NO_REBOOT, OPT_PAUSED, OPT_LOG_LEVEL, OPT_HELP,
+    OPT_MEM_PREALLOC,
     OPT_VERSION,
 };
 
@@ -70,6 +74,7 @@ static const struct option long_opts[] = {
     { "incoming", no_argument, NULL, OPT_INCOMING },
     { "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
     { "paused", no_argument, NULL, OPT_PAUSED },
+    { "mem-prealloc", no_argument, NULL, OPT_MEM_PREALLOC },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
@@ -134,6 +139,7 @@ int vmm_options_parse(struct vmm_options *o, int argc, char **argv, FILE *help_o
         case OPT_INCOMING: o->incoming = true; break;
         case OPT_NO_REBOOT: o->no_reboot = true; break;
         case OPT_PAUSED: o->paused = true; break;
+        case OPT_MEM_PREALLOC: o->mem_prealloc = true; break;
         case OPT_LOG_LEVEL:
             o->log_level = gw_log_parse_level(optarg);
             if (o->log_level < 0)

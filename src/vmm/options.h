@@ -24,6 +24,7 @@ struct vmm_options {
     bool incoming;
     bool no_reboot;
     bool paused;             /* -S: do not start the vCPUs until `cont` */
+    bool mem_prealloc;       /* populate guest RAM in the background from the start */
     int log_level;           /* enum gw_log_level */
 };
 

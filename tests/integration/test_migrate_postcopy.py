@@ -9,7 +9,8 @@ processes (needs /dev/kvm and userfaultfd; skips visibly without them).
   the memory invariant holds.
 - Switch at once (no pre-copy pass; the destination stopped beforehand and
   `cont` once post-copy runs, as godwitd does) and after the first pass
-  (postcopy-after-precopy).
+  (postcopy-after-precopy); both again with a destination whose RAM was
+  wholly populated beforehand (--mem-prealloc): pages it lacks must fault.
 - verify, fpu and time workloads (with dirty, on 4 vCPUs) report no error across
   post-copy, and the heartbeat continues in order.
 - Two hosts (network namespaces): the veth link taken down twice during
@@ -82,11 +83,26 @@ def busy_by_command():
         self_check(dst)
 
 
+def wait_preallocated(vm, mib, timeout=120):
+    """--mem-prealloc populated the whole RAM (the VMM logs it)."""
+    want = f"preallocated {mib} of {mib} MiB".encode()
+    wait_until(lambda: want in vm.stderr, timeout, "the preallocation to end")
+
+
 def at_once_and_after_pass():
-    for tag, extra in (("at once", ()), ("after the first pass", ("postcopy-after-precopy",))):
+    for tag, extra, prealloc in (("at once", (), False),
+                                 ("after the first pass", ("postcopy-after-precopy",), False),
+                                 ("at once, destination preallocated", (), True),
+                                 ("after the first pass, destination preallocated",
+                                  ("postcopy-after-precopy",), True)):
         with VMM(memory=256, vcpus=1, cmdline="workload=mem-invariant") as src, \
-             VMM(memory=256, vcpus=1, incoming=True) as dst:
+             VMM(memory=256, vcpus=1, incoming=True,
+                 extra=("--mem-prealloc",) if prealloc else ()) as dst:
             src.wait_serial("region vcpu0", 60)
+            if prealloc:
+                # Every page is present on the destination before the stream
+                # starts: one it lacks must still fault, never read as zero.
+                wait_preallocated(dst, 256)
             if not extra:
                 dst.qmp.cmd("stop")  # as godwitd does: the guest runs on `cont` (Finish)
             start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"), extra,
