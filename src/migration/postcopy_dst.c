@@ -323,13 +323,51 @@ static int install_one(struct pc_dst *pc, uint64_t idx, const uint8_t *src)
     return -EIO;
 }
 
-/* Install count pages (data NULL: zero pages) at RAM pages idx[]. */
+/* Mark in early[] the pages of the record that a thread waits for; false
+ * if none. */
+static bool find_waited(struct pc_dst *pc, const uint64_t *idx, uint32_t count, bool *early)
+{
+    if (!__atomic_load_n(&pc->nw, __ATOMIC_ACQUIRE))
+        return false;
+    bool any = false;
+    pthread_mutex_lock(&pc->c->m->lock);
+    for (unsigned w = 0; w < pc->nw; w++) {
+        uint64_t want = pc->w[w].idx;
+        /* At most GWS_MAX_BATCH pages, and few threads wait: linear. */
+        for (uint32_t i = 0; i < count; i++)
+            if (idx[i] == want) {
+                early[i] = any = true;
+                break;
+            }
+    }
+    pthread_mutex_unlock(&pc->c->m->lock);
+    return any;
+}
+
+/* Install count pages (data NULL: zero pages) at RAM pages idx[]. The
+ * pages a thread waits for go in first, one by one: a fault then waits
+ * for its own page, not for the whole record (a 2 MiB copy into fresh
+ * memory takes ~6 ms here). */
 static int install(struct pc_dst *pc, struct stream *s, const uint64_t *idx, const uint8_t *data,
                    uint32_t count)
 {
+    bool early[GWS_MAX_BATCH] = { false };
+    if (find_waited(pc, idx, count, early))
+        for (uint32_t i = 0; i < count; i++) {
+            if (!early[i] || !bitmap_test(pc->pending, idx[i]))
+                continue;
+            int r = install_one(pc, idx[i], data ? data + (size_t)i * GWS_PAGE_SIZE : NULL);
+            if (r < 0)
+                return stream_set_error(s, -r, "installing guest pages: %s", strerror(-r));
+            page_in(pc, idx[i]);
+        }
     for (uint32_t i = 0; i < count;) {
+        if (early[i]) {
+            i++;
+            continue;
+        }
         uint32_t run = 1;
-        while (i + run < count && idx[i + run] == idx[i] + run)
+        while (i + run < count && idx[i + run] == idx[i] + run && !early[i + run])
             run++;
         void *dst = pc->c->m->ram->host + idx[i] * GWS_PAGE_SIZE;
         const uint8_t *src = data ? data + (size_t)i * GWS_PAGE_SIZE : NULL;
