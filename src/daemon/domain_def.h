@@ -44,6 +44,7 @@ struct dom_def {
     char name[DOM_NAME_MAX + 1];
     char uuid[DOM_UUID_LEN + 1];
     uint64_t memory_mib;
+    bool memory_prealloc; /* godwit-vmm --mem-prealloc, here and on a migration's destination */
     unsigned vcpus;
     bool test_guest;
     char *kernel;      /* NULL when absent; malloc'd */

@@ -6,8 +6,8 @@
 #include "daemon/domain_def.h"
 
 static const char *const def_keys[] = {
-    "name", "uuid", "memory_mib", "vcpus", "test_guest", "kernel", "initrd", "cmdline",
-    "serial_log", "migration", NULL,
+    "name", "uuid", "memory_mib", "memory_prealloc", "vcpus", "test_guest", "kernel", "initrd",
+    "cmdline", "serial_log", "migration", NULL,
 };
 static const char *const policy_keys[] = {
     "permit_postcopy", "permit_auto_converge", "max_downtime_ms", "bandwidth_mib_s",
@@ -136,6 +136,7 @@ static int parse_machine(struct json_object *o, struct dom_def *def, struct gw_e
     int r;
     if ((r = get_uint(o, "memory_mib", 2, DOM_MAX_MEMORY_MIB, &mem, err)) < 0 ||
         (r = get_uint(o, "vcpus", 1, DOM_MAX_VCPUS, &vcpus, err)) < 0 ||
+        (r = get_bool(o, "memory_prealloc", &def->memory_prealloc, err)) < 0 ||
         (r = get_bool(o, "test_guest", &def->test_guest, err)) < 0 ||
         (r = get_str(o, "kernel", &def->kernel, err)) < 0 ||
         (r = get_str(o, "initrd", &def->initrd, err)) < 0 ||
@@ -184,6 +185,8 @@ struct json_object *dom_def_to_json(const struct dom_def *def)
     add_str(o, "name", def->name);
     add_str(o, "uuid", def->uuid);
     json_object_object_add(o, "memory_mib", json_object_new_int64((int64_t)def->memory_mib));
+    if (def->memory_prealloc)
+        json_object_object_add(o, "memory_prealloc", json_object_new_boolean(1));
     json_object_object_add(o, "vcpus", json_object_new_int((int)def->vcpus));
     if (def->test_guest)
         json_object_object_add(o, "test_guest", json_object_new_boolean(1));

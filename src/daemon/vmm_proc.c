@@ -37,6 +37,8 @@ static void build_argv(const struct vmm_spawn *s, char *mem, char *vcpus, const 
     argv[n++] = s->qmp_path;
     argv[n++] = "--serial";
     argv[n++] = "stdio";
+    if (d->memory_prealloc)
+        argv[n++] = "--mem-prealloc";
     if (s->incoming) {
         argv[n++] = "--incoming";
         argv[n] = NULL;

@@ -33,7 +33,9 @@ def main():
                           ("domjobinfo", "--completed"), ("domjobabort", "domain")):
             out = a.run(cmd, "--help").out
             assert "SYNOPSIS" in out and word in out, (cmd, out)
-        h.start_guest(a, beats=9, real_cmdline=DIRTYING_GUEST)
+        # memory_prealloc: each destination VMM populates its RAM as it
+        # starts (--mem-prealloc), while the stream arrives
+        h.start_guest(a, beats=9, real_cmdline=DIRTYING_GUEST, memory_prealloc=True)
         precopy(h, a, b)
         postcopy(h, b, a)
         hybrid(h, a, b)
@@ -53,6 +55,7 @@ def check_moved(src, dst, before):
     if dst.fake:
         assert "memory digest at the switch-over verified" in vlog, vlog
     else:  # every page of the guest's working set holds what it last wrote there
+        assert "preallocated" in vlog, vlog[-2000:]  # memory_prealloc reached the VMM
         report = guest_self_check(dst, "vm1")
         assert report == "REPORT ok", report
     print(f"  moved: last tick before {before[0]}, then {ticks[:3]} ...")

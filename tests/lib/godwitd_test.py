@@ -390,15 +390,15 @@ class MigHosts:
     def migrate(self, src, dst, name, *opts, check=True, timeout=120):
         return src.run("migrate", *opts, name, dst.peer, check=check, timeout=timeout)
 
-    def start_guest(self, host, name="vm1", beats=1, real_cmdline=None):
+    def start_guest(self, host, name="vm1", beats=1, real_cmdline=None, **extra):
         """Define and start `name` on `host`; wait for its heartbeats.
         `real_cmdline`: the test guest's command line with a real VMM (the
         fake VMM's RAM is always full; the real guest sends only what it
         wrote: FILLED_GUEST, DIRTYING_GUEST)."""
         if real_cmdline and not host.fake:
-            host.define(name, cmdline=real_cmdline)
+            host.define(name, cmdline=real_cmdline, **extra)
         else:
-            host.define(name)
+            host.define(name, **extra)
         host.run("start", name)
         wait_until(lambda: len(heartbeats(host, name)) >= beats, 30, f"heartbeats on {name}")
 
@@ -927,7 +927,7 @@ class FakeVMM:
         for o in ("--name", "--uuid", "--memory", "--vcpus", "--qmp", "--serial", "--cmdline", "--kernel",
                   "--initrd", "--log-level"):
             ap.add_argument(o)
-        for o in ("--test-guest", "--incoming", "--paused", "--no-reboot"):
+        for o in ("--test-guest", "--incoming", "--paused", "--no-reboot", "--mem-prealloc"):
             ap.add_argument(o, action="store_true")
         self.a = ap.parse_args(argv)
         self.status = "inmigrate" if self.a.incoming else "running"

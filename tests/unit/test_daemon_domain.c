@@ -47,6 +47,7 @@ static void test_minimal(void **state)
     assert_int_equal(d.policy.completion_timeout_s, 800);
     assert_int_equal(d.policy.timeout_action, DOM_TIMEOUT_ABORT);
     assert_null(d.serial_log);
+    assert_false(d.memory_prealloc);
     dom_def_fini(&d);
 }
 
@@ -54,6 +55,7 @@ static void test_full_round_trip(void **state)
 {
     const char *text =
         "{\"name\": \"db\", \"uuid\": \"0D0C0B0A-1111-4222-8333-444455556666\", \"memory_mib\": 1024,"
+        " \"memory_prealloc\": true,"
         " \"vcpus\": 4, \"test_guest\": true, \"cmdline\": \"workload=mem-invariant beat-ms=500\","
         " \"serial_log\": \"/var/log/db.log\", \"migration\": {\"permit_postcopy\": true,"
         " \"permit_auto_converge\": false, \"max_downtime_ms\": 50, \"bandwidth_mib_s\": 100,"
@@ -65,6 +67,7 @@ static void test_full_round_trip(void **state)
     assert_int_equal(d.policy.timeout_action, DOM_TIMEOUT_POSTCOPY);
     assert_false(d.policy.permit_auto_converge);
     assert_int_equal(d.policy.bandwidth_mib_s, 100);
+    assert_true(d.memory_prealloc);
     struct json_object *o = dom_def_to_json(&d);
     assert_int_equal(dom_def_from_json(o, &e, &err), 0);
     struct json_object *o2 = dom_def_to_json(&e);
