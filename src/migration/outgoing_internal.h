@@ -59,6 +59,8 @@ struct out_ctx {
     uint64_t *pending;          /* after the switch: pages the destination lacks */
     uint64_t cursor;            /* background push position (page index) */
     volatile uint64_t hint;     /* page server: push from here next (+1, 0 = none) */
+    struct stream pc_rp;        /* the main channel's return path after the switch */
+    uint64_t pushed, acked;     /* pages the push queued / the destination took (RP_INSTALLED) */
     pthread_t server;
     bool server_running;
     volatile bool server_stop;

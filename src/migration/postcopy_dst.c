@@ -394,16 +394,16 @@ static int install(struct pc_dst *pc, struct stream *s, const uint64_t *idx, con
     return 0;
 }
 
-/* A page record from either channel. */
+/* A page record from either channel; returns how many pages it held. */
 static int take_pages(struct pc_dst *pc, struct stream *s, const struct stream_record *rec)
 {
     struct in_ctx *c = pc->c;
     uint64_t idx[GWS_MAX_BATCH];
     uint32_t count;
     const uint8_t *data;
-    if (in_decode_pages(c, s, rec, idx, &data, &count) < 0)
+    if (in_decode_pages(c, s, rec, idx, &data, &count) < 0 || install(pc, s, idx, data, count) < 0)
         return -1;
-    return install(pc, s, idx, data, count);
+    return (int)count;
 }
 
 /* ---- the fault thread ---- */
@@ -473,7 +473,7 @@ static int handle_preempt(struct pc_dst *pc)
     if (rec.type != GWS_PAGE_DATA && rec.type != GWS_PAGE_DATA_ZSTD && rec.type != GWS_ZERO_PAGES)
         return stream_set_error(&pc->ps, EPROTO, "unexpected %s on the preempt channel",
                                 stream_record_name(rec.type));
-    return take_pages(pc, &pc->ps, &rec);
+    return take_pages(pc, &pc->ps, &rec) < 0 ? -1 : 0;
 }
 
 /* After a recovery: ask again for what faulted threads still wait for. */
@@ -566,9 +566,19 @@ static int wait_last_pages(struct pc_dst *pc)
     return 0;
 }
 
+/* Tell the source how many pages of this connection's main channel are
+ * taken (installed, or found there already): it keeps its push within a
+ * window of that. */
+static int ack_pages(struct pc_dst *pc, uint64_t taken)
+{
+    struct iovec iov = { &taken, sizeof(taken) };
+    return in_send_rp_body(pc->c, GWS_RP_INSTALLED, &iov, 1);
+}
+
 static int recv_loop(struct pc_dst *pc)
 {
     struct in_ctx *c = pc->c;
+    uint64_t taken = 0;
     pc->eos = pc->got_pause = false;
     for (;;) {
         if (pc->eos)
@@ -581,7 +591,10 @@ static int recv_loop(struct pc_dst *pc)
         case GWS_PAGE_DATA:
         case GWS_PAGE_DATA_ZSTD:
         case GWS_ZERO_PAGES:
-            if (take_pages(pc, &c->s, &rec) < 0)
+            if ((r = take_pages(pc, &c->s, &rec)) < 0)
+                return -1;
+            taken += (uint64_t)r;
+            if (ack_pages(pc, taken) < 0)
                 return -1;
             break;
         case GWS_END_OF_STREAM: pc->eos = true; break;
@@ -597,10 +610,23 @@ static int recv_loop(struct pc_dst *pc)
 /* The source closed the main channel (at a record boundary or inside a
  * record) without a POSTCOPY_PAUSE first, and not because we broke it: the
  * source VMM has exited (it always says when it pauses). */
+static bool preempt_closed_by_peer(const struct pc_dst *pc)
+{
+    if (pc->preempt_eof || peer_closed(pc->ps.error))
+        return true;
+    struct pollfd p = { pc->pfd, POLLRDHUP, 0 };
+    return pc->pfd >= 0 && poll(&p, 1, 200) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/* A reset counts as a close when the preempt channel went too: a process
+ * that ends with data it has not read (our RP_INSTALLED) resets its
+ * connections instead of closing them. Call it before stop_faults, whose
+ * shutdown would look the same. */
 static bool source_gone(const struct pc_dst *pc, int r)
 {
-    return (r == -ENODATA || r == -EPIPE) && !pc->got_pause && !pc->local_break &&
-           !pc->c->m->pc_pause_req && !pc->c->m->cancel;
+    bool closed = r == -ENODATA || r == -EPIPE || (r == -ECONNRESET && preempt_closed_by_peer(pc));
+    return closed && !pc->got_pause && !pc->local_break && !pc->c->m->pc_pause_req &&
+           !pc->c->m->cancel;
 }
 
 static void close_channels(struct pc_dst *pc)
@@ -727,12 +753,13 @@ int pc_dst_run(struct in_ctx *c)
         return -1;
     for (;;) {
         int r = recv_loop(pc);
+        bool gone = r < 0 && source_gone(pc, r);
         stop_faults(pc);
         if (r == 0) {
             finish(pc);
             return 0;
         }
-        if (source_gone(pc, r)) {
+        if (gone) {
             pc->lost = true;
             c->s.error = 0; /* this explains the truncation better */
             return stream_set_error(&c->s, EPIPE, "the source VMM closed the connection without "

@@ -30,6 +30,16 @@
 #define PC_MAIN_BUFFER   (256 << 10) /* main channel send buffer after the switch */
 #define PC_PREDISCARD_WAIT_MS 1000  /* guest running: wait this long for the pong */
 #define PC_HANDSHAKE_MS  30000  /* stopped: wait this long for the destination */
+/* Pages the background push may have queued ahead of what the destination
+ * has taken from the main channel (RP_INSTALLED). A fault on a page the
+ * push has taken waits for everything before it on that channel; with
+ * compression a few KiB of socket hold hundreds of MiB of pages, and such
+ * a fault waited 35-58 ms. Two records: one being installed, one coming. */
+#define PC_PUSH_WINDOW   1024
+/* Pages per push record after the switch: a fault on one of them waits
+ * for its record to arrive whole (and be checked and unpacked) before its
+ * page goes in first. */
+#define PC_PUSH_BATCH    128
 
 static void set_fds(struct out_ctx *c)
 {
@@ -410,6 +420,61 @@ static int interrupted(struct out_ctx *c)
     return stream_get_error(&c->s);
 }
 
+/* Read what the destination says on the main channel after the switch:
+ * RP_INSTALLED (counted in c->acked) until RP_POSTCOPY_DONE (*done set, if
+ * done is given). Waits up to wait_ms for the first record, then takes
+ * only what has come. Returns 0 or -errno. */
+static int read_rp(struct out_ctx *c, int wait_ms, bool *done)
+{
+    for (;;) {
+        if (c->pc_rp.ipos == c->pc_rp.ilen) {
+            struct pollfd p = { c->fd, POLLIN, 0 };
+            int r = poll(&p, 1, wait_ms);
+            if (r < 0 && errno != EINTR)
+                return stream_set_error(&c->s, errno, "poll: %s", strerror(errno));
+            if (r <= 0)
+                return 0;
+        }
+        struct stream_record rec;
+        int r = stream_read_record(&c->pc_rp, &rec);
+        if (r == -ENODATA)
+            return stream_set_error(&c->s, EPIPE, "the destination closed the connection");
+        if (r < 0)
+            return stream_set_error(&c->s, -r, "return path: %s", stream_error(&c->pc_rp));
+        if (rec.type == GWS_RP_INSTALLED && rec.length == 8) {
+            uint64_t v;
+            memcpy(&v, rec.body, 8);
+            if (v > c->pushed)
+                return stream_set_error(&c->s, EPROTO, "the destination took %llu pages of %llu sent",
+                                        (unsigned long long)v, (unsigned long long)c->pushed);
+            c->acked = v;
+        } else if (rec.type == GWS_RP_POSTCOPY_DONE && done) {
+            *done = true;
+            return 0;
+        } else if (rec.type == GWS_RP_FAILED) {
+            return stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec.length,
+                                    (const char *)rec.body);
+        } else {
+            return stream_set_error(&c->s, EPROTO, "unexpected %s on the return path",
+                                    stream_record_name(rec.type));
+        }
+        wait_ms = 0;
+    }
+}
+
+/* Keep the push within PC_PUSH_WINDOW pages of the destination. */
+static int wait_window(struct out_ctx *c)
+{
+    if (c->pushed - c->acked < PC_PUSH_WINDOW)
+        return 0;
+    if (out_flush_pages(c) < 0 || out_flush_zero(c) < 0 || stream_flush(&c->s) < 0)
+        return -1;
+    while (c->pushed - c->acked >= PC_PUSH_WINDOW)
+        if (interrupted(c) < 0 || read_rp(c, PC_DONE_WAIT_MS, NULL) < 0)
+            return -1;
+    return 0;
+}
+
 static int push_pending(struct out_ctx *c)
 {
     uint64_t n = 0;
@@ -424,13 +489,18 @@ static int push_pending(struct out_ctx *c)
             i = bitmap_next_set(c->pending, c->npages, 0);
         if (i >= c->npages)
             break;
+        if (wait_window(c) < 0)
+            return -1;
         c->cursor = i + 1;
-        if (bitmap_test_and_clear_atomic(c->pending, i) && out_queue_page(c, i) < 0)
+        if (!bitmap_test_and_clear_atomic(c->pending, i))
+            continue; /* the page server took it meanwhile */
+        c->pushed++;
+        if (out_queue_page(c, i) < 0 || (c->n >= PC_PUSH_BATCH && out_flush_pages(c) < 0))
             return -1;
         if ((++n & 63) == 0) {
             /* Taken pages must not wait in a half-full batch: a fault may
              * be waiting for one (zero pages gather slowly). */
-            if (interrupted(c) < 0 || out_flush_zero(c) < 0)
+            if (interrupted(c) < 0 || out_flush_zero(c) < 0 || read_rp(c, 0, NULL) < 0)
                 return -1;
             if ((n & 4095) == 0) {
                 out_refresh_params(c);
@@ -450,24 +520,19 @@ static int wait_done(struct out_ctx *c)
 {
     if (stream_write_record(&c->s, GWS_END_OF_STREAM, NULL, 0) < 0 || stream_flush(&c->s) < 0)
         return -1;
-    struct stream rp;
-    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
-    int r;
+    bool done = false;
     for (int grace = 0;;) {
-        struct pollfd p = { c->fd, POLLIN, 0 };
-        if (rp.ipos < rp.ilen || poll(&p, 1, PC_DONE_WAIT_MS) > 0) {
-            r = out_wait_return(c, &rp, GWS_RP_POSTCOPY_DONE, PC_DONE_WAIT_MS);
-            break;
-        }
+        if (read_rp(c, PC_DONE_WAIT_MS, &done) < 0)
+            return -1;
+        if (done)
+            return 0;
         /* A destination that has every page closes the preempt channel
          * right after sending DONE on the main one: allow for the race. */
         if (c->server_error && !c->m->pc_pause_req && !c->m->cancel && grace++ < 10)
             continue;
-        if ((r = interrupted(c)) < 0)
-            break;
+        if (interrupted(c) < 0)
+            return -1;
     }
-    stream_fini(&rp);
-    return r;
 }
 
 /* ---- pause and recovery ---- */
@@ -564,6 +629,10 @@ int pc_src_run(struct out_ctx *c)
         return -1;
     for (;;) {
         out_refresh_params(c); /* max-postcopy-bandwidth from now on */
+        /* This connection's return path; the counts start again with it. */
+        stream_fini(&c->pc_rp);
+        stream_init(&c->pc_rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+        c->pushed = c->acked = 0;
         int r = start_server(c);
         if (r == 0)
             r = push_pending(c);
@@ -599,6 +668,7 @@ void pc_src_cleanup(struct out_ctx *c)
     c->m->pfd = -1;
     pthread_mutex_unlock(&c->m->lock);
     stream_fini(&c->ps);
+    stream_fini(&c->pc_rp);
     bitmap_free(c->pending);
     c->pending = NULL;
 }
