@@ -10,7 +10,8 @@ processes (needs /dev/kvm and userfaultfd; skips visibly without them).
 - Switch at once (no pre-copy pass; the destination stopped beforehand and
   `cont` once post-copy runs, as godwitd does) and after the first pass
   (postcopy-after-precopy); both again with a destination whose RAM was
-  wholly populated beforehand (--mem-prealloc): pages it lacks must fault.
+  wholly populated beforehand (--mem-prealloc): pages it lacks must fault;
+  and at once with compress-zstd (push, page server and push window).
 - verify, fpu and time workloads (with dirty, on 4 vCPUs) report no error across
   post-copy, and the heartbeat continues in order.
 - Two hosts (network namespaces): the veth link taken down twice during
@@ -90,11 +91,13 @@ def wait_preallocated(vm, mib, timeout=120):
 
 
 def at_once_and_after_pass():
-    for tag, extra, prealloc in (("at once", (), False),
-                                 ("after the first pass", ("postcopy-after-precopy",), False),
-                                 ("at once, destination preallocated", (), True),
-                                 ("after the first pass, destination preallocated",
-                                  ("postcopy-after-precopy",), True)):
+    after = ("postcopy-after-precopy",)
+    for tag, caps, prealloc in (("at once", (), False),
+                                ("after the first pass", after, False),
+                                ("at once, destination preallocated", (), True),
+                                ("after the first pass, destination preallocated", after, True),
+                                ("at once, compressed", ("compress-zstd",), False)):
+        at_once = not caps or caps == ("compress-zstd",)
         with VMM(memory=256, vcpus=1, cmdline="workload=mem-invariant") as src, \
              VMM(memory=256, vcpus=1, incoming=True,
                  extra=("--mem-prealloc",) if prealloc else ()) as dst:
@@ -103,12 +106,12 @@ def at_once_and_after_pass():
                 # Every page is present on the destination before the stream
                 # starts: one it lacks must still fault, never read as zero.
                 wait_preallocated(dst, 256)
-            if not extra:
+            if at_once:
                 dst.qmp.cmd("stop")  # as godwitd does: the guest runs on `cont` (Finish)
-            start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"), extra,
+            start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"), caps,
                   params={"max-bandwidth": 50 << 20, "max-postcopy-bandwidth": 50 << 20,
                           "downtime-limit": 5})
-            if not extra:
+            if at_once:
                 src.qmp.cmd("migrate-start-postcopy")
                 wait_status(dst, "postcopy-active", 60)
                 assert dst.status() == "paused", dst.status()
