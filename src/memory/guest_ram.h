@@ -27,6 +27,7 @@ struct guest_ram_region {
 
 struct guest_ram {
     int memfd;
+    int pagemap_fd;   /* /proc/self/pagemap, or -1 */
     uint8_t *host;    /* mapping of the whole memfd, MAP_SHARED */
     uint64_t size;    /* total bytes of RAM */
     unsigned nr_regions;
@@ -76,11 +77,12 @@ void *guest_ram_ptr(const struct guest_ram *ram, uint64_t gpa, uint64_t len);
 /* Translate a guest-physical address to a memfd offset; false if not RAM. */
 bool guest_ram_gpa_to_offset(const struct guest_ram *ram, uint64_t gpa, uint64_t *offset);
 /* Copy the pages at memfd page indices idx[0..n) into buf, one after the
- * other (n * GUEST_PAGE_SIZE bytes). The kernel copies through its own
- * mapping (process_vm_readv on runs of consecutive pages; pread where that
- * is refused), so the VMM's mapping is not faulted in page by page: a user
- * page-table fault per 4 KiB made reading a guest's memory for migration
- * several times slower on our hosts (bench/precopy_bench.c). Indices must
+ * other (n * GUEST_PAGE_SIZE bytes). Runs of consecutive pages that are
+ * mapped in the VMM (/proc/self/pagemap) are copied directly; the others
+ * the kernel copies through its own mapping (process_vm_readv; pread where
+ * that is refused), so the VMM's mapping is not faulted in page by page: a
+ * user page-table fault per 4 KiB made reading a guest's memory for
+ * migration several times slower on our hosts (bench/precopy_bench.c). Indices must
  * be below size / GUEST_PAGE_SIZE. Returns 0 or -errno. */
 int guest_ram_read_pages(const struct guest_ram *ram, const uint64_t *idx, unsigned n, void *buf,
                          struct gw_error *err);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -362,11 +363,63 @@ static void test_read_pages(void **state)
     guest_ram_fini(&ram);
 }
 
+static bool page_mapped(uint64_t addr)
+{
+    uint64_t e = 0;
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &e, 8, (off_t)(addr / 4096 * 8)), 8);
+    close(fd);
+    return e >> 63;
+}
+
+/* guest_ram_read_pages copies the runs mapped in this process and has the
+ * kernel read the others (pages only written with pwrite, as an incoming
+ * migration writes them): both read what was written, in any mix. */
+static void test_read_pages_mapped_or_not(void **state)
+{
+    struct guest_ram ram;
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(guest_ram_init(&ram, 4ULL << 20, "t", &err), 0);
+    uint64_t np = ram.size / 4096, half = np / 2;
+    uint8_t page[4096];
+    for (uint64_t p = 0; p < np; p++) {
+        memset(page, (int)(p % 251) + 1, sizeof(page));
+        if (p < half && p % 2 == 0) /* the first half's even pages: not mapped here */
+            assert_int_equal(pwrite(ram.memfd, page, 4096, (off_t)(p * 4096)), 4096);
+        else
+            memcpy(ram.host + p * 4096, page, 4096);
+    }
+    assert_false(page_mapped((uint64_t)(uintptr_t)ram.host)); /* the premise */
+    assert_true(page_mapped((uint64_t)(uintptr_t)ram.host + 4096));
+    /* 1, 0, 3, 2, ...: one-page runs, mapped and not in turn; then the
+     * mapped second half as one run. */
+    uint64_t idx[1024];
+    unsigned n = 0;
+    for (uint64_t p = 0; p + 1 < half; p += 2) {
+        idx[n++] = p + 1;
+        idx[n++] = p;
+    }
+    for (uint64_t p = half; p < np; p++)
+        idx[n++] = p;
+    uint8_t *buf = malloc((size_t)n * 4096);
+    assert_int_equal(guest_ram_read_pages(&ram, idx, n, buf, &err), 0);
+    for (unsigned i = 0; i < n; i++) {
+        memset(page, (int)(idx[i] % 251) + 1, sizeof(page));
+        if (memcmp(buf + (size_t)i * 4096, page, 4096))
+            fail_msg("page %u (index %llu) read wrong", i, (unsigned long long)idx[i]);
+    }
+    free(buf);
+    guest_ram_fini(&ram);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_pages),
+        cmocka_unit_test(test_read_pages_mapped_or_not),
         cmocka_unit_test(test_busy_converges),
         cmocka_unit_test(test_zstd),
         cmocka_unit_test(test_auto_converge),
