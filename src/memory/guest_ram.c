@@ -232,6 +232,29 @@ static int read_runs(const struct guest_ram *ram, struct iovec *runs, unsigned n
     return 0;
 }
 
+int guest_ram_write(const struct guest_ram *ram, uint64_t off, const void *src, size_t len,
+                    struct gw_error *err)
+{
+    struct iovec run = { ram->host + off, len };
+    if (run_mapped(ram, &run)) {
+        memcpy(run.iov_base, src, len);
+        return 0;
+    }
+    const uint8_t *p = src;
+    while (len) {
+        ssize_t w = pwrite(ram->memfd, p, len, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return gw_error_set(err, w < 0 ? errno : EIO, "writing guest memory: %s",
+                                strerror(w < 0 ? errno : EIO));
+        p += w;
+        len -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
 int guest_ram_read_pages(const struct guest_ram *ram, const uint64_t *idx, unsigned n, void *buf,
                          struct gw_error *err)
 {

@@ -86,6 +86,12 @@ bool guest_ram_gpa_to_offset(const struct guest_ram *ram, uint64_t gpa, uint64_t
  * be below size / GUEST_PAGE_SIZE. Returns 0 or -errno. */
 int guest_ram_read_pages(const struct guest_ram *ram, const uint64_t *idx, unsigned n, void *buf,
                          struct gw_error *err);
+/* Write len bytes at memfd offset off (whole pages, below size): copied
+ * directly where every page is mapped here (a VMM started with
+ * --mem-prealloc), else with pwrite, which faults nothing into this
+ * process. Returns 0 or -errno. */
+int guest_ram_write(const struct guest_ram *ram, uint64_t off, const void *src, size_t len,
+                    struct gw_error *err);
 /* Register every RAM region as KVM memory slot i (its index) on vm_fd,
  * with dirty logging on or off; also how logging is switched later (the
  * same call with the other flag). Returns 0 or -errno. */

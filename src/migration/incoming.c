@@ -110,31 +110,22 @@ static int load_header(struct in_ctx *c, const struct stream_record *rec)
 /* Check a page record's shape; returns the pfn list. */
 static int load_pages(struct in_ctx *c, const uint8_t *data, const uint64_t *idx, uint32_t count)
 {
-    /* pwrite into the memfd: no page-table faults in this process, and
-     * contiguous runs go in one call. */
-    int memfd = c->m->ram->memfd;
+    /* Contiguous runs go in one call. */
+    struct gw_error err;
+    gw_error_init(&err);
     for (uint32_t i = 0; i < count;) {
         uint32_t run = 1;
         while (i + run < count && idx[i + run] == idx[i] + run)
             run++;
-        const uint8_t *src = data + (size_t)i * GWS_PAGE_SIZE;
         size_t len = (size_t)run * GWS_PAGE_SIZE;
-        off_t off = (off_t)(idx[i] * GWS_PAGE_SIZE);
-        while (len) {
-            ssize_t w = pwrite(memfd, src, len, off);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0)
-                return stream_set_error(&c->s, w < 0 ? errno : EIO, "writing guest memory: %s",
-                                        strerror(w < 0 ? errno : EIO));
-            src += w;
-            len -= (size_t)w;
-            off += w;
-        }
+        uint64_t off = idx[i] * GWS_PAGE_SIZE + len;
+        if (guest_ram_write(c->m->ram, idx[i] * GWS_PAGE_SIZE, data + (size_t)i * GWS_PAGE_SIZE,
+                            len, &err) < 0)
+            return stream_set_error(&c->s, err.code, "%s", err.msg);
         for (uint32_t k = 0; k < run; k++)
             bitmap_set(c->received, idx[i + k]);
-        if ((uint64_t)off > __atomic_load_n(&c->recv_end, __ATOMIC_RELAXED))
-            __atomic_store_n(&c->recv_end, (uint64_t)off, __ATOMIC_RELAXED);
+        if (off > __atomic_load_n(&c->recv_end, __ATOMIC_RELAXED))
+            __atomic_store_n(&c->recv_end, off, __ATOMIC_RELAXED);
         i += run;
     }
     pthread_mutex_lock(&c->m->lock);

@@ -403,9 +403,15 @@ def assert_heartbeat_continued(src, dst, min_ticks=6):
     ticks = [int(t) for t in re.findall(r"heartbeat vcpu=0 tick=(\d+) ", text)]
     assert ticks == list(range(1, len(ticks) + 1)), f"heartbeat ticks not consecutive: {ticks}"
     assert len(ticks) >= min_ticks, ticks
+    src_text = src.serial_text()
     for line in text.splitlines():
         if line.startswith("heartbeat"):
-            assert re.fullmatch(r"heartbeat vcpu=0 tick=\d+ pages=\d+", line), f"mangled line {line!r}"
+            if not re.fullmatch(r"heartbeat vcpu=0 tick=\d+ pages=\d+", line):
+                at = text.find(line)
+                raise AssertionError(
+                    f"mangled line {line!r}: {text[max(at - 200, 0):at + 200]!r} (the source's "
+                    f"console ends at offset {len(src_text) - at} from the line: "
+                    f"{src_text[-120:]!r}; the destination's begins {dst.serial_text()[:120]!r})")
     return ticks
 
 

@@ -414,12 +414,39 @@ static void test_read_pages_mapped_or_not(void **state)
     guest_ram_fini(&ram);
 }
 
+/* guest_ram_write: into pages mapped here (copied) and into holes and
+ * pages not mapped (pwrite, nothing faulted in): every byte lands. */
+static void test_write_mapped_or_not(void **state)
+{
+    struct guest_ram ram;
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(guest_ram_init(&ram, 2ULL << 20, "t", &err), 0);
+    memset(ram.host, 1, 8 * 4096); /* pages 0-7 mapped here; the rest holes */
+    uint8_t src[16 * 4096];
+    for (size_t i = 0; i < sizeof(src); i++)
+        src[i] = (uint8_t)(i * 7 + 3);
+    assert_int_equal(guest_ram_write(&ram, 0, src, 8 * 4096, &err), 0);         /* mapped */
+    assert_int_equal(guest_ram_write(&ram, 4 * 4096, src, 8 * 4096, &err), 0);  /* half and half */
+    assert_int_equal(guest_ram_write(&ram, 100 * 4096, src, 16 * 4096, &err), 0); /* holes */
+    assert_false(page_mapped((uint64_t)(uintptr_t)ram.host + 100 * 4096));
+    uint8_t back[16 * 4096];
+    assert_int_equal(pread(ram.memfd, back, 4 * 4096, 0), 4 * 4096);
+    assert_memory_equal(back, src, 4 * 4096);
+    assert_int_equal(pread(ram.memfd, back, 8 * 4096, 4 * 4096), 8 * 4096);
+    assert_memory_equal(back, src, 8 * 4096);
+    assert_int_equal(pread(ram.memfd, back, 16 * 4096, 100 * 4096), 16 * 4096);
+    assert_memory_equal(back, src, 16 * 4096);
+    guest_ram_fini(&ram);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_pages),
         cmocka_unit_test(test_read_pages_mapped_or_not),
+        cmocka_unit_test(test_write_mapped_or_not),
         cmocka_unit_test(test_busy_converges),
         cmocka_unit_test(test_zstd),
         cmocka_unit_test(test_auto_converge),
