@@ -12,10 +12,18 @@ Scenarios
   busy-1g-1gbit-pc    the same, switched to post-copy when the first pass
                       ends (hybrid, as libvirt's --postcopy-after-precopy)
   busy-1g-1gbit-pc0   the same, post-copy at once (no pre-copy pass)
+  busy-1g-1gbit-pc-zstd, busy-1g-1gbit-pc0-zstd
+                      the last two with compress-zstd (QEMU: its compress
+                      capability)
+
+--prealloc starts each destination with its RAM populated beforehand
+(godwit --mem-prealloc, QEMU -mem-prealloc) and waits until it is.
 
 Post-copy rows add page requests, fault latency p50/p99 (destination),
 time every vCPU was blocked, and the guest's progress (pages written per
-second, from its heartbeats) while post-copy ran against before.
+second, from its heartbeats) while post-copy held it back (until it runs at
+half its earlier speed again, at most until the destination's `completed`)
+against before and after.
 
 Reports total time, downtime seen by the VMMs and by the guest (the longest
 gap between the guest's 10 ms heartbeats as the host receives them, source
