@@ -117,7 +117,7 @@ int out_write_data(struct out_ctx *c, struct stream *s, struct out_zstd *z, cons
         if (n < raw) { /* else it did not shrink: send the pages as they are */
             struct gws_pages h = { k, (uint32_t)n };
             struct iovec iov[3] = { { &h, sizeof(h) }, { (void *)pfn, k * 8ULL }, { z->buf, n } };
-            return stream_write_record(s, GWS_PAGE_DATA_ZSTD, iov, 3);
+            return stream_write_record(s, GWS_PAGE_DATA_ZSTD, iov, 3) < 0 ? -1 : 1;
         }
     }
     struct gws_pages h = { k, 0 };
@@ -164,6 +164,10 @@ int out_flush_pages(struct out_ctx *c)
         return 0;
     uint64_t before = c->s.bytes;
     r = out_write_data(c, &c->s, &c->z, c->pfn, c->zsrc, k);
+    if (r > 0) { /* compressed: counts against the post-copy push window */
+        c->pushed += k;
+        r = 0;
+    }
     out_account(c, 0, k);
     pace(c, c->s.bytes - before);
     return r;

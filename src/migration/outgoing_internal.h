@@ -60,7 +60,7 @@ struct out_ctx {
     uint64_t cursor;            /* background push position (page index) */
     volatile uint64_t hint;     /* page server: push from here next (+1, 0 = none) */
     struct stream pc_rp;        /* the main channel's return path after the switch */
-    uint64_t pushed, acked;     /* pages the push queued / the destination took (RP_INSTALLED) */
+    uint64_t pushed, acked;     /* pages sent compressed / the destination took (RP_INSTALLED) */
     pthread_t server;
     bool server_running;
     volatile bool server_stop;
@@ -72,8 +72,8 @@ void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal);
 int out_zstd_init(const struct out_ctx *c, struct out_zstd *z);
 void out_zstd_fini(struct out_zstd *z);
 /* Send k pages (frame pfn[i], data at pages + i pages) as one record:
- * PAGE_DATA_ZSTD when z is set up and compressing shrinks them, else
- * PAGE_DATA. */
+ * PAGE_DATA_ZSTD when z is set up and compressing shrinks them (returns
+ * 1), else PAGE_DATA (returns 0). */
 int out_write_data(struct out_ctx *c, struct stream *s, struct out_zstd *z, const uint64_t *pfn,
                    const uint8_t *pages, unsigned k);
 int out_flush_zero(struct out_ctx *c);

@@ -566,9 +566,11 @@ static int wait_last_pages(struct pc_dst *pc)
     return 0;
 }
 
-/* Tell the source how many pages of this connection's main channel are
- * taken (installed, or found there already): it keeps its push within a
- * window of that. */
+/* Tell the source how many pages of this connection's compressed page
+ * records are taken (installed, or found there already): it keeps its push
+ * within a window of that. A raw record's bytes bound its pages, and the
+ * socket bounds the bytes; acks for those would only be data a killed
+ * source leaves unread, which turns its close into a reset. */
 static int ack_pages(struct pc_dst *pc, uint64_t taken)
 {
     struct iovec iov = { &taken, sizeof(taken) };
@@ -593,8 +595,8 @@ static int recv_loop(struct pc_dst *pc)
         case GWS_ZERO_PAGES:
             if ((r = take_pages(pc, &c->s, &rec)) < 0)
                 return -1;
-            taken += (uint64_t)r;
-            if (ack_pages(pc, taken) < 0)
+            /* Only compressed records need the window (see ack_pages). */
+            if (rec.type == GWS_PAGE_DATA_ZSTD && ack_pages(pc, taken += (uint64_t)r) < 0)
                 return -1;
             break;
         case GWS_END_OF_STREAM: pc->eos = true; break;
@@ -609,24 +611,13 @@ static int recv_loop(struct pc_dst *pc)
 
 /* The source closed the main channel (at a record boundary or inside a
  * record) without a POSTCOPY_PAUSE first, and not because we broke it: the
- * source VMM has exited (it always says when it pauses). */
-static bool preempt_closed_by_peer(const struct pc_dst *pc)
-{
-    if (pc->preempt_eof || peer_closed(pc->ps.error))
-        return true;
-    struct pollfd p = { pc->pfd, POLLRDHUP, 0 };
-    return pc->pfd >= 0 && poll(&p, 1, 200) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
-}
-
-/* A reset counts as a close when the preempt channel went too: a process
- * that ends with data it has not read (our RP_INSTALLED) resets its
- * connections instead of closing them. Call it before stop_faults, whose
- * shutdown would look the same. */
+ * source VMM has exited (it always says when it pauses). A process killed
+ * while holding RP_INSTALLED it has not read resets the connection
+ * instead: that reads as a break (paused, recoverable), the safe side. */
 static bool source_gone(const struct pc_dst *pc, int r)
 {
-    bool closed = r == -ENODATA || r == -EPIPE || (r == -ECONNRESET && preempt_closed_by_peer(pc));
-    return closed && !pc->got_pause && !pc->local_break && !pc->c->m->pc_pause_req &&
-           !pc->c->m->cancel;
+    return (r == -ENODATA || r == -EPIPE) && !pc->got_pause && !pc->local_break &&
+           !pc->c->m->pc_pause_req && !pc->c->m->cancel;
 }
 
 static void close_channels(struct pc_dst *pc)

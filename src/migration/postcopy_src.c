@@ -516,7 +516,6 @@ static int push_pending(struct out_ctx *c)
         c->cursor = i + 1;
         if (!bitmap_test_and_clear_atomic(c->pending, i))
             continue; /* the page server took it meanwhile */
-        c->pushed++;
         if (out_queue_page(c, i) < 0 || (c->n >= PC_PUSH_BATCH && out_flush_pages(c) < 0))
             return -1;
         if ((++n & 63) == 0) {
