@@ -176,26 +176,37 @@ static int read_remote(const struct guest_ram *ram, struct iovec *runs, unsigned
 }
 
 #define PAGEMAP_PRESENT (1ULL << 63)
+#define PAGEMAP_WINDOW  512
+
+/* pagemap entries for PAGEMAP_WINDOW pages from `first` (a virtual page
+ * number), read once for all the runs of a batch that fall inside: a batch
+ * of scattered pages costs one read, not one per run. */
+struct pagemap_window {
+    uint64_t first, count;
+    uint64_t ent[PAGEMAP_WINDOW];
+};
 
 /* Whether every page of the run is mapped in this process (the present bit
  * of /proc/self/pagemap): the pages a vCPU touched are (KVM maps them
  * through our mapping), those only written with pwrite (an incoming
  * migration) are not. */
-static bool run_mapped(const struct guest_ram *ram, const struct iovec *run)
+static bool run_mapped(const struct guest_ram *ram, struct pagemap_window *w,
+                       const struct iovec *run)
 {
-    uint64_t ent[512];
-    uint64_t first = (uint64_t)(uintptr_t)run->iov_base / GUEST_PAGE_SIZE;
-    uint64_t pages = run->iov_len / GUEST_PAGE_SIZE;
+    uint64_t vpn = (uint64_t)(uintptr_t)run->iov_base / GUEST_PAGE_SIZE;
+    uint64_t end = vpn + run->iov_len / GUEST_PAGE_SIZE;
     if (ram->pagemap_fd < 0)
         return false;
-    for (uint64_t done = 0; done < pages;) {
-        uint64_t k = pages - done < 512 ? pages - done : 512;
-        if (pread(ram->pagemap_fd, ent, k * 8, (off_t)((first + done) * 8)) != (ssize_t)(k * 8))
-            return false;
-        for (uint64_t i = 0; i < k; i++)
-            if (!(ent[i] & PAGEMAP_PRESENT))
+    for (; vpn < end; vpn++) {
+        if (vpn < w->first || vpn >= w->first + w->count) {
+            ssize_t r = pread(ram->pagemap_fd, w->ent, sizeof(w->ent), (off_t)(vpn * 8));
+            if (r < 8)
                 return false;
-        done += k;
+            w->first = vpn;
+            w->count = (uint64_t)r / 8;
+        }
+        if (!(w->ent[vpn - w->first] & PAGEMAP_PRESENT))
+            return false;
     }
     return true;
 }
@@ -206,12 +217,12 @@ static bool run_mapped(const struct guest_ram *ram, const struct iovec *run)
  * to 352-440 ms (three runs each, interleaved). A page unmapped between
  * the check and the copy only costs a fault. */
 static int read_runs(const struct guest_ram *ram, struct iovec *runs, unsigned nruns, uint8_t *out,
-                     size_t bytes, struct gw_error *err)
+                     struct gw_error *err)
 {
-    (void)bytes;
+    struct pagemap_window w = { 0, 0, { 0 } };
     bool mapped[READ_MAX_RUNS];
     for (unsigned i = 0; i < nruns; i++)
-        mapped[i] = run_mapped(ram, &runs[i]);
+        mapped[i] = run_mapped(ram, &w, &runs[i]);
     for (unsigned i = 0; i < nruns;) {
         if (mapped[i]) {
             memcpy(out, runs[i].iov_base, runs[i].iov_len);
@@ -236,7 +247,8 @@ int guest_ram_write(const struct guest_ram *ram, uint64_t off, const void *src, 
                     struct gw_error *err)
 {
     struct iovec run = { ram->host + off, len };
-    if (run_mapped(ram, &run)) {
+    struct pagemap_window win = { 0, 0, { 0 } };
+    if (run_mapped(ram, &win, &run)) {
         memcpy(run.iov_base, src, len);
         return 0;
     }
@@ -268,7 +280,7 @@ int guest_ram_read_pages(const struct guest_ram *ram, const uint64_t *idx, unsig
             runs[nruns - 1].iov_len += GUEST_PAGE_SIZE;
         } else {
             if (nruns == READ_MAX_RUNS) {
-                int r = read_runs(ram, runs, nruns, out, bytes, err);
+                int r = read_runs(ram, runs, nruns, out, err);
                 if (r < 0)
                     return r;
                 out += bytes;
@@ -279,7 +291,7 @@ int guest_ram_read_pages(const struct guest_ram *ram, const uint64_t *idx, unsig
         }
         bytes += GUEST_PAGE_SIZE;
     }
-    return nruns ? read_runs(ram, runs, nruns, out, bytes, err) : 0;
+    return nruns ? read_runs(ram, runs, nruns, out, err) : 0;
 }
 
 int guest_ram_set_kvm_slots(const struct guest_ram *ram, int vm_fd, bool dirty_log,
