@@ -395,10 +395,8 @@ static int precopy(struct out_ctx *c)
     }
 }
 
-/* The next return-path record, which must be of type `want` (RP_FAILED
- * and anything else become the main stream's error). */
-static int read_return(struct out_ctx *c, struct stream *rp, uint32_t want,
-                       struct stream_record *rec)
+int out_read_return(struct out_ctx *c, struct stream *rp, uint32_t want,
+                    struct stream_record *rec)
 {
     int r = stream_read_record(rp, rec);
     if (r == -ENODATA)
@@ -408,7 +406,7 @@ static int read_return(struct out_ctx *c, struct stream *rp, uint32_t want,
     if (rec->type == GWS_RP_FAILED)
         return stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec->length,
                                 (const char *)rec->body);
-    if (rec->type != want)
+    if (want && rec->type != want)
         return stream_set_error(&c->s, EPROTO, "unexpected %s on the return path",
                                 stream_record_name(rec->type));
     return 0;
@@ -424,7 +422,7 @@ int out_wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int tim
             return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
     }
     struct stream_record rec;
-    return read_return(c, rp, want, &rec);
+    return out_read_return(c, rp, want, &rec);
 }
 
 int out_wait_loaded(struct out_ctx *c, struct stream *rp, uint32_t late_ping, int timeout_ms)
@@ -482,7 +480,7 @@ int out_wait_pong(struct out_ctx *c, struct stream *rp, uint32_t id, int timeout
     }
     struct stream_record rec;
     struct gws_ping pong;
-    if (read_return(c, rp, GWS_RP_PONG, &rec) < 0)
+    if (out_read_return(c, rp, GWS_RP_PONG, &rec) < 0)
         return stream_get_error(&c->s);
     if (rec.length == sizeof(pong))
         memcpy(&pong, rec.body, sizeof(pong));

@@ -88,6 +88,11 @@ int out_queue_page(struct out_ctx *c, uint64_t idx);
 uint64_t out_rate_account(struct out_ctx *c, uint64_t bytes);
 int out_sync_dirty(struct out_ctx *c, uint64_t *count);
 void out_refresh_params(struct out_ctx *c);
+/* The next return-path record, which must be of type `want` (0: any);
+ * RP_FAILED, a closed connection and anything else become the main
+ * stream's error. */
+int out_read_return(struct out_ctx *c, struct stream *rp, uint32_t want,
+                    struct stream_record *rec);
 /* Wait for one return-path record of type `want` on the main channel. */
 int out_wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int timeout_ms);
 void out_wait_for_drain(struct out_ctx *c);

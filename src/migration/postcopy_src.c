@@ -32,11 +32,12 @@
 #define PC_PREDISCARD_SLOW_NS 5000000 /* a pong slower than this: discard again */
 #define PC_PREDISCARD_AGAIN   3     /* at most this many more times */
 #define PC_HANDSHAKE_MS  30000  /* stopped: wait this long for the destination */
-/* Pages the background push may have queued ahead of what the destination
- * has taken from the main channel (RP_INSTALLED). A fault on a page the
- * push has taken waits for everything before it on that channel; with
+/* Pages the background push may have sent compressed ahead of what the
+ * destination has taken of them (RP_INSTALLED). A fault on a page the push
+ * has taken waits for everything before it on that channel; with
  * compression a few KiB of socket hold hundreds of MiB of pages, and such
- * a fault waited 35-58 ms. Two records: one being installed, one coming. */
+ * a fault waited 35-58 ms. Raw pages need no window: the socket's bytes
+ * bound them. Eight records of PC_PUSH_BATCH. */
 #define PC_PUSH_WINDOW   1024
 /* Pages per push record after the switch: a fault on one of them waits
  * for its record to arrive whole (and be checked and unpacked) before its
@@ -458,11 +459,8 @@ static int read_rp(struct out_ctx *c, int wait_ms, bool *done)
                 return 0;
         }
         struct stream_record rec;
-        int r = stream_read_record(&c->pc_rp, &rec);
-        if (r == -ENODATA)
-            return stream_set_error(&c->s, EPIPE, "the destination closed the connection");
-        if (r < 0)
-            return stream_set_error(&c->s, -r, "return path: %s", stream_error(&c->pc_rp));
+        if (out_read_return(c, &c->pc_rp, 0, &rec) < 0)
+            return -1;
         if (rec.type == GWS_RP_INSTALLED && rec.length == 8) {
             uint64_t v;
             memcpy(&v, rec.body, 8);
@@ -473,9 +471,6 @@ static int read_rp(struct out_ctx *c, int wait_ms, bool *done)
         } else if (rec.type == GWS_RP_POSTCOPY_DONE && done) {
             *done = true;
             return 0;
-        } else if (rec.type == GWS_RP_FAILED) {
-            return stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec.length,
-                                    (const char *)rec.body);
         } else {
             return stream_set_error(&c->s, EPROTO, "unexpected %s on the return path",
                                     stream_record_name(rec.type));

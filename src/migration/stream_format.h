@@ -84,7 +84,7 @@ enum {
     GWS_RP_RECV_BITMAP  = 0x0111,   /* destination -> source: pages still needed */
     GWS_RP_POSTCOPY_DONE = 0x0112,  /* destination -> source: every page is in */
     GWS_RP_PONG = 0x0113,  /* destination -> source: answer to PING */
-    GWS_RP_INSTALLED = 0x0114, /* destination -> source: main-channel pages taken so far */
+    GWS_RP_INSTALLED = 0x0114, /* destination -> source: compressed main-channel pages taken */
     /* checkpointing (HA): 0x0200-0x02ff, reserved (not valid in version 1) */
     GWS_CHECKPOINT_BEGIN = 0x0200,
     GWS_CHECKPOINT_END   = 0x0201,
