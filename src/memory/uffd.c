@@ -31,6 +31,17 @@ int uffd_open(void) { return open_features(0); }
 
 int uffd_open_with_tid(void) { return open_features(UFFD_FEATURE_THREAD_ID); }
 
+int uffd_open_minor(void) { return open_features(UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_MINOR_SHMEM); }
+
+bool uffd_minor_available(void)
+{
+    int fd = uffd_open_minor();
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
+
 int uffd_read_faults(int fd, struct uffd_fault *out, int max)
 {
     struct uffd_msg msg[64];
@@ -45,6 +56,7 @@ int uffd_read_faults(int fd, struct uffd_fault *out, int max)
             continue;
         out[k].addr = msg[i].arg.pagefault.address & ~4095ULL;
         out[k].tid = (int)msg[i].arg.pagefault.feat.ptid;
+        out[k].minor = (msg[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR) != 0;
         k++;
     }
     return k;
@@ -69,6 +81,22 @@ int uffd_register(int fd, void *addr, uint64_t len)
         return -errno;
     if (!(r.ioctls & (1ULL << _UFFDIO_COPY)))
         return -ENOTSUP;
+    return 0;
+}
+
+int uffd_register_minor(int fd, void *addr, uint64_t len)
+{
+    struct uffdio_register r = {
+        .range = { .start = (uint64_t)(uintptr_t)addr, .len = len },
+        .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
+    };
+    if (ioctl(fd, UFFDIO_REGISTER, &r) < 0)
+        return -errno;
+    if (!(r.ioctls & (1ULL << _UFFDIO_COPY)) || !(r.ioctls & (1ULL << _UFFDIO_CONTINUE))) {
+        struct uffdio_range u = r.range;
+        ioctl(fd, UFFDIO_UNREGISTER, &u);
+        return -ENOTSUP;
+    }
     return 0;
 }
 
@@ -131,6 +159,21 @@ int uffd_zero(int fd, void *dst, uint64_t len)
             z.range.len -= (uint64_t)z.zeropage;
         }
         z.zeropage = 0;
+    }
+    return 0;
+}
+
+int uffd_continue(int fd, void *dst, uint64_t len)
+{
+    struct uffdio_continue c = { .range = { .start = (uint64_t)(uintptr_t)dst, .len = len } };
+    for (int tries = 0; ioctl(fd, UFFDIO_CONTINUE, &c) < 0; tries++) {
+        if (errno != EAGAIN || tries > 1000)
+            return -errno;
+        if (c.mapped > 0) {
+            c.range.start += (uint64_t)c.mapped;
+            c.range.len -= (uint64_t)c.mapped;
+        }
+        c.mapped = 0;
     }
     return 0;
 }

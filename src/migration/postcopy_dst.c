@@ -9,7 +9,15 @@
  * pending = pages this side lacks (set from DISCARD_PAGES). A fault on a
  * pending page is requested; a fault on any other page that is still a hole
  * is a page that is zero on the source too, and is zero-filled here. A
- * page's pending bit is cleared only after the page is installed. */
+ * page's pending bit is cleared only after the page is installed.
+ *
+ * Where the kernel has minor faults on shmem, a pending page the memfd
+ * holds (received before and dirtied since, or populated by
+ * --mem-prealloc) is only dropped from the mapping, not from the memfd
+ * (cached): touching it faults all the same, and its data is written into
+ * the memory it has (pwrite) and then mapped (UFFDIO_CONTINUE). That keeps
+ * memory prepared ahead useful in post-copy: a page allocated on arrival
+ * (UFFDIO_COPY into a hole) costs this host's first touch, ~0.3 GB/s. */
 #define LOG_PREFIX "postcopy-dst"
 #include <errno.h>
 #include <fcntl.h>
@@ -65,9 +73,13 @@ struct pc_dst {
     /* discards since the last ping (or the start), for the debug log */
     struct { uint64_t ns, punch_ns, runs, punched, holes; } disc;
     /* Pages [0, populated) may be present though never received: the
-     * preallocation (--mem-prealloc) ran there. Discarded ones are punched
+     * preallocation (--mem-prealloc) ran there. Discarded ones are dropped
      * all the same, so that touching them faults. */
     uint64_t populated;
+    /* minor faults in use; then cached = pending pages the memfd holds
+     * (cleared by the one install that fills the page) */
+    bool minor;
+    uint64_t *cached;
 };
 
 bool pc_dst_guest_ran(const struct in_ctx *c) { return c->pc && c->pc->guest_ran; }
@@ -131,6 +143,12 @@ int pc_dst_advise(struct in_ctx *c, const struct stream_record *rec)
     }
     pc->c = c;
     pc->uffd = pc->pfd = -1;
+    pc->minor = uffd_minor_available();
+    if (pc->minor && !(pc->cached = bitmap_new(c->npages))) {
+        bitmap_free(pc->pending);
+        free(pc);
+        return stream_set_error(&c->s, ENOMEM, "out of memory");
+    }
     /* A page this side lacks must stay a hole: no more preallocation. */
     pc->populated = guest_ram_prealloc_stop(m->ram) / GWS_PAGE_SIZE;
     c->pc = pc;
@@ -151,6 +169,25 @@ static bool held(const struct in_ctx *c, uint64_t i)
     return i < c->pc->populated || bitmap_test(c->received, i);
 }
 
+/* Take pages [i, j) out of the guest's reach: out of the mapping only
+ * (minor faults: their memory is reused when they come), or out of the
+ * memfd. */
+static int drop_range(struct in_ctx *c, uint64_t i, uint64_t j)
+{
+    struct pc_dst *pc = c->pc;
+    uint64_t off = i * GWS_PAGE_SIZE, len = (j - i) * GWS_PAGE_SIZE;
+    if (pc->minor) {
+        if (madvise(c->m->ram->host + off, len, MADV_DONTNEED) < 0)
+            return stream_set_error(&c->s, errno, "dropping stale pages: %s", strerror(errno));
+        bitmap_set_range(pc->cached, i, j - i);
+        return 0;
+    }
+    if (fallocate(c->m->ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                  (off_t)len) < 0)
+        return stream_set_error(&c->s, errno, "dropping stale pages: %s", strerror(errno));
+    return 0;
+}
+
 /* Drop the pages we hold in [idx, idx+n) so that touching them faults. */
 static int drop_held(struct in_ctx *c, uint64_t idx, uint64_t n)
 {
@@ -163,9 +200,8 @@ static int drop_held(struct in_ctx *c, uint64_t idx, uint64_t n)
         while (j < idx + n && held(c, j))
             bitmap_clear_bit(c->received, j++);
         uint64_t t0 = mig_now_ns();
-        if (fallocate(c->m->ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                      (off_t)(i * GWS_PAGE_SIZE), (off_t)((j - i) * GWS_PAGE_SIZE)) < 0)
-            return stream_set_error(&c->s, errno, "dropping stale pages: %s", strerror(errno));
+        if (drop_range(c, i, j) < 0)
+            return -1;
         c->pc->disc.punch_ns += mig_now_ns() - t0;
         c->pc->disc.punched += j - i;
         c->pc->disc.holes++;
@@ -219,10 +255,11 @@ int pc_dst_discard(struct in_ctx *c, const struct stream_record *rec)
 /* The discards so far, at debug level; counting starts again. */
 static void log_discards(struct pc_dst *pc, const char *when)
 {
-    log_debug("%s: discards took %llu us (%llu runs; %llu us punching %llu held pages in %llu "
-              "holes)", when, (unsigned long long)(pc->disc.ns / 1000),
+    log_debug("%s: discards took %llu us (%llu runs; %llu us dropping %llu held pages in %llu "
+              "ranges, %s)", when, (unsigned long long)(pc->disc.ns / 1000),
               (unsigned long long)pc->disc.runs, (unsigned long long)(pc->disc.punch_ns / 1000),
-              (unsigned long long)pc->disc.punched, (unsigned long long)pc->disc.holes);
+              (unsigned long long)pc->disc.punched, (unsigned long long)pc->disc.holes,
+              pc->minor ? "from the mapping" : "from memory");
     memset(&pc->disc, 0, sizeof(pc->disc));
 }
 
@@ -307,11 +344,79 @@ static bool resident(const void *page)
     return mincore((void *)page, GWS_PAGE_SIZE, &v) == 0 && (v & 1);
 }
 
+static bool is_cached(const struct pc_dst *pc, uint64_t idx)
+{
+    return pc->minor && bitmap_test(pc->cached, idx);
+}
+
+/* Write n pages at page idx into the memfd: data from src, or zeros. */
+static int write_memfd(struct pc_dst *pc, uint64_t idx, const uint8_t *src, uint32_t n)
+{
+    static const uint8_t zero_page[GWS_PAGE_SIZE];
+    struct iovec iov[GWS_MAX_BATCH];
+    size_t len = (size_t)n * GWS_PAGE_SIZE;
+    off_t off = (off_t)(idx * GWS_PAGE_SIZE);
+    for (size_t done = 0; done < len;) {
+        ssize_t w;
+        if (src) {
+            w = pwrite(pc->c->m->ram->memfd, src + done, len - done, off + (off_t)done);
+        } else {
+            int k = (int)((len - done) / GWS_PAGE_SIZE);
+            for (int i = 0; i < k; i++)
+                iov[i] = (struct iovec){ (void *)zero_page, GWS_PAGE_SIZE };
+            w = pwritev(pc->c->m->ram->memfd, iov, k, off + (off_t)done);
+        }
+        if (w < 0 && errno != EINTR)
+            return -errno;
+        if (w > 0)
+            done += (size_t)w & ~(size_t)(GWS_PAGE_SIZE - 1);
+        if (w > 0 && (w & (GWS_PAGE_SIZE - 1)))
+            return -EIO; /* not whole pages: cannot go on from there */
+    }
+    return 0;
+}
+
+/* Fill and map cached pages [idx, idx+n), data from src (NULL: zeros).
+ * Each page is claimed first (its cached bit cleared): only the install
+ * that claims it writes it, so a page sent twice is never written over
+ * what the guest has written since. */
+static int fill_cached(struct pc_dst *pc, uint64_t idx, const uint8_t *src, uint32_t n)
+{
+    for (uint32_t i = 0; i < n;) {
+        if (!bitmap_test_and_clear_atomic(pc->cached, idx + i)) {
+            i++;
+            continue;
+        }
+        uint32_t run = 1;
+        while (i + run < n && bitmap_test_and_clear_atomic(pc->cached, idx + i + run))
+            run++;
+        int r = write_memfd(pc, idx + i, src ? src + (size_t)i * GWS_PAGE_SIZE : NULL, run);
+        uint8_t *dst = pc->c->m->ram->host + (idx + i) * GWS_PAGE_SIZE;
+        if (r == 0)
+            r = uffd_continue(pc->uffd, dst, (uint64_t)run * GWS_PAGE_SIZE);
+        /* Some page mapped already (a fault on a page no longer pending maps
+         * it as the memfd holds it): map the others one by one. */
+        if (r == -EEXIST)
+            for (uint32_t k = 0; k < run; k++) {
+                r = uffd_continue(pc->uffd, dst + (size_t)k * GWS_PAGE_SIZE, GWS_PAGE_SIZE);
+                if (r < 0 && r != -EEXIST)
+                    break;
+                r = 0;
+            }
+        if (r < 0)
+            return r;
+        i += run;
+    }
+    return 0;
+}
+
 /* One page. "Already there" is believed only once the page is seen in
  * memory: a copy racing with another install of the same page can report
  * EEXIST while the other one is still undone. */
 static int install_one(struct pc_dst *pc, uint64_t idx, const uint8_t *src)
 {
+    if (is_cached(pc, idx))
+        return fill_cached(pc, idx, src, 1);
     void *dst = pc->c->m->ram->host + idx * GWS_PAGE_SIZE;
     for (int tries = 0; tries < 1000; tries++) {
         int r = src ? uffd_copy(pc->uffd, dst, src, GWS_PAGE_SIZE)
@@ -366,13 +471,19 @@ static int install(struct pc_dst *pc, struct stream *s, const uint64_t *idx, con
             i++;
             continue;
         }
+        bool cached = is_cached(pc, idx[i]);
         uint32_t run = 1;
-        while (i + run < count && idx[i + run] == idx[i] + run && !early[i + run])
+        while (i + run < count && idx[i + run] == idx[i] + run && !early[i + run] &&
+               is_cached(pc, idx[i + run]) == cached)
             run++;
         void *dst = pc->c->m->ram->host + idx[i] * GWS_PAGE_SIZE;
         const uint8_t *src = data ? data + (size_t)i * GWS_PAGE_SIZE : NULL;
         uint64_t len = (uint64_t)run * GWS_PAGE_SIZE;
-        int r = src ? uffd_copy(pc->uffd, dst, src, len) : uffd_zero(pc->uffd, dst, len);
+        int r;
+        if (cached)
+            r = fill_cached(pc, idx[i], src, run);
+        else
+            r = src ? uffd_copy(pc->uffd, dst, src, len) : uffd_zero(pc->uffd, dst, len);
         for (uint32_t k = 0; r == -EEXIST && k < run; k++) /* some were there: one by one */
             if (bitmap_test(pc->pending, idx[i + k]))
                 r = install_one(pc, idx[i + k], src ? src + (size_t)k * GWS_PAGE_SIZE : NULL);
@@ -430,8 +541,13 @@ static int on_fault(struct pc_dst *pc, const struct uffd_fault *f, uint64_t *idx
     if (f->addr < (uint64_t)(uintptr_t)m->ram->host || off >= m->ram->size)
         return 0;
     *idx = off / GWS_PAGE_SIZE;
-    if (!bitmap_test(pc->pending, *idx)) /* zero on the source too */
-        return install_one(pc, *idx, NULL) < 0 ? -1 : 0;
+    if (!bitmap_test(pc->pending, *idx)) {
+        if (f->minor) { /* here and right (installed, or received before) */
+            int r = uffd_continue(pc->uffd, m->ram->host + off, GWS_PAGE_SIZE);
+            return r < 0 && r != -EEXIST ? -1 : 0;
+        }
+        return install_one(pc, *idx, NULL) < 0 ? -1 : 0; /* zero on the source too */
+    }
     int vcpu = m->ops->vcpu_of_tid ? m->ops->vcpu_of_tid(m->vm, f->tid) : -1;
     bool first = add_waiter(pc, *idx, vcpu);
     if (!bitmap_test(pc->pending, *idx)) { /* installed meanwhile */
@@ -453,7 +569,7 @@ static int handle_faults(struct pc_dst *pc)
         uint64_t idx;
         int r = on_fault(pc, &f[i], &idx);
         if (r < 0)
-            return stream_set_error(&pc->ps, EIO, "zero-filling a page failed");
+            return stream_set_error(&pc->ps, EIO, "filling or mapping a page that is not requested failed");
         if (r > 0)
             pfn[n++] = ram_page_to_pfn(pc->c->m->ram, idx);
     }
@@ -694,11 +810,12 @@ static int go_live(struct pc_dst *pc)
     uint64_t t0 = mig_now_ns();
     if (m->ops->load_finish(m->vm, &err) < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
-    int fd = uffd_open_with_tid();
+    int fd = pc->minor ? uffd_open_minor() : uffd_open_with_tid();
     if (fd < 0)
         return stream_set_error(&c->s, -fd, "userfaultfd: %s", strerror(-fd));
     pc->uffd = fd;
-    int r = uffd_register(fd, m->ram->host, m->ram->size);
+    int r = pc->minor ? uffd_register_minor(fd, m->ram->host, m->ram->size)
+                      : uffd_register(fd, m->ram->host, m->ram->size);
     if (r < 0)
         return stream_set_error(&c->s, -r, "userfaultfd register: %s", strerror(-r));
     pc->registered = true;
@@ -795,6 +912,7 @@ void pc_dst_cleanup(struct in_ctx *c)
         close(pc->uffd);
     stream_fini(&pc->ps);
     bitmap_free(pc->pending);
+    bitmap_free(pc->cached);
     free(pc);
     c->pc = NULL;
 }

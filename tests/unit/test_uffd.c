@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,92 @@ static void test_faults_resolved(void **state)
     close(memfd);
 }
 
+#define MINOR_PAGES 256
+
+struct minor_reader {
+    volatile uint8_t *mem;
+    uint8_t seen[MINOR_PAGES];
+};
+
+static void *read_pages(void *arg)
+{
+    struct minor_reader *r = arg;
+    for (unsigned i = 0; i < MINOR_PAGES; i++)
+        r->seen[i] = r->mem[(size_t)i * 4096 + 7];
+    return NULL;
+}
+
+/* Minor faults: pages the memfd holds but that are not mapped (dropped
+ * from the mapping with MADV_DONTNEED) fault; the handler rewrites some
+ * through the memfd before mapping them, maps others as they are; a hole
+ * still faults as missing and is filled by UFFDIO_COPY. */
+static void test_minor_faults(void **state)
+{
+    if (!uffd_minor_available())
+        skip();
+    enum { N = MINOR_PAGES };
+    size_t len = (size_t)N * 4096;
+    int memfd = memfd_create("uffd-minor-test", MFD_CLOEXEC);
+    assert_true(memfd >= 0);
+    assert_int_equal(ftruncate(memfd, (off_t)len), 0);
+    uint8_t *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    assert_true(mem != MAP_FAILED);
+    for (unsigned i = 0; i < N - 1; i++) /* the last page stays a hole */
+        mem[(size_t)i * 4096 + 7] = (uint8_t)(i + 100);
+    assert_int_equal(madvise(mem, len, MADV_DONTNEED), 0);
+    int fd = uffd_open_minor();
+    assert_true(fd >= 0);
+    assert_int_equal(uffd_register_minor(fd, mem, len), 0);
+
+    static struct minor_reader rd;
+    memset(&rd, 0, sizeof(rd));
+    rd.mem = mem;
+    pthread_t th;
+    pthread_create(&th, NULL, read_pages, &rd);
+    static uint8_t page[4096];
+    unsigned minor = 0, missing = 0;
+    while (minor + missing < N) {
+        struct uffd_fault f[8];
+        int k = uffd_read_faults(fd, f, 8);
+        assert_true(k >= 0);
+        if (k == 0) {
+            struct pollfd p = { fd, POLLIN, 0 };
+            assert_int_equal(poll(&p, 1, 5000), 1);
+            continue;
+        }
+        for (int j = 0; j < k; j++) {
+            unsigned i = (unsigned)((f[j].addr - (uint64_t)(uintptr_t)mem) / 4096);
+            assert_true(i < N);
+            if (!f[j].minor) {
+                assert_int_equal(i, N - 1);
+                memset(page, 0, sizeof(page));
+                page[7] = 42;
+                assert_int_equal(uffd_copy(fd, mem + (size_t)i * 4096, page, 4096), 0);
+                missing++;
+                continue;
+            }
+            if (i % 2 == 0) {
+                memset(page, 0, sizeof(page));
+                page[7] = (uint8_t)(i + 1);
+                assert_int_equal(pwrite(memfd, page, 4096, (off_t)i * 4096), 4096);
+            }
+            assert_int_equal(uffd_continue(fd, mem + (size_t)i * 4096, 4096), 0);
+            minor++;
+        }
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(missing, 1);
+    for (unsigned i = 0; i < N - 1; i++)
+        assert_int_equal(rd.seen[i], (uint8_t)(i % 2 == 0 ? i + 1 : i + 100));
+    assert_int_equal(rd.seen[N - 1], 42);
+    /* Mapping a page that is mapped already is refused. */
+    assert_int_equal(uffd_continue(fd, mem, 4096), -EEXIST);
+    assert_int_equal(uffd_unregister(fd, mem, len), 0);
+    close(fd);
+    munmap(mem, len);
+    close(memfd);
+}
+
 static void test_bad_ranges(void **state)
 {
     if (!uffd_available())
@@ -121,6 +208,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_faults_resolved),
+        cmocka_unit_test(test_minor_faults),
         cmocka_unit_test(test_bad_ranges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
