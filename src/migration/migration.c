@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +29,12 @@ uint64_t mig_thread_cpu_wait_ns(void)
         wait = 0;
     fclose(f);
     return wait;
+}
+
+void mig_thread_priority_high(void)
+{
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), -10) < 0)
+        log_debug("cannot raise this thread's priority: %s", strerror(errno));
 }
 
 uint64_t mig_now_ms(void)

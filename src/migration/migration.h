@@ -146,6 +146,13 @@ uint64_t mig_now_ns(void);
 /* Nanoseconds the calling thread has spent runnable but waiting for a CPU
  * (/proc/thread-self/schedstat); 0 where the kernel does not say. */
 uint64_t mig_thread_cpu_wait_ns(void);
+/* Give the calling thread a CPU ahead of the VMM's other threads (nice
+ * -10) for work a stopped vCPU waits on: post-copy's fault thread and page
+ * server. With the guest's vCPUs, the push and its unpacking busy on two
+ * cores, a request otherwise waited for a CPU: compressed post-copy's
+ * fault p99 went from 1.7-2.0 ms to 1.0-1.3 ms with it. Where the VMM may
+ * not (no CAP_SYS_NICE) nothing changes. */
+void mig_thread_priority_high(void);
 void mig_set_state(struct migration *m, enum mig_state to);
 void mig_fail(struct migration *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void *mig_outgoing_thread(void *arg);

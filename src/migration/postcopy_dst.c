@@ -616,6 +616,7 @@ static void *fault_thread(void *arg)
 {
     struct pc_dst *pc = arg;
     pthread_setname_np(pthread_self(), "mig-pc-fault");
+    mig_thread_priority_high();
     int r = rerequest(pc);
     while (r == 0 && !pc->stop) {
         if (pc->ps.ipos < pc->ps.ilen) { /* records already buffered */
