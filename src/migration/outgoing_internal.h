@@ -32,6 +32,11 @@ struct out_ctx {
     uint64_t resumed_ms;        /* the destination said it runs the guest (0: not yet) */
     uint64_t npages;
     uint64_t *dirty;            /* pages to send */
+    /* Hybrid first pass: pages the dirty log reported while the pass ran
+     * (see skip_rewritten in outgoing.c), for the next round; and when it
+     * last looked. */
+    uint64_t *rewritten;
+    uint64_t rewritten_ns, rewritten_skipped;
     /* max-bandwidth, then max-postcopy-bandwidth. After the switch the page
      * server also accounts what it sends (rl_lock), so that the background
      * push leaves room for it and its prefetch stops when over the limit. */

@@ -277,10 +277,16 @@ static void test_after_first_pass(void **state)
     struct mig_stats s;
     mig_get_stats(&src.mig, &s);
     assert_int_equal(s.iteration, 1);
-    /* The destination had the whole hot set after the pass; the writer
-     * dirtied it since, so the pre-discard dropped (nearly) all of it
-     * before the stop. */
-    probe_check(&src, (EVM_HOT_END(&src) - EVM_STATIC_END(&src)) / 8);
+    /* The pass skipped the hot pages the writer had rewritten by the time
+     * it reached them (post-copy follows): they crossed once, after the
+     * switch, not in the pass and again. The destination held none of them
+     * at the stop. */
+    uint64_t hot = EVM_HOT_END(&src) - EVM_STATIC_END(&src);
+    fprintf(stderr, "    pages sent: %llu with data, %llu zero (%llu static, %llu hot)\n",
+            (unsigned long long)s.normal, (unsigned long long)s.duplicate,
+            (unsigned long long)EVM_STATIC_END(&src), (unsigned long long)hot);
+    assert_true(s.normal < EVM_STATIC_END(&src) + hot + hot / 4);
+    probe_check(&src, hot / 8);
     evm_fini(&dst);
     evm_fini(&src);
 }
