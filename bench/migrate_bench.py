@@ -10,7 +10,9 @@ Scenarios
   busy-1g-1gbit       the busy guest over a 1 Gbit/s cap, pre-copy only
                       (does not converge: given up after --timeout)
   busy-1g-1gbit-pc    the same, switched to post-copy when the first pass
-                      ends (hybrid, as libvirt's --postcopy-after-precopy)
+                      ends (hybrid, as libvirt's --postcopy-after-precopy:
+                      godwit by its capability of that name, QEMU 7.2,
+                      which has none, by command once dirty-sync-count is 2)
   busy-1g-1gbit-pc0   the same, post-copy at once (no pre-copy pass)
   busy-1g-1gbit-pc-zstd, busy-1g-1gbit-pc0-zstd
                       the last two with compress-zstd (QEMU: its compress
