@@ -148,32 +148,31 @@ int uffd_copy(int fd, void *dst, const void *src, uint64_t len)
     return 0;
 }
 
+/* A ranged ioctl that may stop part-way (EAGAIN, with *done bytes done):
+ * go on with the rest. */
+static int range_ioctl(int fd, unsigned long req, void *arg, struct uffdio_range *range,
+                       __s64 *done)
+{
+    for (int tries = 0; ioctl(fd, req, arg) < 0; tries++) {
+        if (errno != EAGAIN || tries > 1000)
+            return -errno;
+        if (*done > 0) {
+            range->start += (uint64_t)*done;
+            range->len -= (uint64_t)*done;
+        }
+        *done = 0;
+    }
+    return 0;
+}
+
 int uffd_zero(int fd, void *dst, uint64_t len)
 {
     struct uffdio_zeropage z = { .range = { .start = (uint64_t)(uintptr_t)dst, .len = len } };
-    for (int tries = 0; ioctl(fd, UFFDIO_ZEROPAGE, &z) < 0; tries++) {
-        if (errno != EAGAIN || tries > 1000)
-            return -errno;
-        if (z.zeropage > 0) {
-            z.range.start += (uint64_t)z.zeropage;
-            z.range.len -= (uint64_t)z.zeropage;
-        }
-        z.zeropage = 0;
-    }
-    return 0;
+    return range_ioctl(fd, UFFDIO_ZEROPAGE, &z, &z.range, &z.zeropage);
 }
 
 int uffd_continue(int fd, void *dst, uint64_t len)
 {
     struct uffdio_continue c = { .range = { .start = (uint64_t)(uintptr_t)dst, .len = len } };
-    for (int tries = 0; ioctl(fd, UFFDIO_CONTINUE, &c) < 0; tries++) {
-        if (errno != EAGAIN || tries > 1000)
-            return -errno;
-        if (c.mapped > 0) {
-            c.range.start += (uint64_t)c.mapped;
-            c.range.len -= (uint64_t)c.mapped;
-        }
-        c.mapped = 0;
-    }
-    return 0;
+    return range_ioctl(fd, UFFDIO_CONTINUE, &c, &c.range, &c.mapped);
 }
