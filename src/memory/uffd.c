@@ -33,14 +33,16 @@ int uffd_open_with_tid(void) { return open_features(UFFD_FEATURE_THREAD_ID); }
 
 int uffd_open_minor(void) { return open_features(UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_MINOR_SHMEM); }
 
-bool uffd_minor_available(void)
+/* Did an open succeed? (The descriptor is not kept.) */
+static bool opened(int fd)
 {
-    int fd = uffd_open_minor();
     if (fd < 0)
         return false;
     close(fd);
     return true;
 }
+
+bool uffd_minor_available(void) { return opened(uffd_open_minor()); }
 
 int uffd_read_faults(int fd, struct uffd_fault *out, int max)
 {
@@ -62,14 +64,7 @@ int uffd_read_faults(int fd, struct uffd_fault *out, int max)
     return k;
 }
 
-bool uffd_available(void)
-{
-    int fd = uffd_open();
-    if (fd < 0)
-        return false;
-    close(fd);
-    return true;
-}
+bool uffd_available(void) { return opened(uffd_open()); }
 
 int uffd_register(int fd, void *addr, uint64_t len)
 {

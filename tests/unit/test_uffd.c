@@ -56,15 +56,23 @@ static int cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* A memfd of len bytes mapped shared, as guest RAM is. */
+static uint8_t *map_memfd(size_t len, int *memfd)
+{
+    *memfd = memfd_create("uffd-test", MFD_CLOEXEC);
+    assert_true(*memfd >= 0);
+    assert_int_equal(ftruncate(*memfd, (off_t)len), 0);
+    uint8_t *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, *memfd, 0);
+    assert_true(mem != MAP_FAILED);
+    return mem;
+}
+
 static void test_faults_resolved(void **state)
 {
     if (!uffd_available())
         skip();
-    int memfd = memfd_create("uffd-test", MFD_CLOEXEC);
-    assert_true(memfd >= 0);
-    assert_int_equal(ftruncate(memfd, (off_t)PAGES * 4096), 0);
-    uint8_t *mem = mmap(NULL, (size_t)PAGES * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-    assert_true(mem != MAP_FAILED);
+    int memfd;
+    uint8_t *mem = map_memfd((size_t)PAGES * 4096, &memfd);
     int fd = uffd_open();
     assert_true(fd >= 0);
     assert_int_equal(uffd_register(fd, mem, (uint64_t)PAGES * 4096), 0);
@@ -132,11 +140,8 @@ static void test_minor_faults(void **state)
         skip();
     enum { N = MINOR_PAGES };
     size_t len = (size_t)N * 4096;
-    int memfd = memfd_create("uffd-minor-test", MFD_CLOEXEC);
-    assert_true(memfd >= 0);
-    assert_int_equal(ftruncate(memfd, (off_t)len), 0);
-    uint8_t *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-    assert_true(mem != MAP_FAILED);
+    int memfd;
+    uint8_t *mem = map_memfd(len, &memfd);
     for (unsigned i = 0; i < N - 1; i++) /* the last page stays a hole */
         mem[(size_t)i * 4096 + 7] = (uint8_t)(i + 100);
     assert_int_equal(madvise(mem, len, MADV_DONTNEED), 0);
