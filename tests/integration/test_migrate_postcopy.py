@@ -24,6 +24,7 @@ import os
 import time
 
 from godwit_test import (VMM, NetnsPair, QMPError, Timeout, assert_heartbeat_continued,
+                         wait_heartbeats,
                          assert_no_guest_errors,
                          check_invariant_regions, need_kvm, need_netns, ram_digest, run_test,
                          self_check, skip, start_migration, wait_migration, wait_until)
@@ -148,8 +149,7 @@ def workloads_across_postcopy():
         start(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"))
         src.qmp.cmd("migrate-start-postcopy")
         finish(src, dst)
-        dst.wait_serial("heartbeat vcpu=0 tick=", 30)
-        time.sleep(3)
+        wait_heartbeats(src, dst, 6)
         self_check(dst)
         assert_heartbeat_continued(src, dst)
         assert_no_guest_errors(dst)

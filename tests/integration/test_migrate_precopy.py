@@ -12,7 +12,7 @@ import time
 
 from godwit_test import (VMM, assert_heartbeat_continued, assert_no_guest_errors,
                          check_invariant_regions, migrate, need_kvm, ram_digest, run_test,
-                         self_check)
+                         self_check, wait_heartbeats)
 
 
 def busy_guest_digest(mem=1024, prealloc=False):
@@ -56,8 +56,7 @@ def workloads_continue():
         src.wait_serial("heartbeat vcpu=0 tick=3 ", 60)
         src.wait_serial("fpu vcpu=1 rounds=", 60)
         migrate(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"))
-        dst.wait_serial("heartbeat vcpu=0 tick=", 30)
-        time.sleep(3)
+        wait_heartbeats(src, dst, 6)
         self_check(dst)
         ticks = assert_heartbeat_continued(src, dst)
         assert_no_guest_errors(dst)

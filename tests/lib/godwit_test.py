@@ -395,6 +395,19 @@ def assert_no_guest_errors(vm):
         assert e not in text, f"guest reported {e}:\n" + text[-3000:]
 
 
+def wait_heartbeats(src, dst, n, timeout=60):
+    """vCPU 0's heartbeat reached tick n across a migration (source console,
+    then destination), with at least one beat on the destination; bounded.
+    A fixed sleep after the first beat on the destination saw too few on a
+    loaded host."""
+    import re
+
+    def reached():
+        ticks = re.findall(r"heartbeat vcpu=0 tick=(\d+) ", src.serial_text() + dst.serial_text())
+        return "heartbeat vcpu=0 tick=" in dst.serial_text() and ticks and int(ticks[-1]) >= n
+    wait_until(reached, timeout, f"heartbeat tick {n} on the destination")
+
+
 def assert_heartbeat_continued(src, dst, min_ticks=6):
     """vCPU 0's heartbeat across a migration: ticks 1, 2, 3... with none
     lost or doubled (source console, then destination), every line whole."""
