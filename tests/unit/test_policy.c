@@ -110,6 +110,35 @@ static void test_good_round_resets_counter(void **state)
     assert_true(d.throttle_changed);
 }
 
+/* As QEMU: the first pass is a round like the others for the throttle, so
+ * a guest that dirtied over half of it and of pass 2 is throttled after
+ * pass 2; an idle first pass is not a bad round. */
+static void test_first_pass_counts(void **state)
+{
+    struct precopy_params p;
+    precopy_params_default(&p);
+    p.downtime_limit_ms = 1;
+    p.auto_converge = true;
+    struct precopy_policy_state st = { 0 };
+    struct precopy_decision d;
+    struct precopy_round r = { .iteration = 1, .remaining_bytes = 300 << 20,
+                               .bandwidth_bps = 1000 << 20, .dirtied_bytes = 300 << 20,
+                               .transferred_bytes = 512 << 20 };
+    precopy_decide(&p, &st, &r, &d);
+    assert_int_equal(d.throttle_pct, 0);
+    r.iteration = 2;
+    precopy_decide(&p, &st, &r, &d);
+    assert_int_equal(d.throttle_pct, 20);
+    struct precopy_policy_state idle = { 0 };
+    r.iteration = 1;
+    r.dirtied_bytes = 1 << 20;
+    precopy_decide(&p, &idle, &r, &d);
+    r.iteration = 2;
+    r.dirtied_bytes = 300 << 20;
+    precopy_decide(&p, &idle, &r, &d);
+    assert_int_equal(d.throttle_pct, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -117,6 +146,7 @@ int main(void)
         cmocka_unit_test(test_switch_bandwidth),
         cmocka_unit_test(test_switchover_when_it_fits),
         cmocka_unit_test(test_no_throttle_without_capability),
+        cmocka_unit_test(test_first_pass_counts),
         cmocka_unit_test(test_auto_converge_steps),
         cmocka_unit_test(test_good_round_resets_counter),
     };
