@@ -106,6 +106,8 @@ struct migration {
     volatile bool pc_pause_req;    /* migrate-pause */
     bool pc_recover_req;           /* migrate-recover / migrate resume:true */
     int pc_recover_fd;             /* destination: the new listening socket */
+    bool pc_no_minor;              /* destination: drop pages from the memfd even where
+                                      minor faults exist (the engine tests' other path) */
     struct mig_uri pc_recover_uri; /* source: where to reconnect */
     pthread_cond_t cond;           /* signalled on pc_recover_req and fini */
     struct latency_hist lat;       /* destination: fault latencies */

@@ -143,7 +143,7 @@ int pc_dst_advise(struct in_ctx *c, const struct stream_record *rec)
     }
     pc->c = c;
     pc->uffd = pc->pfd = -1;
-    pc->minor = uffd_minor_available();
+    pc->minor = !m->pc_no_minor && uffd_minor_available();
     if (pc->minor && !(pc->cached = bitmap_new(c->npages))) {
         bitmap_free(pc->pending);
         free(pc);

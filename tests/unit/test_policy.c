@@ -63,12 +63,18 @@ static void test_no_throttle_without_capability(void **state)
     }
 }
 
+/* Defaults with auto-converge on and a limit nothing fits. */
+static void auto_converge_params(struct precopy_params *p)
+{
+    precopy_params_default(p);
+    p->downtime_limit_ms = 1;
+    p->auto_converge = true;
+}
+
 static void test_auto_converge_steps(void **state)
 {
     struct precopy_params p;
-    precopy_params_default(&p);
-    p.downtime_limit_ms = 1;
-    p.auto_converge = true;
+    auto_converge_params(&p);
     p.throttle_max = 45;
     struct precopy_policy_state st = { 0 };
     struct precopy_decision d;
@@ -92,9 +98,7 @@ static void test_auto_converge_steps(void **state)
 static void test_good_round_resets_counter(void **state)
 {
     struct precopy_params p;
-    precopy_params_default(&p);
-    p.downtime_limit_ms = 1;
-    p.auto_converge = true;
+    auto_converge_params(&p);
     struct precopy_policy_state st = { 0 };
     struct precopy_decision d;
     struct precopy_round bad = { .iteration = 2, .remaining_bytes = 1 << 30, .bandwidth_bps = 1 << 20,
@@ -116,9 +120,7 @@ static void test_good_round_resets_counter(void **state)
 static void test_first_pass_counts(void **state)
 {
     struct precopy_params p;
-    precopy_params_default(&p);
-    p.downtime_limit_ms = 1;
-    p.auto_converge = true;
+    auto_converge_params(&p);
     struct precopy_policy_state st = { 0 };
     struct precopy_decision d;
     struct precopy_round r = { .iteration = 1, .remaining_bytes = 300 << 20,
