@@ -366,12 +366,13 @@ static int write_memfd(struct pc_dst *pc, uint64_t idx, const uint8_t *src, uint
                 iov[i] = (struct iovec){ (void *)zero_page, GWS_PAGE_SIZE };
             w = pwritev(pc->c->m->ram->memfd, iov, k, off + (off_t)done);
         }
-        if (w < 0 && errno != EINTR)
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
             return -errno;
-        if (w > 0)
-            done += (size_t)w & ~(size_t)(GWS_PAGE_SIZE - 1);
-        if (w > 0 && (w & (GWS_PAGE_SIZE - 1)))
-            return -EIO; /* not whole pages: cannot go on from there */
+        if (w == 0 || (w & (GWS_PAGE_SIZE - 1)))
+            return -EIO; /* no progress, or not whole pages */
+        done += (size_t)w;
     }
     return 0;
 }
@@ -569,7 +570,8 @@ static int handle_faults(struct pc_dst *pc)
         uint64_t idx;
         int r = on_fault(pc, &f[i], &idx);
         if (r < 0)
-            return stream_set_error(&pc->ps, EIO, "filling or mapping a page that is not requested failed");
+            return stream_set_error(&pc->ps, EIO, "filling or mapping a page that is not "
+                                    "requested failed");
         if (r > 0)
             pfn[n++] = ram_page_to_pfn(pc->c->m->ram, idx);
     }
