@@ -67,6 +67,21 @@ void bitmap_or_at(uint64_t *dst, size_t dst_start, const uint64_t *src, size_t n
             bitmap_set(dst, dst_start + b);
 }
 
+size_t bitmap_andnot_from(uint64_t *dst, const uint64_t *src, size_t from, size_t nbits)
+{
+    size_t n = 0, words = BITMAP_WORDS(nbits);
+    for (size_t w = from / 64; w < words; w++) {
+        uint64_t both = dst[w] & src[w];
+        if (w == from / 64)
+            both &= ~0ULL << (from % 64);
+        if (w == words - 1 && nbits % 64)
+            both &= (1ULL << (nbits % 64)) - 1;
+        dst[w] &= ~both;
+        n += (size_t)__builtin_popcountll(both);
+    }
+    return n;
+}
+
 void bitmap_copy_bits(uint64_t *dst, size_t dst_start, const uint64_t *src, size_t src_start,
                       size_t n)
 {

@@ -44,6 +44,9 @@ size_t bitmap_count(const uint64_t *map, size_t nbits);
 /* dst |= src over [dst_start, dst_start+n) taking src bits from 0 (bit-level
  * shift allowed). */
 void bitmap_or_at(uint64_t *dst, size_t dst_start, const uint64_t *src, size_t n);
+/* Clear in dst the bits of [from, nbits) that are set in src (src
+ * untouched); returns how many were cleared. */
+size_t bitmap_andnot_from(uint64_t *dst, const uint64_t *src, size_t from, size_t nbits);
 /* dst bits [dst_start, dst_start+n) = src bits [src_start, src_start+n);
  * other dst bits untouched. */
 void bitmap_copy_bits(uint64_t *dst, size_t dst_start, const uint64_t *src, size_t src_start,

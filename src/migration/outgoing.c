@@ -234,17 +234,7 @@ static int skip_rewritten(struct out_ctx *c, uint64_t next)
     gw_error_init(&err);
     if (dirty_log_fetch(c->m->dirty, c->rewritten, &err) < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
-    uint64_t w = next / 64, words = BITMAP_WORDS(c->npages);
-    if (w >= words)
-        return 0;
-    uint64_t first = c->dirty[w] & c->rewritten[w] & (~0ULL << (next % 64));
-    c->dirty[w] &= ~first;
-    c->rewritten_skipped += (uint64_t)__builtin_popcountll(first);
-    for (w++; w < words; w++) {
-        uint64_t both = c->dirty[w] & c->rewritten[w];
-        c->dirty[w] &= ~both;
-        c->rewritten_skipped += (uint64_t)__builtin_popcountll(both);
-    }
+    c->rewritten_skipped += bitmap_andnot_from(c->dirty, c->rewritten, next, c->npages);
     return 0;
 }
 
@@ -254,7 +244,8 @@ static int send_dirty(struct out_ctx *c, uint64_t *sent)
 {
     uint64_t n = 0, chunk_end = 0;
     bool hybrid = hybrid_first_pass(c);
-    c->rewritten_ns = mig_now_ns();
+    if (hybrid)
+        c->rewritten_ns = mig_now_ns();
     for (uint64_t i = bitmap_next_set(c->dirty, c->npages, 0); i < c->npages;
          i = bitmap_next_set(c->dirty, c->npages, i + 1)) {
         if (hybrid && n && (n % OUT_REWRITTEN_PAGES) == 0 && skip_rewritten(c, i + 1) < 0)

@@ -99,6 +99,24 @@ static void test_copy_bits(void **state)
     bitmap_free(dst);
 }
 
+/* Bits of src cleared in dst from a position on, at any alignment, to the
+ * end of a map whose last word is partial; the count is what was cleared. */
+static void test_andnot_from(void **state)
+{
+    uint64_t *src = bitmap_new(300), *dst = bitmap_new(300);
+    bitmap_set_range(dst, 0, 300);
+    for (size_t b = 0; b < 300; b += 2)
+        bitmap_set(src, b);
+    assert_int_equal(bitmap_andnot_from(dst, src, 70, 300), 115); /* evens 70..298 */
+    for (size_t b = 0; b < 300; b++)
+        assert_int_equal(bitmap_test(dst, b), b < 70 || b % 2 == 1);
+    assert_int_equal(bitmap_count(src, 300), 150);
+    assert_int_equal(bitmap_andnot_from(dst, src, 70, 300), 0);
+    assert_int_equal(bitmap_andnot_from(dst, src, 300, 300), 0);
+    bitmap_free(src);
+    bitmap_free(dst);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -107,6 +125,7 @@ int main(void)
         cmocka_unit_test(test_next_set),
         cmocka_unit_test(test_or_take),
         cmocka_unit_test(test_copy_bits),
+        cmocka_unit_test(test_andnot_from),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
