@@ -81,7 +81,7 @@ struct daemon_command {
 };
 
 /* Called by a domain's monitor for every QMP event of its VMM (with
- * dm->lock held; must not block). For migration events later. */
+ * dm->lock held; must not block): the migration's (migrate_cmds.c). */
 typedef void (*daemon_qmp_event_fn)(struct daemon *dm, struct domain *dom, const char *event,
                                     struct json_object *data);
 

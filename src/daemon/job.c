@@ -254,8 +254,6 @@ int job_set_phase(struct job *j, enum job_phase to, uint64_t now_ms, struct gw_e
                             job_phase_name(to));
     j->phase = to;
     j->phase_ms = now_ms;
-    if (to == JOB_PHASE_PERFORM_POSTCOPY)
-        j->postcopy_started = true;
     if (j->on_phase)
         j->on_phase(j, old, j->hook_opaque);
     return 0;
@@ -681,7 +679,8 @@ static enum mig_stage stage_of(const char *status)
 
 static bool status_is(const char *status, const char *s) { return status && strcmp(status, s) == 0; }
 
-static enum job_recovery recover_out_perform_postcopy(bool alive, const char *status)
+static enum job_recovery recover_out_perform_postcopy(bool alive, const char *status,
+                                                      bool vmm_switched)
 {
     if (!alive)
         return JOB_RECOVER_CRASHED;
@@ -694,12 +693,15 @@ static enum job_recovery recover_out_perform_postcopy(bool alive, const char *st
     case STAGE_PRECOPY:
         break;
     }
-    /* "failed" after the switch request: we cannot tell whether the
-     * destination started; never risk running twice. */
-    return status_is(status, "failed") ? JOB_RECOVER_POSTCOPY_FAILED : JOB_RECOVER_RESUME_SOURCE;
+    /* "failed" after the switch was asked for (or armed): unless the VMM
+     * says it never handed the guest over, the destination may have
+     * started it; never risk running twice. */
+    return status_is(status, "failed") && vmm_switched ? JOB_RECOVER_POSTCOPY_FAILED
+                                                       : JOB_RECOVER_RESUME_SOURCE;
 }
 
-static enum job_recovery recover_out(const struct job *j, bool alive, const char *status)
+static enum job_recovery recover_out(const struct job *j, bool alive, const char *status,
+                                     bool vmm_switched)
 {
     enum mig_stage st = stage_of(status);
     switch (j->phase) {
@@ -714,7 +716,7 @@ static enum job_recovery recover_out(const struct job *j, bool alive, const char
                    ? JOB_RECOVER_POSTCOPY_FAILED
                    : JOB_RECOVER_RESUME_SOURCE;
     case JOB_PHASE_PERFORM_POSTCOPY:
-        return recover_out_perform_postcopy(alive, status);
+        return recover_out_perform_postcopy(alive, status, vmm_switched);
     case JOB_PHASE_PERFORM_DONE:
         return JOB_RECOVER_ASK_PEER;
     case JOB_PHASE_CONFIRM:
@@ -744,10 +746,11 @@ static enum job_recovery recover_in(const struct job *j, bool alive, const char 
     return j->phase == JOB_PHASE_FINISH ? JOB_RECOVER_RESUME_INCOMING : JOB_RECOVER_CONTINUE;
 }
 
-enum job_recovery job_recovery_action(const struct job *j, bool vmm_alive, const char *vmm_status)
+enum job_recovery job_recovery_action(const struct job *j, bool vmm_alive, const char *vmm_status,
+                                      bool vmm_switched)
 {
     switch (j->kind) {
-    case JOB_KIND_MIGRATION_OUT: return recover_out(j, vmm_alive, vmm_status);
+    case JOB_KIND_MIGRATION_OUT: return recover_out(j, vmm_alive, vmm_status, vmm_switched);
     case JOB_KIND_MIGRATION_IN: return recover_in(j, vmm_alive, vmm_status);
     default: return JOB_RECOVER_NOTHING;
     }

@@ -79,7 +79,8 @@ struct job {
     char peer_uri[JOB_URI_MAX];      /* the other daemon ("" when none) */
     char migrate_uri[JOB_URI_MAX];   /* where the destination VMM listens ("" until Prepare) */
     unsigned flags;                  /* JOB_F_* */
-    bool postcopy_started;           /* the post-copy switch was requested */
+    bool postcopy_started;           /* the post-copy switch was asked of the VMM, or it
+                                        reported one (query-migrate postcopy-started) */
     int vmm_pid;                     /* the VMM this job drives (0: unknown) */
     uint64_t started_ms;             /* wall clock (ms since the epoch) */
     uint64_t phase_ms;               /* wall clock of the last phase change */
@@ -111,8 +112,9 @@ int job_init(struct job *j, enum job_kind kind, const char *id, const char *uuid
              const char *name, uint64_t now_ms, struct gw_error *err);
 /* The one transition helper: checks the old phase against the table and
  * returns -EINVAL with "job ID (KIND): cannot go from phase A to phase B"
- * otherwise; on success sets phase_ms and calls the hook. Entering
- * perform-postcopy sets postcopy_started. */
+ * otherwise; on success sets phase_ms and calls the hook. (postcopy_started
+ * is the caller's: perform-postcopy is entered before a switch by command,
+ * or before a migration the VMM may switch by itself.) */
 int job_set_phase(struct job *j, enum job_phase to, uint64_t now_ms, struct gw_error *err);
 /* Record the first error message (later ones are ignored). */
 void job_set_error(struct job *j, const char *msg);
@@ -162,9 +164,12 @@ const char *job_recovery_name(enum job_recovery r);
 
 /* What a restarted daemon does with a saved job. vmm_alive: the job's VMM
  * process answers QMP; vmm_status: its query-migrate "status" (NULL when
- * absent: no migration, or the VMM is gone). Every (kind, phase) has an
- * answer; an unknown status counts as "not migrating". */
-enum job_recovery job_recovery_action(const struct job *j, bool vmm_alive, const char *vmm_status);
+ * absent: no migration, or the VMM is gone); vmm_switched: its
+ * "postcopy-started" (true when it does not say: the safe side). Every
+ * (kind, phase) has an answer; an unknown status counts as "not
+ * migrating". */
+enum job_recovery job_recovery_action(const struct job *j, bool vmm_alive, const char *vmm_status,
+                                      bool vmm_switched);
 
 /* What the destination daemon reports about a job (the Status message). */
 enum job_peer_outcome {

@@ -138,6 +138,11 @@ static int read_strings(struct jobinfo *ji, struct json_object *ret, struct gw_e
             return gw_error_set(err, EINVAL, "query-migrate: 'error-desc' is not a string");
         snprintf(ji->errmsg, sizeof(ji->errmsg), "%s", json_object_get_string(v));
     }
+    if (json_object_object_get_ex(ret, "postcopy-started", &v)) {
+        if (!json_object_is_type(v, json_type_boolean))
+            return gw_error_set(err, EINVAL, "query-migrate: 'postcopy-started' is not a boolean");
+        ji->postcopy_started = json_object_get_boolean(v);
+    }
     return 0;
 }
 

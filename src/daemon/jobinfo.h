@@ -75,6 +75,9 @@ struct jobinfo {
     uint64_t mem_page_size;            /* 0 = unknown */
     int auto_converge_throttle;        /* percent, 0 = none */
     char errmsg[JOBINFO_ERRMSG_MAX];   /* "" = none */
+    bool postcopy_started;             /* query-migrate postcopy-started: the source handed
+                                          the guest over for post-copy (not in the text,
+                                          raw or JSON forms) */
 };
 
 /* Format flags (virsh domjobinfo options). */

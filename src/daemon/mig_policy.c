@@ -75,6 +75,7 @@ void mig_policy_vmm_setup(const struct mig_policy *p, const struct mig_flags *f,
     memset(out, 0, sizeof(*out));
     out->cap_events = true;
     out->cap_postcopy_ram = mig_policy_postcopy_allowed(p, f);
+    out->cap_postcopy_after_precopy = out->cap_postcopy_ram && f->postcopy_after_precopy;
     out->cap_auto_converge = f->auto_converge || (p->permit_auto_converge && !out->cap_postcopy_ram);
     out->throttle_trigger_pct = f->auto_converge ? MIG_POLICY_ARMED_TRIGGER : MIG_POLICY_DORMANT_TRIGGER;
     out->downtime_limit_ms = p->max_downtime_ms;
@@ -209,10 +210,7 @@ void mig_policy_decide(const struct mig_policy *p, const struct mig_flags *f,
     observe_round(p, f, st, s);
     const char *cause = stall_cause(st);
     d->not_converging = cause && d->expected_downtime_ms > p->max_downtime_ms;
-    if (f->postcopy_after_precopy && mig_policy_postcopy_allowed(p, f) && s->iteration >= 2)
-        say(d, MIG_ACT_POSTCOPY, "first full pass done (iteration %llu): switching to post-copy "
-            "as --postcopy-after-precopy asks", (unsigned long long)s->iteration);
-    else if (d->timeout_ms && s->elapsed_ms >= d->timeout_ms)
+    if (d->timeout_ms && s->elapsed_ms >= d->timeout_ms)
         on_timeout(p, f, s, d);
     else if (d->not_converging)
         on_stall(p, f, st, cause, d);

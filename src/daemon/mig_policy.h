@@ -14,20 +14,24 @@
  * Rules, in order (thresholds below):
  *  1. nothing to decide unless the status is "active" and no switch, pause
  *     or abort was already ordered;
- *  2. --postcopy-after-precopy: switch to post-copy once the first full
- *     pass is done (iteration >= 2), if post-copy is allowed;
- *  3. the completion timeout expired: the operator's --timeout-suspend or
+ *  2. the completion timeout expired: the operator's --timeout-suspend or
  *     --timeout-postcopy when given; else post-copy when allowed (an
  *     expired timeout means pre-copy did not converge); else the domain's
  *     timeout_action (postcopy falls back to pause: post-copy is not
  *     allowed);
- *  4. pre-copy judged not to converge (for MIG_POLICY_STALL_ROUNDS rounds
+ *  3. pre-copy judged not to converge (for MIG_POLICY_STALL_ROUNDS rounds
  *     in a row the dirty rate was >= MIG_POLICY_DIRTY_BW_PCT % of the
  *     bandwidth, or the remaining bytes shrank by < MIG_POLICY_PROGRESS_PCT
  *     % per round), unless the expected downtime already fits the limit:
  *     switch to post-copy when allowed, else turn auto-converge on when the
  *     domain permits it, else keep going until the timeout;
- *  5. otherwise continue.
+ *  4. otherwise continue.
+ * --postcopy-after-precopy is not a rule here: mig_policy_vmm_setup() turns
+ * on the VMM's capability postcopy-after-precopy (when post-copy is
+ * allowed), and the VMM switches by itself when its first pass ends unless
+ * the rest fits the downtime limit. Only the VMM can do it well: knowing
+ * that post-copy follows, its first pass skips the pages the guest writes
+ * again, which then cross once, after the switch.
  * "Post-copy allowed" = the operator passed --postcopy AND the domain's
  * permit_postcopy (and both daemons support it: checked in Prepare).
  *
@@ -128,6 +132,7 @@ struct mig_vmm_setup {
     bool cap_events;                   /* always true */
     bool cap_auto_converge;
     bool cap_postcopy_ram;             /* post-copy allowed (both daemons agreed in Prepare) */
+    bool cap_postcopy_after_precopy;   /* --postcopy-after-precopy, post-copy allowed */
     uint64_t downtime_limit_ms;
     uint64_t max_bandwidth_bps;        /* bytes/s, 0 = unlimited */
     uint64_t max_postcopy_bandwidth_bps;

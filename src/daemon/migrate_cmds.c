@@ -43,6 +43,28 @@ bool mig_fault(const char *point)
     return env && strcmp(env, point) == 0;
 }
 
+/* The source VMM's MIGRATION {postcopy-active} (dm->lock held): a guest
+ * paused for the migration is now paused for post-copy. This is how a
+ * switch the VMM makes by itself (postcopy-after-precopy) reaches the
+ * operator, as libvirt's "Suspended Post-copy"; a switch by command set
+ * the reason before the STOP. */
+static void on_vmm_event(struct daemon *dm, struct domain *dom, const char *event,
+                         struct json_object *data)
+{
+    const char *st = data ? qmp_json_get_str(data, "status") : NULL;
+    if (strcmp(event, "MIGRATION") != 0 || !st || strcmp(st, "postcopy-active") != 0)
+        return;
+    struct mig_run *run = mig_run_find(dm, dom->def.uuid);
+    if (!run || run->job.kind != JOB_KIND_MIGRATION_OUT || !job_active(&run->job))
+        return;
+    if (dom->state == DOM_STATE_RUNNING) {
+        dom->pause_reason = DOM_REASON_POSTCOPY; /* its STOP is still to come */
+    } else if (dom->state == DOM_STATE_PAUSED && dom->reason == DOM_REASON_MIGRATING) {
+        domain_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_POSTCOPY, -1, DOM_DETAIL_POSTCOPY);
+        daemon_emit_lifecycle(dm, dom, DOM_EVENT_SUSPENDED, DOM_DETAIL_POSTCOPY);
+    }
+}
+
 int migrate_init(struct daemon *dm, struct gw_error *err)
 {
     dm->mig = calloc(1, sizeof(*dm->mig));
@@ -51,7 +73,9 @@ int migrate_init(struct daemon *dm, struct gw_error *err)
     daemon_register_commands(dm, migrate_commands, migrate_ncommands);
     daemon_register_commands(dm, migrate_peer_commands, migrate_peer_ncommands);
     daemon_register_commands(dm, migrate_src_commands, migrate_src_ncommands);
-    return 0;
+    return daemon_register_qmp_hook(dm, on_vmm_event) < 0
+               ? gw_error_set(err, E2BIG, "too many QMP event hooks")
+               : 0;
 }
 
 /* Watchers poll dm->stopping every MIG_POLL_MS. */

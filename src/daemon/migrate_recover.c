@@ -17,13 +17,19 @@
 #include "daemon/migrate_src.h"
 #include "qmp/qmp_json.h"
 
-static void vmm_status(struct domain *dom, bool alive, char *buf, size_t len)
+/* The VMM's migration status, and whether it handed the guest over for
+ * post-copy (true when it does not say). */
+static void vmm_status(struct domain *dom, bool alive, char *buf, size_t len, bool *switched)
 {
-    struct json_object *ret = NULL;
+    struct json_object *ret = NULL, *v;
     buf[0] = '\0';
+    *switched = true;
     if (alive && domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0) {
         const char *s = qmp_json_get_str(ret, "status");
         snprintf(buf, len, "%s", s ? s : "");
+        if (json_object_object_get_ex(ret, "postcopy-started", &v) &&
+            json_object_is_type(v, json_type_boolean))
+            *switched = json_object_get_boolean(v);
     }
     json_object_put(ret);
 }
@@ -186,8 +192,9 @@ static int recover_job(const struct job *j, const char *path, const struct gw_er
         return 0;
     }
     char st[32];
-    vmm_status(s.dom, alive, st, sizeof(st));
-    enum job_recovery a = job_recovery_action(j, alive, st[0] ? st : NULL);
+    bool switched;
+    vmm_status(s.dom, alive, st, sizeof(st), &switched);
+    enum job_recovery a = job_recovery_action(j, alive, st[0] ? st : NULL, switched);
     if (a == JOB_RECOVER_ASK_PEER) {
         enum job_peer_outcome o = JOB_PEER_UNREACHABLE;
         if (ask(&s, "migration-status", &o) < 0)

@@ -179,9 +179,11 @@ static int prepare(struct src_job *s, char *uri, size_t len, struct gw_error *er
 
 static int qmp_set_caps(struct domain *dom, const struct mig_vmm_setup *v, struct gw_error *err)
 {
-    static const char *const names[] = { "events", "auto-converge", "postcopy-ram" };
-    bool on[] = { v->cap_events, v->cap_auto_converge, v->cap_postcopy_ram };
-    return mig_vmm_set_caps(dom, names, on, 3, err);
+    static const char *const names[] = { "events", "auto-converge", "postcopy-ram",
+                                         "postcopy-after-precopy" };
+    bool on[] = { v->cap_events, v->cap_auto_converge, v->cap_postcopy_ram,
+                  v->cap_postcopy_after_precopy };
+    return mig_vmm_set_caps(dom, names, on, 4, err);
 }
 
 static int qmp_set_params(struct domain *dom, const struct mig_vmm_setup *v, struct gw_error *err)
@@ -208,6 +210,13 @@ static int start_stream(struct src_job *s, const char *uri, struct gw_error *err
     int r = qmp_set_caps(s->dom, &v, err);
     if (r == 0)
         r = qmp_set_params(s->dom, &v, err);
+    if (r == 0 && v.cap_postcopy_after_precopy) {
+        /* The VMM may switch from the end of its first pass on: saved before
+         * it can (postcopy_started waits for the VMM to report a switch). */
+        pthread_mutex_lock(&s->dm->lock);
+        r = mig_job_phase(s->dm, s->run, JOB_PHASE_PERFORM_POSTCOPY, err);
+        pthread_mutex_unlock(&s->dm->lock);
+    }
     struct json_object *a = json_object_new_object();
     json_object_object_add(a, "uri", json_object_new_string(uri));
     if (r == 0)
@@ -235,11 +244,17 @@ int mig_src_sample(struct src_job *s, struct jobinfo *ji, struct gw_error *err)
     return 0;
 }
 
-/* The post-copy switch: saved before it is asked of the VMM. */
+/* The post-copy switch: saved before it is asked of the VMM (the phase is
+ * already saved where the VMM was armed to switch after its first pass). */
 static int switch_postcopy(struct src_job *s, const char *why, struct gw_error *err)
 {
     pthread_mutex_lock(&s->dm->lock);
-    int r = mig_job_phase(s->dm, s->run, JOB_PHASE_PERFORM_POSTCOPY, err);
+    s->run->job.postcopy_started = true;
+    int r = s->run->job.phase == JOB_PHASE_PERFORM_POSTCOPY
+                ? mig_job_save(s->dm, s->run)
+                : mig_job_phase(s->dm, s->run, JOB_PHASE_PERFORM_POSTCOPY, err);
+    if (r < 0 && err && !err->msg[0])
+        gw_error_set(err, -r, "cannot save the job");
     s->dom->pause_reason = DOM_REASON_POSTCOPY;
     pthread_mutex_unlock(&s->dm->lock);
     if (r < 0)
@@ -306,6 +321,20 @@ static bool vmm_gone(struct src_job *s)
     return gone;
 }
 
+/* A switch the VMM made by itself (postcopy-after-precopy): from now on the
+ * guest is the destination's. */
+static void note_switch(struct src_job *s, const struct jobinfo *ji)
+{
+    if (s->switched || !(ji->postcopy_started || strncmp(ji->status, "postcopy-", 9) == 0))
+        return;
+    s->switched = true;
+    pthread_mutex_lock(&s->dm->lock);
+    s->run->job.postcopy_started = true;
+    mig_job_save(s->dm, s->run);
+    pthread_mutex_unlock(&s->dm->lock);
+    log_info("domain '%s': the VMM switched to post-copy after its first pass", s->dom->def.name);
+}
+
 static int classify(struct src_job *s, const struct jobinfo *ji, struct gw_error *err)
 {
     const char *why;
@@ -346,6 +375,7 @@ enum perform_end mig_src_perform(struct src_job *s, const char *uri, struct gw_e
             gw_error_set(err, EIO, "%s", e.msg);
             return s->switched ? PERFORM_BROKEN : PERFORM_FAILED;
         }
+        note_switch(s, &ji);
         int end = classify(s, &ji, err);
         if (end >= 0)
             return (enum perform_end)end;

@@ -103,6 +103,8 @@ void mig_set_state(struct migration *m, enum mig_state to)
     bool ok = mig_state_transition_ok(from, to);
     if (ok)
         m->stats.status = to;
+    if (ok && to == MIG_POSTCOPY_ACTIVE)
+        m->stats.postcopy_started = true;
     bool events = m->caps.on[MIG_CAP_EVENTS];
     pthread_mutex_unlock(&m->lock);
     if (!ok) {

@@ -210,6 +210,9 @@ static int hand_over(struct out_ctx *c, struct stream *rp, struct switch_trace *
         return -1;
     m->ops->completed(m->vm);
     c->handed_over = true;
+    pthread_mutex_lock(&m->lock);
+    m->stats.postcopy_started = true; /* from the COMMIT on the guest is the destination's */
+    pthread_mutex_unlock(&m->lock);
     stream_write_record(&c->s, GWS_COMMIT, NULL, 0);
     stream_flush(&c->s);
     r = out_wait_return(c, rp, GWS_RP_RESUMED, 5000);

@@ -424,6 +424,7 @@ static int cmd_query_migrate(void *opaque, struct json_object *args, struct json
     if ((st.status == MIG_FAILED || st.status == MIG_CANCELLED || st.status == MIG_POSTCOPY_PAUSED) &&
         st.error_desc[0])
         json_object_object_add(o, "error-desc", json_object_new_string(st.error_desc));
+    json_object_object_add(o, "postcopy-started", json_object_new_boolean(st.postcopy_started));
     if (st.paused_count)
         add_int(o, "postcopy-pauses", st.paused_count);
     if (st.throttle_pct)

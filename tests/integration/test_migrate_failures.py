@@ -15,6 +15,7 @@ from godwit_test import (VMM, assert_no_guest_errors, migrate, need_kvm, run_tes
 
 def source_still_fine(src, info, expect):
     assert info["status"] == expect, info
+    assert info["postcopy-started"] is False, info  # the source still owns the guest
     assert src.status() == "running", src.status()
     time.sleep(1)
     self_check(src)

@@ -55,6 +55,9 @@ def finish(src, dst, timeout=300):
     d = wait_migration(dst, 60)
     assert s["status"] == "completed", s
     assert d["status"] == "completed", d
+    # both say it went to post-copy (a daemon trusts the source's word
+    # after a crash: false would let it run the guest there again)
+    assert s["postcopy-started"] is True and d["postcopy-started"] is True, (s, d)
     return s, d
 
 
@@ -225,6 +228,7 @@ def killed_in_postcopy(victim, watcher_role):
             time.sleep(1)
             info = src.qmp.cmd("query-migrate")
             assert info["status"] == "postcopy-paused" and info.get("error-desc"), info
+            assert info["postcopy-started"] is True, info  # never to be resumed here
             assert src.status() != "running"
             return info
         return wait_migration(dst, 30, states=("failed",))

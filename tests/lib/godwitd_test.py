@@ -562,6 +562,7 @@ class FakeMigration:
         self.sock = None
         self.wlock = threading.Lock()
         self.postcopy_req = False
+        self.pc_started = False  # the guest was handed over for post-copy
         self.cancel_req = False
         self.missing = set()
         self.cond = threading.Condition()
@@ -593,6 +594,7 @@ class FakeMigration:
             o["expected-downtime"] = self.expected_ms
         if self.error and self.status in ("failed", "cancelled", "postcopy-paused"):
             o["error-desc"] = self.error
+        o["postcopy-started"] = self.pc_started
         if self.pauses:
             o["postcopy-pauses"] = self.pauses
         secs = max(time.time() - self.t0, 1e-3)
@@ -703,6 +705,8 @@ class FakeMigration:
                 return self.postcopy()
             if self.expected_ms <= v.params.get("downtime-limit", 300) or v.status != "running":
                 return self.switch_over()
+            if self.iteration == 1 and v.caps.get("postcopy-after-precopy") and v.caps.get("postcopy-ram"):
+                return self.postcopy()  # the capability: post-copy after the first pass
 
     def cancel(self):
         self.set_status("cancelling")
@@ -742,6 +746,7 @@ class FakeMigration:
             v.mig_stopped = True
             v.set_run(False, reason_postcopy=True)
         _send_rec(self.sock, self.wlock, b"S", 0, self.state_payload(True))
+        self.pc_started = True
         self.downtime_ms = int((time.time() - t) * 1000)
         self.set_status("postcopy-active")
         self.serve_postcopy()

@@ -92,7 +92,7 @@ static void test_source_happy_path(void **state)
     hook_calls = 0;
     go(&j, JOB_PHASE_PERFORM);
     go(&j, JOB_PHASE_PERFORM_POSTCOPY);
-    assert_true(j.postcopy_started);
+    assert_false(j.postcopy_started); /* the caller's to set (armed is not switched) */
     go(&j, JOB_PHASE_PERFORM_DONE);
     go(&j, JOB_PHASE_CONFIRM);
     go(&j, JOB_PHASE_DONE);
@@ -191,6 +191,7 @@ static void test_save_load_round_trip(void **state)
     j.vmm_pid = 4242;
     go(&j, JOB_PHASE_PERFORM);
     go(&j, JOB_PHASE_PERFORM_POSTCOPY);
+    j.postcopy_started = true;
     job_set_error(&j, "first");
     job_set_error(&j, "second");
     gw_error_init(&e);
@@ -344,13 +345,20 @@ static void test_scan(void **state)
 
 /* ---- recovery: every phase --------------------------------------------------- */
 
-static enum job_recovery rec(enum job_kind k, enum job_phase p, bool alive, const char *status)
+static enum job_recovery rec_vmm(enum job_kind k, enum job_phase p, bool alive,
+                                 const char *status, bool vmm_switched)
 {
     struct job j;
     make_job(&j, k);
     j.phase = p;
     j.postcopy_started = p == JOB_PHASE_PERFORM_POSTCOPY || p == JOB_PHASE_POSTCOPY_FAILED;
-    return job_recovery_action(&j, alive, status);
+    return job_recovery_action(&j, alive, status, vmm_switched);
+}
+
+/* A VMM that does not say whether it switched counts as switched. */
+static enum job_recovery rec(enum job_kind k, enum job_phase p, bool alive, const char *status)
+{
+    return rec_vmm(k, p, alive, status, true);
 }
 
 #define OUT JOB_KIND_MIGRATION_OUT
@@ -375,6 +383,12 @@ static void test_recovery_source(void **state)
     assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_POSTCOPY, true, "postcopy-paused"), JOB_RECOVER_POSTCOPY_FAILED);
     assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_POSTCOPY, true, "postcopy-recover"), JOB_RECOVER_POSTCOPY_FAILED);
     assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_POSTCOPY, true, "failed"), JOB_RECOVER_POSTCOPY_FAILED);
+    /* armed for a switch (by command, or by the VMM after its first pass)
+     * that the VMM says never handed the guest over: the source owns it */
+    assert_int_equal(rec_vmm(OUT, JOB_PHASE_PERFORM_POSTCOPY, true, "failed", false),
+                     JOB_RECOVER_RESUME_SOURCE);
+    assert_int_equal(rec_vmm(OUT, JOB_PHASE_PERFORM_POSTCOPY, true, "completed", false),
+                     JOB_RECOVER_CONTINUE);
     assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_POSTCOPY, false, NULL), JOB_RECOVER_CRASHED);
     /* the outcome lies with the destination */
     assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_DONE, true, "completed"), JOB_RECOVER_ASK_PEER);
