@@ -7,6 +7,8 @@ Scenarios
   idle-4g   4 GiB guest holding 3.8 GiB of data, then idle
   busy-1g   1 GiB guest writing a 512 MiB working set as fast as it can
   busy-1g-ac  the same with auto-converge and a 20 ms downtime limit
+  busy-4g   a 4 GiB guest writing the same 512 MiB working set (the rest
+            never written: what it costs to find that out)
   busy-1g-1gbit       the busy guest over a 1 Gbit/s cap, pre-copy only
                       (does not converge: given up after --timeout)
   busy-1g-1gbit-pc    the same, switched to post-copy when the first pass
@@ -88,6 +90,7 @@ SCENARIOS = {
     "idle-1g": dict(mem=1024, cmd="workload=dirty wss=768M passes=1 beat-ms=10", ready="pages=196608"),
     "idle-4g": dict(mem=4096, cmd="workload=dirty wss=3890M passes=1 beat-ms=10", ready="pages=995840"),
     "busy-1g": dict(mem=1024, cmd="workload=dirty wss=512M rate=0 beat-ms=10", ready=2 * 131072),
+    "busy-4g": dict(mem=4096, cmd="workload=dirty wss=512M rate=0 beat-ms=10", ready=2 * 131072),
     "busy-1g-ac": dict(mem=1024, cmd="workload=dirty wss=512M rate=0 beat-ms=10", ready=2 * 131072,
                        caps=["auto-converge"], params={"downtime-limit": 20}),
     "busy-1g-1gbit": dict(mem=1024, cmd="workload=dirty wss=512M rate=0 beat-ms=10", ready=2 * 131072,

@@ -19,15 +19,22 @@ uint64_t mig_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t mig_thread_cpu_wait_ns(void)
+void mig_thread_sched(uint64_t *run_ns, uint64_t *wait_ns)
 {
     FILE *f = fopen("/proc/thread-self/schedstat", "re");
     unsigned long long run = 0, wait = 0;
-    if (!f)
-        return 0;
-    if (fscanf(f, "%llu %llu", &run, &wait) != 2)
-        wait = 0;
-    fclose(f);
+    if (f && fscanf(f, "%llu %llu", &run, &wait) != 2)
+        run = wait = 0;
+    if (f)
+        fclose(f);
+    *run_ns = run;
+    *wait_ns = wait;
+}
+
+uint64_t mig_thread_cpu_wait_ns(void)
+{
+    uint64_t run, wait;
+    mig_thread_sched(&run, &wait);
     return wait;
 }
 

@@ -151,6 +151,8 @@ uint64_t mig_now_ns(void);
 /* Nanoseconds the calling thread has spent runnable but waiting for a CPU
  * (/proc/thread-self/schedstat); 0 where the kernel does not say. */
 uint64_t mig_thread_cpu_wait_ns(void);
+/* This thread's time on a CPU and waiting for one (ns, schedstat). */
+void mig_thread_sched(uint64_t *run_ns, uint64_t *wait_ns);
 /* Give the calling thread a CPU ahead of the VMM's other threads (nice
  * -10) for work a stopped vCPU waits on: post-copy's fault thread and page
  * server. With the guest's vCPUs, the push and its unpacking busy on two
