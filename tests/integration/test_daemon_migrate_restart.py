@@ -3,6 +3,8 @@
   - the source daemon killed during Perform and restarted: it finds the
     saved job (phase perform), resumes the guest and tells the destination,
     which discards its copy: the guest runs on the source only;
+  - the same during the first pass of a hybrid migration (phase
+    perform-postcopy: its VMM could switch by itself, but had not);
   - the destination daemon killed during Perform and restarted: it kills
     the incoming VMM (phase prepare, stream not complete), the source's
     migration fails and it resumes the guest: the guest runs on the source;
@@ -13,6 +15,7 @@
   - the same broken again, then given up with domjobabort on both hosts:
     the job ends, the guest stays paused, destroy discards it."""
 # timeout: 300
+import re
 import subprocess
 import time
 
@@ -30,6 +33,7 @@ def main():
         a, b = h.a, h.b
         h.start_guest(a, real_cmdline=FILLED_GUEST)
         source_restart(h, a, b)
+        hybrid_source_restart(h, a, b)
         destination_restart(h, a, b)
         postcopy_broken(h, a, b)
         postcopy_given_up(h, b, a)
@@ -56,6 +60,19 @@ def source_restart(h, a, b):
     finish_proc(p, 120)
     log = a.log_text()
     assert "resume-source" in log, log[-3000:]
+    runs_only_on(a, b)
+    print("  ", a.state_of("vm1"))
+
+
+def hybrid_source_restart(h, a, b):
+    print("the source daemon is killed during the first pass of a hybrid migration")
+    p = h.migrate_bg(a, b, SLOW, "--postcopy", "--postcopy-after-precopy")
+    h.restart(a, kill=True)
+    finish_proc(p, 120)
+    log = a.log_text()
+    # saved as perform-postcopy (the VMM could switch by itself), but the
+    # VMM says it never handed the guest over: the source keeps it
+    assert re.search(r"phase perform-postcopy, VMM alive, (active|setup)\): resume-source", log), log[-3000:]
     runs_only_on(a, b)
     print("  ", a.state_of("vm1"))
 
