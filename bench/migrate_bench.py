@@ -47,6 +47,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 from godwit_test import QMP, VMM, Timeout, migrate  # noqa: E402
 
 a_timeout = 120
+a_logs = None  # --logs DIR
 
 GUEST_ELF = os.path.join(ROOT, "build", "guest", "test-guest.elf")
 QBOOT = "/usr/share/qemu/qboot.rom"
@@ -245,40 +246,58 @@ def run(name, sc, hv="godwit", prealloc=False):
                 "converged": False, "refused": str(e), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
+def keep_logs(name, src, dst):
+    """--logs: the two godwit VMMs' debug logs, for a run to be explained."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for role, vm in (("src", src), ("dst", dst)):
+        with open(os.path.join(a_logs, f"{stamp}-{name}-{role}.log"), "wb") as f:
+            f.write(vm.stderr)
+
+
 def run_one(name, sc, hv, prealloc):
     make = QemuVM if hv == "qemu" else VMM
-    with make(memory=sc["mem"], vcpus=1, cmdline=sc["cmd"]) as src, \
+    debug = ["--log-level", "debug"] if a_logs and hv == "godwit" else []
+    src_kw = {"extra": debug} if debug else {}
+    with make(memory=sc["mem"], vcpus=1, cmdline=sc["cmd"], **src_kw) as src, \
          make(memory=sc["mem"], vcpus=1, incoming=True,
-              extra=PREALLOC_ARGS[hv] if prealloc else ()) as dst:
-        wait_ready(src, sc["ready"])
-        if prealloc:
-            wait_preallocated(dst, sc["mem"], hv)
-        time.sleep(1)
-        t0 = time.monotonic()
-        if sc.get("postcopy"):
-            return run_pc(name, sc, hv, src, dst, t0)
-        # Bandwidth unlimited on both (QEMU's default cap is 128 MiB/s).
-        params = dict(sc.get("params") or {}, **{"max-bandwidth": sc.get("bw", 100 * 1000 ** 3)})
+              extra=(PREALLOC_ARGS[hv] if prealloc else []) + debug) as dst:
         try:
-            info = migrate(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
-                           caps=sc.get("caps", ()), params=params, timeout=a_timeout)
-        except Timeout:
-            src.qmp.cmd("migrate_cancel")
-            return {"bench": "migrate", "hypervisor": hv, "scenario": name, "memory_mib": sc["mem"],
-                    "converged": False, "gave_up_after_s": a_timeout,
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        wall = time.monotonic() - t0
-        time.sleep(1)
-        ram = info["ram"]
-        return {
-            "bench": "migrate", "hypervisor": hv, "scenario": name, "memory_mib": sc["mem"],
-            "converged": True, "total_ms": info["total-time"] or round(wall * 1000), "downtime_ms": info["downtime"],
-            "guest_gap_ms": guest_gap_ms(src, dst, t0),
-            "bytes": ram["transferred"], "rounds": ram.get("iteration", ram.get("dirty-sync-count")),
-            "throughput_mb_s": round(ram["transferred"] / max(info["total-time"], 1) / 1000, 1),
-            "throttle": info.get("cpu-throttle-percentage", 0), "wall_s": round(wall, 2),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
+            return measure(name, sc, hv, prealloc, src, dst)
+        finally:
+            if debug:
+                keep_logs(name, src, dst)
+
+
+def measure(name, sc, hv, prealloc, src, dst):
+    wait_ready(src, sc["ready"])
+    if prealloc:
+        wait_preallocated(dst, sc["mem"], hv)
+    time.sleep(1)
+    t0 = time.monotonic()
+    if sc.get("postcopy"):
+        return run_pc(name, sc, hv, src, dst, t0)
+    # Bandwidth unlimited on both (QEMU's default cap is 128 MiB/s).
+    params = dict(sc.get("params") or {}, **{"max-bandwidth": sc.get("bw", 100 * 1000 ** 3)})
+    try:
+        info = migrate(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"),
+                       caps=sc.get("caps", ()), params=params, timeout=a_timeout)
+    except Timeout:
+        src.qmp.cmd("migrate_cancel")
+        return {"bench": "migrate", "hypervisor": hv, "scenario": name, "memory_mib": sc["mem"],
+                "converged": False, "gave_up_after_s": a_timeout,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    wall = time.monotonic() - t0
+    time.sleep(1)
+    ram = info["ram"]
+    return {
+        "bench": "migrate", "hypervisor": hv, "scenario": name, "memory_mib": sc["mem"],
+        "converged": True, "total_ms": info["total-time"] or round(wall * 1000), "downtime_ms": info["downtime"],
+        "guest_gap_ms": guest_gap_ms(src, dst, t0),
+        "bytes": ram["transferred"], "rounds": ram.get("iteration", ram.get("dirty-sync-count")),
+        "throughput_mb_s": round(ram["transferred"] / max(info["total-time"], 1) / 1000, 1),
+        "throttle": info.get("cpu-throttle-percentage", 0), "wall_s": round(wall, 2),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def run_pc(name, sc, hv, src, dst, t0):
@@ -317,6 +336,8 @@ def main():
     ap.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     ap.add_argument("--pause", type=float, default=5)
     ap.add_argument("--timeout", type=int, default=120, help="give a migration up after S seconds")
+    ap.add_argument("--logs", metavar="DIR", help="run godwit's VMMs with --log-level debug and keep "
+                    "their logs in DIR (one pair of files per run)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each scenario N times; with --qemu the order alternates (QEMU first on "
                     "even repeats: a destination started moments after another run's exit gets warm "
@@ -327,8 +348,11 @@ def main():
     ap.add_argument("--qemu", action="store_true",
                     help="also run each scenario on Debian's QEMU (qemu-system-x86) for a ratio")
     a = ap.parse_args()
-    global a_timeout
+    global a_timeout, a_logs
     a_timeout = a.timeout
+    if a.logs:
+        os.makedirs(a.logs, exist_ok=True)
+        a_logs = a.logs
     hvs = ["godwit"]
     if a.qemu:
         if not (shutil.which("qemu-system-x86_64") and os.path.exists(QBOOT)):
