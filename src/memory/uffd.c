@@ -66,33 +66,33 @@ int uffd_read_faults(int fd, struct uffd_fault *out, int max)
 
 bool uffd_available(void) { return opened(uffd_open()); }
 
-int uffd_register(int fd, void *addr, uint64_t len)
+/* Register [addr, addr+len) for `mode`; the kernel must offer every ioctl
+ * in `need` there, else the range is unregistered again (-ENOTSUP). */
+static int register_range(int fd, void *addr, uint64_t len, uint64_t mode, uint64_t need)
 {
     struct uffdio_register r = {
         .range = { .start = (uint64_t)(uintptr_t)addr, .len = len },
-        .mode = UFFDIO_REGISTER_MODE_MISSING,
+        .mode = mode,
     };
     if (ioctl(fd, UFFDIO_REGISTER, &r) < 0)
         return -errno;
-    if (!(r.ioctls & (1ULL << _UFFDIO_COPY)))
-        return -ENOTSUP;
-    return 0;
-}
-
-int uffd_register_minor(int fd, void *addr, uint64_t len)
-{
-    struct uffdio_register r = {
-        .range = { .start = (uint64_t)(uintptr_t)addr, .len = len },
-        .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
-    };
-    if (ioctl(fd, UFFDIO_REGISTER, &r) < 0)
-        return -errno;
-    if (!(r.ioctls & (1ULL << _UFFDIO_COPY)) || !(r.ioctls & (1ULL << _UFFDIO_CONTINUE))) {
+    if ((r.ioctls & need) != need) {
         struct uffdio_range u = r.range;
         ioctl(fd, UFFDIO_UNREGISTER, &u);
         return -ENOTSUP;
     }
     return 0;
+}
+
+int uffd_register(int fd, void *addr, uint64_t len)
+{
+    return register_range(fd, addr, len, UFFDIO_REGISTER_MODE_MISSING, 1ULL << _UFFDIO_COPY);
+}
+
+int uffd_register_minor(int fd, void *addr, uint64_t len)
+{
+    return register_range(fd, addr, len, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
+                          (1ULL << _UFFDIO_COPY) | (1ULL << _UFFDIO_CONTINUE));
 }
 
 int uffd_unregister(int fd, void *addr, uint64_t len)
