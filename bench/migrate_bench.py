@@ -257,8 +257,7 @@ def keep_logs(name, src, dst):
 def run_one(name, sc, hv, prealloc):
     make = QemuVM if hv == "qemu" else VMM
     debug = ["--log-level", "debug"] if a_logs and hv == "godwit" else []
-    src_kw = {"extra": debug} if debug else {}
-    with make(memory=sc["mem"], vcpus=1, cmdline=sc["cmd"], **src_kw) as src, \
+    with make(memory=sc["mem"], vcpus=1, cmdline=sc["cmd"], extra=debug) as src, \
          make(memory=sc["mem"], vcpus=1, incoming=True,
               extra=(PREALLOC_ARGS[hv] if prealloc else []) + debug) as dst:
         try:
