@@ -78,6 +78,7 @@ struct mig_stats {
      * not in the vCPU's blocktime; the VMM's own device code counts here too. */
     uint64_t non_vcpu_faults, non_vcpu_wait_us;
     uint64_t paused_count;         /* times post-copy paused */
+    uint64_t switchover_retries;   /* source: stops given up, the guest given back */
     bool postcopy_started;         /* post-copy began: the source handed the guest over
                                       (COMMIT sent: the destination may run it), the
                                       destination entered postcopy-active */

@@ -238,8 +238,21 @@ static int skip_rewritten(struct out_ctx *c, uint64_t next)
     return 0;
 }
 
+/* While stopped with the guard armed, `sent` pages of the stop's round
+ * gone: has the guard fired, or should it fire now (the pace so far ends
+ * past the allowance)? */
+static bool stop_overruns(struct out_ctx *c, uint64_t sent)
+{
+    if (sw_guard_fired(&c->guard))
+        return true;
+    if (!precopy_stop_overruns(c->params.downtime_limit_ms, mig_now_ms() - c->stop_ms, sent,
+                               c->stop_total))
+        return false;
+    return sw_guard_fire(&c->guard);
+}
+
 /* Send every page set in c->dirty (clearing the bits); stops early, leaving
- * bits set, when post-copy is to start. */
+ * bits set, when post-copy is to start or the switch-over guard fired. */
 static int send_dirty(struct out_ctx *c, uint64_t *sent)
 {
     uint64_t n = 0, chunk_end = 0;
@@ -258,6 +271,8 @@ static int send_dirty(struct out_ctx *c, uint64_t *sent)
         n++;
         if ((n & 1023) == 0 && c->m->cancel)
             return stream_set_error(&c->s, ECANCELED, "cancelled");
+        if (c->guard_armed && (n % GWS_MAX_BATCH) == 0 && stop_overruns(c, n))
+            break; /* the guest runs again: the rest goes in the next round */
         if ((n & 1023) == 0 && switch_to_postcopy(c))
             break; /* the rest of this round goes in post-copy */
     }
@@ -409,8 +424,8 @@ static void decide_round(struct out_ctx *c, struct precopy_policy_state *pst,
 static int precopy(struct out_ctx *c)
 {
     struct migration *m = c->m;
-    struct precopy_policy_state pst = { 0 };
-    for (uint64_t pass = 1;; pass++) {
+    for (uint64_t pass = c->pass + 1;; pass++) {
+        c->pass = pass;
         out_refresh_params(c);
         emit_pass(c, pass);
         struct round_meas r = { .pass = pass };
@@ -431,7 +446,7 @@ static int precopy(struct out_ctx *c)
         r.cpu_wait_ns = mig_thread_cpu_wait_ns() - wait0;
         r.bytes = c->s.bytes - bytes0;
         struct precopy_decision d;
-        decide_round(c, &pst, &r, &d);
+        decide_round(c, &c->pst, &r, &d);
         if (d.switchover)
             return 0;
         if (m->cancel)
@@ -553,7 +568,66 @@ static int drain(struct out_ctx *c, struct stream *rp)
     return r;
 }
 
-/* Stop, send the rest and the state, hand over. */
+/* The switch-over guard fired (on its thread or ours): the guest runs
+ * again. The status first, so that a client knows why before RESUME. */
+static void give_back(void *arg)
+{
+    struct out_ctx *c = arg;
+    mig_set_state(c->m, MIG_ACTIVE);
+    c->m->ops->resume(c->m->vm);
+}
+
+/* Just stopped: arm the guard unless its retries are spent. */
+static void arm_guard(struct out_ctx *c)
+{
+    c->guard_armed = false;
+    c->stop_total = 0;
+    if (c->to_file || c->retries >= c->params.max_switchover_retries)
+        return;
+    uint64_t allow = precopy_stop_allowance_ms(c->params.downtime_limit_ms);
+    c->guard_armed = sw_guard_arm(&c->guard, c->stop_ms + allow) == 0;
+}
+
+/* Before the state goes: from here on the guard cannot fire. False when it
+ * fired first (the switch-over is off). */
+static bool commit_stop(struct out_ctx *c)
+{
+    if (!c->guard_armed)
+        return true;
+    c->guard_armed = false;
+    bool committed = sw_guard_disarm(&c->guard);
+    sw_guard_end(&c->guard);
+    return committed;
+}
+
+/* The guard gave the guest back: pre-copy goes on with the pages the stop
+ * did not send (still set in c->dirty). 1, or -errno. */
+static int stop_given_up(struct out_ctx *c, struct stream *rp, bool pong_due, uint64_t sent)
+{
+    struct migration *m = c->m;
+    c->stopped = false;
+    c->retries++;
+    out_refresh_params(c);
+    pthread_mutex_lock(&m->lock);
+    m->stats.switchover_retries = c->retries;
+    pthread_mutex_unlock(&m->lock);
+    log_info("switch-over given up after %llu ms with %llu of %llu pages sent (%u of %llu "
+             "retries): the guest runs again",
+             (unsigned long long)(mig_now_ms() - c->stop_ms), (unsigned long long)sent,
+             (unsigned long long)c->stop_total, c->retries,
+             (unsigned long long)c->params.max_switchover_retries);
+    if (pong_due) {
+        int r = out_wait_pong(c, rp, OUT_PING_DRAIN, HANDSHAKE_TIMEOUT_MS);
+        if (r == 0)
+            return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
+        if (r < 0)
+            return r;
+    }
+    return 1;
+}
+
+/* Stop, send the rest and the state, hand over. 0 when handed over, 1 when
+ * the switch-over guard gave the guest back (pre-copy goes on), -errno. */
 static int switchover_on(struct out_ctx *c, struct stream *rp)
 {
     struct migration *m = c->m;
@@ -571,13 +645,18 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
             return stream_set_error(&c->s, err.code, "%s", err.msg);
         c->stopped = true;
         c->stop_ms = mig_now_ms();
+        mig_set_state(m, MIG_DEVICE);
+        out_refresh_params(c);
+        arm_guard(c);
+    } else {
+        mig_set_state(m, MIG_DEVICE);
+        out_refresh_params(c);
     }
-    mig_set_state(m, MIG_DEVICE);
     log_debug("switch-over: vCPUs stopped");
-    out_refresh_params(c);
     uint64_t count = 0, sent = 0, t_sync = mig_now_ns(), bytes0 = c->s.bytes;
     if (!c->to_file && out_sync_dirty(c, &count) < 0)
         return stream_get_error(&c->s);
+    c->stop_total = count;
     uint64_t t_send = mig_now_ns(), run0, wait0, run1, wait1;
     mig_thread_sched(&run0, &wait0);
     if (!c->to_file && send_dirty(c, &sent) < 0)
@@ -591,6 +670,8 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
               (unsigned long long)((t_send - t_sync) / 1000),
               t_done > t_send ? (double)(c->s.bytes - bytes0) * 1e3 / (double)(t_done - t_send) : 0.0,
               (unsigned long long)((run1 - run0) / 1000), (unsigned long long)((wait1 - wait0) / 1000));
+    if (!commit_stop(c))
+        return stop_given_up(c, rp, pong_due, sent);
     if (m->ops->save_state(m->vm, &c->s, &err) < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
     log_debug("switch-over: device state sent");
@@ -700,17 +781,22 @@ static int run(struct out_ctx *c)
     pthread_mutex_unlock(&m->lock);
     c->first_pass = true;
     mig_set_state(m, MIG_ACTIVE);
-    if (!c->to_file && precopy(c) < 0)
-        return -1;
-    if (c->postcopy && m->pc_start_req)
-        return pc_src_run(c);
     if (c->to_file) {
         uint64_t sent;
         emit_pass(c, 1);
         if (send_dirty(c, &sent) < 0)
             return -1;
+        return switchover(c);
     }
-    return switchover(c);
+    for (;;) { /* again after a switch-over the guard gave up */
+        if (precopy(c) < 0)
+            return -1;
+        if (c->postcopy && m->pc_start_req)
+            return pc_src_run(c);
+        int r = switchover(c);
+        if (r <= 0)
+            return r;
+    }
 }
 
 void *mig_outgoing_thread(void *arg)
@@ -732,7 +818,10 @@ void *mig_outgoing_thread(void *arg)
     ratelimit_init(&c->rl, c->params.max_bandwidth, mig_now_ns());
     pthread_mutex_init(&c->rl_lock, NULL);
     stream_init(&c->s, &stream_fd_ops, NULL);
+    sw_guard_init(&c->guard, give_back, c);
     int r = run(c);
+    if (sw_guard_end(&c->guard))
+        c->stopped = false; /* an error after the guard gave the guest back */
     struct gw_error err;
     gw_error_init(&err);
     if (!c->to_file)
@@ -769,6 +858,7 @@ void *mig_outgoing_thread(void *arg)
     free(c->zsrc);
     out_zstd_fini(&c->z);
     pthread_mutex_destroy(&c->rl_lock);
+    sw_guard_fini(&c->guard);
     free(c);
     return NULL;
 }

@@ -13,7 +13,9 @@
 #include <zstd.h>
 
 #include "migration/migration.h"
+#include "migration/policy.h"
 #include "migration/ratelimit.h"
+#include "migration/switchover_guard.h"
 
 /* The zstd state of one sending thread (the migration thread, the page
  * server): a context and room for one compressed batch. */
@@ -29,6 +31,14 @@ struct out_ctx {
     bool to_file;
     bool stopped;               /* vCPUs stopped for the switch-over */
     uint64_t stop_ms;
+    uint64_t pass;              /* pre-copy rounds so far */
+    struct precopy_policy_state pst;
+    /* The switch-over guard, armed while stopped (max-switchover-retries
+     * not spent); how many pages the stop has to send, for its pace. */
+    struct sw_guard guard;
+    bool guard_armed;
+    uint64_t stop_total;
+    unsigned retries;
     uint64_t resumed_ms;        /* the destination said it runs the guest (0: not yet) */
     uint64_t npages;
     uint64_t *dirty;            /* pages to send */

@@ -21,6 +21,7 @@ static const struct param_desc params[] = {
     P("throttle-trigger-threshold", throttle_trigger_threshold, 1, 100, 50),
     P("max-postcopy-bandwidth", max_postcopy_bandwidth, 0, INT64_MAX, 0),
     P("compress-level", compress_level, 1, 19, 1),
+    P("max-switchover-retries", max_switchover_retries, 0, 100, 2),
 };
 
 #define NPARAMS (sizeof(params) / sizeof(params[0]))

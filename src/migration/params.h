@@ -20,6 +20,7 @@ struct mig_params {
     uint64_t throttle_trigger_threshold; /* % dirtied/sent that triggers a step */
     uint64_t max_postcopy_bandwidth;/* bytes/s, 0 = unlimited */
     uint64_t compress_level;        /* zstd level for compress-zstd (1..19) */
+    uint64_t max_switchover_retries;/* godwit: stops given up (switchover_guard.h) */
 };
 
 enum mig_cap {

@@ -74,3 +74,21 @@ void precopy_decide(const struct precopy_params *p, struct precopy_policy_state 
     }
     d->throttle_pct = st->throttle_pct;
 }
+
+uint64_t precopy_stop_allowance_ms(uint64_t downtime_limit_ms)
+{
+    uint64_t more = downtime_limit_ms / 2 > 10 ? downtime_limit_ms / 2 : 10;
+    return downtime_limit_ms + more;
+}
+
+bool precopy_stop_overruns(uint64_t downtime_limit_ms, uint64_t elapsed_ms, uint64_t sent,
+                           uint64_t total)
+{
+    uint64_t allow = precopy_stop_allowance_ms(downtime_limit_ms);
+    if (elapsed_ms >= allow)
+        return true;
+    if (elapsed_ms * 4 < allow || sent == 0 || sent >= total)
+        return false;
+    /* elapsed / sent * total > allow, without dividing (both below 2^40) */
+    return elapsed_ms * total > allow * sent;
+}

@@ -56,4 +56,17 @@ uint64_t precopy_expected_downtime_ms(uint64_t remaining_bytes, uint64_t bandwid
 void precopy_decide(const struct precopy_params *p, struct precopy_policy_state *st,
                     const struct precopy_round *r, struct precopy_decision *d);
 
+/* The switch-over guard (switchover_guard.h). How long the guest may stay
+ * stopped while the last round's pages go: the limit and half of it again,
+ * at least 10 ms more than the limit (the state and the destination's
+ * load come on top, a few ms). */
+uint64_t precopy_stop_allowance_ms(uint64_t downtime_limit_ms);
+/* While stopped, `elapsed_ms` after the stop, `sent` of the round's `total`
+ * pages gone: give the guest back now? Yes past the allowance, and from a
+ * quarter of it on when the pace so far would end past it (a host that
+ * copies at a fifth of its usual rate is seen after a quarter of the
+ * allowance, not after all of it). */
+bool precopy_stop_overruns(uint64_t downtime_limit_ms, uint64_t elapsed_ms, uint64_t sent,
+                           uint64_t total);
+
 #endif

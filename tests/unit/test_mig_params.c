@@ -62,6 +62,9 @@ static void test_states(void **state)
      * part of the guest. */
     assert_false(mig_state_transition_ok(MIG_POSTCOPY_ACTIVE, MIG_CANCELLING));
     assert_false(mig_state_transition_ok(MIG_COMPLETED, MIG_ACTIVE));
+    /* the switch-over guard gives a stopped guest back */
+    assert_true(mig_state_transition_ok(MIG_DEVICE, MIG_ACTIVE));
+    assert_false(mig_state_transition_ok(MIG_POSTCOPY_ACTIVE, MIG_ACTIVE));
     assert_true(mig_state_is_active(MIG_ACTIVE));
     assert_false(mig_state_is_active(MIG_COMPLETED));
     assert_true(mig_state_is_final(MIG_CANCELLED));

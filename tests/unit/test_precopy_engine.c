@@ -6,7 +6,8 @@
  * checks that the device state came across. Covers: a busy guest
  * converging, auto-converge throttling the stand-in vCPU, zstd pages, pages sent in the first pass that become zero
  * later (sent as ZERO_PAGES and cleared on the destination), a cancel, a
- * destination that answers the source's pre-stop PING late, hostile page
+ * destination that answers the source's pre-stop PING late, a destination
+ * that stalls at the switch-over (the guard gives the guest back), hostile page
  * records from a hand-written source, and the
  * engine's page reader (guest_ram_read_pages) on scattered runs. */
 #include <setjmp.h>
@@ -192,6 +193,173 @@ static void test_cancel(void **state)
     evm_sleep_us(50000);
     assert_true(src.gen != g);
     assert_false(dst.started);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* A relay between the source and the destination that stops passing the
+ * source's bytes on once the source has stopped its guest (status device),
+ * as a destination that stalls at the switch-over would. It holds them
+ * until `release` says so (given the source's status), then relays as
+ * before; it holds once. */
+struct stall_relay {
+    int lfd;                 /* where the source connects */
+    char dst_path[108];      /* where the destination listens */
+    struct evm *src;
+    bool (*release)(struct stall_relay *r);
+    uint64_t held_at_ms, held_ms;
+    bool held, ok;
+    bool saw_active_while_held, saw_running_while_held;
+};
+
+static bool release_when_given_back(struct stall_relay *r)
+{
+    if (evm_state(r->src) == MIG_ACTIVE) {
+        r->saw_active_while_held = true;
+        r->saw_running_while_held = !r->src->parked;
+    }
+    return r->saw_running_while_held || mig_now_ms() - r->held_at_ms > 20000;
+}
+
+static bool release_after_a_second(struct stall_relay *r)
+{
+    if (evm_state(r->src) == MIG_ACTIVE)
+        r->saw_active_while_held = true;
+    return mig_now_ms() - r->held_at_ms > 1000;
+}
+
+static bool relay_some(int from, int to)
+{
+    char buf[65536];
+    ssize_t n = read(from, buf, sizeof(buf));
+    if (n <= 0)
+        return false;
+    for (ssize_t done = 0; done < n;) {
+        ssize_t w = write(to, buf + done, (size_t)(n - done));
+        if (w <= 0)
+            return false;
+        done += w;
+    }
+    return true;
+}
+
+static void *stall_relay_run(void *arg)
+{
+    struct stall_relay *r = arg;
+    int a = accept(r->lfd, NULL, NULL);
+    int b = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", r->dst_path);
+    if (a < 0 || b < 0 || connect(b, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        goto out;
+    for (;;) {
+        bool holding = false;
+        if (!r->held && evm_state(r->src) == MIG_DEVICE) {
+            r->held = true;
+            r->held_at_ms = mig_now_ms();
+        }
+        if (r->held && !r->held_ms) {
+            if (r->release(r))
+                r->held_ms = mig_now_ms() - r->held_at_ms;
+            else
+                holding = true;
+        }
+        struct pollfd p[2] = { { a, holding ? 0 : POLLIN, 0 }, { b, POLLIN, 0 } };
+        if (poll(p, 2, 1) < 0)
+            break;
+        if ((p[0].revents & (POLLIN | POLLHUP)) && !relay_some(a, b))
+            break;
+        if ((p[1].revents & (POLLIN | POLLHUP)) && !relay_some(b, a))
+            break;
+    }
+    r->ok = r->held && r->held_ms;
+out:
+    if (a >= 0)
+        close(a);
+    if (b >= 0)
+        close(b);
+    return NULL;
+}
+
+/* Start src -> relay -> dst; the relay thread in *t. */
+static void start_relayed(struct evm *src, struct evm *dst, struct stall_relay *r, pthread_t *t,
+                          const char *tag)
+{
+    char uri_dst[128], uri_src[128];
+    uri_for(uri_dst, sizeof(uri_dst), tag);
+    snprintf(uri_src, sizeof(uri_src), "%s-relay", uri_dst);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_incoming(&dst->mig, uri_dst, &err), 0);
+    snprintf(r->dst_path, sizeof(r->dst_path), "%s", uri_dst + strlen("unix:"));
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", uri_src + strlen("unix:"));
+    unlink(a.sun_path);
+    r->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(r->lfd >= 0);
+    assert_int_equal(bind(r->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(r->lfd, 1), 0);
+    r->src = src;
+    assert_int_equal(pthread_create(t, NULL, stall_relay_run, r), 0);
+    assert_int_equal(mig_start_outgoing(&src->mig, uri_src, &err), 0);
+}
+
+static void end_relayed(struct stall_relay *r, pthread_t t)
+{
+    pthread_join(t, NULL);
+    struct sockaddr_un a;
+    socklen_t len = sizeof(a);
+    if (getsockname(r->lfd, (struct sockaddr *)&a, &len) == 0)
+        unlink(a.sun_path);
+    close(r->lfd);
+}
+
+/* The destination stalls once the source has stopped its guest: the
+ * switch-over guard gives the guest back (status active again, the vCPU
+ * runs) while the destination still reads nothing; once it reads again,
+ * pre-copy goes on and completes with every page right. */
+static void test_stalled_switchover_gives_back(void **state)
+{
+    static struct evm src, dst;
+    pair(&src, &dst);
+    evm_set_param(&src, "downtime-limit", 100); /* the hot set fits; 150 ms allowed */
+    struct stall_relay r = { .release = release_when_given_back };
+    pthread_t t;
+    start_relayed(&src, &dst, &r, &t, "stall");
+    check_done(&src, &dst);
+    end_relayed(&r, t);
+    assert_true(r.ok);
+    assert_true(r.saw_active_while_held);
+    assert_true(r.saw_running_while_held);
+    struct mig_stats s;
+    mig_get_stats(&src.mig, &s);
+    assert_true(s.switchover_retries >= 1);
+    assert_true(s.switchover_retries <= 2); /* max-switchover-retries */
+    fprintf(stderr, "    held %llu ms, %llu retries\n", (unsigned long long)r.held_ms,
+            (unsigned long long)s.switchover_retries);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* max-switchover-retries 0: QEMU's way, the guest stays stopped until the
+ * stalled destination reads again. */
+static void test_stalled_switchover_no_retries(void **state)
+{
+    static struct evm src, dst;
+    pair(&src, &dst);
+    evm_set_param(&src, "downtime-limit", 100);
+    evm_set_param(&src, "max-switchover-retries", 0);
+    struct stall_relay r = { .release = release_after_a_second };
+    pthread_t t;
+    start_relayed(&src, &dst, &r, &t, "stall0");
+    check_done(&src, &dst);
+    end_relayed(&r, t);
+    assert_true(r.ok);
+    assert_false(r.saw_active_while_held);
+    struct mig_stats s;
+    mig_get_stats(&src.mig, &s);
+    assert_int_equal(s.switchover_retries, 0);
+    assert_true(s.downtime_ms >= 1000);
     evm_fini(&dst);
     evm_fini(&src);
 }
@@ -453,6 +621,8 @@ int main(void)
         cmocka_unit_test(test_zeroed_after_sent),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_late_pong),
+        cmocka_unit_test(test_stalled_switchover_gives_back),
+        cmocka_unit_test(test_stalled_switchover_no_retries),
         cmocka_unit_test(test_hostile_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
