@@ -67,6 +67,8 @@ struct domain {
     bool monitor_running;
     struct dom_exit_facts exit;   /* filled as the VMM goes */
     enum dom_reason pause_reason; /* the reason to record for the next STOP */
+    bool switchover_given_back;   /* the VMM gave up a switch-over (MIGRATION {active}
+                                     while paused for it): its RESUME is no cancel */
 };
 
 /* A request handler. args is the request's arguments object (borrowed,

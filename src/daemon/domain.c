@@ -133,10 +133,16 @@ void daemon_emit_lifecycle(struct daemon *dm, const struct domain *dom, enum dom
 /* A pause or resume that the VMM reports on its own gets the migration's
  * wording: paused for a migration is "Suspended Migrated" (or
  * "Post-copy"), and a guest paused for a migration that runs again is a
- * cancelled migration ("Resumed Migrated", reason migration canceled). */
-static void migration_detail(const struct domain *dom, enum dom_state st, enum dom_reason *why,
+ * cancelled migration ("Resumed Migrated", reason migration canceled),
+ * unless the VMM gave up the switch-over and goes on migrating ("Resumed
+ * Unpaused"). */
+static void migration_detail(struct domain *dom, enum dom_state st, enum dom_reason *why,
                              int ev, enum dom_event_detail *detail)
 {
+    if (ev == DOM_EVENT_RESUMED && dom->switchover_given_back) {
+        dom->switchover_given_back = false;
+        return;
+    }
     if (ev == DOM_EVENT_SUSPENDED && *detail == DOM_DETAIL_PAUSED) {
         if (*why == DOM_REASON_MIGRATING)
             *detail = DOM_DETAIL_MIGRATED;

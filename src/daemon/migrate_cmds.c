@@ -52,11 +52,26 @@ static void on_vmm_event(struct daemon *dm, struct domain *dom, const char *even
                          struct json_object *data)
 {
     const char *st = data ? qmp_json_get_str(data, "status") : NULL;
-    if (strcmp(event, "MIGRATION") != 0 || !st || strcmp(st, "postcopy-active") != 0)
+    if (strcmp(event, "MIGRATION") != 0 || !st)
+        return;
+    bool given_back = strcmp(st, "active") == 0;
+    if (!given_back && strcmp(st, "postcopy-active") != 0)
         return;
     struct mig_run *run = mig_run_find(dm, dom->def.uuid);
     if (!run || run->job.kind != JOB_KIND_MIGRATION_OUT || !job_active(&run->job))
         return;
+    if (given_back) {
+        /* The VMM's switch-over guard gave the guest back (status device ->
+         * active, RESUME follows): the migration goes on, and its next
+         * switch-over's STOP is the migration's again. */
+        if (dom->state == DOM_STATE_PAUSED && dom->reason == DOM_REASON_MIGRATING) {
+            log_info("domain '%s': the switch-over took too long, the guest runs again and "
+                     "the migration goes on", dom->def.name);
+            dom->switchover_given_back = true;
+            dom->pause_reason = DOM_REASON_MIGRATING;
+        }
+        return;
+    }
     if (dom->state == DOM_STATE_RUNNING) {
         dom->pause_reason = DOM_REASON_POSTCOPY; /* its STOP is still to come */
     } else if (dom->state == DOM_STATE_PAUSED && dom->reason == DOM_REASON_MIGRATING) {

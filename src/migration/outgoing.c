@@ -573,6 +573,10 @@ static int drain(struct out_ctx *c, struct stream *rp)
 static void give_back(void *arg)
 {
     struct out_ctx *c = arg;
+    c->retries++; /* the migration thread reads it after sw_guard_end */
+    pthread_mutex_lock(&c->m->lock);
+    c->m->stats.switchover_retries = c->retries;
+    pthread_mutex_unlock(&c->m->lock);
     mig_set_state(c->m, MIG_ACTIVE);
     c->m->ops->resume(c->m->vm);
 }
@@ -604,13 +608,8 @@ static bool commit_stop(struct out_ctx *c)
  * did not send (still set in c->dirty). 1, or -errno. */
 static int stop_given_up(struct out_ctx *c, struct stream *rp, bool pong_due, uint64_t sent)
 {
-    struct migration *m = c->m;
     c->stopped = false;
-    c->retries++;
     out_refresh_params(c);
-    pthread_mutex_lock(&m->lock);
-    m->stats.switchover_retries = c->retries;
-    pthread_mutex_unlock(&m->lock);
     log_info("switch-over given up after %llu ms with %llu of %llu pages sent (%u of %llu "
              "retries): the guest runs again",
              (unsigned long long)(mig_now_ms() - c->stop_ms), (unsigned long long)sent,

@@ -2,15 +2,18 @@
 """Every failure before the switch-over leaves the guest running on the
 source as if nothing happened, and the destination holding no guest:
 destination unreachable, cancel at setup, cancel mid-round, destination
-killed mid-stream; also a cancel racing the switch-over ends with the guest
+killed mid-stream; a destination that stalls once the source has stopped
+the guest gets it back from the switch-over guard; also a cancel racing the switch-over ends with the guest
 running in exactly one place; and a bandwidth limit that holds within 10 %."""
 # timeout: 600
 import os
+import signal
 import socket
 import time
 
-from godwit_test import (VMM, assert_no_guest_errors, migrate, need_kvm, run_test, self_check,
-                         start_migration, wait_migration)
+from godwit_test import (VMM, assert_heartbeat_continued, assert_no_guest_errors, migrate,
+                         need_kvm, run_test, self_check, start_migration, wait_heartbeats,
+                         wait_migration)
 
 
 def source_still_fine(src, info, expect):
@@ -94,6 +97,48 @@ def cancel_near_switchover(src):
         print("cancelled at the switch-over")
 
 
+def destination_stalls_at_switchover():
+    """The destination stops reading once the source has stopped the guest
+    (SIGSTOP on the source's MIGRATION {device} event): the switch-over guard gives the
+    guest back within its allowance (150 % of downtime-limit), pre-copy
+    goes on, and once the destination runs again the migration completes
+    with the guest intact."""
+    with VMM(memory=512, cmdline="workload=dirty wss=256M beat-ms=200") as src, \
+         VMM(memory=512, incoming=True) as dst:
+        src.wait_serial("heartbeat vcpu=0 tick=2 ", 60)
+        stopped_at = []
+
+        def on_event(e):
+            if e["event"] == "MIGRATION" and e["data"]["status"] == "device" and not stopped_at:
+                os.kill(dst.proc.pid, signal.SIGSTOP)
+                stopped_at.append(time.monotonic())
+        src.qmp.on_event = on_event
+        try:
+            start_migration(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"))
+            src.qmp.wait_event("STOP", 120)
+            src.qmp.wait_event("RESUME", 20)
+            held = time.monotonic() - stopped_at[0]
+            q = src.qmp.cmd("query-migrate")
+            assert q["status"] == "active", q
+            assert q["switchover-retries"] == 1, q
+            assert q["postcopy-started"] is False, q
+            assert src.status() == "running", src.status()
+            mark = src.serial_len()
+            src.wait_serial("heartbeat vcpu=0 tick=", 20, start=mark)  # it runs
+            print(f"guest given back {held * 1000:.0f} ms after its stop, the destination stalled")
+        finally:
+            os.kill(dst.proc.pid, signal.SIGCONT)
+        info = wait_migration(src, 120)
+        assert info["status"] == "completed", info
+        assert 1 <= info["switchover-retries"] <= 2, info
+        wait_migration(dst, 30)
+        assert src.status() == "postmigrate" and dst.status() == "running"
+        wait_heartbeats(src, dst, 8 + int(info["total-time"] / 200))
+        assert_no_guest_errors(dst)
+        assert_heartbeat_continued(src, dst)
+        print(f"completed after {info['switchover-retries']} retries, downtime {info['downtime']} ms")
+
+
 def bandwidth_limit():
     limit = 100 * 1000 * 1000
     with VMM(memory=512, cmdline="workload=mem-invariant") as src, \
@@ -120,6 +165,7 @@ def bandwidth_limit():
 
 def main():
     need_kvm()
+    destination_stalls_at_switchover()
     with VMM(memory=512, vcpus=2, cmdline="workload=mem-invariant,verify") as src:
         src.wait_serial("verify vcpu=1 pass=1 ok", 60)
         unreachable(src)

@@ -86,6 +86,7 @@ class QMP:
         self.cond = threading.Condition()
         self.replies = {}
         self.events = []
+        self.on_event = None  # called on the receive thread, for what cannot wait
         self.greeting = None
         self.closed = False
         self.next_id = 1
@@ -132,6 +133,8 @@ class QMP:
                     if "QMP" in obj:
                         self.greeting = obj
                     elif "event" in obj:
+                        if self.on_event:
+                            self.on_event(obj)
                         self.events.append(obj)
                     else:
                         self.replies[json.dumps(obj.get("id"))] = obj
