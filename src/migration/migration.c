@@ -31,6 +31,20 @@ void mig_thread_sched(uint64_t *run_ns, uint64_t *wait_ns)
     *wait_ns = wait;
 }
 
+uint64_t mig_host_steal_ms(void)
+{
+    /* "cpu  user nice system idle iowait irq softirq steal ..." in USER_HZ */
+    FILE *f = fopen("/proc/stat", "re");
+    unsigned long long v[8] = { 0 };
+    if (f && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                    &v[4], &v[5], &v[6], &v[7]) != 8)
+        v[7] = 0;
+    if (f)
+        fclose(f);
+    long hz = sysconf(_SC_CLK_TCK);
+    return hz > 0 ? v[7] * 1000ULL / (unsigned long long)hz : 0;
+}
+
 uint64_t mig_thread_cpu_wait_ns(void)
 {
     uint64_t run, wait;

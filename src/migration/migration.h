@@ -154,6 +154,10 @@ uint64_t mig_now_ns(void);
 uint64_t mig_thread_cpu_wait_ns(void);
 /* This thread's time on a CPU and waiting for one (ns, schedstat). */
 void mig_thread_sched(uint64_t *run_ns, uint64_t *wait_ns);
+/* CPU time the hypervisor under this machine took from all its CPUs (steal,
+ * /proc/stat), ms since boot; 0 if unknown. For debug lines: on our PVM
+ * hosts a thread the outer host holds off its CPU still looks on-CPU. */
+uint64_t mig_host_steal_ms(void);
 /* Give the calling thread a CPU ahead of the VMM's other threads (nice
  * -10) for work a stopped vCPU waits on: post-copy's fault thread and page
  * server. With the guest's vCPUs, the push and its unpacking busy on two

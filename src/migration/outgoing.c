@@ -656,19 +656,21 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
     if (!c->to_file && out_sync_dirty(c, &count) < 0)
         return stream_get_error(&c->s);
     c->stop_total = count;
-    uint64_t t_send = mig_now_ns(), run0, wait0, run1, wait1;
+    uint64_t t_send = mig_now_ns(), run0, wait0, run1, wait1, steal0 = mig_host_steal_ms();
     mig_thread_sched(&run0, &wait0);
     if (!c->to_file && send_dirty(c, &sent) < 0)
         return stream_get_error(&c->s);
     uint64_t t_done = mig_now_ns();
     mig_thread_sched(&run1, &wait1);
     log_debug("switch-over: last %llu pages sent (%llu MB) in %llu us after a %llu us sync "
-              "(%.0f MB/s; %llu us on a CPU, %llu us waiting for one)",
+              "(%.0f MB/s; %llu us on a CPU, %llu us waiting for one; the host took %llu ms "
+              "of CPU time from this machine meanwhile)",
               (unsigned long long)sent, (unsigned long long)((c->s.bytes - bytes0) / 1000000),
               (unsigned long long)((t_done - t_send) / 1000),
               (unsigned long long)((t_send - t_sync) / 1000),
               t_done > t_send ? (double)(c->s.bytes - bytes0) * 1e3 / (double)(t_done - t_send) : 0.0,
-              (unsigned long long)((run1 - run0) / 1000), (unsigned long long)((wait1 - wait0) / 1000));
+              (unsigned long long)((run1 - run0) / 1000), (unsigned long long)((wait1 - wait0) / 1000),
+              (unsigned long long)(mig_host_steal_ms() - steal0));
     if (!commit_stop(c))
         return stop_given_up(c, rp, pong_due, sent);
     if (m->ops->save_state(m->vm, &c->s, &err) < 0)

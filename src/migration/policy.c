@@ -77,7 +77,7 @@ void precopy_decide(const struct precopy_params *p, struct precopy_policy_state 
 
 uint64_t precopy_stop_allowance_ms(uint64_t downtime_limit_ms)
 {
-    uint64_t more = downtime_limit_ms / 2 > 10 ? downtime_limit_ms / 2 : 10;
+    uint64_t more = downtime_limit_ms / 4 > 10 ? downtime_limit_ms / 4 : 10;
     return downtime_limit_ms + more;
 }
 

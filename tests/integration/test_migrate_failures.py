@@ -100,7 +100,7 @@ def cancel_near_switchover(src):
 def destination_stalls_at_switchover():
     """The destination stops reading once the source has stopped the guest
     (SIGSTOP on the source's MIGRATION {device} event): the switch-over guard gives the
-    guest back within its allowance (150 % of downtime-limit), pre-copy
+    guest back within its allowance (125 % of downtime-limit), pre-copy
     goes on, and once the destination runs again the migration completes
     with the guest intact."""
     with VMM(memory=512, cmdline="workload=dirty wss=256M beat-ms=200") as src, \

@@ -141,27 +141,27 @@ static void test_first_pass_counts(void **state)
     assert_int_equal(d.throttle_pct, 0);
 }
 
-/* The switch-over guard's verdict while stopped (limit 300 ms: 450 allowed). */
+/* The switch-over guard's verdict while stopped (limit 300 ms: 375 allowed). */
 static void test_stop_overruns(void **state)
 {
-    assert_int_equal(precopy_stop_allowance_ms(300), 450);
+    assert_int_equal(precopy_stop_allowance_ms(300), 375);
     assert_int_equal(precopy_stop_allowance_ms(20), 30);
     assert_int_equal(precopy_stop_allowance_ms(0), 10);
     /* past the allowance, whatever the pace */
-    assert_true(precopy_stop_overruns(300, 450, 99, 100));
-    assert_true(precopy_stop_overruns(300, 451, 0, 100));
+    assert_true(precopy_stop_overruns(300, 375, 99, 100));
+    assert_true(precopy_stop_overruns(300, 376, 0, 100));
     /* before a quarter of it, never: the pace is not known yet */
-    assert_false(precopy_stop_overruns(300, 112, 1, 100000));
-    /* from a quarter on, when the pace ends past it: 113 ms for a tenth */
-    assert_true(precopy_stop_overruns(300, 113, 10000, 100000));
-    /* ... and not when it ends within: 113 ms for a third */
-    assert_false(precopy_stop_overruns(300, 113, 33334, 100000));
+    assert_false(precopy_stop_overruns(300, 93, 1, 100000));
+    /* from a quarter on, when the pace ends past it: 94 ms for a tenth */
+    assert_true(precopy_stop_overruns(300, 94, 10000, 100000));
+    /* ... and not when it ends within: 94 ms for a third */
+    assert_false(precopy_stop_overruns(300, 94, 33334, 100000));
     /* a pace that ends exactly at the allowance is within */
-    assert_false(precopy_stop_overruns(300, 225, 50000, 100000));
-    assert_true(precopy_stop_overruns(300, 226, 50000, 100000));
+    assert_false(precopy_stop_overruns(300, 150, 40000, 100000));
+    assert_true(precopy_stop_overruns(300, 151, 40000, 100000));
     /* nothing sent yet, or all of it: the deadline decides */
     assert_false(precopy_stop_overruns(300, 200, 0, 100000));
-    assert_false(precopy_stop_overruns(300, 440, 100000, 100000));
+    assert_false(precopy_stop_overruns(300, 370, 100000, 100000));
     /* 4 GiB of pages and an hour: no overflow */
     assert_true(precopy_stop_overruns(2000000, 1000000, 1, 1ULL << 20));
 }

@@ -322,7 +322,7 @@ static void test_stalled_switchover_gives_back(void **state)
 {
     static struct evm src, dst;
     pair(&src, &dst);
-    evm_set_param(&src, "downtime-limit", 100); /* the hot set fits; 150 ms allowed */
+    evm_set_param(&src, "downtime-limit", 100); /* the hot set fits; 125 ms allowed */
     struct stall_relay r = { .release = release_when_given_back };
     pthread_t t;
     start_relayed(&src, &dst, &r, &t, "stall");
