@@ -295,6 +295,7 @@ def measure(name, sc, hv, prealloc, src, dst):
         "bytes": ram["transferred"], "rounds": ram.get("iteration", ram.get("dirty-sync-count")),
         "throughput_mb_s": round(ram["transferred"] / max(info["total-time"], 1) / 1000, 1),
         "throttle": info.get("cpu-throttle-percentage", 0), "wall_s": round(wall, 2),
+        "switchover_retries": info.get("switchover-retries", 0),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 

@@ -573,6 +573,15 @@ static int drain(struct out_ctx *c, struct stream *rp)
 static void give_back(void *arg)
 {
     struct out_ctx *c = arg;
+    /* The stop's pages are clean until the vCPUs run again: re-protected
+     * now, only those the guest writes again go in the next round (else
+     * the dirty log, never cleared for them, would report them all). The
+     * migration thread touches no dirty log while stopped. A failure here
+     * only costs bytes: pages left unprotected are reported again. */
+    struct gw_error err;
+    gw_error_init(&err);
+    if (dirty_log_protect(c->m->dirty, c->stop_set, 0, c->npages, &err) < 0)
+        log_warn("switch-over guard: %s (the stop's pages will go again)", err.msg);
     c->retries++; /* the migration thread reads it after sw_guard_end */
     pthread_mutex_lock(&c->m->lock);
     c->m->stats.switchover_retries = c->retries;
@@ -581,13 +590,18 @@ static void give_back(void *arg)
     c->m->ops->resume(c->m->vm);
 }
 
-/* Just stopped: arm the guard unless its retries are spent. */
-static void arm_guard(struct out_ctx *c)
+/* Stopped, and c->dirty holds the `count` pages the stop is to send: arm
+ * the guard (its deadline counts from the stop) unless its retries are
+ * spent. */
+static void arm_guard(struct out_ctx *c, uint64_t count)
 {
     c->guard_armed = false;
-    c->stop_total = 0;
+    c->stop_total = count;
     if (c->to_file || c->retries >= c->params.max_switchover_retries)
         return;
+    if (!c->stop_set && !(c->stop_set = bitmap_new(c->npages)))
+        return; /* no guard: the stop runs to its end */
+    memcpy(c->stop_set, c->dirty, BITMAP_WORDS(c->npages) * sizeof(uint64_t));
     uint64_t allow = precopy_stop_allowance_ms(c->params.downtime_limit_ms);
     c->guard_armed = sw_guard_arm(&c->guard, c->stop_ms + allow) == 0;
 }
@@ -644,18 +658,14 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
             return stream_set_error(&c->s, err.code, "%s", err.msg);
         c->stopped = true;
         c->stop_ms = mig_now_ms();
-        mig_set_state(m, MIG_DEVICE);
-        out_refresh_params(c);
-        arm_guard(c);
-    } else {
-        mig_set_state(m, MIG_DEVICE);
-        out_refresh_params(c);
     }
+    mig_set_state(m, MIG_DEVICE);
     log_debug("switch-over: vCPUs stopped");
+    out_refresh_params(c);
     uint64_t count = 0, sent = 0, t_sync = mig_now_ns(), bytes0 = c->s.bytes;
     if (!c->to_file && out_sync_dirty(c, &count) < 0)
         return stream_get_error(&c->s);
-    c->stop_total = count;
+    arm_guard(c, count);
     uint64_t t_send = mig_now_ns(), run0, wait0, run1, wait1, steal0 = mig_host_steal_ms();
     mig_thread_sched(&run0, &wait0);
     if (!c->to_file && send_dirty(c, &sent) < 0)
@@ -856,6 +866,7 @@ void *mig_outgoing_thread(void *arg)
     stream_fini(&c->s);
     bitmap_free(c->dirty);
     bitmap_free(c->rewritten);
+    bitmap_free(c->stop_set);
     free(c->zsrc);
     out_zstd_fini(&c->z);
     pthread_mutex_destroy(&c->rl_lock);

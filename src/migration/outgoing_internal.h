@@ -38,6 +38,8 @@ struct out_ctx {
     struct sw_guard guard;
     bool guard_armed;
     uint64_t stop_total;
+    uint64_t *stop_set;         /* the pages the stop has to send (re-protected
+                                   when the guard gives the guest back) */
     unsigned retries;
     uint64_t resumed_ms;        /* the destination said it runs the guest (0: not yet) */
     uint64_t npages;
