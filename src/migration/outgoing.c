@@ -488,15 +488,21 @@ int out_wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int tim
     return out_read_return(c, rp, want, &rec);
 }
 
+/* The pong to ping `id`, still due after the stop: 0, or -errno (no
+ * answer within timeout_ms is an error too). */
+static int wait_late_pong(struct out_ctx *c, struct stream *rp, uint32_t id, int timeout_ms)
+{
+    int r = out_wait_pong(c, rp, id, timeout_ms);
+    if (r == 0)
+        return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
+    return r < 0 ? r : 0;
+}
+
 int out_wait_loaded(struct out_ctx *c, struct stream *rp, uint32_t late_ping, int timeout_ms)
 {
-    if (late_ping) {
-        int r = out_wait_pong(c, rp, late_ping, timeout_ms);
-        if (r == 0)
-            return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
-        if (r < 0)
-            return r;
-    }
+    int r = late_ping ? wait_late_pong(c, rp, late_ping, timeout_ms) : 0;
+    if (r < 0)
+        return r;
     return out_wait_return(c, rp, GWS_RP_LOADED, timeout_ms);
 }
 
@@ -629,14 +635,8 @@ static int stop_given_up(struct out_ctx *c, struct stream *rp, bool pong_due, ui
              (unsigned long long)(mig_now_ms() - c->stop_ms), (unsigned long long)sent,
              (unsigned long long)c->stop_total, c->retries,
              (unsigned long long)c->params.max_switchover_retries);
-    if (pong_due) {
-        int r = out_wait_pong(c, rp, OUT_PING_DRAIN, HANDSHAKE_TIMEOUT_MS);
-        if (r == 0)
-            return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
-        if (r < 0)
-            return r;
-    }
-    return 1;
+    int r = pong_due ? wait_late_pong(c, rp, OUT_PING_DRAIN, HANDSHAKE_TIMEOUT_MS) : 0;
+    return r < 0 ? r : 1;
 }
 
 /* Stop, send the rest and the state, hand over. 0 when handed over, 1 when
