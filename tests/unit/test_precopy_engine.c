@@ -341,6 +341,43 @@ static void test_stalled_switchover_gives_back(void **state)
     evm_fini(&src);
 }
 
+static bool release_never(struct stall_relay *r)
+{
+    if (evm_state(r->src) == MIG_ACTIVE && !r->src->parked)
+        r->saw_running_while_held = true;
+    return false;
+}
+
+/* Cancelled while the destination still stalls after the guard gave the
+ * guest back (the source blocked in a write): the migration ends
+ * cancelled, the guest keeps running on the source (resumed once), and
+ * the destination fails without a guest. */
+static void test_stalled_switchover_cancel(void **state)
+{
+    static struct evm src, dst;
+    pair(&src, &dst);
+    evm_set_param(&src, "downtime-limit", 100);
+    struct stall_relay r = { .release = release_never };
+    pthread_t t;
+    start_relayed(&src, &dst, &r, &t, "stallc");
+    for (int i = 0; i < 20000 && !r.saw_running_while_held; i++)
+        evm_sleep_us(1000);
+    assert_true(r.saw_running_while_held);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_cancel(&src.mig, &err), 0);
+    assert_true(evm_wait_state(&src, MIG_CANCELLED, 10000));
+    end_relayed(&r, t);
+    assert_true(evm_wait_state(&dst, MIG_FAILED, 10000));
+    uint64_t g = src.gen;
+    evm_sleep_us(50000);
+    assert_true(src.gen != g); /* still running */
+    assert_false(src.parked);
+    assert_false(dst.started);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
 /* max-switchover-retries 0: QEMU's way, the guest stays stopped until the
  * stalled destination reads again. */
 static void test_stalled_switchover_no_retries(void **state)
@@ -623,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_late_pong),
         cmocka_unit_test(test_stalled_switchover_gives_back),
         cmocka_unit_test(test_stalled_switchover_no_retries),
+        cmocka_unit_test(test_stalled_switchover_cancel),
         cmocka_unit_test(test_hostile_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
