@@ -203,6 +203,7 @@ void dom_policy_default(struct dom_policy *p)
     p->bandwidth_mib_s = 0;
     p->completion_timeout_s = 800;
     p->timeout_action = DOM_TIMEOUT_ABORT;
+    p->switchover_retries = 2;
 }
 
 void dom_def_fini(struct dom_def *def)

@@ -37,6 +37,7 @@ struct dom_policy {
     uint32_t bandwidth_mib_s;      /* 0 = unlimited */
     uint32_t completion_timeout_s; /* per GiB of RAM; 0 = none; default 800 */
     enum dom_timeout_action timeout_action;
+    uint32_t switchover_retries;   /* VMM max-switchover-retries, 0..100, default 2 */
 };
 void dom_policy_default(struct dom_policy *p);
 

@@ -10,7 +10,7 @@ static const char *const def_keys[] = {
     "cmdline", "serial_log", "migration", NULL,
 };
 static const char *const policy_keys[] = {
-    "permit_postcopy", "permit_auto_converge", "max_downtime_ms", "bandwidth_mib_s",
+    "permit_postcopy", "permit_auto_converge", "max_downtime_ms", "bandwidth_mib_s", "switchover_retries",
     "completion_timeout_s", "timeout_action", NULL,
 };
 
@@ -91,6 +91,7 @@ static int parse_policy(struct json_object *o, struct dom_policy *p, struct gw_e
     if (!json_object_is_type(o, json_type_object))
         return gw_error_set(err, EINVAL, "'migration' must be an object");
     uint64_t downtime = p->max_downtime_ms, bw = p->bandwidth_mib_s, tmo = p->completion_timeout_s;
+    uint64_t retries = p->switchover_retries;
     int r;
     if ((r = check_keys(o, policy_keys, "'migration'", err)) < 0 ||
         (r = get_bool(o, "permit_postcopy", &p->permit_postcopy, err)) < 0 ||
@@ -98,6 +99,7 @@ static int parse_policy(struct json_object *o, struct dom_policy *p, struct gw_e
         (r = get_uint(o, "max_downtime_ms", 1, 3600000, &downtime, err)) < 0 ||
         (r = get_uint(o, "bandwidth_mib_s", 0, 1u << 20, &bw, err)) < 0 ||
         (r = get_uint(o, "completion_timeout_s", 0, 86400, &tmo, err)) < 0 ||
+        (r = get_uint(o, "switchover_retries", 0, 100, &retries, err)) < 0 ||
         (r = parse_action(o, &p->timeout_action, err)) < 0)
         return r;
     if (p->timeout_action == DOM_TIMEOUT_POSTCOPY && !p->permit_postcopy)
@@ -106,6 +108,7 @@ static int parse_policy(struct json_object *o, struct dom_policy *p, struct gw_e
     p->max_downtime_ms = (uint32_t)downtime;
     p->bandwidth_mib_s = (uint32_t)bw;
     p->completion_timeout_s = (uint32_t)tmo;
+    p->switchover_retries = (uint32_t)retries;
     return 0;
 }
 
@@ -202,6 +205,7 @@ struct json_object *dom_def_to_json(const struct dom_def *def)
     json_object_object_add(m, "bandwidth_mib_s", json_object_new_int64(p->bandwidth_mib_s));
     json_object_object_add(m, "completion_timeout_s", json_object_new_int64(p->completion_timeout_s));
     add_str(m, "timeout_action", dom_timeout_action_name(p->timeout_action));
+    json_object_object_add(m, "switchover_retries", json_object_new_int64(p->switchover_retries));
     json_object_object_add(o, "migration", m);
     return o;
 }

@@ -81,6 +81,7 @@ void mig_policy_vmm_setup(const struct mig_policy *p, const struct mig_flags *f,
     out->downtime_limit_ms = p->max_downtime_ms;
     out->max_bandwidth_bps = bandwidth_bps(p, f);
     out->max_postcopy_bandwidth_bps = out->max_bandwidth_bps;
+    out->max_switchover_retries = p->switchover_retries;
 }
 
 void mig_policy_state_init(struct mig_policy_state *st, const struct mig_flags *f)

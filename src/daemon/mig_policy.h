@@ -71,6 +71,7 @@ struct mig_policy {
     uint64_t bandwidth_mib_s;          /* 0 = unlimited */
     uint64_t completion_timeout_s;     /* per GiB of RAM (rounded up, at least 1); 0 = none */
     enum mig_timeout_action timeout_action;
+    uint64_t switchover_retries;       /* VMM max-switchover-retries */
 };
 
 /* This migration's flags (virsh migrate options). */
@@ -137,6 +138,7 @@ struct mig_vmm_setup {
     uint64_t max_bandwidth_bps;        /* bytes/s, 0 = unlimited */
     uint64_t max_postcopy_bandwidth_bps;
     unsigned throttle_trigger_pct;     /* throttle-trigger-threshold (when cap_auto_converge) */
+    uint64_t max_switchover_retries;   /* stops the VMM may give up (its switch-over guard) */
 };
 
 const char *mig_action_name(enum mig_action a);

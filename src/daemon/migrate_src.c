@@ -71,6 +71,7 @@ static void policy_of(const struct dom_def *def, const struct mig_run *run, stru
     p->max_downtime_ms = run->downtime_ms ? run->downtime_ms : d->max_downtime_ms;
     p->bandwidth_mib_s = d->bandwidth_mib_s;
     p->completion_timeout_s = d->completion_timeout_s;
+    p->switchover_retries = d->switchover_retries;
     p->timeout_action = d->timeout_action == DOM_TIMEOUT_PAUSE      ? MIG_TIMEOUT_PAUSE
                         : d->timeout_action == DOM_TIMEOUT_POSTCOPY ? MIG_TIMEOUT_POSTCOPY
                                                                     : MIG_TIMEOUT_ABORT;
@@ -193,6 +194,8 @@ static int qmp_set_params(struct domain *dom, const struct mig_vmm_setup *v, str
     json_object_object_add(a, "max-bandwidth", json_object_new_int64((int64_t)v->max_bandwidth_bps));
     json_object_object_add(a, "max-postcopy-bandwidth",
                            json_object_new_int64((int64_t)v->max_postcopy_bandwidth_bps));
+    json_object_object_add(a, "max-switchover-retries",
+                           json_object_new_int64((int64_t)v->max_switchover_retries));
     if (v->cap_auto_converge)
         json_object_object_add(a, "throttle-trigger-threshold",
                                json_object_new_int64((int64_t)v->throttle_trigger_pct));

@@ -46,6 +46,7 @@ static void test_minimal(void **state)
     assert_int_equal(d.policy.max_downtime_ms, 300);
     assert_int_equal(d.policy.completion_timeout_s, 800);
     assert_int_equal(d.policy.timeout_action, DOM_TIMEOUT_ABORT);
+    assert_int_equal(d.policy.switchover_retries, 2);
     assert_null(d.serial_log);
     assert_false(d.memory_prealloc);
     dom_def_fini(&d);
@@ -59,7 +60,7 @@ static void test_full_round_trip(void **state)
         " \"vcpus\": 4, \"test_guest\": true, \"cmdline\": \"workload=mem-invariant beat-ms=500\","
         " \"serial_log\": \"/var/log/db.log\", \"migration\": {\"permit_postcopy\": true,"
         " \"permit_auto_converge\": false, \"max_downtime_ms\": 50, \"bandwidth_mib_s\": 100,"
-        " \"completion_timeout_s\": 30, \"timeout_action\": \"postcopy\"}}";
+        " \"completion_timeout_s\": 30, \"timeout_action\": \"postcopy\", \"switchover_retries\": 0}}";
     struct dom_def d, e;
     struct gw_error err;
     assert_int_equal(parse(text, &d, &err), 0);
@@ -67,6 +68,7 @@ static void test_full_round_trip(void **state)
     assert_int_equal(d.policy.timeout_action, DOM_TIMEOUT_POSTCOPY);
     assert_false(d.policy.permit_auto_converge);
     assert_int_equal(d.policy.bandwidth_mib_s, 100);
+    assert_int_equal(d.policy.switchover_retries, 0);
     assert_true(d.memory_prealloc);
     struct json_object *o = dom_def_to_json(&d);
     assert_int_equal(dom_def_from_json(o, &e, &err), 0);
@@ -110,6 +112,8 @@ static void test_invalid(void **state)
                    "'timeout_action'");
     expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"max_downtime_ms\": 0}}",
                    "'max_downtime_ms'");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"switchover_retries\": 101}}",
+                   "'switchover_retries'");
     expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"permit_postcopy\": 1}}",
                    "true or false");
     expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"permit_postcopy\": false,"

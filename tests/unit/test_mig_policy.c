@@ -27,7 +27,8 @@ static struct mig_policy policy(bool postcopy, bool ac, enum mig_timeout_action 
 {
     struct mig_policy p = { .permit_postcopy = postcopy, .permit_auto_converge = ac,
                             .max_downtime_ms = 300, .bandwidth_mib_s = 0,
-                            .completion_timeout_s = 800, .timeout_action = a };
+                            .completion_timeout_s = 800, .timeout_action = a,
+                            .switchover_retries = 2 };
     return p;
 }
 
@@ -293,6 +294,10 @@ static void test_vmm_setup_and_helpers(void **state)
     assert_int_equal(v.throttle_trigger_pct, MIG_POLICY_DORMANT_TRIGGER);
     assert_int_equal(v.max_bandwidth_bps, 100 * MIB);
     assert_int_equal(v.downtime_limit_ms, 300);
+    assert_int_equal(v.max_switchover_retries, 2); /* the domain's, passed on */
+    p.switchover_retries = 0;
+    mig_policy_vmm_setup(&p, &f, &v);
+    assert_int_equal(v.max_switchover_retries, 0);
     p.permit_postcopy = true;
     f.postcopy = true;
     f.bandwidth_mib_s = 50;
