@@ -639,6 +639,43 @@ static int stop_given_up(struct out_ctx *c, struct stream *rp, bool pong_due, ui
     return r < 0 ? r : 1;
 }
 
+/* The stopped send's cost, for a debug line: its /proc reads (~20 us each)
+ * would fall in the downtime, so they are made at debug level only. */
+struct send_trace {
+    bool on;
+    uint64_t t0, bytes0, run0, wait0, steal0;
+};
+
+static void send_trace_begin(const struct out_ctx *c, struct send_trace *t)
+{
+    t->on = gw_log_get_level() >= GW_LOG_DEBUG;
+    t->t0 = mig_now_ns();
+    t->bytes0 = c->s.bytes;
+    if (t->on) {
+        mig_thread_sched(&t->run0, &t->wait0);
+        t->steal0 = mig_host_steal_ms();
+    }
+}
+
+static void send_trace_end(const struct out_ctx *c, const struct send_trace *t, uint64_t sent,
+                           uint64_t t_sync)
+{
+    if (!t->on)
+        return;
+    uint64_t t1 = mig_now_ns(), run1, wait1, steal1 = mig_host_steal_ms();
+    mig_thread_sched(&run1, &wait1);
+    uint64_t bytes = c->s.bytes - t->bytes0;
+    log_debug("switch-over: last %llu pages sent (%llu MB) in %llu us after a %llu us sync "
+              "(%.0f MB/s; %llu us on a CPU, %llu us waiting for one; the host took %llu ms "
+              "of CPU time from this machine meanwhile)",
+              (unsigned long long)sent, (unsigned long long)(bytes / 1000000),
+              (unsigned long long)((t1 - t->t0) / 1000), (unsigned long long)((t->t0 - t_sync) / 1000),
+              t1 > t->t0 ? (double)bytes * 1e3 / (double)(t1 - t->t0) : 0.0,
+              (unsigned long long)((run1 - t->run0) / 1000),
+              (unsigned long long)((wait1 - t->wait0) / 1000),
+              (unsigned long long)(steal1 - t->steal0));
+}
+
 /* Stop, send the rest and the state, hand over. 0 when handed over, 1 when
  * the switch-over guard gave the guest back (pre-copy goes on), -errno. */
 static int switchover_on(struct out_ctx *c, struct stream *rp)
@@ -662,25 +699,15 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
     mig_set_state(m, MIG_DEVICE);
     log_debug("switch-over: vCPUs stopped");
     out_refresh_params(c);
-    uint64_t count = 0, sent = 0, t_sync = mig_now_ns(), bytes0 = c->s.bytes;
+    uint64_t count = 0, sent = 0, t_sync = mig_now_ns();
     if (!c->to_file && out_sync_dirty(c, &count) < 0)
         return stream_get_error(&c->s);
     arm_guard(c, count);
-    uint64_t t_send = mig_now_ns(), run0, wait0, run1, wait1, steal0 = mig_host_steal_ms();
-    mig_thread_sched(&run0, &wait0);
+    struct send_trace tr;
+    send_trace_begin(c, &tr);
     if (!c->to_file && send_dirty(c, &sent) < 0)
         return stream_get_error(&c->s);
-    uint64_t t_done = mig_now_ns();
-    mig_thread_sched(&run1, &wait1);
-    log_debug("switch-over: last %llu pages sent (%llu MB) in %llu us after a %llu us sync "
-              "(%.0f MB/s; %llu us on a CPU, %llu us waiting for one; the host took %llu ms "
-              "of CPU time from this machine meanwhile)",
-              (unsigned long long)sent, (unsigned long long)((c->s.bytes - bytes0) / 1000000),
-              (unsigned long long)((t_done - t_send) / 1000),
-              (unsigned long long)((t_send - t_sync) / 1000),
-              t_done > t_send ? (double)(c->s.bytes - bytes0) * 1e3 / (double)(t_done - t_send) : 0.0,
-              (unsigned long long)((run1 - run0) / 1000), (unsigned long long)((wait1 - wait0) / 1000),
-              (unsigned long long)(mig_host_steal_ms() - steal0));
+    send_trace_end(c, &tr, sent, t_sync);
     if (!commit_stop(c))
         return stop_given_up(c, rp, pong_due, sent);
     if (m->ops->save_state(m->vm, &c->s, &err) < 0)
