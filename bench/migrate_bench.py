@@ -300,6 +300,7 @@ def measure(name, sc, hv, prealloc, src, dst):
         "throughput_mb_s": round(ram["transferred"] / max(info["total-time"], 1) / 1000, 1),
         "throttle": info.get("cpu-throttle-percentage", 0), "wall_s": round(wall, 2),
         "switchover_retries": info.get("switchover-retries", 0),
+        "rounds_ended_early": info.get("rounds-ended-early", 0),
         "progress_before_pages_s": progress_rate(src, t0 - 2, t0),
         "progress_during_pages_s": progress_rate(src, t0, t0 + live_s),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -51,6 +51,28 @@ size_t bitmap_count(const uint64_t *map, size_t nbits)
     return n;
 }
 
+size_t bitmap_count_or(const uint64_t *a, const uint64_t *b, size_t nbits)
+{
+    size_t n = 0, words = nbits / 64;
+    for (size_t i = 0; i < words; i++)
+        n += (size_t)__builtin_popcountll(a[i] | b[i]);
+    if (nbits % 64)
+        n += (size_t)__builtin_popcountll((a[words] | b[words]) & ((1ULL << (nbits % 64)) - 1));
+    return n;
+}
+
+size_t bitmap_count_and_andnot(const uint64_t *a, const uint64_t *b, const uint64_t *c,
+                               size_t nbits)
+{
+    size_t n = 0, words = nbits / 64;
+    for (size_t i = 0; i < words; i++)
+        n += (size_t)__builtin_popcountll(a[i] & b[i] & ~c[i]);
+    if (nbits % 64)
+        n += (size_t)__builtin_popcountll(a[words] & b[words] & ~c[words] &
+                                          ((1ULL << (nbits % 64)) - 1));
+    return n;
+}
+
 void bitmap_or_at(uint64_t *dst, size_t dst_start, const uint64_t *src, size_t n)
 {
     if (dst_start % 64 == 0) {

@@ -41,6 +41,11 @@ void bitmap_zero(uint64_t *map, size_t nbits);
 void bitmap_set_range(uint64_t *map, size_t start, size_t n);
 void bitmap_clear_range(uint64_t *map, size_t start, size_t n);
 size_t bitmap_count(const uint64_t *map, size_t nbits);
+/* How many bits are set in a or in b (neither changed). */
+size_t bitmap_count_or(const uint64_t *a, const uint64_t *b, size_t nbits);
+/* How many bits are set in a and in b but not in c. */
+size_t bitmap_count_and_andnot(const uint64_t *a, const uint64_t *b, const uint64_t *c,
+                               size_t nbits);
 /* dst |= src over [dst_start, dst_start+n) taking src bits from 0 (bit-level
  * shift allowed). */
 void bitmap_or_at(uint64_t *dst, size_t dst_start, const uint64_t *src, size_t n);

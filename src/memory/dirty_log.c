@@ -117,6 +117,26 @@ int dirty_log_fetch(struct dirty_log *dl, uint64_t *out, struct gw_error *err)
     return sync_all(dl, out, false, err);
 }
 
+int dirty_log_peek(struct dirty_log *dl, uint64_t *out, struct gw_error *err)
+{
+    if (!dl->active)
+        return gw_error_set(err, EINVAL, "dirty logging is not active");
+    if (dl->vm_fd >= 0 && !dl->manual_protect)
+        return gw_error_set(err, EOPNOTSUPP, "KVM re-protects what it reports: no peeking");
+    for (unsigned i = 0; dl->vm_fd >= 0 && i < dl->ram->nr_regions; i++) {
+        const struct guest_ram_region *r = &dl->ram->regions[i];
+        uint64_t pages = r->size / GUEST_PAGE_SIZE;
+        bitmap_zero(dl->slot_map, pages);
+        struct kvm_dirty_log log = { .slot = i, .dirty_bitmap = dl->slot_map };
+        if (ioctl(dl->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+            return gw_error_set(err, errno, "KVM_GET_DIRTY_LOG slot %u: %s", i, strerror(errno));
+        bitmap_or_at(out, r->offset / GUEST_PAGE_SIZE, dl->slot_map, pages);
+    }
+    /* Other threads set bits meanwhile (atomically): a word read is whole. */
+    bitmap_or_at(out, 0, dl->vmm_map, dl->npages);
+    return 0;
+}
+
 int dirty_log_protect(struct dirty_log *dl, const uint64_t *bits, uint64_t first, uint64_t n,
                       struct gw_error *err)
 {

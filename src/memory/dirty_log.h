@@ -49,6 +49,11 @@ int dirty_log_sync(struct dirty_log *dl, uint64_t *out, struct gw_error *err);
  * manual protection KVM_GET_DIRTY_LOG re-protects by itself: then this is
  * dirty_log_sync. */
 int dirty_log_fetch(struct dirty_log *dl, uint64_t *out, struct gw_error *err);
+/* What a fetch would report now, without taking it: OR into `out` the
+ * guest's pages that KVM's log holds dirty and the pages the VMM wrote
+ * (they stay for the next fetch). Needs manual protection, since
+ * KVM_GET_DIRTY_LOG otherwise re-protects what it reports: -EOPNOTSUPP. */
+int dirty_log_peek(struct dirty_log *dl, uint64_t *out, struct gw_error *err);
 /* Re-protect the pages whose bits are set in `bits` (an npages-bit map by
  * RAM page index) within [first, first+n); other pages are untouched. Any
  * alignment; the bits are not changed. No-op without KVM or manual

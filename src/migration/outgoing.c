@@ -238,6 +238,73 @@ static int skip_rewritten(struct out_ctx *c, uint64_t next)
     return 0;
 }
 
+/* The bandwidth to expect once the vCPUs stop, from a live round that has
+ * moved `bytes` carrying `pages` pages in `ns`, waiting `cpu_wait_ns` for a
+ * CPU: at most max-bandwidth; with compress-zstd in page bytes (what the
+ * policy weighs: the test guest's pages shrink 250 times, and its rounds
+ * read as 6 MB/s). */
+static uint64_t stop_bandwidth(const struct out_ctx *c, uint64_t bytes, uint64_t pages, uint64_t ns,
+                               uint64_t cpu_wait_ns)
+{
+    uint64_t bw = precopy_switch_bandwidth(bytes, ns, cpu_wait_ns);
+    if (c->params.max_bandwidth && (bw == 0 || bw > c->params.max_bandwidth))
+        bw = c->params.max_bandwidth;
+    uint64_t page_bytes = pages * GWS_PAGE_SIZE;
+    if (c->caps.on[MIG_CAP_COMPRESS_ZSTD] && bytes && page_bytes > bytes)
+        bw = (uint64_t)((double)bw * (double)page_bytes / (double)bytes);
+    return bw;
+}
+
+/* A live round ends early once all that a stop would now have to send
+ * (what is left of the round, and what the guest has written since its
+ * pages went) fits the downtime limit at this round's rate, and the round's
+ * pages are being written again (precopy_round_ends_early); the policy
+ * then decides at the round's end as always. QEMU's migration thread also
+ * checks its pending pages between rate-limit quanta, not only when a round
+ * ends. Without it, a busy guest whose first pass ran at the destination's
+ * first-touch rate (0.4 GB/s, where re-sent pages go at 2-3 GB/s) had its
+ * whole working set sent again in a second pass, then a third time in the
+ * stop. KVM's log is only read, never taken (manual protection keeps its
+ * bits until cleared): the round's own pages are still set there. */
+#define OUT_PROBE_EVERY_NS 10000000ULL /* look at most every 10 ms */
+#define OUT_PROBE_AFTER_NS 20000000ULL /* from 20 ms into the round: a rate needs time */
+
+static bool round_fits_now(struct out_ctx *c, uint64_t sent)
+{
+    uint64_t now = mig_now_ns();
+    if (c->probe_off || now - c->round_t0 < OUT_PROBE_AFTER_NS ||
+        now - c->probe_ns < OUT_PROBE_EVERY_NS)
+        return false;
+    c->probe_ns = now;
+    struct gw_error err;
+    gw_error_init(&err);
+    if (!c->probe || !c->round_set)
+        return false; /* no memory for it: an optimisation only */
+    bitmap_zero(c->probe, c->npages);
+    if (dirty_log_peek(c->m->dirty, c->probe, &err) < 0) {
+        log_debug("the round's end is not looked ahead at: %s", err.msg);
+        c->probe_off = true;
+        return false;
+    }
+    /* Sent this round and written since; all a stop would send now. */
+    uint64_t again = bitmap_count_and_andnot(c->probe, c->round_set, c->dirty, c->npages);
+    uint64_t left = bitmap_count_or(c->probe, c->dirty, c->npages) + c->n;
+    uint64_t bw = stop_bandwidth(c, c->s.bytes - c->round_bytes0, sent, now - c->round_t0,
+                                 mig_thread_cpu_wait_ns() - c->round_wait0);
+    if (!precopy_round_ends_early(c->params.downtime_limit_ms, sent, again, left * GWS_PAGE_SIZE,
+                                  bw ? bw : 1))
+        return false;
+    uint64_t expect = precopy_expected_downtime_ms(left * GWS_PAGE_SIZE, bw ? bw : 1);
+    pthread_mutex_lock(&c->m->lock);
+    c->m->stats.rounds_ended_early++;
+    pthread_mutex_unlock(&c->m->lock);
+    log_debug("pass %llu ends early after %llu pages (%llu of them written again): a stop now "
+              "would send %llu pages, %llu ms at %.0f MB/s", (unsigned long long)c->pass,
+              (unsigned long long)sent, (unsigned long long)again, (unsigned long long)left,
+              (unsigned long long)expect, (double)bw / 1e6);
+    return true;
+}
+
 /* While stopped with the guard armed, `sent` pages of the stop's round
  * gone: has the guard fired, or should it fire now (the pace so far ends
  * past the allowance)? */
@@ -252,11 +319,14 @@ static bool stop_overruns(struct out_ctx *c, uint64_t sent)
 }
 
 /* Send every page set in c->dirty (clearing the bits); stops early, leaving
- * bits set, when post-copy is to start or the switch-over guard fired. */
-static int send_dirty(struct out_ctx *c, uint64_t *sent)
+ * bits set, when post-copy is to start, the switch-over guard fired, or
+ * (live rounds) a stop would fit the limit now (*cut set). */
+static int send_dirty(struct out_ctx *c, uint64_t *sent, bool *cut)
 {
     uint64_t n = 0, chunk_end = 0;
     bool hybrid = hybrid_first_pass(c);
+    bool look_ahead = !c->stopped && !c->to_file && !hybrid && !(c->postcopy && c->m->pc_start_req);
+    *cut = false;
     if (hybrid)
         c->rewritten_ns = mig_now_ns();
     for (uint64_t i = bitmap_next_set(c->dirty, c->npages, 0); i < c->npages;
@@ -275,6 +345,10 @@ static int send_dirty(struct out_ctx *c, uint64_t *sent)
             break; /* the guest runs again: the rest goes in the next round */
         if ((n & 1023) == 0 && switch_to_postcopy(c))
             break; /* the rest of this round goes in post-copy */
+        if (look_ahead && (n & 1023) == 0 && round_fits_now(c, n)) {
+            *cut = true;
+            break; /* the rest goes in the stop, if the policy agrees */
+        }
     }
     if (out_flush_pages(c) < 0 || out_flush_zero(c) < 0)
         return stream_get_error(&c->s);
@@ -368,6 +442,7 @@ static int out_check_return(struct out_ctx *c)
 /* What one live round did, for the policy. */
 struct round_meas {
     uint64_t pass, sent, dirty, bytes, ns, cpu_wait_ns;
+    uint64_t left;              /* of the round's own pages, not sent (a cut round) */
 };
 
 /* The policy's verdict on a finished round, published in query-migrate;
@@ -384,22 +459,18 @@ static void decide_round(struct out_ctx *c, struct precopy_policy_state *pst,
         .throttle_max = (unsigned)c->params.max_cpu_throttle,
         .throttle_trigger_pct = (unsigned)c->params.throttle_trigger_threshold,
     };
-    uint64_t bw = precopy_switch_bandwidth(r->bytes, r->ns, r->cpu_wait_ns);
-    if (c->params.max_bandwidth && (bw == 0 || bw > c->params.max_bandwidth))
-        bw = c->params.max_bandwidth;
+    uint64_t bw = stop_bandwidth(c, r->bytes, r->sent, r->ns, r->cpu_wait_ns);
     /* The policy weighs page bytes (what is dirty); with compress-zstd the
-     * wire carries fewer: scale by this round's ratio (the test guest's
-     * pages shrink 250 times, and its rounds read as 6 MB/s). */
+     * wire carries fewer. */
     uint64_t page_bytes = r->sent * GWS_PAGE_SIZE, moved = r->bytes;
-    if (c->caps.on[MIG_CAP_COMPRESS_ZSTD] && r->bytes && page_bytes > r->bytes) {
-        bw = (uint64_t)((double)bw * (double)page_bytes / (double)r->bytes);
+    if (c->caps.on[MIG_CAP_COMPRESS_ZSTD] && r->bytes && page_bytes > r->bytes)
         moved = page_bytes;
-    }
     struct precopy_round round = {
         .iteration = (unsigned)r->pass,
         .remaining_bytes = r->dirty * GWS_PAGE_SIZE,
         .bandwidth_bps = bw ? bw : 1,
-        .dirtied_bytes = r->dirty * GWS_PAGE_SIZE,
+        /* A cut round's unsent pages were not dirtied while it ran. */
+        .dirtied_bytes = (r->dirty - (r->left < r->dirty ? r->left : r->dirty)) * GWS_PAGE_SIZE,
         .transferred_bytes = moved,
     };
     precopy_decide(&pp, pst, &round, d);
@@ -430,10 +501,19 @@ static int precopy(struct out_ctx *c)
         emit_pass(c, pass);
         struct round_meas r = { .pass = pass };
         uint64_t t0 = mig_now_ns(), wait0 = mig_thread_cpu_wait_ns(), bytes0 = c->s.bytes;
-        if (send_dirty(c, &r.sent) < 0)
+        c->round_t0 = c->probe_ns = t0;
+        if (!c->probe_off && (c->probe || (c->probe = bitmap_new(c->npages))) &&
+            (c->round_set || (c->round_set = bitmap_new(c->npages))))
+            memcpy(c->round_set, c->dirty, BITMAP_WORDS(c->npages) * sizeof(uint64_t));
+        c->round_wait0 = wait0;
+        c->round_bytes0 = bytes0;
+        bool cut;
+        if (send_dirty(c, &r.sent, &cut) < 0)
             return stream_get_error(&c->s);
         if (switch_to_postcopy(c))
             return 0;
+        if (cut)
+            r.left = bitmap_count(c->dirty, c->npages);
         c->first_pass = false;
         struct gws_end_of_iteration eoi = { (uint32_t)pass, 0, r.sent };
         struct iovec iov = { &eoi, sizeof(eoi) };
@@ -705,7 +785,8 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
     arm_guard(c, count);
     struct send_trace tr;
     send_trace_begin(c, &tr);
-    if (!c->to_file && send_dirty(c, &sent) < 0)
+    bool cut;
+    if (!c->to_file && send_dirty(c, &sent, &cut) < 0)
         return stream_get_error(&c->s);
     send_trace_end(c, &tr, sent, t_sync);
     if (!commit_stop(c))
@@ -864,8 +945,9 @@ static int run(struct out_ctx *c)
     mig_set_state(m, MIG_ACTIVE);
     if (c->to_file) {
         uint64_t sent;
+        bool cut;
         emit_pass(c, 1);
-        if (send_dirty(c, &sent) < 0)
+        if (send_dirty(c, &sent, &cut) < 0)
             return -1;
         return switchover(c);
     }
@@ -936,6 +1018,8 @@ void *mig_outgoing_thread(void *arg)
     stream_fini(&c->s);
     bitmap_free(c->dirty);
     bitmap_free(c->rewritten);
+    bitmap_free(c->probe);
+    bitmap_free(c->round_set);
     bitmap_free(c->stop_set);
     free(c->zsrc);
     out_zstd_fini(&c->z);

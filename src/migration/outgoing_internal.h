@@ -49,6 +49,12 @@ struct out_ctx {
      * last looked. */
     uint64_t *rewritten;
     uint64_t rewritten_ns, rewritten_skipped;
+    /* The live round in progress (see round_fits_now in outgoing.c): when
+     * and where it began, when the log was last looked at, and a scratch
+     * map for that look. */
+    uint64_t round_t0, round_bytes0, round_wait0, probe_ns;
+    uint64_t *probe, *round_set; /* the round's pages when it began */
+    bool probe_off;             /* the log cannot be looked at without taking it */
     /* max-bandwidth, then max-postcopy-bandwidth. After the switch the page
      * server also accounts what it sends (rl_lock), so that the background
      * push leaves room for it and its prefetch stops when over the limit. */

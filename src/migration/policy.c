@@ -75,6 +75,14 @@ void precopy_decide(const struct precopy_params *p, struct precopy_policy_state 
     d->throttle_pct = st->throttle_pct;
 }
 
+bool precopy_round_ends_early(uint64_t downtime_limit_ms, uint64_t sent, uint64_t again,
+                              uint64_t left_bytes, uint64_t bandwidth_bps)
+{
+    if (sent == 0 || again * 2 < sent)
+        return false;
+    return precopy_expected_downtime_ms(left_bytes, bandwidth_bps) <= downtime_limit_ms;
+}
+
 uint64_t precopy_stop_allowance_ms(uint64_t downtime_limit_ms)
 {
     uint64_t more = downtime_limit_ms / 4 > 10 ? downtime_limit_ms / 4 : 10;

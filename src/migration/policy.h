@@ -56,6 +56,16 @@ uint64_t precopy_expected_downtime_ms(uint64_t remaining_bytes, uint64_t bandwid
 void precopy_decide(const struct precopy_params *p, struct precopy_policy_state *st,
                     const struct precopy_round *r, struct precopy_decision *d);
 
+/* In a live round that has sent `sent` pages, `again` of which the guest
+ * has written since, with `left_bytes` that a stop would have to send now
+ * (the round's unsent pages and all written since) at `bandwidth_bps`:
+ * end the round here and let the policy decide? Yes when the stop fits
+ * the limit and at least half of what the round sent is written again
+ * (going on would mostly send pages the stop sends anyway); an idle
+ * guest's round goes on, and its stop then sends next to nothing. */
+bool precopy_round_ends_early(uint64_t downtime_limit_ms, uint64_t sent, uint64_t again,
+                              uint64_t left_bytes, uint64_t bandwidth_bps);
+
 /* The switch-over guard (switchover_guard.h). How long the guest may stay
  * stopped while the last round's pages go: the limit and a quarter of it
  * again, at least 10 ms more than the limit (the state and the

@@ -427,8 +427,10 @@ static int cmd_query_migrate(void *opaque, struct json_object *args, struct json
     json_object_object_add(o, "postcopy-started", json_object_new_boolean(st.postcopy_started));
     if (st.paused_count)
         add_int(o, "postcopy-pauses", st.paused_count);
-    if (!vm->mig.incoming)
+    if (!vm->mig.incoming) {
         add_int(o, "switchover-retries", st.switchover_retries);
+        add_int(o, "rounds-ended-early", st.rounds_ended_early);
+    }
     if (st.throttle_pct)
         add_int(o, "cpu-throttle-percentage", st.throttle_pct);
     struct json_object *ram = json_object_new_object();

@@ -5,14 +5,16 @@ at switch-over (digest), also with a destination that populates its RAM
 while the stream arrives (--mem-prealloc), the memory invariant holds, the guest's own
 self-check passes, the source ends postmigrate and the destination runs;
 then a 2-vCPU guest running verify/fpu/time... and the dirty workload's
-heartbeat continues in order across the migration (no byte lost or doubled)."""
+heartbeat continues in order across the migration (no byte lost or doubled);
+and a live round gives way to the stop once the stop fits (rounds-ended-early)
+while the guest's rewritten pages stay correct."""
 # timeout: 600
 import os
 import time
 
 from godwit_test import (VMM, assert_heartbeat_continued, assert_no_guest_errors,
                          check_invariant_regions, migrate, need_kvm, ram_digest, run_test,
-                         self_check, wait_heartbeats)
+                         self_check, start_migration, wait_heartbeats, wait_migration)
 
 
 def busy_guest_digest(mem=1024, prealloc=False):
@@ -63,8 +65,36 @@ def workloads_continue():
         print("heartbeat continued:", ticks[0], "..", ticks[-1])
 
 
+def round_ends_early():
+    """The guest rewrites a 16 MiB working set at full speed. At 50 MB/s
+    and a 1 ms limit the rounds (16 MiB each, ~340 ms) go on; once the limit
+    is 1 s, the next round gives way to the stop within its first tens of
+    ms, since the stop fits and what the round sends is written again at
+    once. The guest's self-check on the destination then proves that the
+    pages the cut round left for the stop all came across."""
+    with VMM(memory=256, vcpus=1, cmdline="workload=dirty wss=16M rate=0 beat-ms=10") as src, \
+         VMM(memory=256, vcpus=1, incoming=True) as dst:
+        src.wait_serial("heartbeat vcpu=0 tick=3 ", 60)
+        start_migration(src, dst, "unix:" + os.path.join(dst.dir, "m.sock"), (),
+                        {"downtime-limit": 1, "max-bandwidth": 50_000_000})
+        deadline = time.time() + 60
+        while src.qmp.cmd("query-migrate").get("ram", {}).get("dirty-sync-count", 0) < 3:
+            assert time.time() < deadline, "pre-copy made no second round"
+            time.sleep(0.02)
+        src.qmp.cmd("migrate-set-parameters", **{"downtime-limit": 1000})
+        info = wait_migration(src, 60)
+        assert info["status"] == "completed", info
+        print("rounds", info["ram"]["dirty-sync-count"], "ended early", info["rounds-ended-early"],
+              "downtime", info["downtime"], "ms")
+        assert info["rounds-ended-early"] >= 1, info
+        wait_heartbeats(src, dst, 3)
+        self_check(dst)
+        assert_no_guest_errors(dst)
+
+
 def main():
     need_kvm()
+    round_ends_early()
     busy_guest_digest()
     busy_guest_digest(512, prealloc=True)
     workloads_continue()

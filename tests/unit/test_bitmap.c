@@ -117,6 +117,29 @@ static void test_andnot_from(void **state)
     bitmap_free(dst);
 }
 
+/* The counts a live round's look-ahead takes over whole maps: unions and
+ * "in a and b, not in c", the partial last word included and nothing
+ * past it. */
+static void test_counts(void **state)
+{
+    uint64_t *a = bitmap_new(300), *b = bitmap_new(300), *c = bitmap_new(300);
+    bitmap_set_range(a, 0, 150);     /* 0..149 */
+    bitmap_set_range(b, 100, 200);   /* 100..299 */
+    bitmap_set_range(c, 120, 10);    /* 120..129 */
+    assert_int_equal(bitmap_count_or(a, b, 300), 300);
+    assert_int_equal(bitmap_count_or(a, c, 300), 150);
+    assert_int_equal(bitmap_count_and_andnot(a, b, c, 300), 40); /* 100..149 less 120..129 */
+    assert_int_equal(bitmap_count_and_andnot(b, a, c, 300), 40);
+    assert_int_equal(bitmap_count_and_andnot(a, c, c, 300), 0);
+    /* bits past nbits in the last word are not counted */
+    a[4] |= ~0ULL;
+    assert_int_equal(bitmap_count_or(a, c, 300), 150 + 300 - 256);
+    assert_int_equal(bitmap_count_or(a, c, 256), 150);
+    bitmap_free(a);
+    bitmap_free(b);
+    bitmap_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -126,6 +149,7 @@ int main(void)
         cmocka_unit_test(test_or_take),
         cmocka_unit_test(test_copy_bits),
         cmocka_unit_test(test_andnot_from),
+        cmocka_unit_test(test_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

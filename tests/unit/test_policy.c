@@ -166,6 +166,25 @@ static void test_stop_overruns(void **state)
     assert_true(precopy_stop_overruns(2000000, 1000000, 1, 1ULL << 20));
 }
 
+/* A live round ends early only when a stop would fit now and the round's
+ * pages are being written again (limit 300 ms, 1 GB/s: 300 MB fit). */
+static void test_round_ends_early(void **state)
+{
+    const uint64_t gbs = 1000000000ULL;
+    /* the busy guest's second pass: most of what went is written again */
+    assert_true(precopy_round_ends_early(300, 10000, 9000, 250000000, gbs));
+    assert_true(precopy_round_ends_early(300, 10000, 5000, 300000000, gbs)); /* both at the edge */
+    /* the stop would not fit */
+    assert_false(precopy_round_ends_early(300, 10000, 9000, 300000001, gbs));
+    assert_false(precopy_round_ends_early(300, 10000, 9000, 1, 0));
+    /* an idle guest's round: what went stays as sent, so it goes on, however
+     * little is left */
+    assert_false(precopy_round_ends_early(300, 10000, 4999, 4096, gbs));
+    assert_false(precopy_round_ends_early(300, 10000, 0, 0, gbs));
+    /* nothing sent yet: nothing to judge by */
+    assert_false(precopy_round_ends_early(300, 0, 0, 0, gbs));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -177,6 +196,7 @@ int main(void)
         cmocka_unit_test(test_auto_converge_steps),
         cmocka_unit_test(test_good_round_resets_counter),
         cmocka_unit_test(test_stop_overruns),
+        cmocka_unit_test(test_round_ends_early),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

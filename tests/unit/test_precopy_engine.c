@@ -173,6 +173,52 @@ static void test_zeroed_after_sent(void **state)
     evm_fini(&src);
 }
 
+/* A round of the busy stand-in ends once its stop fits: the limit is
+ * raised while rounds go on (1 ms never fits), and the next round, 16 MiB
+ * of hot pages at 32 MiB/s (~500 ms), gives way to the stop within its
+ * first tens of ms because what it sends is written again at once. */
+static void test_round_ends_early(void **state)
+{
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "early");
+    pair(&src, &dst);
+    evm_set_param(&src, "downtime-limit", 1);
+    evm_set_param(&src, "max-bandwidth", 32LL << 20);
+    start(&src, &dst, uri);
+    wait_rounds(&src, 2);
+    evm_set_param(&src, "downtime-limit", 2000);
+    check_done(&src, &dst);
+    struct mig_stats s;
+    mig_get_stats(&src.mig, &s);
+    fprintf(stderr, "    %llu rounds ended early\n", (unsigned long long)s.rounds_ended_early);
+    assert_true(s.rounds_ended_early >= 1);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* ... and an idle guest's round never does, though its stop would fit all
+ * along (32 MiB at 32 MiB/s against a 2 s limit): what it sent stays as
+ * sent, so the round goes to its end and the stop sends nothing. */
+static void test_idle_round_goes_on(void **state)
+{
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "idle");
+    pair(&src, &dst);
+    evm_set_run(&src, false, true);
+    evm_set_param(&src, "downtime-limit", 2000);
+    evm_set_param(&src, "max-bandwidth", 32LL << 20);
+    start(&src, &dst, uri);
+    check_done(&src, &dst);
+    struct mig_stats s;
+    mig_get_stats(&src.mig, &s);
+    assert_int_equal(s.rounds_ended_early, 0);
+    assert_int_equal(s.dirty_sync_count, 3); /* setup, one pass, the stop */
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
 static void test_cancel(void **state)
 {
     static struct evm src, dst;
@@ -656,6 +702,8 @@ int main(void)
         cmocka_unit_test(test_zstd),
         cmocka_unit_test(test_auto_converge),
         cmocka_unit_test(test_zeroed_after_sent),
+        cmocka_unit_test(test_round_ends_early),
+        cmocka_unit_test(test_idle_round_goes_on),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_late_pong),
         cmocka_unit_test(test_stalled_switchover_gives_back),
