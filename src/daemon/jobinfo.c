@@ -64,6 +64,8 @@ static const struct field fields[] = {
     { "memory_iteration", U(mem_iteration), ALWAYS, 0, false },
     { "memory_postcopy_requests", U(mem_postcopy_requests), ALWAYS, 0, false },
     { "memory_page_size", U(mem_page_size), IF_NONZERO, 0, false },
+    { "switchover_retries", U(switchover_retries), IF_NONZERO, 0, false },
+    { "rounds_ended_early", U(rounds_ended_early), IF_NONZERO, 0, false },
 };
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 
@@ -177,6 +179,10 @@ static int read_times(struct jobinfo *ji, struct json_object *ret, struct gw_err
         ji->setup_time_set = rc > 0;
     if (rc >= 0)
         rc = get_u64(ret, "total-time", &ji->vmm_total_time_ms, err);
+    if (rc >= 0)
+        rc = get_u64(ret, "switchover-retries", &ji->switchover_retries, err);
+    if (rc >= 0)
+        rc = get_u64(ret, "rounds-ended-early", &ji->rounds_ended_early, err);
     if (rc >= 0)
         rc = get_u64(ret, "cpu-throttle-percentage", &throttle, err);
     if (rc >= 0 && throttle > 100)
@@ -299,6 +305,10 @@ static void text_rest(FILE *f, const struct jobinfo *ji)
         put_num(f, "Setup time:", ji->setup_time_ms, " ms");
     if (ji->auto_converge_throttle)
         fprintf(f, "%-17s %-13d\n", "Auto converge throttle:", ji->auto_converge_throttle);
+    if (ji->switchover_retries)
+        put_num(f, "Switch-over retries:", ji->switchover_retries, "");
+    if (ji->rounds_ended_early)
+        put_num(f, "Rounds ended early:", ji->rounds_ended_early, "");
     if (ji->errmsg[0])
         fprintf(f, "%-17s %s\n", "Error message:", ji->errmsg);
 }

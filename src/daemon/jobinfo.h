@@ -73,6 +73,9 @@ struct jobinfo {
     uint64_t mem_iteration;
     uint64_t mem_postcopy_requests;
     uint64_t mem_page_size;            /* 0 = unknown */
+    /* godwit's own (not libvirt's; shown only when not 0): switch-overs the
+     * source's guard gave up, live rounds that gave way to the stop early */
+    uint64_t switchover_retries, rounds_ended_early;
     int auto_converge_throttle;        /* percent, 0 = none */
     char errmsg[JOBINFO_ERRMSG_MAX];   /* "" = none */
     bool postcopy_started;             /* query-migrate postcopy-started: the source handed

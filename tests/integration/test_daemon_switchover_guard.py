@@ -77,6 +77,12 @@ def main():
         assert text.count("Suspended Migrated") == 2, text
         assert "canceled" not in text, text
         assert "Stopped Migrated" in text, text
+        # The completed job on the source says the guard gave a stop up.
+        info = a.run("domjobinfo", "--completed", "vm1").out
+        print(info)
+        assert "Switch-over retries: 1 " in info or "Switch-over retries: 2 " in info, info
+        raw = a.run("domjobinfo", "--completed", "--rawstats", "vm1").out
+        assert any(line in raw.splitlines() for line in ("switchover_retries: 1", "switchover_retries: 2")), raw
         b.wait_state("vm1", "running (migrated)")
         report = guest_self_check(b, "vm1")
         assert report == "REPORT ok", report

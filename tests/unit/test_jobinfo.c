@@ -24,6 +24,7 @@ static const char *const active_reply =
 
 static const char *const completed_reply =
     "{\"status\": \"completed\", \"setup-time\": 9, \"total-time\": 2804, \"downtime\": 41, "
+    "\"switchover-retries\": 1, \"rounds-ended-early\": 2, "
     "\"ram\": {\"transferred\": 318767104, \"remaining\": 0, \"total\": 1074003968, "
     "\"duplicate\": 185000, \"skipped\": 0, \"normal\": 77800, \"normal-bytes\": 318668800, "
     "\"dirty-pages-rate\": 120, \"mbps\": 9123.4, \"dirty-sync-count\": 2, \"page-size\": 4096, "
@@ -146,7 +147,12 @@ static void test_completed(void **state)
         "Normal pages:     77800       \n"
         "Normal data:      303.906 MiB\n"
         "Total downtime:   41           ms\n"
-        "Setup time:       9            ms\n");
+        "Setup time:       9            ms\n"
+        "Switch-over retries: 1           \n"
+        "Rounds ended early: 2           \n");
+    char *raw = jobinfo_format_raw(&ji);
+    assert_non_null(strstr(raw, "disk_remaining: 0\nswitchover_retries: 1\nrounds_ended_early: 2\n"));
+    free(raw);
 }
 
 static void test_failed_and_none(void **state)
