@@ -512,8 +512,15 @@ static int precopy(struct out_ctx *c)
             return stream_get_error(&c->s);
         if (switch_to_postcopy(c))
             return 0;
-        if (cut)
+        if (cut) {
+            /* Measured where the look-ahead judged it, so that the policy
+             * sees the rate it saw (the sync after would lower it a little,
+             * and a round cut to fit would then not fit). */
             r.left = bitmap_count(c->dirty, c->npages);
+            r.ns = mig_now_ns() - t0;
+            r.cpu_wait_ns = mig_thread_cpu_wait_ns() - wait0;
+            r.bytes = c->s.bytes - bytes0;
+        }
         c->first_pass = false;
         struct gws_end_of_iteration eoi = { (uint32_t)pass, 0, r.sent };
         struct iovec iov = { &eoi, sizeof(eoi) };
@@ -521,10 +528,12 @@ static int precopy(struct out_ctx *c)
             return stream_get_error(&c->s);
         if (out_sync_dirty(c, &r.dirty) < 0)
             return stream_get_error(&c->s);
-        r.ns = mig_now_ns() - t0;
+        if (!cut) {
+            r.ns = mig_now_ns() - t0;
+            r.cpu_wait_ns = mig_thread_cpu_wait_ns() - wait0;
+            r.bytes = c->s.bytes - bytes0;
+        }
         r.ns += !r.ns;
-        r.cpu_wait_ns = mig_thread_cpu_wait_ns() - wait0;
-        r.bytes = c->s.bytes - bytes0;
         struct precopy_decision d;
         decide_round(c, &c->pst, &r, &d);
         if (d.switchover)
