@@ -268,12 +268,16 @@ static uint64_t stop_bandwidth(const struct out_ctx *c, uint64_t bytes, uint64_t
  * bits until cleared): the round's own pages are still set there. */
 #define OUT_PROBE_EVERY_NS 10000000ULL /* look at most every 10 ms */
 #define OUT_PROBE_AFTER_NS 20000000ULL /* from 20 ms into the round: a rate needs time */
+#define OUT_PROBE_SHARE    20           /* and at most 1/20 of the sender's time: a look
+                                           (the log's copy, three passes over the maps)
+                                           took 48 us on 1 GiB, 102 us on 4 GiB */
 
 static bool round_fits_now(struct out_ctx *c, uint64_t sent)
 {
     uint64_t now = mig_now_ns();
-    if (c->probe_off || now - c->round_t0 < OUT_PROBE_AFTER_NS ||
-        now - c->probe_ns < OUT_PROBE_EVERY_NS)
+    uint64_t every = c->probe_cost_ns * OUT_PROBE_SHARE > OUT_PROBE_EVERY_NS
+                         ? c->probe_cost_ns * OUT_PROBE_SHARE : OUT_PROBE_EVERY_NS;
+    if (c->probe_off || now - c->round_t0 < OUT_PROBE_AFTER_NS || now - c->probe_ns < every)
         return false;
     c->probe_ns = now;
     struct gw_error err;
@@ -289,6 +293,7 @@ static bool round_fits_now(struct out_ctx *c, uint64_t sent)
     /* Sent this round and written since; all a stop would send now. */
     uint64_t again = bitmap_count_and_andnot(c->probe, c->round_set, c->dirty, c->npages);
     uint64_t left = bitmap_count_or(c->probe, c->dirty, c->npages) + c->n;
+    c->probe_cost_ns = mig_now_ns() - now;
     uint64_t bw = stop_bandwidth(c, c->s.bytes - c->round_bytes0, sent, now - c->round_t0,
                                  mig_thread_cpu_wait_ns() - c->round_wait0);
     if (!precopy_round_ends_early(c->params.downtime_limit_ms, sent, again, left * GWS_PAGE_SIZE,
@@ -299,9 +304,10 @@ static bool round_fits_now(struct out_ctx *c, uint64_t sent)
     c->m->stats.rounds_ended_early++;
     pthread_mutex_unlock(&c->m->lock);
     log_debug("pass %llu ends early after %llu pages (%llu of them written again): a stop now "
-              "would send %llu pages, %llu ms at %.0f MB/s", (unsigned long long)c->pass,
-              (unsigned long long)sent, (unsigned long long)again, (unsigned long long)left,
-              (unsigned long long)expect, (double)bw / 1e6);
+              "would send %llu pages, %llu ms at %.0f MB/s (the look took %llu us)",
+              (unsigned long long)c->pass, (unsigned long long)sent, (unsigned long long)again,
+              (unsigned long long)left, (unsigned long long)expect, (double)bw / 1e6,
+              (unsigned long long)(c->probe_cost_ns / 1000));
     return true;
 }
 
