@@ -284,6 +284,18 @@ static bool round_fits_now(struct out_ctx *c, uint64_t sent)
     gw_error_init(&err);
     if (!c->probe || !c->round_set)
         return false; /* no memory for it: an optimisation only */
+    /* The rate is taken from the first look on: the round's first
+     * megabytes only fill the socket's buffers (16 MiB, at memory speed),
+     * and a rate over the first 20 ms that counted them promised 2 GB/s
+     * for a stop that then ran at 1.5 (355 ms for a 300 ms limit). */
+    uint64_t wait = mig_thread_cpu_wait_ns();
+    if (!c->probe_base_ns) {
+        c->probe_base_ns = now;
+        c->probe_base_bytes = c->s.bytes;
+        c->probe_base_wait = wait;
+        c->probe_base_sent = sent;
+        return false;
+    }
     bitmap_zero(c->probe, c->npages);
     if (dirty_log_peek(c->m->dirty, c->probe, &err) < 0) {
         log_debug("the round's end is not looked ahead at: %s", err.msg);
@@ -294,8 +306,8 @@ static bool round_fits_now(struct out_ctx *c, uint64_t sent)
     uint64_t again = bitmap_count_and_andnot(c->probe, c->round_set, c->dirty, c->npages);
     uint64_t left = bitmap_count_or(c->probe, c->dirty, c->npages) + c->n;
     c->probe_cost_ns = mig_now_ns() - now;
-    uint64_t bw = stop_bandwidth(c, c->s.bytes - c->round_bytes0, sent, now - c->round_t0,
-                                 mig_thread_cpu_wait_ns() - c->round_wait0);
+    uint64_t bw = stop_bandwidth(c, c->s.bytes - c->probe_base_bytes, sent - c->probe_base_sent,
+                                 now - c->probe_base_ns, wait - c->probe_base_wait);
     if (!precopy_round_ends_early(c->params.downtime_limit_ms, sent, again, left * GWS_PAGE_SIZE,
                                   bw ? bw : 1))
         return false;
@@ -448,6 +460,7 @@ static int out_check_return(struct out_ctx *c)
 /* What one live round did, for the policy. */
 struct round_meas {
     uint64_t pass, sent, dirty, bytes, ns, cpu_wait_ns;
+    uint64_t rate_pages;        /* pages in `bytes` (a cut round measures a part) */
     uint64_t left;              /* of the round's own pages, not sent (a cut round) */
 };
 
@@ -465,10 +478,11 @@ static void decide_round(struct out_ctx *c, struct precopy_policy_state *pst,
         .throttle_max = (unsigned)c->params.max_cpu_throttle,
         .throttle_trigger_pct = (unsigned)c->params.throttle_trigger_threshold,
     };
-    uint64_t bw = stop_bandwidth(c, r->bytes, r->sent, r->ns, r->cpu_wait_ns);
+    uint64_t rate_pages = r->rate_pages ? r->rate_pages : r->sent;
+    uint64_t bw = stop_bandwidth(c, r->bytes, rate_pages, r->ns, r->cpu_wait_ns);
     /* The policy weighs page bytes (what is dirty); with compress-zstd the
      * wire carries fewer. */
-    uint64_t page_bytes = r->sent * GWS_PAGE_SIZE, moved = r->bytes;
+    uint64_t page_bytes = rate_pages * GWS_PAGE_SIZE, moved = r->bytes;
     if (c->caps.on[MIG_CAP_COMPRESS_ZSTD] && r->bytes && page_bytes > r->bytes)
         moved = page_bytes;
     struct precopy_round round = {
@@ -508,24 +522,23 @@ static int precopy(struct out_ctx *c)
         struct round_meas r = { .pass = pass };
         uint64_t t0 = mig_now_ns(), wait0 = mig_thread_cpu_wait_ns(), bytes0 = c->s.bytes;
         c->round_t0 = c->probe_ns = t0;
+        c->probe_base_ns = 0;
         if (!c->probe_off && (c->probe || (c->probe = bitmap_new(c->npages))) &&
             (c->round_set || (c->round_set = bitmap_new(c->npages))))
             memcpy(c->round_set, c->dirty, BITMAP_WORDS(c->npages) * sizeof(uint64_t));
-        c->round_wait0 = wait0;
-        c->round_bytes0 = bytes0;
         bool cut;
         if (send_dirty(c, &r.sent, &cut) < 0)
             return stream_get_error(&c->s);
         if (switch_to_postcopy(c))
             return 0;
         if (cut) {
-            /* Measured where the look-ahead judged it, so that the policy
-             * sees the rate it saw (the sync after would lower it a little,
-             * and a round cut to fit would then not fit). */
+            /* Measured as the look-ahead judged it (from its first look to
+             * its last), so that the policy sees the rate it saw. */
             r.left = bitmap_count(c->dirty, c->npages);
-            r.ns = mig_now_ns() - t0;
-            r.cpu_wait_ns = mig_thread_cpu_wait_ns() - wait0;
-            r.bytes = c->s.bytes - bytes0;
+            r.ns = mig_now_ns() - c->probe_base_ns;
+            r.cpu_wait_ns = mig_thread_cpu_wait_ns() - c->probe_base_wait;
+            r.bytes = c->s.bytes - c->probe_base_bytes;
+            r.rate_pages = r.sent - c->probe_base_sent;
         }
         c->first_pass = false;
         struct gws_end_of_iteration eoi = { (uint32_t)pass, 0, r.sent };

@@ -52,7 +52,8 @@ struct out_ctx {
     /* The live round in progress (see round_fits_now in outgoing.c): when
      * and where it began, when the log was last looked at, and a scratch
      * map for that look. */
-    uint64_t round_t0, round_bytes0, round_wait0, probe_ns, probe_cost_ns;
+    uint64_t round_t0, probe_ns, probe_cost_ns;
+    uint64_t probe_base_ns, probe_base_bytes, probe_base_wait, probe_base_sent; /* first look */
     uint64_t *probe, *round_set; /* the round's pages when it began */
     bool probe_off;             /* the log cannot be looked at without taking it */
     /* max-bandwidth, then max-postcopy-bandwidth. After the switch the page
