@@ -71,15 +71,23 @@ static int clear_slot_range(struct dirty_log *dl, unsigned slot, uint64_t first,
     return 0;
 }
 
+/* KVM's log of one slot into dl->slot_map (its pages from bit 0). */
+static int get_slot_log(struct dirty_log *dl, unsigned slot, struct gw_error *err)
+{
+    bitmap_zero(dl->slot_map, dl->ram->regions[slot].size / GUEST_PAGE_SIZE);
+    struct kvm_dirty_log log = { .slot = slot, .dirty_bitmap = dl->slot_map };
+    if (ioctl(dl->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+        return gw_error_set(err, errno, "KVM_GET_DIRTY_LOG slot %u: %s", slot, strerror(errno));
+    return 0;
+}
+
 static int sync_slot(struct dirty_log *dl, unsigned slot, uint64_t *out, bool protect,
                      struct gw_error *err)
 {
     const struct guest_ram_region *r = &dl->ram->regions[slot];
     uint64_t pages = r->size / GUEST_PAGE_SIZE;
-    bitmap_zero(dl->slot_map, pages);
-    struct kvm_dirty_log log = { .slot = slot, .dirty_bitmap = dl->slot_map };
-    if (ioctl(dl->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
-        return gw_error_set(err, errno, "KVM_GET_DIRTY_LOG slot %u: %s", slot, strerror(errno));
+    if (get_slot_log(dl, slot, err) < 0)
+        return -err->code;
     for (uint64_t first = 0; protect && dl->manual_protect && first < pages;
          first += CLEAR_CHUNK_PAGES) {
         uint64_t n = pages - first < CLEAR_CHUNK_PAGES ? pages - first : CLEAR_CHUNK_PAGES;
@@ -125,12 +133,9 @@ int dirty_log_peek(struct dirty_log *dl, uint64_t *out, struct gw_error *err)
         return gw_error_set(err, EOPNOTSUPP, "KVM re-protects what it reports: no peeking");
     for (unsigned i = 0; dl->vm_fd >= 0 && i < dl->ram->nr_regions; i++) {
         const struct guest_ram_region *r = &dl->ram->regions[i];
-        uint64_t pages = r->size / GUEST_PAGE_SIZE;
-        bitmap_zero(dl->slot_map, pages);
-        struct kvm_dirty_log log = { .slot = i, .dirty_bitmap = dl->slot_map };
-        if (ioctl(dl->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
-            return gw_error_set(err, errno, "KVM_GET_DIRTY_LOG slot %u: %s", i, strerror(errno));
-        bitmap_or_at(out, r->offset / GUEST_PAGE_SIZE, dl->slot_map, pages);
+        if (get_slot_log(dl, i, err) < 0)
+            return -err->code;
+        bitmap_or_at(out, r->offset / GUEST_PAGE_SIZE, dl->slot_map, r->size / GUEST_PAGE_SIZE);
     }
     /* Other threads set bits meanwhile (atomically): a word read is whole. */
     bitmap_or_at(out, 0, dl->vmm_map, dl->npages);
