@@ -10,6 +10,9 @@ uint64_t *bitmap_new(size_t nbits)
 
 void bitmap_free(uint64_t *map) { free(map); }
 
+/* The bits of word nbits / 64 that lie below nbits (when nbits % 64 != 0). */
+static inline uint64_t tail_mask(size_t nbits) { return (1ULL << (nbits % 64)) - 1; }
+
 void bitmap_zero(uint64_t *map, size_t nbits)
 {
     memset(map, 0, BITMAP_WORDS(nbits) * sizeof(uint64_t));
@@ -47,7 +50,7 @@ size_t bitmap_count(const uint64_t *map, size_t nbits)
     for (size_t i = 0; i < words; i++)
         n += (size_t)__builtin_popcountll(map[i]);
     if (nbits % 64)
-        n += (size_t)__builtin_popcountll(map[words] & ((1ULL << (nbits % 64)) - 1));
+        n += (size_t)__builtin_popcountll(map[words] & tail_mask(nbits));
     return n;
 }
 
@@ -57,7 +60,7 @@ size_t bitmap_count_or(const uint64_t *a, const uint64_t *b, size_t nbits)
     for (size_t i = 0; i < words; i++)
         n += (size_t)__builtin_popcountll(a[i] | b[i]);
     if (nbits % 64)
-        n += (size_t)__builtin_popcountll((a[words] | b[words]) & ((1ULL << (nbits % 64)) - 1));
+        n += (size_t)__builtin_popcountll((a[words] | b[words]) & tail_mask(nbits));
     return n;
 }
 
@@ -68,8 +71,7 @@ size_t bitmap_count_and_andnot(const uint64_t *a, const uint64_t *b, const uint6
     for (size_t i = 0; i < words; i++)
         n += (size_t)__builtin_popcountll(a[i] & b[i] & ~c[i]);
     if (nbits % 64)
-        n += (size_t)__builtin_popcountll(a[words] & b[words] & ~c[words] &
-                                          ((1ULL << (nbits % 64)) - 1));
+        n += (size_t)__builtin_popcountll(a[words] & b[words] & ~c[words] & tail_mask(nbits));
     return n;
 }
 
@@ -97,7 +99,7 @@ size_t bitmap_andnot_from(uint64_t *dst, const uint64_t *src, size_t from, size_
         if (w == from / 64)
             both &= ~0ULL << (from % 64);
         if (w == words - 1 && nbits % 64)
-            both &= (1ULL << (nbits % 64)) - 1;
+            both &= tail_mask(nbits);
         dst[w] &= ~both;
         n += (size_t)__builtin_popcountll(both);
     }
