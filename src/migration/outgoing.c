@@ -275,6 +275,15 @@ static uint64_t stop_bandwidth(const struct out_ctx *c, uint64_t bytes, uint64_t
                                            (the log's copy, three passes over the maps)
                                            took 48 us on 1 GiB, 102 us on 4 GiB */
 
+/* Does this round look ahead? Live pre-copy rounds only: not while
+ * stopped, not for a file, not in the hybrid first pass (it reads the log
+ * its own way), not once post-copy is asked for. */
+static bool round_looks_ahead(const struct out_ctx *c)
+{
+    return !c->probe_off && !c->stopped && !c->to_file && !hybrid_first_pass(c) &&
+           !(c->postcopy && c->m->pc_start_req);
+}
+
 static bool round_fits_now(struct out_ctx *c, uint64_t sent)
 {
     uint64_t now = mig_now_ns();
@@ -346,7 +355,7 @@ static int send_dirty(struct out_ctx *c, uint64_t *sent, bool *cut)
 {
     uint64_t n = 0, chunk_end = 0;
     bool hybrid = hybrid_first_pass(c);
-    bool look_ahead = !c->stopped && !c->to_file && !hybrid && !(c->postcopy && c->m->pc_start_req);
+    bool look_ahead = round_looks_ahead(c);
     *cut = false;
     if (hybrid)
         c->rewritten_ns = mig_now_ns();
@@ -526,7 +535,7 @@ static int precopy(struct out_ctx *c)
         uint64_t t0 = mig_now_ns(), wait0 = mig_thread_cpu_wait_ns(), bytes0 = c->s.bytes;
         c->round_t0 = c->probe_ns = t0;
         c->probe_base_ns = 0;
-        if (!c->probe_off && (c->probe || (c->probe = bitmap_new(c->npages))) &&
+        if (round_looks_ahead(c) && (c->probe || (c->probe = bitmap_new(c->npages))) &&
             (c->round_set || (c->round_set = bitmap_new(c->npages))))
             memcpy(c->round_set, c->dirty, BITMAP_WORDS(c->npages) * sizeof(uint64_t));
         bool cut;
