@@ -301,6 +301,7 @@ def measure(name, sc, hv, prealloc, src, dst):
         "throttle": info.get("cpu-throttle-percentage", 0), "wall_s": round(wall, 2),
         "switchover_retries": info.get("switchover-retries", 0),
         "rounds_ended_early": info.get("rounds-ended-early", 0),
+        "switchover_deferrals": info.get("switchover-deferrals", 0),
         "progress_before_pages_s": progress_rate(src, t0 - 2, t0),
         "progress_during_pages_s": progress_rate(src, t0, t0 + live_s),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),

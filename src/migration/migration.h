@@ -80,6 +80,7 @@ struct mig_stats {
     uint64_t paused_count;         /* times post-copy paused */
     uint64_t switchover_retries;   /* source: stops given up, the guest given back */
     uint64_t rounds_ended_early;   /* source: live rounds ended once a stop fitted */
+    uint64_t switchover_deferrals; /* source: stops put off after the drain */
     bool postcopy_started;         /* post-copy began: the source handed the guest over
                                       (COMMIT sent: the destination may run it), the
                                       destination entered postcopy-active */

@@ -41,6 +41,10 @@ struct out_ctx {
     uint64_t *stop_set;         /* the pages the stop has to send (re-protected
                                    when the guard gives the guest back) */
     unsigned retries;
+    /* The last round's expected rate once stopped (bytes/s), and how many
+     * stops the check after the drain has put off (stop_still_fits). */
+    uint64_t stop_bw;
+    unsigned deferrals;
     uint64_t resumed_ms;        /* the destination said it runs the guest (0: not yet) */
     uint64_t npages;
     uint64_t *dirty;            /* pages to send */

@@ -430,6 +430,7 @@ static int cmd_query_migrate(void *opaque, struct json_object *args, struct json
     if (!vm->mig.incoming) {
         add_int(o, "switchover-retries", st.switchover_retries);
         add_int(o, "rounds-ended-early", st.rounds_ended_early);
+        add_int(o, "switchover-deferrals", st.switchover_deferrals);
     }
     if (st.throttle_pct)
         add_int(o, "cpu-throttle-percentage", st.throttle_pct);

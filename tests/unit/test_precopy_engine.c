@@ -6,7 +6,8 @@
  * checks that the device state came across. Covers: a busy guest
  * converging, auto-converge throttling the stand-in vCPU, zstd pages, pages sent in the first pass that become zero
  * later (sent as ZERO_PAGES and cleared on the destination), a cancel, a
- * destination that answers the source's pre-stop PING late, a destination
+ * destination that answers the source's pre-stop PING late (also before
+ * each stop, which the source then puts off), a destination
  * that stalls at the switch-over (the guard gives the guest back), hostile page
  * records from a hand-written source, and the
  * engine's page reader (guest_ram_read_pages) on scattered runs. */
@@ -447,13 +448,15 @@ static void test_stalled_switchover_no_retries(void **state)
     evm_fini(&src);
 }
 
-/* A hand-written destination that reads everything, answers the source's
- * PING only after `delay_us` (and after END_OF_STREAM), then RP_LOADED and,
- * after COMMIT, RP_RESUMED. */
+/* A hand-written destination that reads everything and answers the
+ * source's PING only after `delay_us`: after END_OF_STREAM, or (each_ping)
+ * every PING as it comes; then RP_LOADED and, after COMMIT, RP_RESUMED. */
 struct slow_dst {
     int lfd;
     unsigned delay_us;
+    bool each_ping;
     bool saw_ping, ok;
+    unsigned pings;
     char why[128];
 };
 
@@ -472,11 +475,19 @@ static void *slow_dst_run(void *arg)
         if (rec.type == GWS_PING && rec.length == sizeof(ping)) {
             memcpy(&ping, rec.body, sizeof(ping));
             d->saw_ping = true;
-            evm_sleep_us(d->delay_us); /* the source stops meanwhile */
+            d->pings++;
+            evm_sleep_us(d->delay_us); /* the source stops or waits meanwhile */
+            struct iovec pong = { &ping, sizeof(ping) };
+            if (d->each_ping && (stream_write_record(&s, GWS_RP_PONG, &pong, 1) < 0 ||
+                                 stream_flush(&s) < 0))
+                r = -1;
         }
     }
     struct iovec iov = { &ping, sizeof(ping) };
-    if (r == 0 && d->saw_ping && stream_write_record(&s, GWS_RP_PONG, &iov, 1) == 0 &&
+    if (r == 0 && d->saw_ping && !d->each_ping &&
+        (stream_write_record(&s, GWS_RP_PONG, &iov, 1) < 0 || stream_flush(&s) < 0))
+        r = -1;
+    if (r == 0 && d->saw_ping &&
         stream_write_record(&s, GWS_RP_LOADED, NULL, 0) == 0 && stream_flush(&s) == 0 &&
         stream_read_record(&s, &rec) == 0 && rec.type == GWS_COMMIT &&
         stream_write_record(&s, GWS_RP_RESUMED, NULL, 0) == 0 && stream_flush(&s) == 0)
@@ -488,35 +499,70 @@ static void *slow_dst_run(void *arg)
     return NULL;
 }
 
+/* Migrate src to a slow_dst (d: its settings) until the source completes;
+ * false if it did not within timeout_ms. */
+static bool migrate_to_slow_dst(struct evm *src, const char *tag, struct slow_dst *d,
+                                int timeout_ms)
+{
+    char uri[128];
+    uri_for(uri, sizeof(uri), tag);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", uri + strlen("unix:"));
+    unlink(a.sun_path);
+    d->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(d->lfd >= 0);
+    assert_int_equal(bind(d->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(d->lfd, 1), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_dst_run, d), 0);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_outgoing(&src->mig, uri, &err), 0);
+    bool done = evm_wait_state(src, MIG_COMPLETED, timeout_ms);
+    pthread_join(t, NULL);
+    close(d->lfd);
+    unlink(a.sun_path);
+    if (!d->ok)
+        fail_msg("the hand-written destination: %s", d->why);
+    return done;
+}
+
 static void test_late_pong(void **state)
 {
     static struct evm src;
     assert_int_equal(evm_init(&src, RAM_SIZE, NULL), 0);
     assert_int_equal(evm_set_cap(&src, MIG_CAP_POSTCOPY_RAM, false), 0);
     evm_set_param(&src, "downtime-limit", 2000);
-    char uri[128];
-    uri_for(uri, sizeof(uri), "latepong");
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s", uri + strlen("unix:"));
-    unlink(a.sun_path);
     struct slow_dst d = { .delay_us = 6000000 }; /* past the source's 5 s */
-    d.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(d.lfd >= 0);
-    assert_int_equal(bind(d.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(d.lfd, 1), 0);
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, slow_dst_run, &d), 0);
-    struct gw_error err;
-    gw_error_init(&err);
-    assert_int_equal(mig_start_outgoing(&src.mig, uri, &err), 0);
-    bool done = evm_wait_state(&src, MIG_COMPLETED, 30000);
-    pthread_join(t, NULL);
-    close(d.lfd);
-    unlink(a.sun_path);
-    if (!d.ok)
-        fail_msg("the hand-written destination: %s", d.why);
+    bool done = migrate_to_slow_dst(&src, "latepong", &d, 30000);
     assert_true(d.saw_ping);
     assert_true(done && src.completed);
+    evm_fini(&src);
+}
+
+/* The destination takes 400 ms to catch up before each stop while the
+ * stand-in writes on (a sleep of 300 us per page: ~1-3 thousand pages/s,
+ * so rounds at 32 MiB/s shrink, and the 400 ms add 400-1300 pages). A
+ * round ends with its rest fitting 50 ms (at most 409 pages); after the
+ * wait it no longer does: the stop is put off, three times, then made. */
+static void test_stop_put_off(void **state)
+{
+    static struct evm src;
+    assert_int_equal(evm_init(&src, RAM_SIZE, NULL), 0);
+    assert_int_equal(evm_set_cap(&src, MIG_CAP_POSTCOPY_RAM, false), 0);
+    src.write_delay_us = 300;
+    evm_set_param(&src, "downtime-limit", 50);
+    evm_set_param(&src, "max-bandwidth", 32LL << 20);
+    struct slow_dst d = { .delay_us = 400000, .each_ping = true };
+    bool done = migrate_to_slow_dst(&src, "putoff", &d, 60000);
+    struct mig_stats s;
+    mig_get_stats(&src.mig, &s);
+    fprintf(stderr, "    %u pings, %llu deferrals, %llu rounds, downtime %llu ms\n", d.pings,
+            (unsigned long long)s.switchover_deferrals, (unsigned long long)s.dirty_sync_count,
+            (unsigned long long)s.downtime_ms);
+    assert_true(done && src.completed);
+    assert_int_equal(s.switchover_deferrals, 3);
+    assert_int_equal(d.pings, 4); /* one drain per stop weighed, the last one made */
     evm_fini(&src);
 }
 
@@ -706,6 +752,7 @@ int main(void)
         cmocka_unit_test(test_idle_round_goes_on),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_late_pong),
+        cmocka_unit_test(test_stop_put_off),
         cmocka_unit_test(test_stalled_switchover_gives_back),
         cmocka_unit_test(test_stalled_switchover_no_retries),
         cmocka_unit_test(test_stalled_switchover_cancel),
