@@ -103,7 +103,7 @@ static void park_vcpus_locked(struct machine *m)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000;
         }
-        pthread_cond_timedwait(&m->cond, &m->lock, &ts);
+        pthread_cond_timedwait(&m->parked_cond, &m->lock, &ts);
     }
 }
 
@@ -259,8 +259,11 @@ static bool wait_for_run(struct machine *m, struct vcpu *vcpu)
             pthread_mutex_lock(&m->lock);
             continue; /* re-check: the state may have changed meanwhile */
         }
+        /* The parked count has its own condition: on the one the vCPUs
+         * wait on, each parked thread's broadcast woke the others, which
+         * broadcast again (two paused vCPUs kept both cores busy). */
         m->vcpus_parked++;
-        pthread_cond_broadcast(&m->cond);
+        pthread_cond_broadcast(&m->parked_cond);
         pthread_cond_wait(&m->cond, &m->lock);
         m->vcpus_parked--;
     }
@@ -419,6 +422,7 @@ int machine_init(struct machine *m, const struct machine_config *cfg, struct evl
     m->state = RUNSTATE_PRELAUNCH;
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->cond, NULL);
+    pthread_cond_init(&m->parked_cond, NULL);
     for (unsigned i = 0; i < MACHINE_MAX_VCPUS; i++)
         m->vcpus[i].fd = -1;
     if (cfg->nr_vcpus < 1 || cfg->nr_vcpus > MACHINE_MAX_VCPUS)
@@ -462,6 +466,7 @@ void machine_fini(struct machine *m)
     free(m->cmdline);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->cond);
+    pthread_cond_destroy(&m->parked_cond);
 }
 
 /* ---- memory access ------------------------------------------------------------ */

@@ -69,7 +69,8 @@ struct machine {
     void *ops_opaque;
 
     pthread_mutex_t lock;     /* protects the fields below */
-    pthread_cond_t cond;
+    pthread_cond_t cond;      /* vcpus_run, vcpus_quit, the throttle thread changed */
+    pthread_cond_t parked_cond; /* vcpus_parked changed */
     enum runstate state;
     bool vcpus_run;           /* vCPU threads may enter the guest */
     bool vcpus_quit;          /* vCPU threads must exit */
