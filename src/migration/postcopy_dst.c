@@ -869,9 +869,9 @@ int pc_dst_run(struct in_ctx *c)
     if (go_live(pc) < 0)
         return -1;
     /* From here the guest runs on what this thread installs: it gets the
-     * priority of the fault thread (two busy vCPUs on two cores made the
-     * pushed pages wait: fault p50 415-895 us, p99 2.2-4.9 ms; with this
-     * and the source's push raised too, 191-351 us and 1.2-1.5 ms). */
+     * priority of the fault thread. Two busy vCPUs on two cores, four runs
+     * each: fault p50 215-303 us, p99 0.8-1.3 ms, with this and the
+     * source's push raised; 287-479 us and 1.2-1.5 ms without. */
     mig_thread_priority_high();
     for (;;) {
         int r = recv_loop(pc);
