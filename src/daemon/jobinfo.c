@@ -66,6 +66,7 @@ static const struct field fields[] = {
     { "memory_page_size", U(mem_page_size), IF_NONZERO, 0, false },
     { "switchover_retries", U(switchover_retries), IF_NONZERO, 0, false },
     { "rounds_ended_early", U(rounds_ended_early), IF_NONZERO, 0, false },
+    { "switchover_deferrals", U(switchover_deferrals), IF_NONZERO, 0, false },
 };
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 
@@ -183,6 +184,8 @@ static int read_times(struct jobinfo *ji, struct json_object *ret, struct gw_err
         rc = get_u64(ret, "switchover-retries", &ji->switchover_retries, err);
     if (rc >= 0)
         rc = get_u64(ret, "rounds-ended-early", &ji->rounds_ended_early, err);
+    if (rc >= 0)
+        rc = get_u64(ret, "switchover-deferrals", &ji->switchover_deferrals, err);
     if (rc >= 0)
         rc = get_u64(ret, "cpu-throttle-percentage", &throttle, err);
     if (rc >= 0 && throttle > 100)
@@ -309,6 +312,8 @@ static void text_rest(FILE *f, const struct jobinfo *ji)
         put_num(f, "Switch-over retries:", ji->switchover_retries, "");
     if (ji->rounds_ended_early)
         put_num(f, "Rounds ended early:", ji->rounds_ended_early, "");
+    if (ji->switchover_deferrals)
+        put_num(f, "Switch-over deferrals:", ji->switchover_deferrals, "");
     if (ji->errmsg[0])
         fprintf(f, "%-17s %s\n", "Error message:", ji->errmsg);
 }

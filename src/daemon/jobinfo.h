@@ -75,7 +75,7 @@ struct jobinfo {
     uint64_t mem_page_size;            /* 0 = unknown */
     /* godwit's own (not libvirt's; shown only when not 0): switch-overs the
      * source's guard gave up, live rounds that gave way to the stop early */
-    uint64_t switchover_retries, rounds_ended_early;
+    uint64_t switchover_retries, rounds_ended_early, switchover_deferrals;
     int auto_converge_throttle;        /* percent, 0 = none */
     char errmsg[JOBINFO_ERRMSG_MAX];   /* "" = none */
     bool postcopy_started;             /* query-migrate postcopy-started: the source handed

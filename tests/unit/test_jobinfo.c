@@ -24,7 +24,7 @@ static const char *const active_reply =
 
 static const char *const completed_reply =
     "{\"status\": \"completed\", \"setup-time\": 9, \"total-time\": 2804, \"downtime\": 41, "
-    "\"switchover-retries\": 1, \"rounds-ended-early\": 2, "
+    "\"switchover-retries\": 1, \"rounds-ended-early\": 2, \"switchover-deferrals\": 3, "
     "\"ram\": {\"transferred\": 318767104, \"remaining\": 0, \"total\": 1074003968, "
     "\"duplicate\": 185000, \"skipped\": 0, \"normal\": 77800, \"normal-bytes\": 318668800, "
     "\"dirty-pages-rate\": 120, \"mbps\": 9123.4, \"dirty-sync-count\": 2, \"page-size\": 4096, "
@@ -149,9 +149,11 @@ static void test_completed(void **state)
         "Total downtime:   41           ms\n"
         "Setup time:       9            ms\n"
         "Switch-over retries: 1           \n"
-        "Rounds ended early: 2           \n");
+        "Rounds ended early: 2           \n"
+        "Switch-over deferrals: 3           \n");
     char *raw = jobinfo_format_raw(&ji);
-    assert_non_null(strstr(raw, "disk_remaining: 0\nswitchover_retries: 1\nrounds_ended_early: 2\n"));
+    assert_non_null(strstr(raw, "disk_remaining: 0\nswitchover_retries: 1\nrounds_ended_early: 2\n"
+                               "switchover_deferrals: 3\n"));
     free(raw);
 }
 
