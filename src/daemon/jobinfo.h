@@ -74,7 +74,8 @@ struct jobinfo {
     uint64_t mem_postcopy_requests;
     uint64_t mem_page_size;            /* 0 = unknown */
     /* godwit's own (not libvirt's; shown only when not 0): switch-overs the
-     * source's guard gave up, live rounds that gave way to the stop early */
+     * source's guard gave up, live rounds that gave way to the stop early,
+     * stops put off after the last look before them */
     uint64_t switchover_retries, rounds_ended_early, switchover_deferrals;
     int auto_converge_throttle;        /* percent, 0 = none */
     char errmsg[JOBINFO_ERRMSG_MAX];   /* "" = none */
