@@ -774,15 +774,19 @@ static void arm_guard(struct out_ctx *c, uint64_t count)
 }
 
 /* Before the state goes: from here on the guard cannot fire. False when it
- * fired first (the switch-over is off). */
+ * fired first (the switch-over is off; its give-back is waited for). A
+ * disarmed guard's thread is joined when the migration ends, outside the
+ * downtime: joining it here (its wake-up, on a busy host) cost the
+ * downtime 0.1-1.1 ms. */
 static bool commit_stop(struct out_ctx *c)
 {
     if (!c->guard_armed)
         return true;
     c->guard_armed = false;
-    bool committed = sw_guard_disarm(&c->guard);
+    if (sw_guard_disarm(&c->guard))
+        return true;
     sw_guard_end(&c->guard);
-    return committed;
+    return false;
 }
 
 /* The guard gave the guest back: pre-copy goes on with the pages the stop
