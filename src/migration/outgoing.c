@@ -284,6 +284,30 @@ static bool round_looks_ahead(const struct out_ctx *c)
            !(c->postcopy && c->m->pc_start_req);
 }
 
+/* Look at the log without taking it (KVM keeps its bits until they are
+ * cleared): c->probe = what has been written since the last sync, and
+ * *left = every page a stop would send now (those, the pages this round
+ * has still to send, the batch being built). False when there is no look:
+ * no memory for it, or a log that cannot be looked at without taking it
+ * (no more looks then; `what` names the one given up, for the debug log). */
+static bool look_at_stop(struct out_ctx *c, const char *what, uint64_t *left)
+{
+    if (c->probe_off)
+        return false;
+    if (!c->probe && !(c->probe = bitmap_new(c->npages)))
+        return false; /* an optimisation only */
+    struct gw_error err;
+    gw_error_init(&err);
+    bitmap_zero(c->probe, c->npages);
+    if (dirty_log_peek(c->m->dirty, c->probe, &err) < 0) {
+        log_debug("%s: %s", what, err.msg);
+        c->probe_off = true;
+        return false;
+    }
+    *left = bitmap_count_or(c->probe, c->dirty, c->npages) + c->n;
+    return true;
+}
+
 static bool round_fits_now(struct out_ctx *c, uint64_t sent)
 {
     uint64_t now = mig_now_ns();
@@ -292,9 +316,7 @@ static bool round_fits_now(struct out_ctx *c, uint64_t sent)
     if (c->probe_off || now - c->round_t0 < OUT_PROBE_AFTER_NS || now - c->probe_ns < every)
         return false;
     c->probe_ns = now;
-    struct gw_error err;
-    gw_error_init(&err);
-    if (!c->probe || !c->round_set)
+    if (!c->round_set)
         return false; /* no memory for it: an optimisation only */
     /* The rate is taken from the first look on: the round's first
      * megabytes only fill the socket's buffers (16 MiB, at memory speed),
@@ -308,15 +330,11 @@ static bool round_fits_now(struct out_ctx *c, uint64_t sent)
         c->probe_base_sent = sent;
         return false;
     }
-    bitmap_zero(c->probe, c->npages);
-    if (dirty_log_peek(c->m->dirty, c->probe, &err) < 0) {
-        log_debug("the round's end is not looked ahead at: %s", err.msg);
-        c->probe_off = true;
+    uint64_t left;
+    if (!look_at_stop(c, "the round's end is not looked ahead at", &left))
         return false;
-    }
-    /* Sent this round and written since; all a stop would send now. */
+    /* Sent this round and written since. */
     uint64_t again = bitmap_count_and_andnot(c->probe, c->round_set, c->dirty, c->npages);
-    uint64_t left = bitmap_count_or(c->probe, c->dirty, c->npages) + c->n;
     c->probe_cost_ns = mig_now_ns() - now;
     uint64_t bw = stop_bandwidth(c, c->s.bytes - c->probe_base_bytes, sent - c->probe_base_sent,
                                  now - c->probe_base_ns, wait - c->probe_base_wait);
@@ -536,8 +554,7 @@ static int precopy(struct out_ctx *c)
         uint64_t t0 = mig_now_ns(), wait0 = mig_thread_cpu_wait_ns(), bytes0 = c->s.bytes;
         c->round_t0 = c->probe_ns = t0;
         c->probe_base_ns = 0;
-        if (round_looks_ahead(c) && (c->probe || (c->probe = bitmap_new(c->npages))) &&
-            (c->round_set || (c->round_set = bitmap_new(c->npages))))
+        if (round_looks_ahead(c) && (c->round_set || (c->round_set = bitmap_new(c->npages))))
             memcpy(c->round_set, c->dirty, BITMAP_WORDS(c->npages) * sizeof(uint64_t));
         bool cut;
         if (send_dirty(c, &r.sent, &cut) < 0)
@@ -707,19 +724,10 @@ static int drain(struct out_ctx *c, struct stream *rp)
 
 static bool stop_still_fits(struct out_ctx *c)
 {
-    if (c->probe_off || c->deferrals >= OUT_MAX_DEFERRALS || !c->stop_bw)
+    uint64_t left;
+    if (c->deferrals >= OUT_MAX_DEFERRALS || !c->stop_bw ||
+        !look_at_stop(c, "the stop is not checked after the drain", &left))
         return true;
-    if (!c->probe && !(c->probe = bitmap_new(c->npages)))
-        return true; /* no memory for it: an optimisation only */
-    struct gw_error err;
-    gw_error_init(&err);
-    bitmap_zero(c->probe, c->npages);
-    if (dirty_log_peek(c->m->dirty, c->probe, &err) < 0) {
-        log_debug("the stop is not checked after the drain: %s", err.msg);
-        c->probe_off = true;
-        return true;
-    }
-    uint64_t left = bitmap_count_or(c->probe, c->dirty, c->npages) + c->n;
     uint64_t expect = precopy_expected_downtime_ms(left * GWS_PAGE_SIZE, c->stop_bw);
     if (expect <= c->params.downtime_limit_ms)
         return true;

@@ -42,7 +42,7 @@
 #define PC_ACCEPT_MS    10000
 #define PC_MAX_WAITERS  256
 #define PC_MAIN_RCVBUF  (1 << 20)
-#define PC_SLOW_FAULT_NS 10000000ULL /* logged (debug) */
+#define PC_SLOW_FAULT_US 10000  /* slower faults are logged (debug) */
 
 struct pc_waiter {
     uint64_t idx;
@@ -296,15 +296,16 @@ static void resolve_waiters(struct pc_dst *pc, uint64_t idx)
             i++;
             continue;
         }
-        latency_hist_add(&m->lat, (now - pc->w[i].t0_ns) / 1000);
-        if (now - pc->w[i].t0_ns >= PC_SLOW_FAULT_NS)
+        uint64_t waited_us = (now - pc->w[i].t0_ns) / 1000;
+        latency_hist_add(&m->lat, waited_us);
+        if (waited_us >= PC_SLOW_FAULT_US)
             log_debug("slow fault: page %#llx (vcpu %d) waited %llu us, installed from the %s "
                       "channel", (unsigned long long)idx, pc->w[i].vcpu,
-                      (unsigned long long)((now - pc->w[i].t0_ns) / 1000),
+                      (unsigned long long)waited_us,
                       pthread_equal(pthread_self(), pc->thread) ? "preempt" : "main");
         if (pc->w[i].vcpu < 0) {
             m->stats.non_vcpu_faults++;
-            m->stats.non_vcpu_wait_us += (now - pc->w[i].t0_ns) / 1000;
+            m->stats.non_vcpu_wait_us += waited_us;
         }
         unblock_vcpu(pc, &m->stats, pc->w[i].vcpu, now);
         pc->w[i] = pc->w[--pc->nw];
