@@ -28,6 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "engine_vm.h"
 #include "migration/migration.h"
 #include "migration/stream.h"
@@ -290,6 +291,28 @@ static bool relay_some(int from, int to)
     return true;
 }
 
+/* A unix socket queues what its sender's buffer allows; the engine makes
+ * that 8 MiB (16 with the kernel's overhead), and on a fast machine a
+ * stop's pages fit in it whole: the source then never waits for the
+ * stalled destination while the guard is armed (only for RP_LOADED, after
+ * it), and these tests would test nothing. A small buffer makes the stop
+ * wait, as a real link's closed window does, whatever this machine's
+ * speed. */
+static void shrink_source_buffer(struct evm *src)
+{
+    for (int i = 0; i < 5000; i++) {
+        pthread_mutex_lock(&src->mig.lock);
+        int fd = src->mig.fd;
+        pthread_mutex_unlock(&src->mig.lock);
+        if (fd >= 0) {
+            int sz = 64 << 10;
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+            return;
+        }
+        evm_sleep_us(1000);
+    }
+}
+
 static void *stall_relay_run(void *arg)
 {
     struct stall_relay *r = arg;
@@ -299,6 +322,7 @@ static void *stall_relay_run(void *arg)
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", r->dst_path);
     if (a < 0 || b < 0 || connect(b, (struct sockaddr *)&sa, sizeof(sa)) < 0)
         goto out;
+    shrink_source_buffer(r->src);
     for (;;) {
         bool holding = false;
         if (!r->held && evm_state(r->src) == MIG_DEVICE) {
@@ -740,6 +764,10 @@ static void test_write_mapped_or_not(void **state)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    if (getenv("ENGINE_TEST"))
+        cmocka_set_test_filter(getenv("ENGINE_TEST"));
+    if (getenv("ENGINE_DEBUG"))
+        gw_log_set_level(GW_LOG_DEBUG);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_pages),
         cmocka_unit_test(test_read_pages_mapped_or_not),
