@@ -461,6 +461,34 @@ int out_sync_dirty(struct out_ctx *c, uint64_t *count)
     return 0;
 }
 
+void out_mark_stopped(struct out_ctx *c)
+{
+    c->stopped = true;
+    c->stop_ns = mig_now_ns();
+    c->stop_ms = c->stop_ns / 1000000;
+}
+
+void out_publish_phases(struct out_ctx *c, uint64_t synced, uint64_t pages, uint64_t state,
+                        uint64_t loaded, uint64_t resumed)
+{
+    struct mig_downtime_phases p = {
+        .known = true,
+        .sync_us = (synced - c->stop_ns) / 1000,
+        .pages_us = (pages - synced) / 1000,
+        .state_us = (state - pages) / 1000,
+        .load_us = (loaded - state) / 1000,
+        .resume_us = (resumed - loaded) / 1000,
+    };
+    pthread_mutex_lock(&c->m->lock);
+    c->m->stats.downtime_phases = p;
+    pthread_mutex_unlock(&c->m->lock);
+    log_debug("switch-over: downtime %llu us: sync %llu, pages %llu, state %llu, load %llu, "
+              "resume %llu", (unsigned long long)((resumed - c->stop_ns) / 1000),
+              (unsigned long long)p.sync_us, (unsigned long long)p.pages_us,
+              (unsigned long long)p.state_us, (unsigned long long)p.load_us,
+              (unsigned long long)p.resume_us);
+}
+
 void out_refresh_params(struct out_ctx *c)
 {
     pthread_mutex_lock(&c->m->lock);
@@ -869,8 +897,7 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
         }
         if (m->ops->stop(m->vm, &err) < 0)
             return stream_set_error(&c->s, err.code, "%s", err.msg);
-        c->stopped = true;
-        c->stop_ms = mig_now_ms();
+        out_mark_stopped(c);
     }
     mig_set_state(m, MIG_DEVICE);
     log_debug("switch-over: vCPUs stopped");
@@ -878,6 +905,7 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
     uint64_t count = 0, sent = 0, t_sync = mig_now_ns();
     if (!c->to_file && out_sync_dirty(c, &count) < 0)
         return stream_get_error(&c->s);
+    uint64_t t_synced = mig_now_ns();
     arm_guard(c, count);
     struct send_trace tr;
     send_trace_begin(c, &tr);
@@ -885,6 +913,7 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
     if (!c->to_file && send_dirty(c, &sent, &cut) < 0)
         return stream_get_error(&c->s);
     send_trace_end(c, &tr, sent, t_sync);
+    uint64_t t_pages = mig_now_ns();
     if (!commit_stop(c))
         return stop_given_up(c, rp, pong_due, sent);
     if (m->ops->save_state(m->vm, &c->s, &err) < 0)
@@ -892,6 +921,7 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
     log_debug("switch-over: device state sent");
     if (stream_write_record(&c->s, GWS_END_OF_STREAM, NULL, 0) < 0 || stream_flush(&c->s) < 0)
         return stream_get_error(&c->s);
+    uint64_t t_state = mig_now_ns();
     out_account(c, 0, 0);
     if (c->to_file) {
         if (fsync(c->fd) < 0 && errno != EINVAL)
@@ -903,16 +933,20 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
      * guest is its, so we never run it again; then tell it to start. A
      * late pong comes first. */
     int r = out_wait_loaded(c, rp, pong_due ? OUT_PING_DRAIN : 0, HANDSHAKE_TIMEOUT_MS);
+    uint64_t t_loaded = mig_now_ns();
     log_debug("switch-over: destination loaded (%s)", r == 0 ? "ok" : "failed");
     if (r == 0) {
         m->ops->completed(m->vm);
         c->stopped = false; /* never resume from here on */
         stream_write_record(&c->s, GWS_COMMIT, NULL, 0);
         stream_flush(&c->s);
-        if (out_wait_return(c, rp, GWS_RP_RESUMED, 5000) < 0)
+        if (out_wait_return(c, rp, GWS_RP_RESUMED, 5000) < 0) {
             log_warn("the destination did not confirm it resumed: %s", stream_error(&c->s));
-        else
-            c->resumed_ms = mig_now_ms(); /* downtime ends here, not after our clean-up */
+        } else {
+            uint64_t t_resumed = mig_now_ns();
+            c->resumed_ms = t_resumed / 1000000; /* downtime ends here, not after our clean-up */
+            out_publish_phases(c, t_synced, t_pages, t_state, t_loaded, t_resumed);
+        }
         c->s.error = 0; /* the guest is handed over: a late failure is only a warning */
     }
     return r;
@@ -1019,8 +1053,7 @@ static int run(struct out_ctx *c)
         /* Saving to a file: the guest is paused for the whole save. */
         if (m->ops->stop(m->vm, &err) < 0)
             return stream_set_error(&c->s, err.code, "%s", err.msg);
-        c->stopped = true;
-        c->stop_ms = mig_now_ms();
+        out_mark_stopped(c);
     }
     if (write_header(c) < 0)
         return -1;

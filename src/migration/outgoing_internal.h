@@ -30,7 +30,7 @@ struct out_ctx {
     int fd;
     bool to_file;
     bool stopped;               /* vCPUs stopped for the switch-over */
-    uint64_t stop_ms;
+    uint64_t stop_ms, stop_ns;
     uint64_t pass;              /* pre-copy rounds so far */
     struct precopy_policy_state pst;
     /* The switch-over guard, armed while stopped (max-switchover-retries
@@ -116,6 +116,12 @@ int out_queue_page(struct out_ctx *c, uint64_t idx);
 uint64_t out_rate_account(struct out_ctx *c, uint64_t bytes);
 int out_sync_dirty(struct out_ctx *c, uint64_t *count);
 void out_refresh_params(struct out_ctx *c);
+/* The vCPUs are stopped for the switch-over: c->stopped, and when. */
+void out_mark_stopped(struct out_ctx *c);
+/* A switch-over handed the guest over: publish where its downtime went
+ * (mig_now_ns() stamps after each phase, see struct mig_downtime_phases). */
+void out_publish_phases(struct out_ctx *c, uint64_t synced, uint64_t pages, uint64_t state,
+                        uint64_t loaded, uint64_t resumed);
 /* The next return-path record, which must be of type `want` (0: any);
  * RP_FAILED, a closed connection and anything else become the main
  * stream's error. */

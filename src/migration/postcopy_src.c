@@ -99,7 +99,7 @@ int pc_src_setup(struct out_ctx *c)
 
 /* Times of the switch (mig_now_ns) and its page counts, for the debug log. */
 struct switch_trace {
-    uint64_t decided, acked, stopped, synced, sent, loaded, resumed;
+    uint64_t decided, acked, stopped, synced, discarded, sent, loaded, resumed;
     uint64_t early, late;       /* pages discarded before / after the stop */
     uint64_t early_runs, late_runs;
     bool acked_early;           /* the pong came before the stop */
@@ -174,8 +174,7 @@ static int stop_guest(struct out_ctx *c)
     out_wait_for_drain(c);
     if (c->m->ops->stop(c->m->vm, &err) < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
-    c->stopped = true;
-    c->stop_ms = mig_now_ms();
+    out_mark_stopped(c);
     return 0;
 }
 
@@ -193,6 +192,7 @@ static int send_rest(struct out_ctx *c, struct switch_trace *t)
     t->late = page_runs_take_new(c->pending, c->dirty, c->npages);
     if (t->late && send_discards(c, c->dirty, &t->late_runs) < 0)
         return -1;
+    t->discarded = mig_now_ns();
     bitmap_free(c->dirty);
     c->dirty = NULL;
     log_info("switching to post-copy: %llu pages still on the source (%llu discarded stopped)",
@@ -259,7 +259,7 @@ static int pc_switch(struct out_ctx *c)
     int r = prediscard(c, &rp, &t);
     t.acked_early = r > 0;
     if (r >= 0 && stop_guest(c) == 0) {
-        t.stopped = mig_now_ns();
+        t.stopped = c->stop_ns;
         if (send_rest(c, &t) == 0)
             r = hand_over(c, &rp, &t);
     }
@@ -268,9 +268,11 @@ static int pc_switch(struct out_ctx *c)
         return -1;
     if (r < 0) /* the guest is the destination's: recover, never resume */
         log_warn("after the hand-over: %s", stream_error(&c->s));
+    else
+        out_publish_phases(c, t.synced, t.discarded, t.sent, t.loaded, t.resumed);
     log_trace(&t);
     pthread_mutex_lock(&m->lock);
-    m->stats.downtime_ms = mig_now_ms() - c->stop_ms;
+    m->stats.downtime_ms = (r == 0 ? t.resumed / 1000000 : mig_now_ms()) - c->stop_ms;
     m->stats.remaining = bitmap_count(c->pending, c->npages) * GWS_PAGE_SIZE;
     pthread_mutex_unlock(&m->lock);
     c->pc_bytes0 = c->bytes_before + c->s.bytes;

@@ -404,6 +404,18 @@ static void add_postcopy_stats(struct json_object *o, const struct mig_stats *st
     json_object_object_add(o, "postcopy-fault-latency", l);
 }
 
+/* Where the downtime went (godwit; struct mig_downtime_phases). */
+static void add_downtime_phases(struct json_object *o, const struct mig_downtime_phases *p)
+{
+    struct json_object *d = json_object_new_object();
+    add_int(d, "sync-us", p->sync_us);
+    add_int(d, "pages-us", p->pages_us);
+    add_int(d, "state-us", p->state_us);
+    add_int(d, "load-us", p->load_us);
+    add_int(d, "resume-us", p->resume_us);
+    json_object_object_add(o, "downtime-phases", d);
+}
+
 static int cmd_query_migrate(void *opaque, struct json_object *args, struct json_object **ret,
                              struct qmp_error *err)
 {
@@ -417,8 +429,11 @@ static int cmd_query_migrate(void *opaque, struct json_object *args, struct json
     json_object_object_add(o, "status", json_object_new_string(mig_state_name(st.status)));
     add_int(o, "total-time", st.total_ms);
     add_int(o, "setup-time", st.setup_ms);
-    if (!vm->mig.incoming && (st.status == MIG_COMPLETED || mig_state_is_postcopy(st.status)))
+    if (!vm->mig.incoming && (st.status == MIG_COMPLETED || mig_state_is_postcopy(st.status))) {
         add_int(o, "downtime", st.downtime_ms);
+        if (st.downtime_phases.known)
+            add_downtime_phases(o, &st.downtime_phases);
+    }
     if (mig_state_is_active(st.status) && !vm->mig.incoming)
         add_int(o, "expected-downtime", st.expected_downtime_ms);
     if ((st.status == MIG_FAILED || st.status == MIG_CANCELLED || st.status == MIG_POSTCOPY_PAUSED) &&

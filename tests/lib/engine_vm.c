@@ -299,3 +299,14 @@ int evm_write_header(const struct evm *v, struct stream *s)
     struct iovec h = { &hdr, sizeof(hdr.h) + hdr.h.nr_regions * sizeof(struct gws_region) };
     return stream_write_record(s, GWS_HEADER, &h, 1);
 }
+
+bool evm_phases_add_up(const struct mig_stats *s)
+{
+    const struct mig_downtime_phases *p = &s->downtime_phases;
+    uint64_t sum = p->sync_us + p->pages_us + p->state_us + p->load_us + p->resume_us;
+    fprintf(stderr, "    downtime %llu ms: sync %llu us, pages %llu, state %llu, load %llu, resume %llu\n",
+            (unsigned long long)s->downtime_ms, (unsigned long long)p->sync_us,
+            (unsigned long long)p->pages_us, (unsigned long long)p->state_us,
+            (unsigned long long)p->load_us, (unsigned long long)p->resume_us);
+    return p->known && sum / 1000 <= s->downtime_ms && s->downtime_ms <= sum / 1000 + 1;
+}

@@ -75,6 +75,9 @@ int evm_set_cap(struct evm *v, enum mig_cap cap, bool on);
 /* Pages of dst that differ from src (first one in *first). */
 uint64_t evm_compare(const struct evm *dst, const struct evm *src, uint64_t *first);
 void evm_sleep_us(unsigned us);
+/* The source's downtime phases are known and add up to its downtime (ms,
+ * from the same clock: within 1 ms); prints them. */
+bool evm_phases_add_up(const struct mig_stats *s);
 /* A HEADER record describing v's RAM (one vCPU), for hand-written sources. */
 int evm_write_header(const struct evm *v, struct stream *s);
 

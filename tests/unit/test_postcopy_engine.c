@@ -106,6 +106,7 @@ static void check_done(struct evm *src, struct evm *dst)
             (unsigned long long)dst->checked);
     assert_true(s.postcopy_bytes > 0);
     assert_true(src->completed);
+    assert_true(evm_phases_add_up(&s));
     /* Every fault blocks its vCPU for some µs: the sum must show (it was
      * kept in whole ms per fault, so sub-ms faults added nothing). */
     if (d.fault_count)

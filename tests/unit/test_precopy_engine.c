@@ -75,6 +75,7 @@ static void check_done(struct evm *src, struct evm *dst)
             (unsigned long long)s.dirty_sync_count, (unsigned long long)s.normal,
             (unsigned long long)s.duplicate, (unsigned long long)s.transferred,
             (unsigned long long)s.downtime_ms);
+    assert_true(evm_phases_add_up(&s));
 }
 
 static void wait_rounds(struct evm *src, uint64_t rounds)
