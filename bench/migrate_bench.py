@@ -312,6 +312,7 @@ def measure(name, sc, hv, prealloc, src, dst):
         "switchover_retries": info.get("switchover-retries", 0),
         "rounds_ended_early": info.get("rounds-ended-early", 0),
         "switchover_deferrals": info.get("switchover-deferrals", 0),
+        "downtime_phases_us": info.get("downtime-phases"),
         "progress_before_pages_s": progress_rate(src, t0 - 2, t0),
         "progress_during_pages_s": progress_rate(src, t0, t0 + live_s),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -334,6 +335,7 @@ def run_pc(name, sc, hv, src, dst, t0):
         # QEMU 7.2 now and then answers total-time 0 once completed: our clock then
         "total_ms": s["total-time"] or round((t_end - t0) * 1000),
         "downtime_ms": s.get("downtime"), "guest_gap_ms": guest_gap_ms(src, dst, t0),
+        "downtime_phases_us": s.get("downtime-phases"),
         "bytes": ram["transferred"], "rounds": ram.get("iteration", ram.get("dirty-sync-count")),
         "throughput_mb_s": round(ram["transferred"] / max(s["total-time"], 1) / 1000, 1),
         "postcopy_requests": ram.get("postcopy-requests"),

@@ -87,6 +87,10 @@ def round_ends_early():
         print("rounds", info["ram"]["dirty-sync-count"], "ended early", info["rounds-ended-early"],
               "downtime", info["downtime"], "ms")
         assert info["rounds-ended-early"] >= 1, info
+        phases = info["downtime-phases"]
+        print("downtime phases (us):", phases)
+        total_us = sum(phases[k] for k in ("sync-us", "pages-us", "state-us", "load-us", "resume-us"))
+        assert total_us // 1000 <= info["downtime"] <= total_us // 1000 + 1, (phases, info["downtime"])
         wait_heartbeats(src, dst, 3)
         self_check(dst)
         assert_no_guest_errors(dst)
