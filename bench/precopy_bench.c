@@ -6,13 +6,15 @@
  * does. This is the idle scenario of bench/migrate_bench.py (which needs
  * KVM) reduced to the engine: how fast the stream moves memory.
  *
- *   make bench && build/bench/precopy_bench [--json FILE] [SCENARIO...]
+ *   make bench && build/bench/precopy_bench [--json FILE] [--label TEXT] [--repeat N]
+ *                                           [SCENARIO...]
  *
  * Scenarios: idle-1g (1 GiB holding 768 MiB), idle-4g (4 GiB holding
  * 3.8 GiB), busy-1g-ac (the stand-in vCPU rewrites a 256 MiB hot set as
  * fast as it can; auto-converge, 20 ms downtime limit). Reports total time,
- * downtime, bytes on the wire, rounds, throughput (idle: guest data moved
- * per second; busy: bytes on the wire per second) and the highest throttle. */
+ * downtime and where it went (query-migrate's downtime-phases), bytes on
+ * the wire, rounds, throughput (idle: guest data moved per second; busy:
+ * bytes on the wire per second) and the highest throttle. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +36,8 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int run(const struct scenario *sc, int port, FILE *json)
+/* label: which build this is, in the JSON ("" for none). */
+static int run(const struct scenario *sc, int port, FILE *json, const char *label)
 {
     static struct evm src, dst;
     char uri[64];
@@ -74,13 +77,25 @@ static int run(const struct scenario *sc, int port, FILE *json)
            secs * 1e3, (unsigned long long)s.downtime_ms, (double)s.transferred / 1048576.0,
            (unsigned long long)s.dirty_sync_count, mbs, src.throttle_max,
            bad ? "RAM DIFFERS" : "ok");
+    const struct mig_downtime_phases *ph = &s.downtime_phases;
+    printf("%-10s downtime phases: sync %llu us, pages %llu, state %llu, load %llu, resume %llu\n",
+           "", (unsigned long long)ph->sync_us, (unsigned long long)ph->pages_us,
+           (unsigned long long)ph->state_us, (unsigned long long)ph->load_us,
+           (unsigned long long)ph->resume_us);
     if (json)
-        fprintf(json, "{\"bench\": \"precopy-engine\", \"scenario\": \"%s\", \"ram_mib\": %llu, "
+        fprintf(json, "{\"bench\": \"precopy-engine\", %s%s%s\"scenario\": \"%s\", "
+                "\"ram_mib\": %llu, "
                 "\"data_mib\": %llu, \"total_ms\": %.0f, \"downtime_ms\": %llu, "
+                "\"downtime_phases_us\": {\"sync\": %llu, \"pages\": %llu, \"state\": %llu, "
+                "\"load\": %llu, \"resume\": %llu}, "
                 "\"transferred\": %llu, \"rounds\": %llu, \"throughput_mb_s\": %.0f, "
                 "\"throttle_max_pct\": %u, \"ram_equal\": %s}\n",
+                label[0] ? "\"label\": \"" : "", label, label[0] ? "\", " : "",
                 sc->name, (unsigned long long)sc->ram_mib, (unsigned long long)sc->data_mib,
-                secs * 1e3, (unsigned long long)s.downtime_ms, (unsigned long long)s.transferred,
+                secs * 1e3, (unsigned long long)s.downtime_ms, (unsigned long long)ph->sync_us,
+                (unsigned long long)ph->pages_us, (unsigned long long)ph->state_us,
+                (unsigned long long)ph->load_us, (unsigned long long)ph->resume_us,
+                (unsigned long long)s.transferred,
                 (unsigned long long)s.dirty_sync_count, mbs, src.throttle_max,
                 bad ? "false" : "true");
     evm_fini(&dst);
@@ -96,11 +111,17 @@ int main(int argc, char **argv)
         { "busy-1g-ac", 1024, 0, true },
     };
     FILE *json = NULL;
+    const char *label = "";
+    int repeat = 1;
     const char *only[8];
     int nonly = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json = fopen(argv[++i], "a");
+        else if (!strcmp(argv[i], "--label") && i + 1 < argc)
+            label = argv[++i];
+        else if (!strcmp(argv[i], "--repeat") && i + 1 < argc)
+            repeat = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 1;
         else if (nonly < 8)
             only[nonly++] = argv[i];
     }
@@ -108,12 +129,14 @@ int main(int argc, char **argv)
     printf("%-10s %11s %8s %13s %6s %14s %9s\n", "scenario", "total", "down", "wire", "rounds",
            "throughput", "throttle");
     int rc = 0;
-    for (unsigned i = 0; i < sizeof(scs) / sizeof(scs[0]); i++) {
-        bool want = nonly == 0;
-        for (int k = 0; k < nonly; k++)
-            want |= !strcmp(only[k], scs[i].name);
-        if (want && run(&scs[i], 47200 + (int)i, json) < 0)
-            rc = 1;
+    for (int n = 0; n < repeat; n++) {
+        for (unsigned i = 0; i < sizeof(scs) / sizeof(scs[0]); i++) {
+            bool want = nonly == 0;
+            for (int k = 0; k < nonly; k++)
+                want |= !strcmp(only[k], scs[i].name);
+            if (want && run(&scs[i], 47200 + (int)i, json, label) < 0)
+                rc = 1;
+        }
     }
     if (json)
         fclose(json);
