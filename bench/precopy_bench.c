@@ -7,7 +7,7 @@
  * KVM) reduced to the engine: how fast the stream moves memory.
  *
  *   make bench && build/bench/precopy_bench [--json FILE] [--label TEXT] [--repeat N]
- *                                           [SCENARIO...]
+ *                                           [--log debug] [SCENARIO...]
  *
  * Scenarios: idle-1g (1 GiB holding 768 MiB), idle-4g (4 GiB holding
  * 3.8 GiB), busy-1g-ac (the stand-in vCPU rewrites a 256 MiB hot set as
@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "engine_vm.h"
 
 struct scenario {
@@ -120,6 +121,8 @@ int main(int argc, char **argv)
             json = fopen(argv[++i], "a");
         else if (!strcmp(argv[i], "--label") && i + 1 < argc)
             label = argv[++i];
+        else if (!strcmp(argv[i], "--log") && i + 1 < argc && gw_log_parse_level(argv[i + 1]) >= 0)
+            gw_log_set_level((enum gw_log_level)gw_log_parse_level(argv[++i]));
         else if (!strcmp(argv[i], "--repeat") && i + 1 < argc)
             repeat = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 1;
         else if (nonly < 8)
