@@ -757,8 +757,11 @@ static bool stop_still_fits(struct out_ctx *c)
         !look_at_stop(c, "the stop is not checked after the drain", &left))
         return true;
     uint64_t expect = precopy_expected_downtime_ms(left * GWS_PAGE_SIZE, c->stop_bw);
-    if (expect <= c->params.downtime_limit_ms)
+    if (expect <= c->params.downtime_limit_ms) {
+        log_debug("switch-over: the last look counts %llu pages, %llu ms at %.0f MB/s",
+                  (unsigned long long)left, (unsigned long long)expect, (double)c->stop_bw / 1e6);
         return true;
+    }
     c->deferrals++;
     pthread_mutex_lock(&c->m->lock);
     c->m->stats.switchover_deferrals = c->deferrals;
