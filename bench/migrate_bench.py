@@ -398,6 +398,11 @@ def main():
             print(f"{name:<12} {hv:<7} {r['total_ms']:>6} ms {r['downtime_ms']:>6} ms "
                   f"{str(r['guest_gap_ms']):>7} ms {r['bytes'] / 1e6:>9.0f} {r['rounds']:>6} "
                   f"{r['throughput_mb_s']:>7}", flush=True)
+            ph = r.get("downtime_phases_us")
+            if ph:
+                print(f"{'':<12} {'':<7} downtime phases: sync {ph['sync-us']} us, pages "
+                      f"{ph['pages-us']} us, state {ph['state-us']} us, load {ph['load-us']} us, "
+                      f"resume {ph['resume-us']} us", flush=True)
             if "postcopy_requests" in r:
                 print(f"{'':<12} {'':<7} post-copy {r['postcopy_s']} s: {r['postcopy_requests']} "
                       f"requests, fault p50 {r['fault_p50_us']} us p99 {r['fault_p99_us']} us, "
