@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,6 +67,9 @@ static void *dst_reader(void *arg)
 {
     struct evm *v = arg;
     v->tid = (int)syscall(SYS_gettid);
+    /* Started by the migration thread (op_start), whose priority a thread
+     * inherits: a VMM's vCPU threads run at the default one. */
+    setpriority(PRIO_PROCESS, (id_t)v->tid, 0);
     for (uint64_t i = 0; may_go(v); i++) {
         uint64_t p = (i * 7919) % v->npages;
         if (memcmp(v->mem + p * 4096, v->src->mem + p * 4096, 4096) != 0)
