@@ -400,7 +400,7 @@ def main():
                   f"{r['throughput_mb_s']:>7}", flush=True)
             ph = r.get("downtime_phases_us")
             if ph:
-                print(f"{'':<12} {'':<7} downtime phases: sync {ph['sync-us']} us, pages "
+                print(f"{'':<12} {'':<7} downtime phases: stop {ph['stop-us']} us, sync {ph['sync-us']} us, pages "
                       f"{ph['pages-us']} us, state {ph['state-us']} us, load {ph['load-us']} us, "
                       f"resume {ph['resume-us']} us", flush=True)
             if "postcopy_requests" in r:

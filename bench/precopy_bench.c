@@ -81,21 +81,23 @@ static int run(const struct scenario *sc, int port, FILE *json, const char *labe
            (unsigned long long)s.dirty_sync_count, mbs, src.throttle_max,
            bad ? "RAM DIFFERS" : "ok");
     const struct mig_downtime_phases *ph = &s.downtime_phases;
-    printf("%-10s downtime phases: sync %llu us, pages %llu, state %llu, load %llu, resume %llu\n",
-           "", (unsigned long long)ph->sync_us, (unsigned long long)ph->pages_us,
+    printf("%-10s downtime phases: stop %llu us, sync %llu, pages %llu, state %llu, load %llu, "
+           "resume %llu\n", "", (unsigned long long)ph->stop_us, (unsigned long long)ph->sync_us,
+           (unsigned long long)ph->pages_us,
            (unsigned long long)ph->state_us, (unsigned long long)ph->load_us,
            (unsigned long long)ph->resume_us);
     if (json)
         fprintf(json, "{\"bench\": \"precopy-engine\", %s%s%s\"scenario\": \"%s\", "
                 "\"ram_mib\": %llu, "
                 "\"data_mib\": %llu, \"total_ms\": %.0f, \"downtime_ms\": %llu, "
-                "\"downtime_phases_us\": {\"sync\": %llu, \"pages\": %llu, \"state\": %llu, "
-                "\"load\": %llu, \"resume\": %llu}, "
+                "\"downtime_phases_us\": {\"stop\": %llu, \"sync\": %llu, \"pages\": %llu, "
+                "\"state\": %llu, \"load\": %llu, \"resume\": %llu}, "
                 "\"transferred\": %llu, \"rounds\": %llu, \"throughput_mb_s\": %.0f, "
                 "\"throttle_max_pct\": %u, \"ram_equal\": %s}\n",
                 label[0] ? "\"label\": \"" : "", label, label[0] ? "\", " : "",
                 sc->name, (unsigned long long)sc->ram_mib, (unsigned long long)sc->data_mib,
-                secs * 1e3, (unsigned long long)s.downtime_ms, (unsigned long long)ph->sync_us,
+                secs * 1e3, (unsigned long long)s.downtime_ms, (unsigned long long)ph->stop_us,
+                (unsigned long long)ph->sync_us,
                 (unsigned long long)ph->pages_us, (unsigned long long)ph->state_us,
                 (unsigned long long)ph->load_us, (unsigned long long)ph->resume_us,
                 (unsigned long long)s.transferred,

@@ -67,11 +67,12 @@ static const struct field fields[] = {
     { "switchover_retries", U(switchover_retries), IF_NONZERO, 0, false },
     { "rounds_ended_early", U(rounds_ended_early), IF_NONZERO, 0, false },
     { "switchover_deferrals", U(switchover_deferrals), IF_NONZERO, 0, false },
-    { "downtime_sync_us", U(downtime_phase_us[0]), IF_SET, U(downtime_phases_set), false },
-    { "downtime_pages_us", U(downtime_phase_us[1]), IF_SET, U(downtime_phases_set), false },
-    { "downtime_state_us", U(downtime_phase_us[2]), IF_SET, U(downtime_phases_set), false },
-    { "downtime_load_us", U(downtime_phase_us[3]), IF_SET, U(downtime_phases_set), false },
-    { "downtime_resume_us", U(downtime_phase_us[4]), IF_SET, U(downtime_phases_set), false },
+    { "downtime_stop_us", U(downtime_phase_us[0]), IF_SET, U(downtime_phases_set), false },
+    { "downtime_sync_us", U(downtime_phase_us[1]), IF_SET, U(downtime_phases_set), false },
+    { "downtime_pages_us", U(downtime_phase_us[2]), IF_SET, U(downtime_phases_set), false },
+    { "downtime_state_us", U(downtime_phase_us[3]), IF_SET, U(downtime_phases_set), false },
+    { "downtime_load_us", U(downtime_phase_us[4]), IF_SET, U(downtime_phases_set), false },
+    { "downtime_resume_us", U(downtime_phase_us[5]), IF_SET, U(downtime_phases_set), false },
 };
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 
@@ -175,8 +176,9 @@ static int read_ram(struct jobinfo *ji, struct json_object *ram, struct gw_error
 }
 
 /* query-migrate's downtime-phases, the order of downtime_phase_us. */
-static const char *const phase_keys[5] = { "sync-us", "pages-us", "state-us", "load-us",
-                                            "resume-us" };
+#define NPHASES 6
+static const char *const phase_keys[NPHASES] = { "stop-us", "sync-us", "pages-us", "state-us",
+                                                  "load-us", "resume-us" };
 
 static int read_phases(struct jobinfo *ji, struct json_object *ret, struct gw_error *err)
 {
@@ -185,7 +187,7 @@ static int read_phases(struct jobinfo *ji, struct json_object *ret, struct gw_er
         return 0;
     if (!json_object_is_type(ph, json_type_object))
         return gw_error_set(err, EINVAL, "query-migrate: 'downtime-phases' is not an object");
-    for (unsigned i = 0; i < 5; i++) {
+    for (unsigned i = 0; i < NPHASES; i++) {
         int rc = get_u64(ph, phase_keys[i], &ji->downtime_phase_us[i], err);
         if (rc <= 0)
             return rc < 0 ? rc : gw_error_set(err, EINVAL, "query-migrate: 'downtime-phases' "
@@ -342,13 +344,13 @@ static void text_rest(FILE *f, const struct jobinfo *ji)
         put_num(f, "Rounds ended early:", ji->rounds_ended_early, "");
     if (ji->switchover_deferrals)
         put_num(f, "Switch-over deferrals:", ji->switchover_deferrals, "");
-    if (ji->downtime_phases_set)
-        fprintf(f, "%-17s sync %llu us, pages %llu us, state %llu us, load %llu us, resume %llu us\n",
-                "Downtime phases:", (unsigned long long)ji->downtime_phase_us[0],
-                (unsigned long long)ji->downtime_phase_us[1],
-                (unsigned long long)ji->downtime_phase_us[2],
-                (unsigned long long)ji->downtime_phase_us[3],
-                (unsigned long long)ji->downtime_phase_us[4]);
+    if (ji->downtime_phases_set) {
+        fprintf(f, "%-17s", "Downtime phases:");
+        for (unsigned i = 0; i < NPHASES; i++) /* "stop 120 us, sync ..." */
+            fprintf(f, "%s %.*s %llu us", i ? "," : "", (int)(strlen(phase_keys[i]) - 3),
+                    phase_keys[i], (unsigned long long)ji->downtime_phase_us[i]);
+        fputc('\n', f);
+    }
     if (ji->errmsg[0])
         fprintf(f, "%-17s %s\n", "Error message:", ji->errmsg);
 }

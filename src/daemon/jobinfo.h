@@ -78,9 +78,9 @@ struct jobinfo {
      * stops put off after the last look before them */
     uint64_t switchover_retries, rounds_ended_early, switchover_deferrals;
     /* ... and where the completed switch-over's downtime went, µs
-     * (query-migrate downtime-phases: sync, pages, state, load, resume) */
+     * (query-migrate downtime-phases: stop, sync, pages, state, load, resume) */
     bool downtime_phases_set;
-    uint64_t downtime_phase_us[5];
+    uint64_t downtime_phase_us[6];
     int auto_converge_throttle;        /* percent, 0 = none */
     char errmsg[JOBINFO_ERRMSG_MAX];   /* "" = none */
     bool postcopy_started;             /* query-migrate postcopy-started: the source handed

@@ -81,14 +81,14 @@ struct mig_stats {
     uint64_t switchover_retries;   /* source: stops given up, the guest given back */
     uint64_t rounds_ended_early;   /* source: live rounds ended once a stop fitted */
     uint64_t switchover_deferrals; /* source: stops put off after the drain */
-    /* Source: where the switch-over's downtime went, in µs from the stop:
-     * the dirty log's last sync, the last pages (post-copy: the late
-     * discards), the vCPU and device state, the wait until the destination
-     * had loaded it all, and until it said it runs the guest. Known once a
-     * switch-over over a socket has handed the guest over. */
+    /* Source: where the switch-over's downtime went, in µs: stopping
+     * every vCPU, the dirty log's last sync, the last pages (post-copy:
+     * the late discards), the vCPU and device state, the wait until the
+     * destination had loaded it all, and until it said it runs the guest.
+     * Known once a switch-over over a socket has handed the guest over. */
     struct mig_downtime_phases {
         bool known;
-        uint64_t sync_us, pages_us, state_us, load_us, resume_us;
+        uint64_t stop_us, sync_us, pages_us, state_us, load_us, resume_us;
     } downtime_phases;
     bool postcopy_started;         /* post-copy began: the source handed the guest over
                                       (COMMIT sent: the destination may run it), the

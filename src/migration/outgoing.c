@@ -461,11 +461,18 @@ int out_sync_dirty(struct out_ctx *c, uint64_t *count)
     return 0;
 }
 
-void out_mark_stopped(struct out_ctx *c)
+int out_stop_guest(struct out_ctx *c)
 {
+    struct gw_error err;
+    gw_error_init(&err);
+    uint64_t t0 = mig_now_ns();
+    if (c->m->ops->stop(c->m->vm, &err) < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
     c->stopped = true;
-    c->stop_ns = mig_now_ns();
-    c->stop_ms = c->stop_ns / 1000000;
+    c->stop_ns = t0; /* the first vCPU may have stopped at once */
+    c->stop_ms = t0 / 1000000;
+    c->stopped_ns = mig_now_ns();
+    return 0;
 }
 
 void out_publish_phases(struct out_ctx *c, uint64_t synced, uint64_t pages, uint64_t state,
@@ -473,7 +480,8 @@ void out_publish_phases(struct out_ctx *c, uint64_t synced, uint64_t pages, uint
 {
     struct mig_downtime_phases p = {
         .known = true,
-        .sync_us = (synced - c->stop_ns) / 1000,
+        .stop_us = (c->stopped_ns - c->stop_ns) / 1000,
+        .sync_us = (synced - c->stopped_ns) / 1000,
         .pages_us = (pages - synced) / 1000,
         .state_us = (state - pages) / 1000,
         .load_us = (loaded - state) / 1000,
@@ -482,9 +490,10 @@ void out_publish_phases(struct out_ctx *c, uint64_t synced, uint64_t pages, uint
     pthread_mutex_lock(&c->m->lock);
     c->m->stats.downtime_phases = p;
     pthread_mutex_unlock(&c->m->lock);
-    log_debug("switch-over: downtime %llu us: sync %llu, pages %llu, state %llu, load %llu, "
-              "resume %llu", (unsigned long long)((resumed - c->stop_ns) / 1000),
-              (unsigned long long)p.sync_us, (unsigned long long)p.pages_us,
+    log_debug("switch-over: downtime %llu us: stop %llu, sync %llu, pages %llu, state %llu, "
+              "load %llu, resume %llu", (unsigned long long)((resumed - c->stop_ns) / 1000),
+              (unsigned long long)p.stop_us, (unsigned long long)p.sync_us,
+              (unsigned long long)p.pages_us,
               (unsigned long long)p.state_us, (unsigned long long)p.load_us,
               (unsigned long long)p.resume_us);
 }
@@ -898,9 +907,8 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
             if (!pong_due && !stop_still_fits(c))
                 return 1;
         }
-        if (m->ops->stop(m->vm, &err) < 0)
-            return stream_set_error(&c->s, err.code, "%s", err.msg);
-        out_mark_stopped(c);
+        if (out_stop_guest(c) < 0)
+            return stream_get_error(&c->s);
     }
     mig_set_state(m, MIG_DEVICE);
     log_debug("switch-over: vCPUs stopped");
@@ -1054,9 +1062,8 @@ static int run(struct out_ctx *c)
         return stream_set_error(&c->s, ENOMEM, "out of memory");
     if (c->to_file) {
         /* Saving to a file: the guest is paused for the whole save. */
-        if (m->ops->stop(m->vm, &err) < 0)
-            return stream_set_error(&c->s, err.code, "%s", err.msg);
-        out_mark_stopped(c);
+        if (out_stop_guest(c) < 0)
+            return -1;
     }
     if (write_header(c) < 0)
         return -1;

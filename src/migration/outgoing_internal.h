@@ -30,7 +30,8 @@ struct out_ctx {
     int fd;
     bool to_file;
     bool stopped;               /* vCPUs stopped for the switch-over */
-    uint64_t stop_ms, stop_ns;
+    uint64_t stop_ms, stop_ns;   /* when the stop began (the downtime's start) */
+    uint64_t stopped_ns;        /* when every vCPU had stopped */
     uint64_t pass;              /* pre-copy rounds so far */
     struct precopy_policy_state pst;
     /* The switch-over guard, armed while stopped (max-switchover-retries
@@ -116,8 +117,9 @@ int out_queue_page(struct out_ctx *c, uint64_t idx);
 uint64_t out_rate_account(struct out_ctx *c, uint64_t bytes);
 int out_sync_dirty(struct out_ctx *c, uint64_t *count);
 void out_refresh_params(struct out_ctx *c);
-/* The vCPUs are stopped for the switch-over: c->stopped, and when. */
-void out_mark_stopped(struct out_ctx *c);
+/* Stop the vCPUs for the switch-over (or a save): c->stopped, and when
+ * the stop began and ended. 0 or -errno (the stream's error). */
+int out_stop_guest(struct out_ctx *c);
 /* A switch-over handed the guest over: publish where its downtime went
  * (mig_now_ns() stamps after each phase, see struct mig_downtime_phases). */
 void out_publish_phases(struct out_ctx *c, uint64_t synced, uint64_t pages, uint64_t state,

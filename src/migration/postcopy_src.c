@@ -169,13 +169,8 @@ static int prediscard(struct out_ctx *c, struct stream *rp, struct switch_trace 
 
 static int stop_guest(struct out_ctx *c)
 {
-    struct gw_error err;
-    gw_error_init(&err);
     out_wait_for_drain(c);
-    if (c->m->ops->stop(c->m->vm, &err) < 0)
-        return stream_set_error(&c->s, err.code, "%s", err.msg);
-    out_mark_stopped(c);
-    return 0;
+    return out_stop_guest(c);
 }
 
 /* Stopped: discard what was dirtied since the pre-discard and is not

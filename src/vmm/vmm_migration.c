@@ -408,6 +408,7 @@ static void add_postcopy_stats(struct json_object *o, const struct mig_stats *st
 static void add_downtime_phases(struct json_object *o, const struct mig_downtime_phases *p)
 {
     struct json_object *d = json_object_new_object();
+    add_int(d, "stop-us", p->stop_us);
     add_int(d, "sync-us", p->sync_us);
     add_int(d, "pages-us", p->pages_us);
     add_int(d, "state-us", p->state_us);

@@ -25,8 +25,8 @@ static const char *const active_reply =
 static const char *const completed_reply =
     "{\"status\": \"completed\", \"setup-time\": 9, \"total-time\": 2804, \"downtime\": 41, "
     "\"switchover-retries\": 1, \"rounds-ended-early\": 2, \"switchover-deferrals\": 3, "
-    "\"downtime-phases\": {\"sync-us\": 120, \"pages-us\": 36500, \"state-us\": 310, "
-    "\"load-us\": 3600, \"resume-us\": 480}, "
+    "\"downtime-phases\": {\"stop-us\": 90, \"sync-us\": 120, \"pages-us\": 36500, "
+    "\"state-us\": 310, \"load-us\": 3600, \"resume-us\": 480}, "
     "\"ram\": {\"transferred\": 318767104, \"remaining\": 0, \"total\": 1074003968, "
     "\"duplicate\": 185000, \"skipped\": 0, \"normal\": 77800, \"normal-bytes\": 318668800, "
     "\"dirty-pages-rate\": 120, \"mbps\": 9123.4, \"dirty-sync-count\": 2, \"page-size\": 4096, "
@@ -153,10 +153,12 @@ static void test_completed(void **state)
         "Switch-over retries: 1           \n"
         "Rounds ended early: 2           \n"
         "Switch-over deferrals: 3           \n"
-        "Downtime phases:  sync 120 us, pages 36500 us, state 310 us, load 3600 us, resume 480 us\n");
+        "Downtime phases:  stop 90 us, sync 120 us, pages 36500 us, state 310 us, load 3600 us, "
+        "resume 480 us\n");
     char *raw = jobinfo_format_raw(&ji);
     assert_non_null(strstr(raw, "disk_remaining: 0\nswitchover_retries: 1\nrounds_ended_early: 2\n"
-                               "switchover_deferrals: 3\ndowntime_sync_us: 120\n"
+                               "switchover_deferrals: 3\ndowntime_stop_us: 90\n"
+                               "downtime_sync_us: 120\n"
                                "downtime_pages_us: 36500\ndowntime_state_us: 310\n"
                                "downtime_load_us: 3600\ndowntime_resume_us: 480\n"));
     free(raw);
@@ -259,8 +261,8 @@ static void test_hostile_replies(void **state)
         "{\"status\": \"completed\", \"downtime\": true}",
         "{\"status\": \"completed\", \"downtime-phases\": []}",
         "{\"status\": \"completed\", \"downtime-phases\": {\"sync-us\": 1}}",
-        "{\"status\": \"completed\", \"downtime-phases\": {\"sync-us\": 1, \"pages-us\": 2, "
-        "\"state-us\": 3, \"load-us\": -4, \"resume-us\": 5}}",
+        "{\"status\": \"completed\", \"downtime-phases\": {\"stop-us\": 0, \"sync-us\": 1, "
+        "\"pages-us\": 2, \"state-us\": 3, \"load-us\": -4, \"resume-us\": 5}}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct json_object *o = json_tokener_parse(bad[i]);
