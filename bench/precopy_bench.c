@@ -80,26 +80,24 @@ static int run(const struct scenario *sc, int port, FILE *json, const char *labe
            secs * 1e3, (unsigned long long)s.downtime_ms, (double)s.transferred / 1048576.0,
            (unsigned long long)s.dirty_sync_count, mbs, src.throttle_max,
            bad ? "RAM DIFFERS" : "ok");
-    const struct mig_downtime_phases *ph = &s.downtime_phases;
-    printf("%-10s downtime phases: stop %llu us, sync %llu, pages %llu, state %llu, load %llu, "
-           "resume %llu\n", "", (unsigned long long)ph->stop_us, (unsigned long long)ph->sync_us,
-           (unsigned long long)ph->pages_us,
-           (unsigned long long)ph->state_us, (unsigned long long)ph->load_us,
-           (unsigned long long)ph->resume_us);
+    char text[160], phases[160];
+    printf("%-10s downtime phases: %s\n", "",
+           mig_phases_text(s.downtime_phases.us, text, sizeof(text)));
+    size_t at = 0; /* {"stop": N, "sync": N, ...} */
+    for (unsigned i = 0; i < MIG_NPHASES && at < sizeof(phases); i++)
+        at += (size_t)snprintf(phases + at, sizeof(phases) - at, "%s\"%s\": %llu",
+                               i ? ", " : "{", mig_phase_names[i],
+                               (unsigned long long)s.downtime_phases.us[i]);
     if (json)
         fprintf(json, "{\"bench\": \"precopy-engine\", %s%s%s\"scenario\": \"%s\", "
                 "\"ram_mib\": %llu, "
                 "\"data_mib\": %llu, \"total_ms\": %.0f, \"downtime_ms\": %llu, "
-                "\"downtime_phases_us\": {\"stop\": %llu, \"sync\": %llu, \"pages\": %llu, "
-                "\"state\": %llu, \"load\": %llu, \"resume\": %llu}, "
+                "\"downtime_phases_us\": %s}, "
                 "\"transferred\": %llu, \"rounds\": %llu, \"throughput_mb_s\": %.0f, "
                 "\"throttle_max_pct\": %u, \"ram_equal\": %s}\n",
                 label[0] ? "\"label\": \"" : "", label, label[0] ? "\", " : "",
                 sc->name, (unsigned long long)sc->ram_mib, (unsigned long long)sc->data_mib,
-                secs * 1e3, (unsigned long long)s.downtime_ms, (unsigned long long)ph->stop_us,
-                (unsigned long long)ph->sync_us,
-                (unsigned long long)ph->pages_us, (unsigned long long)ph->state_us,
-                (unsigned long long)ph->load_us, (unsigned long long)ph->resume_us,
+                secs * 1e3, (unsigned long long)s.downtime_ms, phases,
                 (unsigned long long)s.transferred,
                 (unsigned long long)s.dirty_sync_count, mbs, src.throttle_max,
                 bad ? "false" : "true");

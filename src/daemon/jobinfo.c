@@ -67,12 +67,12 @@ static const struct field fields[] = {
     { "switchover_retries", U(switchover_retries), IF_NONZERO, 0, false },
     { "rounds_ended_early", U(rounds_ended_early), IF_NONZERO, 0, false },
     { "switchover_deferrals", U(switchover_deferrals), IF_NONZERO, 0, false },
-    { "downtime_stop_us", U(downtime_phase_us[0]), IF_SET, U(downtime_phases_set), false },
-    { "downtime_sync_us", U(downtime_phase_us[1]), IF_SET, U(downtime_phases_set), false },
-    { "downtime_pages_us", U(downtime_phase_us[2]), IF_SET, U(downtime_phases_set), false },
-    { "downtime_state_us", U(downtime_phase_us[3]), IF_SET, U(downtime_phases_set), false },
-    { "downtime_load_us", U(downtime_phase_us[4]), IF_SET, U(downtime_phases_set), false },
-    { "downtime_resume_us", U(downtime_phase_us[5]), IF_SET, U(downtime_phases_set), false },
+#define PHASE(name, i) { "downtime_" name "_us", U(downtime_phase_us[i]), IF_SET, \
+                          U(downtime_phases_set), false }
+    PHASE("stop", MIG_PHASE_STOP), PHASE("sync", MIG_PHASE_SYNC), PHASE("pages", MIG_PHASE_PAGES),
+    PHASE("state", MIG_PHASE_STATE), PHASE("load", MIG_PHASE_LOAD),
+    PHASE("resume", MIG_PHASE_RESUME),
+#undef PHASE
 };
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 
@@ -175,11 +175,7 @@ static int read_ram(struct jobinfo *ji, struct json_object *ram, struct gw_error
     return get_mbps(ram, &ji->mem_bps, err);
 }
 
-/* query-migrate's downtime-phases, the order of downtime_phase_us. */
-#define NPHASES 6
-static const char *const phase_keys[NPHASES] = { "stop-us", "sync-us", "pages-us", "state-us",
-                                                  "load-us", "resume-us" };
-
+/* query-migrate's downtime-phases: NAME-us for each of mig_phase_names. */
 static int read_phases(struct jobinfo *ji, struct json_object *ret, struct gw_error *err)
 {
     struct json_object *ph;
@@ -187,11 +183,13 @@ static int read_phases(struct jobinfo *ji, struct json_object *ret, struct gw_er
         return 0;
     if (!json_object_is_type(ph, json_type_object))
         return gw_error_set(err, EINVAL, "query-migrate: 'downtime-phases' is not an object");
-    for (unsigned i = 0; i < NPHASES; i++) {
-        int rc = get_u64(ph, phase_keys[i], &ji->downtime_phase_us[i], err);
+    for (unsigned i = 0; i < MIG_NPHASES; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "%s-us", mig_phase_names[i]);
+        int rc = get_u64(ph, key, &ji->downtime_phase_us[i], err);
         if (rc <= 0)
             return rc < 0 ? rc : gw_error_set(err, EINVAL, "query-migrate: 'downtime-phases' "
-                                              "has no '%s'", phase_keys[i]);
+                                              "has no '%s'", key);
     }
     ji->downtime_phases_set = true;
     return 0;
@@ -345,11 +343,9 @@ static void text_rest(FILE *f, const struct jobinfo *ji)
     if (ji->switchover_deferrals)
         put_num(f, "Switch-over deferrals:", ji->switchover_deferrals, "");
     if (ji->downtime_phases_set) {
-        fprintf(f, "%-17s", "Downtime phases:");
-        for (unsigned i = 0; i < NPHASES; i++) /* "stop 120 us, sync ..." */
-            fprintf(f, "%s %.*s %llu us", i ? "," : "", (int)(strlen(phase_keys[i]) - 3),
-                    phase_keys[i], (unsigned long long)ji->downtime_phase_us[i]);
-        fputc('\n', f);
+        char text[160];
+        fprintf(f, "%-17s %s\n", "Downtime phases:",
+                mig_phases_text(ji->downtime_phase_us, text, sizeof(text)));
     }
     if (ji->errmsg[0])
         fprintf(f, "%-17s %s\n", "Error message:", ji->errmsg);

@@ -23,6 +23,7 @@
 
 #include "common/error.h"
 #include "daemon/mig_policy.h"
+#include "migration/downtime_phases.h"
 
 struct json_object;
 
@@ -80,7 +81,7 @@ struct jobinfo {
     /* ... and where the completed switch-over's downtime went, µs
      * (query-migrate downtime-phases: stop, sync, pages, state, load, resume) */
     bool downtime_phases_set;
-    uint64_t downtime_phase_us[6];
+    uint64_t downtime_phase_us[MIG_NPHASES];
     int auto_converge_throttle;        /* percent, 0 = none */
     char errmsg[JOBINFO_ERRMSG_MAX];   /* "" = none */
     bool postcopy_started;             /* query-migrate postcopy-started: the source handed

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "memory/dirty_log.h"
 #include "memory/guest_ram.h"
+#include "migration/downtime_phases.h"
 #include "migration/latency_hist.h"
 #include "migration/mig_state.h"
 #include "migration/params.h"
@@ -56,6 +57,7 @@ struct mig_vm_ops {
 
 #define MIG_MAX_VCPUS_STATS 64
 
+
 struct mig_stats {
     enum mig_state status;
     uint64_t start_ms, setup_ms, total_ms, downtime_ms, expected_downtime_ms;
@@ -81,14 +83,12 @@ struct mig_stats {
     uint64_t switchover_retries;   /* source: stops given up, the guest given back */
     uint64_t rounds_ended_early;   /* source: live rounds ended once a stop fitted */
     uint64_t switchover_deferrals; /* source: stops put off after the drain */
-    /* Source: where the switch-over's downtime went, in µs: stopping
-     * every vCPU, the dirty log's last sync, the last pages (post-copy:
-     * the late discards), the vCPU and device state, the wait until the
-     * destination had loaded it all, and until it said it runs the guest.
-     * Known once a switch-over over a socket has handed the guest over. */
+    /* Source: where the switch-over's downtime went, µs per enum
+     * mig_phase. Known once a switch-over over a socket has handed the
+     * guest over. */
     struct mig_downtime_phases {
         bool known;
-        uint64_t stop_us, sync_us, pages_us, state_us, load_us, resume_us;
+        uint64_t us[MIG_NPHASES];
     } downtime_phases;
     bool postcopy_started;         /* post-copy began: the source handed the guest over
                                       (COMMIT sent: the destination may run it), the

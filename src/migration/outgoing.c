@@ -478,24 +478,18 @@ int out_stop_guest(struct out_ctx *c)
 void out_publish_phases(struct out_ctx *c, uint64_t synced, uint64_t pages, uint64_t state,
                         uint64_t loaded, uint64_t resumed)
 {
-    struct mig_downtime_phases p = {
-        .known = true,
-        .stop_us = (c->stopped_ns - c->stop_ns) / 1000,
-        .sync_us = (synced - c->stopped_ns) / 1000,
-        .pages_us = (pages - synced) / 1000,
-        .state_us = (state - pages) / 1000,
-        .load_us = (loaded - state) / 1000,
-        .resume_us = (resumed - loaded) / 1000,
-    };
+    /* Each phase ends where the next begins (enum mig_phase's order). */
+    const uint64_t at[MIG_NPHASES + 1] = { c->stop_ns, c->stopped_ns, synced, pages, state,
+                                           loaded, resumed };
+    struct mig_downtime_phases p = { .known = true };
+    for (unsigned i = 0; i < MIG_NPHASES; i++)
+        p.us[i] = (at[i + 1] - at[i]) / 1000;
     pthread_mutex_lock(&c->m->lock);
     c->m->stats.downtime_phases = p;
     pthread_mutex_unlock(&c->m->lock);
-    log_debug("switch-over: downtime %llu us: stop %llu, sync %llu, pages %llu, state %llu, "
-              "load %llu, resume %llu", (unsigned long long)((resumed - c->stop_ns) / 1000),
-              (unsigned long long)p.stop_us, (unsigned long long)p.sync_us,
-              (unsigned long long)p.pages_us,
-              (unsigned long long)p.state_us, (unsigned long long)p.load_us,
-              (unsigned long long)p.resume_us);
+    char text[160];
+    log_debug("switch-over: downtime %llu us: %s", (unsigned long long)((resumed - c->stop_ns) / 1000),
+              mig_phases_text(p.us, text, sizeof(text)));
 }
 
 void out_refresh_params(struct out_ctx *c)

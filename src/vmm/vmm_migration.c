@@ -3,6 +3,7 @@
 #define LOG_PREFIX "vmm-mig"
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -408,12 +409,11 @@ static void add_postcopy_stats(struct json_object *o, const struct mig_stats *st
 static void add_downtime_phases(struct json_object *o, const struct mig_downtime_phases *p)
 {
     struct json_object *d = json_object_new_object();
-    add_int(d, "stop-us", p->stop_us);
-    add_int(d, "sync-us", p->sync_us);
-    add_int(d, "pages-us", p->pages_us);
-    add_int(d, "state-us", p->state_us);
-    add_int(d, "load-us", p->load_us);
-    add_int(d, "resume-us", p->resume_us);
+    for (unsigned i = 0; i < MIG_NPHASES; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "%s-us", mig_phase_names[i]);
+        add_int(d, key, p->us[i]);
+    }
     json_object_object_add(o, "downtime-phases", d);
 }
 

@@ -307,12 +307,12 @@ int evm_write_header(const struct evm *v, struct stream *s)
 bool evm_phases_add_up(const struct mig_stats *s)
 {
     const struct mig_downtime_phases *p = &s->downtime_phases;
-    uint64_t sum = p->stop_us + p->sync_us + p->pages_us + p->state_us + p->load_us + p->resume_us;
-    fprintf(stderr, "    downtime %llu ms: stop %llu us, sync %llu, pages %llu, state %llu, load %llu, "
-            "resume %llu\n", (unsigned long long)s->downtime_ms, (unsigned long long)p->stop_us,
-            (unsigned long long)p->sync_us,
-            (unsigned long long)p->pages_us, (unsigned long long)p->state_us,
-            (unsigned long long)p->load_us, (unsigned long long)p->resume_us);
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < MIG_NPHASES; i++)
+        sum += p->us[i];
+    char text[160];
+    fprintf(stderr, "    downtime %llu ms: %s\n", (unsigned long long)s->downtime_ms,
+            mig_phases_text(p->us, text, sizeof(text)));
     /* downtime_ms is the difference of two whole-ms stamps (off by < 1 ms),
      * each phase is truncated to whole µs. */
     uint64_t ms_us = s->downtime_ms * 1000;
