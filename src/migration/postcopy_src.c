@@ -345,18 +345,18 @@ static int serve_request(struct out_ctx *c, const struct stream_record *rec, str
      * QEMU's urgent pages); then their neighbours, only while the channels
      * together stay within max-postcopy-bandwidth. What goes here counts
      * against the limit, so the background push slows down for it. */
-    uint64_t b0 = c->ps.bytes;
+    uint64_t b0 = c->ps.queued;
     if (r->n && reply_send(c, r) < 0)
         return -1;
-    bool room = out_rate_account(c, c->ps.bytes - b0) == 0;
+    bool room = out_rate_account(c, c->ps.queued - b0) == 0;
     for (uint64_t j = last + 1; room && last != UINT64_MAX && j < c->npages &&
                                 j <= last + PC_PREFETCH; j++)
         if (bitmap_test_and_clear_atomic(c->pending, j))
             reply_add(r, j);
-    b0 = c->ps.bytes;
+    b0 = c->ps.queued;
     if (r->n && reply_send(c, r) < 0)
         return -1;
-    out_rate_account(c, c->ps.bytes - b0);
+    out_rate_account(c, c->ps.queued - b0);
     /* The background push goes on just past what went here: past the
      * neighbours when they went, else right after the fault. (Always
      * skipping the neighbours left them behind when the limit held the

@@ -273,6 +273,7 @@ int stream_write_preamble_flags(struct stream *s, uint32_t flags)
 {
     struct gws_preamble p = { .version = GWS_VERSION, .flags = flags };
     memcpy(p.magic, GWS_MAGIC, 8);
+    s->queued += sizeof(p);
     return buffer(s, &p, sizeof(p));
 }
 
@@ -301,6 +302,7 @@ int stream_write_record(struct stream *s, uint32_t type, const struct iovec *par
     hv[1 + nparts] = (struct iovec){ (void *)zeros, pad };
     struct gws_record_trailer t = { stream_hash(hv, nparts + 2) };
     s->records++;
+    s->queued += sizeof(h) + len + pad + sizeof(t);
     if (len < DIRECT_MIN) {
         buffer(s, &h, sizeof(h));
         for (int i = 0; i < nparts; i++)

@@ -51,6 +51,9 @@ struct stream {
     size_t ilen, ipos;
     /* counters */
     uint64_t bytes;            /* bytes written or consumed */
+    uint64_t queued;           /* writer: bytes taken to write, sent or still
+                                  buffered (what a rate limit weighs: small
+                                  records wait in the 256 KiB buffer) */
     uint64_t records;          /* records written or read (skipped ones too) */
     /* typed layer (stream_records.h); zero after stream_init */
     int zlevel;                /* writer: zstd level, 0 = no compression */

@@ -94,6 +94,34 @@ static void test_round_trip(void **state)
     free(out.out);
 }
 
+/* `queued` counts a record once it is taken, buffered or not; `bytes`
+ * once it reached the output. After a flush they agree. */
+static void test_queued_counts_buffered_records(void **state)
+{
+    struct stream s;
+    writer(&s);
+    assert_int_equal(stream_write_preamble(&s), 0);
+    const char *txt = "a small record stays in the buffer";
+    struct iovec t = { (void *)txt, strlen(txt) };
+    assert_int_equal(stream_write_record(&s, GWS_INFO, &t, 1), 0);
+    assert_int_equal(s.bytes, 0);
+    assert_true(s.queued >= 16 + strlen(txt) + 8);
+    uint64_t small = s.queued;
+    struct gws_pages h = { 4, 0 };
+    uint64_t pfn[4] = { 256, 257, 300, 301 };
+    struct iovec iov[3] = { { &h, sizeof(h) }, { pfn, sizeof(pfn) }, { pages, sizeof(pages) } };
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(stream_write_record(&s, GWS_PAGE_DATA, iov, 3), 0);
+    assert_true(s.queued > small + 4 * sizeof(pages));
+    assert_int_equal(stream_write_record(&s, GWS_END_OF_STREAM, NULL, 0), 0);
+    assert_true(s.bytes < s.queued);
+    assert_int_equal(stream_flush(&s), 0);
+    assert_int_equal(s.bytes, s.queued);
+    assert_int_equal(out.out_len, s.queued);
+    stream_fini(&s);
+    free(out.out);
+}
+
 static void test_every_byte_corruption_detected(void **state)
 {
     build();
@@ -281,6 +309,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_queued_counts_buffered_records),
         cmocka_unit_test(test_every_byte_corruption_detected),
         cmocka_unit_test(test_truncation_and_preamble),
         cmocka_unit_test(test_oversized_length),
