@@ -50,7 +50,7 @@ int guest_ram_init(struct guest_ram *ram, uint64_t size, const char *name, struc
                      (unsigned long long)(size >> 20), strerror(e));
         goto err_close;
     }
-    madvise(ram->host, size, MADV_HUGEPAGE);
+    guest_ram_huge_pages(ram, true);
     /* Which pages are mapped here (guest_ram_read_pages); without it every
      * read goes through the kernel. */
     ram->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
@@ -325,6 +325,12 @@ void guest_ram_release_uffd(struct guest_ram *ram)
     if (ram->holds_uffd)
         close(ram->uffd);
     ram->holds_uffd = false;
+}
+
+void guest_ram_huge_pages(struct guest_ram *ram, bool on)
+{
+    /* Advice only: a kernel without THP refuses it, and nothing depends on it. */
+    madvise(ram->host, ram->size, on ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 }
 
 void guest_ram_fini(struct guest_ram *ram)

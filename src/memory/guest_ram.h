@@ -62,6 +62,11 @@ int guest_ram_prealloc_start(struct guest_ram *ram, struct gw_error *err);
  * many bytes from the start of the memfd may now be populated: pages there
  * are present even if nothing was written to them (0 if it never ran). */
 uint64_t guest_ram_prealloc_stop(struct guest_ram *ram);
+/* Transparent huge pages for guest RAM, on (the default) or off. A
+ * post-copy destination turns them off while pages are missing: the
+ * kernel collapsing a range into a huge page fills its holes with zeros,
+ * which userfaultfd then no longer catches (QEMU does the same). */
+void guest_ram_huge_pages(struct guest_ram *ram, bool on);
 /* Take ownership of a userfaultfd that must stay registered on this RAM. */
 void guest_ram_hold_uffd(struct guest_ram *ram, int uffd);
 /* Close the held userfaultfd, if any: call it after the vCPUs have stopped

@@ -123,51 +123,66 @@ int uffd_next_fault(int fd, int timeout_ms, uint64_t *addr)
     }
 }
 
-int uffd_copy(int fd, void *dst, const void *src, uint64_t len)
+int uffd_copy(int fd, void *dst, const void *src, uint64_t len, uint64_t *done)
 {
     struct uffdio_copy c = {
         .dst = (uint64_t)(uintptr_t)dst, .src = (uint64_t)(uintptr_t)src, .len = len, .mode = 0,
     };
+    uint64_t total = 0;
+    int r = 0;
     for (int tries = 0; ioctl(fd, UFFDIO_COPY, &c) < 0; tries++) {
         /* EAGAIN: the copy was cut short (partly done, or the address space
-         * was changing); go on with the rest. */
-        if (errno != EAGAIN || tries > 1000)
-            return -errno;
+         * was changing; a page already there after some copied pages stops
+         * it so too); go on with the rest. */
+        if (errno != EAGAIN || tries > 1000) {
+            r = -errno;
+            break;
+        }
         if (c.copy > 0) {
+            total += (uint64_t)c.copy;
             c.dst += (uint64_t)c.copy;
             c.src += (uint64_t)c.copy;
             c.len -= (uint64_t)c.copy;
         }
         c.copy = 0;
     }
-    return 0;
+    if (done)
+        *done = r ? total : len;
+    return r;
 }
 
-/* A ranged ioctl that may stop part-way (EAGAIN, with *done bytes done):
- * go on with the rest. */
+/* A ranged ioctl that may stop part-way (EAGAIN, with *part bytes done):
+ * go on with the rest. *done (may be NULL): the bytes done in all. */
 static int range_ioctl(int fd, unsigned long req, void *arg, struct uffdio_range *range,
-                       __s64 *done)
+                       __s64 *part, uint64_t *done)
 {
+    uint64_t total = 0, len = range->len;
+    int r = 0;
     for (int tries = 0; ioctl(fd, req, arg) < 0; tries++) {
-        if (errno != EAGAIN || tries > 1000)
-            return -errno;
-        if (*done > 0) {
-            range->start += (uint64_t)*done;
-            range->len -= (uint64_t)*done;
+        if (errno != EAGAIN || tries > 1000) {
+            r = -errno;
+            break;
         }
-        *done = 0;
+        if (*part > 0) {
+            total += (uint64_t)*part;
+            range->start += (uint64_t)*part;
+            range->len -= (uint64_t)*part;
+        }
+        *part = 0;
     }
-    return 0;
+    if (done)
+        *done = r ? total : len;
+    return r;
 }
 
-int uffd_zero(int fd, void *dst, uint64_t len)
+int uffd_zero(int fd, void *dst, uint64_t len, uint64_t *done)
 {
     struct uffdio_zeropage z = { .range = { .start = (uint64_t)(uintptr_t)dst, .len = len } };
-    return range_ioctl(fd, UFFDIO_ZEROPAGE, &z, &z.range, &z.zeropage);
+    return range_ioctl(fd, UFFDIO_ZEROPAGE, &z, &z.range, &z.zeropage, done);
 }
 
 int uffd_continue(int fd, void *dst, uint64_t len)
 {
     struct uffdio_continue c = { .range = { .start = (uint64_t)(uintptr_t)dst, .len = len } };
-    return range_ioctl(fd, UFFDIO_CONTINUE, &c, &c.range, &c.mapped);
+    return range_ioctl(fd, UFFDIO_CONTINUE, &c, &c.range, &c.mapped, NULL);
 }

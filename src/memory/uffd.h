@@ -39,14 +39,16 @@ int uffd_unregister(int fd, void *addr, uint64_t len);
  * (page aligned). Returns 1 with a fault, 0 on timeout, -errno on error. */
 int uffd_next_fault(int fd, int timeout_ms, uint64_t *addr);
 /* Install len bytes at dst (page aligned) and wake the faulting threads.
- * -EEXIST: already there (another path installed it first). */
-int uffd_copy(int fd, void *dst, const void *src, uint64_t len);
+ * -EEXIST: a page is there already, at dst + *done: the kernel stops
+ * there, the pages before it are installed, those after it are not.
+ * done (may be NULL) gets the bytes installed by this call. */
+int uffd_copy(int fd, void *dst, const void *src, uint64_t len, uint64_t *done);
 /* Map the memfd's pages at [dst, dst+len) (registered for minor faults)
  * as they are and wake the faulting threads. -EEXIST: a page there is
  * mapped already. */
 int uffd_continue(int fd, void *dst, uint64_t len);
-/* Install zero pages. */
-int uffd_zero(int fd, void *dst, uint64_t len);
+/* Install zero pages; -EEXIST and *done as for uffd_copy. */
+int uffd_zero(int fd, void *dst, uint64_t len, uint64_t *done);
 /* Is userfaultfd usable here (for tests that must skip visibly)? */
 bool uffd_available(void);
 

@@ -79,6 +79,9 @@ struct mig_stats {
      * is taken by a kernel worker while the vCPU halts, so it shows here and
      * not in the vCPU's blocktime; the VMM's own device code counts here too. */
     uint64_t non_vcpu_faults, non_vcpu_wait_us;
+    /* destination: pages still to come that were in memory when their data
+     * came (touched outside userfaultfd); 0 in a sound run */
+    uint64_t postcopy_found_present;
     uint64_t paused_count;         /* times post-copy paused */
     uint64_t switchover_retries;   /* source: stops given up, the guest given back */
     uint64_t rounds_ended_early;   /* source: live rounds ended once a stop fitted */

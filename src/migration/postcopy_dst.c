@@ -150,8 +150,10 @@ int pc_dst_advise(struct in_ctx *c, const struct stream_record *rec)
         free(pc);
         return stream_set_error(&c->s, ENOMEM, "out of memory");
     }
-    /* A page this side lacks must stay a hole: no more preallocation. */
+    /* A page this side lacks must stay a hole: no more preallocation, and
+     * no huge pages (until every page is here: finish). */
     pc->populated = guest_ram_prealloc_stop(m->ram) / GWS_PAGE_SIZE;
+    guest_ram_huge_pages(m->ram, false);
     c->pc = pc;
     stream_init(&pc->ps, &stream_fd_ops, NULL);
     mig_socket_liveness(c->fd, PC_LIVENESS_MS);
@@ -420,20 +422,63 @@ static int fill_cached(struct pc_dst *pc, uint64_t idx, const uint8_t *src, uint
 
 /* One page. "Already there" is believed only once the page is seen in
  * memory: a copy racing with another install of the same page can report
- * EEXIST while the other one is still undone. */
+ * EEXIST while the other one is still undone. Returns 1 when it was there
+ * (and is left as it is), 0 when installed, or -errno. */
 static int install_one(struct pc_dst *pc, uint64_t idx, const uint8_t *src)
 {
     if (is_cached(pc, idx))
         return fill_cached(pc, idx, src, 1);
     void *dst = pc->c->m->ram->host + idx * GWS_PAGE_SIZE;
     for (int tries = 0; tries < 1000; tries++) {
-        int r = src ? uffd_copy(pc->uffd, dst, src, GWS_PAGE_SIZE)
-                    : uffd_zero(pc->uffd, dst, GWS_PAGE_SIZE);
+        int r = src ? uffd_copy(pc->uffd, dst, src, GWS_PAGE_SIZE, NULL)
+                    : uffd_zero(pc->uffd, dst, GWS_PAGE_SIZE, NULL);
         if (r != -EEXIST || resident(dst))
-            return r == -EEXIST ? 0 : r;
+            return r == -EEXIST ? 1 : r;
         sched_yield();
     }
     return -EIO;
+}
+
+/* A page still to come was in memory when its data came: something
+ * touched it outside userfaultfd (the kernel then gave it a zero page)
+ * and the guest sees that, not the source's data. Nothing in a sound
+ * run does; counted (query-migrate postcopy-found-present) and logged. */
+static void found_present(struct pc_dst *pc, uint64_t idx)
+{
+    struct migration *m = pc->c->m;
+    pthread_mutex_lock(&m->lock);
+    uint64_t n = ++m->stats.postcopy_found_present;
+    pthread_mutex_unlock(&m->lock);
+    if (n <= 8)
+        log_warn("post-copy: page %#llx was in memory before its data came; it keeps what "
+                 "was written there", (unsigned long long)idx);
+}
+
+/* A run of pending pages that the memfd does not hold (src NULL: zeros).
+ * A page there already stops the kernel's copy at it: it is left as it
+ * is, and the copy goes on after it. */
+static int install_run(struct pc_dst *pc, const uint64_t *idx, const uint8_t *src, uint32_t n)
+{
+    uint8_t *dst = pc->c->m->ram->host + idx[0] * GWS_PAGE_SIZE;
+    for (uint32_t k = 0; k < n;) {
+        size_t off = (size_t)k * GWS_PAGE_SIZE;
+        uint64_t len = (uint64_t)(n - k) * GWS_PAGE_SIZE, done = 0;
+        int r = src ? uffd_copy(pc->uffd, dst + off, src + off, len, &done)
+                    : uffd_zero(pc->uffd, dst + off, len, &done);
+        if (r == 0)
+            return 0;
+        if (r != -EEXIST)
+            return r;
+        k += (uint32_t)(done / GWS_PAGE_SIZE);
+        off = (size_t)k * GWS_PAGE_SIZE;
+        r = install_one(pc, idx[k], src ? src + off : NULL);
+        if (r < 0)
+            return r;
+        if (r == 1 && bitmap_test(pc->pending, idx[k])) /* else: sent twice */
+            found_present(pc, idx[k]);
+        k++;
+    }
+    return 0;
 }
 
 /* Mark in early[] the pages of the record that a thread waits for; false
@@ -472,6 +517,8 @@ static int install(struct pc_dst *pc, struct stream *s, const uint64_t *idx, con
             int r = install_one(pc, idx[i], data ? data + (size_t)i * GWS_PAGE_SIZE : NULL);
             if (r < 0)
                 return stream_set_error(s, -r, "installing guest pages: %s", strerror(-r));
+            if (r == 1)
+                found_present(pc, idx[i]);
             page_in(pc, idx[i]);
         }
     for (uint32_t i = 0; i < count;) {
@@ -484,18 +531,9 @@ static int install(struct pc_dst *pc, struct stream *s, const uint64_t *idx, con
         while (i + run < count && idx[i + run] == idx[i] + run && !early[i + run] &&
                is_cached(pc, idx[i + run]) == cached)
             run++;
-        void *dst = pc->c->m->ram->host + idx[i] * GWS_PAGE_SIZE;
         const uint8_t *src = data ? data + (size_t)i * GWS_PAGE_SIZE : NULL;
-        uint64_t len = (uint64_t)run * GWS_PAGE_SIZE;
-        int r;
-        if (cached)
-            r = fill_cached(pc, idx[i], src, run);
-        else
-            r = src ? uffd_copy(pc->uffd, dst, src, len) : uffd_zero(pc->uffd, dst, len);
-        for (uint32_t k = 0; r == -EEXIST && k < run; k++) /* some were there: one by one */
-            if (bitmap_test(pc->pending, idx[i + k]))
-                r = install_one(pc, idx[i + k], src ? src + (size_t)k * GWS_PAGE_SIZE : NULL);
-        if (r < 0 && r != -EEXIST)
+        int r = cached ? fill_cached(pc, idx[i], src, run) : install_run(pc, idx + i, src, run);
+        if (r < 0)
             return stream_set_error(s, -r, "installing guest pages: %s", strerror(-r));
         for (uint32_t k = 0; k < run; k++)
             page_in(pc, idx[i + k]);
@@ -642,6 +680,13 @@ static void *fault_thread(void *arg)
     }
     if (r < 0 && !pc->stop) {
         pc->error = r;
+        /* Loading the state may wait for a page that will not come now:
+         * let it go on (it gets zeros; go_live then fails, and the guest
+         * never runs here). */
+        if (!pc->guest_ran && pc->registered) {
+            uffd_unregister(pc->uffd, pc->c->m->ram->host, pc->c->m->ram->size);
+            pc->registered = false;
+        }
         /* The source closing the preempt channel (an end of file, or a
          * request written into a socket it closed) closes the main one too,
          * after a POSTCOPY_PAUSE unless it exited: let the main channel
@@ -818,8 +863,11 @@ static int go_live(struct pc_dst *pc)
     gw_error_init(&err);
     log_discards(pc, "late");
     uint64_t t0 = mig_now_ns();
-    if (m->ops->load_finish(m->vm, &err) < 0)
-        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    /* Missing pages are caught before the state is loaded: loading it
+     * touches guest memory (KVM writes the kvmclock pages of a guest that
+     * set them up when their MSRs are restored). Touched unregistered, a
+     * missing page got a zero page that its data then could not replace.
+     * The source serves requests from here on. */
     int fd = pc->minor ? uffd_open_minor() : uffd_open_with_tid();
     if (fd < 0)
         return stream_set_error(&c->s, -fd, "userfaultfd: %s", strerror(-fd));
@@ -831,6 +879,11 @@ static int go_live(struct pc_dst *pc)
     pc->registered = true;
     if (start_faults(pc) < 0)
         return -1;
+    if (m->ops->load_finish(m->vm, &err) < 0)
+        return stream_set_error(&c->s, err.code, "%s", err.msg);
+    if (pc->error) /* a touch while loading found the channel broken */
+        return stream_set_error(&c->s, EIO, "loading the state: the preempt channel broke: %s",
+                                stream_error(&pc->ps));
     in_send_rp(c, GWS_RP_LOADED, NULL);
     uint64_t t1 = mig_now_ns();
     struct stream_record rec;
@@ -856,6 +909,7 @@ static void finish(struct pc_dst *pc)
     if (pc->registered)
         uffd_unregister(pc->uffd, c->m->ram->host, c->m->ram->size);
     pc->registered = false;
+    guest_ram_huge_pages(c->m->ram, true);
     pthread_mutex_lock(&c->m->lock);
     c->m->stats.remaining = 0;
     pthread_mutex_unlock(&c->m->lock);

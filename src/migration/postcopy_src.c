@@ -244,6 +244,9 @@ static void shrink_backlog(int fd)
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 }
 
+static int start_server(struct out_ctx *c);
+static void stop_server(struct out_ctx *c);
+
 /* Pre-discard, stop, send the late discards and the state, hand over. */
 static int pc_switch(struct out_ctx *c)
 {
@@ -253,14 +256,18 @@ static int pc_switch(struct out_ctx *c)
     stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
     int r = prediscard(c, &rp, &t);
     t.acked_early = r > 0;
+    /* The page server runs from the state on: loading it may touch pages
+     * the destination does not have (go_live there). */
     if (r >= 0 && stop_guest(c) == 0) {
         t.stopped = c->stop_ns;
-        if (send_rest(c, &t) == 0)
+        if (send_rest(c, &t) == 0 && start_server(c) == 0)
             r = hand_over(c, &rp, &t);
     }
     stream_fini(&rp);
-    if (!c->handed_over)
+    if (!c->handed_over) {
+        stop_server(c);
         return -1;
+    }
     if (r < 0) /* the guest is the destination's: recover, never resume */
         log_warn("after the hand-over: %s", stream_error(&c->s));
     else
@@ -663,7 +670,7 @@ int pc_src_run(struct out_ctx *c)
         stream_fini(&c->pc_rp);
         stream_init(&c->pc_rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
         c->pushed = c->acked = 0;
-        int r = start_server(c);
+        int r = c->server_running ? 0 : start_server(c);
         if (r == 0)
             r = push_pending(c);
         if (r == 0)

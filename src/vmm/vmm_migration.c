@@ -397,6 +397,7 @@ static void add_postcopy_stats(struct json_object *o, const struct mig_stats *st
     add_int(nv, "faults", st->non_vcpu_faults);
     add_int(nv, "wait-ms", st->non_vcpu_wait_us / 1000);
     json_object_object_add(o, "postcopy-non-vcpu", nv);
+    add_int(o, "postcopy-found-present", st->postcopy_found_present);
     struct json_object *l = json_object_new_object();
     add_int(l, "faults", st->fault_count);
     add_int(l, "p50-us", st->fault_p50_us);

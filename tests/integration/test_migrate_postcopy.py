@@ -58,6 +58,9 @@ def finish(src, dst, timeout=300):
     # both say it went to post-copy (a daemon trusts the source's word
     # after a crash: false would let it run the guest there again)
     assert s["postcopy-started"] is True and d["postcopy-started"] is True, (s, d)
+    # no page was in memory before its data came (written outside
+    # userfaultfd: it would keep the wrong data)
+    assert d["postcopy-found-present"] == 0, d
     return s, d
 
 

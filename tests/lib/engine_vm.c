@@ -124,7 +124,23 @@ static int op_load_record(void *o, const struct stream_record *rec, struct gw_er
 
 static int op_load_finish(void *o, struct gw_error *err)
 {
-    return ((struct evm *)o)->have_state ? 0 : gw_error_set(err, EPROTO, "no state");
+    struct evm *v = o;
+    if (!v->have_state)
+        return gw_error_set(err, EPROTO, "no state");
+    /* As KVM restoring a kvmclock MSR: a write into guest memory while the
+     * state loads, through the mapping userfaultfd watches. */
+    for (unsigned i = 0; i < v->load_touches; i++) {
+        volatile uint64_t *w = (volatile uint64_t *)(v->ram.host + v->load_touch[i] * 4096) + 5;
+        *w = *w;
+    }
+    /* Something writing a page outside userfaultfd (into the memfd). */
+    if (v->load_stray) {
+        uint8_t page[4096];
+        memset(page, 0xee, sizeof(page));
+        if (pwrite(v->ram.memfd, page, sizeof(page), (off_t)(v->load_stray * 4096)) != 4096)
+            return gw_error_set(err, EIO, "stray write: %s", strerror(errno));
+    }
+    return 0;
 }
 
 static void op_start(void *o)

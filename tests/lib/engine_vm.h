@@ -44,6 +44,10 @@ struct evm {
     volatile int tid;
     volatile uint64_t gen, errors, checked;
     unsigned read_delay_us;       /* destination reader: pause per page */
+    uint64_t load_touch[4];       /* destination: pages that loading the state reads and */
+    unsigned load_touches;        /* writes back (a word of each), as KVM may */
+    uint64_t load_stray;          /* destination: a page loading the state writes into
+                                     the memfd, bypassing userfaultfd (0: none) */
     unsigned write_delay_us;      /* source writer: pause per page (0: full speed) */
     uint64_t got_state;
     bool have_state;

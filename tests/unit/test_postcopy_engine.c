@@ -82,6 +82,13 @@ static void postcopy_at_once(struct evm *src, struct evm *dst, const char *uri,
     assert_int_equal(mig_start_postcopy(&src->mig, &err), 0);
 }
 
+static uint64_t d_found_present(struct evm *dst)
+{
+    struct mig_stats d;
+    mig_get_stats(&dst->mig, &d);
+    return d.postcopy_found_present;
+}
+
 /* Both completed, every page equal, the state carried over. */
 static void check_done(struct evm *src, struct evm *dst)
 {
@@ -94,6 +101,7 @@ static void check_done(struct evm *src, struct evm *dst)
                  (unsigned long long)first);
     assert_int_equal(dst->errors, 0);
     assert_true(dst->got_state == src->gen);
+    assert_int_equal(d_found_present(dst), 0);
     struct mig_stats s, d;
     mig_get_stats(&src->mig, &s);
     mig_get_stats(&dst->mig, &d);
@@ -336,6 +344,86 @@ static void test_switch_at_once_compressed(void **state)
     if (!have_uffd())
         skip();
     switch_at_once(true);
+}
+
+/* Loading the state touches pages the destination does not have yet (as
+ * KVM restoring a guest's kvmclock MSRs writes its pages): they fault and
+ * come from the source, as the guest's own faults do. Touched before
+ * userfaultfd was registered, each got a zero page that its data then
+ * could not replace. */
+static void test_state_load_touches_missing_pages(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "load-touch");
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
+    /* Hot pages, once the writer has been over them; the pre-copy before
+     * the switch (in page order, slowed down) does not reach them, so all
+     * are still to come. Apart by more than the pages a fault brings
+     * along. */
+    for (unsigned i = 0; i < 3; i++)
+        dst.load_touch[i] = EVM_STATIC_END(&src) + 7 + i * 1500;
+    dst.load_touches = 3;
+    set_param(&src, "max-bandwidth", 1 << 20);
+    set_param(&src, "max-postcopy-bandwidth", 64 << 20);
+    wait_hot_written(&src);
+    start(&src, &dst, uri);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
+    check_done(&src, &dst);
+    struct mig_stats d;
+    mig_get_stats(&dst.mig, &d);
+    fprintf(stderr, "    %llu faults outside the vCPU\n", (unsigned long long)d.non_vcpu_faults);
+    assert_true(d.non_vcpu_faults >= 3);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* A page still to come that something wrote outside userfaultfd (here
+ * into the memfd, while the state loads): its data cannot go in, and it
+ * keeps what was written, counted in postcopy-found-present. The pages
+ * after it in its record still go in: the kernel's copy stops at it, and
+ * the install went on for one page only, leaving the rest of the record
+ * to read as zeros. */
+static void test_page_written_outside_userfaultfd(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "stray");
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
+    /* A hot page the writer has written: the pre-copy before the switch
+     * (in page order, slowed down) does not reach it, so it is still to
+     * come. */
+    uint64_t stray = EVM_STATIC_END(&src) + 1001;
+    dst.load_stray = stray;
+    set_param(&src, "max-bandwidth", 1 << 20);
+    set_param(&src, "max-postcopy-bandwidth", 64 << 20);
+    wait_hot_written(&src);
+    dst.read_delay_us = 500;
+    start(&src, &dst, uri);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
+    assert_true(evm_wait_state(&src, MIG_COMPLETED, 60000));
+    assert_true(evm_wait_state(&dst, MIG_COMPLETED, 10000));
+    evm_set_run(&dst, false, true);
+    uint64_t first = 0, bad = evm_compare(&dst, &src, &first);
+    fprintf(stderr, "    %llu pages differ, the first is %llu; %llu found present\n",
+            (unsigned long long)bad, (unsigned long long)first,
+            (unsigned long long)d_found_present(&dst));
+    assert_int_equal(bad, 1);
+    assert_int_equal(first, stray);
+    assert_int_equal(dst.ram.host[stray * 4096 + 100], 0xee);
+    assert_int_equal(d_found_present(&dst), 1);
+    evm_fini(&dst);
+    evm_fini(&src);
 }
 
 /* Switched by postcopy-after-precopy; minor: the destination may use minor
@@ -732,6 +820,8 @@ int main(void)
         cmocka_unit_test(test_refused_without_capability),
         cmocka_unit_test(test_switch_at_once),
         cmocka_unit_test(test_switch_at_once_compressed),
+        cmocka_unit_test(test_state_load_touches_missing_pages),
+        cmocka_unit_test(test_page_written_outside_userfaultfd),
         cmocka_unit_test(test_after_first_pass),
         cmocka_unit_test(test_after_first_pass_without_minor_faults),
         cmocka_unit_test(test_after_first_pass_compressed),

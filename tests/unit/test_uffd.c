@@ -91,18 +91,18 @@ static void test_faults_resolved(void **state)
         unsigned i = (unsigned)((addr - (uint64_t)(uintptr_t)mem) / 4096);
         assert_true(i < PAGES);
         if (i % 2 == 1) {
-            assert_int_equal(uffd_zero(fd, mem + (size_t)i * 4096, 4096), 0);
+            assert_int_equal(uffd_zero(fd, mem + (size_t)i * 4096, 4096, NULL), 0);
         } else {
             memset(page, 0, sizeof(page));
             page[7] = (uint8_t)(i * 3 + 1);
-            assert_int_equal(uffd_copy(fd, mem + (size_t)i * 4096, page, 4096), 0);
+            assert_int_equal(uffd_copy(fd, mem + (size_t)i * 4096, page, 4096, NULL), 0);
         }
         resolved++;
     }
     pthread_join(th, NULL);
     assert_int_equal(t.done, 1);
     /* Installing a page that is already there is refused, not duplicated. */
-    assert_int_equal(uffd_copy(fd, mem, page, 4096), -EEXIST);
+    assert_int_equal(uffd_copy(fd, mem, page, 4096, NULL), -EEXIST);
     /* Nothing more to catch: a wait times out. */
     uint64_t addr;
     assert_int_equal(uffd_next_fault(fd, 10, &addr), 0);
@@ -112,6 +112,43 @@ static void test_faults_resolved(void **state)
     assert_int_equal(uffd_unregister(fd, mem, (uint64_t)PAGES * 4096), 0);
     close(fd);
     munmap(mem, (size_t)PAGES * 4096);
+    close(memfd);
+}
+
+/* A page already there stops a ranged install: the call says where, the
+ * pages before it are in, the ones after it are not (the caller goes on
+ * after it). */
+static void test_copy_stops_at_a_present_page(void **state)
+{
+    if (!uffd_available())
+        skip();
+    int memfd;
+    uint8_t *mem = map_memfd(16 * 4096, &memfd);
+    mem[2 * 4096] = 0x5a;  /* page 2 present before registering */
+    mem[10 * 4096] = 0x5b; /* page 10 too */
+    int fd = uffd_open();
+    assert_true(fd >= 0);
+    assert_int_equal(uffd_register(fd, mem, 16 * 4096), 0);
+    static uint8_t pages[8][4096];
+    memset(pages, 0x11, sizeof(pages));
+    uint64_t done = 99;
+    assert_int_equal(uffd_copy(fd, mem, pages, 8 * 4096, &done), -EEXIST);
+    assert_int_equal(done, 2 * 4096);
+    assert_int_equal(uffd_copy(fd, mem + 3 * 4096, pages, 5 * 4096, &done), 0);
+    assert_int_equal(done, 5 * 4096);
+    assert_int_equal(uffd_zero(fd, mem + 8 * 4096, 8 * 4096, &done), -EEXIST);
+    assert_int_equal(done, 2 * 4096);
+    assert_int_equal(uffd_copy(fd, mem, pages, 4096, &done), -EEXIST);
+    assert_int_equal(done, 0);
+    /* What is there reads as installed, without a fault. */
+    assert_int_equal(mem[1 * 4096], 0x11);
+    assert_int_equal(mem[2 * 4096], 0x5a);
+    assert_int_equal(mem[7 * 4096 + 9], 0x11);
+    assert_int_equal(mem[9 * 4096], 0);
+    assert_int_equal(mem[10 * 4096], 0x5b);
+    assert_int_equal(uffd_unregister(fd, mem, 16 * 4096), 0);
+    close(fd);
+    munmap(mem, 16 * 4096);
     close(memfd);
 }
 
@@ -172,7 +209,7 @@ static void test_minor_faults(void **state)
                 assert_int_equal(i, N - 1);
                 memset(page, 0, sizeof(page));
                 page[7] = 42;
-                assert_int_equal(uffd_copy(fd, mem + (size_t)i * 4096, page, 4096), 0);
+                assert_int_equal(uffd_copy(fd, mem + (size_t)i * 4096, page, 4096, NULL), 0);
                 missing++;
                 continue;
             }
@@ -213,6 +250,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_faults_resolved),
+        cmocka_unit_test(test_copy_stops_at_a_present_page),
         cmocka_unit_test(test_minor_faults),
         cmocka_unit_test(test_bad_ranges),
     };
