@@ -64,6 +64,7 @@ struct pc_dst {
     volatile bool local_break;  /* we broke the channels ourselves */
     volatile bool preempt_eof;  /* the source closed the preempt channel */
     volatile int error;
+    bool loading;               /* go_live is loading the state (atomic) */
     bool eos, got_pause;
     /* under m->lock */
     struct pc_waiter w[PC_MAX_WAITERS];
@@ -679,14 +680,15 @@ static void *fault_thread(void *arg)
             r = handle_preempt(pc);
     }
     if (r < 0 && !pc->stop) {
-        pc->error = r;
+        __atomic_store_n(&pc->error, r, __ATOMIC_SEQ_CST);
         /* Loading the state may wait for a page that will not come now:
-         * let it go on (it gets zeros; go_live then fails, and the guest
-         * never runs here). */
-        if (!pc->guest_ran && pc->registered) {
+         * let it go on (it gets zeros; go_live then sees the error and
+         * fails, and the guest never runs here). Only while loading:
+         * afterwards the guest may run here, on missing pages that must
+         * go on faulting (the error was published first: go_live clears
+         * `loading` before it reads the error). */
+        if (__atomic_load_n(&pc->loading, __ATOMIC_SEQ_CST))
             uffd_unregister(pc->uffd, pc->c->m->ram->host, pc->c->m->ram->size);
-            pc->registered = false;
-        }
         /* The source closing the preempt channel (an end of file, or a
          * request written into a socket it closed) closes the main one too,
          * after a POSTCOPY_PAUSE unless it exited: let the main channel
@@ -879,9 +881,12 @@ static int go_live(struct pc_dst *pc)
     pc->registered = true;
     if (start_faults(pc) < 0)
         return -1;
-    if (m->ops->load_finish(m->vm, &err) < 0)
+    __atomic_store_n(&pc->loading, true, __ATOMIC_SEQ_CST);
+    r = m->ops->load_finish(m->vm, &err);
+    __atomic_store_n(&pc->loading, false, __ATOMIC_SEQ_CST);
+    if (r < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
-    if (pc->error) /* a touch while loading found the channel broken */
+    if (__atomic_load_n(&pc->error, __ATOMIC_SEQ_CST)) /* a page may have come as zeros */
         return stream_set_error(&c->s, EIO, "loading the state: the preempt channel broke: %s",
                                 stream_error(&pc->ps));
     in_send_rp(c, GWS_RP_LOADED, NULL);

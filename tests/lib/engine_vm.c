@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -127,6 +128,9 @@ static int op_load_finish(void *o, struct gw_error *err)
     struct evm *v = o;
     if (!v->have_state)
         return gw_error_set(err, EPROTO, "no state");
+    /* The preempt channel breaking as the state loads. */
+    if (v->load_break)
+        shutdown(v->mig.pfd, SHUT_RDWR);
     /* As KVM restoring a kvmclock MSR: a write into guest memory while the
      * state loads, through the mapping userfaultfd watches. */
     for (unsigned i = 0; i < v->load_touches; i++) {

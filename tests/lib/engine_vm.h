@@ -48,6 +48,8 @@ struct evm {
     unsigned load_touches;        /* writes back (a word of each), as KVM may */
     uint64_t load_stray;          /* destination: a page loading the state writes into
                                      the memfd, bypassing userfaultfd (0: none) */
+    bool load_break;              /* destination: loading the state breaks the preempt
+                                     channel first */
     unsigned write_delay_us;      /* source writer: pause per page (0: full speed) */
     uint64_t got_state;
     bool have_state;

@@ -383,6 +383,42 @@ static void test_state_load_touches_missing_pages(void **state)
     evm_fini(&src);
 }
 
+/* The preempt channel breaks while the state loads and a touch waits for
+ * its page: the touch goes on (zeros), the destination fails before the
+ * guest runs there, and the source, without RP_LOADED, keeps running it. */
+static void test_break_while_state_loads(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "load-break");
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
+    dst.load_touch[0] = EVM_STATIC_END(&src) + 7;
+    dst.load_touches = 1;
+    dst.load_break = true;
+    set_param(&src, "max-bandwidth", 1 << 20);
+    wait_hot_written(&src);
+    start(&src, &dst, uri);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
+    assert_true(evm_wait_state(&dst, MIG_FAILED, 60000));
+    assert_true(evm_wait_state(&src, MIG_FAILED, 60000));
+    struct mig_stats d, s;
+    mig_get_stats(&dst.mig, &d);
+    mig_get_stats(&src.mig, &s);
+    fprintf(stderr, "    destination: %s\n    source: %s\n", d.error_desc, s.error_desc);
+    assert_false(dst.started);
+    assert_false(s.postcopy_started);
+    uint64_t g = src.gen;
+    evm_sleep_us(50000);
+    assert_true(src.gen != g); /* the source's guest runs */
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
 /* A page still to come that something wrote outside userfaultfd (here
  * into the memfd, while the state loads): its data cannot go in, and it
  * keeps what was written, counted in postcopy-found-present. The pages
@@ -822,6 +858,7 @@ int main(void)
         cmocka_unit_test(test_switch_at_once_compressed),
         cmocka_unit_test(test_state_load_touches_missing_pages),
         cmocka_unit_test(test_page_written_outside_userfaultfd),
+        cmocka_unit_test(test_break_while_state_loads),
         cmocka_unit_test(test_after_first_pass),
         cmocka_unit_test(test_after_first_pass_without_minor_faults),
         cmocka_unit_test(test_after_first_pass_compressed),
