@@ -181,8 +181,8 @@ int uffd_zero(int fd, void *dst, uint64_t len, uint64_t *done)
     return range_ioctl(fd, UFFDIO_ZEROPAGE, &z, &z.range, &z.zeropage, done);
 }
 
-int uffd_continue(int fd, void *dst, uint64_t len)
+int uffd_continue(int fd, void *dst, uint64_t len, uint64_t *done)
 {
     struct uffdio_continue c = { .range = { .start = (uint64_t)(uintptr_t)dst, .len = len } };
-    return range_ioctl(fd, UFFDIO_CONTINUE, &c, &c.range, &c.mapped, NULL);
+    return range_ioctl(fd, UFFDIO_CONTINUE, &c, &c.range, &c.mapped, done);
 }

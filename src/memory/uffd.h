@@ -45,8 +45,8 @@ int uffd_next_fault(int fd, int timeout_ms, uint64_t *addr);
 int uffd_copy(int fd, void *dst, const void *src, uint64_t len, uint64_t *done);
 /* Map the memfd's pages at [dst, dst+len) (registered for minor faults)
  * as they are and wake the faulting threads. -EEXIST: a page there is
- * mapped already. */
-int uffd_continue(int fd, void *dst, uint64_t len);
+ * mapped already; *done (may be NULL) as for uffd_copy. */
+int uffd_continue(int fd, void *dst, uint64_t len, uint64_t *done);
 /* Install zero pages; -EEXIST and *done as for uffd_copy. */
 int uffd_zero(int fd, void *dst, uint64_t len, uint64_t *done);
 /* Is userfaultfd usable here (for tests that must skip visibly)? */

@@ -390,7 +390,10 @@ static int write_memfd(struct pc_dst *pc, uint64_t idx, const uint8_t *src, uint
 /* Fill and map cached pages [idx, idx+n), data from src (NULL: zeros).
  * Each page is claimed first (its cached bit cleared): only the install
  * that claims it writes it, so a page sent twice is never written over
- * what the guest has written since. */
+ * what the guest has written since. A fill that fails gives back the
+ * pages it did not map (their cached bits set again): sent again after a
+ * recovery, they are filled then, where an unclaimed page would be taken
+ * as installed and mapped as the memfd holds it, half written or stale. */
 static int fill_cached(struct pc_dst *pc, uint64_t idx, const uint8_t *src, uint32_t n)
 {
     for (uint32_t i = 0; i < n;) {
@@ -403,19 +406,30 @@ static int fill_cached(struct pc_dst *pc, uint64_t idx, const uint8_t *src, uint
             run++;
         int r = write_memfd(pc, idx + i, src ? src + (size_t)i * GWS_PAGE_SIZE : NULL, run);
         uint8_t *dst = pc->c->m->ram->host + (idx + i) * GWS_PAGE_SIZE;
-        if (r == 0)
-            r = uffd_continue(pc->uffd, dst, (uint64_t)run * GWS_PAGE_SIZE);
+        uint32_t mapped = 0;
+        if (r == 0) {
+            uint64_t done = 0;
+            r = uffd_continue(pc->uffd, dst, (uint64_t)run * GWS_PAGE_SIZE, &done);
+            mapped = (uint32_t)(done / GWS_PAGE_SIZE);
+        }
         /* Some page mapped already (a fault on a page no longer pending maps
          * it as the memfd holds it): map the others one by one. */
-        if (r == -EEXIST)
-            for (uint32_t k = 0; k < run; k++) {
-                r = uffd_continue(pc->uffd, dst + (size_t)k * GWS_PAGE_SIZE, GWS_PAGE_SIZE);
-                if (r < 0 && r != -EEXIST)
+        if (r == -EEXIST) {
+            r = 0;
+            for (; mapped < run; mapped++) {
+                int e = uffd_continue(pc->uffd, dst + (size_t)mapped * GWS_PAGE_SIZE,
+                                      GWS_PAGE_SIZE, NULL);
+                if (e < 0 && e != -EEXIST) {
+                    r = e;
                     break;
-                r = 0;
+                }
             }
-        if (r < 0)
+        }
+        if (r < 0) {
+            for (uint32_t k = mapped; k < run; k++)
+                bitmap_set_atomic(pc->cached, idx + i + k);
             return r;
+        }
         i += run;
     }
     return 0;
@@ -590,7 +604,7 @@ static int on_fault(struct pc_dst *pc, const struct uffd_fault *f, uint64_t *idx
     *idx = off / GWS_PAGE_SIZE;
     if (!bitmap_test(pc->pending, *idx)) {
         if (f->minor) { /* here and right (installed, or received before) */
-            int r = uffd_continue(pc->uffd, m->ram->host + off, GWS_PAGE_SIZE);
+            int r = uffd_continue(pc->uffd, m->ram->host + off, GWS_PAGE_SIZE, NULL);
             return r < 0 && r != -EEXIST ? -1 : 0;
         }
         return install_one(pc, *idx, NULL) < 0 ? -1 : 0; /* zero on the source too */

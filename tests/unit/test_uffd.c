@@ -218,7 +218,7 @@ static void test_minor_faults(void **state)
                 page[7] = (uint8_t)(i + 1);
                 assert_int_equal(pwrite(memfd, page, 4096, (off_t)i * 4096), 4096);
             }
-            assert_int_equal(uffd_continue(fd, mem + (size_t)i * 4096, 4096), 0);
+            assert_int_equal(uffd_continue(fd, mem + (size_t)i * 4096, 4096, NULL), 0);
             minor++;
         }
     }
@@ -228,7 +228,7 @@ static void test_minor_faults(void **state)
         assert_int_equal(rd.seen[i], (uint8_t)(i % 2 == 0 ? i + 1 : i + 100));
     assert_int_equal(rd.seen[N - 1], 42);
     /* Mapping a page that is mapped already is refused. */
-    assert_int_equal(uffd_continue(fd, mem, 4096), -EEXIST);
+    assert_int_equal(uffd_continue(fd, mem, 4096, NULL), -EEXIST);
     assert_int_equal(uffd_unregister(fd, mem, len), 0);
     close(fd);
     munmap(mem, len);
