@@ -579,9 +579,22 @@ static void park_channels(struct out_ctx *c)
         setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         struct stream note;
         stream_init(&note, &stream_fd_ops, (void *)(intptr_t)c->fd);
-        stream_write_record(&note, GWS_POSTCOPY_PAUSE, NULL, 0);
-        stream_flush(&note);
+        bool told = stream_write_record(&note, GWS_POSTCOPY_PAUSE, NULL, 0) == 0 &&
+                    stream_flush(&note) == 0;
         stream_fini(&note);
+        /* Not said (a destination that stopped reading, its window
+         * closed, kept it behind the backlog for 2 s, or only part went):
+         * reset the connection rather than close it, which the destination
+         * would read, once it read on past the backlog, as an end of
+         * stream without a pause, an exit: it would give the guest up while
+         * this side holds every page. A reset reads as a break. */
+        if (!told) {
+            struct linger l = { 1, 0 };
+            setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+            log_info("post-copy pause: the pause could not be sent; the connection is reset");
+            close(c->fd); /* no shutdown first: its FIN would queue behind the backlog */
+            c->fd = -1;
+        }
     }
     if (c->fd >= 0) {
         shutdown(c->fd, SHUT_RDWR);

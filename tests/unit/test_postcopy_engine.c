@@ -121,16 +121,22 @@ static void check_done(struct evm *src, struct evm *dst)
         assert_true(d.vcpu_blocktime_us[0] > 0);
 }
 
-/* Run `ip link set lo up|down` with posix_spawn (vfork: the address space
- * holding registered guest RAM is not copied, as fork would). */
+/* Run a command (argv[0] looked up in PATH) with posix_spawn (vfork: the
+ * address space holding registered guest RAM is not copied, as fork
+ * would); 0 if it exited 0. */
+static int run(char **argv)
+{
+    pid_t pid;
+    int st;
+    if (posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ) != 0 || waitpid(pid, &st, 0) < 0)
+        return -1;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
 static int lo_link(bool up)
 {
     char *argv[] = { "ip", "link", "set", "lo", up ? "up" : "down", NULL };
-    pid_t pid;
-    int st;
-    if (posix_spawnp(&pid, "ip", NULL, NULL, argv, environ) != 0 || waitpid(pid, &st, 0) < 0)
-        return -1;
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+    return run(argv);
 }
 
 static bool have_uffd(void)
@@ -622,6 +628,112 @@ static void test_pause_recover_twice(void **state)
 /* A cut cable: loopback goes down in a private network namespace; both
  * sides notice within the liveness timeout, pause, and recover once the
  * link is back. */
+/* Two network namespaces joined by a veth pair, for a link that is slow
+ * one way: the destination's side (10.99.0.1) and the source's
+ * (10.99.0.2). Named per process, deleted by two_hosts_fini. */
+static char ns_dst[32], ns_src[32];
+
+static int two_hosts(void)
+{
+    snprintf(ns_dst, sizeof(ns_dst), "gwpc-dst-%d", getpid());
+    snprintf(ns_src, sizeof(ns_src), "gwpc-src-%d", getpid());
+    char *cmds[][16] = {
+        { "ip", "netns", "add", ns_dst, NULL },
+        { "ip", "netns", "add", ns_src, NULL },
+        { "ip", "-n", ns_src, "link", "add", "v-src", "type", "veth", "peer", "name", "v-dst",
+          "netns", ns_dst, NULL },
+        { "ip", "-n", ns_src, "addr", "add", "10.99.0.2/24", "dev", "v-src", NULL },
+        { "ip", "-n", ns_dst, "addr", "add", "10.99.0.1/24", "dev", "v-dst", NULL },
+        { "ip", "-n", ns_src, "link", "set", "v-src", "up", NULL },
+        { "ip", "-n", ns_dst, "link", "set", "v-dst", "up", NULL },
+        { "ip", "-n", ns_src, "link", "set", "lo", "up", NULL },
+        { "ip", "-n", ns_dst, "link", "set", "lo", "up", NULL },
+    };
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (run(cmds[i]) != 0)
+            return -1;
+    return 0;
+}
+
+static void two_hosts_fini(void)
+{
+    char *a[] = { "ip", "netns", "del", ns_dst, NULL }, *b[] = { "ip", "netns", "del", ns_src, NULL };
+    run(a);
+    run(b);
+}
+
+/* This thread (and the threads it starts from now on) into namespace ns. */
+static int enter(const char *ns)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/run/netns/%s", ns);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int r = setns(fd, CLONE_NEWNET);
+    close(fd);
+    return r;
+}
+
+/* The source's side sends at 64 KB/s from now on (a queue of at most 1 s,
+ * so that nothing waits unacknowledged long enough to look like a dead
+ * link); what comes back is not held up. */
+static int slow_source_side(bool on)
+{
+    char *add[] = { "ip", "netns", "exec", ns_src, "tc", "qdisc", "add", "dev", "v-src", "root",
+                    "tbf", "rate", "512kbit", "burst", "16kb", "latency", "1s", NULL };
+    char *del[] = { "ip", "netns", "exec", ns_src, "tc", "qdisc", "del", "dev", "v-src", "root",
+                    NULL };
+    return run(on ? add : del);
+}
+
+/* migrate-pause on the source while the push waits behind a slow link
+ * (two hosts, the source's side sending at 64 KB/s): the source acts on it
+ * once its write is through (seconds), tells the destination, and both
+ * pause; then recovery over the fast link again, and every page is right. */
+static void test_pause_on_a_slow_link(void **state)
+{
+    if (!have_uffd())
+        skip();
+    if (two_hosts() != 0) {
+        two_hosts_fini();
+        fprintf(stderr, "    no network namespaces or veth here: skipped\n");
+        skip();
+    }
+    static struct evm src, dst;
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
+    dst.read_delay_us = 2000;
+    set_param(&src, "max-bandwidth", 1 << 20); /* little before the switch */
+    set_param(&src, "max-postcopy-bandwidth", 2 << 20); /* 16 s: not over before the pause */
+    struct gw_error err;
+    gw_error_init(&err);
+    const char *uri = "tcp:10.99.0.1:47101";
+    assert_int_equal(enter(ns_dst), 0);
+    assert_int_equal(mig_start_incoming(&dst.mig, uri, &err), 0);
+    assert_int_equal(enter(ns_src), 0);
+    assert_int_equal(mig_start_outgoing(&src.mig, uri, &err), 0);
+    assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_ACTIVE, 30000));
+    /* The push fills the main channel's buffers: the pause waits behind
+     * ~0.5 MiB, 8 s at this rate. */
+    assert_int_equal(slow_source_side(true), 0);
+    evm_sleep_us(1000000);
+    assert_int_equal(mig_pause(&src.mig, &err), 0);
+    assert_true(evm_wait_state(&src, MIG_POSTCOPY_PAUSED, 30000));
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_PAUSED, 30000));
+    assert_false(dst.lost);
+    assert_int_equal(slow_source_side(false), 0);
+    assert_int_equal(enter(ns_dst), 0);
+    assert_int_equal(mig_recover(&dst.mig, "tcp:10.99.0.1:47102", &err), 0);
+    assert_int_equal(enter(ns_src), 0);
+    assert_int_equal(mig_resume(&src.mig, "tcp:10.99.0.1:47102", &err), 0);
+    check_done(&src, &dst);
+    evm_fini(&dst);
+    evm_fini(&src);
+    two_hosts_fini();
+}
+
 static void test_link_down_recover(void **state)
 {
     if (!have_uffd())
@@ -868,6 +980,7 @@ int main(void)
         cmocka_unit_test(test_source_exits),
         cmocka_unit_test(test_destination_exits),
         cmocka_unit_test(test_link_down_recover),
+        cmocka_unit_test(test_pause_on_a_slow_link),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
