@@ -331,6 +331,8 @@ int mig_pause(struct migration *m, struct gw_error *err)
             shutdown(m->pfd, SHUT_RDWR);
         if (m->fd >= 0)
             shutdown(m->fd, SHUT_RDWR);
+        if (m->listen_fd >= 0) /* waiting for the source to come back */
+            shutdown(m->listen_fd, SHUT_RDWR);
         pthread_mutex_unlock(&m->lock);
     }
     return 0;

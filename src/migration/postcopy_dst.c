@@ -88,12 +88,26 @@ bool pc_dst_guest_ran(const struct in_ctx *c) { return c->pc && c->pc->guest_ran
 
 /* ---- advice, discards ---- */
 
-static int accept_channel(struct in_ctx *c, int lfd, uint32_t want_flags, int *out)
+/* Take the source's connection for a channel on lfd: within wait_ms, or
+ * (wait_ms < 0) until migrate-pause or the end of the migration. */
+static int accept_channel(struct in_ctx *c, int lfd, uint32_t want_flags, int wait_ms, int *out)
 {
-    struct pollfd p = { lfd, POLLIN, 0 };
-    if (poll(&p, 1, PC_ACCEPT_MS) <= 0)
-        return stream_set_error(&c->s, ETIMEDOUT, "the source did not open its %s channel",
-                                want_flags ? "preempt" : "main");
+    struct migration *m = c->m;
+    const char *what = want_flags ? "preempt" : "main";
+    for (int waited = 0;; waited += 1000) {
+        struct pollfd p = { lfd, POLLIN, 0 };
+        int r = poll(&p, 1, 1000);
+        if (m->cancel || m->pc_pause_req)
+            return stream_set_error(&c->s, ECANCELED, "%s before the source opened its %s "
+                                    "channel", m->cancel ? "stopped" : "paused", what);
+        if (r > 0)
+            break;
+        if (r < 0 && errno != EINTR)
+            return stream_set_error(&c->s, errno, "poll: %s", strerror(errno));
+        if (wait_ms >= 0 && waited + 1000 >= wait_ms)
+            return stream_set_error(&c->s, ETIMEDOUT, "the source did not open its %s channel",
+                                    what);
+    }
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     if (fd < 0)
         return stream_set_error(&c->s, errno, "accept: %s", strerror(errno));
@@ -106,7 +120,7 @@ static int open_preempt(struct in_ctx *c, int lfd)
 {
     struct pc_dst *pc = c->pc;
     int fd;
-    if (accept_channel(c, lfd, GWS_CHANNEL_PREEMPT, &fd) < 0)
+    if (accept_channel(c, lfd, GWS_CHANNEL_PREEMPT, PC_ACCEPT_MS, &fd) < 0)
         return -1;
     pc->pfd = fd;
     stream_fini(&pc->ps);
@@ -841,7 +855,10 @@ static int accept_recovery(struct pc_dst *pc)
     pthread_mutex_unlock(&m->lock);
     stream_fini(&c->s);
     stream_init(&c->s, &stream_fd_ops, NULL);
-    int fd = -1, r = accept_channel(c, lfd, 0, &fd);
+    /* migrate-recover here and `migrate resume` on the source are two
+     * commands on two hosts: no time limit between them (until
+     * migrate-pause here, or the VMM's end). */
+    int fd = -1, r = accept_channel(c, lfd, 0, -1, &fd);
     if (r == 0) {
         c->fd = fd;
         stream_fini(&c->s);

@@ -601,6 +601,41 @@ static void pause_and_recover(struct evm *src, struct evm *dst, struct evm *paus
     assert_true(evm_wait_state(dst, MIG_POSTCOPY_ACTIVE, 20000) || evm_state(dst) == MIG_COMPLETED);
 }
 
+/* migrate-recover and `migrate resume` are two commands on two hosts: the
+ * destination waits for the source as long as it takes (it gave up after
+ * 10 s), and migrate-pause there ends the wait (back to paused, and a
+ * later recover goes through). */
+static void test_recover_waits_for_the_source(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    char uri[128], uri2[128], uri3[128];
+    uri_for(uri, sizeof(uri), "w0");
+    uri_for(uri2, sizeof(uri2), "w1");
+    uri_for(uri3, sizeof(uri3), "w2");
+    postcopy_at_once(&src, &dst, uri, 200, 4 << 20, false);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_ACTIVE, 20000));
+    assert_int_equal(mig_pause(&src.mig, &err), 0);
+    assert_true(evm_wait_state(&src, MIG_POSTCOPY_PAUSED, 20000));
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_PAUSED, 20000));
+    /* A recover given up by migrate-pause */
+    assert_int_equal(mig_recover(&dst.mig, uri2, &err), 0);
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_RECOVER, 5000));
+    assert_int_equal(mig_pause(&dst.mig, &err), 0);
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_PAUSED, 5000));
+    /* ... and one that waits 12 s for the source */
+    assert_int_equal(mig_recover(&dst.mig, uri3, &err), 0);
+    evm_sleep_us(12000000);
+    assert_int_equal(evm_state(&dst), MIG_POSTCOPY_RECOVER);
+    assert_int_equal(mig_resume(&src.mig, uri3, &err), 0);
+    check_done(&src, &dst);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
 static void test_pause_recover_twice(void **state)
 {
     if (!have_uffd())
@@ -977,6 +1012,7 @@ int main(void)
         cmocka_unit_test(test_by_command_mid_round),
         cmocka_unit_test(test_ping_records),
         cmocka_unit_test(test_pause_recover_twice),
+        cmocka_unit_test(test_recover_waits_for_the_source),
         cmocka_unit_test(test_source_exits),
         cmocka_unit_test(test_destination_exits),
         cmocka_unit_test(test_link_down_recover),
