@@ -22,7 +22,10 @@ static const char *const names[MIG_STATE__MAX] = {
 static const unsigned allowed[MIG_STATE__MAX] = {
     [MIG_NONE] = B(MIG_SETUP) | B(MIG_FAILED),
     [MIG_SETUP] = B(MIG_ACTIVE) | B(MIG_DEVICE) | B(MIG_POSTCOPY_ACTIVE) | B(MIG_COMPLETED) | FINAL,
-    [MIG_ACTIVE] = B(MIG_DEVICE) | B(MIG_POSTCOPY_ACTIVE) | B(MIG_COMPLETED) | FINAL,
+    /* active -> postcopy-paused: a post-copy destination whose connection
+     * broke after it loaded the state and before the source committed */
+    [MIG_ACTIVE] = B(MIG_DEVICE) | B(MIG_POSTCOPY_ACTIVE) | B(MIG_POSTCOPY_PAUSED) |
+                   B(MIG_COMPLETED) | FINAL,
     /* device -> active: the switch-over guard gave the guest back */
     [MIG_DEVICE] = B(MIG_ACTIVE) | B(MIG_COMPLETED) | B(MIG_POSTCOPY_ACTIVE) | FINAL,
     [MIG_POSTCOPY_ACTIVE] = B(MIG_POSTCOPY_PAUSED) | B(MIG_COMPLETED) | B(MIG_FAILED),

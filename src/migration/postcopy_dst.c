@@ -888,6 +888,17 @@ static int accept_recovery(struct pc_dst *pc)
 
 /* ---- the switch ---- */
 
+static void run_guest(struct pc_dst *pc)
+{
+    pc->c->m->ops->start(pc->c->m->vm);
+    pc->guest_ran = true;
+    log_info("post-copy: the guest runs here, %llu pages to come",
+             (unsigned long long)pc->pending_count);
+}
+
+/* Load the state with missing pages caught, then the LOADED/COMMIT
+ * handshake and run the guest. 0: it runs; 1: the connection broke before
+ * the commit (nothing runs; to be recovered); -1: failed. */
 static int go_live(struct pc_dst *pc)
 {
     struct in_ctx *c = pc->c;
@@ -923,17 +934,24 @@ static int go_live(struct pc_dst *pc)
     in_send_rp(c, GWS_RP_LOADED, NULL);
     uint64_t t1 = mig_now_ns();
     struct stream_record rec;
-    if (stream_read_record(&c->s, &rec) < 0 || rec.type != GWS_COMMIT)
-        return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over%s%s",
-                                stream_error(&c->s)[0] ? ": " : "", stream_error(&c->s));
+    r = stream_read_record(&c->s, &rec);
+    if (r == 0 && rec.type != GWS_COMMIT)
+        return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over: %s "
+                                "in its place", stream_record_name(rec.type));
+    if (r < 0) {
+        /* Whether the source had RP_LOADED (then the guest is ours from
+         * now on and it never runs it again) or not (then it runs it on)
+         * cannot be told from here: keep the state, run nothing, pause. A
+         * source that resumes the migration had it (pc_dst_run). */
+        log_warn("post-copy: the connection broke before the source committed the switch-over: "
+                 "%s", stream_error(&c->s));
+        return 1;
+    }
     log_debug("loaded (state, userfaultfd, fault thread) in %llu us, commit after %llu us",
               (unsigned long long)((t1 - t0) / 1000),
               (unsigned long long)((mig_now_ns() - t1) / 1000));
-    m->ops->start(m->vm);
-    pc->guest_ran = true;
+    run_guest(pc);
     in_send_rp(c, GWS_RP_RESUMED, NULL);
-    log_info("post-copy: the guest runs here, %llu pages to come",
-             (unsigned long long)pc->pending_count);
     mig_set_state(m, MIG_POSTCOPY_ACTIVE);
     return 0;
 }
@@ -965,8 +983,9 @@ int pc_dst_run(struct in_ctx *c)
      * source's push raised; 287-479 us and 1.2-1.5 ms without. */
     mig_thread_priority_high();
     for (;;) {
-        int r = recv_loop(pc);
-        bool gone = r < 0 && source_gone(pc, r);
+        /* Not committed (go_live): straight to the pause. */
+        int r = pc->guest_ran ? recv_loop(pc) : -ECONNABORTED;
+        bool gone = r < 0 && pc->guest_ran && source_gone(pc, r);
         stop_faults(pc);
         if (r == 0) {
             finish(pc);
@@ -983,7 +1002,12 @@ int pc_dst_run(struct in_ctx *c)
             stream_set_error(&c->s, EPIPE, "%s", pc->got_pause ? "the source paused"
                              : "the connection was closed here");
         char why[300];
-        snprintf(why, sizeof(why), "%s", pc->error ? stream_error(&pc->ps) : stream_error(&c->s));
+        if (!pc->guest_ran)
+            snprintf(why, sizeof(why), "the connection broke before the source committed the "
+                     "switch-over (%s); the guest runs here only once the source resumes the "
+                     "migration", stream_error(&c->s));
+        else
+            snprintf(why, sizeof(why), "%s", pc->error ? stream_error(&pc->ps) : stream_error(&c->s));
         close_channels(pc);
         do {
             if (mig_pc_wait_recovery(c->m, why) < 0)
@@ -996,6 +1020,9 @@ int pc_dst_run(struct in_ctx *c)
         } while (r < 0);
         if (start_faults(pc) < 0)
             return -1;
+        /* A source that resumes had RP_LOADED: the commit it could not send. */
+        if (!pc->guest_ran)
+            run_guest(pc);
         mig_set_state(c->m, MIG_POSTCOPY_ACTIVE);
     }
 }
