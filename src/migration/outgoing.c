@@ -1149,7 +1149,7 @@ void *mig_outgoing_thread(void *arg)
         if (!c->handed_over)
             m->stats.downtime_ms = (c->resumed_ms ? c->resumed_ms : now) - c->stop_ms;
         m->stats.remaining = 0;
-        m->stats.transferred = c->bytes_before + c->s.bytes + c->ps.bytes;
+        m->stats.transferred = c->bytes_before + c->s.bytes + c->pbytes_before + c->ps.bytes;
         pthread_mutex_unlock(&m->lock);
         mig_set_state(m, MIG_COMPLETED);
     }

@@ -83,6 +83,7 @@ struct out_ctx {
     int pfd;                    /* preempt channel */
     struct stream ps;           /* preempt channel stream (page server thread) */
     uint64_t bytes_before;      /* main-channel bytes of earlier connections */
+    uint64_t pbytes_before;     /* preempt-channel bytes of earlier connections */
     uint64_t bw_t0_ns, bw_bytes0; /* window of the running bandwidth (query-migrate mbps) */
     uint64_t pc_bytes0;         /* main-channel bytes at the switch */
     uint64_t *pending;          /* after the switch: pages the destination lacks */

@@ -442,6 +442,8 @@ static int fill_cached(struct pc_dst *pc, uint64_t idx, const uint8_t *src, uint
         if (r < 0) {
             for (uint32_t k = mapped; k < run; k++)
                 bitmap_set_atomic(pc->cached, idx + i + k);
+            for (uint32_t k = 0; k < i + mapped; k++) /* those in are in */
+                page_in(pc, idx + k);
             return r;
         }
         i += run;
@@ -489,25 +491,30 @@ static void found_present(struct pc_dst *pc, uint64_t idx)
 static int install_run(struct pc_dst *pc, const uint64_t *idx, const uint8_t *src, uint32_t n)
 {
     uint8_t *dst = pc->c->m->ram->host + idx[0] * GWS_PAGE_SIZE;
-    for (uint32_t k = 0; k < n;) {
+    int r = 0;
+    uint32_t k = 0;
+    while (k < n) {
         size_t off = (size_t)k * GWS_PAGE_SIZE;
         uint64_t len = (uint64_t)(n - k) * GWS_PAGE_SIZE, done = 0;
-        int r = src ? uffd_copy(pc->uffd, dst + off, src + off, len, &done)
-                    : uffd_zero(pc->uffd, dst + off, len, &done);
-        if (r == 0)
-            return 0;
-        if (r != -EEXIST)
-            return r;
+        r = src ? uffd_copy(pc->uffd, dst + off, src + off, len, &done)
+                : uffd_zero(pc->uffd, dst + off, len, &done);
         k += (uint32_t)(done / GWS_PAGE_SIZE);
+        if (r != -EEXIST)
+            break;
         off = (size_t)k * GWS_PAGE_SIZE;
         r = install_one(pc, idx[k], src ? src + off : NULL);
         if (r < 0)
-            return r;
+            break;
         if (r == 1 && bitmap_test(pc->pending, idx[k])) /* else: sent twice */
             found_present(pc, idx[k]);
+        r = 0;
         k++;
     }
-    return 0;
+    /* Those in are in, also when the rest failed: not to be taken, when
+     * they come again after a recovery, for pages something else wrote. */
+    for (uint32_t i = 0; i < k; i++)
+        page_in(pc, idx[i]);
+    return r;
 }
 
 /* Mark in early[] the pages of the record that a thread waits for; false
@@ -564,8 +571,9 @@ static int install(struct pc_dst *pc, struct stream *s, const uint64_t *idx, con
         int r = cached ? fill_cached(pc, idx[i], src, run) : install_run(pc, idx + i, src, run);
         if (r < 0)
             return stream_set_error(s, -r, "installing guest pages: %s", strerror(-r));
-        for (uint32_t k = 0; k < run; k++)
-            page_in(pc, idx[i + k]);
+        if (cached)
+            for (uint32_t k = 0; k < run; k++)
+                page_in(pc, idx[i + k]);
         i += run;
     }
     pthread_mutex_lock(&pc->c->m->lock);

@@ -440,9 +440,10 @@ static void account_pc(struct out_ctx *c)
     struct migration *m = c->m;
     uint64_t left = bitmap_count(c->pending, c->npages);
     pthread_mutex_lock(&m->lock);
-    m->stats.postcopy_bytes = c->bytes_before + c->s.bytes - c->pc_bytes0 + c->ps.bytes;
+    m->stats.postcopy_bytes = c->bytes_before + c->s.bytes - c->pc_bytes0 + c->pbytes_before +
+                              c->ps.bytes;
     m->stats.remaining = left * GWS_PAGE_SIZE;
-    m->stats.transferred = c->bytes_before + c->s.bytes + c->ps.bytes;
+    m->stats.transferred = c->bytes_before + c->s.bytes + c->pbytes_before + c->ps.bytes;
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -605,6 +606,8 @@ static void park_channels(struct out_ctx *c)
         close(c->pfd);
     }
     c->bytes_before += c->s.bytes;
+    c->pbytes_before += c->ps.bytes;
+    c->ps.bytes = 0; /* counted: a failed reconnect parks again before a new one */
     c->fd = c->pfd = -1;
     set_fds(c);
 }
