@@ -83,7 +83,7 @@ int ctl_parse(const char *buf, size_t len, struct json_object **out, struct gw_e
         r = gw_error_set(err, EPROTO, "control message is not a JSON object");
     else
         for (; used < len && r == 0; used++)
-            if (!strchr(" \t\r\n", buf[used]))
+            if (!buf[used] || !strchr(" \t\r\n", buf[used])) /* strchr finds '\0' too */
                 r = gw_error_set(err, EPROTO, "trailing data after the JSON object");
     if (r < 0) {
         json_object_put(o);
@@ -197,6 +197,8 @@ int ctl_request_parse(struct json_object *msg, struct ctl_request *req, struct g
     req->id = id;
     if (!json_object_object_get_ex(msg, "command", &cmd) || !json_object_is_type(cmd, json_type_string))
         return gw_error_set(err, EPROTO, "request without a \"command\" string");
+    if (strlen(json_object_get_string(cmd)) != (size_t)json_object_get_string_len(cmd))
+        return gw_error_set(err, EPROTO, "the \"command\" contains a NUL byte");
     if (json_object_object_get_ex(msg, "arguments", &args) && !json_object_is_type(args, json_type_object))
         return gw_error_set(err, EINVAL, "\"arguments\" must be an object");
     req->command = json_object_get_string(cmd);
@@ -321,7 +323,12 @@ int ctl_reply_result(struct json_object *reply, struct json_object **ret, const 
     }
     if (cls)
         *cls = c ? c : CTL_ERR_GENERIC;
-    return gw_error_set(err, EREMOTEIO, "%s", desc ? desc : "malformed reply from the daemon");
+    if (desc && desc[0])
+        return gw_error_set(err, EREMOTEIO, "%s", desc);
+    /* Never an empty message: the caller's error would say nothing. */
+    if (c && c[0])
+        return gw_error_set(err, EREMOTEIO, "%s from the daemon, without a description", c);
+    return gw_error_set(err, EREMOTEIO, "malformed reply from the daemon");
 }
 
 /* ---- arguments ---- */
@@ -335,6 +342,9 @@ int ctl_arg_str(struct json_object *args, const char *key, bool required, const 
         return required ? gw_error_set(err, EINVAL, "missing argument '%s'", key) : 0;
     if (!json_object_is_type(v, json_type_string))
         return gw_error_set(err, EINVAL, "argument '%s' must be a string", key);
+    /* A NUL byte would cut the string short: "vm1\u0000x" must not name vm1. */
+    if (strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v))
+        return gw_error_set(err, EINVAL, "argument '%s' contains a NUL byte", key);
     *out = json_object_get_string(v);
     return 0;
 }

@@ -104,12 +104,13 @@ struct json_object *ctl_event_new(const char *type, const char *domain, const ch
 /* The class for an error code (the errno in struct gw_error). */
 const char *ctl_error_class(int code);
 /* From a reply: 0 and *ret (new ref, may be NULL) for a return; -EREMOTEIO
- * with err filled ("desc") and *cls (borrowed from reply) for an error. */
+ * with err filled ("desc", or a message saying there was none) and *cls
+ * (borrowed from reply) for an error. */
 int ctl_reply_result(struct json_object *reply, struct json_object **ret, const char **cls,
                      struct gw_error *err);
 
-/* Argument helpers: -EINVAL with a message when the type is wrong or a
- * required member is missing. */
+/* Argument helpers: -EINVAL with a message when the type is wrong, a
+ * string contains a NUL byte, or a required member is missing. */
 int ctl_arg_str(struct json_object *args, const char *key, bool required, const char **out,
                 struct gw_error *err);
 int ctl_arg_bool(struct json_object *args, const char *key, bool *out, struct gw_error *err);

@@ -93,15 +93,14 @@ int domain_save_status(struct daemon *dm, const struct domain *dom, struct gw_er
 {
     char path[PATH_MAX];
     domain_path(dm, dom, STORE_STATUS, path, sizeof(path));
-    struct json_object *o = json_object_new_object();
-    json_object_object_add(o, "uuid", json_object_new_string(dom->def.uuid));
-    json_object_object_add(o, "state", json_object_new_string(dom_state_name(dom->state)));
-    json_object_object_add(o, "reason", json_object_new_string(dom_reason_name(dom->reason)));
+    struct store_status st = { .state = (int)dom->state, .reason = (int)dom->reason, .id = -1 };
+    snprintf(st.uuid, sizeof(st.uuid), "%s", dom->def.uuid);
     if (dom_state_active(dom->state)) {
-        json_object_object_add(o, "id", json_object_new_int(dom->id));
-        json_object_object_add(o, "pid", json_object_new_int(dom->pid));
-        json_object_object_add(o, "qmp", json_object_new_string(dom->qmp_path));
+        st.id = dom->id;
+        st.pid = (int)dom->pid;
+        snprintf(st.qmp, sizeof(st.qmp), "%s", dom->qmp_path);
     }
+    struct json_object *o = store_status_to_json(&st);
     int r = store_write_json(path, o, err);
     json_object_put(o);
     return r;

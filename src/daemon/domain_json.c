@@ -55,6 +55,13 @@ static int get_bool(struct json_object *o, const char *key, bool *out, struct gw
     return 0;
 }
 
+/* A NUL byte would cut the string short: a name, path or command line
+ * must not mean something else than what was written. */
+static bool has_nul(struct json_object *v)
+{
+    return strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v);
+}
+
 static int get_str(struct json_object *o, const char *key, char **out, struct gw_error *err)
 {
     struct json_object *v;
@@ -62,6 +69,8 @@ static int get_str(struct json_object *o, const char *key, char **out, struct gw
         return 0;
     if (!json_object_is_type(v, json_type_string))
         return gw_error_set(err, EINVAL, "'%s' must be a string", key);
+    if (has_nul(v))
+        return gw_error_set(err, EINVAL, "'%s' contains a NUL byte", key);
     free(*out);
     *out = strdup(json_object_get_string(v));
     return *out ? 0 : gw_error_set(err, ENOMEM, "out of memory");
@@ -118,7 +127,7 @@ static int parse_identity(struct json_object *o, struct dom_def *def, struct gw_
     if (!json_object_object_get_ex(o, "name", &v) || !json_object_is_type(v, json_type_string))
         return gw_error_set(err, EINVAL, "the definition needs a 'name' string");
     const char *name = json_object_get_string(v);
-    if (!dom_name_valid(name))
+    if (has_nul(v) || !dom_name_valid(name))
         return gw_error_set(err, EINVAL,
                             "invalid domain name '%s': use 1-%d letters, digits, '-', '_' or '.', "
                             "not starting with '.' or '-'", name, DOM_NAME_MAX);
@@ -127,7 +136,8 @@ static int parse_identity(struct json_object *o, struct dom_def *def, struct gw_
         dom_uuid_generate(def->uuid);
         return 0;
     }
-    if (!json_object_is_type(v, json_type_string) || !dom_uuid_parse(json_object_get_string(v), def->uuid))
+    if (!json_object_is_type(v, json_type_string) || has_nul(v) ||
+        !dom_uuid_parse(json_object_get_string(v), def->uuid))
         return gw_error_set(err, EINVAL, "invalid UUID '%s' (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
                             json_object_get_string(v));
     return 0;

@@ -140,6 +140,69 @@ void store_remove_domain(const char *dir, const char *name)
     fsync_dir_of(path);
 }
 
+/* ---- runtime status ---- */
+
+struct json_object *store_status_to_json(const struct store_status *s)
+{
+    struct json_object *o = json_object_new_object();
+    if (s->uuid[0])
+        json_object_object_add(o, "uuid", json_object_new_string(s->uuid));
+    if (s->state >= 0)
+        json_object_object_add(o, "state", json_object_new_string(dom_state_name(s->state)));
+    if (s->reason >= 0)
+        json_object_object_add(o, "reason", json_object_new_string(dom_reason_name(s->reason)));
+    if (s->id >= 0)
+        json_object_object_add(o, "id", json_object_new_int(s->id));
+    if (s->pid > 0)
+        json_object_object_add(o, "pid", json_object_new_int(s->pid));
+    if (s->qmp[0])
+        json_object_object_add(o, "qmp", json_object_new_string(s->qmp));
+    return o;
+}
+
+/* A string member without a NUL byte that fits cap, or NULL. */
+static const char *status_str(struct json_object *o, const char *key, size_t cap)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    const char *s = json_object_get_string(v);
+    size_t n = (size_t)json_object_get_string_len(v);
+    return n < cap && strlen(s) == n ? s : NULL;
+}
+
+/* An integer member in [min, max], or dflt. */
+static int status_int(struct json_object *o, const char *key, int64_t min, int64_t max, int dflt)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+        return dflt;
+    errno = 0;
+    int64_t n = json_object_get_int64(v);
+    return errno == 0 && n >= min && n <= max ? (int)n : dflt;
+}
+
+int store_status_from_json(struct json_object *o, struct store_status *s, struct gw_error *err)
+{
+    memset(s, 0, sizeof(*s));
+    s->state = s->reason = s->id = -1;
+    if (!json_object_is_type(o, json_type_object))
+        return gw_error_set(err, EINVAL, "a domain status must be a JSON object");
+    const char *uuid = status_str(o, "uuid", sizeof(s->uuid)), *qmp = status_str(o, "qmp", sizeof(s->qmp));
+    char canon[DOM_UUID_LEN + 1];
+    if (uuid && dom_uuid_parse(uuid, canon))
+        memcpy(s->uuid, canon, sizeof(s->uuid));
+    s->state = dom_state_from_name(status_str(o, "state", 32));
+    s->reason = dom_reason_from_name(status_str(o, "reason", 32));
+    s->id = status_int(o, "id", 0, INT_MAX - 1, -1); /* the next id is id + 1 */
+    s->pid = status_int(o, "pid", 1, INT_MAX, 0);
+    if (qmp)
+        memcpy(s->qmp, qmp, strlen(qmp) + 1);
+    return 0;
+}
+
+/* ---- definitions ---- */
+
 static int load_one(const char *path, void (*fn)(void *, struct dom_def *), void *opaque)
 {
     struct gw_error e;
@@ -148,8 +211,19 @@ static int load_one(const char *path, void (*fn)(void *, struct dom_def *), void
     struct dom_def def;
     int r = store_read_json(path, &o, &e);
     if (r == 0) {
+        struct json_object *uuid = NULL;
+        bool had_uuid = json_object_object_get_ex(o, "uuid", &uuid) && uuid;
         r = dom_def_from_json(o, &def, &e);
         json_object_put(o);
+        /* A definition written without a uuid (by hand) got a new one:
+         * keep it, or the domain would change identity at every restart
+         * (its job file and its migrations go by uuid). */
+        if (r == 0 && !had_uuid) {
+            struct json_object *d = dom_def_to_json(&def);
+            if (store_write_json(path, d, &e) < 0)
+                log_warn("definition %s: cannot save its new uuid %s: %s", path, def.uuid, e.msg);
+            json_object_put(d);
+        }
         if (r == 0)
             fn(opaque, &def);
         else

@@ -43,8 +43,29 @@ int store_save_def(const char *dir, const struct dom_def *def, struct gw_error *
 /* Remove a domain's definition, status and runtime files (not its logs). */
 void store_remove_domain(const char *dir, const char *name);
 
+/* A domain's runtime status, STATE/run/NAME.json: {"uuid", "state",
+ * "reason"} and, while the domain is active, {"id", "pid", "qmp"}
+ * (docs/daemon.md, "The state directory"). */
+#define STORE_QMP_PATH_MAX 108         /* sun_path */
+struct store_status {
+    char uuid[DOM_UUID_LEN + 1];       /* "" when absent */
+    int state;                         /* enum dom_state; -1: absent or unknown */
+    int reason;                        /* enum dom_reason; -1: absent or unknown */
+    int id;                            /* 0 .. INT_MAX - 1; -1: absent */
+    int pid;                           /* > 0; 0: absent */
+    char qmp[STORE_QMP_PATH_MAX];      /* "" when absent */
+};
+struct json_object *store_status_to_json(const struct store_status *s);
+/* Read a status a daemon wrote before it restarted. The file is ours but
+ * may be damaged: a member of the wrong type, out of range or too long is
+ * taken as absent (never converted: "12" is not a pid), so a damaged
+ * status can only make the domain look crashed. -EINVAL when o is not an
+ * object. */
+int store_status_from_json(struct json_object *o, struct store_status *s, struct gw_error *err);
+
 /* Call fn for every stored definition (sorted by file name); a definition
- * that does not parse is logged and skipped. */
+ * that does not parse is logged and skipped; one without a uuid is given
+ * one, saved in its file before fn sees it. */
 int store_load_defs(const char *dir, void (*fn)(void *opaque, struct dom_def *def), void *opaque,
                     struct gw_error *err);
 

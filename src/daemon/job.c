@@ -49,6 +49,7 @@ static const char *const recovery_names[JOB_RECOVER__COUNT] = {
     [JOB_RECOVER_ASK_PEER] = "ask-peer",
     [JOB_RECOVER_WAIT_PEER] = "wait-peer",
     [JOB_RECOVER_CRASHED] = "crashed",
+    [JOB_RECOVER_CONFIRM_POSTCOPY] = "confirm-postcopy",
 };
 
 static const char *const peer_names[JOB_PEER__COUNT] = {
@@ -580,7 +581,7 @@ static int parse_job_text(const char *text, size_t len, struct job *j, struct gw
     size_t end = json_tokener_get_parse_end(tok);
     bool ok = o && json_tokener_get_error(tok) == json_tokener_success;
     json_tokener_free(tok);
-    while (ok && end < len && strchr(" \t\r\n", text[end]))
+    while (ok && end < len && text[end] && strchr(" \t\r\n", text[end])) /* strchr finds '\0' */
         end++;
     int rc = ok && end == len ? job_from_json(o, j, err)
                               : gw_error_set(err, EINVAL, "job: not one valid JSON object");
@@ -724,7 +725,12 @@ static enum job_recovery recover_out(const struct job *j, bool alive, const char
     case JOB_PHASE_CONFIRM_CANCELLED:
         return alive ? JOB_RECOVER_RESUME_SOURCE : JOB_RECOVER_CRASHED;
     case JOB_PHASE_POSTCOPY_FAILED:
-        return alive ? JOB_RECOVER_POSTCOPY_FAILED : JOB_RECOVER_CRASHED;
+        if (!alive)
+            return JOB_RECOVER_CRASHED;
+        /* The VMM completed the stream after all (the daemon took a stop or
+         * failed queries for a break): a success, if the destination runs
+         * the guest (running: quit ours; prepared: send Finish again). */
+        return st == STAGE_COMPLETED ? JOB_RECOVER_ASK_PEER : JOB_RECOVER_POSTCOPY_FAILED;
     default:
         return JOB_RECOVER_NOTHING; /* done, failed */
     }
@@ -756,13 +762,39 @@ enum job_recovery job_recovery_action(const struct job *j, bool vmm_alive, const
     }
 }
 
+/* The destination runs the guest. Our VMM may be quit only when it no
+ * longer serves post-copy pages: never while a post-copy stream is not
+ * completed (the guest would lose the pages only we hold). */
+static enum job_recovery recover_out_peer_running(const struct job *j, bool alive,
+                                                  const char *status)
+{
+    if (!alive)
+        return JOB_RECOVER_KILL_SOURCE; /* nothing left to stop: finish Confirm */
+    switch (stage_of(status)) {
+    case STAGE_COMPLETED:
+        return JOB_RECOVER_KILL_SOURCE;
+    case STAGE_POSTCOPY_ACTIVE:
+        return JOB_RECOVER_CONFIRM_POSTCOPY;
+    case STAGE_POSTCOPY_BROKEN:
+        /* postcopy-recover: a recovery is under way, wait for it as Confirm does */
+        return status_is(status, "postcopy-paused") ? JOB_RECOVER_POSTCOPY_FAILED
+                                                    : JOB_RECOVER_CONFIRM_POSTCOPY;
+    case STAGE_PRECOPY:
+        break;
+    }
+    /* A pre-copy stream completed before perform-done was saved: whatever
+     * the VMM says now, the destination has the whole guest. After a
+     * post-copy switch a VMM that does not say completed may still hold
+     * pages the destination needs: keep it, paused. */
+    return j->postcopy_started ? JOB_RECOVER_POSTCOPY_FAILED : JOB_RECOVER_KILL_SOURCE;
+}
+
 enum job_recovery job_recovery_after_peer(const struct job *j, bool vmm_alive,
                                           const char *vmm_status, enum job_peer_outcome peer)
 {
-    (void)vmm_status;
     switch (peer) {
     case JOB_PEER_RUNNING:
-        return JOB_RECOVER_KILL_SOURCE;
+        return recover_out_peer_running(j, vmm_alive, vmm_status);
     case JOB_PEER_PREPARED:
         return JOB_RECOVER_CONTINUE; /* send Finish again */
     case JOB_PEER_POSTCOPY_FAILED:

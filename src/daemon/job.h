@@ -158,6 +158,9 @@ enum job_recovery {
     JOB_RECOVER_ASK_PEER,        /* only the peer knows: query it, then job_recovery_after_peer() */
     JOB_RECOVER_WAIT_PEER,       /* peer unreachable: keep the guest paused, ask again later */
     JOB_RECOVER_CRASHED,         /* our VMM is gone: mark the domain crashed, drop the job */
+    JOB_RECOVER_CONFIRM_POSTCOPY, /* the destination runs the guest and our VMM still serves its
+                                     pages: wait for post-copy to complete (Confirm's wait),
+                                     then quit the VMM as kill-source does */
     JOB_RECOVER__COUNT
 };
 const char *job_recovery_name(enum job_recovery r);

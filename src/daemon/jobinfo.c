@@ -157,7 +157,7 @@ static int read_strings(struct jobinfo *ji, struct json_object *ret, struct gw_e
 
 static int read_ram(struct jobinfo *ji, struct json_object *ram, struct gw_error *err)
 {
-    int n1 = 0, n2 = 0, rc = 0;
+    int n1 = 0, n2 = 0, n3 = 0, rc = 0;
     if (ram && !json_object_is_type(ram, json_type_object))
         return gw_error_set(err, EINVAL, "query-migrate: 'ram' is not an object");
     if ((rc = get_u64(ram, "transferred", &ji->mem_processed, err)) < 0 ||
@@ -165,13 +165,14 @@ static int read_ram(struct jobinfo *ji, struct json_object *ram, struct gw_error
         (rc = get_u64(ram, "total", &ji->mem_total, err)) < 0 ||
         (n1 = get_u64(ram, "duplicate", &ji->mem_constant, err)) < 0 ||
         (n2 = get_u64(ram, "normal", &ji->mem_normal, err)) < 0 ||
-        (rc = get_u64(ram, "normal-bytes", &ji->mem_normal_bytes, err)) < 0 ||
+        (n3 = get_u64(ram, "normal-bytes", &ji->mem_normal_bytes, err)) < 0 ||
         (rc = get_u64(ram, "dirty-pages-rate", &ji->mem_dirty_rate, err)) < 0 ||
         (rc = get_u64(ram, "dirty-sync-count", &ji->mem_iteration, err)) < 0 ||
         (rc = get_u64(ram, "page-size", &ji->mem_page_size, err)) < 0 ||
         (rc = get_u64(ram, "postcopy-requests", &ji->mem_postcopy_requests, err)) < 0)
-        return n1 < 0 ? n1 : n2 < 0 ? n2 : rc;
-    ji->mem_pages_set = n1 > 0 || n2 > 0;
+        return n1 < 0 ? n1 : n2 < 0 ? n2 : n3 < 0 ? n3 : rc;
+    /* Any of the three shows all three (and carries them to godwit). */
+    ji->mem_pages_set = n1 > 0 || n2 > 0 || n3 > 0;
     return get_mbps(ram, &ji->mem_bps, err);
 }
 
@@ -343,7 +344,7 @@ static void text_rest(FILE *f, const struct jobinfo *ji)
     if (ji->switchover_deferrals)
         put_num(f, "Switch-over deferrals:", ji->switchover_deferrals, "");
     if (ji->downtime_phases_set) {
-        char text[160];
+        char text[MIG_NPHASES * 40]; /* ", resume 18446744073709551615 us" fits 40 */
         fprintf(f, "%-17s %s\n", "Downtime phases:",
                 mig_phases_text(ji->downtime_phase_us, text, sizeof(text)));
     }

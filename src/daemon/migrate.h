@@ -31,7 +31,9 @@
 #define MIG_POLL_MS          200     /* query-migrate period while a migration runs */
 #define MIG_PEER_CONNECT_MS  10000
 #define MIG_PEER_CALL_MS     60000   /* Prepare, Finish */
-#define MIG_FINISH_WAIT_MS   60000   /* destination: a completed stream waits this long for Finish */
+#define MIG_FINISH_WAIT_MS   60000   /* destination: a completed pre-copy stream waits this long for Finish */
+#define MIG_STREAM_START_WAIT_MS 60000 /* destination: an incoming stream not started (setup) this
+                                          long after the watch began is discarded */
 #define MIG_PORT_MIN         49152   /* destination VMM ports (libvirt's range) */
 #define MIG_PORT_MAX         49215
 
@@ -55,6 +57,7 @@ struct mig_run {
     /* destination */
     bool created;                   /* Prepare defined the domain: forget it on failure */
     bool watcher;                   /* a watcher thread follows the incoming VMM */
+    bool finish_postcopy;           /* Finish said post-copy: the watcher ends the job at completed */
     char dest_host[256];
 };
 

@@ -22,6 +22,10 @@
 #define SRC_QUIT_WAIT_MS    10000
 #define SRC_CANCEL_WAIT_MS  10000
 #define SRC_STATUS_TRIES    5       /* Finish answer lost: ask migration-status this often */
+#define SRC_FINISH_RESENDS  3       /* Finish answer lost, the destination says prepared: resend */
+#define SRC_RESUME_WAIT_MS  60000   /* --postcopy-resume: the VMM runs post-copy again within this */
+#define SRC_SAMPLE_TRIES    10      /* Confirm's post-copy wait: failed query-migrate in a row
+                                       (MIG_POLL_MS apart) before it counts as broken */
 
 /* ---- helpers (also used by restart recovery) ---- */
 
@@ -112,26 +116,44 @@ void mig_src_postcopy_failed(struct src_job *s, const char *why)
     pthread_mutex_unlock(&s->dm->lock);
 }
 
-/* Post-copy: the source VMM still serves pages until it reports completed. */
+/* Post-copy: the source VMM still serves pages until it reports completed.
+ * A failed query-migrate is retried (SRC_SAMPLE_TRIES in a row decide);
+ * -ESHUTDOWN when the daemon stops: the caller leaves the phase as it is,
+ * and restart recovery waits again (confirm-postcopy). */
 static int wait_postcopy_done(struct src_job *s, struct gw_error *err)
 {
+    unsigned failed = 0;
     for (;;) {
-        struct jobinfo ji;
-        if (mig_src_sample(s, &ji, err) < 0)
-            return -EIO;
-        if (strcmp(ji.status, "completed") == 0)
-            return 0;
-        if (strcmp(ji.status, "postcopy-active") != 0 && strcmp(ji.status, "postcopy-recover") != 0)
-            return gw_error_set(err, EIO, "post-copy broke: %s", ji.errmsg[0] ? ji.errmsg : ji.status);
         if (atomic_load(&s->dm->stopping))
             return gw_error_set(err, ESHUTDOWN, "the daemon is stopping");
+        struct jobinfo ji;
+        struct gw_error e;
+        gw_error_init(&e);
+        bool sampled = mig_src_sample(s, &ji, &e) == 0;
+        failed = sampled ? 0 : failed + 1;
+        switch (mig_confirm_classify(sampled ? ji.status : NULL, failed, SRC_SAMPLE_TRIES)) {
+        case MIG_CONFIRM_DONE:
+            return 0;
+        case MIG_CONFIRM_BROKEN:
+            if (!sampled)
+                return gw_error_set(err, EIO, "post-copy: the source VMM does not answer: %s", e.msg);
+            return gw_error_set(err, EIO, "post-copy broke: %s", ji.errmsg[0] ? ji.errmsg : ji.status);
+        case MIG_CONFIRM_WAIT:
+            if (!sampled)
+                log_warn("domain '%s': query-migrate failed (%u in a row): %s", s->dom->def.name,
+                         failed, e.msg);
+            break;
+        }
         usleep(MIG_POLL_MS * 1000);
     }
 }
 
-static int confirm_success(struct src_job *s, bool postcopy, struct gw_error *err)
+int mig_src_confirm(struct src_job *s, bool postcopy, struct gw_error *err)
 {
-    if (postcopy && wait_postcopy_done(s, err) < 0) {
+    int r;
+    if (postcopy && (r = wait_postcopy_done(s, err)) < 0) {
+        if (r == -ESHUTDOWN) /* perform-done stays: the next start waits again */
+            return r;
         mig_src_postcopy_failed(s, err->msg);
         return -EIO;
     }
@@ -176,7 +198,7 @@ static int after_peer(struct src_job *s, enum job_peer_outcome o, bool postcopy,
 {
     switch (o) {
     case JOB_PEER_RUNNING:
-        return confirm_success(s, postcopy, err);
+        return mig_src_confirm(s, postcopy, err);
     case JOB_PEER_POSTCOPY_FAILED:
         mig_src_postcopy_failed(s, why ? why : "the destination reports post-copy failed");
         return gw_error_set(err, EIO, "post-copy migration failed: the domain is paused on both "
@@ -201,7 +223,10 @@ static int finish(struct src_job *s, bool postcopy, struct gw_error *err)
     struct jobinfo ji;
     pthread_mutex_lock(&s->dm->lock);
     ji = s->run->info;
-    int r = mig_job_phase(s->dm, s->run, JOB_PHASE_PERFORM_DONE, err);
+    /* Sent again (the destination said prepared): perform-done is saved. */
+    int r = s->run->job.phase == JOB_PHASE_PERFORM_DONE
+                ? 0
+                : mig_job_phase(s->dm, s->run, JOB_PHASE_PERFORM_DONE, err);
     pthread_mutex_unlock(&s->dm->lock);
     if (r < 0)
         return r;
@@ -225,8 +250,10 @@ static int finish(struct src_job *s, bool postcopy, struct gw_error *err)
     if (o == JOB_PEER_UNREACHABLE) {
         log_warn("domain '%s': no answer to Finish (%s); asking the destination", s->dom->def.name, e.msg);
         o = ask_status(s);
-        if (o == JOB_PEER_PREPARED) /* it holds the job but did not resume: finish again */
+        if (o == JOB_PEER_PREPARED && ++s->finish_resent <= SRC_FINISH_RESENDS) /* not resumed: again */
             return finish(s, postcopy, err);
+        if (o == JOB_PEER_PREPARED) /* still not resumed there: the source must not resume either */
+            o = JOB_PEER_UNREACHABLE;
     }
     return after_peer(s, o, postcopy, NULL, err);
 }
@@ -238,7 +265,8 @@ int mig_src_finish_confirm(struct src_job *s, enum perform_end end, struct gw_er
         return finish(s, false, err);
     case PERFORM_POSTCOPY:
         pthread_mutex_lock(&s->dm->lock);
-        if (s->run->job.phase == JOB_PHASE_PERFORM_DONE) /* recovery: back through perform-postcopy */
+        if (s->run->job.phase == JOB_PHASE_PERFORM_DONE || /* recovery: back through perform-postcopy */
+            s->run->job.phase == JOB_PHASE_POSTCOPY_FAILED)
             s->run->job.phase = JOB_PHASE_PERFORM_POSTCOPY;
         pthread_mutex_unlock(&s->dm->lock);
         return finish(s, true, err);
@@ -273,23 +301,50 @@ static int prepare_resume(struct src_job *s, char *uri, size_t len, struct gw_er
     return r;
 }
 
-/* Wait for the resumed stream to run again (postcopy-active or completed). */
-static enum perform_end wait_resumed(struct src_job *s, struct gw_error *err)
+/* The VMM's query-migrate postcopy-pauses (absent: 0; -1 when the query
+ * fails or the member is not a number). */
+static int64_t vmm_pauses(struct domain *dom)
 {
+    struct json_object *ret = NULL, *v;
+    int64_t n = -1;
+    if (domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0)
+        n = !json_object_object_get_ex(ret, "postcopy-pauses", &v) ? 0
+            : json_object_is_type(v, json_type_int)               ? json_object_get_int64(v)
+                                                                   : -1;
+    json_object_put(ret);
+    return n;
+}
+
+/* Wait for the resumed stream to run again (postcopy-active or completed),
+ * at most SRC_RESUME_WAIT_MS; pauses_before: postcopy-pauses before
+ * `migrate resume`. */
+static enum perform_end wait_resumed(struct src_job *s, int64_t pauses_before, struct gw_error *err)
+{
+    struct mig_resume_facts f = { .pauses_before = pauses_before, .limit_ms = SRC_RESUME_WAIT_MS };
+    uint64_t t0 = mig_mono_ms();
     for (;;) {
         usleep(MIG_POLL_MS * 1000);
         struct jobinfo ji;
         if (mig_src_sample(s, &ji, err) < 0)
             return PERFORM_BROKEN;
-        if (!strcmp(ji.status, "postcopy-active") || !strcmp(ji.status, "completed"))
+        f.status = ji.status;
+        f.errmsg = ji.errmsg;
+        f.pauses_now = vmm_pauses(s->dom);
+        f.seen_recover |= !strcmp(ji.status, "postcopy-recover");
+        f.elapsed_ms = mig_mono_ms() - t0;
+        switch (mig_resume_classify(&f)) {
+        case MIG_RESUME_RUNNING:
             return PERFORM_POSTCOPY;
-        if (strcmp(ji.status, "postcopy-recover") != 0 && strcmp(ji.status, "postcopy-paused") != 0) {
+        case MIG_RESUME_FAILED:
             gw_error_set(err, EIO, "post-copy recovery failed: %s", ji.errmsg[0] ? ji.errmsg : ji.status);
             return PERFORM_BROKEN;
-        }
-        if (!strcmp(ji.status, "postcopy-paused") && ji.errmsg[0] && strstr(ji.errmsg, "reconnect")) {
-            gw_error_set(err, EIO, "post-copy recovery failed: %s", ji.errmsg);
+        case MIG_RESUME_TIMEOUT: /* back to postcopy-paused, so that it can be retried */
+            domain_qmp(s->dom, "migrate-pause", NULL, NULL, NULL, NULL);
+            gw_error_set(err, ETIMEDOUT, "post-copy recovery failed: the source VMM did not "
+                         "resume the stream within %d s", SRC_RESUME_WAIT_MS / 1000);
             return PERFORM_BROKEN;
+        case MIG_RESUME_WAIT:
+            break;
         }
     }
 }
@@ -304,6 +359,7 @@ int mig_src_recover_postcopy(struct src_job *s, struct gw_error *err)
     pthread_mutex_unlock(&s->dm->lock);
     if (r < 0)
         return r;
+    int64_t pauses = vmm_pauses(s->dom);
     if ((r = prepare_resume(s, uri, sizeof(uri), err)) == 0) {
         struct json_object *a = json_object_new_object();
         json_object_object_add(a, "uri", json_object_new_string(uri));
@@ -315,5 +371,5 @@ int mig_src_recover_postcopy(struct src_job *s, struct gw_error *err)
         return r;
     }
     log_info("domain '%s': post-copy recovery over %s", s->dom->def.name, uri);
-    return mig_src_finish_confirm(s, wait_resumed(s, err), err);
+    return mig_src_finish_confirm(s, wait_resumed(s, pauses, err), err);
 }

@@ -345,6 +345,28 @@ static int finish_postcopy_failed(struct daemon *dm, struct domain *dom, struct 
     return 0;
 }
 
+/* (locked) Finish for a job no longer active here: when the guest already
+ * runs here for it, answer running again (the first answer was lost). */
+static bool finish_again(struct daemon *dm, const struct mig_finish *f, struct json_object **ret)
+{
+    struct domain *dom = daemon_find_domain(dm, f->head.uuid);
+    struct mig_run *run = mig_run_find(dm, f->head.uuid);
+    bool running = dom && dom->state == DOM_STATE_RUNNING;
+    if (!mig_finish_already_running(run ? &run->job : NULL, f, running))
+        return false;
+    log_info("domain '%s': Finish of job %s again: the guest runs here", f->head.uuid, f->head.job);
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "job", json_object_new_string(f->head.job));
+    json_object_object_add(o, "uuid", json_object_new_string(f->head.uuid));
+    json_object_object_add(o, "outcome", json_object_new_string("running"));
+    struct json_object *c = json_object_new_object();
+    if (run && run->have_completed)
+        json_object_object_add(c, "stats", jobinfo_to_json(&run->completed));
+    json_object_object_add(o, "cookie", c);
+    *ret = o;
+    return true;
+}
+
 static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
                     struct json_object **ret, struct gw_error *err)
 {
@@ -356,8 +378,14 @@ static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_obj
         return r;
     pthread_mutex_lock(&dm->lock);
     r = find_job(dm, &f.head, &dom, &run, err);
+    if (r < 0 && finish_again(dm, &f, ret)) {
+        pthread_mutex_unlock(&dm->lock);
+        return 0;
+    }
     if (r == 0 && !f.cancelled && run->job.phase != JOB_PHASE_FINISH)
         r = mig_job_phase(dm, run, JOB_PHASE_FINISH, err);
+    if (r == 0 && !f.cancelled) /* pre-copy: this handler ends the job, not the watcher */
+        run->finish_postcopy = f.postcopy;
     pthread_mutex_unlock(&dm->lock);
     if (r < 0)
         return r;
@@ -397,6 +425,20 @@ static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_obj
 
 /* ---- migration-abort, migration-status, migration-prepare-resume ---- */
 
+/* The incoming VMM's query-migrate postcopy-started (true when it does not
+ * say: the safe side). */
+static bool vmm_switched(struct domain *dom)
+{
+    struct json_object *ret = NULL, *v;
+    bool switched = true;
+    if (domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0 &&
+        json_object_object_get_ex(ret, "postcopy-started", &v) &&
+        json_object_is_type(v, json_type_boolean))
+        switched = json_object_get_boolean(v);
+    json_object_put(ret);
+    return switched;
+}
+
 static int h_abort(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
                    struct json_object **ret, struct gw_error *err)
 {
@@ -408,10 +450,14 @@ static int h_abort(struct daemon *dm, struct daemon_client *cl, struct json_obje
         return r;
     pthread_mutex_lock(&dm->lock);
     r = find_job(dm, &h, &dom, &run, err);
-    if (r == 0 && run->job.phase != JOB_PHASE_PREPARE)
-        r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: job %s is in phase %s; "
-                         "ask migration-status", h.job, job_phase_name(run->job.phase));
+    enum job_phase phase = r == 0 ? run->job.phase : JOB_PHASE_NONE;
     pthread_mutex_unlock(&dm->lock);
+    /* Paused before the source's commit (postcopy-started false), the
+     * guest never ran here: the source that resumed it may discard ours. */
+    bool switched = phase != JOB_PHASE_POSTCOPY_FAILED || vmm_switched(dom);
+    if (r == 0 && !mig_abort_allowed(phase, switched))
+        r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: job %s is in phase %s; "
+                         "ask migration-status", h.job, job_phase_name(phase));
     if (r == 0)
         mig_dst_discard(dm, h.uuid, "the source aborted the migration");
     return r;

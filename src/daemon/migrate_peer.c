@@ -277,8 +277,14 @@ int mig_uri_from_reply(struct json_object *ret, const char *what, char *uri, siz
                        struct gw_error *err)
 {
     const char *u = qmp_json_get_str(ret, "uri");
+    struct ctl_uri parsed;
     if (!u || strlen(u) >= len)
         return gw_error_set(err, EPROTO, "the destination's %s has no valid 'uri'", what);
+    /* It becomes our VMM's `migrate` uri: a peer may name where its VMM
+     * listens, never a unix: socket or a file: on this host. */
+    if (ctl_uri_parse(u, &parsed, NULL) < 0 || parsed.kind != CTL_URI_TCP || !parsed.host[0])
+        return gw_error_set(err, EPROTO, "the destination's %s has 'uri' \"%.64s\", not a "
+                            "tcp:HOST:PORT address", what, u);
     snprintf(uri, len, "%s", u);
     return 0;
 }
@@ -312,6 +318,11 @@ enum mig_perform_step mig_perform_classify(const char *status, bool switched)
     return MIG_PERFORM_CONTINUE; /* setup, active, device, cancelling */
 }
 
+static bool is_postcopy(const char *status)
+{
+    return status && strncmp(status, "postcopy-", 9) == 0;
+}
+
 enum mig_watch_step mig_watch_classify(enum job_phase phase, const char *status,
                                        uint64_t arrived_ms, uint64_t now_ms, uint64_t finish_wait_ms)
 {
@@ -319,6 +330,12 @@ enum mig_watch_step mig_watch_classify(enum job_phase phase, const char *status,
     case JOB_PHASE_PREPARE:
         if (is(status, "failed") || is(status, "cancelled"))
             return MIG_WATCH_DISCARD;
+        /* Post-copy: the guest is, or may be, ours alone now (or the source
+         * decides, by Finish, abort or a recovery): never a timer's. */
+        if (is(status, "postcopy-active"))
+            return MIG_WATCH_GO_ON;
+        if (is_postcopy(status))
+            return MIG_WATCH_POSTCOPY_FAILED; /* paused, recover, recover-setup */
         if (arrived_ms && now_ms - arrived_ms > finish_wait_ms)
             return MIG_WATCH_DISCARD;
         return MIG_WATCH_GO_ON;
@@ -331,6 +348,61 @@ enum mig_watch_step mig_watch_classify(enum job_phase phase, const char *status,
     default:
         return MIG_WATCH_GO_ON;
     }
+}
+
+bool mig_watch_start_overdue(const char *status, uint64_t watch_ms, uint64_t now_ms,
+                             uint64_t start_wait_ms)
+{
+    bool waiting = !status || !status[0] || is(status, "none") || is(status, "setup");
+    return waiting && now_ms - watch_ms > start_wait_ms;
+}
+
+bool mig_abort_allowed(enum job_phase phase, bool vmm_switched)
+{
+    return phase == JOB_PHASE_PREPARE || (phase == JOB_PHASE_POSTCOPY_FAILED && !vmm_switched);
+}
+
+bool mig_finish_already_running(const struct job *j, const struct mig_finish *f,
+                                bool guest_running)
+{
+    if (f->cancelled)
+        return false;
+    if (j && (j->kind != JOB_KIND_MIGRATION_IN || strcmp(j->id, f->head.job) != 0))
+        j = NULL; /* another job: it says nothing about this one */
+    if (j && job_active(j))
+        return false; /* find_job takes it */
+    if (j && j->phase != JOB_PHASE_DONE)
+        return false; /* failed: discarded here */
+    return job_peer_outcome_of(j, guest_running) == JOB_PEER_RUNNING;
+}
+
+enum mig_confirm_step mig_confirm_classify(const char *status, unsigned failed_samples,
+                                           unsigned max_failed)
+{
+    if (!status)
+        return failed_samples >= max_failed ? MIG_CONFIRM_BROKEN : MIG_CONFIRM_WAIT;
+    if (is(status, "completed"))
+        return MIG_CONFIRM_DONE;
+    if (is(status, "postcopy-active") || is(status, "postcopy-recover"))
+        return MIG_CONFIRM_WAIT;
+    return MIG_CONFIRM_BROKEN;
+}
+
+enum mig_resume_step mig_resume_classify(const struct mig_resume_facts *f)
+{
+    if (is(f->status, "postcopy-active") || is(f->status, "completed"))
+        return MIG_RESUME_RUNNING;
+    if (!is(f->status, "postcopy-recover") && !is(f->status, "postcopy-paused"))
+        return MIG_RESUME_FAILED;
+    if (is(f->status, "postcopy-paused")) {
+        bool counted = f->pauses_before >= 0 && f->pauses_now >= 0;
+        if (counted && f->pauses_now > f->pauses_before)
+            return MIG_RESUME_FAILED;
+        if (!counted && f->seen_recover && f->errmsg &&
+            strncmp(f->errmsg, "recovery failed:", 16) == 0)
+            return MIG_RESUME_FAILED;
+    }
+    return f->elapsed_ms > f->limit_ms ? MIG_RESUME_TIMEOUT : MIG_RESUME_WAIT;
 }
 
 bool mig_host_postcopy_supported(void)

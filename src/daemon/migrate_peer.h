@@ -97,7 +97,8 @@ struct json_object *mig_finish_to_json(const struct job *j, bool cancelled, bool
                                        struct json_object *stats /* taken, may be NULL */);
 int mig_finish_from_json(struct json_object *args, struct mig_finish *f, struct gw_error *err);
 /* The `uri` of a Prepare or prepare-resume reply (`what` names it in the
- * error), copied into uri[len]. */
+ * error), copied into uri[len]; only a tcp:HOST:PORT address (it is given
+ * to the source VMM's migrate, which would also take unix: and file:). */
 int mig_uri_from_reply(struct json_object *ret, const char *what, char *uri, size_t len,
                        struct gw_error *err);
 /* The outcome of a Finish or Status reply (job_peer_outcome names). */
@@ -117,15 +118,74 @@ enum mig_perform_step {
 enum mig_perform_step mig_perform_classify(const char *status, bool switched);
 
 /* The destination's watcher, after each query-migrate of the incoming VMM.
- * arrived_ms: when the stream was first seen complete (0: not yet). */
+ * arrived_ms: when a pre-copy stream was first seen complete (0: not yet;
+ * the caller never sets it once the VMM reported a post-copy status: from
+ * then on the guest is no timer's to discard). */
 enum mig_watch_step {
     MIG_WATCH_GO_ON,
-    MIG_WATCH_DISCARD,          /* prepare: stream failed, or no Finish in time */
+    MIG_WATCH_DISCARD,          /* prepare: stream failed, or no Finish in time (pre-copy) */
     MIG_WATCH_COMPLETE,         /* finish (post-copy): the last page arrived: job done */
-    MIG_WATCH_POSTCOPY_FAILED,  /* finish: post-copy broke: paused, post-copy failed */
+    MIG_WATCH_POSTCOPY_FAILED,  /* prepare, finish: post-copy broke (or paused before the
+                                   source's commit): paused, post-copy failed */
 };
 enum mig_watch_step mig_watch_classify(enum job_phase phase, const char *status,
                                        uint64_t arrived_ms, uint64_t now_ms, uint64_t finish_wait_ms);
+/* Prepare: has the incoming stream not started yet (status none or setup)
+ * start_wait_ms after the watch began at watch_ms? Then the source gave up
+ * without telling us (the guest was never here): discard. */
+bool mig_watch_start_overdue(const char *status, uint64_t watch_ms, uint64_t now_ms,
+                             uint64_t start_wait_ms);
+/* migration-abort: may the destination discard its incoming VMM? In
+ * prepare, and in postcopy-failed when its VMM says the guest was never
+ * handed over (query-migrate postcopy-started false: it paused after
+ * loading the state, before the source's commit). */
+bool mig_abort_allowed(enum job_phase phase, bool vmm_switched);
+
+/* Finish for no active job here (find_job failed): is the guest already
+ * running here for that job? j: the destination's last job for the UUID
+ * (NULL when none), guest_running: a domain with that UUID runs here. True
+ * (answer outcome running, never an error, which would let the source
+ * resume: two guests) when Finish is not cancelled and j is that job done,
+ * or there is no job and the guest runs (the first Finish's answer was
+ * lost and the source sent it again). */
+bool mig_finish_already_running(const struct job *j, const struct mig_finish *f,
+                                bool guest_running);
+
+/* The source's Confirm, waiting for a post-copy stream to complete before
+ * it quits its VMM (which serves the destination's missing pages until
+ * then). status: the last query-migrate status, NULL when that query
+ * failed; failed_samples: how many queries failed in a row (a single
+ * failed sample decides nothing). */
+enum mig_confirm_step {
+    MIG_CONFIRM_WAIT,    /* postcopy-active or -recover (or a failed query, fewer than max_failed) */
+    MIG_CONFIRM_DONE,    /* completed: the VMM may be quit */
+    MIG_CONFIRM_BROKEN,  /* paused, failed, ..., or max_failed queries failed in a row */
+};
+enum mig_confirm_step mig_confirm_classify(const char *status, unsigned failed_samples,
+                                           unsigned max_failed);
+
+/* The source's --postcopy-resume, after `migrate resume`, until its VMM
+ * runs post-copy again. A failed recovery takes the VMM back to
+ * postcopy-paused with an error-desc "recovery failed: ..." and one more
+ * postcopy-pauses; the paused status (and an older "recovery failed"
+ * error) may still show before the VMM took the request, so the count
+ * decides (the error-desc only when the VMM gives no count, and only once
+ * postcopy-recover was seen). */
+struct mig_resume_facts {
+    const char *status;      /* query-migrate status */
+    const char *errmsg;      /* its error-desc ("" when none) */
+    int64_t pauses_before;   /* postcopy-pauses when `migrate resume` was sent (-1: unknown) */
+    int64_t pauses_now;      /* postcopy-pauses now (-1: unknown) */
+    bool seen_recover;       /* postcopy-recover was seen since */
+    uint64_t elapsed_ms, limit_ms;
+};
+enum mig_resume_step {
+    MIG_RESUME_WAIT,
+    MIG_RESUME_RUNNING,      /* postcopy-active or completed */
+    MIG_RESUME_FAILED,       /* the recovery failed (or another status) */
+    MIG_RESUME_TIMEOUT,      /* still not running after limit_ms: break it off (migrate-pause) */
+};
+enum mig_resume_step mig_resume_classify(const struct mig_resume_facts *f);
 
 /* Whether this host can run a post-copy destination (userfaultfd works). */
 bool mig_host_postcopy_supported(void);

@@ -71,13 +71,23 @@ static void resume_incoming(struct src_job *s)
     end_job(s, true, NULL);
 }
 
-/* A source whose post-copy still runs: Finish and Confirm on a thread. */
+/* A source whose post-copy still runs, on a thread: Finish and Confirm
+ * (continue), or only Confirm's wait then quit (confirm-postcopy: the
+ * destination already said it runs the guest). */
+struct cont_arg {
+    struct src_job s;
+    bool confirm_only;
+};
+
 static void *continue_main(void *p)
 {
-    struct src_job *s = p;
+    struct cont_arg *c = p;
+    struct src_job *s = &c->s;
     struct gw_error e;
     gw_error_init(&e);
-    if (mig_src_connect(s, s->run->job.peer_uri, &e) == 0)
+    if (c->confirm_only)
+        mig_src_confirm(s, true, &e);
+    else if (mig_src_connect(s, s->run->job.peer_uri, &e) == 0)
         mig_src_finish_confirm(s, PERFORM_POSTCOPY, &e);
     else
         mig_src_postcopy_failed(s, e.msg);
@@ -85,20 +95,21 @@ static void *continue_main(void *p)
     pthread_mutex_lock(&s->dm->lock);
     mig_watchers_add(s->dm, -1);
     pthread_mutex_unlock(&s->dm->lock);
-    free(s);
+    free(c);
     return NULL;
 }
 
-static void continue_source(struct src_job *s)
+static void continue_source(struct src_job *s, bool confirm_only)
 {
-    struct src_job *copy = malloc(sizeof(*copy));
+    struct cont_arg *copy = malloc(sizeof(*copy));
     pthread_t t;
     if (!copy) {
         mig_src_postcopy_failed(s, "out of memory");
         return;
     }
-    *copy = *s;
-    copy->switched = true;
+    copy->s = *s;
+    copy->s.switched = true;
+    copy->confirm_only = confirm_only;
     pthread_mutex_lock(&s->dm->lock);
     mig_watchers_add(s->dm, 1);
     pthread_mutex_unlock(&s->dm->lock);
@@ -123,6 +134,10 @@ static void apply(struct src_job *s, enum job_recovery a)
         end_job(s, false, "the daemon restarted during the migration; the guest was resumed here");
         break;
     case JOB_RECOVER_KILL_SOURCE:
+        pthread_mutex_lock(&dm->lock); /* saved first, as Confirm does */
+        if (job_transition_allowed(s->run->job.kind, s->run->job.phase, JOB_PHASE_CONFIRM))
+            mig_job_phase(dm, s->run, JOB_PHASE_CONFIRM, NULL);
+        pthread_mutex_unlock(&dm->lock);
         mig_src_kill(dm, s->dom);
         end_job(s, true, NULL);
         break;
@@ -138,8 +153,11 @@ static void apply(struct src_job *s, enum job_recovery a)
             mig_dst_watch(dm, s->run);
             pthread_mutex_unlock(&dm->lock);
         } else {
-            continue_source(s);
+            continue_source(s, false);
         }
+        break;
+    case JOB_RECOVER_CONFIRM_POSTCOPY:
+        continue_source(s, true);
         break;
     case JOB_RECOVER_POSTCOPY_FAILED:
         mig_src_postcopy_failed(s, "the daemon restarted during post-copy");

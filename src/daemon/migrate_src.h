@@ -20,6 +20,7 @@ struct src_job {
     struct mig_policy_state pst;
     uint64_t last_iteration;
     bool switched;                  /* post-copy switch requested */
+    unsigned finish_resent;         /* Finish sent again after a lost answer */
 };
 
 /* How Perform ended. */
@@ -41,6 +42,10 @@ int mig_src_sample(struct src_job *s, struct jobinfo *ji, struct gw_error *err);
 
 /* migrate_confirm.c: from the end of Perform to the end of the job. */
 int mig_src_finish_confirm(struct src_job *s, enum perform_end end, struct gw_error *err);
+/* Confirm success: (post-copy) wait until the VMM reports completed, then
+ * phase confirm, quit the VMM, job done. -ESHUTDOWN when the daemon stops
+ * during the wait (phase left as it was); -EIO after post-copy failed. */
+int mig_src_confirm(struct src_job *s, bool postcopy, struct gw_error *err);
 /* Post-copy failed: both paused until --postcopy-resume (locks). */
 void mig_src_postcopy_failed(struct src_job *s, const char *why);
 /* Give up before the switch: tell the destination, resume the guest, end the job. */

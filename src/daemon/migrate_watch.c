@@ -2,9 +2,15 @@
  * incoming VMM with query-migrate, keeps the job's statistics for
  * domjobinfo, and acts on what the protocol leaves to the destination
  * (docs/migration-protocol.md, Prepare and Finish):
- *   prepare:  the stream failed -> discard; the stream completed but no
- *             Finish came within MIG_FINISH_WAIT_MS -> discard;
- *   finish:   (post-copy) completed -> job done; postcopy-paused or
+ *   prepare:  the stream failed -> discard; the stream did not start
+ *             within MIG_STREAM_START_WAIT_MS -> discard; a pre-copy
+ *             stream completed but no Finish came within
+ *             MIG_FINISH_WAIT_MS -> discard; post-copy (postcopy-active)
+ *             -> keep, whatever the time; postcopy-paused/-recover ->
+ *             paused with reason post-copy failed (never discarded by a
+ *             timer: the source decides);
+ *   finish:   (post-copy) completed -> job done (pre-copy: Finish's
+ *             handler ends the job, never the watcher); postcopy-paused or
  *             failed -> paused with reason post-copy failed;
  *   postcopy-failed: wait for recovery (Finish moves it back).
  * While a watcher runs it may use the domain without dm->lock, so a
@@ -33,18 +39,40 @@ struct watch_arg {
 /* What the watcher does after one look at the VMM. */
 enum watch_step { WATCH_GO_ON, WATCH_DISCARD, WATCH_STOP };
 
+/* What the watcher remembers between looks (monotonic ms). */
+struct watch_times {
+    uint64_t start_ms;   /* the watch began (the incoming VMM listens) */
+    uint64_t arrived_ms; /* a pre-copy stream was first seen completed (0: not yet) */
+    bool postcopy;       /* the VMM reported a post-copy status: no timer discards it */
+    unsigned failed_queries; /* query-migrate failures in a row */
+};
+
+#define WATCH_QUERY_TRIES 10 /* failed query-migrate in a row (pre-copy) before a discard */
+
 /* (locked) Decide from the phase and the VMM's status, and act on what
  * does not block. */
 static enum watch_step step(struct daemon *dm, struct domain *dom, struct mig_run *run,
-                            const struct jobinfo *ji, uint64_t *arrived_ms, char *why, size_t len)
+                            const struct jobinfo *ji, struct watch_times *t, char *why, size_t len)
 {
-    bool done = !strcmp(ji->status, "completed") || !strcmp(ji->status, "postcopy-active");
-    if (run->job.phase == JOB_PHASE_PREPARE && done && !*arrived_ms)
-        *arrived_ms = mig_mono_ms();
-    switch (mig_watch_classify(run->job.phase, ji->status, *arrived_ms, mig_mono_ms(),
-                               MIG_FINISH_WAIT_MS)) {
+    uint64_t now = mig_mono_ms();
+    if (!strncmp(ji->status, "postcopy-", 9) || ji->postcopy_started)
+        t->postcopy = true;
+    if (run->job.phase == JOB_PHASE_PREPARE && !strcmp(ji->status, "completed") && !t->postcopy &&
+        !t->arrived_ms)
+        t->arrived_ms = now;
+    if (run->job.phase == JOB_PHASE_PREPARE &&
+        mig_watch_start_overdue(ji->status, t->start_ms, now, MIG_STREAM_START_WAIT_MS)) {
+        snprintf(why, len, "the migration stream did not start within %d s (the source gave up)",
+                 MIG_STREAM_START_WAIT_MS / 1000);
+        return WATCH_DISCARD;
+    }
+    /* A pre-copy Finish: its handler checks, resumes and ends the job (or
+     * discards it), never the watcher meanwhile. */
+    if (run->job.phase == JOB_PHASE_FINISH && !run->finish_postcopy)
+        return WATCH_GO_ON;
+    switch (mig_watch_classify(run->job.phase, ji->status, t->arrived_ms, now, MIG_FINISH_WAIT_MS)) {
     case MIG_WATCH_DISCARD:
-        if (*arrived_ms)
+        if (t->arrived_ms)
             snprintf(why, len, "no Finish from the source within %d s", MIG_FINISH_WAIT_MS / 1000);
         else
             snprintf(why, len, "the incoming migration failed%s%s", ji->errmsg[0] ? ": " : "",
@@ -77,7 +105,7 @@ static bool current(struct daemon *dm, const struct watch_arg *a, struct domain 
 }
 
 /* One look; false when the watch is over. */
-static bool look(struct watch_arg *a, uint64_t *arrived_ms)
+static bool look(struct watch_arg *a, struct watch_times *t)
 {
     struct daemon *dm = a->dm;
     struct domain *dom;
@@ -91,16 +119,25 @@ static bool look(struct watch_arg *a, uint64_t *arrived_ms)
     if (!go)
         return false;
     struct jobinfo ji;
-    if (!alive || mig_query(dm, dom, run, JOBINFO_OP_MIGRATION_IN, mig_mono_ms() - t0, &ji, NULL) < 0) {
+    if (!alive) {
         mig_dst_discard(dm, a->uuid, "the incoming VMM is gone");
         return false;
     }
+    if (mig_query(dm, dom, run, JOBINFO_OP_MIGRATION_IN, mig_mono_ms() - t0, &ji, NULL) < 0) {
+        /* One failed query decides nothing; after a post-copy status the
+         * VMM may hold the only guest: never kill it for not answering. */
+        if (++t->failed_queries < WATCH_QUERY_TRIES || t->postcopy)
+            return true;
+        mig_dst_discard(dm, a->uuid, "the incoming VMM does not answer query-migrate");
+        return false;
+    }
+    t->failed_queries = 0;
     pthread_mutex_lock(&dm->lock);
     enum watch_step s = WATCH_STOP;
     if (current(dm, a, &dom, &run)) {
         run->info = ji;
         run->have_info = true;
-        s = step(dm, dom, run, &ji, arrived_ms, why, sizeof(why));
+        s = step(dm, dom, run, &ji, t, why, sizeof(why));
     }
     pthread_mutex_unlock(&dm->lock);
     if (s == WATCH_DISCARD)
@@ -132,8 +169,8 @@ static void cleanup(struct watch_arg *a)
 static void *watch_main(void *p)
 {
     struct watch_arg *a = p;
-    uint64_t arrived = 0;
-    while (look(a, &arrived))
+    struct watch_times t = { .start_ms = mig_mono_ms() };
+    while (look(a, &t))
         usleep(MIG_POLL_MS * 1000);
     cleanup(a);
     free(a);

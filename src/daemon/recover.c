@@ -17,22 +17,6 @@
 
 #define RECONNECT_TIMEOUT_MS 3000
 
-struct saved_status {
-    int state, reason, id;
-    pid_t pid;
-    const char *qmp;
-};
-
-static void read_status(struct json_object *o, struct saved_status *s)
-{
-    struct json_object *v;
-    s->state = dom_state_from_name(qmp_json_get_str(o, "state"));
-    s->reason = dom_reason_from_name(qmp_json_get_str(o, "reason"));
-    s->id = json_object_object_get_ex(o, "id", &v) ? json_object_get_int(v) : -1;
-    s->pid = json_object_object_get_ex(o, "pid", &v) ? json_object_get_int(v) : 0;
-    s->qmp = qmp_json_get_str(o, "qmp");
-}
-
 static enum dom_state vmm_runstate(struct qmp_client *q)
 {
     struct json_object *ret = NULL;
@@ -48,10 +32,11 @@ static enum dom_state vmm_runstate(struct qmp_client *q)
 }
 
 /* Reattach to a VMM that should be running; 0 when it is back under watch. */
-static int reattach(struct daemon *dm, struct domain *dom, const struct saved_status *s,
+static int reattach(struct daemon *dm, struct domain *dom, const struct store_status *s,
                     struct gw_error *err)
 {
-    if (s->pid <= 0 || !s->qmp || strlen(s->qmp) >= sizeof(dom->qmp_path))
+    _Static_assert(sizeof(s->qmp) <= sizeof(dom->qmp_path), "QMP socket path");
+    if (s->pid <= 0 || !s->qmp[0])
         return gw_error_set(err, EINVAL, "no pid or QMP socket recorded");
     int pidfd = vmm_pidfd(s->pid);
     if (pidfd < 0)
@@ -102,8 +87,8 @@ static void recover_one(struct daemon *dm, struct domain *dom)
         domain_save_status(dm, dom, NULL);
         return;
     }
-    struct saved_status s;
-    read_status(o, &s);
+    struct store_status s;
+    store_status_from_json(o, &s, NULL);
     if (s.state >= 0 && dom_state_active((enum dom_state)s.state)) {
         if (reattach(dm, dom, &s, &e) == 0) {
             log_info("domain '%s': found its VMM again (pid %d, %s)", dom->def.name, (int)dom->pid,

@@ -14,13 +14,17 @@ FUZZ_LIBS    := -ljson-c -lzstd -llz4 -llzma -lz -lxxhash -lpthread -lm
 FUZZ_LIB_SRCS := $(filter-out %/main.c,$(wildcard src/*/*.c))
 FUZZ_LIB_OBJS := $(FUZZ_LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_HDRS    := $(wildcard tests/fuzz/*.h)
 FUZZ_BINS    := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/%)
 
 all: $(FUZZ_BINS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	@$(CLANG) $(filter-out -fsanitize=fuzzer%,$(FUZZ_CFLAGS)) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+	@$(CLANG) $(filter-out -fsanitize=fuzzer%,$(FUZZ_CFLAGS)) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
+
+# Objects are rebuilt when a header they include changes.
+-include $(FUZZ_LIB_OBJS:.o=.d) $(FUZZ_BINS:=.d)
 
 # As in the Makefile: the checksum's AVX2 build, called only on AVX2 CPUs.
 $(BUILD)/obj/src/migration/stream_hash_avx2.o: FUZZ_CFLAGS += -mavx2
@@ -28,10 +32,10 @@ $(BUILD)/obj/src/migration/stream_hash_avx2.o: FUZZ_CFLAGS += -mavx2
 $(BUILD)/libgodwit-fuzz.a: $(FUZZ_LIB_OBJS)
 	@rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libgodwit-fuzz.a
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libgodwit-fuzz.a $(FUZZ_HDRS)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
-	@$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
+	@$(CLANG) $(FUZZ_CFLAGS) -MMD -MP -MF $@.d -o $@ $(filter-out %.h,$^) $(FUZZ_LIBS)
 
 run: all
 	@set -e; for bin in $(FUZZ_BINS); do \

@@ -8,13 +8,17 @@
   - the destination daemon killed during Perform and restarted: it kills
     the incoming VMM (phase prepare, stream not complete), the source's
     migration fails and it resumes the guest: the guest runs on the source;
+  - the source daemon stopped (SIGTERM) during Confirm's post-copy wait
+    and restarted: the destination says running, the source VMM still
+    serves pages (postcopy-active): it waits for completed, then quits
+    the VMM (confirm-postcopy); the guest is whole on the destination;
   - post-copy whose stream is cut (sockets destroyed with ss -K): both
     hosts pause the guest with reason "post-copy failed"; destroy is
     refused; `migrate --postcopy-resume` recovers it and the guest runs on
     the destination;
   - the same broken again, then given up with domjobabort on both hosts:
     the job ends, the guest stays paused, destroy discards it."""
-# timeout: 300
+# timeout: 420
 import re
 import subprocess
 import time
@@ -35,6 +39,9 @@ def main():
         source_restart(h, a, b)
         hybrid_source_restart(h, a, b)
         destination_restart(h, a, b)
+        source_stop_in_postcopy(h, a, b)
+        h.migrate(b, a, "vm1")  # back, for the next ones
+        runs_only_on(a, b)
         postcopy_broken(h, a, b)
         postcopy_given_up(h, b, a)
 
@@ -85,6 +92,24 @@ def destination_restart(h, a, b):
     assert rc == 1, err
     assert "kill-incoming" in b.log_text(), b.log_text()[-3000:]
     runs_only_on(a, b)
+
+
+def source_stop_in_postcopy(h, a, b):
+    print("the source daemon is stopped during Confirm's post-copy wait")
+    ev_b = EventWatcher(b)
+    # slow enough that post-copy still runs after the restart
+    p = h.migrate_bg(a, b, "2" if have_kvm() else SLOW, "--postcopy")
+    a.run("migrate-postcopy", "vm1")
+    ev_b.wait_for("Resumed Post-copy", 30)
+    time.sleep(0.5)  # Finish answered: the source waits in perform-done
+    h.restart(a)  # SIGTERM: the phase stays, the VMMs go on
+    finish_proc(p, 60)
+    log = a.log_text()
+    assert re.search(r"phase perform-done, VMM alive, postcopy-active\): confirm-postcopy", log), log[-3000:]
+    assert "post-copy failed" not in a.state_of("vm1"), a.state_of("vm1")
+    wait_until(lambda: a.state_of("vm1") == "shut off (migrated)", 120, "the source to complete Confirm")
+    runs_only_on(b, a)
+    ev_b.close()
 
 
 def cut_stream(h):

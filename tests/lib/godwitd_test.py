@@ -640,14 +640,19 @@ class FakeMigration:
 
     def run_source(self, uri, resume=False):
         v = self.vmm
+        if resume:  # as the real VMM (mig_pc_wait_recovery): recover, then paused again
+            self.error = ""
+            self.set_status("postcopy-recover")
         try:
             host, port = _tcp_uri(uri)
             self.sock = socket.create_connection((host, port), timeout=10)
             self.sock.settimeout(None)
         except (OSError, ValueError) as e:
             self.sock = None
-            if resume:
-                self.set_status("postcopy-paused", f"cannot reconnect to {uri}: {e}")
+            if resume:  # src/migration/postcopy_src.c: one more pause, "recovery failed: ..."
+                self.pauses += 1
+                self.error = f"recovery failed: cannot reconnect to {uri}: {e}"
+                self.set_status("postcopy-paused")
             else:
                 self.set_status("failed", f"Failed to connect to '{uri}': {e}")
             return

@@ -50,6 +50,12 @@ static void test_parse(void **state)
     expect_parse_error("{}x", "trailing");
     expect_parse_error("nonsense", "malformed JSON");
     struct json_object *o;
+    /* NUL bytes after the object were taken for white space (fuzz_peer). */
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(ctl_parse("{}\0", 3, &o, &err), -EPROTO);
+    assert_null(o);
+    assert_non_null(strstr(err.msg, "trailing data"));
     assert_int_equal(ctl_parse("{\"a\": 1}\n", 9, &o, NULL), 0);
     assert_int_equal(ctl_msg_kind(o), CTL_MSG_INVALID);
     json_object_put(o);
@@ -77,6 +83,9 @@ static void test_request(void **state)
     assert_int_equal(request("{\"id\": 1, \"command\": 7}", &req, &err), -EPROTO);
     assert_int_equal(request("{\"id\": 1, \"command\": \"x\", \"arguments\": [1]}", &req, &err), -EINVAL);
     assert_int_equal(request("{\"id\": \"a\", \"command\": \"x\"}", &req, &err), 0);
+    /* A NUL byte must not cut a command or an argument short (fuzz_peer). */
+    assert_int_equal(request("{\"id\": 1, \"command\": \"domain-start\\u0000x\"}", &req, &err), -EPROTO);
+    assert_non_null(strstr(err.msg, "NUL byte"));
 
     struct json_object *o;
     const char *t = "{\"id\": 4, \"command\": \"domain-start\", \"arguments\": {\"domain\": \"vm\"}}";
@@ -91,6 +100,43 @@ static void test_request(void **state)
     assert_int_equal(ctl_arg_int(req.args, "missing", true, &n, &err), -EINVAL);
     ctl_request_fini(&req);
     json_object_put(o);
+
+    t = "{\"id\": 5, \"command\": \"domain-start\", \"arguments\": {\"domain\": \"vm\\u0000../x\"}}";
+    assert_int_equal(ctl_parse(t, strlen(t), &o, NULL), 0);
+    assert_int_equal(ctl_request_parse(o, &req, &err), 0);
+    gw_error_init(&err);
+    assert_int_equal(ctl_arg_str(req.args, "domain", true, &dom, &err), -EINVAL);
+    assert_null(dom);
+    assert_string_equal(err.msg, "argument 'domain' contains a NUL byte");
+    ctl_request_fini(&req);
+    json_object_put(o);
+}
+
+/* An error reply always gives the client something to say (fuzz_peer: an
+ * empty "desc" made `error: ` with nothing after it). */
+static void test_reply_result(void **state)
+{
+    static const struct { const char *reply, *msg, *cls; } cases[] = {
+        { "{\"id\": 2, \"error\": {\"class\": \"NoDomain\", \"desc\": \"no such domain\"}}",
+          "no such domain", "NoDomain" },
+        { "{\"id\": 2, \"error\": {\"class\": \"NoDomain\", \"desc\": \"\"}}",
+          "NoDomain from the daemon, without a description", "NoDomain" },
+        { "{\"id\": 2, \"error\": {\"class\": \"OperationFailed\"}}",
+          "OperationFailed from the daemon, without a description", "OperationFailed" },
+        { "{\"id\": 2, \"error\": {\"desc\": \"\"}}", "malformed reply from the daemon", CTL_ERR_GENERIC },
+        { "{\"id\": 2}", "malformed reply from the daemon", CTL_ERR_GENERIC },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct json_object *o = json_tokener_parse(cases[i].reply), *ret = (void *)1;
+        const char *cls = NULL;
+        struct gw_error err;
+        gw_error_init(&err);
+        assert_int_equal(ctl_reply_result(o, &ret, &cls, &err), -EREMOTEIO);
+        assert_null(ret);
+        assert_string_equal(err.msg, cases[i].msg);
+        assert_string_equal(cls, cases[i].cls);
+        json_object_put(o);
+    }
 }
 
 static void test_hello(void **state)
@@ -217,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_request), cmocka_unit_test(test_hello),
         cmocka_unit_test(test_classes), cmocka_unit_test(test_uri),
         cmocka_unit_test(test_base64),  cmocka_unit_test(test_wire),
+        cmocka_unit_test(test_reply_result),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

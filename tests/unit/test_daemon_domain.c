@@ -107,6 +107,13 @@ static void test_invalid(void **state)
     expect_invalid("{\"name\": \"v\", " BASE ", \"vcpus\": 0}", "'vcpus' must be between");
     expect_invalid("{\"name\": \"v\", " BASE ", \"uuid\": \"not-a-uuid\"}", "invalid UUID");
     expect_invalid("{\"name\": \"v\", " BASE ", \"memroy\": 1}", "unknown key 'memroy'");
+    /* A NUL byte would cut a string short (fuzz_domain). */
+    expect_invalid("{\"name\": \"vm\\u0000x\", " BASE "}", "invalid domain name");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"cmdline\": \"a\\u0000b\"}", "'cmdline' contains a NUL byte");
+    expect_invalid("{\"name\": \"v\", \"memory_mib\": 64, \"kernel\": \"/boot/k\\u0000.old\"}",
+                   "'kernel' contains a NUL byte");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"uuid\": \"0d0c0b0a-1111-4222-8333-444455556666\\u0000\"}",
+                   "invalid UUID");
     expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": 5}", "must be an object");
     expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"timeout_action\": \"explode\"}}",
                    "'timeout_action'");
@@ -210,6 +217,34 @@ static void collect(void *opaque, struct dom_def *def)
     dom_def_fini(def);
 }
 
+static void keep_uuid(void *opaque, struct dom_def *def)
+{
+    strcpy(opaque, def->uuid);
+    dom_def_fini(def);
+}
+
+/* A stored definition without a uuid was given a new one at every load:
+ * the domain changed identity at each restart (found by fuzz_store). */
+static void test_store_uuid_kept(void **state)
+{
+    char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
+    char first[DOM_UUID_LEN + 1] = "", second[DOM_UUID_LEN + 1] = "";
+    assert_non_null(mkdtemp(dir));
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(store_init(dir, &err), 0);
+    assert_int_equal(store_path(dir, STORE_DEF, "hand", path, sizeof(path)), 0);
+    const char *text = "{\"name\": \"hand\", \"memory_mib\": 64, \"test_guest\": true}";
+    assert_int_equal(store_write_atomic(path, text, strlen(text), &err), 0);
+    assert_int_equal(store_load_defs(dir, keep_uuid, first, &err), 0);
+    assert_int_equal(store_load_defs(dir, keep_uuid, second, &err), 0);
+    assert_int_equal(strlen(first), DOM_UUID_LEN);
+    assert_string_equal(first, second);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_store(void **state)
 {
     char dir[] = "/tmp/godwit-store-XXXXXX";
@@ -240,6 +275,55 @@ static void test_store(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+static void read_status(const char *text, struct store_status *s)
+{
+    struct json_object *o = json_tokener_parse(text);
+    assert_non_null(o);
+    assert_int_equal(store_status_from_json(o, s, NULL), 0);
+    json_object_put(o);
+}
+
+/* The status a restarted daemon reads back (STATE/run/NAME.json): what it
+ * wrote comes back, and a damaged member is taken as absent, never
+ * converted or half-read. Before, "id": 2147483647 made the daemon's next
+ * id overflow (INT_MAX + 1) when the VMM was found again, and "pid": "1"
+ * was read as pid 1. */
+static void test_status(void **state)
+{
+    struct store_status s, back;
+    read_status("{\"uuid\": \"0D0C0B0A-1111-4222-8333-444455556666\", \"state\": \"paused\","
+                " \"reason\": \"post-copy failed\", \"id\": 7, \"pid\": 4242, \"qmp\": \"/run/vm1.qmp\"}", &s);
+    assert_string_equal(s.uuid, "0d0c0b0a-1111-4222-8333-444455556666");
+    assert_int_equal(s.state, DOM_STATE_PAUSED);
+    assert_int_equal(s.reason, DOM_REASON_POSTCOPY_FAILED);
+    assert_int_equal(s.id, 7);
+    assert_int_equal(s.pid, 4242);
+    assert_string_equal(s.qmp, "/run/vm1.qmp");
+    struct json_object *o = store_status_to_json(&s);
+    assert_int_equal(store_status_from_json(o, &back, NULL), 0);
+    assert_memory_equal(&s, &back, sizeof(s));
+    json_object_put(o);
+
+    read_status("{\"state\": \"running\", \"id\": 2147483647, \"pid\": \"4242\", \"reason\": 3,"
+                " \"qmp\": \"/run/vm1\\u0000.qmp\", \"uuid\": \"nope\"}", &s);
+    assert_int_equal(s.state, DOM_STATE_RUNNING);
+    assert_int_equal(s.reason, -1);
+    assert_int_equal(s.id, -1);
+    assert_int_equal(s.pid, 0);
+    assert_string_equal(s.qmp, "");
+    assert_string_equal(s.uuid, "");
+    read_status("{\"state\": \"exploded\", \"id\": -4, \"pid\": 0}", &s);
+    assert_int_equal(s.state, -1);
+    assert_int_equal(s.id, -1);
+    assert_int_equal(s.pid, 0);
+    struct gw_error err;
+    gw_error_init(&err);
+    o = json_object_new_array();
+    assert_int_equal(store_status_from_json(o, &s, &err), -EINVAL);
+    assert_true(err.msg[0] != '\0');
+    json_object_put(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,6 +331,7 @@ int main(void)
         cmocka_unit_test(test_invalid),       cmocka_unit_test(test_names),
         cmocka_unit_test(test_job_slot),      cmocka_unit_test(test_exit_classify),
         cmocka_unit_test(test_event_bus),     cmocka_unit_test(test_store),
+        cmocka_unit_test(test_status),        cmocka_unit_test(test_store_uuid_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -74,6 +74,7 @@ static void test_begin_hostile(void **state)
         "{}",
         "{\"version\": 2, \"job\": \"m-1\", \"uuid\": \"" UUID "\"}",
         "{\"version\": 1, \"job\": \"../x\", \"uuid\": \"" UUID "\"}",
+        "{\"version\": 1, \"job\": \"m-1\\u0000../x\", \"uuid\": \"" UUID "\"}", /* fuzz_peer */
         "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"not-a-uuid\"}",
         "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"" UUID "\", \"dest_host\": \"h\"}",
         "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"" UUID "\", \"dest_host\": \"h\", \"cookie\": 3}",
@@ -199,6 +200,22 @@ static void test_uris(void **state)
     gw_error_init(&e);
     assert_true(mig_uri_from_reply(r, "answer", buf, sizeof(buf), &e) < 0);
     json_object_put(r);
+    /* The uri goes to the source VMM's migrate: a peer must not make it
+     * write the guest into a file or a socket here (found by fuzz_peer). */
+    static const char *const not_tcp[] = {
+        "{\"uri\": \"file:/etc/passwd\"}", "{\"uri\": \"unix:/run/x.sock\"}",
+        "{\"uri\": \"tcp:10.0.0.2:49)52\"}", "{\"uri\": \"tcp:[]:49152\"}", "{\"uri\": \"\"}",
+    };
+    for (size_t i = 0; i < sizeof(not_tcp) / sizeof(not_tcp[0]); i++) {
+        r = json_tokener_parse(not_tcp[i]);
+        gw_error_init(&e);
+        assert_int_equal(mig_uri_from_reply(r, "Prepare answer", buf, sizeof(buf), &e), -EPROTO);
+        assert_non_null(strstr(e.msg, "not a tcp:HOST:PORT address"));
+        json_object_put(r);
+    }
+    r = json_tokener_parse("{\"uri\": \"tcp:[fd00::2]:49153\"}");
+    assert_int_equal(mig_uri_from_reply(r, "Prepare answer", buf, sizeof(buf), &e), 0);
+    json_object_put(r);
     mig_tcp_uri(buf, sizeof(buf), "10.0.0.2", 49152);
     assert_string_equal(buf, "tcp:10.0.0.2:49152");
     mig_tcp_uri(buf, sizeof(buf), "fd00::2", 49153);
@@ -253,6 +270,130 @@ static void test_watch_decisions(void **state)
                      MIG_WATCH_GO_ON);
 }
 
+/* After a post-copy switch the guest is (or may be) the destination's
+ * alone: in prepare, no timer discards it, and a paused one (also one that
+ * paused after loading the state, before the source's commit) waits,
+ * paused, for the source's decision. */
+static void test_watch_postcopy_prepare(void **state)
+{
+    const uint64_t W = 60000;
+    assert_int_equal(mig_watch_classify(JOB_PHASE_PREPARE, "postcopy-active", 1000, 1000 + W + 1, W),
+                     MIG_WATCH_GO_ON);
+    assert_int_equal(mig_watch_classify(JOB_PHASE_PREPARE, "postcopy-active", 1000, 1000 + 10 * W, W),
+                     MIG_WATCH_GO_ON);
+    static const char *const broken[] = { "postcopy-paused", "postcopy-recover",
+                                          "postcopy-recover-setup" };
+    for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {
+        assert_int_equal(mig_watch_classify(JOB_PHASE_PREPARE, broken[i], 0, 5000, W),
+                         MIG_WATCH_POSTCOPY_FAILED);
+        assert_int_equal(mig_watch_classify(JOB_PHASE_PREPARE, broken[i], 1000, 1000 + 10 * W, W),
+                         MIG_WATCH_POSTCOPY_FAILED);
+    }
+    /* the source's abort discards it only if the guest was never handed over */
+    assert_true(mig_abort_allowed(JOB_PHASE_PREPARE, true));
+    assert_true(mig_abort_allowed(JOB_PHASE_POSTCOPY_FAILED, false));
+    assert_false(mig_abort_allowed(JOB_PHASE_POSTCOPY_FAILED, true));
+    assert_false(mig_abort_allowed(JOB_PHASE_FINISH, false));
+}
+
+/* An incoming stream that never starts (the source gave up after Prepare
+ * without telling us) is discarded after a bound. */
+static void test_watch_start_overdue(void **state)
+{
+    const uint64_t W = 60000;
+    assert_false(mig_watch_start_overdue("setup", 1000, 1000 + W, W));
+    assert_true(mig_watch_start_overdue("setup", 1000, 1000 + W + 1, W));
+    assert_true(mig_watch_start_overdue("none", 1000, 1000 + W + 1, W));
+    assert_true(mig_watch_start_overdue("", 1000, 1000 + W + 1, W));
+    assert_true(mig_watch_start_overdue(NULL, 1000, 1000 + W + 1, W));
+    /* once the stream runs, the other rules apply */
+    static const char *const started[] = { "active", "device", "completed", "postcopy-active",
+                                           "postcopy-paused", "failed" };
+    for (size_t i = 0; i < sizeof(started) / sizeof(started[0]); i++)
+        assert_false(mig_watch_start_overdue(started[i], 1000, 1000 + 10 * W, W));
+}
+
+/* Confirm's post-copy wait: one failed query-migrate decides nothing. */
+static void test_confirm_decisions(void **state)
+{
+    assert_int_equal(mig_confirm_classify("postcopy-active", 0, 10), MIG_CONFIRM_WAIT);
+    assert_int_equal(mig_confirm_classify("postcopy-recover", 0, 10), MIG_CONFIRM_WAIT);
+    assert_int_equal(mig_confirm_classify("completed", 0, 10), MIG_CONFIRM_DONE);
+    assert_int_equal(mig_confirm_classify(NULL, 1, 10), MIG_CONFIRM_WAIT);
+    assert_int_equal(mig_confirm_classify(NULL, 9, 10), MIG_CONFIRM_WAIT);
+    assert_int_equal(mig_confirm_classify(NULL, 10, 10), MIG_CONFIRM_BROKEN);
+    assert_int_equal(mig_confirm_classify("postcopy-paused", 0, 10), MIG_CONFIRM_BROKEN);
+    assert_int_equal(mig_confirm_classify("failed", 0, 10), MIG_CONFIRM_BROKEN);
+    assert_int_equal(mig_confirm_classify("", 0, 10), MIG_CONFIRM_BROKEN);
+}
+
+/* --postcopy-resume: what the real VMM says when its recovery fails
+ * (src/migration/postcopy_src.c: back to postcopy-paused, error-desc
+ * "recovery failed: ...", one more postcopy-pauses), and a bounded wait. */
+static void test_resume_decisions(void **state)
+{
+    struct mig_resume_facts f = { .status = "postcopy-paused", .errmsg = "connection broken",
+                                  .pauses_before = 1, .pauses_now = 1, .limit_ms = 60000 };
+    /* not taken yet: still the old pause (even an older failed recovery's text) */
+    assert_int_equal(mig_resume_classify(&f), MIG_RESUME_WAIT);
+    f.errmsg = "recovery failed: Connection refused";
+    assert_int_equal(mig_resume_classify(&f), MIG_RESUME_WAIT);
+    f.status = "postcopy-recover";
+    f.errmsg = "";
+    f.seen_recover = true;
+    assert_int_equal(mig_resume_classify(&f), MIG_RESUME_WAIT);
+    /* the real VMM's failed recovery */
+    f.status = "postcopy-paused";
+    f.errmsg = "recovery failed: Connection refused";
+    f.pauses_now = 2;
+    assert_int_equal(mig_resume_classify(&f), MIG_RESUME_FAILED);
+    /* without a count: the error-desc, once postcopy-recover was seen */
+    f.pauses_before = f.pauses_now = -1;
+    assert_int_equal(mig_resume_classify(&f), MIG_RESUME_FAILED);
+    f.seen_recover = false;
+    assert_int_equal(mig_resume_classify(&f), MIG_RESUME_WAIT);
+    f.status = "postcopy-active";
+    assert_int_equal(mig_resume_classify(&f), MIG_RESUME_RUNNING);
+    f.status = "completed";
+    assert_int_equal(mig_resume_classify(&f), MIG_RESUME_RUNNING);
+    f.status = "failed";
+    assert_int_equal(mig_resume_classify(&f), MIG_RESUME_FAILED);
+    /* bounded */
+    f.status = "postcopy-recover";
+    f.elapsed_ms = 60001;
+    assert_int_equal(mig_resume_classify(&f), MIG_RESUME_TIMEOUT);
+}
+
+/* Finish sent again (its first answer was lost, then Status said
+ * prepared) after the destination completed the job: the answer must be
+ * running, never an error (the source would resume: two guests). */
+static void test_finish_again(void **state)
+{
+    struct job j;
+    struct gw_error e;
+    gw_error_init(&e);
+    assert_int_equal(job_init(&j, JOB_KIND_MIGRATION_IN, "m-1", UUID, "vm1", 1, &e), 0);
+    struct mig_finish f = { .cancelled = false };
+    snprintf(f.head.job, sizeof(f.head.job), "m-1");
+    snprintf(f.head.uuid, sizeof(f.head.uuid), UUID);
+    j.phase = JOB_PHASE_DONE;
+    assert_true(mig_finish_already_running(&j, &f, true));
+    assert_true(mig_finish_already_running(&j, &f, false)); /* it ran here */
+    assert_true(mig_finish_already_running(NULL, &f, true)); /* restarted here, guest runs */
+    assert_false(mig_finish_already_running(NULL, &f, false));
+    j.phase = JOB_PHASE_FAILED;
+    assert_false(mig_finish_already_running(&j, &f, false));
+    j.phase = JOB_PHASE_PREPARE; /* active: the normal path */
+    assert_false(mig_finish_already_running(&j, &f, false));
+    j.phase = JOB_PHASE_DONE;
+    f.cancelled = true;
+    assert_false(mig_finish_already_running(&j, &f, true));
+    f.cancelled = false;
+    snprintf(f.head.job, sizeof(f.head.job), "m-2"); /* another job: only whether it runs */
+    assert_false(mig_finish_already_running(&j, &f, false));
+    assert_true(mig_finish_already_running(&j, &f, true));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +405,11 @@ int main(void)
         cmocka_unit_test(test_uris),
         cmocka_unit_test(test_perform_decisions),
         cmocka_unit_test(test_watch_decisions),
+        cmocka_unit_test(test_confirm_decisions),
+        cmocka_unit_test(test_watch_postcopy_prepare),
+        cmocka_unit_test(test_watch_start_overdue),
+        cmocka_unit_test(test_resume_decisions),
+        cmocka_unit_test(test_finish_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

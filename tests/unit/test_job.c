@@ -168,7 +168,7 @@ static int teardown_dir(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-static void write_job_file(const char *text)
+static void write_job_bytes(const char *text, size_t len)
 {
     char path[256];
     snprintf(path, sizeof(path), "%s/jobs", dir);
@@ -176,9 +176,11 @@ static void write_job_file(const char *text)
     snprintf(path, sizeof(path), "%s/jobs/%s.json", dir, UUID);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fwrite(text, 1, strlen(text), f);
+    fwrite(text, 1, len, f);
     fclose(f);
 }
+
+static void write_job_file(const char *text) { write_job_bytes(text, strlen(text)); }
 
 static void test_save_load_round_trip(void **state)
 {
@@ -276,6 +278,15 @@ static void test_load_rejects_corrupt_files(void **state)
     expect_corrupt(replace("\"name\":\"vm\"", "\"name\":\"v\\u0000m\""), "NUL byte");
     expect_corrupt(replace("\"version\":1", "\"version\":1,\"extra\":0"), "unexpected member 'extra'");
     expect_corrupt(replace(UUID, "6f1c2d3e-4a5b-4c6d-8e7f-0123456789ac"), "does not match");
+    /* NUL bytes after the object were taken for white space (fuzz_store). */
+    char nul[1024];
+    size_t n = (size_t)snprintf(nul, sizeof(nul), "%s\n", good);
+    nul[n++] = '\0';
+    write_job_bytes(nul, n);
+    struct gw_error e;
+    gw_error_init(&e);
+    assert_int_equal(job_load(&j, dir, UUID, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "not one valid JSON object"));
     char big[200];
     memset(big, 'a', sizeof(big) - 1);
     big[199] = '\0';
@@ -480,6 +491,59 @@ static void test_recovery_after_peer(void **state)
     assert_int_equal(job_peer_outcome_from_name("maybe", &o), -EINVAL);
 }
 
+/* The destination says running while our VMM still serves post-copy
+ * pages (a source daemon restarted during Confirm's wait): never quit it
+ * before the stream completed. */
+static void test_recovery_after_peer_postcopy(void **state)
+{
+    struct job j;
+    make_job(&j, OUT);
+    j.phase = JOB_PHASE_PERFORM_DONE;
+    j.postcopy_started = true;
+    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-active", JOB_PEER_RUNNING),
+                     JOB_RECOVER_CONFIRM_POSTCOPY);
+    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-recover", JOB_PEER_RUNNING),
+                     JOB_RECOVER_CONFIRM_POSTCOPY);
+    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-paused", JOB_PEER_RUNNING),
+                     JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(job_recovery_after_peer(&j, true, "failed", JOB_PEER_RUNNING),
+                     JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(job_recovery_after_peer(&j, true, NULL, JOB_PEER_RUNNING),
+                     JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_RUNNING),
+                     JOB_RECOVER_KILL_SOURCE);
+    assert_int_equal(job_recovery_after_peer(&j, false, NULL, JOB_PEER_RUNNING),
+                     JOB_RECOVER_KILL_SOURCE);
+    assert_string_equal(job_recovery_name(JOB_RECOVER_CONFIRM_POSTCOPY), "confirm-postcopy");
+    /* a post-copy status never lets any peer answer quit the VMM */
+    static const char *const pc[] = { "postcopy-active", "postcopy-paused", "postcopy-recover" };
+    for (size_t i = 0; i < sizeof(pc) / sizeof(pc[0]); i++)
+        for (int p = 0; p < JOB_PEER__COUNT; p++)
+            assert_int_not_equal(job_recovery_after_peer(&j, true, pc[i], (enum job_peer_outcome)p),
+                                 JOB_RECOVER_KILL_SOURCE);
+}
+
+/* Confirm's post-copy wait recorded postcopy-failed (a daemon stop, a
+ * failed query) but the VMM completed the stream: a success, once the
+ * destination says it runs the guest. */
+static void test_recovery_postcopy_failed_completed(void **state)
+{
+    assert_int_equal(rec(OUT, JOB_PHASE_POSTCOPY_FAILED, true, "completed"), JOB_RECOVER_ASK_PEER);
+    assert_int_equal(rec(OUT, JOB_PHASE_POSTCOPY_FAILED, true, "postcopy-active"),
+                     JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(rec(OUT, JOB_PHASE_POSTCOPY_FAILED, false, "completed"), JOB_RECOVER_CRASHED);
+    struct job j;
+    make_job(&j, OUT);
+    j.phase = JOB_PHASE_POSTCOPY_FAILED;
+    j.postcopy_started = true;
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_RUNNING),
+                     JOB_RECOVER_KILL_SOURCE);
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_PREPARED),
+                     JOB_RECOVER_CONTINUE);
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_FAILED),
+                     JOB_RECOVER_POSTCOPY_FAILED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -497,6 +561,8 @@ int main(void)
         cmocka_unit_test(test_recovery_destination),
         cmocka_unit_test(test_recovery_total),
         cmocka_unit_test(test_recovery_after_peer),
+        cmocka_unit_test(test_recovery_after_peer_postcopy),
+        cmocka_unit_test(test_recovery_postcopy_failed_completed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -245,6 +245,42 @@ static void test_json_round_trip(void **state)
     json_object_put(bad);
 }
 
+/* "normal-bytes" alone (no "duplicate" or "normal") was read but not shown,
+ * nor sent on to godwit, which then printed other statistics than the
+ * daemon had (found by fuzz_jobinfo). */
+static void test_normal_bytes_alone(void **state)
+{
+    struct jobinfo ji, back;
+    struct gw_error e;
+    gw_error_init(&e);
+    parse(&ji, "{\"status\": \"active\", \"ram\": {\"normal-bytes\": 3}}", JOBINFO_OP_MIGRATION_OUT, 10);
+    assert_true(ji.mem_pages_set);
+    assert_int_equal(ji.mem_normal_bytes, 3);
+    struct json_object *o = jobinfo_to_json(&ji);
+    assert_int_equal(jobinfo_from_json(&back, o, &e), 0);
+    assert_int_equal(back.mem_normal_bytes, 3);
+    char *a = jobinfo_format_text(&ji, 0), *b = jobinfo_format_text(&back, 0);
+    assert_non_null(strstr(a, "Normal data:      3.000 B"));
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    json_object_put(o);
+}
+
+/* The text showed only the first 159 bytes of the phases: the last ones
+ * were cut when the times were large (found by fuzz_jobinfo's oracle). */
+static void test_phases_text_whole(void **state)
+{
+    struct jobinfo ji;
+    parse(&ji, "{\"status\": \"completed\", \"downtime-phases\": {\"stop-us\": 9223372036854775807,"
+               " \"sync-us\": 9223372036854775807, \"pages-us\": 9223372036854775807,"
+               " \"state-us\": 9223372036854775807, \"load-us\": 9223372036854775807,"
+               " \"resume-us\": 9223372036854775806}}", JOBINFO_OP_MIGRATION_OUT, 10);
+    char *t = jobinfo_format_text(&ji, JOBINFO_FMT_COMPLETED);
+    assert_non_null(strstr(t, ", resume 9223372036854775806 us\n"));
+    free(t);
+}
+
 static void test_hostile_replies(void **state)
 {
     static const char *const bad[] = {
@@ -310,6 +346,8 @@ int main(void)
         cmocka_unit_test(test_incoming_postcopy),
         cmocka_unit_test(test_json_round_trip),
         cmocka_unit_test(test_hostile_replies),
+        cmocka_unit_test(test_normal_bytes_alone),
+        cmocka_unit_test(test_phases_text_whole),
         cmocka_unit_test(test_complete_and_policy_sample),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
