@@ -20,7 +20,7 @@ int cli_call(struct cli *cli, const char *command, struct json_object *args,
         }
     }
     /* No deadline: start, destroy and the like wait for the VMM; the daemon bounds them. */
-    return ctl_client_call(cli->conn, command, args, ret, NULL, -1, err);
+    return ctl_client_call(cli->conn, command, args, ret, -1, err);
 }
 
 int cli_next_event(struct cli *cli, int timeout_ms, struct json_object **ev, struct gw_error *err)

@@ -89,7 +89,7 @@ static bool call_done(struct migrate_call *m)
 static void print_progress(struct ctl_client *c, const char *dom)
 {
     struct json_object *ret = NULL;
-    if (!c || ctl_client_call(c, "domain-jobinfo", cli_domain_args(dom), &ret, NULL, 10000, NULL) < 0)
+    if (!c || ctl_client_call(c, "domain-jobinfo", cli_domain_args(dom), &ret, 10000, NULL) < 0)
         return;
     struct json_object *t = qmp_json_get(ret, "data_total"), *rem = qmp_json_get(ret, "data_remaining");
     int64_t total = t ? json_object_get_int64(t) : 0, left = rem ? json_object_get_int64(rem) : 0;

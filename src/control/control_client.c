@@ -133,8 +133,7 @@ static bool is_reply_to(struct json_object *msg, int64_t id)
 }
 
 int ctl_client_call(struct ctl_client *c, const char *command, struct json_object *args,
-                    struct json_object **ret, const char **cls, int timeout_ms,
-                    struct gw_error *err)
+                    struct json_object **ret, int timeout_ms, struct gw_error *err)
 {
     if (ret)
         *ret = NULL;
@@ -163,7 +162,7 @@ int ctl_client_call(struct ctl_client *c, const char *command, struct json_objec
         }
         bool mine = is_reply_to(msg, id);
         if (mine)
-            r = ctl_reply_result(msg, ret, cls, err);
+            r = ctl_reply_result(msg, ret, NULL, err); /* the class would die with msg */
         json_object_put(msg);
         if (mine)
             return r;
@@ -206,7 +205,7 @@ struct ctl_client *ctl_client_connect(const char *uri, const struct ctl_tls_conf
     }
     c->fd = u.kind == CTL_URI_TCP ? connect_tcp(&u, timeout_ms, err) : connect_unix(&u, err);
     if (c->fd < 0 || secure(c, u.kind == CTL_URI_TCP ? tls : NULL, timeout_ms, err) < 0 ||
-        ctl_client_call(c, "hello", ctl_hello_args(who), &c->hello, NULL, timeout_ms, err) < 0) {
+        ctl_client_call(c, "hello", ctl_hello_args(who), &c->hello, timeout_ms, err) < 0) {
         ctl_client_free(c);
         return NULL;
     }

@@ -31,9 +31,12 @@ void ctl_client_free(struct ctl_client *c);
 /* The server's hello return: {"protocol", "server", "hostname", "peer"} (borrowed). */
 struct json_object *ctl_client_hello(const struct ctl_client *c);
 
+/* Send `command` with args (taken) and wait up to timeout_ms (-1: no
+ * limit) for its reply, keeping events that come meanwhile for
+ * ctl_client_next_event. 0 with *ret (the return value, to put; ret may be
+ * NULL), or -errno with the daemon's error description in err. */
 int ctl_client_call(struct ctl_client *c, const char *command, struct json_object *args,
-                    struct json_object **ret, const char **cls, int timeout_ms,
-                    struct gw_error *err);
+                    struct json_object **ret, int timeout_ms, struct gw_error *err);
 /* The next event (subscribe first with the "events-subscribe" command). */
 int ctl_client_next_event(struct ctl_client *c, int timeout_ms, struct json_object **ev,
                           struct gw_error *err);

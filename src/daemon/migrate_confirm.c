@@ -93,7 +93,7 @@ void mig_src_cancel(struct src_job *s, const char *why)
     if (s->peer) { /* Finish with cancelled: the destination discards its copy */
         struct json_object *ret = NULL;
         ctl_client_call(s->peer, "migration-finish", mig_finish_to_json(&s->run->job, true, false, NULL),
-                        &ret, NULL, MIG_PEER_CALL_MS, NULL);
+                        &ret, MIG_PEER_CALL_MS, NULL);
         json_object_put(ret);
     }
     mig_src_resume(s->dm, s->dom);
@@ -180,7 +180,7 @@ static enum job_peer_outcome ask_status(struct src_job *s)
         enum job_peer_outcome o;
         if (mig_src_connect(s, s->run->job.peer_uri, &e) == 0 &&
             ctl_client_call(s->peer, "migration-status", mig_head_to_json(s->run->job.id, s->run->uuid),
-                            &ret, NULL, MIG_PEER_CALL_MS, &e) == 0 &&
+                            &ret, MIG_PEER_CALL_MS, &e) == 0 &&
             mig_outcome_from_reply(ret, &o, &e) == 0) {
             json_object_put(ret);
             return o;
@@ -235,7 +235,7 @@ static int finish(struct src_job *s, bool postcopy, struct gw_error *err)
     gw_error_init(&e);
     r = ctl_client_call(s->peer, "migration-finish",
                         mig_finish_to_json(&s->run->job, false, postcopy, jobinfo_to_json(&ji)), &ret,
-                        NULL, MIG_PEER_CALL_MS, &e);
+                        MIG_PEER_CALL_MS, &e);
     enum job_peer_outcome o = JOB_PEER_UNREACHABLE;
     if (r == 0 && mig_outcome_from_reply(ret, &o, &e) < 0)
         o = JOB_PEER_UNREACHABLE;
@@ -294,7 +294,7 @@ static int prepare_resume(struct src_job *s, char *uri, size_t len, struct gw_er
 {
     struct json_object *a = mig_head_to_json(s->run->job.id, s->run->uuid), *ret = NULL;
     json_object_object_add(a, "dest_host", json_object_new_string(s->dest_host));
-    int r = ctl_client_call(s->peer, "migration-prepare-resume", a, &ret, NULL, MIG_PEER_CALL_MS, err);
+    int r = ctl_client_call(s->peer, "migration-prepare-resume", a, &ret, MIG_PEER_CALL_MS, err);
     if (r == 0)
         r = mig_uri_from_reply(ret, "answer", uri, len, err);
     json_object_put(ret);

@@ -43,7 +43,7 @@ static int ask(struct src_job *s, const char *cmd, enum job_peer_outcome *o)
     int r = mig_src_connect(s, s->run->job.peer_uri, &e);
     if (r == 0)
         r = ctl_client_call(s->peer, cmd, mig_head_to_json(s->run->job.id, s->run->uuid), &ret,
-                            NULL, MIG_PEER_CALL_MS, &e);
+                            MIG_PEER_CALL_MS, &e);
     if (r == 0 && o)
         r = mig_outcome_from_reply(ret, o, &e);
     if (r < 0)

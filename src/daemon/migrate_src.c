@@ -167,8 +167,7 @@ static int prepare(struct src_job *s, char *uri, size_t len, struct gw_error *er
     if (r < 0)
         return r;
     struct json_object *ret = NULL;
-    r = ctl_client_call(s->peer, "migration-prepare", mig_begin_to_json(&b), &ret, NULL,
-                        MIG_PEER_CALL_MS, err);
+    r = ctl_client_call(s->peer, "migration-prepare", mig_begin_to_json(&b), &ret, MIG_PEER_CALL_MS, err);
     mig_begin_fini(&b);
     if (r == 0)
         r = mig_uri_from_reply(ret, "Prepare answer", uri, len, err);
