@@ -401,16 +401,19 @@ static int write_memfd(struct pc_dst *pc, uint64_t idx, const uint8_t *src, uint
     return 0;
 }
 
-/* Fill and map cached pages [idx, idx+n), data from src (NULL: zeros).
- * Each page is claimed first (its cached bit cleared): only the install
- * that claims it writes it, so a page sent twice is never written over
- * what the guest has written since. A fill that fails gives back the
- * pages it did not map (their cached bits set again): sent again after a
- * recovery, they are filled then, where an unclaimed page would be taken
- * as installed and mapped as the memfd holds it, half written or stale. */
+/* Fill and map cached pages [idx, idx+n), data from src (NULL: zeros),
+ * and mark them in. Each page is claimed first (its cached bit cleared):
+ * only the install that claims it writes it, so a page sent twice is never
+ * written over what the guest has written since. A fill that fails gives
+ * back the pages it did not map (their cached bits set again): sent again
+ * after a recovery, they are filled then, where an unclaimed page would be
+ * taken as installed and mapped as the memfd holds it, half written or
+ * stale. */
 static int fill_cached(struct pc_dst *pc, uint64_t idx, const uint8_t *src, uint32_t n)
 {
-    for (uint32_t i = 0; i < n;) {
+    int r = 0;
+    uint32_t i = 0;
+    while (i < n) {
         if (!bitmap_test_and_clear_atomic(pc->cached, idx + i)) {
             i++;
             continue;
@@ -418,7 +421,7 @@ static int fill_cached(struct pc_dst *pc, uint64_t idx, const uint8_t *src, uint
         uint32_t run = 1;
         while (i + run < n && bitmap_test_and_clear_atomic(pc->cached, idx + i + run))
             run++;
-        int r = write_memfd(pc, idx + i, src ? src + (size_t)i * GWS_PAGE_SIZE : NULL, run);
+        r = write_memfd(pc, idx + i, src ? src + (size_t)i * GWS_PAGE_SIZE : NULL, run);
         uint8_t *dst = pc->c->m->ram->host + (idx + i) * GWS_PAGE_SIZE;
         uint32_t mapped = 0;
         if (r == 0) {
@@ -442,13 +445,14 @@ static int fill_cached(struct pc_dst *pc, uint64_t idx, const uint8_t *src, uint
         if (r < 0) {
             for (uint32_t k = mapped; k < run; k++)
                 bitmap_set_atomic(pc->cached, idx + i + k);
-            for (uint32_t k = 0; k < i + mapped; k++) /* those in are in */
-                page_in(pc, idx + k);
-            return r;
+            i += mapped;
+            break;
         }
         i += run;
     }
-    return 0;
+    for (uint32_t k = 0; k < i; k++) /* those in are in, also when the rest failed */
+        page_in(pc, idx + k);
+    return r;
 }
 
 /* One page. "Already there" is believed only once the page is seen in
@@ -485,9 +489,9 @@ static void found_present(struct pc_dst *pc, uint64_t idx)
                  "was written there", (unsigned long long)idx);
 }
 
-/* A run of pending pages that the memfd does not hold (src NULL: zeros).
- * A page there already stops the kernel's copy at it: it is left as it
- * is, and the copy goes on after it. */
+/* A run of pending pages that the memfd does not hold (src NULL: zeros),
+ * marked in. A page there already stops the kernel's copy at it: it is
+ * left as it is, and the copy goes on after it. */
 static int install_run(struct pc_dst *pc, const uint64_t *idx, const uint8_t *src, uint32_t n)
 {
     uint8_t *dst = pc->c->m->ram->host + idx[0] * GWS_PAGE_SIZE;
@@ -571,9 +575,6 @@ static int install(struct pc_dst *pc, struct stream *s, const uint64_t *idx, con
         int r = cached ? fill_cached(pc, idx[i], src, run) : install_run(pc, idx + i, src, run);
         if (r < 0)
             return stream_set_error(s, -r, "installing guest pages: %s", strerror(-r));
-        if (cached)
-            for (uint32_t k = 0; k < run; k++)
-                page_in(pc, idx[i + k]);
         i += run;
     }
     pthread_mutex_lock(&pc->c->m->lock);
