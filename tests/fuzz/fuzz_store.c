@@ -82,24 +82,38 @@ static void collect(void *opaque, struct dom_def *def)
     dom_def_fini(def);
 }
 
-static void definition(const uint8_t *data, size_t size)
+/* The bytes as the daemon's file of kind f for domain "vm" (its name in
+ * path[PATH_MAX]), read back as JSON; NULL when the reader refused them
+ * (with a reason). */
+static struct json_object *read_back(enum store_file f, const uint8_t *data, size_t size,
+                                     char *path)
 {
-    char path[PATH_MAX];
     struct gw_error err;
     gw_error_init(&err);
-    FUZZ_CHECK(store_path(dir, STORE_DEF, "vm", path, sizeof(path)) == 0);
+    FUZZ_CHECK(store_path(dir, f, "vm", path, PATH_MAX) == 0);
     put_file(path, data, size);
     struct json_object *o;
     int r = store_read_json(path, &o, &err);
     if (r < 0) {
         fuzz_check_refused(r, &err);
-        return;
+        return NULL;
     }
+    return o;
+}
+
+static void definition(const uint8_t *data, size_t size)
+{
+    char path[PATH_MAX];
+    struct json_object *o = read_back(STORE_DEF, data, size, path);
+    if (!o)
+        return;
+    struct gw_error err;
+    gw_error_init(&err);
     FUZZ_CHECK(json_object_is_type(o, json_type_object));
     struct dom_def def;
     struct json_object *uuid = NULL;
     bool had_uuid = json_object_object_get_ex(o, "uuid", &uuid) && uuid;
-    r = dom_def_from_json(o, &def, &err);
+    int r = dom_def_from_json(o, &def, &err);
     json_object_put(o);
     if (r < 0) {
         fuzz_check_refused(r, &err);
@@ -147,16 +161,11 @@ static void check_status_members(struct json_object *o, const struct store_statu
 static void status(const uint8_t *data, size_t size)
 {
     char path[PATH_MAX];
+    struct json_object *o = read_back(STORE_STATUS, data, size, path);
+    if (!o)
+        return;
     struct gw_error err;
     gw_error_init(&err);
-    FUZZ_CHECK(store_path(dir, STORE_STATUS, "vm", path, sizeof(path)) == 0);
-    put_file(path, data, size);
-    struct json_object *o;
-    int r = store_read_json(path, &o, &err);
-    if (r < 0) {
-        fuzz_check_refused(r, &err);
-        return;
-    }
     struct store_status s, back;
     FUZZ_CHECK(store_status_from_json(o, &s, &err) == 0);
     FUZZ_CHECK(s.state >= -1 && s.state < DOM_STATE__COUNT && s.reason >= -1 && s.reason < DOM_REASON__COUNT);
