@@ -586,7 +586,8 @@ static void test_by_command_mid_round(void **state)
 }
 
 /* Pause from `pauser`, wait for both sides, recover on a new address. */
-static void pause_and_recover(struct evm *src, struct evm *dst, struct evm *pauser, const char *uri)
+/* Both in post-copy, migrate-pause on `pauser`, both paused (bounded). */
+static void pause_both(struct evm *src, struct evm *dst, struct evm *pauser)
 {
     struct gw_error err;
     gw_error_init(&err);
@@ -595,6 +596,13 @@ static void pause_and_recover(struct evm *src, struct evm *dst, struct evm *paus
     assert_int_equal(mig_pause(&pauser->mig, &err), 0);
     assert_true(evm_wait_state(src, MIG_POSTCOPY_PAUSED, 20000));
     assert_true(evm_wait_state(dst, MIG_POSTCOPY_PAUSED, 20000));
+}
+
+static void pause_and_recover(struct evm *src, struct evm *dst, struct evm *pauser, const char *uri)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    pause_both(src, dst, pauser);
     assert_int_not_equal(mig_cancel(&src->mig, &err), 0); /* cannot cancel in post-copy */
     uint64_t before = dst->checked;
     evm_sleep_us(300000);
@@ -675,10 +683,7 @@ static void test_recover_waits_for_the_source(void **state)
     postcopy_at_once(&src, &dst, uri, 200, 4 << 20, false);
     struct gw_error err;
     gw_error_init(&err);
-    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_ACTIVE, 20000));
-    assert_int_equal(mig_pause(&src.mig, &err), 0);
-    assert_true(evm_wait_state(&src, MIG_POSTCOPY_PAUSED, 20000));
-    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_PAUSED, 20000));
+    pause_both(&src, &dst, &src);
     /* A recover given up by migrate-pause */
     assert_int_equal(mig_recover(&dst.mig, uri2, &err), 0);
     assert_true(evm_wait_state(&dst, MIG_POSTCOPY_RECOVER, 5000));
