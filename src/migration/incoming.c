@@ -223,6 +223,7 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
     switch (rec->type) {
     case GWS_HEADER: return load_header(c, rec);
     case GWS_POSTCOPY_ADVISE: return pc_dst_advise(c, rec);
+    case GWS_MIGRATION_ID: return pc_dst_identity(c, rec);
     case GWS_DISCARD_PAGES: return pc_dst_discard(c, rec);
     case GWS_PING: return load_ping(c, rec);
     case GWS_POSTCOPY_RUN:

@@ -51,6 +51,8 @@ void in_close_listener(struct in_ctx *c);
 /* postcopy_dst.c */
 /* POSTCOPY_ADVISE: check we may, accept the preempt channel. */
 int pc_dst_advise(struct in_ctx *c, const struct stream_record *rec);
+/* MIGRATION_ID after POSTCOPY_ADVISE: the name a recovery must repeat. */
+int pc_dst_identity(struct in_ctx *c, const struct stream_record *rec);
 /* DISCARD_PAGES: mark missing, drop what we hold. */
 int pc_dst_discard(struct in_ctx *c, const struct stream_record *rec);
 /* A PING arrived (debug log of the discards since the last one). */

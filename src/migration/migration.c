@@ -178,6 +178,7 @@ static int start_thread(struct migration *m, const char *uri, bool incoming, str
     m->cancel = false;
     m->fd = m->listen_fd = m->pfd = -1;
     m->pc_start_req = m->pc_pause_req = m->pc_recover_req = false;
+    m->pc_done_named = m->pc_late = false;
     latency_hist_reset(&m->lat);
     pthread_mutex_unlock(&m->lock);
     if (incoming) {
@@ -297,6 +298,12 @@ void mig_get_caps(struct migration *m, struct mig_caps *c)
 
 static enum mig_state state_locked(struct migration *m) { return m->stats.status; }
 
+/* A post-copy migration completed here whose source may not know it. */
+static bool done_here(const struct migration *m)
+{
+    return m->incoming && m->stats.status == MIG_COMPLETED && m->pc_done_named;
+}
+
 int mig_start_postcopy(struct migration *m, struct gw_error *err)
 {
     pthread_mutex_lock(&m->lock);
@@ -317,8 +324,9 @@ int mig_pause(struct migration *m, struct gw_error *err)
 {
     pthread_mutex_lock(&m->lock);
     enum mig_state s = state_locked(m);
+    bool late = done_here(m) && m->pc_late;
     pthread_mutex_unlock(&m->lock);
-    if (s != MIG_POSTCOPY_ACTIVE && s != MIG_POSTCOPY_RECOVER)
+    if (s != MIG_POSTCOPY_ACTIVE && s != MIG_POSTCOPY_RECOVER && !late)
         return gw_error_set(err, EINVAL, "migrate-pause is only supported during postcopy-active "
                             "or postcopy-recover state (status: %s)", mig_state_name(s));
     /* The migration thread sends POSTCOPY_PAUSE itself (it owns the
@@ -375,13 +383,38 @@ static int ask_recovery(struct migration *m, bool incoming, const struct mig_uri
     return r;
 }
 
+/* Answer a source that lost RP_POSTCOPY_DONE (fd: the listening socket). */
+static int start_late_answer(struct migration *m, const struct mig_uri *u, int fd,
+                             struct gw_error *err)
+{
+    join_thread(m); /* the incoming thread, which has ended */
+    pthread_mutex_lock(&m->lock);
+    m->cancel = m->pc_pause_req = false;
+    m->pc_recover_fd = fd;
+    m->pc_recover_uri = *u;
+    m->pc_late = true;
+    int r = pthread_create(&m->thread, NULL, mig_pc_late_done_thread, m);
+    m->thread_running = r == 0;
+    if (r != 0) {
+        m->pc_recover_fd = -1;
+        m->pc_late = false;
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (r != 0)
+        return gw_error_set(err, r, "cannot start the answering thread: %s", strerror(r));
+    log_info("migrate-recover: the migration completed here; a source that resumes it is told so");
+    return 0;
+}
+
 int mig_recover(struct migration *m, const char *uri, struct gw_error *err)
 {
     struct mig_uri u;
     if (recovery_uri(uri, &u, err) < 0)
         return -err->code;
     pthread_mutex_lock(&m->lock);
-    int r = take_recovery(m, true, err);
+    bool late = done_here(m);
+    int r = !late ? take_recovery(m, true, err)
+            : m->pc_late ? gw_error_set(err, EBUSY, "a recovery is already under way") : 0;
     pthread_mutex_unlock(&m->lock);
     if (r < 0)
         return r;
@@ -389,7 +422,8 @@ int mig_recover(struct migration *m, const char *uri, struct gw_error *err)
     int fd = mig_uri_listen(&u, &listener, err);
     if (fd < 0)
         return -err->code;
-    if ((r = ask_recovery(m, true, &u, fd, err)) < 0)
+    r = late ? start_late_answer(m, &u, fd, err) : ask_recovery(m, true, &u, fd, err);
+    if (r < 0)
         close(fd);
     return r;
 }

@@ -127,6 +127,12 @@ struct migration {
     bool pc_no_minor;              /* destination: drop pages from the memfd even where
                                       minor faults exist (the engine tests' other path) */
     struct mig_uri pc_recover_uri; /* source: where to reconnect */
+    /* destination: the post-copy migration that last completed here, if
+     * its source named it (MIGRATION_ID). A source whose RP_POSTCOPY_DONE
+     * was lost with a broken connection stays paused; migrate-recover here
+     * answers its resume with that DONE (pc_late: the answer waits). */
+    bool pc_done_named, pc_late;
+    struct gws_migration_id pc_done_id;
     pthread_cond_t cond;           /* signalled on pc_recover_req and fini */
     struct latency_hist lat;       /* destination: fault latencies */
 };
@@ -187,5 +193,8 @@ void *mig_incoming_thread(void *arg);
  * Returns 0 once recovery was asked for (the state is postcopy-recover),
  * -ECANCELED when the VMM is shutting down. */
 int mig_pc_wait_recovery(struct migration *m, const char *why);
+/* Destination, after a completed post-copy migration: take one resume on
+ * m->pc_recover_fd that names it and answer RP_POSTCOPY_DONE. */
+void *mig_pc_late_done_thread(void *arg);
 
 #endif

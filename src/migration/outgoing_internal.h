@@ -80,6 +80,7 @@ struct out_ctx {
     /* post-copy */
     bool postcopy;              /* postcopy-ram: a preempt channel is open */
     bool handed_over;           /* the destination owns the guest: never resume */
+    struct gws_migration_id pc_id; /* this migration's name, for its recoveries */
     int pfd;                    /* preempt channel */
     struct stream ps;           /* preempt channel stream (page server thread) */
     uint64_t bytes_before;      /* main-channel bytes of earlier connections */

@@ -66,6 +66,8 @@ struct pc_dst {
     volatile int error;
     bool loading;               /* go_live is loading the state (atomic) */
     bool eos, got_pause;
+    bool have_id;               /* the source named the migration (MIGRATION_ID) */
+    struct gws_migration_id id;
     /* under m->lock */
     struct pc_waiter w[PC_MAX_WAITERS];
     unsigned nw;
@@ -180,6 +182,17 @@ int pc_dst_advise(struct in_ctx *c, const struct stream_record *rec)
     int r = open_preempt(c, c->lfd);
     in_close_listener(c);
     return r;
+}
+
+int pc_dst_identity(struct in_ctx *c, const struct stream_record *rec)
+{
+    struct pc_dst *pc = c->pc;
+    if (!pc || pc->have_id || pc->guest_ran || rec->length != sizeof(pc->id))
+        return in_bad(c, rec, !pc ? "MIGRATION_ID without POSTCOPY_ADVISE"
+                      : rec->length != sizeof(pc->id) ? "bad length" : "sent twice");
+    memcpy(&pc->id, rec->body, sizeof(pc->id));
+    pc->have_id = true;
+    return 0;
 }
 
 static bool held(const struct in_ctx *c, uint64_t i)
@@ -851,6 +864,41 @@ static int send_recv_bitmap(struct pc_dst *pc)
     return in_send_rp_body(c, GWS_RP_RECV_BITMAP, iov, 2);
 }
 
+/* The id a recovered main channel names (MIGRATION_ID after
+ * POSTCOPY_RESUME), if the migration had one: 0 if it is ours, -1 if it
+ * is not (the stream's error says why, and the source was told). */
+static int check_id(struct pc_dst *pc)
+{
+    struct in_ctx *c = pc->c;
+    struct stream_record rec;
+    if (!pc->have_id)
+        return 0; /* a source that names none: nothing to check against */
+    const char *why = NULL;
+    if (stream_read_record(&c->s, &rec) < 0)
+        return -1;
+    if (rec.type != GWS_MIGRATION_ID || rec.length != sizeof(pc->id))
+        why = "the source does not name the migration it resumes";
+    else if (memcmp(rec.body, &pc->id, sizeof(pc->id)))
+        why = "the source resumes another migration than this one";
+    if (!why)
+        return 0;
+    in_send_rp(c, GWS_RP_FAILED, why);
+    return stream_set_error(&c->s, EPROTO, "%s", why);
+}
+
+/* A recovered main channel: preamble, POSTCOPY_RESUME, the migration's id. */
+static int read_resume(struct pc_dst *pc)
+{
+    struct in_ctx *c = pc->c;
+    struct stream_record rec;
+    if (stream_read_preamble(&c->s) < 0 || stream_read_record(&c->s, &rec) < 0)
+        return -1;
+    if (rec.type != GWS_POSTCOPY_RESUME)
+        return stream_set_error(&c->s, EPROTO, "expected POSTCOPY_RESUME, got %s",
+                                stream_record_name(rec.type));
+    return check_id(pc);
+}
+
 /* migrate-recover gave a listening socket: take the source's two
  * connections, check it resumes, tell it what is still missing. */
 static int accept_recovery(struct pc_dst *pc)
@@ -875,12 +923,7 @@ static int accept_recovery(struct pc_dst *pc)
         pthread_mutex_lock(&m->lock);
         m->fd = fd;
         pthread_mutex_unlock(&m->lock);
-        struct stream_record rec;
-        if (stream_read_preamble(&c->s) < 0 || stream_read_record(&c->s, &rec) < 0)
-            r = -1;
-        else if (rec.type != GWS_POSTCOPY_RESUME)
-            r = stream_set_error(&c->s, EPROTO, "expected POSTCOPY_RESUME, got %s",
-                                 stream_record_name(rec.type));
+        r = read_resume(pc);
     }
     if (r == 0)
         r = open_preempt(c, lfd);
@@ -975,6 +1018,8 @@ static void finish(struct pc_dst *pc)
     guest_ram_huge_pages(c->m->ram, true);
     pthread_mutex_lock(&c->m->lock);
     c->m->stats.remaining = 0;
+    c->m->pc_done_named = pc->have_id;
+    c->m->pc_done_id = pc->id;
     pthread_mutex_unlock(&c->m->lock);
     log_info("post-copy: every page is here");
 }
@@ -1042,6 +1087,9 @@ void pc_dst_cleanup(struct in_ctx *c)
     if (!pc)
         return;
     stop_faults(pc);
+    pthread_mutex_lock(&c->m->lock);
+    c->m->pfd = -1; /* no shutdown() of a number that is reused */
+    pthread_mutex_unlock(&c->m->lock);
     if (pc->pfd >= 0)
         close(pc->pfd);
     /* A guest that lost its source keeps its fault handler: closing it would
@@ -1056,4 +1104,62 @@ void pc_dst_cleanup(struct in_ctx *c)
     bitmap_free(pc->cached);
     free(pc);
     c->pc = NULL;
+}
+
+/* ---- after completion: a DONE that was lost ---- */
+
+/* The connection broke after this side had every page and said so: the
+ * source never read RP_POSTCOPY_DONE and stays paused. Its resume gets the
+ * DONE now, on the same two channels a recovery opens; it must name the
+ * migration that completed here. The guest runs on; nothing here changes. */
+static int answer_late(struct in_ctx *c)
+{
+    struct migration *m = c->m;
+    int lfd = c->lfd, fd = -1;
+    if (accept_channel(c, lfd, 0, -1, &fd) < 0)
+        return -1;
+    c->fd = fd;
+    stream_fini(&c->s);
+    stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
+    pthread_mutex_lock(&m->lock);
+    m->fd = fd;
+    pthread_mutex_unlock(&m->lock);
+    if (read_resume(c->pc) < 0 || open_preempt(c, lfd) < 0)
+        return -1;
+    return in_send_rp_body(c, GWS_RP_POSTCOPY_DONE, NULL, 0);
+}
+
+void *mig_pc_late_done_thread(void *arg)
+{
+    struct migration *m = arg;
+    struct pc_dst pc = { .uffd = -1, .pfd = -1, .have_id = true };
+    struct in_ctx c = { .m = m, .fd = -1, .pc = &pc };
+    pthread_setname_np(pthread_self(), "mig-late");
+    pc.c = &c;
+    stream_init(&c.s, &stream_fd_ops, NULL);
+    stream_init(&pc.ps, &stream_fd_ops, NULL);
+    pthread_mutex_lock(&m->lock);
+    pc.id = m->pc_done_id;
+    c.lfd = m->listen_fd = m->pc_recover_fd;
+    m->pc_recover_fd = -1;
+    pthread_mutex_unlock(&m->lock);
+    if (answer_late(&c) == 0)
+        log_info("post-copy: a source that had lost the end of the migration was told it is "
+                 "complete");
+    else
+        log_warn("post-copy: no late answer to the source: %s", stream_error(&c.s));
+    pthread_mutex_lock(&m->lock);
+    m->fd = m->pfd = m->listen_fd = -1;
+    m->pc_late = false;
+    pthread_mutex_unlock(&m->lock);
+    if (m->pc_recover_uri.kind == MIG_URI_UNIX)
+        unlink(m->pc_recover_uri.path);
+    close(c.lfd);
+    if (c.fd >= 0)
+        close(c.fd);
+    if (pc.pfd >= 0)
+        close(pc.pfd);
+    stream_fini(&c.s);
+    stream_fini(&pc.ps);
+    return NULL;
 }

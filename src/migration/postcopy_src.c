@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -77,11 +78,23 @@ static int open_preempt(struct out_ctx *c)
     return 0;
 }
 
+/* MIGRATION_ID after ADVISE and after each POSTCOPY_RESUME: a destination
+ * paused in another migration refuses the recovery. */
+static int send_id(struct out_ctx *c)
+{
+    struct iovec iov = { &c->pc_id, sizeof(c->pc_id) };
+    return stream_write_record(&c->s, GWS_MIGRATION_ID, &iov, 1);
+}
+
 int pc_src_setup(struct out_ctx *c)
 {
     struct gws_postcopy_advise a = { 1, 0, c->npages ? c->npages : c->m->ram->size / GWS_PAGE_SIZE };
     struct iovec iov = { &a, sizeof(a) };
-    if (stream_write_record(&c->s, GWS_POSTCOPY_ADVISE, &iov, 1) < 0 || stream_flush(&c->s) < 0)
+    if (getrandom(&c->pc_id, sizeof(c->pc_id), 0) != sizeof(c->pc_id))
+        return stream_set_error(&c->s, errno ? errno : EIO, "no random migration id: %s",
+                                strerror(errno));
+    if (stream_write_record(&c->s, GWS_POSTCOPY_ADVISE, &iov, 1) < 0 || send_id(c) < 0 ||
+        stream_flush(&c->s) < 0)
         return -1;
     mig_socket_liveness(c->fd, PC_LIVENESS_MS);
     return open_preempt(c);
@@ -626,6 +639,12 @@ static int read_recv_bitmap(struct out_ctx *c)
     uint64_t words = BITMAP_WORDS(c->npages), npages;
     if (rec.type == GWS_RP_FAILED)
         return stream_set_error(&c->s, EPROTO, "destination: %.*s", (int)rec.length, rec.body);
+    if (rec.type == GWS_RP_POSTCOPY_DONE && rec.length == 0) {
+        /* It completed; only its DONE was lost with the connection. */
+        log_info("recovery: the destination already has every page");
+        memset(c->pending, 0, words * 8);
+        return 1;
+    }
     if (rec.type != GWS_RP_RECV_BITMAP || rec.length != 8 + words * 8)
         return stream_set_error(&c->s, EPROTO, "expected the destination's page list, got %s",
                                 stream_record_name(rec.type));
@@ -642,6 +661,25 @@ static int read_recv_bitmap(struct out_ctx *c)
     return 0;
 }
 
+/* The preempt channel could not be opened: a destination that refused the
+ * recovery has said why on the main channel, and closed its listener. */
+static void read_refusal(struct out_ctx *c)
+{
+    struct pollfd p = { c->fd, POLLIN, 0 };
+    if (poll(&p, 1, 1000) <= 0)
+        return;
+    struct stream rp;
+    struct stream_record rec;
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    if (stream_read_record(&rp, &rec) == 0 && rec.type == GWS_RP_FAILED) {
+        c->s.error = 0; /* the reason, in place of its consequence */
+        stream_set_error(&c->s, EPROTO, "destination: %.*s", (int)rec.length, rec.body);
+    }
+    stream_fini(&rp);
+}
+
+/* 0: resumed, the page list is in; 1: the destination had completed;
+ * -1: failed (the stream's error says why). */
 static int reconnect(struct out_ctx *c)
 {
     struct migration *m = c->m;
@@ -662,13 +700,16 @@ static int reconnect(struct out_ctx *c)
     mig_socket_liveness(fd, PC_LIVENESS_MS);
     shrink_backlog(fd);
     if (stream_write_preamble(&c->s) < 0 ||
-        stream_write_record(&c->s, GWS_POSTCOPY_RESUME, NULL, 0) < 0 || stream_flush(&c->s) < 0)
+        stream_write_record(&c->s, GWS_POSTCOPY_RESUME, NULL, 0) < 0 || send_id(c) < 0 ||
+        stream_flush(&c->s) < 0)
         return -1;
-    if (open_preempt(c) < 0 || read_recv_bitmap(c) < 0)
+    if (open_preempt(c) < 0) {
+        read_refusal(c);
         return -1;
+    }
     c->n = c->nzero = 0; /* a batch cut off by the break: the page list has it */
     c->cursor = 0;
-    return 0;
+    return read_recv_bitmap(c);
 }
 
 int pc_src_run(struct out_ctx *c)
@@ -708,6 +749,10 @@ int pc_src_run(struct out_ctx *c)
                 park_channels(c);
         } while (r < 0);
         mig_set_state(c->m, MIG_POSTCOPY_ACTIVE);
+        if (r == 1) { /* nothing was left to do */
+            account_pc(c);
+            return 0;
+        }
     }
 }
 

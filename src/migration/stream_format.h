@@ -95,6 +95,7 @@ enum {
     GWS_RP_FAILED       = 0x0302,   /* loading failed; body: UTF-8 reason */
     /* optional */
     GWS_INFO            = GWS_OPTIONAL | 0x0030, /* free text, for people */
+    GWS_MIGRATION_ID    = GWS_OPTIONAL | 0x0107, /* after POSTCOPY_ADVISE / _RESUME */
 };
 
 struct gws_region {
@@ -205,6 +206,13 @@ struct gws_ping {
     uint32_t zero;
 };
 _Static_assert(sizeof(struct gws_ping) == 8, "ping");
+
+/* MIGRATION_ID body: the source's random name for one post-copy migration;
+ * a recovered channel must name the same one. */
+struct gws_migration_id {
+    uint8_t id[16];
+};
+_Static_assert(sizeof(struct gws_migration_id) == 16, "migration id");
 
 /* RP_REQ_PAGES body: struct gws_pages (zlen 0) with 1..GWS_MAX_BATCH pfns.
  * RP_RECV_BITMAP body: u64 npages, then ceil(npages/64) u64 words, bit i set

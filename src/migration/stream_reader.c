@@ -464,6 +464,9 @@ static int parse(struct stream *s, const struct stream_record *r, struct stream_
         out->u.text.text = (const char *)r->body;
         out->u.text.len = r->length;
         return 0;
+    case GWS_MIGRATION_ID:
+        return stream_record_error(s, r, EPROTO, "MIGRATION_ID belongs to a live post-copy "
+                                   "migration, not to a saved stream");
     default:
         if (r->type & GWS_OPTIONAL) {
             s->skipped++;

@@ -1013,7 +1013,7 @@ static void test_ping_records(void **state)
     memcpy(&pong, rec.body, sizeof(pong));
     assert_int_equal(pong.id, 7);
     assert_int_equal(pong.zero, 0);
-    raw_send(&r, 0x0107, NULL, 0);
+    raw_send(&r, 0x01ff, NULL, 0);
     expect_failed(&dst, &r, "unknown");
     raw_close(&r);
     evm_fini(&dst);
@@ -1037,6 +1037,293 @@ static void test_ping_records(void **state)
         raw_close(&r);
         evm_fini(&dst);
     }
+    evm_fini(&src);
+}
+
+/* ---- recoveries name their migration ---- */
+
+/* A source connects to a recovery address and resumes: the preamble,
+ * POSTCOPY_RESUME and then `next` (a MIGRATION_ID, or anything). */
+static void raw_resume(struct raw_source *r, const char *uri, uint32_t next, const void *body,
+                       size_t len)
+{
+    r->fd = unix_connect(uri);
+    stream_init(&r->s, &stream_fd_ops, (void *)(intptr_t)r->fd);
+    assert_int_equal(stream_write_preamble(&r->s), 0);
+    raw_send(r, GWS_POSTCOPY_RESUME, NULL, 0);
+    raw_send(r, next, body, len);
+    r->pfd = -1;
+    stream_init(&r->ps, &stream_fd_ops, NULL);
+}
+
+/* dst refused a resume with RP_FAILED holding `why`, and is paused again
+ * (or, after a completed migration, no longer waits: pc_late). */
+static void expect_refused(struct evm *dst, struct raw_source *r, const char *why)
+{
+    struct stream_record rec;
+    raw_answer(r, &rec);
+    assert_int_equal(rec.type, GWS_RP_FAILED);
+    fprintf(stderr, "    refused: %.*s\n", (int)rec.length, (const char *)rec.body);
+    assert_non_null(memmem(rec.body, rec.length, why, strlen(why)));
+    raw_close(r);
+    if (evm_state(dst) == MIG_COMPLETED) {
+        for (int i = 0; i < 500 && __atomic_load_n(&dst->mig.pc_late, __ATOMIC_SEQ_CST); i++)
+            evm_sleep_us(10000);
+        assert_false(__atomic_load_n(&dst->mig.pc_late, __ATOMIC_SEQ_CST));
+        return;
+    }
+    assert_true(evm_wait_state(dst, MIG_POSTCOPY_PAUSED, 10000));
+    struct mig_stats d;
+    mig_get_stats(&dst->mig, &d);
+    assert_non_null(strstr(d.error_desc, why));
+}
+
+/* Two post-copy migrations paused on one host: a source resumed towards
+ * the other one's recovery address is refused, with the reason on both
+ * sides, and both then recover where they belong. A resume that names
+ * no migration, or a wrong one, is refused too. */
+static void test_recovery_names_the_migration(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm a_src, a_dst, b_src, b_dst;
+    char ua[128], ub[128], ua2[128], ub2[128], ub3[128];
+    uri_for(ua, sizeof(ua), "ida");
+    uri_for(ub, sizeof(ub), "idb");
+    uri_for(ua2, sizeof(ua2), "ida2");
+    uri_for(ub2, sizeof(ub2), "idb2");
+    uri_for(ub3, sizeof(ub3), "idb3");
+    postcopy_at_once(&a_src, &a_dst, ua, 300, 4 << 20, false);
+    postcopy_at_once(&b_src, &b_dst, ub, 300, 4 << 20, false);
+    pause_both(&a_src, &a_dst, &a_src);
+    pause_both(&b_src, &b_dst, &b_src);
+    struct gw_error err;
+    gw_error_init(&err);
+    /* a's source towards b's destination */
+    assert_int_equal(mig_recover(&b_dst.mig, ub2, &err), 0);
+    assert_int_equal(mig_resume(&a_src.mig, ub2, &err), 0);
+    assert_true(evm_wait_state(&b_dst, MIG_POSTCOPY_RECOVER, 5000) ||
+                evm_state(&b_dst) == MIG_POSTCOPY_PAUSED);
+    assert_true(evm_wait_state(&b_dst, MIG_POSTCOPY_PAUSED, 20000));
+    assert_true(evm_wait_state(&a_src, MIG_POSTCOPY_PAUSED, 20000));
+    struct mig_stats s, d;
+    mig_get_stats(&a_src.mig, &s);
+    mig_get_stats(&b_dst.mig, &d);
+    fprintf(stderr, "    a's source: %s\n    b's destination: %s\n", s.error_desc, d.error_desc);
+    assert_non_null(strstr(s.error_desc, "another migration"));
+    assert_non_null(strstr(d.error_desc, "another migration"));
+    /* hand-written resumes: no name, a wrong name */
+    struct raw_source r;
+    assert_int_equal(mig_recover(&b_dst.mig, ub3, &err), 0);
+    assert_true(evm_wait_state(&b_dst, MIG_POSTCOPY_RECOVER, 5000));
+    struct gws_ping ping = { 1, 0 };
+    raw_resume(&r, ub3, GWS_PING, &ping, sizeof(ping));
+    expect_refused(&b_dst, &r, "does not name");
+    struct gws_migration_id wrong = { { 1, 2, 3 } };
+    assert_int_equal(mig_recover(&b_dst.mig, ub3, &err), 0);
+    raw_resume(&r, ub3, GWS_MIGRATION_ID, &wrong, sizeof(wrong));
+    expect_refused(&b_dst, &r, "another migration");
+    /* each where it belongs */
+    assert_int_equal(mig_recover(&a_dst.mig, ua2, &err), 0);
+    assert_int_equal(mig_resume(&a_src.mig, ua2, &err), 0);
+    assert_int_equal(mig_recover(&b_dst.mig, ub3, &err), 0);
+    assert_int_equal(mig_resume(&b_src.mig, ub3, &err), 0);
+    check_done(&a_src, &a_dst);
+    check_done(&b_src, &b_dst);
+    evm_fini(&b_dst);
+    evm_fini(&b_src);
+    evm_fini(&a_dst);
+    evm_fini(&a_src);
+}
+
+/* A relay between a source and its destination (every connection) that
+ * passes the destination's records to the source whole, and at
+ * RP_POSTCOPY_DONE cuts every connection instead: the destination has
+ * completed, and its source never hears of it. */
+struct done_cutter {
+    const char *dst_uri;
+    int lfd;
+    int fds[2][2];              /* per connection: source side, destination side */
+    unsigned n;
+    bool cut;
+    pthread_mutex_t lk;
+};
+
+struct cutter_pipe {
+    struct done_cutter *d;
+    int from, to;
+    bool records;               /* destination -> source: whole records, watched */
+};
+
+static bool write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w <= 0)
+            return false;
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+static void cut_all(struct done_cutter *d)
+{
+    pthread_mutex_lock(&d->lk);
+    d->cut = true;
+    for (unsigned i = 0; i < d->n; i++) {
+        shutdown(d->fds[i][0], SHUT_RDWR);
+        shutdown(d->fds[i][1], SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&d->lk);
+}
+
+/* Forward up to (and without) a DONE record; 0 on a cut or an end. */
+static size_t pass_records(struct cutter_pipe *p, uint8_t *buf, size_t len)
+{
+    size_t at = 0;
+    while (len - at >= 8) {
+        uint32_t type, rlen;
+        memcpy(&type, buf + at, 4);
+        memcpy(&rlen, buf + at + 4, 4);
+        size_t whole = 8 + rlen + (8 - rlen % 8) % 8 + 8;
+        if (len - at < whole)
+            break;
+        if (type == GWS_RP_POSTCOPY_DONE) {
+            cut_all(p->d);
+            return len;
+        }
+        if (!write_all(p->to, buf + at, whole))
+            return len;
+        at += whole;
+    }
+    memmove(buf, buf + at, len - at);
+    return len - at;
+}
+
+static void *cutter_pipe_run(void *arg)
+{
+    struct cutter_pipe *p = arg;
+    static __thread uint8_t buf[1 << 17];
+    size_t have = 0;
+    for (;;) {
+        ssize_t n = read(p->from, buf + have, sizeof(buf) - have);
+        if (n <= 0)
+            break;
+        if (!p->records) {
+            if (!write_all(p->to, buf, (size_t)n))
+                break;
+            continue;
+        }
+        have = pass_records(p, buf, have + (size_t)n);
+        if (have == sizeof(buf))
+            break; /* a record larger than any this test sees */
+    }
+    shutdown(p->to, SHUT_WR);
+    free(p);
+    return NULL;
+}
+
+static void cutter_start_pipe(struct done_cutter *d, int from, int to, bool records)
+{
+    struct cutter_pipe *p = calloc(1, sizeof(*p));
+    assert_non_null(p);
+    *p = (struct cutter_pipe){ d, from, to, records };
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cutter_pipe_run, p), 0);
+    pthread_detach(t);
+}
+
+/* Takes the source's two connections (main, preempt). */
+static void *cutter_run(void *arg)
+{
+    struct done_cutter *d = arg;
+    for (unsigned i = 0; i < 2; i++) {
+        int s = accept4(d->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (s < 0)
+            break;
+        int t = unix_connect(d->dst_uri);
+        pthread_mutex_lock(&d->lk);
+        d->fds[d->n][0] = s;
+        d->fds[d->n][1] = t;
+        d->n++;
+        pthread_mutex_unlock(&d->lk);
+        cutter_start_pipe(d, s, t, false);
+        cutter_start_pipe(d, t, s, true);
+    }
+    return NULL;
+}
+
+static int unix_listen(const char *uri)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", uri + strlen("unix:"));
+    unlink(a.sun_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    return fd;
+}
+
+/* The connection breaks just as the destination says it has every page:
+ * the destination has completed, the source (which never runs the guest
+ * again) pauses. migrate-recover on the completed destination answers the
+ * source's resume with the DONE it lost, once it names the migration; the
+ * source then completes too. */
+static void test_lost_done_is_answered(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    char ud[128], ur[128], u2[128], u3[128];
+    uri_for(ud, sizeof(ud), "ld");
+    uri_for(ur, sizeof(ur), "ldr");
+    uri_for(u2, sizeof(u2), "ld2");
+    uri_for(u3, sizeof(u3), "ld3");
+    static struct done_cutter cutter;
+    cutter = (struct done_cutter){ .dst_uri = ud, .lfd = unix_listen(ur) };
+    pthread_mutex_init(&cutter.lk, NULL);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cutter_run, &cutter), 0);
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
+    set_param(&src, "max-postcopy-bandwidth", 16 << 20);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_incoming(&dst.mig, ud, &err), 0);
+    assert_int_equal(mig_start_outgoing(&src.mig, ur, &err), 0);
+    assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
+    assert_true(evm_wait_state(&dst, MIG_COMPLETED, 60000));
+    assert_true(evm_wait_state(&src, MIG_POSTCOPY_PAUSED, 20000));
+    pthread_join(t, NULL);
+    assert_true(cutter.cut);
+    assert_int_equal(dst.mig.pfd, -1); /* no stale number left to shut down */
+    /* A resume that names another migration is refused; the source stays paused. */
+    struct raw_source r;
+    struct gws_migration_id wrong = { { 9 } };
+    assert_int_equal(mig_recover(&dst.mig, u2, &err), 0);
+    assert_int_not_equal(mig_recover(&dst.mig, u3, &err), 0); /* one answer at a time */
+    raw_resume(&r, u2, GWS_MIGRATION_ID, &wrong, sizeof(wrong));
+    expect_refused(&dst, &r, "another migration");
+    assert_int_equal(evm_state(&dst), MIG_COMPLETED);
+    /* A wait given up by migrate-pause. */
+    assert_int_equal(mig_recover(&dst.mig, u3, &err), 0);
+    assert_int_equal(mig_pause(&dst.mig, &err), 0);
+    for (int i = 0; i < 500 && __atomic_load_n(&dst.mig.pc_late, __ATOMIC_SEQ_CST); i++)
+        evm_sleep_us(10000);
+    assert_false(__atomic_load_n(&dst.mig.pc_late, __ATOMIC_SEQ_CST));
+    /* The real source. */
+    assert_int_equal(mig_recover(&dst.mig, u3, &err), 0);
+    assert_int_equal(mig_resume(&src.mig, u3, &err), 0);
+    check_done(&src, &dst);
+    close(cutter.lfd);
+    for (unsigned i = 0; i < cutter.n; i++) {
+        close(cutter.fds[i][0]);
+        close(cutter.fds[i][1]);
+    }
+    unlink(ur + strlen("unix:"));
+    evm_fini(&dst);
     evm_fini(&src);
 }
 
@@ -1077,6 +1364,8 @@ int main(void)
         cmocka_unit_test(test_pause_recover_twice),
         cmocka_unit_test(test_break_before_commit),
         cmocka_unit_test(test_recover_waits_for_the_source),
+        cmocka_unit_test(test_recovery_names_the_migration),
+        cmocka_unit_test(test_lost_done_is_answered),
         cmocka_unit_test(test_source_exits),
         cmocka_unit_test(test_destination_exits),
         cmocka_unit_test(test_link_down_recover),

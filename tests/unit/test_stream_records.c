@@ -434,6 +434,14 @@ static void test_unknown_records(void **state)
     assert_non_null(strstr(msg, "reserved"));
     wclose(&w);
 
+    hostile_open(&w); /* optional, but only for a live post-copy migration */
+    uint8_t id[16] = { 1 };
+    struct iovec idv = { id, sizeof(id) };
+    stream_write_record(&w.s, GWS_MIGRATION_ID, &idv, 1);
+    assert_int_equal(hostile_read(&w, msg, sizeof(msg)), -EPROTO);
+    assert_non_null(strstr(msg, "MIGRATION_ID belongs to a live post-copy migration"));
+    wclose(&w);
+
     hostile_open(&w); /* records after END_OF_STREAM */
     stream_write_eos(&w.s);
     stream_write_eoi(&w.s, 1, 0);
