@@ -126,6 +126,9 @@ struct migration {
     int pc_recover_fd;             /* destination: the new listening socket */
     bool pc_no_minor;              /* destination: drop pages from the memfd even where
                                       minor faults exist (the engine tests' other path) */
+    uint64_t pc_bitmap_part_words; /* destination: send the page list of a recovery in
+                                      parts of this many words (0: in one record where it
+                                      fits; the engine tests' other path) */
     struct mig_uri pc_recover_uri; /* source: where to reconnect */
     /* destination: the post-copy migration that last completed here, if
      * its source named it (MIGRATION_ID). A source whose RP_POSTCOPY_DONE

@@ -36,6 +36,7 @@
 #include "memory/uffd.h"
 #include "migration/incoming_internal.h"
 #include "migration/page_runs.h"
+#include "migration/recv_bitmap.h"
 #include "migration/ram_scan.h"
 
 #define PC_LIVENESS_MS  4000
@@ -856,12 +857,24 @@ static void close_channels(struct pc_dst *pc)
     c->fd = pc->pfd = -1;
 }
 
+/* The pages still needed: one RP_RECV_BITMAP, or parts where the list
+ * is longer than one record takes (guests over 256 GiB). */
 static int send_recv_bitmap(struct pc_dst *pc)
 {
     struct in_ctx *c = pc->c;
-    uint64_t npages = c->npages;
-    struct iovec iov[2] = { { &npages, 8 }, { pc->pending, BITMAP_WORDS(npages) * 8 } };
-    return in_send_rp_body(c, GWS_RP_RECV_BITMAP, iov, 2);
+    uint64_t npages = c->npages, first = 0, k, part_words = c->m->pc_bitmap_part_words;
+    if (!part_words && recv_bitmap_fits_one(npages)) {
+        struct iovec iov[2] = { { &npages, 8 }, { pc->pending, BITMAP_WORDS(npages) * 8 } };
+        return in_send_rp_body(c, GWS_RP_RECV_BITMAP, iov, 2);
+    }
+    unsigned parts = 0;
+    for (; (k = recv_bitmap_part_words(npages, first, part_words)); first += k, parts++) {
+        struct iovec iov[3] = { { &npages, 8 }, { &first, 8 }, { pc->pending + first, k * 8 } };
+        if (in_send_rp_body(c, GWS_RP_RECV_BITMAP_PART, iov, 3) < 0)
+            return -1;
+    }
+    log_info("recovery: the page list went in %u parts", parts);
+    return 0;
 }
 
 /* The id a recovered main channel names (MIGRATION_ID after

@@ -23,6 +23,7 @@
 #include "migration/outgoing_internal.h"
 #include "migration/page_runs.h"
 #include "migration/ram_scan.h"
+#include "migration/recv_bitmap.h"
 #include "migration/stream_records.h"
 
 #define PC_LIVENESS_MS   4000   /* a silent peer breaks the channel after this */
@@ -625,40 +626,58 @@ static void park_channels(struct out_ctx *c)
     set_fds(c);
 }
 
-static int read_recv_bitmap(struct out_ctx *c)
+/* One record of the destination's answer to a resume (bounded wait). */
+static int read_answer(struct out_ctx *c, struct stream_record *rec)
 {
-    struct stream_record rec;
     struct pollfd p = { c->fd, POLLIN, 0 };
-    if (poll(&p, 1, 10000) <= 0)
+    if (c->s.ipos == c->s.ilen && poll(&p, 1, 10000) <= 0)
         return stream_set_error(&c->s, ETIMEDOUT, "no page list from the destination");
-    int r = stream_read_record(&c->s, &rec);
+    int r = stream_read_record(&c->s, rec);
     if (r == -ENODATA)
         return stream_set_error(&c->s, EPIPE, "the destination closed the connection");
-    if (r < 0)
-        return r;
-    uint64_t words = BITMAP_WORDS(c->npages), npages;
-    if (rec.type == GWS_RP_FAILED)
-        return stream_set_error(&c->s, EPROTO, "destination: %.*s", (int)rec.length, rec.body);
-    if (rec.type == GWS_RP_POSTCOPY_DONE && rec.length == 0) {
-        /* It completed; only its DONE was lost with the connection. */
-        log_info("recovery: the destination already has every page");
-        memset(c->pending, 0, words * 8);
-        return 1;
+    return r;
+}
+
+/* The destination's answer to a resume: the pages it still lacks (one
+ * record, or parts), which replace ours: pages lost in flight come back
+ * here. 0: the list is in; 1: it had every page (RP_POSTCOPY_DONE). */
+static int read_list(struct out_ctx *c, uint64_t *list)
+{
+    struct recv_bitmap_reader rd;
+    recv_bitmap_reader_init(&rd, c->npages);
+    for (int r = 0;;) {
+        struct stream_record rec;
+        const char *why = NULL;
+        if (read_answer(c, &rec) < 0)
+            return -1;
+        if (rec.type == GWS_RP_FAILED)
+            return stream_set_error(&c->s, EPROTO, "destination: %.*s", (int)rec.length,
+                                    rec.body);
+        if (rec.type == GWS_RP_POSTCOPY_DONE && rec.length == 0 && !rd.next_word)
+            return 1; /* it completed; only its DONE was lost with the connection */
+        if ((r = recv_bitmap_take(&rd, list, rec.type, rec.body, rec.length, &why)) < 0)
+            return stream_set_error(&c->s, EPROTO, "the destination's answer to the resume: %s "
+                                    "(%s)", why, stream_record_name(rec.type));
+        if (r == 1)
+            return 0;
     }
-    if (rec.type != GWS_RP_RECV_BITMAP || rec.length != 8 + words * 8)
-        return stream_set_error(&c->s, EPROTO, "expected the destination's page list, got %s",
-                                stream_record_name(rec.type));
-    memcpy(&npages, rec.body, 8);
-    if (npages != c->npages)
-        return stream_set_error(&c->s, EPROTO, "the destination's page list has %llu pages",
-                                (unsigned long long)npages);
-    /* The destination's word: pages lost in flight come back here. */
-    memcpy(c->pending, rec.body + 8, words * 8);
-    if (c->npages % 64)
-        c->pending[words - 1] &= (1ULL << (c->npages % 64)) - 1;
-    log_info("recovery: the destination still needs %llu pages",
-             (unsigned long long)bitmap_count(c->pending, c->npages));
-    return 0;
+}
+
+static int read_recv_bitmap(struct out_ctx *c)
+{
+    uint64_t *list = bitmap_new(c->npages); /* ours stays whole until theirs is */
+    if (!list)
+        return stream_set_error(&c->s, ENOMEM, "out of memory for the page list");
+    int r = read_list(c, list);
+    if (r >= 0)
+        memcpy(c->pending, list, BITMAP_WORDS(c->npages) * 8);
+    bitmap_free(list);
+    if (r == 1)
+        log_info("recovery: the destination already has every page");
+    else if (r == 0)
+        log_info("recovery: the destination still needs %llu pages",
+                 (unsigned long long)bitmap_count(c->pending, c->npages));
+    return r;
 }
 
 /* The preempt channel could not be opened: a destination that refused the

@@ -174,6 +174,7 @@ const char *stream_record_name(uint32_t type)
     case GWS_RP_PONG: return "RP_PONG";
     case GWS_RP_INSTALLED: return "RP_INSTALLED";
     case GWS_RP_RECV_BITMAP: return "RP_RECV_BITMAP";
+    case GWS_RP_RECV_BITMAP_PART: return "RP_RECV_BITMAP_PART";
     case GWS_RP_POSTCOPY_DONE: return "RP_POSTCOPY_DONE";
     case GWS_CHECKPOINT_BEGIN: return "CHECKPOINT_BEGIN";
     case GWS_CHECKPOINT_END: return "CHECKPOINT_END";
@@ -205,6 +206,7 @@ uint32_t stream_record_max_len(uint32_t type)
     case GWS_DISCARD_PAGES: return GWS_MAX_DISCARD_BODY;
     case GWS_RP_REQ_PAGES: return GWS_MAX_ZERO_BODY;
     case GWS_RP_RECV_BITMAP: return GWS_MAX_BITMAP_BODY;
+    case GWS_RP_RECV_BITMAP_PART: return GWS_MAX_BITMAP_PART_BODY;
     case GWS_PING:
     case GWS_RP_PONG: return sizeof(struct gws_ping);
     case GWS_RP_INSTALLED: return 8;

@@ -85,6 +85,7 @@ enum {
     GWS_RP_POSTCOPY_DONE = 0x0112,  /* destination -> source: every page is in */
     GWS_RP_PONG = 0x0113,  /* destination -> source: answer to PING */
     GWS_RP_INSTALLED = 0x0114, /* destination -> source: compressed main-channel pages taken */
+    GWS_RP_RECV_BITMAP_PART = 0x0115, /* destination -> source: a piece of a long page list */
     /* checkpointing (HA): 0x0200-0x02ff, reserved (not valid in version 1) */
     GWS_CHECKPOINT_BEGIN = 0x0200,
     GWS_CHECKPOINT_END   = 0x0201,
@@ -218,6 +219,9 @@ _Static_assert(sizeof(struct gws_migration_id) == 16, "migration id");
  * RP_RECV_BITMAP body: u64 npages, then ceil(npages/64) u64 words, bit i set
  * = RAM page i (memfd order, see docs) is still needed. */
 #define GWS_MAX_BITMAP_BODY (8u + (8u << 20))
+/* RP_RECV_BITMAP_PART body: u64 npages, u64 first word, then 1 or more
+ * words of the same list (a list larger than one RP_RECV_BITMAP). */
+#define GWS_MAX_BITMAP_PART_BODY (16u + (8u << 20))
 
 struct gws_end_of_iteration {
     uint32_t pass;

@@ -1,5 +1,6 @@
 /* Post-copy's pure parts: discard runs from a bitmap and their checks on
- * the destination, the late discard set, and the fault-latency histogram. */
+ * the destination, the late discard set, the fault-latency histogram, and
+ * the page list of a recovery in parts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,10 @@
 #include "memory/bitmap.h"
 #include "migration/latency_hist.h"
 #include "migration/page_runs.h"
+#include "migration/recv_bitmap.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 /* 3 GiB low + 1 GiB high: page index 786432 is frame 0x100000. */
 static void layout_4g(struct guest_ram *ram) { guest_ram_layout(ram, 4ULL << 30); }
@@ -137,6 +142,129 @@ static void test_hist_small_and_huge(void **state)
     assert_int_equal(latency_hist_percentile(&h, 100), 1ULL << 40);
 }
 
+/* A page list record as a destination sends it: npages, [first,] words. */
+static uint32_t list_record(uint8_t *buf, uint64_t npages, const uint64_t *first,
+                            const uint64_t *words, uint64_t k)
+{
+    uint32_t len = 0;
+    memcpy(buf, &npages, 8);
+    len += 8;
+    if (first) {
+        memcpy(buf + len, first, 8);
+        len += 8;
+    }
+    memcpy(buf + len, words, k * 8);
+    return len + (uint32_t)(k * 8);
+}
+
+/* A list cut into parts by the sender's rule goes back together whole,
+ * with the bits beyond the last page cleared. */
+static void test_list_in_parts_round_trip(void **state)
+{
+    const uint64_t npages = 64 * 20 + 5, words = BITMAP_WORDS(npages);
+    uint64_t *src = bitmap_new(npages), *dst = bitmap_new(npages);
+    for (uint64_t i = 0; i < words; i++)
+        src[i] = 0x9e3779b97f4a7c15ULL * (i + 1);
+    static uint8_t buf[1 << 12];
+    for (uint64_t per = 1; per <= words + 1; per++) {
+        struct recv_bitmap_reader r;
+        recv_bitmap_reader_init(&r, npages);
+        memset(dst, 0xff, words * 8);
+        uint64_t first = 0, k;
+        int got = 0, parts = 0;
+        const char *why = NULL;
+        while ((k = recv_bitmap_part_words(npages, first, per))) {
+            uint32_t len = list_record(buf, npages, &first, src + first, k);
+            assert_int_equal(got, 0);
+            got = recv_bitmap_take(&r, dst, GWS_RP_RECV_BITMAP_PART, buf, len, &why);
+            first += k;
+            parts++;
+        }
+        assert_int_equal(got, 1);
+        assert_int_equal(parts, (int)((words + per - 1) / per));
+        assert_memory_equal(dst, src, (words - 1) * 8);
+        assert_true(dst[words - 1] == (src[words - 1] & 31));
+    }
+    /* ... and in one record */
+    struct recv_bitmap_reader r;
+    recv_bitmap_reader_init(&r, npages);
+    const char *why = NULL;
+    uint32_t len = list_record(buf, npages, NULL, src, words);
+    assert_int_equal(recv_bitmap_take(&r, dst, GWS_RP_RECV_BITMAP, buf, len, &why), 1);
+    assert_memory_equal(dst, src, (words - 1) * 8);
+    bitmap_free(src);
+    bitmap_free(dst);
+}
+
+/* What a sender uses: one record up to 256 GiB of guest, parts beyond. */
+static void test_list_sizes(void **state)
+{
+    assert_true(recv_bitmap_fits_one(64ULL << 20));        /* 256 GiB */
+    assert_false(recv_bitmap_fits_one((64ULL << 20) + 1));
+    uint64_t huge = 1ULL << 28;                             /* 1 TiB */
+    assert_int_equal(recv_bitmap_part_words(huge, 0, 0), RECV_BITMAP_PART_MAX_WORDS);
+    assert_true(16 + RECV_BITMAP_PART_MAX_WORDS * 8 <= GWS_MAX_BITMAP_PART_BODY);
+    assert_int_equal(recv_bitmap_part_words(huge, BITMAP_WORDS(huge) - 3, 0), 3);
+    assert_int_equal(recv_bitmap_part_words(huge, BITMAP_WORDS(huge), 0), 0);
+}
+
+/* Every broken list is refused with a reason, before the map is touched
+ * beyond what the record rightly covers. */
+static void test_list_rejects(void **state)
+{
+    const uint64_t npages = 64 * 4, other = npages + 64;
+    uint64_t words[5] = { 1, 2, 3, 4, 5 }, map[4];
+    static uint8_t buf[256];
+    const struct {
+        uint32_t type;
+        uint64_t npages, first;
+        uint64_t k;
+        bool part;
+        const char *why;
+    } bad[] = {
+        { GWS_RP_RECV_BITMAP, other, 0, 4, false, "page count" },
+        { GWS_RP_RECV_BITMAP, npages, 0, 3, false, "length" },
+        { GWS_RP_RECV_BITMAP_PART, npages, 1, 1, true, "out of order" },
+        { GWS_RP_RECV_BITMAP_PART, npages, 0, 5, true, "beyond" },
+        { GWS_RP_RECV_BITMAP_PART, other, 0, 1, true, "page count" },
+        { GWS_RP_RECV_BITMAP_PART, npages, 0, 0, true, "bad length" },
+        { GWS_RP_PONG, npages, 0, 1, false, "not a page list" },
+    };
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct recv_bitmap_reader r;
+        recv_bitmap_reader_init(&r, npages);
+        memset(map, 0, sizeof(map));
+        const char *why = NULL;
+        uint32_t len = list_record(buf, bad[i].npages, bad[i].part ? &bad[i].first : NULL, words,
+                                   bad[i].k);
+        assert_int_equal(recv_bitmap_take(&r, map, bad[i].type, buf, len, &why), -EPROTO);
+        assert_non_null(why);
+        if (!strstr(why, bad[i].why))
+            fail_msg("case %u: %s", i, why);
+        for (unsigned w = 0; w < 4; w++)
+            assert_true(map[w] == 0);
+    }
+    /* a length not a whole number of words; a whole list after a part;
+     * a part after the list is whole */
+    struct recv_bitmap_reader r;
+    recv_bitmap_reader_init(&r, npages);
+    const char *why = NULL;
+    uint64_t first = 0;
+    uint32_t len = list_record(buf, npages, &first, words, 2);
+    assert_int_equal(recv_bitmap_take(&r, map, GWS_RP_RECV_BITMAP_PART, buf, len - 4, &why),
+                     -EPROTO);
+    assert_int_equal(recv_bitmap_take(&r, map, GWS_RP_RECV_BITMAP_PART, buf, len, &why), 0);
+    len = list_record(buf, npages, NULL, words, 4);
+    assert_int_equal(recv_bitmap_take(&r, map, GWS_RP_RECV_BITMAP, buf, len, &why), -EPROTO);
+    assert_non_null(strstr(why, "after a part"));
+    first = 2;
+    len = list_record(buf, npages, &first, words, 2);
+    assert_int_equal(recv_bitmap_take(&r, map, GWS_RP_RECV_BITMAP_PART, buf, len, &why), 1);
+    assert_int_equal(recv_bitmap_take(&r, map, GWS_RP_RECV_BITMAP_PART, buf, len, &why), -EPROTO);
+    assert_non_null(strstr(why, "more page list"));
+    assert_int_equal(recv_bitmap_take(&r, map, GWS_RP_RECV_BITMAP_PART, buf, 4, &why), -EPROTO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -144,6 +272,9 @@ int main(void)
         cmocka_unit_test(test_runs_max_and_cursor),
         cmocka_unit_test(test_runs_check_rejects),
         cmocka_unit_test(test_take_new),
+        cmocka_unit_test(test_list_in_parts_round_trip),
+        cmocka_unit_test(test_list_sizes),
+        cmocka_unit_test(test_list_rejects),
         cmocka_unit_test(test_hist_percentiles),
         cmocka_unit_test(test_hist_small_and_huge),
     };
