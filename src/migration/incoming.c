@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -299,6 +300,7 @@ static int open_source(struct in_ctx *c)
             return stream_set_error(&c->s, m->cancel ? ECANCELED : e, "accept: %s",
                                     m->cancel ? "cancelled" : strerror(e));
         fd = cfd;
+        mig_socket_deadline(fd, MIG_PRECOPY_LIVENESS_MS);
         pthread_mutex_lock(&m->lock);
         m->fd = fd;
         pthread_mutex_unlock(&m->lock);
@@ -336,6 +338,36 @@ void in_send_rp(struct in_ctx *c, uint32_t type, const char *text)
     stream_fini(&rp);
 }
 
+static int start_guest(struct in_ctx *c)
+{
+    log_debug("state loaded, starting");
+    c->m->ops->start(c->m->vm);
+    in_send_rp(c, GWS_RP_RESUMED, NULL);
+    return 0;
+}
+
+/* Loaded: tell the source, and run only once it commits. */
+static int wait_commit(struct in_ctx *c)
+{
+    struct stream_record rec;
+    in_send_rp(c, GWS_RP_LOADED, NULL);
+    int r = stream_read_record(&c->s, &rec);
+    if (r == 0 && rec.type != GWS_COMMIT)
+        return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over: %s in "
+                                "its place", stream_record_name(rec.type));
+    if (r == -ENODATA)
+        return stream_set_error(&c->s, EPIPE, "the source did not commit the switch-over: the "
+                                "connection ended");
+    if (r < 0) {
+        char why[sizeof(c->s.errmsg)];
+        snprintf(why, sizeof(why), "%s", stream_error(&c->s));
+        c->s.error = 0;
+        return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over: %s",
+                                why);
+    }
+    return start_guest(c);
+}
+
 static int run(struct in_ctx *c)
 {
     struct migration *m = c->m;
@@ -355,6 +387,8 @@ static int run(struct in_ctx *c)
     bool done = false;
     while (!done) {
         struct stream_record rec;
+        if (m->cancel) /* a file or a pipe: no shutdown() wakes us */
+            return stream_set_error(&c->s, ECANCELED, "cancelled");
         int r = stream_read_record(&c->s, &rec);
         if (r == -ENODATA)
             return stream_set_error(&c->s, EPIPE, "stream ended before END_OF_STREAM");
@@ -368,18 +402,28 @@ static int run(struct in_ctx *c)
     log_debug("end of stream");
     if (m->ops->load_finish(m->vm, &err) < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
-    if (!c->from_file) {
-        /* Loaded: tell the source, and run only once it commits. */
-        in_send_rp(c, GWS_RP_LOADED, NULL);
-        struct stream_record rec;
-        if (stream_read_record(&c->s, &rec) < 0 || rec.type != GWS_COMMIT)
-            return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over%s%s",
-                                    stream_error(&c->s)[0] ? ": " : "", stream_error(&c->s));
+    /* From here a cancel is refused: the source may hand the guest over. */
+    if (!mig_take_commit(m))
+        return stream_set_error(&c->s, ECANCELED, "cancelled");
+    if (!c->from_file)
+        return wait_commit(c);
+    return start_guest(c);
+}
+
+
+/* After RP_FAILED: read what the source still sends (bounded) before the
+ * close, which would otherwise reset the connection with unread data and
+ * could take the reason with it. */
+static void drain_before_close(int fd)
+{
+    char sink[16 << 10];
+    shutdown(fd, SHUT_WR);
+    uint64_t end = mig_now_ms() + 500;
+    for (uint64_t now = mig_now_ms(); now < end; now = mig_now_ms()) {
+        struct pollfd p = { fd, POLLIN, 0 };
+        if (poll(&p, 1, (int)(end - now)) <= 0 || read(fd, sink, sizeof(sink)) <= 0)
+            break;
     }
-    log_debug("state loaded, starting");
-    m->ops->start(m->vm);
-    in_send_rp(c, GWS_RP_RESUMED, NULL);
-    return 0;
 }
 
 void *mig_incoming_thread(void *arg)
@@ -394,7 +438,8 @@ void *mig_incoming_thread(void *arg)
     c->m = m;
     c->fd = c->lfd = -1;
     stream_init(&c->s, &stream_fd_ops, NULL);
-    if (run(c) < 0 || stream_get_error(&c->s)) {
+    bool failed = run(c) < 0 || stream_get_error(&c->s);
+    if (failed) {
         const char *why = stream_error(&c->s)[0] ? stream_error(&c->s) : "incoming migration failed";
         if (c->fd >= 0)
             in_send_rp(c, GWS_RP_FAILED, why);
@@ -421,6 +466,8 @@ void *mig_incoming_thread(void *arg)
     pthread_mutex_lock(&m->lock);
     m->fd = -1;
     pthread_mutex_unlock(&m->lock);
+    if (c->fd >= 0 && failed && !c->from_file)
+        drain_before_close(c->fd);
     if (c->fd >= 0)
         close(c->fd);
     stream_fini(&c->s);

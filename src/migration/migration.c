@@ -84,6 +84,19 @@ void mig_init(struct migration *m, void *vm, const struct mig_vm_ops *ops, struc
     m->stats.status = MIG_NONE;
 }
 
+/* Wake the thread from a blocking socket call. Under m->lock: the thread
+ * forgets an fd (sets it to -1, under the lock) before it closes it, so no
+ * number shut down here can belong to something else by then. */
+static void wake_locked(struct migration *m)
+{
+    if (m->pfd >= 0)
+        shutdown(m->pfd, SHUT_RDWR);
+    if (m->fd >= 0)
+        shutdown(m->fd, SHUT_RDWR);
+    if (m->listen_fd >= 0)
+        shutdown(m->listen_fd, SHUT_RDWR);
+}
+
 static void join_thread(struct migration *m)
 {
     pthread_mutex_lock(&m->lock);
@@ -93,13 +106,8 @@ static void join_thread(struct migration *m)
         pthread_mutex_lock(&m->lock);
         m->cancel = true;
         pthread_cond_broadcast(&m->cond);
+        wake_locked(m);
         pthread_mutex_unlock(&m->lock);
-        if (m->pfd >= 0)
-            shutdown(m->pfd, SHUT_RDWR);
-        if (m->fd >= 0)
-            shutdown(m->fd, SHUT_RDWR);
-        if (m->listen_fd >= 0)
-            shutdown(m->listen_fd, SHUT_RDWR);
         pthread_join(m->thread, NULL);
         pthread_mutex_lock(&m->lock);
         m->thread_running = false;
@@ -144,18 +152,26 @@ void mig_set_state(struct migration *m, enum mig_state to)
 void mig_fail(struct migration *m, const char *fmt, ...)
 {
     pthread_mutex_lock(&m->lock);
+    /* A cancel (migrate_cancel, or the VMM ending the thread) whose state
+     * change has not landed yet is a cancel all the same. */
+    bool cancelled = m->stats.status == MIG_CANCELLING ||
+                     (m->cancel && !mig_state_is_postcopy(m->stats.status));
+    if (cancelled) /* the I/O error it caused says nothing */
+        snprintf(m->stats.error_desc, sizeof(m->stats.error_desc), "migration cancelled");
     if (!m->stats.error_desc[0]) {
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(m->stats.error_desc, sizeof(m->stats.error_desc), fmt, ap);
         va_end(ap);
     }
-    bool cancelled = m->stats.status == MIG_CANCELLING;
     if (m->stats.start_ms)
         m->stats.total_ms = mig_now_ms() - m->stats.start_ms;
+    bool via_cancelling = cancelled && m->stats.status != MIG_CANCELLING;
     pthread_mutex_unlock(&m->lock);
     if (!cancelled)
         log_error("migration failed: %s", m->stats.error_desc);
+    if (via_cancelling)
+        mig_set_state(m, MIG_CANCELLING);
     mig_set_state(m, cancelled ? MIG_CANCELLED : MIG_FAILED);
 }
 
@@ -164,18 +180,21 @@ static int start_thread(struct migration *m, const char *uri, bool incoming, str
     struct mig_uri u;
     if (mig_uri_parse(uri, &u, err) < 0)
         return -err->code;
-    join_thread(m); /* reap a finished one */
+    /* Refused before anything is touched: reaping a running thread would
+     * cancel it. */
     pthread_mutex_lock(&m->lock);
-    if (mig_state_is_active(m->stats.status)) {
-        pthread_mutex_unlock(&m->lock);
+    bool busy = mig_state_is_active(m->stats.status);
+    pthread_mutex_unlock(&m->lock);
+    if (busy)
         return gw_error_set(err, EBUSY, "There's a migration process in progress");
-    }
+    join_thread(m); /* reap a finished one (or end a late answer's wait) */
+    pthread_mutex_lock(&m->lock);
     memset(&m->stats, 0, sizeof(m->stats));
     m->stats.status = MIG_NONE;
     m->stats.start_ms = mig_now_ms();
     m->incoming = incoming;
     m->uri = u;
-    m->cancel = false;
+    m->cancel = m->committing = false;
     m->fd = m->listen_fd = m->pfd = -1;
     m->pc_start_req = m->pc_pause_req = m->pc_recover_req = false;
     m->pc_done_named = m->pc_late = false;
@@ -198,6 +217,14 @@ static int start_thread(struct migration *m, const char *uri, bool incoming, str
     mig_set_state(m, MIG_SETUP);
     int r = pthread_create(&m->thread, NULL, incoming ? mig_incoming_thread : mig_outgoing_thread, m);
     if (r != 0) {
+        pthread_mutex_lock(&m->lock);
+        int fd = m->fd, lfd = m->listen_fd;
+        m->fd = m->listen_fd = -1;
+        pthread_mutex_unlock(&m->lock);
+        if (fd >= 0)
+            close(fd);
+        if (lfd >= 0)
+            close(lfd);
         mig_fail(m, "cannot start the migration thread: %s", strerror(r));
         return gw_error_set(err, r, "cannot start the migration thread: %s", strerror(r));
     }
@@ -221,22 +248,36 @@ int mig_cancel(struct migration *m, struct gw_error *err)
 {
     pthread_mutex_lock(&m->lock);
     enum mig_state s = m->stats.status;
-    bool can = s == MIG_SETUP || s == MIG_ACTIVE || s == MIG_DEVICE;
-    int fd = m->fd, lfd = m->listen_fd;
+    bool can = (s == MIG_SETUP || s == MIG_ACTIVE || s == MIG_DEVICE) && !m->committing;
+    bool committing = m->committing && !mig_state_is_final(s);
+    if (can) {
+        m->cancel = true;
+        /* Wake a thread blocked in connect/accept/read/write. */
+        if (m->fd >= 0)
+            shutdown(m->fd, SHUT_RDWR);
+        if (m->listen_fd >= 0)
+            shutdown(m->listen_fd, SHUT_RDWR);
+    }
     pthread_mutex_unlock(&m->lock);
     if (mig_state_is_postcopy(s))
         return gw_error_set(err, EBUSY, "Post-copy is active: the migration cannot be cancelled "
                             "(the guest's newest state is on the destination)");
+    if (committing)
+        return gw_error_set(err, EBUSY, "The switch-over is being committed: too late to cancel "
+                            "(the guest may already run on the destination)");
     if (!can)
         return 0; /* as QEMU: nothing to cancel is not an error */
-    m->cancel = true;
     mig_set_state(m, MIG_CANCELLING);
-    /* Wake a thread blocked in connect/accept/read/write. */
-    if (fd >= 0)
-        shutdown(fd, SHUT_RDWR);
-    if (lfd >= 0)
-        shutdown(lfd, SHUT_RDWR);
     return 0;
+}
+
+bool mig_take_commit(struct migration *m)
+{
+    pthread_mutex_lock(&m->lock);
+    bool go = !m->cancel;
+    m->committing = go;
+    pthread_mutex_unlock(&m->lock);
+    return go;
 }
 
 void mig_get_stats(struct migration *m, struct mig_stats *out)
@@ -335,12 +376,7 @@ int mig_pause(struct migration *m, struct gw_error *err)
     m->pc_pause_req = true;
     if (m->incoming) {
         pthread_mutex_lock(&m->lock);
-        if (m->pfd >= 0)
-            shutdown(m->pfd, SHUT_RDWR);
-        if (m->fd >= 0)
-            shutdown(m->fd, SHUT_RDWR);
-        if (m->listen_fd >= 0) /* waiting for the source to come back */
-            shutdown(m->listen_fd, SHUT_RDWR);
+        wake_locked(m); /* the listener too: waiting for the source to come back */
         pthread_mutex_unlock(&m->lock);
     }
     return 0;

@@ -116,6 +116,8 @@ struct migration {
     bool thread_running;
     pthread_t thread;
     volatile bool cancel;
+    bool committing;               /* the LOADED/COMMIT hand-over has begun: too late to
+                                      cancel (the guest may run on the destination) */
     int fd, listen_fd;             /* for cancel: shutdown() wakes the thread */
     int pfd;                       /* the preempt channel (post-copy) */
     struct mig_uri uri;
@@ -196,6 +198,10 @@ void *mig_incoming_thread(void *arg);
  * Returns 0 once recovery was asked for (the state is postcopy-recover),
  * -ECANCELED when the VMM is shutting down. */
 int mig_pc_wait_recovery(struct migration *m, const char *why);
+/* The migration thread, at the hand-over (source: RP_LOADED read, COMMIT
+ * next; destination: RP_LOADED next): false if a cancel came first (the
+ * migration then fails), else from here on cancel is refused. */
+bool mig_take_commit(struct migration *m);
 /* Destination, after a completed post-copy migration: take one resume on
  * m->pc_recover_fd that names it and answer RP_POSTCOPY_DONE. */
 void *mig_pc_late_done_thread(void *arg);

@@ -950,6 +950,8 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
     int r = out_wait_loaded(c, rp, pong_due ? OUT_PING_DRAIN : 0, HANDSHAKE_TIMEOUT_MS);
     uint64_t t_loaded = mig_now_ns();
     log_debug("switch-over: destination loaded (%s)", r == 0 ? "ok" : "failed");
+    if (r == 0 && !mig_take_commit(m)) /* cancelled first: no COMMIT, the guest runs on here */
+        return stream_set_error(&c->s, ECANCELED, "cancelled before the switch-over's commit");
     if (r == 0) {
         m->ops->completed(m->vm);
         c->stopped = false; /* never resume from here on */
@@ -981,13 +983,17 @@ static int open_target(struct out_ctx *c)
     struct migration *m = c->m;
     struct gw_error err;
     gw_error_init(&err);
-    int fd = mig_uri_connect(&m->uri, &err);
+    int fd = mig_uri_connect(&m->uri, &m->cancel, &err);
     if (fd < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
     c->fd = fd;
+    mig_socket_deadline(fd, MIG_PRECOPY_LIVENESS_MS);
     pthread_mutex_lock(&m->lock);
     m->fd = fd;
+    bool cancelled = m->cancel; /* before the fd was there to shut down */
     pthread_mutex_unlock(&m->lock);
+    if (cancelled)
+        return stream_set_error(&c->s, ECANCELED, "cancelled");
     c->to_file = m->uri.kind == MIG_URI_FILE;
     stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
     return 0;
@@ -1105,6 +1111,30 @@ static int run(struct out_ctx *c)
     }
 }
 
+/* The run failed: if the destination said why first (RP_FAILED, maybe
+ * behind a pong), that is the reason to report, not the broken pipe its
+ * exit caused here. */
+static void take_peer_reason(struct out_ctx *c)
+{
+    if (c->to_file || c->fd < 0 || c->handed_over || stream_get_error(&c->s) == -ECANCELED)
+        return;
+    struct stream rp;
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    for (int i = 0; i < 8; i++) {
+        struct pollfd p = { c->fd, POLLIN, 0 };
+        struct stream_record rec;
+        if ((rp.ipos == rp.ilen && poll(&p, 1, 200) <= 0) || stream_read_record(&rp, &rec) < 0)
+            break;
+        if (rec.type == GWS_RP_FAILED) {
+            c->s.error = 0;
+            stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec.length,
+                             (const char *)rec.body);
+            break;
+        }
+    }
+    stream_fini(&rp);
+}
+
 void *mig_outgoing_thread(void *arg)
 {
     struct migration *m = arg;
@@ -1134,10 +1164,14 @@ void *mig_outgoing_thread(void *arg)
         dirty_log_stop(m->dirty, &err);
     if (m->ops->set_throttle)
         m->ops->set_throttle(m->vm, 0);
+    pthread_mutex_lock(&m->lock);
+    m->stats.throttle_pct = 0; /* what query-migrate says: the guest runs unthrottled */
+    pthread_mutex_unlock(&m->lock);
     pc_src_cleanup(c);
     if (r < 0 || stream_get_error(&c->s)) {
         if (c->stopped && !c->handed_over)
             m->ops->resume(m->vm);
+        take_peer_reason(c);
         mig_fail(m, "%s", stream_error(&c->s)[0] ? stream_error(&c->s) : "migration failed");
     } else {
         pthread_mutex_lock(&m->lock);

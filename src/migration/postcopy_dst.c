@@ -996,6 +996,8 @@ static int go_live(struct pc_dst *pc)
     if (__atomic_load_n(&pc->error, __ATOMIC_SEQ_CST)) /* a page may have come as zeros */
         return stream_set_error(&c->s, EIO, "loading the state: the preempt channel broke: %s",
                                 stream_error(&pc->ps));
+    if (!mig_take_commit(m))
+        return stream_set_error(&c->s, ECANCELED, "cancelled");
     in_send_rp(c, GWS_RP_LOADED, NULL);
     uint64_t t1 = mig_now_ns();
     struct stream_record rec;

@@ -66,7 +66,7 @@ static int open_preempt(struct out_ctx *c)
 {
     struct gw_error err;
     gw_error_init(&err);
-    int fd = mig_uri_connect(&c->m->uri, &err);
+    int fd = mig_uri_connect(&c->m->uri, &c->m->cancel, &err);
     if (fd < 0)
         return stream_set_error(&c->s, err.code, "preempt channel: %s", err.msg);
     c->pfd = fd;
@@ -223,6 +223,8 @@ static int hand_over(struct out_ctx *c, struct stream *rp, struct switch_trace *
     t->loaded = mig_now_ns();
     if (r < 0)
         return -1;
+    if (!mig_take_commit(m)) /* cancelled first: no COMMIT, the guest runs on here */
+        return stream_set_error(&c->s, ECANCELED, "cancelled before the switch-over's commit");
     m->ops->completed(m->vm);
     c->handed_over = true;
     pthread_mutex_lock(&m->lock);
@@ -709,7 +711,7 @@ static int reconnect(struct out_ctx *c)
     pthread_mutex_unlock(&m->lock);
     stream_fini(&c->s);
     stream_init(&c->s, &stream_fd_ops, NULL);
-    int fd = mig_uri_connect(&m->uri, &err);
+    int fd = mig_uri_connect(&m->uri, &m->cancel, &err);
     if (fd < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
     c->fd = fd;

@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,23 +105,59 @@ static void tune_socket(int fd, bool tcp)
 
 void mig_socket_liveness(int fd, unsigned timeout_ms)
 {
+    int one = 1;
+    mig_socket_deadline(fd, timeout_ms);
+    /* Page requests and their answers are small and latency-bound. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+void mig_socket_deadline(int fd, unsigned timeout_ms)
+{
     /* A silent peer (cable cut, link down, process stopped) must surface as
      * an error within about timeout_ms, not after TCP's ~15 minutes:
      * keepalive probes every second while idle, and TCP_USER_TIMEOUT bounds
-     * how long sent data may stay unacknowledged. Unix sockets need none. */
+     * how long sent data may stay unacknowledged (and, on Linux, how long
+     * the peer's window may stay shut). Unix sockets need none. */
     int one = 1, idle = 1, cnt = (int)(timeout_ms / 1000 ? timeout_ms / 1000 : 1);
     unsigned uto = timeout_ms;
     if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0)
         return;
-    /* Page requests and their answers are small and latency-bound. */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle));
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
     setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
 }
 
-static int tcp_socket(const struct mig_uri *u, bool listen_side, struct gw_error *err)
+/* connect() that gives up after MIG_CONNECT_TIMEOUT_MS, or once *cancel
+ * is set (looked at every 100 ms): an address that drops the SYN would
+ * otherwise hold the caller ~2 minutes. -1 with errno on failure. */
+static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len,
+                           const volatile bool *cancel)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -1;
+    int e = connect(fd, sa, len) == 0 ? 0 : errno;
+    for (int waited = 0; e == EINPROGRESS;) {
+        struct pollfd p = { fd, POLLOUT, 0 };
+        int n = poll(&p, 1, 100);
+        socklen_t el = sizeof(e);
+        if (n > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) < 0)
+            e = errno;
+        else if (n < 0 && errno != EINTR)
+            e = errno;
+        else if (n <= 0 && cancel && *cancel)
+            e = ECANCELED;
+        else if (n <= 0 && (waited += 100) >= MIG_CONNECT_TIMEOUT_MS)
+            e = ETIMEDOUT;
+    }
+    fcntl(fd, F_SETFL, fl);
+    errno = e;
+    return e ? -1 : 0;
+}
+
+static int tcp_socket(const struct mig_uri *u, const volatile bool *cancel, bool listen_side,
+                      struct gw_error *err)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = listen_side ? AI_PASSIVE : 0 };
     struct addrinfo *res, *ai;
@@ -143,7 +180,7 @@ static int tcp_socket(const struct mig_uri *u, bool listen_side, struct gw_error
                 break;
         } else {
             tune_socket(fd, true);
-            if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+            if (connect_bounded(fd, ai->ai_addr, ai->ai_addrlen, cancel) == 0)
                 break;
         }
         last = errno;
@@ -180,10 +217,10 @@ static int unix_socket(const struct mig_uri *u, bool listen_side, struct gw_erro
     return fd;
 }
 
-int mig_uri_connect(const struct mig_uri *u, struct gw_error *err)
+int mig_uri_connect(const struct mig_uri *u, const volatile bool *cancel, struct gw_error *err)
 {
     switch (u->kind) {
-    case MIG_URI_TCP: return tcp_socket(u, false, err);
+    case MIG_URI_TCP: return tcp_socket(u, cancel, false, err);
     case MIG_URI_UNIX: return unix_socket(u, false, err);
     case MIG_URI_FILE: {
         int fd = open(u->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -199,7 +236,7 @@ int mig_uri_listen(const struct mig_uri *u, bool *is_listener, struct gw_error *
 {
     *is_listener = u->kind != MIG_URI_FILE;
     switch (u->kind) {
-    case MIG_URI_TCP: return tcp_socket(u, true, err);
+    case MIG_URI_TCP: return tcp_socket(u, NULL, true, err);
     case MIG_URI_UNIX: return unix_socket(u, true, err);
     case MIG_URI_FILE: {
         int fd = open(u->path, O_RDONLY | O_CLOEXEC);

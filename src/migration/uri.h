@@ -19,14 +19,24 @@ struct mig_uri {
 };
 
 int mig_uri_parse(const char *uri, struct mig_uri *out, struct gw_error *err);
-/* Outgoing: connect (tcp/unix) or create+truncate (file). Blocking. */
-int mig_uri_connect(const struct mig_uri *u, struct gw_error *err);
+/* Outgoing: connect (tcp/unix) or create+truncate (file). Blocking; a TCP
+ * connect gives up after MIG_CONNECT_TIMEOUT_MS, or once *cancel (may be
+ * NULL) is set. */
+int mig_uri_connect(const struct mig_uri *u, const volatile bool *cancel, struct gw_error *err);
 /* Incoming: listen (tcp/unix; returns the listening fd) or open the file for
  * reading (returns the file fd; *is_listener = false). */
 int mig_uri_listen(const struct mig_uri *u, bool *is_listener, struct gw_error *err);
 /* TCP: make a dead or unreachable peer an error within ~timeout_ms
- * (keepalive + TCP_USER_TIMEOUT). No-op on other sockets. */
+ * (keepalive + TCP_USER_TIMEOUT), and send small records at once
+ * (TCP_NODELAY: post-copy). No-op on other sockets. */
 void mig_socket_liveness(int fd, unsigned timeout_ms);
+/* The same without TCP_NODELAY, for the bulk stream of pre-copy. */
+void mig_socket_deadline(int fd, unsigned timeout_ms);
+/* Pre-copy's bound: a peer that acknowledges nothing (or keeps its window
+ * shut) this long is gone; a stopped source then resumes its guest. */
+#define MIG_PRECOPY_LIVENESS_MS 10000
+/* How long a TCP connect may take (mig_uri_connect). */
+#define MIG_CONNECT_TIMEOUT_MS 10000
 /* Format back to text (for messages). */
 void mig_uri_format(const struct mig_uri *u, char *buf, unsigned len);
 

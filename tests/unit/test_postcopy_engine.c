@@ -20,8 +20,6 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +33,7 @@
 
 #include "memory/uffd.h"
 #include "engine_vm.h"
+#include "test_netns.h"
 #include "migration/migration.h"
 #include "migration/stream_format.h"
 
@@ -125,22 +124,10 @@ static void check_done(struct evm *src, struct evm *dst)
         assert_true(d.vcpu_blocktime_us[0] > 0);
 }
 
-/* Run a command (argv[0] looked up in PATH) with posix_spawn (vfork: the
- * address space holding registered guest RAM is not copied, as fork
- * would); 0 if it exited 0. */
-static int run(char **argv)
-{
-    pid_t pid;
-    int st;
-    if (posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ) != 0 || waitpid(pid, &st, 0) < 0)
-        return -1;
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
-}
-
 static int lo_link(bool up)
 {
     char *argv[] = { "ip", "link", "set", "lo", up ? "up" : "down", NULL };
-    return run(argv);
+    return test_run(argv);
 }
 
 static bool have_uffd(void)
@@ -729,52 +716,12 @@ static void test_pause_recover_twice(void **state)
 /* A cut cable: loopback goes down in a private network namespace; both
  * sides notice within the liveness timeout, pause, and recover once the
  * link is back. */
-/* Two network namespaces joined by a veth pair, for a link that is slow
- * one way: the destination's side (10.99.0.1) and the source's
- * (10.99.0.2). Named per process, deleted by two_hosts_fini. */
-static char ns_dst[32], ns_src[32];
-
-static int two_hosts(void)
-{
-    snprintf(ns_dst, sizeof(ns_dst), "gwpc-dst-%d", getpid());
-    snprintf(ns_src, sizeof(ns_src), "gwpc-src-%d", getpid());
-    char *cmds[][16] = {
-        { "ip", "netns", "add", ns_dst, NULL },
-        { "ip", "netns", "add", ns_src, NULL },
-        { "ip", "-n", ns_src, "link", "add", "v-src", "type", "veth", "peer", "name", "v-dst",
-          "netns", ns_dst, NULL },
-        { "ip", "-n", ns_src, "addr", "add", "10.99.0.2/24", "dev", "v-src", NULL },
-        { "ip", "-n", ns_dst, "addr", "add", "10.99.0.1/24", "dev", "v-dst", NULL },
-        { "ip", "-n", ns_src, "link", "set", "v-src", "up", NULL },
-        { "ip", "-n", ns_dst, "link", "set", "v-dst", "up", NULL },
-        { "ip", "-n", ns_src, "link", "set", "lo", "up", NULL },
-        { "ip", "-n", ns_dst, "link", "set", "lo", "up", NULL },
-    };
-    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-        if (run(cmds[i]) != 0)
-            return -1;
-    return 0;
-}
-
-static void two_hosts_fini(void)
-{
-    char *a[] = { "ip", "netns", "del", ns_dst, NULL }, *b[] = { "ip", "netns", "del", ns_src, NULL };
-    run(a);
-    run(b);
-}
-
-/* This thread (and the threads it starts from now on) into namespace ns. */
-static int enter(const char *ns)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/run/netns/%s", ns);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int r = setns(fd, CLONE_NEWNET);
-    close(fd);
-    return r;
-}
+/* Two hosts (tests/lib/test_netns.h): the destination's side 10.99.0.1,
+ * the source's 10.99.0.2. */
+static struct test_hosts hosts;
+#define ns_dst hosts.dst
+#define ns_src hosts.src
+#define enter test_hosts_enter
 
 /* The source's side sends at 64 KB/s from now on (a queue of at most 1 s,
  * so that nothing waits unacknowledged long enough to look like a dead
@@ -785,7 +732,7 @@ static int slow_source_side(bool on)
                     "tbf", "rate", "512kbit", "burst", "16kb", "latency", "1s", NULL };
     char *del[] = { "ip", "netns", "exec", ns_src, "tc", "qdisc", "del", "dev", "v-src", "root",
                     NULL };
-    return run(on ? add : del);
+    return test_run(on ? add : del);
 }
 
 /* migrate-pause on the source while the push waits behind a slow link
@@ -796,8 +743,8 @@ static void test_pause_on_a_slow_link(void **state)
 {
     if (!have_uffd())
         skip();
-    if (two_hosts() != 0) {
-        two_hosts_fini();
+    if (test_hosts_up(&hosts, "pc") != 0) {
+        test_hosts_down(&hosts);
         fprintf(stderr, "    no network namespaces or veth here: skipped\n");
         skip();
     }
@@ -832,7 +779,7 @@ static void test_pause_on_a_slow_link(void **state)
     check_done(&src, &dst);
     evm_fini(&dst);
     evm_fini(&src);
-    two_hosts_fini();
+    test_hosts_down(&hosts);
 }
 
 static void test_link_down_recover(void **state)

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -30,6 +31,7 @@
 
 #include "common/log.h"
 #include "engine_vm.h"
+#include "test_netns.h"
 #include "migration/migration.h"
 #include "migration/stream.h"
 
@@ -800,6 +802,305 @@ static void test_write_mapped_or_not(void **state)
     guest_ram_fini(&ram);
 }
 
+/* ---- refusals and cancels that must not lose the guest ---- */
+
+/* The guest runs: its vCPU thread makes progress. */
+static bool runs(struct evm *v)
+{
+    uint64_t g = v->gen;
+    evm_sleep_us(50000);
+    return v->gen != g;
+}
+
+/* A second `migrate` (or `migrate-incoming`) while one runs is refused,
+ * and the running one goes on to complete (it was cancelled by the reaping
+ * of "a finished thread"). */
+static void test_second_migration_refused(void **state)
+{
+    static struct evm src, dst, dst2;
+    char uri[128], uri2[128];
+    uri_for(uri, sizeof(uri), "two");
+    uri_for(uri2, sizeof(uri2), "two2");
+    pair(&src, &dst);
+    evm_set_param(&src, "max-bandwidth", 16LL << 20);
+    start(&src, &dst, uri);
+    wait_rounds(&src, 1);
+    assert_int_equal(evm_init(&dst2, RAM_SIZE, &src), 0);
+    assert_int_equal(evm_set_cap(&dst2, MIG_CAP_POSTCOPY_RAM, false), 0);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_incoming(&dst2.mig, uri2, &err), 0);
+    assert_int_equal(mig_start_outgoing(&src.mig, uri2, &err), -EBUSY);
+    assert_non_null(strstr(err.msg, "in progress"));
+    gw_error_init(&err);
+    assert_int_equal(mig_start_incoming(&dst.mig, uri2, &err), -EBUSY);
+    assert_int_equal(evm_state(&src), MIG_ACTIVE);
+    evm_set_param(&src, "max-bandwidth", 0);
+    check_done(&src, &dst);
+    assert_int_equal(mig_cancel(&dst2.mig, &err), 0);
+    assert_true(evm_wait_state(&dst2, MIG_CANCELLED, 10000));
+    evm_fini(&dst2);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* A migrate_cancel that comes once the hand-over is under way (here from
+ * the source's `completed` op, which runs between RP_LOADED and COMMIT) is
+ * refused on either side; before, it broke the COMMIT and the guest ran on
+ * neither host. */
+static struct {
+    struct mig_vm_ops ops;
+    const struct mig_vm_ops *orig;
+    struct migration *target;
+    int r;
+    char msg[256];
+} late_cancel;
+
+static void cancel_in_commit(void *vm)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    late_cancel.orig->completed(vm);
+    late_cancel.r = mig_cancel(late_cancel.target, &err);
+    snprintf(late_cancel.msg, sizeof(late_cancel.msg), "%s", err.msg);
+}
+
+static void cancel_in_commit_window(bool on_dst)
+{
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), on_dst ? "cwd" : "cws");
+    pair(&src, &dst);
+    late_cancel.orig = src.mig.ops;
+    late_cancel.ops = *src.mig.ops;
+    late_cancel.ops.completed = cancel_in_commit;
+    late_cancel.target = on_dst ? &dst.mig : &src.mig;
+    src.mig.ops = &late_cancel.ops;
+    start(&src, &dst, uri);
+    check_done(&src, &dst);
+    fprintf(stderr, "    cancel: %s\n", late_cancel.msg);
+    assert_int_equal(late_cancel.r, -EBUSY);
+    assert_non_null(strstr(late_cancel.msg, "too late to cancel"));
+    src.mig.ops = late_cancel.orig;
+    assert_false(runs(&src));
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+static void test_cancel_in_commit_window(void **state) { cancel_in_commit_window(false); }
+static void test_cancel_destination_in_commit_window(void **state) { cancel_in_commit_window(true); }
+
+/* The connection breaks between RP_LOADED and COMMIT: the destination's
+ * reason says so once, cleanly (it was formatted into itself). */
+static void cut_in_commit(void *vm)
+{
+    struct evm *src = vm;
+    shutdown(src->mig.fd, SHUT_RDWR);
+    late_cancel.orig->completed(vm);
+}
+
+static void test_cut_in_commit_window(void **state)
+{
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "cut");
+    pair(&src, &dst);
+    late_cancel.orig = src.mig.ops;
+    late_cancel.ops = *src.mig.ops;
+    late_cancel.ops.completed = cut_in_commit;
+    src.mig.ops = &late_cancel.ops;
+    start(&src, &dst, uri);
+    assert_true(evm_wait_state(&dst, MIG_FAILED, 30000));
+    struct mig_stats d;
+    mig_get_stats(&dst.mig, &d);
+    fprintf(stderr, "    destination: %s\n", d.error_desc);
+    const char *why = "the source did not commit the switch-over";
+    const char *at = strstr(d.error_desc, why);
+    assert_non_null(at);
+    assert_null(strstr(at + 1, why));
+    assert_true(evm_wait_state(&src, MIG_COMPLETED, 30000)); /* it handed the guest over */
+    src.mig.ops = late_cancel.orig;
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* A restore from a file cancelled at once: either the cancel lands (the
+ * restore ends cancelled, nothing runs) or it is refused (too late, the
+ * restore completes); never a cancel that is accepted and then ignored. */
+static void test_cancel_restore(void **state)
+{
+    static struct evm src, dst;
+    char uri[128];
+    snprintf(uri, sizeof(uri), "file:/tmp/gw-pre-%d-restore.img", getpid());
+    pair(&src, &dst);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_outgoing(&src.mig, uri, &err), 0);
+    assert_true(evm_wait_state(&src, MIG_COMPLETED, 30000));
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(mig_start_incoming(&dst.mig, uri, &err), 0);
+        int r = mig_cancel(&dst.mig, &err);
+        for (int k = 0; k < 10000 && !mig_state_is_final(evm_state(&dst)); k++)
+            evm_sleep_us(1000);
+        fprintf(stderr, "    cancel -> %d: %s, started %d\n", r, mig_state_name(evm_state(&dst)),
+                dst.started);
+        if (r == 0) {
+            assert_int_equal(evm_state(&dst), MIG_CANCELLED);
+            assert_false(dst.started);
+        } else {
+            assert_int_equal(evm_state(&dst), MIG_COMPLETED);
+            break;
+        }
+    }
+    unlink(uri + strlen("file:"));
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* After a cancel under auto-converge: query-migrate says "cancelled" (not
+ * the broken pipe the cancel caused) and no throttle any more. */
+static void test_cancel_stats(void **state)
+{
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "cst");
+    pair(&src, &dst);
+    assert_int_equal(evm_set_cap(&src, MIG_CAP_AUTO_CONVERGE, true), 0);
+    evm_set_param(&src, "max-bandwidth", 8LL << 20);
+    evm_set_param(&src, "downtime-limit", 1);
+    evm_set_param(&src, "cpu-throttle-initial", 30);
+    start(&src, &dst, uri);
+    for (int i = 0; i < 30000 && src.throttle_pct == 0; i++)
+        evm_sleep_us(1000);
+    assert_true(src.throttle_pct > 0);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_cancel(&src.mig, &err), 0);
+    assert_true(evm_wait_state(&src, MIG_CANCELLED, 10000));
+    struct mig_stats s;
+    mig_get_stats(&src.mig, &s);
+    fprintf(stderr, "    after the cancel: '%s', throttle %u %%\n", s.error_desc, s.throttle_pct);
+    assert_string_equal(s.error_desc, "migration cancelled");
+    assert_int_equal(s.throttle_pct, 0);
+    assert_int_equal(src.throttle_pct, 0);
+    assert_true(runs(&src));
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* The destination refuses the stream: the source reports its reason, not
+ * the broken pipe that followed, and runs on. */
+static void test_destination_reason(void **state)
+{
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "why");
+    assert_int_equal(evm_init(&src, RAM_SIZE, NULL), 0);
+    assert_int_equal(evm_init(&dst, RAM_SIZE * 2, &src), 0);
+    assert_int_equal(evm_set_cap(&src, MIG_CAP_POSTCOPY_RAM, false), 0);
+    assert_int_equal(evm_set_cap(&dst, MIG_CAP_POSTCOPY_RAM, false), 0);
+    start(&src, &dst, uri);
+    assert_true(evm_wait_state(&dst, MIG_FAILED, 10000));
+    assert_true(evm_wait_state(&src, MIG_FAILED, 10000));
+    struct mig_stats s, d;
+    mig_get_stats(&src.mig, &s);
+    mig_get_stats(&dst.mig, &d);
+    fprintf(stderr, "    source: %s\n    destination: %s\n", s.error_desc, d.error_desc);
+    assert_non_null(strstr(s.error_desc, "destination failed: "));
+    assert_non_null(strstr(s.error_desc, d.error_desc));
+    assert_true(runs(&src));
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* The source's stop op, wrapped: the link goes down as the guest stops. */
+static struct {
+    struct mig_vm_ops ops;
+    const struct mig_vm_ops *orig;
+    struct test_hosts *h;
+} cut_at_stop;
+
+static int stop_and_cut(void *vm, struct gw_error *err)
+{
+    int r = cut_at_stop.orig->stop(vm, err);
+    assert_int_equal(test_hosts_link(cut_at_stop.h, false), 0);
+    return r;
+}
+
+/* The link between two hosts goes down as the source's guest stops for
+ * the switch-over, with no retries left to the guard: the source gives up
+ * within the liveness bound and runs its guest again, and the destination
+ * fails (both blocked for ~15 minutes on TCP's own timeouts before). */
+static void test_link_down_at_switchover(void **state)
+{
+    static struct test_hosts h;
+    if (test_hosts_up(&h, "pre") != 0) {
+        test_hosts_down(&h);
+        fprintf(stderr, "    no network namespaces or veth here: skipped\n");
+        skip();
+    }
+    static struct evm src, dst;
+    pair(&src, &dst);
+    evm_set_param(&src, "max-switchover-retries", 0);
+    cut_at_stop.orig = src.mig.ops;
+    cut_at_stop.ops = *src.mig.ops;
+    cut_at_stop.ops.stop = stop_and_cut;
+    cut_at_stop.h = &h;
+    src.mig.ops = &cut_at_stop.ops;
+    const char *uri = "tcp:10.99.0.1:47201";
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(test_hosts_enter(h.dst), 0);
+    assert_int_equal(mig_start_incoming(&dst.mig, uri, &err), 0);
+    assert_int_equal(test_hosts_enter(h.src), 0);
+    assert_int_equal(mig_start_outgoing(&src.mig, uri, &err), 0);
+    assert_true(evm_wait_state(&src, MIG_DEVICE, 30000));
+    uint64_t t0 = mig_now_ms();
+    assert_true(evm_wait_state(&src, MIG_FAILED, 30000));
+    uint64_t src_ms = mig_now_ms() - t0;
+    assert_true(evm_wait_state(&dst, MIG_FAILED, 30000));
+    uint64_t dst_ms = mig_now_ms() - t0;
+    struct mig_stats s, d;
+    mig_get_stats(&src.mig, &s);
+    mig_get_stats(&dst.mig, &d);
+    fprintf(stderr, "    source failed after %llu ms (%s), destination after %llu ms (%s)\n",
+            (unsigned long long)src_ms, s.error_desc, (unsigned long long)dst_ms, d.error_desc);
+    assert_true(runs(&src));
+    assert_false(dst.started);
+    src.mig.ops = cut_at_stop.orig;
+    evm_fini(&dst);
+    evm_fini(&src);
+    test_hosts_down(&h);
+}
+
+/* A source cancelled while its connect waits on an address that drops
+ * every packet: the cancel ends the wait at once (it took ~2 minutes). */
+static void test_cancel_while_connecting(void **state)
+{
+    static struct test_hosts h;
+    if (test_hosts_up(&h, "prc") != 0) {
+        test_hosts_down(&h);
+        fprintf(stderr, "    no network namespaces or veth here: skipped\n");
+        skip();
+    }
+    static struct evm src;
+    assert_int_equal(evm_init(&src, RAM_SIZE, NULL), 0);
+    assert_int_equal(test_hosts_enter(h.src), 0);
+    assert_int_equal(test_hosts_link(&h, false), 0); /* SYNs go nowhere */
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_outgoing(&src.mig, "tcp:10.99.0.1:47202", &err), 0);
+    evm_sleep_us(500000);
+    assert_int_equal(evm_state(&src), MIG_SETUP);
+    uint64_t t0 = mig_now_ms();
+    assert_int_equal(mig_cancel(&src.mig, &err), 0);
+    assert_true(evm_wait_state(&src, MIG_CANCELLED, 5000));
+    fprintf(stderr, "    cancelled after %llu ms\n", (unsigned long long)(mig_now_ms() - t0));
+    assert_true(runs(&src));
+    evm_fini(&src);
+    test_hosts_down(&h);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -825,6 +1126,15 @@ int main(void)
         cmocka_unit_test(test_stalled_switchover_no_retries),
         cmocka_unit_test(test_stalled_switchover_cancel),
         cmocka_unit_test(test_hostile_pages),
+        cmocka_unit_test(test_second_migration_refused),
+        cmocka_unit_test(test_cancel_in_commit_window),
+        cmocka_unit_test(test_cancel_destination_in_commit_window),
+        cmocka_unit_test(test_cut_in_commit_window),
+        cmocka_unit_test(test_cancel_restore),
+        cmocka_unit_test(test_cancel_stats),
+        cmocka_unit_test(test_destination_reason),
+        cmocka_unit_test(test_link_down_at_switchover),
+        cmocka_unit_test(test_cancel_while_connecting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
