@@ -590,6 +590,10 @@ static int wait_done(struct out_ctx *c)
  * this is a pause: a bare end of stream there means the source exited. */
 static void park_channels(struct out_ctx *c)
 {
+    /* Forgotten before they are closed: nothing shuts down a reused number. */
+    pthread_mutex_lock(&c->m->lock);
+    c->m->fd = c->m->pfd = -1;
+    pthread_mutex_unlock(&c->m->lock);
     if (c->fd >= 0 && !c->m->cancel) { /* shutting down: no pause, an exit */
         /* Behind what is queued; bounded, since the link may be dead. */
         struct timeval tv = { 2, 0 };
