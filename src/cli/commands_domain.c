@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "control/control.h"
+#include "daemon/domain_store.h"
 #include "qmp/qmp_json.h"
 
 static const struct cli_opt opt_domain[] = {
@@ -34,16 +35,43 @@ static int run_suspend(struct cli *c, const struct cli_args *a) { return simple(
 static int run_resume(struct cli *c, const struct cli_args *a) { return simple(c, a, "domain-resume", "resumed"); }
 static int run_undefine(struct cli *c, const struct cli_args *a) { return simple(c, a, "domain-undefine", "has been undefined"); }
 
+/* FILE (a pipe too) held to the rule the daemon holds its own definition
+ * files to (store_parse_json): one JSON object and nothing after it but
+ * white space, so that `{...} xyz` or two objects are not sent as the
+ * first. At most CTL_MAX_MSG bytes: no more could be sent. */
+static int read_definition(const char *file, struct json_object **def, struct gw_error *err)
+{
+    *def = NULL;
+    FILE *f = fopen(file, "re");
+    if (!f)
+        return gw_error_set(err, errno, "%m");
+    size_t cap = CTL_MAX_MSG + 1, n = 0, got;
+    char *text = malloc(cap);
+    int r = text ? 0 : gw_error_set(err, ENOMEM, "out of memory");
+    while (r == 0 && n < cap && (got = fread(text + n, 1, cap - n, f)) > 0)
+        n += got;
+    if (r == 0 && ferror(f))
+        r = gw_error_set(err, errno ? errno : EIO, "%m");
+    else if (r == 0 && n == cap)
+        r = gw_error_set(err, EFBIG, "larger than a definition may be (%u bytes)", CTL_MAX_MSG);
+    if (r == 0)
+        r = store_parse_json(text, n, def, err);
+    fclose(f);
+    free(text);
+    return r;
+}
+
 static int run_define(struct cli *cli, const struct cli_args *a)
 {
     const char *file = cli_arg(a, "file");
-    struct json_object *def = json_object_from_file(file);
-    if (!def)
-        return cli_fail("failed to read '%s': %s", file, json_util_get_last_err());
-    struct json_object *args = json_object_new_object(), *ret;
-    json_object_object_add(args, "definition", def);
+    struct json_object *def, *args = json_object_new_object(), *ret;
     struct gw_error err;
     gw_error_init(&err);
+    if (read_definition(file, &def, &err) < 0) {
+        json_object_put(args);
+        return cli_fail("failed to read '%s': %s", file, err.msg);
+    }
+    json_object_object_add(args, "definition", def);
     if (cli_call(cli, "domain-define", args, &ret, &err) < 0)
         return cli_fail("failed to define domain from %s\nerror: %s", file, err.msg);
     fprintf(cli->out, "Domain '%s' defined from %s\n\n", qmp_json_get_str(ret, "name"), file);

@@ -216,17 +216,33 @@ void ctl_request_fini(struct ctl_request *req)
     memset(req, 0, sizeof(*req));
 }
 
+/* The one rule of both ends of a hello: the other side's version is ours,
+ * or the connection ends (docs/daemon.md, "Hello"). */
+static int check_version(int64_t v, const char *theirs, const char *self, struct gw_error *err)
+{
+    if (v != CTL_PROTOCOL_VERSION)
+        return gw_error_set(err, EPROTONOSUPPORT,
+                            "%s control protocol version %lld is not supported (%s speaks version %d)",
+                            theirs, (long long)v, self, CTL_PROTOCOL_VERSION);
+    return 0;
+}
+
 int ctl_hello_check(struct json_object *args, struct gw_error *err)
 {
     int64_t v = 0;
     int r = ctl_arg_int(args, "protocol", true, &v, err);
-    if (r < 0)
-        return r;
-    if (v != CTL_PROTOCOL_VERSION)
-        return gw_error_set(err, EPROTONOSUPPORT,
-                            "protocol version %lld is not supported (this side speaks version %d)",
-                            (long long)v, CTL_PROTOCOL_VERSION);
-    return 0;
+    return r < 0 ? r : check_version(v, "the client's", "this daemon", err);
+}
+
+int ctl_hello_reply_check(struct json_object *ret, struct gw_error *err)
+{
+    struct json_object *v;
+    if (!json_object_is_type(ret, json_type_object) || !json_object_object_get_ex(ret, "protocol", &v) ||
+        !json_object_is_type(v, json_type_int))
+        return gw_error_set(err, EPROTO, "the daemon's hello reply does not say which control "
+                            "protocol version it speaks (this client speaks version %d)",
+                            CTL_PROTOCOL_VERSION);
+    return check_version(json_object_get_int64(v), "the daemon's", "this client", err);
 }
 
 struct json_object *ctl_request_new(int64_t id, const char *command, struct json_object *args)

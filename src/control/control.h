@@ -13,7 +13,9 @@
  *   event    {"event": TYPE, "domain": NAME, "uuid": UUID, "data": {...},
  *             "timestamp": {"seconds": S, "microseconds": US}}
  * The first request on a connection must be "hello" with
- * {"protocol": CTL_PROTOCOL_VERSION}.
+ * {"protocol": CTL_PROTOCOL_VERSION}; its reply carries the daemon's
+ * version. Each side refuses a version other than its own
+ * (ctl_hello_check, ctl_hello_reply_check) and the connection ends.
  *
  * Returns: 0 or -errno for operations (-ECONNRESET: peer closed cleanly,
  * -EMSGSIZE: over-length, -EPROTO: not a valid message, -EIO: transport
@@ -91,8 +93,14 @@ struct ctl_request {
 /* Validate a request. On failure *req is cleared (id kept when readable). */
 int ctl_request_parse(struct json_object *msg, struct ctl_request *req, struct gw_error *err);
 void ctl_request_fini(struct ctl_request *req);
-/* Check a hello request's arguments: protocol version. */
+/* The daemon's check of a hello request's arguments: -EINVAL when
+ * "protocol" is missing or not an integer, -EPROTONOSUPPORT (class
+ * VersionMismatch) when it is not CTL_PROTOCOL_VERSION. */
 int ctl_hello_check(struct json_object *args, struct gw_error *err);
+/* The client's check of the daemon's hello return: -EPROTO when it has no
+ * integer "protocol", -EPROTONOSUPPORT when it is not CTL_PROTOCOL_VERSION.
+ * Both messages name the version received and the version spoken. */
+int ctl_hello_reply_check(struct json_object *ret, struct gw_error *err);
 
 struct json_object *ctl_request_new(int64_t id, const char *command, struct json_object *args /* taken */);
 struct json_object *ctl_hello_args(const char *who);

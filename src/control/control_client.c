@@ -192,6 +192,14 @@ int ctl_client_next_event(struct ctl_client *c, int timeout_ms, struct json_obje
     }
 }
 
+/* Say hello and refuse a daemon that speaks another protocol version: no
+ * request of ours could mean to it what we mean (the caller closes). */
+static int hello(struct ctl_client *c, const char *who, int timeout_ms, struct gw_error *err)
+{
+    int r = ctl_client_call(c, "hello", ctl_hello_args(who), &c->hello, timeout_ms, err);
+    return r < 0 ? r : ctl_hello_reply_check(c->hello, err);
+}
+
 struct ctl_client *ctl_client_connect(const char *uri, const struct ctl_tls_config *tls,
                                       const char *who, int timeout_ms, struct gw_error *err)
 {
@@ -205,7 +213,7 @@ struct ctl_client *ctl_client_connect(const char *uri, const struct ctl_tls_conf
     }
     c->fd = u.kind == CTL_URI_TCP ? connect_tcp(&u, timeout_ms, err) : connect_unix(&u, err);
     if (c->fd < 0 || secure(c, u.kind == CTL_URI_TCP ? tls : NULL, timeout_ms, err) < 0 ||
-        ctl_client_call(c, "hello", ctl_hello_args(who), &c->hello, timeout_ms, err) < 0) {
+        hello(c, who, timeout_ms, err) < 0) {
         ctl_client_free(c);
         return NULL;
     }

@@ -3,7 +3,9 @@
  * hello, send requests and wait for their replies, wait for events. Used
  * by godwit and, for daemon-to-daemon migration, by godwitd.
  *
- * Returns: ctl_client_connect NULL with err filled; operations 0 or -errno
+ * Returns: ctl_client_connect NULL with err filled (a daemon whose hello
+ * reply carries another protocol version is refused: err->code
+ * EPROTONOSUPPORT, EPROTO when it carries none); operations 0 or -errno
  * with err filled: -EREMOTEIO for an error reply (err->msg is its desc,
  * *cls its class), -ETIMEDOUT when timeout_ms passed (the client is then
  * broken: a reply may be half read; reconnect), -ECONNRESET when the peer

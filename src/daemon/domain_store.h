@@ -36,7 +36,17 @@ int store_path(const char *dir, enum store_file f, const char *name, char *buf, 
 
 int store_write_atomic(const char *path, const char *data, size_t len, struct gw_error *err);
 int store_write_json(const char *path, struct json_object *o, struct gw_error *err);
-/* Read a JSON object file; -ENOENT when absent. */
+
+/* What a state file read back must hold: one JSON object, then nothing but
+ * white space (space, tab, CR, LF; a NUL byte is not white space). Anything
+ * else is refused whole, never half-read: -EINVAL with err saying where
+ * (byte offset, line, column) and what was found there; -EFBIG over
+ * STORE_FILE_MAX bytes. store_parse_json checks text[0 .. len) (a new
+ * object in *out, NULL on failure); store_read_json reads the file at path
+ * (a regular file) and checks it, its messages starting with the path.
+ * store_read_json returns -ENOENT when the file is absent (err not filled). */
+#define STORE_FILE_MAX (4u << 20)
+int store_parse_json(const char *text, size_t len, struct json_object **out, struct gw_error *err);
 int store_read_json(const char *path, struct json_object **out, struct gw_error *err);
 
 int store_save_def(const char *dir, const struct dom_def *def, struct gw_error *err);

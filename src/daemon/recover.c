@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -76,19 +78,64 @@ static int reattach(struct daemon *dm, struct domain *dom, const struct store_st
     return monitor_start(dm, dom, evq, err);
 }
 
+/* The pid of whatever serves the domain's standard QMP socket (0: none). */
+static pid_t qmp_socket_owner(const char *path)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    struct ucred cred = { 0 };
+    socklen_t len = sizeof(cred);
+    if (strlen(path) >= sizeof(a.sun_path))
+        return 0;
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        cred.pid = 0;
+    close(fd);
+    return cred.pid;
+}
+
+/* The status file is damaged (not missing): say so, keep it aside, and
+ * look for the domain's VMM where it would listen, so that a running guest
+ * is not left unseen (a later start would run it twice). 0 and *s filled
+ * if a VMM of this domain answers there. */
+static int status_damaged(struct daemon *dm, struct domain *dom, const char *path,
+                          const struct gw_error *why, struct store_status *s)
+{
+    char bad[PATH_MAX + 8];
+    snprintf(bad, sizeof(bad), "%s.bad", path);
+    if (rename(path, bad) < 0)
+        bad[0] = 0;
+    log_error("domain '%s': %s%s%s", dom->def.name, why->msg, bad[0] ? "; kept as " : "", bad);
+    memset(s, 0, sizeof(*s));
+    s->state = s->reason = s->id = -1;
+    domain_path(dm, dom, STORE_QMP, s->qmp, sizeof(s->qmp));
+    s->pid = qmp_socket_owner(s->qmp);
+    if (s->pid <= 0 || !vmm_is_domain(s->pid, dom->def.name))
+        return -1;
+    s->state = DOM_STATE_RUNNING; /* reattach asks the VMM what it is doing */
+    log_info("domain '%s': a VMM (pid %d) serves its QMP socket", dom->def.name, (int)s->pid);
+    return 0;
+}
+
 static void recover_one(struct daemon *dm, struct domain *dom)
 {
     char path[PATH_MAX];
     struct gw_error e;
     gw_error_init(&e);
     struct json_object *o = NULL;
+    struct store_status s;
     domain_path(dm, dom, STORE_STATUS, path, sizeof(path));
-    if (store_read_json(path, &o, &e) < 0) {
+    int r = store_read_json(path, &o, &e);
+    if (r == -ENOENT || (r < 0 && status_damaged(dm, dom, path, &e, &s) < 0)) {
         domain_save_status(dm, dom, NULL);
         return;
     }
-    struct store_status s;
-    store_status_from_json(o, &s, NULL);
+    gw_error_init(&e);
+    if (r == 0)
+        store_status_from_json(o, &s, NULL);
     if (s.state >= 0 && dom_state_active((enum dom_state)s.state)) {
         if (reattach(dm, dom, &s, &e) == 0) {
             log_info("domain '%s': found its VMM again (pid %d, %s)", dom->def.name, (int)dom->pid,

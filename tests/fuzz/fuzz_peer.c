@@ -9,8 +9,8 @@
  *     (mig_finish_from_json), migration-abort/-status (mig_head_from_json),
  *     migration-prepare-resume (head and dest_host);
  *   - a reply (the source's side): ctl_reply_result, then what the source
- *     reads from a Prepare or Finish/Status answer (mig_uri_from_reply,
- *     mig_outcome_from_reply).
+ *     reads from a hello, Prepare or Finish/Status answer
+ *     (ctl_hello_reply_check, mig_uri_from_reply, mig_outcome_from_reply).
  * Input: byte 0 = how the rest is read (bit 0: the rest is a framed byte
  * stream as on the wire; else it is one message body and gets a correct
  * header; bits 1-3: read size), byte 1 = the destination's facts for the
@@ -23,7 +23,8 @@
  * send again for it (mig_*_to_json, over the wire) parses back to the same
  * thing; Prepare's checks refuse whenever the facts say the domain is in
  * use and accept only a layout and post-copy both sides support; an
- * accepted Prepare answer's uri is a tcp:HOST:PORT address. */
+ * accepted Prepare answer's uri is a tcp:HOST:PORT address; a hello
+ * answer is accepted exactly when its "protocol" is our version. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -238,6 +239,20 @@ static void check_uri(const char *uri)
         FUZZ_CHECK(err.code && err.msg[0]);
 }
 
+/* The source's check of the peer's hello answer: our version or nothing. */
+static void check_hello_answer(struct json_object *ret)
+{
+    struct json_object *v = NULL;
+    struct gw_error err;
+    gw_error_init(&err);
+    bool ours = json_object_is_type(ret, json_type_object) && json_object_object_get_ex(ret, "protocol", &v) &&
+                json_object_is_type(v, json_type_int) && json_object_get_int64(v) == CTL_PROTOCOL_VERSION;
+    int r = ctl_hello_reply_check(ret, &err);
+    FUZZ_CHECK((r == 0) == ours);
+    if (r < 0)
+        fuzz_check_refused(r, &err);
+}
+
 static void on_reply(struct json_object *msg)
 {
     struct json_object *ret = NULL;
@@ -250,6 +265,7 @@ static void on_reply(struct json_object *msg)
         fuzz_check_refused(r, &err);
         return;
     }
+    check_hello_answer(ret);
     char uri[JOB_URI_MAX];
     if ((r = mig_uri_from_reply(ret, "Prepare answer", uri, sizeof(uri), &err)) == 0)
         check_uri(uri);

@@ -7,13 +7,15 @@
  *   == 2: a migration job, STATE/jobs/UUID.json (job_load), and what the
  *     restarted daemon decides to do with it (job_recovery_action,
  *     job_recovery_after_peer, with facts from byte 0).
- * Oracles: a refused file carries an errno and a message; what is loaded
- * obeys its rules; it is written back by the daemon's own writer
- * (store_save_def, store_status_to_json, job_save) and loads again to the
- * same value (for a definition, through store_load_defs, and the same
- * domain at every load, a made-up uuid included); a status member
- * that is valid is never lost, one that is not is never half-read; every
- * saved job has a recovery action in range. */
+ * Oracles: a refused file carries an errno and a message naming it; an
+ * accepted definition or status is one JSON object with nothing after it
+ * but white space (no NUL byte, and the same bytes followed by "\nx" are
+ * refused, saying where); what is loaded obeys its rules; it is written
+ * back by the daemon's own writer (store_save_def, store_status_to_json,
+ * job_save) and loads again to the same value (for a definition, through
+ * store_load_defs, and the same domain at every load, a made-up uuid
+ * included); a status member that is valid is never lost, one that is not
+ * is never half-read; every saved job has a recovery action in range. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -66,6 +68,24 @@ static void put_file(const char *path, const uint8_t *data, size_t size)
     close(fd);
 }
 
+/* Accepted bytes with something after the object: refused whole, saying
+ * where ("\n" first: the bytes may end in a // comment). */
+static void refused_with_more(const uint8_t *data, size_t size, const char *path)
+{
+    uint8_t *more = malloc(size + 2);
+    FUZZ_CHECK(more);
+    memcpy(more, data, size);
+    memcpy(more + size, "\nx", 2);
+    put_file(path, more, size + 2);
+    free(more);
+    struct gw_error err;
+    gw_error_init(&err);
+    struct json_object *o = (void *)1;
+    int r = store_read_json(path, &o, &err);
+    fuzz_check_refused(r, &err);
+    FUZZ_CHECK(r == -EINVAL && !o && strstr(err.msg, "unexpected data after the JSON object at offset"));
+}
+
 /* ---- definitions ---- */
 
 struct loaded {
@@ -96,8 +116,12 @@ static struct json_object *read_back(enum store_file f, const uint8_t *data, siz
     int r = store_read_json(path, &o, &err);
     if (r < 0) {
         fuzz_check_refused(r, &err);
+        FUZZ_CHECK(!strncmp(err.msg, path, strlen(path))); /* the message names the file */
         return NULL;
     }
+    FUZZ_CHECK(json_object_is_type(o, json_type_object) && !memchr(data, 0, size));
+    refused_with_more(data, size, path);
+    put_file(path, data, size);
     return o;
 }
 

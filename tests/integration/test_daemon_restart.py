@@ -4,7 +4,9 @@
 its state directory (pid alive, QMP answers query-name with the right name),
 keeping their ids and paused state; a VM that died while no daemon watched
 is found shut off (crashed), and one alive but unreachable on QMP is killed
-and marked crashed. A clean daemon stop leaves VMs running too."""
+and marked crashed. A damaged status file (garbage after its JSON) is
+refused, kept aside as .bad, and the VMM that serves the domain's QMP
+socket is found all the same. A clean daemon stop leaves VMs running too."""
 # timeout: 180
 import os
 import signal
@@ -16,11 +18,11 @@ from godwitd_test import Daemon, pid_alive, vmm_kind
 def main():
     print("VMM:", vmm_kind())
     with Daemon() as d:
-        for name in ("keep", "paused", "lost", "mute"):
+        for name in ("keep", "paused", "lost", "mute", "damaged"):
             d.define(name)
             d.run("start", name)
         d.run("suspend", "paused")
-        pids = {n: d.status(n)["pid"] for n in ("keep", "paused", "lost", "mute")}
+        pids = {n: d.status(n)["pid"] for n in ("keep", "paused", "lost", "mute", "damaged")}
         ids = {n: d.status(n)["id"] for n in pids}
 
         d.stop(signal.SIGKILL)
@@ -28,8 +30,19 @@ def main():
         os.kill(pids["lost"], signal.SIGKILL)
         wait_until(lambda: not pid_alive(pids["lost"]), 10, "the lost VMM to die")
         os.unlink(d.status("mute")["qmp"])  # alive, but no longer reachable
+        status_file = os.path.join(d.state, "run", "damaged.json")
+        with open(status_file, "a") as f:
+            f.write(" trailing garbage")
 
         d.start()
+        assert d.state_of("damaged") == "running (unpaused)", d.state_of("damaged")
+        assert d.status("damaged")["pid"] == pids["damaged"]
+        with open(status_file + ".bad") as f:
+            assert f.read().endswith(" trailing garbage")
+        log = d.log_text()
+        assert "domain 'damaged': " in log and "unexpected data after the JSON object" in log, log
+        d.run("destroy", "damaged")
+        wait_until(lambda: not pid_alive(pids["damaged"]), 10, "the damaged one's VMM to exit")
         assert d.state_of("keep") == "running (booted)"
         assert d.state_of("paused") == "paused (user)"
         assert d.state_of("lost") == "shut off (crashed)"

@@ -1,7 +1,7 @@
 /* The control protocol (src/control/control.h): framing with the length
  * checked before anything is read or allocated, JSON parsing, request and
- * hello validation, error classes, addresses, base64; and a round trip over
- * a socketpair. */
+ * hello validation (both ends), error classes, addresses, base64; a round
+ * trip over a socketpair; and the client's hello against a fake daemon. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,10 +10,14 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "control/control.h"
+#include "control/control_client.h"
 
 static void test_header(void **state)
 {
@@ -155,6 +159,125 @@ static void test_hello(void **state)
     json_object_put(args);
 }
 
+/* The daemon's hello reply as the client checks it: the version it got
+ * and the one it speaks are both named. */
+static void test_hello_reply(void **state)
+{
+    static const struct { const char *ret; int r; const char *msg; } cases[] = {
+        { "{\"protocol\": 1, \"server\": \"godwitd 0.1.0\"}", 0, "" },
+        { "{\"protocol\": 2, \"server\": \"godwitd 9\"}", -EPROTONOSUPPORT,
+          "the daemon's control protocol version 2 is not supported (this client speaks version 1)" },
+        { "{\"protocol\": 0}", -EPROTONOSUPPORT, "version 0 is not supported" },
+        { "{\"protocol\": \"1\"}", -EPROTO, "does not say which control protocol version" },
+        { "{\"protocol\": 1.0}", -EPROTO, "does not say which control protocol version" },
+        { "{\"server\": \"godwitd 0.1.0\"}", -EPROTO, "(this client speaks version 1)" },
+        { "[1]", -EPROTO, "does not say which" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct json_object *o = json_tokener_parse(cases[i].ret);
+        struct gw_error err;
+        gw_error_init(&err);
+        assert_int_equal(ctl_hello_reply_check(o, &err), cases[i].r);
+        if (!strstr(err.msg, cases[i].msg))
+            fail_msg("%s: got '%s', wanted '%s'", cases[i].ret, err.msg, cases[i].msg);
+        json_object_put(o);
+    }
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(ctl_hello_reply_check(NULL, &err), -EPROTO);
+}
+
+/* A fake daemon on a Unix socket: it answers the hello with `reply` (the
+ * hello's "return") and records what the client did next. No cmocka
+ * assertion on its thread: the test checks what it recorded. */
+struct fake_daemon {
+    char path[108];
+    int lfd;
+    const char *reply;
+    char hello_cmd[32];     /* the first request's command */
+    int next;               /* ctl_recv of the message after the hello */
+};
+
+static void *fake_daemon_main(void *p)
+{
+    struct fake_daemon *f = p;
+    int fd = accept(f->lfd, NULL, NULL);
+    struct ctl_io io;
+    ctl_io_init_fd(&io, &fd);
+    struct json_object *msg = NULL, *id = NULL, *cmd = NULL;
+    f->next = fd < 0 ? -errno : ctl_recv(&io, &msg, NULL);
+    if (f->next < 0)
+        goto out;
+    json_object_object_get_ex(msg, "id", &id);
+    if (json_object_object_get_ex(msg, "command", &cmd))
+        snprintf(f->hello_cmd, sizeof(f->hello_cmd), "%s", json_object_get_string(cmd));
+    struct json_object *reply = ctl_reply_return(id, json_tokener_parse(f->reply));
+    f->next = ctl_send(&io, reply);
+    json_object_put(reply);
+    json_object_put(msg);
+    msg = NULL;
+    if (f->next == 0)
+        f->next = ctl_recv(&io, &msg, NULL);
+out:
+    json_object_put(msg);
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+/* Connect to a fake daemon whose hello returns `reply`: true when the
+ * client accepted it (it then sends one more request), false with err
+ * filled. f->next then says what the client did after the hello. */
+static bool connect_to_fake(struct fake_daemon *f, const char *reply, struct gw_error *err)
+{
+    memset(f, 0, sizeof(*f));
+    f->reply = reply;
+    snprintf(f->path, sizeof(f->path), "/tmp/godwit-ctl-%d.sock", (int)getpid());
+    unlink(f->path);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", f->path);
+    f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(f->lfd >= 0);
+    assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(f->lfd, 1), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fake_daemon_main, f), 0);
+    char uri[128];
+    snprintf(uri, sizeof(uri), "unix:%s", f->path);
+    gw_error_init(err);
+    struct ctl_client *c = ctl_client_connect(uri, NULL, "test", 5000, err);
+    if (c) /* the fake daemon takes it and hangs up: no answer */
+        ctl_client_call(c, "domain-list", NULL, NULL, 5000, NULL);
+    ctl_client_free(c);
+    pthread_join(t, NULL);
+    close(f->lfd);
+    unlink(f->path);
+    return c != NULL;
+}
+
+/* The client went on with a daemon whose hello reply gave another
+ * protocol version (or none): it must refuse it, say which version it got
+ * and which it speaks, and hang up without another request. */
+static void test_client_hello_version(void **state)
+{
+    struct fake_daemon f;
+    struct gw_error err;
+    assert_true(connect_to_fake(&f, "{\"protocol\": 1, \"server\": \"fake\"}", &err));
+    assert_string_equal(f.hello_cmd, "hello");
+    assert_int_equal(f.next, 0); /* the client went on: domain-list */
+
+    assert_false(connect_to_fake(&f, "{\"protocol\": 2, \"server\": \"fake 2.0\"}", &err));
+    assert_int_equal(err.code, EPROTONOSUPPORT);
+    assert_string_equal(err.msg,
+                        "the daemon's control protocol version 2 is not supported (this client speaks version 1)");
+    assert_int_equal(f.next, -ECONNRESET); /* hung up, nothing sent after the hello */
+
+    assert_false(connect_to_fake(&f, "{\"server\": \"fake\"}", &err));
+    assert_int_equal(err.code, EPROTO);
+    assert_non_null(strstr(err.msg, "does not say which control protocol version"));
+    assert_int_equal(f.next, -ECONNRESET);
+}
+
 static void test_classes(void **state)
 {
     assert_string_equal(ctl_error_class(ENOSYS), "CommandNotFound");
@@ -263,7 +386,8 @@ int main(void)
         cmocka_unit_test(test_request), cmocka_unit_test(test_hello),
         cmocka_unit_test(test_classes), cmocka_unit_test(test_uri),
         cmocka_unit_test(test_base64),  cmocka_unit_test(test_wire),
-        cmocka_unit_test(test_reply_result),
+        cmocka_unit_test(test_reply_result), cmocka_unit_test(test_hello_reply),
+        cmocka_unit_test(test_client_hello_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

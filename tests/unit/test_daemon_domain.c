@@ -275,6 +275,88 @@ static void test_store(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* A state file read back must be one JSON object and nothing after it but
+ * white space. Before, json-c stopped at the end of the first object:
+ * `{...} xyz`, two objects or a NUL byte after it were loaded as if the
+ * rest were not there (and a definition without a uuid was then written
+ * back with the rest dropped). */
+static void expect_refused_file(const char *path, const char *text, size_t len, const char *found)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(store_write_atomic(path, text, len, &err), 0);
+    struct json_object *o = (void *)1;
+    assert_int_equal(store_read_json(path, &o, &err), -EINVAL);
+    assert_null(o);
+    if (strncmp(err.msg, path, strlen(path)) != 0 || !strstr(err.msg, found))
+        fail_msg("%s: got '%s', wanted the path and '%s'", path, err.msg, found);
+}
+
+static char *read_text(const char *path)
+{
+    static char buf[4096];
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+#define HAND "{\"name\": \"hand\", \"memory_mib\": 64, \"test_guest\": true}"
+
+static void test_store_trailing(void **state)
+{
+    char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(store_init(dir, &err), 0);
+
+    /* Definitions: the offset, line and column of what follows, and what it is. */
+    assert_int_equal(store_path(dir, STORE_DEF, "junk", path, sizeof(path)), 0);
+    expect_refused_file(path, HAND " xyz", strlen(HAND) + 4,
+                        "unexpected data after the JSON object at offset 55 (line 1, column 56): \"xyz\"");
+    assert_int_equal(store_path(dir, STORE_DEF, "two", path, sizeof(path)), 0);
+    expect_refused_file(path, HAND "\n" HAND "\n", 2 * strlen(HAND) + 2,
+                        "at offset 55 (line 2, column 1): \"{\\\"name\\\": \\\"hand\\\",\" and 39 more bytes");
+    assert_int_equal(store_path(dir, STORE_DEF, "nul", path, sizeof(path)), 0);
+    expect_refused_file(path, HAND "\n\0", strlen(HAND) + 2, "at offset 55 (line 2, column 1): \"\\x00\"");
+    assert_int_equal(store_path(dir, STORE_DEF, "cut", path, sizeof(path)), 0);
+    expect_refused_file(path, "{\"name\": \"cut\",\n", 16,
+                        "the text ends at offset 16 (line 2, column 1) before the JSON object does");
+    assert_int_equal(store_path(dir, STORE_DEF, "nul-in", path, sizeof(path)), 0);
+    expect_refused_file(path, "{\"name\": \"x\0y\"}", 15, "a NUL byte at offset 11 (line 1, column 12)");
+    expect_refused_file(path, "{} // x\0\n", 9, "a NUL byte at offset 7 (line 1, column 8)"); /* json-c took it */
+    assert_int_equal(store_path(dir, STORE_DEF, "bad", path, sizeof(path)), 0);
+    expect_refused_file(path, "{\"name\": \"bad\",\n  ]", 19, "at offset 18 (line 2, column 3)");
+    assert_int_equal(store_path(dir, STORE_DEF, "array", path, sizeof(path)), 0);
+    expect_refused_file(path, "[1]", 3, "a JSON array, not an object");
+    assert_int_equal(store_path(dir, STORE_DEF, "empty", path, sizeof(path)), 0);
+    expect_refused_file(path, " \n", 2, "empty");
+    /* White space after the object is fine, as the daemon writes it. */
+    assert_int_equal(store_path(dir, STORE_DEF, "hand", path, sizeof(path)), 0);
+    assert_int_equal(store_write_atomic(path, HAND " \t\r\n\n", strlen(HAND) + 5, &err), 0);
+    int n = 0;
+    assert_int_equal(store_load_defs(dir, collect, &n, &err), 0);
+    assert_int_equal(n, 1); /* only "hand": the others are logged and skipped */
+    assert_int_equal(store_path(dir, STORE_DEF, "junk", path, sizeof(path)), 0);
+    assert_string_equal(read_text(path), HAND " xyz"); /* not rewritten with a uuid */
+
+    /* A status is read through the same reader. */
+    assert_int_equal(store_path(dir, STORE_STATUS, "hand", path, sizeof(path)), 0);
+    const char *text = "{\"state\": \"running\", \"pid\": 4242} {\"pid\": 1}";
+    expect_refused_file(path, text, strlen(text),
+                        "unexpected data after the JSON object at offset 34 (line 1, column 35): \"{\\\"pid\\\": 1}\"");
+    assert_int_equal(store_write_atomic(path, "{\"state\": \"running\"}\n", 21, &err), 0);
+    struct json_object *o;
+    assert_int_equal(store_read_json(path, &o, &err), 0);
+    json_object_put(o);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void read_status(const char *text, struct store_status *s)
 {
     struct json_object *o = json_tokener_parse(text);
@@ -332,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_job_slot),      cmocka_unit_test(test_exit_classify),
         cmocka_unit_test(test_event_bus),     cmocka_unit_test(test_store),
         cmocka_unit_test(test_status),        cmocka_unit_test(test_store_uuid_kept),
+        cmocka_unit_test(test_store_trailing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
