@@ -736,20 +736,28 @@ static enum job_recovery recover_out(const struct job *j, bool alive, const char
     }
 }
 
-static enum job_recovery recover_in(const struct job *j, bool alive, const char *status)
+/* The destination. Once a post-copy switch reached the incoming VMM (a
+ * postcopy-* status, a failure after it said it switched, or the job's
+ * record of a switch) the guest is, or may be, ours alone: the VMM is
+ * kept and watched again, as before the restart. */
+static enum job_recovery recover_in(const struct job *j, bool alive, const char *status,
+                                    bool vmm_switched)
 {
     enum mig_stage st = stage_of(status);
+    bool postcopy = j->postcopy_started || st == STAGE_POSTCOPY_ACTIVE ||
+                    st == STAGE_POSTCOPY_BROKEN || (status_is(status, "failed") && vmm_switched);
     if (job_phase_is_terminal(j->phase))
         return JOB_RECOVER_NOTHING;
     if (!alive)
         return JOB_RECOVER_KILL_INCOMING; /* nothing runs here: clean up */
-    if (st == STAGE_POSTCOPY_BROKEN || j->phase == JOB_PHASE_POSTCOPY_FAILED)
-        return JOB_RECOVER_POSTCOPY_FAILED;
-    if (st == STAGE_PRECOPY)
-        return JOB_RECOVER_KILL_INCOMING; /* the source still owns the guest */
-    /* completed or post-copy active: the source can no longer be sure to
-     * resume; wait for Finish (prepare) or complete it (finish). */
-    return j->phase == JOB_PHASE_FINISH ? JOB_RECOVER_RESUME_INCOMING : JOB_RECOVER_CONTINUE;
+    if (j->phase == JOB_PHASE_POSTCOPY_FAILED)
+        return JOB_RECOVER_CONTINUE; /* paused until the source recovers it or it is given up */
+    /* completed: Finish came (no failure was ever answered): complete it;
+     * in prepare wait for it */
+    if (st == STAGE_COMPLETED)
+        return j->phase == JOB_PHASE_FINISH ? JOB_RECOVER_RESUME_INCOMING : JOB_RECOVER_CONTINUE;
+    return postcopy ? JOB_RECOVER_CONTINUE
+                    : JOB_RECOVER_KILL_INCOMING; /* the source still owns the guest */
 }
 
 enum job_recovery job_recovery_action(const struct job *j, bool vmm_alive, const char *vmm_status,
@@ -757,7 +765,7 @@ enum job_recovery job_recovery_action(const struct job *j, bool vmm_alive, const
 {
     switch (j->kind) {
     case JOB_KIND_MIGRATION_OUT: return recover_out(j, vmm_alive, vmm_status, vmm_switched);
-    case JOB_KIND_MIGRATION_IN: return recover_in(j, vmm_alive, vmm_status);
+    case JOB_KIND_MIGRATION_IN: return recover_in(j, vmm_alive, vmm_status, vmm_switched);
     default: return JOB_RECOVER_NOTHING;
     }
 }
@@ -809,6 +817,11 @@ enum job_recovery job_recovery_after_peer(const struct job *j, bool vmm_alive,
     default:
         return JOB_RECOVER_WAIT_PEER;
     }
+}
+
+bool job_finish_postcopy(const struct job *j, bool vmm_switched)
+{
+    return j->postcopy_started || j->phase == JOB_PHASE_POSTCOPY_FAILED || vmm_switched;
 }
 
 enum job_peer_outcome job_peer_outcome_of(const struct job *j, bool guest_running)

@@ -80,7 +80,9 @@ struct job {
     char migrate_uri[JOB_URI_MAX];   /* where the destination VMM listens ("" until Prepare) */
     unsigned flags;                  /* JOB_F_* */
     bool postcopy_started;           /* the post-copy switch was asked of the VMM, or it
-                                        reported one (query-migrate postcopy-started) */
+                                        reported one (query-migrate postcopy-started or a
+                                        postcopy-* status; on a destination: its incoming VMM
+                                        did, or Finish said post-copy) */
     int vmm_pid;                     /* the VMM this job drives (0: unknown) */
     uint64_t started_ms;             /* wall clock (ms since the epoch) */
     uint64_t phase_ms;               /* wall clock of the last phase change */
@@ -153,8 +155,12 @@ enum job_recovery {
     JOB_RECOVER_KILL_SOURCE,     /* finish Confirm: quit the source VMM, domain shut off (migrated) */
     JOB_RECOVER_KILL_INCOMING,   /* quit the incoming VMM, forget the incoming domain */
     JOB_RECOVER_RESUME_INCOMING, /* finish Finish: `cont` the guest here, job done */
-    JOB_RECOVER_CONTINUE,        /* the migration still runs: re-attach and go on from the phase */
-    JOB_RECOVER_POSTCOPY_FAILED, /* keep (or put) the guest paused, reason post-copy failed */
+    JOB_RECOVER_CONTINUE,        /* the migration still runs: re-attach and go on from the phase
+                                    (source: Finish and Confirm, in the job's mode,
+                                    job_finish_postcopy(); destination: the VMM is kept and
+                                    watched again, the guest as the phase left it) */
+    JOB_RECOVER_POSTCOPY_FAILED, /* (source) keep (or put) the guest paused, reason post-copy
+                                    failed */
     JOB_RECOVER_ASK_PEER,        /* only the peer knows: query it, then job_recovery_after_peer() */
     JOB_RECOVER_WAIT_PEER,       /* peer unreachable: keep the guest paused, ask again later */
     JOB_RECOVER_CRASHED,         /* our VMM is gone: mark the domain crashed, drop the job */
@@ -170,9 +176,19 @@ const char *job_recovery_name(enum job_recovery r);
  * absent: no migration, or the VMM is gone); vmm_switched: its
  * "postcopy-started" (true when it does not say: the safe side). Every
  * (kind, phase) has an answer; an unknown status counts as "not
- * migrating". */
+ * migrating". A destination whose VMM is alive after a post-copy switch
+ * (a postcopy-* status, "failed" with vmm_switched, or postcopy_started
+ * recorded), or whose job is in postcopy-failed, continues: never
+ * kill-incoming. */
 enum job_recovery job_recovery_action(const struct job *j, bool vmm_alive, const char *vmm_status,
                                       bool vmm_switched);
+/* The mode of the Finish a restarted source sends (again), and of its
+ * Confirm: post-copy when the job recorded a switch (postcopy_started, or
+ * phase postcopy-failed) or its VMM says it handed the guest over
+ * (vmm_switched, true when it does not say or is gone); pre-copy only when
+ * both say no. A post-copy guest labelled pre-copy could be discarded by
+ * the destination and resumed here from a stale copy. */
+bool job_finish_postcopy(const struct job *j, bool vmm_switched);
 
 /* What the destination daemon reports about a job (the Status message). */
 enum job_peer_outcome {

@@ -57,7 +57,8 @@ struct mig_run {
     /* destination */
     bool created;                   /* Prepare defined the domain: forget it on failure */
     bool watcher;                   /* a watcher thread follows the incoming VMM */
-    bool finish_postcopy;           /* Finish said post-copy: the watcher ends the job at completed */
+    bool finish_postcopy;           /* Finish is a post-copy one (mig_finish_postcopy): the
+                                       watcher ends the job at completed */
     char dest_host[256];
 };
 
@@ -78,6 +79,9 @@ struct mig_run *mig_run_find(struct daemon *dm, const char *uuid);
 int mig_job_save(struct daemon *dm, struct mig_run *run);
 /* (locked) Move the job to a phase and save it. */
 int mig_job_phase(struct daemon *dm, struct mig_run *run, enum job_phase to, struct gw_error *err);
+/* (locked) Record (and save) that the job's guest went post-copy
+ * (job.postcopy_started), once; nothing for a job no longer active. */
+void mig_job_note_postcopy(struct daemon *dm, struct mig_run *run);
 /* (locked) End the job: terminal phase, completed statistics, job file
  * removed, job slot released, job-completed event. msg: the error (NULL
  * on success). */
@@ -114,6 +118,13 @@ void mig_watchers_add(struct daemon *dm, int delta);
 void mig_dst_discard(struct daemon *dm, const char *uuid, const char *msg);
 /* Start the watcher of an incoming job (locked). */
 int mig_dst_watch(struct daemon *dm, struct mig_run *run);
+/* (locked) Post-copy broke on the destination (or Finish could not resume
+ * the guest after the switch): phase postcopy-failed, the domain paused
+ * with reason post-copy failed (event Suspended Post-copy Error); the VMM
+ * is kept for a recovery. Nothing for a job no longer active. why: for
+ * the log. */
+void mig_dst_postcopy_failed(struct daemon *dm, struct domain *dom, struct mig_run *run,
+                             const char *why);
 
 /* ---- migrate_src.c ---- */
 /* Resume a source guest after a failed migration (job held, no lock). */

@@ -171,6 +171,14 @@ int mig_job_phase(struct daemon *dm, struct mig_run *run, enum job_phase to, str
     return 0;
 }
 
+void mig_job_note_postcopy(struct daemon *dm, struct mig_run *run)
+{
+    if (!job_active(&run->job) || run->job.postcopy_started)
+        return;
+    run->job.postcopy_started = true;
+    mig_job_save(dm, run);
+}
+
 void mig_job_end(struct daemon *dm, struct domain *dom, struct mig_run *run, bool success,
                  const char *msg)
 {
@@ -332,7 +340,7 @@ static int h_jobabort(struct daemon *dm, struct daemon_client *cl, struct json_o
     }
     if (run->job.kind != JOB_KIND_MIGRATION_OUT || run->job.postcopy_started)
         r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: %s",
-                         run->job.postcopy_started
+                         run->job.kind == JOB_KIND_MIGRATION_OUT
                              ? "post-copy migration cannot be aborted (the guest already runs on "
                                "the destination; recover it with migrate --postcopy-resume)"
                              : "an incoming migration is aborted from its source");

@@ -230,6 +230,10 @@ static int finish(struct src_job *s, bool postcopy, struct gw_error *err)
     pthread_mutex_unlock(&s->dm->lock);
     if (r < 0)
         return r;
+    if (mig_fault("src-before-finish")) {
+        log_error("injected fault src-before-finish: exiting before Finish was sent");
+        _exit(99);
+    }
     struct json_object *ret = NULL;
     struct gw_error e;
     gw_error_init(&e);

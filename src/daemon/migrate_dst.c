@@ -196,6 +196,7 @@ static int prepare_locked(struct daemon *dm, const struct mig_begin *b, struct d
         (*run)->job.flags = b->flags;
         (*run)->created = created;
         (*run)->have_info = false;
+        (*run)->finish_postcopy = false; /* a new job: nothing known of its mode */
         (*run)->t0_ms = mig_mono_ms();
         snprintf((*run)->dest_host, sizeof((*run)->dest_host), "%s", b->dest_host);
         r = mig_job_save(dm, *run);
@@ -276,28 +277,32 @@ static int find_job(struct daemon *dm, const struct mig_msg_head *h, struct doma
     return 0;
 }
 
-/* Wait for the incoming VMM to reach what Finish needs. */
-static int wait_arrived(struct daemon *dm, struct domain *dom, struct mig_run *run, bool postcopy,
-                        struct gw_error *err)
+/* Wait for the incoming VMM to reach what Finish needs: the whole guest
+ * (completed) or its state with pages to follow (postcopy-active; the
+ * mode is then the VMM's, mig_finish_postcopy()). *ji: its last answer
+ * (zero when it gave none). */
+static int wait_arrived(struct daemon *dm, struct domain *dom, struct mig_run *run,
+                        struct jobinfo *ji, struct gw_error *err)
 {
     uint64_t deadline = mig_mono_ms() + DST_COMPLETE_WAIT_MS;
+    memset(ji, 0, sizeof(*ji));
     for (;;) {
-        struct jobinfo ji;
-        int r = mig_query(dm, dom, run, JOBINFO_OP_MIGRATION_IN, mig_mono_ms() - run->t0_ms, &ji, err);
+        struct jobinfo now;
+        int r = mig_query(dm, dom, run, JOBINFO_OP_MIGRATION_IN, mig_mono_ms() - run->t0_ms, &now, err);
         if (r < 0)
             return r;
+        *ji = now;
         pthread_mutex_lock(&dm->lock);
-        run->info = ji;
+        run->info = now;
         run->have_info = true;
         pthread_mutex_unlock(&dm->lock);
-        if (strcmp(ji.status, "completed") == 0 ||
-            (postcopy && strcmp(ji.status, "postcopy-active") == 0))
+        if (strcmp(now.status, "completed") == 0 || strcmp(now.status, "postcopy-active") == 0)
             return 0;
-        if (strcmp(ji.status, "failed") == 0 || strcmp(ji.status, "cancelled") == 0 ||
+        if (strcmp(now.status, "failed") == 0 || strcmp(now.status, "cancelled") == 0 ||
             mig_mono_ms() > deadline)
             return gw_error_set(err, EIO, "the incoming migration did not complete (status %s%s%s)",
-                                ji.status[0] ? ji.status : "none", ji.errmsg[0] ? ": " : "",
-                                ji.errmsg);
+                                now.status[0] ? now.status : "none", now.errmsg[0] ? ": " : "",
+                                now.errmsg);
         usleep(50 * 1000);
     }
 }
@@ -334,17 +339,6 @@ static struct json_object *finish_reply(const struct mig_msg_head *h, const char
     return o;
 }
 
-static int finish_postcopy_failed(struct daemon *dm, struct domain *dom, struct mig_run *run)
-{
-    pthread_mutex_lock(&dm->lock);
-    if (run->job.phase != JOB_PHASE_POSTCOPY_FAILED)
-        mig_job_phase(dm, run, JOB_PHASE_POSTCOPY_FAILED, NULL);
-    mig_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_POSTCOPY_FAILED, DOM_EVENT_SUSPENDED,
-                  DOM_DETAIL_POSTCOPY_ERROR);
-    pthread_mutex_unlock(&dm->lock);
-    return 0;
-}
-
 /* (locked) Finish for a job no longer active here: when the guest already
  * runs here for it, answer running again (the first answer was lost). */
 static bool finish_again(struct daemon *dm, const struct mig_finish *f, struct json_object **ret)
@@ -367,6 +361,53 @@ static bool finish_again(struct daemon *dm, const struct mig_finish *f, struct j
     return true;
 }
 
+/* (locked) Finish for the active job: phase finish saved, and the mode the
+ * watcher goes by until the VMM says: post-copy when Finish says so or the
+ * job is known here as post-copy (a Finish sent again never turns it
+ * into a pre-copy one). */
+static int finish_begin(struct daemon *dm, struct mig_run *run, const struct mig_finish *f,
+                        struct gw_error *err)
+{
+    int r = run->job.phase == JOB_PHASE_FINISH ? 0 : mig_job_phase(dm, run, JOB_PHASE_FINISH, err);
+    if (r == 0)
+        run->finish_postcopy = f->postcopy || run->finish_postcopy || run->job.postcopy_started;
+    return r;
+}
+
+/* Wait for the VMM and resume the guest in the mode it says (*postcopy:
+ * what was known before, then that mode). */
+static int finish_arrive(struct daemon *dm, struct domain *dom, struct mig_run *run,
+                         bool *postcopy, struct gw_error *err)
+{
+    struct jobinfo ji;
+    int r = wait_arrived(dm, dom, run, &ji, err);
+    *postcopy = mig_finish_postcopy(*postcopy, ji.status, ji.postcopy_started);
+    pthread_mutex_lock(&dm->lock);
+    if (job_active(&run->job))
+        run->finish_postcopy = *postcopy;
+    if (*postcopy)
+        mig_job_note_postcopy(dm, run);
+    pthread_mutex_unlock(&dm->lock);
+    return r == 0 ? resume_here(dm, dom, run, *postcopy, err) : r;
+}
+
+/* After the guest was resumed here: the answer; a pre-copy job ends here
+ * (a post-copy one when the watcher sees the VMM complete). */
+static struct json_object *finish_done(struct daemon *dm, struct domain *dom, struct mig_run *run,
+                                       const struct mig_finish *f, bool postcopy)
+{
+    if (mig_fault("dst-finish-lost")) {
+        log_error("injected fault dst-finish-lost: exiting before answering Finish");
+        _exit(99);
+    }
+    pthread_mutex_lock(&dm->lock);
+    struct json_object *ret = finish_reply(&f->head, "running", run);
+    if (!postcopy && job_active(&run->job) && strcmp(run->job.id, f->head.job) == 0)
+        mig_job_end(dm, dom, run, true, NULL);
+    pthread_mutex_unlock(&dm->lock);
+    return ret;
+}
+
 static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
                     struct json_object **ret, struct gw_error *err)
 {
@@ -382,10 +423,9 @@ static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_obj
         pthread_mutex_unlock(&dm->lock);
         return 0;
     }
-    if (r == 0 && !f.cancelled && run->job.phase != JOB_PHASE_FINISH)
-        r = mig_job_phase(dm, run, JOB_PHASE_FINISH, err);
-    if (r == 0 && !f.cancelled) /* pre-copy: this handler ends the job, not the watcher */
-        run->finish_postcopy = f.postcopy;
+    if (r == 0 && !f.cancelled)
+        r = finish_begin(dm, run, &f, err);
+    bool postcopy = r == 0 && run->finish_postcopy;
     pthread_mutex_unlock(&dm->lock);
     if (r < 0)
         return r;
@@ -397,29 +437,19 @@ static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_obj
     }
     struct gw_error e;
     gw_error_init(&e);
-    r = wait_arrived(dm, dom, run, f.postcopy, &e);
-    if (r == 0)
-        r = resume_here(dm, dom, run, f.postcopy, &e);
-    if (r < 0 && f.postcopy) {
-        log_error("domain '%s': cannot run the guest handed over by post-copy: %s", dom->def.name,
-                  e.msg);
-        finish_postcopy_failed(dm, dom, run);
+    r = finish_arrive(dm, dom, run, &postcopy, &e);
+    if (r < 0 && postcopy) {
+        pthread_mutex_lock(&dm->lock);
+        mig_dst_postcopy_failed(dm, dom, run, e.msg);
         *ret = finish_reply(&f.head, "postcopy-failed", run);
+        pthread_mutex_unlock(&dm->lock);
         return 0;
     }
     if (r < 0) {
         mig_dst_discard(dm, f.head.uuid, e.msg);
         return gw_error_set(err, EIO, "%s", e.msg);
     }
-    if (mig_fault("dst-finish-lost")) {
-        log_error("injected fault dst-finish-lost: exiting before answering Finish");
-        _exit(99);
-    }
-    pthread_mutex_lock(&dm->lock);
-    *ret = finish_reply(&f.head, "running", run);
-    if (!f.postcopy)
-        mig_job_end(dm, dom, run, true, NULL);
-    pthread_mutex_unlock(&dm->lock);
+    *ret = finish_done(dm, dom, run, &f, postcopy);
     return 0;
 }
 

@@ -357,6 +357,12 @@ bool mig_watch_start_overdue(const char *status, uint64_t watch_ms, uint64_t now
     return waiting && now_ms - watch_ms > start_wait_ms;
 }
 
+bool mig_watch_unanswered_discard(enum job_phase phase, bool postcopy_seen, unsigned failed,
+                                  unsigned max_failed)
+{
+    return phase == JOB_PHASE_PREPARE && !postcopy_seen && failed >= max_failed;
+}
+
 bool mig_abort_allowed(enum job_phase phase, bool vmm_switched)
 {
     return phase == JOB_PHASE_PREPARE || (phase == JOB_PHASE_POSTCOPY_FAILED && !vmm_switched);
@@ -374,6 +380,15 @@ bool mig_finish_already_running(const struct job *j, const struct mig_finish *f,
     if (j && j->phase != JOB_PHASE_DONE)
         return false; /* failed: discarded here */
     return job_peer_outcome_of(j, guest_running) == JOB_PEER_RUNNING;
+}
+
+bool mig_finish_postcopy(bool said_postcopy, const char *status, bool vmm_switched)
+{
+    if (vmm_switched || is_postcopy(status))
+        return true;
+    if (is(status, "completed"))
+        return false;
+    return said_postcopy;
 }
 
 enum mig_confirm_step mig_confirm_classify(const char *status, unsigned failed_samples,

@@ -135,6 +135,14 @@ enum mig_watch_step mig_watch_classify(enum job_phase phase, const char *status,
  * without telling us (the guest was never here): discard. */
 bool mig_watch_start_overdue(const char *status, uint64_t watch_ms, uint64_t now_ms,
                              uint64_t start_wait_ms);
+/* The watcher's query-migrate failed `failed` times in a row: discard the
+ * incoming VMM? Only in prepare before any post-copy status (postcopy_seen:
+ * the VMM reported one, or the job recorded one), after max_failed: the
+ * source still owns the guest then. Never once Finish came (its handler
+ * decides; after a post-copy Finish the guest runs here) nor in
+ * postcopy-failed (the VMM holds the only copy of what it received). */
+bool mig_watch_unanswered_discard(enum job_phase phase, bool postcopy_seen, unsigned failed,
+                                  unsigned max_failed);
 /* migration-abort: may the destination discard its incoming VMM? In
  * prepare, and in postcopy-failed when its VMM says the guest was never
  * handed over (query-migrate postcopy-started false: it paused after
@@ -150,6 +158,18 @@ bool mig_abort_allowed(enum job_phase phase, bool vmm_switched);
  * lost and the source sent it again). */
 bool mig_finish_already_running(const struct job *j, const struct mig_finish *f,
                                 bool guest_running);
+
+/* Finish on the destination: is the guest handed over by post-copy (the
+ * reason and event it is resumed with, whether the watcher or Finish's
+ * handler ends the job, and whether a failure keeps the VMM)? The incoming
+ * VMM's word decides once it has one: a switch (vmm_switched: its
+ * postcopy-started, or a postcopy-* status) is post-copy, whatever
+ * Finish said; a stream that completed without one brought the whole
+ * guest by pre-copy. Otherwise (the VMM did not arrive, or did not answer:
+ * status NULL or "") said_postcopy: Finish's postcopy, or this daemon's
+ * record of the job, so that a failure keeps a guest that may be ours
+ * alone. */
+bool mig_finish_postcopy(bool said_postcopy, const char *status, bool vmm_switched);
 
 /* The source's Confirm, waiting for a post-copy stream to complete before
  * it quits its VMM (which serves the destination's missing pages until

@@ -61,18 +61,86 @@ static void end_job(struct src_job *s, bool success, const char *msg)
     pthread_mutex_unlock(&s->dm->lock);
 }
 
+/* Finish had come and the VMM completed: resume the guest as Finish does
+ * (a guest that already runs, after post-copy, only gets its reason, as
+ * the watcher gives it at completion), then the job is done. */
 static void resume_incoming(struct src_job *s)
 {
     pthread_mutex_lock(&s->dm->lock);
-    mig_set_state(s->dm, s->dom, DOM_STATE_RUNNING, DOM_REASON_MIGRATED, DOM_EVENT_RESUMED,
-                  DOM_DETAIL_MIGRATED);
+    bool running = s->dom->state == DOM_STATE_RUNNING;
+    if (running) {
+        s->dom->reason = DOM_REASON_MIGRATED;
+        domain_save_status(s->dm, s->dom, NULL);
+    } else {
+        mig_set_state(s->dm, s->dom, DOM_STATE_RUNNING, DOM_REASON_MIGRATED, DOM_EVENT_RESUMED,
+                      DOM_DETAIL_MIGRATED);
+    }
     pthread_mutex_unlock(&s->dm->lock);
-    domain_qmp(s->dom, "cont", NULL, NULL, NULL, NULL);
+    if (!running)
+        domain_qmp(s->dom, "cont", NULL, NULL, NULL, NULL);
     end_job(s, true, NULL);
 }
 
-/* A source whose post-copy still runs, on a thread: Finish and Confirm
- * (continue), or only Confirm's wait then quit (confirm-postcopy: the
+/* (locked) An incoming job kept after the restart: the guest as its phase
+ * left it (prepare: paused for Finish, as found again); true when the VMM
+ * must be sent cont: Finish came after a post-copy switch (only a
+ * post-copy Finish leaves a job in finish with a live post-copy VMM) but
+ * had not resumed the guest yet. */
+static bool restore_incoming(struct daemon *dm, struct domain *dom, struct mig_run *run,
+                             const char *status)
+{
+    switch (run->job.phase) {
+    case JOB_PHASE_FINISH:
+        run->finish_postcopy = true;
+        if (dom->state == DOM_STATE_RUNNING || strcmp(status, "postcopy-active") != 0)
+            return false; /* runs; or a break paused it: the watcher makes it post-copy failed */
+        mig_set_state(dm, dom, DOM_STATE_RUNNING, DOM_REASON_POSTCOPY, DOM_EVENT_RESUMED,
+                      DOM_DETAIL_POSTCOPY);
+        return true;
+    case JOB_PHASE_POSTCOPY_FAILED:
+        if (dom->state != DOM_STATE_PAUSED || dom->reason != DOM_REASON_POSTCOPY_FAILED)
+            mig_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_POSTCOPY_FAILED,
+                          DOM_EVENT_SUSPENDED, DOM_DETAIL_POSTCOPY_ERROR);
+        return false;
+    default:
+        return false;
+    }
+}
+
+/* The incoming VMM is kept: its statistics for domjobinfo at once, the
+ * guest as before the restart, and a watcher that goes on from the phase
+ * as before (completes a post-copy job, notices a break, waits for a
+ * recovery). Never kills the VMM. */
+static void continue_incoming(struct src_job *s, const char *status)
+{
+    struct daemon *dm = s->dm;
+    struct jobinfo ji;
+    struct gw_error e;
+    gw_error_init(&e);
+    bool sampled = mig_query(dm, s->dom, s->run, JOBINFO_OP_MIGRATION_IN, 0, &ji, NULL) == 0;
+    pthread_mutex_lock(&dm->lock);
+    if (sampled) {
+        s->run->info = ji;
+        s->run->have_info = true;
+    }
+    bool cont = restore_incoming(dm, s->dom, s->run, status);
+    pthread_mutex_unlock(&dm->lock);
+    if (cont && domain_qmp(s->dom, "cont", NULL, NULL, NULL, &e) < 0) {
+        pthread_mutex_lock(&dm->lock);
+        mig_dst_postcopy_failed(dm, s->dom, s->run, e.msg);
+        pthread_mutex_unlock(&dm->lock);
+    }
+    pthread_mutex_lock(&dm->lock);
+    int r = mig_dst_watch(dm, s->run);
+    pthread_mutex_unlock(&dm->lock);
+    if (r < 0)
+        log_error("job %s: cannot watch the incoming VMM again (%s); the job stays until the "
+                  "next restart", s->run->job.id, strerror(-r));
+}
+
+/* A source whose migration still runs, on a thread: Finish and Confirm
+ * in the job's mode (continue: s->switched, job_finish_postcopy()), or
+ * only Confirm's post-copy wait then quit (confirm-postcopy: the
  * destination already said it runs the guest). */
 struct cont_arg {
     struct src_job s;
@@ -88,9 +156,12 @@ static void *continue_main(void *p)
     if (c->confirm_only)
         mig_src_confirm(s, true, &e);
     else if (mig_src_connect(s, s->run->job.peer_uri, &e) == 0)
-        mig_src_finish_confirm(s, PERFORM_POSTCOPY, &e);
-    else
+        mig_src_finish_confirm(s, s->switched ? PERFORM_POSTCOPY : PERFORM_COMPLETED, &e);
+    else if (s->switched)
         mig_src_postcopy_failed(s, e.msg);
+    else /* pre-copy: the outcome is unknown, as after a lost Finish answer */
+        log_error("domain '%s': the destination does not answer (%s); the guest stays paused "
+                  "until it does (restart the daemon to ask again)", s->dom->def.name, e.msg);
     ctl_client_free(s->peer);
     pthread_mutex_lock(&s->dm->lock);
     mig_watchers_add(s->dm, -1);
@@ -108,7 +179,7 @@ static void continue_source(struct src_job *s, bool confirm_only)
         return;
     }
     copy->s = *s;
-    copy->s.switched = true;
+    copy->s.switched = confirm_only || s->switched;
     copy->confirm_only = confirm_only;
     pthread_mutex_lock(&s->dm->lock);
     mig_watchers_add(s->dm, 1);
@@ -124,9 +195,32 @@ static void continue_source(struct src_job *s, bool confirm_only)
     pthread_detach(t);
 }
 
-static void apply(struct src_job *s, enum job_recovery a)
+/* An incoming job (the destination). */
+static void apply_in(struct src_job *s, enum job_recovery a, const char *status)
+{
+    switch (a) {
+    case JOB_RECOVER_KILL_INCOMING:
+        mig_dst_discard(s->dm, s->run->uuid, "the daemon restarted before the migration finished");
+        break;
+    case JOB_RECOVER_RESUME_INCOMING:
+        resume_incoming(s);
+        break;
+    case JOB_RECOVER_CONTINUE:
+        continue_incoming(s, status);
+        break;
+    default:
+        end_job(s, s->run->job.phase == JOB_PHASE_DONE, NULL);
+        break;
+    }
+}
+
+static void apply(struct src_job *s, enum job_recovery a, const char *status)
 {
     struct daemon *dm = s->dm;
+    if (s->run->job.kind == JOB_KIND_MIGRATION_IN) {
+        apply_in(s, a, status);
+        return;
+    }
     switch (a) {
     case JOB_RECOVER_RESUME_SOURCE:
         ask(s, "migration-abort", NULL);
@@ -141,20 +235,8 @@ static void apply(struct src_job *s, enum job_recovery a)
         mig_src_kill(dm, s->dom);
         end_job(s, true, NULL);
         break;
-    case JOB_RECOVER_KILL_INCOMING:
-        mig_dst_discard(dm, s->run->uuid, "the daemon restarted before the migration finished");
-        break;
-    case JOB_RECOVER_RESUME_INCOMING:
-        resume_incoming(s);
-        break;
     case JOB_RECOVER_CONTINUE:
-        if (s->run->job.kind == JOB_KIND_MIGRATION_IN) {
-            pthread_mutex_lock(&dm->lock);
-            mig_dst_watch(dm, s->run);
-            pthread_mutex_unlock(&dm->lock);
-        } else {
-            continue_source(s, false);
-        }
+        continue_source(s, false);
         break;
     case JOB_RECOVER_CONFIRM_POSTCOPY:
         continue_source(s, true);
@@ -170,7 +252,7 @@ static void apply(struct src_job *s, enum job_recovery a)
         end_job(s, false, "the VMM is gone");
         break;
     default:
-        end_job(s, job_phase_is_terminal(s->run->job.phase) && s->run->job.phase == JOB_PHASE_DONE, NULL);
+        end_job(s, s->run->job.phase == JOB_PHASE_DONE, NULL);
         break;
     }
 }
@@ -185,6 +267,7 @@ static struct mig_run *restore(struct daemon *dm, struct domain *dom, const stru
     run->job.on_phase = NULL;
     run->t0_ms = mig_mono_ms();
     run->have_info = false;
+    run->finish_postcopy = false; /* restore_incoming() knows */
     if (job_active(j))
         dom->job = j->kind == JOB_KIND_MIGRATION_IN ? DOM_JOB_MIGRATION_IN : DOM_JOB_MIGRATION_OUT;
     return run;
@@ -212,6 +295,7 @@ static int recover_job(const struct job *j, const char *path, const struct gw_er
     char st[32];
     bool switched;
     vmm_status(s.dom, alive, st, sizeof(st), &switched);
+    s.switched = job_finish_postcopy(j, switched);
     enum job_recovery a = job_recovery_action(j, alive, st[0] ? st : NULL, switched);
     if (a == JOB_RECOVER_ASK_PEER) {
         enum job_peer_outcome o = JOB_PEER_UNREACHABLE;
@@ -223,7 +307,7 @@ static int recover_job(const struct job *j, const char *path, const struct gw_er
     log_info("job %s (%s '%s', phase %s, VMM %s%s%s): %s", j->id, job_kind_name(j->kind), j->name,
              job_phase_name(j->phase), alive ? "alive" : "gone", st[0] ? ", " : "", st,
              job_recovery_name(a));
-    apply(&s, a);
+    apply(&s, a, st);
     return 0;
 }
 

@@ -13,6 +13,11 @@
  *             handler ends the job, never the watcher); postcopy-paused or
  *             failed -> paused with reason post-copy failed;
  *   postcopy-failed: wait for recovery (Finish moves it back).
+ * A failed query-migrate discards only in prepare before any post-copy
+ * status (mig_watch_unanswered_discard). The first post-copy status is
+ * saved in the job (postcopy_started), so that a restarted daemon knows
+ * the VMM may hold the only guest; a restarted daemon starts the watcher
+ * again for every incoming job it keeps (migrate_recover.c).
  * While a watcher runs it may use the domain without dm->lock, so a
  * discarded job keeps the domain's job slot held until the watcher has
  * ended; it then releases it, or forgets a domain that Prepare created. */
@@ -34,6 +39,7 @@ struct watch_arg {
     struct daemon *dm;
     char uuid[DOM_UUID_LEN + 1];
     char job[JOB_ID_MAX];
+    bool postcopy; /* the job recorded a post-copy switch before the watch began */
 };
 
 /* What the watcher does after one look at the VMM. */
@@ -55,8 +61,10 @@ static enum watch_step step(struct daemon *dm, struct domain *dom, struct mig_ru
                             const struct jobinfo *ji, struct watch_times *t, char *why, size_t len)
 {
     uint64_t now = mig_mono_ms();
-    if (!strncmp(ji->status, "postcopy-", 9) || ji->postcopy_started)
+    if (!strncmp(ji->status, "postcopy-", 9) || ji->postcopy_started) {
         t->postcopy = true;
+        mig_job_note_postcopy(dm, run);
+    }
     if (run->job.phase == JOB_PHASE_PREPARE && !strcmp(ji->status, "completed") && !t->postcopy &&
         !t->arrived_ms)
         t->arrived_ms = now;
@@ -84,15 +92,24 @@ static enum watch_step step(struct daemon *dm, struct domain *dom, struct mig_ru
         mig_job_end(dm, dom, run, true, NULL);
         return WATCH_STOP;
     case MIG_WATCH_POSTCOPY_FAILED:
-        log_error("domain '%s': post-copy broke (%s): paused until recovered", dom->def.name,
-                  ji->errmsg[0] ? ji->errmsg : ji->status);
-        mig_job_phase(dm, run, JOB_PHASE_POSTCOPY_FAILED, NULL);
-        mig_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_POSTCOPY_FAILED, DOM_EVENT_SUSPENDED,
-                      DOM_DETAIL_POSTCOPY_ERROR);
+        mig_dst_postcopy_failed(dm, dom, run, ji->errmsg[0] ? ji->errmsg : ji->status);
         return WATCH_GO_ON;
     default:
         return WATCH_GO_ON;
     }
+}
+
+void mig_dst_postcopy_failed(struct daemon *dm, struct domain *dom, struct mig_run *run,
+                             const char *why)
+{
+    if (!job_active(&run->job)) /* ended meanwhile (its VMM is gone): nothing to keep */
+        return;
+    log_error("domain '%s': post-copy broke (%s): paused until recovered", dom->def.name, why);
+    if (run->job.phase != JOB_PHASE_POSTCOPY_FAILED)
+        mig_job_phase(dm, run, JOB_PHASE_POSTCOPY_FAILED, NULL);
+    if (dom_state_active(dom->state))
+        mig_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_POSTCOPY_FAILED, DOM_EVENT_SUSPENDED,
+                      DOM_DETAIL_POSTCOPY_ERROR);
 }
 
 /* (locked) The job and its domain, if the job is still the one watched. */
@@ -115,6 +132,7 @@ static bool look(struct watch_arg *a, struct watch_times *t)
     bool go = current(dm, a, &dom, &run) && !atomic_load(&dm->stopping);
     bool alive = go && dom_state_active(dom->state);
     uint64_t t0 = go ? run->t0_ms : 0;
+    enum job_phase phase = go ? run->job.phase : JOB_PHASE_NONE;
     pthread_mutex_unlock(&dm->lock);
     if (!go)
         return false;
@@ -124,9 +142,11 @@ static bool look(struct watch_arg *a, struct watch_times *t)
         return false;
     }
     if (mig_query(dm, dom, run, JOBINFO_OP_MIGRATION_IN, mig_mono_ms() - t0, &ji, NULL) < 0) {
-        /* One failed query decides nothing; after a post-copy status the
-         * VMM may hold the only guest: never kill it for not answering. */
-        if (++t->failed_queries < WATCH_QUERY_TRIES || t->postcopy)
+        /* One failed query decides nothing; after a post-copy status, or
+         * once Finish came, the VMM may hold the only guest: never kill it
+         * for not answering. */
+        if (!mig_watch_unanswered_discard(phase, t->postcopy, ++t->failed_queries,
+                                          WATCH_QUERY_TRIES))
             return true;
         mig_dst_discard(dm, a->uuid, "the incoming VMM does not answer query-migrate");
         return false;
@@ -169,7 +189,7 @@ static void cleanup(struct watch_arg *a)
 static void *watch_main(void *p)
 {
     struct watch_arg *a = p;
-    struct watch_times t = { .start_ms = mig_mono_ms() };
+    struct watch_times t = { .start_ms = mig_mono_ms(), .postcopy = a->postcopy };
     while (look(a, &t))
         usleep(MIG_POLL_MS * 1000);
     cleanup(a);
@@ -185,6 +205,7 @@ int mig_dst_watch(struct daemon *dm, struct mig_run *run)
     a->dm = dm;
     snprintf(a->uuid, sizeof(a->uuid), "%s", run->uuid);
     snprintf(a->job, sizeof(a->job), "%s", run->job.id);
+    a->postcopy = run->job.postcopy_started;
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);

@@ -12,10 +12,20 @@
     and restarted: the destination says running, the source VMM still
     serves pages (postcopy-active): it waits for completed, then quits
     the VMM (confirm-postcopy); the guest is whole on the destination;
+  - the destination daemon killed while post-copy runs (its job in
+    finish, the guest running there, pages still coming): the restarted
+    daemon keeps the VMM and watches it again (continue) until the stream
+    completes, then ends the job;
+  - the source daemon dies after saving perform-done, before Finish went
+    out (fault src-before-finish) of a pre-copy migration: restarted, it
+    hears "prepared" and sends Finish labelled by the job's mode: the
+    destination resumes the guest as migrated, not post-copy;
   - post-copy whose stream is cut (sockets destroyed with ss -K): both
     hosts pause the guest with reason "post-copy failed"; destroy is
-    refused; `migrate --postcopy-resume` recovers it and the guest runs on
-    the destination;
+    refused; the destination daemon killed and restarted then keeps its
+    job and VMM as they were (still paused, post-copy failed, the job's
+    statistics show the failure); `migrate --postcopy-resume` recovers it,
+    the guest runs on the destination and its job ends there;
   - the same broken again, then given up with domjobabort on both hosts:
     the job ends, the guest stays paused, destroy discards it."""
 # timeout: 420
@@ -25,7 +35,7 @@ import time
 
 from godwit_test import need_netns, run_test, wait_until
 from godwitd_test import (FILLED_GUEST, EventWatcher, MigHosts, finish_proc, guest_self_check, have_kvm,
-                          heartbeats, jobinfo, vmm_kind)
+                          heartbeats, jobinfo, pid_alive, vmm_kind)
 
 SLOW = "1" if not have_kvm() else "8"
 
@@ -42,6 +52,8 @@ def main():
         source_stop_in_postcopy(h, a, b)
         h.migrate(b, a, "vm1")  # back, for the next ones
         runs_only_on(a, b)
+        destination_restart_in_postcopy(h, a, b)
+        source_restart_before_finish(h, b, a)
         postcopy_broken(h, a, b)
         postcopy_given_up(h, b, a)
 
@@ -112,6 +124,49 @@ def source_stop_in_postcopy(h, a, b):
     ev_b.close()
 
 
+def destination_restart_in_postcopy(h, a, b):
+    print("the destination daemon is killed while post-copy runs")
+    ev_b = EventWatcher(b)
+    p = h.migrate_bg(a, b, "2" if have_kvm() else SLOW, "--postcopy")
+    a.run("migrate-postcopy", "vm1")
+    ev_b.wait_for("Resumed Post-copy", 30)
+    ev_b.close()
+    pid = b.status("vm1")["pid"]
+    h.restart(b, kill=True)
+    log = b.log_text()
+    # not ended at once: the VMM still fetches pages from the source
+    assert re.search(r"phase finish, VMM alive, postcopy-active\): continue", log), log[-3000:]
+    assert b.status("vm1")["pid"] == pid and pid_alive(pid)
+    rc, err = finish_proc(p, 120)
+    assert rc == 0, err
+    wait_until(lambda: a.state_of("vm1") == "shut off (migrated)", 120, "the source to complete Confirm")
+    # the watcher ended the job when the VMM completed, as without the restart
+    wait_until(lambda: "None" in jobinfo(b, "vm1")["Job type"], 30, "the destination's job to end")
+    assert jobinfo(b, "vm1", completed=True)["Job type"] == "Completed"
+    assert b.state_of("vm1") == "running (migrated)", b.state_of("vm1")
+    assert b.status("vm1")["pid"] == pid
+    runs_only_on(b, a)
+
+
+def source_restart_before_finish(h, src, dst):
+    print("the source daemon dies before Finish of a pre-copy migration")
+    ev = EventWatcher(dst)
+    h.restart(src, env={"GODWIT_FAULT_INJECT": "src-before-finish"})
+    r = h.migrate(src, dst, "vm1", check=False)
+    assert r.rc == 1, r
+    assert "injected fault src-before-finish" in src.log_text()
+    h.restart(src, kill=True)  # it exited; start it again without the fault
+    log = src.log_text()
+    assert re.search(r"phase perform-done, VMM alive, completed\): continue", log), log[-3000:]
+    wait_until(lambda: src.state_of("vm1") == "shut off (migrated)", 60, "the source to complete Confirm")
+    # Finish (sent again) said pre-copy: resumed as migrated, never post-copy
+    ev.wait_for("Resumed Migrated", 30)
+    assert not any("Post-copy" in l for l in ev.lines), ev.lines
+    assert dst.state_of("vm1") == "running (migrated)", dst.state_of("vm1")
+    ev.close()
+    runs_only_on(dst, src)
+
+
 def cut_stream(h):
     for ns in h.net.ns:
         subprocess.run(["ip", "netns", "exec", ns, "ss", "-K", "( sport >= :49152 and sport <= :49215 )"],
@@ -135,14 +190,31 @@ def postcopy_broken(h, a, b):
                    "both hosts to pause with post-copy failed")
     ev_a.wait_for("Suspended Post-copy Error")
     ev_b.wait_for("Suspended Post-copy Error")
+    ev_b.close()
     r = a.run("destroy", "vm1", check=False)
     assert r.rc == 1 and "job" in r.err, r
+    # the destination daemon restarted meanwhile: the same job, VMM and state
+    pid, before = b.status("vm1")["pid"], jobinfo(b, "vm1")
+    h.restart(b, kill=True)
+    log = b.log_text()
+    assert re.search(r"phase postcopy-failed, VMM alive, postcopy-paused\): continue", log), log[-3000:]
+    assert b.status("vm1")["pid"] == pid and pid_alive(pid)
+    assert b.state_of("vm1") == "paused (post-copy failed)", b.state_of("vm1")
+    after = jobinfo(b, "vm1")
+    assert after["Job type"] == "Unbounded" and after.get("Error message") == before.get("Error message"), \
+        (before, after)
+    assert after.get("Error message"), after
+    r = b.run("destroy", "vm1", check=False)
+    assert r.rc == 1 and "job" in r.err, r
+    ev_b = EventWatcher(b)
     a.run("migrate-setspeed", "vm1", "1000")
     r = h.migrate(a, b, "vm1", "--postcopy-resume", check=False)
     assert r.rc == 0, r
     assert "post-copy recovery over" in a.log_text()
     ev_b.wait_for("Resumed Post-copy")
     assert a.state_of("vm1") == "shut off (migrated)", a.state_of("vm1")
+    # the restarted destination's watcher ends its job when the VMM completes
+    wait_until(lambda: "None" in jobinfo(b, "vm1")["Job type"], 30, "the destination's job to end")
     runs_only_on(b, a)
     ev_a.close()
     ev_b.close()

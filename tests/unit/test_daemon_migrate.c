@@ -394,6 +394,42 @@ static void test_finish_again(void **state)
     assert_true(mig_finish_already_running(&j, &f, true));
 }
 
+/* Finish sent again for a pre-copy job labelled post-copy (by a restarted
+ * source), or the other way round: the destination resumes the guest in
+ * the mode its VMM says, and a post-copy guest is never handled as a
+ * pre-copy one (whose failure would discard it). */
+static void test_finish_mode(void **state)
+{
+    /* the VMM arrived without a switch: pre-copy, whatever Finish said */
+    assert_false(mig_finish_postcopy(true, "completed", false));
+    assert_false(mig_finish_postcopy(false, "completed", false));
+    /* it switched: post-copy, whatever Finish said */
+    assert_true(mig_finish_postcopy(false, "postcopy-active", true));
+    assert_true(mig_finish_postcopy(false, "postcopy-active", false));
+    assert_true(mig_finish_postcopy(false, "completed", true));
+    assert_true(mig_finish_postcopy(false, "postcopy-paused", false));
+    assert_true(mig_finish_postcopy(false, "failed", true));
+    /* no word from the VMM: what Finish (or the job) said */
+    assert_true(mig_finish_postcopy(true, "failed", false));
+    assert_false(mig_finish_postcopy(false, "failed", false));
+    assert_true(mig_finish_postcopy(true, "", false));
+    assert_true(mig_finish_postcopy(true, NULL, false));
+    assert_false(mig_finish_postcopy(false, NULL, false));
+}
+
+/* A VMM that does not answer the watcher is discarded only in prepare,
+ * before any post-copy status: never a restarted destination's post-copy
+ * (finish) or post-copy failed one, whose VMM the watcher starts without
+ * having seen a status yet. */
+static void test_watch_unanswered(void **state)
+{
+    assert_false(mig_watch_unanswered_discard(JOB_PHASE_PREPARE, false, 9, 10));
+    assert_true(mig_watch_unanswered_discard(JOB_PHASE_PREPARE, false, 10, 10));
+    assert_false(mig_watch_unanswered_discard(JOB_PHASE_PREPARE, true, 100, 10));
+    assert_false(mig_watch_unanswered_discard(JOB_PHASE_FINISH, false, 100, 10));
+    assert_false(mig_watch_unanswered_discard(JOB_PHASE_POSTCOPY_FAILED, false, 100, 10));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -410,6 +446,8 @@ int main(void)
         cmocka_unit_test(test_watch_start_overdue),
         cmocka_unit_test(test_resume_decisions),
         cmocka_unit_test(test_finish_again),
+        cmocka_unit_test(test_finish_mode),
+        cmocka_unit_test(test_watch_unanswered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -420,19 +420,81 @@ static void test_recovery_destination(void **state)
     assert_int_equal(rec(IN, JOB_PHASE_PREPARE, true, "active"), JOB_RECOVER_KILL_INCOMING);
     assert_int_equal(rec(IN, JOB_PHASE_PREPARE, true, "completed"), JOB_RECOVER_CONTINUE);
     assert_int_equal(rec(IN, JOB_PHASE_PREPARE, true, "postcopy-active"), JOB_RECOVER_CONTINUE);
-    assert_int_equal(rec(IN, JOB_PHASE_PREPARE, true, "postcopy-paused"), JOB_RECOVER_POSTCOPY_FAILED);
+    /* paused by a break before Finish: the watcher makes it post-copy failed */
+    assert_int_equal(rec(IN, JOB_PHASE_PREPARE, true, "postcopy-paused"), JOB_RECOVER_CONTINUE);
     assert_int_equal(rec(IN, JOB_PHASE_PREPARE, false, NULL), JOB_RECOVER_KILL_INCOMING);
+    /* pre-copy, or a post-copy whose last page arrived: Finish completes */
     assert_int_equal(rec(IN, JOB_PHASE_FINISH, true, "completed"), JOB_RECOVER_RESUME_INCOMING);
-    assert_int_equal(rec(IN, JOB_PHASE_FINISH, true, "postcopy-active"), JOB_RECOVER_RESUME_INCOMING);
-    assert_int_equal(rec(IN, JOB_PHASE_FINISH, true, "failed"), JOB_RECOVER_KILL_INCOMING);
-    assert_int_equal(rec(IN, JOB_PHASE_FINISH, true, "postcopy-recover"), JOB_RECOVER_POSTCOPY_FAILED);
+    /* a pre-copy stream that failed, with no switch: the source still owns the guest */
+    assert_int_equal(rec_vmm(IN, JOB_PHASE_FINISH, true, "failed", false), JOB_RECOVER_KILL_INCOMING);
+    assert_int_equal(rec_vmm(IN, JOB_PHASE_FINISH, true, "active", false), JOB_RECOVER_KILL_INCOMING);
     assert_int_equal(rec(IN, JOB_PHASE_FINISH, false, NULL), JOB_RECOVER_KILL_INCOMING);
-    assert_int_equal(rec(IN, JOB_PHASE_POSTCOPY_FAILED, true, "postcopy-paused"), JOB_RECOVER_POSTCOPY_FAILED);
-    assert_int_equal(rec(IN, JOB_PHASE_POSTCOPY_FAILED, true, "completed"), JOB_RECOVER_POSTCOPY_FAILED);
     assert_int_equal(rec(IN, JOB_PHASE_POSTCOPY_FAILED, false, NULL), JOB_RECOVER_KILL_INCOMING);
     assert_int_equal(rec(IN, JOB_PHASE_DONE, true, NULL), JOB_RECOVER_NOTHING);
     assert_int_equal(rec(IN, JOB_PHASE_FAILED, false, NULL), JOB_RECOVER_NOTHING);
     assert_int_equal(rec(JOB_KIND_MODIFY, JOB_PHASE_NONE, true, NULL), JOB_RECOVER_NOTHING);
+}
+
+/* A destination restarted in finish after a post-copy switch: the guest
+ * runs there (or ran, and is paused by a break) while pages still come
+ * from the source. Its job goes on, watched as before the restart, until
+ * the migration completes, fails or is recovered; the VMM is never
+ * killed (it holds the only running copy). */
+static void test_recovery_destination_postcopy_finish(void **state)
+{
+    static const char *const pc[] = { "postcopy-active", "postcopy-paused", "postcopy-recover" };
+    for (size_t i = 0; i < sizeof(pc) / sizeof(pc[0]); i++) {
+        assert_int_equal(rec(IN, JOB_PHASE_FINISH, true, pc[i]), JOB_RECOVER_CONTINUE);
+        assert_int_equal(rec_vmm(IN, JOB_PHASE_FINISH, true, pc[i], false), JOB_RECOVER_CONTINUE);
+    }
+    /* failed after the switch (the VMM says it switched, or does not say) */
+    assert_int_equal(rec(IN, JOB_PHASE_FINISH, true, "failed"), JOB_RECOVER_CONTINUE);
+    /* the job recorded the switch: a VMM that does not answer query-migrate
+     * (no status) is not killed either */
+    struct job j;
+    make_job(&j, IN);
+    j.phase = JOB_PHASE_FINISH;
+    j.postcopy_started = true;
+    assert_int_equal(job_recovery_action(&j, true, NULL, true), JOB_RECOVER_CONTINUE);
+    assert_int_equal(job_recovery_action(&j, true, "failed", false), JOB_RECOVER_CONTINUE);
+    assert_int_equal(job_recovery_action(&j, true, "completed", true), JOB_RECOVER_RESUME_INCOMING);
+    assert_int_equal(job_recovery_action(&j, false, NULL, true), JOB_RECOVER_KILL_INCOMING);
+    j.phase = JOB_PHASE_PREPARE; /* no answer in prepare after a switch: watched, not killed */
+    assert_int_equal(job_recovery_action(&j, true, NULL, true), JOB_RECOVER_CONTINUE);
+}
+
+/* A destination restarted while its job is in postcopy-failed: the job is
+ * kept and watched again (the source's recovery moves it back to finish,
+ * the watcher ends it), the VMM is kept whatever it says: its memory is
+ * the only copy of what it received. */
+static void test_recovery_destination_postcopy_failed(void **state)
+{
+    static const char *const any[] = { NULL, "postcopy-paused", "postcopy-recover", "postcopy-active",
+                                       "completed", "failed", "active", "bogus" };
+    for (size_t i = 0; i < sizeof(any) / sizeof(any[0]); i++)
+        for (int sw = 0; sw < 2; sw++)
+            assert_int_equal(rec_vmm(IN, JOB_PHASE_POSTCOPY_FAILED, true, any[i], sw),
+                             JOB_RECOVER_CONTINUE);
+    assert_int_equal(rec(IN, JOB_PHASE_POSTCOPY_FAILED, false, NULL), JOB_RECOVER_KILL_INCOMING);
+}
+
+/* The Finish a restarted source sends (again) says post-copy by the job's
+ * actual mode: pre-copy only when neither the job nor its VMM saw a
+ * switch (a VMM that does not say, or is gone, counts as switched). */
+static void test_finish_mode_after_restart(void **state)
+{
+    struct job j;
+    make_job(&j, OUT);
+    j.phase = JOB_PHASE_PERFORM_DONE;
+    assert_false(job_finish_postcopy(&j, false));
+    assert_true(job_finish_postcopy(&j, true));
+    j.phase = JOB_PHASE_PERFORM_POSTCOPY; /* armed (hybrid), completed before any switch */
+    assert_false(job_finish_postcopy(&j, false));
+    j.postcopy_started = true;
+    assert_true(job_finish_postcopy(&j, false));
+    j.postcopy_started = false;
+    j.phase = JOB_PHASE_POSTCOPY_FAILED; /* only ever reached in post-copy */
+    assert_true(job_finish_postcopy(&j, false));
 }
 
 /* Every phase of every kind has a defined answer for every status. */
@@ -559,6 +621,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scan, setup_dir, teardown_dir),
         cmocka_unit_test(test_recovery_source),
         cmocka_unit_test(test_recovery_destination),
+        cmocka_unit_test(test_recovery_destination_postcopy_finish),
+        cmocka_unit_test(test_recovery_destination_postcopy_failed),
+        cmocka_unit_test(test_finish_mode_after_restart),
         cmocka_unit_test(test_recovery_total),
         cmocka_unit_test(test_recovery_after_peer),
         cmocka_unit_test(test_recovery_after_peer_postcopy),
