@@ -912,6 +912,25 @@ static int read_resume(struct pc_dst *pc)
     return check_id(pc);
 }
 
+/* The main channel of a resume, from lfd, read up to its MIGRATION_ID.
+ * migrate-recover here and `migrate resume` on the source are two
+ * commands on two hosts: no time limit between them (until migrate-pause
+ * here, or the VMM's end). */
+static int take_resume(struct in_ctx *c, int lfd)
+{
+    struct migration *m = c->m;
+    int fd = -1;
+    if (accept_channel(c, lfd, 0, -1, &fd) < 0)
+        return -1;
+    c->fd = fd;
+    stream_fini(&c->s);
+    stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
+    pthread_mutex_lock(&m->lock);
+    m->fd = fd;
+    pthread_mutex_unlock(&m->lock);
+    return read_resume(c->pc);
+}
+
 /* migrate-recover gave a listening socket: take the source's two
  * connections, check it resumes, tell it what is still missing. */
 static int accept_recovery(struct pc_dst *pc)
@@ -925,19 +944,7 @@ static int accept_recovery(struct pc_dst *pc)
     pthread_mutex_unlock(&m->lock);
     stream_fini(&c->s);
     stream_init(&c->s, &stream_fd_ops, NULL);
-    /* migrate-recover here and `migrate resume` on the source are two
-     * commands on two hosts: no time limit between them (until
-     * migrate-pause here, or the VMM's end). */
-    int fd = -1, r = accept_channel(c, lfd, 0, -1, &fd);
-    if (r == 0) {
-        c->fd = fd;
-        stream_fini(&c->s);
-        stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
-        pthread_mutex_lock(&m->lock);
-        m->fd = fd;
-        pthread_mutex_unlock(&m->lock);
-        r = read_resume(pc);
-    }
+    int r = take_resume(c, lfd);
     if (r == 0)
         r = open_preempt(c, lfd);
     pthread_mutex_lock(&m->lock);
@@ -1129,17 +1136,7 @@ void pc_dst_cleanup(struct in_ctx *c)
  * migration that completed here. The guest runs on; nothing here changes. */
 static int answer_late(struct in_ctx *c)
 {
-    struct migration *m = c->m;
-    int lfd = c->lfd, fd = -1;
-    if (accept_channel(c, lfd, 0, -1, &fd) < 0)
-        return -1;
-    c->fd = fd;
-    stream_fini(&c->s);
-    stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
-    pthread_mutex_lock(&m->lock);
-    m->fd = fd;
-    pthread_mutex_unlock(&m->lock);
-    if (read_resume(c->pc) < 0 || open_preempt(c, lfd) < 0)
+    if (take_resume(c, c->lfd) < 0 || open_preempt(c, c->lfd) < 0)
         return -1;
     return in_send_rp_body(c, GWS_RP_POSTCOPY_DONE, NULL, 0);
 }
