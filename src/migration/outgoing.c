@@ -3,6 +3,7 @@
 #define LOG_PREFIX "outgoing"
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/sockios.h>
@@ -893,6 +894,21 @@ static void send_trace_end(const struct out_ctx *c, const struct send_trace *t, 
               (unsigned long long)(steal1 - t->steal0));
 }
 
+/* COMMIT, before the guest is given up here: if it cannot be written (the
+ * destination has gone: its end is closed), the destination never had it,
+ * fails on its own, and the guest must run on here. Once written, it may
+ * have arrived, whatever happens next. */
+static int send_commit(struct out_ctx *c)
+{
+    if (stream_write_record(&c->s, GWS_COMMIT, NULL, 0) == 0 && stream_flush(&c->s) == 0)
+        return 0;
+    char why[sizeof(c->s.errmsg)];
+    snprintf(why, sizeof(why), "%s", stream_error(&c->s));
+    c->s.error = 0;
+    return stream_set_error(&c->s, EPIPE, "the switch-over's commit could not be sent (%s): "
+                            "the guest runs on here", why);
+}
+
 /* Stop, send the rest and the state, hand over. 0 when handed over, 1 when
  * pre-copy goes on (the stop no longer fitted after the drain, or the
  * switch-over guard gave the guest back), -errno. */
@@ -952,11 +968,11 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
     log_debug("switch-over: destination loaded (%s)", r == 0 ? "ok" : "failed");
     if (r == 0 && !mig_take_commit(m)) /* cancelled first: no COMMIT, the guest runs on here */
         return stream_set_error(&c->s, ECANCELED, "cancelled before the switch-over's commit");
+    if (r == 0 && send_commit(c) < 0)
+        return -1; /* the destination never gets it: the guest runs on here */
     if (r == 0) {
         m->ops->completed(m->vm);
         c->stopped = false; /* never resume from here on */
-        stream_write_record(&c->s, GWS_COMMIT, NULL, 0);
-        stream_flush(&c->s);
         if (out_wait_return(c, rp, GWS_RP_RESUMED, 5000) < 0) {
             log_warn("the destination did not confirm it resumed: %s", stream_error(&c->s));
         } else {

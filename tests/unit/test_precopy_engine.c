@@ -80,6 +80,14 @@ static void check_done(struct evm *src, struct evm *dst)
     assert_true(evm_phases_add_up(&s));
 }
 
+/* The guest runs: its vCPU thread makes progress. */
+static bool runs(struct evm *v)
+{
+    uint64_t g = v->gen;
+    evm_sleep_us(50000);
+    return v->gen != g;
+}
+
 static void wait_rounds(struct evm *src, uint64_t rounds)
 {
     struct mig_stats s;
@@ -520,6 +528,7 @@ struct slow_dst {
     int lfd;
     unsigned delay_us;
     bool each_ping;
+    bool vanish;                /* gone once RP_LOADED is out (its end closed first) */
     bool saw_ping, ok;
     unsigned pings;
     char why[128];
@@ -552,7 +561,12 @@ static void *slow_dst_run(void *arg)
     if (r == 0 && d->saw_ping && !d->each_ping &&
         (stream_write_record(&s, GWS_RP_PONG, &iov, 1) < 0 || stream_flush(&s) < 0))
         r = -1;
-    if (r == 0 && d->saw_ping &&
+    if (r == 0 && d->vanish)
+        shutdown(fd, SHUT_RD); /* a COMMIT written from now on fails (EPIPE) */
+    if (r == 0 && d->vanish && stream_write_record(&s, GWS_RP_LOADED, NULL, 0) == 0 &&
+        stream_flush(&s) == 0)
+        d->ok = true;
+    else if (r == 0 && d->saw_ping &&
         stream_write_record(&s, GWS_RP_LOADED, NULL, 0) == 0 && stream_flush(&s) == 0 &&
         stream_read_record(&s, &rec) == 0 && rec.type == GWS_COMMIT &&
         stream_write_record(&s, GWS_RP_RESUMED, NULL, 0) == 0 && stream_flush(&s) == 0)
@@ -602,6 +616,28 @@ static void test_late_pong(void **state)
     bool done = migrate_to_slow_dst(&src, "latepong", &d, 30000);
     assert_true(d.saw_ping);
     assert_true(done && src.completed);
+    evm_fini(&src);
+}
+
+/* The destination goes away right after RP_LOADED: the source's COMMIT
+ * cannot be written, so the destination never had it; the source fails
+ * and runs its guest on (it reported `completed` with the guest on
+ * neither host). */
+static void test_destination_gone_before_commit(void **state)
+{
+    static struct evm src;
+    assert_int_equal(evm_init(&src, RAM_SIZE, NULL), 0);
+    assert_int_equal(evm_set_cap(&src, MIG_CAP_POSTCOPY_RAM, false), 0);
+    struct slow_dst d = { .vanish = true };
+    bool done = migrate_to_slow_dst(&src, "gone", &d, 5000);
+    assert_false(done);
+    assert_true(evm_wait_state(&src, MIG_FAILED, 10000));
+    struct mig_stats s;
+    mig_get_stats(&src.mig, &s);
+    fprintf(stderr, "    source: %s\n", s.error_desc);
+    assert_non_null(strstr(s.error_desc, "commit could not be sent"));
+    assert_false(src.completed);
+    assert_true(runs(&src));
     evm_fini(&src);
 }
 
@@ -804,14 +840,6 @@ static void test_write_mapped_or_not(void **state)
 
 /* ---- refusals and cancels that must not lose the guest ---- */
 
-/* The guest runs: its vCPU thread makes progress. */
-static bool runs(struct evm *v)
-{
-    uint64_t g = v->gen;
-    evm_sleep_us(50000);
-    return v->gen != g;
-}
-
 /* A second `migrate` (or `migrate-incoming`) while one runs is refused,
  * and the running one goes on to complete (it was cancelled by the reaping
  * of "a finished thread"). */
@@ -890,27 +918,31 @@ static void cancel_in_commit_window(bool on_dst)
 static void test_cancel_in_commit_window(void **state) { cancel_in_commit_window(false); }
 static void test_cancel_destination_in_commit_window(void **state) { cancel_in_commit_window(true); }
 
-/* The connection breaks between RP_LOADED and COMMIT: the destination's
- * reason says so once, cleanly (it was formatted into itself). */
-static void cut_in_commit(void *vm)
+/* The destination's connection breaks once it has loaded everything,
+ * before RP_LOADED goes out: its reason says so once, cleanly (it was
+ * formatted into itself), and the source, which never had RP_LOADED, runs
+ * its guest on. */
+static int load_then_cut(void *vm, struct gw_error *err)
 {
-    struct evm *src = vm;
-    shutdown(src->mig.fd, SHUT_RDWR);
-    late_cancel.orig->completed(vm);
+    struct evm *dst = vm;
+    int r = late_cancel.orig->load_finish(vm, err);
+    shutdown(dst->mig.fd, SHUT_RDWR);
+    return r;
 }
 
-static void test_cut_in_commit_window(void **state)
+static void test_cut_after_loading(void **state)
 {
     static struct evm src, dst;
     char uri[128];
     uri_for(uri, sizeof(uri), "cut");
     pair(&src, &dst);
-    late_cancel.orig = src.mig.ops;
-    late_cancel.ops = *src.mig.ops;
-    late_cancel.ops.completed = cut_in_commit;
-    src.mig.ops = &late_cancel.ops;
+    late_cancel.orig = dst.mig.ops;
+    late_cancel.ops = *dst.mig.ops;
+    late_cancel.ops.load_finish = load_then_cut;
+    dst.mig.ops = &late_cancel.ops;
     start(&src, &dst, uri);
     assert_true(evm_wait_state(&dst, MIG_FAILED, 30000));
+    assert_true(evm_wait_state(&src, MIG_FAILED, 30000));
     struct mig_stats d;
     mig_get_stats(&dst.mig, &d);
     fprintf(stderr, "    destination: %s\n", d.error_desc);
@@ -918,8 +950,9 @@ static void test_cut_in_commit_window(void **state)
     const char *at = strstr(d.error_desc, why);
     assert_non_null(at);
     assert_null(strstr(at + 1, why));
-    assert_true(evm_wait_state(&src, MIG_COMPLETED, 30000)); /* it handed the guest over */
-    src.mig.ops = late_cancel.orig;
+    assert_false(dst.started);
+    assert_true(runs(&src));
+    dst.mig.ops = late_cancel.orig;
     evm_fini(&dst);
     evm_fini(&src);
 }
@@ -1129,7 +1162,8 @@ int main(void)
         cmocka_unit_test(test_second_migration_refused),
         cmocka_unit_test(test_cancel_in_commit_window),
         cmocka_unit_test(test_cancel_destination_in_commit_window),
-        cmocka_unit_test(test_cut_in_commit_window),
+        cmocka_unit_test(test_cut_after_loading),
+        cmocka_unit_test(test_destination_gone_before_commit),
         cmocka_unit_test(test_cancel_restore),
         cmocka_unit_test(test_cancel_stats),
         cmocka_unit_test(test_destination_reason),
