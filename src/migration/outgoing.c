@@ -22,6 +22,7 @@
 #include "migration/outgoing_internal.h"
 #include "migration/stream_records.h"
 
+#define COMMIT_ACK_WAIT_MS 5000 /* send_commit: for the destination's side to take COMMIT */
 #define HANDSHAKE_TIMEOUT_MS 30000
 #define PONG_STEP_MS 50          /* waiting for a pong, check for cancel this often */
 #define DRAIN_WAIT_MS 5000       /* at most this long for the destination to catch up */
@@ -894,20 +895,45 @@ static void send_trace_end(const struct out_ctx *c, const struct send_trace *t, 
               (unsigned long long)(steal1 - t->steal0));
 }
 
-/* COMMIT, before the guest is given up here: if it cannot be written (the
- * destination has gone: its end is closed), the destination never had it,
- * fails on its own, and the guest must run on here. Once written, it may
- * have arrived, whatever happens next. */
+/* The destination has gone (its end closed, or reset): it never had COMMIT
+ * and fails on its own; the guest must run on here. */
+static int commit_lost(struct out_ctx *c, const char *what)
+{
+    char why[sizeof(c->s.errmsg)];
+    snprintf(why, sizeof(why), "%s", what ? what : stream_error(&c->s));
+    c->s.error = 0;
+    return stream_set_error(&c->s, EPIPE, "the switch-over's commit did not reach the "
+                            "destination (%s): the guest runs on here", why);
+}
+
+/* COMMIT, before the guest is given up here. A destination that closed its
+ * end before it (a godwit destination never does while it waits for it)
+ * has gone; one that resets the connection instead of taking it has gone
+ * too (on TCP the write itself succeeds: the reset answers it). Only once
+ * the destination's side has taken COMMIT (nothing of it left in our
+ * queue) is the guest its; a wait that runs out (a silent link) leaves it
+ * there too, since COMMIT may have arrived. */
 static int send_commit(struct out_ctx *c)
 {
-    if (stream_write_record(&c->s, GWS_COMMIT, NULL, 0) == 0 && stream_flush(&c->s) == 0)
-        return 0;
-    char why[sizeof(c->s.errmsg)];
-    snprintf(why, sizeof(why), "%s", stream_error(&c->s));
-    c->s.error = 0;
-    return stream_set_error(&c->s, EPIPE, "the switch-over's commit could not be sent (%s): "
-                            "the guest runs on here", why);
+    struct pollfd p = { c->fd, POLLRDHUP, 0 };
+    if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+        return commit_lost(c, "it closed the connection");
+    if (stream_write_record(&c->s, GWS_COMMIT, NULL, 0) < 0 || stream_flush(&c->s) < 0)
+        return commit_lost(c, NULL);
+    for (uint64_t end = mig_now_ms() + COMMIT_ACK_WAIT_MS; mig_now_ms() < end;) {
+        int queued = 0, e = 0;
+        socklen_t el = sizeof(e);
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &el) == 0 && e)
+            return commit_lost(c, strerror(e));
+        if (ioctl(c->fd, SIOCOUTQ, &queued) < 0 || queued == 0)
+            return 0;
+        /* RP_RESUMED carries the acknowledgement: wake for it (or a reset). */
+        struct pollfd w = { c->fd, POLLIN | POLLRDHUP, 0 };
+        poll(&w, 1, 1);
+    }
+    return 0;
 }
+
 
 /* Stop, send the rest and the state, hand over. 0 when handed over, 1 when
  * pre-copy goes on (the stop no longer fitted after the drain, or the

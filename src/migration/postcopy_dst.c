@@ -41,6 +41,7 @@
 
 #define PC_LIVENESS_MS  4000
 #define PC_ACCEPT_MS    10000
+#define PC_ID_WAIT_MS   3000    /* a resume names its migration in its first write */
 #define PC_MAX_WAITERS  256
 #define PC_MAIN_RCVBUF  (1 << 20)
 #define PC_SLOW_FAULT_US 10000  /* slower faults are logged (debug) */
@@ -887,9 +888,14 @@ static int check_id(struct pc_dst *pc)
     if (!pc->have_id)
         return 0; /* a source that names none: nothing to check against */
     const char *why = NULL;
-    if (stream_read_record(&c->s, &rec) < 0)
+    struct pollfd p = { c->fd, POLLIN, 0 };
+    /* It comes in the same write as POSTCOPY_RESUME: a source that sends
+     * nothing more (one that predates it) waits for the page list. */
+    if (c->s.ipos == c->s.ilen && poll(&p, 1, PC_ID_WAIT_MS) == 0)
+        why = "the source does not name the migration it resumes";
+    else if (stream_read_record(&c->s, &rec) < 0)
         return -1;
-    if (rec.type != GWS_MIGRATION_ID || rec.length != sizeof(pc->id))
+    else if (rec.type != GWS_MIGRATION_ID || rec.length != sizeof(pc->id))
         why = "the source does not name the migration it resumes";
     else if (memcmp(rec.body, &pc->id, sizeof(pc->id)))
         why = "the source resumes another migration than this one";
@@ -1162,7 +1168,6 @@ void *mig_pc_late_done_thread(void *arg)
         log_warn("post-copy: no late answer to the source: %s", stream_error(&c.s));
     pthread_mutex_lock(&m->lock);
     m->fd = m->pfd = m->listen_fd = -1;
-    m->pc_late = false;
     pthread_mutex_unlock(&m->lock);
     if (m->pc_recover_uri.kind == MIG_URI_UNIX)
         unlink(m->pc_recover_uri.path);
@@ -1173,5 +1178,9 @@ void *mig_pc_late_done_thread(void *arg)
         close(pc.pfd);
     stream_fini(&c.s);
     stream_fini(&pc.ps);
+    /* Last: a migrate-recover may come in now, also on the same address. */
+    pthread_mutex_lock(&m->lock);
+    m->pc_late = false;
+    pthread_mutex_unlock(&m->lock);
     return NULL;
 }

@@ -784,12 +784,12 @@ int pc_src_run(struct out_ctx *c)
 void pc_src_cleanup(struct out_ctx *c)
 {
     stop_server(c);
+    pthread_mutex_lock(&c->m->lock);
+    c->m->pfd = -1; /* forgotten before it is closed */
+    pthread_mutex_unlock(&c->m->lock);
     if (c->pfd >= 0)
         close(c->pfd);
     c->pfd = -1;
-    pthread_mutex_lock(&c->m->lock);
-    c->m->pfd = -1;
-    pthread_mutex_unlock(&c->m->lock);
     stream_fini(&c->ps);
     stream_fini(&c->pc_rp);
     bitmap_free(c->pending);

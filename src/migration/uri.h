@@ -20,8 +20,8 @@ struct mig_uri {
 
 int mig_uri_parse(const char *uri, struct mig_uri *out, struct gw_error *err);
 /* Outgoing: connect (tcp/unix) or create+truncate (file). Blocking; a TCP
- * connect gives up after MIG_CONNECT_TIMEOUT_MS, or once *cancel (may be
- * NULL) is set. */
+ * connect gives up after MIG_CONNECT_TIMEOUT_MS per address, or once
+ * *cancel (may be NULL) is set (getaddrinfo itself is not bounded). */
 int mig_uri_connect(const struct mig_uri *u, const volatile bool *cancel, struct gw_error *err);
 /* Incoming: listen (tcp/unix; returns the listening fd) or open the file for
  * reading (returns the file fd; *is_listener = false). */

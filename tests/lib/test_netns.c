@@ -20,6 +20,7 @@ int test_run(char **argv)
 
 int test_hosts_up(struct test_hosts *h, const char *tag)
 {
+    h->home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     snprintf(h->dst, sizeof(h->dst), "gw%s-dst-%d", tag, getpid());
     snprintf(h->src, sizeof(h->src), "gw%s-src-%d", tag, getpid());
     char *cmds[][16] = {
@@ -40,8 +41,12 @@ int test_hosts_up(struct test_hosts *h, const char *tag)
     return 0;
 }
 
-void test_hosts_down(const struct test_hosts *h)
+void test_hosts_down(struct test_hosts *h)
 {
+    if (h->home >= 0 && setns(h->home, CLONE_NEWNET) == 0) {
+        close(h->home);
+        h->home = -1;
+    }
     char *a[] = { "ip", "netns", "del", (char *)h->dst, NULL };
     char *b[] = { "ip", "netns", "del", (char *)h->src, NULL };
     test_run(a);

@@ -10,6 +10,8 @@
 
 struct test_hosts {
     char dst[32], src[32];      /* namespace names */
+    int home;                   /* the calling thread's namespace before (test_hosts_down
+                                   takes it back there) */
 };
 
 /* Run a command (argv[0] looked up in PATH) with posix_spawn, which does
@@ -17,7 +19,7 @@ struct test_hosts {
  * it exited 0. */
 int test_run(char **argv);
 int test_hosts_up(struct test_hosts *h, const char *tag);
-void test_hosts_down(const struct test_hosts *h);
+void test_hosts_down(struct test_hosts *h);
 /* This thread (and the threads it starts from now on) into namespace ns. */
 int test_hosts_enter(const char *ns);
 /* The veth link up or down at the destination's end: the source's
