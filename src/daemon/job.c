@@ -784,9 +784,11 @@ static enum job_recovery recover_out_peer_running(const struct job *j, bool aliv
     case STAGE_POSTCOPY_ACTIVE:
         return JOB_RECOVER_CONFIRM_POSTCOPY;
     case STAGE_POSTCOPY_BROKEN:
-        /* postcopy-recover: a recovery is under way, wait for it as Confirm does */
-        return status_is(status, "postcopy-paused") ? JOB_RECOVER_POSTCOPY_FAILED
-                                                    : JOB_RECOVER_CONFIRM_POSTCOPY;
+        /* postcopy-recover: a recovery is under way, wait for it as Confirm
+         * does; postcopy-paused: Confirm's wait asks the destination again
+         * and resumes the stream if only its last message was lost
+         * (mig_paused_classify), else post-copy failed */
+        return JOB_RECOVER_CONFIRM_POSTCOPY;
     case STAGE_PRECOPY:
         break;
     }

@@ -165,8 +165,10 @@ enum job_recovery {
     JOB_RECOVER_WAIT_PEER,       /* peer unreachable: keep the guest paused, ask again later */
     JOB_RECOVER_CRASHED,         /* our VMM is gone: mark the domain crashed, drop the job */
     JOB_RECOVER_CONFIRM_POSTCOPY, /* the destination runs the guest and our VMM still serves its
-                                     pages: wait for post-copy to complete (Confirm's wait),
-                                     then quit the VMM as kill-source does */
+                                     pages (or paused, perhaps having lost only the last
+                                     message): wait for post-copy to complete (Confirm's wait,
+                                     which resumes such a stream once), then quit the VMM as
+                                     kill-source does */
     JOB_RECOVER__COUNT
 };
 const char *job_recovery_name(enum job_recovery r);

@@ -26,6 +26,8 @@
 #define SRC_RESUME_WAIT_MS  60000   /* --postcopy-resume: the VMM runs post-copy again within this */
 #define SRC_SAMPLE_TRIES    10      /* Confirm's post-copy wait: failed query-migrate in a row
                                        (MIG_POLL_MS apart) before it counts as broken */
+#define SRC_LOST_DONE_RESUMES 1     /* Confirm's post-copy wait: resumes after the VMM paused
+                                       while the destination runs the guest */
 
 /* ---- helpers (also used by restart recovery) ---- */
 
@@ -119,10 +121,12 @@ void mig_src_postcopy_failed(struct src_job *s, const char *why)
 /* Post-copy: the source VMM still serves pages until it reports completed.
  * A failed query-migrate is retried (SRC_SAMPLE_TRIES in a row decide);
  * -ESHUTDOWN when the daemon stops: the caller leaves the phase as it is,
- * and restart recovery waits again (confirm-postcopy). */
-static int wait_postcopy_done(struct src_job *s, struct gw_error *err)
+ * and restart recovery waits again (confirm-postcopy). -EIO for a break;
+ * last: the VMM's last status ("" when it did not answer). */
+static int wait_postcopy_done(struct src_job *s, char *last, size_t len, struct gw_error *err)
 {
     unsigned failed = 0;
+    last[0] = '\0';
     for (;;) {
         if (atomic_load(&s->dm->stopping))
             return gw_error_set(err, ESHUTDOWN, "the daemon is stopping");
@@ -131,6 +135,7 @@ static int wait_postcopy_done(struct src_job *s, struct gw_error *err)
         gw_error_init(&e);
         bool sampled = mig_src_sample(s, &ji, &e) == 0;
         failed = sampled ? 0 : failed + 1;
+        snprintf(last, len, "%s", sampled ? ji.status : "");
         switch (mig_confirm_classify(sampled ? ji.status : NULL, failed, SRC_SAMPLE_TRIES)) {
         case MIG_CONFIRM_DONE:
             return 0;
@@ -148,10 +153,71 @@ static int wait_postcopy_done(struct src_job *s, struct gw_error *err)
     }
 }
 
+/* migration-status of our job on the destination (reconnecting once);
+ * JOB_PEER_UNREACHABLE when it does not answer. */
+static enum job_peer_outcome peer_status(struct src_job *s)
+{
+    for (int i = 0; i < 2; i++) {
+        struct gw_error e;
+        gw_error_init(&e);
+        struct json_object *ret = NULL;
+        enum job_peer_outcome o;
+        if ((s->peer || mig_src_connect(s, s->run->job.peer_uri, &e) == 0) &&
+            ctl_client_call(s->peer, "migration-status", mig_head_to_json(s->run->job.id, s->run->uuid),
+                            &ret, MIG_PEER_CALL_MS, &e) == 0 &&
+            mig_outcome_from_reply(ret, &o, &e) == 0) {
+            json_object_put(ret);
+            return o;
+        }
+        json_object_put(ret);
+        log_warn("domain '%s': migration-status: %s", s->dom->def.name, e.msg);
+        ctl_client_free(s->peer);
+        s->peer = NULL;
+    }
+    return JOB_PEER_UNREACHABLE;
+}
+
+static int resume_stream(struct src_job *s, bool only_completed, enum perform_end *end,
+                         struct gw_error *err);
+
+/* Post-copy: wait for the VMM to complete. When it pauses while the
+ * destination runs the guest, the destination's VMM may have completed
+ * and only its last message (RP_POSTCOPY_DONE) been lost with the
+ * connection: resume the stream there once, its VMM then answers that it
+ * is done (mig_paused_classify). 0, -ESHUTDOWN, or -EIO for a break. */
+static int wait_completed(struct src_job *s, struct gw_error *err)
+{
+    struct mig_paused_facts f = { .peer = JOB_PEER_UNREACHABLE, .max_resumes = SRC_LOST_DONE_RESUMES };
+    char st[32];
+    int r;
+    while ((r = wait_postcopy_done(s, st, sizeof(st), err)) == -EIO) {
+        f.vmm_status = st[0] ? st : NULL;
+        f.asked = false;
+        enum mig_paused_step step;
+        while ((step = mig_paused_classify(&f)) == MIG_PAUSED_ASK_PEER) {
+            f.peer = peer_status(s);
+            f.asked = true;
+        }
+        if (step != MIG_PAUSED_RESUME)
+            return r;
+        f.resumes++;
+        log_warn("domain '%s': %s, and the destination runs the guest: resuming the stream "
+                 "in case only its last message was lost", s->dom->def.name, err->msg);
+        struct gw_error e;
+        gw_error_init(&e);
+        enum perform_end end;
+        if (resume_stream(s, true, &end, &e) < 0 || end != PERFORM_POSTCOPY) {
+            log_warn("domain '%s': the destination did not complete it: %s", s->dom->def.name, e.msg);
+            return r;
+        }
+    }
+    return r;
+}
+
 int mig_src_confirm(struct src_job *s, bool postcopy, struct gw_error *err)
 {
     int r;
-    if (postcopy && (r = wait_postcopy_done(s, err)) < 0) {
+    if (postcopy && (r = wait_completed(s, err)) < 0) {
         if (r == -ESHUTDOWN) /* perform-done stays: the next start waits again */
             return r;
         mig_src_postcopy_failed(s, err->msg);
@@ -294,10 +360,13 @@ int mig_src_finish_confirm(struct src_job *s, enum perform_end end, struct gw_er
 
 /* ---- --postcopy-resume ---- */
 
-static int prepare_resume(struct src_job *s, char *uri, size_t len, struct gw_error *err)
+static int prepare_resume(struct src_job *s, bool only_completed, char *uri, size_t len,
+                          struct gw_error *err)
 {
     struct json_object *a = mig_head_to_json(s->run->job.id, s->run->uuid), *ret = NULL;
     json_object_object_add(a, "dest_host", json_object_new_string(s->dest_host));
+    if (only_completed)
+        json_object_object_add(a, "only_completed", json_object_new_boolean(1));
     int r = ctl_client_call(s->peer, "migration-prepare-resume", a, &ret, MIG_PEER_CALL_MS, err);
     if (r == 0)
         r = mig_uri_from_reply(ret, "answer", uri, len, err);
@@ -353,9 +422,31 @@ static enum perform_end wait_resumed(struct src_job *s, int64_t pauses_before, s
     }
 }
 
-int mig_src_recover_postcopy(struct src_job *s, struct gw_error *err)
+/* Prepare-resume on the destination, `migrate resume` on our VMM, then
+ * wait until it runs post-copy again (*end). -errno when the resume could
+ * not be started (the destination refused, the VMM refused). */
+static int resume_stream(struct src_job *s, bool only_completed, enum perform_end *end,
+                         struct gw_error *err)
 {
     char uri[JOB_URI_MAX];
+    int64_t pauses = vmm_pauses(s->dom);
+    int r;
+    if (!s->peer && (r = mig_src_connect(s, s->run->job.peer_uri, err)) < 0)
+        return r;
+    if ((r = prepare_resume(s, only_completed, uri, sizeof(uri), err)) < 0)
+        return r;
+    struct json_object *a = json_object_new_object();
+    json_object_object_add(a, "uri", json_object_new_string(uri));
+    json_object_object_add(a, "resume", json_object_new_boolean(1));
+    if ((r = domain_qmp(s->dom, "migrate", a, NULL, NULL, err)) < 0)
+        return r;
+    log_info("domain '%s': post-copy recovery over %s", s->dom->def.name, uri);
+    *end = wait_resumed(s, pauses, err);
+    return 0;
+}
+
+int mig_src_recover_postcopy(struct src_job *s, struct gw_error *err)
+{
     pthread_mutex_lock(&s->dm->lock);
     int r = mig_job_phase(s->dm, s->run, JOB_PHASE_PERFORM_POSTCOPY, err);
     s->switched = true;
@@ -363,17 +454,10 @@ int mig_src_recover_postcopy(struct src_job *s, struct gw_error *err)
     pthread_mutex_unlock(&s->dm->lock);
     if (r < 0)
         return r;
-    int64_t pauses = vmm_pauses(s->dom);
-    if ((r = prepare_resume(s, uri, sizeof(uri), err)) == 0) {
-        struct json_object *a = json_object_new_object();
-        json_object_object_add(a, "uri", json_object_new_string(uri));
-        json_object_object_add(a, "resume", json_object_new_boolean(1));
-        r = domain_qmp(s->dom, "migrate", a, NULL, NULL, err);
-    }
-    if (r < 0) {
+    enum perform_end end;
+    if ((r = resume_stream(s, false, &end, err)) < 0) {
         mig_src_postcopy_failed(s, err->msg);
         return r;
     }
-    log_info("domain '%s': post-copy recovery over %s", s->dom->def.name, uri);
-    return mig_src_finish_confirm(s, wait_resumed(s, pauses, err), err);
+    return mig_src_finish_confirm(s, end, err);
 }

@@ -513,29 +513,123 @@ static int h_status(struct daemon *dm, struct daemon_client *cl, struct json_obj
     return 0;
 }
 
+/* The incoming VMM's query-migrate status and postcopy-started (false
+ * unless it says true). */
+static void vmm_migration(struct domain *dom, char *status, size_t len, bool *switched)
+{
+    struct json_object *ret = NULL, *v;
+    const char *st;
+    status[0] = '\0';
+    *switched = false;
+    if (domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0) {
+        snprintf(status, len, "%s", (st = qmp_json_get_str(ret, "status")) ? st : "");
+        *switched = json_object_object_get_ex(ret, "postcopy-started", &v) &&
+                    json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
+    }
+    json_object_put(ret);
+}
+
+/* What migration-prepare-resume asks for, and what it found. */
+struct resume_req {
+    struct mig_msg_head h;
+    const char *host;
+    struct mig_resume_target_facts f;
+    struct job rec;             /* the record f.job points to */
+    struct domain *dom;
+    bool slot;                  /* the job slot was taken here (no active job holds it) */
+};
+
+/* (locked) The record and the domain; the domain's job slot is taken when
+ * no job of its own holds it (the job ended here: the domain must not go
+ * away while its VMM is asked). */
+static int resume_lookup(struct daemon *dm, struct resume_req *q, struct gw_error *err)
+{
+    struct mig_run *run = mig_run_find(dm, q->h.uuid);
+    q->dom = daemon_find_domain(dm, q->h.uuid);
+    q->f.job_id = q->h.job;
+    q->f.job = NULL;
+    if (run && run->job.kind != JOB_KIND_NONE) {
+        q->rec = run->job;
+        q->f.job = &q->rec;
+    }
+    q->f.domain_active = q->dom && dom_state_active(q->dom->state);
+    if (!q->f.domain_active)
+        return 0;
+    bool held = q->f.job && job_active(q->f.job) && q->f.job->kind == JOB_KIND_MIGRATION_IN &&
+                strcmp(q->f.job->id, q->h.job) == 0;
+    if (held)
+        return 0;
+    int r = domain_job_begin(dm, &q->dom, DOM_JOB_MODIFY, "migrate-recover", err);
+    q->slot = r == 0;
+    return r;
+}
+
+static int resume_refused(const struct resume_req *q, const char *status, struct gw_error *err)
+{
+    const struct job *j = q->f.job;
+    char rec[JOB_ID_MAX + 64] = "no record of it";
+    if (j && strcmp(j->id, q->h.job) == 0)
+        snprintf(rec, sizeof(rec), "phase %s", job_phase_name(j->phase));
+    else if (j)
+        snprintf(rec, sizeof(rec), "the last job here is %s (phase %s)", j->id,
+                 job_phase_name(j->phase));
+    if (!q->f.domain_active)
+        return gw_error_set(err, ENOTCONN, "Requested operation is not valid: cannot resume job "
+                            "%s here (%s): the domain is not running", q->h.job, rec);
+    return gw_error_set(err, ENOTCONN, "Requested operation is not valid: cannot resume job %s "
+                        "here (%s): %sthe domain's VMM reports %s, postcopy-started %s", q->h.job,
+                        rec, q->f.only_completed ? "only a completed migration was asked for; " : "",
+                        status[0] ? status : "no migration", q->f.vmm_switched ? "true" : "false");
+}
+
+static struct json_object *resume_reply(const struct mig_msg_head *h, const char *uri,
+                                        bool completed)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "job", json_object_new_string(h->job));
+    json_object_object_add(o, "uuid", json_object_new_string(h->uuid));
+    json_object_object_add(o, "uri", json_object_new_string(uri));
+    json_object_object_add(o, "completed", json_object_new_boolean(completed));
+    return o;
+}
+
+/* migration-prepare-resume: a paused post-copy job recovers; a VMM that
+ * completed a post-copy migration whose source lost the last message
+ * listens once to tell it (mig_resume_target_classify). */
 static int h_prepare_resume(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
                             struct json_object **ret, struct gw_error *err)
 {
-    struct mig_msg_head h;
-    struct domain *dom = NULL;
-    struct mig_run *run;
-    const char *host;
-    char uri[JOB_URI_MAX];
-    int r = mig_head_from_json(args, &h, err);
-    if (r < 0 || (r = ctl_arg_str(args, "dest_host", true, &host, err)) < 0)
+    struct resume_req q;
+    char uri[JOB_URI_MAX], status[32] = "";
+    memset(&q, 0, sizeof(q));
+    int r = mig_head_from_json(args, &q.h, err);
+    if (r < 0 || (r = ctl_arg_str(args, "dest_host", true, &q.host, err)) < 0 ||
+        (r = ctl_arg_bool(args, "only_completed", &q.f.only_completed, err)) < 0)
         return r;
     pthread_mutex_lock(&dm->lock);
-    r = find_job(dm, &h, &dom, &run, err);
-    if (r == 0 && run->job.phase != JOB_PHASE_POSTCOPY_FAILED)
-        r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: job %s is not in "
-                         "post-copy failed (phase %s)", h.job, job_phase_name(run->job.phase));
+    r = resume_lookup(dm, &q, err);
     pthread_mutex_unlock(&dm->lock);
-    if (r < 0 || (r = listen_incoming(dom, "migrate-recover", host, uri, sizeof(uri), err)) < 0)
+    if (r < 0)
         return r;
-    *ret = json_object_new_object();
-    json_object_object_add(*ret, "job", json_object_new_string(h.job));
-    json_object_object_add(*ret, "uuid", json_object_new_string(h.uuid));
-    json_object_object_add(*ret, "uri", json_object_new_string(uri));
+    if (q.f.domain_active)
+        vmm_migration(q.dom, status, sizeof(status), &q.f.vmm_switched);
+    q.f.vmm_status = status[0] ? status : NULL;
+    enum mig_resume_target t = mig_resume_target_classify(&q.f);
+    if (t == MIG_RESUME_TARGET_REFUSE)
+        r = resume_refused(&q, status, err);
+    else
+        r = listen_incoming(q.dom, "migrate-recover", q.host, uri, sizeof(uri), err);
+    if (r == 0 && t == MIG_RESUME_TARGET_COMPLETED)
+        log_info("domain '%s': job %s completed here; the source resumes to hear it (%s)",
+                 q.dom->def.name, q.h.job, uri);
+    if (q.slot) {
+        pthread_mutex_lock(&dm->lock);
+        domain_job_end(dm, q.dom);
+        pthread_mutex_unlock(&dm->lock);
+    }
+    if (r < 0)
+        return r;
+    *ret = resume_reply(&q.h, uri, t == MIG_RESUME_TARGET_COMPLETED);
     return 0;
 }
 

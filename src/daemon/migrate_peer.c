@@ -420,6 +420,41 @@ enum mig_resume_step mig_resume_classify(const struct mig_resume_facts *f)
     return f->elapsed_ms > f->limit_ms ? MIG_RESUME_TIMEOUT : MIG_RESUME_WAIT;
 }
 
+/* Does the destination's record of the job (or its absence) let the VMM's
+ * word decide? */
+static enum mig_resume_target resume_target_of_job(const struct mig_resume_target_facts *f,
+                                                   bool completed)
+{
+    const struct job *j = f->job;
+    bool ours = j && j->kind == JOB_KIND_MIGRATION_IN && strcmp(j->id, f->job_id) == 0;
+    if (j && j->kind != JOB_KIND_NONE && !ours && job_active(j))
+        return MIG_RESUME_TARGET_REFUSE; /* another job holds the domain */
+    if (ours && j->phase == JOB_PHASE_POSTCOPY_FAILED)
+        return completed           ? MIG_RESUME_TARGET_COMPLETED
+               : f->only_completed ? MIG_RESUME_TARGET_REFUSE
+                                   : MIG_RESUME_TARGET_RECOVER;
+    if (ours && j->phase == JOB_PHASE_FAILED)
+        return MIG_RESUME_TARGET_REFUSE; /* discarded here */
+    /* prepare, finish, done, or no record of it (or of an ended other job) */
+    return completed ? MIG_RESUME_TARGET_COMPLETED : MIG_RESUME_TARGET_REFUSE;
+}
+
+enum mig_resume_target mig_resume_target_classify(const struct mig_resume_target_facts *f)
+{
+    if (!f->domain_active)
+        return MIG_RESUME_TARGET_REFUSE; /* no VMM here to listen */
+    return resume_target_of_job(f, is(f->vmm_status, "completed") && f->vmm_switched);
+}
+
+enum mig_paused_step mig_paused_classify(const struct mig_paused_facts *f)
+{
+    if (!is(f->vmm_status, "postcopy-paused") || f->resumes >= f->max_resumes)
+        return MIG_PAUSED_FAILED;
+    if (!f->asked)
+        return MIG_PAUSED_ASK_PEER;
+    return f->peer == JOB_PEER_RUNNING ? MIG_PAUSED_RESUME : MIG_PAUSED_FAILED;
+}
+
 bool mig_host_postcopy_supported(void)
 {
 #ifdef SYS_userfaultfd

@@ -7,7 +7,8 @@
  * Messages (control-protocol commands sent by the source daemon):
  *   migration-prepare         {version, job, uuid, dest_host, cookie: begin cookie}
  *                             -> {job, uuid, uri, cookie: {host, features}}
- *   migration-prepare-resume  {version, job, uuid, dest_host} -> {job, uuid, uri}
+ *   migration-prepare-resume  {version, job, uuid, dest_host, only_completed?}
+ *                             -> {job, uuid, uri, completed}
  *   migration-finish          {version, job, uuid, cookie: {cancelled, postcopy, stats}}
  *                             -> {job, uuid, outcome, cookie: {stats}}
  *   migration-abort           {version, job, uuid} -> {}
@@ -206,6 +207,53 @@ enum mig_resume_step {
     MIG_RESUME_TIMEOUT,      /* still not running after limit_ms: break it off (migrate-pause) */
 };
 enum mig_resume_step mig_resume_classify(const struct mig_resume_facts *f);
+
+/* migration-prepare-resume on the destination: may it run migrate-recover
+ * on the domain's VMM, and for what? A paused post-copy (its job in
+ * postcopy-failed) recovers as before; a VMM that completed a post-copy
+ * migration (query-migrate "completed" with "postcopy-started" true) whose
+ * source lost the last message (RP_POSTCOPY_DONE, stream-format.md §7)
+ * listens once to tell the resuming source that it is done, whether the
+ * job here is still in prepare/finish (the watcher has not looked yet),
+ * done, or gone (a restart after it ended). A record of this job that
+ * failed (the VMM was discarded), or another job that holds the domain,
+ * refuses; a record of another, ended job says nothing about this one
+ * (the VMM checks the migration's id). */
+struct mig_resume_target_facts {
+    const struct job *job;      /* this daemon's record for the UUID (NULL: none) */
+    const char *job_id;         /* the job the source resumes */
+    bool domain_active;         /* a domain with that UUID has a VMM here */
+    const char *vmm_status;     /* its query-migrate status (NULL: not asked, no answer) */
+    bool vmm_switched;          /* its postcopy-started (false unless it says true) */
+    bool only_completed;        /* the source asks only for a completed migration
+                                   (Confirm's lost RP_POSTCOPY_DONE): no recovery */
+};
+enum mig_resume_target {
+    MIG_RESUME_TARGET_REFUSE,
+    MIG_RESUME_TARGET_RECOVER,    /* paused: migrate-recover, the missing pages follow */
+    MIG_RESUME_TARGET_COMPLETED,  /* completed: migrate-recover answers RP_POSTCOPY_DONE */
+};
+enum mig_resume_target mig_resume_target_classify(const struct mig_resume_target_facts *f);
+
+/* The source's Confirm saw its VMM stop waiting for `completed` (the
+ * break mig_confirm_classify() reports). A VMM in postcopy-paused may
+ * have lost only the destination's last message: when the destination
+ * says it runs the guest (migration-status `running`), resume the stream
+ * there (migration-prepare-resume with only_completed), at most
+ * max_resumes times; its VMM answers that the migration completed, or the
+ * destination refuses and it is a break. */
+struct mig_paused_facts {
+    const char *vmm_status;      /* the source VMM's last status (NULL: no answer) */
+    bool asked;                  /* the destination was asked (migration-status) */
+    enum job_peer_outcome peer;  /* its answer (JOB_PEER_UNREACHABLE: none) */
+    unsigned resumes, max_resumes;
+};
+enum mig_paused_step {
+    MIG_PAUSED_FAILED,    /* a break: post-copy failed, paused until --postcopy-resume */
+    MIG_PAUSED_ASK_PEER,  /* ask the destination's migration-status first */
+    MIG_PAUSED_RESUME,    /* resume the stream: the destination may have completed */
+};
+enum mig_paused_step mig_paused_classify(const struct mig_paused_facts *f);
 
 /* Whether this host can run a post-copy destination (userfaultfd works). */
 bool mig_host_postcopy_supported(void);

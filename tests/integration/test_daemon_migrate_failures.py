@@ -11,11 +11,20 @@ hosts:
   asks the destination and completes Confirm), Finish answer lost (the
   destination daemon dies after resuming the guest, before answering; the
   source keeps its copy paused, asks migration-status until the restarted
-  destination, which completed Finish, says "running", then confirms)."""
+  destination, which completed Finish, says "running", then confirms),
+  post-copy whose last message (RP_POSTCOPY_DONE) is lost with the
+  connection (fake VMM only, `fake-lose-done`: the destination VMM
+  completed, the source VMM stays postcopy-paused): the source's Confirm
+  asks the destination, resumes the stream there and completes by itself;
+  the same while the destination daemon is down (the source pauses with
+  post-copy failed; the restarted destination ends its job) completes with
+  `migrate --postcopy-resume`."""
 # timeout: 300
 import os
+import re
 import signal
 import subprocess
+import time
 
 from godwit_test import need_netns, run_test, wait_until
 from godwitd_test import (FILLED_GUEST, GODWIT, MigHosts, finish_proc, guest_self_check, have_kvm,
@@ -39,6 +48,8 @@ def main():
         confirm_lost(h, a, b)
         finish_answer_lost(h, b, a)
         perform_src_vmm_killed(h, b, a)
+        postcopy_done_lost(h, a, b)
+        postcopy_done_lost_peer_down(h, a, b)
 
 
 def only_on(here, there, state="running"):
@@ -177,6 +188,80 @@ def perform_src_vmm_killed(h, b, a):
     wait_until(lambda: not a.state_of("vm1").startswith(("running", "paused")), 20,
                "the destination to discard its copy")
     failed_job(b)
+
+
+LOSE_DONE = "workload=dirty wss=1M rate=1000 beat-ms=500 fake-lose-done"
+
+
+def start_lose_done(h, a):
+    """A domain whose destination VMM loses its last post-copy message."""
+    a.define("pcdone", cmdline=LOSE_DONE)
+    a.run("start", "pcdone")
+    wait_until(lambda: len(heartbeats(a, "pcdone")) >= 1, 30, "heartbeats on pcdone")
+
+
+def done_on(here, there):
+    """pcdone migrated: it runs on `here`, the source quit its VMM, both jobs completed."""
+    assert there.state_of("pcdone") == "shut off (migrated)", there.state_of("pcdone")
+    wait_until(lambda: here.state_of("pcdone") == "running (migrated)", 30, "the destination's job to end")
+    for d in (here, there):
+        assert jobinfo(d, "pcdone", completed=True)["Job type"] == "Completed", d
+        r = d.run("domjobinfo", "pcdone", check=False)
+        assert r.rc == 1 or "Job type:         None" in r.out, r
+    n = len(heartbeats(here, "pcdone"))
+    wait_until(lambda: len(heartbeats(here, "pcdone")) > n, 20, "the guest's heartbeat")
+    here.run("destroy", "pcdone")
+    for d in (here, there):
+        d.run("undefine", "pcdone")
+
+
+def postcopy_done_lost(h, a, b):
+    print("post-copy: the destination's last message is lost; the source resumes to hear it")
+    if not a.fake:
+        print("  skipped: the real VMM has no fault point that loses RP_POSTCOPY_DONE")
+        return
+    start_lose_done(h, a)
+    na, nb = len(a.log_text()), len(b.log_text())
+    p = h.migrate_bg(a, b, SLOW, "--postcopy", name="pcdone")
+    a.run("migrate-postcopy", "pcdone")
+    rc, err = finish_proc(p, 120)
+    assert rc == 0, err
+    log_a, log_b = a.log_text()[na:], b.log_text()[nb:]
+    assert "in case only its last message was lost" in log_a, log_a[-3000:]
+    assert "completed here; the source resumes to hear it" in log_b, log_b[-3000:]
+    assert "post-copy failed" not in log_a, log_a[-3000:]
+    done_on(b, a)
+
+
+def postcopy_done_lost_peer_down(h, a, b):
+    print("post-copy: the last message is lost while the destination daemon is down; "
+          "--postcopy-resume completes it")
+    if not a.fake:
+        print("  skipped: the real VMM has no fault point that loses RP_POSTCOPY_DONE")
+        return
+    from godwitd_test import EventWatcher
+    start_lose_done(h, a)
+    ev_b = EventWatcher(b)
+    p = h.migrate_bg(a, b, SLOW, "--postcopy", name="pcdone")
+    a.run("migrate-postcopy", "pcdone")
+    ev_b.wait_for("Resumed Post-copy", 30)
+    ev_b.close()
+    time.sleep(0.5)  # Finish answered: the source waits in Confirm
+    b.stop(signal.SIGKILL)  # its VMM goes on, completes, and loses the last message
+    rc, err = finish_proc(p, 120)
+    assert rc == 1 and "post-copy" in err, err
+    assert a.state_of("pcdone") == "paused (post-copy failed)", a.state_of("pcdone")
+    h.restart(b)
+    # its job in finish (the VMM completed meanwhile): Finish is completed
+    m = re.search(r"'pcdone', phase finish, VMM alive, (\S+)\): (\S+)", b.log_text())
+    assert not m or m.group(2) == "resume-incoming", m.group(0)
+    print("  destination restarted:", m.group(0) if m else "its job had ended")
+    wait_until(lambda: b.state_of("pcdone") == "running (migrated)", 30, "the destination's job to end")
+    nb = len(b.log_text())
+    r = h.migrate(a, b, "pcdone", "--postcopy-resume", check=False)
+    assert r.rc == 0, r
+    assert "completed here; the source resumes to hear it" in b.log_text()[nb:], b.log_text()[-3000:]
+    done_on(b, a)
 
 
 run_test(main)

@@ -565,6 +565,8 @@ class FakeMigration:
         self.pc_started = False  # the guest was handed over for post-copy
         self.cancel_req = False
         self.missing = set()
+        self.late_ls = None  # a completed destination's migrate-recover listener
+        self.lost_done = False  # fake-lose-done (source): the acknowledgement was dropped once
         self.cond = threading.Condition()
 
     def set_status(self, st, err=""):
@@ -769,6 +771,12 @@ class FakeMigration:
                     if typ == b"R":
                         with rl:
                             reqs.append(i)
+                    elif typ == b"A" and "fake-lose-done" in v.words_plain and not self.lost_done:
+                        # the connection breaks before the destination's last
+                        # message is read: it completed, we pause (stream-format.md §7)
+                        self.lost_done = True
+                        self.sock.shutdown(socket.SHUT_RDWR)
+                        raise EOFError("connection lost before the destination's acknowledgement")
                     elif typ == b"A":
                         with rl:
                             reqs.append(-1)
@@ -810,6 +818,12 @@ class FakeMigration:
         v = self.vmm
         self.set_status("postcopy-recover")
         typ, _, payload = _recv_rec(self.sock)
+        if typ == b"D":  # the destination had completed: its lost RP_POSTCOPY_DONE
+            v.runstate = "postmigrate"
+            self.set_status("postcopy-active")
+            self.set_status("completed")
+            self.sock.close()
+            return
         if typ != b"M":
             raise EOFError("bad recovery handshake")
         with v.lock:
@@ -873,6 +887,7 @@ class FakeMigration:
                     return self.finish_precopy()
                 with v.lock:
                     self.missing = set(st["missing"])
+                self.pc_started = True
                 self.set_status("postcopy-active")
             elif typ == b"E":
                 return self.finish_postcopy()
@@ -905,6 +920,19 @@ class FakeMigration:
         if self.check_digest():
             _send_rec(self.sock, self.wlock, b"A")
             self.set_status("completed")
+
+    def late_answer(self, ls):
+        """migrate-recover on a completed post-copy destination: the resuming
+        source is told that the migration completed (stream-format.md §7)."""
+        try:
+            c, _ = ls.accept()
+            _send_rec(c, threading.Lock(), b"D")
+            c.close()
+        except OSError:
+            pass
+        finally:
+            self.late_ls = None
+            ls.close()
 
     def fault(self, i):
         """The guest touched page i on the destination: wait for it."""
@@ -959,6 +987,7 @@ class FakeVMM:
         self.button = False  # PWRBTN_STS: pressed, not yet seen by the guest
         words = dict(w.split("=", 1) for w in (self.a.cmdline or "").split() if "=" in w)
         self.words = words
+        self.words_plain = set((self.a.cmdline or "").split())
         self.link_pps = int(words.get("fake-link-pps", "4000"))
         self.rate = int(words.get("rate", "1000"))
         wss = words.get("wss", "1M")
@@ -1057,6 +1086,15 @@ class FakeVMM:
 
     def q_recover(self, args):
         m = self.mig
+        if m and m.incoming and m.status == "completed" and m.pc_started:
+            if m.late_ls:
+                raise QmpError("a recovery is already under way")
+            try:
+                m.late_ls = m.listen(args.get("uri"))
+            except (OSError, ValueError) as e:
+                raise QmpError(f"Failed to listen on '{args.get('uri')}': {e}")
+            threading.Thread(target=m.late_answer, args=(m.late_ls,), daemon=True).start()
+            return {}
         if not m or not m.incoming or m.status != "postcopy-paused":
             raise QmpError("Migrate recover can only be run when postcopy is paused.")
         try:
@@ -1085,6 +1123,9 @@ class FakeVMM:
 
     def q_pause(self, args):
         m = self.mig
+        if m and m.incoming and m.status == "completed" and m.late_ls:
+            m.late_ls.shutdown(socket.SHUT_RDWR)  # ends the late answer's wait
+            return {}
         if not m or m.status != "postcopy-active":
             raise QmpError("migrate-pause is only supported in postcopy-active")
         try:

@@ -430,6 +430,118 @@ static void test_watch_unanswered(void **state)
     assert_false(mig_watch_unanswered_discard(JOB_PHASE_POSTCOPY_FAILED, false, 100, 10));
 }
 
+/* migration-prepare-resume: a paused post-copy job recovers as before; a
+ * VMM that completed a post-copy migration listens once for a source that
+ * lost the last message, whatever became of the job here (still finishing,
+ * done, or forgotten by a restart), never for a discarded or another
+ * active job, nor for a VMM that completed without a switch. */
+static void test_resume_target(void **state)
+{
+    struct job j;
+    struct gw_error e;
+    gw_error_init(&e);
+    assert_int_equal(job_init(&j, JOB_KIND_MIGRATION_IN, "m-1", UUID, "vm1", 1, &e), 0);
+    struct mig_resume_target_facts f = { .job = &j, .job_id = "m-1", .domain_active = true,
+                                         .vmm_status = "postcopy-paused", .vmm_switched = true };
+    /* a broken post-copy: recovery, as before */
+    j.phase = JOB_PHASE_POSTCOPY_FAILED;
+    assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_RECOVER);
+    f.only_completed = true; /* Confirm asks only for a completed one */
+    assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_REFUSE);
+    f.only_completed = false;
+    f.domain_active = false;
+    assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_REFUSE);
+    f.domain_active = true;
+    /* completed after post-copy: in every phase it may be seen in, or no record */
+    f.vmm_status = "completed";
+    static const enum job_phase phases[] = { JOB_PHASE_PREPARE, JOB_PHASE_FINISH, JOB_PHASE_DONE,
+                                             JOB_PHASE_POSTCOPY_FAILED };
+    for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
+        j.phase = phases[i];
+        f.only_completed = false;
+        assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_COMPLETED);
+        f.only_completed = true;
+        assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_COMPLETED);
+    }
+    f.job = NULL; /* the job ended and the daemon restarted since */
+    assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_COMPLETED);
+    /* never without the switch, or without a VMM */
+    f.vmm_switched = false;
+    assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_REFUSE);
+    f.vmm_switched = true;
+    f.domain_active = false;
+    assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_REFUSE);
+    f.domain_active = true;
+    /* not completed: a job that is not post-copy failed, or none, refuses */
+    static const char *const other[] = { "postcopy-active", "postcopy-paused", "active", "failed",
+                                         "", NULL };
+    f.job = &j;
+    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+        f.vmm_status = other[i];
+        f.only_completed = false;
+        j.phase = JOB_PHASE_FINISH;
+        assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_REFUSE);
+        j.phase = JOB_PHASE_DONE;
+        assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_REFUSE);
+        f.job = NULL;
+        assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_REFUSE);
+        f.job = &j;
+    }
+    /* this job discarded here */
+    f.vmm_status = "completed";
+    j.phase = JOB_PHASE_FAILED;
+    assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_REFUSE);
+    /* another job's record: an active one holds the domain; an ended one
+     * says nothing about this job (the VMM checks the migration's id) */
+    f.job_id = "m-0";
+    j.phase = JOB_PHASE_FINISH;
+    assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_REFUSE);
+    j.phase = JOB_PHASE_POSTCOPY_FAILED;
+    assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_REFUSE);
+    j.phase = JOB_PHASE_DONE;
+    assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_COMPLETED);
+    j.kind = JOB_KIND_MIGRATION_OUT; /* an outgoing migration that failed before its stream */
+    j.phase = JOB_PHASE_FAILED;
+    assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_COMPLETED);
+    j.phase = JOB_PHASE_PERFORM;
+    assert_int_equal(mig_resume_target_classify(&f), MIG_RESUME_TARGET_REFUSE);
+}
+
+/* Confirm's post-copy wait ended on a break: only a paused VMM whose
+ * destination says it runs the guest is resumed (the destination's VMM
+ * may have completed and its last message been lost), once; the
+ * destination is asked first. */
+static void test_paused_decisions(void **state)
+{
+    struct mig_paused_facts f = { .vmm_status = "postcopy-paused", .peer = JOB_PEER_UNREACHABLE,
+                                  .max_resumes = 1 };
+    assert_int_equal(mig_paused_classify(&f), MIG_PAUSED_ASK_PEER);
+    f.asked = true;
+    f.peer = JOB_PEER_RUNNING;
+    assert_int_equal(mig_paused_classify(&f), MIG_PAUSED_RESUME);
+    static const enum job_peer_outcome no[] = { JOB_PEER_UNREACHABLE, JOB_PEER_UNKNOWN,
+                                                JOB_PEER_PREPARED, JOB_PEER_FAILED,
+                                                JOB_PEER_POSTCOPY_FAILED };
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+        f.peer = no[i];
+        assert_int_equal(mig_paused_classify(&f), MIG_PAUSED_FAILED);
+    }
+    /* once */
+    f.peer = JOB_PEER_RUNNING;
+    f.resumes = 1;
+    assert_int_equal(mig_paused_classify(&f), MIG_PAUSED_FAILED);
+    f.resumes = 0;
+    /* a stream that failed, or a VMM that does not answer: nothing to resume, nobody asked */
+    static const char *const broken[] = { "failed", "cancelled", "postcopy-active", "", NULL };
+    for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {
+        f.vmm_status = broken[i];
+        f.asked = false;
+        assert_int_equal(mig_paused_classify(&f), MIG_PAUSED_FAILED);
+        f.asked = true;
+        assert_int_equal(mig_paused_classify(&f), MIG_PAUSED_FAILED);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -448,6 +560,8 @@ int main(void)
         cmocka_unit_test(test_finish_again),
         cmocka_unit_test(test_finish_mode),
         cmocka_unit_test(test_watch_unanswered),
+        cmocka_unit_test(test_resume_target),
+        cmocka_unit_test(test_paused_decisions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
