@@ -449,11 +449,12 @@ int mig_recover(struct migration *m, const char *uri, struct gw_error *err)
         return -err->code;
     pthread_mutex_lock(&m->lock);
     bool late = done_here(m);
-    int r = !late ? take_recovery(m, true, err)
-            : m->pc_late ? gw_error_set(err, EBUSY, "a recovery is already under way") : 0;
+    int r = late ? 0 : take_recovery(m, true, err);
     pthread_mutex_unlock(&m->lock);
     if (r < 0)
         return r;
+    if (late)
+        join_thread(m); /* an earlier wait is replaced, its listener gone first */
     bool listener;
     int fd = mig_uri_listen(&u, &listener, err);
     if (fd < 0)
