@@ -153,15 +153,21 @@ static int wait_postcopy_done(struct src_job *s, char *last, size_t len, struct 
     }
 }
 
-/* migration-status of our job on the destination (reconnecting once);
- * JOB_PEER_UNREACHABLE when it does not answer. */
-static enum job_peer_outcome peer_status(struct src_job *s)
+/* migration-status of our job on the destination: up to `tries` asks,
+ * each on a new connection (fresh), or on the one held with a new one after
+ * a failure; pause_s apart. JOB_PEER_UNREACHABLE when it does not answer. */
+static enum job_peer_outcome status_tries(struct src_job *s, int tries, bool fresh,
+                                          unsigned pause_s)
 {
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < tries; i++) {
         struct gw_error e;
         gw_error_init(&e);
         struct json_object *ret = NULL;
         enum job_peer_outcome o;
+        if (fresh) {
+            ctl_client_free(s->peer);
+            s->peer = NULL;
+        }
         if ((s->peer || mig_src_connect(s, s->run->job.peer_uri, &e) == 0) &&
             ctl_client_call(s->peer, "migration-status", mig_head_to_json(s->run->job.id, s->run->uuid),
                             &ret, MIG_PEER_CALL_MS, &e) == 0 &&
@@ -171,11 +177,18 @@ static enum job_peer_outcome peer_status(struct src_job *s)
         }
         json_object_put(ret);
         log_warn("domain '%s': migration-status: %s", s->dom->def.name, e.msg);
-        ctl_client_free(s->peer);
-        s->peer = NULL;
+        if (!fresh) {
+            ctl_client_free(s->peer);
+            s->peer = NULL;
+        }
+        if (pause_s)
+            sleep(pause_s);
     }
     return JOB_PEER_UNREACHABLE;
 }
+
+/* migration-status, reconnecting once. */
+static enum job_peer_outcome peer_status(struct src_job *s) { return status_tries(s, 2, false, 0); }
 
 static int resume_stream(struct src_job *s, bool only_completed, enum perform_end *end,
                          struct gw_error *err);
@@ -237,25 +250,7 @@ int mig_src_confirm(struct src_job *s, bool postcopy, struct gw_error *err)
 /* The Finish answer was lost: ask the destination what it did. */
 static enum job_peer_outcome ask_status(struct src_job *s)
 {
-    for (int i = 0; i < SRC_STATUS_TRIES; i++) {
-        struct gw_error e;
-        gw_error_init(&e);
-        ctl_client_free(s->peer);
-        s->peer = NULL;
-        struct json_object *ret = NULL;
-        enum job_peer_outcome o;
-        if (mig_src_connect(s, s->run->job.peer_uri, &e) == 0 &&
-            ctl_client_call(s->peer, "migration-status", mig_head_to_json(s->run->job.id, s->run->uuid),
-                            &ret, MIG_PEER_CALL_MS, &e) == 0 &&
-            mig_outcome_from_reply(ret, &o, &e) == 0) {
-            json_object_put(ret);
-            return o;
-        }
-        json_object_put(ret);
-        log_warn("domain '%s': migration-status: %s", s->dom->def.name, e.msg);
-        sleep(1);
-    }
-    return JOB_PEER_UNREACHABLE;
+    return status_tries(s, SRC_STATUS_TRIES, true, 1);
 }
 
 /* Act on what the destination says (Finish's answer or Status). */
