@@ -455,18 +455,32 @@ static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_obj
 
 /* ---- migration-abort, migration-status, migration-prepare-resume ---- */
 
-/* The incoming VMM's query-migrate postcopy-started (true when it does not
- * say: the safe side). */
-static bool vmm_switched(struct domain *dom)
+/* The incoming VMM's query-migrate status and postcopy-started (false
+ * unless it says true); true if it said postcopy-started at all. */
+static bool vmm_migration(struct domain *dom, char *status, size_t len, bool *switched)
 {
     struct json_object *ret = NULL, *v;
-    bool switched = true;
-    if (domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0 &&
-        json_object_object_get_ex(ret, "postcopy-started", &v) &&
-        json_object_is_type(v, json_type_boolean))
-        switched = json_object_get_boolean(v);
+    const char *st;
+    bool said = false;
+    status[0] = '\0';
+    *switched = false;
+    if (domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0) {
+        snprintf(status, len, "%s", (st = qmp_json_get_str(ret, "status")) ? st : "");
+        said = json_object_object_get_ex(ret, "postcopy-started", &v) &&
+               json_object_is_type(v, json_type_boolean);
+        *switched = said && json_object_get_boolean(v);
+    }
     json_object_put(ret);
-    return switched;
+    return said;
+}
+
+/* The incoming VMM's postcopy-started (true when it does not say: the safe
+ * side). */
+static bool vmm_switched(struct domain *dom)
+{
+    char status[32];
+    bool switched;
+    return vmm_migration(dom, status, sizeof(status), &switched) ? switched : true;
 }
 
 static int h_abort(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
@@ -511,22 +525,6 @@ static int h_status(struct daemon *dm, struct daemon_client *cl, struct json_obj
     json_object_object_add(*ret, "phase", json_object_new_string(j ? job_phase_name(j->phase) : "none"));
     pthread_mutex_unlock(&dm->lock);
     return 0;
-}
-
-/* The incoming VMM's query-migrate status and postcopy-started (false
- * unless it says true). */
-static void vmm_migration(struct domain *dom, char *status, size_t len, bool *switched)
-{
-    struct json_object *ret = NULL, *v;
-    const char *st;
-    status[0] = '\0';
-    *switched = false;
-    if (domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0) {
-        snprintf(status, len, "%s", (st = qmp_json_get_str(ret, "status")) ? st : "");
-        *switched = json_object_object_get_ex(ret, "postcopy-started", &v) &&
-                    json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
-    }
-    json_object_put(ret);
 }
 
 /* What migration-prepare-resume asks for, and what it found. */
