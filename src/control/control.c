@@ -68,6 +68,9 @@ void ctl_header_encode(uint8_t hdr[CTL_HEADER_LEN], uint32_t len)
 int ctl_parse(const char *buf, size_t len, struct json_object **out, struct gw_error *err)
 {
     *out = NULL;
+    /* Anywhere: json-c takes one inside a comment for part of it. */
+    if (memchr(buf, '\0', len))
+        return gw_error_set(err, EPROTO, "a NUL byte in control message");
     struct json_tokener *tok = json_tokener_new();
     if (!tok)
         return gw_error_set(err, ENOMEM, "out of memory");

@@ -59,7 +59,12 @@ static void test_parse(void **state)
     gw_error_init(&err);
     assert_int_equal(ctl_parse("{}\0", 3, &o, &err), -EPROTO);
     assert_null(o);
-    assert_non_null(strstr(err.msg, "trailing data"));
+    assert_non_null(strstr(err.msg, "NUL byte"));
+    /* ... and inside a comment, which json-c took for white space. */
+    gw_error_init(&err);
+    assert_int_equal(ctl_parse("{}//////\0\r", 11, &o, &err), -EPROTO);
+    assert_null(o);
+    assert_non_null(strstr(err.msg, "NUL byte"));
     assert_int_equal(ctl_parse("{\"a\": 1}\n", 9, &o, NULL), 0);
     assert_int_equal(ctl_msg_kind(o), CTL_MSG_INVALID);
     json_object_put(o);
