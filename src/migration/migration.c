@@ -252,11 +252,7 @@ int mig_cancel(struct migration *m, struct gw_error *err)
     bool committing = m->committing && !mig_state_is_final(s);
     if (can) {
         m->cancel = true;
-        /* Wake a thread blocked in connect/accept/read/write. */
-        if (m->fd >= 0)
-            shutdown(m->fd, SHUT_RDWR);
-        if (m->listen_fd >= 0)
-            shutdown(m->listen_fd, SHUT_RDWR);
+        wake_locked(m); /* a thread blocked in connect/accept/read/write */
     }
     pthread_mutex_unlock(&m->lock);
     if (mig_state_is_postcopy(s))
@@ -423,8 +419,7 @@ static int ask_recovery(struct migration *m, bool incoming, const struct mig_uri
 static int start_late_answer(struct migration *m, const struct mig_uri *u, int fd,
                              struct gw_error *err)
 {
-    join_thread(m); /* the incoming thread, which has ended */
-    pthread_mutex_lock(&m->lock);
+    pthread_mutex_lock(&m->lock); /* the thread before was reaped (mig_recover) */
     m->cancel = m->pc_pause_req = false;
     m->pc_recover_fd = fd;
     m->pc_recover_uri = *u;
@@ -453,8 +448,8 @@ int mig_recover(struct migration *m, const char *uri, struct gw_error *err)
     pthread_mutex_unlock(&m->lock);
     if (r < 0)
         return r;
-    if (late)
-        join_thread(m); /* an earlier wait is replaced, its listener gone first */
+    if (late) /* reap the incoming thread, or replace an earlier wait (its listener gone first) */
+        join_thread(m);
     bool listener;
     int fd = mig_uri_listen(&u, &listener, err);
     if (fd < 0)

@@ -1153,6 +1153,25 @@ static int run(struct out_ctx *c)
     }
 }
 
+void out_take_refusal(struct out_ctx *c, int wait_ms, int records, const char *prefix)
+{
+    struct stream rp;
+    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
+    for (int i = 0; i < records; i++) {
+        struct pollfd p = { c->fd, POLLIN, 0 };
+        struct stream_record rec;
+        if ((rp.ipos == rp.ilen && poll(&p, 1, wait_ms) <= 0) || stream_read_record(&rp, &rec) < 0)
+            break;
+        if (rec.type == GWS_RP_FAILED) {
+            c->s.error = 0; /* the reason, in place of its consequence */
+            stream_set_error(&c->s, EPROTO, "%s%.*s", prefix, (int)rec.length,
+                             (const char *)rec.body);
+            break;
+        }
+    }
+    stream_fini(&rp);
+}
+
 /* The run failed: if the destination said why first (RP_FAILED, maybe
  * behind a pong), that is the reason to report, not the broken pipe its
  * exit caused here. */
@@ -1160,21 +1179,7 @@ static void take_peer_reason(struct out_ctx *c)
 {
     if (c->to_file || c->fd < 0 || c->handed_over || stream_get_error(&c->s) == -ECANCELED)
         return;
-    struct stream rp;
-    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
-    for (int i = 0; i < 8; i++) {
-        struct pollfd p = { c->fd, POLLIN, 0 };
-        struct stream_record rec;
-        if ((rp.ipos == rp.ilen && poll(&p, 1, 200) <= 0) || stream_read_record(&rp, &rec) < 0)
-            break;
-        if (rec.type == GWS_RP_FAILED) {
-            c->s.error = 0;
-            stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec.length,
-                             (const char *)rec.body);
-            break;
-        }
-    }
-    stream_fini(&rp);
+    out_take_refusal(c, 200, 8, "destination failed: ");
 }
 
 void *mig_outgoing_thread(void *arg)

@@ -99,6 +99,10 @@ struct out_ctx {
 };
 
 void out_account(struct out_ctx *c, uint64_t zero, uint64_t normal);
+/* A reason the destination gave (RP_FAILED) on the main channel, sought
+ * behind up to `records` - 1 others, each waited for up to wait_ms: it
+ * replaces the stream's error, after `prefix`. Nothing found: unchanged. */
+void out_take_refusal(struct out_ctx *c, int wait_ms, int records, const char *prefix);
 /* Set up z when compress-zstd is on (else leave it empty); -ENOMEM. */
 int out_zstd_init(const struct out_ctx *c, struct out_zstd *z);
 void out_zstd_fini(struct out_zstd *z);

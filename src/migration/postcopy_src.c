@@ -686,23 +686,6 @@ static int read_recv_bitmap(struct out_ctx *c)
     return r;
 }
 
-/* The preempt channel could not be opened: a destination that refused the
- * recovery has said why on the main channel, and closed its listener. */
-static void read_refusal(struct out_ctx *c)
-{
-    struct pollfd p = { c->fd, POLLIN, 0 };
-    if (poll(&p, 1, 1000) <= 0)
-        return;
-    struct stream rp;
-    struct stream_record rec;
-    stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
-    if (stream_read_record(&rp, &rec) == 0 && rec.type == GWS_RP_FAILED) {
-        c->s.error = 0; /* the reason, in place of its consequence */
-        stream_set_error(&c->s, EPROTO, "destination: %.*s", (int)rec.length, rec.body);
-    }
-    stream_fini(&rp);
-}
-
 /* 0: resumed, the page list is in; 1: the destination had completed;
  * -1: failed (the stream's error says why). */
 static int reconnect(struct out_ctx *c)
@@ -729,7 +712,9 @@ static int reconnect(struct out_ctx *c)
         stream_flush(&c->s) < 0)
         return -1;
     if (open_preempt(c) < 0) {
-        read_refusal(c);
+        /* A destination that refused the recovery said why on the main
+         * channel, and closed its listener. */
+        out_take_refusal(c, 1000, 1, "destination: ");
         return -1;
     }
     c->n = c->nzero = 0; /* a batch cut off by the break: the page list has it */
