@@ -9,6 +9,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "common/json_text.h"
+
 /* ---- plain socket transport ---- */
 
 static ssize_t fd_read(void *opaque, void *buf, size_t len)
@@ -67,33 +69,12 @@ void ctl_header_encode(uint8_t hdr[CTL_HEADER_LEN], uint32_t len)
 
 int ctl_parse(const char *buf, size_t len, struct json_object **out, struct gw_error *err)
 {
-    *out = NULL;
-    /* Anywhere: json-c takes one inside a comment for part of it. */
-    if (memchr(buf, '\0', len))
-        return gw_error_set(err, EPROTO, "a NUL byte in control message");
-    struct json_tokener *tok = json_tokener_new();
-    if (!tok)
-        return gw_error_set(err, ENOMEM, "out of memory");
-    struct json_object *o = json_tokener_parse_ex(tok, buf, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    size_t used = json_tokener_get_parse_end(tok);
-    json_tokener_free(tok);
-    int r = 0;
-    if (!o || jerr != json_tokener_success)
-        r = gw_error_set(err, EPROTO, "malformed JSON in control message: %s",
-                         o ? "trailing data" : json_tokener_error_desc(jerr));
-    else if (!json_object_is_type(o, json_type_object))
-        r = gw_error_set(err, EPROTO, "control message is not a JSON object");
-    else
-        for (; used < len && r == 0; used++)
-            if (!buf[used] || !strchr(" \t\r\n", buf[used])) /* strchr finds '\0' too */
-                r = gw_error_set(err, EPROTO, "trailing data after the JSON object");
-    if (r < 0) {
-        json_object_put(o);
-        return r;
-    }
-    *out = o;
-    return 0;
+    struct gw_error e;
+    gw_error_init(&e);
+    int r = json_text_object(buf, len, out, &e);
+    if (r == -EINVAL) /* a malformed message: the wire's error */
+        r = -EPROTO;
+    return r < 0 ? gw_error_set(err, -r, "control message: %s", e.msg) : 0;
 }
 
 static int write_all(struct ctl_io *io, const void *buf, size_t len)

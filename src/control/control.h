@@ -70,7 +70,8 @@ void ctl_io_init_fd(struct ctl_io *io, int *fd);
 int ctl_header_decode(const uint8_t hdr[CTL_HEADER_LEN], uint32_t max, uint32_t *len,
                       struct gw_error *err);
 void ctl_header_encode(uint8_t hdr[CTL_HEADER_LEN], uint32_t len);
-/* Parse len bytes of JSON; must be exactly one object. -EPROTO on failure. */
+/* Parse len bytes: one JSON object and nothing after it but white space
+ * (json_text_object). -EPROTO on anything else, the message saying where. */
 int ctl_parse(const char *buf, size_t len, struct json_object **out, struct gw_error *err);
 /* Send one message (borrowed). */
 int ctl_send(struct ctl_io *io, struct json_object *msg);

@@ -36,6 +36,8 @@ int store_path(const char *dir, enum store_file f, const char *name, char *buf, 
 
 int store_write_atomic(const char *path, const char *data, size_t len, struct gw_error *err);
 int store_write_json(const char *path, struct json_object *o, struct gw_error *err);
+/* fsync the directory that holds path (after a rename or an unlink there). */
+int store_sync_dir_of(const char *path);
 
 /* What a state file read back must hold: one JSON object, then nothing but
  * white space (space, tab, CR, LF; a NUL byte is not white space). Anything

@@ -12,6 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/json_text.h"
+#include "daemon/domain_store.h"
+
 #define JOB_FILE_VERSION 1
 
 /* ---- names ------------------------------------------------------------------ */
@@ -481,145 +484,51 @@ static int job_path(char *buf, size_t cap, const char *state_dir, const char *uu
     return 0;
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return w < 0 ? -errno : -EIO;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
-    return rc;
-}
-
-static int write_file_synced(const char *path, const char *text, struct gw_error *err)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return gw_error_set(err, errno, "cannot create %s: %s", path, strerror(errno));
-    int rc = write_all(fd, text, strlen(text));
-    if (rc == 0 && fsync(fd) < 0)
-        rc = -errno;
-    if (close(fd) < 0 && rc == 0)
-        rc = -errno;
-    if (rc < 0)
-        return gw_error_set(err, rc, "cannot write %s: %s", path, strerror(-rc));
-    return 0;
-}
-
 int job_save(const struct job *j, const char *state_dir, struct gw_error *err)
 {
-    char dir[4096], path[4096], tmp[4096];
+    char dir[4096], path[4096];
     int rc = job_path(path, sizeof(path), state_dir, j->uuid, ".json", err);
-    if (rc == 0)
-        rc = job_path(tmp, sizeof(tmp), state_dir, j->uuid, ".json.tmp", err);
     if (rc < 0)
         return rc;
     snprintf(dir, sizeof(dir), "%s/jobs", state_dir);
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return gw_error_set(err, errno, "cannot create %s: %s", dir, strerror(errno));
     struct json_object *o = job_to_json(j);
-    const char *text = o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY) : NULL;
-    rc = text ? write_file_synced(tmp, text, err) : gw_error_set(err, ENOMEM, "out of memory");
-    json_object_put(o);
-    if (rc == 0 && rename(tmp, path) < 0)
-        rc = gw_error_set(err, errno, "cannot rename %s: %s", tmp, strerror(errno));
-    if (rc == 0 && (rc = fsync_dir(dir)) < 0)
-        gw_error_set(err, rc, "cannot sync %s: %s", dir, strerror(-rc));
-    if (rc < 0)
-        unlink(tmp);
-    return rc;
-}
-
-/* Read a whole small regular file; *len excludes the added NUL. */
-static int read_small_file(const char *path, char **out, size_t *len, struct gw_error *err)
-{
-    struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return errno == ENOENT ? -ENOENT
-                               : gw_error_set(err, errno, "cannot open %s: %s", path, strerror(errno));
-    int rc = fstat(fd, &st) < 0 ? -errno : 0;
-    if (rc == 0 && (!S_ISREG(st.st_mode) || st.st_size > JOB_FILE_MAX))
-        rc = gw_error_set(err, EINVAL, "%s: not a regular file of at most %d bytes", path,
-                          JOB_FILE_MAX);
-    char *buf = rc == 0 ? malloc((size_t)st.st_size + 1) : NULL;
-    ssize_t n = buf ? read(fd, buf, (size_t)st.st_size + 1) : -1;
-    if (rc == 0 && (n < 0 || n > st.st_size))
-        rc = gw_error_set(err, n < 0 ? errno : EINVAL, "cannot read %s", path);
-    close(fd);
-    if (rc < 0) {
-        free(buf);
-        return rc;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = (size_t)n;
-    return 0;
-}
-
-static int parse_job_text(const char *text, size_t len, struct job *j, struct gw_error *err)
-{
-    struct json_tokener *tok = json_tokener_new();
-    if (!tok)
-        return gw_error_set(err, ENOMEM, "out of memory");
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-    struct json_object *o = json_tokener_parse_ex(tok, text, (int)len);
-    size_t end = json_tokener_get_parse_end(tok);
-    bool ok = o && json_tokener_get_error(tok) == json_tokener_success;
-    json_tokener_free(tok);
-    while (ok && end < len && text[end] && strchr(" \t\r\n", text[end])) /* strchr finds '\0' */
-        end++;
-    int rc = ok && end == len ? job_from_json(o, j, err)
-                              : gw_error_set(err, EINVAL, "job: not one valid JSON object");
+    rc = o ? store_write_json(path, o, err) : gw_error_set(err, ENOMEM, "out of memory");
     json_object_put(o);
     return rc;
 }
 
 int job_load(struct job *j, const char *state_dir, const char *uuid, struct gw_error *err)
 {
-    char path[4096], *text = NULL;
-    size_t len = 0;
+    char path[4096];
+    struct json_object *o = NULL;
     memset(j, 0, sizeof(*j));
     int rc = job_path(path, sizeof(path), state_dir, uuid, ".json", err);
     if (rc == 0)
-        rc = read_small_file(path, &text, &len, err);
+        rc = json_file_object(path, JOB_FILE_MAX, &o, err);
     if (rc == 0)
-        rc = parse_job_text(text, len, j, err);
+        rc = job_from_json(o, j, err);
     if (rc == 0 && strcmp(j->uuid, uuid) != 0)
         rc = gw_error_set(err, EINVAL, "job: uuid %s does not match its file name", j->uuid);
     if (rc < 0 && rc != -ENOENT)
         gw_error_prefix(err, "%s", path);
     if (rc < 0)
         memset(j, 0, sizeof(*j));
-    free(text);
+    json_object_put(o);
     return rc;
 }
 
 int job_remove(const char *state_dir, const char *uuid, struct gw_error *err)
 {
-    char path[4096], dir[4096];
+    char path[4096];
     int rc = job_path(path, sizeof(path), state_dir, uuid, ".json", err);
     if (rc < 0)
         return rc;
     if (unlink(path) < 0 && errno != ENOENT)
         return gw_error_set(err, errno, "cannot remove %s: %s", path, strerror(errno));
-    snprintf(dir, sizeof(dir), "%s/jobs", state_dir);
-    rc = fsync_dir(dir);
-    return rc == -ENOENT ? 0 : rc < 0 ? gw_error_set(err, rc, "cannot sync %s", dir) : 0;
+    rc = store_sync_dir_of(path);
+    return rc == -ENOENT ? 0 : rc < 0 ? gw_error_set(err, rc, "cannot sync the directory of %s", path) : 0;
 }
 
 static int scan_entry(const char *state_dir, const char *name, job_scan_cb cb, void *opaque)

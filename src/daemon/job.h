@@ -133,8 +133,11 @@ int job_from_json(struct json_object *o, struct job *j, struct gw_error *err);
 
 /* Persistence in <state_dir>/jobs/<uuid>.json. job_save writes atomically
  * (temporary file, fsync, rename, fsync of the directory) and creates
- * jobs/ (0700) when missing. job_load returns -ENOENT when there is no
- * file, -EINVAL for a corrupt one (never crashes on hostile content).
+ * jobs/ (0700) when missing (store_write_json). job_load reads it as the
+ * daemon reads every state file (json_file_object: one JSON object, the
+ * error saying where); it returns -ENOENT when there is no file, -EFBIG
+ * over JOB_FILE_MAX bytes, -EINVAL for a corrupt one (never crashes on
+ * hostile content).
  * job_remove returns 0 when the file is gone (also when it never existed). */
 int job_save(const struct job *j, const char *state_dir, struct gw_error *err);
 int job_load(struct job *j, const char *state_dir, const char *uuid, struct gw_error *err);

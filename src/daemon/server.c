@@ -224,6 +224,14 @@ static bool dispatch(struct daemon_client *c, struct json_object *msg)
         ctl_request_fini(&req);
         return ok;
     }
+    if (strcmp(req.command, "hello") == 0) { /* the connection stays as it is */
+        char why[96];
+        snprintf(why, sizeof(why), "hello was already exchanged on this connection (control "
+                 "protocol version %d)", CTL_PROTOCOL_VERSION);
+        bool ok = send_error(c, req.id, CTL_ERR_PROTOCOL, why) == 0;
+        ctl_request_fini(&req);
+        return ok;
+    }
     const struct daemon_command *cmd = daemon_find_command(dm, req.command);
     struct json_object *ret = NULL;
     int r = cmd ? cmd->fn(dm, c, req.args, &ret, &e)

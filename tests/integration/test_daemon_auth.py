@@ -59,6 +59,11 @@ def protocol(d):
     assert c.recv() is None  # closed after a version mismatch
     c = Control(d.sock)
     assert c.hello()["return"]["protocol"] == 1
+    for version in (1, 2):  # once is all: another hello changes nothing
+        r = c.call("hello", protocol=version)
+        assert r["error"]["class"] == "ProtocolError", r
+        assert r["error"]["desc"] == ("hello was already exchanged on this connection "
+                                      "(control protocol version 1)"), r
     r = c.call("no-such-command")
     assert r["error"]["class"] == "CommandNotFound" and "no-such-command" in r["error"]["desc"], r
     c.send_raw(struct.pack(">I", 9) + b"{not json")

@@ -321,7 +321,7 @@ static void test_store_trailing(void **state)
     expect_refused_file(path, HAND "\n" HAND "\n", 2 * strlen(HAND) + 2,
                         "at offset 55 (line 2, column 1): \"{\\\"name\\\": \\\"hand\\\",\" and 39 more bytes");
     assert_int_equal(store_path(dir, STORE_DEF, "nul", path, sizeof(path)), 0);
-    expect_refused_file(path, HAND "\n\0", strlen(HAND) + 2, "at offset 55 (line 2, column 1): \"\\x00\"");
+    expect_refused_file(path, HAND "\n\0", strlen(HAND) + 2, "a NUL byte at offset 55 (line 2, column 1)");
     assert_int_equal(store_path(dir, STORE_DEF, "cut", path, sizeof(path)), 0);
     expect_refused_file(path, "{\"name\": \"cut\",\n", 16,
                         "the text ends at offset 16 (line 2, column 1) before the JSON object does");
