@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "common/json_text.h"
 #include "control/control.h"
-#include "daemon/domain_store.h"
 #include "qmp/qmp_json.h"
 
 static const struct cli_opt opt_domain[] = {
@@ -36,7 +36,7 @@ static int run_resume(struct cli *c, const struct cli_args *a) { return simple(c
 static int run_undefine(struct cli *c, const struct cli_args *a) { return simple(c, a, "domain-undefine", "has been undefined"); }
 
 /* FILE (a pipe too) held to the rule the daemon holds its own definition
- * files to (store_parse_json): one JSON object and nothing after it but
+ * files to (json_text_object): one JSON object and nothing after it but
  * white space, so that `{...} xyz` or two objects are not sent as the
  * first. At most CTL_MAX_MSG bytes: no more could be sent. */
 static int read_definition(const char *file, struct json_object **def, struct gw_error *err)
@@ -55,7 +55,7 @@ static int read_definition(const char *file, struct json_object **def, struct gw
     else if (r == 0 && n == cap)
         r = gw_error_set(err, EFBIG, "larger than a definition may be (%u bytes)", CTL_MAX_MSG);
     if (r == 0)
-        r = store_parse_json(text, n, def, err);
+        r = json_text_object(text, n, def, err);
     fclose(f);
     free(text);
     return r;
