@@ -202,6 +202,33 @@ static bool held(const struct in_ctx *c, uint64_t i)
     return i < c->pc->populated || bitmap_test(c->received, i);
 }
 
+/* Punch [off, off+len) out of the memfd, and see that it is a hole. A
+ * punch that ends inside a huge page splits it; the kernel cannot split one
+ * that something else holds a reference to at that moment, and then only
+ * zeroes the range and leaves it in memory: the guest would read those
+ * zeros (no fault to catch) and the page's data, when it came, would find
+ * the page there and be dropped. Such a reference is mostly fleeting, so
+ * the punch is tried again; a page that stays makes the migration fail
+ * here, before the switch, so that the guest runs on at the source. */
+#define PUNCH_TRIES 20
+static int punch(struct in_ctx *c, uint64_t off, uint64_t len)
+{
+    int fd = c->m->ram->memfd;
+    off_t left = -1;
+    for (int tries = 0; tries < PUNCH_TRIES; tries++) {
+        if (tries)
+            usleep(1000);
+        if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
+            return stream_set_error(&c->s, errno, "dropping stale pages: %s", strerror(errno));
+        left = lseek(fd, (off_t)off, SEEK_DATA);
+        if (left < 0 || (uint64_t)left >= off + len) /* ENXIO: no data from off on */
+            return 0;
+    }
+    return stream_set_error(&c->s, EBUSY, "dropping stale pages: page %#llx stays in memory after "
+                            "%d punches (a huge page the kernel could not split)",
+                            (unsigned long long)((uint64_t)left / GWS_PAGE_SIZE), PUNCH_TRIES);
+}
+
 /* Take pages [i, j) out of the guest's reach: out of the mapping only
  * (minor faults: their memory is reused when they come), or out of the
  * memfd. */
@@ -215,10 +242,7 @@ static int drop_range(struct in_ctx *c, uint64_t i, uint64_t j)
         bitmap_set_range(pc->cached, i, j - i);
         return 0;
     }
-    if (fallocate(c->m->ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-                  (off_t)len) < 0)
-        return stream_set_error(&c->s, errno, "dropping stale pages: %s", strerror(errno));
-    return 0;
+    return punch(c, off, len);
 }
 
 /* Drop the pages we hold in [idx, idx+n) so that touching them faults. */

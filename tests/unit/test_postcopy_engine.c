@@ -29,6 +29,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 
 #include "memory/uffd.h"
@@ -537,6 +538,145 @@ static void test_after_first_pass_compressed(void **state)
     if (!have_uffd())
         skip();
     after_first_pass(true, true);
+}
+
+/* ---- a huge page the kernel cannot split ---- */
+
+#define THP_SHMEM "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+
+/* The bracketed word of THP_SHMEM into buf ("" if unreadable). */
+static void thp_shmem_get(char *buf, size_t cap)
+{
+    char line[256] = "";
+    buf[0] = '\0';
+    FILE *f = fopen(THP_SHMEM, "r");
+    if (!f)
+        return;
+    if (fgets(line, sizeof(line), f)) {
+        char *a = strchr(line, '['), *b = a ? strchr(a, ']') : NULL;
+        if (a && b)
+            snprintf(buf, cap, "%.*s", (int)(b - a - 1), a + 1);
+    }
+    fclose(f);
+}
+
+static bool thp_shmem_set(const char *mode)
+{
+    FILE *f = fopen(THP_SHMEM, "w");
+    if (!f)
+        return false;
+    bool ok = fputs(mode, f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* KiB of [base, base+len) mapped by huge pages (/proc/self/smaps). */
+static uint64_t pmd_mapped_kib(const void *base, uint64_t len)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[256];
+    bool in = false;
+    uint64_t kib = 0;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi, v;
+        char c;
+        if (sscanf(line, "%lx-%lx %c", &lo, &hi, &c) == 3 && strchr(line, '-') < strchr(line, ' '))
+            in = lo < (uintptr_t)base + len && (uintptr_t)base < hi;
+        else if (in && sscanf(line, "ShmemPmdMapped: %lu kB", &v) == 1)
+            kib += v;
+    }
+    fclose(f);
+    return kib;
+}
+
+/* A destination that punches dropped pages out of its memfd (no minor
+ * faults), with RAM in huge pages (preallocated, shmem THP on): a punch
+ * splits the huge page around it. The pages the source writes at its stop
+ * (probe_stop) are single pages in huge pages the destination holds, so
+ * their late discards punch parts of them. Here something else holds one
+ * page of every huge page (a pipe, by vmsplice), so no split can happen: the kernel zeroes the punched pages and leaves them in memory,
+ * where no fault would catch them (the guest would read zeros, and their
+ * data would find them present and be dropped). The destination must fail
+ * at the discard, before the switch, and the guest run on at the source;
+ * once the pages are let go, the same source migrates whole. */
+static void test_unsplittable_huge_page(void **state)
+{
+    char mode[32];
+    thp_shmem_get(mode, sizeof(mode));
+    if (!have_uffd())
+        skip();
+    if (!mode[0] || !thp_shmem_set("advise")) {
+        fprintf(stderr, "    %s cannot be set here: skipped\n", THP_SHMEM);
+        skip();
+    }
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "thp");
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
+    dst.mig.pc_no_minor = true;
+    prealloc_dst(&dst);
+    uint64_t lo = 0, hi = dst.ram.size;
+    uint64_t huge = pmd_mapped_kib(dst.ram.host + lo, hi - lo);
+    if (huge == 0) {
+        thp_shmem_set(mode);
+        evm_fini(&dst);
+        evm_fini(&src);
+        fprintf(stderr, "    no huge pages formed: skipped\n");
+        skip();
+    }
+    int pp[2];
+    assert_int_equal(pipe(pp), 0);
+    assert_true(fcntl(pp[1], F_SETPIPE_SZ, 1 << 20) > 0);
+    unsigned pinned = 0;
+    for (uint64_t off = (lo + (2 << 20) - 1) & ~((2ULL << 20) - 1); off + (2 << 20) <= hi;
+         off += 2 << 20, pinned++) {
+        struct iovec v = { dst.ram.host + off, 4096 }; /* the huge page's first page */
+        assert_int_equal(vmsplice(pp[1], &v, 1, 0), 4096);
+    }
+    fprintf(stderr, "    %llu KiB of RAM in huge pages, %u of them held\n",
+            (unsigned long long)huge, pinned);
+    struct mig_caps c;
+    struct gw_error err;
+    gw_error_init(&err);
+    mig_get_caps(&src.mig, &c);
+    c.on[MIG_CAP_POSTCOPY_AFTER_PRECOPY] = true;
+    assert_int_equal(mig_set_caps(&src.mig, &c, &err), 0);
+    set_param(&src, "max-bandwidth", 64 << 20);
+    set_param(&src, "downtime-limit", 5);
+    wait_hot_written(&src);
+    probe_install(&src, &dst);
+    start(&src, &dst, uri);
+    bool failed = evm_wait_state(&src, MIG_FAILED, 60000);
+    struct mig_stats s, d;
+    mig_get_stats(&src.mig, &s);
+    mig_get_stats(&dst.mig, &d);
+    fprintf(stderr, "    source: %s; destination: %s\n", s.error_desc, d.error_desc);
+    close(pp[0]);
+    close(pp[1]);
+    thp_shmem_set(mode);
+    assert_true(failed);
+    assert_int_equal(evm_state(&dst), MIG_FAILED);
+    assert_non_null(strstr(d.error_desc, "a huge page the kernel could not split"));
+    assert_non_null(strstr(s.error_desc, "could not split"));
+    assert_false(s.postcopy_started);
+    assert_false(dst.started);
+    assert_true(src.run); /* the guest runs on here */
+    uint64_t gen = src.gen;
+    evm_sleep_us(20000);
+    assert_true(src.gen > gen);
+    /* The same source, to a new destination (the pages let go). */
+    evm_fini(&dst);
+    vm_init(&dst, &src);
+    dst.mig.pc_no_minor = true;
+    prealloc_dst(&dst);
+    uri_for(uri, sizeof(uri), "thp2");
+    src.mig.ops = probe.orig;
+    probe_install(&src, &dst);
+    start(&src, &dst, uri);
+    check_done(&src, &dst);
+    evm_fini(&dst);
+    evm_fini(&src);
 }
 
 static void test_by_command_mid_round(void **state)
@@ -1312,6 +1452,7 @@ int main(void)
         cmocka_unit_test(test_break_while_state_loads),
         cmocka_unit_test(test_after_first_pass),
         cmocka_unit_test(test_after_first_pass_without_minor_faults),
+        cmocka_unit_test(test_unsplittable_huge_page),
         cmocka_unit_test(test_after_first_pass_compressed),
         cmocka_unit_test(test_by_command_mid_round),
         cmocka_unit_test(test_ping_records),
