@@ -346,12 +346,16 @@ static int start_guest(struct in_ctx *c)
     return 0;
 }
 
-/* Loaded: tell the source, and run only once it commits. */
+/* Loaded: tell the source, and run only once it commits (optional
+ * records before COMMIT are skipped, as anywhere in a stream). */
 static int wait_commit(struct in_ctx *c)
 {
     struct stream_record rec;
     in_send_rp(c, GWS_RP_LOADED, NULL);
-    int r = stream_read_record(&c->s, &rec);
+    int r;
+    do
+        r = stream_read_record(&c->s, &rec);
+    while (r == 0 && rec.type != GWS_COMMIT && (rec.type & GWS_OPTIONAL));
     if (r == 0 && rec.type != GWS_COMMIT)
         return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over: %s in "
                                 "its place", stream_record_name(rec.type));
@@ -447,10 +451,14 @@ void *mig_incoming_thread(void *arg)
         if (c->prealloc_started)
             pthread_join(c->prealloc, NULL);
         c->prealloc_started = false;
-        if (pc_dst_guest_ran(c))
+        if (pc_dst_guest_ran(c)) {
             m->ops->lost(m->vm); /* keep its memory; it cannot run on */
-        else
+        } else {
+            /* Nothing may install pages or catch faults in memory being
+             * freed: the fault thread and userfaultfd go first. */
+            pc_dst_cleanup(c);
             m->ops->discard(m->vm);
+        }
         mig_fail(m, "%s", why);
     } else {
         pthread_mutex_lock(&m->lock);

@@ -196,7 +196,7 @@ static int start_thread(struct migration *m, const char *uri, bool incoming, str
     m->uri = u;
     m->cancel = m->committing = false;
     m->fd = m->listen_fd = m->pfd = -1;
-    m->pc_start_req = m->pc_pause_req = m->pc_recover_req = false;
+    m->pc_start_req = m->pc_pause_req = m->pc_recover_req = m->pc_commit_wait = false;
     m->pc_done_named = m->pc_late = false;
     latency_hist_reset(&m->lat);
     pthread_mutex_unlock(&m->lock);
@@ -357,24 +357,38 @@ int mig_start_postcopy(struct migration *m, struct gw_error *err)
     return 0;
 }
 
+/* May migrate-pause act now? Under m->lock. */
+static bool pausable_locked(const struct migration *m)
+{
+    enum mig_state s = m->stats.status;
+    if (s == MIG_POSTCOPY_ACTIVE || s == MIG_POSTCOPY_RECOVER)
+        return true;
+    /* A destination between RP_LOADED and COMMIT: the source may have
+     * handed the guest over; a silent source would hold it there for ever
+     * (no cancel: committing). It pauses with the state kept. */
+    if (m->incoming && s == MIG_ACTIVE && m->pc_commit_wait)
+        return true;
+    return done_here(m) && m->pc_late;
+}
+
 int mig_pause(struct migration *m, struct gw_error *err)
 {
     pthread_mutex_lock(&m->lock);
     enum mig_state s = state_locked(m);
-    bool late = done_here(m) && m->pc_late;
-    pthread_mutex_unlock(&m->lock);
-    if (s != MIG_POSTCOPY_ACTIVE && s != MIG_POSTCOPY_RECOVER && !late)
-        return gw_error_set(err, EINVAL, "migrate-pause is only supported during postcopy-active "
-                            "or postcopy-recover state (status: %s)", mig_state_name(s));
+    /* Set with the state checked: a thread that pauses on its own clears
+     * it once paused, never before this could set it. */
+    bool ok = pausable_locked(m);
+    if (ok)
+        m->pc_pause_req = true;
     /* The migration thread sends POSTCOPY_PAUSE itself (it owns the
      * stream) and then breaks the channels; see postcopy_src.c. The
      * destination simply breaks them. */
-    m->pc_pause_req = true;
-    if (m->incoming) {
-        pthread_mutex_lock(&m->lock);
+    if (ok && m->incoming)
         wake_locked(m); /* the listener too: waiting for the source to come back */
-        pthread_mutex_unlock(&m->lock);
-    }
+    pthread_mutex_unlock(&m->lock);
+    if (!ok)
+        return gw_error_set(err, EINVAL, "migrate-pause is only supported during postcopy-active "
+                            "or postcopy-recover state (status: %s)", mig_state_name(s));
     return 0;
 }
 
@@ -477,7 +491,10 @@ int mig_pc_wait_recovery(struct migration *m, const char *why)
     log_warn("post-copy paused: %s", why);
     mig_set_state(m, MIG_POSTCOPY_PAUSED);
     pthread_mutex_lock(&m->lock);
-    m->pc_pause_req = false;
+    /* A migrate-pause that led here is spent; none is taken while paused
+     * (mig_pause), so none that came after is lost. */
+    if (m->stats.status == MIG_POSTCOPY_PAUSED)
+        m->pc_pause_req = false;
     while (!m->pc_recover_req && !m->cancel)
         pthread_cond_wait(&m->cond, &m->lock);
     bool go = m->pc_recover_req && !m->cancel;

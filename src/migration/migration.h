@@ -123,7 +123,10 @@ struct migration {
     struct mig_uri uri;
     /* post-copy */
     volatile bool pc_start_req;    /* source: migrate-start-postcopy */
-    volatile bool pc_pause_req;    /* migrate-pause */
+    volatile bool pc_pause_req;    /* migrate-pause (set with the state checked, under
+                                      the lock; cleared once paused, or at the start) */
+    bool pc_commit_wait;           /* destination, post-copy: RP_LOADED is sent, COMMIT
+                                      awaited (state `active`): migrate-pause ends the wait */
     bool pc_recover_req;           /* migrate-recover / migrate resume:true */
     int pc_recover_fd;             /* destination: the new listening socket */
     bool pc_no_minor;              /* destination: drop pages from the memfd even where
@@ -153,8 +156,9 @@ int mig_start_incoming(struct migration *m, const char *uri, struct gw_error *er
 int mig_cancel(struct migration *m, struct gw_error *err);
 /* Source: switch to post-copy now (postcopy-ram set on both sides). */
 int mig_start_postcopy(struct migration *m, struct gw_error *err);
-/* Either side, in postcopy-active: break the connection on purpose; both
- * sides go to postcopy-paused and wait for recovery. */
+/* Either side, in postcopy-active or postcopy-recover (the destination
+ * also while it waits for COMMIT after RP_LOADED): break the connection on
+ * purpose; both sides go to postcopy-paused and wait for recovery. */
 int mig_pause(struct migration *m, struct gw_error *err);
 /* Destination, in postcopy-paused: listen on `uri` for the source. */
 int mig_recover(struct migration *m, const char *uri, struct gw_error *err);

@@ -73,6 +73,7 @@ struct pc_dst {
     /* under m->lock */
     struct pc_waiter w[PC_MAX_WAITERS];
     unsigned nw;
+    uint64_t w_overflow;        /* faults not recorded: the table was full */
     uint64_t vcpu_since[MIG_MAX_VCPUS_STATS];
     unsigned nblocked;
     uint64_t all_since;
@@ -126,16 +127,22 @@ static int open_preempt(struct in_ctx *c, int lfd)
     int fd;
     if (accept_channel(c, lfd, GWS_CHANNEL_PREEMPT, PC_ACCEPT_MS, &fd) < 0)
         return -1;
-    pc->pfd = fd;
+    /* Published before its preamble is read: a connection that never sends
+     * one must not keep a cancel or migrate-pause waiting (wake_locked).
+     * Every close of pc->pfd forgets it here first. */
+    pthread_mutex_lock(&c->m->lock);
+    pc->pfd = c->m->pfd = fd;
+    pthread_mutex_unlock(&c->m->lock);
     stream_fini(&pc->ps);
     stream_init(&pc->ps, &stream_fd_ops, (void *)(intptr_t)fd);
     uint32_t flags;
-    if (stream_read_preamble_flags(&pc->ps, &flags) < 0 || flags != GWS_CHANNEL_PREEMPT)
+    bool ok = stream_read_preamble_flags(&pc->ps, &flags) == 0 && flags == GWS_CHANNEL_PREEMPT;
+    if (!ok && (c->m->cancel || c->m->pc_pause_req))
+        return stream_set_error(&c->s, ECANCELED, "%s before the source's preempt channel said "
+                                "what it is", c->m->cancel ? "stopped" : "paused");
+    if (!ok)
         return stream_set_error(&c->s, EPROTO, "the second connection is not a preempt channel%s%s",
                                 stream_error(&pc->ps)[0] ? ": " : "", stream_error(&pc->ps));
-    pthread_mutex_lock(&c->m->lock);
-    c->m->pfd = fd;
-    pthread_mutex_unlock(&c->m->lock);
     return 0;
 }
 
@@ -379,11 +386,17 @@ static bool add_waiter(struct pc_dst *pc, uint64_t idx, int vcpu)
     for (unsigned i = 0; i < pc->nw; i++)
         if (pc->w[i].idx == idx)
             first = false;
-    if (pc->nw < PC_MAX_WAITERS) {
+    bool recorded = pc->nw < PC_MAX_WAITERS;
+    if (recorded) {
         pc->w[pc->nw] = (struct pc_waiter){ idx, now, vcpu };
         __atomic_store_n(&pc->nw, pc->nw + 1, __ATOMIC_RELEASE);
+    } else if (pc->w_overflow++ == 0) {
+        log_warn("post-copy: more than %d threads wait for pages; the others' waits are not "
+                 "counted", PC_MAX_WAITERS);
     }
-    if (vcpu >= 0 && vcpu < MIG_MAX_VCPUS_STATS && !pc->vcpu_since[vcpu]) {
+    /* Only a recorded waiter is ever resolved (unblock_vcpu): a vCPU's
+     * block is counted from a recorded one only. */
+    if (recorded && vcpu >= 0 && vcpu < MIG_MAX_VCPUS_STATS && !pc->vcpu_since[vcpu]) {
         pc->vcpu_since[vcpu] = now;
         if (++pc->nblocked == m->nr_vcpus)
             pc->all_since = now;
@@ -998,6 +1011,39 @@ static void run_guest(struct pc_dst *pc)
              (unsigned long long)pc->pending_count);
 }
 
+/* From RP_LOADED to COMMIT: migrate-pause may end the wait (mig_pause). */
+static void set_commit_wait(struct migration *m, bool on)
+{
+    pthread_mutex_lock(&m->lock);
+    m->pc_commit_wait = on;
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* After RP_LOADED: 0 once COMMIT is read; optional records before it are
+ * skipped. Anything else (an error, an end, migrate-pause, another
+ * record) is -1 with the reason in the stream's error: the source may
+ * have RP_LOADED, so the caller must not fail (and discard the guest). */
+static int read_commit(struct pc_dst *pc)
+{
+    struct in_ctx *c = pc->c;
+    struct stream_record rec;
+    int r;
+    while ((r = stream_read_record(&c->s, &rec)) == 0 && rec.type != GWS_COMMIT) {
+        if (!(rec.type & GWS_OPTIONAL))
+            return stream_set_error(&c->s, EPROTO, "the source sent %s in place of COMMIT",
+                                    stream_record_name(rec.type));
+    }
+    if (r == 0)
+        return 0;
+    if (c->m->pc_pause_req) { /* its shutdown() is what the read saw */
+        c->s.error = 0;
+        return stream_set_error(&c->s, ECONNABORTED, "paused here by migrate-pause");
+    }
+    if (r == -ENODATA)
+        return stream_set_error(&c->s, EPIPE, "the source closed the connection");
+    return -1;
+}
+
 /* Load the state with missing pages caught, then the LOADED/COMMIT
  * handshake and run the guest. 0: it runs; 1: the connection broke before
  * the commit (nothing runs; to be recovered); -1: failed. */
@@ -1035,20 +1081,18 @@ static int go_live(struct pc_dst *pc)
                                 stream_error(&pc->ps));
     if (!mig_take_commit(m))
         return stream_set_error(&c->s, ECANCELED, "cancelled");
+    set_commit_wait(m, true);
     in_send_rp(c, GWS_RP_LOADED, NULL);
     uint64_t t1 = mig_now_ns();
-    struct stream_record rec;
-    r = stream_read_record(&c->s, &rec);
-    if (r == 0 && rec.type != GWS_COMMIT)
-        return stream_set_error(&c->s, EPROTO, "the source did not commit the switch-over: %s "
-                                "in its place", stream_record_name(rec.type));
+    r = read_commit(pc);
+    set_commit_wait(m, false);
     if (r < 0) {
         /* Whether the source had RP_LOADED (then the guest is ours from
          * now on and it never runs it again) or not (then it runs it on)
          * cannot be told from here: keep the state, run nothing, pause. A
          * source that resumes the migration had it (pc_dst_run). */
-        log_warn("post-copy: the connection broke before the source committed the switch-over: "
-                 "%s", stream_error(&c->s));
+        log_warn("post-copy: no commit of the switch-over from the source: %s",
+                 stream_error(&c->s));
         return 1;
     }
     log_debug("loaded (state, userfaultfd, fault thread) in %llu us, commit after %llu us",
@@ -1073,6 +1117,9 @@ static void finish(struct pc_dst *pc)
     c->m->pc_done_named = pc->have_id;
     c->m->pc_done_id = pc->id;
     pthread_mutex_unlock(&c->m->lock);
+    if (pc->w_overflow)
+        log_info("post-copy: %llu faults waited while the waiter table was full (not counted in "
+                 "the latency and blocktime statistics)", (unsigned long long)pc->w_overflow);
     log_info("post-copy: every page is here");
 }
 
@@ -1109,9 +1156,9 @@ int pc_dst_run(struct in_ctx *c)
                              : "the connection was closed here");
         char why[300];
         if (!pc->guest_ran)
-            snprintf(why, sizeof(why), "the connection broke before the source committed the "
-                     "switch-over (%s); the guest runs here only once the source resumes the "
-                     "migration", stream_error(&c->s));
+            snprintf(why, sizeof(why), "no commit of the switch-over from the source (%s); the "
+                     "guest runs here only once the source resumes the migration",
+                     stream_error(&c->s));
         else
             snprintf(why, sizeof(why), "%s", pc->error ? stream_error(&pc->ps) : stream_error(&c->s));
         close_channels(pc);
@@ -1144,10 +1191,13 @@ void pc_dst_cleanup(struct in_ctx *c)
     pthread_mutex_unlock(&c->m->lock);
     if (pc->pfd >= 0)
         close(pc->pfd);
-    /* A guest that lost its source keeps its fault handler: closing it would
-     * let blocked vCPUs read zeros where its memory should be. The RAM holds
-     * it until the VM is torn down. */
-    if (pc->uffd >= 0 && pc->lost && pc->registered)
+    /* A guest that ran here with pages still missing (its source lost, or
+     * the migration ended while paused, or a recovery that could not
+     * start its fault thread) keeps its fault handler: closing it would
+     * let blocked vCPUs read zeros where its memory should be. The RAM
+     * holds it until the VM is torn down. */
+    bool missing = pc->guest_ran && __atomic_load_n(&pc->pending_count, __ATOMIC_ACQUIRE);
+    if (pc->uffd >= 0 && pc->registered && (pc->lost || missing))
         guest_ram_hold_uffd(c->m->ram, pc->uffd);
     else if (pc->uffd >= 0)
         close(pc->uffd);

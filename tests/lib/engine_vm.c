@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "memory/uffd.h"
+
 void evm_sleep_us(unsigned us)
 {
     struct timespec ts = { us / 1000000, (long)(us % 1000000) * 1000 };
@@ -156,7 +158,20 @@ static void op_start(void *o)
     evm_set_run(v, true, false);
 }
 
-static void op_discard(void *o) {}
+/* As the VMM: the guest is forgotten. Its RAM must no longer be caught by
+ * a userfaultfd by then (a VMM that clears memory it cannot punch would
+ * block on a missing page forever): a second registration of the range
+ * fails (EBUSY) while another one holds it. */
+static void op_discard(void *o)
+{
+    struct evm *v = o;
+    int fd = uffd_open();
+    if (fd >= 0 && uffd_register(fd, v->ram.host, v->ram.size) == -EBUSY)
+        v->discard_caught = true;
+    if (fd >= 0)
+        close(fd);
+    v->discarded = true;
+}
 static void op_set_throttle(void *o, unsigned pct)
 {
     struct evm *v = o;

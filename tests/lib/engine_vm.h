@@ -54,6 +54,9 @@ struct evm {
     uint64_t got_state;
     bool have_state;
     volatile bool started, lost, completed;
+    volatile bool discarded;      /* destination: the engine discarded the guest */
+    volatile bool discard_caught; /* ... while its RAM was still registered with a
+                                     userfaultfd (a fallback clearing would block) */
     volatile uint64_t zero_first, zero_count; /* source: a clearing the vCPU is to do */
     volatile unsigned throttle_pct;  /* source: auto-converge's throttle (set_throttle) */
     unsigned throttle_max;           /* ... the highest it went */

@@ -1227,6 +1227,262 @@ static void test_recovery_names_the_migration(void **state)
     evm_fini(&a_src);
 }
 
+/* ---- the wait for COMMIT after RP_LOADED ---- */
+
+/* A hand-written source has taken dst to RP_LOADED (state loaded, guest
+ * not run, COMMIT next). */
+static void raw_to_loaded(struct raw_source *r, struct evm *dst, const char *uri)
+{
+    raw_open(r, dst, uri);
+    struct {
+        struct gws_device d;
+        uint64_t gen;
+    } rec = { .d = { .id = "evm0", .version = 1 }, .gen = 42 };
+    raw_send(r, GWS_DEVICE_STATE, &rec, sizeof(rec));
+    raw_send(r, GWS_POSTCOPY_RUN, NULL, 0);
+    struct stream_record a;
+    raw_answer(r, &a);
+    assert_int_equal(a.type, GWS_RP_LOADED);
+}
+
+/* dst waits paused before COMMIT with its state kept; a resume from the
+ * source (on uri, with a preempt channel that says what it is) is the
+ * commit: the guest runs, and the migration completes. */
+static void resume_runs_the_guest(struct evm *dst, const char *uri)
+{
+    struct raw_source r;
+    struct stream_record rec;
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_false(dst->started);
+    assert_false(dst->discarded);
+    assert_int_equal(mig_recover(&dst->mig, uri, &err), 0);
+    raw_resume(&r, uri, 0, NULL, 0);
+    r.pfd = unix_connect(uri);
+    stream_init(&r.ps, &stream_fd_ops, (void *)(intptr_t)r.pfd);
+    assert_int_equal(stream_write_preamble_flags(&r.ps, GWS_CHANNEL_PREEMPT), 0);
+    assert_int_equal(stream_flush(&r.ps), 0);
+    raw_answer(&r, &rec);
+    assert_int_equal(rec.type, GWS_RP_RECV_BITMAP);
+    assert_true(evm_wait_state(dst, MIG_POSTCOPY_ACTIVE, 10000));
+    assert_true(dst->started);
+    assert_int_equal(dst->got_state, 42);
+    raw_send(&r, GWS_END_OF_STREAM, NULL, 0);
+    assert_true(evm_wait_state(dst, MIG_COMPLETED, 10000));
+    raw_close(&r);
+}
+
+/* Records after RP_LOADED other than COMMIT. An optional one is skipped,
+ * as everywhere in a stream (an INFO made the destination fail). Any other
+ * is taken as a broken connection: the source may have RP_LOADED and have
+ * handed the guest over, so the destination pauses with the state kept
+ * (it failed and discarded the guest: lost on both hosts), and the
+ * source's resume starts the guest. A pre-copy destination skips optional
+ * records in that wait too. */
+static void test_records_before_commit(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    struct raw_source r;
+    struct stream_record rec;
+    char uri[128], uri2[128];
+    vm_init(&src, NULL);
+    /* post-copy: INFO, then COMMIT */
+    vm_init(&dst, &src);
+    uri_for(uri, sizeof(uri), "rc0");
+    raw_to_loaded(&r, &dst, uri);
+    raw_send(&r, GWS_INFO, "hello", 5);
+    raw_send(&r, GWS_COMMIT, NULL, 0);
+    raw_answer(&r, &rec);
+    assert_int_equal(rec.type, GWS_RP_RESUMED);
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_ACTIVE, 5000));
+    assert_true(dst.started);
+    raw_send(&r, GWS_END_OF_STREAM, NULL, 0);
+    assert_true(evm_wait_state(&dst, MIG_COMPLETED, 10000));
+    raw_close(&r);
+    evm_fini(&dst);
+    /* post-copy: a mandatory record in COMMIT's place */
+    vm_init(&dst, &src);
+    uri_for(uri, sizeof(uri), "rc1");
+    uri_for(uri2, sizeof(uri2), "rc2");
+    raw_to_loaded(&r, &dst, uri);
+    raw_send(&r, GWS_END_OF_STREAM, NULL, 0);
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_PAUSED, 5000));
+    struct mig_stats d;
+    mig_get_stats(&dst.mig, &d);
+    fprintf(stderr, "    destination: %s\n", d.error_desc);
+    assert_non_null(strstr(d.error_desc, "END_OF_STREAM"));
+    raw_close(&r);
+    resume_runs_the_guest(&dst, uri2);
+    evm_fini(&dst);
+    /* pre-copy: INFO, then COMMIT */
+    vm_init(&dst, &src);
+    uri_for(uri, sizeof(uri), "rc3");
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_incoming(&dst.mig, uri, &err), 0);
+    r.fd = unix_connect(uri);
+    r.pfd = -1;
+    stream_init(&r.s, &stream_fd_ops, (void *)(intptr_t)r.fd);
+    stream_init(&r.ps, &stream_fd_ops, NULL);
+    assert_int_equal(stream_write_preamble(&r.s), 0);
+    assert_int_equal(evm_write_header(&dst, &r.s), 0);
+    struct {
+        struct gws_device d;
+        uint64_t gen;
+    } dev = { .d = { .id = "evm0", .version = 1 }, .gen = 7 };
+    raw_send(&r, GWS_DEVICE_STATE, &dev, sizeof(dev));
+    raw_send(&r, GWS_END_OF_STREAM, NULL, 0);
+    raw_answer(&r, &rec);
+    assert_int_equal(rec.type, GWS_RP_LOADED);
+    raw_send(&r, GWS_INFO, "hello", 5);
+    raw_send(&r, GWS_COMMIT, NULL, 0);
+    raw_answer(&r, &rec);
+    assert_int_equal(rec.type, GWS_RP_RESUMED);
+    assert_true(evm_wait_state(&dst, MIG_COMPLETED, 5000));
+    assert_true(dst.started);
+    raw_close(&r);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* A source alive but silent after RP_LOADED (a unix socket has no
+ * liveness): migrate-pause ends the wait for COMMIT (it was refused, as
+ * was cancel, and the destination stayed `active` for ever), with a reason
+ * that says so (it read "...switch-over ()"); the state is kept and a
+ * resume runs the guest. */
+static void test_pause_while_waiting_for_commit(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    struct raw_source r;
+    char uri[128], uri2[128];
+    uri_for(uri, sizeof(uri), "pw0");
+    uri_for(uri2, sizeof(uri2), "pw1");
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
+    raw_to_loaded(&r, &dst, uri);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_not_equal(mig_cancel(&dst.mig, &err), 0); /* too late: committing */
+    assert_int_equal(mig_pause(&dst.mig, &err), 0);
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_PAUSED, 5000));
+    struct mig_stats d;
+    mig_get_stats(&dst.mig, &d);
+    fprintf(stderr, "    destination: %s\n", d.error_desc);
+    assert_non_null(strstr(d.error_desc, "migrate-pause"));
+    assert_null(strstr(d.error_desc, "()"));
+    raw_close(&r);
+    resume_runs_the_guest(&dst, uri2);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* A preempt connection that never sends its preamble: migrate_cancel
+ * (stuck in `cancelling` until the peer closed it) and, in a recovery,
+ * migrate-pause (stuck in postcopy-recover) end the wait at once. */
+static void test_silent_preempt_connection(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    struct raw_source r;
+    char uri[128], uri2[128];
+    struct gw_error err;
+    gw_error_init(&err);
+    vm_init(&src, NULL);
+    /* at the start: cancel */
+    vm_init(&dst, &src);
+    uri_for(uri, sizeof(uri), "sp0");
+    assert_int_equal(mig_start_incoming(&dst.mig, uri, &err), 0);
+    r.fd = unix_connect(uri);
+    stream_init(&r.s, &stream_fd_ops, (void *)(intptr_t)r.fd);
+    stream_init(&r.ps, &stream_fd_ops, NULL);
+    struct gws_postcopy_advise a = { 1, 0, dst.npages };
+    assert_int_equal(stream_write_preamble(&r.s), 0);
+    assert_int_equal(evm_write_header(&dst, &r.s), 0);
+    raw_send(&r, GWS_POSTCOPY_ADVISE, &a, sizeof(a));
+    r.pfd = unix_connect(uri); /* says nothing */
+    evm_sleep_us(300000);
+    assert_int_equal(mig_cancel(&dst.mig, &err), 0);
+    assert_true(evm_wait_state(&dst, MIG_CANCELLED, 5000));
+    raw_close(&r);
+    evm_fini(&dst);
+    /* in a recovery: migrate-pause */
+    vm_init(&dst, &src);
+    uri_for(uri, sizeof(uri), "sp1");
+    uri_for(uri2, sizeof(uri2), "sp2");
+    raw_to_loaded(&r, &dst, uri);
+    raw_close(&r);
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_PAUSED, 5000));
+    assert_int_equal(mig_recover(&dst.mig, uri2, &err), 0);
+    raw_resume(&r, uri2, 0, NULL, 0);
+    r.pfd = unix_connect(uri2); /* says nothing */
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_RECOVER, 5000));
+    evm_sleep_us(300000);
+    assert_int_equal(mig_pause(&dst.mig, &err), 0);
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_PAUSED, 5000));
+    raw_close(&r);
+    assert_false(dst.started);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* A failure before the guest ran, after userfaultfd caught its RAM (the
+ * state does not load): the guest is discarded only once nothing catches
+ * its RAM any more (the memfd was punched under a running fault thread,
+ * and a VMM clearing memory it cannot punch would have blocked for ever). */
+static void test_discard_after_userfaultfd_is_gone(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    struct raw_source r;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "dg");
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
+    raw_open(&r, &dst, uri);
+    raw_send(&r, GWS_POSTCOPY_RUN, NULL, 0); /* no state: loading it fails */
+    expect_failed(&dst, &r, "no state");
+    assert_true(dst.discarded);
+    assert_false(dst.discard_caught);
+    raw_close(&r);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
+/* The VMM ends a migration paused after the guest ran here, with pages
+ * still missing: the fault handler stays (the RAM holds it), so the
+ * blocked vCPU goes on waiting (it was closed: the vCPU read zeros in
+ * place of the guest's pages). */
+static void test_end_while_paused_keeps_the_fault_handler(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "ep");
+    postcopy_at_once(&src, &dst, uri, 300, 4 << 20, false);
+    pause_both(&src, &dst, &dst);
+    evm_sleep_us(100000);
+    mig_fini(&dst.mig); /* the VMM's end: the thread is cancelled while paused */
+    evm_sleep_us(300000);
+    fprintf(stderr, "    destination: lost %d, fault handler held %d, %llu wrong pages read\n",
+            dst.lost, dst.ram.holds_uffd, (unsigned long long)dst.errors);
+    assert_true(dst.lost);
+    assert_true(dst.ram.holds_uffd);
+    assert_int_equal(dst.errors, 0);
+    /* The reader waits for pages that will never come: left as it is. */
+    pthread_mutex_lock(&dst.lk);
+    dst.quit = true;
+    pthread_mutex_unlock(&dst.lk);
+    dst.thr_started = false;
+    evm_fini(&src);
+}
+
 /* A relay between a source and its destination (every connection) that
  * passes the destination's records to the source whole, and at
  * RP_POSTCOPY_DONE cuts every connection instead: the destination has
@@ -1460,6 +1716,11 @@ int main(void)
         cmocka_unit_test(test_break_before_commit),
         cmocka_unit_test(test_recover_waits_for_the_source),
         cmocka_unit_test(test_recovery_names_the_migration),
+        cmocka_unit_test(test_records_before_commit),
+        cmocka_unit_test(test_pause_while_waiting_for_commit),
+        cmocka_unit_test(test_silent_preempt_connection),
+        cmocka_unit_test(test_discard_after_userfaultfd_is_gone),
+        cmocka_unit_test(test_end_while_paused_keeps_the_fault_handler),
         cmocka_unit_test(test_lost_done_is_answered),
         cmocka_unit_test(test_source_exits),
         cmocka_unit_test(test_destination_exits),
