@@ -77,11 +77,43 @@ static const struct qmp_arg *find_arg(const struct qmp_command *c, const char *n
     return NULL;
 }
 
+bool qmp_json_has_nul(struct json_object *v)
+{
+    switch (json_object_get_type(v)) {
+    case json_type_string:
+        return (size_t)json_object_get_string_len(v) != strlen(json_object_get_string(v));
+    case json_type_array:
+        for (size_t i = 0; i < json_object_array_length(v); i++)
+            if (qmp_json_has_nul(json_object_array_get_idx(v, i)))
+                return true;
+        return false;
+    case json_type_object: {
+        json_object_object_foreach(v, key, val) {
+            (void)key;
+            if (qmp_json_has_nul(val))
+                return true;
+        }
+        return false;
+    }
+    default:
+        return false;
+    }
+}
+
 int qmp_check_args(const struct qmp_command *c, struct json_object *args, struct qmp_error *err)
 {
     if (!json_object_is_type(args, json_type_object)) {
         qmp_error_set(err, QMP_ERR_GENERIC, "QMP input member 'arguments' must be an object");
         return -1;
+    }
+    /* C code reads strings up to their first NUL: "a\u0000b" would be
+     * taken for "a". */
+    json_object_object_foreach(args, name, value) {
+        if (qmp_json_has_nul(value)) {
+            qmp_error_set(err, QMP_ERR_GENERIC,
+                          "Parameter '%s' must not contain a NUL character (\\u0000)", name);
+            return -1;
+        }
     }
     if (!c->allow_unknown_args) {
         json_object_object_foreach(args, key, val) {

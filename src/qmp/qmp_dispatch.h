@@ -75,8 +75,11 @@ void qmp_table_init(struct qmp_table *t);
 int qmp_table_add(struct qmp_table *t, const struct qmp_command *cmd);
 const struct qmp_command *qmp_table_find(const struct qmp_table *t, const char *name);
 /* Check args (an object, borrowed) against the command's schema; 0 or -1
- * with err filled ("Parameter 'x' is missing", ...). */
+ * with err filled ("Parameter 'x' is missing", ...). A string anywhere in
+ * args that holds a NUL character is refused. */
 int qmp_check_args(const struct qmp_command *c, struct json_object *args, struct qmp_error *err);
+/* Does v (borrowed), or any string within it, hold a NUL character? */
+bool qmp_json_has_nul(struct json_object *v);
 /* Check, then call the handler. 0 with *ret (new reference, never NULL) or
  * -1 with err filled (and *ret NULL). */
 int qmp_dispatch(const struct qmp_command *c, struct json_object *args, struct json_object **ret,

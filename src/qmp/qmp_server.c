@@ -289,10 +289,27 @@ static void event_queue_free(struct event_queue *q)
     free(q);
 }
 
+static void broadcast(struct qmp_server *s, const struct out_chunk *ev);
+
+/* Hand the events still queued to the clients now (the loop may not turn
+ * again: an event raised just before the VMM ends must still go out). */
+static void flush_events(struct qmp_server *s)
+{
+    struct event_queue *q = s->events;
+    pthread_mutex_lock(&q->lock);
+    struct out_chunk *list = q->head;
+    q->head = q->tail = NULL;
+    pthread_mutex_unlock(&q->lock);
+    for (struct out_chunk *e = list; e; e = e->next)
+        broadcast(s, e);
+    chunks_free(list);
+}
+
 void qmp_server_free(struct qmp_server *s)
 {
     if (!s)
         return;
+    flush_events(s);
     for (unsigned i = 0; i < QMP_MAX_CLIENTS; i++)
         if (s->clients[i])
             client_close(s->clients[i]);

@@ -119,6 +119,11 @@ static bool check_members(struct qmp_session *s, struct json_object *req)
         reply_error(s, req, QMP_ERR_GENERIC, "QMP input member 'execute' must be a string");
         return false;
     }
+    if (qmp_json_has_nul(exec)) { /* "quit\u0000zzz" is not quit */
+        reply_error(s, req, QMP_ERR_GENERIC,
+                    "QMP input member 'execute' must not contain a NUL character (\\u0000)");
+        return false;
+    }
     struct json_object *args = qmp_json_get(req, "arguments");
     if (args && !json_object_is_type(args, json_type_object)) {
         reply_error(s, req, QMP_ERR_GENERIC, "QMP input member 'arguments' must be an object");

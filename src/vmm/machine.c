@@ -89,9 +89,13 @@ static unsigned started_threads(struct machine *m)
     return n;
 }
 
-/* Called with m->lock held: stop every vCPU and wait until all are parked. */
-static void park_vcpus_locked(struct machine *m)
+/* Called with m->lock held: stop every vCPU and wait until all are parked.
+ * Gives up (false) when the run state changes or someone lets the vCPUs run
+ * again while it waits (the lock is dropped in the wait): waiting on would
+ * spin for ever against threads that are allowed to run. */
+static bool park_vcpus_locked(struct machine *m)
 {
+    enum runstate state = m->state;
     m->vcpus_run = false;
     unsigned n = started_threads(m);
     while (m->vcpus_parked < n) {
@@ -104,26 +108,87 @@ static void park_vcpus_locked(struct machine *m)
             ts.tv_nsec -= 1000000000;
         }
         pthread_cond_timedwait(&m->parked_cond, &m->lock, &ts);
+        if (m->vcpus_run || m->state != state) {
+            log_warn("stopping the vCPUs: the run state changed meanwhile (%s -> %s%s)",
+                     runstate_name(state), runstate_name(m->state),
+                     m->vcpus_run ? ", vCPUs let run" : "");
+            return false;
+        }
     }
+    return true;
 }
 
-void machine_park_vcpus(struct machine *m)
+bool machine_park_vcpus(struct machine *m)
 {
     pthread_mutex_lock(&m->lock);
-    park_vcpus_locked(m);
+    bool ok = park_vcpus_locked(m);
     pthread_mutex_unlock(&m->lock);
+    return ok;
+}
+
+static int pause_locked(struct machine *m, enum runstate state, struct gw_error *err)
+{
+    enum runstate from = m->state;
+    int r = set_state_locked(m, state, err);
+    if (r < 0)
+        return r;
+    if (state == RUNSTATE_FINISH_MIGRATE && from != RUNSTATE_FINISH_MIGRATE)
+        m->resume_after_switchover = runstate_is_running(from);
+    if (!park_vcpus_locked(m))
+        return gw_error_set(err, EAGAIN, "the VM's run state changed while its vCPUs were being "
+                            "stopped (now %s)", runstate_name(m->state));
+    return 0;
 }
 
 int machine_pause(struct machine *m, enum runstate state, struct gw_error *err)
 {
     pthread_mutex_lock(&m->lock);
     enum runstate from = m->state;
-    int r = set_state_locked(m, state, err);
-    if (r == 0)
-        park_vcpus_locked(m);
+    int r = pause_locked(m, state, err);
     pthread_mutex_unlock(&m->lock);
     if (r == 0 && runstate_is_running(from))
         emit(m, "STOP", NULL);
+    return r;
+}
+
+int machine_stop(struct machine *m, struct gw_error *err)
+{
+    pthread_mutex_lock(&m->lock);
+    enum runstate from = m->state;
+    int r = 0;
+    if (from == RUNSTATE_FINISH_MIGRATE)
+        m->resume_after_switchover = false; /* a switch-over that gives the guest back pauses it */
+    else if (runstate_is_running(from))
+        r = pause_locked(m, RUNSTATE_PAUSED, err);
+    pthread_mutex_unlock(&m->lock);
+    if (r == 0 && runstate_is_running(from))
+        emit(m, "STOP", NULL);
+    return r;
+}
+
+int machine_stop_nowait(struct machine *m, enum runstate state, struct gw_error *err)
+{
+    pthread_mutex_lock(&m->lock);
+    enum runstate from = m->state;
+    int r = set_state_locked(m, state, err);
+    if (r == 0)
+        m->vcpus_run = false;
+    pthread_mutex_unlock(&m->lock);
+    if (r < 0)
+        return r;
+    kick_all(m); /* those not blocked on a page stop now */
+    if (runstate_is_running(from))
+        emit(m, "STOP", NULL);
+    return 0;
+}
+
+static int resume_locked(struct machine *m, struct gw_error *err)
+{
+    int r = set_state_locked(m, RUNSTATE_RUNNING, err);
+    if (r == 0) {
+        m->vcpus_run = true;
+        pthread_cond_broadcast(&m->cond);
+    }
     return r;
 }
 
@@ -133,15 +198,35 @@ int machine_resume(struct machine *m, struct gw_error *err)
         serial_pause_input(m->serial, false); /* held since a migration's switch-over */
     pthread_mutex_lock(&m->lock);
     enum runstate from = m->state;
-    int r = set_state_locked(m, RUNSTATE_RUNNING, err);
-    if (r == 0) {
-        m->vcpus_run = true;
-        pthread_cond_broadcast(&m->cond);
-    }
+    int r = resume_locked(m, err);
     pthread_mutex_unlock(&m->lock);
     if (r == 0 && !runstate_is_running(from))
         emit(m, "RESUME", NULL);
     return r;
+}
+
+void machine_switchover_give_back(struct machine *m)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    if (m->serial)
+        serial_pause_input(m->serial, false);
+    pthread_mutex_lock(&m->lock);
+    bool in_switchover = m->state == RUNSTATE_FINISH_MIGRATE;
+    bool run = in_switchover && m->resume_after_switchover;
+    int r = 0;
+    if (run)
+        r = resume_locked(m, &err);
+    else if (in_switchover)
+        r = set_state_locked(m, RUNSTATE_PAUSED, &err);
+    enum runstate now = m->state;
+    pthread_mutex_unlock(&m->lock);
+    if (r < 0)
+        log_error("giving the guest back after the switch-over: %s", err.msg);
+    else if (run)
+        emit(m, "RESUME", NULL);
+    else if (!in_switchover)
+        log_info("switch-over gave the guest back; it stays %s", runstate_name(now));
 }
 
 /* ---- requests from vCPU threads, handled on the main thread -------------- */
@@ -165,33 +250,98 @@ static void handle_internal_error(struct machine *m, struct machine_request *req
     emit(m, "INTERNAL_ERROR", d);
 }
 
+static void handle_request(void *opaque);
+
+static void retry_request(void *opaque)
+{
+    struct machine *m = opaque;
+    struct machine_request *req = m->deferred;
+    evloop_del_timer(m->loop, m->deferred_timer);
+    m->deferred_timer = -1;
+    m->deferred = NULL;
+    if (req)
+        handle_request(req);
+}
+
+/* Put `req` off (MACHINE_LATER); false if it cannot be (then it is dropped). */
+static bool defer_request(struct machine *m, struct machine_request *req)
+{
+    if (m->deferred) {
+        if (m->deferred->kind == req->kind)
+            return true; /* one of the same kind waits already: this one adds nothing */
+        log_warn("guest %s dropped: a guest %s is waiting already",
+                 req->kind == MACHINE_REQ_RESET ? "reset" : "power-off",
+                 m->deferred->kind == MACHINE_REQ_RESET ? "reset" : "power-off");
+        return false;
+    }
+    int tfd = evloop_add_timer(m->loop, MACHINE_RETRY_MS, 0, retry_request, m);
+    if (tfd < 0) {
+        log_error("guest %s dropped: cannot arm a timer: %s",
+                  req->kind == MACHINE_REQ_RESET ? "reset" : "power-off", strerror(-tfd));
+        return false;
+    }
+    m->deferred = req;
+    m->deferred_timer = tfd;
+    return true;
+}
+
+/* A reset or power-off the guest asked for: ask the owner whether it may
+ * happen now (a migration may be under way, or have handed the guest over). */
+static bool request_allowed(struct machine *m, struct machine_request *req, bool *keep)
+{
+    *keep = false;
+    bool reset = req->kind == MACHINE_REQ_RESET;
+    enum machine_verdict v = m->ops && m->ops->guest_request
+                             ? m->ops->guest_request(m->ops_opaque, reset) : MACHINE_GO;
+    if (v == MACHINE_GO)
+        return true;
+    if (v == MACHINE_LATER)
+        *keep = defer_request(m, req) && m->deferred == req;
+    else
+        log_warn("guest %s dropped: the guest was handed over by a migration and runs elsewhere",
+                 reset ? "reset" : "power-off");
+    return false;
+}
+
+static void do_guest_reset(struct machine *m, struct machine_request *req, bool *keep)
+{
+    struct gw_error err;
+    gw_error_init(&err);
+    if (m->cfg.no_reboot) {
+        machine_shutdown(m, true, "guest-reset");
+        return;
+    }
+    int r = machine_reset(m, &err);
+    if (r == -EAGAIN) /* the run state changed under it: decide again */
+        *keep = defer_request(m, req) && m->deferred == req;
+    else if (r < 0)
+        log_error("reset failed: %s", err.msg);
+}
+
 static void handle_request(void *opaque)
 {
     struct machine_request *req = opaque;
     struct machine *m = req->m;
-    struct gw_error err;
-    gw_error_init(&err);
     pthread_mutex_lock(&m->lock);
     m->request_pending = false;
     pthread_mutex_unlock(&m->lock);
 
+    bool keep = false;
     switch (req->kind) {
     case MACHINE_REQ_POWEROFF:
-        machine_shutdown(m, true, "guest-shutdown");
+        if (request_allowed(m, req, &keep))
+            machine_shutdown(m, true, "guest-shutdown");
         break;
     case MACHINE_REQ_RESET:
-        if (m->cfg.no_reboot) {
-            machine_shutdown(m, true, "guest-reset");
-            break;
-        }
-        if (machine_reset(m, &err) < 0)
-            log_error("reset failed: %s", err.msg);
+        if (request_allowed(m, req, &keep))
+            do_guest_reset(m, req, &keep);
         break;
     case MACHINE_REQ_INTERNAL_ERROR:
         handle_internal_error(m, req);
         break;
     }
-    free(req);
+    if (!keep)
+        free(req);
 }
 
 void machine_request(struct machine *m, enum machine_request_kind kind, unsigned vcpu,
@@ -219,7 +369,8 @@ void machine_shutdown(struct machine *m, bool guest, const char *reason)
     struct gw_error err;
     gw_error_init(&err);
     pthread_mutex_lock(&m->lock);
-    park_vcpus_locked(m);
+    /* The process ends: threads that do not park now stop at the join. */
+    (void)park_vcpus_locked(m);
     enum runstate from = m->state;
     if (runstate_transition_ok(from, RUNSTATE_SHUTDOWN))
         m->state = RUNSTATE_SHUTDOWN;
@@ -420,6 +571,7 @@ int machine_init(struct machine *m, const struct machine_config *cfg, struct evl
     m->ops = ops;
     m->ops_opaque = opaque;
     m->state = RUNSTATE_PRELAUNCH;
+    m->deferred_timer = -1;
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->cond, NULL);
     pthread_cond_init(&m->parked_cond, NULL);
@@ -456,6 +608,11 @@ err_ram:
 
 void machine_fini(struct machine *m)
 {
+    if (m->deferred_timer >= 0)
+        evloop_del_timer(m->loop, m->deferred_timer);
+    free(m->deferred);
+    m->deferred = NULL;
+    m->deferred_timer = -1;
     stop_threads(m);
     guest_ram_release_uffd(&m->ram); /* before KVM destroys the vCPUs */
     machine_devices_fini(m);

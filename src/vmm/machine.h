@@ -43,13 +43,26 @@ struct machine_config {
     int serial_out_fd;       /* where COM1 output goes (-1: discard) */
 };
 
+/* What to do now with a reset or power-off the guest asked for. */
+enum machine_verdict {
+    MACHINE_GO,       /* act on it now */
+    MACHINE_DROP,     /* forget it: the guest runs elsewhere now (handed over by a migration) */
+    MACHINE_LATER,    /* ask again in MACHINE_RETRY_MS; the vCPUs stay stopped meanwhile */
+};
+#define MACHINE_RETRY_MS 20
+
 /* Hooks the machine calls on the main thread. */
 struct machine_ops {
     /* An event for control clients (QMP name, data owned by the callee). */
     void (*event)(void *opaque, const char *name, struct json_object *data);
     /* The guest powered off or `quit` was requested: the process should end. */
     void (*terminate)(void *opaque, int exit_status);
+    /* The guest asked for a reset (reset true: triple fault, i8042, KVM) or
+     * a power-off: may it happen now? NULL: always MACHINE_GO. */
+    enum machine_verdict (*guest_request)(void *opaque, bool reset);
 };
+
+struct machine_request;
 
 struct machine {
     struct machine_config cfg;
@@ -76,6 +89,14 @@ struct machine {
     bool vcpus_quit;          /* vCPU threads must exit */
     unsigned vcpus_parked;    /* threads waiting for vcpus_run */
     bool request_pending;     /* a reset/power-off request is queued */
+    /* Source of a migration: resume the vCPUs if the switch-over gives the
+     * guest back (they ran when it stopped them and no `stop` came since). */
+    bool resume_after_switchover;
+
+    /* Main thread only: a guest request put off (MACHINE_LATER) and the
+     * one-shot timer that retries it (-1: none). */
+    struct machine_request *deferred;
+    int deferred_timer;
 
     /* CPU throttle for auto-converge (see machine_set_throttle). */
     unsigned throttle_pct;
@@ -92,11 +113,29 @@ int machine_boot(struct machine *m, struct gw_error *err);
 /* Start the vCPU threads (parked until machine_resume). */
 int machine_start_threads(struct machine *m, struct gw_error *err);
 
-/* Stop all vCPUs and enter `state` (emits STOP when leaving running). */
+/* Stop all vCPUs and enter `state` (emits STOP when leaving running).
+ * Entering finish-migrate records whether they ran (see
+ * machine_switchover_give_back). -EAGAIN if the run state changed while
+ * the vCPUs were being stopped (whoever changed it owns them now). */
 int machine_pause(struct machine *m, enum runstate state, struct gw_error *err);
+/* QMP `stop`: running -> paused (STOP); in finish-migrate, the guest
+ * stays paused if the switch-over gives it back; else nothing. */
+int machine_stop(struct machine *m, struct gw_error *err);
+/* Any thread: stop the vCPUs and enter `state` (STOP when leaving running)
+ * without waiting for them to park: for a guest that lost the source of its
+ * post-copy migration, whose vCPUs may be blocked for good on missing pages. */
+int machine_stop_nowait(struct machine *m, enum runstate state, struct gw_error *err);
 /* Run the vCPUs (emits RESUME). */
 int machine_resume(struct machine *m, struct gw_error *err);
-/* Reset like a power cycle without power-off (emits RESET). */
+/* Migration thread: the switch-over gave the guest back (a failure, a
+ * cancel, the switch-over guard). Only a guest still in finish-migrate is
+ * touched: it runs again (RESUME) if it ran at the stop and no `stop` came
+ * since, else it is paused. Another state (internal-error, shutdown, ...)
+ * set meanwhile is kept. */
+void machine_switchover_give_back(struct machine *m);
+/* Reset like a power cycle without power-off (emits RESET). The vCPUs run
+ * again if the state is running once the reset is done. -EAGAIN if the
+ * run state changed while the vCPUs were being stopped. */
 int machine_reset(struct machine *m, struct gw_error *err);
 enum runstate machine_state(struct machine *m);
 /* Stop the vCPUs, emit SHUTDOWN {guest, reason}, ask the process to end. */

@@ -100,10 +100,9 @@ int machine_boot(struct machine *m, struct gw_error *err)
 
 int machine_reset(struct machine *m, struct gw_error *err)
 {
-    pthread_mutex_lock(&m->lock);
-    enum runstate state = m->state;
-    pthread_mutex_unlock(&m->lock);
-    machine_park_vcpus(m);
+    if (!machine_park_vcpus(m))
+        return gw_error_set(err, EAGAIN, "the VM's run state changed during the reset; "
+                            "nothing was reset");
     int r = kvm_vm_reset_devices(&m->kvm);
     if (r < 0)
         return gw_error_set(err, -r, "resetting interrupt controllers: %s", strerror(-r));
@@ -118,12 +117,13 @@ int machine_reset(struct machine *m, struct gw_error *err)
     log_info("system reset");
     if (m->ops && m->ops->event)
         m->ops->event(m->ops_opaque, "RESET", NULL);
-    /* A reset restarts a stopped guest only if it was running. */
-    if (runstate_is_running(state)) {
-        pthread_mutex_lock(&m->lock);
+    /* The guest runs again if its state says so now (not as it was when the
+     * reset began: a pause may have come meanwhile). */
+    pthread_mutex_lock(&m->lock);
+    if (runstate_is_running(m->state)) {
         m->vcpus_run = true;
         pthread_cond_broadcast(&m->cond);
-        pthread_mutex_unlock(&m->lock);
     }
+    pthread_mutex_unlock(&m->lock);
     return 0;
 }

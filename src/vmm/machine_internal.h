@@ -24,8 +24,9 @@ void machine_request(struct machine *m, enum machine_request_kind kind, unsigned
                      const char *desc);
 /* vCPU thread: act on the exit in vcpu->run. */
 void machine_handle_exit(struct machine *m, struct vcpu *vcpu);
-/* Main thread: stop every vCPU thread (state unchanged). */
-void machine_park_vcpus(struct machine *m);
+/* Main thread: stop every vCPU thread (state unchanged). False if the run
+ * state changed or the vCPUs were resumed meanwhile (they may run). */
+bool machine_park_vcpus(struct machine *m);
 
 int machine_devices_init(struct machine *m, struct gw_error *err);
 void machine_devices_fini(struct machine *m);

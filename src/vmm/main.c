@@ -68,9 +68,16 @@ static void on_terminate(void *opaque, int status)
     evloop_post(v->loop, stop_loop, v);
 }
 
+static enum machine_verdict on_guest_request(void *opaque, bool reset)
+{
+    struct vmm *v = opaque;
+    return vmm_control_guest_request(v->control, reset);
+}
+
 static const struct machine_ops machine_ops = {
     .event = on_event,
     .terminate = on_terminate,
+    .guest_request = on_guest_request,
 };
 
 /* ---- serial input from stdin -------------------------------------------------- */
@@ -153,7 +160,9 @@ static void signal_cb(struct evloop *loop, int fd, uint32_t events, void *opaque
     vmm_control_event(v->control, "SHUTDOWN",
                       json_tokener_parse("{\"guest\": false, \"reason\": \"host-signal\"}"));
     v->exit_status = 0;
-    evloop_stop(loop);
+    /* Posted after the event's delivery, so that clients receive it. */
+    if (evloop_post(loop, stop_loop, v) < 0)
+        evloop_stop(loop);
 }
 
 static int setup_signals(struct vmm *v)

@@ -72,11 +72,11 @@ static int cmd_stop(void *opaque, struct json_object *args, struct json_object *
         c->autostart = false; /* as QEMU: stay paused after the migration */
         return 0;
     }
-    if (!runstate_is_running(s))
-        return 0;
+    /* Running: paused now. In finish-migrate: stays paused if the
+     * switch-over gives the guest back (decided under the machine's lock). */
     struct gw_error e;
     gw_error_init(&e);
-    if (machine_pause(c->machine, RUNSTATE_PAUSED, &e) < 0)
+    if (machine_stop(c->machine, &e) < 0)
         return vmm_qmp_fail(err, &e);
     return 0;
 }
@@ -97,6 +97,8 @@ static int cmd_cont(void *opaque, struct json_object *args, struct json_object *
         return -1;
     }
     if (!vmm_migration_incoming_postcopy(c) && vmm_control_busy(c, err))
+        return -1;
+    if (vmm_migration_handed_over(c, err)) /* a pre-copy one's source may run again */
         return -1;
     struct gw_error e;
     gw_error_init(&e);
@@ -130,6 +132,10 @@ static int cmd_system_reset(void *opaque, struct json_object *args, struct json_
             qmp_error_set(err, "GenericError", "The VM is waiting for an incoming migration");
         return -1;
     }
+    /* A reset rewrites guest memory: not a copy handed over, nor one with
+     * pages missing (the write would wait for ever for a page). */
+    if (vmm_migration_handed_over(c, err) || vmm_migration_memory_incomplete(c, err))
+        return -1;
     struct gw_error e;
     gw_error_init(&e);
     if (machine_reset(c->machine, &e) < 0)
@@ -167,6 +173,8 @@ static int cmd_pmemsave(void *opaque, struct json_object *args, struct json_obje
         qmp_error_set(err, "GenericError", "Parameters 'val' and 'size' must not be negative");
         return -1;
     }
+    if (vmm_migration_memory_incomplete(c, err)) /* reading a missing page would block */
+        return -1;
     struct gw_error e;
     gw_error_init(&e);
     if (machine_pmemsave(c->machine, (uint64_t)val, (uint64_t)size, path, &e) < 0)

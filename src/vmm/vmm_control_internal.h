@@ -26,6 +26,12 @@ bool vmm_control_busy(struct vmm_control *c, struct qmp_error *err);
 /* The guest was handed over here by post-copy (its pages still arriving):
  * it may run, as QEMU's destination does on `cont` (libvirt's Finish). */
 bool vmm_migration_incoming_postcopy(struct vmm_control *c);
+/* Source: post-copy handed the guest over (postcopy-started): it runs on
+ * the destination; true with err set. */
+bool vmm_migration_handed_over(struct vmm_control *c, struct qmp_error *err);
+/* Destination: pages of the guest are missing (an incoming migration under
+ * way, or a post-copy that lost its source); true with err set. */
+bool vmm_migration_memory_incomplete(struct vmm_control *c, struct qmp_error *err);
 int vmm_migration_init(struct vmm_control *c, struct gw_error *err);
 void vmm_migration_fini(struct vmm_control *c);
 

@@ -16,6 +16,7 @@
 #include "vmm/cpu_state.h"
 #include "vmm/machine.h"
 #include "vmm/vmm_control_internal.h"
+#include "vmm/vmm_mig_rules.h"
 
 #define DEV_PIC_VERSION 1
 
@@ -24,7 +25,9 @@ struct vmm_migration {
     struct machine *machine;
     struct migration mig;
     struct dirty_log dirty;
-    bool was_running;
+    /* A guest reset cancelled the outgoing migration (query-migrate says
+     * so in error-desc); cleared when a new one starts. */
+    bool reset_cancelled;
     /* Incoming state, applied only when the stream is complete. */
     struct vcpu_state *pending_vcpu[MACHINE_MAX_VCPUS];
     struct platform_state platform;
@@ -42,7 +45,8 @@ enum { P_PIC_MASTER = 1, P_PIC_SLAVE = 2, P_IOAPIC = 4, P_PIT = 8, P_CLOCK = 16,
 static int vm_stop(void *opaque, struct gw_error *err)
 {
     struct vmm_migration *vm = opaque;
-    vm->was_running = runstate_is_running(machine_state(vm->machine));
+    /* machine_pause records, under the machine's lock, whether the vCPUs
+     * ran; a `stop` during the switch-over clears it. */
     /* Input arriving from now on stays with the caller (not in a FIFO whose
      * state has been sent), so no byte is lost or doubled. */
     serial_pause_input(vm->machine->serial, true);
@@ -52,13 +56,7 @@ static int vm_stop(void *opaque, struct gw_error *err)
 static void vm_resume(void *opaque)
 {
     struct vmm_migration *vm = opaque;
-    struct gw_error err;
-    gw_error_init(&err);
-    serial_pause_input(vm->machine->serial, false);
-    if (vm->was_running)
-        machine_resume(vm->machine, &err);
-    else
-        machine_set_state(vm->machine, RUNSTATE_PAUSED, &err);
+    machine_switchover_give_back(vm->machine);
 }
 
 static void vm_completed(void *opaque)
@@ -267,14 +265,16 @@ static int vm_vcpu_of_tid(void *opaque, int tid)
 }
 
 /* The source of a post-copy guest is gone: what is missing is lost. The
- * vCPUs stay blocked on the pages they wait for (userfaultfd stays open);
- * the guest is reported as stopped by an error. */
+ * guest is stopped by an error (STOP): the vCPUs that do not wait for a
+ * page stop now; those blocked on one stay blocked (userfaultfd stays open),
+ * so nothing waits for them to park. */
 static void vm_lost(void *opaque)
 {
     struct vmm_migration *vm = opaque;
     struct gw_error err;
     gw_error_init(&err);
-    machine_set_state(vm->machine, RUNSTATE_INTERNAL_ERROR, &err);
+    if (machine_stop_nowait(vm->machine, RUNSTATE_INTERNAL_ERROR, &err) < 0)
+        log_error("stopping the guest: %s", err.msg);
     log_error("the guest lost its post-copy source and cannot run on");
 }
 
@@ -324,8 +324,11 @@ static int cmd_migrate(void *opaque, struct json_object *args, struct json_objec
         qmp_error_set(err, "GenericError", "Cannot migrate a VM in state %s", runstate_name(s));
         return -1;
     }
+    if (vmm_migration_handed_over(opaque, err))
+        return -1;
     if (mig_start_outgoing(&vm->mig, str_arg(args, "uri"), &e) < 0)
         return vmm_qmp_fail(err, &e);
+    vm->reset_cancelled = false;
     return 0;
 }
 
@@ -438,8 +441,11 @@ static int cmd_query_migrate(void *opaque, struct json_object *args, struct json
     }
     if (mig_state_is_active(st.status) && !vm->mig.incoming)
         add_int(o, "expected-downtime", st.expected_downtime_ms);
-    if ((st.status == MIG_FAILED || st.status == MIG_CANCELLED || st.status == MIG_POSTCOPY_PAUSED) &&
-        st.error_desc[0])
+    if (st.status == MIG_CANCELLED && vm->reset_cancelled && !vm->mig.incoming)
+        json_object_object_add(o, "error-desc",
+                               json_object_new_string("migration cancelled: the guest reset itself"));
+    else if ((st.status == MIG_FAILED || st.status == MIG_CANCELLED ||
+              st.status == MIG_POSTCOPY_PAUSED) && st.error_desc[0])
         json_object_object_add(o, "error-desc", json_object_new_string(st.error_desc));
     json_object_object_add(o, "postcopy-started", json_object_new_boolean(st.postcopy_started));
     if (st.paused_count)
@@ -472,6 +478,19 @@ static int cmd_query_migrate(void *opaque, struct json_object *args, struct json
     return 0;
 }
 
+static bool param_known(const char *name)
+{
+    struct mig_params p;
+    memset(&p, 0, sizeof(p));
+    for (unsigned i = 0; i < mig_params_count(); i++) {
+        uint64_t v;
+        const char *n = mig_params_get(&p, i, &v);
+        if (n && strcmp(n, name) == 0)
+            return true;
+    }
+    return false;
+}
+
 static int cmd_set_params(void *opaque, struct json_object *args, struct json_object **ret,
                           struct qmp_error *err)
 {
@@ -481,6 +500,10 @@ static int cmd_set_params(void *opaque, struct json_object *args, struct json_ob
     struct gw_error e;
     gw_error_init(&e);
     json_object_object_foreach(args, key, val) {
+        if (!param_known(key)) {
+            qmp_error_set(err, "GenericError", "Parameter '%s' is unexpected", key);
+            return -1;
+        }
         if (!json_object_is_type(val, json_type_int)) {
             qmp_error_set(err, "GenericError", "Invalid parameter type for '%s', expected: integer", key);
             return -1;
@@ -594,6 +617,72 @@ bool vmm_control_busy(struct vmm_control *c, struct qmp_error *err)
         return true;
     }
     return false;
+}
+
+/* What the engine says about the last migration, read under its lock. */
+static struct vmm_mig_facts facts(struct vmm_migration *vm)
+{
+    struct migration *mg = &vm->mig;
+    pthread_mutex_lock(&mg->lock);
+    struct vmm_mig_facts f = {
+        .status = mg->stats.status, .incoming = mg->incoming,
+        .postcopy_started = mg->stats.postcopy_started, .committing = mg->committing,
+    };
+    pthread_mutex_unlock(&mg->lock);
+    f.uffd_held = __atomic_load_n(&vm->machine->ram.holds_uffd, __ATOMIC_ACQUIRE);
+    f.run = machine_state(vm->machine);
+    return f;
+}
+
+bool vmm_migration_handed_over(struct vmm_control *c, struct qmp_error *err)
+{
+    if (!c->mig)
+        return false;
+    struct vmm_mig_facts f = facts(c->mig);
+    if (!vmm_mig_handed_over(&f))
+        return false;
+    qmp_error_set(err, "GenericError", "The guest was handed over to the destination by post-copy "
+                  "(postcopy-started): it runs there, and this copy of it is out of date");
+    return true;
+}
+
+bool vmm_migration_memory_incomplete(struct vmm_control *c, struct qmp_error *err)
+{
+    if (!c->mig)
+        return false;
+    struct vmm_mig_facts f = facts(c->mig);
+    if (!vmm_mig_memory_incomplete(&f))
+        return false;
+    if (mig_state_is_active(f.status))
+        qmp_error_set(err, "GenericError", "Guest memory is still arriving (incoming migration, "
+                      "status %s): pages not received yet cannot be read or written",
+                      mig_state_name(f.status));
+    else
+        qmp_error_set(err, "GenericError", "The guest lost the source of its post-copy migration: "
+                      "pages never received cannot be read or written");
+    return true;
+}
+
+enum machine_verdict vmm_control_guest_request(struct vmm_control *c, bool reset)
+{
+    struct vmm_migration *vm = c ? c->mig : NULL;
+    if (!vm)
+        return MACHINE_GO;
+    struct vmm_mig_facts f = facts(vm);
+    bool cancel;
+    enum machine_verdict v = vmm_mig_guest_request(&f, reset, &cancel);
+    if (cancel) {
+        struct gw_error e;
+        gw_error_init(&e);
+        if (mig_cancel(&vm->mig, &e) == 0) {
+            vm->reset_cancelled = true;
+            log_warn("the guest reset itself: outgoing migration cancelled; the reset follows "
+                     "its end");
+        } /* else the hand-over began meanwhile: it decides, the reset waits */
+    }
+    if (v == MACHINE_DROP && f.incoming)
+        log_warn("guest reset dropped: the guest lost its post-copy source");
+    return v;
 }
 
 int vmm_migration_init(struct vmm_control *c, struct gw_error *err)

@@ -18,7 +18,11 @@ processes (needs /dev/kvm and userfaultfd; skips visibly without them).
   post-copy, and migrate-pause; both sides pause, recover, finish; memory
   checked.
 - The destination killed during post-copy: the source stays postcopy-paused
-  and refuses cont. The source killed: the destination reports failed."""
+  and refuses cont. The source killed: the destination reports failed, is
+  stopped (internal-error) and refuses pmemsave and system_reset (pages
+  are missing for good); a paused destination refuses pmemsave too.
+- Once post-copy handed the guest over, the source refuses cont,
+  system_reset and migrate."""
 # timeout: 900
 import os
 import time
@@ -64,6 +68,28 @@ def finish(src, dst, timeout=300):
     return s, d
 
 
+def refused(vm, cmd, want, **args):
+    """cmd is refused with an error that says `want`; the VMM still answers."""
+    try:
+        vm.qmp.cmd(cmd, **args)
+    except QMPError as e:
+        assert want in str(e), (cmd, str(e))
+    else:
+        raise AssertionError(f"{cmd} was accepted")
+    vm.qmp.cmd("query-status")
+
+
+def handed_over_source_refuses(src, dst):
+    """After post-copy handed the guest over, the source's copy is stale:
+    cont, system_reset and a new migrate are refused (docs/control-api.md)."""
+    assert src.status() == "postmigrate"
+    for cmd, args in (("cont", {}), ("system_reset", {}),
+                      ("migrate", {"uri": "unix:" + os.path.join(dst.dir, "again.sock")})):
+        refused(src, cmd, "handed over to the destination by post-copy", **args)
+    assert src.status() == "postmigrate"
+    assert src.qmp.cmd("query-migrate")["postcopy-started"] is True
+
+
 def report(tag, s, d):
     lat = d.get("postcopy-fault-latency", {})
     print(f"{tag}: total {s['total-time']} ms, downtime {s['downtime']} ms, "
@@ -86,6 +112,7 @@ def busy_by_command():
                    "a second pre-copy pass (the guest must not converge)")
         src.qmp.cmd("migrate-start-postcopy")
         s, d = finish(src, dst)
+        handed_over_source_refuses(src, dst)
         report("busy 1 GiB by command", s, d)
         assert s["ram"]["postcopy-bytes"] > 0, s
         assert ram_digest(src, mem, os.path.join(src.dir, "ram")) == \
@@ -200,6 +227,11 @@ def broken_links_recover():
                     raise AssertionError("the source ran the guest during post-copy")
                 except QMPError:
                     pass
+                # pages are missing on the destination: reading them would
+                # block its main thread (and QMP) until the link is back
+                refused(dst, "pmemsave", "Guest memory is still arriving", val=0, size=mem << 20,
+                        filename=os.path.join(dst.dir, "paused.ram"))
+                refused(dst, "system_reset", "A migration is in progress")
                 net.link(0, True)
                 recover(net, src, dst, 4501 + i)
             wait_status(dst, "postcopy-active", 60)
@@ -234,7 +266,16 @@ def killed_in_postcopy(victim, watcher_role):
             assert info["postcopy-started"] is True, info  # never to be resumed here
             assert src.status() != "running"
             return info
-        return wait_migration(dst, 30, states=("failed",))
+        info = wait_migration(dst, 30, states=("failed",))
+        # the guest lost pages with its source: stopped (STOP), and
+        # nothing may touch its memory (that would block QMP for good)
+        wait_until(lambda: dst.status() == "internal-error", 10, "internal-error")
+        assert dst.qmp.cmd("query-status")["running"] is False
+        dst.qmp.wait_event("STOP", 10)
+        refused(dst, "pmemsave", "lost the source of its post-copy migration", val=0,
+                size=512 << 20, filename=os.path.join(dst.dir, "lost.ram"))
+        refused(dst, "system_reset", "lost the source of its post-copy migration")
+        return info
 
 
 def peer_killed():

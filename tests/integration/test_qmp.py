@@ -3,10 +3,13 @@
 negotiation, ids echoed, errors for malformed JSON / unknown commands / bad
 arguments (the VM keeps running), two clients at once, a client vanishing
 mid-command, stop/cont with STOP/RESUME events, system_reset with RESET,
-pmemsave, quit with SHUTDOWN and exit status 0."""
+pmemsave, quit with SHUTDOWN and exit status 0; a NUL character in a
+command name or argument refused; SIGTERM with SHUTDOWN
+{"reason": "host-signal"} delivered before the VMM exits."""
 # timeout: 240
 import json
 import os
+import signal
 import socket
 import time
 
@@ -50,6 +53,15 @@ def main():
             r = q2.execute(name, **args)
             assert r.get("error", {}).get("class") == cls, (name, args, r)
         assert vm.status() == "running"
+        # A NUL character (\u0000) is not cut off: "quit\u0000zzz" is not quit.
+        q2.send_raw('{"execute":"quit\\u0000zzz","id":201}')
+        wait_until(lambda: json.dumps(201) in q2.replies, 10, "reply with id 201")
+        assert "NUL" in q2.replies[json.dumps(201)]["error"]["desc"], q2.replies[json.dumps(201)]
+        r = q2.execute("pmemsave", val=0, size=4096, filename=os.path.join(vm.dir, "a\u0000b"))
+        assert "NUL" in r.get("error", {}).get("desc", ""), r
+        r = q2.execute("migrate-set-parameters", **{"no-such": "x"})
+        assert r["error"]["desc"] == "Parameter 'no-such' is unexpected", r
+        assert vm.status() == "running"
         cmds = {c["name"] for c in q.cmd("query-commands")}
         for c in ("query-status", "stop", "cont", "quit", "system_reset", "pmemsave", "query-version"):
             assert c in cmds, c
@@ -90,6 +102,12 @@ def main():
         assert e["data"]["guest"] is False, e
         assert vm.wait_exit(10) == 0
         q2.close()
+    # SIGTERM: SHUTDOWN {"reason": "host-signal"} reaches the clients first.
+    with VMM(memory=64, vcpus=1) as vm:
+        vm.proc.send_signal(signal.SIGTERM)
+        e = vm.qmp.wait_event("SHUTDOWN", 10)
+        assert e["data"] == {"guest": False, "reason": "host-signal"}, e
+        assert vm.wait_exit(10) == 0
 
 
 run_test(main)

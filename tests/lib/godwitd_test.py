@@ -1155,6 +1155,10 @@ class FakeVMM:
                 raise QmpError("guest state not received yet (inmigrate)")
             if self.mig and self.mig.incoming and self.mig.status == "postcopy-paused":
                 raise QmpError("post-copy is paused")
+            if self.mig and not self.mig.incoming and self.mig.pc_started:
+                # as godwit-vmm: the guest runs on the destination now
+                raise QmpError("The guest was handed over to the destination by post-copy "
+                               "(postcopy-started): it runs there, and this copy of it is out of date")
             self.set_run(True)
             return {}
         if cmd == "migrate-set-capabilities":

@@ -131,6 +131,53 @@ static void test_bad_requests(void **state)
     assert_non_null(strstr(out, "\"return\""));
 }
 
+/* A NUL character (\u0000) inside a string would be cut there by the C
+ * code that reads it: "quit\u0000zzz" must not run quit. */
+static int quit_calls;
+static int cmd_quit(void *opaque, struct json_object *args, struct json_object **ret,
+                    struct qmp_error *err)
+{
+    quit_calls++;
+    return 0;
+}
+
+static void test_nul_in_strings(void **state)
+{
+    struct qmp_command q = { .name = "quit", .fn = cmd_quit };
+    assert_int_equal(qmp_table_add(&table, &q), 0);
+    struct qmp_command any = { .name = "any", .fn = cmd_echo, .allow_unknown_args = true };
+    assert_int_equal(qmp_table_add(&table, &any), 0);
+    quit_calls = 0;
+    feed("{\"execute\": \"qmp_capabilities\"}");
+    const struct { const char *in, *want; } cases[] = {
+        { "{\"execute\": \"quit\\u0000zzz\"}",
+          "QMP input member 'execute' must not contain a NUL character" },
+        { "{\"execute\": \"echo\", \"arguments\": {\"text\": \"a\\u0000b\"}}",
+          "Parameter 'text' must not contain a NUL character" },
+        { "{\"execute\": \"any\", \"arguments\": {\"l\": [{\"c\": \"events\\u0000x\"}]}}",
+          "Parameter 'l' must not contain a NUL character" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        feed(cases[i].in);
+        if (!strstr(out, cases[i].want))
+            fail_msg("%s -> %s (wanted %s)", cases[i].in, out, cases[i].want);
+    }
+    assert_int_equal(quit_calls, 0);
+    assert_int_equal(echo_calls, 0);
+    /* The same without the NUL runs. */
+    feed("{\"execute\": \"quit\"}");
+    assert_int_equal(quit_calls, 1);
+    feed("{\"execute\": \"echo\", \"arguments\": {\"text\": \"a\\u0001b\"}}");
+    assert_non_null(strstr(out, "\"return\""));
+
+    struct json_object *o = json_tokener_parse("{\"a\": [1, {\"b\": \"x\\u0000\"}]}");
+    assert_true(qmp_json_has_nul(o));
+    json_object_put(o);
+    o = json_tokener_parse("{\"a\": [1, {\"b\": \"x\"}], \"c\": \"\"}");
+    assert_false(qmp_json_has_nul(o));
+    json_object_put(o);
+}
+
 static void test_capabilities_args(void **state)
 {
     feed("{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": \"oob\"}}");
@@ -217,6 +264,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_negotiation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dispatch_and_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nul_in_strings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streaming, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capabilities_args, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),

@@ -405,6 +405,30 @@ static void test_socketpair(void **state)
     evloop_free(loop);
 }
 
+/* An event raised just before the VMM ends (SIGTERM's SHUTDOWN, then the
+ * loop stopped): freeing the server hands it to the clients. */
+static void test_event_flushed_at_free(void **state)
+{
+    struct evloop *loop = evloop_new();
+    struct qmp_version ver = { 0, 1, 0, "godwit" };
+    struct qmp_server *s = qmp_server_new(loop, &ver);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(qmp_server_add_client(s, sv[0]), 0);
+    char buf[4096];
+    assert_true(read_until(sv[1], "QMP", buf, sizeof(buf)));
+    put(sv[1], "{\"execute\":\"qmp_capabilities\",\"id\":1}");
+    for (int i = 0; i < 10; i++)
+        evloop_run_once(loop, 10);
+    assert_true(read_until(sv[1], "\"id\":1", buf, sizeof(buf)));
+    qmp_server_emit(s, "SHUTDOWN", json_tokener_parse("{\"guest\": false, \"reason\": \"host-signal\"}"));
+    qmp_server_free(s); /* the loop never turns again */
+    assert_true(read_until(sv[1], "\"reason\":\"host-signal\"", buf, sizeof(buf)));
+    evloop_run_once(loop, 10); /* the posted delivery finds the queue empty and frees it */
+    close(sv[1]);
+    evloop_free(loop);
+}
+
 int main(void)
 {
     gw_log_set_level(GW_LOG_ERROR);
@@ -416,6 +440,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vanishing_and_slow_clients, setup, teardown),
         cmocka_unit_test_setup_teardown(test_socket_file, setup, teardown),
         cmocka_unit_test(test_socketpair),
+        cmocka_unit_test(test_event_flushed_at_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

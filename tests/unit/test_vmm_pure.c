@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "vmm/options.h"
 #include "vmm/runstate.h"
+#include "vmm/vmm_mig_rules.h"
 #include "vmm/vcpu.h"
 
 static void test_runstate_names(void **state)
@@ -124,12 +125,109 @@ static void test_cpuid_apic_ids(void **state)
     free(out);
 }
 
+/* Source: who owns the guest after a migration. */
+static void test_mig_handed_over(void **state)
+{
+    struct vmm_mig_facts f = { .status = MIG_COMPLETED, .run = RUNSTATE_POSTMIGRATE };
+    assert_false(vmm_mig_handed_over(&f)); /* pre-copy: `cont` may run the source again */
+    f.postcopy_started = true;
+    assert_true(vmm_mig_handed_over(&f)); /* post-copy completed */
+    f.status = MIG_FAILED;
+    assert_true(vmm_mig_handed_over(&f)); /* failed after the hand-over: still the destination's */
+    f.status = MIG_POSTCOPY_PAUSED;
+    assert_true(vmm_mig_handed_over(&f));
+    f.incoming = true;
+    assert_false(vmm_mig_handed_over(&f)); /* the destination runs it */
+}
+
+/* Destination: may guest memory be touched (pmemsave, system_reset)? */
+static void test_mig_memory_incomplete(void **state)
+{
+    struct vmm_mig_facts f = { .incoming = true, .status = MIG_POSTCOPY_PAUSED,
+                               .postcopy_started = true, .run = RUNSTATE_RUNNING };
+    assert_true(vmm_mig_memory_incomplete(&f));
+    f.status = MIG_POSTCOPY_ACTIVE;
+    assert_true(vmm_mig_memory_incomplete(&f));
+    f.status = MIG_FAILED; /* the source was lost */
+    f.run = RUNSTATE_INTERNAL_ERROR;
+    assert_true(vmm_mig_memory_incomplete(&f));
+    f.status = MIG_COMPLETED;
+    f.run = RUNSTATE_RUNNING;
+    assert_false(vmm_mig_memory_incomplete(&f)); /* every page is here */
+    f.uffd_held = true;
+    assert_true(vmm_mig_memory_incomplete(&f));
+    f = (struct vmm_mig_facts){ .incoming = true, .status = MIG_FAILED, .run = RUNSTATE_INMIGRATE };
+    assert_false(vmm_mig_memory_incomplete(&f)); /* a pre-copy that failed: discarded */
+    f.status = MIG_ACTIVE;
+    assert_true(vmm_mig_memory_incomplete(&f));
+    f = (struct vmm_mig_facts){ .status = MIG_POSTCOPY_PAUSED, .postcopy_started = true };
+    assert_false(vmm_mig_memory_incomplete(&f)); /* the source has all of it */
+}
+
+/* A reset or power-off the guest asked for, during and after migrations. */
+static void test_mig_guest_request(void **state)
+{
+    bool cancel;
+    struct vmm_mig_facts f = { .status = MIG_NONE, .run = RUNSTATE_RUNNING };
+    assert_int_equal(vmm_mig_guest_request(&f, true, &cancel), MACHINE_GO);
+    assert_false(cancel);
+    /* Live pre-copy: the reset cancels it and waits for its end. */
+    f.status = MIG_ACTIVE;
+    assert_int_equal(vmm_mig_guest_request(&f, true, &cancel), MACHINE_LATER);
+    assert_true(cancel);
+    f.status = MIG_DEVICE;
+    f.run = RUNSTATE_FINISH_MIGRATE;
+    assert_int_equal(vmm_mig_guest_request(&f, true, &cancel), MACHINE_LATER);
+    assert_true(cancel);
+    /* Too late to cancel: the hand-over decides. */
+    f.committing = true;
+    assert_int_equal(vmm_mig_guest_request(&f, true, &cancel), MACHINE_LATER);
+    assert_false(cancel);
+    assert_int_equal(vmm_mig_guest_request(&f, false, &cancel), MACHINE_LATER);
+    /* Cancelling already: wait for the end, cancel nothing more. */
+    f = (struct vmm_mig_facts){ .status = MIG_CANCELLING, .run = RUNSTATE_RUNNING };
+    assert_int_equal(vmm_mig_guest_request(&f, true, &cancel), MACHINE_LATER);
+    assert_false(cancel);
+    /* Ended without a hand-over: the reset goes ahead. */
+    f.status = MIG_CANCELLED;
+    assert_int_equal(vmm_mig_guest_request(&f, true, &cancel), MACHINE_GO);
+    f.status = MIG_FAILED;
+    assert_int_equal(vmm_mig_guest_request(&f, false, &cancel), MACHINE_GO);
+    /* Handed over: dropped, the guest lives on the destination. */
+    f = (struct vmm_mig_facts){ .status = MIG_COMPLETED, .run = RUNSTATE_POSTMIGRATE };
+    assert_int_equal(vmm_mig_guest_request(&f, true, &cancel), MACHINE_DROP);
+    assert_int_equal(vmm_mig_guest_request(&f, false, &cancel), MACHINE_DROP);
+    f = (struct vmm_mig_facts){ .status = MIG_POSTCOPY_ACTIVE, .postcopy_started = true,
+                                .run = RUNSTATE_POSTMIGRATE };
+    assert_int_equal(vmm_mig_guest_request(&f, true, &cancel), MACHINE_DROP);
+    assert_false(cancel);
+    /* Pre-copy completed, then `cont` on the source: its own guest again. */
+    f = (struct vmm_mig_facts){ .status = MIG_COMPLETED, .run = RUNSTATE_RUNNING };
+    assert_int_equal(vmm_mig_guest_request(&f, true, &cancel), MACHINE_GO);
+    /* Destination: a reset waits for the last page, or is dropped once
+     * the source is lost; a power-off goes ahead. */
+    f = (struct vmm_mig_facts){ .incoming = true, .status = MIG_POSTCOPY_PAUSED,
+                                .postcopy_started = true, .run = RUNSTATE_RUNNING };
+    assert_int_equal(vmm_mig_guest_request(&f, true, &cancel), MACHINE_LATER);
+    assert_int_equal(vmm_mig_guest_request(&f, false, &cancel), MACHINE_GO);
+    f.status = MIG_FAILED;
+    f.run = RUNSTATE_INTERNAL_ERROR;
+    assert_int_equal(vmm_mig_guest_request(&f, true, &cancel), MACHINE_DROP);
+    f.status = MIG_COMPLETED;
+    f.run = RUNSTATE_RUNNING;
+    assert_int_equal(vmm_mig_guest_request(&f, true, &cancel), MACHINE_GO);
+    assert_false(cancel);
+}
+
 int main(void)
 {
     gw_log_set_level(GW_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_runstate_names),
         cmocka_unit_test(test_runstate_transitions),
+        cmocka_unit_test(test_mig_handed_over),
+        cmocka_unit_test(test_mig_memory_incomplete),
+        cmocka_unit_test(test_mig_guest_request),
         cmocka_unit_test(test_options_good),
         cmocka_unit_test(test_options_bad),
         cmocka_unit_test(test_cpuid_apic_ids),
