@@ -69,6 +69,11 @@ struct domain {
     enum dom_reason pause_reason; /* the reason to record for the next STOP */
     bool switchover_given_back;   /* the VMM gave up a switch-over (MIGRATION {active}
                                      while paused for it): its RESUME is no cancel */
+    bool vmm_unreachable;         /* at start-up its VMM did not answer QMP and a migration
+                                     job holds the domain: left running unwatched, the job
+                                     kept as saved (never killed: it may hold the guest) */
+    bool resume_pending;          /* a `cont` is under way whose caller sets the state from
+                                     its result: the monitor leaves the RESUME event alone */
 };
 
 /* A request handler. args is the request's arguments object (borrowed,

@@ -125,7 +125,7 @@ int job_peer_outcome_from_name(const char *s, enum job_peer_outcome *out)
 static const unsigned out_next[JOB_PHASE__COUNT] = {
     [JOB_PHASE_BEGIN] = BIT(JOB_PHASE_PERFORM) | BIT(JOB_PHASE_FAILED),
     [JOB_PHASE_PERFORM] = BIT(JOB_PHASE_PERFORM_POSTCOPY) | BIT(JOB_PHASE_PERFORM_DONE) |
-                          BIT(JOB_PHASE_CONFIRM_CANCELLED),
+                          BIT(JOB_PHASE_CONFIRM_CANCELLED) | BIT(JOB_PHASE_POSTCOPY_FAILED),
     [JOB_PHASE_PERFORM_POSTCOPY] = BIT(JOB_PHASE_PERFORM_DONE) | BIT(JOB_PHASE_POSTCOPY_FAILED) |
                                    BIT(JOB_PHASE_CONFIRM_CANCELLED),
     [JOB_PHASE_PERFORM_DONE] = BIT(JOB_PHASE_CONFIRM) | BIT(JOB_PHASE_CONFIRM_CANCELLED) |
@@ -683,7 +683,7 @@ enum job_recovery job_recovery_action(const struct job *j, bool vmm_alive, const
  * longer serves post-copy pages: never while a post-copy stream is not
  * completed (the guest would lose the pages only we hold). */
 static enum job_recovery recover_out_peer_running(const struct job *j, bool alive,
-                                                  const char *status)
+                                                  const char *status, bool postcopy)
 {
     if (!alive)
         return JOB_RECOVER_KILL_SOURCE; /* nothing left to stop: finish Confirm */
@@ -705,26 +705,37 @@ static enum job_recovery recover_out_peer_running(const struct job *j, bool aliv
      * the VMM says now, the destination has the whole guest. After a
      * post-copy switch a VMM that does not say completed may still hold
      * pages the destination needs: keep it, paused. */
-    return j->postcopy_started ? JOB_RECOVER_POSTCOPY_FAILED : JOB_RECOVER_KILL_SOURCE;
+    (void)j;
+    return postcopy ? JOB_RECOVER_POSTCOPY_FAILED : JOB_RECOVER_KILL_SOURCE;
 }
 
 enum job_recovery job_recovery_after_peer(const struct job *j, bool vmm_alive,
-                                          const char *vmm_status, enum job_peer_outcome peer)
+                                          const char *vmm_status, bool vmm_switched,
+                                          enum job_peer_outcome peer)
 {
+    /* a switch the job recorded, or one its (alive) VMM reports or does
+     * not deny */
+    bool postcopy = j->postcopy_started || (vmm_alive && vmm_switched);
     switch (peer) {
     case JOB_PEER_RUNNING:
-        return recover_out_peer_running(j, vmm_alive, vmm_status);
+        return recover_out_peer_running(j, vmm_alive, vmm_status, postcopy);
     case JOB_PEER_PREPARED:
         return JOB_RECOVER_CONTINUE; /* send Finish again */
     case JOB_PEER_POSTCOPY_FAILED:
         return vmm_alive ? JOB_RECOVER_POSTCOPY_FAILED : JOB_RECOVER_CRASHED;
     case JOB_PEER_UNKNOWN:
+        if (!vmm_alive)
+            return JOB_RECOVER_CRASHED;
+        /* No record there is no word that the guest does not run there (the
+         * record is lost when the destination migrates the domain on or
+         * restarts): never resume; keep the job, guest paused. */
+        return postcopy ? JOB_RECOVER_POSTCOPY_FAILED : JOB_RECOVER_WAIT_PEER;
     case JOB_PEER_FAILED:
         if (!vmm_alive)
             return JOB_RECOVER_CRASHED;
         /* After a post-copy switch the destination may have run the guest
          * before it was given up: the source copy is stale. */
-        return j->postcopy_started ? JOB_RECOVER_POSTCOPY_FAILED : JOB_RECOVER_RESUME_SOURCE;
+        return postcopy ? JOB_RECOVER_POSTCOPY_FAILED : JOB_RECOVER_RESUME_SOURCE;
     default:
         return JOB_RECOVER_WAIT_PEER;
     }

@@ -211,8 +211,14 @@ int job_peer_outcome_from_name(const char *s, enum job_peer_outcome *out);
  * UUID (NULL when none), guest_running whether a domain with that UUID runs
  * here now. */
 enum job_peer_outcome job_peer_outcome_of(const struct job *j, bool guest_running);
-/* Second step after JOB_RECOVER_ASK_PEER on the source. */
+/* Second step after JOB_RECOVER_ASK_PEER on the source. vmm_switched: as
+ * for job_recovery_action (true when the VMM does not say); with the job's
+ * postcopy_started it says whether the guest may have been handed over by
+ * post-copy. `unknown` never resumes the source (no record there is no
+ * word that the guest does not run there): wait-peer in pre-copy,
+ * postcopy-failed after a switch; only `failed` resumes it before one. */
 enum job_recovery job_recovery_after_peer(const struct job *j, bool vmm_alive,
-                                          const char *vmm_status, enum job_peer_outcome peer);
+                                          const char *vmm_status, bool vmm_switched,
+                                          enum job_peer_outcome peer);
 
 #endif

@@ -59,6 +59,8 @@ struct mig_run {
     bool watcher;                   /* a watcher thread follows the incoming VMM */
     bool finish_postcopy;           /* Finish is a post-copy one (mig_finish_postcopy): the
                                        watcher ends the job at completed */
+    bool finishing;                 /* Finish's handler is at work (migration-status answers
+                                       prepared until the guest runs: its cont succeeded) */
     char dest_host[256];
 };
 

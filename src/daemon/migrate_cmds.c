@@ -13,6 +13,7 @@
 #include "control/control.h"
 #include "daemon/lifecycle.h"
 #include "daemon/migrate.h"
+#include "daemon/migrate_peer.h"
 #include "qmp/qmp_json.h"
 
 struct mig_ctx {
@@ -338,7 +339,17 @@ static int h_jobabort(struct daemon *dm, struct daemon_client *cl, struct json_o
         pthread_mutex_unlock(&dm->lock);
         return 0;
     }
-    if (run->job.kind != JOB_KIND_MIGRATION_OUT || run->job.postcopy_started)
+    if (run->job.kind == JOB_KIND_MIGRATION_OUT && !run->job.postcopy_started &&
+        !mig_jobabort_allowed(run->job.phase))
+        r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: the migration job %s "
+                         "cannot be aborted in phase %s (%s)", run->job.id,
+                         job_phase_name(run->job.phase),
+                         run->job.phase == JOB_PHASE_BEGIN ? "it has not started streaming yet; "
+                         "it ends by itself if the destination refuses"
+                         : run->job.phase == JOB_PHASE_PERFORM_DONE ? "the guest was handed over "
+                         "to the destination, which decides: waiting for its answer"
+                         : "the migration is ending");
+    else if (run->job.kind != JOB_KIND_MIGRATION_OUT || run->job.postcopy_started)
         r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: %s",
                          run->job.kind == JOB_KIND_MIGRATION_OUT
                              ? "post-copy migration cannot be aborted (the guest already runs on "

@@ -24,8 +24,6 @@
 #define SRC_STATUS_TRIES    5       /* Finish answer lost: ask migration-status this often */
 #define SRC_FINISH_RESENDS  3       /* Finish answer lost, the destination says prepared: resend */
 #define SRC_RESUME_WAIT_MS  60000   /* --postcopy-resume: the VMM runs post-copy again within this */
-#define SRC_SAMPLE_TRIES    10      /* Confirm's post-copy wait: failed query-migrate in a row
-                                       (MIG_POLL_MS apart) before it counts as broken */
 #define SRC_LOST_DONE_RESUMES 1     /* Confirm's post-copy wait: resumes after the VMM paused
                                        while the destination runs the guest */
 
@@ -49,6 +47,9 @@ static bool stream_running(const char *st)
            !strcmp(st, "cancelling");
 }
 
+/* The source resumes its guest: the state from `cont`'s result. A guest
+ * the user had paused before the migration stays paused (as libvirt): its
+ * reason is still `user` (the switch-over's stop records `migrating`). */
 void mig_src_resume(struct daemon *dm, struct domain *dom)
 {
     char st[32];
@@ -58,13 +59,23 @@ void mig_src_resume(struct daemon *dm, struct domain *dom)
     while (stream_running(vmm_status(dom, st, sizeof(st))) && mig_mono_ms() < deadline)
         usleep(50 * 1000);
     pthread_mutex_lock(&dm->lock);
-    bool paused = dom->state == DOM_STATE_PAUSED;
-    if (paused)
+    bool paused = dom->state == DOM_STATE_PAUSED && dom->reason != DOM_REASON_USER;
+    dom->resume_pending = paused;
+    pthread_mutex_unlock(&dm->lock);
+    if (!paused)
+        return;
+    struct gw_error e;
+    gw_error_init(&e);
+    int r = domain_qmp(dom, "cont", NULL, NULL, NULL, &e);
+    pthread_mutex_lock(&dm->lock);
+    dom->resume_pending = false;
+    if (r == 0 && dom->state == DOM_STATE_PAUSED)
         mig_set_state(dm, dom, DOM_STATE_RUNNING, DOM_REASON_MIGRATION_CANCELED, DOM_EVENT_RESUMED,
                       DOM_DETAIL_MIGRATED);
     pthread_mutex_unlock(&dm->lock);
-    if (paused)
-        domain_qmp(dom, "cont", NULL, NULL, NULL, NULL);
+    if (r < 0)
+        log_error("domain '%s': cannot resume the guest after the migration ended (%s); it stays "
+                  "paused", dom->def.name, e.msg);
 }
 
 void mig_src_kill(struct daemon *dm, struct domain *dom)
@@ -264,8 +275,21 @@ static int after_peer(struct src_job *s, enum job_peer_outcome o, bool postcopy,
         mig_src_postcopy_failed(s, why ? why : "the destination reports post-copy failed");
         return gw_error_set(err, EIO, "post-copy migration failed: the domain is paused on both "
                             "hosts; recover it with migrate --postcopy-resume");
-    case JOB_PEER_FAILED:
     case JOB_PEER_UNKNOWN:
+        if (!postcopy) {
+            /* No record there is no word that the guest does not run there:
+             * the record is lost when the destination migrates the domain
+             * on or its daemon restarts. Only failed lets us resume. */
+            log_error("domain '%s': the destination has no record of job %s and does not run the "
+                      "domain; the guest handed over by pre-copy may run elsewhere, so it stays "
+                      "paused here (job kept in phase %s; restarting this daemon asks again)",
+                      s->dom->def.name, s->run->job.id, job_phase_name(s->run->job.phase));
+            return gw_error_set(err, EHOSTDOWN, "the destination has no record of migration job %s "
+                                "(it may have restarted or migrated the domain on): the domain stays "
+                                "paused here; check where it runs", s->run->job.id);
+        }
+        /* fall through */
+    case JOB_PEER_FAILED:
         if (postcopy) {
             mig_src_postcopy_failed(s, why ? why : "the destination gave the guest up");
             return gw_error_set(err, EIO, "%s", why ? why : "post-copy migration failed");
@@ -310,8 +334,12 @@ static int finish(struct src_job *s, bool postcopy, struct gw_error *err)
                   job_peer_outcome_name(o));
         _exit(99);
     }
-    if (r == -EREMOTEIO) /* an error answer: the destination does not run the guest */
-        return after_peer(s, JOB_PEER_FAILED, postcopy, e.msg, err);
+    if (r == -EREMOTEIO) { /* an error answer: the destination does not run the guest */
+        /* ... unless it answered so for want of any record of the job:
+         * that is unknown, not failed */
+        o = peer_status(s) == JOB_PEER_UNKNOWN ? JOB_PEER_UNKNOWN : JOB_PEER_FAILED;
+        return after_peer(s, o, postcopy, e.msg, err);
+    }
     if (o == JOB_PEER_UNREACHABLE) {
         log_warn("domain '%s': no answer to Finish (%s); asking the destination", s->dom->def.name, e.msg);
         o = ask_status(s);
@@ -333,6 +361,11 @@ int mig_src_finish_confirm(struct src_job *s, enum perform_end end, struct gw_er
         if (s->run->job.phase == JOB_PHASE_PERFORM_DONE || /* recovery: back through perform-postcopy */
             s->run->job.phase == JOB_PHASE_POSTCOPY_FAILED)
             s->run->job.phase = JOB_PHASE_PERFORM_POSTCOPY;
+        /* A post-copy Finish: the switch is recorded whoever saw it (the
+         * Perform loop may not have, a restarted daemon's continue did not);
+         * finish() saves it with perform-done. */
+        s->run->job.postcopy_started = true;
+        s->switched = true;
         pthread_mutex_unlock(&s->dm->lock);
         return finish(s, true, err);
     case PERFORM_BROKEN:

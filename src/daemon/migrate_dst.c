@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -143,10 +144,12 @@ static int start_incoming(struct daemon *dm, struct domain *dom, const struct mi
     int r = domain_spawn_incoming(dm, dom, err);
     if (r < 0)
         return r;
-    struct gw_error e;
-    gw_error_init(&e);
-    if (domain_qmp(dom, "stop", NULL, NULL, NULL, &e) < 0) /* only Finish resumes the guest */
-        log_warn("domain '%s': stop during inmigrate: %s", dom->def.name, e.msg);
+    /* Only Finish resumes the guest: without this stop the VMM would start
+     * it when the stream completes, before Finish (two copies running). */
+    if ((r = domain_qmp(dom, "stop", NULL, NULL, NULL, err)) < 0) {
+        gw_error_prefix(err, "stop during inmigrate (the guest would start before Finish)");
+        return r;
+    }
     if ((r = qmp_caps(dom, (b->flags & JOB_F_POSTCOPY) != 0, err)) < 0)
         return r;
     return listen_incoming(dom, "migrate-incoming", b->dest_host, uri, len, err);
@@ -307,22 +310,25 @@ static int wait_arrived(struct daemon *dm, struct domain *dom, struct mig_run *r
     }
 }
 
-/* Resume the guest here: the state first (so the VMM's RESUME is no news). */
+/* Resume the guest here: `cont` first, the state from its result (so that
+ * migration-status never says running for a guest that does not run). */
 static int resume_here(struct daemon *dm, struct domain *dom, struct mig_run *run, bool postcopy,
                        struct gw_error *err)
 {
-    pthread_mutex_lock(&dm->lock);
-    mig_set_state(dm, dom, DOM_STATE_RUNNING, postcopy ? DOM_REASON_POSTCOPY : DOM_REASON_MIGRATED,
-                  DOM_EVENT_RESUMED, postcopy ? DOM_DETAIL_POSTCOPY : DOM_DETAIL_MIGRATED);
-    pthread_mutex_unlock(&dm->lock);
     if (mig_fault("dst-finish-fail"))
         return gw_error_set(err, EIO, "cont refused (injected fault dst-finish-fail)");
+    pthread_mutex_lock(&dm->lock);
+    dom->resume_pending = true;
+    pthread_mutex_unlock(&dm->lock);
     int r = domain_qmp(dom, "cont", NULL, NULL, NULL, err);
+    pthread_mutex_lock(&dm->lock);
+    dom->resume_pending = false;
     if (r == 0) {
-        pthread_mutex_lock(&dm->lock);
+        mig_set_state(dm, dom, DOM_STATE_RUNNING, postcopy ? DOM_REASON_POSTCOPY : DOM_REASON_MIGRATED,
+                      DOM_EVENT_RESUMED, postcopy ? DOM_DETAIL_POSTCOPY : DOM_DETAIL_MIGRATED);
         run->created = false; /* the domain is persistent here now */
-        pthread_mutex_unlock(&dm->lock);
     }
+    pthread_mutex_unlock(&dm->lock);
     return r;
 }
 
@@ -408,6 +414,64 @@ static struct json_object *finish_done(struct daemon *dm, struct domain *dom, st
     return ret;
 }
 
+static int discard_for_source(struct daemon *dm, const struct mig_msg_head *h, const char *why,
+                              struct gw_error *err);
+
+#define DST_FINISH_BUSY_WAIT_MS (DST_COMPLETE_WAIT_MS + 5000)
+
+/* (locked) A Finish sent again while the first one's handler is at work
+ * (its answer was lost): wait for that one to end, bounded; false when it
+ * did not (the caller answers prepared: the source keeps its guest paused). */
+static bool wait_not_finishing(struct daemon *dm, const char *uuid)
+{
+    uint64_t deadline = mig_mono_ms() + DST_FINISH_BUSY_WAIT_MS;
+    struct mig_run *run;
+    while ((run = mig_run_find(dm, uuid)) && run->finishing) {
+        if (mig_mono_ms() >= deadline)
+            return false;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&dm->cond, &dm->lock, &ts);
+    }
+    return true;
+}
+
+static void set_finishing(struct daemon *dm, struct mig_run *run, bool on)
+{
+    pthread_mutex_lock(&dm->lock);
+    run->finishing = on;
+    pthread_cond_broadcast(&dm->cond);
+    pthread_mutex_unlock(&dm->lock);
+}
+
+/* Finish after finish_begin: wait for the VMM, resume the guest, answer. */
+static int finish_run(struct daemon *dm, struct domain *dom, struct mig_run *run,
+                      const struct mig_finish *f, bool postcopy, struct json_object **ret,
+                      struct gw_error *err)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    int r = finish_arrive(dm, dom, run, &postcopy, &e);
+    if (r < 0 && postcopy) {
+        pthread_mutex_lock(&dm->lock);
+        mig_dst_postcopy_failed(dm, dom, run, e.msg);
+        *ret = finish_reply(&f->head, "postcopy-failed", run);
+        pthread_mutex_unlock(&dm->lock);
+        return 0;
+    }
+    if (r < 0) {
+        mig_dst_discard(dm, f->head.uuid, e.msg);
+        return gw_error_set(err, EIO, "%s", e.msg);
+    }
+    *ret = finish_done(dm, dom, run, f, postcopy);
+    return 0;
+}
+
 static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
                     struct json_object **ret, struct gw_error *err)
 {
@@ -418,6 +482,12 @@ static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_obj
     if (r < 0)
         return r;
     pthread_mutex_lock(&dm->lock);
+    if (!wait_not_finishing(dm, f.head.uuid)) {
+        pthread_mutex_unlock(&dm->lock);
+        log_warn("job %s: Finish again while the first is still at work: answered prepared", f.head.job);
+        *ret = finish_reply(&f.head, "prepared", mig_run_find(dm, f.head.uuid));
+        return 0;
+    }
     r = find_job(dm, &f.head, &dom, &run, err);
     if (r < 0 && finish_again(dm, &f, ret)) {
         pthread_mutex_unlock(&dm->lock);
@@ -426,85 +496,98 @@ static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_obj
     if (r == 0 && !f.cancelled)
         r = finish_begin(dm, run, &f, err);
     bool postcopy = r == 0 && run->finish_postcopy;
+    if (r == 0 && !f.cancelled)
+        run->finishing = true;
     pthread_mutex_unlock(&dm->lock);
     if (r < 0)
         return r;
     if (f.cancelled) {
-        mig_dst_discard(dm, f.head.uuid, "the source cancelled the migration");
+        if ((r = discard_for_source(dm, &f.head, "the source cancelled the migration", err)) < 0)
+            return r;
         *ret = json_object_new_object();
         json_object_object_add(*ret, "outcome", json_object_new_string("failed"));
         return 0;
     }
-    struct gw_error e;
-    gw_error_init(&e);
-    r = finish_arrive(dm, dom, run, &postcopy, &e);
-    if (r < 0 && postcopy) {
-        pthread_mutex_lock(&dm->lock);
-        mig_dst_postcopy_failed(dm, dom, run, e.msg);
-        *ret = finish_reply(&f.head, "postcopy-failed", run);
-        pthread_mutex_unlock(&dm->lock);
-        return 0;
-    }
-    if (r < 0) {
-        mig_dst_discard(dm, f.head.uuid, e.msg);
-        return gw_error_set(err, EIO, "%s", e.msg);
-    }
-    *ret = finish_done(dm, dom, run, &f, postcopy);
-    return 0;
+    r = finish_run(dm, dom, run, &f, postcopy, ret, err);
+    set_finishing(dm, run, false);
+    return r;
 }
 
 /* ---- migration-abort, migration-status, migration-prepare-resume ---- */
 
 /* The incoming VMM's query-migrate status and postcopy-started (false
- * unless it says true); true if it said postcopy-started at all. */
-static bool vmm_migration(struct domain *dom, char *status, size_t len, bool *switched)
+ * unless it says true); true if it said postcopy-started at all.
+ * *answered (may be NULL): the query succeeded. */
+static bool vmm_migration(struct domain *dom, char *status, size_t len, bool *switched,
+                          bool *answered)
 {
     struct json_object *ret = NULL, *v;
     const char *st;
-    bool said = false;
+    bool said = false, ok;
     status[0] = '\0';
     *switched = false;
-    if (domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0) {
+    if ((ok = domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0)) {
         snprintf(status, len, "%s", (st = qmp_json_get_str(ret, "status")) ? st : "");
         said = json_object_object_get_ex(ret, "postcopy-started", &v) &&
                json_object_is_type(v, json_type_boolean);
         *switched = said && json_object_get_boolean(v);
     }
+    if (answered)
+        *answered = ok;
     json_object_put(ret);
     return said;
 }
 
-/* The incoming VMM's postcopy-started (true when it does not say: the safe
- * side). */
-static bool vmm_switched(struct domain *dom)
+/* May the incoming VMM hold a guest handed over by post-copy
+ * (mig_vmm_may_have_switched: true when it does not say)? False when it
+ * is gone: nothing is left to lose. */
+static bool vmm_switched(struct daemon *dm, struct domain *dom)
 {
+    pthread_mutex_lock(&dm->lock);
+    bool active = dom_state_active(dom->state);
+    pthread_mutex_unlock(&dm->lock);
+    if (!active)
+        return false;
     char status[32];
-    bool switched;
-    return vmm_migration(dom, status, sizeof(status), &switched) ? switched : true;
+    bool started, answered;
+    bool said = vmm_migration(dom, status, sizeof(status), &started, &answered);
+    return mig_vmm_may_have_switched(answered, status, said, started);
+}
+
+/* migration-abort, and migration-finish with cancelled: discard the
+ * incoming VMM, unless the guest may be ours alone (mig_abort_allowed). */
+static int discard_for_source(struct daemon *dm, const struct mig_msg_head *h, const char *why,
+                              struct gw_error *err)
+{
+    struct domain *dom = NULL;
+    struct mig_run *run;
+    pthread_mutex_lock(&dm->lock);
+    int r = find_job(dm, h, &dom, &run, err);
+    enum job_phase phase = r == 0 ? run->job.phase : JOB_PHASE_NONE;
+    pthread_mutex_unlock(&dm->lock);
+    if (r < 0)
+        return r;
+    bool switched = (phase == JOB_PHASE_PREPARE || phase == JOB_PHASE_POSTCOPY_FAILED) &&
+                    vmm_switched(dm, dom);
+    if (!mig_abort_allowed(phase, switched)) {
+        log_warn("domain '%s': %s refused: job %s is in phase %s%s", dom->def.name, why, h->job,
+                 job_phase_name(phase), switched ? " and its VMM may hold the guest (post-copy)" : "");
+        return gw_error_set(err, ENOTCONN, "Requested operation is not valid: job %s is in phase "
+                            "%s%s; not discarded: ask migration-status", h->job,
+                            job_phase_name(phase),
+                            switched ? " and the incoming VMM reports (or may have made) the "
+                                       "post-copy switch" : "");
+    }
+    mig_dst_discard(dm, h->uuid, why);
+    return 0;
 }
 
 static int h_abort(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
                    struct json_object **ret, struct gw_error *err)
 {
     struct mig_msg_head h;
-    struct domain *dom = NULL;
-    struct mig_run *run;
     int r = mig_head_from_json(args, &h, err);
-    if (r < 0)
-        return r;
-    pthread_mutex_lock(&dm->lock);
-    r = find_job(dm, &h, &dom, &run, err);
-    enum job_phase phase = r == 0 ? run->job.phase : JOB_PHASE_NONE;
-    pthread_mutex_unlock(&dm->lock);
-    /* Paused before the source's commit (postcopy-started false), the
-     * guest never ran here: the source that resumed it may discard ours. */
-    bool switched = phase != JOB_PHASE_POSTCOPY_FAILED || vmm_switched(dom);
-    if (r == 0 && !mig_abort_allowed(phase, switched))
-        r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: job %s is in phase %s; "
-                         "ask migration-status", h.job, job_phase_name(phase));
-    if (r == 0)
-        mig_dst_discard(dm, h.uuid, "the source aborted the migration");
-    return r;
+    return r < 0 ? r : discard_for_source(dm, &h, "the source aborted the migration", err);
 }
 
 static int h_status(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
@@ -518,7 +601,8 @@ static int h_status(struct daemon *dm, struct daemon_client *cl, struct json_obj
     struct domain *dom = daemon_find_domain(dm, h.uuid);
     struct mig_run *run = mig_run_find(dm, h.uuid);
     const struct job *j = run && strcmp(run->job.id, h.job) == 0 ? &run->job : NULL;
-    bool running = dom && dom->state == DOM_STATE_RUNNING;
+    /* While Finish is at work the guest is not ours yet (its cont may fail) */
+    bool running = dom && dom->state == DOM_STATE_RUNNING && !(j && run->finishing);
     enum job_peer_outcome o = job_peer_outcome_of(j, running);
     *ret = json_object_new_object();
     json_object_object_add(*ret, "outcome", json_object_new_string(job_peer_outcome_name(o)));
@@ -610,7 +694,7 @@ static int h_prepare_resume(struct daemon *dm, struct daemon_client *cl, struct 
     if (r < 0)
         return r;
     if (q.f.domain_active)
-        vmm_migration(q.dom, status, sizeof(status), &q.f.vmm_switched);
+        vmm_migration(q.dom, status, sizeof(status), &q.f.vmm_switched, NULL);
     q.f.vmm_status = status[0] ? status : NULL;
     enum mig_resume_target t = mig_resume_target_classify(&q.f);
     if (t == MIG_RESUME_TARGET_REFUSE)

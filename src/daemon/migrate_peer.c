@@ -365,7 +365,28 @@ bool mig_watch_unanswered_discard(enum job_phase phase, bool postcopy_seen, unsi
 
 bool mig_abort_allowed(enum job_phase phase, bool vmm_switched)
 {
-    return phase == JOB_PHASE_PREPARE || (phase == JOB_PHASE_POSTCOPY_FAILED && !vmm_switched);
+    return (phase == JOB_PHASE_PREPARE || phase == JOB_PHASE_POSTCOPY_FAILED) && !vmm_switched;
+}
+
+bool mig_jobabort_allowed(enum job_phase phase)
+{
+    return phase == JOB_PHASE_PERFORM || phase == JOB_PHASE_PERFORM_POSTCOPY;
+}
+
+enum mig_perform_step mig_perform_unanswered(bool switched, unsigned failed, unsigned max_failed)
+{
+    if (failed < max_failed)
+        return MIG_PERFORM_CONTINUE;
+    return switched ? MIG_PERFORM_BROKEN : MIG_PERFORM_FAILED;
+}
+
+bool mig_vmm_may_have_switched(bool answered, const char *status, bool said, bool started)
+{
+    if (!answered)
+        return true;
+    if (!status || !status[0] || is(status, "none"))
+        return false; /* no migration in this VMM */
+    return !said || started;
 }
 
 bool mig_finish_already_running(const struct job *j, const struct mig_finish *f,

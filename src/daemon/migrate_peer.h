@@ -117,6 +117,18 @@ enum mig_perform_step {
     MIG_PERFORM_BROKEN,     /* broken after the switch: post-copy failed */
 };
 enum mig_perform_step mig_perform_classify(const char *status, bool switched);
+/* The Perform loop's query-migrate failed `failed` times in a row:
+ * MIG_PERFORM_CONTINUE (retry) below max_failed, as Confirm's wait does (a
+ * single failed sample decides nothing); then FAILED, or BROKEN after a
+ * switch the daemon saw. */
+enum mig_perform_step mig_perform_unanswered(bool switched, unsigned failed, unsigned max_failed);
+/* May a VMM have made (source) or taken (destination) the post-copy
+ * switch, going by its query-migrate? answered: the query succeeded;
+ * status: its "status" (NULL or "": no migration); said: it has a boolean
+ * "postcopy-started", started: its value. An unknown answer (no answer, or
+ * a migration without postcopy-started) counts as switched: a guest that
+ * may be on the destination is never resumed here nor discarded there. */
+bool mig_vmm_may_have_switched(bool answered, const char *status, bool said, bool started);
 
 /* The destination's watcher, after each query-migrate of the incoming VMM.
  * arrived_ms: when a pre-copy stream was first seen complete (0: not yet;
@@ -144,10 +156,13 @@ bool mig_watch_start_overdue(const char *status, uint64_t watch_ms, uint64_t now
  * postcopy-failed (the VMM holds the only copy of what it received). */
 bool mig_watch_unanswered_discard(enum job_phase phase, bool postcopy_seen, unsigned failed,
                                   unsigned max_failed);
-/* migration-abort: may the destination discard its incoming VMM? In
- * prepare, and in postcopy-failed when its VMM says the guest was never
- * handed over (query-migrate postcopy-started false: it paused after
- * loading the state, before the source's commit). */
+/* migration-abort, and migration-finish with cancelled: may the
+ * destination discard its incoming VMM? In prepare or postcopy-failed,
+ * and only when its VMM may not have taken the post-copy switch
+ * (vmm_switched: mig_vmm_may_have_switched(); false also when the VMM is
+ * gone). A postcopy-failed VMM that says postcopy-started false paused
+ * after loading the state, before the source's commit: it never ran the
+ * guest. Never in finish (the guest is, or is being, resumed here). */
 bool mig_abort_allowed(enum job_phase phase, bool vmm_switched);
 
 /* Finish for no active job here (find_job failed): is the guest already
@@ -254,6 +269,12 @@ enum mig_paused_step {
     MIG_PAUSED_RESUME,    /* resume the stream: the destination may have completed */
 };
 enum mig_paused_step mig_paused_classify(const struct mig_paused_facts *f);
+
+/* domain-jobabort on a source job (not postcopy-failed, which gives up):
+ * only in perform and perform-postcopy, where the Perform loop reads the
+ * request (and refuses it after a switch it saw); begin, perform-done and
+ * confirm* are refused explicitly (nothing would read it). */
+bool mig_jobabort_allowed(enum job_phase phase);
 
 /* Whether this host can run a post-copy destination (userfaultfd works). */
 bool mig_host_postcopy_supported(void);

@@ -66,18 +66,26 @@ static void end_job(struct src_job *s, bool success, const char *msg)
  * the watcher gives it at completion), then the job is done. */
 static void resume_incoming(struct src_job *s)
 {
+    struct gw_error e;
+    gw_error_init(&e);
     pthread_mutex_lock(&s->dm->lock);
     bool running = s->dom->state == DOM_STATE_RUNNING;
     if (running) {
         s->dom->reason = DOM_REASON_MIGRATED;
         domain_save_status(s->dm, s->dom, NULL);
-    } else {
+    }
+    s->dom->resume_pending = !running;
+    pthread_mutex_unlock(&s->dm->lock);
+    int r = running ? 0 : domain_qmp(s->dom, "cont", NULL, NULL, NULL, &e);
+    pthread_mutex_lock(&s->dm->lock);
+    s->dom->resume_pending = false;
+    if (!running && r == 0) /* the state from cont's result, as Finish does */
         mig_set_state(s->dm, s->dom, DOM_STATE_RUNNING, DOM_REASON_MIGRATED, DOM_EVENT_RESUMED,
                       DOM_DETAIL_MIGRATED);
-    }
     pthread_mutex_unlock(&s->dm->lock);
-    if (!running)
-        domain_qmp(s->dom, "cont", NULL, NULL, NULL, NULL);
+    if (r < 0) /* the stream completed here and no failure was ever sent: keep the VMM */
+        log_error("domain '%s': cont after the completed migration failed (%s); the guest stays "
+                  "paused here (resume it with `godwit resume`)", s->dom->def.name, e.msg);
     end_job(s, true, NULL);
 }
 
@@ -245,8 +253,9 @@ static void apply(struct src_job *s, enum job_recovery a, const char *status)
         mig_src_postcopy_failed(s, "the daemon restarted during post-copy");
         break;
     case JOB_RECOVER_WAIT_PEER:
-        log_error("domain '%s': the destination does not answer; the guest stays paused until "
-                  "it does (restart the daemon to ask again)", s->dom->def.name);
+        log_error("domain '%s': job %s: the destination does not answer, or has no record of the "
+                  "job; the guest stays paused and the job is kept (restart the daemon to ask "
+                  "again; check where the domain runs)", s->dom->def.name, s->run->job.id);
         break;
     case JOB_RECOVER_CRASHED:
         end_job(s, false, "the VMM is gone");
@@ -286,10 +295,17 @@ static int recover_job(const struct job *j, const char *path, const struct gw_er
     s.dom = daemon_find_domain(dm, j->uuid);
     s.run = s.dom ? restore(dm, s.dom, j) : NULL;
     bool alive = s.dom && dom_state_active(s.dom->state);
+    bool unreachable = s.dom && s.dom->vmm_unreachable;
     pthread_mutex_unlock(&dm->lock);
     if (!s.run) {
         log_warn("job %s: no domain with uuid %s; dropping the job", j->id, j->uuid);
         job_remove(dm->cfg.state_dir, j->uuid, NULL);
+        return 0;
+    }
+    if (unreachable) { /* nothing is decided without the VMM's word: kept as saved */
+        log_error("job %s (%s '%s', phase %s): its VMM does not answer; the job is kept and "
+                  "holds the domain until a restart finds the VMM answering", j->id,
+                  job_kind_name(j->kind), j->name, job_phase_name(j->phase));
         return 0;
     }
     char st[32];
@@ -301,7 +317,7 @@ static int recover_job(const struct job *j, const char *path, const struct gw_er
         enum job_peer_outcome o = JOB_PEER_UNREACHABLE;
         if (ask(&s, "migration-status", &o) < 0)
             o = JOB_PEER_UNREACHABLE;
-        a = job_recovery_after_peer(j, alive, st[0] ? st : NULL, o);
+        a = job_recovery_after_peer(j, alive, st[0] ? st : NULL, switched, o);
         log_info("job %s: the destination says %s", j->id, job_peer_outcome_name(o));
     }
     log_info("job %s (%s '%s', phase %s, VMM %s%s%s): %s", j->id, job_kind_name(j->kind), j->name,

@@ -14,6 +14,7 @@
 #include "control/control_client.h"
 #include "daemon/lifecycle.h"
 #include "daemon/migrate_src.h"
+#include "qmp/qmp_json.h"
 
 /* ---- Begin ---- */
 
@@ -359,30 +360,91 @@ static int classify(struct src_job *s, const struct jobinfo *ji, struct gw_error
     }
 }
 
+/* Perform failed before the daemon saw a switch. A post-copy-capable job
+ * asks its VMM first (postcopy_after_precopy may have switched between two
+ * polls; a `migrate` that timed out may have started): unless the VMM says
+ * it did not hand the guest over, it is post-copy failed, never cancelled
+ * (the destination may run the guest). */
+static enum perform_end failed_or_broken(struct src_job *s, struct gw_error *err)
+{
+    if (!(s->run->job.flags & JOB_F_POSTCOPY))
+        return PERFORM_FAILED;
+    struct json_object *ret = NULL, *v;
+    bool answered = domain_qmp(s->dom, "query-migrate", NULL, &ret, NULL, NULL) == 0;
+    const char *st = answered ? qmp_json_get_str(ret, "status") : NULL;
+    bool said = answered && json_object_object_get_ex(ret, "postcopy-started", &v) &&
+                json_object_is_type(v, json_type_boolean);
+    bool started = said && json_object_get_boolean(v);
+    bool switched = mig_vmm_may_have_switched(answered, st, said, started);
+    char what[64];
+    snprintf(what, sizeof(what), "%s", !answered ? "no answer" : st ? st : "no migration");
+    json_object_put(ret);
+    if (!switched)
+        return PERFORM_FAILED;
+    log_error("domain '%s': the migration failed (%s), and the VMM (%s, postcopy-started %s) may "
+              "have handed the guest over: not resumed here", s->dom->def.name, err->msg, what,
+              said ? (started ? "true" : "false") : "unknown");
+    pthread_mutex_lock(&s->dm->lock);
+    s->run->job.postcopy_started = true;
+    if (s->run->job.phase == JOB_PHASE_PERFORM_POSTCOPY)
+        mig_job_save(s->dm, s->run);
+    else
+        mig_job_phase(s->dm, s->run, JOB_PHASE_PERFORM_POSTCOPY, NULL);
+    pthread_mutex_unlock(&s->dm->lock);
+    s->switched = true;
+    gw_error_prefix(err, "post-copy migration failed (the source VMM may have switched)");
+    return PERFORM_BROKEN;
+}
+
+/* One poll: -1 to go on, else how Perform ended. *failed: failed samples
+ * in a row. */
+static int perform_poll(struct src_job *s, unsigned *failed, struct gw_error *err)
+{
+    struct jobinfo ji;
+    struct gw_error e;
+    gw_error_init(&e);
+    if (mig_src_sample(s, &ji, &e) < 0) {
+        if (vmm_gone(s))
+            return gw_error_set(err, ESRCH, "the source VMM exited during the migration"),
+                   PERFORM_VMM_GONE;
+        ++*failed;
+        switch (mig_perform_unanswered(s->switched, *failed, SRC_SAMPLE_TRIES)) {
+        case MIG_PERFORM_CONTINUE:
+            log_warn("domain '%s': query-migrate failed (%u in a row): %s", s->dom->def.name,
+                     *failed, e.msg);
+            return -1;
+        case MIG_PERFORM_BROKEN:
+            gw_error_set(err, EIO, "post-copy: the source VMM does not answer: %s", e.msg);
+            return PERFORM_BROKEN;
+        default:
+            gw_error_set(err, EIO, "the source VMM does not answer: %s", e.msg);
+            return failed_or_broken(s, err);
+        }
+    }
+    *failed = 0;
+    note_switch(s, &ji);
+    int end = classify(s, &ji, err);
+    if (end == PERFORM_FAILED)
+        return failed_or_broken(s, err);
+    if (end >= 0)
+        return end;
+    if (decide(s, &ji, &e) < 0)
+        log_warn("domain '%s': acting on the migration: %s", s->dom->def.name, e.msg);
+    return -1;
+}
+
 enum perform_end mig_src_perform(struct src_job *s, const char *uri, struct gw_error *err)
 {
+    unsigned failed = 0;
     if (start_stream(s, uri, err) < 0)
-        return vmm_gone(s) ? PERFORM_VMM_GONE : PERFORM_FAILED;
+        return vmm_gone(s) ? PERFORM_VMM_GONE : failed_or_broken(s, err);
     for (;;) {
         usleep(MIG_POLL_MS * 1000);
         if (atomic_load(&s->dm->stopping))
             return gw_error_set(err, ESHUTDOWN, "the daemon is stopping"), PERFORM_STOPPING;
-        struct jobinfo ji;
-        struct gw_error e;
-        gw_error_init(&e);
-        if (mig_src_sample(s, &ji, &e) < 0) {
-            if (vmm_gone(s))
-                return gw_error_set(err, ESRCH, "the source VMM exited during the migration"),
-                       PERFORM_VMM_GONE;
-            gw_error_set(err, EIO, "%s", e.msg);
-            return s->switched ? PERFORM_BROKEN : PERFORM_FAILED;
-        }
-        note_switch(s, &ji);
-        int end = classify(s, &ji, err);
+        int end = perform_poll(s, &failed, err);
         if (end >= 0)
             return (enum perform_end)end;
-        if (decide(s, &ji, &e) < 0)
-            log_warn("domain '%s': acting on the migration: %s", s->dom->def.name, e.msg);
     }
 }
 

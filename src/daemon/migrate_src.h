@@ -11,6 +11,9 @@
 
 struct ctl_client;
 
+#define SRC_SAMPLE_TRIES 10 /* Perform, and Confirm's post-copy wait: failed query-migrate in a
+                               row (MIG_POLL_MS apart) before they decide anything */
+
 struct src_job {
     struct daemon *dm;
     struct domain *dom;

@@ -36,7 +36,7 @@ static void on_stop(struct daemon *dm, struct domain *dom)
 
 static void on_resume(struct daemon *dm, struct domain *dom)
 {
-    if (dom->state == DOM_STATE_PAUSED)
+    if (dom->state == DOM_STATE_PAUSED && !dom->resume_pending)
         domain_set_state(dm, dom, DOM_STATE_RUNNING, DOM_REASON_UNPAUSED, DOM_EVENT_RESUMED,
                          DOM_DETAIL_UNPAUSED);
 }

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "daemon/domain_store.h"
 #include "daemon/domains.h"
+#include "daemon/job.h"
 #include "daemon/lifecycle.h"
 #include "daemon/monitor.h"
 #include "daemon/vmm_proc.h"
@@ -18,6 +19,18 @@
 #include "qmp/qmp_json.h"
 
 #define RECONNECT_TIMEOUT_MS 3000
+#define RECONNECT_TRIES 3 /* a VMM a migration job holds: connect attempts before giving up */
+
+/* Does a migration job (or a job file that cannot be read: the safe side)
+ * hold the domain? Read before any VMM is killed. */
+static bool migration_job(struct daemon *dm, struct domain *dom)
+{
+    struct job j;
+    int r = job_load(&j, dm->cfg.state_dir, dom->def.uuid, NULL);
+    if (r == -ENOENT)
+        return false;
+    return r < 0 || (job_active(&j) && j.kind != JOB_KIND_MODIFY);
+}
 
 static enum dom_state vmm_runstate(struct qmp_client *q)
 {
@@ -45,6 +58,22 @@ static int reattach(struct daemon *dm, struct domain *dom, const struct store_st
         return gw_error_set(err, ESRCH, "VMM process %d is gone", (int)s->pid);
     struct qmp_client *cmdq, *evq;
     int r = domain_connect_vmm(s->qmp, dom->def.name, pidfd, RECONNECT_TIMEOUT_MS, &cmdq, &evq, err);
+    for (int i = 1; r < 0 && r != -ESRCH && i < RECONNECT_TRIES && migration_job(dm, dom); i++) {
+        log_warn("domain '%s': VMM %d does not answer on QMP (%s); it may hold a migrating guest: "
+                 "trying again", dom->def.name, (int)s->pid, err ? err->msg : "");
+        r = domain_connect_vmm(s->qmp, dom->def.name, pidfd, RECONNECT_TIMEOUT_MS, &cmdq, &evq, err);
+    }
+    if (r < 0 && migration_job(dm, dom) && vmm_wait_gone(pidfd, 0) == false) {
+        /* Maybe a post-copy guest's only copy: never killed. The domain is
+         * marked crashed here (no VMM is watched); the job file stays for
+         * the next start. */
+        log_error("domain '%s': VMM %d does not answer on QMP and a migration job holds the "
+                  "domain: left running unwatched, job kept; restart the daemon to try again",
+                  dom->def.name, (int)s->pid);
+        dom->vmm_unreachable = true;
+        close(pidfd);
+        return r;
+    }
     if (r < 0) {
         /* Our VMM but unreachable: stop it rather than leave it running unseen
          * (a later start would run the VM twice). Another process: leave it. */
@@ -141,6 +170,13 @@ static void recover_one(struct daemon *dm, struct domain *dom)
             log_info("domain '%s': found its VMM again (pid %d, %s)", dom->def.name, (int)dom->pid,
                      dom_state_name(dom->state));
             domain_save_status(dm, dom, NULL);
+        } else if (dom->vmm_unreachable) {
+            /* held by its migration job (migrate_recover keeps it): the VMM
+             * runs unwatched; its state as last saved, no QMP */
+            dom->pid = s.pid;
+            dom->id = s.id >= 0 ? s.id : dm->next_id++;
+            dom->state = (enum dom_state)s.state;
+            dom->reason = s.reason >= 0 ? (enum dom_reason)s.reason : DOM_REASON_UNKNOWN;
         } else {
             log_warn("domain '%s' was running but is lost: %s", dom->def.name, e.msg);
             dom->pid = 0;

@@ -989,6 +989,7 @@ class FakeVMM:
         self.words = words
         self.words_plain = set((self.a.cmdline or "").split())
         self.link_pps = int(words.get("fake-link-pps", "4000"))
+        self.query_fails = int(words.get("fake-query-fail", "0"))
         self.rate = int(words.get("rate", "1000"))
         wss = words.get("wss", "1M")
         mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(wss[-1:].upper(), 1)
@@ -1144,6 +1145,9 @@ class FakeVMM:
         if cmd == "query-status":
             return {"status": self.runstate, "running": self.status == "running", "singlestep": False}
         if cmd == "stop":
+            if self.status == "inmigrate" and os.environ.get("GODWIT_FAKE_STOP_FAILS"):
+                # (an incoming VMM has no command line: the daemon's environment says it)
+                raise QmpError("stop refused (GODWIT_FAKE_STOP_FAILS)")
             if self.status == "inmigrate":
                 self.autostart = False
             else:
@@ -1173,6 +1177,9 @@ class FakeVMM:
         if cmd == "query-migrate-parameters":
             return dict(self.params)
         if cmd == "query-migrate":
+            if self.mig and not self.mig.incoming and self.query_fails > 0:
+                self.query_fails -= 1  # fake-query-fail=N: N failures once the migration runs
+                raise QmpError("query-migrate failed (fake-query-fail)")
             return self.mig.query() if self.mig else {}
         table = {"migrate": self.q_migrate, "migrate-incoming": self.q_incoming,
                  "migrate-recover": self.q_recover, "migrate-start-postcopy": self.q_start_postcopy,

@@ -290,10 +290,48 @@ static void test_watch_postcopy_prepare(void **state)
                          MIG_WATCH_POSTCOPY_FAILED);
     }
     /* the source's abort discards it only if the guest was never handed over */
-    assert_true(mig_abort_allowed(JOB_PHASE_PREPARE, true));
+    assert_true(mig_abort_allowed(JOB_PHASE_PREPARE, false));
+    /* a prepared VMM that reports the switch (the source's VMM switched
+     * between two of its polls) is never discarded, not even in prepare */
+    assert_false(mig_abort_allowed(JOB_PHASE_PREPARE, true));
     assert_true(mig_abort_allowed(JOB_PHASE_POSTCOPY_FAILED, false));
     assert_false(mig_abort_allowed(JOB_PHASE_POSTCOPY_FAILED, true));
     assert_false(mig_abort_allowed(JOB_PHASE_FINISH, false));
+}
+
+/* Perform: a failed query-migrate is retried (bounded), as Confirm does;
+ * before cancelling, a post-copy-capable source asks whether its VMM
+ * switched, and an unknown answer counts as switched. */
+static void test_perform_unanswered(void **state)
+{
+    (void)state;
+    assert_int_equal(mig_perform_unanswered(false, 1, 10), MIG_PERFORM_CONTINUE);
+    assert_int_equal(mig_perform_unanswered(true, 9, 10), MIG_PERFORM_CONTINUE);
+    assert_int_equal(mig_perform_unanswered(false, 10, 10), MIG_PERFORM_FAILED);
+    assert_int_equal(mig_perform_unanswered(true, 10, 10), MIG_PERFORM_BROKEN);
+    /* no answer, or a migration without postcopy-started: may have switched */
+    assert_true(mig_vmm_may_have_switched(false, NULL, false, false));
+    assert_true(mig_vmm_may_have_switched(true, "active", false, false));
+    assert_true(mig_vmm_may_have_switched(true, "failed", true, true));
+    assert_true(mig_vmm_may_have_switched(true, "postcopy-active", true, true));
+    /* it says it did not; or it has no migration at all */
+    assert_false(mig_vmm_may_have_switched(true, "failed", true, false));
+    assert_false(mig_vmm_may_have_switched(true, "cancelled", true, false));
+    assert_false(mig_vmm_may_have_switched(true, NULL, false, false));
+    assert_false(mig_vmm_may_have_switched(true, "", false, false));
+    assert_false(mig_vmm_may_have_switched(true, "none", false, false));
+}
+
+/* domain-jobabort is read only by the Perform loop: refused elsewhere. */
+static void test_jobabort_phases(void **state)
+{
+    (void)state;
+    assert_true(mig_jobabort_allowed(JOB_PHASE_PERFORM));
+    assert_true(mig_jobabort_allowed(JOB_PHASE_PERFORM_POSTCOPY));
+    assert_false(mig_jobabort_allowed(JOB_PHASE_BEGIN));
+    assert_false(mig_jobabort_allowed(JOB_PHASE_PERFORM_DONE));
+    assert_false(mig_jobabort_allowed(JOB_PHASE_CONFIRM));
+    assert_false(mig_jobabort_allowed(JOB_PHASE_CONFIRM_CANCELLED));
 }
 
 /* An incoming stream that never starts (the source gave up after Prepare
@@ -562,6 +600,8 @@ int main(void)
         cmocka_unit_test(test_watch_unanswered),
         cmocka_unit_test(test_resume_target),
         cmocka_unit_test(test_paused_decisions),
+        cmocka_unit_test(test_perform_unanswered),
+        cmocka_unit_test(test_jobabort_phases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -387,6 +387,8 @@ static void test_recovery_source(void **state)
     assert_int_equal(rec(OUT, JOB_PHASE_PERFORM, true, "completed"), JOB_RECOVER_RESUME_SOURCE);
     assert_int_equal(rec(OUT, JOB_PHASE_PERFORM, true, NULL), JOB_RECOVER_RESUME_SOURCE);
     assert_int_equal(rec(OUT, JOB_PHASE_PERFORM, true, "postcopy-active"), JOB_RECOVER_POSTCOPY_FAILED);
+    /* ... and that action can be carried out from perform */
+    assert_true(job_transition_allowed(OUT, JOB_PHASE_PERFORM, JOB_PHASE_POSTCOPY_FAILED));
     assert_int_equal(rec(OUT, JOB_PHASE_PERFORM, false, NULL), JOB_RECOVER_CRASHED);
     /* post-copy requested */
     assert_int_equal(rec(OUT, JOB_PHASE_PERFORM_POSTCOPY, true, "active"), JOB_RECOVER_RESUME_SOURCE);
@@ -524,17 +526,27 @@ static void test_recovery_after_peer(void **state)
     struct job j;
     make_job(&j, OUT);
     j.phase = JOB_PHASE_PERFORM_DONE;
-    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_RUNNING), JOB_RECOVER_KILL_SOURCE);
-    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_PREPARED), JOB_RECOVER_CONTINUE);
-    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_FAILED), JOB_RECOVER_RESUME_SOURCE);
-    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_UNKNOWN), JOB_RECOVER_RESUME_SOURCE);
-    assert_int_equal(job_recovery_after_peer(&j, false, NULL, JOB_PEER_FAILED), JOB_RECOVER_CRASHED);
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", false, JOB_PEER_RUNNING), JOB_RECOVER_KILL_SOURCE);
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", false, JOB_PEER_PREPARED), JOB_RECOVER_CONTINUE);
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", false, JOB_PEER_FAILED), JOB_RECOVER_RESUME_SOURCE);
+    /* perform-done: the guest was handed over; a destination that has no
+     * record of the job (it restarted, or migrated the domain on) is no
+     * word that it does not run it: never resume, keep waiting */
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", false, JOB_PEER_UNKNOWN), JOB_RECOVER_WAIT_PEER);
+    assert_int_equal(job_recovery_after_peer(&j, false, NULL, false, JOB_PEER_UNKNOWN), JOB_RECOVER_CRASHED);
+    /* the VMM says (or does not deny) it handed the guest over by
+     * post-copy, though the job did not record it (a restart within a
+     * poll interval): never resumed, never quit before completed */
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", true, JOB_PEER_FAILED), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(job_recovery_after_peer(&j, true, "failed", true, JOB_PEER_RUNNING), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(job_recovery_after_peer(&j, true, "failed", false, JOB_PEER_RUNNING), JOB_RECOVER_KILL_SOURCE);
+    assert_int_equal(job_recovery_after_peer(&j, false, NULL, false, JOB_PEER_FAILED), JOB_RECOVER_CRASHED);
     /* never resume blindly */
-    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_UNREACHABLE), JOB_RECOVER_WAIT_PEER);
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", false, JOB_PEER_UNREACHABLE), JOB_RECOVER_WAIT_PEER);
     j.postcopy_started = true;
-    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_FAILED), JOB_RECOVER_POSTCOPY_FAILED);
-    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-paused", JOB_PEER_POSTCOPY_FAILED), JOB_RECOVER_POSTCOPY_FAILED);
-    assert_int_equal(job_recovery_after_peer(&j, false, NULL, JOB_PEER_POSTCOPY_FAILED), JOB_RECOVER_CRASHED);
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", false, JOB_PEER_FAILED), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-paused", false, JOB_PEER_POSTCOPY_FAILED), JOB_RECOVER_POSTCOPY_FAILED);
+    assert_int_equal(job_recovery_after_peer(&j, false, NULL, false, JOB_PEER_POSTCOPY_FAILED), JOB_RECOVER_CRASHED);
     struct job in;
     make_job(&in, IN);
     assert_int_equal(job_peer_outcome_of(NULL, false), JOB_PEER_UNKNOWN);
@@ -563,30 +575,30 @@ static void test_recovery_after_peer_postcopy(void **state)
     make_job(&j, OUT);
     j.phase = JOB_PHASE_PERFORM_DONE;
     j.postcopy_started = true;
-    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-active", JOB_PEER_RUNNING),
+    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-active", false, JOB_PEER_RUNNING),
                      JOB_RECOVER_CONFIRM_POSTCOPY);
-    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-recover", JOB_PEER_RUNNING),
+    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-recover", false, JOB_PEER_RUNNING),
                      JOB_RECOVER_CONFIRM_POSTCOPY);
     /* paused while the destination runs the guest: perhaps only the last
      * message was lost; Confirm's wait asks again and resumes it once */
-    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-paused", JOB_PEER_RUNNING),
+    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-paused", false, JOB_PEER_RUNNING),
                      JOB_RECOVER_CONFIRM_POSTCOPY);
-    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-paused", JOB_PEER_POSTCOPY_FAILED),
+    assert_int_equal(job_recovery_after_peer(&j, true, "postcopy-paused", false, JOB_PEER_POSTCOPY_FAILED),
                      JOB_RECOVER_POSTCOPY_FAILED);
-    assert_int_equal(job_recovery_after_peer(&j, true, "failed", JOB_PEER_RUNNING),
+    assert_int_equal(job_recovery_after_peer(&j, true, "failed", false, JOB_PEER_RUNNING),
                      JOB_RECOVER_POSTCOPY_FAILED);
-    assert_int_equal(job_recovery_after_peer(&j, true, NULL, JOB_PEER_RUNNING),
+    assert_int_equal(job_recovery_after_peer(&j, true, NULL, false, JOB_PEER_RUNNING),
                      JOB_RECOVER_POSTCOPY_FAILED);
-    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_RUNNING),
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", false, JOB_PEER_RUNNING),
                      JOB_RECOVER_KILL_SOURCE);
-    assert_int_equal(job_recovery_after_peer(&j, false, NULL, JOB_PEER_RUNNING),
+    assert_int_equal(job_recovery_after_peer(&j, false, NULL, false, JOB_PEER_RUNNING),
                      JOB_RECOVER_KILL_SOURCE);
     assert_string_equal(job_recovery_name(JOB_RECOVER_CONFIRM_POSTCOPY), "confirm-postcopy");
     /* a post-copy status never lets any peer answer quit the VMM */
     static const char *const pc[] = { "postcopy-active", "postcopy-paused", "postcopy-recover" };
     for (size_t i = 0; i < sizeof(pc) / sizeof(pc[0]); i++)
         for (int p = 0; p < JOB_PEER__COUNT; p++)
-            assert_int_not_equal(job_recovery_after_peer(&j, true, pc[i], (enum job_peer_outcome)p),
+            assert_int_not_equal(job_recovery_after_peer(&j, true, pc[i], false, (enum job_peer_outcome)p),
                                  JOB_RECOVER_KILL_SOURCE);
 }
 
@@ -603,11 +615,11 @@ static void test_recovery_postcopy_failed_completed(void **state)
     make_job(&j, OUT);
     j.phase = JOB_PHASE_POSTCOPY_FAILED;
     j.postcopy_started = true;
-    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_RUNNING),
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", false, JOB_PEER_RUNNING),
                      JOB_RECOVER_KILL_SOURCE);
-    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_PREPARED),
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", false, JOB_PEER_PREPARED),
                      JOB_RECOVER_CONTINUE);
-    assert_int_equal(job_recovery_after_peer(&j, true, "completed", JOB_PEER_FAILED),
+    assert_int_equal(job_recovery_after_peer(&j, true, "completed", false, JOB_PEER_FAILED),
                      JOB_RECOVER_POSTCOPY_FAILED);
 }
 
