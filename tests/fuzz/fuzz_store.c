@@ -239,8 +239,14 @@ static void job(const uint8_t *data, size_t size, uint8_t facts)
     enum job_recovery a = job_recovery_action(&j, alive, st, switched);
     FUZZ_CHECK(a < JOB_RECOVER__COUNT && strcmp(job_recovery_name(a), "?"));
     if (a == JOB_RECOVER_ASK_PEER)
-        for (unsigned p = 0; p < JOB_PEER__COUNT; p++)
-            FUZZ_CHECK(job_recovery_after_peer(&j, alive, st, (enum job_peer_outcome)p) < JOB_RECOVER__COUNT);
+        for (unsigned p = 0; p < JOB_PEER__COUNT; p++) {
+            enum job_recovery b = job_recovery_after_peer(&j, alive, st, switched,
+                                                          (enum job_peer_outcome)p);
+            FUZZ_CHECK(b < JOB_RECOVER__COUNT);
+            /* A destination that knows nothing is no word that the guest
+             * does not run there: never a reason to run it here. */
+            FUZZ_CHECK(p != JOB_PEER_UNKNOWN || b != JOB_RECOVER_RESUME_SOURCE);
+        }
     FUZZ_CHECK(job_peer_outcome_of(&j, alive) < JOB_PEER__COUNT);
 }
 
