@@ -2,13 +2,17 @@
 #include "control/control_client.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "control/control.h"
@@ -17,7 +21,9 @@ struct ctl_client {
     int fd;
     struct ctl_tls *tls;
     struct ctl_tls_session *session;
-    struct ctl_io io;
+    struct ctl_io io;                 /* reads go through read_by_deadline */
+    struct ctl_io raw;                /* the socket's (or its TLS session's) own */
+    uint64_t deadline_ms;             /* monotonic end of the current wait; 0: none */
     int64_t next_id;
     int broken;                       /* sticky -errno after a timeout or hang-up */
     struct json_object *hello;
@@ -95,6 +101,64 @@ static int secure(struct ctl_client *c, const struct ctl_tls_config *tls, int ti
     return 0;
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void set_nonblock(int fd, bool on)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+}
+
+/* A read that ends at c->deadline_ms however the bytes come (a peer that
+ * trickles them resets no timer): the socket's own read runs without
+ * blocking (TLS keeps a record it has begun for the next call) and the
+ * wait is a poll() for what is left of the deadline. -ETIMEDOUT after it. */
+static ssize_t read_by_deadline(void *opaque, void *buf, size_t len)
+{
+    struct ctl_client *c = opaque;
+    for (;;) {
+        set_nonblock(c->fd, true);
+        ssize_t n = c->raw.read(c->raw.opaque, buf, len);
+        set_nonblock(c->fd, false);
+        if (n != -ETIMEDOUT) /* fd_read and tls_read say EAGAIN so */
+            return n;
+        int wait = -1;
+        if (c->deadline_ms) {
+            uint64_t now = mono_ms();
+            if (now >= c->deadline_ms)
+                return -ETIMEDOUT;
+            wait = (int)(c->deadline_ms - now);
+        }
+        struct pollfd p = { .fd = c->fd, .events = POLLIN };
+        int r = poll(&p, 1, wait);
+        if (r == 0)
+            return -ETIMEDOUT;
+        if (r < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+static ssize_t write_raw(void *opaque, const void *buf, size_t len)
+{
+    struct ctl_client *c = opaque;
+    return c->raw.write(c->raw.opaque, buf, len);
+}
+
+/* Every read of c from now on ends by the deadline (timeout_ms from now,
+ * -1: none). */
+static void deadline_in(struct ctl_client *c, int timeout_ms)
+{
+    c->deadline_ms = timeout_ms >= 0 ? mono_ms() + (uint64_t)timeout_ms : 0;
+    if (timeout_ms == 0)
+        c->deadline_ms = mono_ms(); /* nothing to wait for: only what is there */
+}
+
 static int hung_up(struct ctl_client *c, struct gw_error *err)
 {
     const char *why = ctl_tls_session_error(c->session);
@@ -103,10 +167,11 @@ static int hung_up(struct ctl_client *c, struct gw_error *err)
                         why ? why : "");
 }
 
+/* One message, by the deadline set for the call (timeout_ms: its length,
+ * for the message). */
 static int recv_msg(struct ctl_client *c, int timeout_ms, struct json_object **msg,
                     struct gw_error *err)
 {
-    set_timeout(c->fd, SO_RCVTIMEO, timeout_ms);
     int r = ctl_recv(&c->io, msg, err);
     if (r == -ECONNRESET || r == -EIO)
         return hung_up(c, err);
@@ -132,6 +197,15 @@ static bool is_reply_to(struct json_object *msg, int64_t id)
            (json_object_is_type(v, json_type_int) && json_object_get_int64(v) == id);
 }
 
+/* A reply that says something: a return, or an error object. Anything
+ * else is not an error answer (the peer did not say it refused). */
+static bool well_formed(struct json_object *msg)
+{
+    struct json_object *v;
+    return json_object_object_get_ex(msg, "return", &v) ||
+           (json_object_object_get_ex(msg, "error", &v) && json_object_is_type(v, json_type_object));
+}
+
 int ctl_client_call(struct ctl_client *c, const char *command, struct json_object *args,
                     struct json_object **ret, int timeout_ms, struct gw_error *err)
 {
@@ -141,6 +215,7 @@ int ctl_client_call(struct ctl_client *c, const char *command, struct json_objec
         json_object_put(args);
         return gw_error_set(err, -c->broken, "the connection to the daemon is broken");
     }
+    deadline_in(c, timeout_ms); /* for the whole call: events and other replies included */
     int64_t id = ++c->next_id;
     struct json_object *req = ctl_request_new(id, command, args);
     int r = ctl_send(&c->io, req);
@@ -162,7 +237,9 @@ int ctl_client_call(struct ctl_client *c, const char *command, struct json_objec
         }
         bool mine = is_reply_to(msg, id);
         if (mine)
-            r = ctl_reply_result(msg, ret, NULL, err); /* the class would die with msg */
+            r = well_formed(msg) ? ctl_reply_result(msg, ret, NULL, err) /* the class would die with msg */
+                                 : gw_error_set(err, EBADMSG, "malformed reply from the daemon "
+                                                "(neither a return nor an error object)");
         json_object_put(msg);
         if (mine)
             return r;
@@ -177,6 +254,7 @@ int ctl_client_next_event(struct ctl_client *c, int timeout_ms, struct json_obje
         memmove(c->pending, c->pending + 1, --c->npending * sizeof(c->pending[0]));
         return 0;
     }
+    deadline_in(c, timeout_ms);
     for (;;) {
         if (c->broken)
             return gw_error_set(err, -c->broken, "the connection to the daemon is broken");
@@ -200,6 +278,14 @@ static int hello(struct ctl_client *c, const char *who, int timeout_ms, struct g
     return r < 0 ? r : ctl_hello_reply_check(c->hello, err);
 }
 
+static void wrap_reads(struct ctl_client *c)
+{
+    c->raw = c->io;
+    c->io.read = read_by_deadline;
+    c->io.write = write_raw;
+    c->io.opaque = c;
+}
+
 struct ctl_client *ctl_client_connect(const char *uri, const struct ctl_tls_config *tls,
                                       const char *who, int timeout_ms, struct gw_error *err)
 {
@@ -213,7 +299,7 @@ struct ctl_client *ctl_client_connect(const char *uri, const struct ctl_tls_conf
     }
     c->fd = u.kind == CTL_URI_TCP ? connect_tcp(&u, timeout_ms, err) : connect_unix(&u, err);
     if (c->fd < 0 || secure(c, u.kind == CTL_URI_TCP ? tls : NULL, timeout_ms, err) < 0 ||
-        hello(c, who, timeout_ms, err) < 0) {
+        (wrap_reads(c), hello(c, who, timeout_ms, err)) < 0) {
         ctl_client_free(c);
         return NULL;
     }

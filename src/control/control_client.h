@@ -7,7 +7,10 @@
  * reply carries another protocol version is refused: err->code
  * EPROTONOSUPPORT, EPROTO when it carries none); operations 0 or -errno
  * with err filled: -EREMOTEIO for an error reply (err->msg is its desc,
- * *cls its class), -ETIMEDOUT when timeout_ms passed (the client is then
+ * *cls its class), -EBADMSG for a reply with neither a return nor an error
+ * object (not a refusal: the caller knows nothing of what the peer did),
+ * -ETIMEDOUT when timeout_ms passed (one deadline for the whole call,
+ * whatever comes meanwhile: events, replies to other ids; the client is then
  * broken: a reply may be half read; reconnect), -ECONNRESET when the peer
  * hung up (err says why when TLS knows). Timeouts in ms, -1 = none.
  * Threads: a client belongs to one thread at a time.

@@ -126,8 +126,11 @@ const struct daemon_command *daemon_find_command(struct daemon *dm, const char *
 /* ---- domain.c (dm->lock held for all) ---- */
 struct domain *domain_new(const struct dom_def *def /* copied */);
 void domain_free(struct domain *dom);
-/* By name, UUID or id (decimal). */
+/* By name, UUID or id (decimal): what an operator types. */
 struct domain *daemon_find_domain(struct daemon *dm, const char *key);
+/* By UUID only (case-insensitive): peer-protocol messages, job files and
+ * internal re-lookups, where a domain NAMED like the UUID is another one. */
+struct domain *daemon_find_domain_uuid(struct daemon *dm, const char *uuid);
 /* The domain named by args' "domain" member; -ENOENT with libvirt's message. */
 int daemon_lookup(struct daemon *dm, struct json_object *args, struct domain **dom,
                   struct gw_error *err);

@@ -50,14 +50,22 @@ static bool all_digits(const char *s)
     return true;
 }
 
+struct domain *daemon_find_domain_uuid(struct daemon *dm, const char *uuid)
+{
+    for (struct domain *d = dm->domains; d; d = d->next)
+        if (strcasecmp(d->def.uuid, uuid) == 0)
+            return d;
+    return NULL;
+}
+
 struct domain *daemon_find_domain(struct daemon *dm, const char *key)
 {
     for (struct domain *d = dm->domains; d; d = d->next)
         if (strcmp(d->def.name, key) == 0)
             return d;
-    for (struct domain *d = dm->domains; d; d = d->next)
-        if (strcasecmp(d->def.uuid, key) == 0)
-            return d;
+    struct domain *byuuid = daemon_find_domain_uuid(dm, key);
+    if (byuuid)
+        return byuuid;
     if (all_digits(key))
         for (struct domain *d = dm->domains; d; d = d->next)
             if (d->id >= 0 && d->id == atoi(key))
@@ -200,7 +208,7 @@ int domain_job_begin(struct daemon *dm, struct domain **domp, enum dom_job kind,
     strcpy(uuid, (*domp)->def.uuid);
     strcpy(name, (*domp)->def.name);
     for (;;) {
-        struct domain *dom = daemon_find_domain(dm, uuid);
+        struct domain *dom = daemon_find_domain_uuid(dm, uuid);
         if (!dom)
             return gw_error_set(err, ENOENT, "Domain not found: domain '%s' was undefined", name);
         int r = dom_job_check(dom->job, name, what, err);

@@ -39,7 +39,7 @@ static int update_def(struct daemon *dm, struct domain *dom, struct dom_def *def
 
 static int add_def(struct daemon *dm, struct dom_def *def, struct gw_error *err)
 {
-    struct domain *other = daemon_find_domain(dm, def->uuid);
+    struct domain *other = daemon_find_domain_uuid(dm, def->uuid);
     if (other)
         return gw_error_set(err, EEXIST, "domain '%s' already exists with uuid %s",
                             other->def.name, def->uuid);

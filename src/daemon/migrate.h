@@ -56,11 +56,19 @@ struct mig_run {
     uint64_t downtime_ms, speed_mib_s;
     /* destination */
     bool created;                   /* Prepare defined the domain: forget it on failure */
-    bool watcher;                   /* a watcher thread follows the incoming VMM */
+    struct dom_def *prev_def;       /* the definition Prepare replaced (the domain was defined
+                                       here, inactive): put back if the job fails; NULL: none */
+    bool watcher;                   /* a watcher thread follows the incoming VMM; set and
+                                       cleared by mig_watch_claim/_release only */
+    unsigned watch_gen;             /* the generation of the last watcher claimed: only
+                                       that watcher clears `watcher` */
     bool finish_postcopy;           /* Finish is a post-copy one (mig_finish_postcopy): the
                                        watcher ends the job at completed */
     bool finishing;                 /* Finish's handler is at work (migration-status answers
                                        prepared until the guest runs: its cont succeeded) */
+    bool preparing;                 /* Prepare's handler is at work (it uses the domain
+                                       without dm->lock): Finish and migration-abort wait
+                                       for it to end (bounded), or are refused */
     char dest_host[256];
 };
 
@@ -89,6 +97,8 @@ void mig_job_note_postcopy(struct daemon *dm, struct mig_run *run);
  * on success). */
 void mig_job_end(struct daemon *dm, struct domain *dom, struct mig_run *run, bool success,
                  const char *msg);
+/* (locked) Free run->prev_def (a job that succeeded keeps the new definition). */
+void mig_run_drop_prev_def(struct mig_run *run);
 /* (locked) A Suspended/Resumed/Stopped event with a state change, also when
  * the state itself does not change (paused -> paused with another reason). */
 void mig_set_state(struct daemon *dm, struct domain *dom, enum dom_state st, enum dom_reason why,
@@ -114,10 +124,32 @@ unsigned mig_next_job_seq(struct daemon *dm);
 /* (locked) Count watcher threads (migrate_stop waits for none). */
 void mig_watchers_add(struct daemon *dm, int delta);
 
+/* ---- the watcher flag (migrate_watch.c) ---- */
+/* (locked) A new watcher follows run's VMM: run->watcher set, a new
+ * generation returned (the watcher's own). */
+static inline unsigned mig_watch_claim(struct mig_run *run)
+{
+    run->watcher = true;
+    return ++run->watch_gen;
+}
+/* (locked) The watcher of generation gen has ended: run->watcher cleared
+ * only when no newer watcher claimed it since (true when cleared). */
+static inline bool mig_watch_release(struct mig_run *run, unsigned gen)
+{
+    if (run->watch_gen != gen)
+        return false;
+    run->watcher = false;
+    return true;
+}
+
 /* ---- migrate_dst.c ---- */
 /* Kill the incoming VMM of dom and forget the domain if Prepare created
  * it; the job ends failed with msg. (job held, dm->lock NOT held) */
 void mig_dst_discard(struct daemon *dm, const char *uuid, const char *msg);
+/* (locked) A failed incoming job on a domain that was defined here: put
+ * back the definition Prepare replaced (run->prev_def), in memory and on
+ * disk. Nothing when there is none. */
+void mig_dst_restore_def(struct daemon *dm, struct domain *dom, struct mig_run *run);
 /* Start the watcher of an incoming job (locked). */
 int mig_dst_watch(struct daemon *dm, struct mig_run *run);
 /* (locked) Post-copy broke on the destination (or Finish could not resume

@@ -114,6 +114,7 @@ void migrate_free(struct daemon *dm)
         dm->mig->runs = r->next;
         json_object_put(r->pc_stats);
         json_object_put(r->pc_completed);
+        mig_run_drop_prev_def(r);
         free(r);
     }
     free(dm->mig);
@@ -180,9 +181,19 @@ void mig_job_note_postcopy(struct daemon *dm, struct mig_run *run)
     mig_job_save(dm, run);
 }
 
+void mig_run_drop_prev_def(struct mig_run *run)
+{
+    if (run->prev_def)
+        dom_def_fini(run->prev_def);
+    free(run->prev_def);
+    run->prev_def = NULL;
+}
+
 void mig_job_end(struct daemon *dm, struct domain *dom, struct mig_run *run, bool success,
                  const char *msg)
 {
+    if (success)
+        mig_run_drop_prev_def(run);
     if (!job_phase_is_terminal(run->job.phase)) {
         if (msg)
             job_set_error(&run->job, msg);

@@ -334,6 +334,9 @@ static int finish(struct src_job *s, bool postcopy, struct gw_error *err)
                   job_peer_outcome_name(o));
         _exit(99);
     }
+    /* Only an error answer (-EREMOTEIO) says the destination did not take
+     * the guest; anything else, a malformed reply (-EBADMSG) included, is
+     * no word at all: ask migration-status below, never resume on it. */
     if (r == -EREMOTEIO) { /* an error answer: the destination does not run the guest */
         /* ... unless it answered so for want of any record of the job:
          * that is unknown, not failed */

@@ -43,32 +43,68 @@ void mig_forget_domain(struct daemon *dm, struct domain *dom)
     pthread_cond_broadcast(&dm->cond);
 }
 
-/* (locked) The domain the incoming job runs in: an inactive one with the
- * same UUID, or a new one. */
-static int take_domain(struct daemon *dm, const struct mig_begin *b, struct domain **out,
-                       bool *created, struct gw_error *err)
+/* (locked) Put back the definition a failed Prepare replaced (same name
+ * and UUID: Prepare refuses another name), in memory and on disk. */
+static void restore_def(struct daemon *dm, struct domain *dom, struct dom_def **prev)
 {
-    struct domain *dom = daemon_find_domain(dm, b->head.uuid);
+    if (!*prev)
+        return;
+    dom_def_fini(&dom->def);
+    dom->def = **prev;
+    free(*prev);
+    *prev = NULL;
+    struct gw_error e;
+    gw_error_init(&e);
+    if (store_save_def(dm->cfg.state_dir, &dom->def, &e) < 0)
+        log_error("domain '%s': cannot restore its definition: %s", dom->def.name, e.msg);
+    else
+        log_info("domain '%s': its definition from before the migration is restored",
+                 dom->def.name);
+}
+
+/* (locked) The begin cookie's definition replaces dom's; *prev: the old
+ * one (to restore_def on failure). */
+static int replace_def(struct domain *dom, const struct mig_begin *b, struct dom_def **prev,
+                       struct gw_error *err)
+{
+    struct dom_def copy;
+    *prev = malloc(sizeof(**prev));
+    if (!*prev || dom_def_copy(&copy, &b->def) < 0) {
+        free(*prev);
+        *prev = NULL;
+        return gw_error_set(err, ENOMEM, "out of memory");
+    }
+    copy.serial_log = dom->def.serial_log ? strdup(dom->def.serial_log) : NULL;
+    **prev = dom->def;
+    dom->def = copy;
+    return 0;
+}
+
+/* (locked) The domain the incoming job runs in: an inactive one with the
+ * same UUID (and name: mig_prepare_check), or a new one. *prev: the
+ * definition replaced (NULL for a new domain). */
+static int take_domain(struct daemon *dm, const struct mig_begin *b, struct domain **out,
+                       bool *created, struct dom_def **prev, struct gw_error *err)
+{
+    struct domain *dom = daemon_find_domain_uuid(dm, b->head.uuid);
     *created = dom == NULL;
+    *prev = NULL;
     if (!dom) {
         dom = domain_new(&b->def);
         if (!dom)
             return gw_error_set(err, ENOMEM, "out of memory");
         dom->next = dm->domains;
         dm->domains = dom;
-    } else {
-        struct dom_def copy;
-        if (dom_def_copy(&copy, &b->def) < 0)
-            return gw_error_set(err, ENOMEM, "out of memory");
-        copy.serial_log = dom->def.serial_log ? strdup(dom->def.serial_log) : NULL;
-        dom_def_fini(&dom->def);
-        dom->def = copy;
+    } else if (replace_def(dom, b, prev, err) < 0) {
+        return -ENOMEM;
     }
     int r = store_save_def(dm->cfg.state_dir, &dom->def, err);
     if (r == 0)
         r = domain_job_begin(dm, &dom, DOM_JOB_MIGRATION_IN, "migrate", err);
     if (r < 0 && *created)
         mig_forget_domain(dm, dom);
+    else if (r < 0)
+        restore_def(dm, dom, prev);
     *out = r < 0 ? NULL : dom;
     return r;
 }
@@ -76,9 +112,10 @@ static int take_domain(struct daemon *dm, const struct mig_begin *b, struct doma
 static void prepare_facts(struct daemon *dm, const struct mig_begin *b, struct mig_prepare_facts *f)
 {
     memset(f, 0, sizeof(*f));
-    struct domain *byuuid = daemon_find_domain(dm, b->head.uuid);
-    if (byuuid && strcasecmp(byuuid->def.uuid, b->head.uuid) == 0) {
+    struct domain *byuuid = daemon_find_domain_uuid(dm, b->head.uuid);
+    if (byuuid) {
         f->uuid_defined = true;
+        f->uuid_name = byuuid->def.name;
         f->uuid_active = dom_state_active(byuuid->state);
         f->uuid_job = byuuid->job != DOM_JOB_NONE;
     }
@@ -155,10 +192,15 @@ static int start_incoming(struct daemon *dm, struct domain *dom, const struct mi
     return listen_incoming(dom, "migrate-incoming", b->dest_host, uri, len, err);
 }
 
+void mig_dst_restore_def(struct daemon *dm, struct domain *dom, struct mig_run *run)
+{
+    restore_def(dm, dom, &run->prev_def);
+}
+
 void mig_dst_discard(struct daemon *dm, const char *uuid, const char *msg)
 {
     pthread_mutex_lock(&dm->lock);
-    struct domain *dom = daemon_find_domain(dm, uuid);
+    struct domain *dom = daemon_find_domain_uuid(dm, uuid);
     struct mig_run *run = mig_run_find(dm, uuid);
     if (!dom || !run || run->job.kind != JOB_KIND_MIGRATION_IN || !job_active(&run->job)) {
         pthread_mutex_unlock(&dm->lock);
@@ -175,6 +217,8 @@ void mig_dst_discard(struct daemon *dm, const char *uuid, const char *msg)
         dom->job = DOM_JOB_MIGRATION_IN;
     else if (run->created)
         mig_forget_domain(dm, dom);
+    else
+        mig_dst_restore_def(dm, dom, run);
     pthread_mutex_unlock(&dm->lock);
 }
 
@@ -187,7 +231,12 @@ static int prepare_locked(struct daemon *dm, const struct mig_begin *b, struct d
     prepare_facts(dm, b, &f);
     int r = mig_prepare_check(b, &f, err);
     bool created = false;
-    if (r < 0 || (r = take_domain(dm, b, dom, &created, err)) < 0)
+    struct dom_def *prev = NULL;
+    struct mig_run *old = mig_run_find(dm, b->head.uuid);
+    if (r == 0 && old && old->preparing) /* a Prepare of the last job is still at work */
+        r = gw_error_set(err, EEXIST, "domain '%s' (uuid %s) is busy with a Prepare on the "
+                         "destination", b->def.name, b->head.uuid);
+    if (r < 0 || (r = take_domain(dm, b, dom, &created, &prev, err)) < 0)
         return r;
     *run = mig_run_get(dm, b->head.uuid);
     if (!*run)
@@ -196,6 +245,9 @@ static int prepare_locked(struct daemon *dm, const struct mig_begin *b, struct d
         r = job_init(&(*run)->job, JOB_KIND_MIGRATION_IN, b->head.job, b->head.uuid, b->def.name,
                      mig_wall_ms(), err);
     if (r == 0) {
+        mig_run_drop_prev_def(*run);
+        (*run)->prev_def = prev;
+        prev = NULL;
         (*run)->job.flags = b->flags;
         (*run)->created = created;
         (*run)->have_info = false;
@@ -204,10 +256,16 @@ static int prepare_locked(struct daemon *dm, const struct mig_begin *b, struct d
         snprintf((*run)->dest_host, sizeof((*run)->dest_host), "%s", b->dest_host);
         r = mig_job_save(dm, *run);
     }
+    if (r == 0)
+        (*run)->preparing = true; /* until h_prepare is done with the domain */
     if (r < 0) {
         domain_job_end(dm, *dom);
         if (created)
             mig_forget_domain(dm, *dom);
+        else if (prev)
+            restore_def(dm, *dom, &prev);
+        else if (*run)
+            mig_dst_restore_def(dm, *dom, *run);
     }
     return r;
 }
@@ -227,6 +285,12 @@ static struct json_object *prepare_reply(const struct mig_begin *b, const char *
     json_object_object_add(c, "features", f);
     json_object_object_add(o, "cookie", c);
     return o;
+}
+
+static void set_preparing_locked(struct daemon *dm, struct mig_run *run, bool on)
+{
+    run->preparing = on;
+    pthread_cond_broadcast(&dm->cond);
 }
 
 static int h_prepare(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
@@ -253,10 +317,16 @@ static int h_prepare(struct daemon *dm, struct daemon_client *cl, struct json_ob
         mig_job_save(dm, run);
         r = mig_dst_watch(dm, run);
     }
+    if (r == 0)
+        set_preparing_locked(dm, run, false);
     pthread_mutex_unlock(&dm->lock);
     if (r < 0) {
+        /* discarded while still preparing: no Finish or abort uses dom meanwhile */
         gw_error_prefix(err, "cannot prepare the incoming migration of '%s'", b.def.name);
         mig_dst_discard(dm, b.head.uuid, err->msg);
+        pthread_mutex_lock(&dm->lock);
+        set_preparing_locked(dm, run, false);
+        pthread_mutex_unlock(&dm->lock);
         goto out;
     }
     *ret = prepare_reply(&b, uri);
@@ -271,7 +341,7 @@ out:
 static int find_job(struct daemon *dm, const struct mig_msg_head *h, struct domain **dom,
                     struct mig_run **run, struct gw_error *err)
 {
-    *dom = daemon_find_domain(dm, h->uuid);
+    *dom = daemon_find_domain_uuid(dm, h->uuid);
     *run = mig_run_find(dm, h->uuid);
     if (!*dom || !*run || (*run)->job.kind != JOB_KIND_MIGRATION_IN ||
         strcmp((*run)->job.id, h->job) != 0 || !job_active(&(*run)->job))
@@ -349,7 +419,7 @@ static struct json_object *finish_reply(const struct mig_msg_head *h, const char
  * runs here for it, answer running again (the first answer was lost). */
 static bool finish_again(struct daemon *dm, const struct mig_finish *f, struct json_object **ret)
 {
-    struct domain *dom = daemon_find_domain(dm, f->head.uuid);
+    struct domain *dom = daemon_find_domain_uuid(dm, f->head.uuid);
     struct mig_run *run = mig_run_find(dm, f->head.uuid);
     bool running = dom && dom->state == DOM_STATE_RUNNING;
     if (!mig_finish_already_running(run ? &run->job : NULL, f, running))
@@ -418,15 +488,16 @@ static int discard_for_source(struct daemon *dm, const struct mig_msg_head *h, c
                               struct gw_error *err);
 
 #define DST_FINISH_BUSY_WAIT_MS (DST_COMPLETE_WAIT_MS + 5000)
+#define DST_PREPARE_BUSY_WAIT_MS 15000 /* a Prepare still starting its VMM */
 
-/* (locked) A Finish sent again while the first one's handler is at work
- * (its answer was lost): wait for that one to end, bounded; false when it
- * did not (the caller answers prepared: the source keeps its guest paused). */
-static bool wait_not_finishing(struct daemon *dm, const char *uuid)
+/* (locked) Wait, bounded by wait_ms, until no handler of the uuid's job is
+ * at work: its Prepare (preparing) or its Finish (finishing, when
+ * `finishing`). False when one still is. */
+static bool wait_idle(struct daemon *dm, const char *uuid, bool finishing, uint64_t wait_ms)
 {
-    uint64_t deadline = mig_mono_ms() + DST_FINISH_BUSY_WAIT_MS;
+    uint64_t deadline = mig_mono_ms() + wait_ms;
     struct mig_run *run;
-    while ((run = mig_run_find(dm, uuid)) && run->finishing) {
+    while ((run = mig_run_find(dm, uuid)) && (run->preparing || (finishing && run->finishing))) {
         if (mig_mono_ms() >= deadline)
             return false;
         struct timespec ts;
@@ -439,6 +510,26 @@ static bool wait_not_finishing(struct daemon *dm, const char *uuid)
         pthread_cond_timedwait(&dm->cond, &dm->lock, &ts);
     }
     return true;
+}
+
+/* (locked) A Finish or abort that came while Prepare is still at work (it
+ * uses the domain without the lock): wait for it, bounded; -ENOTCONN when
+ * it has not ended (nothing was done). */
+static int wait_prepared(struct daemon *dm, const struct mig_msg_head *h, struct gw_error *err)
+{
+    if (wait_idle(dm, h->uuid, false, DST_PREPARE_BUSY_WAIT_MS))
+        return 0;
+    log_warn("job %s: a message for it came while its Prepare is still at work: refused", h->job);
+    return gw_error_set(err, ENOTCONN, "Requested operation is not valid: job %s is still being "
+                        "prepared here (its VMM is starting); try again", h->job);
+}
+
+/* (locked) A Finish sent again while the first one's handler is at work
+ * (its answer was lost): wait for that one to end, bounded; false when it
+ * did not (the caller answers prepared: the source keeps its guest paused). */
+static bool wait_not_finishing(struct daemon *dm, const char *uuid)
+{
+    return wait_idle(dm, uuid, true, DST_FINISH_BUSY_WAIT_MS);
 }
 
 static void set_finishing(struct daemon *dm, struct mig_run *run, bool on)
@@ -482,6 +573,10 @@ static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_obj
     if (r < 0)
         return r;
     pthread_mutex_lock(&dm->lock);
+    if ((r = wait_prepared(dm, &f.head, err)) < 0) {
+        pthread_mutex_unlock(&dm->lock);
+        return r;
+    }
     if (!wait_not_finishing(dm, f.head.uuid)) {
         pthread_mutex_unlock(&dm->lock);
         log_warn("job %s: Finish again while the first is still at work: answered prepared", f.head.job);
@@ -562,7 +657,9 @@ static int discard_for_source(struct daemon *dm, const struct mig_msg_head *h, c
     struct domain *dom = NULL;
     struct mig_run *run;
     pthread_mutex_lock(&dm->lock);
-    int r = find_job(dm, h, &dom, &run, err);
+    int r = wait_prepared(dm, h, err);
+    if (r == 0)
+        r = find_job(dm, h, &dom, &run, err);
     enum job_phase phase = r == 0 ? run->job.phase : JOB_PHASE_NONE;
     pthread_mutex_unlock(&dm->lock);
     if (r < 0)
@@ -598,7 +695,7 @@ static int h_status(struct daemon *dm, struct daemon_client *cl, struct json_obj
     if (r < 0)
         return r;
     pthread_mutex_lock(&dm->lock);
-    struct domain *dom = daemon_find_domain(dm, h.uuid);
+    struct domain *dom = daemon_find_domain_uuid(dm, h.uuid);
     struct mig_run *run = mig_run_find(dm, h.uuid);
     const struct job *j = run && strcmp(run->job.id, h.job) == 0 ? &run->job : NULL;
     /* While Finish is at work the guest is not ours yet (its cont may fail) */
@@ -627,7 +724,7 @@ struct resume_req {
 static int resume_lookup(struct daemon *dm, struct resume_req *q, struct gw_error *err)
 {
     struct mig_run *run = mig_run_find(dm, q->h.uuid);
-    q->dom = daemon_find_domain(dm, q->h.uuid);
+    q->dom = daemon_find_domain_uuid(dm, q->h.uuid);
     q->f.job_id = q->h.job;
     q->f.job = NULL;
     if (run && run->job.kind != JOB_KIND_NONE) {

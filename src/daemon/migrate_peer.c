@@ -193,6 +193,10 @@ int mig_prepare_check(const struct mig_begin *b, const struct mig_prepare_facts 
     if (f->uuid_active || f->uuid_job)
         return gw_error_set(err, EEXIST, "domain '%s' (uuid %s) is already %s on the destination",
                             b->def.name, b->head.uuid, f->uuid_active ? "active" : "busy with a job");
+    if (f->uuid_defined && f->uuid_name && strcmp(f->uuid_name, b->def.name) != 0)
+        return gw_error_set(err, EEXIST, "domain '%s' is already defined on the destination with "
+                            "uuid %s: a migration does not rename it to '%s' (undefine '%s' "
+                            "there first)", f->uuid_name, b->head.uuid, b->def.name, f->uuid_name);
     if (f->name_other_active)
         return gw_error_set(err, EEXIST, "a domain named '%s' is already running on the "
                             "destination (with another uuid)", b->def.name);

@@ -57,6 +57,7 @@ struct mig_prepare_facts {
     bool uuid_defined;              /* a domain with this UUID is defined here */
     bool uuid_active;               /* ... and active (a VMM runs) */
     bool uuid_job;                  /* ... and a job holds it */
+    const char *uuid_name;          /* ... its name (borrowed; NULL when none is defined) */
     bool name_other_uuid;           /* a domain with this name but another UUID exists */
     bool name_other_active;         /* ... and it is active */
     bool local_postcopy;            /* userfaultfd works here */
@@ -77,7 +78,8 @@ struct json_object *mig_head_to_json(const char *job, const char *uuid);
 int mig_head_from_json(struct json_object *args, struct mig_msg_head *h, struct gw_error *err);
 
 /* The Prepare checks, in the order the protocol lists them; the first
- * refusal wins: -EEXIST (name/UUID in use), -EINVAL (memory layout),
+ * refusal wins: -EEXIST (name/UUID in use, or the UUID defined here under
+ * another name: a migration never renames a domain), -EINVAL (memory layout),
  * -ENOTSUP (post-copy asked, not supported here). */
 int mig_prepare_check(const struct mig_begin *b, const struct mig_prepare_facts *f,
                       struct gw_error *err);

@@ -292,7 +292,7 @@ static int recover_job(const struct job *j, const char *path, const struct gw_er
     }
     struct src_job s = { .dm = dm };
     pthread_mutex_lock(&dm->lock);
-    s.dom = daemon_find_domain(dm, j->uuid);
+    s.dom = daemon_find_domain_uuid(dm, j->uuid);
     s.run = s.dom ? restore(dm, s.dom, j) : NULL;
     bool alive = s.dom && dom_state_active(s.dom->state);
     bool unreachable = s.dom && s.dom->vmm_unreachable;

@@ -20,7 +20,10 @@
  * again for every incoming job it keeps (migrate_recover.c).
  * While a watcher runs it may use the domain without dm->lock, so a
  * discarded job keeps the domain's job slot held until the watcher has
- * ended; it then releases it, or forgets a domain that Prepare created. */
+ * ended; it then releases it, or forgets a domain that Prepare created
+ * (or puts back the definition Prepare replaced). run->watcher belongs to
+ * the watcher that set it (mig_watch_claim's generation): a stale watcher
+ * of an earlier job never clears a newer one's. */
 #define LOG_PREFIX "migrate-dst"
 #include <errno.h>
 #include <pthread.h>
@@ -37,6 +40,7 @@
 
 struct watch_arg {
     struct daemon *dm;
+    unsigned gen;  /* mig_watch_claim's: the run's watcher flag is ours while it matches */
     char uuid[DOM_UUID_LEN + 1];
     char job[JOB_ID_MAX];
     bool postcopy; /* the job recorded a post-copy switch before the watch began */
@@ -116,7 +120,7 @@ void mig_dst_postcopy_failed(struct daemon *dm, struct domain *dom, struct mig_r
 static bool current(struct daemon *dm, const struct watch_arg *a, struct domain **dom,
                     struct mig_run **run)
 {
-    *dom = daemon_find_domain(dm, a->uuid);
+    *dom = daemon_find_domain_uuid(dm, a->uuid);
     *run = mig_run_find(dm, a->uuid);
     return *dom && *run && strcmp((*run)->job.id, a->job) == 0 && job_active(&(*run)->job);
 }
@@ -170,10 +174,10 @@ static void cleanup(struct watch_arg *a)
 {
     struct daemon *dm = a->dm;
     pthread_mutex_lock(&dm->lock);
-    struct domain *dom = daemon_find_domain(dm, a->uuid);
+    struct domain *dom = daemon_find_domain_uuid(dm, a->uuid);
     struct mig_run *run = mig_run_find(dm, a->uuid);
-    if (run)
-        run->watcher = false;
+    if (run) /* a newer job's watcher may have claimed the flag since: not ours then */
+        mig_watch_release(run, a->gen);
     bool ours = dom && run && strcmp(run->job.id, a->job) == 0 && !job_active(&run->job) &&
                 dom->job == DOM_JOB_MIGRATION_IN; /* kept held by mig_dst_discard for us */
     if (ours)
@@ -181,6 +185,8 @@ static void cleanup(struct watch_arg *a)
     if (ours && run->created && run->job.phase == JOB_PHASE_FAILED && !dom_state_active(dom->state)) {
         mig_forget_domain(dm, dom);
         run->created = false;
+    } else if (ours && run->job.phase == JOB_PHASE_FAILED) {
+        mig_dst_restore_def(dm, dom, run); /* Prepare replaced its definition */
     }
     mig_watchers_add(dm, -1);
     pthread_mutex_unlock(&dm->lock);
@@ -216,7 +222,7 @@ int mig_dst_watch(struct daemon *dm, struct mig_run *run)
         free(a);
         return -r;
     }
-    run->watcher = true;
+    a->gen = mig_watch_claim(run); /* before the thread can look: the caller holds dm->lock */
     mig_watchers_add(dm, 1);
     return 0;
 }

@@ -194,7 +194,7 @@ static void recover_one(struct daemon *dm, struct domain *dom)
 static void add_loaded(void *opaque, struct dom_def *def)
 {
     struct daemon *dm = opaque;
-    struct domain *dom = daemon_find_domain(dm, def->uuid) ? NULL : domain_new(def);
+    struct domain *dom = daemon_find_domain_uuid(dm, def->uuid) ? NULL : domain_new(def);
     if (!dom)
         log_error("cannot load domain '%s' (duplicate uuid or out of memory)", def->name);
     else {

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "control/control.h"
 #include "control/control_tls.h"
+#include "daemon/migrate.h"
 
 #define SERVER_MAX_LISTEN DAEMON_MAX_LISTEN
 
@@ -243,6 +244,11 @@ static bool dispatch(struct daemon_client *c, struct json_object *msg)
                                       : ctl_reply_return(req.id, ret);
     if (r < 0)
         json_object_put(ret);
+    else if (strcmp(req.command, "migration-finish") == 0 && mig_fault("dst-finish-malformed")) {
+        /* test-only: Finish did its work, its answer is neither return nor error */
+        log_error("injected fault dst-finish-malformed: answering Finish without a return");
+        json_object_object_del(reply, "return");
+    }
     ctl_request_fini(&req);
     return send_msg(c, reply) == 0;
 }

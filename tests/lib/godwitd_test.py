@@ -171,7 +171,7 @@ class Daemon:
             s.close()
 
     def log_text(self):
-        with open(self.log_path) as f:
+        with open(self.log_path, errors="replace") as f:
             return f.read()
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
@@ -1145,6 +1145,9 @@ class FakeVMM:
         if cmd == "query-status":
             return {"status": self.runstate, "running": self.status == "running", "singlestep": False}
         if cmd == "stop":
+            if self.status == "inmigrate" and os.environ.get("GODWIT_FAKE_STOP_DELAY_MS"):
+                # a slow incoming VMM: Prepare is still at work meanwhile
+                time.sleep(int(os.environ["GODWIT_FAKE_STOP_DELAY_MS"]) / 1000)
             if self.status == "inmigrate" and os.environ.get("GODWIT_FAKE_STOP_FAILS"):
                 # (an incoming VMM has no command line: the daemon's environment says it)
                 raise QmpError("stop refused (GODWIT_FAKE_STOP_FAILS)")

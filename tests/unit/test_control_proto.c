@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "control/control.h"
@@ -287,6 +288,141 @@ static void test_client_hello_version(void **state)
     assert_int_equal(f.next, -ECONNRESET);
 }
 
+/* A daemon that answers hello, then holds the next call open without
+ * answering it: it trickles the reply one byte every 100 ms (trickle), or
+ * sends events and replies to other ids every 100 ms (chatter), for at
+ * most 5 s or until the client hangs up; or answers with neither a return
+ * nor an error (malformed). */
+enum stall { STALL_CHATTER, STALL_TRICKLE, STALL_MALFORMED };
+
+struct stalling_daemon {
+    int lfd;
+    enum stall mode;
+};
+
+static bool send_frame(int fd, const char *text, bool trickle)
+{
+    uint8_t buf[256];
+    size_t len = strlen(text);
+    ctl_header_encode(buf, (uint32_t)len);
+    memcpy(buf + CTL_HEADER_LEN, text, len);
+    len += CTL_HEADER_LEN;
+    for (size_t off = 0; off < len; off += trickle ? 1 : len - off) {
+        if (send(fd, buf + off, trickle ? 1 : len - off, MSG_NOSIGNAL) < 0)
+            return false;
+        if (trickle)
+            usleep(100 * 1000);
+    }
+    return true;
+}
+
+static void *stalling_daemon_main(void *p)
+{
+    struct stalling_daemon *f = p;
+    int fd = accept(f->lfd, NULL, NULL);
+    struct ctl_io io;
+    ctl_io_init_fd(&io, &fd);
+    struct json_object *msg = NULL;
+    if (fd < 0 || ctl_recv(&io, &msg, NULL) < 0)
+        goto out;
+    json_object_put(msg);
+    msg = NULL;
+    if (!send_frame(fd, "{\"id\": 1, \"return\": {\"protocol\": 1, \"server\": \"stall\"}}", false) ||
+        ctl_recv(&io, &msg, NULL) < 0)
+        goto out;
+    if (f->mode == STALL_MALFORMED)
+        send_frame(fd, "{\"id\": 2, \"outcome\": \"running\"}", false);
+    else if (f->mode == STALL_TRICKLE) /* the reply to request 2, 60-odd bytes: over 6 s */
+        send_frame(fd, "{\"id\": 2, \"return\": {\"padding\": \"................\"}}", true);
+    else
+        for (int i = 0; i < 50; i++) {
+            if (!send_frame(fd, i % 2 ? "{\"id\": 99, \"return\": {}}"
+                                      : "{\"event\": \"tick\", \"data\": {}}", false))
+                break;
+            usleep(100 * 1000);
+        }
+out:
+    json_object_put(msg);
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ctl_client_call's timeout is one deadline for the whole call: neither a
+ * reply that trickles in nor a stream of other messages keeps it open. */
+static struct ctl_client *connect_stalling(struct stalling_daemon *f, pthread_t *t, char *path)
+{
+    snprintf(path, 108, "/tmp/godwit-ctl-stall-%d.sock", (int)getpid());
+    unlink(path);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(f->lfd >= 0);
+    assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(f->lfd, 1), 0);
+    assert_int_equal(pthread_create(t, NULL, stalling_daemon_main, f), 0);
+    char uri[128];
+    snprintf(uri, sizeof(uri), "unix:%s", path);
+    struct gw_error err;
+    gw_error_init(&err);
+    struct ctl_client *c = ctl_client_connect(uri, NULL, "test", 5000, &err);
+    assert_non_null(c);
+    return c;
+}
+
+static void disconnect_stalling(struct stalling_daemon *f, pthread_t t, struct ctl_client *c,
+                                const char *path)
+{
+    ctl_client_free(c); /* the stalling daemon's next send fails: it ends */
+    pthread_join(t, NULL);
+    close(f->lfd);
+    unlink(path);
+}
+
+static void test_client_call_deadline(void **state)
+{
+    for (enum stall mode = STALL_CHATTER; mode <= STALL_TRICKLE; mode++) {
+        struct stalling_daemon f = { .mode = mode };
+        pthread_t t;
+        char path[108];
+        struct gw_error err;
+        gw_error_init(&err);
+        struct ctl_client *c = connect_stalling(&f, &t, path);
+        uint64_t t0 = now_ms();
+        int r = ctl_client_call(c, "domain-list", NULL, NULL, 700, &err);
+        uint64_t took = now_ms() - t0;
+        disconnect_stalling(&f, t, c, path);
+        assert_int_equal(r, -ETIMEDOUT);
+        assert_true(took >= 600 && took < 2000);
+    }
+}
+
+/* A reply with neither a return nor an error is no refusal: -EBADMSG, not
+ * the -EREMOTEIO of an error answer (a source would take that for "the
+ * destination failed" and resume its guest). */
+static void test_client_malformed_reply(void **state)
+{
+    struct stalling_daemon f = { .mode = STALL_MALFORMED };
+    pthread_t t;
+    char path[108];
+    struct gw_error err;
+    gw_error_init(&err);
+    struct ctl_client *c = connect_stalling(&f, &t, path);
+    struct json_object *ret = NULL;
+    int r = ctl_client_call(c, "migration-finish", NULL, &ret, 5000, &err);
+    disconnect_stalling(&f, t, c, path);
+    assert_int_equal(r, -EBADMSG);
+    assert_null(ret);
+    assert_non_null(strstr(err.msg, "malformed reply"));
+}
+
 static void test_classes(void **state)
 {
     assert_string_equal(ctl_error_class(ENOSYS), "CommandNotFound");
@@ -396,7 +532,8 @@ int main(void)
         cmocka_unit_test(test_classes), cmocka_unit_test(test_uri),
         cmocka_unit_test(test_base64),  cmocka_unit_test(test_wire),
         cmocka_unit_test(test_reply_result), cmocka_unit_test(test_hello_reply),
-        cmocka_unit_test(test_client_hello_version),
+        cmocka_unit_test(test_client_hello_version), cmocka_unit_test(test_client_call_deadline),
+        cmocka_unit_test(test_client_malformed_reply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "daemon/migrate.h"
 #include "daemon/migrate_peer.h"
 
 #define UUID "6f1c2d3e-4a5b-4c6d-8e7f-0123456789ab"
@@ -122,6 +123,14 @@ static void test_prepare_checks(void **state)
     assert_int_equal(mig_prepare_check(&b, &f, &e), 0);
     f.uuid_defined = true; /* an inactive definition of the same domain: fine */
     assert_int_equal(mig_prepare_check(&b, &f, &e), 0);
+    f.uuid_name = b.def.name;
+    assert_int_equal(mig_prepare_check(&b, &f, &e), 0);
+    f.uuid_name = "old"; /* the same UUID under another name: never renamed */
+    assert_int_equal(mig_prepare_check(&b, &f, &e), -EEXIST);
+    assert_non_null(strstr(e.msg, "domain 'old' is already defined on the destination"));
+    assert_non_null(strstr(e.msg, UUID));
+    f.uuid_name = NULL;
+    gw_error_init(&e);
     struct { struct mig_prepare_facts f; int err; const char *words; } cases[] = {
         { { .uuid_active = true, .local_postcopy = true }, -EEXIST, "already active" },
         { { .uuid_job = true, .local_postcopy = true }, -EEXIST, "busy with a job" },
@@ -151,6 +160,25 @@ static void test_prepare_checks(void **state)
     f.local_postcopy = false;
     assert_int_equal(mig_prepare_check(&b, &f, &e), 0);
     mig_begin_fini(&b);
+}
+
+/* A watcher clears the run's watcher flag only while it is its own: a
+ * stale watcher (an earlier job's, still ending) leaves a newer one's. */
+static void test_watch_generation(void **state)
+{
+    struct mig_run run;
+    memset(&run, 0, sizeof(run));
+    unsigned old = mig_watch_claim(&run);
+    assert_true(run.watcher);
+    assert_true(mig_watch_release(&run, old));
+    assert_false(run.watcher);
+    old = mig_watch_claim(&run);
+    unsigned now = mig_watch_claim(&run); /* the next job's watcher */
+    assert_int_not_equal(old, now);
+    assert_false(mig_watch_release(&run, old)); /* the stale one ends */
+    assert_true(run.watcher);
+    assert_true(mig_watch_release(&run, now));
+    assert_false(run.watcher);
 }
 
 static void test_finish_messages(void **state)
@@ -586,7 +614,7 @@ int main(void)
         cmocka_unit_test(test_begin_round_trip),
         cmocka_unit_test(test_begin_hostile),
         cmocka_unit_test(test_version_refused),
-        cmocka_unit_test(test_prepare_checks),
+        cmocka_unit_test(test_prepare_checks), cmocka_unit_test(test_watch_generation),
         cmocka_unit_test(test_finish_messages),
         cmocka_unit_test(test_uris),
         cmocka_unit_test(test_perform_decisions),
