@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "common/error.h"
 #include "control/control_tls.h"
@@ -145,6 +146,8 @@ void daemon_emit_lifecycle(struct daemon *dm, const struct domain *dom, enum dom
 void daemon_emit(struct daemon *dm, const struct domain *dom, const char *type,
                  struct json_object *data);
 int domain_save_status(struct daemon *dm, const struct domain *dom, struct gw_error *err);
+/* *ts = now + ms on CLOCK_REALTIME: the deadline of a wait on dm->cond. */
+void daemon_deadline_in(struct timespec *ts, int ms);
 /* Take the job slot (waits up to DAEMON_JOB_WAIT_MS for a MODIFY job,
  * refuses at once while an asynchronous job holds it). dom may be freed
  * meanwhile: callers look it up again by uuid (the returned *dom). */

@@ -188,7 +188,7 @@ int domain_set_state(struct daemon *dm, struct domain *dom, enum dom_state st, e
 
 /* ---- the job slot ---- */
 
-static void deadline_in(struct timespec *ts, int ms)
+void daemon_deadline_in(struct timespec *ts, int ms)
 {
     clock_gettime(CLOCK_REALTIME, ts);
     ts->tv_sec += ms / 1000;
@@ -203,7 +203,7 @@ int domain_job_begin(struct daemon *dm, struct domain **domp, enum dom_job kind,
                      struct gw_error *err)
 {
     struct timespec deadline;
-    deadline_in(&deadline, DAEMON_JOB_WAIT_MS);
+    daemon_deadline_in(&deadline, DAEMON_JOB_WAIT_MS);
     char uuid[DOM_UUID_LEN + 1], name[DOM_NAME_MAX + 1];
     strcpy(uuid, (*domp)->def.uuid);
     strcpy(name, (*domp)->def.name);

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -501,12 +500,7 @@ static bool wait_idle(struct daemon *dm, const char *uuid, bool finishing, uint6
         if (mig_mono_ms() >= deadline)
             return false;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        daemon_deadline_in(&ts, 100);
         pthread_cond_timedwait(&dm->cond, &dm->lock, &ts);
     }
     return true;

@@ -175,13 +175,7 @@ int monitor_start(struct daemon *dm, struct domain *dom, struct qmp_client *evq,
 bool monitor_wait_end(struct daemon *dm, struct domain *dom, int ms)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += ms / 1000;
-    deadline.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    daemon_deadline_in(&deadline, ms);
     while (dom->monitor_running)
         if (pthread_cond_timedwait(&dm->cond, &dm->lock, &deadline) == ETIMEDOUT)
             return !dom->monitor_running;
