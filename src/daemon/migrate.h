@@ -110,6 +110,15 @@ uint64_t mig_mono_ms(void);
  * its post-copy fault statistics kept in run). (job, takes dm->lock) */
 int mig_query(struct daemon *dm, struct domain *dom, struct mig_run *run, enum jobinfo_op op, uint64_t elapsed_ms,
               struct jobinfo *ji, struct gw_error *err);
+/* What a VMM's query-migrate says about a post-copy switch. */
+struct mig_vmm_view {
+    bool answered;          /* the VMM answered query-migrate */
+    char status[32];        /* its status ("" when it gives none) */
+    bool said;              /* it gave a boolean postcopy-started */
+    bool started;           /* ... and its value (false unless said) */
+};
+/* Ask dom's VMM (job held, lock not held). */
+void mig_vmm_view(struct domain *dom, struct mig_vmm_view *v);
 /* migrate-set-capabilities on dom's VMM: n capabilities names[i] = on[i].
  * (job held, lock not held) */
 int mig_vmm_set_caps(struct domain *dom, const char *const *names, const bool *on, int n,

@@ -247,6 +247,21 @@ int mig_vmm_set_caps(struct domain *dom, const char *const *names, const bool *o
     return domain_qmp(dom, "migrate-set-capabilities", a, NULL, NULL, err);
 }
 
+void mig_vmm_view(struct domain *dom, struct mig_vmm_view *v)
+{
+    struct json_object *ret = NULL, *p;
+    memset(v, 0, sizeof(*v));
+    v->answered = domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0;
+    if (v->answered) {
+        const char *st = qmp_json_get_str(ret, "status");
+        snprintf(v->status, sizeof(v->status), "%s", st ? st : "");
+        v->said = json_object_object_get_ex(ret, "postcopy-started", &p) &&
+                  json_object_is_type(p, json_type_boolean);
+        v->started = v->said && json_object_get_boolean(p);
+    }
+    json_object_put(ret);
+}
+
 int mig_query(struct daemon *dm, struct domain *dom, struct mig_run *run, enum jobinfo_op op, uint64_t elapsed_ms,
               struct jobinfo *ji, struct gw_error *err)
 {

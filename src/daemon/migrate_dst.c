@@ -21,7 +21,6 @@
 #include "daemon/migrate.h"
 #include "daemon/migrate_peer.h"
 #include "daemon/monitor.h"
-#include "qmp/qmp_json.h"
 
 #define DST_KILL_WAIT_MS   10000
 #define DST_COMPLETE_WAIT_MS 10000   /* Finish (pre-copy): the stream's last bytes may lag */
@@ -604,29 +603,6 @@ static int h_finish(struct daemon *dm, struct daemon_client *cl, struct json_obj
 
 /* ---- migration-abort, migration-status, migration-prepare-resume ---- */
 
-/* The incoming VMM's query-migrate status and postcopy-started (false
- * unless it says true); true if it said postcopy-started at all.
- * *answered (may be NULL): the query succeeded. */
-static bool vmm_migration(struct domain *dom, char *status, size_t len, bool *switched,
-                          bool *answered)
-{
-    struct json_object *ret = NULL, *v;
-    const char *st;
-    bool said = false, ok;
-    status[0] = '\0';
-    *switched = false;
-    if ((ok = domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0)) {
-        snprintf(status, len, "%s", (st = qmp_json_get_str(ret, "status")) ? st : "");
-        said = json_object_object_get_ex(ret, "postcopy-started", &v) &&
-               json_object_is_type(v, json_type_boolean);
-        *switched = said && json_object_get_boolean(v);
-    }
-    if (answered)
-        *answered = ok;
-    json_object_put(ret);
-    return said;
-}
-
 /* May the incoming VMM hold a guest handed over by post-copy
  * (mig_vmm_may_have_switched: true when it does not say)? False when it
  * is gone: nothing is left to lose. */
@@ -637,10 +613,9 @@ static bool vmm_switched(struct daemon *dm, struct domain *dom)
     pthread_mutex_unlock(&dm->lock);
     if (!active)
         return false;
-    char status[32];
-    bool started, answered;
-    bool said = vmm_migration(dom, status, sizeof(status), &started, &answered);
-    return mig_vmm_may_have_switched(answered, status, said, started);
+    struct mig_vmm_view v;
+    mig_vmm_view(dom, &v);
+    return mig_vmm_may_have_switched(v.answered, v.status, v.said, v.started);
 }
 
 /* migration-abort, and migration-finish with cancelled: discard the
@@ -784,8 +759,12 @@ static int h_prepare_resume(struct daemon *dm, struct daemon_client *cl, struct 
     pthread_mutex_unlock(&dm->lock);
     if (r < 0)
         return r;
-    if (q.f.domain_active)
-        vmm_migration(q.dom, status, sizeof(status), &q.f.vmm_switched, NULL);
+    if (q.f.domain_active) {
+        struct mig_vmm_view v;
+        mig_vmm_view(q.dom, &v);
+        snprintf(status, sizeof(status), "%s", v.status);
+        q.f.vmm_switched = v.started;
+    }
     q.f.vmm_status = status[0] ? status : NULL;
     enum mig_resume_target t = mig_resume_target_classify(&q.f);
     if (t == MIG_RESUME_TARGET_REFUSE)

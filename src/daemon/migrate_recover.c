@@ -15,23 +15,16 @@
 #include "control/control_client.h"
 #include "daemon/lifecycle.h"
 #include "daemon/migrate_src.h"
-#include "qmp/qmp_json.h"
 
 /* The VMM's migration status, and whether it handed the guest over for
  * post-copy (true when it does not say). */
 static void vmm_status(struct domain *dom, bool alive, char *buf, size_t len, bool *switched)
 {
-    struct json_object *ret = NULL, *v;
-    buf[0] = '\0';
-    *switched = true;
-    if (alive && domain_qmp(dom, "query-migrate", NULL, &ret, NULL, NULL) == 0) {
-        const char *s = qmp_json_get_str(ret, "status");
-        snprintf(buf, len, "%s", s ? s : "");
-        if (json_object_object_get_ex(ret, "postcopy-started", &v) &&
-            json_object_is_type(v, json_type_boolean))
-            *switched = json_object_get_boolean(v);
-    }
-    json_object_put(ret);
+    struct mig_vmm_view v = { .answered = false };
+    if (alive)
+        mig_vmm_view(dom, &v);
+    snprintf(buf, len, "%s", v.answered ? v.status : "");
+    *switched = v.said ? v.started : true;
 }
 
 /* Send one message to the peer of the job; the outcome for Status. */

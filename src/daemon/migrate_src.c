@@ -14,7 +14,6 @@
 #include "control/control_client.h"
 #include "daemon/lifecycle.h"
 #include "daemon/migrate_src.h"
-#include "qmp/qmp_json.h"
 
 /* ---- Begin ---- */
 
@@ -369,21 +368,14 @@ static enum perform_end failed_or_broken(struct src_job *s, struct gw_error *err
 {
     if (!(s->run->job.flags & JOB_F_POSTCOPY))
         return PERFORM_FAILED;
-    struct json_object *ret = NULL, *v;
-    bool answered = domain_qmp(s->dom, "query-migrate", NULL, &ret, NULL, NULL) == 0;
-    const char *st = answered ? qmp_json_get_str(ret, "status") : NULL;
-    bool said = answered && json_object_object_get_ex(ret, "postcopy-started", &v) &&
-                json_object_is_type(v, json_type_boolean);
-    bool started = said && json_object_get_boolean(v);
-    bool switched = mig_vmm_may_have_switched(answered, st, said, started);
-    char what[64];
-    snprintf(what, sizeof(what), "%s", !answered ? "no answer" : st ? st : "no migration");
-    json_object_put(ret);
-    if (!switched)
+    struct mig_vmm_view v;
+    mig_vmm_view(s->dom, &v);
+    if (!mig_vmm_may_have_switched(v.answered, v.status, v.said, v.started))
         return PERFORM_FAILED;
+    const char *what = !v.answered ? "no answer" : v.status[0] ? v.status : "no migration";
     log_error("domain '%s': the migration failed (%s), and the VMM (%s, postcopy-started %s) may "
               "have handed the guest over: not resumed here", s->dom->def.name, err->msg, what,
-              said ? (started ? "true" : "false") : "unknown");
+              v.said ? (v.started ? "true" : "false") : "unknown");
     pthread_mutex_lock(&s->dm->lock);
     s->run->job.postcopy_started = true;
     if (s->run->job.phase == JOB_PHASE_PERFORM_POSTCOPY)
