@@ -88,7 +88,7 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
 	@$(if $(Q),echo "  TEST    $@")
 	$(Q)$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $(filter %.c,$^) $(LIB) -lcmocka $(LDLIBS)
 
-$(BUILD)/tests/unit/test_postcopy_engine $(BUILD)/tests/unit/test_precopy_engine: tests/lib/engine_vm.c tests/lib/test_netns.c
+$(BUILD)/tests/unit/test_postcopy_engine $(BUILD)/tests/unit/test_precopy_engine: tests/lib/engine_vm.c tests/lib/test_netns.c tests/lib/test_relay.c
 
 # ---- benchmarks (C ones; the Python ones drive the programs) -------------------
 

@@ -1192,7 +1192,7 @@ void *mig_outgoing_thread(void *arg)
         return NULL;
     }
     c->m = m;
-    c->fd = c->pfd = -1;
+    c->fd = c->pfd = c->held_fd = -1;
     pthread_mutex_lock(&m->lock);
     c->params = m->params;
     c->caps = m->caps;

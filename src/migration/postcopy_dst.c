@@ -723,6 +723,11 @@ static int handle_preempt(struct pc_dst *pc)
     }
     if (r < 0)
         return r;
+    /* The source paused while its main channel could not say so (a write
+     * there was waiting for us): a break, never an exit (fault_thread
+     * breaks the main channel). */
+    if (rec.type == GWS_POSTCOPY_PAUSE)
+        return stream_set_error(&pc->ps, ECONNABORTED, "the source paused");
     if (rec.type != GWS_PAGE_DATA && rec.type != GWS_PAGE_DATA_ZSTD && rec.type != GWS_ZERO_PAGES)
         return stream_set_error(&pc->ps, EPROTO, "unexpected %s on the preempt channel",
                                 stream_record_name(rec.type));
@@ -1098,9 +1103,11 @@ static int go_live(struct pc_dst *pc)
     log_debug("loaded (state, userfaultfd, fault thread) in %llu us, commit after %llu us",
               (unsigned long long)((t1 - t0) / 1000),
               (unsigned long long)((mig_now_ns() - t1) / 1000));
+    /* The status before the guest runs, as QEMU's clients see it there:
+     * MIGRATION {postcopy-active}, then RESUME. */
+    mig_set_state(m, MIG_POSTCOPY_ACTIVE);
     run_guest(pc);
     in_send_rp(c, GWS_RP_RESUMED, NULL);
-    mig_set_state(m, MIG_POSTCOPY_ACTIVE);
     return 0;
 }
 
@@ -1173,10 +1180,11 @@ int pc_dst_run(struct in_ctx *c)
         } while (r < 0);
         if (start_faults(pc) < 0)
             return -1;
-        /* A source that resumes had RP_LOADED: the commit it could not send. */
+        /* A source that resumes had RP_LOADED: the commit it could not
+         * send. The status first, as at the switch (go_live). */
+        mig_set_state(c->m, MIG_POSTCOPY_ACTIVE);
         if (!pc->guest_ran)
             run_guest(pc);
-        mig_set_state(c->m, MIG_POSTCOPY_ACTIVE);
     }
 }
 

@@ -62,6 +62,21 @@ static void set_fds(struct out_ctx *c)
     pthread_mutex_unlock(&c->m->lock);
 }
 
+/* The main channel's waits after the switch end on a pause, so that
+ * migrate-pause acts at once even when a write waits for a destination
+ * that stopped reading (a unix socket has no timeout of its own). */
+static bool main_stop(void *arg)
+{
+    const struct out_ctx *c = arg;
+    return c->m->pc_pause_req || c->m->cancel;
+}
+
+static bool preempt_stop(void *arg)
+{
+    const struct out_ctx *c = arg;
+    return c->server_stop || c->m->cancel;
+}
+
 static int open_preempt(struct out_ctx *c)
 {
     struct gw_error err;
@@ -72,7 +87,8 @@ static int open_preempt(struct out_ctx *c)
     c->pfd = fd;
     mig_socket_liveness(fd, PC_LIVENESS_MS);
     stream_fini(&c->ps);
-    stream_init(&c->ps, &stream_fd_ops, (void *)(intptr_t)fd);
+    stream_sock_init(&c->psock, fd, preempt_stop, c);
+    stream_init(&c->ps, &stream_sock_ops, &c->psock);
     if (stream_write_preamble_flags(&c->ps, GWS_CHANNEL_PREEMPT) < 0 || stream_flush(&c->ps) < 0)
         return stream_set_error(&c->s, EIO, "preempt channel: %s", stream_error(&c->ps));
     set_fds(c);
@@ -438,13 +454,14 @@ static int start_server(struct out_ctx *c)
     return 0;
 }
 
+/* The server's waits end within STREAM_SOCK_STEP_MS (preempt_stop): no
+ * shutdown(), whose end of stream would reach the destination before a
+ * POSTCOPY_PAUSE could go on this channel (park_channels). */
 static void stop_server(struct out_ctx *c)
 {
     if (!c->server_running)
         return;
     c->server_stop = true;
-    if (c->pfd >= 0)
-        shutdown(c->pfd, SHUT_RDWR);
     pthread_join(c->server, NULL);
     c->server_running = false;
 }
@@ -586,33 +603,86 @@ static int wait_done(struct out_ctx *c)
 
 /* ---- pause and recovery ---- */
 
-/* Break both channels, first telling the destination (best effort) that
- * this is a pause: a bare end of stream there means the source exited. */
+/* How long a pause waits for room for its POSTCOPY_PAUSE behind what is
+ * queued on the main channel (the link may be dead). */
+#define PC_PAUSE_SEND_MS 2000
+
+struct pause_wait {
+    uint64_t until_ms;
+    const struct migration *m;
+};
+
+static bool pause_wait_over(void *arg)
+{
+    const struct pause_wait *w = arg;
+    return w->m->cancel || mig_now_ms() >= w->until_ms;
+}
+
+/* POSTCOPY_PAUSE on fd, waiting at most wait_ms for room: true when all
+ * of it went. */
+static bool send_pause(struct out_ctx *c, int fd, unsigned wait_ms)
+{
+    struct pause_wait w = { mig_now_ms() + wait_ms, c->m };
+    struct stream_sock k;
+    stream_sock_init(&k, fd, pause_wait_over, &w);
+    struct stream note;
+    stream_init(&note, &stream_sock_ops, &k);
+    bool told = stream_write_record(&note, GWS_POSTCOPY_PAUSE, NULL, 0) == 0 &&
+                stream_flush(&note) == 0;
+    stream_fini(&note);
+    return told;
+}
+
+static bool is_unix_socket(int fd)
+{
+    int domain = 0;
+    socklen_t len = sizeof(domain);
+    return getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
+}
+
+static void close_held(struct out_ctx *c)
+{
+    if (c->held_fd >= 0)
+        close(c->held_fd);
+    c->held_fd = -1;
+}
+
+/* Break both channels, first telling the destination that this is a
+ * pause: an end of stream on the main channel without one means that the
+ * source exited, and the destination would give the guest up while this
+ * side holds every page it lacks.
+ * - The preempt channel gets POSTCOPY_PAUSE at once if there is room (the
+ *   destination then breaks its main channel itself, whatever is queued
+ *   there), unless a write on it was cut inside a record.
+ * - The main channel gets it behind its backlog (PC_PAUSE_SEND_MS), unless
+ *   a pause cut a write there inside a record. Not said there: on TCP the
+ *   connection is reset, which reads as a break; a unix socket cannot be
+ *   reset, and closing it would read as an exit once the destination read
+ *   on past the backlog, so its main channel is kept open (held_fd) until
+ *   a recovery connects (the destination is paused then) or the migration
+ *   ends. Such a destination pauses when told on the preempt channel, or
+ *   by its own migrate-pause. */
 static void park_channels(struct out_ctx *c)
 {
     /* Forgotten before they are closed: nothing shuts down a reused number. */
     pthread_mutex_lock(&c->m->lock);
     c->m->fd = c->m->pfd = -1;
     pthread_mutex_unlock(&c->m->lock);
-    if (c->fd >= 0 && !c->m->cancel) { /* shutting down: no pause, an exit */
-        /* Behind what is queued; bounded, since the link may be dead. */
-        struct timeval tv = { 2, 0 };
-        setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        struct stream note;
-        stream_init(&note, &stream_fd_ops, (void *)(intptr_t)c->fd);
-        bool told = stream_write_record(&note, GWS_POSTCOPY_PAUSE, NULL, 0) == 0 &&
-                    stream_flush(&note) == 0;
-        stream_fini(&note);
-        /* Not said (a destination that stopped reading, its window
-         * closed, kept it behind the backlog for 2 s, or only part went):
-         * reset the connection rather than close it, which the destination
-         * would read, once it read on past the backlog, as an end of
-         * stream without a pause, an exit: it would give the guest up while
-         * this side holds every page. A reset reads as a break. */
-        if (!told) {
+    if (!c->m->cancel) { /* shutting down: no pause, an exit */
+        bool told_preempt = c->pfd >= 0 && !c->psock.cut && send_pause(c, c->pfd, 0);
+        bool told = c->fd >= 0 && !c->msock.cut && send_pause(c, c->fd, PC_PAUSE_SEND_MS);
+        if (c->fd >= 0 && !told && is_unix_socket(c->fd)) {
+            log_info("post-copy pause: the pause could not be sent on the main channel%s; it is "
+                     "kept open until a recovery connects", told_preempt ?
+                     " (it was on the preempt channel)" : " nor on the preempt channel");
+            close_held(c);
+            c->held_fd = c->fd;
+            c->fd = -1;
+        } else if (c->fd >= 0 && !told) {
             struct linger l = { 1, 0 };
             setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-            log_info("post-copy pause: the pause could not be sent; the connection is reset");
+            log_info("post-copy pause: the pause could not be sent on the main channel%s; it is "
+                     "reset", told_preempt ? " (it was on the preempt channel)" : "");
             close(c->fd); /* no shutdown first: its FIN would queue behind the backlog */
             c->fd = -1;
         }
@@ -701,10 +771,14 @@ static int reconnect(struct out_ctx *c)
     int fd = mig_uri_connect(&m->uri, &m->cancel, &err);
     if (fd < 0)
         return stream_set_error(&c->s, err.code, "%s", err.msg);
+    /* Someone listens for the recovery: the destination is paused, its
+     * end of the old channels closed. */
+    close_held(c);
     c->fd = fd;
     set_fds(c);
     stream_fini(&c->s);
-    stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
+    stream_sock_init(&c->msock, fd, main_stop, c);
+    stream_init(&c->s, &stream_sock_ops, &c->msock);
     mig_socket_liveness(fd, PC_LIVENESS_MS);
     shrink_backlog(fd);
     if (stream_write_preamble(&c->s) < 0 ||
@@ -731,6 +805,8 @@ int pc_src_run(struct out_ctx *c)
      * starved behind the destination's raised receiver (fault p50
      * 231-511 us against 71-119 us with both raised). */
     mig_thread_priority_high();
+    stream_sock_init(&c->msock, c->fd, main_stop, c);
+    stream_set_io(&c->s, &stream_sock_ops, &c->msock);
     for (;;) {
         out_refresh_params(c); /* max-postcopy-bandwidth from now on */
         /* This connection's return path; the counts start again with it. */
@@ -748,7 +824,10 @@ int pc_src_run(struct out_ctx *c)
             return 0;
         }
         char why[300];
-        snprintf(why, sizeof(why), "%s", stream_error(&c->s));
+        if (c->m->pc_pause_req && !c->m->cancel)
+            snprintf(why, sizeof(why), "paused by migrate-pause");
+        else
+            snprintf(why, sizeof(why), "%s", stream_error(&c->s));
         park_channels(c);
         do {
             if (mig_pc_wait_recovery(c->m, why) < 0)
@@ -769,6 +848,7 @@ int pc_src_run(struct out_ctx *c)
 void pc_src_cleanup(struct out_ctx *c)
 {
     stop_server(c);
+    close_held(c);
     pthread_mutex_lock(&c->m->lock);
     c->m->pfd = -1; /* forgotten before it is closed */
     pthread_mutex_unlock(&c->m->lock);

@@ -2,10 +2,12 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -47,6 +49,66 @@ static ssize_t fd_writev(void *opaque, const struct iovec *iov, int iovcnt)
 }
 
 const struct stream_io_ops stream_fd_ops = { .read = fd_read, .writev = fd_writev };
+
+void stream_sock_init(struct stream_sock *k, int fd, bool (*stop)(void *arg), void *arg)
+{
+    k->fd = fd;
+    k->stop = stop;
+    k->arg = arg;
+    k->cut = false;
+}
+
+/* Until the socket is ready for `events`: 0, or -EINTR once k->stop says
+ * so (checked each STREAM_SOCK_STEP_MS), or -errno. */
+static int sock_wait(struct stream_sock *k, short events)
+{
+    for (;;) {
+        if (k->stop && k->stop(k->arg))
+            return -EINTR;
+        struct pollfd p = { k->fd, events, 0 };
+        int r = poll(&p, 1, STREAM_SOCK_STEP_MS);
+        if (r > 0)
+            return 0; /* ready, or an error or hang-up the call itself reports */
+        if (r < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+static ssize_t sock_read(void *opaque, void *buf, size_t len)
+{
+    struct stream_sock *k = opaque;
+    for (;;) {
+        ssize_t r = recv(k->fd, buf, len, MSG_DONTWAIT);
+        if (r >= 0)
+            return r;
+        if (errno != EAGAIN && errno != EINTR)
+            return -errno;
+        int w = errno == EAGAIN ? sock_wait(k, POLLIN) : 0;
+        if (w < 0)
+            return w;
+    }
+}
+
+static ssize_t sock_writev(void *opaque, const struct iovec *iov, int iovcnt)
+{
+    struct stream_sock *k = opaque;
+    struct msghdr msg = { .msg_iov = (struct iovec *)iov,
+                          .msg_iovlen = (size_t)(iovcnt > IOV_MAX ? IOV_MAX : iovcnt) };
+    for (;;) {
+        ssize_t r = sendmsg(k->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (r >= 0)
+            return r;
+        if (errno != EAGAIN && errno != EINTR)
+            return -errno;
+        int w = errno == EAGAIN ? sock_wait(k, POLLOUT) : 0;
+        if (w < 0) {
+            k->cut = true;
+            return w;
+        }
+    }
+}
+
+const struct stream_io_ops stream_sock_ops = { .read = sock_read, .writev = sock_writev };
 
 static ssize_t mem_read(void *opaque, void *buf, size_t len)
 {

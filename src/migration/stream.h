@@ -87,8 +87,29 @@ struct stream_membuf {
     size_t out_len, out_cap;
 };
 extern const struct stream_io_ops stream_mem_ops;
+/* I/O over a socket whose waits can be called off (opaque: a struct
+ * stream_sock). A read or write that has to wait for the peer waits in
+ * steps of STREAM_SOCK_STEP_MS and gives up with -EINTR once stop(arg)
+ * says so; a write given up that way sets `cut`: the peer may then hold
+ * part of a record, and nothing more may be written on that connection.
+ * Writes that need no wait never ask stop(). */
+#define STREAM_SOCK_STEP_MS 20
+struct stream_sock {
+    int fd;
+    bool (*stop)(void *arg);
+    void *arg;
+    bool cut;
+};
+void stream_sock_init(struct stream_sock *k, int fd, bool (*stop)(void *arg), void *arg);
+extern const struct stream_io_ops stream_sock_ops;
 
 int stream_init(struct stream *s, const struct stream_io_ops *ops, void *opaque);
+/* The same connection through other ops (nothing buffered is lost). */
+static inline void stream_set_io(struct stream *s, const struct stream_io_ops *ops, void *opaque)
+{
+    s->ops = ops;
+    s->opaque = opaque;
+}
 void stream_fini(struct stream *s);
 /* Set the sticky error (first one wins); returns it. */
 int stream_set_error(struct stream *s, int err, const char *fmt, ...)

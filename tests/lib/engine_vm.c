@@ -152,6 +152,7 @@ static int op_load_finish(void *o, struct gw_error *err)
 static void op_start(void *o)
 {
     struct evm *v = o;
+    v->state_at_start = evm_state(v);
     v->started = true;
     if (pthread_create(&v->thr, NULL, dst_reader, v) == 0)
         v->thr_started = true;

@@ -54,6 +54,7 @@ struct evm {
     uint64_t got_state;
     bool have_state;
     volatile bool started, lost, completed;
+    enum mig_state state_at_start; /* destination: its status when the guest started */
     volatile bool discarded;      /* destination: the engine discarded the guest */
     volatile bool discard_caught; /* ... while its RAM was still registered with a
                                      userfaultfd (a fallback clearing would block) */

@@ -35,6 +35,7 @@
 #include "memory/uffd.h"
 #include "engine_vm.h"
 #include "test_netns.h"
+#include "test_relay.h"
 #include "migration/migration.h"
 #include "migration/stream_format.h"
 
@@ -104,6 +105,9 @@ static void check_done(struct evm *src, struct evm *dst)
                  (unsigned long long)first);
     assert_int_equal(dst->errors, 0);
     assert_true(dst->got_state == src->gen);
+    /* MIGRATION {postcopy-active} came before the guest ran (RESUME), as
+     * in QEMU. */
+    assert_int_equal(dst->state_at_start, MIG_POSTCOPY_ACTIVE);
     assert_int_equal(d_found_present(dst), 0);
     struct mig_stats s, d;
     mig_get_stats(&src->mig, &s);
@@ -877,8 +881,9 @@ static int slow_source_side(bool on)
 
 /* migrate-pause on the source while the push waits behind a slow link
  * (two hosts, the source's side sending at 64 KB/s): the source acts on it
- * once its write is through (seconds), tells the destination, and both
- * pause; then recovery over the fast link again, and every page is right. */
+ * at once (its write is called off), tells the destination on the preempt
+ * channel and resets the main one, and both pause; then recovery over the
+ * fast link again, and every page is right. */
 static void test_pause_on_a_slow_link(void **state)
 {
     if (!have_uffd())
@@ -920,6 +925,59 @@ static void test_pause_on_a_slow_link(void **state)
     evm_fini(&dst);
     evm_fini(&src);
     test_hosts_down(&hosts);
+}
+
+/* The destination stops reading (a stalled process: the relay between
+ * the two freezes) while the push's writes wait for it, on unix sockets,
+ * which have no timeout of their own: migrate-pause on the source acts at
+ * once (it waited for the write, for as long as the destination stalled),
+ * says so on the preempt channel, and keeps its main channel open (its end
+ * of stream, read past the backlog, would say that the source exited).
+ * Once the destination reads again it pauses too, with nothing lost; then
+ * recovery, and every page is right. */
+static void test_pause_while_the_destination_stalls(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    static struct test_relay relay;
+    char dst_uri[128], relay_uri[128], uri2[128];
+    uri_for(dst_uri, sizeof(dst_uri), "st-d");
+    uri_for(relay_uri, sizeof(relay_uri), "st-r");
+    uri_for(uri2, sizeof(uri2), "st-2");
+    assert_int_equal(test_relay_start(&relay, relay_uri + 5, dst_uri + 5), 0);
+    vm_init(&src, NULL);
+    vm_init(&dst, &src);
+    dst.read_delay_us = 2000;
+    set_param(&src, "max-postcopy-bandwidth", 16 << 20); /* 4 s: not over before the pause */
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(mig_start_incoming(&dst.mig, dst_uri, &err), 0);
+    assert_int_equal(mig_start_outgoing(&src.mig, relay_uri, &err), 0);
+    assert_int_equal(mig_start_postcopy(&src.mig, &err), 0);
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_ACTIVE, 20000));
+    assert_true(evm_wait_state(&src, MIG_POSTCOPY_ACTIVE, 20000));
+    test_relay_freeze(&relay, true);
+    evm_sleep_us(500000); /* the push fills the socket and waits in its write */
+    uint64_t t0 = mig_now_ms();
+    assert_int_equal(mig_pause(&src.mig, &err), 0);
+    assert_true(evm_wait_state(&src, MIG_POSTCOPY_PAUSED, 5000));
+    fprintf(stderr, "    the source paused %llu ms after migrate-pause, the destination stalled\n",
+            (unsigned long long)(mig_now_ms() - t0));
+    evm_sleep_us(300000);
+    assert_int_equal(evm_state(&dst), MIG_POSTCOPY_ACTIVE); /* it heard nothing yet */
+    test_relay_freeze(&relay, false);
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_PAUSED, 10000));
+    assert_false(dst.lost);
+    struct mig_stats d;
+    mig_get_stats(&dst.mig, &d);
+    fprintf(stderr, "    the destination paused: %s\n", d.error_desc);
+    assert_int_equal(mig_recover(&dst.mig, uri2, &err), 0);
+    assert_int_equal(mig_resume(&src.mig, uri2, &err), 0);
+    check_done(&src, &dst);
+    evm_fini(&dst);
+    evm_fini(&src);
+    test_relay_stop(&relay);
 }
 
 static void test_link_down_recover(void **state)
@@ -1726,6 +1784,7 @@ int main(void)
         cmocka_unit_test(test_destination_exits),
         cmocka_unit_test(test_link_down_recover),
         cmocka_unit_test(test_pause_on_a_slow_link),
+        cmocka_unit_test(test_pause_while_the_destination_stalls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
