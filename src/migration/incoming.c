@@ -25,7 +25,9 @@
  * not allocated beyond that. It stops when the first pass ends: by then
  * every page with data is here, and a later step would only allocate holes
  * while holding the memfd's lock against the receiver's writes (a switch-
- * over behind a 64 MiB fallocate ran at 0.85 instead of 2.5 GB/s). */
+ * over behind a 64 MiB fallocate ran at 0.85 instead of 2.5 GB/s). A file
+ * has no END_OF_ITERATION (its one pass is the final one): there it stops
+ * at END_OF_STREAM, and on a cancel. */
 #define PREALLOC_STEP (16ULL << 20)
 #define PREALLOC_AHEAD (256ULL << 20)
 
@@ -34,7 +36,7 @@ static void *prealloc_thread(void *arg)
     struct in_ctx *c = arg;
     pthread_setname_np(pthread_self(), "mig-prealloc");
     uint64_t size = c->m->ram->size;
-    for (uint64_t off = 0; off < size && !c->stop_prealloc;) {
+    for (uint64_t off = 0; off < size && !c->stop_prealloc && !c->m->cancel;) {
         if (off >= __atomic_load_n(&c->recv_end, __ATOMIC_RELAXED) + PREALLOC_AHEAD) {
             struct timespec ts = { 0, 1000000 };
             nanosleep(&ts, NULL);
@@ -73,37 +75,29 @@ int in_bad(struct in_ctx *c, const struct stream_record *rec, const char *what)
 static int load_header(struct in_ctx *c, const struct stream_record *rec)
 {
     struct migration *m = c->m;
-    struct gws_header h;
     if (c->got_header)
         return in_bad(c, rec, "second header");
-    if (rec->length < sizeof(h))
-        return in_bad(c, rec, "too short");
-    memcpy(&h, rec->body, sizeof(h));
-    if (h.page_size != GWS_PAGE_SIZE)
-        return in_bad(c, rec, "page size is not 4096");
-    if (h.nr_regions > GWS_MAX_REGIONS ||
-        rec->length != sizeof(h) + h.nr_regions * sizeof(struct gws_region))
-        return in_bad(c, rec, "bad region count");
-    if (h.ram_size != m->ram->size)
+    struct stream_vm_info vm;
+    if (stream_parse_header(&c->s, rec, &vm) < 0)
+        return -1;
+    if (vm.ram_size != m->ram->size)
         return stream_set_error(&c->s, EINVAL,
                                 "the stream's guest has %llu MiB of RAM, this VM %llu MiB",
-                                (unsigned long long)(h.ram_size >> 20),
+                                (unsigned long long)(vm.ram_size >> 20),
                                 (unsigned long long)(m->ram->size >> 20));
-    if (h.nr_vcpus != m->nr_vcpus)
+    if (vm.nr_vcpus != m->nr_vcpus)
         return stream_set_error(&c->s, EINVAL, "the stream's guest has %u vCPUs, this VM %u",
-                                h.nr_vcpus, m->nr_vcpus);
+                                vm.nr_vcpus, m->nr_vcpus);
     static const uint8_t none[16];
-    if (m->uuid && memcmp(m->uuid, none, 16) && memcmp(h.uuid, none, 16) &&
-        memcmp(m->uuid, h.uuid, 16))
+    if (m->uuid && memcmp(m->uuid, none, 16) && memcmp(vm.uuid, none, 16) &&
+        memcmp(m->uuid, vm.uuid, 16))
         return stream_set_error(&c->s, EINVAL, "the stream's guest has another UUID than this VM");
-    if (h.nr_regions != m->ram->nr_regions)
+    if (vm.nr_regions != m->ram->nr_regions)
         return stream_set_error(&c->s, EINVAL, "memory layouts differ");
-    for (unsigned i = 0; i < h.nr_regions; i++) {
-        struct gws_region r;
-        memcpy(&r, rec->body + sizeof(h) + i * sizeof(r), sizeof(r));
-        if (r.gpa != m->ram->regions[i].gpa || r.size != m->ram->regions[i].size)
+    for (unsigned i = 0; i < vm.nr_regions; i++)
+        if (vm.regions[i].gpa != m->ram->regions[i].gpa ||
+            vm.regions[i].size != m->ram->regions[i].size)
             return stream_set_error(&c->s, EINVAL, "memory layouts differ (region %u)", i);
-    }
     c->got_header = true;
     return 0;
 }
@@ -245,19 +239,19 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
                                     (unsigned long long)rec->offset, err.msg);
         return 0;
     case GWS_END_OF_ITERATION: {
-        struct gws_end_of_iteration e;
-        if (rec->length != sizeof(e))
-            return in_bad(c, rec, "bad length");
-        memcpy(&e, rec->body, sizeof(e));
+        struct stream_rec e;
+        if (stream_parse_eoi(&c->s, rec, &e) < 0)
+            return -1;
         c->stop_prealloc = true; /* the first pass is here (see prealloc_thread) */
         pthread_mutex_lock(&m->lock);
-        m->stats.iteration = e.pass;
+        m->stats.iteration = e.u.eoi.pass;
         pthread_mutex_unlock(&m->lock);
         return 0;
     }
     case GWS_END_OF_STREAM:
         if (rec->length != 0)
             return in_bad(c, rec, "bad length");
+        c->stop_prealloc = true; /* every page is here */
         *done = true;
         return 0;
     default:
@@ -301,9 +295,17 @@ static int open_source(struct in_ctx *c)
                                     m->cancel ? "cancelled" : strerror(e));
         fd = cfd;
         mig_socket_deadline(fd, MIG_PRECOPY_LIVENESS_MS);
+        /* A cancel before m->fd was set shut down only the listener: seen
+         * here, under the lock that publishes the fd, or not at all. */
         pthread_mutex_lock(&m->lock);
-        m->fd = fd;
+        bool cancelled = m->cancel;
+        if (!cancelled)
+            m->fd = fd;
         pthread_mutex_unlock(&m->lock);
+        if (cancelled) {
+            close(fd);
+            return stream_set_error(&c->s, ECANCELED, "cancelled");
+        }
     }
     c->fd = fd;
     stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
@@ -467,6 +469,7 @@ void *mig_incoming_thread(void *arg)
         pthread_mutex_unlock(&m->lock);
         mig_set_state(m, MIG_COMPLETED);
     }
+    c->stop_prealloc = true;
     if (c->prealloc_started)
         pthread_join(c->prealloc, NULL);
     in_close_listener(c);

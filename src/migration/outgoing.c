@@ -515,7 +515,8 @@ void out_refresh_params(struct out_ctx *c)
     pthread_mutex_unlock(&c->rl_lock);
 }
 
-/* Between rounds: has the destination given up (RP_FAILED) already? */
+/* Between rounds: has the destination given up (RP_FAILED) already?
+ * Optional records are skipped (all that has come of them). */
 static int out_check_return(struct out_ctx *c)
 {
     struct pollfd pfd = { c->fd, POLLIN, 0 };
@@ -523,11 +524,15 @@ static int out_check_return(struct out_ctx *c)
         return 0;
     struct stream rp;
     stream_init(&rp, &stream_fd_ops, (void *)(intptr_t)c->fd);
-    int r = out_wait_return(c, &rp, GWS_RP_LOADED, 0);
+    struct stream_record rec;
+    int r;
+    while ((r = out_read_return(c, &rp, GWS_RP_LOADED, &rec)) == 1 &&
+           (rp.ipos < rp.ilen || poll(&pfd, 1, 0) > 0))
+        ;
     stream_fini(&rp);
     if (r == 0)
         return stream_set_error(&c->s, EPROTO, "unexpected RP_LOADED during pre-copy");
-    return r;
+    return r < 0 ? r : 0;
 }
 
 /* What one live round did, for the policy. */
@@ -535,6 +540,7 @@ struct round_meas {
     uint64_t pass, sent, dirty, bytes, ns, cpu_wait_ns;
     uint64_t rate_pages;        /* pages in `bytes` (a cut round measures a part) */
     uint64_t left;              /* of the round's own pages, not sent (a cut round) */
+    uint64_t round_ns;          /* the whole round, sync to sync (ns: a cut round's window) */
 };
 
 /* The policy's verdict on a finished round, published in query-migrate;
@@ -570,7 +576,11 @@ static void decide_round(struct out_ctx *c, struct precopy_policy_state *pst,
     c->stop_bw = round.bandwidth_bps;
     pthread_mutex_lock(&m->lock);
     m->stats.expected_downtime_ms = d->expected_downtime_ms == UINT64_MAX ? 0 : d->expected_downtime_ms;
-    m->stats.dirty_pages_rate = r->dirty * 1000000000ULL / r->ns;
+    /* As QEMU's: pages dirtied since the last sync, over that time (a cut
+     * round's unsent pages were not dirtied in it, and its window is not
+     * the time they were dirtied in). */
+    m->stats.dirty_pages_rate = round.dirtied_bytes / GWS_PAGE_SIZE * 1000000000ULL /
+                                (r->round_ns ? r->round_ns : r->ns);
     m->stats.mbps_x1000 = r->bytes * 8000000ULL / r->ns; /* live, as measured */
     m->stats.throttle_pct = d->throttle_pct;
     pthread_mutex_unlock(&m->lock);
@@ -620,6 +630,7 @@ static int precopy(struct out_ctx *c)
             return stream_get_error(&c->s);
         if (out_sync_dirty(c, &r.dirty) < 0)
             return stream_get_error(&c->s);
+        r.round_ns = mig_now_ns() - t0;
         if (!cut) {
             r.ns = mig_now_ns() - t0;
             r.cpu_wait_ns = mig_thread_cpu_wait_ns() - wait0;
@@ -650,23 +661,32 @@ int out_read_return(struct out_ctx *c, struct stream *rp, uint32_t want,
     if (rec->type == GWS_RP_FAILED)
         return stream_set_error(&c->s, EPROTO, "destination failed: %.*s", (int)rec->length,
                                 (const char *)rec->body);
+    if ((rec->type & GWS_OPTIONAL) && rec->type != want)
+        return 1; /* INFO, or one this side does not know: skipped */
     if (want && rec->type != want)
         return stream_set_error(&c->s, EPROTO, "unexpected %s on the return path",
                                 stream_record_name(rec->type));
     return 0;
 }
 
-/* Wait for one return-path record of type `want`. */
+/* Wait for one return-path record of type `want` (optional records
+ * before it skipped), at most timeout_ms (-1: no limit). */
 int out_wait_return(struct out_ctx *c, struct stream *rp, uint32_t want, int timeout_ms)
 {
-    struct pollfd pfd = { c->fd, POLLIN, 0 };
-    if (rp->ilen == rp->ipos) {
-        int r = poll(&pfd, 1, timeout_ms);
-        if (r == 0)
-            return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
+    uint64_t end = mig_now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    for (;;) {
+        struct pollfd pfd = { c->fd, POLLIN, 0 };
+        if (rp->ilen == rp->ipos) {
+            uint64_t now = mig_now_ms();
+            int left = timeout_ms < 0 ? -1 : now < end ? (int)(end - now) : 0;
+            if (poll(&pfd, 1, left) == 0)
+                return stream_set_error(&c->s, ETIMEDOUT, "no answer from the destination");
+        }
+        struct stream_record rec;
+        int r = out_read_return(c, rp, want, &rec);
+        if (r != 1)
+            return r;
     }
-    struct stream_record rec;
-    return out_read_return(c, rp, want, &rec);
 }
 
 /* The pong to ping `id`, still due after the stop: 0, or -errno (no
@@ -714,6 +734,9 @@ int out_send_ping(struct out_ctx *c, uint32_t id)
 int out_wait_pong(struct out_ctx *c, struct stream *rp, uint32_t id, int timeout_ms)
 {
     uint64_t deadline = mig_now_ms() + (uint64_t)timeout_ms;
+    struct stream_record rec;
+    int got;
+again:
     while (rp->ipos == rp->ilen) {
         if (c->m->cancel)
             return stream_set_error(&c->s, ECANCELED, "cancelled");
@@ -728,10 +751,11 @@ int out_wait_pong(struct out_ctx *c, struct stream *rp, uint32_t id, int timeout
         if (r > 0)
             break;
     }
-    struct stream_record rec;
     struct gws_ping pong;
-    if (out_read_return(c, rp, GWS_RP_PONG, &rec) < 0)
+    if ((got = out_read_return(c, rp, GWS_RP_PONG, &rec)) < 0)
         return stream_get_error(&c->s);
+    if (got == 1)
+        goto again; /* an optional record before it */
     if (rec.length == sizeof(pong))
         memcpy(&pong, rec.body, sizeof(pong));
     if (rec.length != sizeof(pong) || pong.id != id || pong.zero)
@@ -983,6 +1007,10 @@ static int switchover_on(struct out_ctx *c, struct stream *rp)
     if (c->to_file) {
         if (fsync(c->fd) < 0 && errno != EINVAL)
             return stream_set_error(&c->s, errno, "fsync: %s", strerror(errno));
+        /* A cancel that came during the state or the fsync (seconds on a
+         * big guest) stands: the guest runs on, the status is cancelled. */
+        if (!mig_take_commit(m))
+            return stream_set_error(&c->s, ECANCELED, "cancelled");
         m->ops->completed(m->vm);
         return 0;
     }

@@ -135,9 +135,10 @@ int out_stop_guest(struct out_ctx *c);
  * (mig_now_ns() stamps after each phase, see struct mig_downtime_phases). */
 void out_publish_phases(struct out_ctx *c, uint64_t synced, uint64_t pages, uint64_t state,
                         uint64_t loaded, uint64_t resumed);
-/* The next return-path record, which must be of type `want` (0: any);
- * RP_FAILED, a closed connection and anything else become the main
- * stream's error. */
+/* The next return-path record, which must be of type `want` (0: any):
+ * 0; 1 for an optional record of another type (INFO, or one this side
+ * does not know), to be skipped; RP_FAILED, a closed connection and
+ * anything else become the main stream's error (-errno). */
 int out_read_return(struct out_ctx *c, struct stream *rp, uint32_t want,
                     struct stream_record *rec);
 /* Wait for one return-path record of type `want` on the main channel. */

@@ -509,8 +509,13 @@ static int read_rp(struct out_ctx *c, int wait_ms, bool *done)
                 return 0;
         }
         struct stream_record rec;
-        if (out_read_return(c, &c->pc_rp, 0, &rec) < 0)
+        int got = out_read_return(c, &c->pc_rp, 0, &rec);
+        if (got < 0)
             return -1;
+        if (got == 1) {
+            wait_ms = 0;
+            continue;
+        }
         if (rec.type == GWS_RP_INSTALLED && rec.length == 8) {
             uint64_t v;
             memcpy(&v, rec.body, 8);
@@ -731,6 +736,8 @@ static int read_list(struct out_ctx *c, uint64_t *list)
                                     rec.body);
         if (rec.type == GWS_RP_POSTCOPY_DONE && rec.length == 0 && !rd.next_word)
             return 1; /* it completed; only its DONE was lost with the connection */
+        if (rec.type & GWS_OPTIONAL)
+            continue; /* INFO, or one this side does not know */
         if ((r = recv_bitmap_take(&rd, list, rec.type, rec.body, rec.length, &why)) < 0)
             return stream_set_error(&c->s, EPROTO, "the destination's answer to the resume: %s "
                                     "(%s)", why, stream_record_name(rec.type));

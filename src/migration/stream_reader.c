@@ -149,7 +149,7 @@ void stream_set_pfn_check(struct stream *s, bool (*ok)(void *opaque, uint64_t pf
 
 /* ---- header ---- */
 
-static int parse_header(struct stream *s, const struct stream_record *r, struct stream_vm_info *vm)
+int stream_parse_header(struct stream *s, const struct stream_record *r, struct stream_vm_info *vm)
 {
     struct gws_header h;
     struct gw_error err;
@@ -193,7 +193,7 @@ int stream_read_header(struct stream *s, struct stream_vm_info *vm)
         if (rc < 0)
             return rc;
         if (r.type == GWS_HEADER)
-            return parse_header(s, &r, vm);
+            return stream_parse_header(s, &r, vm);
         if (!(r.type & GWS_OPTIONAL))
             return stream_record_error(s, &r, EPROTO, "the stream must start with a HEADER");
         s->skipped += r.type != GWS_INFO;
@@ -419,7 +419,7 @@ static int parse_device(struct stream *s, const struct stream_record *r, struct 
     return 0;
 }
 
-static int parse_eoi(struct stream *s, const struct stream_record *r, struct stream_rec *out)
+int stream_parse_eoi(struct stream *s, const struct stream_record *r, struct stream_rec *out)
 {
     struct gws_end_of_iteration e;
     if (r->length != sizeof(e))
@@ -452,7 +452,7 @@ static int parse(struct stream *s, const struct stream_record *r, struct stream_
     case GWS_DEVICE_STATE:
         return parse_device(s, r, out);
     case GWS_END_OF_ITERATION:
-        return parse_eoi(s, r, out);
+        return stream_parse_eoi(s, r, out);
     case GWS_END_OF_STREAM:
         s->seen_eos = true;
         return 0;

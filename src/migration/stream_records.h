@@ -161,6 +161,12 @@ int stream_parse_device(const uint8_t *body, size_t len, struct stream_device *o
  * pages expand into s's own buffer (valid until its next record). Errors
  * are s's, naming the record. */
 int stream_parse_pages(struct stream *s, const struct stream_record *r, struct stream_rec *out);
+/* HEADER and END_OF_ITERATION from stream_read_record(), checked as
+ * stream_next_record() checks them (the live engine takes exactly the
+ * records a reader of the same stream takes); errors are s's. A header
+ * also sets s's RAM and vCPU count. */
+int stream_parse_header(struct stream *s, const struct stream_record *r, struct stream_vm_info *vm);
+int stream_parse_eoi(struct stream *s, const struct stream_record *r, struct stream_rec *out);
 void stream_set_ram(struct stream *s, const struct gws_region *regions, unsigned n);
 const char *stream_section_name(uint32_t tag);
 

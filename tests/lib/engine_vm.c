@@ -111,6 +111,8 @@ static int op_save_state(void *o, struct stream *s, struct gw_error *err)
         struct gws_device d;
         uint64_t gen;
     } rec = { .d = { .id = "evm0", .version = 1 }, .gen = v->gen };
+    if (v->save_delay_us)
+        evm_sleep_us(v->save_delay_us);
     struct iovec iov = { &rec, sizeof(rec) };
     return stream_write_record(s, GWS_DEVICE_STATE, &iov, 1);
 }
@@ -323,7 +325,9 @@ uint64_t evm_compare(const struct evm *dst, const struct evm *src, uint64_t *fir
     return n;
 }
 
-int evm_write_header(const struct evm *v, struct stream *s)
+int evm_write_header(const struct evm *v, struct stream *s) { return evm_write_header_flags(v, s, 0); }
+
+int evm_write_header_flags(const struct evm *v, struct stream *s, uint32_t flags)
 {
     struct {
         struct gws_header h;
@@ -331,6 +335,7 @@ int evm_write_header(const struct evm *v, struct stream *s)
     } hdr;
     memset(&hdr, 0, sizeof(hdr));
     hdr.h.page_size = 4096;
+    hdr.h.flags = flags;
     hdr.h.nr_vcpus = 1;
     hdr.h.ram_size = v->ram.size;
     hdr.h.nr_regions = v->ram.nr_regions;

@@ -51,6 +51,7 @@ struct evm {
     bool load_break;              /* destination: loading the state breaks the preempt
                                      channel first */
     unsigned write_delay_us;      /* source writer: pause per page (0: full speed) */
+    unsigned save_delay_us;       /* source: saving the state takes this long */
     uint64_t got_state;
     bool have_state;
     volatile bool started, lost, completed;
@@ -90,5 +91,7 @@ void evm_sleep_us(unsigned us);
 bool evm_phases_add_up(const struct mig_stats *s);
 /* A HEADER record describing v's RAM (one vCPU), for hand-written sources. */
 int evm_write_header(const struct evm *v, struct stream *s);
+/* ... with these header flags (0 is the only valid value). */
+int evm_write_header_flags(const struct evm *v, struct stream *s, uint32_t flags);
 
 #endif

@@ -39,6 +39,8 @@ static void accept_one(struct test_relay *r)
         if (r->a[i] >= 0)
             continue;
         if (b >= 0 && connect(b, (struct sockaddr *)&to, sizeof(to)) == 0) {
+            if (r->inject_len && write(a, r->inject, r->inject_len) != (ssize_t)r->inject_len)
+                break;
             r->a[i] = a;
             r->b[i] = b;
             r->accepted++;
@@ -128,6 +130,12 @@ int test_relay_start(struct test_relay *r, const char *from, const char *to)
 }
 
 void test_relay_freeze(struct test_relay *r, bool frozen) { r->frozen = frozen; }
+
+void test_relay_inject(struct test_relay *r, const void *bytes, size_t len)
+{
+    r->inject = bytes;
+    r->inject_len = len;
+}
 
 void test_relay_stop(struct test_relay *r)
 {

@@ -19,11 +19,16 @@ struct test_relay {
     pthread_t thread;
     volatile bool frozen, quit;
     volatile unsigned accepted;
+    const void *inject;           /* sent back to each connecting side first */
+    size_t inject_len;
 };
 
 /* Listen on `from` (a unix socket path) and forward to `to`; 0 or -errno. */
 int test_relay_start(struct test_relay *r, const char *from, const char *to);
 void test_relay_freeze(struct test_relay *r, bool frozen);
+/* Bytes each new connection reads before anything its peer sends (set
+ * before the connection; the memory stays the caller's). */
+void test_relay_inject(struct test_relay *r, const void *bytes, size_t len);
 /* Stop the thread, close every socket, remove `from`. */
 void test_relay_stop(struct test_relay *r);
 
