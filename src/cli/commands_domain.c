@@ -21,8 +21,18 @@ static int simple(struct cli *cli, const struct cli_args *a, const char *command
 {
     struct gw_error err;
     gw_error_init(&err);
-    const char *name = cli_arg(a, "domain");
-    if (cli_call(cli, command, cli_domain_args(name), NULL, &err) < 0)
+    const char *key = cli_arg(a, "domain");
+    /* virsh names the domain by its name whatever the operator typed (a
+     * UUID, an id): ask for it first (after undefine it is gone). A failed
+     * look-up is left to the command itself to report. */
+    char name[256]; /* a domain name is at most 64 bytes */
+    struct json_object *info = NULL;
+    const char *got = NULL;
+    if (cli_call(cli, "domain-info", cli_domain_args(key), &info, NULL) == 0)
+        got = json_object_get_string(json_object_object_get(info, "name"));
+    snprintf(name, sizeof(name), "%s", got && *got ? got : key);
+    json_object_put(info);
+    if (cli_call(cli, command, cli_domain_args(key), NULL, &err) < 0)
         return cli_fail_err(&err);
     fprintf(cli->out, "Domain '%s' %s\n\n", name, done);
     return 0;

@@ -3,6 +3,8 @@
  * lifecycle, migration-iteration and job-completed print as virsh prints
  * them; other event types print their data as JSON. */
 #include <errno.h>
+#include <limits.h>
+#include <stdint.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
@@ -102,10 +104,13 @@ static int run_event(struct cli *cli, const struct cli_args *a)
     gw_error_init(&err);
     if (subscribe(cli, a, &err) < 0)
         return cli_fail_err(&err);
+    if (timeout_s > INT64_MAX / 2000) /* keep the deadline in range; still "for ever" */
+        timeout_s = INT64_MAX / 2000;
     int64_t deadline = timeout_s > 0 ? mono_ms() + timeout_s * 1000 : -1;
     unsigned count = 0;
     for (;;) {
-        int left = deadline < 0 ? -1 : (int)(deadline - mono_ms());
+        int64_t rest = deadline < 0 ? -1 : deadline - mono_ms();
+        int left = rest > INT_MAX ? INT_MAX : (int)rest; /* one wait at most ~24 days */
         if (deadline >= 0 && left <= 0) {
             fprintf(cli->out, "event loop timed out\n");
             break;

@@ -1,6 +1,6 @@
 /* godwit's migration commands, with virsh's options and output: migrate,
  * migrate-postcopy, migrate-setmaxdowntime, migrate-getmaxdowntime,
- * migrate-setspeed, migrate-getspeed, domjobinfo, domjobabort. */
+ * migrate-setspeed, migrate-getspeed, domjobinfo, domjobabort [--force-resume]. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -162,7 +162,21 @@ static int simple(struct cli *cli, const struct cli_args *a, const char *command
 }
 
 static int run_postcopy(struct cli *c, const struct cli_args *a) { return simple(c, a, "domain-migrate-postcopy", NULL); }
-static int run_jobabort(struct cli *c, const struct cli_args *a) { return simple(c, a, "domain-jobabort", NULL); }
+
+static int run_jobabort(struct cli *c, const struct cli_args *a)
+{
+    struct json_object *args = cli_domain_args(cli_arg(a, "domain"));
+    if (cli_flag(a, "force-resume"))
+        json_object_object_add(args, "force_resume", json_object_new_boolean(1));
+    return simple(c, a, "domain-jobabort", args);
+}
+
+static const struct cli_opt opt_jobabort[] = {
+    { "domain", CLI_STRING, CLI_POS | CLI_REQ, "domain name, id or uuid" },
+    { "force-resume", CLI_BOOL, 0, "give up a migration waiting for its destination's answer and "
+      "resume the guest here (only if the destination does not run it)" },
+    { NULL },
+};
 
 static int run_set(struct cli *cli, const struct cli_args *a, const char *command, const char *opt,
                    const char *key)
@@ -284,6 +298,6 @@ const struct cli_cmd cli_migrate_cmds[] = {
     { "migrate-setspeed", "set the maximum migration bandwidth", opt_speed, run_setspeed },
     { "migrate-getspeed", "get the maximum migration bandwidth", opt_domain, run_getspeed },
     { "domjobinfo", "domain job information", opt_jobinfo, run_domjobinfo },
-    { "domjobabort", "abort active domain job", opt_domain, run_jobabort },
+    { "domjobabort", "abort active domain job", opt_jobabort, run_jobabort },
     { NULL },
 };

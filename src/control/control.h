@@ -66,7 +66,7 @@ void ctl_io_init_fd(struct ctl_io *io, int *fd);
 
 /* ---- framing ---- */
 
-/* Decode a header; -EMSGSIZE (err filled) for 0 or > max. */
+/* Decode a header; -EPROTO for 0, -EMSGSIZE for > max (err filled). */
 int ctl_header_decode(const uint8_t hdr[CTL_HEADER_LEN], uint32_t max, uint32_t *len,
                       struct gw_error *err);
 void ctl_header_encode(uint8_t hdr[CTL_HEADER_LEN], uint32_t len);
@@ -77,7 +77,9 @@ int ctl_parse(const char *buf, size_t len, struct json_object **out, struct gw_e
 int ctl_send(struct ctl_io *io, struct json_object *msg);
 /* Send one message already serialised (one JSON object, len bytes). */
 int ctl_send_text(struct ctl_io *io, const char *text, size_t len);
-/* Receive one message (new reference in *msg). */
+/* Receive one message (new reference in *msg). -EMSGSIZE when the header
+ * is refused (length 0 or over CTL_MAX_MSG; err says which): the body was
+ * not read, so the stream cannot be resynchronised. */
 int ctl_recv(struct ctl_io *io, struct json_object **msg, struct gw_error *err);
 
 /* ---- messages ---- */

@@ -3,10 +3,12 @@
 #include "daemon/daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -61,6 +63,7 @@ struct daemon *daemon_new(const struct daemon_config *cfg, struct gw_error *err)
     dm->cfg = *cfg;
     dm->uid = getuid();
     dm->next_id = 1;
+    dm->lock_fd = -1;
     pthread_mutex_init(&dm->lock, NULL);
     pthread_cond_init(&dm->cond, NULL);
     if (cfg->vmm_path)
@@ -82,10 +85,41 @@ fail:
     return NULL;
 }
 
+/* One daemon per state directory: two would both drive the same VMMs. The
+ * lock is an flock() on STATE/godwitd.lock, released by the kernel however
+ * the daemon ends; the file holds the owner's pid, for the message. */
+static int lock_state_dir(struct daemon *dm, struct gw_error *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/godwitd.lock", dm->cfg.state_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return gw_error_set(err, errno, "cannot open '%s': %m", path);
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return gw_error_set(err, EBUSY, "another godwitd%s%s%s is using the state directory "
+                                "'%s' (%s is locked)", pid[0] ? " (pid " : "", pid,
+                                pid[0] ? ")" : "", dm->cfg.state_dir, path);
+        return gw_error_set(err, e, "cannot lock '%s': %s", path, strerror(e));
+    }
+    char text[32];
+    int len = snprintf(text, sizeof(text), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, text, (size_t)len, 0) != len)
+        log_warn("cannot write the pid to %s: %m", path);
+    dm->lock_fd = fd;
+    return 0;
+}
+
 int daemon_start(struct daemon *dm, struct gw_error *err)
 {
     int r = store_init(dm->cfg.state_dir, err);
-    if (r < 0 || (r = domains_load(dm, err)) < 0)
+    if (r < 0 || (r = lock_state_dir(dm, err)) < 0 || (r = domains_load(dm, err)) < 0)
         return r;
     migrate_recover(dm);
     dm->server = server_new(dm, err);
@@ -97,11 +131,10 @@ int daemon_start(struct daemon *dm, struct gw_error *err)
     return 0;
 }
 
-void daemon_stop(struct daemon *dm)
+bool daemon_stop(struct daemon *dm)
 {
     atomic_store(&dm->stopping, true);
-    if (dm->server)
-        server_stop(dm->server);
+    bool idle = !dm->server || server_stop(dm->server);
     migrate_stop(dm);
     pthread_mutex_lock(&dm->lock);
     for (struct domain *d = dm->domains; d; d = d->next)
@@ -109,6 +142,7 @@ void daemon_stop(struct daemon *dm)
     for (struct domain *d = dm->domains; d; d = d->next)
         monitor_join(d);
     pthread_mutex_unlock(&dm->lock);
+    return idle;
 }
 
 void daemon_free(struct daemon *dm)
@@ -128,6 +162,8 @@ void daemon_free(struct daemon *dm)
     }
     migrate_free(dm);
     event_bus_free(dm->bus);
+    if (dm->lock_fd >= 0)
+        close(dm->lock_fd);
     pthread_mutex_destroy(&dm->lock);
     pthread_cond_destroy(&dm->cond);
     free(dm);

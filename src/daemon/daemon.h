@@ -56,8 +56,14 @@ struct domain {
     int id;                       /* -1 while inactive */
     enum dom_job job;             /* the job slot */
     char job_what[32];            /* the operation holding a MODIFY job */
-    /* while active */
+    struct dom_def *next_def;     /* a definition given while active (the persistent one,
+                                     in STATE/domains): def stays the one the VMM runs with
+                                     until the domain is inactive and no job holds it */
+    /* while active (and while starting) */
     pid_t pid;
+    unsigned long long pid_start; /* the VMM's process start time (vmm_start_time) */
+    bool starting;                /* spawned, not answering QMP yet: the status records
+                                     the VMM so that a restarted daemon finds it */
     int pidfd;
     int console_fd;               /* write end of the serial input FIFO */
     char qmp_path[108];
@@ -109,6 +115,7 @@ struct daemon {
     unsigned nhooks;
     atomic_bool stopping;
     struct server *server;
+    int lock_fd;                  /* STATE/godwitd.lock, flock()ed: one daemon per state dir */
     struct mig_ctx *mig;          /* migrate.h: migration records and threads */
 };
 
@@ -116,8 +123,11 @@ struct daemon {
 struct daemon *daemon_new(const struct daemon_config *cfg, struct gw_error *err);
 /* Load definitions, find running VMs again, listen. */
 int daemon_start(struct daemon *dm, struct gw_error *err);
-/* Stop listening, close clients, stop monitors (VMMs keep running). */
-void daemon_stop(struct daemon *dm);
+/* Stop listening, close clients, stop monitors (VMMs keep running).
+ * false when a client's thread still runs (a request handler that did not
+ * end within server_stop's wait): then dm must not be freed, the process
+ * just exits. */
+bool daemon_stop(struct daemon *dm);
 void daemon_free(struct daemon *dm);
 
 int daemon_register_commands(struct daemon *dm, const struct daemon_command *cmds, size_t n);
@@ -146,6 +156,14 @@ void daemon_emit_lifecycle(struct daemon *dm, const struct domain *dom, enum dom
 void daemon_emit(struct daemon *dm, const struct domain *dom, const char *type,
                  struct json_object *data);
 int domain_save_status(struct daemon *dm, const struct domain *dom, struct gw_error *err);
+/* The definition to show and to save (the persistent one): next_def if a
+ * new one waits for the domain to stop, else def. */
+const struct dom_def *domain_persistent_def(const struct domain *dom);
+/* Make a waiting next_def the domain's definition; does nothing while the
+ * domain is active or starting. The caller holds dm->lock and no other
+ * thread holds the job slot (none, or the caller's own: nobody reads def
+ * without the lock then). Removes the saved live definition. */
+void domain_apply_next_def(struct daemon *dm, struct domain *dom);
 /* *ts = now + ms on CLOCK_REALTIME: the deadline of a wait on dm->cond. */
 void daemon_deadline_in(struct timespec *ts, int ms);
 /* Take the job slot (waits up to DAEMON_JOB_WAIT_MS for a MODIFY job,

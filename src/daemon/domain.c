@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "control/control.h"
@@ -36,6 +37,10 @@ void domain_free(struct domain *dom)
     if (!dom)
         return;
     dom_def_fini(&dom->def);
+    if (dom->next_def) {
+        dom_def_fini(dom->next_def);
+        free(dom->next_def);
+    }
     pthread_mutex_destroy(&dom->qmp_lock);
     free(dom);
 }
@@ -103,15 +108,38 @@ int domain_save_status(struct daemon *dm, const struct domain *dom, struct gw_er
     domain_path(dm, dom, STORE_STATUS, path, sizeof(path));
     struct store_status st = { .state = (int)dom->state, .reason = (int)dom->reason, .id = -1 };
     snprintf(st.uuid, sizeof(st.uuid), "%s", dom->def.uuid);
-    if (dom_state_active(dom->state)) {
-        st.id = dom->id;
+    if (dom_state_active(dom->state) || dom->starting) {
+        st.id = dom->starting ? -1 : dom->id;
         st.pid = (int)dom->pid;
+        st.pid_start = dom->pid_start;
+        st.starting = dom->starting;
         snprintf(st.qmp, sizeof(st.qmp), "%s", dom->qmp_path);
     }
     struct json_object *o = store_status_to_json(&st);
     int r = store_write_json(path, o, err);
     json_object_put(o);
     return r;
+}
+
+/* ---- live and persistent definitions ---- */
+
+const struct dom_def *domain_persistent_def(const struct domain *dom)
+{
+    return dom->next_def ? dom->next_def : &dom->def;
+}
+
+void domain_apply_next_def(struct daemon *dm, struct domain *dom)
+{
+    if (!dom->next_def || dom_state_active(dom->state) || dom->starting)
+        return;
+    dom_def_fini(&dom->def);
+    dom->def = *dom->next_def; /* the same name and uuid: every path stays */
+    free(dom->next_def);
+    dom->next_def = NULL;
+    char path[PATH_MAX];
+    domain_path(dm, dom, STORE_LIVE_DEF, path, sizeof(path));
+    unlink(path);
+    log_info("domain '%s': its new definition applies from now on", dom->def.name);
 }
 
 /* ---- events ---- */
@@ -183,6 +211,8 @@ int domain_set_state(struct daemon *dm, struct domain *dom, enum dom_state st, e
         log_error("domain '%s': cannot save status: %s", dom->def.name, e.msg);
     if (ev >= 0 && !same)
         daemon_emit_lifecycle(dm, dom, (enum dom_event)ev, detail);
+    if (dom->job == DOM_JOB_NONE) /* stopped by itself: a waiting definition applies */
+        domain_apply_next_def(dm, dom);
     return 0;
 }
 
@@ -220,10 +250,17 @@ int domain_job_begin(struct daemon *dm, struct domain **domp, enum dom_job kind,
         }
         if (r != -EAGAIN)
             return r;
-        if (pthread_cond_timedwait(&dm->cond, &dm->lock, &deadline) == ETIMEDOUT)
+        if (pthread_cond_timedwait(&dm->cond, &dm->lock, &deadline) == ETIMEDOUT) {
+            /* dom may have been undefined (freed) during the wait */
+            dom = daemon_find_domain_uuid(dm, uuid);
+            if (!dom)
+                return gw_error_set(err, ENOENT, "Domain not found: domain '%s' was undefined",
+                                    name);
             return gw_error_set(err, EBUSY,
                                 "Timed out during operation: cannot acquire state change lock "
-                                "(held by %s)", dom->job_what);
+                                "(held by %s)", dom->job_what[0] ? dom->job_what
+                                                                 : dom_job_name(dom->job));
+        }
     }
 }
 
@@ -231,5 +268,6 @@ void domain_job_end(struct daemon *dm, struct domain *dom)
 {
     dom->job = DOM_JOB_NONE;
     dom->job_what[0] = '\0';
+    domain_apply_next_def(dm, dom);
     pthread_cond_broadcast(&dm->cond);
 }

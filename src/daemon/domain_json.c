@@ -62,7 +62,14 @@ static bool has_nul(struct json_object *v)
     return strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v);
 }
 
-static int get_str(struct json_object *o, const char *key, char **out, struct gw_error *err)
+/* A string member of at most max bytes: a definition must stay small
+ * enough to be shown (a reply is at most CTL_MAX_MSG) and to start (the
+ * VMM's argv: execve refuses E2BIG). */
+#define DEF_CMDLINE_MAX (64u << 10)
+#define DEF_PATH_MAX    4095u /* PATH_MAX less its NUL */
+
+static int get_str(struct json_object *o, const char *key, size_t max, char **out,
+                   struct gw_error *err)
 {
     struct json_object *v;
     if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
@@ -71,6 +78,9 @@ static int get_str(struct json_object *o, const char *key, char **out, struct gw
         return gw_error_set(err, EINVAL, "'%s' must be a string", key);
     if (has_nul(v))
         return gw_error_set(err, EINVAL, "'%s' contains a NUL byte", key);
+    if ((size_t)json_object_get_string_len(v) > max)
+        return gw_error_set(err, EINVAL, "'%s' is %d bytes long, over the limit of %zu", key,
+                            json_object_get_string_len(v), max);
     free(*out);
     *out = strdup(json_object_get_string(v));
     return *out ? 0 : gw_error_set(err, ENOMEM, "out of memory");
@@ -79,7 +89,7 @@ static int get_str(struct json_object *o, const char *key, char **out, struct gw
 static int parse_action(struct json_object *o, enum dom_timeout_action *out, struct gw_error *err)
 {
     char *s = NULL;
-    int r = get_str(o, "timeout_action", &s, err);
+    int r = get_str(o, "timeout_action", 32, &s, err);
     if (r < 0 || !s)
         return r;
     r = -EINVAL;
@@ -151,10 +161,10 @@ static int parse_machine(struct json_object *o, struct dom_def *def, struct gw_e
         (r = get_uint(o, "vcpus", 1, DOM_MAX_VCPUS, &vcpus, err)) < 0 ||
         (r = get_bool(o, "memory_prealloc", &def->memory_prealloc, err)) < 0 ||
         (r = get_bool(o, "test_guest", &def->test_guest, err)) < 0 ||
-        (r = get_str(o, "kernel", &def->kernel, err)) < 0 ||
-        (r = get_str(o, "initrd", &def->initrd, err)) < 0 ||
-        (r = get_str(o, "cmdline", &def->cmdline, err)) < 0 ||
-        (r = get_str(o, "serial_log", &def->serial_log, err)) < 0)
+        (r = get_str(o, "kernel", DEF_PATH_MAX, &def->kernel, err)) < 0 ||
+        (r = get_str(o, "initrd", DEF_PATH_MAX, &def->initrd, err)) < 0 ||
+        (r = get_str(o, "cmdline", DEF_CMDLINE_MAX, &def->cmdline, err)) < 0 ||
+        (r = get_str(o, "serial_log", DEF_PATH_MAX, &def->serial_log, err)) < 0)
         return r;
     if (mem == 0)
         return gw_error_set(err, EINVAL, "the definition needs 'memory_mib'");

@@ -37,6 +37,7 @@ int store_path(const char *dir, enum store_file f, const char *name, char *buf, 
         [STORE_DEF] = "%s/domains/%s.json",   [STORE_STATUS] = "%s/run/%s.json",
         [STORE_QMP] = "%s/run/%s.qmp",        [STORE_CONSOLE] = "%s/run/%s.console",
         [STORE_SERIAL_LOG] = "%s/log/%s.log", [STORE_VMM_LOG] = "%s/log/%s.vmm.log",
+        [STORE_LIVE_DEF] = "%s/run/%s.def",
     };
     int n = snprintf(buf, len, fmt[f], dir, name);
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
@@ -134,7 +135,8 @@ int store_save_def(const char *dir, const struct dom_def *def, struct gw_error *
 
 void store_remove_domain(const char *dir, const char *name)
 {
-    static const enum store_file files[] = { STORE_DEF, STORE_STATUS, STORE_QMP, STORE_CONSOLE };
+    static const enum store_file files[] = { STORE_DEF, STORE_STATUS, STORE_QMP, STORE_CONSOLE,
+                                             STORE_LIVE_DEF };
     char path[PATH_MAX];
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         if (store_path(dir, files[i], name, path, sizeof(path)) == 0)
@@ -157,8 +159,12 @@ struct json_object *store_status_to_json(const struct store_status *s)
         json_object_object_add(o, "id", json_object_new_int(s->id));
     if (s->pid > 0)
         json_object_object_add(o, "pid", json_object_new_int(s->pid));
+    if (s->pid_start)
+        json_object_object_add(o, "pid_start", json_object_new_int64((int64_t)s->pid_start));
     if (s->qmp[0])
         json_object_object_add(o, "qmp", json_object_new_string(s->qmp));
+    if (s->starting)
+        json_object_object_add(o, "starting", json_object_new_boolean(1));
     return o;
 }
 
@@ -198,6 +204,14 @@ int store_status_from_json(struct json_object *o, struct store_status *s, struct
     s->reason = dom_reason_from_name(status_str(o, "reason", 32));
     s->id = status_int(o, "id", 0, INT_MAX - 1, -1); /* the next id is id + 1 */
     s->pid = status_int(o, "pid", 1, INT_MAX, 0);
+    struct json_object *v;
+    if (json_object_object_get_ex(o, "pid_start", &v) && json_object_is_type(v, json_type_int)) {
+        errno = 0;
+        int64_t t = json_object_get_int64(v);
+        s->pid_start = errno == 0 && t > 0 ? (unsigned long long)t : 0;
+    }
+    s->starting = json_object_object_get_ex(o, "starting", &v) &&
+                  json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
     if (qmp)
         memcpy(s->qmp, qmp, strlen(qmp) + 1);
     return 0;

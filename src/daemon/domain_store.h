@@ -7,6 +7,8 @@
  *                             socket path (see docs/daemon.md)
  *   STATE/run/NAME.qmp        the VMM's QMP socket
  *   STATE/run/NAME.console    FIFO: the VMM's serial input
+ *   STATE/run/NAME.def        the definition the running VMM was started
+ *                             with, while it differs from the persistent one
  *   STATE/log/NAME.log        serial output (default serial_log)
  *   STATE/log/NAME.vmm.log    the VMM's own messages (stderr)
  *
@@ -27,6 +29,7 @@ enum store_file {
     STORE_CONSOLE,
     STORE_SERIAL_LOG,
     STORE_VMM_LOG,
+    STORE_LIVE_DEF,
 };
 
 /* Create STATE, STATE/domains, STATE/run and STATE/log (mode 0700). */
@@ -52,12 +55,15 @@ int store_parse_json(const char *text, size_t len, struct json_object **out, str
 int store_read_json(const char *path, struct json_object **out, struct gw_error *err);
 
 int store_save_def(const char *dir, const struct dom_def *def, struct gw_error *err);
-/* Remove a domain's definition, status and runtime files (not its logs). */
+/* Remove a domain's definition, status and runtime files (not its logs;
+ * with the saved live definition). */
 void store_remove_domain(const char *dir, const char *name);
 
 /* A domain's runtime status, STATE/run/NAME.json: {"uuid", "state",
- * "reason"} and, while the domain is active, {"id", "pid", "qmp"}
- * (docs/daemon.md, "The state directory"). */
+ * "reason"} and, while the domain is active, {"id", "pid", "pid_start",
+ * "qmp"}; while its VMM starts (spawned, QMP not answered yet) the state
+ * is still inactive and {"starting": true, "pid", "pid_start", "qmp"}
+ * say which process it is (docs/daemon.md, "The state directory"). */
 #define STORE_QMP_PATH_MAX 108         /* sun_path */
 struct store_status {
     char uuid[DOM_UUID_LEN + 1];       /* "" when absent */
@@ -66,6 +72,8 @@ struct store_status {
     int id;                            /* 0 .. INT_MAX - 1; -1: absent */
     int pid;                           /* > 0; 0: absent */
     char qmp[STORE_QMP_PATH_MAX];      /* "" when absent */
+    unsigned long long pid_start;      /* the process start time; 0: absent */
+    bool starting;                     /* the VMM was being started */
 };
 struct json_object *store_status_to_json(const struct store_status *s);
 /* Read a status a daemon wrote before it restarted. The file is ours but

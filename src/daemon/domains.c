@@ -20,17 +20,52 @@
 
 /* ---- define / undefine ---- */
 
+/* While the domain is active its VMM runs with dom->def: the new
+ * definition is saved (STATE/domains) and waits in dom->next_def until the
+ * domain stops (libvirt's persistent vs live configuration); the live one
+ * is saved as run/NAME.def so that a restarted daemon still knows it. */
+static int set_next_def(struct daemon *dm, struct domain *dom, const struct dom_def *def,
+                        struct gw_error *err)
+{
+    struct dom_def *next = malloc(sizeof(*next));
+    if (!next || dom_def_copy(next, def) < 0) {
+        free(next);
+        return gw_error_set(err, ENOMEM, "out of memory");
+    }
+    if (dom_state_active(dom->state) || dom->starting) {
+        char path[PATH_MAX];
+        domain_path(dm, dom, STORE_LIVE_DEF, path, sizeof(path));
+        struct json_object *o = dom_def_to_json(&dom->def);
+        int r = store_write_json(path, o, err);
+        json_object_put(o);
+        if (r < 0) {
+            dom_def_fini(next);
+            free(next);
+            return r;
+        }
+    }
+    if (dom->next_def) {
+        dom_def_fini(dom->next_def);
+        free(dom->next_def);
+    }
+    dom->next_def = next;
+    domain_apply_next_def(dm, dom); /* at once when inactive (our job holds the slot) */
+    return 0;
+}
+
 static int update_def(struct daemon *dm, struct domain *dom, struct dom_def *def,
                       struct gw_error *err)
 {
     int r = domain_job_begin(dm, &dom, DOM_JOB_MODIFY, "define", err);
     if (r < 0)
         return r;
-    struct dom_def copy;
     strcpy(def->uuid, dom->def.uuid);
-    if ((r = store_save_def(dm->cfg.state_dir, def, err)) == 0 && dom_def_copy(&copy, def) == 0) {
-        dom_def_fini(&dom->def);
-        dom->def = copy;
+    bool active = dom_state_active(dom->state);
+    if ((r = store_save_def(dm->cfg.state_dir, def, err)) == 0 &&
+        (r = set_next_def(dm, dom, def, err)) == 0) {
+        if (active)
+            log_info("domain '%s': new definition saved; it applies once the domain stops",
+                     dom->def.name);
         daemon_emit_lifecycle(dm, dom, DOM_EVENT_DEFINED, DOM_DETAIL_UPDATED);
     }
     domain_job_end(dm, dom);
@@ -184,7 +219,11 @@ static int h_info(struct daemon *dm, struct daemon_client *cl, struct json_objec
             json_object_object_add(o, "pid", json_object_new_int(dom->pid));
             json_object_object_add(o, "cpu_time_ns", json_object_new_int64((int64_t)vmm_cpu_time_ns(dom->pid)));
         }
-        json_object_object_add(o, "definition", dom_def_to_json(&dom->def));
+        /* the persistent definition; while active the VMM runs with the live one
+         * (vcpus, memory above), shown apart when they differ */
+        json_object_object_add(o, "definition", dom_def_to_json(domain_persistent_def(dom)));
+        if (dom->next_def)
+            json_object_object_add(o, "live_definition", dom_def_to_json(&dom->def));
         *ret = o;
     }
     pthread_mutex_unlock(&dm->lock);

@@ -7,11 +7,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "control/control.h"
 #include "daemon/domain_store.h"
+#include "daemon/migrate.h"
 #include "daemon/monitor.h"
 #include "daemon/vmm_proc.h"
 #include "qmp/qmp_client.h"
@@ -130,11 +132,61 @@ static int spawn(struct daemon *dm, struct domain *dom, bool incoming, pid_t *pi
         return r;
     *pidfd = vmm_pidfd(*pid);
     if (*pidfd < 0) {
+        int e = -*pidfd;
         kill(*pid, SIGKILL);
+        waitpid(*pid, NULL, 0); /* our child, killed: reaped at once */
         close(*cfd);
-        return gw_error_set(err, -*pidfd, "pidfd_open: %s", strerror(-*pidfd));
+        unlink(fifo);
+        return gw_error_set(err, e, "pidfd_open: %s", strerror(e));
     }
     return 0;
+}
+
+/* Record the VMM as starting (pid, start time, QMP socket) before waiting
+ * for it, so that a daemon that dies meanwhile leaves a status the next one
+ * finds it by; or forget it again (pid 0). */
+static void record_starting(struct daemon *dm, struct domain *dom, pid_t pid)
+{
+    pthread_mutex_lock(&dm->lock);
+    dom->starting = pid > 0;
+    dom->pid = pid;
+    dom->pid_start = pid > 0 ? vmm_start_time(pid) : 0;
+    struct gw_error e;
+    gw_error_init(&e);
+    if (domain_save_status(dm, dom, &e) < 0)
+        log_error("domain '%s': cannot save status: %s", dom->def.name, e.msg);
+    pthread_mutex_unlock(&dm->lock);
+}
+
+/* A start that failed after the fork: the VMM killed and reaped, the
+ * console FIFO removed. */
+static void start_failed(struct daemon *dm, struct domain *dom, pid_t pid, int pidfd, int cfd)
+{
+    char fifo[PATH_MAX];
+    kill_and_reap(pid, pidfd);
+    close(pidfd);
+    close(cfd);
+    domain_path(dm, dom, STORE_CONSOLE, fifo, sizeof(fifo));
+    unlink(fifo);
+    record_starting(dm, dom, 0);
+}
+
+/* The VMM may have stopped its guest (or the guest powered off) before
+ * the monitor's event connection opened: those events are lost, so ask
+ * it, as a reattach does. dm->lock held; the job slot is ours. */
+static void sync_runstate(struct daemon *dm, struct domain *dom)
+{
+    struct json_object *ret = NULL;
+    pthread_mutex_unlock(&dm->lock);
+    int r = domain_qmp(dom, "query-status", NULL, &ret, NULL, NULL);
+    pthread_mutex_lock(&dm->lock);
+    const char *st = r == 0 ? qmp_json_get_str(ret, "status") : NULL;
+    if (st && strcmp(st, "shutdown") == 0)
+        dom->exit.shutdown_event = true;
+    if (st && strcmp(st, "running") != 0 && dom->state == DOM_STATE_RUNNING)
+        domain_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_UNKNOWN, DOM_EVENT_SUSPENDED,
+                         DOM_DETAIL_PAUSED);
+    json_object_put(ret);
 }
 
 static int spawn_and_attach(struct daemon *dm, struct domain *dom, bool incoming,
@@ -146,11 +198,12 @@ static int spawn_and_attach(struct daemon *dm, struct domain *dom, bool incoming
     int r = spawn(dm, dom, incoming, &pid, &pidfd, &cfd, err);
     if (r < 0)
         return r;
+    record_starting(dm, dom, pid);
     r = domain_connect_vmm(dom->qmp_path, dom->def.name, pidfd, START_TIMEOUT_MS, &cmdq, &evq, err);
     if (r < 0) {
         char vlog[PATH_MAX], tail[256];
         domain_path(dm, dom, STORE_VMM_LOG, vlog, sizeof(vlog));
-        kill_and_reap(pid, pidfd);
+        start_failed(dm, dom, pid, pidfd, cfd);
         vmm_log_tail(vlog, tail, sizeof(tail));
         if (tail[0] && err) {
             char msg[GW_ERROR_MSG_MAX];
@@ -158,28 +211,42 @@ static int spawn_and_attach(struct daemon *dm, struct domain *dom, bool incoming
             err->code = 0;
             gw_error_set(err, -r, "%s (%s)", msg, tail);
         }
-        close(pidfd);
-        close(cfd);
         return r;
     }
     pthread_mutex_lock(&dm->lock);
-    dom->pid = pid;
+    dom->starting = false;
     dom->pidfd = pidfd;
     dom->console_fd = cfd;
     pthread_mutex_lock(&dom->qmp_lock);
     dom->qmp = cmdq;
     pthread_mutex_unlock(&dom->qmp_lock);
     dom->id = dm->next_id++;
-    r = monitor_start(dm, dom, evq, err);
+    if (mig_fault("monitor-start-fail")) { /* test-only: as if no thread could be created */
+        qmp_client_free(evq);
+        r = gw_error_set(err, EAGAIN, "cannot start the monitor thread: injected fault");
+    } else {
+        r = monitor_start(dm, dom, evq, err);
+    }
     if (r == 0 && incoming) /* paused until the migration's Finish resumes it */
         domain_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_MIGRATING, DOM_EVENT_STARTED,
                          DOM_DETAIL_MIGRATED);
     else if (r == 0)
         domain_set_state(dm, dom, DOM_STATE_RUNNING, DOM_REASON_BOOTED, DOM_EVENT_STARTED,
                          DOM_DETAIL_BOOTED);
+    if (r == 0 && !incoming)
+        sync_runstate(dm, dom);
+    if (r < 0) { /* no monitor: undo by hand */
+        dom->pidfd = dom->console_fd = -1;
+        dom->id = -1;
+    }
     pthread_mutex_unlock(&dm->lock);
-    if (r < 0)
-        kill(pid, SIGKILL); /* no monitor: clean up by hand */
+    if (r < 0) {
+        pthread_mutex_lock(&dom->qmp_lock);
+        dom->qmp = NULL;
+        pthread_mutex_unlock(&dom->qmp_lock);
+        qmp_client_free(cmdq);
+        start_failed(dm, dom, pid, pidfd, cfd);
+    }
     return r;
 }
 
@@ -232,6 +299,7 @@ static int h_start(struct daemon *dm, struct daemon_client *cl, struct json_obje
         return end(dm, dom, gw_error_set(err, EALREADY,
                                          "Requested operation is not valid: domain '%s' is already running",
                                          dom->def.name));
+    domain_apply_next_def(dm, dom); /* a definition given while it ran */
     pthread_mutex_unlock(&dm->lock);
     r = domain_spawn_and_attach(dm, dom, err);
     if (r < 0)
@@ -278,6 +346,8 @@ static int h_suspend(struct daemon *dm, struct daemon_client *cl, struct json_ob
     if (r == 0 && dom_state_active(dom->state))
         domain_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_USER, DOM_EVENT_SUSPENDED,
                          DOM_DETAIL_PAUSED);
+    else if (r < 0 && dom->pause_reason == DOM_REASON_USER)
+        dom->pause_reason = DOM_REASON_UNKNOWN; /* a later STOP is not the user's */
     return end(dm, dom, r);
 }
 

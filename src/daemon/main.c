@@ -119,17 +119,18 @@ int main(int argc, char **argv)
     struct daemon *dm = daemon_new(&cfg, &err);
     if (!dm || daemon_start(dm, &err) < 0) {
         fprintf(stderr, "godwitd: error: %s\n", err.msg);
-        if (dm) {
-            daemon_stop(dm);
+        if (dm && daemon_stop(dm))
             daemon_free(dm);
-        }
         return 1;
     }
     log_info("godwitd %s ready (state in %s)", GODWIT_VERSION, cfg.state_dir);
     int sig = 0;
     sigwait(&set, &sig);
     log_info("stopping on signal %d; running VMs keep running", sig);
-    daemon_stop(dm);
-    daemon_free(dm);
+    if (daemon_stop(dm))
+        daemon_free(dm);
+    else /* a handler still runs on its thread: exit under it, never free what it uses */
+        log_warn("exiting with request handlers still running; their clients see the "
+                 "connection close");
     return 0;
 }

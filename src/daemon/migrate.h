@@ -5,8 +5,8 @@
  *   migrate_dst.c   the destination: Prepare, Finish, Abort, Status,
  *                   Prepare-resume, and the watcher of an incoming VMM
  *   migrate_cmds.c  the operator's commands on a running job (jobinfo,
- *                   abort, post-copy switch, downtime, speed) and the
- *                   per-domain migration records
+ *                   abort and forced resume, post-copy switch, downtime,
+ *                   speed) and the per-domain migration records
  *   migrate_recover.c  what a restarted daemon does with saved jobs
  *   migrate_peer.c  the messages (pure)
  *
@@ -52,6 +52,14 @@ struct mig_run {
     uint64_t t0_ms;                 /* monotonic start of the job */
     /* operator requests, picked up by the Perform loop */
     bool want_abort, want_postcopy;
+    /* source: the owner of the job. The thread that drives it (the
+     * domain-migrate request, or a restart's continue thread) took src_gen
+     * when it began (mig_run_own); a forced resume (domain-jobabort
+     * force_resume) takes the job over the same way, and from then on that
+     * thread acts on nothing (mig_run_claim fails). */
+    unsigned src_gen;
+    bool src_busy;                  /* the owner sends Finish or acts on an answer: a forced
+                                       resume waits for it to end (bounded) */
     /* next-migration settings (migrate-setmaxdowntime / -setspeed without a job) */
     uint64_t downtime_ms, speed_mib_s;
     /* destination */
@@ -149,6 +157,33 @@ static inline bool mig_watch_release(struct mig_run *run, unsigned gen)
         return false;
     run->watcher = false;
     return true;
+}
+
+/* ---- the owner of a source job (migrate_confirm.c, migrate_cmds.c) ---- */
+/* (locked) A new owner takes run's source job (a migration's driving
+ * thread when it begins, or a forced resume): the previous owner's claims
+ * fail from now on. Returns the new owner's generation. */
+static inline unsigned mig_run_own(struct mig_run *run)
+{
+    run->src_busy = false;
+    return ++run->src_gen;
+}
+/* (locked) The owner of generation gen is about to act on the job (send
+ * Finish, act on the destination's answer): false when it was taken over
+ * (it must act on nothing); else src_busy is set until mig_run_release. */
+static inline bool mig_run_claim(struct mig_run *run, unsigned gen)
+{
+    if (run->src_gen != gen)
+        return false;
+    run->src_busy = true;
+    return true;
+}
+/* (locked) The owner of generation gen is done acting (nothing when the
+ * job has another owner now). The caller broadcasts dm->cond. */
+static inline void mig_run_release(struct mig_run *run, unsigned gen)
+{
+    if (run->src_gen == gen)
+        run->src_busy = false;
 }
 
 /* ---- migrate_dst.c ---- */

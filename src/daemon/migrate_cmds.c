@@ -348,13 +348,186 @@ static int h_jobinfo(struct daemon *dm, struct daemon_client *cl, struct json_ob
     return *ret ? 0 : gw_error_set(err, ENOMEM, "out of memory");
 }
 
-static int h_jobabort(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
-                      struct json_object **ret, struct gw_error *err)
+/* ---- domain-jobabort force_resume: the operator's exit from perform-done ---- */
+
+#define FORCE_BUSY_WAIT_MS (MIG_PEER_CALL_MS + 10000) /* a Finish in flight, then acted on */
+#define FORCE_WHY "migration given up by the operator (domjobabort --force-resume): the guest " \
+                  "was resumed on the source"
+
+static void force_facts(const struct mig_run *run, const struct mig_vmm_view *v,
+                        struct mig_force_facts *f)
+{
+    *f = (struct mig_force_facts){ .kind = run->job.kind, .phase = run->job.phase,
+                                   .job_switched = run->job.postcopy_started,
+                                   .vmm_asked = v != NULL };
+    if (v) {
+        f->vmm_answered = v->answered;
+        f->vmm_status = v->status;
+        f->vmm_said = v->said;
+        f->vmm_started = v->started;
+    }
+}
+
+/* Why a phase is no place for --force-resume. */
+static const char *force_phase_hint(enum job_phase p)
+{
+    switch (p) {
+    case JOB_PHASE_BEGIN:
+        return "it has not started streaming yet; it ends by itself if the destination refuses";
+    case JOB_PHASE_POSTCOPY_FAILED:
+        return "post-copy failed: recover it with migrate --postcopy-resume, or give it up with "
+               "domjobabort";
+    default:
+        return "the migration is ending";
+    }
+}
+
+/* (locked) The refusal v of a forced resume of run's job on dom. */
+static int force_refused(const struct domain *dom, const struct mig_run *run,
+                         enum mig_force_verdict v, const struct mig_vmm_view *vv,
+                         struct gw_error *err)
+{
+    const char *id = run->job.id, *ph = job_phase_name(run->job.phase), *n = dom->def.name;
+    switch (v) {
+    case MIG_FORCE_INCOMING:
+        return gw_error_set(err, ENOTCONN, "Requested operation is not valid: --force-resume "
+                            "resumes the source of an outgoing migration; job %s is incoming "
+                            "(abort it from its source)", id);
+    case MIG_FORCE_JOB_SWITCHED:
+        return gw_error_set(err, ENOTCONN, "Requested operation is not valid: cannot resume "
+                            "domain '%s' here: migration job %s handed the guest over to the "
+                            "destination by post-copy (its newer state is there); recover it with "
+                            "migrate --postcopy-resume", n, id);
+    case MIG_FORCE_USE_ABORT:
+        return gw_error_set(err, ENOTCONN, "Requested operation is not valid: the migration job %s "
+                            "is in phase %s: use domjobabort without --force-resume, which cancels "
+                            "it and resumes the guest here", id, ph);
+    case MIG_FORCE_VMM_SWITCHED:
+        return gw_error_set(err, ENOTCONN, "Requested operation is not valid: cannot resume "
+                            "domain '%s' here: its VMM reports that it handed the guest over to "
+                            "the destination by post-copy (%s%spostcopy-started: %s): the newer "
+                            "state is there", n, vv->status, vv->status[0] ? ", " : "",
+                            vv->started ? "true" : "false");
+    case MIG_FORCE_VMM_UNKNOWN:
+        return gw_error_set(err, ENOTCONN, "Requested operation is not valid: cannot resume "
+                            "domain '%s' here: its VMM %s, so the guest may have been handed over "
+                            "to the destination by post-copy (a guest whose newer state may be "
+                            "elsewhere is never resumed)", n,
+                            !vv->answered ? "does not answer query-migrate"
+                                          : "does not say whether it did (no postcopy-started)");
+    default:
+        return gw_error_set(err, ENOTCONN, "Requested operation is not valid: the migration job %s "
+                            "is in phase %s: --force-resume applies only to a job waiting for its "
+                            "destination's answer (phase perform-done) (%s)", id, ph,
+                            force_phase_hint(run->job.phase));
+    }
+}
+
+/* (locked) Wait, bounded, until the owner of job `id` (still in
+ * perform-done) is not sending Finish or acting on an answer. */
+static bool force_wait_idle(struct daemon *dm, struct mig_run *run, const char *id)
+{
+    uint64_t deadline = mig_mono_ms() + FORCE_BUSY_WAIT_MS;
+    while (run->src_busy && run->job.phase == JOB_PHASE_PERFORM_DONE &&
+           strcmp(run->job.id, id) == 0) {
+        if (mig_mono_ms() >= deadline)
+            return false;
+        struct timespec ts;
+        daemon_deadline_in(&ts, 100);
+        pthread_cond_timedwait(&dm->cond, &dm->lock, &ts);
+    }
+    return true;
+}
+
+/* (locked) Is job `id` still there (*dom: its domain again), and may it be
+ * resumed by force, with its VMM's word vv (NULL: not asked yet)? */
+static int force_check(struct daemon *dm, struct mig_run *run, const char *id,
+                       const struct mig_vmm_view *vv, struct domain **dom, struct gw_error *err)
+{
+    if (!job_active(&run->job) || strcmp(run->job.id, id) != 0 ||
+        !(*dom = daemon_find_domain_uuid(dm, run->uuid)))
+        return gw_error_set(err, ENOTCONN, "Requested operation is not valid: migration job %s "
+                            "ended meanwhile; nothing was done", id);
+    struct mig_force_facts f;
+    force_facts(run, vv, &f);
+    enum mig_force_verdict v = mig_force_resume_allowed(&f);
+    return v == MIG_FORCE_RESUME ? 0 : force_refused(*dom, run, v, vv, err);
+}
+
+/* (locked) Check with the VMM's word vv, wait for the job's owner to be
+ * idle, check again, then take job `id` over (its driving thread acts on
+ * nothing more) and save confirm-cancelled: a restart from here on
+ * resumes the source. *dom: the domain again. */
+static int force_take_over(struct daemon *dm, struct mig_run *run, const char *id,
+                           const struct mig_vmm_view *vv, struct domain **dom,
+                           struct gw_error *err)
+{
+    int r = force_check(dm, run, id, vv, dom, err);
+    if (r < 0)
+        return r;
+    if (!force_wait_idle(dm, run, id))
+        return gw_error_set(err, EBUSY, "migration job %s is still waiting for the destination's "
+                            "answer to Finish, which decides; try again", id);
+    if ((r = force_check(dm, run, id, vv, dom, err)) < 0) /* its answer moved the job on */
+        return r;
+    mig_run_own(run);
+    log_warn("domain '%s': job %s: the operator forced the guest's resume here (domjobabort "
+             "--force-resume) in phase perform-done, asserting that the destination (%s) does not "
+             "run it; the migration is given up", (*dom)->def.name, id, run->job.peer_uri);
+    job_set_error(&run->job, FORCE_WHY);
+    mig_job_phase(dm, run, JOB_PHASE_CONFIRM_CANCELLED, NULL);
+    return 0;
+}
+
+/* domain-jobabort with force_resume: the rule (mig_force_resume_allowed)
+ * on the job, then on its VMM's word; take the job over; `cont` as a
+ * failed migration does (mig_src_resume); end the job failed. */
+static int force_resume(struct daemon *dm, struct json_object *args, struct gw_error *err)
 {
     struct domain *dom;
     struct mig_run *run;
     int r = lookup_run(dm, args, &dom, &run, err);
     if (r < 0)
+        return r;
+    if (!job_active(&run->job))
+        return no_job(dm, dom, err);
+    char id[JOB_ID_MAX];
+    snprintf(id, sizeof(id), "%s", run->job.id);
+    r = force_check(dm, run, id, NULL, &dom, err); /* the job alone, first */
+    pthread_mutex_unlock(&dm->lock);
+    if (r < 0)
+        return r;
+    struct mig_vmm_view vv;
+    mig_vmm_view(dom, &vv); /* the job holds the domain */
+    pthread_mutex_lock(&dm->lock);
+    r = force_take_over(dm, run, id, &vv, &dom, err);
+    pthread_mutex_unlock(&dm->lock);
+    if (r < 0)
+        return r;
+    mig_src_resume(dm, dom); /* the job still holds the domain: ours now */
+    pthread_mutex_lock(&dm->lock);
+    bool resumed = dom->state == DOM_STATE_RUNNING ||
+                   (dom->state == DOM_STATE_PAUSED && dom->reason == DOM_REASON_USER);
+    if (!resumed)
+        gw_error_set(err, EIO, "migration job %s was given up, but the guest could not be resumed "
+                     "(see the daemon's log): it stays %s here", id, dom_state_name(dom->state));
+    mig_job_end(dm, dom, run, false, FORCE_WHY);
+    pthread_mutex_unlock(&dm->lock);
+    return resumed ? 0 : -EIO;
+}
+
+static int h_jobabort(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
+                      struct json_object **ret, struct gw_error *err)
+{
+    struct domain *dom;
+    struct mig_run *run;
+    bool force = false;
+    int r = ctl_arg_bool(args, "force_resume", &force, err);
+    if (r < 0)
+        return r;
+    if (force)
+        return force_resume(dm, args, err);
+    if ((r = lookup_run(dm, args, &dom, &run, err)) < 0)
         return r;
     if (!job_active(&run->job))
         return no_job(dm, dom, err);
@@ -373,7 +546,9 @@ static int h_jobabort(struct daemon *dm, struct daemon_client *cl, struct json_o
                          run->job.phase == JOB_PHASE_BEGIN ? "it has not started streaming yet; "
                          "it ends by itself if the destination refuses"
                          : run->job.phase == JOB_PHASE_PERFORM_DONE ? "the guest was handed over "
-                         "to the destination, which decides: waiting for its answer"
+                         "to the destination, which decides: waiting for its answer; if the "
+                         "destination has no record of the job or is gone, and you know that it "
+                         "does not run the guest, domjobabort --force-resume resumes it here"
                          : "the migration is ending");
     else if (run->job.kind != JOB_KIND_MIGRATION_OUT || run->job.postcopy_started)
         r = gw_error_set(err, ENOTCONN, "Requested operation is not valid: %s",

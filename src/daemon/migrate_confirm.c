@@ -95,6 +95,61 @@ void mig_src_kill(struct daemon *dm, struct domain *dom)
     pthread_mutex_unlock(&dm->lock);
 }
 
+/* ---- the job's owner ---- */
+
+void mig_src_take(struct src_job *s)
+{
+    s->gen = mig_run_own(s->run);
+    snprintf(s->job_id, sizeof(s->job_id), "%s", s->run->job.id);
+    snprintf(s->name, sizeof(s->name), "%s", s->dom->def.name);
+    snprintf(s->peer_uri, sizeof(s->peer_uri), "%s", s->run->job.peer_uri);
+}
+
+bool mig_src_claim(struct src_job *s)
+{
+    pthread_mutex_lock(&s->dm->lock);
+    bool owned = mig_run_claim(s->run, s->gen);
+    pthread_mutex_unlock(&s->dm->lock);
+    return owned;
+}
+
+void mig_src_release(struct src_job *s)
+{
+    pthread_mutex_lock(&s->dm->lock);
+    mig_run_release(s->run, s->gen);
+    pthread_cond_broadcast(&s->dm->cond);
+    pthread_mutex_unlock(&s->dm->lock);
+}
+
+/* Is the job still s's? (it may be taken over any time after) */
+static bool src_owned(struct src_job *s)
+{
+    pthread_mutex_lock(&s->dm->lock);
+    bool owned = s->run->src_gen == s->gen;
+    pthread_mutex_unlock(&s->dm->lock);
+    return owned;
+}
+
+int mig_src_taken_over(struct src_job *s, enum job_peer_outcome o, struct gw_error *err)
+{
+    if (o == JOB_PEER_RUNNING)
+        log_error("domain '%s': job %s: the destination now says that it runs the guest, but the "
+                  "operator resumed the guest here (domjobabort --force-resume): it may run on "
+                  "both hosts; check, and destroy one of them", s->name, s->job_id);
+    else if (o == JOB_PEER_PREPARED)
+        log_warn("domain '%s': job %s: the destination still holds the guest prepared, but the "
+                 "operator resumed it here (domjobabort --force-resume): Finish is not sent again "
+                 "(the destination discards its copy when no Finish comes)", s->name, s->job_id);
+    else
+        log_warn("domain '%s': job %s was taken over by the operator (domjobabort --force-resume): "
+                 "the migration stops asking the destination (its last answer: %s) and acts on "
+                 "nothing more", s->name, s->job_id,
+                 o == JOB_PEER_UNREACHABLE ? "none" : job_peer_outcome_name(o));
+    return gw_error_set(err, ECANCELED, "migration job %s was given up by the operator "
+                        "(domjobabort --force-resume): the guest was resumed on the source",
+                        s->job_id);
+}
+
 /* ---- outcomes ---- */
 
 void mig_src_cancel(struct src_job *s, const char *why)
@@ -166,11 +221,13 @@ static int wait_postcopy_done(struct src_job *s, char *last, size_t len, struct 
 
 /* migration-status of our job on the destination: up to `tries` asks,
  * each on a new connection (fresh), or on the one held with a new one after
- * a failure; pause_s apart. JOB_PEER_UNREACHABLE when it does not answer. */
+ * a failure; pause_s apart. JOB_PEER_UNREACHABLE when it does not answer,
+ * or once the job was taken over (asked without holding it: it may be,
+ * so only s's copies are used). */
 static enum job_peer_outcome status_tries(struct src_job *s, int tries, bool fresh,
                                           unsigned pause_s)
 {
-    for (int i = 0; i < tries; i++) {
+    for (int i = 0; i < tries && src_owned(s); i++) {
         struct gw_error e;
         gw_error_init(&e);
         struct json_object *ret = NULL;
@@ -179,15 +236,15 @@ static enum job_peer_outcome status_tries(struct src_job *s, int tries, bool fre
             ctl_client_free(s->peer);
             s->peer = NULL;
         }
-        if ((s->peer || mig_src_connect(s, s->run->job.peer_uri, &e) == 0) &&
-            ctl_client_call(s->peer, "migration-status", mig_head_to_json(s->run->job.id, s->run->uuid),
+        if ((s->peer || mig_src_connect(s, s->peer_uri, &e) == 0) &&
+            ctl_client_call(s->peer, "migration-status", mig_head_to_json(s->job_id, s->run->uuid),
                             &ret, MIG_PEER_CALL_MS, &e) == 0 &&
             mig_outcome_from_reply(ret, &o, &e) == 0) {
             json_object_put(ret);
             return o;
         }
         json_object_put(ret);
-        log_warn("domain '%s': migration-status: %s", s->dom->def.name, e.msg);
+        log_warn("domain '%s': migration-status: %s", s->name, e.msg);
         if (!fresh) {
             ctl_client_free(s->peer);
             s->peer = NULL;
@@ -254,7 +311,7 @@ int mig_src_confirm(struct src_job *s, bool postcopy, struct gw_error *err)
     pthread_mutex_lock(&s->dm->lock);
     mig_job_end(s->dm, s->dom, s->run, true, NULL);
     pthread_mutex_unlock(&s->dm->lock);
-    log_info("domain '%s': migrated to %s", s->dom->def.name, s->run->job.peer_uri);
+    log_info("domain '%s': migrated to %s", s->name, s->peer_uri); /* the job is over: copies */
     return 0;
 }
 
@@ -282,11 +339,13 @@ static int after_peer(struct src_job *s, enum job_peer_outcome o, bool postcopy,
              * on or its daemon restarts. Only failed lets us resume. */
             log_error("domain '%s': the destination has no record of job %s and does not run the "
                       "domain; the guest handed over by pre-copy may run elsewhere, so it stays "
-                      "paused here (job kept in phase %s; restarting this daemon asks again)",
+                      "paused here (job kept in phase %s; restarting this daemon asks again; "
+                      "domjobabort --force-resume resumes it here)",
                       s->dom->def.name, s->run->job.id, job_phase_name(s->run->job.phase));
             return gw_error_set(err, EHOSTDOWN, "the destination has no record of migration job %s "
                                 "(it may have restarted or migrated the domain on): the domain stays "
-                                "paused here; check where it runs", s->run->job.id);
+                                "paused here; check where it runs, and if it runs nowhere, resume "
+                                "it here with domjobabort --force-resume", s->run->job.id);
         }
         /* fall through */
     case JOB_PEER_FAILED:
@@ -299,12 +358,58 @@ static int after_peer(struct src_job *s, enum job_peer_outcome o, bool postcopy,
     default:
         return gw_error_set(err, ETIMEDOUT, "the outcome of the migration is unknown (the "
                             "destination does not answer): the domain stays paused here; the "
-                            "daemon asks again when it restarts");
+                            "daemon asks again when it restarts%s",
+                            postcopy ? "" : " (if it runs nowhere else, domjobabort "
+                                            "--force-resume resumes it here)");
     }
 }
 
+/* Act on what the destination said after waiting for it unclaimed
+ * (Status is read-only): only if the job is still ours. */
+static int act_on(struct src_job *s, enum job_peer_outcome o, bool postcopy, const char *why,
+                  struct gw_error *err)
+{
+    if (!mig_src_claim(s))
+        return mig_src_taken_over(s, o, err);
+    int r = after_peer(s, o, postcopy, why, err);
+    mig_src_release(s);
+    return r;
+}
+
+/* Send Finish with the statistics ji and take its answer (*o;
+ * JOB_PEER_UNREACHABLE for none). Returns the call's result. */
+static int send_finish(struct src_job *s, bool postcopy, const struct jobinfo *ji,
+                       enum job_peer_outcome *o, struct gw_error *e)
+{
+    if (mig_fault("src-before-finish")) {
+        log_error("injected fault src-before-finish: exiting before Finish was sent");
+        _exit(99);
+    }
+    struct json_object *ret = NULL;
+    *o = JOB_PEER_UNREACHABLE;
+    int r = ctl_client_call(s->peer, "migration-finish",
+                            mig_finish_to_json(&s->run->job, false, postcopy, jobinfo_to_json(ji)),
+                            &ret, MIG_PEER_CALL_MS, e);
+    if (r == 0 && mig_outcome_from_reply(ret, o, e) < 0)
+        *o = JOB_PEER_UNREACHABLE;
+    json_object_put(ret);
+    if (mig_fault("src-after-finish")) {
+        log_error("injected fault src-after-finish: exiting after Finish (answer %s)",
+                  job_peer_outcome_name(*o));
+        _exit(99);
+    }
+    return r;
+}
+
+/* Finish, claimed from before it is sent until its answer was acted on:
+ * a forced resume waits rather than resume a guest that Finish may be
+ * starting on the destination. The waits on migration-status are not
+ * claimed (they change nothing): the job may be taken over meanwhile, and
+ * then nothing is done with the answer, nor Finish sent again. */
 static int finish(struct src_job *s, bool postcopy, struct gw_error *err)
 {
+    if (!mig_src_claim(s)) /* to be sent again, but the job was taken over: never */
+        return mig_src_taken_over(s, JOB_PEER_PREPARED, err);
     struct jobinfo ji;
     pthread_mutex_lock(&s->dm->lock);
     ji = s->run->info;
@@ -313,45 +418,37 @@ static int finish(struct src_job *s, bool postcopy, struct gw_error *err)
                 ? 0
                 : mig_job_phase(s->dm, s->run, JOB_PHASE_PERFORM_DONE, err);
     pthread_mutex_unlock(&s->dm->lock);
-    if (r < 0)
+    if (r < 0) {
+        mig_src_release(s);
         return r;
-    if (mig_fault("src-before-finish")) {
-        log_error("injected fault src-before-finish: exiting before Finish was sent");
-        _exit(99);
     }
-    struct json_object *ret = NULL;
+    enum job_peer_outcome o;
     struct gw_error e;
     gw_error_init(&e);
-    r = ctl_client_call(s->peer, "migration-finish",
-                        mig_finish_to_json(&s->run->job, false, postcopy, jobinfo_to_json(&ji)), &ret,
-                        MIG_PEER_CALL_MS, &e);
-    enum job_peer_outcome o = JOB_PEER_UNREACHABLE;
-    if (r == 0 && mig_outcome_from_reply(ret, &o, &e) < 0)
-        o = JOB_PEER_UNREACHABLE;
-    json_object_put(ret);
-    if (mig_fault("src-after-finish")) {
-        log_error("injected fault src-after-finish: exiting after Finish (answer %s)",
-                  job_peer_outcome_name(o));
-        _exit(99);
-    }
+    r = send_finish(s, postcopy, &ji, &o, &e);
     /* Only an error answer (-EREMOTEIO) says the destination did not take
      * the guest; anything else, a malformed reply (-EBADMSG) included, is
      * no word at all: ask migration-status below, never resume on it. */
     if (r == -EREMOTEIO) { /* an error answer: the destination does not run the guest */
+        mig_src_release(s);
         /* ... unless it answered so for want of any record of the job:
          * that is unknown, not failed */
         o = peer_status(s) == JOB_PEER_UNKNOWN ? JOB_PEER_UNKNOWN : JOB_PEER_FAILED;
-        return after_peer(s, o, postcopy, e.msg, err);
+        return act_on(s, o, postcopy, e.msg, err);
     }
     if (o == JOB_PEER_UNREACHABLE) {
-        log_warn("domain '%s': no answer to Finish (%s); asking the destination", s->dom->def.name, e.msg);
+        log_warn("domain '%s': no answer to Finish (%s); asking the destination", s->name, e.msg);
+        mig_src_release(s);
         o = ask_status(s);
         if (o == JOB_PEER_PREPARED && ++s->finish_resent <= SRC_FINISH_RESENDS) /* not resumed: again */
             return finish(s, postcopy, err);
-        if (o == JOB_PEER_PREPARED) /* still not resumed there: the source must not resume either */
+        if (o == JOB_PEER_PREPARED && src_owned(s)) /* still not resumed there: nor here */
             o = JOB_PEER_UNREACHABLE;
+        return act_on(s, o, postcopy, NULL, err);
     }
-    return after_peer(s, o, postcopy, NULL, err);
+    r = after_peer(s, o, postcopy, NULL, err);
+    mig_src_release(s);
+    return r;
 }
 
 int mig_src_finish_confirm(struct src_job *s, enum perform_end end, struct gw_error *err)
@@ -361,6 +458,10 @@ int mig_src_finish_confirm(struct src_job *s, enum perform_end end, struct gw_er
         return finish(s, false, err);
     case PERFORM_POSTCOPY:
         pthread_mutex_lock(&s->dm->lock);
+        if (s->run->src_gen != s->gen) { /* a restart's continue thread, taken over */
+            pthread_mutex_unlock(&s->dm->lock);
+            return mig_src_taken_over(s, JOB_PEER_UNREACHABLE, err);
+        }
         if (s->run->job.phase == JOB_PHASE_PERFORM_DONE || /* recovery: back through perform-postcopy */
             s->run->job.phase == JOB_PHASE_POSTCOPY_FAILED)
             s->run->job.phase = JOB_PHASE_PERFORM_POSTCOPY;

@@ -377,6 +377,27 @@ bool mig_jobabort_allowed(enum job_phase phase)
     return phase == JOB_PHASE_PERFORM || phase == JOB_PHASE_PERFORM_POSTCOPY;
 }
 
+enum mig_force_verdict mig_force_resume_allowed(const struct mig_force_facts *f)
+{
+    if (f->kind == JOB_KIND_MIGRATION_IN)
+        return MIG_FORCE_INCOMING;
+    if (f->kind != JOB_KIND_MIGRATION_OUT)
+        return MIG_FORCE_PHASE;
+    if (f->job_switched)
+        return MIG_FORCE_JOB_SWITCHED;
+    if (mig_jobabort_allowed(f->phase))
+        return MIG_FORCE_USE_ABORT;
+    if (f->phase != JOB_PHASE_PERFORM_DONE)
+        return MIG_FORCE_PHASE;
+    if (!f->vmm_asked)
+        return MIG_FORCE_RESUME;
+    if (!f->vmm_answered)
+        return MIG_FORCE_VMM_UNKNOWN;
+    if ((f->vmm_said && f->vmm_started) || is_postcopy(f->vmm_status))
+        return MIG_FORCE_VMM_SWITCHED;
+    return f->vmm_said ? MIG_FORCE_RESUME : MIG_FORCE_VMM_UNKNOWN;
+}
+
 enum mig_perform_step mig_perform_unanswered(bool switched, unsigned failed, unsigned max_failed)
 {
     if (failed < max_failed)

@@ -278,6 +278,41 @@ enum mig_paused_step mig_paused_classify(const struct mig_paused_facts *f);
  * confirm* are refused explicitly (nothing would read it). */
 bool mig_jobabort_allowed(enum job_phase phase);
 
+/* domain-jobabort --force-resume: the operator's exit from a source job
+ * kept in perform-done because its destination has no record of it or
+ * does not answer (the source never resumes on that by itself). May the
+ * source take the job over and resume its guest here? Only a job in
+ * perform-done that recorded no post-copy switch, and, once asked
+ * (vmm_asked), whose VMM says explicitly that it did not hand the guest
+ * over: postcopy-started false, and no postcopy-* status. A VMM that does
+ * not answer or does not say counts as handed over (the guest's newer
+ * state may be elsewhere). The operator asserts that the destination does
+ * not run the guest; this rule only refuses where the guest is known, or
+ * may be, elsewhere. */
+struct mig_force_facts {
+    enum job_kind kind;
+    enum job_phase phase;
+    bool job_switched;          /* the job recorded a post-copy switch (postcopy_started) */
+    bool vmm_asked;             /* false: judge the job alone (its VMM is asked next) */
+    bool vmm_answered;          /* the VMM answered query-migrate */
+    const char *vmm_status;     /* its status (NULL or "": none) */
+    bool vmm_said;              /* it gave a boolean postcopy-started */
+    bool vmm_started;           /* ... and its value */
+};
+enum mig_force_verdict {
+    MIG_FORCE_RESUME,           /* allowed (subject to the VMM's word when not asked yet) */
+    MIG_FORCE_INCOMING,         /* a destination's job: its source gives it up */
+    MIG_FORCE_JOB_SWITCHED,     /* the job recorded a post-copy switch */
+    MIG_FORCE_USE_ABORT,        /* perform, perform-postcopy before a switch: plain
+                                   domjobabort cancels the migration and resumes the guest */
+    MIG_FORCE_PHASE,            /* begin, confirm, confirm-cancelled, postcopy-failed, or no
+                                   migration-out job: not waiting on the destination */
+    MIG_FORCE_VMM_SWITCHED,     /* the VMM reports the switch (postcopy-started true, or a
+                                   postcopy-* status) */
+    MIG_FORCE_VMM_UNKNOWN,      /* the VMM does not answer, or does not say postcopy-started */
+};
+enum mig_force_verdict mig_force_resume_allowed(const struct mig_force_facts *f);
+
 /* Whether this host can run a post-copy destination (userfaultfd works). */
 bool mig_host_postcopy_supported(void);
 

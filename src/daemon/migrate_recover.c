@@ -154,15 +154,24 @@ static void *continue_main(void *p)
     struct src_job *s = &c->s;
     struct gw_error e;
     gw_error_init(&e);
-    if (c->confirm_only)
-        mig_src_confirm(s, true, &e);
-    else if (mig_src_connect(s, s->run->job.peer_uri, &e) == 0)
+    /* The daemon's listeners are open by now: a forced resume may take the
+     * job over (a pre-copy one, in perform-done) while this thread waits on
+     * the destination; it then acts on nothing (mig_src_claim). */
+    if (!c->confirm_only && mig_src_connect(s, s->peer_uri, &e) == 0) /* Finish claims it */
         mig_src_finish_confirm(s, s->switched ? PERFORM_POSTCOPY : PERFORM_COMPLETED, &e);
-    else if (s->switched)
-        mig_src_postcopy_failed(s, e.msg);
-    else /* pre-copy: the outcome is unknown, as after a lost Finish answer */
-        log_error("domain '%s': the destination does not answer (%s); the guest stays paused "
-                  "until it does (restart the daemon to ask again)", s->dom->def.name, e.msg);
+    else if (!mig_src_claim(s))
+        mig_src_taken_over(s, JOB_PEER_UNREACHABLE, &e);
+    else {
+        if (c->confirm_only)
+            mig_src_confirm(s, true, &e);
+        else if (s->switched)
+            mig_src_postcopy_failed(s, e.msg);
+        else /* pre-copy: the outcome is unknown, as after a lost Finish answer */
+            log_error("domain '%s': the destination does not answer (%s); the guest stays paused "
+                      "until it does (restart the daemon to ask again; if it runs nowhere, "
+                      "domjobabort --force-resume resumes it here)", s->name, e.msg);
+        mig_src_release(s);
+    }
     ctl_client_free(s->peer);
     pthread_mutex_lock(&s->dm->lock);
     mig_watchers_add(s->dm, -1);
@@ -248,7 +257,9 @@ static void apply(struct src_job *s, enum job_recovery a, const char *status)
     case JOB_RECOVER_WAIT_PEER:
         log_error("domain '%s': job %s: the destination does not answer, or has no record of the "
                   "job; the guest stays paused and the job is kept (restart the daemon to ask "
-                  "again; check where the domain runs)", s->dom->def.name, s->run->job.id);
+                  "again; check where the domain runs%s)", s->dom->def.name, s->run->job.id,
+                  s->switched ? "" : "; if it runs nowhere, domjobabort --force-resume resumes "
+                                     "it here");
         break;
     case JOB_RECOVER_CRASHED:
         end_job(s, false, "the VMM is gone");
@@ -287,6 +298,8 @@ static int recover_job(const struct job *j, const char *path, const struct gw_er
     pthread_mutex_lock(&dm->lock);
     s.dom = daemon_find_domain_uuid(dm, j->uuid);
     s.run = s.dom ? restore(dm, s.dom, j) : NULL;
+    if (s.run)
+        mig_src_take(&s);
     bool alive = s.dom && dom_state_active(s.dom->state);
     bool unreachable = s.dom && s.dom->vmm_unreachable;
     pthread_mutex_unlock(&dm->lock);

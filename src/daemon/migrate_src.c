@@ -110,6 +110,8 @@ static int begin(struct daemon *dm, struct json_object *args, const struct migra
         r = begin_check(dm, s->dom, m, run, err);
     if (r < 0 || (m->flags & JOB_F_POSTCOPY_RESUME)) {
         s->run = run;
+        if (r == 0)
+            mig_src_take(s);
         pthread_mutex_unlock(&dm->lock);
         return r;
     }
@@ -132,6 +134,7 @@ static int begin(struct daemon *dm, struct json_object *args, const struct migra
         policy_of(&s->dom->def, run, &run->policy);
         run->t0_ms = mig_mono_ms();
         run->have_info = run->want_abort = run->want_postcopy = false;
+        mig_src_take(s);
         r = mig_job_save(dm, run);
     }
     if (r < 0)

@@ -1,7 +1,11 @@
 /* The source side's context for one migration, shared by migrate_src.c
  * (Begin, Perform) and migrate_confirm.c (Finish, Confirm, recovery).
  * Used by the thread that drives the migration (a client's thread running
- * domain-migrate, or recovery); the job slot is held throughout.
+ * domain-migrate, or recovery): the job's owner (mig_src_take). The job
+ * slot is held until the job ends, or until a forced resume takes the job
+ * over in perform-done (domain-jobabort force_resume, migrate_cmds.c):
+ * from then on the thread acts on nothing (mig_src_claim fails) and uses
+ * only its copies of the job's id, name and peer, never dom.
  * Returns: 0 or -errno with err filled. */
 #ifndef GW_DAEMON_MIGRATE_SRC_H
 #define GW_DAEMON_MIGRATE_SRC_H
@@ -24,6 +28,11 @@ struct src_job {
     uint64_t last_iteration;
     bool switched;                  /* post-copy switch requested */
     unsigned finish_resent;         /* Finish sent again after a lost answer */
+    /* the owner's (mig_src_take) */
+    unsigned gen;                   /* its generation (mig_run_own) */
+    char job_id[JOB_ID_MAX];        /* copies, for the waits on the destination */
+    char name[DOM_NAME_MAX + 1];
+    char peer_uri[JOB_URI_MAX];
 };
 
 /* How Perform ended. */
@@ -42,6 +51,19 @@ enum perform_end mig_src_perform(struct src_job *s, const char *uri, struct gw_e
 int mig_src_connect(struct src_job *s, const char *peer_uri, struct gw_error *err);
 /* Update the job's statistics from the VMM; *status: its status. */
 int mig_src_sample(struct src_job *s, struct jobinfo *ji, struct gw_error *err);
+
+/* migrate_confirm.c: the job's owner. (locked) s takes s->run's job
+ * (mig_run_own) and copies its id, domain name and peer. */
+void mig_src_take(struct src_job *s);
+/* The owner is about to act on the job (locks): false when a forced
+ * resume took it over; then nothing may be done, nor dom used. Else it
+ * holds the job (run->src_busy) until mig_src_release. */
+bool mig_src_claim(struct src_job *s);
+void mig_src_release(struct src_job *s);
+/* The job was taken over while s waited: log what the destination said
+ * last (o; JOB_PEER_UNREACHABLE: nothing) and fill err for s's caller.
+ * Returns -ECANCELED. */
+int mig_src_taken_over(struct src_job *s, enum job_peer_outcome o, struct gw_error *err);
 
 /* migrate_confirm.c: from the end of Perform to the end of the job. */
 int mig_src_finish_confirm(struct src_job *s, enum perform_end end, struct gw_error *err);

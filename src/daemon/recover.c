@@ -2,6 +2,7 @@
 #define LOG_PREFIX "recover"
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -19,6 +20,7 @@
 #include "qmp/qmp_json.h"
 
 #define RECONNECT_TIMEOUT_MS 3000
+#define START_WAIT_MS 20000    /* a VMM recorded while starting: as long as a start waits */
 #define RECONNECT_TRIES 3 /* a VMM a migration job holds: connect attempts before giving up */
 
 /* Does a migration job (or a job file that cannot be read: the safe side)
@@ -57,7 +59,13 @@ static int reattach(struct daemon *dm, struct domain *dom, const struct store_st
     if (pidfd < 0)
         return gw_error_set(err, ESRCH, "VMM process %d is gone", (int)s->pid);
     struct qmp_client *cmdq, *evq;
-    int r = domain_connect_vmm(s->qmp, dom->def.name, pidfd, RECONNECT_TIMEOUT_MS, &cmdq, &evq, err);
+    if (s->pid_start && vmm_start_time(s->pid) != s->pid_start) {
+        close(pidfd);
+        return gw_error_set(err, ESRCH, "VMM process %d is gone (the pid now names another "
+                            "process)", (int)s->pid);
+    }
+    int tmo = s->starting ? START_WAIT_MS : RECONNECT_TIMEOUT_MS;
+    int r = domain_connect_vmm(s->qmp, dom->def.name, pidfd, tmo, &cmdq, &evq, err);
     for (int i = 1; r < 0 && r != -ESRCH && i < RECONNECT_TRIES && migration_job(dm, dom); i++) {
         log_warn("domain '%s': VMM %d does not answer on QMP (%s); it may hold a migrating guest: "
                  "trying again", dom->def.name, (int)s->pid, err ? err->msg : "");
@@ -77,11 +85,14 @@ static int reattach(struct daemon *dm, struct domain *dom, const struct store_st
     if (r < 0) {
         /* Our VMM but unreachable: stop it rather than leave it running unseen
          * (a later start would run the VM twice). Another process: leave it. */
-        if (vmm_is_domain(s->pid, dom->def.name)) {
+        if (vmm_is_ours(s->pid, s->qmp, s->pid_start)) {
             log_error("domain '%s': VMM %d does not answer on QMP; killing it", dom->def.name,
                       (int)s->pid);
             kill(s->pid, SIGKILL);
             vmm_wait_gone(pidfd, 5000);
+        } else {
+            log_warn("domain '%s': process %d is not the VMM this daemon started (another command "
+                     "line or start time: a reused pid); left alone", dom->def.name, (int)s->pid);
         }
         close(pidfd);
         return r;
@@ -98,32 +109,57 @@ static int reattach(struct daemon *dm, struct domain *dom, const struct store_st
     dom->id = s->id >= 0 ? s->id : dm->next_id++;
     if (dom->id >= dm->next_id)
         dm->next_id = dom->id + 1;
+    dom->pid_start = vmm_start_time(s->pid);
     enum dom_state st = vmm_runstate(cmdq);
     dom->state = st;
     dom->reason = st == DOM_STATE_PAUSED ? (s->state == DOM_STATE_PAUSED && s->reason >= 0
                                                 ? (enum dom_reason)s->reason : DOM_REASON_UNKNOWN)
                                          : (s->state == DOM_STATE_RUNNING && s->reason >= 0
-                                                ? (enum dom_reason)s->reason : DOM_REASON_UNPAUSED);
-    return monitor_start(dm, dom, evq, err);
+                                                ? (enum dom_reason)s->reason
+                                                : s->starting ? DOM_REASON_BOOTED
+                                                              : DOM_REASON_UNPAUSED);
+    r = monitor_start(dm, dom, evq, err);
+    if (r < 0) {
+        /* unwatched, it would run unseen: stop it (it answered as ours) */
+        log_error("domain '%s': cannot watch VMM %d (%s); killing it", dom->def.name,
+                  (int)s->pid, err ? err->msg : "");
+        kill(s->pid, SIGKILL);
+        vmm_wait_gone(pidfd, 5000);
+        qmp_client_free(dom->qmp);
+        dom->qmp = NULL;
+        close(pidfd);
+        if (dom->console_fd >= 0)
+            close(dom->console_fd);
+        dom->pidfd = dom->console_fd = -1;
+        dom->pid = 0;
+        dom->pid_start = 0;
+        dom->id = -1;
+        dom->state = DOM_STATE_SHUTOFF;
+    }
+    return r;
 }
 
-/* The pid of whatever serves the domain's standard QMP socket (0: none). */
-static pid_t qmp_socket_owner(const char *path)
+/* Look for the domain's VMM where it would listen (run/NAME.qmp), whatever
+ * the status says: a VMM started by a daemon that died before it recorded
+ * it, or whose status is lost, must not be left running unseen (a later
+ * start would run the guest twice). 0 and *s set for a reattach when the
+ * process serving it is a VMM started for that socket. */
+static int probe_socket(struct daemon *dm, struct domain *dom, struct store_status *s)
 {
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    struct ucred cred = { 0 };
-    socklen_t len = sizeof(cred);
-    if (strlen(path) >= sizeof(a.sun_path))
-        return 0;
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
-        cred.pid = 0;
-    close(fd);
-    return cred.pid;
+    char qmp[STORE_QMP_PATH_MAX];
+    domain_path(dm, dom, STORE_QMP, qmp, sizeof(qmp));
+    pid_t pid = vmm_socket_owner(qmp);
+    if (pid <= 0 || !vmm_is_ours(pid, qmp, 0))
+        return -1;
+    int prev = s->state;
+    memset(s, 0, sizeof(*s));
+    s->state = DOM_STATE_RUNNING; /* reattach asks the VMM what it is doing */
+    s->reason = s->id = -1;
+    s->pid = pid;
+    snprintf(s->qmp, sizeof(s->qmp), "%s", qmp);
+    log_warn("domain '%s': a VMM (pid %d) serves its QMP socket although its status says %s: "
+             "taking it back", dom->def.name, (int)pid, prev >= 0 ? dom_state_name(prev) : "nothing");
+    return 0;
 }
 
 /* The status file is damaged (not missing): say so, keep it aside, and
@@ -140,13 +176,46 @@ static int status_damaged(struct daemon *dm, struct domain *dom, const char *pat
     log_error("domain '%s': %s%s%s", dom->def.name, why->msg, bad[0] ? "; kept as " : "", bad);
     memset(s, 0, sizeof(*s));
     s->state = s->reason = s->id = -1;
-    domain_path(dm, dom, STORE_QMP, s->qmp, sizeof(s->qmp));
-    s->pid = qmp_socket_owner(s->qmp);
-    if (s->pid <= 0 || !vmm_is_domain(s->pid, dom->def.name))
-        return -1;
-    s->state = DOM_STATE_RUNNING; /* reattach asks the VMM what it is doing */
-    log_info("domain '%s': a VMM (pid %d) serves its QMP socket", dom->def.name, (int)s->pid);
-    return 0;
+    return probe_socket(dm, dom, s);
+}
+
+/* A definition given while the domain ran (domains.c set_next_def): its VMM
+ * runs with the live one saved in run/NAME.def, the persistent one (loaded
+ * from STATE/domains) waits for the domain to stop. Without a VMM found
+ * again the live one is only removed. */
+static void load_live_def(struct daemon *dm, struct domain *dom)
+{
+    char path[PATH_MAX];
+    domain_path(dm, dom, STORE_LIVE_DEF, path, sizeof(path));
+    if (!dom_state_active(dom->state)) {
+        unlink(path);
+        return;
+    }
+    struct json_object *o = NULL;
+    struct gw_error e;
+    gw_error_init(&e);
+    struct dom_def live;
+    struct dom_def *next = NULL;
+    int r = store_read_json(path, &o, &e);
+    if (r == -ENOENT)
+        return;
+    if (r == 0)
+        r = dom_def_from_json(o, &live, &e);
+    json_object_put(o);
+    if (r == 0 && strcmp(live.uuid, dom->def.uuid) != 0)
+        r = gw_error_set(&e, EINVAL, "%s: not this domain's (uuid %s)", path, live.uuid);
+    if (r == 0 && !(next = malloc(sizeof(*next))))
+        r = gw_error_set(&e, ENOMEM, "out of memory");
+    if (r < 0) {
+        log_error("domain '%s': cannot read the definition its VMM runs with: %s; showing the "
+                  "persistent one", dom->def.name, e.msg);
+        if (r != -ENOENT)
+            dom_def_fini(&live);
+        return;
+    }
+    *next = dom->def;
+    dom->def = live;
+    dom->next_def = next;
 }
 
 static void recover_one(struct daemon *dm, struct domain *dom)
@@ -156,16 +225,28 @@ static void recover_one(struct daemon *dm, struct domain *dom)
     gw_error_init(&e);
     struct json_object *o = NULL;
     struct store_status s;
+    memset(&s, 0, sizeof(s));
+    s.state = s.reason = s.id = -1;
     domain_path(dm, dom, STORE_STATUS, path, sizeof(path));
     int r = store_read_json(path, &o, &e);
-    if (r == -ENOENT || (r < 0 && status_damaged(dm, dom, path, &e, &s) < 0)) {
-        domain_save_status(dm, dom, NULL);
-        return;
-    }
-    gw_error_init(&e);
+    bool found = false;
     if (r == 0)
         store_status_from_json(o, &s, NULL);
-    if (s.state >= 0 && dom_state_active((enum dom_state)s.state)) {
+    else if (r != -ENOENT)
+        found = status_damaged(dm, dom, path, &e, &s) == 0;
+    gw_error_init(&e);
+    bool was_active = s.state >= 0 && dom_state_active((enum dom_state)s.state);
+    if (!was_active && !found && s.starting && s.pid > 0 &&
+        vmm_is_ours(s.pid, s.qmp, s.pid_start)) {
+        log_warn("domain '%s': its VMM (pid %d) was being started when the daemon stopped: "
+                 "taking it back", dom->def.name, (int)s.pid);
+        s.state = DOM_STATE_RUNNING;
+        s.reason = -1;
+        found = true;
+    }
+    if (!was_active && !found)
+        found = probe_socket(dm, dom, &s) == 0;
+    if (was_active || found) {
         if (reattach(dm, dom, &s, &e) == 0) {
             log_info("domain '%s': found its VMM again (pid %d, %s)", dom->def.name, (int)dom->pid,
                      dom_state_name(dom->state));
@@ -177,17 +258,25 @@ static void recover_one(struct daemon *dm, struct domain *dom)
             dom->id = s.id >= 0 ? s.id : dm->next_id++;
             dom->state = (enum dom_state)s.state;
             dom->reason = s.reason >= 0 ? (enum dom_reason)s.reason : DOM_REASON_UNKNOWN;
-        } else {
+        } else if (was_active) {
             log_warn("domain '%s' was running but is lost: %s", dom->def.name, e.msg);
             dom->pid = 0;
             dom->id = -1;
             domain_set_state(dm, dom, DOM_STATE_SHUTOFF, DOM_REASON_CRASHED, DOM_EVENT_STOPPED,
                              DOM_DETAIL_FAILED);
+        } else {
+            log_warn("domain '%s': its VMM could not be taken back: %s", dom->def.name, e.msg);
+            domain_save_status(dm, dom, NULL);
         }
-    } else if (s.state >= 0) {
-        dom->state = (enum dom_state)s.state;
-        dom->reason = s.reason >= 0 ? (enum dom_reason)s.reason : DOM_REASON_UNKNOWN;
+    } else {
+        if (s.state >= 0) {
+            dom->state = (enum dom_state)s.state;
+            dom->reason = s.reason >= 0 ? (enum dom_reason)s.reason : DOM_REASON_UNKNOWN;
+        }
+        if (r != 0 || s.starting) /* missing, damaged, or a start that never answered */
+            domain_save_status(dm, dom, NULL);
     }
+    load_live_def(dm, dom);
     json_object_put(o);
 }
 

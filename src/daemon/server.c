@@ -29,11 +29,15 @@ struct listener {
     char path[108];
     pthread_t thread;
     bool started;
+    unsigned nhandshakes;        /* connections still in their TLS handshake (srv->lock) */
 };
 
 struct daemon_client {
     struct server *srv;
+    struct listener *listener;
     struct daemon_client *next;
+    bool counted;                /* in srv->nclients (an authenticated client) */
+    bool handshaking;            /* in listener->nhandshakes */
     int fd;
     bool tcp;
     uid_t uid;
@@ -63,7 +67,8 @@ struct server {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct daemon_client *clients;
-    unsigned nclients;
+    unsigned nthreads;           /* client threads alive (every connection) */
+    unsigned nclients;           /* authenticated clients: unix, TLS after its handshake */
     bool stopping;
 };
 
@@ -249,8 +254,20 @@ static bool dispatch(struct daemon_client *c, struct json_object *msg)
         log_error("injected fault dst-finish-malformed: answering Finish without a return");
         json_object_object_del(reply, "return");
     }
+    struct json_object *id = json_object_get(req.id);
+    char cmdname[64];
+    snprintf(cmdname, sizeof(cmdname), "%s", req.command);
     ctl_request_fini(&req);
-    return send_msg(c, reply) == 0;
+    int sent = send_msg(c, reply);
+    if (sent == -EMSGSIZE) { /* nothing was sent: say why rather than go silent */
+        char desc[160];
+        snprintf(desc, sizeof(desc), "the reply to '%s' would be over the control message "
+                 "limit of %u bytes", cmdname, (unsigned)CTL_MAX_MSG);
+        log_warn("%s: %s", c->peer, desc);
+        sent = send_error(c, id, CTL_ERR_GENERIC, desc);
+    }
+    json_object_put(id);
+    return sent == 0;
 }
 
 static void serve(struct daemon_client *c)
@@ -265,7 +282,7 @@ static void serve(struct daemon_client *c)
         if (r < 0) {
             send_error(c, NULL, ctl_error_class(e.code), e.msg);
             if (r == -EMSGSIZE)
-                return; /* the framing is lost: the body was not read */
+                return; /* length 0 or over the limit: the framing is lost */
             continue;   /* bad JSON in a whole frame, or a cut frame (EOF comes next) */
         }
         bool go_on = dispatch(c, msg);
@@ -304,6 +321,25 @@ static void refuse(struct daemon_client *c)
     json_object_put(msg);
 }
 
+/* A TLS client that completed its handshake leaves the handshake slots
+ * and takes a client slot, if one is free. */
+static bool admit(struct daemon_client *c)
+{
+    struct server *s = c->srv;
+    pthread_mutex_lock(&s->lock);
+    c->handshaking = false;
+    c->listener->nhandshakes--;
+    bool full = s->nclients >= SERVER_MAX_CLIENTS;
+    if (!full) {
+        c->counted = true;
+        s->nclients++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (full)
+        log_warn("refusing %s: too many clients (%d)", c->peer, SERVER_MAX_CLIENTS);
+    return !full;
+}
+
 static bool setup_transport(struct daemon_client *c)
 {
     ctl_io_init_fd(&c->io, &c->fd);
@@ -324,7 +360,7 @@ static bool setup_transport(struct daemon_client *c)
     }
     snprintf(c->peer, sizeof(c->peer), "%s", ctl_tls_session_peer(c->tls));
     ctl_tls_session_io(c->tls, &c->io);
-    return true;
+    return admit(c);
 }
 
 static void client_close(struct daemon_client *c)
@@ -349,7 +385,11 @@ static void client_close(struct daemon_client *c)
             break;
         }
     close(c->fd);
-    s->nclients--;
+    s->nthreads--;
+    if (c->counted)
+        s->nclients--;
+    if (c->handshaking)
+        c->listener->nhandshakes--;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
     pthread_mutex_destroy(&c->wlock);
@@ -377,23 +417,36 @@ static void start_client(struct listener *l, int fd, const char *peer)
         close(fd);
         return;
     }
-    *c = (struct daemon_client){ .srv = s, .fd = fd, .tcp = l->tcp };
+    *c = (struct daemon_client){ .srv = s, .listener = l, .fd = fd, .tcp = l->tcp };
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     pthread_mutex_init(&c->wlock, NULL);
     pthread_mutex_init(&c->evlock, NULL);
     pthread_cond_init(&c->evcond, NULL);
+    /* A TLS connection is nobody until its handshake ends: it waits in the
+     * listener's own few handshake slots, so that connections that never
+     * finish one cannot lock out the unix socket or authenticated clients. */
+    bool tls = l->tcp && s->tls;
     pthread_mutex_lock(&s->lock);
-    bool full = s->stopping || s->nclients >= SERVER_MAX_CLIENTS;
+    bool full = s->stopping || (tls ? l->nhandshakes >= SERVER_MAX_HANDSHAKES
+                                    : s->nclients >= SERVER_MAX_CLIENTS);
     if (!full) {
         c->next = s->clients;
         s->clients = c;
-        s->nclients++;
+        s->nthreads++;
+        if (tls) {
+            c->handshaking = true;
+            l->nhandshakes++;
+        } else {
+            c->counted = true;
+            s->nclients++;
+        }
     }
     pthread_mutex_unlock(&s->lock);
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (full || pthread_create(&t, &attr, client_main, c) != 0) {
-        log_warn("refusing a client from %s (%s)", peer, full ? "too many clients" : "no thread");
+        log_warn("refusing a client from %s (%s)", peer,
+                 !full ? "no thread" : tls ? "too many TLS handshakes in progress" : "too many clients");
         if (!full) {
             client_close(c);
         } else {
@@ -432,6 +485,19 @@ static void *accept_main(void *p)
 
 /* ---- listeners ---- */
 
+/* Whether something accepts connections on the unix socket at path. */
+static bool socket_answers(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    bool live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN;
+    close(fd);
+    return live;
+}
+
 static int listen_unix(struct listener *l, const char *path, struct gw_error *err)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -440,6 +506,9 @@ static int listen_unix(struct listener *l, const char *path, struct gw_error *er
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
             return gw_error_set(err, EEXIST, "'%s' exists and is not a socket", path);
+        if (socket_answers(path))
+            return gw_error_set(err, EADDRINUSE, "'%s' is in use: another godwitd (or another "
+                                "program) answers there", path);
         unlink(path); /* stale socket of an earlier daemon */
     }
     l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -522,7 +591,7 @@ struct server *server_new(struct daemon *dm, struct gw_error *err)
     return s;
 }
 
-void server_stop(struct server *s)
+bool server_stop(struct server *s)
 {
     for (unsigned i = 0; i < s->nlisteners; i++) {
         struct listener *l = &s->listeners[i];
@@ -540,11 +609,13 @@ void server_stop(struct server *s)
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += 20;
-    while (s->nclients && pthread_cond_timedwait(&s->cond, &s->lock, &deadline) != ETIMEDOUT)
+    while (s->nthreads && pthread_cond_timedwait(&s->cond, &s->lock, &deadline) != ETIMEDOUT)
         ;
-    if (s->nclients)
-        log_warn("%u client(s) still busy at exit", s->nclients);
+    bool done = s->nthreads == 0;
+    if (!done)
+        log_warn("%u client(s) still busy at exit", s->nthreads);
     pthread_mutex_unlock(&s->lock);
+    return done;
 }
 
 void server_free(struct server *s)

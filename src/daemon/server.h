@@ -14,15 +14,18 @@
 #include "common/error.h"
 #include "daemon/daemon.h"
 
-#define SERVER_MAX_CLIENTS    64
+#define SERVER_MAX_CLIENTS    64     /* authenticated: unix peers, TLS peers after the handshake */
+#define SERVER_MAX_HANDSHAKES 16     /* per TLS listener: connections still in their handshake */
 #define SERVER_EVENT_QUEUE    1024   /* events queued per subscriber; the oldest are dropped */
-#define SERVER_HANDSHAKE_MS   10000
+#define SERVER_HANDSHAKE_MS   3000
 
 struct server *server_new(struct daemon *dm, struct gw_error *err);
 /* spec: "unix:PATH" or "tcp:HOST:PORT". */
 int server_listen(struct server *s, const char *spec, struct gw_error *err);
-/* Close the listeners and every connection; wait for their threads. */
-void server_stop(struct server *s);
+/* Close the listeners and every connection; wait for their threads (up to
+ * 20 s): false when some still run (a handler busy), so that the caller
+ * does not free what they use. */
+bool server_stop(struct server *s);
 void server_free(struct server *s);
 
 /* For request handlers: subscribe this client to events (domain and type

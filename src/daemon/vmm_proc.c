@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -105,7 +107,13 @@ int vmm_spawn(const struct vmm_spawn *s, pid_t *pid, int *console_fd, struct gw_
     build_argv(s, mem, vcpus, argv);
     if (access(s->vmm_path, X_OK) < 0)
         return gw_error_set(err, errno, "cannot execute '%s': %m", s->vmm_path);
-    unlink(s->qmp_path);
+    pid_t owner = vmm_socket_owner(s->qmp_path);
+    if (owner != 0) /* a VMM nobody recorded (e.g. its daemon died starting it) */
+        return gw_error_set(err, EIO,
+                            "a process (pid %d) already serves the QMP socket %s: the domain's VMM "
+                            "may be running unwatched; restart godwitd to take it back, or stop "
+                            "that process", (int)owner, s->qmp_path);
+    unlink(s->qmp_path); /* stale: nobody answers there */
     int r = open_files(s, fds, err);
     if (r < 0)
         goto out;
@@ -191,9 +199,33 @@ unsigned long long vmm_cpu_time_ns(pid_t pid)
     return (ut + st) * (1000000000ULL / (unsigned long long)(hz > 0 ? hz : 100));
 }
 
-bool vmm_is_domain(pid_t pid, const char *name)
+/* Field 22 of /proc/PID/stat: when the process started, in clock ticks
+ * since boot; with the pid it names one process for ever (pids are
+ * reused, this pair is not). */
+unsigned long long vmm_start_time(pid_t pid)
 {
-    char path[64], buf[4096];
+    char path[64], text[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *p = strrchr(text, ')');
+    unsigned long long t = 0;
+    /* After "pid (comm)": fields 3 .. 21, then starttime */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
+                            "%*d %*d %llu", &t) != 1)
+        return 0;
+    return t;
+}
+
+bool vmm_is_ours(pid_t pid, const char *qmp_path, unsigned long long start_time)
+{
+    char path[64], buf[8192];
+    if (pid <= 0 || !qmp_path || !qmp_path[0])
+        return false;
     snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
     FILE *f = fopen(path, "r");
     if (!f)
@@ -201,8 +233,29 @@ bool vmm_is_domain(pid_t pid, const char *name)
     size_t n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
     buf[n] = '\0';
-    for (size_t i = 0; i + 1 < n; i += strlen(buf + i) + 1)
-        if (strcmp(buf + i, "--name") == 0 && strcmp(buf + i + strlen(buf + i) + 1, name) == 0)
-            return true;
-    return false;
+    bool found = false;
+    for (size_t i = 0; !found && i < n; i += strlen(buf + i) + 1) {
+        size_t next = i + strlen(buf + i) + 1;
+        found = strcmp(buf + i, "--qmp") == 0 && next < n && strcmp(buf + next, qmp_path) == 0;
+    }
+    return found && (start_time == 0 || vmm_start_time(pid) == start_time);
+}
+
+pid_t vmm_socket_owner(const char *path)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    struct ucred cred = { 0 };
+    socklen_t len = sizeof(cred);
+    if (strlen(path) >= sizeof(a.sun_path))
+        return 0;
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+        cred.pid = 0;
+    else if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid <= 0)
+        cred.pid = -1; /* something answers, we cannot say who */
+    close(fd);
+    return cred.pid;
 }

@@ -28,7 +28,8 @@ struct vmm_spawn {
     bool incoming;             /* --incoming: wait for a migration instead of booting */
 };
 
-/* Start the VMM. *console_fd: the daemon's write end of the serial input
+/* Start the VMM; -EIO when something already answers on qmp_path (a VMM
+ * no daemon recorded: it is never replaced). *console_fd: the daemon's write end of the serial input
  * FIFO (O_NONBLOCK, close-on-exec). */
 int vmm_spawn(const struct vmm_spawn *s, pid_t *pid, int *console_fd, struct gw_error *err);
 
@@ -43,9 +44,19 @@ bool vmm_reap(pid_t pid, int *status);
 int vmm_console_open(const char *fifo);
 /* The last line of a VMM's log file, for error messages ("" if none). */
 void vmm_log_tail(const char *path, char *buf, size_t len);
-/* Whether pid runs a VMM started for domain name (its command line holds
- * "--name NAME"): tells a VMM from an unrelated process that reused its pid. */
-bool vmm_is_domain(pid_t pid, const char *name);
+/* Whether pid runs the VMM that listens on qmp_path (its command line
+ * holds "--qmp QMP_PATH", a path unique to one state directory and domain)
+ * and, when start_time is not 0, started at start_time (vmm_start_time):
+ * tells our VMM from an unrelated process, or another daemon's VMM, that
+ * reused its pid. Only such a process may be killed. */
+bool vmm_is_ours(pid_t pid, const char *qmp_path, unsigned long long start_time);
+/* The process start time of pid (/proc/PID/stat field 22, clock ticks
+ * since boot); 0 if unknown. */
+unsigned long long vmm_start_time(pid_t pid);
+/* Who serves the unix socket at path: its pid (SO_PEERCRED), 0 when
+ * nothing answers (missing or stale socket), -1 when something answers
+ * whose pid is unknown. vmm_spawn refuses to start over a live one. */
+pid_t vmm_socket_owner(const char *path);
 /* Process CPU time (user + system) in nanoseconds; 0 if unknown. */
 unsigned long long vmm_cpu_time_ns(pid_t pid);
 

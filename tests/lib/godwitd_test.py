@@ -1283,6 +1283,11 @@ class FakeVMM:
         for word in (self.a.cmdline or "").split():  # fake-start-delay=S: a slow start
             if word.startswith("fake-start-delay="):
                 time.sleep(float(word.split("=", 1)[1]))
+        if "fake-stop-at-start" in self.words_plain:  # the guest stopped before anyone listens
+            self.set_run(False)
+        if "fake-exit-at-start" in self.words_plain:  # a VMM that fails before it answers QMP
+            print("fake-vmm: failing at start (fake-exit-at-start)", file=sys.stderr, flush=True)
+            os._exit(1)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             os.unlink(self.a.qmp)

@@ -8,6 +8,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include "daemon/domain_def.h"
 #include "daemon/domain_store.h"
 #include "daemon/events.h"
+#include "daemon/vmm_proc.h"
 
 static int parse(const char *text, struct dom_def *def, struct gw_error *err)
 {
@@ -406,6 +408,80 @@ static void test_status(void **state)
     json_object_put(o);
 }
 
+/* Strings bounded at define: before, a ~1 MiB cmdline was accepted, then
+ * its domain-info reply was over CTL_MAX_MSG (the connection closed
+ * without a word) and its VMM's execve failed with E2BIG. */
+static void test_def_limits(void **state)
+{
+    size_t big = (64u << 10) + 1;
+    char *text = malloc(big + 200), *s = malloc(big + 1);
+    memset(s, 'x', big);
+    s[big] = '\0';
+    snprintf(text, big + 200, "{\"name\": \"v\", " BASE ", \"cmdline\": \"%s\"}", s);
+    expect_invalid(text, "'cmdline' is 65537 bytes long, over the limit of 65536");
+    s[big - 1] = '\0'; /* 64 KiB: fine */
+    snprintf(text, big + 200, "{\"name\": \"v\", " BASE ", \"cmdline\": \"%s\"}", s);
+    struct json_object *o = json_tokener_parse(text);
+    struct dom_def def;
+    assert_int_equal(dom_def_from_json(o, &def, NULL), 0);
+    dom_def_fini(&def);
+    json_object_put(o);
+    s[4096] = '\0';
+    snprintf(text, big + 200, "{\"name\": \"v\", " BASE ", \"serial_log\": \"%s\"}", s);
+    expect_invalid(text, "'serial_log' is 4096 bytes long");
+    snprintf(text, big + 200, "{\"name\": \"v\", \"memory_mib\": 64, \"kernel\": \"%s\"}", s);
+    expect_invalid(text, "'kernel' is 4096 bytes long");
+    free(s);
+    free(text);
+}
+
+/* A VMM being started is recorded (starting, pid, its start time) and read
+ * back as written. */
+static void test_status_starting(void **state)
+{
+    struct store_status s, back;
+    read_status("{\"state\": \"shut off\", \"starting\": true, \"pid\": 99, \"pid_start\": 123456789,"
+                " \"qmp\": \"/run/vm1.qmp\"}", &s);
+    assert_true(s.starting);
+    assert_int_equal(s.pid, 99);
+    assert_true(s.pid_start == 123456789ULL);
+    struct json_object *o = store_status_to_json(&s);
+    assert_int_equal(store_status_from_json(o, &back, NULL), 0);
+    assert_memory_equal(&s, &back, sizeof(s));
+    json_object_put(o);
+    read_status("{\"state\": \"shut off\", \"starting\": \"yes\", \"pid_start\": -5}", &s);
+    assert_false(s.starting);
+    assert_true(s.pid_start == 0);
+}
+
+/* Only the process started with our exact --qmp path, and (when recorded)
+ * started at the recorded time, is ours: another daemon's VMM of the same
+ * name that reused the pid is not (recovery used to SIGKILL it). */
+static void test_vmm_is_ours(void **state)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", "sleep 10", "sh", "--name", "vm1", "--qmp", "/st/run/vm1.qmp",
+              (char *)NULL);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    unsigned long long t = 0;
+    for (int i = 0; i < 100 && !vmm_is_ours(pid, "/st/run/vm1.qmp", 0); i++)
+        usleep(10000); /* until it has exec'd */
+    t = vmm_start_time(pid);
+    assert_true(t > 0);
+    assert_true(vmm_is_ours(pid, "/st/run/vm1.qmp", 0));
+    assert_true(vmm_is_ours(pid, "/st/run/vm1.qmp", t));
+    assert_false(vmm_is_ours(pid, "/st/run/vm1.qmp", t + 1)); /* a reused pid */
+    assert_false(vmm_is_ours(pid, "/other/run/vm1.qmp", 0)); /* another daemon's */
+    assert_false(vmm_is_ours(pid, "/st/run/vm1", 0));
+    assert_false(vmm_is_ours(getpid(), "/st/run/vm1.qmp", 0));
+    assert_int_equal(vmm_socket_owner("/nonexistent/sock"), 0);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -414,7 +490,8 @@ int main(void)
         cmocka_unit_test(test_job_slot),      cmocka_unit_test(test_exit_classify),
         cmocka_unit_test(test_event_bus),     cmocka_unit_test(test_store),
         cmocka_unit_test(test_status),        cmocka_unit_test(test_store_uuid_kept),
-        cmocka_unit_test(test_store_trailing),
+        cmocka_unit_test(test_store_trailing), cmocka_unit_test(test_def_limits),
+        cmocka_unit_test(test_status_starting), cmocka_unit_test(test_vmm_is_ours),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

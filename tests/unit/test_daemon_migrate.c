@@ -364,6 +364,98 @@ static void test_jobabort_phases(void **state)
 
 /* An incoming stream that never starts (the source gave up after Prepare
  * without telling us) is discarded after a bound. */
+/* domain-jobabort --force-resume: only a source job in perform-done
+ * without a post-copy switch, whose VMM says explicitly that it did not
+ * hand the guest over; every refusal names its reason. */
+static void test_force_resume_rule(void **state)
+{
+    struct mig_force_facts f = { .kind = JOB_KIND_MIGRATION_OUT, .phase = JOB_PHASE_PERFORM_DONE };
+    /* the job alone (the VMM not asked yet) */
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_RESUME);
+    f.kind = JOB_KIND_MIGRATION_IN;
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_INCOMING);
+    f.kind = JOB_KIND_MODIFY;
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_PHASE);
+    f.kind = JOB_KIND_MIGRATION_OUT;
+    f.job_switched = true; /* recorded: whatever the phase */
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_JOB_SWITCHED);
+    f.phase = JOB_PHASE_PERFORM_POSTCOPY;
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_JOB_SWITCHED);
+    f.phase = JOB_PHASE_POSTCOPY_FAILED;
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_JOB_SWITCHED);
+    f.job_switched = false;
+    /* plain domjobabort cancels these */
+    f.phase = JOB_PHASE_PERFORM;
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_USE_ABORT);
+    f.phase = JOB_PHASE_PERFORM_POSTCOPY;
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_USE_ABORT);
+    /* not waiting on the destination */
+    static const enum job_phase others[] = { JOB_PHASE_NONE, JOB_PHASE_BEGIN, JOB_PHASE_CONFIRM,
+                                             JOB_PHASE_CONFIRM_CANCELLED, JOB_PHASE_POSTCOPY_FAILED,
+                                             JOB_PHASE_DONE, JOB_PHASE_FAILED };
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        f.phase = others[i];
+        assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_PHASE);
+        f.vmm_asked = f.vmm_answered = f.vmm_said = true; /* the VMM's word does not help */
+        f.vmm_status = "completed";
+        assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_PHASE);
+        f.vmm_asked = f.vmm_answered = f.vmm_said = false;
+        f.vmm_status = NULL;
+    }
+    /* perform-done: the VMM's word */
+    f.phase = JOB_PHASE_PERFORM_DONE;
+    f.vmm_asked = true;
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_VMM_UNKNOWN); /* no answer */
+    f.vmm_answered = true;
+    f.vmm_status = "completed";
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_VMM_UNKNOWN); /* does not say */
+    f.vmm_status = "";
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_VMM_UNKNOWN); /* no migration at all */
+    f.vmm_status = "postcopy-active";
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_VMM_SWITCHED); /* its status says */
+    f.vmm_said = true;
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_VMM_SWITCHED);
+    f.vmm_status = "completed";
+    f.vmm_started = true;
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_VMM_SWITCHED);
+    f.vmm_started = false;
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_RESUME);
+    f.vmm_status = NULL;
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_RESUME);
+    f.job_switched = true; /* the job's record wins over the VMM's denial */
+    assert_int_equal(mig_force_resume_allowed(&f), MIG_FORCE_JOB_SWITCHED);
+}
+
+/* The thread that drives a source job acts on it only while it owns it:
+ * a forced resume takes the job over (a new owner), and from then on that
+ * thread's claims fail; a new job's driver does not inherit an old one's. */
+static void test_src_ownership(void **state)
+{
+    struct mig_run run;
+    memset(&run, 0, sizeof(run));
+    unsigned worker = mig_run_own(&run);
+    assert_true(mig_run_claim(&run, worker));
+    assert_true(run.src_busy);
+    assert_true(mig_run_claim(&run, worker)); /* again: still its own */
+    mig_run_release(&run, worker);
+    assert_false(run.src_busy);
+    unsigned forced = mig_run_own(&run); /* the operator takes it over */
+    assert_int_not_equal(worker, forced);
+    assert_false(mig_run_claim(&run, worker));
+    assert_false(run.src_busy);
+    assert_true(mig_run_claim(&run, forced));
+    mig_run_release(&run, worker); /* a stale release leaves the owner's claim */
+    assert_true(run.src_busy);
+    mig_run_release(&run, forced);
+    assert_false(run.src_busy);
+    unsigned next = mig_run_own(&run); /* the next job's driver */
+    assert_false(mig_run_claim(&run, forced));
+    assert_false(mig_run_claim(&run, worker));
+    assert_true(mig_run_claim(&run, next));
+    assert_int_equal(mig_run_own(&run), next + 1); /* a new owner clears the old one's busy flag */
+    assert_false(run.src_busy);
+}
+
 static void test_watch_start_overdue(void **state)
 {
     const uint64_t W = 60000;
@@ -630,6 +722,8 @@ int main(void)
         cmocka_unit_test(test_paused_decisions),
         cmocka_unit_test(test_perform_unanswered),
         cmocka_unit_test(test_jobabort_phases),
+        cmocka_unit_test(test_force_resume_rule),
+        cmocka_unit_test(test_src_ownership),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
