@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,16 +22,172 @@
 #include "qmp/qmp_json.h"
 
 #define QMP_CMD_TIMEOUT_MS   10000
+#define QMP_RECONNECT_MS     3000   /* a command connection the VMM closed: made again within */
+#define QMP_DRAIN_MS         100    /* reading the events pending on it, at most */
 #define START_TIMEOUT_MS     20000
 #define DESTROY_TERM_MS      3000   /* SIGTERM, then SIGKILL */
 #define DESTROY_KILL_MS      10000
 
 /* ---- QMP on a domain ---- */
 
+static int check_name(struct qmp_client *q, const char *name, struct gw_error *err);
+static int64_t now_ms(void);
+
+/* Whether running cmd twice leaves the VMM as running it once does, so
+ * that a command whose delivery is uncertain (the connection closed after
+ * it was written) may be sent again: reads, the run state (stop, cont),
+ * settings of absolute values, and a cancel (a no-op without a
+ * migration). Everything else (migrate, migrate-incoming/-recover,
+ * migrate-start-postcopy, migrate-pause, system_powerdown, system_reset,
+ * quit, and any command not named here) is not: it may have been carried
+ * out, and a second one would start, press or fail anew. */
+static bool qmp_cmd_repeatable(const char *cmd)
+{
+    static const char *const same[] = { "qmp_capabilities", "stop", "cont", "migrate_cancel",
+                                        "migrate-set-capabilities", "migrate-set-parameters" };
+    if (strncmp(cmd, "query-", 6) == 0)
+        return true;
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++)
+        if (strcmp(cmd, same[i]) == 0)
+            return true;
+    return false;
+}
+
+/* The client's errors that leave its connection unusable (qmp_client.h):
+ * all but a timeout, an error reply and a request that could not be built. */
+static bool qmp_conn_lost(int r)
+{
+    return r < 0 && r != -ETIMEDOUT && r != -EREMOTEIO && r != -ENOMEM;
+}
+
+/* Read and drop what the VMM sent since the last command (events, a late
+ * reply), for at most ms: the VMM queues every event for every client and
+ * drops a client whose queue passes QMP_MAX_OUTPUT. 0 while the
+ * connection is up, else the error that ended it. qmp_lock held. */
+static int drain_locked(struct qmp_client *q, int ms)
+{
+    int64_t end = now_ms() + ms;
+    struct json_object *ev;
+    int r;
+    while ((r = qmp_client_wait_event(q, NULL, 0, &ev)) == 0) {
+        json_object_put(ev);
+        if (now_ms() >= end)
+            return 0;
+    }
+    return r == -ETIMEDOUT ? 0 : r;
+}
+
+void domain_qmp_drain(struct domain *dom)
+{
+    if (pthread_mutex_trylock(&dom->qmp_lock) != 0)
+        return; /* a command runs: it reads them */
+    if (dom->qmp)
+        drain_locked(dom->qmp, QMP_DRAIN_MS);
+    pthread_mutex_unlock(&dom->qmp_lock);
+}
+
+/* One connect(), not retried: a VMM that is gone refuses at once, one
+ * whose backlog is full (EAGAIN) is not waited for. Then the greeting and
+ * qmp_capabilities, as for the first connection, within timeout_ms. */
+static struct qmp_client *qmp_open_once(const char *path, int timeout_ms, struct gw_error *err)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        gw_error_set(err, ENAMETOOLONG, "QMP socket path '%s' is too long", path);
+        return NULL;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        gw_error_set(err, errno, "socket: %s", strerror(errno));
+        return NULL;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        close(fd);
+        gw_error_set(err, e, "cannot connect to QMP socket '%s': %s", path, strerror(e));
+        return NULL;
+    }
+    return qmp_client_open(fd, timeout_ms, err); /* owns fd */
+}
+
+/* The VMM closed dom's command connection (why: the client's error): make
+ * a new one to the same socket, checked as the first was (query-name). On
+ * failure the old (broken) one stays, so that the next command tries
+ * again. qmp_lock held. */
+static int qmp_reconnect(struct domain *dom, int why, struct gw_error *err)
+{
+    log_warn("domain '%s': the VMM closed the QMP command connection (%s); connecting again to %s",
+             dom->def.name, strerror(-why), dom->qmp_path);
+    struct qmp_client *q = qmp_open_once(dom->qmp_path, QMP_RECONNECT_MS, err);
+    if (!q)
+        return -EIO;
+    int r = check_name(q, dom->def.name, err);
+    if (r < 0) {
+        qmp_client_free(q);
+        return r;
+    }
+    qmp_client_free(dom->qmp);
+    dom->qmp = q;
+    log_info("domain '%s': QMP command connection made again", dom->def.name);
+    return 0;
+}
+
+/* Run cmd on dom's command connection, re-made once if the VMM closed it.
+ * Closed before cmd was written (found by reading what is pending): cmd
+ * goes on the new connection. Closed after (the write or the wait for the
+ * reply failed; the VMM may have read it): only a repeatable cmd is sent
+ * again, any other gets an error, and the next command finds a working
+ * connection. qmp_lock held; returns the client's code, with cerr filled
+ * when the connection was lost. */
+static int execute_locked(struct domain *dom, const char *cmd, struct json_object *args,
+                          struct json_object **ret, struct qmp_error *qerr,
+                          struct gw_error *cerr)
+{
+    struct gw_error e;
+    gw_error_init(&e);
+    int lost = drain_locked(dom->qmp, QMP_DRAIN_MS);
+    if (lost < 0) { /* closed while idle: cmd was certainly not delivered */
+        if (qmp_reconnect(dom, lost, &e) < 0) {
+            json_object_put(args);
+            return gw_error_set(cerr, -lost, "the VMM closed the QMP connection (%s), and "
+                                "connecting again failed: %s", strerror(-lost), e.msg);
+        }
+        return qmp_client_execute(dom->qmp, cmd, args, ret, qerr, QMP_CMD_TIMEOUT_MS);
+    }
+    bool again = qmp_cmd_repeatable(cmd);
+    struct json_object *copy = NULL;
+    if (again && args && json_object_deep_copy(args, &copy, NULL) < 0)
+        again = false;
+    int r = qmp_client_execute(dom->qmp, cmd, args, ret, qerr, QMP_CMD_TIMEOUT_MS);
+    if (!qmp_conn_lost(r)) {
+        json_object_put(copy);
+        return r;
+    }
+    lost = r;
+    r = 0;
+    if (qmp_reconnect(dom, lost, &e) < 0)
+        r = gw_error_set(cerr, -lost, "the VMM closed the QMP connection during '%s' (%s), and "
+                         "connecting again failed: %s", cmd, strerror(-lost), e.msg);
+    else if (!again)
+        r = gw_error_set(cerr, -lost, "the VMM closed the QMP connection during '%s' (%s): it "
+                         "may or may not have been carried out, so it is not sent again (the "
+                         "connection was made again for the next command)", cmd, strerror(-lost));
+    else
+        log_warn("domain '%s': sending '%s' again on the new QMP connection", dom->def.name, cmd);
+    if (r < 0) {
+        json_object_put(copy);
+        return r;
+    }
+    return qmp_client_execute(dom->qmp, cmd, copy, ret, qerr, QMP_CMD_TIMEOUT_MS);
+}
+
 int domain_qmp(struct domain *dom, const char *cmd, struct json_object *args,
                struct json_object **ret, const char **cls, struct gw_error *err)
 {
     struct qmp_error qerr = { 0 };
+    struct gw_error cerr; /* the connection's errors, when one is re-made */
+    gw_error_init(&cerr);
     if (cls)
         *cls = NULL;
     pthread_mutex_lock(&dom->qmp_lock);
@@ -38,7 +196,7 @@ int domain_qmp(struct domain *dom, const char *cmd, struct json_object *args,
         json_object_put(args);
         return gw_error_set(err, ENOTCONN, "Requested operation is not valid: domain is not running");
     }
-    int r = qmp_client_execute(dom->qmp, cmd, args, ret, &qerr, QMP_CMD_TIMEOUT_MS);
+    int r = execute_locked(dom, cmd, args, ret, &qerr, &cerr);
     struct json_object *ev;
     while ((ev = qmp_client_pop_event(dom->qmp))) /* the monitor has its own connection */
         json_object_put(ev);
@@ -48,6 +206,8 @@ int domain_qmp(struct domain *dom, const char *cmd, struct json_object *args,
             *cls = qerr.cls;
         return gw_error_set(err, EIO, "%s", qerr.desc);
     }
+    if (r < 0 && cerr.code) /* the connection was lost */
+        return gw_error_set(err, r, "QMP command '%s' to the VMM failed: %s", cmd, cerr.msg);
     if (r < 0)
         return gw_error_set(err, r, "QMP command '%s' to the VMM failed: %s", cmd, strerror(-r));
     return 0;

@@ -19,9 +19,25 @@ extern const size_t lifecycle_ncommands;
 
 /* (job) Run a QMP command on dom's command connection; *ret may be NULL.
  * An error reply becomes -EREMOTEIO with its desc; *cls (may be NULL)
- * gets the QMP error class. */
+ * gets the QMP error class.
+ * A connection the VMM closed (it drops a client whose queued events pass
+ * QMP_MAX_OUTPUT) is made again once per call, to dom->qmp_path with the
+ * first connection's handshake and name check, within 3 s (warning
+ * logged). The command is then sent on it if it was certainly not
+ * delivered (the close was found before writing it) or if it may be
+ * repeated (query-*, qmp_capabilities, stop, cont, migrate_cancel,
+ * migrate-set-capabilities, migrate-set-parameters); any other command
+ * whose delivery is uncertain fails, and the next one uses the new
+ * connection. */
 int domain_qmp(struct domain *dom, const char *cmd, struct json_object *args /* taken */,
                struct json_object **ret, const char **cls, struct gw_error *err);
+
+/* (any thread, no lock held) Read and drop the events the VMM queued on
+ * dom's command connection, for at most 100 ms, unless a command runs on
+ * it (it reads them then): the monitor calls it every few seconds so that
+ * the VMM's queue for this connection does not grow while no command
+ * runs. */
+void domain_qmp_drain(struct domain *dom);
 
 /* (job) Spawn dom's VMM, connect, verify, start its monitor and mark it
  * running (booted). On failure nothing is left running. */

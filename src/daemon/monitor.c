@@ -12,12 +12,14 @@
 
 #include "common/log.h"
 #include "daemon/domain_store.h"
+#include "daemon/lifecycle.h"
 #include "daemon/vmm_proc.h"
 #include "qmp/qmp_client.h"
 #include "qmp/qmp_json.h"
 
 #define MONITOR_POLL_MS   200
 #define MONITOR_EXIT_MS   5000   /* QMP gone: how long the process may take to exit */
+#define MONITOR_DRAIN_MS  2000   /* how often the command connection's events are read */
 
 struct monitor_arg {
     struct daemon *dm;
@@ -60,12 +62,28 @@ static void handle_event(struct daemon *dm, struct domain *dom, struct json_obje
     pthread_mutex_unlock(&dm->lock);
 }
 
+/* Every MONITOR_DRAIN_MS, the events the VMM sent on the command
+ * connection since its last command (lifecycle.h domain_qmp_drain). */
+static void drain_cmd_conn(struct domain *dom, struct timespec *last)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long ms = (now.tv_sec - last->tv_sec) * 1000 + (now.tv_nsec - last->tv_nsec) / 1000000;
+    if (ms < MONITOR_DRAIN_MS)
+        return;
+    *last = now;
+    domain_qmp_drain(dom);
+}
+
 /* Read events until the VMM goes or the daemon stops; true if the VMM went. */
 static bool watch(struct monitor_arg *a)
 {
+    struct timespec last;
+    clock_gettime(CLOCK_MONOTONIC, &last);
     for (;;) {
         if (atomic_load(&a->dm->stopping))
             return false;
+        drain_cmd_conn(a->dom, &last);
         struct json_object *ev;
         int r = qmp_client_wait_event(a->q, NULL, MONITOR_POLL_MS, &ev);
         if (r == 0) {

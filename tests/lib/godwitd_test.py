@@ -996,6 +996,8 @@ class FakeVMM:
         wss_bytes = int(wss[:-1]) * mult if wss[-1:].upper() in "KMG" else int(wss)
         self.wss = max(1, min(self.npages, wss_bytes // PAGE))
         self.beat_ms = int(words.get("beat-ms", "500"))
+        self.cmd_clients = set()  # connections that ran a command (fake-drop-clients)
+        self.dropped_at = False  # fake-drop-at=CMD done
 
     def digest(self):
         import hashlib
@@ -1194,8 +1196,38 @@ class FakeVMM:
             return table[cmd](args)
         raise QmpError(f"The command {cmd} has not been found", "CommandNotFound")
 
+    def drop_clients(self, c, mid, args):
+        """fake-drop-clients (tests): after `events` RESET events, close every
+        connection that ran a command (the daemon's command connection, not
+        its event one), except the asker's, as godwit-vmm drops a client whose
+        output queue is full."""
+        for _ in range(int(args.get("events", 0))):
+            self.emit("RESET", {"guest": True, "reason": "guest-reset"})
+        with self.elock:
+            victims = [x for x in self.cmd_clients if x is not c and x in self.clients]
+        for x in victims:
+            self.cmd_clients.discard(x)
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        c.sendall((json.dumps({"return": {"dropped": len(victims)}, "id": mid}) + "\r\n").encode())
+
     def handle(self, c, msg):
         cmd, mid = msg.get("execute"), msg.get("id")
+        if cmd == "fake-drop-clients":
+            return self.drop_clients(c, mid, msg.get("arguments") or {})
+        if cmd == "fake-emit":  # fake-emit (tests): `count` events named `event`
+            a = msg.get("arguments") or {}
+            for _ in range(int(a.get("count", 1))):
+                self.emit(a.get("event", "RESET"))
+            return c.sendall((json.dumps({"return": {}, "id": mid}) + "\r\n").encode())
+        if cmd == self.words.get("fake-drop-at") and not self.dropped_at:
+            self.dropped_at = True  # fake-drop-at=CMD: CMD's connection closed once, unanswered
+            self.cmd_clients.discard(c)
+            return c.shutdown(socket.SHUT_RDWR)
+        if cmd != "qmp_capabilities":
+            self.cmd_clients.add(c)
         if cmd == "quit":
             c.sendall((json.dumps({"return": {}, "id": mid}) + "\r\n").encode())
             self.exit(False, "host-qmp-quit")
