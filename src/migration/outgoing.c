@@ -75,8 +75,14 @@ static void pace(struct out_ctx *c, uint64_t bytes)
     uint64_t wait = out_rate_account(c, bytes);
     if (wait && (!c->stopped || c->pending)) {
         stream_flush(&c->s);
-        struct timespec ts = { (time_t)(wait / 1000000000ULL), (long)(wait % 1000000000ULL) };
-        nanosleep(&ts, NULL);
+        /* In steps: migrate-pause or a cancel does not wait it out. */
+        for (uint64_t end = mig_now_ns() + wait, now; (now = mig_now_ns()) < end;) {
+            if (c->m->cancel || (c->pending && c->m->pc_pause_req))
+                break;
+            uint64_t step = end - now < 20000000ULL ? end - now : 20000000ULL;
+            struct timespec ts = { 0, (long)step };
+            nanosleep(&ts, NULL);
+        }
     }
 }
 
@@ -1220,7 +1226,7 @@ void *mig_outgoing_thread(void *arg)
         return NULL;
     }
     c->m = m;
-    c->fd = c->pfd = c->held_fd = -1;
+    c->fd = c->pfd = c->held_fd = c->held_pfd = -1;
     pthread_mutex_lock(&m->lock);
     c->params = m->params;
     c->caps = m->caps;

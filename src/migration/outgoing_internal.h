@@ -86,8 +86,9 @@ struct out_ctx {
     struct stream_sock psock;   /* ps's socket: its waits end with stop_server */
     struct stream_sock msock;   /* after the switch, s's socket: its waits end
                                    with a pause (or the VMM shutting down) */
-    int held_fd;                /* a unix main channel a pause cut inside a
-                                   record: kept open (park_channels), -1 */
+    int held_fd, held_pfd;      /* a unix main channel a pause could not be said
+                                   on, and the preempt one: kept open
+                                   (park_channels), -1 */
     uint64_t bytes_before;      /* main-channel bytes of earlier connections */
     uint64_t pbytes_before;     /* preempt-channel bytes of earlier connections */
     uint64_t bw_t0_ns, bw_bytes0; /* window of the running bandwidth (query-migrate mbps) */

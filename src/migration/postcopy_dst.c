@@ -768,10 +768,13 @@ static void *fault_thread(void *arg)
         struct pollfd p[2] = { { pc->uffd, POLLIN, 0 }, { pc->pfd, POLLIN, 0 } };
         if (poll(p, 2, 1000) < 0 && errno != EINTR)
             r = stream_set_error(&pc->ps, errno, "poll: %s", strerror(errno));
-        if (r == 0 && (p[0].revents & POLLIN))
-            r = handle_faults(pc);
+        /* The preempt channel first: what it holds may answer the faults,
+         * and a POSTCOPY_PAUSE there must be read before a request meets
+         * a connection the source closed after it. */
         if (r == 0 && !pc->stop && p[1].revents)
             r = handle_preempt(pc);
+        if (r == 0 && (p[0].revents & POLLIN))
+            r = handle_faults(pc);
     }
     if (r < 0 && !pc->stop) {
         __atomic_store_n(&pc->error, r, __ATOMIC_SEQ_CST);

@@ -649,7 +649,9 @@ static void close_held(struct out_ctx *c)
 {
     if (c->held_fd >= 0)
         close(c->held_fd);
-    c->held_fd = -1;
+    if (c->held_pfd >= 0)
+        close(c->held_pfd);
+    c->held_fd = c->held_pfd = -1;
 }
 
 /* Break both channels, first telling the destination that this is a
@@ -677,12 +679,15 @@ static void park_channels(struct out_ctx *c)
         bool told_preempt = c->pfd >= 0 && !c->psock.cut && send_pause(c, c->pfd, 0);
         bool told = c->fd >= 0 && !c->msock.cut && send_pause(c, c->fd, PC_PAUSE_SEND_MS);
         if (c->fd >= 0 && !told && is_unix_socket(c->fd)) {
-            log_info("post-copy pause: the pause could not be sent on the main channel%s; it is "
-                     "kept open until a recovery connects", told_preempt ?
+            log_info("post-copy pause: the pause could not be sent on the main channel%s; both "
+                     "are kept open until a recovery connects", told_preempt ?
                      " (it was on the preempt channel)" : " nor on the preempt channel");
+            /* The preempt channel too: closed, a destination whose request
+             * met the closed end could stop reading it before the pause. */
             close_held(c);
             c->held_fd = c->fd;
-            c->fd = -1;
+            c->held_pfd = c->pfd;
+            c->fd = c->pfd = -1;
         } else if (c->fd >= 0 && !told) {
             struct linger l = { 1, 0 };
             setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));

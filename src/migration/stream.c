@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -94,17 +95,26 @@ static ssize_t sock_writev(void *opaque, const struct iovec *iov, int iovcnt)
     struct stream_sock *k = opaque;
     struct msghdr msg = { .msg_iov = (struct iovec *)iov,
                           .msg_iovlen = (size_t)(iovcnt > IOV_MAX ? IOV_MAX : iovcnt) };
-    for (;;) {
+    for (bool waited = false;;) {
         ssize_t r = sendmsg(k->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (r >= 0)
             return r;
         if (errno != EAGAIN && errno != EINTR)
             return -errno;
-        int w = errno == EAGAIN ? sock_wait(k, POLLOUT) : 0;
+        if (errno == EINTR)
+            continue;
+        /* Ready by poll, refused by sendmsg (TCP under memory pressure
+         * says writable and still has no room): no spinning. */
+        if (waited) {
+            struct timespec ts = { 0, 1000000 };
+            nanosleep(&ts, NULL);
+        }
+        int w = sock_wait(k, POLLOUT);
         if (w < 0) {
             k->cut = true;
             return w;
         }
+        waited = true;
     }
 }
 

@@ -67,11 +67,13 @@ static int cmd_stop(void *opaque, struct json_object *args, struct json_object *
                     struct qmp_error *err)
 {
     struct vmm_control *c = opaque;
+    pthread_mutex_lock(&c->start_lock);
     enum runstate s = machine_state(c->machine);
-    if (s == RUNSTATE_INMIGRATE) {
+    if (s == RUNSTATE_INMIGRATE)
         c->autostart = false; /* as QEMU: stay paused after the migration */
+    pthread_mutex_unlock(&c->start_lock);
+    if (s == RUNSTATE_INMIGRATE)
         return 0;
-    }
     /* Running: paused now. In finish-migrate: stays paused if the
      * switch-over gives the guest back (decided under the machine's lock). */
     struct gw_error e;
@@ -85,11 +87,13 @@ static int cmd_cont(void *opaque, struct json_object *args, struct json_object *
                     struct qmp_error *err)
 {
     struct vmm_control *c = opaque;
+    pthread_mutex_lock(&c->start_lock);
     enum runstate s = machine_state(c->machine);
-    if (s == RUNSTATE_INMIGRATE) {
+    if (s == RUNSTATE_INMIGRATE)
         c->autostart = true;
+    pthread_mutex_unlock(&c->start_lock);
+    if (s == RUNSTATE_INMIGRATE)
         return 0;
-    }
     if (runstate_is_running(s))
         return 0;
     if (s == RUNSTATE_INTERNAL_ERROR || s == RUNSTATE_SHUTDOWN) {
@@ -219,6 +223,7 @@ struct vmm_control *vmm_control_new(struct evloop *loop, struct machine *m, stru
     c->loop = loop;
     c->machine = m;
     c->autostart = true;
+    pthread_mutex_init(&c->start_lock, NULL);
     struct qmp_version ver = { 0, 1, 0, "godwit " GODWIT_VERSION };
     c->qmp = qmp_server_new(loop, &ver);
     if (!c->qmp ||
@@ -238,6 +243,7 @@ void vmm_control_free(struct vmm_control *c)
         return;
     vmm_migration_fini(c);
     qmp_server_free(c->qmp);
+    pthread_mutex_destroy(&c->start_lock);
     free(c);
 }
 

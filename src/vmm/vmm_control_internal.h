@@ -3,6 +3,7 @@
 #ifndef GW_VMM_VMM_CONTROL_INTERNAL_H
 #define GW_VMM_VMM_CONTROL_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 
 #include "qmp/qmp_server.h"
@@ -15,6 +16,11 @@ struct vmm_control {
     struct machine *machine;
     struct qmp_server *qmp;
     bool autostart;                 /* run the guest when an incoming migration ends */
+    /* Held by stop/cont while they see inmigrate and set autostart, and by
+     * the incoming migration while it reads autostart and starts or pauses
+     * the guest: a cont never lands between the two (it would return
+     * success with the guest left paused). Taken before the machine's. */
+    pthread_mutex_t start_lock;
     struct vmm_migration *mig;
 };
 

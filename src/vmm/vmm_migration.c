@@ -231,10 +231,12 @@ static void vm_start(void *opaque)
     struct vmm_migration *vm = opaque;
     struct gw_error err;
     gw_error_init(&err);
+    pthread_mutex_lock(&vm->ctl->start_lock);
     if (vm->ctl->autostart)
         machine_resume(vm->machine, &err);
     else
         machine_set_state(vm->machine, RUNSTATE_PAUSED, &err);
+    pthread_mutex_unlock(&vm->ctl->start_lock);
 }
 
 /* Free a half-loaded guest's memory: the VM stays waiting (inmigrate). */

@@ -980,6 +980,38 @@ static void test_pause_while_the_destination_stalls(void **state)
     test_relay_stop(&relay);
 }
 
+/* migrate-pause on the source while its push sleeps for max-postcopy-
+ * bandwidth (32 KiB/s: seconds after each record of 48 pages): the pause
+ * does not wait the sleep out. Then recovery, unlimited, and every page is
+ * right. */
+static void test_pause_during_the_rate_limit(void **state)
+{
+    if (!have_uffd())
+        skip();
+    static struct evm src, dst;
+    char uri[128], uri2[128];
+    uri_for(uri, sizeof(uri), "rl0");
+    uri_for(uri2, sizeof(uri2), "rl1");
+    postcopy_at_once(&src, &dst, uri, 0, 32 << 10, false);
+    assert_true(evm_wait_state(&src, MIG_POSTCOPY_ACTIVE, 20000));
+    evm_sleep_us(500000);
+    struct gw_error err;
+    gw_error_init(&err);
+    uint64_t t0 = mig_now_ms();
+    assert_int_equal(mig_pause(&src.mig, &err), 0);
+    assert_true(evm_wait_state(&src, MIG_POSTCOPY_PAUSED, 10000));
+    uint64_t took = mig_now_ms() - t0;
+    fprintf(stderr, "    the source paused %llu ms after migrate-pause\n", (unsigned long long)took);
+    assert_true(took < 1000);
+    assert_true(evm_wait_state(&dst, MIG_POSTCOPY_PAUSED, 10000));
+    set_param(&src, "max-postcopy-bandwidth", 0);
+    assert_int_equal(mig_recover(&dst.mig, uri2, &err), 0);
+    assert_int_equal(mig_resume(&src.mig, uri2, &err), 0);
+    check_done(&src, &dst);
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
 static void test_link_down_recover(void **state)
 {
     if (!have_uffd())
@@ -1785,6 +1817,7 @@ int main(void)
         cmocka_unit_test(test_link_down_recover),
         cmocka_unit_test(test_pause_on_a_slow_link),
         cmocka_unit_test(test_pause_while_the_destination_stalls),
+        cmocka_unit_test(test_pause_during_the_rate_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
