@@ -180,20 +180,30 @@ void vmm_log_tail(const char *path, char *buf, size_t len)
     fclose(f);
 }
 
-unsigned long long vmm_cpu_time_ns(pid_t pid)
+/* The fields of /proc/PID/stat after "pid (comm) " (comm may hold
+ * spaces and parentheses: the last ')' ends it), read into text; NULL if
+ * the process is gone. */
+static const char *stat_fields(pid_t pid, char *text, size_t len)
 {
-    char path[64], text[1024];
+    char path[64];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "r");
     if (!f)
-        return 0;
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
+        return NULL;
+    size_t n = fread(text, 1, len - 1, f);
     fclose(f);
     text[n] = '\0';
     char *p = strrchr(text, ')');
+    return p && p[1] == ' ' ? p + 2 : NULL;
+}
+
+unsigned long long vmm_cpu_time_ns(pid_t pid)
+{
+    char text[1024];
+    const char *p = stat_fields(pid, text, sizeof(text));
     unsigned long long ut = 0, st = 0;
-    /* After "pid (comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+    /* state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (!p || sscanf(p, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return 0;
     long hz = sysconf(_SC_CLK_TCK);
     return (ut + st) * (1000000000ULL / (unsigned long long)(hz > 0 ? hz : 100));
@@ -204,19 +214,12 @@ unsigned long long vmm_cpu_time_ns(pid_t pid)
  * reused, this pair is not). */
 unsigned long long vmm_start_time(pid_t pid)
 {
-    char path[64], text[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    char *p = strrchr(text, ')');
+    char text[1024];
+    const char *p = stat_fields(pid, text, sizeof(text));
     unsigned long long t = 0;
-    /* After "pid (comm)": fields 3 .. 21, then starttime */
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
-                            "%*d %*d %llu", &t) != 1)
+    /* fields 3 .. 21, then starttime */
+    if (!p || sscanf(p, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
+                        "%*d %*d %llu", &t) != 1)
         return 0;
     return t;
 }

@@ -16,12 +16,11 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 
 from godwit_test import run_test, wait_until
-from godwitd_test import GODWIT, Control, Daemon, godwit, make_psk, vmm_kind
+from godwitd_test import run_selected, GODWIT, Control, Daemon, godwit, make_psk
 
 PORT = 17781
 
@@ -160,12 +159,7 @@ TESTS = [test_handshake_flood, test_big_definition, test_stopped_before_events,
 
 
 def main():
-    print("VMM:", vmm_kind())
-    only = sys.argv[1:]
-    for t in TESTS:
-        if not only or t.__name__ in only:
-            print("--", t.__name__, flush=True)
-            t()
+    run_selected(TESTS)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,10 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 from godwit_test import run_test, wait_until
-from godwitd_test import GODWIT, Daemon, pid_alive, vmm_kind
+from godwitd_test import run_selected, GODWIT, Daemon, pid_alive
 
 
 def vmm_procs(state, name):
@@ -219,12 +218,7 @@ TESTS = [test_orphan_start, test_two_daemons, test_pid_reuse, test_redefine_runn
 
 
 def main():
-    print("VMM:", vmm_kind())
-    only = sys.argv[1:]
-    for t in TESTS:
-        if not only or t.__name__ in only:
-            print("--", t.__name__, flush=True)
-            t()
+    run_selected(TESTS)
 
 
 if __name__ == "__main__":

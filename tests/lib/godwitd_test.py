@@ -48,6 +48,17 @@ def vmm_kind():
     return "real godwit-vmm" if have_kvm() else "fake VMM (no /dev/kvm here)"
 
 
+def run_selected(tests):
+    """Run the test functions named on the command line (all without
+    names), each announced; for files that hold several."""
+    print("VMM:", vmm_kind())
+    only = sys.argv[1:]
+    for t in tests:
+        if not only or t.__name__ in only:
+            print("--", t.__name__, flush=True)
+            t()
+
+
 def make_fake_vmm(directory):
     """A wrapper script that runs the fake VMM; returns its path."""
     path = os.path.join(directory, "fake-vmm")
