@@ -136,8 +136,10 @@ int ctl_recv(struct ctl_io *io, struct json_object **msg, struct gw_error *err)
     if (r < 0)
         return r;
     uint32_t len;
-    if (ctl_header_decode(hdr, CTL_MAX_MSG, &len, err) < 0)
-        return -EMSGSIZE; /* 0 or too long: the body was not read, the framing is lost */
+    if (ctl_header_decode(hdr, CTL_MAX_MSG, &len, err) < 0) {
+        err->code = EMSGSIZE; /* 0 or too long: the body was not read, the framing is lost */
+        return -EMSGSIZE;
+    }
     char *buf = malloc(len);
     if (!buf)
         return gw_error_set(err, ENOMEM, "out of memory");
