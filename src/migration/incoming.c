@@ -447,8 +447,13 @@ void *mig_incoming_thread(void *arg)
     bool failed = run(c) < 0 || stream_get_error(&c->s);
     if (failed) {
         const char *why = stream_error(&c->s)[0] ? stream_error(&c->s) : "incoming migration failed";
-        if (c->fd >= 0)
+        if (c->fd >= 0) {
+            /* Bounded: a source that no longer reads (paused, its end
+             * held open) must not hold this thread. */
+            struct timeval tv = { 1, 0 };
+            setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
             in_send_rp(c, GWS_RP_FAILED, why);
+        }
         c->stop_prealloc = true;
         if (c->prealloc_started)
             pthread_join(c->prealloc, NULL);

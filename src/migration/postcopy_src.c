@@ -678,7 +678,9 @@ static void park_channels(struct out_ctx *c)
     if (!c->m->cancel) { /* shutting down: no pause, an exit */
         bool told_preempt = c->pfd >= 0 && !c->psock.cut && send_pause(c, c->pfd, 0);
         bool told = c->fd >= 0 && !c->msock.cut && send_pause(c, c->fd, PC_PAUSE_SEND_MS);
-        if (c->fd >= 0 && !told && is_unix_socket(c->fd)) {
+        /* Held only for a migrate-pause: a connection that broke by
+         * itself (the destination gone, or reset) has nobody to mislead. */
+        if (c->fd >= 0 && !told && c->m->pc_pause_req && is_unix_socket(c->fd)) {
             log_info("post-copy pause: the pause could not be sent on the main channel%s; both "
                      "are kept open until a recovery connects", told_preempt ?
                      " (it was on the preempt channel)" : " nor on the preempt channel");

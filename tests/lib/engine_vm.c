@@ -264,8 +264,22 @@ void evm_fini(struct evm *v)
     pthread_cond_broadcast(&v->cv);
     pthread_mutex_unlock(&v->lk);
     mig_fini(&v->mig);
-    if (v->thr_started)
-        pthread_join(v->thr, NULL);
+    if (v->thr_started) {
+        /* A destination's reader may wait for good on a page its failed
+         * migration never brought (the engine keeps the fault handler of
+         * a guest that ran with pages missing, as the VMM keeps such a
+         * guest's vCPUs blocked): left there, with the memory it is in. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 5;
+        if (pthread_timedjoin_np(v->thr, NULL, &ts) != 0) {
+            fprintf(stderr, "    evm: the guest thread waits on a page that never came; "
+                    "left blocked\n");
+            pthread_detach(v->thr);
+            dirty_log_fini(&v->dl);
+            return;
+        }
+    }
     dirty_log_fini(&v->dl);
     if (v->mem && v->mem != v->ram.host)
         munmap(v->mem, v->npages * 4096);
