@@ -166,6 +166,10 @@ const struct dom_def *domain_persistent_def(const struct domain *dom);
 void domain_apply_next_def(struct daemon *dm, struct domain *dom);
 /* *ts = now + ms on CLOCK_REALTIME: the deadline of a wait on dm->cond. */
 void daemon_deadline_in(struct timespec *ts, int ms);
+/* (locked) One bounded step of a wait on dm->cond for a condition the
+ * caller tests again: false at once when deadline_ms (mig_mono_ms' clock)
+ * has passed, else waits up to 100 ms (or a broadcast) and returns true. */
+bool daemon_wait_step(struct daemon *dm, uint64_t deadline_ms);
 /* Take the job slot (waits up to DAEMON_JOB_WAIT_MS for a MODIFY job,
  * refuses at once while an asynchronous job holds it). dom may be freed
  * meanwhile: callers look it up again by uuid (the returned *dom). */

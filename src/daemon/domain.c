@@ -12,6 +12,7 @@
 #include "control/control.h"
 #include "daemon/daemon.h"
 #include "daemon/domain_store.h"
+#include "daemon/migrate.h"
 
 struct domain *domain_new(const struct dom_def *def)
 {
@@ -227,6 +228,16 @@ void daemon_deadline_in(struct timespec *ts, int ms)
         ts->tv_sec++;
         ts->tv_nsec -= 1000000000;
     }
+}
+
+bool daemon_wait_step(struct daemon *dm, uint64_t deadline_ms)
+{
+    if (mig_mono_ms() >= deadline_ms)
+        return false;
+    struct timespec ts;
+    daemon_deadline_in(&ts, 100);
+    pthread_cond_timedwait(&dm->cond, &dm->lock, &ts);
+    return true;
 }
 
 int domain_job_begin(struct daemon *dm, struct domain **domp, enum dom_job kind, const char *what,

@@ -429,13 +429,9 @@ static bool force_wait_idle(struct daemon *dm, struct mig_run *run, const char *
 {
     uint64_t deadline = mig_mono_ms() + FORCE_BUSY_WAIT_MS;
     while (run->src_busy && run->job.phase == JOB_PHASE_PERFORM_DONE &&
-           strcmp(run->job.id, id) == 0) {
-        if (mig_mono_ms() >= deadline)
+           strcmp(run->job.id, id) == 0)
+        if (!daemon_wait_step(dm, deadline))
             return false;
-        struct timespec ts;
-        daemon_deadline_in(&ts, 100);
-        pthread_cond_timedwait(&dm->cond, &dm->lock, &ts);
-    }
     return true;
 }
 

@@ -495,13 +495,9 @@ static bool wait_idle(struct daemon *dm, const char *uuid, bool finishing, uint6
 {
     uint64_t deadline = mig_mono_ms() + wait_ms;
     struct mig_run *run;
-    while ((run = mig_run_find(dm, uuid)) && (run->preparing || (finishing && run->finishing))) {
-        if (mig_mono_ms() >= deadline)
+    while ((run = mig_run_find(dm, uuid)) && (run->preparing || (finishing && run->finishing)))
+        if (!daemon_wait_step(dm, deadline))
             return false;
-        struct timespec ts;
-        daemon_deadline_in(&ts, 100);
-        pthread_cond_timedwait(&dm->cond, &dm->lock, &ts);
-    }
     return true;
 }
 
