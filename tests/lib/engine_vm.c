@@ -155,7 +155,7 @@ static void op_start(void *o)
 {
     struct evm *v = o;
     v->state_at_start = evm_state(v);
-    v->started = true;
+    __atomic_store_n(&v->started, true, __ATOMIC_RELEASE);
     if (pthread_create(&v->thr, NULL, dst_reader, v) == 0)
         v->thr_started = true;
     evm_set_run(v, true, false);
@@ -306,6 +306,18 @@ bool evm_wait_state(struct evm *v, enum mig_state want, int timeout_ms)
     }
     fprintf(stderr, "state is %s, waited for %s\n", mig_state_name(evm_state(v)),
             mig_state_name(want));
+    return false;
+}
+
+bool evm_wait_started(struct evm *v, int timeout_ms)
+{
+    for (int i = 0; i < timeout_ms / 10; i++) {
+        if (__atomic_load_n(&v->started, __ATOMIC_ACQUIRE))
+            return true;
+        evm_sleep_us(10000);
+    }
+    fprintf(stderr, "the guest did not start within %d ms (state %s)\n", timeout_ms,
+            mig_state_name(evm_state(v)));
     return false;
 }
 

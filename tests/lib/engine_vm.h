@@ -81,6 +81,9 @@ void evm_set_run(struct evm *v, bool run, bool wait_parked);
 enum mig_state evm_state(struct evm *v);
 /* Poll until the state is `want` (false on timeout or another final state). */
 bool evm_wait_state(struct evm *v, enum mig_state want, int timeout_ms);
+/* Wait, bounded, until the engine started v's guest (op_start): a
+ * post-copy destination publishes postcopy-active just before that. */
+bool evm_wait_started(struct evm *v, int timeout_ms);
 int evm_set_param(struct evm *v, const char *name, int64_t value);
 int evm_set_cap(struct evm *v, enum mig_cap cap, bool on);
 /* Pages of dst that differ from src (first one in *first). */

@@ -1355,7 +1355,7 @@ static void resume_runs_the_guest(struct evm *dst, const char *uri)
     raw_answer(&r, &rec);
     assert_int_equal(rec.type, GWS_RP_RECV_BITMAP);
     assert_true(evm_wait_state(dst, MIG_POSTCOPY_ACTIVE, 10000));
-    assert_true(dst->started);
+    assert_true(evm_wait_started(dst, 10000)); /* the state is published first */
     assert_int_equal(dst->got_state, 42);
     raw_send(&r, GWS_END_OF_STREAM, NULL, 0);
     assert_true(evm_wait_state(dst, MIG_COMPLETED, 10000));
