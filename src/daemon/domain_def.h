@@ -30,10 +30,14 @@ enum dom_timeout_action {
 };
 const char *dom_timeout_action_name(enum dom_timeout_action a);
 
+/* The largest downtime limit: the VMM's `downtime-limit` range (QEMU's,
+ * 2000 s), so that a domain's limit never fails its migrations. */
+#define DOM_MAX_DOWNTIME_MS 2000000
+
 struct dom_policy {
     bool permit_postcopy;
     bool permit_auto_converge;
-    uint32_t max_downtime_ms;      /* 1..3600000, default 300 */
+    uint32_t max_downtime_ms;      /* 1..DOM_MAX_DOWNTIME_MS, default 300 */
     uint32_t bandwidth_mib_s;      /* 0 = unlimited */
     uint32_t completion_timeout_s; /* per GiB of RAM; 0 = none; default 800 */
     enum dom_timeout_action timeout_action;

@@ -115,7 +115,7 @@ static int parse_policy(struct json_object *o, struct dom_policy *p, struct gw_e
     if ((r = check_keys(o, policy_keys, "'migration'", err)) < 0 ||
         (r = get_bool(o, "permit_postcopy", &p->permit_postcopy, err)) < 0 ||
         (r = get_bool(o, "permit_auto_converge", &p->permit_auto_converge, err)) < 0 ||
-        (r = get_uint(o, "max_downtime_ms", 1, 3600000, &downtime, err)) < 0 ||
+        (r = get_uint(o, "max_downtime_ms", 1, DOM_MAX_DOWNTIME_MS, &downtime, err)) < 0 ||
         (r = get_uint(o, "bandwidth_mib_s", 0, 1u << 20, &bw, err)) < 0 ||
         (r = get_uint(o, "completion_timeout_s", 0, 86400, &tmo, err)) < 0 ||
         (r = get_uint(o, "switchover_retries", 0, 100, &retries, err)) < 0 ||

@@ -615,7 +615,7 @@ static int h_set_downtime(struct daemon *dm, struct daemon_client *cl, struct js
     struct domain *dom;
     struct mig_run *run;
     int64_t ms = 0;
-    int r = run_int_arg(dm, args, "downtime", 1, 3600000, "ms", &dom, &run, &ms, err);
+    int r = run_int_arg(dm, args, "downtime", 1, DOM_MAX_DOWNTIME_MS, "ms", &dom, &run, &ms, err);
     if (r < 0)
         return r;
     run->downtime_ms = (uint64_t)ms;

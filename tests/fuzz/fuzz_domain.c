@@ -24,7 +24,7 @@ static void check_rules(const struct dom_def *d)
     FUZZ_CHECK(d->vcpus >= 1 && d->vcpus <= DOM_MAX_VCPUS);
     FUZZ_CHECK(d->test_guest != (d->kernel != NULL));
     FUZZ_CHECK(!d->initrd || d->kernel);
-    FUZZ_CHECK(p->max_downtime_ms >= 1 && p->max_downtime_ms <= 3600000);
+    FUZZ_CHECK(p->max_downtime_ms >= 1 && p->max_downtime_ms <= DOM_MAX_DOWNTIME_MS);
     FUZZ_CHECK(p->bandwidth_mib_s <= 1u << 20);
     FUZZ_CHECK(p->completion_timeout_s <= 86400);
     FUZZ_CHECK(p->switchover_retries <= 100);

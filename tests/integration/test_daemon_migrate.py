@@ -89,6 +89,9 @@ def precopy(h, a, b):
         assert a.run("migrate-getspeed", "vm1").out.strip() == SLOW
         a.run("migrate-setmaxdowntime", "vm1", "500")
         assert a.run("migrate-getmaxdowntime", "vm1").out.strip() == "500"
+        r = a.run("migrate-setmaxdowntime", "vm1", "2000001", check=False)  # over downtime-limit's range
+        assert r.rc == 1 and "2000000" in r.err, r
+        assert a.run("migrate-getmaxdowntime", "vm1").out.strip() == "500"
         a.run("migrate-setspeed", "vm1", "1000")  # let it finish
     except BaseException:
         mig.kill()

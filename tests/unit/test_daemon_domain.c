@@ -121,6 +121,9 @@ static void test_invalid(void **state)
                    "'timeout_action'");
     expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"max_downtime_ms\": 0}}",
                    "'max_downtime_ms'");
+    /* over the VMM's downtime-limit range: every migration would fail */
+    expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"max_downtime_ms\": 2000001}}",
+                   "'max_downtime_ms'");
     expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"switchover_retries\": 101}}",
                    "'switchover_retries'");
     expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"permit_postcopy\": 1}}",
