@@ -728,6 +728,8 @@ static int handle_preempt(struct pc_dst *pc)
      * breaks the main channel). */
     if (rec.type == GWS_POSTCOPY_PAUSE)
         return stream_set_error(&pc->ps, ECONNABORTED, "the source paused");
+    if (rec.type & GWS_OPTIONAL)
+        return 0; /* skipped, as anywhere in a stream */
     if (rec.type != GWS_PAGE_DATA && rec.type != GWS_PAGE_DATA_ZSTD && rec.type != GWS_ZERO_PAGES)
         return stream_set_error(&pc->ps, EPROTO, "unexpected %s on the preempt channel",
                                 stream_record_name(rec.type));

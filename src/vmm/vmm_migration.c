@@ -151,6 +151,8 @@ static int load_device(struct vmm_migration *vm, const struct stream_record *rec
     unsigned one = 0;
     if (!strcmp(id, "serial0") || !strcmp(id, "cmos")) {
         bool ser = !strcmp(id, "serial0");
+        if (ver != (ser ? SERIAL_STATE_VERSION : CMOS_STATE_VERSION))
+            return gw_error_set(err, EPROTO, "device %s version %u is not supported", id, ver);
         if ((ser && vm->serial_seen) || (!ser && vm->cmos_seen))
             return gw_error_set(err, EPROTO, "device %s sent twice", id);
         int r = ser ? take(id, d, len, sizeof(vm->serial), &vm->serial, &one, 1, err)

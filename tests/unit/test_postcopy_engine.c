@@ -1336,8 +1336,10 @@ static void raw_to_loaded(struct raw_source *r, struct evm *dst, const char *uri
 }
 
 /* dst waits paused before COMMIT with its state kept; a resume from the
- * source (on uri, with a preempt channel that says what it is) is the
- * commit: the guest runs, and the migration completes. */
+ * source (on uri, with a preempt channel that says what it is, then an
+ * INFO there, which the destination skips as any optional record: it
+ * broke the channel) is the commit: the guest runs, and the migration
+ * completes. */
 static void resume_runs_the_guest(struct evm *dst, const char *uri)
 {
     struct raw_source r;
@@ -1351,12 +1353,16 @@ static void resume_runs_the_guest(struct evm *dst, const char *uri)
     r.pfd = unix_connect(uri);
     stream_init(&r.ps, &stream_fd_ops, (void *)(intptr_t)r.pfd);
     assert_int_equal(stream_write_preamble_flags(&r.ps, GWS_CHANNEL_PREEMPT), 0);
+    struct iovec note = { "on the preempt channel", 22 };
+    assert_int_equal(stream_write_record(&r.ps, GWS_INFO, &note, 1), 0);
     assert_int_equal(stream_flush(&r.ps), 0);
     raw_answer(&r, &rec);
     assert_int_equal(rec.type, GWS_RP_RECV_BITMAP);
     assert_true(evm_wait_state(dst, MIG_POSTCOPY_ACTIVE, 10000));
     assert_true(evm_wait_started(dst, 10000)); /* the state is published first */
     assert_int_equal(dst->got_state, 42);
+    evm_sleep_us(200000); /* the fault thread has read the INFO */
+    assert_int_equal(evm_state(dst), MIG_POSTCOPY_ACTIVE);
     raw_send(&r, GWS_END_OF_STREAM, NULL, 0);
     assert_true(evm_wait_state(dst, MIG_COMPLETED, 10000));
     raw_close(&r);
