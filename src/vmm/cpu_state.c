@@ -73,6 +73,12 @@ int vcpu_state_save(const struct kvm_vm *vm, int fd, struct vcpu_state *st, stru
     memset(&st->regs, 0, sizeof(st->regs));
     st->xsave_size = cpu_state_xsave_size(vm);
 #define GET(req, ptr) do { what = #req; if (ioctl(fd, req, ptr) < 0) goto fail; } while (0)
+    /* MP state first: reading it makes KVM take a pending INIT or SIPI
+     * (an AP being started), which can reset the vCPU or set its CS:RIP.
+     * Read after them, the registers and a latched INIT in the events
+     * would be those of before, and the destination would run the AP from
+     * its reset vector or INIT it again. */
+    GET(KVM_GET_MP_STATE, &st->mp);
     GET(KVM_GET_REGS, &st->regs);
     GET(KVM_GET_SREGS, &st->sregs);
     if (st->xsave_size > sizeof(struct kvm_xsave))
@@ -82,7 +88,6 @@ int vcpu_state_save(const struct kvm_vm *vm, int fd, struct vcpu_state *st, stru
     st->has_xcrs = ioctl(fd, KVM_GET_XCRS, &st->xcrs) == 0;
     GET(KVM_GET_LAPIC, &st->lapic);
     GET(KVM_GET_VCPU_EVENTS, &st->events);
-    GET(KVM_GET_MP_STATE, &st->mp);
     GET(KVM_GET_DEBUGREGS, &st->debugregs);
 #undef GET
     what = "KVM_GET_MSRS";
@@ -174,6 +179,12 @@ int platform_state_load(const struct kvm_vm *vm, const struct platform_state *st
         ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &st->pic_slave) < 0 ||
         ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &st->ioapic) < 0)
         return gw_error_set(err, errno, "restoring interrupt controllers: %s", strerror(errno));
+    return 0;
+}
+
+int platform_state_start(const struct kvm_vm *vm, const struct platform_state *st,
+                         struct gw_error *err)
+{
     if (ioctl(vm->vm_fd, KVM_SET_PIT2, &st->pit) < 0)
         return gw_error_set(err, errno, "restoring the PIT: %s", strerror(errno));
     /* Guest time continues from the saved value: it neither jumps by the

@@ -51,7 +51,15 @@ int vcpu_state_load(const struct kvm_vm *vm, int vcpu_fd, const struct vcpu_stat
                     struct gw_error *err);
 
 int platform_state_save(const struct kvm_vm *vm, struct platform_state *st, struct gw_error *err);
+/* Restore the PIC and the IOAPIC: after the vCPUs' LAPICs (an interrupt
+ * they hold pending is delivered as they are set). */
 int platform_state_load(const struct kvm_vm *vm, const struct platform_state *st,
                         struct gw_error *err);
+/* Restore the PIT and kvmclock, as the guest is about to run: the PIT
+ * counts and fires from then on (not into LAPICs still in their reset
+ * state, and with no ticks piled up by a wait for the commit), and guest
+ * time goes on from the saved value however long the wait was. */
+int platform_state_start(const struct kvm_vm *vm, const struct platform_state *st,
+                         struct gw_error *err);
 
 #endif

@@ -120,12 +120,23 @@ void machine_devices_reset(struct machine *m)
 
 int machine_powerdown(struct machine *m, struct gw_error *err)
 {
-    if (machine_state(m) == RUNSTATE_INMIGRATE)
-        return gw_error_set(err, EBUSY, "The VM is waiting for an incoming migration");
-    /* As QEMU: the event first, then the button (PWRBTN_STS, SCI). */
+    /* Under the machine's lock: a switch-over that begins does so before
+     * the press (and saves it with the power device) or after it. One in
+     * progress has saved, or is saving, the power device and the interrupt
+     * controllers: a press now would be lost with the source, or half in
+     * the state sent (the SCI in the IOAPIC, not PWRBTN_STS). */
+    pthread_mutex_lock(&m->lock);
+    enum runstate s = m->state;
+    if (s == RUNSTATE_INMIGRATE || s == RUNSTATE_FINISH_MIGRATE) {
+        pthread_mutex_unlock(&m->lock);
+        return gw_error_set(err, EBUSY, s == RUNSTATE_INMIGRATE
+                            ? "The VM is waiting for an incoming migration"
+                            : "The VM is being handed over to a migration's destination");
+    }
+    power_press_button(m->power); /* PWRBTN_STS, SCI */
+    pthread_mutex_unlock(&m->lock);
     if (m->ops && m->ops->event)
         m->ops->event(m->ops_opaque, "POWERDOWN", NULL);
-    power_press_button(m->power);
     return 0;
 }
 

@@ -279,8 +279,13 @@ int main(int argc, char **argv)
         die("%s", err.msg);
     if (machine_start_threads(&v.machine, &err) < 0)
         die("%s", err.msg);
-    if (v.opt.incoming)
+    if (v.opt.incoming) {
+        /* Input waits until the migrated guest runs (machine_resume): a
+         * byte taken by the UART now would be overwritten by the loaded
+         * state, lost. */
+        serial_pause_input(v.machine.serial, true);
         r = machine_set_state(&v.machine, RUNSTATE_INMIGRATE, &err);
+    }
     else if (v.opt.paused)
         r = 0; /* prelaunch until `cont` */
     else

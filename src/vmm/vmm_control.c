@@ -149,12 +149,16 @@ static int cmd_system_reset(void *opaque, struct json_object *args, struct json_
     return 0;
 }
 
-/* QEMU's system_powerdown: POWERDOWN event, then the ACPI power button.
- * The guest decides what to do (the test guest and Linux power off). */
+/* QEMU's system_powerdown: the ACPI power button, and the POWERDOWN event.
+ * The guest decides what to do (the test guest and Linux power off). Not
+ * on a source whose guest post-copy handed over: it would press a button
+ * of a copy that never runs again. */
 static int cmd_system_powerdown(void *opaque, struct json_object *args, struct json_object **ret,
                                 struct qmp_error *err)
 {
     struct vmm_control *c = opaque;
+    if (vmm_migration_handed_over(c, err))
+        return -1;
     struct gw_error e;
     gw_error_init(&e);
     if (machine_powerdown(c->machine, &e) < 0)

@@ -36,6 +36,8 @@ struct vmm_migration {
     struct cmos_state cmos;
     struct power_state power;
     bool serial_seen, cmos_seen, power_seen;
+    /* Loaded, but the PIT and kvmclock of `platform` wait for the start. */
+    bool start_pending;
 };
 
 enum { P_PIC_MASTER = 1, P_PIC_SLAVE = 2, P_IOAPIC = 4, P_PIT = 8, P_CLOCK = 16, P_ALL = 31 };
@@ -71,10 +73,16 @@ static int vm_save_state(void *opaque, struct stream *s, struct gw_error *err)
 {
     struct vmm_migration *vm = opaque;
     struct machine *m = vm->machine;
+    /* The in-kernel PIT and IOAPIC go on delivering into the LAPICs while
+     * the vCPUs are parked: taken first, what they deliver until the LAPICs
+     * are taken is in the LAPICs' state (taken after, it was in neither). */
+    struct platform_state p;
+    int r = platform_state_save(&m->kvm, &p, err);
+    if (r < 0)
+        return r;
     struct vcpu_state *st = malloc(sizeof(*st));
     if (!st)
         return gw_error_set(err, ENOMEM, "out of memory");
-    int r = 0;
     for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++) {
         r = vcpu_state_save(&m->kvm, m->vcpus[i].fd, st, err);
         if (r == 0 && state_write_vcpu(s, i, st) < 0)
@@ -82,9 +90,6 @@ static int vm_save_state(void *opaque, struct stream *s, struct gw_error *err)
     }
     free(st);
     if (r < 0)
-        return r;
-    struct platform_state p;
-    if ((r = platform_state_save(&m->kvm, &p, err)) < 0)
         return r;
     struct serial_state ss;
     struct cmos_state cs;
@@ -211,6 +216,10 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
             r = gw_error_set(err, EPROTO, "the stream has no state for vCPU %u", i);
     if (r == 0 && (vm->platform_seen != P_ALL || !vm->serial_seen || !vm->cmos_seen))
         r = gw_error_set(err, EPROTO, "the stream lacks device state");
+    /* The vCPUs first: their LAPICs must be in place before the interrupt
+     * controllers deliver what they hold pending. */
+    for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++)
+        r = vcpu_state_load(&m->kvm, m->vcpus[i].fd, vm->pending_vcpu[i], err);
     if (r == 0)
         r = platform_state_load(&m->kvm, &vm->platform, err);
     if (r == 0)
@@ -222,9 +231,9 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
         vm->power = (struct power_state){ .version = POWER_STATE_VERSION };
     if (r == 0)
         r = power_load(m->power, &vm->power, err);
-    for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++)
-        r = vcpu_state_load(&m->kvm, m->vcpus[i].fd, vm->pending_vcpu[i], err);
+    bool seen = vm->platform_seen == P_ALL;
     drop_pending(vm);
+    vm->start_pending = r == 0 && seen;
     return r;
 }
 
@@ -233,6 +242,11 @@ static void vm_start(void *opaque)
     struct vmm_migration *vm = opaque;
     struct gw_error err;
     gw_error_init(&err);
+    if (vm->start_pending) {
+        vm->start_pending = false;
+        if (platform_state_start(&vm->machine->kvm, &vm->platform, &err) < 0)
+            log_error("starting the migrated guest: %s", err.msg);
+    }
     pthread_mutex_lock(&vm->ctl->start_lock);
     if (vm->ctl->autostart)
         machine_resume(vm->machine, &err);
@@ -247,6 +261,7 @@ static void vm_discard(void *opaque)
     struct vmm_migration *vm = opaque;
     struct guest_ram *ram = &vm->machine->ram;
     drop_pending(vm);
+    vm->start_pending = false;
     if (fallocate(ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)ram->size) < 0)
         memset(ram->host, 0, ram->size);
 }

@@ -81,9 +81,10 @@ def refused(vm, cmd, want, **args):
 
 def handed_over_source_refuses(src, dst):
     """After post-copy handed the guest over, the source's copy is stale:
-    cont, system_reset and a new migrate are refused (docs/control-api.md)."""
+    cont, system_reset, system_powerdown and a new migrate are refused
+    (docs/control-api.md)."""
     assert src.status() == "postmigrate"
-    for cmd, args in (("cont", {}), ("system_reset", {}),
+    for cmd, args in (("cont", {}), ("system_reset", {}), ("system_powerdown", {}),
                       ("migrate", {"uri": "unix:" + os.path.join(dst.dir, "again.sock")})):
         refused(src, cmd, "handed over to the destination by post-copy", **args)
     assert src.status() == "postmigrate"
