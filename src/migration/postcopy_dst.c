@@ -93,6 +93,15 @@ bool pc_dst_guest_ran(const struct in_ctx *c) { return c->pc && c->pc->guest_ran
 
 /* ---- advice, discards ---- */
 
+/* (m->lock held) fd was just published for wake_locked: a cancel or
+ * migrate-pause that came between the accept and now found nothing to
+ * wake, so do what it would have done (the read that follows ends). */
+static void shut_if_stopped_locked(struct migration *m, int fd)
+{
+    if (m->cancel || m->pc_pause_req)
+        shutdown(fd, SHUT_RDWR);
+}
+
 /* Take the source's connection for a channel on lfd: within wait_ms, or
  * (wait_ms < 0) until migrate-pause or the end of the migration. */
 static int accept_channel(struct in_ctx *c, int lfd, uint32_t want_flags, int wait_ms, int *out)
@@ -132,6 +141,7 @@ static int open_preempt(struct in_ctx *c, int lfd)
      * Every close of pc->pfd forgets it here first. */
     pthread_mutex_lock(&c->m->lock);
     pc->pfd = c->m->pfd = fd;
+    shut_if_stopped_locked(c->m, fd);
     pthread_mutex_unlock(&c->m->lock);
     stream_fini(&pc->ps);
     stream_init(&pc->ps, &stream_fd_ops, (void *)(intptr_t)fd);
@@ -980,6 +990,7 @@ static int take_resume(struct in_ctx *c, int lfd)
     stream_init(&c->s, &stream_fd_ops, (void *)(intptr_t)fd);
     pthread_mutex_lock(&m->lock);
     m->fd = fd;
+    shut_if_stopped_locked(m, fd);
     pthread_mutex_unlock(&m->lock);
     return read_resume(c->pc);
 }
@@ -1247,6 +1258,7 @@ void *mig_pc_late_done_thread(void *arg)
     pc.id = m->pc_done_id;
     c.lfd = m->listen_fd = m->pc_recover_fd;
     m->pc_recover_fd = -1;
+    shut_if_stopped_locked(m, c.lfd); /* replaced before it got here */
     pthread_mutex_unlock(&m->lock);
     if (answer_late(&c) == 0)
         log_info("post-copy: a source that had lost the end of the migration was told it is "
