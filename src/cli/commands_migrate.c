@@ -22,11 +22,12 @@ static const struct cli_opt opt_domain[] = {
 static const struct cli_opt opt_migrate[] = {
     { "domain", CLI_STRING, CLI_POS | CLI_REQ, "domain name, id or uuid" },
     { "desturi", CLI_STRING, CLI_POS | CLI_REQ, "the destination daemon: tcp:HOST:PORT" },
-    { "live", CLI_BOOL, 0, "live migration (the guest keeps running)" },
+    { "live", CLI_BOOL, 0, "live migration (always: accepted for virsh's sake)" },
     { "postcopy", CLI_BOOL, 0, "enable post-copy migration; switch with migrate-postcopy" },
     { "postcopy-after-precopy", CLI_BOOL, 0, "switch to post-copy after the first pre-copy pass" },
     { "postcopy-resume", CLI_BOOL, 0, "recover a failed post-copy migration" },
     { "auto-converge", CLI_BOOL, 0, "force convergence (throttle the guest's vCPUs)" },
+    { "suspend", CLI_BOOL, 0, "do not restart the domain on the destination host" },
     { "timeout", CLI_INT, 0, "run the timeout action if live migration exceeds timeout (seconds)" },
     { "timeout-suspend", CLI_BOOL, 0, "suspend the guest after the timeout" },
     { "timeout-postcopy", CLI_BOOL, 0, "switch to post-copy after the timeout" },
@@ -44,6 +45,7 @@ static struct json_object *migrate_args(const struct cli_args *a, int64_t timeou
         { "postcopy-after-precopy", "postcopy_after_precopy" },
         { "postcopy-resume", "postcopy_resume" }, { "auto-converge", "auto_converge" },
         { "timeout-suspend", "timeout_suspend" }, { "timeout-postcopy", "timeout_postcopy" },
+        { "suspend", "suspend" },
     };
     struct json_object *o = cli_domain_args(cli_arg(a, "domain"));
     json_object_object_add(o, "desturi", json_object_new_string(cli_arg(a, "desturi")));

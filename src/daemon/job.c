@@ -64,10 +64,10 @@ static const char *const peer_names[JOB_PEER__COUNT] = {
     [JOB_PEER_POSTCOPY_FAILED] = "postcopy-failed",
 };
 
-static const char *const flag_names[] = {
-    "live", "postcopy", "postcopy-after-precopy", "auto-converge", "postcopy-resume",
+const char *const job_flag_names[JOB_F_COUNT] = {
+    "live", "postcopy", "postcopy-after-precopy", "auto-converge", "postcopy-resume", "paused",
 };
-_Static_assert(sizeof(flag_names) / sizeof(flag_names[0]) == 5, "one name per JOB_F_ bit");
+#define flag_names job_flag_names
 
 static const char *name_of(const char *const *names, unsigned n, unsigned v)
 {

@@ -57,8 +57,14 @@ enum {
     JOB_F_POSTCOPY_AFTER_PRECOPY = 1u << 2, /* --postcopy-after-precopy */
     JOB_F_AUTO_CONVERGE = 1u << 3,          /* --auto-converge */
     JOB_F_POSTCOPY_RESUME = 1u << 4,        /* --postcopy-resume: a recovery job */
-    JOB_F__ALL = (1u << 5) - 1
+    /* --suspend, or a domain its user had paused: the guest stays paused
+     * on the destination (libvirt's VIR_MIGRATE_PAUSED) */
+    JOB_F_PAUSED = 1u << 5,
+    JOB_F__ALL = (1u << 6) - 1
 };
+#define JOB_F_COUNT 6
+/* The wire and file name of each JOB_F_ bit, in bit order. */
+extern const char *const job_flag_names[JOB_F_COUNT];
 
 #define JOB_ID_MAX 64      /* incl. NUL; [A-Za-z0-9._-], not starting with '.' */
 #define JOB_UUID_LEN 36    /* canonical 8-4-4-4-12 lowercase hex */

@@ -386,6 +386,14 @@ static int resume_here(struct daemon *dm, struct domain *dom, struct mig_run *ru
     if (mig_fault("dst-finish-fail"))
         return gw_error_set(err, EIO, "cont refused (injected fault dst-finish-fail)");
     pthread_mutex_lock(&dm->lock);
+    if ((run->job.flags & JOB_F_PAUSED) && !postcopy) {
+        /* --suspend, or a guest its user had paused: it is ours now, paused. */
+        mig_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_USER, DOM_EVENT_SUSPENDED,
+                      DOM_DETAIL_PAUSED);
+        run->created = false;
+        pthread_mutex_unlock(&dm->lock);
+        return 0;
+    }
     dom->resume_pending = true;
     pthread_mutex_unlock(&dm->lock);
     int r = domain_qmp(dom, "cont", NULL, NULL, NULL, err);
@@ -419,7 +427,8 @@ static bool finish_again(struct daemon *dm, const struct mig_finish *f, struct j
 {
     struct domain *dom = daemon_find_domain_uuid(dm, f->head.uuid);
     struct mig_run *run = mig_run_find(dm, f->head.uuid);
-    bool running = dom && dom->state == DOM_STATE_RUNNING;
+    bool kept_paused = run && (run->job.flags & JOB_F_PAUSED) && dom && dom->state == DOM_STATE_PAUSED;
+    bool running = dom && (dom->state == DOM_STATE_RUNNING || kept_paused);
     if (!mig_finish_already_running(run ? &run->job : NULL, f, running))
         return false;
     log_info("domain '%s': Finish of job %s again: the guest runs here", f->head.uuid, f->head.job);

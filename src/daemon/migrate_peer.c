@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "control/control.h"
+#include "migration/stream_format.h"
 #include "qmp/qmp_json.h"
 
 static void put_str(struct json_object *o, const char *k, const char *v)
@@ -90,12 +91,10 @@ void mig_begin_fini(struct mig_begin *b) { dom_def_fini(&b->def); }
 
 static struct json_object *flags_json(unsigned flags)
 {
-    static const char *const names[] = { "live", "postcopy", "postcopy-after-precopy",
-                                         "auto-converge", "postcopy-resume" };
     struct json_object *a = json_object_new_array();
-    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    for (unsigned i = 0; i < JOB_F_COUNT; i++)
         if (flags & (1u << i))
-            json_object_array_add(a, json_object_new_string(names[i]));
+            json_object_array_add(a, json_object_new_string(job_flag_names[i]));
     return a;
 }
 
@@ -113,7 +112,7 @@ struct json_object *mig_begin_to_json(const struct mig_begin *b)
     json_object_object_add(mem, "page_size", json_object_new_int64((int64_t)b->page_size));
     json_object_object_add(c, "memory", mem);
     json_object_object_add(feat, "postcopy", json_object_new_boolean(b->src_postcopy));
-    json_object_object_add(feat, "stream_version", json_object_new_int(1));
+    json_object_object_add(feat, "stream_version", json_object_new_int(GWS_VERSION));
     json_object_object_add(c, "features", feat);
     json_object_object_add(c, "flags", flags_json(b->flags));
     json_object_object_add(o, "cookie", c);
@@ -122,8 +121,6 @@ struct json_object *mig_begin_to_json(const struct mig_begin *b)
 
 static int flags_from(struct json_object *a, unsigned *out, struct gw_error *err)
 {
-    static const char *const names[] = { "live", "postcopy", "postcopy-after-precopy",
-                                         "auto-converge", "postcopy-resume" };
     *out = 0;
     if (!a)
         return 0;
@@ -132,10 +129,10 @@ static int flags_from(struct json_object *a, unsigned *out, struct gw_error *err
     for (size_t i = 0; i < json_object_array_length(a); i++) {
         const char *s = json_object_get_string(json_object_array_get_idx(a, i));
         unsigned k;
-        for (k = 0; k < sizeof(names) / sizeof(names[0]); k++)
-            if (s && strcmp(s, names[k]) == 0)
+        for (k = 0; k < JOB_F_COUNT; k++)
+            if (s && strcmp(s, job_flag_names[k]) == 0)
                 break;
-        if (k == sizeof(names) / sizeof(names[0]))
+        if (k == JOB_F_COUNT)
             return gw_error_set(err, EINVAL, "unknown migration flag '%s'", s ? s : "?");
         *out |= 1u << k;
     }
@@ -155,8 +152,16 @@ static int begin_memory(struct json_object *c, struct mig_begin *b, struct gw_er
         return gw_error_set(err, EINVAL, "invalid memory size in the begin cookie");
     b->mem_size = (uint64_t)size;
     b->page_size = (uint64_t)page;
-    b->src_postcopy = json_object_object_get_ex(c, "features", &feat) &&
-                      json_object_object_get_ex(feat, "postcopy", &v) && json_object_get_boolean(v);
+    bool has_feat = json_object_object_get_ex(c, "features", &feat);
+    b->src_postcopy = has_feat && json_object_object_get_ex(feat, "postcopy", &v) &&
+                      json_object_get_boolean(v);
+    /* The stream the source's VMM will write: refused here, in Prepare,
+     * rather than by the VMM after a Perform has begun. */
+    if (has_feat && json_object_object_get_ex(feat, "stream_version", &v) &&
+        (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != GWS_VERSION))
+        return gw_error_set(err, EPROTONOSUPPORT, "the source writes migration stream format "
+                            "version %s; this host reads version %d",
+                            json_object_to_json_string(v), GWS_VERSION);
     return 0;
 }
 

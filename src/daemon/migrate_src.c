@@ -29,6 +29,7 @@ static int parse_args(struct json_object *args, struct migrate_args *m, struct g
         { "live", JOB_F_LIVE }, { "postcopy", JOB_F_POSTCOPY },
         { "postcopy_after_precopy", JOB_F_POSTCOPY_AFTER_PRECOPY },
         { "auto_converge", JOB_F_AUTO_CONVERGE }, { "postcopy_resume", JOB_F_POSTCOPY_RESUME },
+        { "suspend", JOB_F_PAUSED },
     };
     memset(m, 0, sizeof(*m));
     int r = ctl_arg_str(args, "desturi", true, &m->desturi, err);
@@ -77,6 +78,12 @@ static void policy_of(const struct dom_def *def, const struct mig_run *run, stru
                                                                     : MIG_TIMEOUT_ABORT;
 }
 
+/* (locked) Did the domain's user pause it (not a migration, not the VMM)? */
+static bool mig_src_user_paused(const struct domain *dom)
+{
+    return dom->state == DOM_STATE_PAUSED && dom->reason == DOM_REASON_USER;
+}
+
 /* (locked) Can this domain start this migration? */
 static int begin_check(struct daemon *dm, struct domain *dom, const struct migrate_args *m,
                        struct mig_run *run, struct gw_error *err)
@@ -92,6 +99,9 @@ static int begin_check(struct daemon *dm, struct domain *dom, const struct migra
     if (!dom_state_active(dom->state))
         return gw_error_set(err, ENOTCONN, "Requested operation is not valid: domain '%s' is not "
                             "running", n);
+    if ((m->flags & JOB_F_POSTCOPY) && ((m->flags & JOB_F_PAUSED) || mig_src_user_paused(dom)))
+        return gw_error_set(err, EINVAL, "post-copy needs the guest to run on the destination: not "
+                            "with --suspend, nor for domain '%s' while it is suspended", n);
     if ((m->flags & JOB_F_POSTCOPY) && !dom->def.policy.permit_postcopy)
         return gw_error_set(err, ENOTSUP, "post-copy migration is not permitted by the policy of "
                             "domain '%s' (migration.permit_postcopy)", n);
@@ -125,7 +135,8 @@ static int begin(struct daemon *dm, struct json_object *args, const struct migra
                        mig_wall_ms(), err)
             : gw_error_set(err, ENOMEM, "out of memory");
     if (r == 0) {
-        run->job.flags = m->flags;
+        /* A guest its user paused stays paused over there too (libvirt). */
+        run->job.flags = m->flags | (mig_src_user_paused(s->dom) ? JOB_F_PAUSED : 0);
         run->job.vmm_pid = s->dom->pid;
         snprintf(run->job.peer_uri, sizeof(run->job.peer_uri), "%s", m->desturi);
         run->flags = m->mf;

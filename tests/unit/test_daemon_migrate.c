@@ -88,6 +88,13 @@ static void test_begin_hostile(void **state)
         "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"" UUID "\", \"dest_host\": \"h\", \"cookie\":"
         " {\"domain\": {\"name\": \"vm1\", \"uuid\": \"" UUID "\", \"memory_mib\": 64, \"test_guest\": true},"
         " \"memory\": {\"size\": 67108864, \"page_size\": 4096}, \"flags\": [\"teleport\"]}}",
+        /* a stream this host cannot read */
+        "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"" UUID "\", \"dest_host\": \"h\", \"cookie\":"
+        " {\"domain\": {\"name\": \"vm1\", \"uuid\": \"" UUID "\", \"memory_mib\": 64, \"test_guest\": true},"
+        " \"memory\": {\"size\": 67108864, \"page_size\": 4096}, \"features\": {\"stream_version\": 2}}}",
+        "{\"version\": 1, \"job\": \"m-1\", \"uuid\": \"" UUID "\", \"dest_host\": \"h\", \"cookie\":"
+        " {\"domain\": {\"name\": \"vm1\", \"uuid\": \"" UUID "\", \"memory_mib\": 64, \"test_guest\": true},"
+        " \"memory\": {\"size\": 67108864, \"page_size\": 4096}, \"features\": {\"stream_version\": \"1\"}}}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct mig_begin b;
