@@ -1,9 +1,13 @@
 /* godwit-stream: print and verify a godwit migration stream or saved-VM
  * file record by record (docs/stream-format.md), with the same validating
- * reader the VMM uses. Exit status 0 when the stream is valid and complete
- * (ends with END_OF_STREAM), 1 when not, 2 on usage errors.
+ * reader the VMM uses, and the whole stream's rules a restore checks (every
+ * vCPU's state, each device of the format's table once, at its version and
+ * size). Exit status 0 when the stream is valid and complete (ends with
+ * END_OF_STREAM, then only COMMIT or optional records), 1 when not, 2 on
+ * usage errors.
  *
- * Hidden: --make-sample DIR writes small valid streams (fuzz seeds, tests). */
+ * Hidden: --make-sample DIR writes small streams (fuzz seeds): small-valid
+ * and small-zstd valid, header-only not (no vCPU or device state). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -188,18 +192,98 @@ static void print_totals(const struct opts *o, const struct stream *s, const str
         fprintf(stderr, "godwit-stream: error: %s\n", why);
 }
 
+/* ---- the whole stream's rules (docs/stream-format.md 4.5, 4.6) ---- */
+
+/* The device table of the format: id, the one version this reader knows,
+ * its body size, and whether a complete stream must hold it. */
+static const struct {
+    const char *id;
+    uint32_t version, len;
+    bool required;
+} devices[] = {
+    { "pic-master", 1, 520, true }, { "pic-slave", 1, 520, true }, { "ioapic", 1, 520, true },
+    { "pit", 1, 112, true },        { "kvmclock", 1, 8, true },    { "serial0", 1, 36, true },
+    { "cmos", 1, 144, true },       { "power", 1, 8, false },
+};
+#define NDEVICES (sizeof(devices) / sizeof(devices[0]))
+
+struct census {
+    bool vcpu[GWS_MAX_VCPUS];
+    bool device[NDEVICES];
+};
+
+/* A record against what came before it; false with *why filled. */
+static bool census_add(struct census *c, const struct stream_rec *r, char *why, size_t wl)
+{
+    if (r->type == GWS_VCPU_STATE) {
+        if (c->vcpu[r->u.vcpu.id]) {
+            snprintf(why, wl, "record %llu: state of vCPU %u sent twice",
+                     (unsigned long long)r->index, r->u.vcpu.id);
+            return false;
+        }
+        c->vcpu[r->u.vcpu.id] = true;
+        return true;
+    }
+    if (r->type != GWS_DEVICE_STATE)
+        return true;
+    const struct stream_device *d = &r->u.device;
+    for (size_t i = 0; i < NDEVICES; i++) {
+        if (strcmp(d->id, devices[i].id) != 0)
+            continue;
+        if (d->instance != 0 || c->device[i])
+            snprintf(why, wl, "record %llu: device %s instance %u: sent twice, or no such instance",
+                     (unsigned long long)r->index, d->id, d->instance);
+        else if (d->version != devices[i].version)
+            snprintf(why, wl, "record %llu: device %s version %u is not supported",
+                     (unsigned long long)r->index, d->id, d->version);
+        else if (d->len != devices[i].len)
+            snprintf(why, wl, "record %llu: device %s: %u bytes, expected %u",
+                     (unsigned long long)r->index, d->id, d->len, devices[i].len);
+        else {
+            c->device[i] = true;
+            return true;
+        }
+        return false;
+    }
+    snprintf(why, wl, "record %llu: unknown device '%s'", (unsigned long long)r->index, d->id);
+    return false;
+}
+
+/* At the end of a stream: every vCPU and every required device there. */
+static bool census_complete(const struct census *c, uint32_t nr_vcpus, char *why, size_t wl)
+{
+    for (uint32_t i = 0; i < nr_vcpus; i++)
+        if (!c->vcpu[i]) {
+            snprintf(why, wl, "the stream has no state for vCPU %u", i);
+            return false;
+        }
+    for (size_t i = 0; i < NDEVICES; i++)
+        if (devices[i].required && !c->device[i]) {
+            snprintf(why, wl, "the stream lacks the state of device %s", devices[i].id);
+            return false;
+        }
+    return true;
+}
+
 static int run(int fd, const struct opts *o)
 {
     struct stream s;
     struct stream_vm_info vm;
     struct totals t = { 0 };
-    bool valid = false;
+    static struct census census;
+    char why[256] = "";
+    bool valid = false, eos = false;
+    memset(&census, 0, sizeof(census));
     stream_init(&s, &stream_fd_ops, (void *)(intptr_t)fd);
     if (stream_read_header(&s, &vm) == 0) {
         print_header(o, &s, &vm);
         for (;;) {
             struct stream_rec r;
             int rc = stream_next_record(&s, &r);
+            if (rc == -ENODATA && eos) { /* the end of the file, after END_OF_STREAM */
+                valid = census_complete(&census, vm.nr_vcpus, why, sizeof(why));
+                break;
+            }
             if (rc < 0)
                 break;
             char line[600], sum[512];
@@ -208,13 +292,12 @@ static int run(int fd, const struct opts *o)
             snprintf(line, sizeof(line), "%10llu  %-17s %8u  %s", (unsigned long long)r.offset,
                      stream_record_name(r.type), r.length, sum);
             emit(o, j, line);
-            if (r.type == GWS_END_OF_STREAM) {
-                valid = true;
+            if (!census_add(&census, &r, why, sizeof(why)))
                 break;
-            }
+            eos |= r.type == GWS_END_OF_STREAM;
         }
     }
-    print_totals(o, &s, &t, valid, valid ? "" : stream_error(&s));
+    print_totals(o, &s, &t, valid, valid ? "" : why[0] ? why : stream_error(&s));
     stream_fini(&s);
     return valid ? 0 : 1;
 }
@@ -254,9 +337,9 @@ static int sample(const char *dir, const char *name, int kind)
             { GWS_SEC_MP_STATE, 4, &mp },               { GWS_SEC_DEBUGREGS, sizeof(dbg), dbg },
         };
         stream_write_vcpu(&s, 0, sec, 8);
-        uint64_t clock = 123456789;
-        stream_write_device(&s, "kvmclock", 0, 1, &clock, 8);
-        stream_write_device(&s, "serial0", 0, 1, "0123456789abcdef0123456789abcdef0123", 36);
+        static uint8_t body[520];
+        for (size_t i = 0; i < NDEVICES; i++)
+            stream_write_device(&s, devices[i].id, 0, devices[i].version, body, devices[i].len);
         uint32_t unknown = GWS_OPTIONAL | 0x7777;
         stream_write_record(&s, unknown, &iov, 1);
     }

@@ -289,6 +289,15 @@ class VMM:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if os.environ.get("GODWIT_TEST_KEEP"):  # kept with the directory: serial and log
+            tag = os.path.join(self.dir, f"vmm-{os.getpid()}-{id(self)}")
+            try:
+                with self.serial_lock:
+                    for ext, data in ((".serial", self.serial), (".stderr", self.stderr)):
+                        with open(tag + ext, "wb") as f:
+                            f.write(data)
+            except OSError:
+                pass  # a directory its owner already removed
         if self.own_dir:
             discard_dir(self.dir)
 
