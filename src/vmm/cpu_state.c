@@ -169,12 +169,19 @@ int platform_state_save(const struct kvm_vm *vm, struct platform_state *st, stru
     return 0;
 }
 
-int platform_state_load(const struct kvm_vm *vm, const struct platform_state *st,
-                        struct gw_error *err)
+int platform_state_check(const struct platform_state *st, struct gw_error *err)
 {
     if (st->pic_master.chip_id != KVM_IRQCHIP_PIC_MASTER ||
         st->pic_slave.chip_id != KVM_IRQCHIP_PIC_SLAVE || st->ioapic.chip_id != KVM_IRQCHIP_IOAPIC)
         return gw_error_set(err, EINVAL, "interrupt controller state is inconsistent");
+    return 0;
+}
+
+int platform_state_load(const struct kvm_vm *vm, const struct platform_state *st,
+                        struct gw_error *err)
+{
+    if (platform_state_check(st, err) < 0)
+        return -err->code;
     if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &st->pic_master) < 0 ||
         ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &st->pic_slave) < 0 ||
         ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &st->ioapic) < 0)

@@ -38,6 +38,9 @@ struct vmm_migration {
     bool serial_seen, cmos_seen, power_seen;
     /* Loaded, but the PIT and kvmclock of `platform` wait for the start. */
     bool start_pending;
+    /* An incoming migration began to apply its state here (KVM may have
+     * refused a part of it): this VMM takes no other. */
+    bool applied;
 };
 
 enum { P_PIC_MASTER = 1, P_PIC_SLAVE = 2, P_IOAPIC = 4, P_PIT = 8, P_CLOCK = 16, P_ALL = 31 };
@@ -216,6 +219,21 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
             r = gw_error_set(err, EPROTO, "the stream has no state for vCPU %u", i);
     if (r == 0 && (vm->platform_seen != P_ALL || !vm->serial_seen || !vm->cmos_seen))
         r = gw_error_set(err, EPROTO, "the stream lacks device state");
+    /* Streams from before the power button have no "power": PM1 all zero. */
+    if (!vm->power_seen)
+        vm->power = (struct power_state){ .version = POWER_STATE_VERSION };
+    /* Every body checked before anything is applied: what fails from here
+     * on is KVM refusing a value, and marks this VMM (applied). */
+    if (r == 0)
+        r = platform_state_check(&vm->platform, err);
+    if (r == 0)
+        r = serial_state_check(&vm->serial, err);
+    if (r == 0)
+        r = cmos_state_check(&vm->cmos, err);
+    if (r == 0)
+        r = power_state_check(&vm->power, err);
+    if (r == 0)
+        vm->applied = true;
     /* The vCPUs first: their LAPICs must be in place before the interrupt
      * controllers deliver what they hold pending. */
     for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++)
@@ -226,9 +244,6 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
         r = serial_load(m->serial, &vm->serial, err);
     if (r == 0)
         r = cmos_load(m->cmos, &vm->cmos, err);
-    /* Streams from before the power button have no "power": PM1 all zero. */
-    if (!vm->power_seen)
-        vm->power = (struct power_state){ .version = POWER_STATE_VERSION };
     if (r == 0)
         r = power_load(m->power, &vm->power, err);
     bool seen = vm->platform_seen == P_ALL;
@@ -358,6 +373,11 @@ static int cmd_migrate_incoming(void *opaque, struct json_object *args, struct j
     if (machine_state(vm->machine) != RUNSTATE_INMIGRATE) {
         qmp_error_set(err, "GenericError",
                       "The incoming migration needs a VM started with --incoming");
+        return -1;
+    }
+    if (vm->applied) {
+        qmp_error_set(err, "GenericError", "This VM holds part of the state of a failed incoming "
+                      "migration: start a new VMM with --incoming for another");
         return -1;
     }
     struct gw_error e;

@@ -4,7 +4,11 @@ the stream (godwit-stream verifies it); a new VMM with --incoming and
 `migrate-incoming file:PATH` restores it and the guest continues where it
 stopped. A corrupted, a truncated and a wrong-version file each fail cleanly
 with a clear error, leave the destination waiting with no guest, and the
-good file still restores afterwards; the saved VM can be resumed."""
+good file still restores afterwards; the saved VM can be resumed. A file
+whose UART state is invalid (checksums right) fails before anything is
+applied, and the same VMM then restores the good file; one with an MSR
+that KVM refuses fails at the vCPUs, and that VMM, which holds part of its
+state, refuses another incoming migration."""
 # timeout: 300
 import os
 import re
@@ -12,8 +16,11 @@ import shutil
 import subprocess
 import time
 
-from godwit_test import (BUILD, VMM, assert_no_guest_errors, need_kvm, run_test, self_check,
+import struct
+
+from godwit_test import (BUILD, VMM, QMPError, assert_no_guest_errors, need_kvm, run_test, self_check,
                          wait_migration)
+from stream_util import body_of, records, with_body
 
 STREAM_TOOL = os.path.join(BUILD, "godwit-stream")
 
@@ -31,6 +38,53 @@ def restore(path, expect="completed"):
     dst.qmp.cmd("migrate-incoming", uri="file:" + path)
     info = wait_migration(dst, 120)
     return dst, info
+
+
+def bad_state_bodies(src, path, data):
+    recs = records(path)
+    serial = next(r for r in recs if r.get("device") == "serial0")
+    body = bytearray(body_of(data, serial))
+    body[40 + 4] |= 0xf0  # ier: reserved bits (docs/devices.md)
+    bp = os.path.join(src.dir, "serial-ier")
+    with open(bp, "wb") as f:
+        f.write(with_body(data, serial, bytes(body)))
+    with VMM(memory=256, vcpus=2, incoming=True) as dst:
+        dst.qmp.cmd("migrate-incoming", uri="file:" + bp)
+        info = wait_migration(dst, 120)
+        assert info["status"] == "failed" and "serial state" in info["error-desc"], info
+        print(f"serial-ier: failed cleanly: {info['error-desc']}")
+        dst.qmp.cmd("migrate-incoming", uri="file:" + path)  # nothing was applied
+        info = wait_migration(dst, 120)
+        assert info["status"] == "completed", info
+        dst.wait_serial("heartbeat vcpu=0 tick=", 30)
+        self_check(dst)
+        print("the same VMM then restored the good file")
+
+    vcpu = next(r for r in recs if r["type"] == "VCPU_STATE" and r["vcpu"] == 0)
+    body = bytearray(body_of(data, vcpu))
+    pos = 8
+    while struct.unpack_from("<I", body, pos)[0] != 5:  # sections, to MSRS (tag 5)
+        n = struct.unpack_from("<I", body, pos + 4)[0]
+        pos += 8 + n + (8 - n % 8) % 8
+    count = struct.unpack_from("<I", body, pos + 8)[0]
+    assert count >= 2, count
+    struct.pack_into("<I", body, pos + 16 + 16, 0xdeadbeef)  # the second MSR's index
+    bp = os.path.join(src.dir, "msr-refused")
+    with open(bp, "wb") as f:
+        f.write(with_body(data, vcpu, bytes(body)))
+    with VMM(memory=256, vcpus=2, incoming=True) as dst:
+        dst.qmp.cmd("migrate-incoming", uri="file:" + bp)
+        info = wait_migration(dst, 120)
+        assert info["status"] == "failed" and "0xdeadbeef" in info["error-desc"], info
+        assert dst.status() == "inmigrate", dst.status()
+        print(f"msr-refused: failed cleanly: {info['error-desc']}")
+        try:
+            dst.qmp.cmd("migrate-incoming", uri="file:" + path)
+        except QMPError as e:
+            assert "holds part of the state" in str(e), str(e)
+        else:
+            raise AssertionError("a VMM holding part of a failed load took another")
+        print("that VMM refused another incoming migration")
 
 
 def main():
@@ -64,6 +118,8 @@ def main():
             assert dst.status() == "inmigrate", dst.status()
             print(f"{name}: failed cleanly: {info['error-desc']}")
             dst.close()
+
+        bad_state_bodies(src, path, data)
 
         # Restore the good file: the guest continues where it stopped.
         src_text = src.serial_text()

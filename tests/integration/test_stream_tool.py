@@ -7,19 +7,15 @@ docs/stream-format.md alone (a second writer, XXH3 through libxxhash), so
 this also checks that the page is enough to write a stream the reference
 reader takes."""
 # timeout: 60
-import ctypes
 import json
 import os
 import struct
 import subprocess
 import tempfile
 
-from godwit_test import BUILD, run_test
-
-TOOL = os.path.join(BUILD, "godwit-stream")
-_xxh = ctypes.CDLL("libxxhash.so.0")
-_xxh.XXH3_64bits.restype = ctypes.c_uint64
-_xxh.XXH3_64bits.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
+from godwit_test import run_test
+from stream_util import STREAM_TOOL as TOOL
+from stream_util import record
 
 HEADER, VCPU_STATE, DEVICE_STATE, PAGE_DATA = 0x1, 0x10, 0x11, 0x2
 END_OF_STREAM, COMMIT, INFO = 0x21, 0x22, 0x80000030
@@ -27,12 +23,6 @@ RAM = 2 << 20
 
 DEVICES = [("pic-master", 1, 520), ("pic-slave", 1, 520), ("ioapic", 1, 520), ("pit", 1, 112),
            ("kvmclock", 1, 8), ("serial0", 1, 36), ("cmos", 1, 144), ("power", 1, 8)]
-
-
-def record(rtype, body=b""):
-    pad = (8 - len(body) % 8) % 8
-    head = struct.pack("<II", rtype, len(body)) + body + b"\0" * pad
-    return head + struct.pack("<Q", _xxh.XXH3_64bits(head, len(head)))
 
 
 def header(vcpus=1):
