@@ -40,19 +40,26 @@ def restore(path, expect="completed"):
     return dst, info
 
 
+def restore_fails(dst, src, data, rec, body, name, want):
+    """Restore `data` with record `rec` given `body` (checksum right) on
+    dst: it fails, saying `want`, and dst waits still (inmigrate)."""
+    bp = os.path.join(src.dir, name)
+    with open(bp, "wb") as f:
+        f.write(with_body(data, rec, bytes(body)))
+    dst.qmp.cmd("migrate-incoming", uri="file:" + bp)
+    info = wait_migration(dst, 120)
+    assert info["status"] == "failed" and want in info["error-desc"], info
+    assert dst.status() == "inmigrate", dst.status()
+    print(f"{name}: failed cleanly: {info['error-desc']}")
+
+
 def bad_state_bodies(src, path, data):
     recs = records(path)
     serial = next(r for r in recs if r.get("device") == "serial0")
     body = bytearray(body_of(data, serial))
     body[40 + 4] |= 0xf0  # ier: reserved bits (docs/devices.md)
-    bp = os.path.join(src.dir, "serial-ier")
-    with open(bp, "wb") as f:
-        f.write(with_body(data, serial, bytes(body)))
     with VMM(memory=256, vcpus=2, incoming=True) as dst:
-        dst.qmp.cmd("migrate-incoming", uri="file:" + bp)
-        info = wait_migration(dst, 120)
-        assert info["status"] == "failed" and "serial state" in info["error-desc"], info
-        print(f"serial-ier: failed cleanly: {info['error-desc']}")
+        restore_fails(dst, src, data, serial, body, "serial-ier", "serial state")
         dst.qmp.cmd("migrate-incoming", uri="file:" + path)  # nothing was applied
         info = wait_migration(dst, 120)
         assert info["status"] == "completed", info
@@ -69,15 +76,8 @@ def bad_state_bodies(src, path, data):
     count = struct.unpack_from("<I", body, pos + 8)[0]
     assert count >= 2, count
     struct.pack_into("<I", body, pos + 16 + 16, 0xdeadbeef)  # the second MSR's index
-    bp = os.path.join(src.dir, "msr-refused")
-    with open(bp, "wb") as f:
-        f.write(with_body(data, vcpu, bytes(body)))
     with VMM(memory=256, vcpus=2, incoming=True) as dst:
-        dst.qmp.cmd("migrate-incoming", uri="file:" + bp)
-        info = wait_migration(dst, 120)
-        assert info["status"] == "failed" and "0xdeadbeef" in info["error-desc"], info
-        assert dst.status() == "inmigrate", dst.status()
-        print(f"msr-refused: failed cleanly: {info['error-desc']}")
+        restore_fails(dst, src, data, vcpu, body, "msr-refused", "0xdeadbeef")
         try:
             dst.qmp.cmd("migrate-incoming", uri="file:" + path)
         except QMPError as e:
