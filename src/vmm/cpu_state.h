@@ -53,8 +53,7 @@ int vcpu_state_load(const struct kvm_vm *vm, int vcpu_fd, const struct vcpu_stat
 int platform_state_save(const struct kvm_vm *vm, struct platform_state *st, struct gw_error *err);
 /* What can be checked of the state without KVM (the chips' ids). */
 int platform_state_check(const struct platform_state *st, struct gw_error *err);
-/* Restore the PIC and the IOAPIC: after the vCPUs' LAPICs (an interrupt
- * they hold pending is delivered as they are set). */
+/* Restore the PIC and the IOAPIC (before the vCPUs, as QEMU). */
 int platform_state_load(const struct kvm_vm *vm, const struct platform_state *st,
                         struct gw_error *err);
 /* Restore the PIT and kvmclock, as the guest is about to run: the PIT

@@ -234,10 +234,8 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
         r = power_state_check(&vm->power, err);
     if (r == 0)
         vm->applied = true;
-    /* The vCPUs first: their LAPICs must be in place before the interrupt
-     * controllers deliver what they hold pending. */
-    for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++)
-        r = vcpu_state_load(&m->kvm, m->vcpus[i].fd, vm->pending_vcpu[i], err);
+    /* QEMU's order: the interrupt controllers and devices, then the vCPUs;
+     * the PIT and kvmclock wait for the start (vm_start). */
     if (r == 0)
         r = platform_state_load(&m->kvm, &vm->platform, err);
     if (r == 0)
@@ -246,6 +244,8 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
         r = cmos_load(m->cmos, &vm->cmos, err);
     if (r == 0)
         r = power_load(m->power, &vm->power, err);
+    for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++)
+        r = vcpu_state_load(&m->kvm, m->vcpus[i].fd, vm->pending_vcpu[i], err);
     bool seen = vm->platform_seen == P_ALL;
     drop_pending(vm);
     vm->start_pending = r == 0 && seen;
