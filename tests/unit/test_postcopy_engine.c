@@ -564,6 +564,21 @@ static void thp_shmem_get(char *buf, size_t cap)
     fclose(f);
 }
 
+/* The host's mode before a test changed it: put back at exit too (a
+ * test that fails between its change and its restore longjmps past it). */
+static char thp_saved[32];
+
+static void thp_shmem_restore(void)
+{
+    if (thp_saved[0]) {
+        FILE *f = fopen(THP_SHMEM, "w");
+        if (f) {
+            fputs(thp_saved, f);
+            fclose(f);
+        }
+    }
+}
+
 static bool thp_shmem_set(const char *mode)
 {
     FILE *f = fopen(THP_SHMEM, "w");
@@ -609,6 +624,10 @@ static void test_unsplittable_huge_page(void **state)
     thp_shmem_get(mode, sizeof(mode));
     if (!have_uffd())
         skip();
+    if (mode[0] && !thp_saved[0]) {
+        snprintf(thp_saved, sizeof(thp_saved), "%s", mode);
+        atexit(thp_shmem_restore);
+    }
     if (!mode[0] || !thp_shmem_set("advise")) {
         fprintf(stderr, "    %s cannot be set here: skipped\n", THP_SHMEM);
         skip();
