@@ -5,6 +5,7 @@ Every wait is bounded. A test exits 0 on success, 77 when it must skip (KVM
 or userfaultfd missing), anything else on failure."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -328,8 +329,23 @@ def check_mem_invariant(data):
     return True, f"{len(vals)} pages, value {vals[0]}..{vals[-1]}, boundary {drops[0] if drops else 'none'}"
 
 
+def _dump_before_timeout():
+    """Print every thread's stack 10 s before the test's `# timeout:` (the
+    runner then kills it): a hang shows where it waits."""
+    import faulthandler
+    try:
+        with open(sys.argv[0]) as f:
+            m = re.search(r"^# timeout: (\d+)", f.read(2000), re.M)
+    except OSError:
+        return
+    limit = int(m.group(1)) if m else 300
+    if limit > 20:
+        faulthandler.dump_traceback_later(limit - 10, exit=False)
+
+
 def run_test(fn):
     """Run a test function; print a clean failure and exit 1 on exception."""
+    _dump_before_timeout()
     try:
         fn()
     except SystemExit:
