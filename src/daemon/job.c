@@ -64,10 +64,11 @@ static const char *const peer_names[JOB_PEER__COUNT] = {
     [JOB_PEER_POSTCOPY_FAILED] = "postcopy-failed",
 };
 
-const char *const job_flag_names[JOB_F_COUNT] = {
+static const char *const flag_names[] = {
     "live", "postcopy", "postcopy-after-precopy", "auto-converge", "postcopy-resume", "paused",
 };
-#define flag_names job_flag_names
+_Static_assert(sizeof(flag_names) / sizeof(flag_names[0]) == JOB_F_COUNT, "one name per JOB_F_ bit");
+_Static_assert(JOB_F__ALL == (1u << JOB_F_COUNT) - 1, "JOB_F__ALL covers every bit");
 
 static const char *name_of(const char *const *names, unsigned n, unsigned v)
 {
@@ -295,7 +296,12 @@ static void put_u64(struct json_object *o, const char *k, uint64_t v)
     json_object_object_add(o, k, json_object_new_int64((int64_t)v));
 }
 
-static struct json_object *flags_to_json(unsigned flags)
+int job_flag_bit(const char *name)
+{
+    return index_of(flag_names, JOB_F_COUNT, name);
+}
+
+struct json_object *job_flags_to_json(unsigned flags)
 {
     struct json_object *a = json_object_new_array();
     for (unsigned i = 0; a && i < sizeof(flag_names) / sizeof(flag_names[0]); i++)
@@ -317,7 +323,7 @@ struct json_object *job_to_json(const struct job *j)
     put_str(o, "name", j->name);
     put_str(o, "peer_uri", j->peer_uri);
     put_str(o, "migrate_uri", j->migrate_uri);
-    json_object_object_add(o, "flags", flags_to_json(j->flags));
+    json_object_object_add(o, "flags", job_flags_to_json(j->flags));
     json_object_object_add(o, "postcopy_started", json_object_new_boolean(j->postcopy_started));
     json_object_object_add(o, "vmm_pid", json_object_new_int(j->vmm_pid));
     put_u64(o, "started_ms", j->started_ms);
@@ -377,7 +383,7 @@ static int flags_from_json(struct json_object *o, unsigned *out, struct gw_error
     for (size_t i = 0; i < n; i++) {
         struct json_object *e = json_object_array_get_idx(a, i);
         const char *s = json_object_is_type(e, json_type_string) ? json_object_get_string(e) : NULL;
-        int bit = index_of(flag_names, sizeof(flag_names) / sizeof(flag_names[0]), s);
+        int bit = job_flag_bit(s);
         if (bit < 0)
             return gw_error_set(err, EINVAL, "job: unknown flag '%s'", s ? s : "(not a string)");
         *out |= 1u << bit;

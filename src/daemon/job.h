@@ -63,8 +63,11 @@ enum {
     JOB_F__ALL = (1u << 6) - 1
 };
 #define JOB_F_COUNT 6
-/* The wire and file name of each JOB_F_ bit, in bit order. */
-extern const char *const job_flag_names[JOB_F_COUNT];
+/* The JOB_F_ bit number of a flag's wire and file name ("postcopy"), < 0
+ * for an unknown one (or NULL). */
+int job_flag_bit(const char *name);
+/* The flags as a JSON array of their names, in bit order. */
+struct json_object *job_flags_to_json(unsigned flags);
 
 #define JOB_ID_MAX 64      /* incl. NUL; [A-Za-z0-9._-], not starting with '.' */
 #define JOB_UUID_LEN 36    /* canonical 8-4-4-4-12 lowercase hex */

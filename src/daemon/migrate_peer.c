@@ -89,15 +89,6 @@ int mig_begin_init(struct mig_begin *b, const struct job *j, const struct dom_de
 
 void mig_begin_fini(struct mig_begin *b) { dom_def_fini(&b->def); }
 
-static struct json_object *flags_json(unsigned flags)
-{
-    struct json_object *a = json_object_new_array();
-    for (unsigned i = 0; i < JOB_F_COUNT; i++)
-        if (flags & (1u << i))
-            json_object_array_add(a, json_object_new_string(job_flag_names[i]));
-    return a;
-}
-
 struct json_object *mig_begin_to_json(const struct mig_begin *b)
 {
     struct json_object *o = mig_head_to_json(b->head.job, b->head.uuid);
@@ -114,7 +105,7 @@ struct json_object *mig_begin_to_json(const struct mig_begin *b)
     json_object_object_add(feat, "postcopy", json_object_new_boolean(b->src_postcopy));
     json_object_object_add(feat, "stream_version", json_object_new_int(GWS_VERSION));
     json_object_object_add(c, "features", feat);
-    json_object_object_add(c, "flags", flags_json(b->flags));
+    json_object_object_add(c, "flags", job_flags_to_json(b->flags));
     json_object_object_add(o, "cookie", c);
     return o;
 }
@@ -128,13 +119,10 @@ static int flags_from(struct json_object *a, unsigned *out, struct gw_error *err
         return gw_error_set(err, EINVAL, "'flags' must be an array");
     for (size_t i = 0; i < json_object_array_length(a); i++) {
         const char *s = json_object_get_string(json_object_array_get_idx(a, i));
-        unsigned k;
-        for (k = 0; k < JOB_F_COUNT; k++)
-            if (s && strcmp(s, job_flag_names[k]) == 0)
-                break;
-        if (k == JOB_F_COUNT)
+        int bit = job_flag_bit(s);
+        if (bit < 0)
             return gw_error_set(err, EINVAL, "unknown migration flag '%s'", s ? s : "?");
-        *out |= 1u << k;
+        *out |= 1u << bit;
     }
     return 0;
 }

@@ -246,9 +246,8 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
         r = power_load(m->power, &vm->power, err);
     for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++)
         r = vcpu_state_load(&m->kvm, m->vcpus[i].fd, vm->pending_vcpu[i], err);
-    bool seen = vm->platform_seen == P_ALL;
     drop_pending(vm);
-    vm->start_pending = r == 0 && seen;
+    vm->start_pending = r == 0; /* r == 0: every device was there */
     return r;
 }
 
