@@ -9,6 +9,8 @@
 _Static_assert(GWS_MAX_XSAVE <= CPU_STATE_XSAVE_MAX, "XSAVE section fits vcpu_state");
 _Static_assert(GWS_MAX_MSRS <= CPU_STATE_MAX_MSRS, "MSR section fits vcpu_state");
 _Static_assert(sizeof(((struct vcpu_state *)0)->mp.mp_state) == GWS_SEC_MP_STATE_LEN, "mp_state");
+_Static_assert(GWS_MAX_CPUID <= CPU_STATE_MAX_CPUID, "CPUID section fits vcpu_state");
+_Static_assert(sizeof(struct kvm_cpuid_entry2) == GWS_CPUID_ENTRY_LEN, "kvm_cpuid_entry2");
 
 /* The MSRS section (doc 4.5): count, zero, then {index, zero, value}. */
 struct msr_section {
@@ -30,10 +32,31 @@ static uint32_t msrs_to_wire(const struct vcpu_state *st, struct msr_section *m)
     return 8 + 16 * n;
 }
 
+/* The CPUID section (doc 4.5): count, zero, then the KVM entries as they
+ * are. Entries beyond GWS_MAX_CPUID are not copied; the count keeps
+ * st->ncpuid for the writer's check to refuse. */
+struct cpuid_section {
+    uint32_t count;
+    uint32_t zero;
+    struct kvm_cpuid_entry2 e[GWS_MAX_CPUID];
+};
+
+static uint32_t cpuid_to_wire(const struct vcpu_state *st, struct cpuid_section *c)
+{
+    uint32_t n = st->ncpuid < GWS_MAX_CPUID ? st->ncpuid : GWS_MAX_CPUID;
+    c->count = st->ncpuid;
+    c->zero = 0;
+    memcpy(c->e, st->cpuid, n * sizeof(c->e[0]));
+    return 8 + GWS_CPUID_ENTRY_LEN * n;
+}
+
 int state_write_vcpu(struct stream *s, uint32_t vcpu_id, const struct vcpu_state *st)
 {
     struct msr_section m;
     uint32_t msr_len = msrs_to_wire(st, &m);
+    struct cpuid_section c;
+    uint32_t cpuid_len = cpuid_to_wire(st, &c);
+    uint32_t tsc[2] = { st->tsc_khz, 0 };
     uint32_t mp = st->mp.mp_state;
     struct stream_section sec[GWS_SEC_MAX];
     unsigned k = 0;
@@ -47,6 +70,12 @@ int state_write_vcpu(struct stream *s, uint32_t vcpu_id, const struct vcpu_state
     sec[k++] = (struct stream_section){ GWS_SEC_EVENTS, sizeof(st->events), &st->events };
     sec[k++] = (struct stream_section){ GWS_SEC_MP_STATE, sizeof(mp), &mp };
     sec[k++] = (struct stream_section){ GWS_SEC_DEBUGREGS, sizeof(st->debugregs), &st->debugregs };
+    /* Without a CPU (has_cpuid false) the writer's check refuses the
+     * record: "section cpuid is missing". */
+    if (st->has_cpuid) {
+        sec[k++] = (struct stream_section){ GWS_SEC_CPUID, cpuid_len, &c };
+        sec[k++] = (struct stream_section){ GWS_SEC_TSC_KHZ, sizeof(tsc), tsc };
+    }
     return stream_write_vcpu(s, vcpu_id, sec, k);
 }
 
@@ -82,6 +111,12 @@ static void section_to_state(struct vcpu_state *st, const struct stream_section 
     case GWS_SEC_EVENTS: memcpy(&st->events, sec->data, sizeof(st->events)); break;
     case GWS_SEC_MP_STATE: memcpy(&st->mp.mp_state, sec->data, 4); break;
     case GWS_SEC_DEBUGREGS: memcpy(&st->debugregs, sec->data, sizeof(st->debugregs)); break;
+    case GWS_SEC_CPUID:
+        memcpy(&st->ncpuid, sec->data, 4);
+        memcpy(st->cpuid, (const uint8_t *)sec->data + 8, st->ncpuid * sizeof(st->cpuid[0]));
+        st->has_cpuid = true;
+        break;
+    case GWS_SEC_TSC_KHZ: memcpy(&st->tsc_khz, sec->data, 4); break;
     }
 }
 

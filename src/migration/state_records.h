@@ -18,9 +18,10 @@
 #include "migration/stream_records.h"
 #include "vmm/cpu_state.h"
 
-/* One VCPU_STATE record for vCPU vcpu_id: sections REGS, SREGS, XSAVE,
- * XCRS (if has_xcrs), MSRS, LAPIC, EVENTS, MP_STATE, DEBUGREGS in this order;
- * an MSR entry's reserved word is sent as 0. */
+/* One VCPU_STATE record (version 2) for vCPU vcpu_id: sections REGS, SREGS,
+ * XSAVE, XCRS (if has_xcrs), MSRS, LAPIC, EVENTS, MP_STATE, DEBUGREGS,
+ * CPUID, TSC_KHZ in this order; an MSR entry's reserved word is sent as 0.
+ * A state without CPUID (has_cpuid false) is refused: version 2 needs it. */
 int state_write_vcpu(struct stream *s, uint32_t vcpu_id, const struct vcpu_state *st);
 /* Check a VCPU_STATE body (stream_parse_vcpu) and only then fill *st (all
  * of it; fields the record does not carry are 0); *vcpu_id gets the vCPU

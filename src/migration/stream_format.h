@@ -32,7 +32,8 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "wire structs assume l
 #define GWS_MAX_TEXT_BODY    (64u << 10)  /* INFO */
 #define GWS_MAX_REASON_BODY  4096u        /* RP_FAILED */
 #define GWS_MAX_XSAVE        (64u << 10)
-#define GWS_MAX_MSRS         256
+#define GWS_MAX_MSRS         1024
+#define GWS_MAX_CPUID        256
 
 /* Stream preamble: magic, version, then records. */
 struct gws_preamble {
@@ -131,7 +132,7 @@ _Static_assert(sizeof(struct gws_pages) == 8, "pages");
 /* VCPU_STATE: this header, then sections {tag, len, data, pad to 8}. */
 struct gws_vcpu {
     uint32_t vcpu_id;
-    uint32_t version;             /* 1 */
+    uint32_t version;             /* 2 (writers); readers take 1 and 2 */
 };
 _Static_assert(sizeof(struct gws_vcpu) == 8, "vcpu");
 
@@ -151,7 +152,11 @@ enum {
     GWS_SEC_EVENTS    = 7,  /* struct kvm_vcpu_events, 64 bytes */
     GWS_SEC_MP_STATE  = 8,  /* u32 */
     GWS_SEC_DEBUGREGS = 9,  /* struct kvm_debugregs, 128 bytes */
-    GWS_SEC_MAX       = 9,
+    /* Version 2 on: */
+    GWS_SEC_CPUID     = 10, /* u32 count, u32 zero, struct kvm_cpuid_entry2 (40 bytes) x count */
+    GWS_SEC_TSC_KHZ   = 11, /* u32 kHz (0: unknown), u32 zero */
+    GWS_SEC_MAX       = 11,
+    GWS_SEC_MAX_V1    = 9,
 };
 
 /* Section lengths (equal to sizeof the <linux/kvm.h> structures; the codec
@@ -163,6 +168,17 @@ enum {
 #define GWS_SEC_EVENTS_LEN    64
 #define GWS_SEC_MP_STATE_LEN  4
 #define GWS_SEC_DEBUGREGS_LEN 128
+#define GWS_SEC_TSC_KHZ_LEN   8
+#define GWS_CPUID_ENTRY_LEN   40
+
+/* The largest version 2 body: 8-byte header, 11 section headers, every
+ * section at its largest (MP_STATE padded to 8). */
+_Static_assert(8 + 8 * GWS_SEC_MAX + GWS_SEC_REGS_LEN + GWS_SEC_SREGS_LEN + GWS_MAX_XSAVE +
+                       GWS_SEC_XCRS_LEN + 8 + 16 * GWS_MAX_MSRS + GWS_SEC_LAPIC_LEN +
+                       GWS_SEC_EVENTS_LEN + 8 + GWS_SEC_DEBUGREGS_LEN + 8 +
+                       GWS_CPUID_ENTRY_LEN * GWS_MAX_CPUID + GWS_SEC_TSC_KHZ_LEN <=
+                   GWS_MAX_VCPU_BODY,
+               "a full VCPU_STATE fits its length limit");
 
 struct gws_msr {
     uint32_t index;

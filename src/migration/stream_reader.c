@@ -83,7 +83,8 @@ const char *stream_section_name(uint32_t tag)
         [GWS_SEC_REGS] = "regs",   [GWS_SEC_SREGS] = "sregs",       [GWS_SEC_XSAVE] = "xsave",
         [GWS_SEC_XCRS] = "xcrs",   [GWS_SEC_MSRS] = "msrs",         [GWS_SEC_LAPIC] = "lapic",
         [GWS_SEC_EVENTS] = "events", [GWS_SEC_MP_STATE] = "mp_state",
-        [GWS_SEC_DEBUGREGS] = "debugregs",
+        [GWS_SEC_DEBUGREGS] = "debugregs", [GWS_SEC_CPUID] = "cpuid",
+        [GWS_SEC_TSC_KHZ] = "tsc_khz",
     };
     return tag >= 1 && tag <= GWS_SEC_MAX ? names[tag] : "unknown";
 }
@@ -111,13 +112,45 @@ static int check_msrs(const uint8_t *p, uint32_t len, struct gw_error *err)
     return 0;
 }
 
+/* count, zero, then count x struct kvm_cpuid_entry2; each (function, index)
+ * at most once (KVM would take the first and the guest could not tell
+ * which). */
+static int check_cpuid(const uint8_t *p, uint32_t len, struct gw_error *err)
+{
+    uint32_t hdr[2];
+    if (len < sizeof(hdr))
+        return gw_error_set(err, EPROTO, "cpuid section too short (%u bytes)", len);
+    memcpy(hdr, p, sizeof(hdr));
+    if (hdr[0] == 0 || hdr[0] > GWS_MAX_CPUID)
+        return gw_error_set(err, EPROTO, "cpuid section: %u entries (must be 1..%u)", hdr[0],
+                            GWS_MAX_CPUID);
+    if (8 + (uint64_t)GWS_CPUID_ENTRY_LEN * hdr[0] != len)
+        return gw_error_set(err, EPROTO, "cpuid section: count %u does not match its %u bytes",
+                            hdr[0], len);
+    if (hdr[1])
+        return gw_error_set(err, EPROTO, "cpuid section: the word after the count is not zero");
+    for (uint32_t i = 0; i < hdr[0]; i++) {
+        uint32_t fi[2];
+        memcpy(fi, p + 8 + GWS_CPUID_ENTRY_LEN * i, sizeof(fi));
+        for (uint32_t k = 0; k < i; k++) {
+            uint32_t gk[2];
+            memcpy(gk, p + 8 + GWS_CPUID_ENTRY_LEN * k, sizeof(gk));
+            if (gk[0] == fi[0] && gk[1] == fi[1])
+                return gw_error_set(err, EPROTO,
+                                    "cpuid section: leaf 0x%x index %u appears twice", fi[0],
+                                    fi[1]);
+        }
+    }
+    return 0;
+}
+
 int stream_check_section(uint32_t tag, const void *data, uint32_t len, struct gw_error *err)
 {
     static const uint32_t fixed[] = {
         [GWS_SEC_REGS] = GWS_SEC_REGS_LEN,         [GWS_SEC_SREGS] = GWS_SEC_SREGS_LEN,
         [GWS_SEC_XCRS] = GWS_SEC_XCRS_LEN,         [GWS_SEC_LAPIC] = GWS_SEC_LAPIC_LEN,
         [GWS_SEC_EVENTS] = GWS_SEC_EVENTS_LEN,     [GWS_SEC_MP_STATE] = GWS_SEC_MP_STATE_LEN,
-        [GWS_SEC_DEBUGREGS] = GWS_SEC_DEBUGREGS_LEN,
+        [GWS_SEC_DEBUGREGS] = GWS_SEC_DEBUGREGS_LEN, [GWS_SEC_TSC_KHZ] = GWS_SEC_TSC_KHZ_LEN,
     };
     if (tag == 0 || tag > GWS_SEC_MAX)
         return gw_error_set(err, EPROTO, "unknown vCPU section tag %u", tag);
@@ -129,6 +162,8 @@ int stream_check_section(uint32_t tag, const void *data, uint32_t len, struct gw
     }
     if (tag == GWS_SEC_MSRS)
         return check_msrs(data, len, err);
+    if (tag == GWS_SEC_CPUID)
+        return check_cpuid(data, len, err);
     if (len != fixed[tag])
         return gw_error_set(err, EPROTO, "%s section is %u bytes, must be %u",
                             stream_section_name(tag), len, fixed[tag]);
@@ -137,6 +172,12 @@ int stream_check_section(uint32_t tag, const void *data, uint32_t len, struct gw
         memcpy(&nr, data, 4);
         if (nr > 16)
             return gw_error_set(err, EPROTO, "xcrs section: %u XCRs (at most 16)", nr);
+    }
+    if (tag == GWS_SEC_TSC_KHZ) {
+        uint32_t w[2];
+        memcpy(w, data, sizeof(w));
+        if (w[1])
+            return gw_error_set(err, EPROTO, "tsc_khz section: the word after the rate is not zero");
     }
     return 0;
 }
@@ -287,10 +328,20 @@ int stream_parse_pages(struct stream *s, const struct stream_record *r, struct s
 
 /* ---- state records ---- */
 
-/* One more section of vCPU `id`: valid alone, and its tag not seen before. */
-static int check_next_section(uint32_t id, const struct stream_section *sec, unsigned *seen,
-                              struct gw_error *err)
+/* The highest section tag of a VCPU_STATE version. */
+static uint32_t max_tag(uint32_t version)
 {
+    return version == 1 ? GWS_SEC_MAX_V1 : GWS_SEC_MAX;
+}
+
+/* One more section of vCPU `id`: valid alone, known to the record's
+ * version, and its tag not seen before. */
+static int check_next_section(uint32_t version, uint32_t id, const struct stream_section *sec,
+                              unsigned *seen, struct gw_error *err)
+{
+    if (sec->tag > max_tag(version) && sec->tag <= GWS_SEC_MAX)
+        return gw_error_set(err, EPROTO, "vCPU %u: section %s in a version %u record", id,
+                            stream_section_name(sec->tag), version);
     int r = stream_check_section(sec->tag, sec->data, sec->len, err);
     if (r < 0) {
         gw_error_prefix(err, "vCPU %u", id);
@@ -303,10 +354,10 @@ static int check_next_section(uint32_t id, const struct stream_section *sec, uns
     return 0;
 }
 
-/* Every tag but XCRS is required. */
-static int check_complete(uint32_t id, unsigned seen, struct gw_error *err)
+/* Every tag of the version but XCRS is required. */
+static int check_complete(uint32_t version, uint32_t id, unsigned seen, struct gw_error *err)
 {
-    unsigned required = ((2u << GWS_SEC_MAX) - 2) & ~(1u << GWS_SEC_XCRS);
+    unsigned required = ((2u << max_tag(version)) - 2) & ~(1u << GWS_SEC_XCRS);
     if ((seen & required) == required)
         return 0;
     unsigned missing = __builtin_ctz(required & ~seen);
@@ -314,16 +365,17 @@ static int check_complete(uint32_t id, unsigned seen, struct gw_error *err)
                         stream_section_name(missing));
 }
 
-int stream_check_vcpu_sections(uint32_t vcpu_id, const struct stream_section *sec, unsigned nsec,
+int stream_check_vcpu_sections(uint32_t version, uint32_t vcpu_id,
+                               const struct stream_section *sec, unsigned nsec,
                                struct gw_error *err)
 {
     unsigned seen = 0;
     for (unsigned i = 0; i < nsec; i++) {
-        int r = check_next_section(vcpu_id, &sec[i], &seen, err);
+        int r = check_next_section(version, vcpu_id, &sec[i], &seen, err);
         if (r < 0)
             return r;
     }
-    return check_complete(vcpu_id, seen, err);
+    return check_complete(version, vcpu_id, seen, err);
 }
 
 /* The section at *pos: framing (inside the body, zero padding), then the
@@ -341,7 +393,7 @@ static int next_section(const uint8_t *body, size_t len, size_t *pos, struct str
         return gw_error_set(err, EPROTO, "section %u (%u bytes) overruns the record", sh.tag,
                             sh.len);
     struct stream_section sec = { sh.tag, sh.len, body + at };
-    int r = check_next_section(v->id, &sec, seen, err);
+    int r = check_next_section(v->version, v->id, &sec, seen, err);
     if (r < 0)
         return r;
     if (!all_zero(body + at + sh.len, pad8(sh.len)))
@@ -361,9 +413,9 @@ int stream_parse_vcpu(const uint8_t *body, size_t len, struct stream_vcpu *out,
         return gw_error_set(err, EPROTO, "%zu bytes, more than a VCPU_STATE may have (%u)", len,
                             stream_record_max_len(GWS_VCPU_STATE));
     memcpy(&h, body, sizeof(h));
-    if (h.version != STREAM_VCPU_VERSION)
-        return gw_error_set(err, EPROTO, "vCPU state version %u (this godwit reads %u)",
-                            h.version, STREAM_VCPU_VERSION);
+    if (h.version < STREAM_VCPU_VERSION_MIN || h.version > STREAM_VCPU_VERSION)
+        return gw_error_set(err, EPROTO, "vCPU state version %u (this godwit reads %u..%u)",
+                            h.version, STREAM_VCPU_VERSION_MIN, STREAM_VCPU_VERSION);
     out->id = h.vcpu_id;
     out->version = h.version;
     out->nsec = 0;
@@ -374,7 +426,7 @@ int stream_parse_vcpu(const uint8_t *body, size_t len, struct stream_vcpu *out,
         if (r < 0)
             return r;
     }
-    return check_complete(out->id, seen, err);
+    return check_complete(out->version, out->id, seen, err);
 }
 
 int stream_parse_device(const uint8_t *body, size_t len, struct stream_device *out,

@@ -49,10 +49,13 @@ struct stream_section {
 };
 
 /* VCPU_STATE body version this godwit writes and reads (doc section 4.5). */
-#define STREAM_VCPU_VERSION 1
+#define STREAM_VCPU_VERSION 2
+/* The oldest one it still reads (version 1: no CPUID, no TSC_KHZ). */
+#define STREAM_VCPU_VERSION_MIN 1
 
 /* A checked VCPU_STATE body: its sections in wire order, each tag at most
- * once, all but XCRS present. Section data points into the body. */
+ * once, all of its version but XCRS present. Section data points into the
+ * body. */
 struct stream_vcpu {
     uint32_t id, version;
     unsigned nsec;
@@ -138,11 +141,14 @@ int stream_next_record(struct stream *s, struct stream_rec *rec);
 /* Checks of the reader, usable alone (err may be NULL). */
 int stream_check_vm_info(const struct stream_vm_info *vm, struct gw_error *err);
 int stream_check_device_id(const char id[GWS_DEVICE_ID_LEN], struct gw_error *err);
-/* One VCPU_STATE section: known tag, exact length, zero fields zero. */
+/* One VCPU_STATE section: known tag (of the newest version), exact length,
+ * zero fields zero. */
 int stream_check_section(uint32_t tag, const void *data, uint32_t len, struct gw_error *err);
-/* A whole vCPU's section list: each section as above, no tag twice, every
- * tag but XCRS present. */
-int stream_check_vcpu_sections(uint32_t vcpu_id, const struct stream_section *sec, unsigned nsec,
+/* A whole vCPU's section list of a record of `version`: each section as
+ * above and known to that version, no tag twice, every tag of the version
+ * but XCRS present. */
+int stream_check_vcpu_sections(uint32_t version, uint32_t vcpu_id,
+                               const struct stream_section *sec, unsigned nsec,
                                struct gw_error *err);
 /* VCPU_STATE and DEVICE_STATE bodies alone, for a reader that took the
  * record from stream_read_record() (the live engine hands them to the VMM):

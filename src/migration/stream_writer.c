@@ -169,7 +169,7 @@ int stream_write_vcpu(struct stream *s, uint32_t vcpu_id, const struct stream_se
     struct gw_error err;
     gw_error_init(&err);
     /* The reader's check; it also bounds nsec by GWS_SEC_MAX (no tag twice). */
-    if (stream_check_vcpu_sections(vcpu_id, sec, nsec, &err) < 0)
+    if (stream_check_vcpu_sections(STREAM_VCPU_VERSION, vcpu_id, sec, nsec, &err) < 0)
         return stream_set_error(s, err.code, "%s", err.msg);
     struct gws_vcpu h = { vcpu_id, STREAM_VCPU_VERSION };
     struct gws_section sh[GWS_SEC_MAX];

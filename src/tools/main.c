@@ -128,6 +128,20 @@ static void summarise(const struct stream_rec *r, json_object *j, char *out, siz
             if (k < ol)
                 k += (size_t)snprintf(out + k, ol - k, " %s(%u)", nm, r->u.vcpu.sec[i].len);
         }
+        for (unsigned i = 0; i < r->u.vcpu.nsec; i++) {
+            const struct stream_section *sec = &r->u.vcpu.sec[i];
+            uint32_t w;
+            memcpy(&w, sec->data, 4); /* both sections start with a u32 */
+            if (sec->tag == GWS_SEC_CPUID)
+                add_u64(j, "cpuid_entries", w);
+            else if (sec->tag == GWS_SEC_TSC_KHZ)
+                add_u64(j, "tsc_khz", w);
+            else
+                continue;
+            if (k < ol)
+                k += (size_t)snprintf(out + k, ol - k, sec->tag == GWS_SEC_CPUID
+                                                           ? ", %u CPUID entries" : ", TSC %u kHz", w);
+        }
         add_u64(j, "vcpu", r->u.vcpu.id);
         add_u64(j, "version", r->u.vcpu.version);
         json_object_object_add(j, "sections", secs);
@@ -330,13 +344,21 @@ static int sample(const char *dir, const char *name, int kind)
         stream_write_eoi(&s, 1, 8);
         uint8_t msrs[8 + 16] = { 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 42 };
         uint32_t mp = 0;
+        /* leaf 0 (max leaf 1, "GenuineIntel"), leaf 1 (fpu, tsc, sse, sse2) */
+        static const uint32_t cpuid[2 + 2 * 10] = {
+            2, 0,
+            0, 0, 0, 1, 0x756e6547, 0x6c65746e, 0x49656e69, 0, 0, 0,
+            1, 0, 0, 0x000306c3, 0, 0, (1u << 0) | (1u << 4) | (1u << 25) | (1u << 26), 0, 0, 0,
+        };
+        static const uint32_t tsc[2] = { 2400000, 0 };
         struct stream_section sec[] = {
             { GWS_SEC_REGS, sizeof(regs), regs },       { GWS_SEC_SREGS, sizeof(sregs), sregs },
             { GWS_SEC_XSAVE, sizeof(xsave), xsave },    { GWS_SEC_MSRS, sizeof(msrs), msrs },
             { GWS_SEC_LAPIC, sizeof(lapic), lapic },    { GWS_SEC_EVENTS, sizeof(events), events },
             { GWS_SEC_MP_STATE, 4, &mp },               { GWS_SEC_DEBUGREGS, sizeof(dbg), dbg },
+            { GWS_SEC_CPUID, sizeof(cpuid), cpuid },    { GWS_SEC_TSC_KHZ, sizeof(tsc), tsc },
         };
-        stream_write_vcpu(&s, 0, sec, 8);
+        stream_write_vcpu(&s, 0, sec, sizeof(sec) / sizeof(sec[0]));
         static uint8_t body[520];
         for (size_t i = 0; i < NDEVICES; i++)
             stream_write_device(&s, devices[i].id, 0, devices[i].version, body, devices[i].len);

@@ -6,19 +6,41 @@
 #include <sys/ioctl.h>
 
 #include "common/log.h"
+#include "vmm/cpu_model.h"
 
 #define MSR_IA32_TSC            0x10
 #define MSR_IA32_ARCH_CAPS      0x10a
 #define MSR_IA32_TSC_DEADLINE   0x6e0
 
-uint32_t cpu_state_xsave_size(const struct kvm_vm *vm)
+static int kvm_xsave_size(const struct kvm_vm *vm)
 {
     int sz = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
-    if (sz < (int)sizeof(struct kvm_xsave))
-        sz = sizeof(struct kvm_xsave);
-    if (sz > CPU_STATE_XSAVE_MAX)
-        sz = CPU_STATE_XSAVE_MAX;
-    return (uint32_t)sz;
+    return sz < (int)sizeof(struct kvm_xsave) ? (int)sizeof(struct kvm_xsave) : sz;
+}
+
+uint32_t cpu_state_xsave_size(const struct kvm_vm *vm)
+{
+    int sz = kvm_xsave_size(vm);
+    return (uint32_t)(sz > CPU_STATE_XSAVE_MAX ? CPU_STATE_XSAVE_MAX : sz);
+}
+
+int cpu_state_check_host(const struct kvm_vm *vm, struct gw_error *err)
+{
+    unsigned n = 0;
+    for (uint32_t i = 0; i < vm->msr_list->nmsrs; i++)
+        n += vm->msr_list->indices[i] != MSR_IA32_ARCH_CAPS;
+    if (n > CPU_STATE_MAX_MSRS)
+        return gw_error_set(err, ENOTSUP,
+                            "KVM here lists %u saveable MSRs; godwit carries at most %u", n,
+                            CPU_STATE_MAX_MSRS);
+    if (kvm_xsave_size(vm) > CPU_STATE_XSAVE_MAX)
+        return gw_error_set(err, ENOTSUP,
+                            "KVM here has a %d-byte XSAVE area; godwit carries at most %d",
+                            kvm_xsave_size(vm), CPU_STATE_XSAVE_MAX);
+    if (vm->cpuid->nent > CPU_STATE_MAX_CPUID)
+        return gw_error_set(err, ENOTSUP, "KVM here has %u CPUID entries; godwit carries %d",
+                            vm->cpuid->nent, CPU_STATE_MAX_CPUID);
+    return 0;
 }
 
 unsigned cpu_state_msr_indices(const struct kvm_vm *vm, uint32_t *out, unsigned max)
@@ -67,6 +89,38 @@ static int save_msrs(const struct kvm_vm *vm, int fd, struct vcpu_state *st)
     return 0;
 }
 
+/* The CPUID table KVM holds for the vCPU (what the guest sees, with the
+ * bits KVM keeps in step with CR4 and the APIC base), and its TSC rate. */
+static int save_cpu(int fd, struct vcpu_state *st)
+{
+    struct {
+        struct kvm_cpuid2 hdr;
+        struct kvm_cpuid_entry2 e[CPU_STATE_MAX_CPUID];
+    } buf;
+    /* Kernels before 6.4 tell the count neither on success (nent stays
+     * as given) nor on E2BIG (the header is not copied back). So every
+     * slot starts as an entry KVM never holds (flags all ones: only bits
+     * 0..2 are defined) and the table ends at the first one left so. */
+    memset(&buf, 0xff, sizeof(buf));
+    buf.hdr.nent = CPU_STATE_MAX_CPUID;
+    buf.hdr.padding = 0;
+    if (ioctl(fd, KVM_GET_CPUID2, &buf) < 0)
+        return -errno;
+    uint32_t n = 0;
+    while (n < buf.hdr.nent && n < CPU_STATE_MAX_CPUID && buf.e[n].flags != UINT32_MAX)
+        n++;
+    if (n == 0) {
+        errno = ENOENT; /* no table at all: the VMM always sets one */
+        return -errno;
+    }
+    st->has_cpuid = true;
+    st->ncpuid = n;
+    memcpy(st->cpuid, buf.e, n * sizeof(buf.e[0]));
+    int khz = ioctl(fd, KVM_GET_TSC_KHZ);
+    st->tsc_khz = khz > 0 ? (uint32_t)khz : 0;
+    return 0;
+}
+
 int vcpu_state_save(const struct kvm_vm *vm, int fd, struct vcpu_state *st, struct gw_error *err)
 {
     const char *what;
@@ -92,6 +146,9 @@ int vcpu_state_save(const struct kvm_vm *vm, int fd, struct vcpu_state *st, stru
 #undef GET
     what = "KVM_GET_MSRS";
     if (save_msrs(vm, fd, st) < 0)
+        goto fail;
+    what = "KVM_GET_CPUID2";
+    if (save_cpu(fd, st) < 0)
         goto fail;
     return 0;
 fail:
@@ -124,13 +181,73 @@ static int load_msrs(int fd, const struct vcpu_state *st, bool deadline_only,
     return 0;
 }
 
+int vcpu_state_check(const struct kvm_vm *vm, const struct vcpu_state *st,
+                     struct gw_error *err)
+{
+    if (st->has_cpuid &&
+        cpu_model_check(st->cpuid, st->ncpuid, vm->cpuid->entries, vm->cpuid->nent, err) < 0)
+        return -err->code;
+    if (st->xsave_size > cpu_state_xsave_size(vm) || st->nmsrs > CPU_STATE_MAX_MSRS ||
+        st->ncpuid > CPU_STATE_MAX_CPUID)
+        return gw_error_set(err, EINVAL,
+                            "vCPU state does not fit this host (xsave %u bytes, here %u)",
+                            st->xsave_size, cpu_state_xsave_size(vm));
+    return 0;
+}
+
+/* The guest's TSC rate, unless this vCPU's already counts at it. A rate
+ * KVM cannot give is an error only for a guest told its TSC is invariant
+ * (it keeps time by it); the others keep time by kvmclock, which follows
+ * the host's rate, and go on with a warning, as QEMU does. */
+static int set_tsc_khz(int fd, const struct vcpu_state *st, bool *changed, struct gw_error *err)
+{
+    int cur = ioctl(fd, KVM_GET_TSC_KHZ);
+    if (cpu_model_tsc_same(st->tsc_khz, cur > 0 ? (uint32_t)cur : 0))
+        return 0;
+    if (ioctl(fd, KVM_SET_TSC_KHZ, (unsigned long)st->tsc_khz) == 0) {
+        *changed = true;
+        log_info("TSC at the guest's %u kHz (this host's: %d kHz)", st->tsc_khz, cur);
+        return 0;
+    }
+    int e = errno;
+    if (cpu_model_invtsc(st->cpuid, st->ncpuid))
+        return gw_error_set(err, e,
+                            "the guest's TSC runs at %u kHz, this host's at %d kHz, and KVM here "
+                            "cannot scale it (%s); the guest was told its TSC is invariant",
+                            st->tsc_khz, cur, strerror(e));
+    log_warn("the guest's TSC ran at %u kHz, this host's runs at %d kHz and KVM cannot scale it "
+             "(%s): the guest's TSC changes rate (kvmclock follows)",
+             st->tsc_khz, cur, strerror(e));
+    return 0;
+}
+
+int vcpu_state_set_cpu(const struct kvm_vm *vm, int fd, const struct vcpu_state *st,
+                       bool *changed, struct gw_error *err)
+{
+    (void)vm;
+    if (!st->has_cpuid)
+        return 0;
+    if (set_tsc_khz(fd, st, changed, err) < 0)
+        return -err->code;
+    struct {
+        struct kvm_cpuid2 hdr;
+        struct kvm_cpuid_entry2 e[CPU_STATE_MAX_CPUID];
+    } buf;
+    memset(&buf.hdr, 0, sizeof(buf.hdr));
+    buf.hdr.nent = st->ncpuid;
+    memcpy(buf.e, st->cpuid, st->ncpuid * sizeof(buf.e[0]));
+    if (ioctl(fd, KVM_SET_CPUID2, &buf) < 0)
+        return gw_error_set(err, errno, "giving the vCPU the guest's CPUID: %s", strerror(errno));
+    *changed = true;
+    return 0;
+}
+
 int vcpu_state_load(const struct kvm_vm *vm, int fd, const struct vcpu_state *st,
                     struct gw_error *err)
 {
     const char *what;
-    if (st->xsave_size > cpu_state_xsave_size(vm) || st->nmsrs > CPU_STATE_MAX_MSRS)
-        return gw_error_set(err, EINVAL, "vCPU state does not fit this host (xsave %u bytes)",
-                            st->xsave_size);
+    if (vcpu_state_check(vm, st, err) < 0)
+        return -err->code;
 #define SET(req, ptr) do { what = #req; if (ioctl(fd, req, ptr) < 0) goto fail; } while (0)
     SET(KVM_SET_SREGS, &st->sregs);
     SET(KVM_SET_REGS, &st->regs);

@@ -15,7 +15,8 @@
 #include "common/error.h"
 #include "vmm/kvm_vm.h"
 
-#define CPU_STATE_MAX_MSRS 256
+#define CPU_STATE_MAX_MSRS 1024
+#define CPU_STATE_MAX_CPUID 256
 #define CPU_STATE_XSAVE_MAX (64 * 1024)
 
 struct vcpu_state {
@@ -31,6 +32,13 @@ struct vcpu_state {
     struct kvm_vcpu_events events;
     struct kvm_mp_state mp;
     struct kvm_debugregs debugregs;
+    /* The CPU the guest was shown (KVM_GET_CPUID2) and its TSC rate; a
+     * stream of VCPU_STATE version 1 has neither (has_cpuid false): the
+     * destination keeps its own. tsc_khz 0: unknown. */
+    bool has_cpuid;
+    uint32_t ncpuid;
+    struct kvm_cpuid_entry2 cpuid[CPU_STATE_MAX_CPUID];
+    uint32_t tsc_khz;
 };
 
 struct platform_state {
@@ -45,8 +53,24 @@ uint32_t cpu_state_xsave_size(const struct kvm_vm *vm);
  * here. Writes up to `max` indices, returns the count. */
 unsigned cpu_state_msr_indices(const struct kvm_vm *vm, uint32_t *out, unsigned max);
 
+/* Does this host's KVM take KVM's saveable MSR list and XSAVE area in a
+ * vcpu_state? Checked when the VM is created, so that no state is ever
+ * saved with part of it left out. */
+int cpu_state_check_host(const struct kvm_vm *vm, struct gw_error *err);
+
 int vcpu_state_save(const struct kvm_vm *vm, int vcpu_fd, struct vcpu_state *st,
                     struct gw_error *err);
+/* What can be checked of a loaded state before anything is applied: it
+ * fits this host (XSAVE size) and the CPU it names can be given here
+ * (cpu_model_check). */
+int vcpu_state_check(const struct kvm_vm *vm, const struct vcpu_state *st,
+                     struct gw_error *err);
+/* Give the vCPU the guest's CPU: its TSC rate and CPUID table (the first
+ * step of a load, before any register; KVM checks MSRs and XSAVE against
+ * the CPUID). *changed tells whether anything was changed, also on
+ * failure. A state without CPUID changes nothing. */
+int vcpu_state_set_cpu(const struct kvm_vm *vm, int vcpu_fd, const struct vcpu_state *st,
+                       bool *changed, struct gw_error *err);
 int vcpu_state_load(const struct kvm_vm *vm, int vcpu_fd, const struct vcpu_state *st,
                     struct gw_error *err);
 

@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "devices/serial.h"
+#include "vmm/cpu_state.h"
 #include "vmm/machine_internal.h"
 
 #define SIG_VCPU_KICK SIGUSR1
@@ -584,6 +585,8 @@ int machine_init(struct machine *m, const struct machine_config *cfg, struct evl
         return -err->code;
     if (kvm_vm_init(&m->kvm, err) < 0)
         goto err_ram;
+    if (cpu_state_check_host(&m->kvm, err) < 0)
+        goto err_kvm;
     if (kvm_vm_map_ram(&m->kvm, &m->ram, false, err) < 0)
         goto err_kvm;
     for (unsigned i = 0; i < cfg->nr_vcpus; i++) {

@@ -232,7 +232,21 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
         r = cmos_state_check(&vm->cmos, err);
     if (r == 0)
         r = power_state_check(&vm->power, err);
-    if (r == 0)
+    for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++) {
+        r = vcpu_state_check(&m->kvm, vm->pending_vcpu[i], err);
+        if (r < 0)
+            gw_error_prefix(err, "vCPU %u", i);
+    }
+    /* The guest's CPU (TSC rate, CPUID) before any register: KVM checks
+     * MSRs and XSAVE against it. A refusal that changed nothing leaves
+     * this VMM as it was. */
+    bool changed = false;
+    for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++) {
+        r = vcpu_state_set_cpu(&m->kvm, m->vcpus[i].fd, vm->pending_vcpu[i], &changed, err);
+        if (r < 0)
+            gw_error_prefix(err, "vCPU %u", i);
+    }
+    if (r == 0 || changed)
         vm->applied = true;
     /* QEMU's order: the interrupt controllers and devices, then the vCPUs;
      * the PIT and kvmclock wait for the start (vm_start). */

@@ -2,7 +2,10 @@
  * (first byte picks which), as the VMM gets them from the live engine.
  * Oracles: a refused body carries a message; a vCPU body that
  * state_parse_vcpu accepts is re-encoded by state_write_vcpu (so the writer
- * accepts whatever the reader does) and parses back to the same state. */
+ * accepts whatever the reader does) and parses back to the same state;
+ * except a version 1 body (no CPU), which the writer (version 2 only)
+ * refuses for its missing CPUID section. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +26,14 @@ static void round_trip(uint32_t id)
     struct stream_membuf out = { 0 };
     struct stream w, r;
     stream_init(&w, &stream_mem_ops, &out);
+    if (!st.has_cpuid) {
+        if (stream_write_preamble(&w) < 0 || state_write_vcpu(&w, id, &st) != -EPROTO ||
+            !strstr(stream_error(&w), "section cpuid is missing"))
+            __builtin_trap();
+        stream_fini(&w);
+        free(out.out);
+        return;
+    }
     if (stream_write_preamble(&w) < 0 || state_write_vcpu(&w, id, &st) < 0 || stream_flush(&w) < 0)
         __builtin_trap();
     struct stream_membuf in = { .data = out.out, .len = out.out_len };

@@ -8,7 +8,12 @@ good file still restores afterwards; the saved VM can be resumed. A file
 whose UART state is invalid (checksums right) fails before anything is
 applied, and the same VMM then restores the good file; one with an MSR
 that KVM refuses fails at the vCPUs, and that VMM, which holds part of its
-state, refuses another incoming migration."""
+state, refuses another incoming migration. The guest keeps its CPU: a file
+whose CPUID names a feature this host's KVM cannot give is refused before
+anything is applied, naming it (the same VMM then restores the good file),
+and a file whose TSC rate differs from this host's gets that rate, or is
+refused for a guest told its TSC is invariant, or goes on with a warning
+(whichever this host's KVM allows, each checked against what it says)."""
 # timeout: 300
 import os
 import re
@@ -53,6 +58,95 @@ def restore_fails(dst, src, data, rec, body, name, want):
     print(f"{name}: failed cleanly: {info['error-desc']}")
 
 
+def vcpu_section(body, tag):
+    """Offset of the data of section `tag` in a VCPU_STATE body, and its length."""
+    pos = 8
+    while pos < len(body):
+        t, n = struct.unpack_from("<II", body, pos)
+        if t == tag:
+            return pos + 8, n
+        pos += 8 + n + (8 - n % 8) % 8
+    raise AssertionError(f"no section {tag}")
+
+
+def cpuid_entries(body):
+    """{(function, index): (offset of the entry, eax, ebx, ecx, edx)} of the
+    CPUID section (tag 10)."""
+    at, n = vcpu_section(body, 10)
+    count = struct.unpack_from("<I", body, at)[0]
+    assert n == 8 + 40 * count, (n, count)
+    out = {}
+    for i in range(count):
+        e = at + 8 + 40 * i
+        fn, idx, _flags, a, b, c, d = struct.unpack_from("<7I", body, e)
+        out[(fn, idx)] = (e, a, b, c, d)
+    return out
+
+
+def restore_good_after(dst, path):
+    dst.qmp.cmd("migrate-incoming", uri="file:" + path)  # nothing was applied
+    info = wait_migration(dst, 120)
+    assert info["status"] == "completed", info
+    dst.wait_serial("heartbeat vcpu=0 tick=", 30)
+    self_check(dst)
+    print("the same VMM then restored the good file")
+
+
+def cpu_bodies(src, path, data):
+    """The guest's CPU travels with it (CPUID and TSC_KHZ, version 2)."""
+    recs = records(path)
+    vcpus = [r for r in recs if r["type"] == "VCPU_STATE"]
+    assert all(r["version"] == 2 and r["cpuid_entries"] > 0 for r in vcpus), vcpus
+    vcpu = vcpus[0]
+    body = bytearray(body_of(data, vcpu))
+    ent = cpuid_entries(body)
+    # A leaf 7 feature the source's KVM did not give (a 0 bit of the table
+    # this host gave the guest), set: this host's KVM cannot give it.
+    off, _a, ebx, _c, _d = ent[(7, 0)]
+    bit = next(b for b in range(32) if not ebx & (1 << b))
+    struct.pack_into("<I", body, off + 16, ebx | (1 << bit))
+    with VMM(memory=256, vcpus=2, incoming=True) as dst:
+        restore_fails(dst, src, data, vcpu, body, "cpuid-feature",
+                      f"vCPU 0: the guest's CPU has ")
+        info = dst.qmp.cmd("query-migrate")
+        assert f"CPUID leaf 0x7 index 0 EBX bit {bit}, which KVM on this host cannot give" \
+            in info["error-desc"], info
+        restore_good_after(dst, path)
+
+    # Another TSC rate (half this host's: below it, so KVM needs scaling).
+    at, _n = vcpu_section(bytearray(body_of(data, vcpu)), 11)
+    khz = struct.unpack_from("<I", data, vcpu["offset"] + 8 + at)[0]
+    assert khz == vcpu["tsc_khz"], (khz, vcpu)
+    if khz == 0:
+        print("the source's KVM did not tell its TSC rate: rate check skipped")
+        return
+    invtsc = bool(ent.get((0x80000007, 0), (0, 0, 0, 0, 0))[4] & (1 << 8))
+    slow = bytearray(data)
+    for r in vcpus:
+        b = bytearray(body_of(data, r))
+        at, _n = vcpu_section(b, 11)
+        struct.pack_into("<I", b, at, khz // 2)
+        slow = bytearray(with_body(bytes(slow), r, bytes(b)))
+    sp = os.path.join(src.dir, "tsc-half")
+    with open(sp, "wb") as f:
+        f.write(slow)
+    with VMM(memory=256, vcpus=2, incoming=True) as dst:
+        dst.qmp.cmd("migrate-incoming", uri="file:" + sp)
+        info = wait_migration(dst, 120)
+        log = dst.stderr.decode(errors="replace")
+        if info["status"] == "completed":
+            scaled = f"TSC at the guest's {khz // 2} kHz" in log
+            warned = "cannot scale it" in log
+            assert scaled or (warned and not invtsc), (invtsc, log[-2000:])
+            dst.wait_serial("heartbeat vcpu=0 tick=", 30)
+            self_check(dst)
+            print("half TSC rate:", "given by KVM" if scaled else "not scalable, went on with a warning")
+        else:
+            assert info["status"] == "failed" and invtsc, (info, invtsc)
+            assert "cannot scale it" in info["error-desc"], info
+            print("half TSC rate: refused for an invariant-TSC guest:", info["error-desc"])
+
+
 def bad_state_bodies(src, path, data):
     recs = records(path)
     serial = next(r for r in recs if r.get("device") == "serial0")
@@ -60,12 +154,7 @@ def bad_state_bodies(src, path, data):
     body[40 + 4] |= 0xf0  # ier: reserved bits (docs/devices.md)
     with VMM(memory=256, vcpus=2, incoming=True) as dst:
         restore_fails(dst, src, data, serial, body, "serial-ier", "serial state")
-        dst.qmp.cmd("migrate-incoming", uri="file:" + path)  # nothing was applied
-        info = wait_migration(dst, 120)
-        assert info["status"] == "completed", info
-        dst.wait_serial("heartbeat vcpu=0 tick=", 30)
-        self_check(dst)
-        print("the same VMM then restored the good file")
+        restore_good_after(dst, path)
 
     vcpu = next(r for r in recs if r["type"] == "VCPU_STATE" and r["vcpu"] == 0)
     body = bytearray(body_of(data, vcpu))
@@ -120,6 +209,7 @@ def main():
             dst.close()
 
         bad_state_bodies(src, path, data)
+        cpu_bodies(src, path, data)
 
         # Restore the good file: the guest continues where it stopped.
         src_text = src.serial_text()

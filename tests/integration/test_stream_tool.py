@@ -34,11 +34,25 @@ def section(tag, data):
     return struct.pack("<II", tag, len(data)) + data + b"\0" * ((8 - len(data) % 8) % 8)
 
 
-def vcpu(i):
+def cpuid(*entries):
+    """The CPUID section (tag 10): count, zero, struct kvm_cpuid_entry2 each."""
+    return struct.pack("<II", len(entries), 0) + b"".join(
+        struct.pack("<7I", *e) + bytes(12) for e in entries)
+
+
+CPUID = cpuid((0, 0, 0, 1, 0x756e6547, 0x6c65746e, 0x49656e69), (1, 0, 0, 0x306c3, 0, 0, 0x0f8bfbff),
+              (7, 0, 1, 0, 0x7ab, 4, 0), (7, 1, 1, 0x10, 0, 0, 0))
+
+
+def vcpu(i, version=2, extra=(), drop=()):
+    """VCPU_STATE: version 2 carries CPUID (10) and TSC_KHZ (11), version 1 not."""
     msrs = struct.pack("<II", 1, 0) + struct.pack("<IIQ", 0x10, 0, 12345)
     secs = [(1, bytes(144)), (2, bytes(312)), (3, bytes(4096)), (5, msrs), (6, bytes(1024)),
             (7, bytes(64)), (8, struct.pack("<I", 0)), (9, bytes(128))]
-    return record(VCPU_STATE, struct.pack("<II", i, 1) + b"".join(section(t, d) for t, d in secs))
+    if version >= 2:
+        secs += [(10, CPUID), (11, struct.pack("<II", 2400000, 0))]
+    secs = [s for s in secs if s[0] not in drop] + list(extra)
+    return record(VCPU_STATE, struct.pack("<II", i, version) + b"".join(section(t, d) for t, d in secs))
 
 
 def device(name, version, length, instance=0):
@@ -50,9 +64,9 @@ def stream(*recs):
     return b"GODWITMS" + struct.pack("<II", 1, 0) + b"".join(recs)
 
 
-def complete(drop=None, extra=(), after=()):
+def complete(drop=None, extra=(), after=(), cpu=None):
     devs = [device(*d) for d in DEVICES if d[0] != drop]
-    return stream(header(), vcpu(0), *devs, *extra, record(END_OF_STREAM), *after)
+    return stream(header(), cpu or vcpu(0), *devs, *extra, record(END_OF_STREAM), *after)
 
 
 def check(tmp, name, data, want_error):
@@ -75,6 +89,19 @@ def main():
         check(tmp, "without-power", complete(drop="power"), None)  # older streams: optional
         check(tmp, "commit-and-info-after-end", complete(after=(record(COMMIT), record(INFO, b"hi"))),
               None)
+        check(tmp, "vcpu-version-1", complete(cpu=vcpu(0, version=1)), None)  # older streams
+        check(tmp, "cpuid-in-version-1", complete(cpu=vcpu(0, version=1, extra=[(10, CPUID)])),
+              "section cpuid in a version 1 record")
+        check(tmp, "version-2-without-cpuid", complete(cpu=vcpu(0, drop=(10,))),
+              "section cpuid is missing")
+        check(tmp, "version-2-without-tsc", complete(cpu=vcpu(0, drop=(11,))),
+              "section tsc_khz is missing")
+        dup = cpuid((1, 0, 0, 0, 0, 0, 0), (1, 0, 0, 0, 0, 0, 0))
+        check(tmp, "cpuid-leaf-twice", complete(cpu=vcpu(0, drop=(10,), extra=[(10, dup)])),
+              "leaf 0x1 index 0 appears twice")
+        check(tmp, "tsc-khz-pad", complete(cpu=vcpu(0, drop=(11,), extra=[(11, struct.pack("<II", 1, 1))])),
+              "the word after the rate is not zero")
+        check(tmp, "vcpu-version-3", complete(cpu=vcpu(0, version=3)), "vCPU state version 3")
         check(tmp, "no-vcpu-state", stream(header(), record(END_OF_STREAM)), "no state for vCPU 0")
         check(tmp, "one-of-two-vcpus",
               stream(header(2), vcpu(1), *[device(*d) for d in DEVICES], record(END_OF_STREAM)),

@@ -1,6 +1,8 @@
 /* Stream codec and state records: round trips, corruption anywhere,
  * truncation, wrong magic/version, oversized lengths, optional/mandatory
- * unknown records, vCPU/device state validation, fd io over a socketpair. */
+ * unknown records, vCPU/device state validation (struct vcpu_state through
+ * VCPU_STATE version 2 and back, version 1 still read), fd io over a
+ * socketpair. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -173,18 +175,88 @@ static void test_oversized_length(void **state)
     assert_non_null(strstr(err, "exceeds"));
 }
 
+/* A CPUID table as KVM_GET_CPUID2 gives one: leaf 7 with two indexes
+ * (significant index), an extended leaf, KVM's signature leaf. */
+static void fill_cpuid(struct vcpu_state *st)
+{
+    static const struct kvm_cpuid_entry2 e[] = {
+        { .function = 0, .eax = 0xd, .ebx = 0x756e6547, .ecx = 0x6c65746e, .edx = 0x49656e69 },
+        { .function = 1, .eax = 0x000306c3, .ebx = 0x00010800, .ecx = 0xfffa3203,
+          .edx = 0x0f8bfbff },
+        { .function = 7, .index = 0, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .ebx = 0x27ab },
+        { .function = 7, .index = 1, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .eax = 0x10 },
+        { .function = 0x40000000, .eax = 0x40000001, .ebx = 0x4b4d564b },
+        { .function = 0x80000008, .eax = 0x3030, .padding = { 1, 2, 3 } },
+    };
+    st->has_cpuid = true;
+    st->ncpuid = sizeof(e) / sizeof(e[0]);
+    memcpy(st->cpuid, e, sizeof(e));
+    st->tsc_khz = 2995200;
+}
+
+/* A vCPU state with something in every section. */
+static void fill_state(struct vcpu_state *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->regs.rip = 0x1234;
+    st->regs.rflags = 0x202;
+    st->sregs.cr0 = 0x80050033;
+    st->sregs.efer = 0xd01;
+    st->xsave_size = 4096;
+    st->xsave[100] = 7;
+    st->has_xcrs = true;
+    st->xcrs.nr_xcrs = 1;
+    st->xcrs.xcrs[0].value = 7;
+    st->nmsrs = 2;
+    st->msrs[0].index = 0x10;
+    st->msrs[0].data = 99;
+    st->msrs[1].index = 0xc0000080;
+    st->lapic.regs[0x20] = 1;
+    st->events.flags = 5;
+    st->mp.mp_state = 1;
+    st->debugregs.dr7 = 0x400;
+    fill_cpuid(st);
+}
+
+/* Write st as VCPU_STATE id with state_write_vcpu; *body gets a copy of
+ * the record's body (to free). Returns state_write_vcpu's result. */
+static int state_record(uint32_t id, const struct vcpu_state *st, uint8_t **body, uint32_t *len)
+{
+    struct stream s;
+    writer(&s);
+    int rc = state_write_vcpu(&s, id, st);
+    stream_flush(&s);
+    stream_fini(&s);
+    *body = NULL;
+    *len = 0;
+    if (rc < 0) {
+        assert_int_equal(out.out_len, 0); /* nothing of a refused record */
+        free(out.out);
+        return rc;
+    }
+    uint8_t *w = malloc(out.out_len + 16);
+    memcpy(w, "GODWITMS\1\0\0\0\0\0\0\0", 16);
+    memcpy(w + 16, out.out, out.out_len);
+    struct stream r;
+    struct stream_membuf in;
+    reader(&r, &in, w, out.out_len + 16);
+    assert_int_equal(stream_read_preamble(&r), 0);
+    struct stream_record rec;
+    assert_int_equal(stream_read_record(&r, &rec), 0);
+    assert_int_equal(rec.type, GWS_VCPU_STATE);
+    *body = malloc(rec.length);
+    memcpy(*body, rec.body, rec.length);
+    *len = rec.length;
+    stream_fini(&r);
+    free(w);
+    free(out.out);
+    return 0;
+}
+
 static void test_state_records(void **state)
 {
     static struct vcpu_state st, back;
-    memset(&st, 0, sizeof(st));
-    st.regs.rip = 0x1234;
-    st.xsave_size = 4096;
-    st.xsave[100] = 7;
-    st.nmsrs = 2;
-    st.msrs[0].index = 0x10;
-    st.msrs[0].data = 99;
-    st.msrs[1].index = 0xc0000080;
-    st.mp.mp_state = 1;
+    fill_state(&st);
     struct stream s;
     writer(&s);
     assert_int_equal(state_write_vcpu(&s, 3, &st), 0);
@@ -204,10 +276,15 @@ static void test_state_records(void **state)
     uint32_t id;
     assert_int_equal(state_parse_vcpu(rec.body, rec.length, &id, &back, &err), 0);
     assert_int_equal(id, 3);
+    assert_int_equal(((const uint32_t *)rec.body)[1], 2); /* version 2 */
     assert_int_equal(back.regs.rip, 0x1234);
     assert_int_equal(back.xsave[100], 7);
     assert_int_equal(back.nmsrs, 2);
     assert_int_equal(back.msrs[0].data, 99);
+    assert_true(back.has_cpuid);
+    assert_int_equal(back.ncpuid, 6);
+    assert_int_equal(back.tsc_khz, 2995200);
+    assert_memory_equal(&back, &st, sizeof(st)); /* every byte */
     /* Damaged bodies: every truncation fails cleanly. */
     for (size_t cut = 0; cut < rec.length; cut += 13) {
         gw_error_init(&err);
@@ -230,6 +307,251 @@ static void test_state_records(void **state)
     stream_fini(&s);
     free(w);
     free(out.out);
+}
+
+/* The CPU travels exactly: has_cpuid, the entries (KVM's padding too) and
+ * the TSC rate. */
+static void test_state_cpuid_round_trip(void **state)
+{
+    static struct vcpu_state st, back;
+    uint8_t *body;
+    uint32_t len, id;
+    struct gw_error err;
+
+    fill_state(&st);
+    assert_int_equal(state_record(0, &st, &body, &len), 0);
+    gw_error_init(&err);
+    assert_int_equal(state_parse_vcpu(body, len, &id, &back, &err), 0);
+    assert_true(back.has_cpuid);
+    assert_int_equal(back.ncpuid, st.ncpuid);
+    assert_memory_equal(back.cpuid, st.cpuid, st.ncpuid * sizeof(st.cpuid[0]));
+    assert_int_equal(back.cpuid[5].padding[2], 3);
+    assert_int_equal(back.tsc_khz, 2995200);
+    assert_memory_equal(&back, &st, sizeof(st));
+    free(body);
+}
+
+/* At the limits (256 CPUID entries, 1024 MSRs, the largest XSAVE area) a
+ * state still travels exactly; beyond them, or without a CPU, the record
+ * is not written. */
+static void test_state_cpu_limits(void **state)
+{
+    static struct vcpu_state st, back;
+    uint8_t *body;
+    uint32_t len, id;
+    struct gw_error err;
+
+    fill_state(&st);
+    st.tsc_khz = 0; /* the source could not tell */
+    st.ncpuid = CPU_STATE_MAX_CPUID;
+    for (uint32_t i = 0; i < st.ncpuid; i++)
+        st.cpuid[i] = (struct kvm_cpuid_entry2){ .function = 0xd, .index = i,
+                                                  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                                                  .eax = i * 3, .edx = ~i };
+    st.nmsrs = CPU_STATE_MAX_MSRS;
+    for (uint32_t i = 0; i < st.nmsrs; i++)
+        st.msrs[i] = (struct kvm_msr_entry){ .index = 0x10 + i, .data = (uint64_t)i << 32 | i };
+    st.xsave_size = CPU_STATE_XSAVE_MAX;
+    st.xsave[CPU_STATE_XSAVE_MAX - 1] = 0xee;
+    assert_int_equal(state_record(1, &st, &body, &len), 0);
+    gw_error_init(&err);
+    assert_int_equal(state_parse_vcpu(body, len, &id, &back, &err), 0);
+    assert_int_equal(id, 1);
+    assert_int_equal(back.ncpuid, 256);
+    assert_int_equal(back.tsc_khz, 0);
+    assert_memory_equal(&back, &st, sizeof(st));
+    free(body);
+
+    struct stream s;
+    st.ncpuid = CPU_STATE_MAX_CPUID + 1; /* wider than the array: entries past it not read */
+    writer(&s);
+    assert_int_equal(state_write_vcpu(&s, 1, &st), -EPROTO);
+    assert_non_null(
+        strstr(stream_error(&s), "vCPU 1: cpuid section: 257 entries (must be 1..256)"));
+    stream_fini(&s);
+    free(out.out);
+    assert_int_equal(state_record(1, &st, &body, &len), -EPROTO);
+
+    fill_state(&st);
+    st.nmsrs = CPU_STATE_MAX_MSRS + 1;
+    writer(&s);
+    assert_int_equal(state_write_vcpu(&s, 2, &st), -EPROTO);
+    assert_non_null(strstr(stream_error(&s), "vCPU 2: msrs section: 1025 MSRs (at most 1024)"));
+    stream_fini(&s);
+    free(out.out);
+
+    /* No CPU (a state as a version 1 record gives it): version 2 needs
+     * one; has_cpuid decides, whatever ncpuid says. */
+    fill_state(&st);
+    st.has_cpuid = false;
+    assert_int_equal(state_record(0, &st, &body, &len), -EPROTO);
+    writer(&s);
+    assert_int_equal(state_write_vcpu(&s, 0, &st), -EPROTO);
+    assert_non_null(strstr(stream_error(&s), "vCPU 0: section cpuid is missing"));
+    stream_fini(&s);
+    free(out.out);
+    st.ncpuid = 0;
+    memset(st.cpuid, 0, sizeof(st.cpuid));
+    assert_int_equal(state_record(0, &st, &body, &len), -EPROTO);
+    /* A CPU with no entries is not one. */
+    st.has_cpuid = true;
+    writer(&s);
+    assert_int_equal(state_write_vcpu(&s, 0, &st), -EPROTO);
+    assert_non_null(strstr(stream_error(&s), "vCPU 0: cpuid section: 0 entries (must be 1..256)"));
+    stream_fini(&s);
+    free(out.out);
+}
+
+/* Copy of a VCPU_STATE body with the header's version set to `version`
+ * and the sections whose tag is in `drop` (a bit per tag) left out. */
+static uint32_t rebody(const uint8_t *body, uint32_t len, uint32_t version, unsigned drop,
+                       uint8_t *nb)
+{
+    memcpy(nb, body, 4);
+    memcpy(nb + 4, &version, 4);
+    uint32_t n = 8;
+    for (uint32_t pos = 8; pos < len;) {
+        struct gws_section sh;
+        memcpy(&sh, body + pos, sizeof(sh));
+        uint32_t whole = 8 + ((sh.len + 7) & ~7u);
+        if (!(drop & (1u << sh.tag))) {
+            memcpy(nb + n, body + pos, whole);
+            n += whole;
+        }
+        pos += whole;
+    }
+    return n;
+}
+
+/* The offset of section `tag`'s data in a body. */
+static uint32_t section_at(const uint8_t *body, uint32_t len, uint32_t tag)
+{
+    for (uint32_t pos = 8; pos < len;) {
+        struct gws_section sh;
+        memcpy(&sh, body + pos, sizeof(sh));
+        if (sh.tag == tag)
+            return pos + 8;
+        pos += 8 + ((sh.len + 7) & ~7u);
+    }
+    fail_msg("no section %u", tag);
+    return 0;
+}
+
+/* Parse must fail with `want` and leave *st as it was. */
+static void parse_refused(const uint8_t *body, uint32_t len, const char *want)
+{
+    static struct vcpu_state back, before;
+    memset(&back, 0xa5, sizeof(back));
+    memcpy(&before, &back, sizeof(back));
+    struct gw_error err;
+    gw_error_init(&err);
+    uint32_t id = 77;
+    assert_int_equal(state_parse_vcpu(body, len, &id, &back, &err), -EPROTO);
+    if (strcmp(err.msg, want) != 0)
+        fail_msg("\"%s\", want \"%s\"", err.msg, want);
+    assert_int_equal(id, 77);
+    assert_memory_equal(&back, &before, sizeof(back));
+}
+
+#define BIT(tag) (1u << (tag))
+
+/* A version 1 record (tags 1..9) still reads, without a CPU; the new
+ * sections are refused in it and required in version 2. */
+static void test_state_versions(void **state)
+{
+    static struct vcpu_state st, back, want;
+    fill_state(&st);
+    uint8_t *body, *nb;
+    uint32_t len, id;
+    assert_int_equal(state_record(3, &st, &body, &len), 0);
+    nb = malloc(len);
+    struct gw_error err;
+
+    uint32_t n = rebody(body, len, 1, BIT(GWS_SEC_CPUID) | BIT(GWS_SEC_TSC_KHZ), nb);
+    assert_int_equal(n, len - (8 + 8 + 40 * 6) - (8 + 8));
+    memset(&back, 0xa5, sizeof(back));
+    gw_error_init(&err);
+    assert_int_equal(state_parse_vcpu(nb, n, &id, &back, &err), 0);
+    assert_int_equal(id, 3);
+    assert_false(back.has_cpuid);
+    assert_int_equal(back.ncpuid, 0);
+    assert_int_equal(back.tsc_khz, 0);
+    memcpy(&want, &st, sizeof(st));
+    want.has_cpuid = false;
+    want.ncpuid = 0;
+    want.tsc_khz = 0;
+    memset(want.cpuid, 0, sizeof(want.cpuid));
+    assert_memory_equal(&back, &want, sizeof(want)); /* all the rest as written */
+    /* ... and XCRS stays optional there. */
+    n = rebody(body, len, 1, BIT(GWS_SEC_CPUID) | BIT(GWS_SEC_TSC_KHZ) | BIT(GWS_SEC_XCRS), nb);
+    gw_error_init(&err);
+    assert_int_equal(state_parse_vcpu(nb, n, &id, &back, &err), 0);
+    assert_false(back.has_xcrs);
+    assert_false(back.has_cpuid);
+
+    n = rebody(body, len, 1, BIT(GWS_SEC_TSC_KHZ), nb);
+    parse_refused(nb, n, "vCPU 3: section cpuid in a version 1 record");
+    n = rebody(body, len, 1, BIT(GWS_SEC_CPUID), nb);
+    parse_refused(nb, n, "vCPU 3: section tsc_khz in a version 1 record");
+    n = rebody(body, len, 1, 0, nb);
+    parse_refused(nb, n, "vCPU 3: section cpuid in a version 1 record");
+    n = rebody(body, len, 1, BIT(GWS_SEC_CPUID) | BIT(GWS_SEC_TSC_KHZ) | BIT(GWS_SEC_LAPIC), nb);
+    parse_refused(nb, n, "vCPU 3: section lapic is missing");
+
+    n = rebody(body, len, 2, BIT(GWS_SEC_CPUID), nb);
+    parse_refused(nb, n, "vCPU 3: section cpuid is missing");
+    n = rebody(body, len, 2, BIT(GWS_SEC_TSC_KHZ), nb);
+    parse_refused(nb, n, "vCPU 3: section tsc_khz is missing");
+    n = rebody(body, len, 2, BIT(GWS_SEC_CPUID) | BIT(GWS_SEC_TSC_KHZ), nb);
+    parse_refused(nb, n, "vCPU 3: section cpuid is missing");
+    n = rebody(body, len, 3, 0, nb);
+    parse_refused(nb, n, "vCPU state version 3 (this godwit reads 1..2)");
+    free(nb);
+    free(body);
+}
+
+/* Hostile contents of the new sections, each in a body otherwise as
+ * written by state_write_vcpu. */
+static void test_state_hostile_cpu(void **state)
+{
+    static struct vcpu_state st, back;
+    fill_state(&st);
+    uint8_t *body, *nb;
+    uint32_t len, id;
+    assert_int_equal(state_record(3, &st, &body, &len), 0);
+    nb = malloc(len);
+    uint32_t c = section_at(body, len, GWS_SEC_CPUID), t = section_at(body, len, GWS_SEC_TSC_KHZ);
+    struct {
+        uint32_t at, value;
+        const char *want;
+    } pokes[] = {
+        { c, 0, "vCPU 3: cpuid section: 0 entries (must be 1..256)" },
+        { c, 257, "vCPU 3: cpuid section: 257 entries (must be 1..256)" },
+        { c, 5, "vCPU 3: cpuid section: count 5 does not match its 248 bytes" },
+        { c, 7, "vCPU 3: cpuid section: count 7 does not match its 248 bytes" },
+        { c + 4, 1, "vCPU 3: cpuid section: the word after the count is not zero" },
+        { c + 8 + 40 * 3 + 4, 0, "vCPU 3: cpuid section: leaf 0x7 index 0 appears twice" },
+        { c + 8 + 40 * 5, 0x40000000,
+          "vCPU 3: cpuid section: leaf 0x40000000 index 0 appears twice" },
+        { c - 4, 48, "vCPU 3: cpuid section: count 6 does not match its 48 bytes" },
+        { t - 4, 4, "vCPU 3: tsc_khz section is 4 bytes, must be 8" },
+        { t + 4, 1, "vCPU 3: tsc_khz section: the word after the rate is not zero" },
+    };
+    for (unsigned i = 0; i < sizeof(pokes) / sizeof(pokes[0]); i++) {
+        memcpy(nb, body, len);
+        memcpy(nb + pokes[i].at, &pokes[i].value, 4);
+        parse_refused(nb, len, pokes[i].want);
+    }
+    /* A different index of a leaf is another entry. */
+    memcpy(nb, body, len);
+    uint32_t idx = 2;
+    memcpy(nb + c + 8 + 40 * 3 + 4, &idx, 4);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(state_parse_vcpu(nb, len, &id, &back, &err), 0);
+    assert_int_equal(back.cpuid[3].index, 2);
+    free(nb);
+    free(body);
 }
 
 static void *sock_writer(void *arg)
@@ -314,6 +636,10 @@ int main(void)
         cmocka_unit_test(test_truncation_and_preamble),
         cmocka_unit_test(test_oversized_length),
         cmocka_unit_test(test_state_records),
+        cmocka_unit_test(test_state_cpuid_round_trip),
+        cmocka_unit_test(test_state_cpu_limits),
+        cmocka_unit_test(test_state_versions),
+        cmocka_unit_test(test_state_hostile_cpu),
         cmocka_unit_test(test_fd_io),
         cmocka_unit_test(test_hash_builds_agree),
     };

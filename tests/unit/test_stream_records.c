@@ -2,8 +2,10 @@
  * zero-page detection, zstd, corruption of any byte, truncation at any
  * length, wrong magic/version, oversized lengths refused before any
  * allocation, unknown optional/mandatory records, pfns outside the memory
- * map, hostile vCPU/device bodies, sticky errors, and fd io over a
- * socketpair with short reads and writes. No /dev/kvm needed. */
+ * map, hostile vCPU/device bodies, VCPU_STATE versions 1 and 2 (the CPUID
+ * and TSC_KHZ sections, the section set of each version, the largest
+ * record), sticky errors, and fd io over a socketpair with short reads and
+ * writes. No /dev/kvm needed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -82,6 +84,22 @@ static int read_stream(const uint8_t *d, size_t len, char *msg, size_t ml)
 
 static uint8_t page_buf[16][4096];
 
+/* A CPUID section (doc 4.5): count, zero, then entries of 10 words each
+ * (struct kvm_cpuid_entry2: function, index, flags, eax, ebx, ecx, edx,
+ * padding[3]). Leaf 7 twice with its two indexes (a pair is unique, not a
+ * function); KVM's padding is carried as it is, unchecked. */
+#define CPUID_WORDS(n) (2 + 10 * (n))
+static const uint32_t cpuid_4[CPUID_WORDS(4)] = {
+    4, 0,
+    0, 0, 0, 0xd, 0x756e6547, 0x6c65746e, 0x49656e69, 0, 0, 0,
+    1, 0, 0, 0x000306c3, 0x00010800, 0x7ffafbff, 0xbfebfbff, 0, 0, 0,
+    7, 0, 1, 0, 0x000027ab, 0, 0, 0, 0, 0,
+    7, 1, 1, 0x10, 0, 0, 0, 0x5a, 0, 0,
+};
+static const uint32_t tsc_khz_sec[2] = { 2400000, 0 };
+
+/* A full version 2 section list: tags 1..11 in order, CPUID and TSC_KHZ
+ * last (the tests that build version 1 lists drop those two). */
 static void fill_sections(struct stream_section *sec, unsigned *n)
 {
     static uint8_t regs[144], sregs[312], xsave[4160], lapic[1024], events[64], dbg[128];
@@ -107,6 +125,8 @@ static void fill_sections(struct stream_section *sec, unsigned *n)
     sec[k++] = (struct stream_section){ GWS_SEC_EVENTS, sizeof(events), events };
     sec[k++] = (struct stream_section){ GWS_SEC_MP_STATE, 4, &mp };
     sec[k++] = (struct stream_section){ GWS_SEC_DEBUGREGS, sizeof(dbg), dbg };
+    sec[k++] = (struct stream_section){ GWS_SEC_CPUID, sizeof(cpuid_4), cpuid_4 };
+    sec[k++] = (struct stream_section){ GWS_SEC_TSC_KHZ, sizeof(tsc_khz_sec), tsc_khz_sec };
     *n = k;
 }
 
@@ -185,11 +205,17 @@ static void check_all(const uint8_t *d, size_t len, bool zstd)
             break;
         case GWS_VCPU_STATE:
             assert_int_equal(rec.u.vcpu.id, 1);
-            assert_int_equal(rec.u.vcpu.nsec, 9);
-            assert_int_equal(rec.u.vcpu.sec[0].tag, GWS_SEC_REGS);
+            assert_int_equal(rec.u.vcpu.version, STREAM_VCPU_VERSION);
+            assert_int_equal(rec.u.vcpu.nsec, 11);
+            for (unsigned i = 0; i < rec.u.vcpu.nsec; i++)
+                assert_int_equal(rec.u.vcpu.sec[i].tag, GWS_SEC_REGS + i);
             assert_int_equal(((const uint8_t *)rec.u.vcpu.sec[0].data)[128], 0x42);
             assert_int_equal(rec.u.vcpu.sec[2].len, 4160);
             assert_int_equal(((const uint8_t *)rec.u.vcpu.sec[2].data)[4100], 9);
+            assert_int_equal(rec.u.vcpu.sec[9].len, sizeof(cpuid_4));
+            assert_memory_equal(rec.u.vcpu.sec[9].data, cpuid_4, sizeof(cpuid_4));
+            assert_int_equal(rec.u.vcpu.sec[10].len, GWS_SEC_TSC_KHZ_LEN);
+            assert_memory_equal(rec.u.vcpu.sec[10].data, tsc_khz_sec, sizeof(tsc_khz_sec));
             seen[4]++;
             break;
         case GWS_DEVICE_STATE:
@@ -572,13 +598,16 @@ static void test_hostile_state(void **state)
     } cases[] = {
         { "section xsave is missing", 0 },  { "appears twice", 1 },
         { "vCPU 5, the header says 2", 2 }, { "overruns", 3 },
-        { "unknown vCPU section tag 77", 4 }, { "version 2", 5 },
+        { "unknown vCPU section tag 77", 4 },
+        { "vCPU state version 3 (this godwit reads 1..2)", 5 },
         { "padding is not zero", 6 },       { "count 3 does not match", 7 },
+        { "vCPU state version 0 (this godwit reads 1..2)", 8 },
     };
     for (unsigned c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-        static uint8_t body[64 << 10];
+        static uint8_t body[GWS_MAX_VCPU_BODY];
         size_t len = 0;
-        struct gws_vcpu h = { cases[c].what == 2 ? 5 : 0, cases[c].what == 5 ? 2 : 1 };
+        uint32_t version = cases[c].what == 5 ? 3 : cases[c].what == 8 ? 0 : STREAM_VCPU_VERSION;
+        struct gws_vcpu h = { cases[c].what == 2 ? 5 : 0, version };
         memcpy(body, &h, 8);
         len = 8;
         for (unsigned i = 0; i < n; i++) {
@@ -627,6 +656,294 @@ static void test_hostile_state(void **state)
         assert_non_null(strstr(msg, "device id"));
         wclose(&w);
     }
+}
+
+/* ---- VCPU_STATE version 2: CPUID and TSC_KHZ ---- */
+
+/* A VCPU_STATE body {id, version} + sections, zero padding. */
+static size_t vcpu_body(uint8_t *body, uint32_t id, uint32_t version,
+                        const struct stream_section *sec, unsigned n)
+{
+    struct gws_vcpu h = { id, version };
+    memcpy(body, &h, sizeof(h));
+    size_t len = sizeof(h);
+    for (unsigned i = 0; i < n; i++) {
+        struct gws_section sh = { sec[i].tag, sec[i].len };
+        memcpy(body + len, &sh, sizeof(sh));
+        memcpy(body + len + sizeof(sh), sec[i].data, sec[i].len);
+        len += sizeof(sh) + sec[i].len;
+        size_t pad = (8 - (sec[i].len & 7)) & 7;
+        memset(body + len, 0, pad);
+        len += pad;
+    }
+    return len;
+}
+
+/* Tables of `count` distinct leaves, for the count limits. */
+static uint32_t cpuid_256[CPUID_WORDS(256)], cpuid_257[CPUID_WORDS(257)];
+/* cpuid_4 with one thing wrong. */
+static uint32_t cpuid_count3[CPUID_WORDS(4)], cpuid_nonzero[CPUID_WORDS(4)];
+static uint32_t cpuid_dup[CPUID_WORDS(4)], cpuid_dup_ext[CPUID_WORDS(3)];
+static const uint32_t cpuid_none[2] = { 0, 0 };
+static const uint32_t tsc_16[4] = { 2400000, 0, 0, 0 };
+static const uint32_t tsc_nonzero[2] = { 2400000, 1 };
+static const uint32_t tsc_unknown[2] = { 0, 0 };
+static const uint64_t unknown_12 = 0;
+
+static void cpuid_table(uint32_t *w, uint32_t count)
+{
+    memset(w, 0, 4 * CPUID_WORDS(count));
+    w[0] = count;
+    for (uint32_t i = 0; i < count; i++) {
+        w[2 + 10 * i] = i < 128 ? i : 0x80000000u + i;  /* function */
+        w[2 + 10 * i + 3] = ~i;                          /* eax */
+    }
+}
+
+static void cpuid_fixtures(void)
+{
+    cpuid_table(cpuid_256, 256);
+    cpuid_table(cpuid_257, 257);
+    memcpy(cpuid_count3, cpuid_4, sizeof(cpuid_4));
+    cpuid_count3[0] = 3;
+    memcpy(cpuid_nonzero, cpuid_4, sizeof(cpuid_4));
+    cpuid_nonzero[1] = 1;
+    memcpy(cpuid_dup, cpuid_4, sizeof(cpuid_4));
+    cpuid_dup[2 + 10 * 3 + 1] = 0; /* the last entry becomes leaf 7 index 0 again */
+    static const uint32_t ext[CPUID_WORDS(3)] = {
+        3, 0,
+        0x80000008, 0, 0, 0x3030, 0, 0, 0, 0, 0, 0,
+        0x80000000, 0, 0, 0x80000008, 0, 0, 0, 0, 0, 0,
+        0x80000008, 0, 0, 0x3027, 0, 0, 0, 0, 0, 0, /* same pair, other values */
+    };
+    memcpy(cpuid_dup_ext, ext, sizeof(ext));
+}
+
+enum { SEC_KEEP, SEC_DROP, SEC_SET, SEC_ADD };
+
+/* A section list: fill_sections' (version 1: without CPUID and TSC_KHZ),
+ * then one change: the section `tag` dropped, its data replaced (added
+ * if the list lacks it), or a second one added at the end. */
+struct sec_case {
+    uint32_t version;
+    int op;
+    uint32_t tag;
+    const void *data;
+    uint32_t len;
+    const char *want; /* the reader's words after "vCPU 0: "; NULL: valid */
+};
+
+static unsigned case_sections(const struct sec_case *c, struct stream_section *sec)
+{
+    unsigned n, k = 0;
+    fill_sections(sec, &n);
+    if (c->version == 1)
+        n -= 2;
+    for (unsigned i = 0; i < n; i++) {
+        if (sec[i].tag == c->tag && c->op == SEC_DROP)
+            continue;
+        if (sec[i].tag == c->tag && c->op == SEC_SET)
+            sec[i] = (struct stream_section){ c->tag, c->len, c->data };
+        sec[k++] = sec[i];
+    }
+    bool have = false;
+    for (unsigned i = 0; i < k; i++)
+        have |= sec[i].tag == c->tag;
+    if (c->op == SEC_ADD || (c->op == SEC_SET && !have))
+        sec[k++] = (struct stream_section){ c->tag, c->len, c->data };
+    return k;
+}
+
+static const struct sec_case sec_cases[] = {
+    /* Valid. */
+    { 2, SEC_KEEP, 0, NULL, 0, NULL },
+    { 2, SEC_DROP, GWS_SEC_XCRS, NULL, 0, NULL },
+    { 2, SEC_SET, GWS_SEC_CPUID, cpuid_256, sizeof(cpuid_256), NULL },
+    { 2, SEC_SET, GWS_SEC_TSC_KHZ, tsc_unknown, 8, NULL },
+    { 1, SEC_KEEP, 0, NULL, 0, NULL },
+    { 1, SEC_DROP, GWS_SEC_XCRS, NULL, 0, NULL },
+    /* CPUID. */
+    { 2, SEC_SET, GWS_SEC_CPUID, cpuid_none, 8, "cpuid section: 0 entries (must be 1..256)" },
+    { 2, SEC_SET, GWS_SEC_CPUID, cpuid_257, sizeof(cpuid_257),
+      "cpuid section: 257 entries (must be 1..256)" },
+    { 2, SEC_SET, GWS_SEC_CPUID, cpuid_4, 4, "cpuid section too short (4 bytes)" },
+    { 2, SEC_SET, GWS_SEC_CPUID, cpuid_4, 8 + 40 * 3,
+      "cpuid section: count 4 does not match its 128 bytes" },
+    { 2, SEC_SET, GWS_SEC_CPUID, cpuid_4, 8 + 40 * 3 + 20,
+      "cpuid section: count 4 does not match its 148 bytes" },
+    { 2, SEC_SET, GWS_SEC_CPUID, cpuid_count3, sizeof(cpuid_count3),
+      "cpuid section: count 3 does not match its 168 bytes" },
+    { 2, SEC_SET, GWS_SEC_CPUID, cpuid_256, sizeof(cpuid_256) - 40,
+      "cpuid section: count 256 does not match its 10208 bytes" },
+    { 2, SEC_SET, GWS_SEC_CPUID, cpuid_nonzero, sizeof(cpuid_nonzero),
+      "cpuid section: the word after the count is not zero" },
+    { 2, SEC_SET, GWS_SEC_CPUID, cpuid_dup, sizeof(cpuid_dup),
+      "cpuid section: leaf 0x7 index 0 appears twice" },
+    { 2, SEC_SET, GWS_SEC_CPUID, cpuid_dup_ext, sizeof(cpuid_dup_ext),
+      "cpuid section: leaf 0x80000008 index 0 appears twice" },
+    /* TSC_KHZ. */
+    { 2, SEC_SET, GWS_SEC_TSC_KHZ, tsc_khz_sec, 4, "tsc_khz section is 4 bytes, must be 8" },
+    { 2, SEC_SET, GWS_SEC_TSC_KHZ, tsc_16, 16, "tsc_khz section is 16 bytes, must be 8" },
+    { 2, SEC_SET, GWS_SEC_TSC_KHZ, tsc_nonzero, 8,
+      "tsc_khz section: the word after the rate is not zero" },
+    /* The section set of each version. */
+    { 2, SEC_DROP, GWS_SEC_CPUID, NULL, 0, "section cpuid is missing" },
+    { 2, SEC_DROP, GWS_SEC_TSC_KHZ, NULL, 0, "section tsc_khz is missing" },
+    { 2, SEC_ADD, GWS_SEC_CPUID, cpuid_4, sizeof(cpuid_4), "section cpuid appears twice" },
+    { 2, SEC_ADD, GWS_SEC_TSC_KHZ, tsc_khz_sec, 8, "section tsc_khz appears twice" },
+    { 2, SEC_ADD, 12, &unknown_12, 8, "unknown vCPU section tag 12" },
+    { 1, SEC_ADD, GWS_SEC_CPUID, cpuid_4, sizeof(cpuid_4),
+      "section cpuid in a version 1 record" },
+    { 1, SEC_ADD, GWS_SEC_TSC_KHZ, tsc_khz_sec, 8, "section tsc_khz in a version 1 record" },
+    { 1, SEC_ADD, 12, &unknown_12, 8, "unknown vCPU section tag 12" },
+    { 1, SEC_DROP, GWS_SEC_DEBUGREGS, NULL, 0, "section debugregs is missing" },
+};
+
+/* The reader takes a valid body as it is: its version, its sections in
+ * order with their bytes. */
+static void read_valid_vcpu(struct wbuf *w, uint32_t version, const struct stream_section *sec,
+                            unsigned n)
+{
+    stream_flush(&w->s);
+    struct rbuf r;
+    assert_int_equal(ropen(&r, w->m.out, w->m.out_len), 0);
+    struct stream_rec rec;
+    assert_int_equal(stream_next_record(&r.s, &rec), 0);
+    assert_int_equal(rec.type, GWS_VCPU_STATE);
+    assert_int_equal(rec.u.vcpu.version, version);
+    assert_int_equal(rec.u.vcpu.nsec, n);
+    for (unsigned i = 0; i < n; i++) {
+        assert_int_equal(rec.u.vcpu.sec[i].tag, sec[i].tag);
+        assert_int_equal(rec.u.vcpu.sec[i].len, sec[i].len);
+        assert_memory_equal(rec.u.vcpu.sec[i].data, sec[i].data, sec[i].len);
+    }
+    assert_int_equal(stream_next_record(&r.s, &rec), 0);
+    assert_int_equal(rec.type, GWS_END_OF_STREAM);
+    stream_fini(&r.s);
+}
+
+/* One case through the reader (a hand-made record), the reader's list
+ * check alone, and the writer, which writes version 2 only and writes
+ * nothing for a list it refuses. */
+static void run_sec_case(unsigned ci, const struct sec_case *c)
+{
+    static uint8_t body[GWS_MAX_VCPU_BODY];
+    struct stream_section sec[GWS_SEC_MAX + 1];
+    unsigned n = case_sections(c, sec);
+    char check_want[512], want[600], msg[512];
+    snprintf(check_want, sizeof(check_want), "vCPU 0: %s", c->want ? c->want : "");
+    snprintf(want, sizeof(want), "record 2 (VCPU_STATE) at offset 168: %s", check_want);
+
+    struct wbuf hand;
+    hostile_open(&hand);
+    struct iovec iov = { body, vcpu_body(body, 0, c->version, sec, n) };
+    assert_int_equal(stream_write_record(&hand.s, GWS_VCPU_STATE, &iov, 1), 0);
+    assert_int_equal(stream_write_eos(&hand.s), 0);
+    int rc = hostile_read(&hand, msg, sizeof(msg));
+    if (c->want && (rc != -EPROTO || strcmp(msg, want) != 0))
+        fail_msg("case %u: %d \"%s\", want \"%s\"", ci, rc, msg, want);
+    if (!c->want && rc != 0)
+        fail_msg("case %u: refused: %s", ci, msg);
+    if (!c->want)
+        read_valid_vcpu(&hand, c->version, sec, n);
+
+    struct gw_error err;
+    gw_error_init(&err);
+    rc = stream_check_vcpu_sections(c->version, 0, sec, n, &err);
+    if (c->want && (rc != -EPROTO || strcmp(err.msg, check_want) != 0))
+        fail_msg("case %u: check %d \"%s\"", ci, rc, err.msg);
+    if (!c->want && rc != 0)
+        fail_msg("case %u: check refused: %s", ci, err.msg);
+
+    struct wbuf w;
+    hostile_open(&w);
+    uint64_t queued = w.s.queued;
+    rc = stream_write_vcpu(&w.s, 0, sec, n);
+    if (c->version == 2 && !c->want) {
+        /* Byte for byte the record made by hand. */
+        assert_int_equal(rc, 0);
+        assert_int_equal(stream_write_eos(&w.s), 0);
+        stream_flush(&w.s);
+        assert_int_equal(w.m.out_len, hand.m.out_len);
+        assert_memory_equal(w.m.out, hand.m.out, w.m.out_len);
+    } else {
+        assert_int_equal(rc, -EPROTO);
+        assert_int_equal(w.s.queued, queued);
+        if (c->version == 2 && !strstr(stream_error(&w.s), c->want))
+            fail_msg("case %u: writer \"%s\"", ci, stream_error(&w.s));
+    }
+    wclose(&w);
+    wclose(&hand);
+}
+
+static void test_vcpu_v2_sections(void **state)
+{
+    cpuid_fixtures();
+    for (unsigned c = 0; c < sizeof(sec_cases) / sizeof(sec_cases[0]); c++)
+        run_sec_case(c, &sec_cases[c]);
+    /* A version 1 list is complete for version 1, never for the writer. */
+    struct stream_section sec[GWS_SEC_MAX];
+    unsigned n;
+    fill_sections(sec, &n);
+    struct wbuf w;
+    hostile_open(&w);
+    assert_int_equal(stream_write_vcpu(&w.s, 0, sec, n - 2), -EPROTO);
+    assert_non_null(strstr(stream_error(&w.s), "vCPU 0: section cpuid is missing"));
+    wclose(&w);
+}
+
+/* The largest version 2 record (every section at its limit, with 1024
+ * MSRs and 256 CPUID entries) fits VCPU_STATE's length limit and reads
+ * back; one MSR more is refused by both sides. */
+static void test_vcpu_largest(void **state)
+{
+    cpuid_fixtures();
+    static uint8_t xsave[GWS_MAX_XSAVE];
+    static uint32_t msrs[2 + 4 * (GWS_MAX_MSRS + 1)];
+    memset(msrs, 0, sizeof(msrs));
+    msrs[0] = GWS_MAX_MSRS;
+    for (uint32_t i = 0; i <= GWS_MAX_MSRS; i++) {
+        msrs[2 + 4 * i] = 0x10 + i;
+        msrs[2 + 4 * i + 2] = i * 7;
+    }
+    xsave[GWS_MAX_XSAVE - 1] = 0x77;
+    struct stream_section sec[GWS_SEC_MAX];
+    unsigned n;
+    fill_sections(sec, &n);
+    sec[2] = (struct stream_section){ GWS_SEC_XSAVE, sizeof(xsave), xsave };
+    sec[4] = (struct stream_section){ GWS_SEC_MSRS, 8 + 16 * GWS_MAX_MSRS, msrs };
+    sec[9] = (struct stream_section){ GWS_SEC_CPUID, sizeof(cpuid_256), cpuid_256 };
+    struct wbuf w;
+    hostile_open(&w);
+    assert_int_equal(stream_write_vcpu(&w.s, 1, sec, n), 0);
+    assert_int_equal(stream_write_eos(&w.s), 0);
+    stream_flush(&w.s);
+    struct rbuf r;
+    assert_int_equal(ropen(&r, w.m.out, w.m.out_len), 0);
+    struct stream_rec rec;
+    assert_int_equal(stream_next_record(&r.s, &rec), 0);
+    assert_int_equal(rec.type, GWS_VCPU_STATE);
+    assert_int_equal(rec.u.vcpu.nsec, n);
+    for (unsigned i = 0; i < n; i++)
+        assert_memory_equal(rec.u.vcpu.sec[i].data, sec[i].data, sec[i].len);
+    stream_fini(&r.s);
+    wclose(&w);
+
+    msrs[0] = GWS_MAX_MSRS + 1;
+    sec[4].len += 16;
+    hostile_open(&w);
+    assert_int_equal(stream_write_vcpu(&w.s, 1, sec, n), -EPROTO);
+    assert_non_null(strstr(stream_error(&w.s), "vCPU 1: msrs section: 1025 MSRs (at most 1024)"));
+    wclose(&w);
+    static uint8_t body[GWS_MAX_VCPU_BODY];
+    hostile_open(&w);
+    struct iovec iov = { body, vcpu_body(body, 1, 2, sec, n) };
+    assert_int_equal(stream_write_record(&w.s, GWS_VCPU_STATE, &iov, 1), 0);
+    stream_write_eos(&w.s);
+    char msg[512];
+    assert_int_equal(hostile_read(&w, msg, sizeof(msg)), -EPROTO);
+    assert_non_null(strstr(msg, "vCPU 1: msrs section: 1025 MSRs (at most 1024)"));
+    wclose(&w);
 }
 
 static void test_header_checks(void **state)
@@ -776,6 +1093,8 @@ int main(void)
         cmocka_unit_test(test_pfn_outside_map),
         cmocka_unit_test(test_page_record_shapes),
         cmocka_unit_test(test_hostile_state),
+        cmocka_unit_test(test_vcpu_v2_sections),
+        cmocka_unit_test(test_vcpu_largest),
         cmocka_unit_test(test_header_checks),
         cmocka_unit_test(test_fd_socketpair_short_io),
         cmocka_unit_test(test_fd_write_to_closed_peer),

@@ -9,9 +9,12 @@
  *   (commit 49b93e8, state_write_vcpu/state_write_device with the known
  *   state below), is byte for byte the golden stream: so the golden is the
  *   layout streams in the field have;
+ * - today's readers (stream_next_record, state_parse_vcpu,
+ *   stream_parse_device) load it back to the known state (version 1 vCPU
+ *   records: no CPUID, no TSC rate);
  * - today's writers (state_write_vcpu, stream_write_vcpu, stream_write_device)
- *   produce exactly those bytes, and today's readers (stream_next_record,
- *   state_parse_vcpu, stream_parse_device) load them back to the known state;
+ *   produce exactly the golden bytes of version 2 (the same stream with
+ *   the CPUID and TSC_KHZ sections), which the readers load back whole;
  * - hostile bodies fail in both readers with the same clear message, and
  *   the writers refuse what the readers refuse.
  * The unit tests run from the repository root (tests/run does). */
@@ -66,6 +69,16 @@ static void fill_state(struct vcpu_state *st, uint32_t id)
     fill_bytes(&st->events, sizeof(st->events), seed + 7);
     st->mp.mp_state = 3 - id;
     fill_bytes(&st->debugregs, sizeof(st->debugregs), seed + 9);
+    /* Version 2 on: the CPU. Entries are pattern bytes with distinct
+     * (function, index) pairs. */
+    st->has_cpuid = true;
+    st->ncpuid = 3 + id;
+    fill_bytes(st->cpuid, st->ncpuid * sizeof(st->cpuid[0]), seed + 10);
+    for (uint32_t i = 0; i < st->ncpuid; i++) {
+        st->cpuid[i].function = i == 0 ? 0 : 0x80000000 + i;
+        st->cpuid[i].index = i;
+    }
+    st->tsc_khz = 2400000 + id;
 }
 
 /* The devices the VMM sends (docs/stream-format.md 4.6), with pattern bodies
@@ -232,6 +245,20 @@ static void golden_events(struct bytes *b, const struct kvm_vcpu_events *e)
     put_le64(b, e->exception_payload);
 }
 
+/* count, zero, then struct kvm_cpuid_entry2 member by member. */
+static void golden_cpuid(struct bytes *b, const struct vcpu_state *st)
+{
+    put_le32(b, st->ncpuid);
+    put_le32(b, 0);
+    for (uint32_t i = 0; i < st->ncpuid; i++) {
+        const struct kvm_cpuid_entry2 *e = &st->cpuid[i];
+        const uint32_t v[10] = { e->function, e->index, e->flags, e->eax, e->ebx,
+                                 e->ecx, e->edx, e->padding[0], e->padding[1], e->padding[2] };
+        for (int k = 0; k < 10; k++)
+            put_le32(b, v[k]);
+    }
+}
+
 static void golden_debugregs(struct bytes *b, const struct kvm_debugregs *d)
 {
     for (int i = 0; i < 4; i++)
@@ -263,12 +290,14 @@ static void gvcpu_add(struct gvcpu *g, uint32_t tag, struct bytes data)
     g->sec[g->n++] = (struct gsec){ tag, (uint32_t)data.len, data };
 }
 
-/* In the order the VMM has always written them. */
-static void gvcpu_build(struct gvcpu *g, uint32_t id, const struct vcpu_state *st)
+/* In the order the VMM has always written them; version 2 adds CPUID and
+ * TSC_KHZ at the end. */
+static void gvcpu_build(struct gvcpu *g, uint32_t id, const struct vcpu_state *st,
+                        uint32_t version)
 {
     memset(g, 0, sizeof(*g));
     g->id = id;
-    g->version = 1;
+    g->version = version;
     struct bytes b = { 0 };
     golden_regs(&b, &st->regs);
     gvcpu_add(g, 1, b);
@@ -298,6 +327,15 @@ static void gvcpu_build(struct gvcpu *g, uint32_t id, const struct vcpu_state *s
     b = (struct bytes){ 0 };
     golden_debugregs(&b, &st->debugregs);
     gvcpu_add(g, 9, b);
+    if (version < 2)
+        return;
+    b = (struct bytes){ 0 };
+    golden_cpuid(&b, st);
+    gvcpu_add(g, 10, b);
+    b = (struct bytes){ 0 };
+    put_le32(&b, st->tsc_khz);
+    put_le32(&b, 0);
+    gvcpu_add(g, 11, b);
 }
 
 static void gvcpu_body(const struct gvcpu *g, struct bytes *out)
@@ -325,13 +363,13 @@ static void gvcpu_drop(struct gvcpu *g, unsigned i)
     g->n--;
 }
 
-/* The golden body of vCPU id of the known stream. */
-static void golden_vcpu_body(uint32_t id, struct bytes *out)
+/* The golden body of vCPU id of the known stream, of a record version. */
+static void golden_vcpu_body(uint32_t id, uint32_t version, struct bytes *out)
 {
     static struct vcpu_state st;
     struct gvcpu g;
     fill_state(&st, id);
-    gvcpu_build(&g, id, &st);
+    gvcpu_build(&g, id, &st, version);
     gvcpu_body(&g, out);
     gvcpu_free(&g);
 }
@@ -381,14 +419,15 @@ static void golden_preamble_header(struct bytes *out)
     bytes_free(&h);
 }
 
-/* The known stream: header, vCPU 0 and 1, the seven devices, END_OF_STREAM. */
-static void golden_stream(struct bytes *out)
+/* The known stream: header, vCPU 0 and 1 (VCPU_STATE of `version`), the
+ * seven devices, END_OF_STREAM. */
+static void golden_stream(struct bytes *out, uint32_t version)
 {
     fill_devices();
     golden_preamble_header(out);
     for (uint32_t id = 0; id < 2; id++) {
         struct bytes b = { 0 };
-        golden_vcpu_body(id, &b);
+        golden_vcpu_body(id, version, &b);
         golden_record(out, 0x0010, &b);
         bytes_free(&b);
     }
@@ -450,10 +489,17 @@ static void assert_bytes_equal(const uint8_t *got, size_t got_len, const struct 
 }
 
 /* The state fill_state(id) gives, as a reader must return it: the MSR
- * reserved word is not on the wire, nor XCRS when has_xcrs is false. */
-static void expected_state(struct vcpu_state *st, uint32_t id)
+ * reserved word is not on the wire, nor XCRS when has_xcrs is false, nor
+ * the CPU in a version 1 record. */
+static void expected_state(struct vcpu_state *st, uint32_t id, uint32_t version)
 {
     fill_state(st, id);
+    if (version < 2) {
+        st->has_cpuid = false;
+        st->ncpuid = 0;
+        memset(st->cpuid, 0, sizeof(st->cpuid));
+        st->tsc_khz = 0;
+    }
     for (uint32_t i = 0; i < st->nmsrs; i++)
         st->msrs[i].reserved = 0;
     if (!st->has_xcrs)
@@ -470,17 +516,17 @@ static void test_old_stream_is_golden(void **state)
     size_t len;
     const uint8_t *old = read_file(OLD_STREAM, &len);
     struct bytes golden = { 0 };
-    golden_stream(&golden);
+    golden_stream(&golden, 1);
     assert_bytes_equal(old, len, &golden, OLD_STREAM);
     bytes_free(&golden);
 }
 
 /* Today's writers, from a vcpu_state (adapter) and from sections (typed
- * layer), write the golden bytes. */
+ * layer), write the golden bytes of version 2. */
 static void test_writers_write_golden(void **state)
 {
     struct bytes golden = { 0 };
-    golden_stream(&golden);
+    golden_stream(&golden, 2);
     struct stream_membuf out = { 0 };
     struct stream s;
     stream_init(&s, &stream_mem_ops, &out);
@@ -500,7 +546,7 @@ static void test_writers_write_golden(void **state)
     for (uint32_t id = 0; id < 2; id++) {
         struct gvcpu g;
         fill_state(&st_a, id);
-        gvcpu_build(&g, id, &st_a);
+        gvcpu_build(&g, id, &st_a, 2);
         struct stream_section sec[GWS_SEC_MAX];
         for (unsigned i = 0; i < g.n; i++)
             sec[i] = (struct stream_section){ g.sec[i].tag, g.sec[i].len, g.sec[i].data.p };
@@ -521,16 +567,16 @@ static void test_writers_write_golden(void **state)
     bytes_free(&golden);
 }
 
-static void check_vcpu_record(const struct stream_rec *rec, unsigned *nvcpu)
+static void check_vcpu_record(const struct stream_rec *rec, uint32_t version, unsigned *nvcpu)
 {
     uint32_t id = rec->u.vcpu.id;
     assert_int_equal(id, *nvcpu);
     (*nvcpu)++;
     struct gvcpu g;
     fill_state(&st_a, id);
-    gvcpu_build(&g, id, &st_a);
+    gvcpu_build(&g, id, &st_a, version);
     /* typed reader: the sections as they are on the wire */
-    assert_int_equal(rec->u.vcpu.version, 1);
+    assert_int_equal(rec->u.vcpu.version, version);
     assert_int_equal(rec->u.vcpu.nsec, g.n);
     for (unsigned i = 0; i < g.n; i++) {
         assert_int_equal(rec->u.vcpu.sec[i].tag, g.sec[i].tag);
@@ -545,7 +591,7 @@ static void check_vcpu_record(const struct stream_rec *rec, unsigned *nvcpu)
     memset(&st_b, 0xa5, sizeof(st_b));
     assert_int_equal(state_parse_vcpu(rec->body, rec->length, &got_id, &st_b, &err), 0);
     assert_int_equal(got_id, id);
-    expected_state(&st_a, id);
+    expected_state(&st_a, id, version);
     assert_memory_equal(&st_b, &st_a, sizeof(st_a));
 }
 
@@ -569,13 +615,11 @@ static void check_device_record(const struct stream_rec *rec, unsigned *ndev)
     (*ndev)++;
 }
 
-/* The old stream loads through both readers to the known state. */
-static void test_old_stream_loads(void **state)
+/* A stream loads through both readers to the known state. */
+static void load_known_stream(const uint8_t *data, size_t len, uint32_t version)
 {
-    size_t len;
-    const uint8_t *old = read_file(OLD_STREAM, &len);
     fill_devices();
-    struct stream_membuf m = { .data = old, .len = len };
+    struct stream_membuf m = { .data = data, .len = len };
     struct stream s;
     struct stream_vm_info vm;
     stream_init(&s, &stream_mem_ops, &m);
@@ -589,7 +633,7 @@ static void test_old_stream_loads(void **state)
     int rc;
     while ((rc = stream_next_record(&s, &rec)) == 0) {
         if (rec.type == GWS_VCPU_STATE)
-            check_vcpu_record(&rec, &nvcpu);
+            check_vcpu_record(&rec, version, &nvcpu);
         else if (rec.type == GWS_DEVICE_STATE)
             check_device_record(&rec, &ndev);
         else if (rec.type == GWS_END_OF_STREAM)
@@ -605,13 +649,31 @@ static void test_old_stream_loads(void **state)
     stream_fini(&s);
 }
 
+/* The old stream (version 1 vCPU records) loads, without a CPU. */
+static void test_old_stream_loads(void **state)
+{
+    size_t len;
+    const uint8_t *old = read_file(OLD_STREAM, &len);
+    load_known_stream(old, len, 1);
+}
+
+/* Today's golden stream (version 2) loads with its CPU and TSC rate. */
+static void test_new_stream_loads(void **state)
+{
+    struct bytes golden = { 0 };
+    golden_stream(&golden, 2);
+    load_known_stream(golden.p, golden.len, 2);
+    bytes_free(&golden);
+}
+
 /* ---- hostile bodies ---- */
 
 enum vcpu_bad {
-    BAD_REGS_LEN, BAD_XSAVE_LEN, BAD_TAG_10, BAD_TAG_0, BAD_MSR_TOO_MANY, BAD_MSR_COUNT,
+    BAD_REGS_LEN, BAD_XSAVE_LEN, BAD_TAG_12, BAD_TAG_0, BAD_MSR_TOO_MANY, BAD_MSR_COUNT,
     BAD_MSR_ZERO_WORD, BAD_MSR_ENTRY_PAD, BAD_XCRS_NR, BAD_MISSING, BAD_TWICE,
+    BAD_CPUID_MISSING, BAD_TSC_MISSING, BAD_CPUID_TWICE_LEAF, BAD_CPUID_EMPTY, BAD_TSC_ZERO_WORD,
     /* framing and header: the writers cannot express these */
-    BAD_PADDING, BAD_VERSION, BAD_OVERRUN, BAD_TRUNCATED_HEADER, BAD_SHORT,
+    BAD_PADDING, BAD_VERSION, BAD_V1_CPUID, BAD_OVERRUN, BAD_TRUNCATED_HEADER, BAD_SHORT,
 };
 
 static const struct {
@@ -620,39 +682,45 @@ static const struct {
 } vcpu_cases[] = {
     { BAD_REGS_LEN, "vCPU 1: regs section is 143 bytes, must be 144" },
     { BAD_XSAVE_LEN, "vCPU 1: xsave section of 4100 bytes" },
-    { BAD_TAG_10, "vCPU 1: unknown vCPU section tag 10" },
+    { BAD_TAG_12, "vCPU 1: unknown vCPU section tag 12" },
     { BAD_TAG_0, "vCPU 1: unknown vCPU section tag 0" },
-    { BAD_MSR_TOO_MANY, "vCPU 1: msrs section: 257 MSRs (at most 256)" },
+    { BAD_MSR_TOO_MANY, "vCPU 1: msrs section: 1025 MSRs (at most 1024)" },
     { BAD_MSR_COUNT, "vCPU 1: msrs section: count 6 does not match its 88 bytes" },
     { BAD_MSR_ZERO_WORD, "vCPU 1: msrs section: the word after the count is not zero" },
     { BAD_MSR_ENTRY_PAD, "vCPU 1: msrs section: entry 2 has a non-zero pad" },
     { BAD_XCRS_NR, "vCPU 1: xcrs section: 17 XCRs (at most 16)" },
     { BAD_MISSING, "vCPU 1: section lapic is missing" },
     { BAD_TWICE, "vCPU 1: section lapic appears twice" },
+    { BAD_CPUID_MISSING, "vCPU 1: section cpuid is missing" },
+    { BAD_TSC_MISSING, "vCPU 1: section tsc_khz is missing" },
+    { BAD_CPUID_TWICE_LEAF, "vCPU 1: cpuid section: leaf 0x80000001 index 1 appears twice" },
+    { BAD_CPUID_EMPTY, "vCPU 1: cpuid section: 0 entries (must be 1..256)" },
+    { BAD_TSC_ZERO_WORD, "vCPU 1: tsc_khz section: the word after the rate is not zero" },
     { BAD_PADDING, "vCPU 1: section padding is not zero" },
-    { BAD_VERSION, "vCPU state version 2 (this godwit reads 1)" },
-    { BAD_OVERRUN, "section 9 (136 bytes) overruns the record" },
-    { BAD_TRUNCATED_HEADER, "truncated section header at byte 6528" },
+    { BAD_VERSION, "vCPU state version 3 (this godwit reads 1..2)" },
+    { BAD_V1_CPUID, "vCPU 1: section cpuid in a version 1 record" },
+    { BAD_OVERRUN, "section 11 (16 bytes) overruns the record" },
+    { BAD_TRUNCATED_HEADER, "truncated section header at byte 6720" },
     { BAD_SHORT, "too short (7 bytes)" },
 };
 
-/* Golden vCPU 1 (sections 0 REGS, 2 XSAVE, 3 XCRS, 4 MSRS, 5 LAPIC, 8
- * DEBUGREGS) with one thing wrong. */
+/* Golden vCPU 1, version 2 (sections 0 REGS, 2 XSAVE, 3 XCRS, 4 MSRS,
+ * 5 LAPIC, 8 DEBUGREGS, 9 CPUID, 10 TSC_KHZ) with one thing wrong. */
 static void make_bad_vcpu(enum vcpu_bad what, struct gvcpu *g)
 {
     fill_state(&st_a, 1);
-    gvcpu_build(g, 1, &st_a);
-    struct gsec *msrs = &g->sec[4];
+    gvcpu_build(g, 1, &st_a, 2);
+    struct gsec *msrs = &g->sec[4], *cpuid = &g->sec[9];
     switch (what) {
     case BAD_REGS_LEN: g->sec[0].len = g->sec[0].data.len = 143; break;
     case BAD_XSAVE_LEN: g->sec[2].len = g->sec[2].data.len = 4100; break;
-    case BAD_TAG_10: g->sec[3].tag = 10; break;
+    case BAD_TAG_12: g->sec[3].tag = 12; break;
     case BAD_TAG_0: g->sec[3].tag = 0; break;
     case BAD_MSR_TOO_MANY:
         bytes_free(&msrs->data);
-        put_le32(&msrs->data, 257);
+        put_le32(&msrs->data, 1025);
         put_le32(&msrs->data, 0);
-        for (uint32_t i = 0; i < 257; i++) {
+        for (uint32_t i = 0; i < 1025; i++) {
             put_le32(&msrs->data, 0xc0000000 + i);
             put_le32(&msrs->data, 0);
             put_le64(&msrs->data, i);
@@ -670,8 +738,21 @@ static void make_bad_vcpu(enum vcpu_bad what, struct gvcpu *g)
         gvcpu_add(g, GWS_SEC_LAPIC, copy);
         break;
     }
+    case BAD_CPUID_MISSING: gvcpu_drop(g, 9); break;
+    case BAD_TSC_MISSING: gvcpu_drop(g, 10); break;
+    case BAD_CPUID_TWICE_LEAF:
+        /* entry 2 (0x80000002, 2) gets entry 1's function and index */
+        memcpy(cpuid->data.p + 8 + 40 * 2, cpuid->data.p + 8 + 40 * 1, 8);
+        break;
+    case BAD_CPUID_EMPTY:
+        cpuid->data.len = 8;
+        cpuid->len = 8;
+        memset(cpuid->data.p, 0, 8);
+        break;
+    case BAD_TSC_ZERO_WORD: g->sec[10].data.p[4] = 1; break;
     case BAD_PADDING: g->pad_byte = 1; break;
-    case BAD_VERSION: g->version = 2; break;
+    case BAD_VERSION: g->version = 3; break;
+    case BAD_V1_CPUID: g->version = 1; break;
     case BAD_OVERRUN: g->sec[g->n - 1].len += 8; break;
     case BAD_TRUNCATED_HEADER:
     case BAD_SHORT: break; /* on the body, below */
@@ -684,6 +765,7 @@ static void bad_vcpu_body(enum vcpu_bad what, struct gvcpu *g, struct bytes *bod
     gvcpu_body(g, body);
     if (what == BAD_TRUNCATED_HEADER)
         put_le32(body, GWS_SEC_MP_STATE);
+    assert_true(what != BAD_V1_CPUID || body->len > 8);
     if (what == BAD_SHORT)
         body->len = 7;
 }
@@ -738,7 +820,7 @@ static void test_hostile_vcpu(void **state)
 static void test_vcpu_truncated_anywhere(void **state)
 {
     struct bytes body = { 0 };
-    golden_vcpu_body(1, &body);
+    golden_vcpu_body(1, 2, &body);
     size_t full = body.len;
     for (size_t cut = 0; cut < full; cut++) {
         body.len = cut;
@@ -758,7 +840,7 @@ static void test_vcpu_id_size_optional(void **state)
     struct bytes body = { 0 };
     uint32_t id;
     fill_state(&st_a, 1);
-    gvcpu_build(&g, 5, &st_a);
+    gvcpu_build(&g, 5, &st_a, 2);
     gvcpu_body(&g, &body);
     gw_error_init(&err);
     assert_int_equal(state_parse_vcpu(body.p, body.len, &id, &st_b, &err), 0);
@@ -793,15 +875,21 @@ static void test_state_writer_refuses(void **state)
         int what;
     } cases[] = {
         { "vCPU 0: xsave section of 4100 bytes", 0 },
-        { "vCPU 0: msrs section: 300 MSRs (at most 256)", 1 },
+        { "vCPU 0: msrs section: 1100 MSRs (at most 1024)", 1 },
         { "vCPU 0: xcrs section: 17 XCRs (at most 16)", 2 },
+        { "vCPU 0: section cpuid is missing", 3 },
+        { "vCPU 0: cpuid section: 300 entries (must be 1..256)", 4 },
     };
-    for (unsigned c = 0; c < 3; c++) {
+    for (unsigned c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         fill_state(&st_a, 0);
         if (cases[c].what == 0)
             st_a.xsave_size = 4100;
         if (cases[c].what == 1)
-            st_a.nmsrs = 300;
+            st_a.nmsrs = 1100;
+        if (cases[c].what == 3)
+            st_a.has_cpuid = false;
+        if (cases[c].what == 4)
+            st_a.ncpuid = 300;
         if (cases[c].what == 2) {
             st_a.has_xcrs = true;
             st_a.xcrs.nr_xcrs = 17;
@@ -893,10 +981,10 @@ static void test_random_damage_agreement(void **state)
 {
     struct gvcpu g;
     fill_state(&st_a, 1);
-    gvcpu_build(&g, 1, &st_a);
+    gvcpu_build(&g, 1, &st_a, 2);
     struct bytes good = { 0 };
     gvcpu_body(&g, &good);
-    size_t hot[64];
+    size_t hot[96];
     unsigned nhot = 0;
     size_t pos = 8;
     hot[nhot++] = 0;
@@ -904,9 +992,14 @@ static void test_random_damage_agreement(void **state)
     for (unsigned i = 0; i < g.n; i++) {
         hot[nhot++] = pos;
         hot[nhot++] = pos + 4;
-        if (g.sec[i].tag == GWS_SEC_MSRS || g.sec[i].tag == GWS_SEC_XCRS)
-            for (unsigned k = 0; k < 6; k++)
+        if (g.sec[i].tag == GWS_SEC_MSRS || g.sec[i].tag == GWS_SEC_XCRS ||
+            g.sec[i].tag == GWS_SEC_TSC_KHZ)
+            for (unsigned k = 0; k < 6 && 4 * k < g.sec[i].data.len; k++)
                 hot[nhot++] = pos + 8 + 4 * k;
+        if (g.sec[i].tag == GWS_SEC_CPUID) /* count, zero, each function and index */
+            for (unsigned k = 0; k < 2 + 10 * 4 && 4 * k < g.sec[i].data.len; k++)
+                if (k < 2 || (k - 2) % 10 < 2)
+                    hot[nhot++] = pos + 8 + 4 * k;
         pos += 8 + g.sec[i].data.len;
         if (g.sec[i].data.len % 8)
             hot[nhot++] = pos;
@@ -964,6 +1057,7 @@ int main(void)
         cmocka_unit_test(test_old_stream_is_golden),
         cmocka_unit_test(test_writers_write_golden),
         cmocka_unit_test(test_old_stream_loads),
+        cmocka_unit_test(test_new_stream_loads),
         cmocka_unit_test(test_hostile_vcpu),
         cmocka_unit_test(test_vcpu_truncated_anywhere),
         cmocka_unit_test(test_vcpu_id_size_optional),
