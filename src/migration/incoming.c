@@ -213,7 +213,8 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
     gw_error_init(&err);
     if (!c->got_header && rec->type != GWS_HEADER && !(rec->type & GWS_OPTIONAL))
         return in_bad(c, rec, "the stream does not start with a header");
-    if (c->lfd >= 0 && rec->type != GWS_HEADER && rec->type != GWS_POSTCOPY_ADVISE)
+    if (c->lfd >= 0 && rec->type != GWS_HEADER && rec->type != GWS_POSTCOPY_ADVISE &&
+        !(rec->type & GWS_OPTIONAL))
         in_close_listener(c); /* no second channel is coming */
     switch (rec->type) {
     case GWS_HEADER: return load_header(c, rec);
@@ -233,6 +234,7 @@ static int dispatch(struct in_ctx *c, const struct stream_record *rec, bool *don
     case GWS_ZERO_PAGES: return load_zero(c, rec);
     case GWS_VCPU_STATE:
     case GWS_DEVICE_STATE:
+    case GWS_CPU_MODEL:
         if (m->ops->load_record(m->vm, rec, &err) < 0)
             return stream_set_error(&c->s, err.code, "record %llu (%s) at offset %llu: %s",
                                     (unsigned long long)rec->index, stream_record_name(rec->type),

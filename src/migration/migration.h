@@ -36,8 +36,12 @@ struct mig_vm_ops {
     void (*completed)(void *vm);
     /* Source: write the VCPU_STATE and DEVICE_STATE records. */
     int (*save_state)(void *vm, struct stream *s, struct gw_error *err);
+    /* Source, may be NULL: records the destination checks the VM by before
+     * any page moves (CPU_MODEL), written after the header. */
+    int (*describe)(void *vm, struct stream *s, struct gw_error *err);
     /* Destination: take one VCPU_STATE or DEVICE_STATE record (kept until
-     * load_finish; nothing touches the VM before). */
+     * load_finish; nothing touches the VM before), or check a CPU_MODEL
+     * at once (an error fails the migration before the pages). */
     int (*load_record)(void *vm, const struct stream_record *rec, struct gw_error *err);
     /* Destination: every record is in: check completeness and apply. */
     int (*load_finish)(void *vm, struct gw_error *err);

@@ -1155,6 +1155,10 @@ static int run(struct out_ctx *c)
         return -1;
     if (c->postcopy && pc_src_setup(c) < 0)
         return -1;
+    /* After POSTCOPY_ADVISE: a destination from before CPU_MODEL takes any
+     * record after the header but ADVISE to mean no post-copy is coming. */
+    if (m->ops->describe && m->ops->describe(m->vm, &c->s, &err) < 0)
+        return stream_get_error(&c->s) ? -1 : stream_set_error(&c->s, err.code, "%s", err.msg);
     uint64_t data_pages = 0;
     if (!c->to_file && setup_dirty_log(c, &data_pages) < 0)
         return -1;

@@ -243,6 +243,7 @@ const char *stream_record_name(uint32_t type)
     case GWS_POSTCOPY_PAUSE: return "POSTCOPY_PAUSE";
     case GWS_PING: return "PING";
     case GWS_MIGRATION_ID: return "MIGRATION_ID";
+    case GWS_CPU_MODEL: return "CPU_MODEL";
     case GWS_RP_PONG: return "RP_PONG";
     case GWS_RP_INSTALLED: return "RP_INSTALLED";
     case GWS_RP_RECV_BITMAP: return "RP_RECV_BITMAP";
@@ -284,6 +285,7 @@ uint32_t stream_record_max_len(uint32_t type)
     case GWS_RP_INSTALLED: return 8;
     case GWS_MIGRATION_ID: return sizeof(struct gws_migration_id);
     case GWS_INFO: return GWS_MAX_TEXT_BODY;
+    case GWS_CPU_MODEL: return GWS_MAX_CPU_MODEL_BODY;
     default: return GWS_MAX_BODY;
     }
 }

@@ -34,6 +34,8 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "wire structs assume l
 #define GWS_MAX_XSAVE        (64u << 10)
 #define GWS_MAX_MSRS         1024
 #define GWS_MAX_CPUID        256
+/* CPU_MODEL: the CPUID section's layout, at most GWS_MAX_CPUID entries. */
+#define GWS_MAX_CPU_MODEL_BODY (8u + 40u * GWS_MAX_CPUID)
 
 /* Stream preamble: magic, version, then records. */
 struct gws_preamble {
@@ -98,6 +100,7 @@ enum {
     /* optional */
     GWS_INFO            = GWS_OPTIONAL | 0x0030, /* free text, for people */
     GWS_MIGRATION_ID    = GWS_OPTIONAL | 0x0107, /* after POSTCOPY_ADVISE / _RESUME */
+    GWS_CPU_MODEL       = GWS_OPTIONAL | 0x0012, /* the guest's CPUID, before any page */
 };
 
 struct gws_region {

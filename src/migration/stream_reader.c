@@ -429,6 +429,20 @@ int stream_parse_vcpu(const uint8_t *body, size_t len, struct stream_vcpu *out,
     return check_complete(out->version, out->id, seen, err);
 }
 
+int stream_parse_cpu_model(const uint8_t *body, size_t len, struct stream_cpu_model *out,
+                           struct gw_error *err)
+{
+    if (len > GWS_MAX_CPU_MODEL_BODY)
+        return gw_error_set(err, EPROTO, "%zu bytes, more than a CPU_MODEL may have (%u)", len,
+                            GWS_MAX_CPU_MODEL_BODY);
+    int r = stream_check_section(GWS_SEC_CPUID, body, (uint32_t)len, err);
+    if (r < 0)
+        return r;
+    memcpy(&out->count, body, 4);
+    out->entries = body + 8;
+    return 0;
+}
+
 int stream_parse_device(const uint8_t *body, size_t len, struct stream_device *out,
                         struct gw_error *err)
 {
@@ -519,6 +533,13 @@ static int parse(struct stream *s, const struct stream_record *r, struct stream_
     case GWS_MIGRATION_ID:
         return stream_record_error(s, r, EPROTO, "MIGRATION_ID belongs to a live post-copy "
                                    "migration, not to a saved stream");
+    case GWS_CPU_MODEL: {
+        struct gw_error err;
+        gw_error_init(&err);
+        if (stream_parse_cpu_model(r->body, r->length, &out->u.cpu_model, &err) < 0)
+            return stream_record_error(s, r, err.code, "%s", err.msg);
+        return 0;
+    }
     default:
         if (r->type & GWS_OPTIONAL) {
             s->skipped++;

@@ -53,6 +53,14 @@ struct stream_section {
 /* The oldest one it still reads (version 1: no CPUID, no TSC_KHZ). */
 #define STREAM_VCPU_VERSION_MIN 1
 
+/* A checked CPU_MODEL body (doc section 4.9): `count` struct
+ * kvm_cpuid_entry2 (40 bytes each, little-endian) at `entries`, which
+ * points into the body. */
+struct stream_cpu_model {
+    uint32_t count;               /* 1..GWS_MAX_CPUID */
+    const uint8_t *entries;
+};
+
 /* A checked VCPU_STATE body: its sections in wire order, each tag at most
  * once, all of its version but XCRS present. Section data points into the
  * body. */
@@ -87,6 +95,7 @@ struct stream_rec {
         } pages;
         struct stream_vcpu vcpu;      /* VCPU_STATE */
         struct stream_device device;  /* DEVICE_STATE */
+        struct stream_cpu_model cpu_model; /* CPU_MODEL */
         struct {                  /* END_OF_ITERATION */
             uint32_t pass;
             uint64_t pages;
@@ -122,6 +131,9 @@ int stream_write_vcpu(struct stream *s, uint32_t vcpu_id, const struct stream_se
 int stream_write_device(struct stream *s, const char *id, uint32_t instance, uint32_t version,
                         const void *data, size_t len);
 int stream_write_eoi(struct stream *s, uint32_t pass, uint64_t pages);
+/* CPU_MODEL (optional): `count` CPUID entries as struct kvm_cpuid_entry2
+ * (40 bytes each); checked as the reader checks it. */
+int stream_write_cpu_model(struct stream *s, const void *entries, uint32_t count);
 /* END_OF_STREAM, then flush. */
 int stream_write_eos(struct stream *s);
 /* True if the 4096 bytes at page are all zero (64-bit words, early exit). */
@@ -160,6 +172,9 @@ int stream_parse_vcpu(const uint8_t *body, size_t len, struct stream_vcpu *out,
                       struct gw_error *err);
 int stream_parse_device(const uint8_t *body, size_t len, struct stream_device *out,
                         struct gw_error *err);
+/* A CPU_MODEL body: the CPUID section's layout and checks (doc 4.9). */
+int stream_parse_cpu_model(const uint8_t *body, size_t len, struct stream_cpu_model *out,
+                           struct gw_error *err);
 /* A PAGE_DATA, PAGE_DATA_ZSTD or ZERO_PAGES record from stream_read_record()
  * (the live engine's path), with every check stream_next_record() makes:
  * shape, and each frame inside the RAM of s (set by stream_read_header, or

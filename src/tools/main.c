@@ -163,6 +163,10 @@ static void summarise(const struct stream_rec *r, json_object *j, char *out, siz
         t->passes++;
         snprintf(out, ol, "pass %u, %llu pages", r->u.eoi.pass, (unsigned long long)r->u.eoi.pages);
         return;
+    case GWS_CPU_MODEL:
+        add_u64(j, "cpuid_entries", r->u.cpu_model.count);
+        snprintf(out, ol, "%u CPUID entries", r->u.cpu_model.count);
+        return;
     case GWS_INFO:
         json_object_object_add(j, "text", json_object_new_string_len(r->u.text.text, (int)r->u.text.len));
         snprintf(out, ol, "\"%.*s\"", (int)(r->u.text.len > 80 ? 80 : r->u.text.len), r->u.text.text);
@@ -332,6 +336,12 @@ static int sample(const char *dir, const char *name, int kind)
     memcpy(vm.uuid, "0123456789abcdef", 16);
     stream_write_header(&s, &vm);
     if (kind >= 1) {
+        /* leaf 0 (max leaf 1, "GenuineIntel"), leaf 1 (fpu, tsc, sse, sse2) */
+        static const uint32_t cpuid[2 + 2 * 10] = {
+            2, 0,
+            0, 0, 0, 1, 0x756e6547, 0x6c65746e, 0x49656e69, 0, 0, 0,
+            1, 0, 0, 0x000306c3, 0, 0, (1u << 0) | (1u << 4) | (1u << 25) | (1u << 26), 0, 0, 0,
+        };
         const void *p[8];
         uint64_t pfn[8] = { 0, 1, 2, 3, 16, 17, 100, 511 };
         for (int i = 0; i < 8; i++)
@@ -340,16 +350,11 @@ static int sample(const char *dir, const char *name, int kind)
         struct iovec iov = { (void *)txt, strlen(txt) };
         stream_write_record(&s, GWS_INFO, &iov, 1);
         stream_set_compress(&s, kind == 2 ? 1 : 0);
+        stream_write_cpu_model(&s, cpuid + 2, cpuid[0]);
         stream_write_pages(&s, pfn, p, 8);
         stream_write_eoi(&s, 1, 8);
         uint8_t msrs[8 + 16] = { 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 42 };
         uint32_t mp = 0;
-        /* leaf 0 (max leaf 1, "GenuineIntel"), leaf 1 (fpu, tsc, sse, sse2) */
-        static const uint32_t cpuid[2 + 2 * 10] = {
-            2, 0,
-            0, 0, 0, 1, 0x756e6547, 0x6c65746e, 0x49656e69, 0, 0, 0,
-            1, 0, 0, 0x000306c3, 0, 0, (1u << 0) | (1u << 4) | (1u << 25) | (1u << 26), 0, 0, 0,
-        };
         static const uint32_t tsc[2] = { 2400000, 0 };
         struct stream_section sec[] = {
             { GWS_SEC_REGS, sizeof(regs), regs },       { GWS_SEC_SREGS, sizeof(sregs), sregs },

@@ -63,9 +63,24 @@ static int setup_cpuid(struct vcpu *vcpu, struct kvm_vm *vm, unsigned nr, struct
     vcpu_build_cpuid(vm->cpuid, c, vcpu->id, nr);
     int r = ioctl(vcpu->fd, KVM_SET_CPUID2, c);
     int e = errno;
-    free(c);
-    if (r < 0)
+    if (r < 0) {
+        free(c);
         return gw_error_set(err, e, "vCPU %u: KVM_SET_CPUID2: %s", vcpu->id, strerror(e));
+    }
+    vcpu->cpuid = c;
+    return 0;
+}
+
+int vcpu_keep_cpuid(struct vcpu *vcpu, const struct kvm_cpuid_entry2 *e, uint32_t n)
+{
+    struct kvm_cpuid2 *c = malloc(sizeof(*c) + n * sizeof(*e));
+    if (!c)
+        return -ENOMEM;
+    c->nent = n;
+    c->padding = 0;
+    memcpy(c->entries, e, n * sizeof(*e));
+    free(vcpu->cpuid);
+    vcpu->cpuid = c;
     return 0;
 }
 
@@ -136,6 +151,8 @@ int vcpu_init(struct vcpu *vcpu, struct kvm_vm *vm, unsigned id, unsigned nr_vcp
     return 0;
 
 err_map:
+    free(vcpu->cpuid);
+    vcpu->cpuid = NULL;
     munmap(vcpu->run, vcpu->run_size);
     vcpu->run = NULL;
 err_fd:
@@ -150,6 +167,8 @@ void vcpu_fini(struct vcpu *vcpu)
         munmap(vcpu->run, vcpu->run_size);
     if (vcpu->fd >= 0)
         close(vcpu->fd);
+    free(vcpu->cpuid);
+    vcpu->cpuid = NULL;
     vcpu->run = NULL;
     vcpu->fd = -1;
 }

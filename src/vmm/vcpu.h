@@ -35,6 +35,9 @@ struct vcpu {
     bool thread_started;
     volatile int tid;              /* kernel thread id once the thread runs */
     struct vcpu_reset_state reset;
+    /* The CPUID table given to KVM (at creation, or a migrated guest's):
+     * read without asking KVM, which would wait for a running vCPU. */
+    struct kvm_cpuid2 *cpuid;
     /* Exit statistics (updated only by the vCPU thread). */
     uint64_t exits, io_exits, mmio_exits;
     /* The last exit was port or MMIO I/O that KVM completes only on the
@@ -47,6 +50,8 @@ struct vcpu {
 int vcpu_init(struct vcpu *vcpu, struct kvm_vm *vm, unsigned id, unsigned nr_vcpus,
               struct gw_error *err);
 void vcpu_fini(struct vcpu *vcpu);
+/* Remember that KVM now holds this CPUID table for the vCPU (-ENOMEM). */
+int vcpu_keep_cpuid(struct vcpu *vcpu, const struct kvm_cpuid_entry2 *e, uint32_t n);
 /* Put the vCPU back to its power-on state (as captured at creation). */
 int vcpu_reset(struct vcpu *vcpu, struct gw_error *err);
 /* Load boot entry registers (after vcpu_reset). sregs are applied over the

@@ -13,6 +13,7 @@
 #include "devices/serial.h"
 #include "migration/migration.h"
 #include "migration/state_records.h"
+#include "vmm/cpu_model.h"
 #include "vmm/cpu_state.h"
 #include "vmm/machine.h"
 #include "vmm/vmm_control_internal.h"
@@ -113,6 +114,33 @@ static int vm_save_state(void *opaque, struct stream *s, struct gw_error *err)
     return 0;
 }
 
+/* CPU_MODEL, after the header: vCPU 0's CPUID (the VMM's copy: asking KVM
+ * would wait for the running vCPU to exit). */
+static int vm_describe(void *opaque, struct stream *s, struct gw_error *err)
+{
+    struct vmm_migration *vm = opaque;
+    const struct kvm_cpuid2 *c = vm->machine->vcpus[0].cpuid;
+    if (!c || c->nent == 0)
+        return 0;
+    if (stream_write_cpu_model(s, c->entries, c->nent) < 0)
+        return gw_error_set(err, EIO, "%s", stream_error(s));
+    return 0;
+}
+
+/* The source's CPU, before any page: refused at once if this host's KVM
+ * cannot give it (the same check the vCPUs' state gets at the end). */
+static int check_cpu_model(struct vmm_migration *vm, const struct stream_record *rec,
+                           struct gw_error *err)
+{
+    struct stream_cpu_model cm;
+    if (stream_parse_cpu_model(rec->body, rec->length, &cm, err) < 0)
+        return -err->code;
+    struct kvm_cpuid_entry2 e[GWS_MAX_CPUID];
+    memcpy(e, cm.entries, cm.count * sizeof(e[0]));
+    const struct kvm_cpuid2 *host = vm->machine->kvm.cpuid;
+    return cpu_model_check(e, cm.count, host->entries, host->nent, err);
+}
+
 static int load_vcpu(struct vmm_migration *vm, const struct stream_record *rec, struct gw_error *err)
 {
     struct vcpu_state *st = malloc(sizeof(*st));
@@ -196,6 +224,8 @@ static int load_device(struct vmm_migration *vm, const struct stream_record *rec
 static int vm_load_record(void *opaque, const struct stream_record *rec, struct gw_error *err)
 {
     struct vmm_migration *vm = opaque;
+    if (rec->type == GWS_CPU_MODEL)
+        return check_cpu_model(vm, rec, err);
     return rec->type == GWS_VCPU_STATE ? load_vcpu(vm, rec, err) : load_device(vm, rec, err);
 }
 
@@ -242,9 +272,12 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
      * this VMM as it was. */
     bool changed = false;
     for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++) {
-        r = vcpu_state_set_cpu(&m->kvm, m->vcpus[i].fd, vm->pending_vcpu[i], &changed, err);
+        const struct vcpu_state *st = vm->pending_vcpu[i];
+        r = vcpu_state_set_cpu(&m->kvm, m->vcpus[i].fd, st, &changed, err);
         if (r < 0)
             gw_error_prefix(err, "vCPU %u", i);
+        else if (st->has_cpuid && vcpu_keep_cpuid(&m->vcpus[i], st->cpuid, st->ncpuid) < 0)
+            r = gw_error_set(err, ENOMEM, "out of memory");
     }
     if (r == 0 || changed)
         vm->applied = true;
@@ -333,6 +366,7 @@ static void vm_event(void *opaque, const char *name, struct json_object *data)
 
 static const struct mig_vm_ops vm_ops = {
     .stop = vm_stop, .resume = vm_resume, .completed = vm_completed, .save_state = vm_save_state,
+    .describe = vm_describe,
     .load_record = vm_load_record, .load_finish = vm_load_finish, .start = vm_start,
     .discard = vm_discard, .set_throttle = vm_set_throttle, .event = vm_event,
     .vcpu_of_tid = vm_vcpu_of_tid, .lost = vm_lost,

@@ -10,7 +10,9 @@ applied, and the same VMM then restores the good file; one with an MSR
 that KVM refuses fails at the vCPUs, and that VMM, which holds part of its
 state, refuses another incoming migration. The guest keeps its CPU: a file
 whose CPUID names a feature this host's KVM cannot give is refused before
-anything is applied, naming it (the same VMM then restores the good file),
+anything is applied, naming it (the same VMM then restores the good file);
+so is one whose CPU_MODEL record (right after the header) names it, before
+a single page is loaded;
 and a file whose TSC rate differs from this host's gets that rate, or is
 refused for a guest told its TSC is invariant, or goes on with a warning
 (whichever this host's KVM allows, each checked against what it says)."""
@@ -111,6 +113,22 @@ def cpu_bodies(src, path, data):
         info = dst.qmp.cmd("query-migrate")
         assert f"CPUID leaf 0x7 index 0 EBX bit {bit}, which KVM on this host cannot give" \
             in info["error-desc"], info
+        restore_good_after(dst, path)
+
+    # The same feature in CPU_MODEL, the record after the header: refused
+    # there, before a single page is loaded.
+    cm = next(r for r in recs if r["type"] == "CPU_MODEL")
+    assert cm["index"] == 2 and cm["cpuid_entries"] == vcpu["cpuid_entries"], (cm, vcpu)
+    cbody = bytearray(body_of(data, cm))
+    for i in range(cm["cpuid_entries"]):
+        fn, idx = struct.unpack_from("<II", cbody, 8 + 40 * i)
+        if (fn, idx) == (7, 0):
+            struct.pack_into("<I", cbody, 8 + 40 * i + 16, ebx | (1 << bit))
+    with VMM(memory=256, vcpus=2, incoming=True) as dst:
+        restore_fails(dst, src, data, cm, cbody, "cpu-model",
+                      f"record 2 (CPU_MODEL) at offset {cm['offset']}: the guest's CPU has ")
+        info = dst.qmp.cmd("query-migrate")
+        assert info["ram"]["normal"] == 0 and info["ram"]["duplicate"] == 0, info
         restore_good_after(dst, path)
 
     # Another TSC rate (half this host's: below it, so KVM needs scaling).

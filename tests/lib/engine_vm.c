@@ -1,6 +1,7 @@
 #include "engine_vm.h"
 
 #include <errno.h>
+#include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "memory/uffd.h"
+#include "migration/stream_records.h"
 
 void evm_sleep_us(unsigned us)
 {
@@ -117,9 +119,34 @@ static int op_save_state(void *o, struct stream *s, struct gw_error *err)
     return stream_write_record(s, GWS_DEVICE_STATE, &iov, 1);
 }
 
+/* leaf 0 and leaf 1 of some CPU */
+static const struct kvm_cpuid_entry2 evm_cpuid[2] = {
+    { .function = 0, .eax = 1, .ebx = 0x756e6547, .ecx = 0x6c65746e, .edx = 0x49656e69 },
+    { .function = 1, .eax = 0x306c3, .edx = 0x0f8bfbff },
+};
+
+static int op_describe(void *o, struct stream *s, struct gw_error *err)
+{
+    struct evm *v = o;
+    if (v->describe_cpu && stream_write_cpu_model(s, evm_cpuid, 2) < 0)
+        return gw_error_set(err, EIO, "%s", stream_error(s));
+    return 0;
+}
+
 static int op_load_record(void *o, const struct stream_record *rec, struct gw_error *err)
 {
     struct evm *v = o;
+    if (rec->type == GWS_CPU_MODEL) {
+        struct stream_cpu_model cm;
+        if (stream_parse_cpu_model(rec->body, rec->length, &cm, err) < 0)
+            return -err->code;
+        if (cm.count != 2 || memcmp(cm.entries, evm_cpuid, sizeof(evm_cpuid)))
+            return gw_error_set(err, EPROTO, "not the CPU the source sent");
+        if (v->refuse_cpu)
+            return gw_error_set(err, EINVAL, "this host cannot give the guest's CPU");
+        v->got_cpu_model = true;
+        return 0;
+    }
     if (rec->type != GWS_DEVICE_STATE || rec->length != sizeof(struct gws_device) + 8)
         return gw_error_set(err, EPROTO, "unexpected state record");
     memcpy(&v->got_state, rec->body + sizeof(struct gws_device), 8);
@@ -187,7 +214,7 @@ static void op_lost(void *o) { ((struct evm *)o)->lost = true; }
 
 static const struct mig_vm_ops ops = {
     .stop = op_stop, .resume = op_resume, .completed = op_completed,
-    .save_state = op_save_state, .load_record = op_load_record, .load_finish = op_load_finish,
+    .save_state = op_save_state, .describe = op_describe, .load_record = op_load_record, .load_finish = op_load_finish,
     .start = op_start, .discard = op_discard, .vcpu_of_tid = op_vcpu_of_tid, .lost = op_lost,
     .set_throttle = op_set_throttle,
 };

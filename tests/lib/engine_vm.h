@@ -54,6 +54,10 @@ struct evm {
     unsigned save_delay_us;       /* source: saving the state takes this long */
     uint64_t got_state;
     bool have_state;
+    bool describe_cpu;            /* source: send a CPU_MODEL after the header */
+    bool refuse_cpu;              /* destination: refuse a CPU_MODEL, as a host whose
+                                     KVM cannot give the guest's CPU */
+    bool got_cpu_model;           /* destination: a CPU_MODEL came (and was taken) */
     volatile bool started, lost, completed;
     enum mig_state state_at_start; /* destination: its status when the guest started */
     volatile bool discarded;      /* destination: the engine discarded the guest */

@@ -1232,6 +1232,48 @@ static void test_destination_reason(void **state)
     evm_fini(&src);
 }
 
+/* A source describes the guest's CPU after the header (CPU_MODEL): a
+ * destination that takes it gets the whole migration; one that cannot give
+ * that CPU fails at once, before a single page is loaded, and the source
+ * reports its reason and runs on. */
+static void test_cpu_model_first(void **state)
+{
+    static struct evm src, dst;
+    char uri[128];
+    uri_for(uri, sizeof(uri), "cpu");
+    assert_int_equal(evm_init(&src, RAM_SIZE, NULL), 0);
+    assert_int_equal(evm_init(&dst, RAM_SIZE, &src), 0);
+    src.describe_cpu = true;
+    start(&src, &dst, uri);
+    check_done(&src, &dst);
+    assert_true(dst.got_cpu_model);
+    evm_fini(&dst);
+    evm_fini(&src);
+
+    memset(&src, 0, sizeof(src));
+    memset(&dst, 0, sizeof(dst));
+    assert_int_equal(evm_init(&src, RAM_SIZE, NULL), 0);
+    assert_int_equal(evm_init(&dst, RAM_SIZE, &src), 0);
+    src.describe_cpu = true;
+    dst.refuse_cpu = true;
+    start(&src, &dst, uri);
+    assert_true(evm_wait_state(&dst, MIG_FAILED, 10000));
+    assert_true(evm_wait_state(&src, MIG_FAILED, 10000));
+    struct mig_stats s, d;
+    mig_get_stats(&src.mig, &s);
+    mig_get_stats(&dst.mig, &d);
+    fprintf(stderr, "    source: %s\n    destination: %s\n", s.error_desc, d.error_desc);
+    assert_non_null(strstr(d.error_desc, "(CPU_MODEL)"));
+    assert_non_null(strstr(d.error_desc, "this host cannot give the guest's CPU"));
+    assert_non_null(strstr(s.error_desc, "destination failed: "));
+    assert_non_null(strstr(s.error_desc, "this host cannot give the guest's CPU"));
+    assert_int_equal(d.normal + d.duplicate, 0);
+    assert_false(dst.have_state || dst.started);
+    assert_true(runs(&src));
+    evm_fini(&dst);
+    evm_fini(&src);
+}
+
 /* The source's stop op, wrapped: the link goes down as the guest stops. */
 static struct {
     struct mig_vm_ops ops;
@@ -1354,6 +1396,7 @@ int main(void)
         cmocka_unit_test(test_cancel_restore),
         cmocka_unit_test(test_cancel_stats),
         cmocka_unit_test(test_destination_reason),
+        cmocka_unit_test(test_cpu_model_first),
         cmocka_unit_test(test_link_down_at_switchover),
         cmocka_unit_test(test_cancel_while_connecting),
         cmocka_unit_test(test_optional_return_records),

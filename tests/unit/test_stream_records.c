@@ -397,10 +397,10 @@ static int hostile_read(struct wbuf *w, char *msg, size_t ml)
 static void test_oversized_before_allocation(void **state)
 {
     uint32_t types[] = { GWS_PAGE_DATA, GWS_ZERO_PAGES, GWS_VCPU_STATE, GWS_END_OF_STREAM,
-                         0x4444, GWS_OPTIONAL | 0x4444 };
+                         0x4444, GWS_OPTIONAL | 0x4444, GWS_CPU_MODEL };
     uint32_t lens[] = { GWS_MAX_PAGES_BODY + 1, GWS_MAX_ZERO_BODY + 1, GWS_MAX_VCPU_BODY + 1, 8,
-                        GWS_MAX_BODY + 1, 0xfffffff8u };
-    for (unsigned i = 0; i < 6; i++) {
+                        GWS_MAX_BODY + 1, 0xfffffff8u, GWS_MAX_CPU_MODEL_BODY + 1 };
+    for (unsigned i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         struct wbuf w;
         hostile_open(&w);
         stream_flush(&w.s);
@@ -946,6 +946,76 @@ static void test_vcpu_largest(void **state)
     wclose(&w);
 }
 
+/* CPU_MODEL (doc 4.9): written and read back as the CPUID section; the
+ * writer refuses, and writes nothing for, what the reader refuses; a
+ * hostile body fails the reader with the record named. */
+static void test_cpu_model(void **state)
+{
+    cpuid_fixtures();
+    struct wbuf w;
+    hostile_open(&w);
+    assert_int_equal(stream_write_cpu_model(&w.s, cpuid_4 + 2, 4), 0);
+    assert_int_equal(stream_write_eos(&w.s), 0);
+    struct rbuf r;
+    assert_int_equal(ropen(&r, w.m.out, w.m.out_len), 0);
+    struct stream_rec rec;
+    assert_int_equal(stream_next_record(&r.s, &rec), 0);
+    assert_int_equal(rec.type, GWS_CPU_MODEL);
+    assert_int_equal(rec.length, 8 + 40 * 4);
+    assert_int_equal(rec.u.cpu_model.count, 4);
+    assert_memory_equal(rec.u.cpu_model.entries, cpuid_4 + 2, 40 * 4);
+    assert_int_equal(stream_next_record(&r.s, &rec), 0);
+    assert_int_equal(rec.type, GWS_END_OF_STREAM);
+    stream_fini(&r.s);
+    wclose(&w);
+
+    static const struct {
+        const uint32_t *table;
+        uint32_t count;
+        const char *want;
+    } refused[] = {
+        { cpuid_4, 0, "CPU_MODEL of 0 CPUID entries (must be 1..256)" },
+        { cpuid_257, 257, "CPU_MODEL of 257 CPUID entries (must be 1..256)" },
+        { cpuid_dup, 4, "CPU_MODEL: cpuid section: leaf 0x7 index 0 appears twice" },
+    };
+    for (unsigned i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        wopen(&w);
+        assert_int_equal(stream_write_cpu_model(&w.s, refused[i].table + 2, refused[i].count),
+                         -EPROTO);
+        assert_string_equal(stream_error(&w.s), refused[i].want);
+        assert_int_equal(w.m.out_len, 0);
+        wclose(&w);
+    }
+    wopen(&w);
+    assert_int_equal(stream_write_cpu_model(&w.s, cpuid_256 + 2, 256), 0);
+    assert_int_equal(stream_flush(&w.s), 0);
+    assert_int_equal(w.m.out_len, 8 + GWS_MAX_CPU_MODEL_BODY + 8); /* no preamble here */
+    wclose(&w);
+
+    /* Bodies a writer cannot make, framed by hand. */
+    static const struct {
+        const void *body;
+        uint32_t len;
+        const char *want;
+    } hostile[] = {
+        { cpuid_count3, sizeof(cpuid_count3), "cpuid section: count 3 does not match its 168 bytes" },
+        { cpuid_nonzero, sizeof(cpuid_nonzero), "the word after the count is not zero" },
+        { cpuid_dup_ext, sizeof(cpuid_dup_ext), "leaf 0x80000008 index 0 appears twice" },
+        { cpuid_none, 4, "cpuid section too short (4 bytes)" },
+    }; /* one too long: test_oversized_before_allocation */
+    for (unsigned i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+        hostile_open(&w);
+        struct iovec iov = { (void *)hostile[i].body, hostile[i].len };
+        stream_write_record(&w.s, GWS_CPU_MODEL, &iov, 1);
+        stream_write_eos(&w.s);
+        char msg[512];
+        assert_true(hostile_read(&w, msg, sizeof(msg)) < 0);
+        if (!strstr(msg, "record 2 (CPU_MODEL) at offset 168: ") || !strstr(msg, hostile[i].want))
+            fail_msg("case %u: \"%s\" lacks \"%s\"", i, msg, hostile[i].want);
+        wclose(&w);
+    }
+}
+
 static void test_header_checks(void **state)
 {
     struct stream_vm_info vm = vm_info;
@@ -1095,6 +1165,7 @@ int main(void)
         cmocka_unit_test(test_hostile_state),
         cmocka_unit_test(test_vcpu_v2_sections),
         cmocka_unit_test(test_vcpu_largest),
+        cmocka_unit_test(test_cpu_model),
         cmocka_unit_test(test_header_checks),
         cmocka_unit_test(test_fd_socketpair_short_io),
         cmocka_unit_test(test_fd_write_to_closed_peer),
