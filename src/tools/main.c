@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "migration/stream_devices.h"
 #include "migration/stream_records.h"
 
 struct opts {
@@ -212,22 +213,9 @@ static void print_totals(const struct opts *o, const struct stream *s, const str
 
 /* ---- the whole stream's rules (docs/stream-format.md 4.5, 4.6) ---- */
 
-/* The device table of the format: id, the one version this reader knows,
- * its body size, and whether a complete stream must hold it. */
-static const struct {
-    const char *id;
-    uint32_t version, len;
-    bool required;
-} devices[] = {
-    { "pic-master", 1, 520, true }, { "pic-slave", 1, 520, true }, { "ioapic", 1, 520, true },
-    { "pit", 1, 112, true },        { "kvmclock", 1, 8, true },    { "serial0", 1, 36, true },
-    { "cmos", 1, 144, true },       { "power", 1, 8, false },
-};
-#define NDEVICES (sizeof(devices) / sizeof(devices[0]))
-
 struct census {
     bool vcpu[GWS_MAX_VCPUS];
-    bool device[NDEVICES];
+    unsigned devices;             /* bit per enum stream_dev */
 };
 
 /* A record against what came before it; false with *why filled. */
@@ -244,26 +232,13 @@ static bool census_add(struct census *c, const struct stream_rec *r, char *why, 
     }
     if (r->type != GWS_DEVICE_STATE)
         return true;
-    const struct stream_device *d = &r->u.device;
-    for (size_t i = 0; i < NDEVICES; i++) {
-        if (strcmp(d->id, devices[i].id) != 0)
-            continue;
-        if (d->instance != 0 || c->device[i])
-            snprintf(why, wl, "record %llu: device %s instance %u: sent twice, or no such instance",
-                     (unsigned long long)r->index, d->id, d->instance);
-        else if (d->version != devices[i].version)
-            snprintf(why, wl, "record %llu: device %s version %u is not supported",
-                     (unsigned long long)r->index, d->id, d->version);
-        else if (d->len != devices[i].len)
-            snprintf(why, wl, "record %llu: device %s: %u bytes, expected %u",
-                     (unsigned long long)r->index, d->id, d->len, devices[i].len);
-        else {
-            c->device[i] = true;
-            return true;
-        }
-        return false;
-    }
-    snprintf(why, wl, "record %llu: unknown device '%s'", (unsigned long long)r->index, d->id);
+    /* The device table the VMM loads by (stream_devices.h), same words. */
+    struct gw_error err;
+    gw_error_init(&err);
+    int kind = stream_device_kind_of(&r->u.device, &err);
+    if (kind >= 0 && stream_device_see(&c->devices, kind, &err) == 0)
+        return true;
+    snprintf(why, wl, "record %llu: %s", (unsigned long long)r->index, err.msg);
     return false;
 }
 
@@ -275,11 +250,12 @@ static bool census_complete(const struct census *c, uint32_t nr_vcpus, char *why
             snprintf(why, wl, "the stream has no state for vCPU %u", i);
             return false;
         }
-    for (size_t i = 0; i < NDEVICES; i++)
-        if (devices[i].required && !c->device[i]) {
-            snprintf(why, wl, "the stream lacks the state of device %s", devices[i].id);
-            return false;
-        }
+    int missing = stream_device_missing(c->devices);
+    if (missing >= 0) {
+        snprintf(why, wl, "the stream lacks the state of device %s",
+                 stream_device_kinds[missing].id);
+        return false;
+    }
     return true;
 }
 
@@ -364,9 +340,10 @@ static int sample(const char *dir, const char *name, int kind)
             { GWS_SEC_CPUID, sizeof(cpuid), cpuid },    { GWS_SEC_TSC_KHZ, sizeof(tsc), tsc },
         };
         stream_write_vcpu(&s, 0, sec, sizeof(sec) / sizeof(sec[0]));
-        static uint8_t body[520];
-        for (size_t i = 0; i < NDEVICES; i++)
-            stream_write_device(&s, devices[i].id, 0, devices[i].version, body, devices[i].len);
+        static uint8_t body[SDEV_IRQCHIP_LEN];
+        for (int i = 0; i < SDEV_COUNT; i++)
+            stream_write_device(&s, stream_device_kinds[i].id, 0, stream_device_kinds[i].version,
+                                body, stream_device_kinds[i].len);
         uint32_t unknown = GWS_OPTIONAL | 0x7777;
         stream_write_record(&s, unknown, &iov, 1);
     }

@@ -13,13 +13,23 @@
 #include "devices/serial.h"
 #include "migration/migration.h"
 #include "migration/state_records.h"
+#include "migration/stream_devices.h"
 #include "vmm/cpu_model.h"
 #include "vmm/cpu_state.h"
 #include "vmm/machine.h"
 #include "vmm/vmm_control_internal.h"
 #include "vmm/vmm_mig_rules.h"
 
-#define DEV_PIC_VERSION 1
+/* The format's device table is the VMM's devices. */
+_Static_assert(sizeof(struct kvm_irqchip) == SDEV_IRQCHIP_LEN, "irqchip");
+_Static_assert(sizeof(struct kvm_pit_state2) == SDEV_PIT_LEN, "pit");
+_Static_assert(sizeof(((struct kvm_clock_data *)0)->clock) == SDEV_KVMCLOCK_LEN, "kvmclock");
+_Static_assert(sizeof(struct serial_state) == SDEV_SERIAL0_LEN &&
+                   SERIAL_STATE_VERSION == SDEV_SERIAL0_VERSION, "serial0");
+_Static_assert(sizeof(struct cmos_state) == SDEV_CMOS_LEN && CMOS_STATE_VERSION == SDEV_CMOS_VERSION,
+               "cmos");
+_Static_assert(sizeof(struct power_state) == SDEV_POWER_LEN &&
+                   POWER_STATE_VERSION == SDEV_POWER_VERSION, "power");
 
 struct vmm_migration {
     struct vmm_control *ctl;
@@ -32,19 +42,16 @@ struct vmm_migration {
     /* Incoming state, applied only when the stream is complete. */
     struct vcpu_state *pending_vcpu[MACHINE_MAX_VCPUS];
     struct platform_state platform;
-    unsigned platform_seen;          /* bit per kernel device */
     struct serial_state serial;
     struct cmos_state cmos;
     struct power_state power;
-    bool serial_seen, cmos_seen, power_seen;
+    unsigned devices_seen;           /* bit per enum stream_dev */
     /* Loaded, but the PIT and kvmclock of `platform` wait for the start. */
     bool start_pending;
     /* An incoming migration began to apply its state here (KVM may have
      * refused a part of it): this VMM takes no other. */
     bool applied;
 };
-
-enum { P_PIC_MASTER = 1, P_PIC_SLAVE = 2, P_IOAPIC = 4, P_PIT = 8, P_CLOCK = 16, P_ALL = 31 };
 
 /* ---- hooks for the engine (migration thread) ---- */
 
@@ -101,14 +108,16 @@ static int vm_save_state(void *opaque, struct stream *s, struct gw_error *err)
     serial_save(m->serial, &ss);
     cmos_save(m->cmos, &cs);
     power_save(m->power, &ps);
-    stream_write_device(s, "pic-master", 0, DEV_PIC_VERSION, &p.pic_master, sizeof(p.pic_master));
-    stream_write_device(s, "pic-slave", 0, DEV_PIC_VERSION, &p.pic_slave, sizeof(p.pic_slave));
-    stream_write_device(s, "ioapic", 0, DEV_PIC_VERSION, &p.ioapic, sizeof(p.ioapic));
-    stream_write_device(s, "pit", 0, DEV_PIC_VERSION, &p.pit, sizeof(p.pit));
-    stream_write_device(s, "kvmclock", 0, DEV_PIC_VERSION, &p.clock.clock, sizeof(p.clock.clock));
-    stream_write_device(s, "serial0", 0, SERIAL_STATE_VERSION, &ss, sizeof(ss));
-    stream_write_device(s, "cmos", 0, CMOS_STATE_VERSION, &cs, sizeof(cs));
-    stream_write_device(s, "power", 0, POWER_STATE_VERSION, &ps, sizeof(ps));
+    const void *body[SDEV_COUNT] = {
+        [SDEV_PIC_MASTER] = &p.pic_master, [SDEV_PIC_SLAVE] = &p.pic_slave,
+        [SDEV_IOAPIC] = &p.ioapic,         [SDEV_PIT] = &p.pit,
+        [SDEV_KVMCLOCK] = &p.clock.clock,  [SDEV_SERIAL0] = &ss,
+        [SDEV_CMOS] = &cs,                 [SDEV_POWER] = &ps,
+    };
+    for (int i = 0; i < SDEV_COUNT; i++) {
+        const struct stream_device_kind *k = &stream_device_kinds[i];
+        stream_write_device(s, k->id, 0, k->version, body[i], k->len);
+    }
     if (stream_get_error(s))
         return gw_error_set(err, EIO, "%s", stream_error(s));
     return 0;
@@ -159,66 +168,26 @@ static int load_vcpu(struct vmm_migration *vm, const struct stream_record *rec, 
     return 0;
 }
 
-static int take(const char *id, const uint8_t *data, size_t len, size_t want, void *dst,
-                unsigned *seen, unsigned bit, struct gw_error *err)
-{
-    if (len != want)
-        return gw_error_set(err, EPROTO, "device %s: %zu bytes, expected %zu", id, len, want);
-    if (*seen & bit)
-        return gw_error_set(err, EPROTO, "device %s sent twice", id);
-    memcpy(dst, data, want);
-    *seen |= bit;
-    return 0;
-}
-
+/* A DEVICE_STATE of the format's table, kept until load_finish. */
 static int load_device(struct vmm_migration *vm, const struct stream_record *rec, struct gw_error *err)
 {
     struct stream_device dev;
     int rc = stream_parse_device(rec->body, rec->length, &dev, err);
     if (rc < 0)
         return rc;
-    const char *id = dev.id;
-    const uint8_t *d = dev.data;
-    uint32_t inst = dev.instance, ver = dev.version;
-    size_t len = dev.len;
-    if (inst != 0)
-        return gw_error_set(err, EPROTO, "device %s instance %u does not exist here", id, inst);
-    struct platform_state *p = &vm->platform;
-    unsigned one = 0;
-    if (!strcmp(id, "serial0") || !strcmp(id, "cmos")) {
-        bool ser = !strcmp(id, "serial0");
-        if (ver != (ser ? SERIAL_STATE_VERSION : CMOS_STATE_VERSION))
-            return gw_error_set(err, EPROTO, "device %s version %u is not supported", id, ver);
-        if ((ser && vm->serial_seen) || (!ser && vm->cmos_seen))
-            return gw_error_set(err, EPROTO, "device %s sent twice", id);
-        int r = ser ? take(id, d, len, sizeof(vm->serial), &vm->serial, &one, 1, err)
-                    : take(id, d, len, sizeof(vm->cmos), &vm->cmos, &one, 1, err);
-        if (r == 0)
-            *(ser ? &vm->serial_seen : &vm->cmos_seen) = true;
-        return r;
-    }
-    if (!strcmp(id, "power")) {
-        if (ver != POWER_STATE_VERSION)
-            return gw_error_set(err, EPROTO, "device %s version %u is not supported", id, ver);
-        if (vm->power_seen)
-            return gw_error_set(err, EPROTO, "device %s sent twice", id);
-        int r = take(id, d, len, sizeof(vm->power), &vm->power, &one, 1, err);
-        vm->power_seen = r == 0;
-        return r;
-    }
-    if (ver != DEV_PIC_VERSION)
-        return gw_error_set(err, EPROTO, "device %s version %u is not supported", id, ver);
-    if (!strcmp(id, "pic-master"))
-        return take(id, d, len, sizeof(p->pic_master), &p->pic_master, &vm->platform_seen, P_PIC_MASTER, err);
-    if (!strcmp(id, "pic-slave"))
-        return take(id, d, len, sizeof(p->pic_slave), &p->pic_slave, &vm->platform_seen, P_PIC_SLAVE, err);
-    if (!strcmp(id, "ioapic"))
-        return take(id, d, len, sizeof(p->ioapic), &p->ioapic, &vm->platform_seen, P_IOAPIC, err);
-    if (!strcmp(id, "pit"))
-        return take(id, d, len, sizeof(p->pit), &p->pit, &vm->platform_seen, P_PIT, err);
-    if (!strcmp(id, "kvmclock"))
-        return take(id, d, len, sizeof(p->clock.clock), &p->clock.clock, &vm->platform_seen, P_CLOCK, err);
-    return gw_error_set(err, EPROTO, "unknown device '%s'", id);
+    int kind = stream_device_kind_of(&dev, err);
+    if (kind < 0)
+        return kind;
+    void *dst[SDEV_COUNT] = {
+        [SDEV_PIC_MASTER] = &vm->platform.pic_master, [SDEV_PIC_SLAVE] = &vm->platform.pic_slave,
+        [SDEV_IOAPIC] = &vm->platform.ioapic,         [SDEV_PIT] = &vm->platform.pit,
+        [SDEV_KVMCLOCK] = &vm->platform.clock.clock,  [SDEV_SERIAL0] = &vm->serial,
+        [SDEV_CMOS] = &vm->cmos,                      [SDEV_POWER] = &vm->power,
+    };
+    if (stream_device_see(&vm->devices_seen, kind, err) < 0)
+        return -err->code;
+    memcpy(dst[kind], dev.data, dev.len); /* dev.len is the table's: the size of *dst */
+    return 0;
 }
 
 static int vm_load_record(void *opaque, const struct stream_record *rec, struct gw_error *err)
@@ -235,8 +204,7 @@ static void drop_pending(struct vmm_migration *vm)
         free(vm->pending_vcpu[i]);
         vm->pending_vcpu[i] = NULL;
     }
-    vm->platform_seen = 0;
-    vm->serial_seen = vm->cmos_seen = vm->power_seen = false;
+    vm->devices_seen = 0;
 }
 
 static int vm_load_finish(void *opaque, struct gw_error *err)
@@ -247,10 +215,12 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
     for (unsigned i = 0; i < m->nr_vcpus; i++)
         if (!vm->pending_vcpu[i])
             r = gw_error_set(err, EPROTO, "the stream has no state for vCPU %u", i);
-    if (r == 0 && (vm->platform_seen != P_ALL || !vm->serial_seen || !vm->cmos_seen))
-        r = gw_error_set(err, EPROTO, "the stream lacks device state");
+    int missing = stream_device_missing(vm->devices_seen);
+    if (r == 0 && missing >= 0)
+        r = gw_error_set(err, EPROTO, "the stream lacks the state of device %s",
+                         stream_device_kinds[missing].id);
     /* Streams from before the power button have no "power": PM1 all zero. */
-    if (!vm->power_seen)
+    if (!(vm->devices_seen & (1u << SDEV_POWER)))
         vm->power = (struct power_state){ .version = POWER_STATE_VERSION };
     /* Every body checked before anything is applied: what fails from here
      * on is KVM refusing a value, and marks this VMM (applied). */

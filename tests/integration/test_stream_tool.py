@@ -114,9 +114,9 @@ def main():
               "no state for vCPU 0")
         check(tmp, "vcpu-twice", complete(extra=(vcpu(0),)), "vCPU 0 sent twice")
         check(tmp, "no-ioapic", complete(drop="ioapic"), "lacks the state of device ioapic")
-        check(tmp, "serial-twice", complete(extra=(device("serial0", 1, 36),)), "sent twice")
+        check(tmp, "serial-twice", complete(extra=(device("serial0", 1, 36),)), "device serial0 sent twice")
         check(tmp, "serial-instance-1", complete(extra=(device("serial0", 1, 36, instance=1),)),
-              "no such instance")
+              "device serial0 instance 1 does not exist here")
         check(tmp, "serial-version-2", complete(drop="serial0", extra=(device("serial0", 2, 36),)),
               "version 2 is not supported")
         check(tmp, "kvmclock-16-bytes", complete(drop="kvmclock", extra=(device("kvmclock", 1, 16),)),

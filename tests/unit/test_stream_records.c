@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "migration/stream_devices.h"
 #include "migration/stream_records.h"
 
 #define RAM_PAGES 1024 /* two regions of 2 MiB: pfn 0..511 and 1024..1535 */
@@ -1016,6 +1017,54 @@ static void test_cpu_model(void **state)
     }
 }
 
+/* The device table (doc 4.6) and its checks, as the VMM and godwit-stream
+ * use them. */
+static void test_device_table(void **state)
+{
+    static const struct { const char *id; uint32_t version, len; bool required; } doc[] = {
+        { "pic-master", 1, 520, true }, { "pic-slave", 1, 520, true }, { "ioapic", 1, 520, true },
+        { "pit", 1, 112, true },        { "kvmclock", 1, 8, true },    { "serial0", 1, 36, true },
+        { "cmos", 1, 144, true },       { "power", 1, 8, false },
+    };
+    assert_int_equal(SDEV_COUNT, sizeof(doc) / sizeof(doc[0]));
+    unsigned seen = 0;
+    struct gw_error err;
+    for (int i = 0; i < SDEV_COUNT; i++) {
+        assert_string_equal(stream_device_kinds[i].id, doc[i].id);
+        assert_int_equal(stream_device_kinds[i].version, doc[i].version);
+        assert_int_equal(stream_device_kinds[i].len, doc[i].len);
+        assert_int_equal(stream_device_kinds[i].required, doc[i].required);
+        struct stream_device d = { .version = doc[i].version, .len = doc[i].len };
+        strcpy(d.id, doc[i].id);
+        gw_error_init(&err);
+        assert_int_equal(stream_device_kind_of(&d, &err), i);
+        if (i < SDEV_POWER)
+            assert_int_equal(stream_device_missing(seen), i);
+        assert_int_equal(stream_device_see(&seen, i, &err), 0);
+    }
+    assert_int_equal(stream_device_missing(seen), -1);
+    assert_int_equal(stream_device_missing(seen & ~(1u << SDEV_POWER)), -1); /* optional */
+    assert_int_equal(stream_device_missing(seen & ~(1u << SDEV_PIT)), SDEV_PIT);
+    gw_error_init(&err);
+    assert_int_equal(stream_device_see(&seen, SDEV_CMOS, &err), -EPROTO);
+    assert_string_equal(err.msg, "device cmos sent twice");
+    static const struct { const char *id; uint32_t instance, version, len; const char *want; } bad[] = {
+        { "hpet", 0, 1, 8, "unknown device 'hpet'" },
+        { "serial0", 1, 1, 36, "device serial0 instance 1 does not exist here" },
+        { "serial0", 0, 2, 36, "device serial0 version 2 is not supported" },
+        { "kvmclock", 0, 1, 16, "device kvmclock: 16 bytes, expected 8" },
+        { "pic-master", 0, 1, 519, "device pic-master: 519 bytes, expected 520" },
+    };
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct stream_device d = { .instance = bad[i].instance, .version = bad[i].version,
+                                   .len = bad[i].len };
+        strcpy(d.id, bad[i].id);
+        gw_error_init(&err);
+        assert_int_equal(stream_device_kind_of(&d, &err), -EPROTO);
+        assert_string_equal(err.msg, bad[i].want);
+    }
+}
+
 static void test_header_checks(void **state)
 {
     struct stream_vm_info vm = vm_info;
@@ -1166,6 +1215,7 @@ int main(void)
         cmocka_unit_test(test_vcpu_v2_sections),
         cmocka_unit_test(test_vcpu_largest),
         cmocka_unit_test(test_cpu_model),
+        cmocka_unit_test(test_device_table),
         cmocka_unit_test(test_header_checks),
         cmocka_unit_test(test_fd_socketpair_short_io),
         cmocka_unit_test(test_fd_write_to_closed_peer),
