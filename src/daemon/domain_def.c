@@ -212,7 +212,8 @@ void dom_def_fini(struct dom_def *def)
     free(def->initrd);
     free(def->cmdline);
     free(def->serial_log);
-    def->kernel = def->initrd = def->cmdline = def->serial_log = NULL;
+    free(def->cpu);
+    def->kernel = def->initrd = def->cmdline = def->serial_log = def->cpu = NULL;
 }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
@@ -224,8 +225,10 @@ int dom_def_copy(struct dom_def *dst, const struct dom_def *src)
     dst->initrd = dup_or_null(src->initrd);
     dst->cmdline = dup_or_null(src->cmdline);
     dst->serial_log = dup_or_null(src->serial_log);
+    dst->cpu = dup_or_null(src->cpu);
     if ((src->kernel && !dst->kernel) || (src->initrd && !dst->initrd) ||
-        (src->cmdline && !dst->cmdline) || (src->serial_log && !dst->serial_log)) {
+        (src->cmdline && !dst->cmdline) || (src->serial_log && !dst->serial_log) ||
+        (src->cpu && !dst->cpu)) {
         dom_def_fini(dst);
         return -ENOMEM;
     }

@@ -56,6 +56,7 @@ struct dom_def {
     char *initrd;
     char *cmdline;
     char *serial_log;  /* NULL: the daemon's default (STATE/log/NAME.log) */
+    char *cpu;         /* godwit-vmm --cpu (e.g. "host,-avx512f"); NULL: the host's */
     struct dom_policy policy;
 };
 

@@ -4,10 +4,11 @@
 #include <string.h>
 
 #include "daemon/domain_def.h"
+#include "vmm/cpu_model.h"
 
 static const char *const def_keys[] = {
     "name", "uuid", "memory_mib", "memory_prealloc", "vcpus", "test_guest", "kernel", "initrd",
-    "cmdline", "serial_log", "migration", NULL,
+    "cmdline", "serial_log", "cpu", "migration", NULL,
 };
 static const char *const policy_keys[] = {
     "permit_postcopy", "permit_auto_converge", "max_downtime_ms", "bandwidth_mib_s", "switchover_retries",
@@ -67,6 +68,7 @@ static bool has_nul(struct json_object *v)
  * VMM's argv: execve refuses E2BIG). */
 #define DEF_CMDLINE_MAX (64u << 10)
 #define DEF_PATH_MAX    4095u /* PATH_MAX less its NUL */
+#define DEF_CPU_MAX     1024u
 
 static int get_str(struct json_object *o, const char *key, size_t max, char **out,
                    struct gw_error *err)
@@ -164,8 +166,12 @@ static int parse_machine(struct json_object *o, struct dom_def *def, struct gw_e
         (r = get_str(o, "kernel", DEF_PATH_MAX, &def->kernel, err)) < 0 ||
         (r = get_str(o, "initrd", DEF_PATH_MAX, &def->initrd, err)) < 0 ||
         (r = get_str(o, "cmdline", DEF_CMDLINE_MAX, &def->cmdline, err)) < 0 ||
-        (r = get_str(o, "serial_log", DEF_PATH_MAX, &def->serial_log, err)) < 0)
+        (r = get_str(o, "serial_log", DEF_PATH_MAX, &def->serial_log, err)) < 0 ||
+        (r = get_str(o, "cpu", DEF_CPU_MAX, &def->cpu, err)) < 0)
         return r;
+    struct cpu_model_spec spec;
+    if (def->cpu && cpu_model_parse(def->cpu, &spec, err) < 0) /* godwit-vmm --cpu's words */
+        return -err->code;
     if (mem == 0)
         return gw_error_set(err, EINVAL, "the definition needs 'memory_mib'");
     if (mem % 2)
@@ -217,6 +223,7 @@ struct json_object *dom_def_to_json(const struct dom_def *def)
     add_str(o, "initrd", def->initrd);
     add_str(o, "cmdline", def->cmdline);
     add_str(o, "serial_log", def->serial_log);
+    add_str(o, "cpu", def->cpu);
     const struct dom_policy *p = &def->policy;
     struct json_object *m = json_object_new_object();
     json_object_object_add(m, "permit_postcopy", json_object_new_boolean(p->permit_postcopy));

@@ -18,7 +18,7 @@
 
 #include "common/log.h"
 
-#define VMM_MAX_ARGS 24
+#define VMM_MAX_ARGS 32
 
 static void build_argv(const struct vmm_spawn *s, char *mem, char *vcpus, const char **argv)
 {
@@ -59,6 +59,10 @@ static void build_argv(const struct vmm_spawn *s, char *mem, char *vcpus, const 
     if (d->cmdline) {
         argv[n++] = "--cmdline";
         argv[n++] = d->cmdline;
+    }
+    if (d->cpu) {
+        argv[n++] = "--cpu";
+        argv[n++] = d->cpu;
     }
     argv[n] = NULL;
 }

@@ -112,23 +112,25 @@ static int check_msrs(const uint8_t *p, uint32_t len, struct gw_error *err)
     return 0;
 }
 
-/* count, zero, then count x struct kvm_cpuid_entry2; each (function, index)
- * at most once (KVM would take the first and the guest could not tell
- * which). */
-static int check_cpuid(const uint8_t *p, uint32_t len, struct gw_error *err)
+/* count, a second word, then count x struct kvm_cpuid_entry2; each
+ * (function, index) at most once (KVM would take the first and the guest
+ * could not tell which). The second word is zero in the CPUID section, the
+ * TSC rate in CPU_MODEL (`what` names which, for the messages). */
+static int check_cpuid(const char *what, bool zero_word, const uint8_t *p, uint32_t len,
+                       struct gw_error *err)
 {
     uint32_t hdr[2];
     if (len < sizeof(hdr))
-        return gw_error_set(err, EPROTO, "cpuid section too short (%u bytes)", len);
+        return gw_error_set(err, EPROTO, "%s too short (%u bytes)", what, len);
     memcpy(hdr, p, sizeof(hdr));
     if (hdr[0] == 0 || hdr[0] > GWS_MAX_CPUID)
-        return gw_error_set(err, EPROTO, "cpuid section: %u entries (must be 1..%u)", hdr[0],
+        return gw_error_set(err, EPROTO, "%s: %u entries (must be 1..%u)", what, hdr[0],
                             GWS_MAX_CPUID);
     if (8 + (uint64_t)GWS_CPUID_ENTRY_LEN * hdr[0] != len)
-        return gw_error_set(err, EPROTO, "cpuid section: count %u does not match its %u bytes",
+        return gw_error_set(err, EPROTO, "%s: count %u does not match its %u bytes", what,
                             hdr[0], len);
-    if (hdr[1])
-        return gw_error_set(err, EPROTO, "cpuid section: the word after the count is not zero");
+    if (zero_word && hdr[1])
+        return gw_error_set(err, EPROTO, "%s: the word after the count is not zero", what);
     for (uint32_t i = 0; i < hdr[0]; i++) {
         uint32_t fi[2];
         memcpy(fi, p + 8 + GWS_CPUID_ENTRY_LEN * i, sizeof(fi));
@@ -136,9 +138,8 @@ static int check_cpuid(const uint8_t *p, uint32_t len, struct gw_error *err)
             uint32_t gk[2];
             memcpy(gk, p + 8 + GWS_CPUID_ENTRY_LEN * k, sizeof(gk));
             if (gk[0] == fi[0] && gk[1] == fi[1])
-                return gw_error_set(err, EPROTO,
-                                    "cpuid section: leaf 0x%x index %u appears twice", fi[0],
-                                    fi[1]);
+                return gw_error_set(err, EPROTO, "%s: leaf 0x%x index %u appears twice", what,
+                                    fi[0], fi[1]);
         }
     }
     return 0;
@@ -163,7 +164,7 @@ int stream_check_section(uint32_t tag, const void *data, uint32_t len, struct gw
     if (tag == GWS_SEC_MSRS)
         return check_msrs(data, len, err);
     if (tag == GWS_SEC_CPUID)
-        return check_cpuid(data, len, err);
+        return check_cpuid("cpuid section", true, data, len, err);
     if (len != fixed[tag])
         return gw_error_set(err, EPROTO, "%s section is %u bytes, must be %u",
                             stream_section_name(tag), len, fixed[tag]);
@@ -435,10 +436,11 @@ int stream_parse_cpu_model(const uint8_t *body, size_t len, struct stream_cpu_mo
     if (len > GWS_MAX_CPU_MODEL_BODY)
         return gw_error_set(err, EPROTO, "%zu bytes, more than a CPU_MODEL may have (%u)", len,
                             GWS_MAX_CPU_MODEL_BODY);
-    int r = stream_check_section(GWS_SEC_CPUID, body, (uint32_t)len, err);
+    int r = check_cpuid("CPU_MODEL", false, body, (uint32_t)len, err);
     if (r < 0)
         return r;
     memcpy(&out->count, body, 4);
+    memcpy(&out->tsc_khz, body + 4, 4);
     out->entries = body + 8;
     return 0;
 }

@@ -58,6 +58,7 @@ struct stream_section {
  * points into the body. */
 struct stream_cpu_model {
     uint32_t count;               /* 1..GWS_MAX_CPUID */
+    uint32_t tsc_khz;             /* 0: unknown */
     const uint8_t *entries;
 };
 
@@ -132,8 +133,10 @@ int stream_write_device(struct stream *s, const char *id, uint32_t instance, uin
                         const void *data, size_t len);
 int stream_write_eoi(struct stream *s, uint32_t pass, uint64_t pages);
 /* CPU_MODEL (optional): `count` CPUID entries as struct kvm_cpuid_entry2
- * (40 bytes each); checked as the reader checks it. */
-int stream_write_cpu_model(struct stream *s, const void *entries, uint32_t count);
+ * (40 bytes each) and the TSC rate (0: unknown); checked as the reader
+ * checks it. */
+int stream_write_cpu_model(struct stream *s, const void *entries, uint32_t count,
+                           uint32_t tsc_khz);
 /* END_OF_STREAM, then flush. */
 int stream_write_eos(struct stream *s);
 /* True if the 4096 bytes at page are all zero (64-bit words, early exit). */
@@ -172,7 +175,8 @@ int stream_parse_vcpu(const uint8_t *body, size_t len, struct stream_vcpu *out,
                       struct gw_error *err);
 int stream_parse_device(const uint8_t *body, size_t len, struct stream_device *out,
                         struct gw_error *err);
-/* A CPU_MODEL body: the CPUID section's layout and checks (doc 4.9). */
+/* A CPU_MODEL body (doc 4.9): count, TSC rate, entries; the CPUID
+ * section's checks but for the second word. */
 int stream_parse_cpu_model(const uint8_t *body, size_t len, struct stream_cpu_model *out,
                            struct gw_error *err);
 /* A PAGE_DATA, PAGE_DATA_ZSTD or ZERO_PAGES record from stream_read_record()

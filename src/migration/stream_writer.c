@@ -186,14 +186,15 @@ int stream_write_vcpu(struct stream *s, uint32_t vcpu_id, const struct stream_se
     return stream_write_record(s, GWS_VCPU_STATE, iov, k);
 }
 
-int stream_write_cpu_model(struct stream *s, const void *entries, uint32_t count)
+int stream_write_cpu_model(struct stream *s, const void *entries, uint32_t count,
+                           uint32_t tsc_khz)
 {
     if (s->error)
         return s->error;
-    uint32_t h[2] = { count, 0 };
+    uint32_t h[2] = { count, tsc_khz };
     if (count == 0 || count > GWS_MAX_CPUID)
-        return stream_set_error(s, EPROTO, "CPU_MODEL of %u CPUID entries (must be 1..%u)",
-                                count, GWS_MAX_CPUID);
+        return stream_set_error(s, EPROTO, "CPU_MODEL: %u entries (must be 1..%u)", count,
+                                GWS_MAX_CPUID);
     struct iovec iov[2] = { { h, sizeof(h) }, { (void *)entries, (size_t)count * GWS_CPUID_ENTRY_LEN } };
     /* The reader's check, on the same bytes (duplicates, count). */
     uint8_t body[GWS_MAX_CPU_MODEL_BODY];
@@ -201,8 +202,9 @@ int stream_write_cpu_model(struct stream *s, const void *entries, uint32_t count
     memcpy(body + 8, entries, iov[1].iov_len);
     struct gw_error err;
     gw_error_init(&err);
-    if (stream_check_section(GWS_SEC_CPUID, body, (uint32_t)(8 + iov[1].iov_len), &err) < 0)
-        return stream_set_error(s, err.code, "CPU_MODEL: %s", err.msg);
+    struct stream_cpu_model cm;
+    if (stream_parse_cpu_model(body, 8 + iov[1].iov_len, &cm, &err) < 0)
+        return stream_set_error(s, err.code, "%s", err.msg);
     return stream_write_record(s, GWS_CPU_MODEL, iov, 2);
 }
 

@@ -166,7 +166,9 @@ static void summarise(const struct stream_rec *r, json_object *j, char *out, siz
         return;
     case GWS_CPU_MODEL:
         add_u64(j, "cpuid_entries", r->u.cpu_model.count);
-        snprintf(out, ol, "%u CPUID entries", r->u.cpu_model.count);
+        add_u64(j, "tsc_khz", r->u.cpu_model.tsc_khz);
+        snprintf(out, ol, "%u CPUID entries, TSC %u kHz", r->u.cpu_model.count,
+                 r->u.cpu_model.tsc_khz);
         return;
     case GWS_INFO:
         json_object_object_add(j, "text", json_object_new_string_len(r->u.text.text, (int)r->u.text.len));
@@ -326,7 +328,7 @@ static int sample(const char *dir, const char *name, int kind)
         struct iovec iov = { (void *)txt, strlen(txt) };
         stream_write_record(&s, GWS_INFO, &iov, 1);
         stream_set_compress(&s, kind == 2 ? 1 : 0);
-        stream_write_cpu_model(&s, cpuid + 2, cpuid[0]);
+        stream_write_cpu_model(&s, cpuid + 2, cpuid[0], 2400000);
         stream_write_pages(&s, pfn, p, 8);
         stream_write_eoi(&s, 1, 8);
         uint8_t msrs[8 + 16] = { 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 42 };

@@ -2,8 +2,10 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 
-enum { EAX, EBX, ECX, EDX };
+enum { EAX = CPU_EAX, EBX = CPU_EBX, ECX = CPU_ECX, EDX = CPU_EDX };
 
 /* A CPUID register that holds feature bits. */
 struct feature_word {
@@ -21,13 +23,14 @@ static const struct feature_word words[] = {
     { 6, 0, EAX, 0 },
     /* OSPKE (4) follows CR4. */
     { 7, 0, EBX, 0 },          { 7, 0, ECX, 1u << 4 },  { 7, 0, EDX, 0 },
-    { 7, 1, EAX, 0 },          { 7, 1, EDX, 0 },
+    { 7, 1, EAX, 0 },          { 7, 1, EDX, 0 },        { 7, 2, EDX, 0 },
     { 0xd, 0, EAX, 0 },        { 0xd, 0, EDX, 0 },      { 0xd, 1, EAX, 0 },
-    { 0x14, 0, EBX, 0 },       { 0x14, 0, ECX, 0 },
+    { 0xd, 1, ECX, 0 },        { 0xd, 1, EDX, 0 },      /* IA32_XSS components */
+    { 0x14, 0, EBX, 0 },       { 0x14, 0, ECX, 0 },     { 0x24, 0, EBX, 0 },
     { 0x40000001, 0, EAX, 0 },
     { 0x80000001, 0, ECX, 0 }, { 0x80000001, 0, EDX, 0 },
     { 0x80000007, 0, EDX, 0 }, { 0x80000008, 0, EBX, 0 },
-    { 0x8000000a, 0, EDX, 0 },
+    { 0x8000000a, 0, EDX, 0 }, { 0x80000021, 0, EAX, 0 },
 };
 
 /* Names for the features a user is most likely to meet in a refusal. */
@@ -62,6 +65,109 @@ static const struct {
     { 0x80000001, 0, EDX, 29, "lm" }, { 0x80000007, 0, EDX, 8, "invtsc" },
     { 0x40000001, 0, EAX, 3, "kvmclock2" },
 };
+
+/* Masking the first takes the second with it. */
+static const struct {
+    const char *feature, *dependent;
+} depends[] = {
+    { "xsave", "avx" },        { "xsave", "xsaveopt" },       { "xsave", "xsavec" },
+    { "xsave", "xsaves" },     { "xsave", "pku" },            { "xsave", "amx-tile" },
+    { "avx", "avx2" },         { "avx", "fma" },              { "avx", "f16c" },
+    { "avx", "avx512f" },      { "avx", "vaes" },             { "avx", "vpclmulqdq" },
+    { "avx", "xcr0.avx" },     { "avx512f", "avx512dq" },     { "avx512f", "avx512cd" },
+    { "avx512f", "avx512bw" }, { "avx512f", "avx512vl" },     { "avx512f", "avx512vbmi" },
+    { "avx512f", "avx512vnni" }, { "avx512f", "xcr0.opmask" }, { "avx512f", "xcr0.zmm_hi256" },
+    { "avx512f", "xcr0.hi16_zmm" }, { "pku", "xcr0.pkru" },   { "amx-tile", "xcr0.xtilecfg" },
+    { "amx-tile", "xcr0.xtiledata" }, { "sse", "sse2" },      { "sse2", "sse3" },
+    { "sse3", "ssse3" },       { "ssse3", "sse4.1" },         { "sse4.1", "sse4.2" },
+    { "sse2", "aes" },         { "sse2", "pclmulqdq" },       { "sse2", "sha-ni" },
+    { "sse2", "gfni" },
+};
+
+static int name_index(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strlen(names[i].name) == len && !strncmp(names[i].name, name, len))
+            return (int)i;
+    return -1;
+}
+
+static int add_mask(struct cpu_model_spec *s, int ni, struct gw_error *err)
+{
+    for (unsigned i = 0; i < s->nmask; i++)
+        if (s->mask[i].leaf == names[ni].leaf && s->mask[i].index == names[ni].index &&
+            s->mask[i].reg == names[ni].reg && s->mask[i].bit == names[ni].bit)
+            return 0;
+    if (s->nmask == CPU_MODEL_MAX_MASKS)
+        return gw_error_set(err, EINVAL, "--cpu: more than %d features masked",
+                            CPU_MODEL_MAX_MASKS);
+    s->mask[s->nmask].leaf = names[ni].leaf;
+    s->mask[s->nmask].index = names[ni].index;
+    s->mask[s->nmask].reg = (uint8_t)names[ni].reg;
+    s->mask[s->nmask].bit = (uint8_t)names[ni].bit;
+    s->nmask++;
+    for (size_t d = 0; d < sizeof(depends) / sizeof(depends[0]); d++) {
+        if (strcmp(depends[d].feature, names[ni].name) != 0)
+            continue;
+        int r = add_mask(s, name_index(depends[d].dependent, strlen(depends[d].dependent)), err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int cpu_model_parse(const char *spec, struct cpu_model_spec *out, struct gw_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    const char *p = spec, *comma = strchr(spec, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    if (len != 4 || strncmp(p, "host", 4) != 0)
+        return gw_error_set(err, EINVAL, "--cpu: unknown CPU model '%.*s' (there is 'host', "
+                            "with ',-FEATURE' to leave features out)", (int)len, p);
+    while (comma) {
+        p = comma + 1;
+        comma = strchr(p, ',');
+        len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len < 2 || p[0] != '-')
+            return gw_error_set(err, EINVAL, "--cpu: '%.*s': a feature is left out with "
+                                "'-FEATURE' (features cannot be added to the host's)",
+                                (int)len, p);
+        int ni = name_index(p + 1, len - 1);
+        if (ni < 0) {
+            char known[1024];
+            size_t k = 0;
+            for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && k < sizeof(known); i++)
+                k += (size_t)snprintf(known + k, sizeof(known) - k, "%s%s", i ? " " : "",
+                                      names[i].name);
+            return gw_error_set(err, EINVAL, "--cpu: unknown feature '%.*s'; known: %s",
+                                (int)(len - 1), p + 1, known);
+        }
+        int r = add_mask(out, ni, err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static uint32_t *reg_ptr(struct kvm_cpuid_entry2 *e, unsigned reg)
+{
+    switch (reg) {
+    case EAX: return &e->eax;
+    case EBX: return &e->ebx;
+    case ECX: return &e->ecx;
+    default: return &e->edx;
+    }
+}
+
+void cpu_model_apply(const struct cpu_model_spec *spec, struct kvm_cpuid_entry2 *e, unsigned n)
+{
+    for (unsigned m = 0; m < spec->nmask; m++)
+        for (unsigned i = 0; i < n; i++)
+            if (e[i].function == spec->mask[m].leaf &&
+                (e[i].index == spec->mask[m].index ||
+                 !(e[i].flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX)))
+                *reg_ptr(&e[i], spec->mask[m].reg) &= ~(1u << spec->mask[m].bit);
+}
 
 static const struct kvm_cpuid_entry2 *find(const struct kvm_cpuid_entry2 *e, unsigned n,
                                            uint32_t leaf, uint32_t index)
@@ -133,6 +239,14 @@ static int check_word(const struct kvm_cpuid_entry2 *g, const struct feature_wor
 int cpu_model_check(const struct kvm_cpuid_entry2 *guest, unsigned n,
                     const struct kvm_cpuid_entry2 *host, unsigned host_n, struct gw_error *err)
 {
+    /* Physical address bits (0x80000008 EAX[7:0]): the guest may have
+     * page tables and MTRRs that use every one of its bits. */
+    const struct kvm_cpuid_entry2 *gw = find(guest, n, 0x80000008, 0);
+    const struct kvm_cpuid_entry2 *hw = find(host, host_n, 0x80000008, 0);
+    if (gw && hw && (gw->eax & 0xff) > (hw->eax & 0xff))
+        return gw_error_set(err, EINVAL,
+                            "the guest's CPU has %u physical address bits, KVM on this host "
+                            "gives %u", gw->eax & 0xff, hw->eax & 0xff);
     for (unsigned gi = 0; gi < n; gi++) {
         for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
             if (!holds(&guest[gi], &words[i]))
@@ -149,6 +263,24 @@ bool cpu_model_invtsc(const struct kvm_cpuid_entry2 *e, unsigned n)
 {
     const struct kvm_cpuid_entry2 *x = find(e, n, 0x80000007, 0);
     return x && (x->edx & (1u << 8));
+}
+
+enum cpu_tsc_plan cpu_model_tsc_plan(uint32_t guest_khz, uint32_t host_khz, bool can_scale,
+                                     bool invtsc)
+{
+    if (guest_khz == 0)
+        return CPU_TSC_KEEP;
+    if (can_scale || cpu_model_tsc_same(guest_khz, host_khz))
+        return CPU_TSC_SET;
+    return invtsc ? CPU_TSC_REFUSE : CPU_TSC_WARN;
+}
+
+int cpu_model_tsc_refusal(uint32_t guest_khz, uint32_t host_khz, struct gw_error *err)
+{
+    return gw_error_set(err, EINVAL,
+                        "the guest's TSC runs at %u kHz, this host's at %u kHz, and KVM here "
+                        "cannot scale it; the guest was told its TSC is invariant",
+                        guest_khz, host_khz);
 }
 
 bool cpu_model_tsc_same(uint32_t a_khz, uint32_t b_khz)

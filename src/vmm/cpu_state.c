@@ -11,6 +11,8 @@
 #define MSR_IA32_TSC            0x10
 #define MSR_IA32_ARCH_CAPS      0x10a
 #define MSR_IA32_TSC_DEADLINE   0x6e0
+/* KVM takes fewer than 256 MSRs per KVM_GET_MSRS / KVM_SET_MSRS (E2BIG). */
+#define MSRS_PER_CALL 255
 
 static int kvm_xsave_size(const struct kvm_vm *vm)
 {
@@ -37,9 +39,6 @@ int cpu_state_check_host(const struct kvm_vm *vm, struct gw_error *err)
         return gw_error_set(err, ENOTSUP,
                             "KVM here has a %d-byte XSAVE area; godwit carries at most %d",
                             kvm_xsave_size(vm), CPU_STATE_XSAVE_MAX);
-    if (vm->cpuid->nent > CPU_STATE_MAX_CPUID)
-        return gw_error_set(err, ENOTSUP, "KVM here has %u CPUID entries; godwit carries %d",
-                            vm->cpuid->nent, CPU_STATE_MAX_CPUID);
     return 0;
 }
 
@@ -66,14 +65,15 @@ static int save_msrs(const struct kvm_vm *vm, int fd, struct vcpu_state *st)
     unsigned n = cpu_state_msr_indices(vm, idx, CPU_STATE_MAX_MSRS);
     struct {
         struct kvm_msrs hdr;
-        struct kvm_msr_entry e[CPU_STATE_MAX_MSRS];
+        struct kvm_msr_entry e[MSRS_PER_CALL];
     } buf;
     st->nmsrs = 0;
     unsigned pos = 0;
     while (pos < n) {
+        unsigned batch = n - pos < MSRS_PER_CALL ? n - pos : MSRS_PER_CALL;
         memset(&buf, 0, sizeof(buf));
-        buf.hdr.nmsrs = n - pos;
-        for (unsigned i = 0; i < n - pos; i++)
+        buf.hdr.nmsrs = batch;
+        for (unsigned i = 0; i < batch; i++)
             buf.e[i].index = idx[pos + i];
         int r = ioctl(fd, KVM_GET_MSRS, &buf);
         if (r < 0)
@@ -81,7 +81,7 @@ static int save_msrs(const struct kvm_vm *vm, int fd, struct vcpu_state *st)
         for (int i = 0; i < r; i++)
             st->msrs[st->nmsrs++] = buf.e[i];
         pos += (unsigned)r;
-        if (pos < n) {
+        if ((unsigned)r < batch) {
             log_debug("MSR 0x%x is not readable, skipped", idx[pos]);
             pos++;
         }
@@ -160,28 +160,40 @@ static int load_msrs(int fd, const struct vcpu_state *st, bool deadline_only,
 {
     struct {
         struct kvm_msrs hdr;
-        struct kvm_msr_entry e[CPU_STATE_MAX_MSRS];
+        struct kvm_msr_entry e[MSRS_PER_CALL];
     } buf;
-    memset(&buf.hdr, 0, sizeof(buf.hdr));
-    unsigned n = 0;
-    for (unsigned i = 0; i < st->nmsrs && i < CPU_STATE_MAX_MSRS; i++) {
-        bool is_deadline = st->msrs[i].index == MSR_IA32_TSC_DEADLINE;
-        if (is_deadline == deadline_only)
-            buf.e[n++] = st->msrs[i];
+    unsigned i = 0;
+    for (;;) {
+        memset(&buf.hdr, 0, sizeof(buf.hdr));
+        unsigned n = 0;
+        /* In order (the TSC first), a batch at a time. */
+        for (; i < st->nmsrs && i < CPU_STATE_MAX_MSRS && n < MSRS_PER_CALL; i++) {
+            bool is_deadline = st->msrs[i].index == MSR_IA32_TSC_DEADLINE;
+            if (is_deadline == deadline_only)
+                buf.e[n++] = st->msrs[i];
+        }
+        if (n == 0)
+            return 0;
+        buf.hdr.nmsrs = n;
+        int r = ioctl(fd, KVM_SET_MSRS, &buf);
+        if (r < 0)
+            return gw_error_set(err, errno, "restoring MSRs: %s", strerror(errno));
+        if ((unsigned)r != n)
+            return gw_error_set(err, EINVAL, "restoring MSRs: MSR 0x%x was refused",
+                                buf.e[r].index);
     }
-    buf.hdr.nmsrs = n;
-    if (n == 0)
-        return 0;
-    int r = ioctl(fd, KVM_SET_MSRS, &buf);
-    if (r < 0)
-        return gw_error_set(err, errno, "restoring MSRs: %s", strerror(errno));
-    if ((unsigned)r != n)
-        return gw_error_set(err, EINVAL, "restoring MSRs: MSR 0x%x was refused",
-                            buf.e[r].index);
-    return 0;
 }
 
-int vcpu_state_check(const struct kvm_vm *vm, const struct vcpu_state *st,
+enum cpu_tsc_plan cpu_state_tsc_plan(const struct kvm_vm *vm, int vcpu_fd, uint32_t guest_khz,
+                                      bool invtsc, uint32_t *host_khz)
+{
+    int cur = ioctl(vcpu_fd, KVM_GET_TSC_KHZ);
+    *host_khz = cur > 0 ? (uint32_t)cur : 0;
+    bool can_scale = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_CONTROL) > 0;
+    return cpu_model_tsc_plan(guest_khz, *host_khz, can_scale, invtsc);
+}
+
+int vcpu_state_check(const struct kvm_vm *vm, int fd, const struct vcpu_state *st,
                      struct gw_error *err)
 {
     if (st->has_cpuid &&
@@ -192,42 +204,53 @@ int vcpu_state_check(const struct kvm_vm *vm, const struct vcpu_state *st,
         return gw_error_set(err, EINVAL,
                             "vCPU state does not fit this host (xsave %u bytes, here %u)",
                             st->xsave_size, cpu_state_xsave_size(vm));
+    uint32_t host;
+    if (st->has_cpuid && cpu_state_tsc_plan(vm, fd, st->tsc_khz,
+                                            cpu_model_invtsc(st->cpuid, st->ncpuid),
+                                            &host) == CPU_TSC_REFUSE)
+        return cpu_model_tsc_refusal(st->tsc_khz, host, err);
     return 0;
 }
 
-/* The guest's TSC rate, unless this vCPU's already counts at it. A rate
- * KVM cannot give is an error only for a guest told its TSC is invariant
- * (it keeps time by it); the others keep time by kvmclock, which follows
- * the host's rate, and go on with a warning, as QEMU does. */
-static int set_tsc_khz(int fd, const struct vcpu_state *st, bool *changed, struct gw_error *err)
+/* The guest's TSC rate, by the plan vcpu_state_check made. Set also when
+ * it is this host's within KVM's tolerance: the vCPU then reports, and a
+ * later migration carries on, the rate the guest calibrated to, not one
+ * that drifts by a host's tolerance at every move. */
+static int set_tsc_khz(const struct kvm_vm *vm, int fd, const struct vcpu_state *st,
+                       bool *changed, struct gw_error *err)
 {
-    int cur = ioctl(fd, KVM_GET_TSC_KHZ);
-    if (cpu_model_tsc_same(st->tsc_khz, cur > 0 ? (uint32_t)cur : 0))
+    uint32_t host;
+    enum cpu_tsc_plan plan = cpu_state_tsc_plan(vm, fd, st->tsc_khz,
+                                                cpu_model_invtsc(st->cpuid, st->ncpuid), &host);
+    switch (plan) {
+    case CPU_TSC_KEEP:
         return 0;
-    if (ioctl(fd, KVM_SET_TSC_KHZ, (unsigned long)st->tsc_khz) == 0) {
-        *changed = true;
-        log_info("TSC at the guest's %u kHz (this host's: %d kHz)", st->tsc_khz, cur);
+    case CPU_TSC_REFUSE: /* checked before; nothing changed yet */
+        return cpu_model_tsc_refusal(st->tsc_khz, host, err);
+    case CPU_TSC_WARN:
+        log_warn("the guest's TSC ran at %u kHz, this host's runs at %u kHz and KVM here cannot "
+                 "scale it: the guest's TSC changes rate (it keeps time by kvmclock, which "
+                 "follows)", st->tsc_khz, host);
         return 0;
+    case CPU_TSC_SET:
+        break;
     }
-    int e = errno;
-    if (cpu_model_invtsc(st->cpuid, st->ncpuid))
-        return gw_error_set(err, e,
-                            "the guest's TSC runs at %u kHz, this host's at %d kHz, and KVM here "
-                            "cannot scale it (%s); the guest was told its TSC is invariant",
-                            st->tsc_khz, cur, strerror(e));
-    log_warn("the guest's TSC ran at %u kHz, this host's runs at %d kHz and KVM cannot scale it "
-             "(%s): the guest's TSC changes rate (kvmclock follows)",
-             st->tsc_khz, cur, strerror(e));
+    /* Even refused, the call may have changed the rate the vCPU reports. */
+    *changed = true;
+    if (ioctl(fd, KVM_SET_TSC_KHZ, (unsigned long)st->tsc_khz) < 0)
+        return gw_error_set(err, errno, "setting the guest's TSC rate (%u kHz, this host's %u "
+                            "kHz): %s", st->tsc_khz, host, strerror(errno));
+    if (!cpu_model_tsc_same(st->tsc_khz, host))
+        log_info("TSC at the guest's %u kHz (this host's: %u kHz, scaled)", st->tsc_khz, host);
     return 0;
 }
 
 int vcpu_state_set_cpu(const struct kvm_vm *vm, int fd, const struct vcpu_state *st,
                        bool *changed, struct gw_error *err)
 {
-    (void)vm;
     if (!st->has_cpuid)
         return 0;
-    if (set_tsc_khz(fd, st, changed, err) < 0)
+    if (set_tsc_khz(vm, fd, st, changed, err) < 0)
         return -err->code;
     struct {
         struct kvm_cpuid2 hdr;
@@ -236,9 +259,9 @@ int vcpu_state_set_cpu(const struct kvm_vm *vm, int fd, const struct vcpu_state 
     memset(&buf.hdr, 0, sizeof(buf.hdr));
     buf.hdr.nent = st->ncpuid;
     memcpy(buf.e, st->cpuid, st->ncpuid * sizeof(buf.e[0]));
+    *changed = true;
     if (ioctl(fd, KVM_SET_CPUID2, &buf) < 0)
         return gw_error_set(err, errno, "giving the vCPU the guest's CPUID: %s", strerror(errno));
-    *changed = true;
     return 0;
 }
 
@@ -246,7 +269,7 @@ int vcpu_state_load(const struct kvm_vm *vm, int fd, const struct vcpu_state *st
                     struct gw_error *err)
 {
     const char *what;
-    if (vcpu_state_check(vm, st, err) < 0)
+    if (vcpu_state_check(vm, fd, st, err) < 0)
         return -err->code;
 #define SET(req, ptr) do { what = #req; if (ioctl(fd, req, ptr) < 0) goto fail; } while (0)
     SET(KVM_SET_SREGS, &st->sregs);

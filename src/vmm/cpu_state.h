@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "vmm/cpu_model.h"
 #include "vmm/kvm_vm.h"
 
 #define CPU_STATE_MAX_MSRS 1024
@@ -61,10 +62,14 @@ int cpu_state_check_host(const struct kvm_vm *vm, struct gw_error *err);
 int vcpu_state_save(const struct kvm_vm *vm, int vcpu_fd, struct vcpu_state *st,
                     struct gw_error *err);
 /* What can be checked of a loaded state before anything is applied: it
- * fits this host (XSAVE size) and the CPU it names can be given here
- * (cpu_model_check). */
-int vcpu_state_check(const struct kvm_vm *vm, const struct vcpu_state *st,
+ * fits this host (XSAVE size), the CPU it names can be given here
+ * (cpu_model_check) and so can its TSC rate (cpu_model_tsc_plan). */
+int vcpu_state_check(const struct kvm_vm *vm, int vcpu_fd, const struct vcpu_state *st,
                      struct gw_error *err);
+/* The plan for a guest TSC rate on this vCPU (cpu_model_tsc_plan with this
+ * host's rate, which *host_khz gets, and KVM's scaling). */
+enum cpu_tsc_plan cpu_state_tsc_plan(const struct kvm_vm *vm, int vcpu_fd, uint32_t guest_khz,
+                                      bool invtsc, uint32_t *host_khz);
 /* Give the vCPU the guest's CPU: its TSC rate and CPUID table (the first
  * step of a load, before any register; KVM checks MSRs and XSAVE against
  * the CPUID). *changed tells whether anything was changed, also on

@@ -23,6 +23,14 @@ static int get_supported_cpuid(struct kvm_vm *vm, struct gw_error *err)
     vm->cpuid->nent = CPUID_MAX_ENTRIES;
     if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, vm->cpuid) < 0)
         return gw_error_set(err, errno, "KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+    /* Kernels before 6.13 tell the TSC-deadline timer, which the in-kernel
+     * LAPIC emulates, only as a capability, not in this table (QEMU adds it
+     * too): a guest that came from a newer host must not be refused here
+     * for a timer this KVM gives. */
+    if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0)
+        for (uint32_t i = 0; i < vm->cpuid->nent; i++)
+            if (vm->cpuid->entries[i].function == 1)
+                vm->cpuid->entries[i].ecx |= 1u << 24;
     return 0;
 }
 

@@ -590,7 +590,7 @@ int machine_init(struct machine *m, const struct machine_config *cfg, struct evl
     if (kvm_vm_map_ram(&m->kvm, &m->ram, false, err) < 0)
         goto err_kvm;
     for (unsigned i = 0; i < cfg->nr_vcpus; i++) {
-        if (vcpu_init(&m->vcpus[i], &m->kvm, i, cfg->nr_vcpus, err) < 0)
+        if (vcpu_init(&m->vcpus[i], &m->kvm, i, cfg->nr_vcpus, cfg->cpu, err) < 0)
             goto err_vcpus;
         m->nr_vcpus++;
     }

@@ -41,6 +41,7 @@ struct machine_config {
     bool incoming;           /* wait for a migration instead of booting */
     bool no_reboot;          /* a guest reset (triple fault) powers off */
     int serial_out_fd;       /* where COM1 output goes (-1: discard) */
+    const struct cpu_model_spec *cpu; /* features left out of the host's (NULL: none) */
 };
 
 /* What to do now with a reset or power-off the guest asked for. */

@@ -263,6 +263,7 @@ int main(int argc, char **argv)
         .incoming = v.opt.incoming,
         .no_reboot = v.opt.no_reboot,
         .serial_out_fd = v.serial_out_fd,
+        .cpu = &v.opt.cpu,
     };
     memcpy(cfg.uuid, v.opt.uuid, sizeof(cfg.uuid));
     if (machine_init(&v.machine, &cfg, v.loop, &machine_ops, &v, &err) < 0)

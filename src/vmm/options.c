@@ -35,6 +35,9 @@ void vmm_options_usage(FILE *out)
             "                      (QEMU's -mem-prealloc); for --incoming, before the\n"
             "                      stream needs it (post-copy stops it when it begins)\n"
             "  --no-reboot         power off instead of rebooting when the guest resets\n"
+            "  --cpu host[,-FEATURE...]\n"
+            "                      the guest's CPU: this host's (default), less the features\n"
+            "                      named (and what depends on them), e.g. host,-avx512f,-invtsc\n"
             "  --log-level LEVEL   error, warn, info (default) or debug\n"
             "  --help              show this help\n"
             "  --version           show the version\n");
@@ -55,7 +58,8 @@ static int parse_u64(const char *s, uint64_t *out)
 
 enum {
     OPT_MEMORY = 256, OPT_VCPUS, OPT_KERNEL, OPT_INITRD, OPT_CMDLINE, OPT_TEST_GUEST,
-    OPT_QMP, OPT_SERIAL, OPT_NAME, OPT_UUID, OPT_INCOMING, OPT_NO_REBOOT, OPT_PAUSED, OPT_LOG_LEVEL, OPT_HELP,
+    OPT_QMP, OPT_SERIAL, OPT_NAME, OPT_UUID, OPT_INCOMING, OPT_NO_REBOOT, OPT_PAUSED, OPT_LOG_LEVEL,
+    OPT_CPU, OPT_HELP,
     OPT_MEM_PREALLOC,
     OPT_VERSION,
 };
@@ -76,6 +80,7 @@ static const struct option long_opts[] = {
     { "paused", no_argument, NULL, OPT_PAUSED },
     { "mem-prealloc", no_argument, NULL, OPT_MEM_PREALLOC },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+    { "cpu", required_argument, NULL, OPT_CPU },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -140,6 +145,10 @@ int vmm_options_parse(struct vmm_options *o, int argc, char **argv, FILE *help_o
         case OPT_NO_REBOOT: o->no_reboot = true; break;
         case OPT_PAUSED: o->paused = true; break;
         case OPT_MEM_PREALLOC: o->mem_prealloc = true; break;
+        case OPT_CPU:
+            if (cpu_model_parse(optarg, &o->cpu, err) < 0)
+                return -err->code;
+            break;
         case OPT_LOG_LEVEL:
             o->log_level = gw_log_parse_level(optarg);
             if (o->log_level < 0)

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "common/error.h"
+#include "vmm/cpu_model.h"
 
 struct vmm_options {
     uint64_t memory_mib;
@@ -26,6 +27,7 @@ struct vmm_options {
     bool paused;             /* -S: do not start the vCPUs until `cont` */
     bool mem_prealloc;       /* populate guest RAM in the background from the start */
     int log_level;           /* enum gw_log_level */
+    struct cpu_model_spec cpu; /* --cpu: host, less what it names */
 };
 
 int vmm_options_parse(struct vmm_options *o, int argc, char **argv, FILE *help_out,

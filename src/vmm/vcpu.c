@@ -54,13 +54,22 @@ void vcpu_build_cpuid(const struct kvm_cpuid2 *in, struct kvm_cpuid2 *out, unsig
     }
 }
 
-static int setup_cpuid(struct vcpu *vcpu, struct kvm_vm *vm, unsigned nr, struct gw_error *err)
+static uint32_t read_tsc_khz(int fd)
+{
+    int khz = ioctl(fd, KVM_GET_TSC_KHZ);
+    return khz > 0 ? (uint32_t)khz : 0;
+}
+
+static int setup_cpuid(struct vcpu *vcpu, struct kvm_vm *vm, unsigned nr,
+                       const struct cpu_model_spec *cpu, struct gw_error *err)
 {
     size_t sz = sizeof(struct kvm_cpuid2) + vm->cpuid->nent * sizeof(struct kvm_cpuid_entry2);
     struct kvm_cpuid2 *c = calloc(1, sz);
     if (!c)
         return gw_error_set(err, ENOMEM, "out of memory");
     vcpu_build_cpuid(vm->cpuid, c, vcpu->id, nr);
+    if (cpu)
+        cpu_model_apply(cpu, c->entries, c->nent);
     int r = ioctl(vcpu->fd, KVM_SET_CPUID2, c);
     int e = errno;
     if (r < 0) {
@@ -68,11 +77,13 @@ static int setup_cpuid(struct vcpu *vcpu, struct kvm_vm *vm, unsigned nr, struct
         return gw_error_set(err, e, "vCPU %u: KVM_SET_CPUID2: %s", vcpu->id, strerror(e));
     }
     vcpu->cpuid = c;
+    vcpu->tsc_khz = read_tsc_khz(vcpu->fd);
     return 0;
 }
 
-int vcpu_keep_cpuid(struct vcpu *vcpu, const struct kvm_cpuid_entry2 *e, uint32_t n)
+int vcpu_keep_cpu(struct vcpu *vcpu, const struct kvm_cpuid_entry2 *e, uint32_t n)
 {
+    vcpu->tsc_khz = read_tsc_khz(vcpu->fd);
     struct kvm_cpuid2 *c = malloc(sizeof(*c) + n * sizeof(*e));
     if (!c)
         return -ENOMEM;
@@ -131,7 +142,7 @@ static int capture_reset_state(struct vcpu *vcpu, struct gw_error *err)
 }
 
 int vcpu_init(struct vcpu *vcpu, struct kvm_vm *vm, unsigned id, unsigned nr_vcpus,
-              struct gw_error *err)
+              const struct cpu_model_spec *cpu, struct gw_error *err)
 {
     memset(vcpu, 0, sizeof(*vcpu));
     vcpu->id = id;
@@ -145,7 +156,7 @@ int vcpu_init(struct vcpu *vcpu, struct kvm_vm *vm, unsigned id, unsigned nr_vcp
         gw_error_set(err, errno, "vCPU %u: mmap kvm_run: %s", id, strerror(errno));
         goto err_fd;
     }
-    if (setup_cpuid(vcpu, vm, nr_vcpus, err) < 0 || setup_msrs(vcpu, vm, err) < 0 ||
+    if (setup_cpuid(vcpu, vm, nr_vcpus, cpu, err) < 0 || setup_msrs(vcpu, vm, err) < 0 ||
         capture_reset_state(vcpu, err) < 0)
         goto err_map;
     return 0;

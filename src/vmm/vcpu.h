@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "vmm/cpu_model.h"
 #include "vmm/kvm_vm.h"
 
 struct vcpu_reset_state {
@@ -35,9 +36,11 @@ struct vcpu {
     bool thread_started;
     volatile int tid;              /* kernel thread id once the thread runs */
     struct vcpu_reset_state reset;
-    /* The CPUID table given to KVM (at creation, or a migrated guest's):
-     * read without asking KVM, which would wait for a running vCPU. */
+    /* The CPUID table given to KVM (at creation, or a migrated guest's)
+     * and the TSC rate (kHz, 0: unknown): read without asking KVM, which
+     * would wait for a running vCPU. */
     struct kvm_cpuid2 *cpuid;
+    uint32_t tsc_khz;
     /* Exit statistics (updated only by the vCPU thread). */
     uint64_t exits, io_exits, mmio_exits;
     /* The last exit was port or MMIO I/O that KVM completes only on the
@@ -47,11 +50,13 @@ struct vcpu {
     volatile uint64_t throttle_sleep_ns;
 };
 
+/* `cpu`: features left out of the host's CPUID (NULL: none). */
 int vcpu_init(struct vcpu *vcpu, struct kvm_vm *vm, unsigned id, unsigned nr_vcpus,
-              struct gw_error *err);
+              const struct cpu_model_spec *cpu, struct gw_error *err);
 void vcpu_fini(struct vcpu *vcpu);
-/* Remember that KVM now holds this CPUID table for the vCPU (-ENOMEM). */
-int vcpu_keep_cpuid(struct vcpu *vcpu, const struct kvm_cpuid_entry2 *e, uint32_t n);
+/* Remember the CPU KVM now gives the vCPU (not running): this CPUID table
+ * and the TSC rate KVM reports (-ENOMEM). */
+int vcpu_keep_cpu(struct vcpu *vcpu, const struct kvm_cpuid_entry2 *e, uint32_t n);
 /* Put the vCPU back to its power-on state (as captured at creation). */
 int vcpu_reset(struct vcpu *vcpu, struct gw_error *err);
 /* Load boot entry registers (after vcpu_reset). sregs are applied over the

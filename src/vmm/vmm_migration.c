@@ -131,13 +131,14 @@ static int vm_describe(void *opaque, struct stream *s, struct gw_error *err)
     const struct kvm_cpuid2 *c = vm->machine->vcpus[0].cpuid;
     if (!c || c->nent == 0)
         return 0;
-    if (stream_write_cpu_model(s, c->entries, c->nent) < 0)
+    if (stream_write_cpu_model(s, c->entries, c->nent, vm->machine->vcpus[0].tsc_khz) < 0)
         return gw_error_set(err, EIO, "%s", stream_error(s));
     return 0;
 }
 
 /* The source's CPU, before any page: refused at once if this host's KVM
- * cannot give it (the same check the vCPUs' state gets at the end). */
+ * cannot give it or its TSC rate (the checks the vCPUs' state gets at the
+ * end). This VMM's vCPUs do not run: asking them does not wait. */
 static int check_cpu_model(struct vmm_migration *vm, const struct stream_record *rec,
                            struct gw_error *err)
 {
@@ -147,7 +148,13 @@ static int check_cpu_model(struct vmm_migration *vm, const struct stream_record 
     struct kvm_cpuid_entry2 e[GWS_MAX_CPUID];
     memcpy(e, cm.entries, cm.count * sizeof(e[0]));
     const struct kvm_cpuid2 *host = vm->machine->kvm.cpuid;
-    return cpu_model_check(e, cm.count, host->entries, host->nent, err);
+    if (cpu_model_check(e, cm.count, host->entries, host->nent, err) < 0)
+        return -err->code;
+    uint32_t host_khz;
+    if (cpu_state_tsc_plan(&vm->machine->kvm, vm->machine->vcpus[0].fd, cm.tsc_khz,
+                           cpu_model_invtsc(e, cm.count), &host_khz) == CPU_TSC_REFUSE)
+        return cpu_model_tsc_refusal(cm.tsc_khz, host_khz, err);
+    return 0;
 }
 
 static int load_vcpu(struct vmm_migration *vm, const struct stream_record *rec, struct gw_error *err)
@@ -233,7 +240,7 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
     if (r == 0)
         r = power_state_check(&vm->power, err);
     for (unsigned i = 0; i < m->nr_vcpus && r == 0; i++) {
-        r = vcpu_state_check(&m->kvm, vm->pending_vcpu[i], err);
+        r = vcpu_state_check(&m->kvm, m->vcpus[i].fd, vm->pending_vcpu[i], err);
         if (r < 0)
             gw_error_prefix(err, "vCPU %u", i);
     }
@@ -246,7 +253,7 @@ static int vm_load_finish(void *opaque, struct gw_error *err)
         r = vcpu_state_set_cpu(&m->kvm, m->vcpus[i].fd, st, &changed, err);
         if (r < 0)
             gw_error_prefix(err, "vCPU %u", i);
-        else if (st->has_cpuid && vcpu_keep_cpuid(&m->vcpus[i], st->cpuid, st->ncpuid) < 0)
+        else if (st->has_cpuid && vcpu_keep_cpu(&m->vcpus[i], st->cpuid, st->ncpuid) < 0)
             r = gw_error_set(err, ENOMEM, "out of memory");
     }
     if (r == 0 || changed)

@@ -26,6 +26,10 @@ def check_errors(d):
                    "migration": {"timeout_action": "explode"}}, f)
     r = d.run("define", bad, check=False)
     assert r.rc == 1 and "timeout_action" in r.err, r
+    with open(bad, "w") as f:
+        json.dump({"name": "bad", "memory_mib": 64, "test_guest": True, "cpu": "host,-avx5"}, f)
+    r = d.run("define", bad, check=False)
+    assert r.rc == 1 and "unknown feature 'avx5'" in r.err, r
     r = d.run("event", "--all", "--timeout", "1")
     assert r.out.split() == "event loop timed out events received: 0".split(), r
     r = d.run("event", "vm1", check=False)
@@ -61,7 +65,7 @@ def serial_fallback(d):
 
 def lifecycle(d, ev):
     r = d.define("vm1", migration={"permit_postcopy": False, "max_downtime_ms": 100,
-                                   "timeout_action": "pause"})
+                                   "timeout_action": "pause"}, cpu="host,-invtsc")
     assert "Domain 'vm1' defined from" in r.out, r
     ev.wait_for("event 'lifecycle' for domain 'vm1': Defined Added")
     r = d.run("list", "--all")
@@ -85,6 +89,9 @@ def lifecycle(d, ev):
     assert d.run("domstate", row[0]).out.strip() == "running"             # and by id
     pid = d.status("vm1")["pid"]
     assert pid_alive(pid)
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().split(b"\0")
+    assert b"--cpu" in argv and argv[argv.index(b"--cpu") + 1] == b"host,-invtsc", argv
 
     r = d.run("start", "vm1", check=False)
     assert r.rc == 1 and "already running" in r.err, r

@@ -25,9 +25,9 @@ import time
 
 import struct
 
-from godwit_test import (BUILD, VMM, QMPError, assert_no_guest_errors, need_kvm, run_test, self_check,
-                         wait_migration)
-from stream_util import body_of, records, with_body
+from godwit_test import (BUILD, VMM, QMPError, Timeout, assert_no_guest_errors, need_kvm, run_test,
+                         self_check, wait_migration, wait_until)
+from stream_util import body_of, cpuid_entries, records, vcpu_section, with_body
 
 STREAM_TOOL = os.path.join(BUILD, "godwit-stream")
 
@@ -58,31 +58,6 @@ def restore_fails(dst, src, data, rec, body, name, want):
     assert info["status"] == "failed" and want in info["error-desc"], info
     assert dst.status() == "inmigrate", dst.status()
     print(f"{name}: failed cleanly: {info['error-desc']}")
-
-
-def vcpu_section(body, tag):
-    """Offset of the data of section `tag` in a VCPU_STATE body, and its length."""
-    pos = 8
-    while pos < len(body):
-        t, n = struct.unpack_from("<II", body, pos)
-        if t == tag:
-            return pos + 8, n
-        pos += 8 + n + (8 - n % 8) % 8
-    raise AssertionError(f"no section {tag}")
-
-
-def cpuid_entries(body):
-    """{(function, index): (offset of the entry, eax, ebx, ecx, edx)} of the
-    CPUID section (tag 10)."""
-    at, n = vcpu_section(body, 10)
-    count = struct.unpack_from("<I", body, at)[0]
-    assert n == 8 + 40 * count, (n, count)
-    out = {}
-    for i in range(count):
-        e = at + 8 + 40 * i
-        fn, idx, _flags, a, b, c, d = struct.unpack_from("<7I", body, e)
-        out[(fn, idx)] = (e, a, b, c, d)
-    return out
 
 
 def restore_good_after(dst, path):
@@ -118,7 +93,8 @@ def cpu_bodies(src, path, data):
     # The same feature in CPU_MODEL, the record after the header: refused
     # there, before a single page is loaded.
     cm = next(r for r in recs if r["type"] == "CPU_MODEL")
-    assert cm["index"] == 2 and cm["cpuid_entries"] == vcpu["cpuid_entries"], (cm, vcpu)
+    assert cm["index"] == 2 and cm["cpuid_entries"] == vcpu["cpuid_entries"] \
+        and cm["tsc_khz"] == vcpu["tsc_khz"], (cm, vcpu)
     cbody = bytearray(body_of(data, cm))
     for i in range(cm["cpuid_entries"]):
         fn, idx = struct.unpack_from("<II", cbody, 8 + 40 * i)
@@ -151,8 +127,17 @@ def cpu_bodies(src, path, data):
     with VMM(memory=256, vcpus=2, incoming=True) as dst:
         dst.qmp.cmd("migrate-incoming", uri="file:" + sp)
         info = wait_migration(dst, 120)
-        log = dst.stderr.decode(errors="replace")
         if info["status"] == "completed":
+            # The line was logged before the state went to completed, but
+            # the test's reader of the VMM's stderr may lag (nested KVM).
+            def said():
+                text = dst.stderr.decode(errors="replace")
+                return f"TSC at the guest's {khz // 2} kHz" in text or "cannot scale it" in text
+            try:
+                wait_until(said, 15, "the VMM's word on the TSC rate")
+            except Timeout:
+                pass
+            log = dst.stderr.decode(errors="replace")
             scaled = f"TSC at the guest's {khz // 2} kHz" in log
             warned = "cannot scale it" in log
             assert scaled or (warned and not invtsc), (invtsc, log[-2000:])

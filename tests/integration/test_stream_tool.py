@@ -102,12 +102,12 @@ def main():
         check(tmp, "tsc-khz-pad", complete(cpu=vcpu(0, drop=(11,), extra=[(11, struct.pack("<II", 1, 1))])),
               "the word after the rate is not zero")
         check(tmp, "vcpu-version-3", complete(cpu=vcpu(0, version=3)), "vCPU state version 3")
-        model = record(CPU_MODEL, CPUID)
+        model = record(CPU_MODEL, struct.pack("<II", 4, 2400000) + CPUID[8:])  # count, TSC kHz, entries
         check(tmp, "cpu-model", stream(header(), model, vcpu(0), *[device(*d) for d in DEVICES],
                                        record(END_OF_STREAM)), None)
         check(tmp, "cpu-model-leaf-twice", stream(header(), record(CPU_MODEL, dup), vcpu(0),
                                                   *[device(*d) for d in DEVICES], record(END_OF_STREAM)),
-              "record 2 (CPU_MODEL) at offset 152: cpuid section: leaf 0x1 index 0 appears twice")
+              "record 2 (CPU_MODEL) at offset 152: CPU_MODEL: leaf 0x1 index 0 appears twice")
         check(tmp, "no-vcpu-state", stream(header(), record(END_OF_STREAM)), "no state for vCPU 0")
         check(tmp, "one-of-two-vcpus",
               stream(header(2), vcpu(1), *[device(*d) for d in DEVICES], record(END_OF_STREAM)),

@@ -128,7 +128,7 @@ static const struct kvm_cpuid_entry2 evm_cpuid[2] = {
 static int op_describe(void *o, struct stream *s, struct gw_error *err)
 {
     struct evm *v = o;
-    if (v->describe_cpu && stream_write_cpu_model(s, evm_cpuid, 2) < 0)
+    if (v->describe_cpu && stream_write_cpu_model(s, evm_cpuid, 2, 2400000) < 0)
         return gw_error_set(err, EIO, "%s", stream_error(s));
     return 0;
 }
@@ -140,7 +140,8 @@ static int op_load_record(void *o, const struct stream_record *rec, struct gw_er
         struct stream_cpu_model cm;
         if (stream_parse_cpu_model(rec->body, rec->length, &cm, err) < 0)
             return -err->code;
-        if (cm.count != 2 || memcmp(cm.entries, evm_cpuid, sizeof(evm_cpuid)))
+        if (cm.count != 2 || cm.tsc_khz != 2400000 ||
+            memcmp(cm.entries, evm_cpuid, sizeof(evm_cpuid)))
             return gw_error_set(err, EPROTO, "not the CPU the source sent");
         if (v->refuse_cpu)
             return gw_error_set(err, EINVAL, "this host cannot give the guest's CPU");

@@ -974,7 +974,7 @@ class FakeVMM:
         import argparse
         ap = argparse.ArgumentParser()
         for o in ("--name", "--uuid", "--memory", "--vcpus", "--qmp", "--serial", "--cmdline", "--kernel",
-                  "--initrd", "--log-level"):
+                  "--initrd", "--log-level", "--cpu"):
             ap.add_argument(o)
         for o in ("--test-guest", "--incoming", "--paused", "--no-reboot", "--mem-prealloc"):
             ap.add_argument(o, action="store_true")

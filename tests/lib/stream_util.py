@@ -43,3 +43,28 @@ def with_body(data, rec, body):
 
 def body_of(data, rec):
     return data[rec["offset"] + 8:rec["offset"] + 8 + rec["length"]]
+
+
+def vcpu_section(body, tag):
+    """Offset of the data of section `tag` in a VCPU_STATE body, and its length."""
+    pos = 8
+    while pos < len(body):
+        t, n = struct.unpack_from("<II", body, pos)
+        if t == tag:
+            return pos + 8, n
+        pos += 8 + n + (8 - n % 8) % 8
+    raise AssertionError(f"no section {tag}")
+
+
+def cpuid_entries(body):
+    """{(function, index): (offset of the entry, eax, ebx, ecx, edx)} of the
+    CPUID section (tag 10) of a VCPU_STATE body."""
+    at, n = vcpu_section(body, 10)
+    count = struct.unpack_from("<I", body, at)[0]
+    assert n == 8 + 40 * count, (n, count)
+    out = {}
+    for i in range(count):
+        e = at + 8 + 40 * i
+        fn, idx, _flags, a, b, c, d = struct.unpack_from("<7I", body, e)
+        out[(fn, idx)] = (e, a, b, c, d)
+    return out

@@ -159,6 +159,128 @@ static void test_tsc_same(void **state)
     assert_false(cpu_model_tsc_same(UINT32_MAX, 1));
 }
 
+/* Decided before any ioctl: KVM_SET_TSC_KHZ whenever KVM will take it
+ * (the same clock within its tolerance: no scaling, but the vCPU then
+ * reports the guest's rate), refused only for an invariant TSC. */
+static void test_tsc_plan(void **state)
+{
+    assert_int_equal(cpu_model_tsc_plan(0, 2400000, false, true), CPU_TSC_KEEP);
+    assert_int_equal(cpu_model_tsc_plan(2400000, 2400000, false, true), CPU_TSC_SET);
+    assert_int_equal(cpu_model_tsc_plan(2400500, 2400000, false, true), CPU_TSC_SET);
+    assert_int_equal(cpu_model_tsc_plan(3000000, 2400000, true, true), CPU_TSC_SET);
+    assert_int_equal(cpu_model_tsc_plan(1200000, 2400000, true, false), CPU_TSC_SET);
+    /* Higher or lower, without scaling: KVM's catch-up mode for a higher
+     * rate is not a rate. */
+    assert_int_equal(cpu_model_tsc_plan(3000000, 2400000, false, false), CPU_TSC_WARN);
+    assert_int_equal(cpu_model_tsc_plan(1200000, 2400000, false, false), CPU_TSC_WARN);
+    assert_int_equal(cpu_model_tsc_plan(3000000, 2400000, false, true), CPU_TSC_REFUSE);
+    assert_int_equal(cpu_model_tsc_plan(1200000, 2400000, false, true), CPU_TSC_REFUSE);
+    /* This host's rate unknown: KVM decides. */
+    assert_int_equal(cpu_model_tsc_plan(1200000, 0, false, true), CPU_TSC_SET);
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(cpu_model_tsc_refusal(3000000, 2400000, &err), -EINVAL);
+    assert_string_equal(err.msg, "the guest's TSC runs at 3000000 kHz, this host's at 2400000 "
+                                 "kHz, and KVM here cannot scale it; the guest was told its TSC "
+                                 "is invariant");
+}
+
+/* The guest's physical address width may not exceed the host's; the
+ * later feature words are compared too. */
+static void test_address_bits_and_late_words(void **state)
+{
+    static const struct kvm_cpuid_entry2 h[] = {
+        { .function = 0x80000008, .eax = 0x3027 }, /* 39 bits */
+        { .function = 0x80000021, .eax = 0x45 },
+        { .function = 7, .index = 2, .flags = SIG, .edx = 0x1 },
+    };
+    struct kvm_cpuid_entry2 g[3];
+    memcpy(g, h, sizeof(h));
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(cpu_model_check(g, 3, h, 3, &err), 0);
+    g[0].eax = 0x3026; /* fewer bits is fine */
+    assert_int_equal(cpu_model_check(g, 3, h, 3, &err), 0);
+    g[0].eax = 0x302e; /* 46 */
+    assert_int_equal(cpu_model_check(g, 3, h, 3, &err), -EINVAL);
+    assert_string_equal(err.msg, "the guest's CPU has 46 physical address bits, KVM on this host "
+                                 "gives 39");
+    memcpy(g, h, sizeof(h));
+    g[1].eax |= 1u << 8;
+    gw_error_init(&err);
+    assert_int_equal(cpu_model_check(g, 3, h, 3, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "leaf 0x80000021 index 0 EAX bit 8"));
+    memcpy(g, h, sizeof(h));
+    g[2].edx |= 1u << 3;
+    gw_error_init(&err);
+    assert_int_equal(cpu_model_check(g, 3, h, 3, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "leaf 0x7 index 2 EDX bit 3"));
+}
+
+static bool masks(const struct cpu_model_spec *s, uint32_t leaf, uint32_t index, unsigned reg,
+                  unsigned bit)
+{
+    for (unsigned i = 0; i < s->nmask; i++)
+        if (s->mask[i].leaf == leaf && s->mask[i].index == index && s->mask[i].reg == reg &&
+            s->mask[i].bit == bit)
+            return true;
+    return false;
+}
+
+/* --cpu host,-FEATURE...: what it leaves out, with what depends on it. */
+static void test_cpu_spec(void **state)
+{
+    struct cpu_model_spec s;
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(cpu_model_parse("host", &s, &err), 0);
+    assert_int_equal(s.nmask, 0);
+    assert_int_equal(cpu_model_parse("host,-invtsc", &s, &err), 0);
+    assert_int_equal(s.nmask, 1);
+    assert_true(masks(&s, 0x80000007, 0, CPU_EDX, 8));
+    assert_int_equal(cpu_model_parse("host,-avx512f,-avx512bw", &s, &err), 0);
+    assert_true(masks(&s, 7, 0, CPU_EBX, 16) && masks(&s, 7, 0, CPU_EBX, 30) && masks(&s, 7, 0, CPU_EBX, 31));
+    assert_true(masks(&s, 0xd, 0, CPU_EAX, 5) && masks(&s, 0xd, 0, CPU_EAX, 6) && masks(&s, 0xd, 0, CPU_EAX, 7));
+    assert_false(masks(&s, 7, 0, CPU_EBX, 5)); /* avx2 stays */
+    unsigned n = s.nmask;
+    assert_int_equal(cpu_model_parse("host,-avx512bw,-avx512f", &s, &err), 0);
+    assert_int_equal(s.nmask, n); /* each bit once, whatever the order */
+    /* avx takes the AVX family and its XSAVE state with it */
+    assert_int_equal(cpu_model_parse("host,-avx", &s, &err), 0);
+    assert_true(masks(&s, 1, 0, CPU_ECX, 28) && masks(&s, 7, 0, CPU_EBX, 5) && masks(&s, 1, 0, CPU_ECX, 12));
+    assert_true(masks(&s, 7, 0, CPU_EBX, 16) && masks(&s, 0xd, 0, CPU_EAX, 2) && masks(&s, 0xd, 0, CPU_EAX, 7));
+    assert_false(masks(&s, 1, 0, CPU_ECX, 20)); /* sse4.2 stays */
+
+    static const struct { const char *spec, *want; } bad[] = {
+        { "max", "--cpu: unknown CPU model 'max'" },
+        { "", "--cpu: unknown CPU model ''" },
+        { "host,+avx", "--cpu: '+avx': a feature is left out with '-FEATURE'" },
+        { "host,-", "--cpu: '-': a feature is left out" },
+        { "host,,-avx", "--cpu: '': a feature is left out" },
+        { "host,-avx5", "--cpu: unknown feature 'avx5'; known: sse3 " },
+    };
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        gw_error_init(&err);
+        assert_int_equal(cpu_model_parse(bad[i].spec, &s, &err), -EINVAL);
+        if (strncmp(err.msg, bad[i].want, strlen(bad[i].want)))
+            fail_msg("%s: \"%s\", want \"%s...\"", bad[i].spec, err.msg, bad[i].want);
+    }
+
+    /* Applied to the VMM's table: the bits go, the rest stays; the result
+     * passes this host's check (a subset of what it gives). */
+    guest_from_host();
+    assert_int_equal(cpu_model_parse("host,-avx2,-invtsc,-sse3", &s, &err), 0);
+    cpu_model_apply(&s, guest, NHOST);
+    assert_int_equal(entry(7, 0)->ebx, host[2].ebx & ~(1u << 5));
+    assert_int_equal(entry(0x80000007, 0)->edx, 0);
+    assert_int_equal(entry(1, 0)->ecx & 0x201u, 0);          /* sse3 and ssse3 */
+    assert_int_equal(entry(1, 0)->ecx & (1u << 19), 0);       /* sse4.1 */
+    assert_int_equal(entry(1, 0)->eax, host[1].eax);
+    assert_false(cpu_model_invtsc(guest, NHOST));
+    gw_error_init(&err);
+    assert_int_equal(cpu_model_check(guest, NHOST, host, NHOST, &err), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -168,6 +290,9 @@ int main(void)
         cmocka_unit_test(test_index_matching),
         cmocka_unit_test(test_invtsc),
         cmocka_unit_test(test_tsc_same),
+        cmocka_unit_test(test_tsc_plan),
+        cmocka_unit_test(test_address_bits_and_late_words),
+        cmocka_unit_test(test_cpu_spec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -60,7 +60,8 @@ static void test_full_round_trip(void **state)
         "{\"name\": \"db\", \"uuid\": \"0D0C0B0A-1111-4222-8333-444455556666\", \"memory_mib\": 1024,"
         " \"memory_prealloc\": true,"
         " \"vcpus\": 4, \"test_guest\": true, \"cmdline\": \"workload=mem-invariant beat-ms=500\","
-        " \"serial_log\": \"/var/log/db.log\", \"migration\": {\"permit_postcopy\": true,"
+        " \"serial_log\": \"/var/log/db.log\", \"cpu\": \"host,-avx512f,-invtsc\","
+        " \"migration\": {\"permit_postcopy\": true,"
         " \"permit_auto_converge\": false, \"max_downtime_ms\": 50, \"bandwidth_mib_s\": 100,"
         " \"completion_timeout_s\": 30, \"timeout_action\": \"postcopy\", \"switchover_retries\": 0}}";
     struct dom_def d, e;
@@ -72,6 +73,7 @@ static void test_full_round_trip(void **state)
     assert_int_equal(d.policy.bandwidth_mib_s, 100);
     assert_int_equal(d.policy.switchover_retries, 0);
     assert_true(d.memory_prealloc);
+    assert_string_equal(d.cpu, "host,-avx512f,-invtsc");
     struct json_object *o = dom_def_to_json(&d);
     assert_int_equal(dom_def_from_json(o, &e, &err), 0);
     struct json_object *o2 = dom_def_to_json(&e);
@@ -117,6 +119,11 @@ static void test_invalid(void **state)
     expect_invalid("{\"name\": \"v\", " BASE ", \"uuid\": \"0d0c0b0a-1111-4222-8333-444455556666\\u0000\"}",
                    "invalid UUID");
     expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": 5}", "must be an object");
+    /* godwit-vmm --cpu's words, checked at define, not when the VM starts */
+    expect_invalid("{\"name\": \"v\", " BASE ", \"cpu\": \"max\"}", "unknown CPU model 'max'");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"cpu\": \"host,-avx5\"}",
+                   "unknown feature 'avx5'");
+    expect_invalid("{\"name\": \"v\", " BASE ", \"cpu\": 3}", "'cpu'");
     expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"timeout_action\": \"explode\"}}",
                    "'timeout_action'");
     expect_invalid("{\"name\": \"v\", " BASE ", \"migration\": {\"max_downtime_ms\": 0}}",

@@ -955,7 +955,7 @@ static void test_cpu_model(void **state)
     cpuid_fixtures();
     struct wbuf w;
     hostile_open(&w);
-    assert_int_equal(stream_write_cpu_model(&w.s, cpuid_4 + 2, 4), 0);
+    assert_int_equal(stream_write_cpu_model(&w.s, cpuid_4 + 2, 4, 2400123), 0);
     assert_int_equal(stream_write_eos(&w.s), 0);
     struct rbuf r;
     assert_int_equal(ropen(&r, w.m.out, w.m.out_len), 0);
@@ -964,6 +964,7 @@ static void test_cpu_model(void **state)
     assert_int_equal(rec.type, GWS_CPU_MODEL);
     assert_int_equal(rec.length, 8 + 40 * 4);
     assert_int_equal(rec.u.cpu_model.count, 4);
+    assert_int_equal(rec.u.cpu_model.tsc_khz, 2400123);
     assert_memory_equal(rec.u.cpu_model.entries, cpuid_4 + 2, 40 * 4);
     assert_int_equal(stream_next_record(&r.s, &rec), 0);
     assert_int_equal(rec.type, GWS_END_OF_STREAM);
@@ -975,20 +976,20 @@ static void test_cpu_model(void **state)
         uint32_t count;
         const char *want;
     } refused[] = {
-        { cpuid_4, 0, "CPU_MODEL of 0 CPUID entries (must be 1..256)" },
-        { cpuid_257, 257, "CPU_MODEL of 257 CPUID entries (must be 1..256)" },
-        { cpuid_dup, 4, "CPU_MODEL: cpuid section: leaf 0x7 index 0 appears twice" },
+        { cpuid_4, 0, "CPU_MODEL: 0 entries (must be 1..256)" },
+        { cpuid_257, 257, "CPU_MODEL: 257 entries (must be 1..256)" },
+        { cpuid_dup, 4, "CPU_MODEL: leaf 0x7 index 0 appears twice" },
     };
     for (unsigned i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         wopen(&w);
-        assert_int_equal(stream_write_cpu_model(&w.s, refused[i].table + 2, refused[i].count),
+        assert_int_equal(stream_write_cpu_model(&w.s, refused[i].table + 2, refused[i].count, 0),
                          -EPROTO);
         assert_string_equal(stream_error(&w.s), refused[i].want);
         assert_int_equal(w.m.out_len, 0);
         wclose(&w);
     }
     wopen(&w);
-    assert_int_equal(stream_write_cpu_model(&w.s, cpuid_256 + 2, 256), 0);
+    assert_int_equal(stream_write_cpu_model(&w.s, cpuid_256 + 2, 256, 0), 0);
     assert_int_equal(stream_flush(&w.s), 0);
     assert_int_equal(w.m.out_len, 8 + GWS_MAX_CPU_MODEL_BODY + 8); /* no preamble here */
     wclose(&w);
@@ -999,10 +1000,9 @@ static void test_cpu_model(void **state)
         uint32_t len;
         const char *want;
     } hostile[] = {
-        { cpuid_count3, sizeof(cpuid_count3), "cpuid section: count 3 does not match its 168 bytes" },
-        { cpuid_nonzero, sizeof(cpuid_nonzero), "the word after the count is not zero" },
-        { cpuid_dup_ext, sizeof(cpuid_dup_ext), "leaf 0x80000008 index 0 appears twice" },
-        { cpuid_none, 4, "cpuid section too short (4 bytes)" },
+        { cpuid_count3, sizeof(cpuid_count3), "CPU_MODEL: count 3 does not match its 168 bytes" },
+        { cpuid_dup_ext, sizeof(cpuid_dup_ext), "CPU_MODEL: leaf 0x80000008 index 0 appears twice" },
+        { cpuid_none, 4, "CPU_MODEL too short (4 bytes)" },
     }; /* one too long: test_oversized_before_allocation */
     for (unsigned i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
         hostile_open(&w);

@@ -75,6 +75,10 @@ static void test_options_good(void **state)
     char buf[37];
     vmm_uuid_format(o.uuid, buf);
     assert_string_equal(buf, "0123abcd-4567-89ab-cdef-0123456789ab");
+    assert_int_equal(o.cpu.nmask, 0); /* the host's CPU by default */
+    assert_int_equal(parse(&o, &err, "--test-guest", "--cpu", "host,-invtsc", NULL), 0);
+    assert_int_equal(o.cpu.nmask, 1);
+    assert_int_equal(o.cpu.mask[0].leaf, 0x80000007);
 }
 
 static void test_options_bad(void **state)
@@ -94,6 +98,8 @@ static void test_options_bad(void **state)
     assert_int_equal(parse(&o, &err, "--test-guest", "--memory", NULL), -EINVAL);
     assert_non_null(strstr(err.msg, "needs an argument"));
     assert_int_equal(parse(&o, &err, "--test-guest", "extra", NULL), -EINVAL);
+    assert_int_equal(parse(&o, &err, "--test-guest", "--cpu", "host,+avx", NULL), -EINVAL);
+    assert_non_null(strstr(err.msg, "--cpu: '+avx'"));
     const char *bad_uuids[] = { "", "0123abcd-4567-89ab-cdef-0123456789a", "0123abcd-4567-89ab-cdef"
                                 "-0123456789abc", "0123abcdx4567-89ab-cdef-0123456789ab",
                                 "0123abcd-4567-89ab-cdef-0123456789ag" };
