@@ -50,7 +50,7 @@ def main():
     print("bad --cpu: refused before start")
 
     with VMM(memory=256, vcpus=2, cmdline="workload=fpu,verify rate=500 wss=2M") as plain:
-        plain.wait_serial("heartbeat vcpu=0 tick=1 ", 60)
+        plain.wait_serial("fpu vcpu=0 rounds=1 ok", 60)
         host = saved_cpu(plain, os.path.join(plain.dir, "plain.save"))[0]
     print("host CPU: sse4.2", bit(host, SSE4_2), "invtsc", bit(host, INVTSC),
           "avx512f", bit(host, AVX512F))
@@ -58,7 +58,7 @@ def main():
     masked = ["sse4.2", "invtsc", "avx512f"]
     with VMM(memory=256, vcpus=2, cmdline="workload=fpu,verify rate=500 wss=2M",
              extra=["--cpu", "host," + ",".join("-" + f for f in masked)]) as src:
-        src.wait_serial("heartbeat vcpu=0 tick=2 ", 60)
+        src.wait_serial("fpu vcpu=0 rounds=2 ok", 60)
         path = os.path.join(src.dir, "vm.save")
         tables = saved_cpu(src, path)
         for t in tables:
@@ -78,7 +78,7 @@ def main():
             dst.qmp.cmd("migrate-incoming", uri="file:" + path)
             info = wait_migration(dst, 120)
             assert info["status"] == "completed", info
-            dst.wait_serial("heartbeat vcpu=0 tick=", 30)
+            dst.wait_serial("fpu vcpu=0 rounds=", 30)
             time.sleep(1)
             self_check(dst)
             again = saved_cpu(dst, os.path.join(src.dir, "again.save"))
