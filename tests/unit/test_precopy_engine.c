@@ -1209,6 +1209,21 @@ static void test_cancel_stats(void **state)
 
 /* The destination refuses the stream: the source reports its reason, not
  * the broken pipe that followed, and runs on. */
+/* Both sides fail; the source reports the destination's reason and runs
+ * its guest on. */
+static void destination_failed(struct evm *src, struct evm *dst, struct mig_stats *s,
+                               struct mig_stats *d)
+{
+    assert_true(evm_wait_state(dst, MIG_FAILED, 10000));
+    assert_true(evm_wait_state(src, MIG_FAILED, 10000));
+    mig_get_stats(&src->mig, s);
+    mig_get_stats(&dst->mig, d);
+    fprintf(stderr, "    source: %s\n    destination: %s\n", s->error_desc, d->error_desc);
+    assert_non_null(strstr(s->error_desc, "destination failed: "));
+    assert_non_null(strstr(s->error_desc, d->error_desc));
+    assert_true(runs(src));
+}
+
 static void test_destination_reason(void **state)
 {
     static struct evm src, dst;
@@ -1219,15 +1234,8 @@ static void test_destination_reason(void **state)
     assert_int_equal(evm_set_cap(&src, MIG_CAP_POSTCOPY_RAM, false), 0);
     assert_int_equal(evm_set_cap(&dst, MIG_CAP_POSTCOPY_RAM, false), 0);
     start(&src, &dst, uri);
-    assert_true(evm_wait_state(&dst, MIG_FAILED, 10000));
-    assert_true(evm_wait_state(&src, MIG_FAILED, 10000));
     struct mig_stats s, d;
-    mig_get_stats(&src.mig, &s);
-    mig_get_stats(&dst.mig, &d);
-    fprintf(stderr, "    source: %s\n    destination: %s\n", s.error_desc, d.error_desc);
-    assert_non_null(strstr(s.error_desc, "destination failed: "));
-    assert_non_null(strstr(s.error_desc, d.error_desc));
-    assert_true(runs(&src));
+    destination_failed(&src, &dst, &s, &d);
     evm_fini(&dst);
     evm_fini(&src);
 }
@@ -1257,19 +1265,12 @@ static void test_cpu_model_first(void **state)
     src.describe_cpu = true;
     dst.refuse_cpu = true;
     start(&src, &dst, uri);
-    assert_true(evm_wait_state(&dst, MIG_FAILED, 10000));
-    assert_true(evm_wait_state(&src, MIG_FAILED, 10000));
     struct mig_stats s, d;
-    mig_get_stats(&src.mig, &s);
-    mig_get_stats(&dst.mig, &d);
-    fprintf(stderr, "    source: %s\n    destination: %s\n", s.error_desc, d.error_desc);
+    destination_failed(&src, &dst, &s, &d);
     assert_non_null(strstr(d.error_desc, "(CPU_MODEL)"));
     assert_non_null(strstr(d.error_desc, "this host cannot give the guest's CPU"));
-    assert_non_null(strstr(s.error_desc, "destination failed: "));
-    assert_non_null(strstr(s.error_desc, "this host cannot give the guest's CPU"));
     assert_int_equal(d.normal + d.duplicate, 0);
     assert_false(dst.have_state || dst.started);
-    assert_true(runs(&src));
     evm_fini(&dst);
     evm_fini(&src);
 }
