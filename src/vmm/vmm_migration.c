@@ -124,7 +124,8 @@ static int vm_save_state(void *opaque, struct stream *s, struct gw_error *err)
 }
 
 /* CPU_MODEL, after the header: vCPU 0's CPUID (the VMM's copy: asking KVM
- * would wait for the running vCPU to exit). */
+ * would wait for the running vCPU to exit). The copy changes only in
+ * vm_load_finish, on an incoming migration, when no outgoing one can run. */
 static int vm_describe(void *opaque, struct stream *s, struct gw_error *err)
 {
     struct vmm_migration *vm = opaque;
