@@ -149,26 +149,6 @@ int cpu_model_parse(const char *spec, struct cpu_model_spec *out, struct gw_erro
     return 0;
 }
 
-static uint32_t *reg_ptr(struct kvm_cpuid_entry2 *e, unsigned reg)
-{
-    switch (reg) {
-    case EAX: return &e->eax;
-    case EBX: return &e->ebx;
-    case ECX: return &e->ecx;
-    default: return &e->edx;
-    }
-}
-
-void cpu_model_apply(const struct cpu_model_spec *spec, struct kvm_cpuid_entry2 *e, unsigned n)
-{
-    for (unsigned m = 0; m < spec->nmask; m++)
-        for (unsigned i = 0; i < n; i++)
-            if (e[i].function == spec->mask[m].leaf &&
-                (e[i].index == spec->mask[m].index ||
-                 !(e[i].flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX)))
-                *reg_ptr(&e[i], spec->mask[m].reg) &= ~(1u << spec->mask[m].bit);
-}
-
 static const struct kvm_cpuid_entry2 *find(const struct kvm_cpuid_entry2 *e, unsigned n,
                                            uint32_t leaf, uint32_t index)
 {
@@ -182,14 +162,18 @@ static const struct kvm_cpuid_entry2 *find(const struct kvm_cpuid_entry2 *e, uns
     return NULL;
 }
 
+/* Where register `reg` sits in an entry: read by the check, cleared by
+ * cpu_model_apply. */
+static const size_t reg_offset[] = {
+    [EAX] = offsetof(struct kvm_cpuid_entry2, eax), [EBX] = offsetof(struct kvm_cpuid_entry2, ebx),
+    [ECX] = offsetof(struct kvm_cpuid_entry2, ecx), [EDX] = offsetof(struct kvm_cpuid_entry2, edx),
+};
+
 static uint32_t reg_of(const struct kvm_cpuid_entry2 *e, unsigned reg)
 {
-    switch (reg) {
-    case EAX: return e->eax;
-    case EBX: return e->ebx;
-    case ECX: return e->ecx;
-    default: return e->edx;
-    }
+    uint32_t v;
+    memcpy(&v, (const uint8_t *)e + reg_offset[reg], sizeof(v));
+    return v;
 }
 
 static const char *name_of(const struct feature_word *w, unsigned bit)
@@ -211,10 +195,21 @@ static bool leaf_indexed(uint32_t leaf)
     return leaf == 0x14;
 }
 
-/* Which feature word entry g holds in register w->reg, if any. */
-static bool holds(const struct kvm_cpuid_entry2 *g, const struct feature_word *w)
+/* Does entry g answer a guest asking for (leaf, index)? A leaf whose
+ * words do not depend on the index answers every index alike. */
+static bool holds(const struct kvm_cpuid_entry2 *g, uint32_t leaf, uint32_t index)
 {
-    return g->function == w->leaf && (g->index == w->index || !leaf_indexed(w->leaf));
+    return g->function == leaf && (g->index == index || !leaf_indexed(leaf));
+}
+
+void cpu_model_apply(const struct cpu_model_spec *spec, struct kvm_cpuid_entry2 *e, unsigned n)
+{
+    for (unsigned m = 0; m < spec->nmask; m++)
+        for (unsigned i = 0; i < n; i++)
+            if (holds(&e[i], spec->mask[m].leaf, spec->mask[m].index)) {
+                uint32_t *r = (uint32_t *)((uint8_t *)&e[i] + reg_offset[spec->mask[m].reg]);
+                *r &= ~(1u << spec->mask[m].bit);
+            }
 }
 
 /* The first bit of word w that guest entry g has and the host lacks. */
@@ -249,7 +244,7 @@ int cpu_model_check(const struct kvm_cpuid_entry2 *guest, unsigned n,
                             "gives %u", gw->eax & 0xff, hw->eax & 0xff);
     for (unsigned gi = 0; gi < n; gi++) {
         for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
-            if (!holds(&guest[gi], &words[i]))
+            if (!holds(&guest[gi], words[i].leaf, words[i].index))
                 continue;
             int r = check_word(&guest[gi], &words[i], host, host_n, err);
             if (r < 0)

@@ -28,13 +28,12 @@ uint32_t cpu_state_xsave_size(const struct kvm_vm *vm)
 
 int cpu_state_check_host(const struct kvm_vm *vm, struct gw_error *err)
 {
-    unsigned n = 0;
-    for (uint32_t i = 0; i < vm->msr_list->nmsrs; i++)
-        n += vm->msr_list->indices[i] != MSR_IA32_ARCH_CAPS;
+    uint32_t idx[CPU_STATE_MAX_MSRS + 1];
+    unsigned n = cpu_state_msr_indices(vm, idx, CPU_STATE_MAX_MSRS + 1);
     if (n > CPU_STATE_MAX_MSRS)
         return gw_error_set(err, ENOTSUP,
-                            "KVM here lists %u saveable MSRs; godwit carries at most %u", n,
-                            CPU_STATE_MAX_MSRS);
+                            "KVM here lists more than %u saveable MSRs; godwit carries at most %u",
+                            CPU_STATE_MAX_MSRS, CPU_STATE_MAX_MSRS);
     if (kvm_xsave_size(vm) > CPU_STATE_XSAVE_MAX)
         return gw_error_set(err, ENOTSUP,
                             "KVM here has a %d-byte XSAVE area; godwit carries at most %d",
@@ -89,6 +88,12 @@ static int save_msrs(const struct kvm_vm *vm, int fd, struct vcpu_state *st)
     return 0;
 }
 
+uint32_t cpu_state_tsc_khz(int vcpu_fd)
+{
+    int khz = ioctl(vcpu_fd, KVM_GET_TSC_KHZ);
+    return khz > 0 ? (uint32_t)khz : 0;
+}
+
 /* The CPUID table KVM holds for the vCPU (what the guest sees, with the
  * bits KVM keeps in step with CR4 and the APIC base), and its TSC rate. */
 static int save_cpu(int fd, struct vcpu_state *st)
@@ -116,8 +121,7 @@ static int save_cpu(int fd, struct vcpu_state *st)
     st->has_cpuid = true;
     st->ncpuid = n;
     memcpy(st->cpuid, buf.e, n * sizeof(buf.e[0]));
-    int khz = ioctl(fd, KVM_GET_TSC_KHZ);
-    st->tsc_khz = khz > 0 ? (uint32_t)khz : 0;
+    st->tsc_khz = cpu_state_tsc_khz(fd);
     return 0;
 }
 
@@ -184,31 +188,39 @@ static int load_msrs(int fd, const struct vcpu_state *st, bool deadline_only,
     }
 }
 
-enum cpu_tsc_plan cpu_state_tsc_plan(const struct kvm_vm *vm, int vcpu_fd, uint32_t guest_khz,
-                                      bool invtsc, uint32_t *host_khz)
+/* cpu_model_tsc_plan with this vCPU's rate (*host_khz gets it) and KVM's
+ * scaling. */
+static enum cpu_tsc_plan tsc_plan(const struct kvm_vm *vm, int vcpu_fd, uint32_t guest_khz,
+                                  bool invtsc, uint32_t *host_khz)
 {
-    int cur = ioctl(vcpu_fd, KVM_GET_TSC_KHZ);
-    *host_khz = cur > 0 ? (uint32_t)cur : 0;
+    *host_khz = cpu_state_tsc_khz(vcpu_fd);
     bool can_scale = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_CONTROL) > 0;
     return cpu_model_tsc_plan(guest_khz, *host_khz, can_scale, invtsc);
+}
+
+int cpu_state_check_cpu(const struct kvm_vm *vm, int vcpu_fd, const struct kvm_cpuid_entry2 *e,
+                        uint32_t n, uint32_t tsc_khz, struct gw_error *err)
+{
+    if (cpu_model_check(e, n, vm->cpuid->entries, vm->cpuid->nent, err) < 0)
+        return -err->code;
+    uint32_t host;
+    if (tsc_plan(vm, vcpu_fd, tsc_khz, cpu_model_invtsc(e, n), &host) == CPU_TSC_REFUSE)
+        return cpu_model_tsc_refusal(tsc_khz, host, err);
+    return 0;
 }
 
 int vcpu_state_check(const struct kvm_vm *vm, int fd, const struct vcpu_state *st,
                      struct gw_error *err)
 {
-    if (st->has_cpuid &&
-        cpu_model_check(st->cpuid, st->ncpuid, vm->cpuid->entries, vm->cpuid->nent, err) < 0)
+    /* The CPU first: a missing feature names what the guest lacks here,
+     * an XSAVE area that does not fit only that it does not. */
+    if (st->has_cpuid && cpu_state_check_cpu(vm, fd, st->cpuid, st->ncpuid, st->tsc_khz, err) < 0)
         return -err->code;
     if (st->xsave_size > cpu_state_xsave_size(vm) || st->nmsrs > CPU_STATE_MAX_MSRS ||
         st->ncpuid > CPU_STATE_MAX_CPUID)
         return gw_error_set(err, EINVAL,
                             "vCPU state does not fit this host (xsave %u bytes, here %u)",
                             st->xsave_size, cpu_state_xsave_size(vm));
-    uint32_t host;
-    if (st->has_cpuid && cpu_state_tsc_plan(vm, fd, st->tsc_khz,
-                                            cpu_model_invtsc(st->cpuid, st->ncpuid),
-                                            &host) == CPU_TSC_REFUSE)
-        return cpu_model_tsc_refusal(st->tsc_khz, host, err);
     return 0;
 }
 
@@ -220,8 +232,8 @@ static int set_tsc_khz(const struct kvm_vm *vm, int fd, const struct vcpu_state 
                        bool *changed, struct gw_error *err)
 {
     uint32_t host;
-    enum cpu_tsc_plan plan = cpu_state_tsc_plan(vm, fd, st->tsc_khz,
-                                                cpu_model_invtsc(st->cpuid, st->ncpuid), &host);
+    enum cpu_tsc_plan plan = tsc_plan(vm, fd, st->tsc_khz,
+                                      cpu_model_invtsc(st->cpuid, st->ncpuid), &host);
     switch (plan) {
     case CPU_TSC_KEEP:
         return 0;
@@ -269,8 +281,6 @@ int vcpu_state_load(const struct kvm_vm *vm, int fd, const struct vcpu_state *st
                     struct gw_error *err)
 {
     const char *what;
-    if (vcpu_state_check(vm, fd, st, err) < 0)
-        return -err->code;
 #define SET(req, ptr) do { what = #req; if (ioctl(fd, req, ptr) < 0) goto fail; } while (0)
     SET(KVM_SET_SREGS, &st->sregs);
     SET(KVM_SET_REGS, &st->regs);

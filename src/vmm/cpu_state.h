@@ -66,16 +66,20 @@ int vcpu_state_save(const struct kvm_vm *vm, int vcpu_fd, struct vcpu_state *st,
  * (cpu_model_check) and so can its TSC rate (cpu_model_tsc_plan). */
 int vcpu_state_check(const struct kvm_vm *vm, int vcpu_fd, const struct vcpu_state *st,
                      struct gw_error *err);
-/* The plan for a guest TSC rate on this vCPU (cpu_model_tsc_plan with this
- * host's rate, which *host_khz gets, and KVM's scaling). */
-enum cpu_tsc_plan cpu_state_tsc_plan(const struct kvm_vm *vm, int vcpu_fd, uint32_t guest_khz,
-                                      bool invtsc, uint32_t *host_khz);
+/* Can this host give a guest this CPU: every feature of the CPUID table
+ * (cpu_model_check) and its TSC rate (cpu_model_tsc_plan, with this vCPU's
+ * rate and KVM's scaling)? For a vCPU state and for CPU_MODEL alike. */
+int cpu_state_check_cpu(const struct kvm_vm *vm, int vcpu_fd, const struct kvm_cpuid_entry2 *e,
+                        uint32_t n, uint32_t tsc_khz, struct gw_error *err);
+/* The vCPU's TSC rate as KVM reports it, in kHz; 0 if it cannot tell. */
+uint32_t cpu_state_tsc_khz(int vcpu_fd);
 /* Give the vCPU the guest's CPU: its TSC rate and CPUID table (the first
  * step of a load, before any register; KVM checks MSRs and XSAVE against
  * the CPUID). *changed tells whether anything was changed, also on
  * failure. A state without CPUID changes nothing. */
 int vcpu_state_set_cpu(const struct kvm_vm *vm, int vcpu_fd, const struct vcpu_state *st,
                        bool *changed, struct gw_error *err);
+/* Apply a state that passed vcpu_state_check (after vcpu_state_set_cpu). */
 int vcpu_state_load(const struct kvm_vm *vm, int vcpu_fd, const struct vcpu_state *st,
                     struct gw_error *err);
 

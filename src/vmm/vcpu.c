@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "vmm/cpu_state.h"
 
 #define MSR_IA32_SYSENTER_CS    0x174
 #define MSR_IA32_SYSENTER_ESP   0x175
@@ -54,12 +55,6 @@ void vcpu_build_cpuid(const struct kvm_cpuid2 *in, struct kvm_cpuid2 *out, unsig
     }
 }
 
-static uint32_t read_tsc_khz(int fd)
-{
-    int khz = ioctl(fd, KVM_GET_TSC_KHZ);
-    return khz > 0 ? (uint32_t)khz : 0;
-}
-
 static int setup_cpuid(struct vcpu *vcpu, struct kvm_vm *vm, unsigned nr,
                        const struct cpu_model_spec *cpu, struct gw_error *err)
 {
@@ -77,13 +72,13 @@ static int setup_cpuid(struct vcpu *vcpu, struct kvm_vm *vm, unsigned nr,
         return gw_error_set(err, e, "vCPU %u: KVM_SET_CPUID2: %s", vcpu->id, strerror(e));
     }
     vcpu->cpuid = c;
-    vcpu->tsc_khz = read_tsc_khz(vcpu->fd);
+    vcpu->tsc_khz = cpu_state_tsc_khz(vcpu->fd);
     return 0;
 }
 
 int vcpu_keep_cpu(struct vcpu *vcpu, const struct kvm_cpuid_entry2 *e, uint32_t n)
 {
-    vcpu->tsc_khz = read_tsc_khz(vcpu->fd);
+    vcpu->tsc_khz = cpu_state_tsc_khz(vcpu->fd);
     struct kvm_cpuid2 *c = malloc(sizeof(*c) + n * sizeof(*e));
     if (!c)
         return -ENOMEM;

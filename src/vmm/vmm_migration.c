@@ -14,7 +14,6 @@
 #include "migration/migration.h"
 #include "migration/state_records.h"
 #include "migration/stream_devices.h"
-#include "vmm/cpu_model.h"
 #include "vmm/cpu_state.h"
 #include "vmm/machine.h"
 #include "vmm/vmm_control_internal.h"
@@ -148,14 +147,8 @@ static int check_cpu_model(struct vmm_migration *vm, const struct stream_record 
         return -err->code;
     struct kvm_cpuid_entry2 e[GWS_MAX_CPUID];
     memcpy(e, cm.entries, cm.count * sizeof(e[0]));
-    const struct kvm_cpuid2 *host = vm->machine->kvm.cpuid;
-    if (cpu_model_check(e, cm.count, host->entries, host->nent, err) < 0)
-        return -err->code;
-    uint32_t host_khz;
-    if (cpu_state_tsc_plan(&vm->machine->kvm, vm->machine->vcpus[0].fd, cm.tsc_khz,
-                           cpu_model_invtsc(e, cm.count), &host_khz) == CPU_TSC_REFUSE)
-        return cpu_model_tsc_refusal(cm.tsc_khz, host_khz, err);
-    return 0;
+    return cpu_state_check_cpu(&vm->machine->kvm, vm->machine->vcpus[0].fd, e, cm.count,
+                               cm.tsc_khz, err);
 }
 
 static int load_vcpu(struct vmm_migration *vm, const struct stream_record *rec, struct gw_error *err)
