@@ -30,6 +30,7 @@ enum {
 #define HOUR_PM        0x80
 
 #define UIP_WINDOW_NS  2000000L   /* UIP during the last 2 ms of a second */
+#define RTC_HZ         32768      /* the MC146818's time base */
 #define MAX_OFFSET_S   1000000000000LL
 
 struct cmos {
@@ -38,7 +39,7 @@ struct cmos {
     void *clock_opaque;
     uint8_t index;
     int64_t time_offset_s;
-    int64_t last_c_ns;        /* guest time of the last register C read */
+    int64_t last_c_ticks;     /* guest time of the last register C read, 1/RTC_HZ s */
     uint8_t ram[128];
 };
 
@@ -125,10 +126,22 @@ static struct timespec host_now(const struct cmos *c)
     return ts;
 }
 
-static int64_t guest_now_ns(const struct cmos *c)
+/* Guest time in ticks of the chip's 32.768 kHz base. Nanoseconds would
+ * overflow 64 bits for a guest time past 2262 or before 1678, which the
+ * guest can set (the century register) and a state may hold; ticks hold
+ * any time_offset_s cmos_state_check accepts. */
+static int64_t guest_now_ticks(const struct cmos *c)
 {
     struct timespec ts = host_now(c);
-    return ((int64_t)ts.tv_sec + c->time_offset_s) * 1000000000LL + ts.tv_nsec;
+    return ((int64_t)ts.tv_sec + c->time_offset_s) * RTC_HZ +
+           (int64_t)ts.tv_nsec * RTC_HZ / 1000000000L;
+}
+
+/* a / b rounded down (b > 0): the period that contains a time before 1970. */
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 
 static void guest_tm(const struct cmos *c, struct tm *tm)
@@ -137,15 +150,22 @@ static void guest_tm(const struct cmos *c, struct tm *tm)
     gmtime_r(&t, tm);
 }
 
-/* Make tm the guest's current time (keeping the sub-second phase). */
+/* Make tm the guest's current time (keeping the sub-second phase). Field
+ * values past their range carry over (month 255 is 21 years on), so
+ * repeated single-field writes could move the time without bound: an
+ * offset beyond what cmos_state_check accepts is ignored, as is a time
+ * timegm cannot represent. */
 static void set_guest_time(struct cmos *c, struct tm *tm)
 {
+    tm->tm_wday = -1; /* timegm sets it on success: -1 is also 23:59:59 in 1969 */
     time_t want = timegm(tm);
-    if (want == (time_t)-1) {
+    int64_t offset = (int64_t)want - (int64_t)host_now(c).tv_sec;
+    if ((want == (time_t)-1 && tm->tm_wday == -1) || offset > MAX_OFFSET_S ||
+        offset < -MAX_OFFSET_S) {
         log_debug("guest set an impossible time: ignored");
         return;
     }
-    c->time_offset_s = (int64_t)want - (int64_t)host_now(c).tv_sec;
+    c->time_offset_s = offset;
 }
 
 /* ---- registers ---- */
@@ -163,22 +183,23 @@ static uint8_t read_reg_a(struct cmos *c)
 /* Flags that became true since the last read of C, then cleared. */
 static uint8_t read_reg_c(struct cmos *c)
 {
-    int64_t now = guest_now_ns(c), last = c->last_c_ns;
+    int64_t now = guest_now_ticks(c), last = c->last_c_ticks;
     uint8_t b = c->ram[RTC_REG_B], rate = c->ram[RTC_REG_A] & REGA_RATE;
     uint8_t v = c->ram[RTC_REG_C];
-    if (!(b & REGB_SET) && now / 1000000000LL != last / 1000000000LL)
+    if (!(b & REGB_SET) && floor_div(now, RTC_HZ) != floor_div(last, RTC_HZ))
         v |= REGC_UF;
     if (rate) {
-        /* Rates 1 and 2 behave as 8 and 9 on the MC146818. */
+        /* Rate r divides the time base by 2^(r-1); rates 1 and 2 behave
+         * as 8 and 9 on the MC146818. */
         unsigned shift = rate < 3 ? rate + 7u : rate;
-        int64_t period = (1000000000LL << (shift - 1)) / 32768;
-        if (now / period != last / period)
+        int64_t period = INT64_C(1) << (shift - 1);
+        if (floor_div(now, period) != floor_div(last, period))
             v |= REGC_PF;
     }
     if (((v & REGC_UF) && (b & REGB_UIE)) || ((v & REGC_PF) && (b & REGB_PIE)))
         v |= REGC_IRQF;
     c->ram[RTC_REG_C] = 0;
-    c->last_c_ns = now;
+    c->last_c_ticks = now;
     return v;
 }
 
@@ -276,7 +297,7 @@ struct cmos *cmos_new(void)
     c->ram[RTC_REG_A] = 0x26;            /* 32.768 kHz base, 1024 Hz rate */
     c->ram[RTC_REG_B] = REGB_24H;        /* BCD, 24-hour, as PC firmware */
     c->ram[RTC_REG_D] = REGD_VRT;
-    c->last_c_ns = guest_now_ns(c);
+    c->last_c_ticks = guest_now_ticks(c);
     return c;
 }
 
@@ -293,7 +314,7 @@ void cmos_set_clock(struct cmos *c, cmos_clock_fn fn, void *opaque)
     pthread_mutex_lock(&c->lock);
     c->clock = fn;
     c->clock_opaque = opaque;
-    c->last_c_ns = guest_now_ns(c);
+    c->last_c_ticks = guest_now_ticks(c);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -355,9 +376,10 @@ int cmos_load(struct cmos *c, const struct cmos_state *st, struct gw_error *err)
     pthread_mutex_lock(&c->lock);
     c->index = st->index;
     c->time_offset_s = st->time_offset_s;
+    /* Taken as sent, UIP included: a read of A computes UIP and never
+     * shows the stored bit, and the state saves back to the same bytes. */
     memcpy(c->ram, st->ram, sizeof(c->ram));
-    c->ram[RTC_REG_A] &= (uint8_t)~REGA_UIP;
-    c->last_c_ns = guest_now_ns(c);
+    c->last_c_ticks = guest_now_ticks(c);
     pthread_mutex_unlock(&c->lock);
     return 0;
 }

@@ -6,7 +6,9 @@
  * wall-clock time at access time, plus an offset the guest sets by writing
  * them, in BCD or binary and 12/24-hour form as register B asks. While
  * register B's SET bit is on, the clock registers are frozen plain RAM that
- * the guest fills; clearing SET makes their value the new time. Register A
+ * the guest fills; clearing SET makes their value the new time. A time
+ * more than 10^12 s from the host's is ignored (out-of-range fields carry
+ * over, so repeated writes could otherwise move it without bound). Register A
  * shows update-in-progress during the last 2 ms of each second; register C
  * reports the update-ended and periodic flags since it was last read (and
  * clears on read); register D reports valid RAM. No interrupt (IRQ 8) is

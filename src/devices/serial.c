@@ -453,6 +453,11 @@ int serial_state_check(const struct serial_state *st, struct gw_error *err)
     if (st->rx_count > cap)
         return gw_error_set(err, EINVAL, "serial state: %u bytes in a %u-byte receive FIFO",
                             st->rx_count, cap);
+    /* serial_save writes zeros there: anything else would not save back
+     * to the same bytes. */
+    if (!all_zero(st->rx_fifo + st->rx_count, SERIAL_FIFO_SIZE - st->rx_count))
+        return gw_error_set(err, EINVAL, "serial state: bytes past the %u queued are not zero",
+                            st->rx_count);
     if (!!(st->lsr & LSR_DR) != (st->rx_count > 0))
         return gw_error_set(err, EINVAL, "serial state: LSR.DR disagrees with %u queued bytes",
                             st->rx_count);

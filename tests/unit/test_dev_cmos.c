@@ -228,6 +228,101 @@ static void test_save_load(void **state)
     cmos_free(d);
 }
 
+/* The guest may set any year its registers can hold (century 0x00-0x99 in
+ * BCD): register C's flags still follow its seconds and periods, before
+ * 1970 and after 2262 (where guest time no longer fits in 64-bit ns). */
+static void test_register_c_any_year(void **state)
+{
+    static const uint8_t centuries[] = { 0x20, 0x19, 0x23, 0x30, 0x99, 0x16, 0x00 };
+    for (size_t i = 0; i < sizeof(centuries); i++) {
+        struct cmos *c = new_fake(T0, 0);
+        wr(c, 0x0a, 0x20);                       /* no periodic rate */
+        wr(c, 0x32, centuries[i]);
+        assert_int_equal(rd(c, 0x32), centuries[i]);
+        assert_int_equal(rd(c, 0x00), 0x07);     /* the seconds did not move */
+        rd(c, 0x0c);
+        fake_now.tv_nsec = 999999999;
+        if (rd(c, 0x0c) != 0x00)
+            fail_msg("century 0x%02x: UF inside one second", centuries[i]);
+        fake_now.tv_sec++;
+        fake_now.tv_nsec = 0;
+        if (rd(c, 0x0c) != 0x10)
+            fail_msg("century 0x%02x: no UF after the tick", centuries[i]);
+        wr(c, 0x0a, 0x2f);                       /* rate 15: every 500 ms */
+        rd(c, 0x0c);
+        fake_now.tv_nsec = 499999999;
+        if (rd(c, 0x0c) != 0x00)
+            fail_msg("century 0x%02x: PF inside a period", centuries[i]);
+        fake_now.tv_nsec = 500000000;
+        if (rd(c, 0x0c) != 0x40)
+            fail_msg("century 0x%02x: no PF after a period", centuries[i]);
+        cmos_free(c);
+    }
+}
+
+/* 1969-12-31 23:59:59 is second -1 of the epoch: a time like any other. */
+static void test_set_last_second_of_1969(void **state)
+{
+    struct cmos *c = new_fake(T0, 0);
+    wr(c, 0x0b, 0x82);                           /* SET, BCD, 24 h */
+    const uint8_t idx[] = { 0x00, 0x02, 0x04, 0x07, 0x08, 0x09, 0x32 };
+    const uint8_t val[] = { 0x59, 0x59, 0x23, 0x31, 0x12, 0x69, 0x19 };
+    for (int i = 0; i < 7; i++)
+        wr(c, idx[i], val[i]);
+    wr(c, 0x0b, 0x02);
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(rd(c, idx[i]), val[i]);
+    fake_now.tv_sec++;
+    assert_int_equal(rd(c, 0x09), 0x70);
+    assert_int_equal(rd(c, 0x00), 0x00);
+    cmos_free(c);
+}
+
+/* A loaded state saves back to the same bytes, whatever RAM holds
+ * (register A's UIP bit included: reads compute UIP, never store it). */
+static void test_load_save_same_bytes(void **state)
+{
+    struct cmos *c = new_fake(T0, 0);
+    struct cmos_state st;
+    cmos_save(c, &st);
+    for (unsigned i = 0; i < sizeof(st.ram); i++)
+        st.ram[i] = (uint8_t)(0x80 | i);         /* UIP set in register A */
+    st.ram[0x0b] = 0x82;                         /* SET: clock registers are RAM */
+    st.index = 0x8f;
+    st.time_offset_s = -1000000000000LL;
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(cmos_load(c, &st, &err), 0);
+    struct cmos_state again;
+    cmos_save(c, &again);
+    assert_memory_equal(&st, &again, sizeof(st));
+    assert_int_equal(rd(c, 0x0a), 0x0a);         /* UIP reads 0 while SET */
+    wr(c, 0x0b, 0x02);
+    assert_int_equal(rd(c, 0x0a) & 0x80, 0);     /* and 0 outside the last 2 ms */
+    cmos_free(c);
+}
+
+/* Each write of month 255 while the clock runs moves the date about 21
+ * years on; repeated, the offset must stay within what a destination
+ * accepts (cmos_state_check), or the guest could block its own migration
+ * and, further on, overflow the clock arithmetic. */
+static void test_repeated_field_writes_stay_in_range(void **state)
+{
+    struct cmos *c = new_fake(T0, 0);
+    wr(c, 0x0b, 0x06);                           /* binary, 24 h */
+    for (int i = 0; i < 3000; i++)
+        wr(c, 0x08, 0xff);
+    struct cmos_state st;
+    cmos_save(c, &st);
+    struct gw_error err;
+    gw_error_init(&err);
+    if (cmos_state_check(&st, &err) < 0)
+        fail_msg("the saved state is refused: %s", err.msg);
+    assert_true(rd(c, 0x08) >= 1 && rd(c, 0x08) <= 12);
+    assert_int_equal(rd(c, 0x00), 7);            /* the clock still runs from T0 */
+    cmos_free(c);
+}
+
 int main(void)
 {
     gw_log_set_level(GW_LOG_ERROR);
@@ -239,6 +334,10 @@ int main(void)
         cmocka_unit_test(test_memory_size),
         cmocka_unit_test(test_real_clock),
         cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_register_c_any_year),
+        cmocka_unit_test(test_set_last_second_of_1969),
+        cmocka_unit_test(test_load_save_same_bytes),
+        cmocka_unit_test(test_repeated_field_writes_stay_in_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -355,6 +355,8 @@ static void corrupt(struct serial_state *x, size_t i)
     case 8: x->fcr |= 0x02; break;
     case 9: x->reserved0 = 1; break;
     case 10: x->reserved1[3] = 1; break;
+    case 11: x->rx_fifo[x->rx_count] = 'd'; break;  /* saved as 0: not the same bytes */
+    case 12: x->rx_fifo[15] = 0xff; break;
     default: x->lsr &= (uint8_t)~0x40; break;
     }
 }
@@ -372,7 +374,8 @@ static void test_load_refuses_corrupt_state(void **state)
     static const char *const cases[] = {
         "version", "count > 16", "count > 1 without FIFO", "DR without data",
         "data without DR", "thr_ipending", "ier reserved", "mcr reserved", "fcr reserved",
-        "reserved0", "reserved1", "transmitter busy",
+        "reserved0", "reserved1", "byte past rx_count", "last FIFO byte past rx_count",
+        "transmitter busy",
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         bad = good;
