@@ -62,7 +62,13 @@ static int vm_stop(void *opaque, struct gw_error *err)
     /* Input arriving from now on stays with the caller (not in a FIFO whose
      * state has been sent), so no byte is lost or doubled. */
     serial_pause_input(vm->machine->serial, true);
-    return machine_pause(vm->machine, RUNSTATE_FINISH_MIGRATE, err);
+    int r = machine_pause(vm->machine, RUNSTATE_FINISH_MIGRATE, err);
+    /* Refused, or the run state changed while the vCPUs were being parked:
+     * the engine sees no stop and gives nothing back (vm_resume), and the
+     * guest may run on, so its input flows again. */
+    if (r < 0)
+        serial_pause_input(vm->machine->serial, false);
+    return r;
 }
 
 static void vm_resume(void *opaque)
