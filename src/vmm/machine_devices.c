@@ -11,6 +11,7 @@
 #include "devices/power.h"
 #include "devices/serial.h"
 #include "vmm/machine_internal.h"
+#include "vmm/serial_sink.h"
 
 #define COM1_BASE 0x3f8
 #define COM1_GSI  4
@@ -19,21 +20,18 @@ struct misc_ports {
     struct power_port power;
     struct irq_line com1_irq;
     struct irq_line sci;
+    struct serial_sink *out; /* COM1's output (NULL: discarded) */
 };
 
+/* How long the guest's last output may wait for its reader at exit. */
+#define SERIAL_FLUSH_MS 2000
+
+/* On a vCPU thread, the UART's lock held: queued, never waits (serial_sink.h). */
 static void serial_out(void *opaque, uint8_t byte)
 {
     struct machine *m = opaque;
-    int fd = m->cfg.serial_out_fd;
-    if (fd < 0)
-        return;
-    for (;;) {
-        ssize_t w = write(fd, &byte, 1);
-        if (w == 1 || (w < 0 && errno != EINTR && errno != EAGAIN))
-            return;
-        if (w < 0 && errno == EAGAIN)
-            usleep(100);
-    }
+    if (m->misc->out)
+        serial_sink_put(m->misc->out, byte);
 }
 
 /* Called on a vCPU thread: find which one from the thread-local run page is
@@ -74,6 +72,11 @@ int machine_devices_init(struct machine *m, struct gw_error *err)
         return gw_error_set(err, ENOMEM, "out of memory");
     m->misc->com1_irq = (struct irq_line){ kvm_vm_set_irq, &m->kvm, COM1_GSI };
     m->misc->sci = (struct irq_line){ kvm_vm_set_irq, &m->kvm, POWER_SCI_GSI };
+    if (m->cfg.serial_out_fd >= 0 && !(m->misc->out = serial_sink_new(m->cfg.serial_out_fd))) {
+        int e = errno;
+        machine_devices_fini(m);
+        return gw_error_set(err, e, "serial output: %s", strerror(e));
+    }
     power_init(&m->misc->power, power_off, m, &m->misc->sci);
     m->power = &m->misc->power;
     m->serial = serial_new(&m->misc->com1_irq, serial_out, m);
@@ -103,6 +106,8 @@ void machine_devices_fini(struct machine *m)
     i8042_free(m->kbd);
     if (m->power)
         power_fini(m->power);
+    if (m->misc) /* after the UART: nothing puts into it any more */
+        serial_sink_free(m->misc->out, SERIAL_FLUSH_MS);
     free(m->misc);
     m->serial = NULL;
     m->cmos = NULL;
