@@ -2,6 +2,7 @@
 #define LOG_PREFIX "store"
 #include "daemon/domain_store.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,17 +17,51 @@
 #include "common/json_text.h"
 #include "common/log.h"
 
-static const char *const subdirs[] = { "domains", "run", "log" };
+static const char *const subdirs[] = { "domains", "run", "log", "jobs" };
+
+/* A directory of the state: a directory of ours that no one else may write
+ * in (whoever can chooses what the daemon runs, kernels included). */
+static int check_dir(const char *path, struct gw_error *err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return gw_error_set(err, errno, "cannot stat '%s': %m", path);
+    if (!S_ISDIR(st.st_mode))
+        return gw_error_set(err, ENOTDIR, "'%s' is not a directory", path);
+    if (st.st_uid != geteuid())
+        return gw_error_set(err, EPERM, "'%s' is owned by uid %u, not by this daemon's uid %u",
+                            path, (unsigned)st.st_uid, (unsigned)geteuid());
+    if (st.st_mode & (S_IWGRP | S_IWOTH))
+        return gw_error_set(err, EPERM, "'%s' is writable by other users (mode %04o): whoever "
+                            "writes there chooses what this daemon runs; remove their write "
+                            "permission (chmod go-w)", path, (unsigned)(st.st_mode & 07777));
+    return 0;
+}
+
+int store_make_dir(const char *path, struct gw_error *err)
+{
+    if (mkdir(path, 0700) == 0) {
+        int r = store_sync_dir_of(path); /* the new entry, durable */
+        if (r < 0)
+            return gw_error_set(err, -r, "cannot sync the directory of '%s': %s", path,
+                                strerror(-r));
+    } else if (errno != EEXIST) {
+        return gw_error_set(err, errno, "cannot create '%s': %m", path);
+    }
+    return check_dir(path, err);
+}
 
 int store_init(const char *dir, struct gw_error *err)
 {
     char path[PATH_MAX];
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return gw_error_set(err, errno, "cannot create state directory '%s': %m", dir);
+    int r = store_make_dir(dir, err);
+    if (r < 0)
+        return r;
     for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
-        snprintf(path, sizeof(path), "%s/%s", dir, subdirs[i]);
-        if (mkdir(path, 0700) < 0 && errno != EEXIST)
-            return gw_error_set(err, errno, "cannot create '%s': %m", path);
+        if (snprintf(path, sizeof(path), "%s/%s", dir, subdirs[i]) >= (int)sizeof(path))
+            return gw_error_set(err, ENAMETOOLONG, "state directory path too long: %s", dir);
+        if ((r = store_make_dir(path, err)) < 0)
+            return r;
     }
     return 0;
 }
@@ -55,39 +90,76 @@ int store_sync_dir_of(const char *path)
     return r;
 }
 
-int store_write_atomic(const char *path, const char *data, size_t len, struct gw_error *err)
+static int write_all(int fd, const char *data, size_t len)
 {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-        return gw_error_set(err, ENAMETOOLONG, "path too long: %s", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return gw_error_set(err, errno, "cannot create '%s': %m", tmp);
     size_t off = 0;
     while (off < len) {
         ssize_t n = write(fd, data + off, len - off);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            goto err_tmp;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO;
         off += (size_t)n;
     }
-    if (fsync(fd) < 0)
-        goto err_tmp;
-    close(fd);
+    return 0;
+}
+
+int store_write_atomic(const char *path, const char *data, size_t len, struct gw_error *err)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof(tmp), "%s" STORE_TMP_SUFFIX "XXXXXX", path) >= (int)sizeof(tmp))
+        return gw_error_set(err, ENAMETOOLONG, "path too long: %s", path);
+    /* A new file of this write's own (O_EXCL, mode 0600): never one a crash
+     * left, nor what a link there names, nor another writer's. */
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0)
+        return gw_error_set(err, errno, "cannot create a temporary file for '%s': %m", path);
+    int r = write_all(fd, data, len);
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    if (r < 0) { /* ENOSPC, EDQUOT, EIO: the old file stays as it was */
+        unlink(tmp);
+        return gw_error_set(err, -r, "cannot write '%s': %s", tmp, strerror(-r));
+    }
     if (rename(tmp, path) < 0) {
         int e = errno;
         unlink(tmp);
         return gw_error_set(err, e, "cannot rename '%s' to '%s': %s", tmp, path, strerror(e));
     }
-    store_sync_dir_of(path);
+    if ((r = store_sync_dir_of(path)) < 0) /* until then a power cut may undo the rename */
+        return gw_error_set(err, -r, "cannot sync the directory of '%s': %s", path, strerror(-r));
     return 0;
-err_tmp: {
-        int e = errno ? errno : EIO;
-        close(fd);
-        unlink(tmp);
-        return gw_error_set(err, e, "cannot write '%s': %s", tmp, strerror(e));
-    }
+}
+
+/* A name store_write_atomic gives its temporary files ("X.tmp.AbC123"),
+ * or the one older daemons gave them ("X.tmp"); no state file ends so. */
+static bool is_stale_tmp(const char *name)
+{
+    size_t n = strlen(name), sfx = strlen(STORE_TMP_SUFFIX);
+    if (n > 4 && strcmp(name + n - 4, ".tmp") == 0)
+        return true;
+    if (n < sfx + 7 || memcmp(name + n - 6 - sfx, STORE_TMP_SUFFIX, sfx) != 0)
+        return false;
+    for (size_t i = n - 6; i < n; i++)
+        if (!isalnum((unsigned char)name[i]))
+            return false;
+    return true;
+}
+
+void store_remove_stale_tmp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (is_stale_tmp(e->d_name) && unlinkat(dirfd(d), e->d_name, 0) == 0)
+            log_info("removed %s/%s: a temporary file of a write cut short", dir, e->d_name);
+    closedir(d);
 }
 
 int store_write_json(const char *path, struct json_object *o, struct gw_error *err)
@@ -114,9 +186,22 @@ int store_parse_json(const char *text, size_t len, struct json_object **out, str
     return json_text_object(text, len, out, err);
 }
 
+int store_check_regular(const char *path, struct gw_error *err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return errno == ENOENT ? -ENOENT : gw_error_set(err, errno, "cannot stat: %m");
+    if (!S_ISREG(st.st_mode)) /* a FIFO's open() would wait for a writer for ever */
+        return gw_error_set(err, EINVAL, "not a regular file");
+    return 0;
+}
+
 int store_read_json(const char *path, struct json_object **out, struct gw_error *err)
 {
-    int r = json_file_object(path, STORE_FILE_MAX, out, err);
+    *out = NULL;
+    int r = store_check_regular(path, err);
+    if (r == 0)
+        r = json_file_object(path, STORE_FILE_MAX, out, err);
     if (r < 0 && r != -ENOENT)
         gw_error_prefix(err, "%s", path);
     return r;
@@ -137,11 +222,15 @@ void store_remove_domain(const char *dir, const char *name)
 {
     static const enum store_file files[] = { STORE_DEF, STORE_STATUS, STORE_QMP, STORE_CONSOLE,
                                              STORE_LIVE_DEF };
+    static const enum store_file dirs[] = { STORE_DEF, STORE_STATUS }; /* domains/, run/ */
     char path[PATH_MAX];
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         if (store_path(dir, files[i], name, path, sizeof(path)) == 0)
             unlink(path);
-    store_sync_dir_of(path);
+    /* durable in both directories: an undefined domain stays undefined */
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+        if (store_path(dir, dirs[i], name, path, sizeof(path)) == 0 && store_sync_dir_of(path) < 0)
+            log_warn("domain '%s': cannot sync the directory of %s: %m", name, path);
 }
 
 /* ---- runtime status ---- */
@@ -219,6 +308,19 @@ int store_status_from_json(struct json_object *o, struct store_status *s, struct
 
 /* ---- definitions ---- */
 
+/* The definition in domains/NAME.json must be domain NAME's: a copy under
+ * another name would be a second file of one domain (undefine removes one). */
+static int check_file_name(const char *path, const struct dom_def *def, struct gw_error *err)
+{
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    size_t n = strlen(base) - 5; /* is_json: ends with ".json" */
+    if (strlen(def->name) == n && strncmp(base, def->name, n) == 0)
+        return 0;
+    return gw_error_set(err, EINVAL, "%s: it defines domain '%s', not '%.*s' (a definition's file "
+                        "is named after its domain: domains/%s.json)", path, def->name, (int)n,
+                        base, def->name);
+}
+
 static int load_one(const char *path, void (*fn)(void *, struct dom_def *), void *opaque)
 {
     struct gw_error e;
@@ -232,6 +334,8 @@ static int load_one(const char *path, void (*fn)(void *, struct dom_def *), void
         r = dom_def_from_json(o, &def, &e);
         json_object_put(o);
         gw_error_prefix(&e, "%s", path);
+        if (r == 0)
+            r = check_file_name(path, &def, &e);
         /* A definition written without a uuid (by hand) got a new one:
          * keep it, or the domain would change identity at every restart
          * (its job file and its migrations go by uuid). */
@@ -268,7 +372,10 @@ int store_load_defs(const char *dir, void (*fn)(void *opaque, struct dom_def *de
                     struct gw_error *err)
 {
     char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/run", dir);
+    store_remove_stale_tmp(path);
     snprintf(path, sizeof(path), "%s/domains", dir);
+    store_remove_stale_tmp(path);
     struct dirent **list;
     int n = scandir(path, &list, is_json, name_cmp);
     if (n < 0)

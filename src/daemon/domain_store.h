@@ -11,12 +11,19 @@
  *                             with, while it differs from the persistent one
  *   STATE/log/NAME.log        serial output (default serial_log)
  *   STATE/log/NAME.vmm.log    the VMM's own messages (stderr)
+ *   STATE/jobs/UUID.json      a migration job (job.h)
  *
- * Returns: 0 or -errno with err filled. Threads: no shared state. */
+ * Every directory of the state is the daemon's own: owned by its uid and
+ * writable by no one else (store_init refuses anything else: whoever can
+ * write there chooses what the daemon runs).
+ *
+ * Returns: 0 or -errno with err filled. Threads: no shared state; writers
+ * of one file at once each replace it whole (the last rename wins). */
 #ifndef GW_DAEMON_DOMAIN_STORE_H
 #define GW_DAEMON_DOMAIN_STORE_H
 
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common/error.h"
@@ -32,15 +39,29 @@ enum store_file {
     STORE_LIVE_DEF,
 };
 
-/* Create STATE, STATE/domains, STATE/run and STATE/log (mode 0700). */
+/* Create STATE, STATE/domains, STATE/run, STATE/log and STATE/jobs (mode
+ * 0700, each new one made durable by a sync of its parent), and check each
+ * (-EPERM: owned by another uid, or writable by group or others). */
 int store_init(const char *dir, struct gw_error *err);
+/* One directory of the state, as store_init makes and checks it. */
+int store_make_dir(const char *path, struct gw_error *err);
 /* The path of one of a domain's files; -ENAMETOOLONG if it does not fit. */
 int store_path(const char *dir, enum store_file f, const char *name, char *buf, size_t len);
 
+/* Replace path whole: a new temporary file PATH.tmp.XXXXXX (mode 0600,
+ * O_EXCL), written, fsync'd, renamed to path, then the directory fsync'd.
+ * On any failure (ENOSPC, EDQUOT, EIO, ...) the old file is kept and the
+ * temporary one removed; a failed sync of the directory after the rename
+ * is an error too (a power cut may undo the rename). */
+#define STORE_TMP_SUFFIX ".tmp."
 int store_write_atomic(const char *path, const char *data, size_t len, struct gw_error *err);
 int store_write_json(const char *path, struct json_object *o, struct gw_error *err);
 /* fsync the directory that holds path (after a rename or an unlink there). */
 int store_sync_dir_of(const char *path);
+/* Remove from directory dir the temporary files of writes a crash cut
+ * short (store_write_atomic's, and "X.tmp" of older daemons). Only while
+ * no writer can be at work: the daemon holds the state directory's lock. */
+void store_remove_stale_tmp(const char *dir);
 
 /* What a state file read back must hold: one JSON object, then nothing but
  * white space (space, tab, CR, LF; a NUL byte is not white space). Anything
@@ -53,6 +74,10 @@ int store_sync_dir_of(const char *path);
 #define STORE_FILE_MAX (4u << 20)
 int store_parse_json(const char *text, size_t len, struct json_object **out, struct gw_error *err);
 int store_read_json(const char *path, struct json_object **out, struct gw_error *err);
+/* 0 when path is a regular file; -ENOENT when absent (err not filled);
+ * -EINVAL "not a regular file" (a FIFO, whose open() waits for a writer,
+ * a device, a directory): checked before a state file is opened. */
+int store_check_regular(const char *path, struct gw_error *err);
 
 int store_save_def(const char *dir, const struct dom_def *def, struct gw_error *err);
 /* Remove a domain's definition, status and runtime files (not its logs;
@@ -84,8 +109,11 @@ struct json_object *store_status_to_json(const struct store_status *s);
 int store_status_from_json(struct json_object *o, struct store_status *s, struct gw_error *err);
 
 /* Call fn for every stored definition (sorted by file name); a definition
- * that does not parse is logged and skipped; one without a uuid is given
- * one, saved in its file before fn sees it. */
+ * that does not parse, or whose name is not its file's (domains/NAME.json),
+ * is logged and skipped, its file left as it is; one without a uuid is
+ * given one, saved in its file before fn sees it. First removes the stale
+ * temporary files of domains/ and run/ (store_remove_stale_tmp: call it
+ * with the state directory's lock held). */
 int store_load_defs(const char *dir, void (*fn)(void *opaque, struct dom_def *def), void *opaque,
                     struct gw_error *err);
 

@@ -497,8 +497,8 @@ int job_save(const struct job *j, const char *state_dir, struct gw_error *err)
     if (rc < 0)
         return rc;
     snprintf(dir, sizeof(dir), "%s/jobs", state_dir);
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return gw_error_set(err, errno, "cannot create %s: %s", dir, strerror(errno));
+    if ((rc = store_make_dir(dir, err)) < 0) /* made durable when new, and checked */
+        return rc;
     struct json_object *o = job_to_json(j);
     rc = o ? store_write_json(path, o, err) : gw_error_set(err, ENOMEM, "out of memory");
     json_object_put(o);
@@ -511,6 +511,8 @@ int job_load(struct job *j, const char *state_dir, const char *uuid, struct gw_e
     struct json_object *o = NULL;
     memset(j, 0, sizeof(*j));
     int rc = job_path(path, sizeof(path), state_dir, uuid, ".json", err);
+    if (rc == 0)
+        rc = store_check_regular(path, err); /* before open(): a FIFO would block it */
     if (rc == 0)
         rc = json_file_object(path, JOB_FILE_MAX, &o, err);
     if (rc == 0)
@@ -559,6 +561,7 @@ int job_scan(const char *state_dir, job_scan_cb cb, void *opaque, struct gw_erro
 {
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s/jobs", state_dir);
+    store_remove_stale_tmp(dir);
     DIR *d = opendir(dir);
     if (!d)
         return errno == ENOENT ? 0 : gw_error_set(err, errno, "cannot read %s: %s", dir, strerror(errno));

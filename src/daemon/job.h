@@ -141,18 +141,21 @@ struct json_object *job_to_json(const struct job *j);
 int job_from_json(struct json_object *o, struct job *j, struct gw_error *err);
 
 /* Persistence in <state_dir>/jobs/<uuid>.json. job_save writes atomically
- * (temporary file, fsync, rename, fsync of the directory) and creates
- * jobs/ (0700) when missing (store_write_json). job_load reads it as the
- * daemon reads every state file (json_file_object: one JSON object, the
- * error saying where); it returns -ENOENT when there is no file, -EFBIG
- * over JOB_FILE_MAX bytes, -EINVAL for a corrupt one (never crashes on
- * hostile content).
+ * (store_write_json: temporary file, fsync, rename, fsync of the
+ * directory) and creates jobs/ (0700, its parent synced) when missing
+ * (store_make_dir). job_load reads it as the daemon reads every state file
+ * (a regular file, then json_file_object: one JSON object, the error
+ * saying where); it returns -ENOENT when there is no file, -EFBIG over
+ * JOB_FILE_MAX bytes, -EINVAL for a corrupt one or one that is not a
+ * regular file (never crashes nor blocks on hostile content).
  * job_remove returns 0 when the file is gone (also when it never existed). */
 int job_save(const struct job *j, const char *state_dir, struct gw_error *err);
 int job_load(struct job *j, const char *state_dir, const char *uuid, struct gw_error *err);
 int job_remove(const char *state_dir, const char *uuid, struct gw_error *err);
 /* Call cb for every *.json file in <state_dir>/jobs (any order): with the
  * job (load_err NULL) or with the load error (j NULL) for a bad file.
+ * First removes the temporary files of saves a crash cut short
+ * (store_remove_stale_tmp: only with the state directory's lock held).
  * Returns 0 (also when jobs/ does not exist), -errno if the directory
  * cannot be read, or the first non-zero value cb returned. */
 typedef int (*job_scan_cb)(const struct job *j, const char *path,

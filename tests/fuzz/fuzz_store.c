@@ -1,7 +1,8 @@
 /* libFuzzer target: the daemon's state directory read back after a
  * restart, from real files (in a directory on tmpfs made once):
- *   byte 0 % 3 == 0: a definition, STATE/domains/NAME.json, as
- *     store_load_defs reads it (store_read_json, dom_def_from_json);
+ *   byte 0 % 3 == 0: a definition, STATE/domains/vm.json, as
+ *     store_load_defs reads it (store_read_json, dom_def_from_json; one
+ *     that names another domain is skipped);
  *   == 1: a runtime status, STATE/run/NAME.json (store_read_json,
  *     store_status_from_json, as recover.c reads it);
  *   == 2: a migration job, STATE/jobs/UUID.json (job_load), and what the
@@ -144,8 +145,14 @@ static void definition(const uint8_t *data, size_t size)
         dom_def_fini(&def);
         return;
     }
-    /* Only accepted files: store_load_defs logs each one it skips. */
+    /* Only accepted files: store_load_defs logs each one it skips, and
+     * domains/vm.json that defines another domain is one of them. */
     struct loaded l = { 0 }, l2 = { 0 }, l3 = { 0 };
+    if (strcmp(def.name, "vm") != 0) {
+        FUZZ_CHECK(store_load_defs(dir, collect, &l, &err) == 0 && l.n == 0);
+        dom_def_fini(&def);
+        return;
+    }
     FUZZ_CHECK(store_load_defs(dir, collect, &l, &err) == 0 && l.n == 1);
     struct json_object *want = dom_def_to_json(&def);
     if (had_uuid) /* else a uuid was made up: the same at the next load */

@@ -7,12 +7,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +24,49 @@
 #include "daemon/domain_store.h"
 #include "daemon/events.h"
 #include "daemon/vmm_proc.h"
+
+/* fsync as the state directory's writers (linked from libgodwit.a) see
+ * it: this definition takes the place of libc's, records what each call
+ * synced, and fails the syncs of directories when told to. */
+#define MAX_SYNCED 64
+static char synced[MAX_SYNCED][PATH_MAX];
+static int nsynced;
+static bool fail_dir_sync;
+
+int fsync(int fd)
+{
+    char link[64];
+    struct stat st;
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    if (nsynced < MAX_SYNCED) {
+        ssize_t n = readlink(link, synced[nsynced], PATH_MAX - 1);
+        synced[nsynced++][n > 0 ? n : 0] = '\0';
+    }
+    if (fail_dir_sync && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        errno = EIO;
+        return -1;
+    }
+    return (int)syscall(SYS_fsync, fd);
+}
+
+/* Was the directory dir/sub (sub may be "") synced since nsynced = 0? */
+static bool dir_synced(const char *dir, const char *sub)
+{
+    char path[PATH_MAX], real[PATH_MAX];
+    snprintf(path, sizeof(path), "%s%s%s", dir, sub[0] ? "/" : "", sub);
+    assert_non_null(realpath(path, real));
+    for (int i = 0; i < nsynced; i++)
+        if (strcmp(synced[i], real) == 0)
+            return true;
+    return false;
+}
+
+static void rm_rf(const char *dir)
+{
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
 
 static int parse(const char *text, struct dom_def *def, struct gw_error *err)
 {
@@ -492,6 +537,281 @@ static void test_vmm_is_ours(void **state)
     waitpid(pid, NULL, 0);
 }
 
+static void put_text(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    assert_true(fd >= 0);
+    assert_int_equal(fchmod(fd, mode), 0); /* whatever the umask */
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+/* An undefined domain must stay undefined after a power cut: before, only
+ * run/ was synced after the unlinks, not domains/ where the definition was
+ * (a domain Prepare had defined and a failed migration removed came back
+ * on the destination, shut off, beside the guest running on the source). */
+static void test_store_remove_durable(void **state)
+{
+    char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(store_init(dir, &err), 0);
+    assert_int_equal(store_path(dir, STORE_DEF, "hand", path, sizeof(path)), 0);
+    assert_int_equal(store_write_atomic(path, HAND, strlen(HAND), &err), 0);
+    assert_int_equal(store_path(dir, STORE_STATUS, "hand", path, sizeof(path)), 0);
+    assert_int_equal(store_write_atomic(path, "{}", 2, &err), 0);
+    nsynced = 0;
+    store_remove_domain(dir, "hand");
+    assert_true(dir_synced(dir, "domains"));
+    assert_true(dir_synced(dir, "run"));
+    rm_rf(dir);
+}
+
+/* The rename is durable only once its directory is synced: a failure there
+ * was ignored, and a job phase that a power cut could undo was acted on. */
+static void test_store_dir_sync_error(void **state)
+{
+    char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(store_init(dir, &err), 0);
+    assert_int_equal(store_path(dir, STORE_STATUS, "a", path, sizeof(path)), 0);
+    fail_dir_sync = true;
+    int r = store_write_atomic(path, "{}", 2, &err);
+    fail_dir_sync = false;
+    assert_int_equal(r, -EIO);
+    assert_non_null(strstr(err.msg, "cannot sync the directory of"));
+    rm_rf(dir);
+}
+
+/* A file left at the old fixed temporary name (NAME.json.tmp) was opened
+ * with O_TRUNC and reused: a symbolic link there was followed (the daemon
+ * wrote its state into the file it named), and a stale file kept its mode
+ * (0666 became the state file's). */
+static void test_store_tmp_not_reused(void **state)
+{
+    char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX], tmp[PATH_MAX + 8], victim[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(store_init(dir, &err), 0);
+    snprintf(victim, sizeof(victim), "%s/victim", dir);
+    put_text(victim, "precious", 0600);
+    assert_int_equal(store_path(dir, STORE_STATUS, "a", path, sizeof(path)), 0);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    assert_int_equal(symlink(victim, tmp), 0);
+    assert_int_equal(store_write_atomic(path, "{}\n", 3, &err), 0);
+    assert_string_equal(read_text(victim), "precious");
+    assert_string_equal(read_text(path), "{}\n");
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(store_path(dir, STORE_DEF, "b", path, sizeof(path)), 0);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    put_text(tmp, "stale", 0666);
+    assert_int_equal(store_write_atomic(path, HAND, strlen(HAND), &err), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    rm_rf(dir);
+}
+
+/* Temporary files a crash left behind are removed at load (the daemon
+ * holds the state directory then); other files are left alone. */
+static void test_store_stale_tmp_removed(void **state)
+{
+    char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
+    static const char *const stale[] = { "domains/a.json.tmp", "domains/b.json.tmp.Ab3dE9",
+                                         "run/a.json.tmp", "run/a.def.tmp.zz09QQ" };
+    static const char *const kept[] = { "domains/notes.txt", "run/a.json.bad", "run/x.tmp.json" };
+    assert_non_null(mkdtemp(dir));
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(store_init(dir, &err), 0);
+    for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, stale[i]);
+        put_text(path, "{\"na", 0600);
+    }
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, kept[i]);
+        put_text(path, "{}", 0600);
+    }
+    int n = 0;
+    assert_int_equal(store_load_defs(dir, collect, &n, &err), 0);
+    for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, stale[i]);
+        if (access(path, F_OK) == 0)
+            fail_msg("%s was not removed", stale[i]);
+    }
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, kept[i]);
+        assert_int_equal(access(path, F_OK), 0);
+    }
+    rm_rf(dir);
+}
+
+/* Two writers of one file: each write is whole (before, both used
+ * NAME.json.tmp: one truncated what the other was about to rename, a
+ * reader saw a cut file, and the other's rename failed). */
+#define WRITES 200
+static void writer(const char *path, char c, size_t len)
+{
+    char *buf = malloc(len);
+    memset(buf, c, len);
+    for (int i = 0; i < WRITES; i++)
+        if (store_write_atomic(path, buf, len, NULL) < 0)
+            _exit(1);
+    _exit(0);
+}
+
+static bool whole(const char *path)
+{
+    static char buf[64 << 10];
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return errno == ENOENT;
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    if (n != 20000 && n != 30000)
+        return false;
+    for (size_t i = 1; i < n; i++)
+        if (buf[i] != buf[0])
+            return false;
+    return true;
+}
+
+static void test_store_concurrent_writers(void **state)
+{
+    char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(store_init(dir, &err), 0);
+    assert_int_equal(store_path(dir, STORE_STATUS, "a", path, sizeof(path)), 0);
+    pid_t a = fork();
+    if (a == 0)
+        writer(path, 'a', 20000);
+    pid_t b = fork();
+    if (b == 0)
+        writer(path, 'b', 30000);
+    int cut = 0, sa, sb;
+    while (waitpid(a, &sa, WNOHANG) == 0 || waitpid(b, &sb, WNOHANG) == 0)
+        cut += !whole(path);
+    waitpid(a, &sa, 0);
+    waitpid(b, &sb, 0);
+    assert_true(WIFEXITED(sa) && WEXITSTATUS(sa) == 0);
+    assert_true(WIFEXITED(sb) && WEXITSTATUS(sb) == 0);
+    assert_int_equal(cut, 0);
+    assert_true(whole(path));
+    rm_rf(dir);
+}
+
+/* domains/NAME.json must define NAME: a copy under another name (vm1.json
+ * copied to vm2.json and not edited) was loaded as a second file of
+ * domain vm1, which undefine then removed only in part (its next
+ * definition came back at the next start). */
+static void test_store_name_mismatch(void **state)
+{
+    char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(store_init(dir, &err), 0);
+    const char *other = "{\"name\": \"hand\", \"uuid\": \"0d0c0b0a-1111-4222-8333-444455556666\","
+                        " \"memory_mib\": 64, \"test_guest\": true}\n";
+    const char *own = "{\"name\": \"hand\", \"uuid\": \"0d0c0b0a-1111-4222-8333-444455556667\","
+                      " \"memory_mib\": 64, \"test_guest\": true}\n";
+    assert_int_equal(store_path(dir, STORE_DEF, "copy", path, sizeof(path)), 0);
+    put_text(path, other, 0600);
+    assert_int_equal(store_path(dir, STORE_DEF, "hand", path, sizeof(path)), 0);
+    put_text(path, own, 0600);
+    int n = 0;
+    assert_int_equal(store_load_defs(dir, collect, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_path(dir, STORE_DEF, "copy", path, sizeof(path)), 0);
+    assert_string_equal(read_text(path), other); /* left as it is */
+    rm_rf(dir);
+}
+
+/* A state file must be a regular file: a FIFO in its place hung the
+ * daemon's start for ever (open() waited for a writer). */
+static void test_store_fifo(void **state)
+{
+    char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    struct gw_error err;
+    gw_error_init(&err);
+    assert_int_equal(store_init(dir, &err), 0);
+    assert_int_equal(store_path(dir, STORE_DEF, "pipe", path, sizeof(path)), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_int_equal(store_path(dir, STORE_DEF, "hand", path, sizeof(path)), 0);
+    put_text(path, HAND, 0600);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(5);
+        int n = 0;
+        struct json_object *o;
+        store_load_defs(dir, collect, &n, NULL);
+        store_path(dir, STORE_DEF, "pipe", path, sizeof(path));
+        int r = store_read_json(path, &o, &err);
+        _exit(n == 1 && r == -EINVAL && strstr(err.msg, "not a regular file") ? 0 : 1);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    rm_rf(dir);
+}
+
+/* The state directory and its subdirectories are created durably: the
+ * directory that holds each new one is synced (before, a power cut could
+ * take jobs/ and the job file in it away after job_save returned). */
+static void test_store_init_durable(void **state)
+{
+    char dir[] = "/tmp/godwit-store-XXXXXX", state_dir[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    struct gw_error err;
+    gw_error_init(&err);
+    snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
+    nsynced = 0;
+    assert_int_equal(store_init(state_dir, &err), 0);
+    assert_true(dir_synced(dir, ""));
+    assert_true(dir_synced(state_dir, ""));
+    rm_rf(dir);
+}
+
+/* Anyone who can write in the state directory defines what the daemon
+ * runs (as root): one writable by others, or owned by another user, is
+ * refused. */
+static void test_store_init_perms(void **state)
+{
+    char dir[] = "/tmp/godwit-store-XXXXXX", state_dir[PATH_MAX], path[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    struct gw_error err;
+    gw_error_init(&err);
+    snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
+    assert_int_equal(store_init(state_dir, &err), 0);
+    assert_int_equal(store_init(state_dir, &err), 0);
+    assert_int_equal(chmod(state_dir, 0755), 0);
+    assert_int_equal(store_init(state_dir, &err), 0);
+    assert_int_equal(chmod(state_dir, 0777), 0);
+    gw_error_init(&err);
+    assert_int_equal(store_init(state_dir, &err), -EPERM);
+    assert_non_null(strstr(err.msg, "writable by other users"));
+    assert_int_equal(chmod(state_dir, 0700), 0);
+    snprintf(path, sizeof(path), "%s/run", state_dir);
+    assert_int_equal(chmod(path, 0720), 0);
+    assert_int_equal(store_init(state_dir, &err), -EPERM);
+    assert_int_equal(chmod(path, 0700), 0);
+    if (geteuid() == 0) { /* only root can give it away */
+        assert_int_equal(chown(state_dir, 12345, (gid_t)-1), 0);
+        gw_error_init(&err);
+        assert_int_equal(store_init(state_dir, &err), -EPERM);
+        assert_non_null(strstr(err.msg, "owned by uid 12345"));
+    }
+    rm_rf(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -502,6 +822,11 @@ int main(void)
         cmocka_unit_test(test_status),        cmocka_unit_test(test_store_uuid_kept),
         cmocka_unit_test(test_store_trailing), cmocka_unit_test(test_def_limits),
         cmocka_unit_test(test_status_starting), cmocka_unit_test(test_vmm_is_ours),
+        cmocka_unit_test(test_store_remove_durable), cmocka_unit_test(test_store_dir_sync_error),
+        cmocka_unit_test(test_store_tmp_not_reused), cmocka_unit_test(test_store_stale_tmp_removed),
+        cmocka_unit_test(test_store_concurrent_writers), cmocka_unit_test(test_store_name_mismatch),
+        cmocka_unit_test(test_store_fifo),    cmocka_unit_test(test_store_init_durable),
+        cmocka_unit_test(test_store_init_perms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,17 +6,49 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon/job.h"
 
 #define UUID "6f1c2d3e-4a5b-4c6d-8e7f-0123456789ab"
+
+/* fsync as job_save (linked from libgodwit.a) sees it: this definition
+ * takes the place of libc's and records what each call synced. */
+#define MAX_SYNCED 32
+static char synced[MAX_SYNCED][PATH_MAX];
+static int nsynced;
+
+int fsync(int fd)
+{
+    char link[64];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    if (nsynced < MAX_SYNCED) {
+        ssize_t n = readlink(link, synced[nsynced], PATH_MAX - 1);
+        synced[nsynced++][n > 0 ? n : 0] = '\0';
+    }
+    return (int)syscall(SYS_fsync, fd);
+}
+
+static bool was_synced(const char *path)
+{
+    char real[PATH_MAX];
+    assert_non_null(realpath(path, real));
+    for (int i = 0; i < nsynced; i++)
+        if (strcmp(synced[i], real) == 0)
+            return true;
+    return false;
+}
 
 static void make_job(struct job *j, enum job_kind k)
 {
@@ -214,9 +246,14 @@ static void test_save_load_round_trip(void **state)
     /* overwrite, no temporary left behind */
     go(&j, JOB_PHASE_PERFORM_DONE);
     assert_int_equal(job_save(&j, dir, &e), 0);
-    char tmp[256];
-    snprintf(tmp, sizeof(tmp), "%s/jobs/%s.json.tmp", dir, UUID);
-    assert_int_equal(access(tmp, F_OK), -1);
+    char jobs[256];
+    snprintf(jobs, sizeof(jobs), "%s/jobs", dir);
+    DIR *d = opendir(jobs);
+    assert_non_null(d);
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        if (strstr(de->d_name, ".tmp"))
+            fail_msg("temporary file left behind: %s", de->d_name);
+    closedir(d);
     assert_int_equal(job_load(&back, dir, UUID, &e), 0);
     assert_int_equal(back.phase, JOB_PHASE_PERFORM_DONE);
     assert_int_equal(job_remove(dir, UUID, &e), 0);
@@ -353,6 +390,70 @@ static void test_scan(void **state)
     assert_int_equal(job_scan(dir, scan_cb, &seen, NULL), 0);
     assert_int_equal(seen.good, 1);
     assert_int_equal(seen.bad, 1);
+}
+
+/* jobs/ made by job_save is durable before the job in it is acted on:
+ * before, the state directory was not synced after the mkdir, and a power
+ * cut could take jobs/ with the saved phase away. */
+static void test_save_makes_jobs_durable(void **state)
+{
+    struct job j;
+    struct gw_error e;
+    char jobs[256];
+    make_job(&j, JOB_KIND_MIGRATION_IN);
+    gw_error_init(&e);
+    nsynced = 0;
+    assert_int_equal(job_save(&j, dir, &e), 0);
+    assert_true(was_synced(dir)); /* the new jobs/ entry */
+    snprintf(jobs, sizeof(jobs), "%s/jobs", dir);
+    assert_true(was_synced(jobs)); /* the renamed job file */
+    struct stat st;
+    assert_int_equal(stat(jobs, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+}
+
+/* A job file must be a regular file: a FIFO in its place hung the
+ * daemon's start for ever (its open() waited for a writer). */
+static void test_load_fifo(void **state)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/jobs", dir);
+    mkdir(path, 0700);
+    snprintf(path, sizeof(path), "%s/jobs/%s.json", dir, UUID);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(5);
+        struct job j;
+        struct gw_error e;
+        gw_error_init(&e);
+        int r = job_load(&j, dir, UUID, &e);
+        _exit(r == -EINVAL && strstr(e.msg, "not a regular file") ? 0 : 1);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* The scan at start removes the temporary files of saves a crash cut
+ * short, and reports the rest as before. */
+static void test_scan_removes_stale_tmp(void **state)
+{
+    struct scan_seen seen = { 0 };
+    char a[256], b[256];
+    write_job_file(good);
+    snprintf(a, sizeof(a), "%s/jobs/%s.json.tmp", dir, UUID);
+    snprintf(b, sizeof(b), "%s/jobs/%s.json.tmp.x1Y2z3", dir, UUID);
+    FILE *f = fopen(a, "w");
+    fclose(f);
+    f = fopen(b, "w");
+    fputs("{\"version\":", f);
+    fclose(f);
+    assert_int_equal(job_scan(dir, scan_cb, &seen, NULL), 0);
+    assert_int_equal(seen.good, 1);
+    assert_int_equal(seen.bad, 0);
+    assert_int_equal(access(a, F_OK), -1);
+    assert_int_equal(access(b, F_OK), -1);
 }
 
 /* ---- recovery: every phase --------------------------------------------------- */
@@ -636,6 +737,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_rejects_corrupt_files, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_load_rejects_huge_and_odd_files, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_scan, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_save_makes_jobs_durable, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_load_fifo, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_scan_removes_stale_tmp, setup_dir, teardown_dir),
         cmocka_unit_test(test_recovery_source),
         cmocka_unit_test(test_recovery_destination),
         cmocka_unit_test(test_recovery_destination_postcopy_finish),
