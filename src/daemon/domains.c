@@ -23,7 +23,22 @@
 /* While the domain is active its VMM runs with dom->def: the new
  * definition is saved (STATE/domains) and waits in dom->next_def until the
  * domain stops (libvirt's persistent vs live configuration); the live one
- * is saved as run/NAME.def so that a restarted daemon still knows it. */
+ * is saved as run/NAME.def so that a restarted daemon still knows it. That
+ * comes first: a crash between the two writes must not leave a new
+ * persistent definition with no record of the one the VMM runs (a
+ * restarted daemon would show, and migrate, the new one as running). */
+static int save_live_def(struct daemon *dm, struct domain *dom, struct gw_error *err)
+{
+    if (!dom_state_active(dom->state) && !dom->starting)
+        return 0;
+    char path[PATH_MAX];
+    domain_path(dm, dom, STORE_LIVE_DEF, path, sizeof(path));
+    struct json_object *o = dom_def_to_json(&dom->def);
+    int r = o ? store_write_json(path, o, err) : gw_error_set(err, ENOMEM, "out of memory");
+    json_object_put(o);
+    return r;
+}
+
 static int set_next_def(struct daemon *dm, struct domain *dom, const struct dom_def *def,
                         struct gw_error *err)
 {
@@ -31,18 +46,6 @@ static int set_next_def(struct daemon *dm, struct domain *dom, const struct dom_
     if (!next || dom_def_copy(next, def) < 0) {
         free(next);
         return gw_error_set(err, ENOMEM, "out of memory");
-    }
-    if (dom_state_active(dom->state) || dom->starting) {
-        char path[PATH_MAX];
-        domain_path(dm, dom, STORE_LIVE_DEF, path, sizeof(path));
-        struct json_object *o = dom_def_to_json(&dom->def);
-        int r = store_write_json(path, o, err);
-        json_object_put(o);
-        if (r < 0) {
-            dom_def_fini(next);
-            free(next);
-            return r;
-        }
     }
     if (dom->next_def) {
         dom_def_fini(dom->next_def);
@@ -61,7 +64,8 @@ static int update_def(struct daemon *dm, struct domain *dom, struct dom_def *def
         return r;
     strcpy(def->uuid, dom->def.uuid);
     bool active = dom_state_active(dom->state);
-    if ((r = store_save_def(dm->cfg.state_dir, def, err)) == 0 &&
+    if ((r = save_live_def(dm, dom, err)) == 0 &&
+        (r = store_save_def(dm->cfg.state_dir, def, err)) == 0 &&
         (r = set_next_def(dm, dom, def, err)) == 0) {
         if (active)
             log_info("domain '%s': new definition saved; it applies once the domain stops",

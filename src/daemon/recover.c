@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -48,6 +49,25 @@ static enum dom_state vmm_runstate(struct qmp_client *q)
     return st;
 }
 
+/* Whether the status's QMP socket is this daemon's own run/NAME.qmp: the
+ * same name in the same directory (compared as a file, however the state
+ * directory was spelt when it was recorded; the socket itself may be gone).
+ * A status copied from another daemon's state names that daemon's socket,
+ * whose VMM this one must neither take over nor kill. */
+static bool own_socket(struct daemon *dm, const struct domain *dom, const char *qmp)
+{
+    char mine[PATH_MAX], theirs[PATH_MAX];
+    domain_path(dm, dom, STORE_QMP, mine, sizeof(mine));
+    snprintf(theirs, sizeof(theirs), "%s", qmp);
+    char *a = strrchr(mine, '/'), *b = strrchr(theirs, '/');
+    if (!a || !b || strcmp(a, b) != 0)
+        return false;
+    *a = *b = 0;
+    struct stat da, db;
+    return stat(mine[0] ? mine : "/", &da) == 0 && stat(theirs[0] ? theirs : "/", &db) == 0 &&
+           da.st_dev == db.st_dev && da.st_ino == db.st_ino;
+}
+
 /* Reattach to a VMM that should be running; 0 when it is back under watch. */
 static int reattach(struct daemon *dm, struct domain *dom, const struct store_status *s,
                     struct gw_error *err)
@@ -55,6 +75,10 @@ static int reattach(struct daemon *dm, struct domain *dom, const struct store_st
     _Static_assert(sizeof(s->qmp) <= sizeof(dom->qmp_path), "QMP socket path");
     if (s->pid <= 0 || !s->qmp[0])
         return gw_error_set(err, EINVAL, "no pid or QMP socket recorded");
+    if (!own_socket(dm, dom, s->qmp))
+        return gw_error_set(err, EPERM, "its status names QMP socket %s, not this daemon's "
+                            "run/%s.qmp (a status from another daemon's state?): that process "
+                            "(%d) is left alone", s->qmp, dom->def.name, (int)s->pid);
     int pidfd = vmm_pidfd(s->pid);
     if (pidfd < 0)
         return gw_error_set(err, ESRCH, "VMM process %d is gone", (int)s->pid);

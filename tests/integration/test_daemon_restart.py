@@ -6,10 +6,19 @@ keeping their ids and paused state; a VM that died while no daemon watched
 is found shut off (crashed), and one alive but unreachable on QMP is killed
 and marked crashed. A damaged status file (garbage after its JSON) is
 refused, kept aside as .bad, and the VMM that serves the domain's QMP
-socket is found all the same. A clean daemon stop leaves VMs running too."""
+socket is found all the same. A clean daemon stop leaves VMs running too.
+A state directory copied (cp -a) from a daemon whose VM runs: the copy's
+daemon neither takes that VMM over nor kills it (its status names the
+other daemon's QMP socket); the domain is shut off there, and the first
+daemon still drives its VM. A definition given while the VM runs whose
+record of the running one (run/NAME.def) cannot be written is refused
+whole: after a restart the running VM still shows the definition it runs
+with (the persistent one was written first, and a restart took it for the
+running one)."""
 # timeout: 180
 import os
 import signal
+import subprocess
 
 from godwit_test import run_test, wait_until
 from godwitd_test import Daemon, pid_alive, vmm_kind
@@ -70,4 +79,53 @@ def main():
         assert d.state_of("keep") == "shut off (destroyed)"
 
 
-run_test(main)
+def copied_state():
+    with Daemon() as a:
+        a.define("vm1")
+        a.run("start", "vm1")
+        pid = a.status("vm1")["pid"]
+        with Daemon(start=False) as b:
+            subprocess.run(["cp", "-a", a.state, b.state], check=True)
+            os.unlink(os.path.join(b.state, "godwitd.lock"))
+            b.start()
+            assert b.state_of("vm1") == "shut off (crashed)", b.state_of("vm1")
+            assert "not this daemon's run/vm1.qmp" in b.log_text(), b.log_text()
+            assert pid_alive(pid), "the copy's daemon killed the other daemon's VMM"
+        assert a.state_of("vm1") == "running (booted)", a.state_of("vm1")
+        a.run("suspend", "vm1")
+        assert a.state_of("vm1") == "paused (user)"
+        a.run("destroy", "vm1")
+        wait_until(lambda: not pid_alive(pid), 10, "the VMM to exit")
+
+
+def max_memory(d, name):
+    info = dict(l.split(":", 1) for l in d.run("dominfo", name).out.splitlines() if ":" in l)
+    return info["Max memory"].strip()
+
+
+def define_while_running_cut_short():
+    with Daemon() as d:
+        d.define("vm1", memory=64)
+        d.run("start", "vm1")
+        os.mkdir(os.path.join(d.state, "run", "vm1.def"))  # its write cannot take that name
+        path = os.path.join(d.dir, "vm1-new.json")
+        with open(path, "w") as f:
+            f.write('{"name": "vm1", "memory_mib": 128, "vcpus": 1, "test_guest": true}')
+        r = d.run("define", path, check=False)
+        assert r.rc == 1, r
+        d.stop(signal.SIGKILL)
+        os.rmdir(os.path.join(d.state, "run", "vm1.def"))
+        d.start()
+        assert d.state_of("vm1") == "running (booted)"
+        assert max_memory(d, "vm1") == "65536 KiB", max_memory(d, "vm1")
+        d.run("destroy", "vm1")
+        assert max_memory(d, "vm1") == "65536 KiB", max_memory(d, "vm1")
+
+
+def all_tests():
+    main()
+    copied_state()
+    define_while_running_cut_short()
+
+
+run_test(all_tests)
