@@ -303,9 +303,19 @@ static int recover_job(const struct job *j, const char *path, const struct gw_er
     bool alive = s.dom && dom_state_active(s.dom->state);
     bool unreachable = s.dom && s.dom->vmm_unreachable;
     pthread_mutex_unlock(&dm->lock);
+    if (!s.dom) {
+        /* Its definition may only have been refused (a damaged file): the
+         * record is all that says where the guest is (post-copy: on which
+         * host its newest state lives), so it is never dropped here. */
+        log_error("job %s (%s '%s', phase %s): no domain with uuid %s was loaded; the job file "
+                  "%s is kept for the next start (repair the domain's definition, or remove "
+                  "the file once the guest is known safe)", j->id, job_kind_name(j->kind),
+                  j->name, job_phase_name(j->phase), j->uuid, path);
+        return 0;
+    }
     if (!s.run) {
-        log_warn("job %s: no domain with uuid %s; dropping the job", j->id, j->uuid);
-        job_remove(dm->cfg.state_dir, j->uuid, NULL);
+        log_error("job %s: out of memory; the job file %s is kept for the next start", j->id,
+                  path);
         return 0;
     }
     if (unreachable) { /* nothing is decided without the VMM's word: kept as saved */

@@ -2,7 +2,9 @@
 """Daemon restarts in the middle of a migration, and a broken post-copy:
   - the source daemon killed during Perform and restarted: it finds the
     saved job (phase perform), resumes the guest and tells the destination,
-    which discards its copy: the guest runs on the source only;
+    which discards its copy: the guest runs on the source only; first
+    restarted once with the domain's definition damaged: the job file is
+    kept (it was dropped), and the restart after the repair recovers it;
   - the same during the first pass of a hybrid migration (phase
     perform-postcopy: its VMM could switch by itself, but had not);
   - the destination daemon killed during Perform and restarted: it kills
@@ -29,7 +31,9 @@
   - the same broken again, then given up with domjobabort on both hosts:
     the job ends, the guest stays paused, destroy discards it."""
 # timeout: 420
+import os
 import re
+import signal
 import subprocess
 import time
 
@@ -75,7 +79,21 @@ def runs_only_on(here, there):
 def source_restart(h, a, b):
     print("the source daemon is killed during Perform")
     p = h.migrate_bg(a, b, SLOW)
-    h.restart(a, kill=True)
+    a.stop(signal.SIGKILL)
+    job = [f for f in os.listdir(os.path.join(a.state, "jobs")) if f.endswith(".json")]
+    assert len(job) == 1, job
+    def_file = os.path.join(a.state, "domains", "vm1.json")
+    with open(def_file) as f:
+        good = f.read()
+    with open(def_file, "a") as f:
+        f.write("damaged")
+    h.restart(a)
+    assert "is kept for the next start" in a.log_text(), a.log_text()[-3000:]
+    assert os.path.exists(os.path.join(a.state, "jobs", job[0])), "the job file was dropped"
+    a.stop(signal.SIGKILL)
+    with open(def_file, "w") as f:
+        f.write(good)
+    h.restart(a)
     finish_proc(p, 120)
     log = a.log_text()
     assert "resume-source" in log, log[-3000:]
