@@ -66,13 +66,17 @@ static int wait_fd(int fd, short ev, int64_t deadline)
     }
 }
 
-static int send_all(struct qmp_client *c, const char *p, size_t len, int64_t deadline)
+/* *sent: the bytes that went, also on failure. */
+static int send_all(struct qmp_client *c, const char *p, size_t len, int64_t deadline,
+                    size_t *sent)
 {
+    *sent = 0;
     while (len) {
         ssize_t w = send(c->fd, p, len, MSG_NOSIGNAL);
         if (w > 0) {
             p += w;
             len -= (size_t)w;
+            *sent += (size_t)w;
             continue;
         }
         if (w < 0 && errno != EAGAIN && errno != EINTR)
@@ -246,9 +250,12 @@ static int send_request(struct qmp_client *c, const char *cmd, struct json_objec
     json_object_put(req);
     if (!line)
         return -ENOMEM;
-    int r = send_all(c, line, len, deadline);
+    size_t sent;
+    int r = send_all(c, line, len, deadline, &sent);
     free(line);
-    if (r < 0 && r != -ETIMEDOUT)
+    if (r == -ETIMEDOUT && sent > 0)
+        c->broken = -EPIPE; /* the next request would follow half of this one */
+    else if (r < 0 && r != -ETIMEDOUT)
         c->broken = r;
     return r;
 }

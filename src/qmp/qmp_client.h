@@ -4,8 +4,9 @@
  *
  * Returns: constructors NULL + errno (and err filled); operations 0 or
  * -errno: -ETIMEDOUT (the deadline passed; the connection stays usable, a
- * late reply is discarded by id), -ECONNRESET (the server closed the
- * connection), -EPROTO (the server sent something that is not QMP),
+ * late reply is discarded by id; unless the request went out only in part:
+ * every later call then returns -EPIPE), -ECONNRESET (the server closed
+ * the connection), -EPROTO (the server sent something that is not QMP),
  * -EREMOTEIO (the server answered with an error: *qerr holds its class and
  * desc). Timeouts are in milliseconds, -1 = wait forever.
  *

@@ -3,9 +3,37 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static bool utf8_cont(unsigned char c) { return (c & 0xc0) == 0x80; }
+
+int qmp_utf8_prefix(const char *s, int max)
+{
+    size_t n = strnlen(s, (size_t)max + 1);
+    if (n <= (size_t)max)
+        return (int)n;
+    int k = max; /* s[max] exists: back up to the start of the character it is in */
+    while (k > 0 && utf8_cont((unsigned char)s[k]))
+        k--;
+    return k;
+}
+
+/* Cut a character left incomplete at the end of s (by vsnprintf). */
+static void utf8_trim_tail(char *s)
+{
+    size_t n = strlen(s), k = n;
+    while (k > 0 && n - k < 3 && utf8_cont((unsigned char)s[k - 1]))
+        k--;
+    if (k == 0)
+        return;
+    unsigned char lead = (unsigned char)s[k - 1];
+    size_t want = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+    if (n - (k - 1) < want)
+        s[k - 1] = 0;
+}
 
 void qmp_error_set(struct qmp_error *e, const char *cls, const char *fmt, ...)
 {
@@ -16,6 +44,7 @@ void qmp_error_set(struct qmp_error *e, const char *cls, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(e->desc, sizeof(e->desc), fmt, ap);
     va_end(ap);
+    utf8_trim_tail(e->desc);
 }
 
 void qmp_table_init(struct qmp_table *t) { memset(t, 0, sizeof(*t)); }
@@ -58,7 +87,9 @@ static bool type_ok(enum qmp_arg_type t, struct json_object *v)
 {
     switch (t) {
     case QMP_ARG_STR: return json_object_is_type(v, json_type_string);
-    case QMP_ARG_INT: return json_object_is_type(v, json_type_int);
+    case QMP_ARG_INT: /* json-c keeps 2^63..2^64-1 too, as unsigned */
+        return json_object_is_type(v, json_type_int) &&
+               (json_object_get_int64(v) < INT64_MAX || json_object_get_uint64(v) <= INT64_MAX);
     case QMP_ARG_BOOL: return json_object_is_type(v, json_type_boolean);
     case QMP_ARG_NUMBER:
         return json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double);
@@ -111,7 +142,8 @@ int qmp_check_args(const struct qmp_command *c, struct json_object *args, struct
     json_object_object_foreach(args, name, value) {
         if (qmp_json_has_nul(value)) {
             qmp_error_set(err, QMP_ERR_GENERIC,
-                          "Parameter '%s' must not contain a NUL character (\\u0000)", name);
+                          "Parameter '%.*s' must not contain a NUL character (\\u0000)",
+                          qmp_utf8_prefix(name, 200), name);
             return -1;
         }
     }
@@ -119,7 +151,8 @@ int qmp_check_args(const struct qmp_command *c, struct json_object *args, struct
         json_object_object_foreach(args, key, val) {
             (void)val;
             if (!find_arg(c, key)) {
-                qmp_error_set(err, QMP_ERR_GENERIC, "Parameter '%s' is unexpected", key);
+                qmp_error_set(err, QMP_ERR_GENERIC, "Parameter '%.*s' is unexpected",
+                              qmp_utf8_prefix(key, 200), key);
                 return -1;
             }
         }

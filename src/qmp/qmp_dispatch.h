@@ -50,8 +50,12 @@ struct qmp_error {
     char desc[512];
 };
 
+/* desc is cut to fit without splitting a UTF-8 character. */
 void qmp_error_set(struct qmp_error *e, const char *cls, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The length of s's longest prefix of at most max bytes that does not end
+ * inside a UTF-8 character: for "%.*s" of names a client sent. */
+int qmp_utf8_prefix(const char *s, int max);
 
 typedef int (*qmp_handler)(void *opaque, struct json_object *args, struct json_object **ret,
                            struct qmp_error *err);
@@ -76,7 +80,8 @@ int qmp_table_add(struct qmp_table *t, const struct qmp_command *cmd);
 const struct qmp_command *qmp_table_find(const struct qmp_table *t, const char *name);
 /* Check args (an object, borrowed) against the command's schema; 0 or -1
  * with err filled ("Parameter 'x' is missing", ...). A string anywhere in
- * args that holds a NUL character is refused. */
+ * args that holds a NUL character is refused. QMP_ARG_INT is a signed
+ * 64-bit integer (QEMU's 'int'): 2^63 and above are refused. */
 int qmp_check_args(const struct qmp_command *c, struct json_object *args, struct qmp_error *err);
 /* Does v (borrowed), or any string within it, hold a NUL character? */
 bool qmp_json_has_nul(struct json_object *v);
@@ -85,6 +90,32 @@ bool qmp_json_has_nul(struct json_object *v);
 int qmp_dispatch(const struct qmp_command *c, struct json_object *args, struct json_object **ret,
                  struct qmp_error *err);
 
+/* What json-c lets through and QMP refuses, looked for in the bytes of the
+ * value being parsed (qmp_session.c): NaN, Infinity and other bare words
+ * but true, false and null; integers beyond 64 bits (json-c saturates
+ * them); comments; strings that are not UTF-8; member names holding
+ * \u0000 (json-c cuts them there);
+ * two members of one name (json-c keeps the last: counted here, one ':'
+ * per member, against the members json-c kept). Also the nesting and the
+ * string state that error recovery needs. */
+struct qmp_scan {
+    unsigned depth;            /* open objects and arrays */
+    size_t colons;             /* members so far */
+    char quote;                /* inside a string: its quote character, else 0 */
+    unsigned char esc;         /* 1 after a backslash; 2..5: \u digits to come + 1 */
+    unsigned ucode;            /* the \u escape's value so far */
+    bool str_nul;              /* the last string read holds \u0000 */
+    unsigned char u8need;      /* UTF-8 continuation bytes to come in a string */
+    unsigned char u8lo, u8hi;  /* the range of the next one */
+    bool newline, bol;         /* a newline was seen; only blanks since */
+    char word[12];             /* a bare token (number, literal): its first bytes */
+    unsigned wlen;
+    bool wfrac, walpha;        /* it has '.', 'e' or 'E'; other letters */
+    char digits[20];           /* an integer's digits without leading zeros */
+    unsigned ndigits;
+    char bad[96];              /* the first problem, "" if none */
+};
+
 /* One client connection's protocol state. */
 struct qmp_session {
     const struct qmp_table *table;
@@ -92,7 +123,8 @@ struct qmp_session {
     size_t pending;            /* bytes of the object being parsed */
     bool negotiated;
     bool closed;               /* qmp_session_close(): input is ignored */
-    bool skip_line;            /* dropping an oversized request up to '\n' */
+    bool skipping;             /* dropping the rest of a bad value (see qmp_session_input) */
+    struct qmp_scan scan;
     /* Called with each complete reply line (JSON + "\r\n"), malloc'd. */
     void (*out)(void *opaque, char *line, size_t len);
     void *out_opaque;
@@ -102,9 +134,12 @@ int qmp_session_init(struct qmp_session *s, const struct qmp_table *t,
                      void (*out)(void *, char *, size_t), void *opaque);
 void qmp_session_fini(struct qmp_session *s);
 /* Feed received bytes (any split); complete requests are executed and
- * answered in order through out(). Never fails: malformed input is answered
- * with an error and parsing resumes at the next '{' or line; the rest of an
- * object over QMP_MAX_INPUT is dropped up to the next newline. */
+ * answered in order through out(). Never fails: malformed input (or an
+ * object over QMP_MAX_INPUT) is answered with one error, and the rest of
+ * that value is dropped: up to the bracket that closes it, or the next
+ * newline, whichever comes first; a '{' that begins a line after a value
+ * left open starts a new request. Bytes outside any value are dropped up
+ * to the next '{' or newline. */
 void qmp_session_input(struct qmp_session *s, const char *buf, size_t len);
 /* Execute one parsed request (borrowed; any JSON value). */
 void qmp_session_request(struct qmp_session *s, struct json_object *req);

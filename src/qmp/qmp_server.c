@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -305,14 +307,40 @@ static void flush_events(struct qmp_server *s)
     chunks_free(list);
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The end: the client's queued output (a reply, SHUTDOWN) goes to its
+ * socket while it reads, until the deadline. */
+static void client_drain(struct qmp_client *c, int64_t deadline)
+{
+    for (;;) {
+        client_flush(c);
+        int64_t left = deadline - now_ms();
+        if (!c->head || c->dead || left <= 0)
+            return;
+        struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+        if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
+            return;
+    }
+}
+
 void qmp_server_free(struct qmp_server *s)
 {
     if (!s)
         return;
     flush_events(s);
-    for (unsigned i = 0; i < QMP_MAX_CLIENTS; i++)
-        if (s->clients[i])
-            client_close(s->clients[i]);
+    int64_t deadline = now_ms() + QMP_FREE_FLUSH_MS;
+    for (unsigned i = 0; i < QMP_MAX_CLIENTS; i++) {
+        if (!s->clients[i])
+            continue;
+        client_drain(s->clients[i], deadline);
+        client_close(s->clients[i]);
+    }
     if (s->listen_fd >= 0) {
         evloop_del_fd(s->loop, s->listen_fd);
         close(s->listen_fd);

@@ -14,8 +14,11 @@
  * Ownership: qmp_server_emit() takes the reference to data; registered
  * commands are copied (their name and opaque must outlive the server).
  * Lifetime: qmp_server_free() on the loop thread, after the threads that
- * emit have stopped; events already posted are then discarded (the loop
- * must run once more, or be freed, to release them). */
+ * emit have stopped. It hands the events queued to the clients and waits
+ * up to QMP_FREE_FLUSH_MS (all clients together) for the output queued for
+ * them (a reply, SHUTDOWN) to reach their sockets while they read; then
+ * it closes them. The loop must run once more, or be freed, to release a
+ * delivery posted meanwhile. */
 #ifndef GW_QMP_QMP_SERVER_H
 #define GW_QMP_QMP_SERVER_H
 
@@ -27,6 +30,7 @@
 
 #define QMP_MAX_CLIENTS 16
 #define QMP_MAX_OUTPUT  (16u << 20)
+#define QMP_FREE_FLUSH_MS 1000   /* qmp_server_free(): output still queued */
 
 struct qmp_server;
 

@@ -1,8 +1,10 @@
 /* One QMP connection's protocol state: the JSON stream is cut into requests
- * with json-c's incremental tokener, each request is checked (members,
- * negotiation, command, arguments) and answered in order. */
+ * with json-c's incremental tokener (its bytes also go through struct
+ * qmp_scan, for what json-c lets through), each request is checked
+ * (members, negotiation, command, arguments) and answered in order. */
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,11 +37,12 @@ static void reply_error(struct qmp_session *s, struct json_object *req, const ch
     send_obj(s, qmp_json_error(cls, desc, NULL), req);
 }
 
+/* fmt has one "%.*s": arg, cut to 200 bytes on a character boundary. */
 static void reply_errorf(struct qmp_session *s, struct json_object *req, const char *cls,
                          const char *fmt, const char *arg)
 {
-    char d[256];
-    snprintf(d, sizeof(d), fmt, arg);
+    char d[320];
+    snprintf(d, sizeof(d), fmt, qmp_utf8_prefix(arg, 200), arg);
     reply_error(s, req, cls, d);
 }
 
@@ -63,8 +66,9 @@ static int check_enable(struct json_object *args, struct qmp_error *err)
                           "Invalid parameter type for 'enable[%zu]', expected: string", i);
             return -1;
         }
-        qmp_error_set(err, QMP_ERR_GENERIC, "Parameter 'enable' does not accept value '%.200s'",
-                      json_object_get_string(cap));
+        const char *name = json_object_get_string(cap);
+        qmp_error_set(err, QMP_ERR_GENERIC, "Parameter 'enable' does not accept value '%.*s'",
+                      qmp_utf8_prefix(name, 200), name);
         return -1;
     }
     return 0;
@@ -107,11 +111,12 @@ static bool check_members(struct qmp_session *s, struct json_object *req)
             reply_error(s, req, QMP_ERR_GENERIC,
                         "QMP input member 'exec-oob' is not supported (no out-of-band execution)");
         else
-            reply_errorf(s, req, QMP_ERR_GENERIC, "QMP input member '%.200s' is unexpected", key);
+            reply_errorf(s, req, QMP_ERR_GENERIC, "QMP input member '%.*s' is unexpected", key);
         return false;
     }
-    struct json_object *exec = qmp_json_get(req, "execute");
-    if (!exec) {
+    /* Present, null included (json-c holds null as NULL). */
+    struct json_object *exec, *args;
+    if (!json_object_object_get_ex(req, "execute", &exec)) {
         reply_error(s, req, QMP_ERR_GENERIC, "QMP input lacks member 'execute'");
         return false;
     }
@@ -124,8 +129,8 @@ static bool check_members(struct qmp_session *s, struct json_object *req)
                     "QMP input member 'execute' must not contain a NUL character (\\u0000)");
         return false;
     }
-    struct json_object *args = qmp_json_get(req, "arguments");
-    if (args && !json_object_is_type(args, json_type_object)) {
+    if (json_object_object_get_ex(req, "arguments", &args) &&
+        !json_object_is_type(args, json_type_object)) {
         reply_error(s, req, QMP_ERR_GENERIC, "QMP input member 'arguments' must be an object");
         return false;
     }
@@ -148,7 +153,7 @@ void qmp_session_request(struct qmp_session *s, struct json_object *req)
         return;
     const struct qmp_command *c = qmp_table_find(s->table, name);
     if (!c) {
-        reply_errorf(s, req, QMP_ERR_NOT_FOUND, "The command %.200s has not been found", name);
+        reply_errorf(s, req, QMP_ERR_NOT_FOUND, "The command %.*s has not been found", name);
         return;
     }
     struct json_object *empty = args ? NULL : json_object_new_object();
@@ -182,46 +187,317 @@ void qmp_session_fini(struct qmp_session *s)
 
 void qmp_session_close(struct qmp_session *s) { s->closed = true; }
 
-static bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+/* ---- struct qmp_scan: what json-c lets through ---- */
 
-/* After a parse error: skip to a likely start of the next request. */
-static size_t resync(const char *buf, size_t pos, size_t len)
+static bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static bool is_word(char c) { return is_digit(c) || is_alpha(c) || c == '+' || c == '-' || c == '.'; }
+
+static void scan_reset(struct qmp_scan *sc) { memset(sc, 0, sizeof(*sc)); }
+
+__attribute__((format(printf, 2, 3)))
+static void scan_bad(struct qmp_scan *sc, const char *fmt, ...)
 {
-    while (pos < len && buf[pos] != '\n' && buf[pos] != '{')
-        pos++;
-    return pos;
+    if (sc->bad[0])
+        return; /* the first one is reported */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sc->bad, sizeof(sc->bad), fmt, ap);
+    va_end(ap);
+}
+
+static bool word_is_number(const struct qmp_scan *sc)
+{
+    return sc->word[0] == '-' || is_digit(sc->word[0]);
+}
+
+static void word_add(struct qmp_scan *sc, char c)
+{
+    if (sc->wlen < sizeof(sc->word))
+        sc->word[sc->wlen] = c;
+    sc->wlen++;
+    if (!word_is_number(sc))
+        return;
+    if (c == '.' || c == 'e' || c == 'E')
+        sc->wfrac = true;
+    else if (is_alpha(c))
+        sc->walpha = true;                 /* -Infinity, -NaN */
+    else if (is_digit(c) && !sc->wfrac && (sc->ndigits || c != '0')) {
+        if (sc->ndigits < sizeof(sc->digits))
+            sc->digits[sc->ndigits] = c;
+        sc->ndigits++;
+    }
+}
+
+/* json-c saturates an integer it cannot hold: refused instead. */
+static bool word_int_too_big(const struct qmp_scan *sc)
+{
+    const char *lim = sc->word[0] == '-' ? "9223372036854775808" : "18446744073709551615";
+    size_t n = strlen(lim);
+    return sc->ndigits > n || (sc->ndigits == n && memcmp(sc->digits, lim, n) > 0);
+}
+
+static bool word_is(const struct qmp_scan *sc, const char *lit)
+{
+    return sc->wlen == strlen(lit) && memcmp(sc->word, lit, sc->wlen) == 0;
+}
+
+static void word_end(struct qmp_scan *sc)
+{
+    int n = sc->wlen < sizeof(sc->word) ? (int)sc->wlen : (int)sizeof(sc->word);
+    const char *more = sc->wlen > sizeof(sc->word) ? "..." : "";
+    if (!word_is_number(sc)) {
+        if (!word_is(sc, "true") && !word_is(sc, "false") && !word_is(sc, "null"))
+            scan_bad(sc, "'%.*s%s' is not a JSON value", n, sc->word, more);
+    } else if (sc->walpha) {
+        scan_bad(sc, "'%.*s%s' is not a JSON number", n, sc->word, more);
+    } else if (!sc->wfrac && word_int_too_big(sc)) {
+        scan_bad(sc, "integer out of range (more than 64 bits)");
+    }
+    sc->wlen = sc->ndigits = 0;
+    sc->wfrac = sc->walpha = false;
+}
+
+static unsigned hex_value(char c)
+{
+    if (is_digit(c))
+        return (unsigned)(c - '0');
+    if ((c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))
+        return (unsigned)((c | 0x20) - 'a' + 10);
+    return 1; /* not hex: json-c refuses the escape */
+}
+
+/* UTF-8 in strings (json-c's JSON_TOKENER_VALIDATE_UTF8 also checks the
+ * byte after a complete value: a good request followed by a bad byte in
+ * the same read was refused). Bytes that are not UTF-8 would be echoed
+ * (an id) to clients that cannot decode them. */
+static void scan_utf8(struct qmp_scan *sc, unsigned char c)
+{
+    if (sc->u8need) {
+        if (c < sc->u8lo || c > sc->u8hi) {
+            scan_bad(sc, "invalid UTF-8 in a string");
+            sc->u8need = 0;
+            return;
+        }
+        sc->u8need--;
+        sc->u8lo = 0x80;
+        sc->u8hi = 0xbf;
+        return;
+    }
+    if (c < 0x80)
+        return;
+    sc->u8lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80; /* no overlong forms */
+    sc->u8hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf; /* no surrogates, <= U+10FFFF */
+    if (c >= 0xc2 && c <= 0xdf)
+        sc->u8need = 1;
+    else if (c >= 0xe0 && c <= 0xef)
+        sc->u8need = 2;
+    else if (c >= 0xf0 && c <= 0xf4)
+        sc->u8need = 3;
+    else
+        scan_bad(sc, "invalid UTF-8 in a string");
+}
+
+static void scan_in_string(struct qmp_scan *sc, char c)
+{
+    scan_utf8(sc, (unsigned char)c);
+    if (sc->esc == 1) {
+        sc->esc = c == 'u' ? 5 : 0;
+        sc->ucode = 0;
+    } else if (sc->esc > 1) {
+        sc->ucode = sc->ucode * 16 + hex_value(c);
+        if (--sc->esc == 1) {
+            sc->esc = 0;
+            if (sc->ucode == 0)
+                sc->str_nul = true;
+        }
+    } else if (c == '\\') {
+        sc->esc = 1;
+    } else if (c == sc->quote) {
+        sc->quote = 0;
+    }
+}
+
+static void scan_byte(struct qmp_scan *sc, char c)
+{
+    if (sc->quote) {
+        scan_in_string(sc, c);
+        return;
+    }
+    if (is_word(c)) {
+        sc->bol = false;
+        word_add(sc, c);
+        return;
+    }
+    if (sc->wlen)
+        word_end(sc);
+    if (c == '\n')
+        sc->newline = sc->bol = true;
+    if (is_space(c))
+        return;
+    sc->bol = false;
+    switch (c) {
+    case '"':
+    case '\'': /* QEMU's single-quoted strings, which json-c reads too */
+        sc->quote = c;
+        sc->str_nul = false;
+        break;
+    case '{':
+    case '[':
+        sc->depth++;
+        break;
+    case '}':
+    case ']':
+        if (sc->depth)
+            sc->depth--;
+        break;
+    case ':': /* after a member's name */
+        sc->colons++;
+        if (sc->str_nul)
+            scan_bad(sc, "a member name must not contain a NUL character (\\u0000)");
+        break;
+    case '/':
+        scan_bad(sc, "comments are not JSON");
+        break;
+    }
+}
+
+static void scan_bytes(struct qmp_scan *sc, const char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        scan_byte(sc, buf[i]);
+}
+
+/* Members of every object in v (borrowed). */
+static size_t count_members(struct json_object *v)
+{
+    size_t n = 0;
+    if (json_object_is_type(v, json_type_object)) {
+        json_object_object_foreach(v, key, val) {
+            (void)key;
+            n += 1 + count_members(val);
+        }
+    } else if (json_object_is_type(v, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(v); i++)
+            n += count_members(json_object_array_get_idx(v, i));
+    }
+    return n;
+}
+
+/* json-c has read v from the bytes scanned: what it let through, or NULL.
+ * Without two members of one name, json-c kept one member per ':'. */
+static const char *scan_verdict(struct qmp_scan *sc, struct json_object *v)
+{
+    if (sc->wlen)
+        word_end(sc);
+    if (sc->colons != count_members(v))
+        scan_bad(sc, "two members of one object have the same name");
+    return sc->bad[0] ? sc->bad : NULL;
+}
+
+/* ---- cutting the stream into requests ---- */
+
+static void reply_parse_error(struct qmp_session *s, const char *why)
+{
+    char d[160];
+    snprintf(d, sizeof(d), "JSON parse error, %s", why);
+    reply_error(s, NULL, QMP_ERR_GENERIC, d);
+}
+
+/* json-c refused the value at buf[used] (the bytes before were scanned):
+ * what to consume before parsing again. */
+static size_t recover(struct qmp_session *s, const char *buf, size_t used, size_t len, bool fresh)
+{
+    struct qmp_scan *sc = &s->scan;
+    if (sc->depth > 0 && sc->newline && sc->bol && used < len && buf[used] == '{') {
+        /* A value left open, and a request begins the next line. */
+        scan_reset(sc);
+        return used;
+    }
+    if (used == 0 && fresh)
+        scan_byte(sc, buf[used++]); /* no value starts with it */
+    s->skipping = true;
+    return used;
+}
+
+/* Drop the rest of a bad value: up to the bracket that closes it, or a
+ * newline; outside any value, up to a '{' (kept) or a newline. */
+static size_t skip_bad(struct qmp_session *s, const char *buf, size_t len)
+{
+    struct qmp_scan *sc = &s->scan;
+    size_t i = 0;
+    bool done = false;
+    while (i < len && !done) {
+        char c = buf[i];
+        if (!sc->quote && sc->depth == 0 && c == '{')
+            break;
+        unsigned depth = sc->depth;
+        scan_byte(sc, c);
+        i++;
+        done = c == '\n' || (depth == 1 && sc->depth == 0);
+    }
+    if (done || i < len) {
+        s->skipping = false;
+        scan_reset(sc);
+    }
+    return i;
+}
+
+/* Where the value being read ends in buf, or len: after the bracket that
+ * closes it; for a value outside brackets, after its closing quote, or
+ * one byte past its last (json-c needs to see where a number ends).
+ * json-c is given no byte past it: after a value it reads on through
+ * blanks and comments, and a bad one there was reported instead of the
+ * value before it (a request lost, or not, by how the reads fell). */
+static size_t value_end(const struct qmp_scan *sc, const char *buf, size_t len)
+{
+    struct qmp_scan t = *sc;
+    for (size_t i = 0; i < len; i++) {
+        unsigned depth = t.depth;
+        bool top_string = t.quote && depth == 0, top_word = t.wlen && !t.quote && depth == 0;
+        scan_byte(&t, buf[i]);
+        if ((depth == 1 && t.depth == 0) || (top_string && !t.quote) || (top_word && !t.wlen))
+            return i + 1;
+    }
+    return len;
 }
 
 /* Parse from buf; returns the bytes consumed (all of them when the object
  * continues in the next read). */
 static size_t parse_one(struct qmp_session *s, const char *buf, size_t len)
 {
+    len = value_end(&s->scan, buf, len);
     int chunk = len > INT_MAX ? INT_MAX : (int)len;
+    bool fresh = s->pending == 0;
     struct json_object *obj = json_tokener_parse_ex(s->tok, buf, chunk);
     enum json_tokener_error jerr = json_tokener_get_error(s->tok);
     if (jerr == json_tokener_continue) {
+        scan_bytes(&s->scan, buf, (size_t)chunk);
         s->pending += (size_t)chunk;
         if (s->pending > QMP_MAX_INPUT) {
-            reply_error(s, NULL, QMP_ERR_GENERIC, "JSON parse error, object too large");
+            reply_parse_error(s, "object too large");
             json_tokener_reset(s->tok);
             s->pending = 0;
-            s->skip_line = true;
+            s->skipping = true; /* the scan goes on: the rest of the value is dropped */
         }
         return (size_t)chunk;
     }
     size_t used = json_tokener_get_parse_end(s->tok);
-    if (used == 0)
-        used = 1;
+    scan_bytes(&s->scan, buf, used);
     s->pending = 0;
     json_tokener_reset(s->tok);
     if (jerr != json_tokener_success) {
-        char d[160];
-        snprintf(d, sizeof(d), "JSON parse error, %s", json_tokener_error_desc(jerr));
-        reply_error(s, NULL, QMP_ERR_GENERIC, d);
-        return resync(buf, used, len);
+        reply_parse_error(s, json_tokener_error_desc(jerr));
+        return recover(s, buf, used, len, fresh);
     }
-    qmp_session_request(s, obj);
+    const char *bad = scan_verdict(&s->scan, obj);
+    if (bad)
+        reply_parse_error(s, bad);
+    else
+        qmp_session_request(s, obj);
     json_object_put(obj);
+    scan_reset(&s->scan);
     return used;
 }
 
@@ -229,12 +505,8 @@ void qmp_session_input(struct qmp_session *s, const char *buf, size_t len)
 {
     size_t pos = 0;
     while (pos < len && !s->closed) {
-        if (s->skip_line) {       /* the rest of an oversized request */
-            const char *nl = memchr(buf + pos, '\n', len - pos);
-            if (!nl)
-                return;
-            pos = (size_t)(nl - buf) + 1;
-            s->skip_line = false;
+        if (s->skipping) {
+            pos += skip_bad(s, buf + pos, len - pos);
             continue;
         }
         if (s->pending == 0 && is_space(buf[pos])) {

@@ -121,8 +121,10 @@ static int cmd_quit(void *opaque, struct json_object *args, struct json_object *
                     struct qmp_error *err)
 {
     struct vmm_control *c = opaque;
-    /* Reply first, then shut down on the next loop turn. */
-    evloop_post(c->loop, do_quit, c);
+    /* Reply first, then shut down on the next loop turn; once (a second
+     * quit would raise SHUTDOWN again). */
+    if (!c->quitting && evloop_post(c->loop, do_quit, c) == 0)
+        c->quitting = true;
     return 0;
 }
 

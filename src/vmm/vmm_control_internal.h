@@ -22,6 +22,7 @@ struct vmm_control {
      * success with the guest left paused). Taken before the machine's. */
     pthread_mutex_t start_lock;
     struct vmm_migration *mig;
+    bool quitting;                  /* a quit is posted: another adds nothing */
 };
 
 int vmm_control_register(struct vmm_control *c, const struct qmp_command *cmds, unsigned n);

@@ -1,7 +1,9 @@
 /* libFuzzer target: bytes from a QMP client through the session parser and
  * dispatcher (framing, negotiation, member and argument checks), no sockets.
  * The first byte chooses how the rest is cut into reads; every reply must
- * be one JSON object per "\r\n"-terminated line. */
+ * be one JSON object per "\r\n"-terminated line, strict JSON in valid UTF-8
+ * (no NaN, no cut multi-byte character), and what runs and is answered
+ * must not depend on how the input was cut into reads. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@
 
 static char out[1 << 16];
 static size_t out_len;
+static struct json_tokener *strict;
 
 static void sink(void *o, char *line, size_t len)
 {
@@ -18,6 +21,20 @@ static void sink(void *o, char *line, size_t len)
         abort();
     if (line[0] != '{')
         abort();
+    json_tokener_reset(strict);
+    struct json_object *v = json_tokener_parse_ex(strict, line, (int)len - 2);
+    if (!v || json_tokener_get_parse_end(strict) != len - 2 ||
+        !json_object_is_type(v, json_type_object))
+        abort();
+    json_object_put(v);
+    /* json-c words some parse errors by how the reads fell ("1-a"). */
+    if (strstr(line, "\"JSON parse error, ")) {
+        free(line);
+        line = strdup("{parse error}\r\n");
+        if (!line)
+            abort();
+        len = strlen(line);
+    }
     if (out_len + len < sizeof(out)) {
         memcpy(out + out_len, line, len);
         out_len += len;
@@ -51,26 +68,17 @@ static void init_table(struct qmp_table *t)
     qmp_table_add(t, &c);
     struct qmp_command f = { .name = "fail", .fn = cmd_fail, .allow_unknown_args = true };
     qmp_table_add(t, &f);
+    strict = json_tokener_new();
+    json_tokener_set_flags(strict, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* Feed data in reads of step bytes; the replies are left in out. */
+static void run(const struct qmp_table *t, const char *p, size_t left, size_t step)
 {
-    static struct qmp_table t;
-    static int init;
-    if (!init) {
-        init_table(&t);
-        init = 1;
-    }
-    if (size == 0)
-        return 0;
     struct qmp_session s;
-    if (qmp_session_init(&s, &t, sink, NULL) < 0)
-        return 0;
     out_len = 0;
-    /* Read size: 1..256 bytes, or everything at once. */
-    size_t step = data[0] == 0 ? size : data[0];
-    const char *p = (const char *)data + 1;
-    size_t left = size - 1;
+    if (qmp_session_init(&s, t, sink, NULL) < 0)
+        abort();
     while (left) {
         size_t n = left < step ? left : step;
         qmp_session_input(&s, p, n);
@@ -78,5 +86,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         left -= n;
     }
     qmp_session_fini(&s);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static struct qmp_table t;
+    static char first[sizeof(out)];
+    static int init;
+    if (!init) {
+        init_table(&t);
+        init = 1;
+    }
+    if (size == 0 || size > QMP_MAX_INPUT)
+        return 0;
+    /* Read size: 1..255 bytes, or everything at once. */
+    size_t step = data[0] == 0 ? size : data[0];
+    run(&t, (const char *)data + 1, size - 1, step);
+    size_t first_len = out_len;
+    memcpy(first, out, out_len);
+    run(&t, (const char *)data + 1, size - 1, size);
+    if (first_len + 1024 < sizeof(out) && (first_len != out_len || memcmp(first, out, out_len)))
+        abort();
     return 0;
 }

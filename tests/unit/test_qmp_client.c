@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +198,50 @@ static void test_not_qmp(void **state)
     close(sv[1]);
 }
 
+/* A request the deadline cut in the middle (a server that stopped
+ * reading): the connection was said to stay usable, and the next request
+ * went out glued to the half-sent one, which the server can only read as
+ * garbage. The connection is given up instead. */
+static void test_request_cut_by_timeout(void **state)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    const char *greeting = "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n";
+    assert_int_equal(write(sv[1], greeting, strlen(greeting)), (ssize_t)strlen(greeting));
+    struct gw_error err;
+    gw_error_init(&err);
+    struct qmp_client *c = qmp_client_open_raw(sv[0], 1000, &err);
+    assert_non_null(c);
+    size_t n = 4u << 20;
+    char *big = malloc(n + 1);
+    memset(big, 'x', n);
+    big[n] = 0;
+    struct json_object *args = json_object_new_object();
+    json_object_object_add(args, "text", json_object_new_string(big));
+    free(big);
+    struct qmp_error qe = { 0 };
+    assert_int_equal(qmp_client_execute(c, "first", args, NULL, &qe, 100), -ETIMEDOUT);
+    int r = qmp_client_execute(c, "second", NULL, NULL, &qe, 100);
+    assert_int_equal(r, -EPIPE);
+    /* What the "server" can read: no byte of the second request. */
+    int fl = fcntl(sv[1], F_GETFL);
+    fcntl(sv[1], F_SETFL, fl | O_NONBLOCK);
+    static char buf[65536 + 16];
+    size_t keep = 0;
+    ssize_t got;
+    bool second = false;
+    while ((got = read(sv[1], buf + keep, sizeof(buf) - keep - 1)) > 0) {
+        buf[keep + (size_t)got] = 0;
+        second = second || strstr(buf, "second");
+        size_t len = keep + (size_t)got;
+        keep = len < 16 ? len : 16;
+        memmove(buf, buf + len - keep, keep);
+    }
+    assert_false(second);
+    qmp_client_free(c);
+    close(sv[1]);
+}
+
 int main(void)
 {
     gw_log_set_level(GW_LOG_ERROR);
@@ -205,6 +250,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout_then_late_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_retry_and_reset, setup, teardown),
         cmocka_unit_test(test_not_qmp),
+        cmocka_unit_test(test_request_cut_by_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

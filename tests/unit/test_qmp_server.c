@@ -429,6 +429,69 @@ static void test_event_flushed_at_free(void **state)
     evloop_free(loop);
 }
 
+struct drain {
+    int fd;
+    size_t total;
+    bool shutdown_seen;
+};
+
+/* Read until end of file, keeping the last bytes to look for SHUTDOWN. */
+static void *drain_thread(void *a)
+{
+    struct drain *d = a;
+    static char buf[65536 + 512];
+    size_t keep = 0;
+    ssize_t r;
+    while ((r = read(d->fd, buf + keep, sizeof(buf) - keep - 1)) > 0) {
+        d->total += (size_t)r;
+        buf[keep + (size_t)r] = 0;
+        if (strstr(buf, "\"event\":\"SHUTDOWN\""))
+            d->shutdown_seen = true;
+        size_t n = keep + (size_t)r;
+        keep = n < 256 ? n : 256;
+        memmove(buf, buf + n - keep, keep);
+    }
+    return NULL;
+}
+
+/* A client that has not yet read a big reply when the VMM ends (SIGTERM's
+ * SHUTDOWN queued behind it): the queue was freed with the socket, so the
+ * reply's tail and SHUTDOWN never came. They are flushed, for a bounded
+ * time, while the client reads. */
+static void test_backlog_flushed_at_free(void **state)
+{
+    struct evloop *loop = evloop_new();
+    struct qmp_version ver = { 0, 1, 0, "godwit" };
+    struct qmp_server *s = qmp_server_new(loop, &ver);
+    struct qmp_command big = { .name = "big", .fn = cmd_big, .args = { { "size", QMP_ARG_INT, true } } };
+    assert_int_equal(qmp_server_register(s, &big), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(qmp_server_add_client(s, sv[0]), 0);
+    char buf[4096];
+    assert_true(read_until(sv[1], "QMP", buf, sizeof(buf)));
+    put(sv[1], "{\"execute\":\"qmp_capabilities\",\"id\":1}");
+    for (int i = 0; i < 10; i++)
+        evloop_run_once(loop, 10);
+    assert_true(read_until(sv[1], "\"id\":1", buf, sizeof(buf)));
+    put(sv[1], "{\"execute\":\"big\",\"arguments\":{\"size\":4000000},\"id\":2}");
+    for (int i = 0; i < 10; i++)
+        evloop_run_once(loop, 10); /* the reply is queued: nobody reads */
+    qmp_server_emit(s, "SHUTDOWN", json_tokener_parse("{\"guest\": false, \"reason\": \"host-signal\"}"));
+    struct timeval tv = { 5, 0 };
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct drain d = { .fd = sv[1] };
+    pthread_t t;
+    pthread_create(&t, NULL, drain_thread, &d);
+    qmp_server_free(s); /* the loop never turns again */
+    pthread_join(t, NULL);
+    assert_true(d.total > 4000000);
+    assert_true(d.shutdown_seen);
+    evloop_run_once(loop, 10);
+    close(sv[1]);
+    evloop_free(loop);
+}
+
 int main(void)
 {
     gw_log_set_level(GW_LOG_ERROR);
@@ -441,6 +504,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_socket_file, setup, teardown),
         cmocka_unit_test(test_socketpair),
         cmocka_unit_test(test_event_flushed_at_free),
+        cmocka_unit_test(test_backlog_flushed_at_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
