@@ -12,11 +12,13 @@ int cli_call(struct cli *cli, const char *command, struct json_object *args,
     if (ret)
         *ret = NULL;
     if (!cli->conn) {
+        struct gw_error e; /* err may be NULL: the caller wants no message */
+        gw_error_init(&e);
         cli->conn = ctl_client_connect(cli->uri, &cli->tls, "godwit " GODWIT_VERSION,
-                                       CLI_CONNECT_TIMEOUT_MS, err);
+                                       CLI_CONNECT_TIMEOUT_MS, &e);
         if (!cli->conn) {
             json_object_put(args);
-            return -err->code;
+            return gw_error_set(err, e.code, "%s", e.msg);
         }
     }
     /* No deadline: start, destroy and the like wait for the VMM; the daemon bounds them. */

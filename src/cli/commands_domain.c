@@ -28,8 +28,12 @@ static int simple(struct cli *cli, const struct cli_args *a, const char *command
     char name[256]; /* a domain name is at most 64 bytes */
     struct json_object *info = NULL;
     const char *got = NULL;
-    if (cli_call(cli, "domain-info", cli_domain_args(key), &info, NULL) == 0)
-        got = json_object_get_string(json_object_object_get(info, "name"));
+    int r = cli_call(cli, "domain-info", cli_domain_args(key), &info, &err);
+    if (r < 0 && r != -EREMOTEIO) /* no daemon, or no answer: the command would fare no better */
+        return cli_fail_err(&err);
+    gw_error_init(&err);
+    if (r == 0)
+        got = qmp_json_get_str(info, "name");
     snprintf(name, sizeof(name), "%s", got && *got ? got : key);
     json_object_put(info);
     if (cli_call(cli, command, cli_domain_args(key), NULL, &err) < 0)
@@ -81,10 +85,15 @@ static int run_define(struct cli *cli, const struct cli_args *a)
         json_object_put(args);
         return cli_fail("failed to read '%s': %s", file, err.msg);
     }
+    /* the name the daemon returns; the file's if it returns none */
+    const char *own = qmp_json_get_str(def, "name");
+    char name[256];
+    snprintf(name, sizeof(name), "%s", own ? own : "?");
     json_object_object_add(args, "definition", def);
     if (cli_call(cli, "domain-define", args, &ret, &err) < 0)
         return cli_fail("failed to define domain from %s\nerror: %s", file, err.msg);
-    fprintf(cli->out, "Domain '%s' defined from %s\n\n", qmp_json_get_str(ret, "name"), file);
+    const char *got = qmp_json_get_str(ret, "name");
+    fprintf(cli->out, "Domain '%s' defined from %s\n\n", got ? got : name, file);
     json_object_put(ret);
     return 0;
 }
@@ -110,6 +119,10 @@ static int run_list(struct cli *cli, const struct cli_args *a)
     if (cli_call(cli, "domain-list", args, &ret, &err) < 0)
         return cli_fail_err(&err);
     struct json_object *list = qmp_json_get(ret, "domains");
+    if (list && !json_object_is_type(list, json_type_array)) { /* json-c would abort() */
+        json_object_put(ret);
+        return cli_fail("malformed reply from the daemon: 'domains' is not an array");
+    }
     size_t n = list ? json_object_array_length(list) : 0;
     const char **cells = calloc(n * 3 + 1, sizeof(*cells));
     char (*ids)[16] = calloc(n + 1, sizeof(*ids));
@@ -195,6 +208,12 @@ static int console_chunk(struct cli *cli, const char *dom, int64_t *offset, bool
     int r = cli_call(cli, "domain-console", args, &ret, err);
     if (r < 0)
         return r;
+    struct json_object *next = qmp_json_get(ret, "offset");
+    if (!json_object_is_type(next, json_type_int)) { /* the next chunk would be this one again */
+        json_object_put(ret);
+        return gw_error_set(err, EBADMSG, "malformed reply from the daemon: no 'offset' in the "
+                            "console data");
+    }
     const char *b64 = str_of(ret, "data");
     uint8_t *buf = malloc(strlen(b64) * 3 / 4 + 4);
     ssize_t n = buf ? ctl_unbase64(b64, buf) : -ENOMEM;
@@ -215,11 +234,13 @@ static int run_console(struct cli *cli, const struct cli_args *a)
     int64_t offset = 0;
     if (cli_arg_int(a, "tail", 0, &offset) < 0)
         return 1;
+    if (offset < 0) /* it would start that far from the beginning instead */
+        return cli_fail("--tail must be a number of bytes (0 or more), got %lld", (long long)offset);
     offset = -offset;
     struct gw_error err;
     gw_error_init(&err);
     for (;;) {
-        size_t got;
+        size_t got = 0;
         if (console_chunk(cli, dom, &offset, &active, &got, &err) < 0)
             return cli_fail_err(&err);
         fflush(cli->out);

@@ -57,9 +57,12 @@ static void print_event(FILE *out, struct json_object *ev, bool timestamp)
         long usec = (long)json_object_get_int64(qmp_json_get(ts, "microseconds"));
         struct tm tm;
         char buf[64];
-        gmtime_r(&sec, &tm);
-        strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
-        fprintf(out, "%s.%03ld+0000: ", buf, usec / 1000);
+        if (gmtime_r(&sec, &tm)) {
+            strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+            fprintf(out, "%s.%03ld+0000: ", buf, usec / 1000);
+        } else { /* no calendar date (tm would be left as it was): the seconds as sent */
+            fprintf(out, "%lld.%03ld: ", (long long)sec, usec / 1000);
+        }
     }
     fprintf(out, "event '%s' for domain '%s': ", type ? type : "?", dom ? dom : "?");
     size_t i;

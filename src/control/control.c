@@ -46,12 +46,23 @@ void ctl_io_init_fd(struct ctl_io *io, int *fd)
 
 /* ---- framing ---- */
 
+/* The first bytes of a TLS record (RFC 8446 5.1: content type 20-23, then
+ * the major version 3 and a minor version 0-4): a plain side's header
+ * when its peer speaks TLS, a length far over any limit. */
+static bool looks_like_tls(const uint8_t hdr[CTL_HEADER_LEN])
+{
+    return hdr[0] >= 20 && hdr[0] <= 23 && hdr[1] == 3 && hdr[2] <= 4;
+}
+
 int ctl_header_decode(const uint8_t hdr[CTL_HEADER_LEN], uint32_t max, uint32_t *len,
                       struct gw_error *err)
 {
     uint32_t n = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
     if (n == 0)
         return gw_error_set(err, EPROTO, "empty control message");
+    if (n > max && looks_like_tls(hdr))
+        return gw_error_set(err, EMSGSIZE, "a TLS record came where a control message was expected: "
+                            "the other side speaks TLS on this connection and this side does not");
     if (n > max)
         return gw_error_set(err, EMSGSIZE, "control message of %u bytes exceeds the limit of %u",
                             n, max);
@@ -137,7 +148,8 @@ int ctl_recv(struct ctl_io *io, struct json_object **msg, struct gw_error *err)
         return r;
     uint32_t len;
     if (ctl_header_decode(hdr, CTL_MAX_MSG, &len, err) < 0) {
-        err->code = EMSGSIZE; /* 0 or too long: the body was not read, the framing is lost */
+        if (err) /* may be NULL (the daemon reads a refused peer's request without one) */
+            err->code = EMSGSIZE; /* 0 or too long: the body was not read, the framing is lost */
         return -EMSGSIZE;
     }
     char *buf = malloc(len);
@@ -376,21 +388,24 @@ int ctl_arg_int(struct json_object *args, const char *key, bool required, int64_
 
 /* ---- addresses ---- */
 
+/* s: what follows "tcp:"; the error quotes the address as given. */
 static int parse_tcp(const char *s, struct ctl_uri *uri, struct gw_error *err)
 {
-    const char *colon = strrchr(s, ':');
+    const char *colon = strrchr(s, ':'), *host = s;
     if (!colon || colon == s || !colon[1])
         return gw_error_set(err, EINVAL, "bad address 'tcp:%s': expected tcp:HOST:PORT", s);
     size_t hlen = (size_t)(colon - s);
     if (s[0] == '[' && hlen >= 2 && s[hlen - 1] == ']') {
-        s++;
+        host++;
         hlen -= 2;
     }
     char *end;
     unsigned long port = strtoul(colon + 1, &end, 10);
-    if (*end || port == 0 || port > 65535 || hlen >= sizeof(uri->host))
+    /* digits only: strtoul would also take " 22", "+22" and "-1" */
+    if (colon[1] < '0' || colon[1] > '9' || *end || port == 0 || port > 65535 || hlen == 0 ||
+        hlen >= sizeof(uri->host))
         return gw_error_set(err, EINVAL, "bad address 'tcp:%s': expected tcp:HOST:PORT", s);
-    memcpy(uri->host, s, hlen);
+    memcpy(uri->host, host, hlen);
     uri->host[hlen] = '\0';
     snprintf(uri->port, sizeof(uri->port), "%lu", port);
     return 0;

@@ -21,7 +21,7 @@ struct ctl_client {
     int fd;
     struct ctl_tls *tls;
     struct ctl_tls_session *session;
-    struct ctl_io io;                 /* reads go through read_by_deadline */
+    struct ctl_io io;                 /* through read_/write_by_deadline */
     struct ctl_io raw;                /* the socket's (or its TLS session's) own */
     uint64_t deadline_ms;             /* monotonic end of the current wait; 0: none */
     int64_t next_id;
@@ -41,19 +41,26 @@ static void set_timeout(int fd, int opt, int timeout_ms)
     setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof(tv));
 }
 
-static int connect_unix(const struct ctl_uri *u, struct gw_error *err)
+/* A daemon that accepts nothing (stopped, stuck) leaves connect() waiting
+ * once its backlog is full: SO_SNDTIMEO bounds that wait too (EAGAIN). */
+static int connect_unix(const struct ctl_uri *u, int timeout_ms, struct gw_error *err)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", u->path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return gw_error_set(err, errno, "socket: %m");
+    set_timeout(fd, SO_SNDTIMEO, timeout_ms);
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = errno;
+        int e = errno == EAGAIN ? ETIMEDOUT : errno;
         close(fd);
+        if (e == ETIMEDOUT)
+            return gw_error_set(err, e, "failed to connect to the daemon at unix:%s: it accepted "
+                                "no connection within %d ms", u->path, timeout_ms);
         return gw_error_set(err, e, "failed to connect to the daemon at unix:%s: %s", u->path,
                             strerror(e));
     }
+    set_timeout(fd, SO_SNDTIMEO, -1);
     return fd;
 }
 
@@ -115,27 +122,35 @@ static void set_nonblock(int fd, bool on)
         fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
 }
 
+/* What is left of the deadline for poll(): -1 without one, 0 once over. */
+static int deadline_left(const struct ctl_client *c)
+{
+    if (!c->deadline_ms)
+        return -1;
+    uint64_t now = mono_ms();
+    return now >= c->deadline_ms ? 0 : (int)(c->deadline_ms - now);
+}
+
 /* A read that ends at c->deadline_ms however the bytes come (a peer that
  * trickles them resets no timer): the socket's own read runs without
  * blocking (TLS keeps a record it has begun for the next call) and the
- * wait is a poll() for what is left of the deadline. -ETIMEDOUT after it. */
-static ssize_t read_by_deadline(void *opaque, void *buf, size_t len)
+ * wait is a poll() for what is left of the deadline. -ETIMEDOUT after it.
+ * Writes alike: a peer that reads nothing more cannot hold a request
+ * larger than the socket's buffers past the deadline (TLS is given the
+ * same bytes again, as GnuTLS asks after EAGAIN). */
+static ssize_t io_by_deadline(struct ctl_client *c, void *buf, size_t len, bool out)
 {
-    struct ctl_client *c = opaque;
     for (;;) {
         set_nonblock(c->fd, true);
-        ssize_t n = c->raw.read(c->raw.opaque, buf, len);
+        ssize_t n = out ? c->raw.write(c->raw.opaque, buf, len)
+                        : c->raw.read(c->raw.opaque, buf, len);
         set_nonblock(c->fd, false);
-        if (n != -ETIMEDOUT) /* fd_read and tls_read say EAGAIN so */
+        if (n != -ETIMEDOUT) /* fd_* and tls_* say EAGAIN so */
             return n;
-        int wait = -1;
-        if (c->deadline_ms) {
-            uint64_t now = mono_ms();
-            if (now >= c->deadline_ms)
-                return -ETIMEDOUT;
-            wait = (int)(c->deadline_ms - now);
-        }
-        struct pollfd p = { .fd = c->fd, .events = POLLIN };
+        int wait = deadline_left(c);
+        if (wait == 0)
+            return -ETIMEDOUT;
+        struct pollfd p = { .fd = c->fd, .events = out ? POLLOUT : POLLIN };
         int r = poll(&p, 1, wait);
         if (r == 0)
             return -ETIMEDOUT;
@@ -144,10 +159,14 @@ static ssize_t read_by_deadline(void *opaque, void *buf, size_t len)
     }
 }
 
-static ssize_t write_raw(void *opaque, const void *buf, size_t len)
+static ssize_t read_by_deadline(void *opaque, void *buf, size_t len)
 {
-    struct ctl_client *c = opaque;
-    return c->raw.write(c->raw.opaque, buf, len);
+    return io_by_deadline(opaque, buf, len, false);
+}
+
+static ssize_t write_by_deadline(void *opaque, const void *buf, size_t len)
+{
+    return io_by_deadline(opaque, (void *)buf, len, true);
 }
 
 /* Every read of c from now on ends by the deadline (timeout_ms from now,
@@ -222,6 +241,11 @@ int ctl_client_call(struct ctl_client *c, const char *command, struct json_objec
     json_object_put(req);
     if (r == -EIO || r == -EPIPE || r == -ECONNRESET)
         return hung_up(c, err);
+    if (r == -ETIMEDOUT || (r < 0 && r != -EMSGSIZE && r != -ENOMEM))
+        c->broken = r; /* part of the request may have gone out */
+    if (r == -ETIMEDOUT)
+        return gw_error_set(err, ETIMEDOUT, "the daemon did not take the request within %d ms",
+                            timeout_ms);
     if (r < 0)
         return gw_error_set(err, r, "cannot send to the daemon: %s", strerror(-r));
     for (;;) {
@@ -282,7 +306,7 @@ static void wrap_reads(struct ctl_client *c)
 {
     c->raw = c->io;
     c->io.read = read_by_deadline;
-    c->io.write = write_raw;
+    c->io.write = write_by_deadline;
     c->io.opaque = c;
 }
 
@@ -297,7 +321,8 @@ struct ctl_client *ctl_client_connect(const char *uri, const struct ctl_tls_conf
         gw_error_set(err, ENOMEM, "out of memory");
         return NULL;
     }
-    c->fd = u.kind == CTL_URI_TCP ? connect_tcp(&u, timeout_ms, err) : connect_unix(&u, err);
+    c->fd = u.kind == CTL_URI_TCP ? connect_tcp(&u, timeout_ms, err)
+                                  : connect_unix(&u, timeout_ms, err);
     if (c->fd < 0 || secure(c, u.kind == CTL_URI_TCP ? tls : NULL, timeout_ms, err) < 0 ||
         (wrap_reads(c), hello(c, who, timeout_ms, err)) < 0) {
         ctl_client_free(c);

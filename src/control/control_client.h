@@ -10,8 +10,9 @@
  * *cls its class), -EBADMSG for a reply with neither a return nor an error
  * object (not a refusal: the caller knows nothing of what the peer did),
  * -ETIMEDOUT when timeout_ms passed (one deadline for the whole call,
- * whatever comes meanwhile: events, replies to other ids; the client is then
- * broken: a reply may be half read; reconnect), -ECONNRESET when the peer
+ * sending the request included, whatever comes meanwhile: events, replies
+ * to other ids; the client is then broken: a request may be half sent or a
+ * reply half read; reconnect), -ECONNRESET when the peer
  * hung up (err says why when TLS knows). Timeouts in ms, -1 = none.
  * Threads: a client belongs to one thread at a time.
  * Ownership: args are taken; *ret and *ev are new references. */

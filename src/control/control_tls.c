@@ -2,11 +2,15 @@
 #include "control/control_tls.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define TLS_PRIORITY "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK"
 
@@ -65,11 +69,43 @@ static int read_psk_line(const char *path, char *user, size_t ulen, char *key, s
     return r;
 }
 
+/* A usable "user:hexkey" line: a user, then a key of whole hex bytes. */
+static bool psk_line_usable(const char *line)
+{
+    const char *colon = strchr(line, ':');
+    if (!colon || colon == line || !colon[1])
+        return false;
+    size_t n = strlen(colon + 1);
+    return n % 2 == 0 && strspn(colon + 1, "0123456789abcdefABCDEF") == n;
+}
+
+/* The server's key file: GnuTLS only checks that it exists and reads it
+ * at each handshake, so a file with no usable key would make a daemon
+ * that refuses every peer. Refuse it at start instead. */
+static int check_server_psk_file(const char *path, struct gw_error *err)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return gw_error_set(err, errno, "cannot open TLS key file '%s': %m", path);
+    char line[1024];
+    bool usable = false;
+    while (!usable && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        usable = psk_line_usable(line);
+    }
+    explicit_bzero(line, sizeof(line));
+    fclose(f);
+    return usable ? 0 : gw_error_set(err, EINVAL, "TLS key file '%s' has no 'username:hexkey' line "
+                                     "(a user name, then a key in hexadecimal)", path);
+}
+
 static int setup_psk(struct ctl_tls *t, const char *file, struct gw_error *err)
 {
     int g;
     t->psk = true;
     if (t->server) {
+        if (check_server_psk_file(file, err) < 0)
+            return -EINVAL;
         if ((g = gnutls_psk_allocate_server_credentials(&t->psk_server)) < 0)
             goto gnutls_err;
         if ((g = gnutls_psk_set_server_credentials_file(t->psk_server, file)) < 0)
@@ -178,6 +214,51 @@ static void note_peer(struct ctl_tls *t, struct ctl_tls_session *ts)
     gnutls_x509_crt_deinit(crt);
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The handshake, over by timeout_ms from now however the peer's bytes
+ * come. GnuTLS's own handshake timeout waits afresh for each read, so a
+ * peer that trickles a byte now and then kept a handshake (and a server's
+ * handshake slot) for ever: the socket is non-blocking meanwhile, and
+ * every wait is a poll() for what is left of the deadline. On failure the
+ * alert goes out before the socket blocks again (best effort, never a
+ * wait). */
+static int handshake(gnutls_session_t s, int fd, int timeout_ms)
+{
+    uint64_t end = timeout_ms > 0 ? mono_ms() + (uint64_t)timeout_ms : UINT64_MAX;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return GNUTLS_E_PULL_ERROR;
+    int g;
+    for (;;) {
+        g = gnutls_handshake(s);
+        if (g == 0 || gnutls_error_is_fatal(g))
+            break;
+        uint64_t now = mono_ms();
+        if (now >= end) {
+            g = GNUTLS_E_TIMEDOUT;
+            break;
+        }
+        if (g != GNUTLS_E_AGAIN)
+            continue; /* interrupted, a warning alert: go on */
+        struct pollfd p = { .fd = fd, .events = gnutls_record_get_direction(s) ? POLLOUT : POLLIN };
+        int wait = end == UINT64_MAX ? -1 : end - now > INT32_MAX ? INT32_MAX : (int)(end - now);
+        if (poll(&p, 1, wait) < 0 && errno != EINTR) {
+            g = GNUTLS_E_PULL_ERROR;
+            break;
+        }
+    }
+    if (g < 0)
+        gnutls_alert_send_appropriate(s, g); /* tell the peer why */
+    fcntl(fd, F_SETFL, fl);
+    return g;
+}
+
 struct ctl_tls_session *ctl_tls_session_new(struct ctl_tls *t, int fd, int timeout_ms,
                                             struct gw_error *err)
 {
@@ -186,27 +267,24 @@ struct ctl_tls_session *ctl_tls_session_new(struct ctl_tls *t, int fd, int timeo
         gw_error_set(err, ENOMEM, "out of memory");
         return NULL;
     }
-    int g = gnutls_init(&ts->s, t->server ? GNUTLS_SERVER : GNUTLS_CLIENT);
+    /* NO_SIGNAL: a write to a peer that hung up is an error, not SIGPIPE
+     * (as fd_write's MSG_NOSIGNAL) */
+    int g = gnutls_init(&ts->s, (t->server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NO_SIGNAL);
     if (g < 0)
         goto fail;
     if ((g = gnutls_priority_set_direct(ts->s, TLS_PRIORITY, NULL)) < 0 ||
         (g = session_creds(t, ts->s)) < 0)
         goto fail;
     gnutls_transport_set_int(ts->s, fd);
-    gnutls_handshake_set_timeout(ts->s, (unsigned)timeout_ms);
-    do {
-        g = gnutls_handshake(ts->s);
-    } while (g < 0 && !gnutls_error_is_fatal(g));
-    if (g < 0)
+    gnutls_handshake_set_timeout(ts->s, 0); /* handshake() keeps the time */
+    if ((g = handshake(ts->s, fd, timeout_ms)) < 0)
         goto fail;
     note_peer(t, ts);
     return ts;
 fail:
     gw_error_set(err, EACCES, "TLS handshake failed: %s", gnutls_strerror(g));
-    if (ts->s) {
-        gnutls_alert_send_appropriate(ts->s, g); /* tell the peer why, best effort */
+    if (ts->s)
         gnutls_deinit(ts->s);
-    }
     free(ts);
     return NULL;
 }
@@ -254,8 +332,10 @@ static ssize_t tls_write(void *opaque, const void *buf, size_t len)
         ssize_t n = gnutls_record_send(ts->s, buf, len);
         if (n >= 0)
             return n;
-        if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+        if (n == GNUTLS_E_INTERRUPTED)
             continue;
+        if (n == GNUTLS_E_AGAIN) /* a non-blocking socket is full: call again with the same bytes */
+            return -ETIMEDOUT;
         note_error(ts, n);
         return -EIO;
     }

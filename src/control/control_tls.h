@@ -34,7 +34,8 @@ struct ctl_tls *ctl_tls_new(const struct ctl_tls_config *cfg, bool server, struc
 void ctl_tls_free(struct ctl_tls *tls);
 
 /* Handshake on a connected socket (borrowed: the caller closes it after
- * ctl_tls_session_free). */
+ * ctl_tls_session_free), over within timeout_ms however the peer's bytes
+ * come (<= 0: no limit); the socket is non-blocking meanwhile. */
 struct ctl_tls_session *ctl_tls_session_new(struct ctl_tls *tls, int fd, int timeout_ms,
                                             struct gw_error *err);
 /* Send close_notify (best effort) and free. */

@@ -12,13 +12,18 @@
 #include <string.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <signal.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "control/control.h"
 #include "control/control_client.h"
+#include "control/control_tls.h"
 
 static void test_header(void **state)
 {
@@ -292,8 +297,9 @@ static void test_client_hello_version(void **state)
  * answering it: it trickles the reply one byte every 100 ms (trickle), or
  * sends events and replies to other ids every 100 ms (chatter), for at
  * most 5 s or until the client hangs up; or answers with neither a return
- * nor an error (malformed). */
-enum stall { STALL_CHATTER, STALL_TRICKLE, STALL_MALFORMED };
+ * nor an error (malformed); or reads nothing more for 3 s, then hangs up
+ * (deaf). */
+enum stall { STALL_CHATTER, STALL_TRICKLE, STALL_MALFORMED, STALL_DEAF };
 
 struct stalling_daemon {
     int lfd;
@@ -327,8 +333,13 @@ static void *stalling_daemon_main(void *p)
         goto out;
     json_object_put(msg);
     msg = NULL;
-    if (!send_frame(fd, "{\"id\": 1, \"return\": {\"protocol\": 1, \"server\": \"stall\"}}", false) ||
-        ctl_recv(&io, &msg, NULL) < 0)
+    if (!send_frame(fd, "{\"id\": 1, \"return\": {\"protocol\": 1, \"server\": \"stall\"}}", false))
+        goto out;
+    if (f->mode == STALL_DEAF) {
+        usleep(3000 * 1000);
+        goto out;
+    }
+    if (ctl_recv(&io, &msg, NULL) < 0)
         goto out;
     if (f->mode == STALL_MALFORMED)
         send_frame(fd, "{\"id\": 2, \"outcome\": \"running\"}", false);
@@ -421,6 +432,36 @@ static void test_client_malformed_reply(void **state)
     assert_int_equal(r, -EBADMSG);
     assert_null(ret);
     assert_non_null(strstr(err.msg, "malformed reply"));
+}
+
+/* The deadline covers the request too: a daemon that reads nothing more
+ * (stopped, stuck) cannot hold a call whose request is larger than the
+ * socket's buffers in its write. */
+static void test_client_call_deadline_write(void **state)
+{
+    struct stalling_daemon f = { .mode = STALL_DEAF };
+    pthread_t t;
+    char path[108];
+    struct gw_error err;
+    gw_error_init(&err);
+    struct ctl_client *c = connect_stalling(&f, &t, path);
+    size_t n = CTL_MAX_MSG - 1024;
+    char *big = malloc(n + 1);
+    assert_non_null(big);
+    memset(big, 'x', n);
+    big[n] = '\0';
+    struct json_object *args = json_object_new_object();
+    json_object_object_add(args, "definition", json_object_new_string(big));
+    free(big);
+    uint64_t t0 = now_ms();
+    int r = ctl_client_call(c, "domain-define", args, NULL, 700, &err);
+    uint64_t took = now_ms() - t0;
+    int again = ctl_client_call(c, "domain-list", NULL, NULL, 700, NULL);
+    disconnect_stalling(&f, t, c, path);
+    if (r != -ETIMEDOUT || took < 600 || took > 2000)
+        fail_msg("r=%d after %llu ms: %s", r, (unsigned long long)took, err.msg);
+    assert_non_null(strstr(err.msg, "700 ms"));
+    assert_true(again < 0); /* half a request went out: the connection is done */
 }
 
 static void test_classes(void **state)
@@ -524,8 +565,396 @@ static void test_wire(void **state)
     close(sv[1]);
 }
 
-int main(void)
+
+/* ctl_recv with no error object (the daemon's refusal of a foreign uid
+ * reads that way, and so does the CLI's progress poll): a refused header
+ * must not dereference it. */
+static void test_recv_refused_header_without_err(void **state)
 {
+    static const uint32_t lens[] = { 0, CTL_MAX_MSG + 1 };
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        struct ctl_io b;
+        ctl_io_init_fd(&b, &sv[1]);
+        uint8_t hdr[4];
+        ctl_header_encode(hdr, lens[i]);
+        assert_int_equal(write(sv[0], hdr, 4), 4);
+        struct json_object *got = (void *)1;
+        assert_int_equal(ctl_recv(&b, &got, NULL), -EMSGSIZE);
+        assert_null(got);
+        close(sv[0]);
+        close(sv[1]);
+    }
+}
+
+/* An address that is refused is quoted as it was given. */
+static void test_uri_errors(void **state)
+{
+    struct ctl_uri u;
+    static const char *const bad[] = { "tcp:[::1]:99999", "tcp:[]:22", "tcp:host: 22",
+                                       "tcp:host:+22" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct gw_error err;
+        gw_error_init(&err);
+        assert_int_equal(ctl_uri_parse(bad[i], &u, &err), -EINVAL);
+        if (!strstr(err.msg, bad[i]))
+            fail_msg("'%s' refused as '%s'", bad[i], err.msg);
+    }
+}
+
+/* A fake daemon that answers the client's hello with raw bytes. */
+struct raw_daemon {
+    int lfd;
+    const uint8_t *bytes;
+    size_t len;
+};
+
+static void *raw_daemon_main(void *p)
+{
+    struct raw_daemon *f = p;
+    int fd = accept(f->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    uint8_t buf[512];
+    if (recv(fd, buf, sizeof(buf), 0) > 0) /* the hello */
+        send(fd, f->bytes, f->len, MSG_NOSIGNAL);
+    while (recv(fd, buf, sizeof(buf), 0) > 0) /* until the client hangs up */
+        ;
+    close(fd);
+    return NULL;
+}
+
+static int listen_unix_at(char *path, const char *tag, int backlog)
+{
+    snprintf(path, 108, "/tmp/godwit-ctl-%s-%d.sock", tag, (int)getpid());
+    unlink(path);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, backlog), 0);
+    return fd;
+}
+
+/* A plain client whose peer speaks TLS (godwit without --tls-psk against
+ * a TLS listener) must be told so, not that a message of 352518912 bytes
+ * is over the limit. */
+static void test_client_plain_to_tls(void **state)
+{
+    static const uint8_t alert[] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50 };
+    char path[108];
+    struct raw_daemon f = { .lfd = listen_unix_at(path, "tls", 1), .bytes = alert, .len = sizeof(alert) };
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, raw_daemon_main, &f), 0);
+    char uri[128];
+    snprintf(uri, sizeof(uri), "unix:%s", path);
+    struct gw_error err;
+    gw_error_init(&err);
+    struct ctl_client *c = ctl_client_connect(uri, NULL, "test", 5000, &err);
+    ctl_client_free(c);
+    pthread_join(t, NULL);
+    close(f.lfd);
+    unlink(path);
+    assert_null(c);
+    if (!strstr(err.msg, "TLS") || strstr(err.msg, "exceeds"))
+        fail_msg("got '%s'", err.msg);
+}
+
+/* connect() to a daemon that accepts nothing (its backlog full: stopped,
+ * stuck) ends by the connect timeout. */
+struct connect_try {
+    const char *uri;
+    int timeout_ms;
+    struct gw_error err;
+    bool ok;
+    volatile bool done;
+};
+
+static void *connect_main(void *p)
+{
+    struct connect_try *ct = p;
+    gw_error_init(&ct->err);
+    struct ctl_client *c = ctl_client_connect(ct->uri, NULL, "test", ct->timeout_ms, &ct->err);
+    ct->ok = c != NULL;
+    ctl_client_free(c);
+    ct->done = true;
+    return NULL;
+}
+
+static void test_client_connect_backlog_full(void **state)
+{
+    char path[108], uri[128];
+    int lfd = listen_unix_at(path, "backlog", 0);
+    snprintf(uri, sizeof(uri), "unix:%s", path);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int fill[8], nfill = 0;
+    for (; nfill < 8; nfill++) { /* fill the backlog: the next connect would wait */
+        fill[nfill] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (connect(fill[nfill], (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+            close(fill[nfill]);
+            break;
+        }
+    }
+    assert_true(nfill < 8);
+    struct connect_try ct = { .uri = uri, .timeout_ms = 500 };
+    pthread_t t;
+    uint64_t t0 = now_ms();
+    assert_int_equal(pthread_create(&t, NULL, connect_main, &ct), 0);
+    while (!ct.done && now_ms() - t0 < 3000)
+        usleep(20 * 1000);
+    bool in_time = ct.done;
+    close(lfd); /* wakes a connect still waiting */
+    pthread_join(t, NULL);
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+    unlink(path);
+    assert_true(in_time);
+    assert_false(ct.ok);
+    assert_int_equal(ct.err.code, ETIMEDOUT);
+}
+
+/* ---- TLS ---- */
+
+static void write_psk(char *path, const char *tag, const char *text)
+{
+    snprintf(path, 108, "/tmp/godwit-ctl-%s-%d.psk", tag, (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    chmod(path, 0600);
+}
+
+#define TEST_PSK "godwit:6f2d1b0c4a3e59877a6b5c4d3e2f10a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3\n"
+
+/* A server given a key file it cannot use starts with it and refuses
+ * every client later; it must refuse the file at once. */
+static void test_tls_server_bad_psk_file(void **state)
+{
+    static const char *const texts[] = { "", "nocolon\n", "user:\n", "user:not-hex\n" };
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        char path[108];
+        write_psk(path, "bad", texts[i]);
+        struct ctl_tls_config cfg = { .psk_file = path };
+        struct gw_error err;
+        gw_error_init(&err);
+        struct ctl_tls *t = ctl_tls_new(&cfg, true, &err);
+        ctl_tls_free(t);
+        unlink(path);
+        if (t)
+            fail_msg("server accepted key file %zu (%s)", i, texts[i]);
+        assert_non_null(strstr(err.msg, path));
+    }
+    char path[108];
+    write_psk(path, "good", TEST_PSK);
+    struct ctl_tls_config cfg = { .psk_file = path };
+    struct ctl_tls *t = ctl_tls_new(&cfg, true, NULL);
+    assert_non_null(t);
+    ctl_tls_free(t);
+    unlink(path);
+}
+
+/* A peer that sends its handshake a byte at a time: the handshake's time
+ * limit is for the whole handshake (docs/daemon.md: "a handshake must end
+ * within 3 s"), not for each byte, or 16 such peers hold every handshake
+ * slot of a listener for ever. */
+struct trickler {
+    int fd;
+};
+
+static void *trickler_main(void *p)
+{
+    struct trickler *tr = p;
+    /* a TLS record header announcing 256 bytes of ClientHello, then its bytes */
+    uint8_t rec[64] = { 0x16, 0x03, 0x01, 0x01, 0x00, 0x01, 0x00, 0x00, 0xfc, 0x03, 0x03 };
+    for (size_t i = 0; i < sizeof(rec); i++) { /* 6.4 s at most */
+        if (send(tr->fd, &rec[i], 1, MSG_NOSIGNAL) != 1)
+            break;
+        usleep(100 * 1000);
+    }
+    close(tr->fd);
+    return NULL;
+}
+
+static void test_tls_handshake_deadline(void **state)
+{
+    char path[108];
+    write_psk(path, "hs", TEST_PSK);
+    struct ctl_tls_config cfg = { .psk_file = path };
+    void (*old)(int) = signal(SIGPIPE, SIG_IGN); /* the alert to a gone peer: another test's */
+    for (int server = 1; server >= 0; server--) {
+        struct ctl_tls *t = ctl_tls_new(&cfg, server, NULL);
+        assert_non_null(t);
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        struct trickler tr = { .fd = sv[1] };
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, trickler_main, &tr), 0);
+        struct gw_error err;
+        gw_error_init(&err);
+        uint64_t t0 = now_ms();
+        struct ctl_tls_session *s = ctl_tls_session_new(t, sv[0], 700, &err);
+        uint64_t took = now_ms() - t0;
+        ctl_tls_session_free(s);
+        shutdown(sv[0], SHUT_RDWR);
+        pthread_join(th, NULL);
+        close(sv[0]);
+        ctl_tls_free(t);
+        signal(SIGPIPE, old);
+        assert_null(s);
+        if (took < 600 || took > 2000)
+            fail_msg("%s: the handshake ended after %llu ms (limit 700 ms): %s",
+                     server ? "server" : "client", (unsigned long long)took, err.msg);
+        old = signal(SIGPIPE, SIG_IGN);
+    }
+    signal(SIGPIPE, old);
+    unlink(path);
+}
+
+/* Both ends of a TLS session over a socketpair. */
+struct tls_pair_end {
+    struct ctl_tls *tls;
+    int fd;
+    struct ctl_tls_session *s;
+};
+
+static void *tls_server_main(void *p)
+{
+    struct tls_pair_end *e = p;
+    e->s = ctl_tls_session_new(e->tls, e->fd, 5000, NULL);
+    return NULL;
+}
+
+/* A TLS write to a peer that hung up is an error, as on a plain socket
+ * (MSG_NOSIGNAL), not a SIGPIPE that ends whatever process uses the
+ * library (godwit and godwitd ignore SIGPIPE; a library must not rely on
+ * it). */
+static void test_tls_write_after_hangup(void **state)
+{
+    char path[108];
+    write_psk(path, "pipe", TEST_PSK);
+    struct ctl_tls_config cfg = { .psk_file = path };
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct tls_pair_end srv = { .tls = ctl_tls_new(&cfg, true, NULL), .fd = sv[1] };
+    struct tls_pair_end cli = { .tls = ctl_tls_new(&cfg, false, NULL), .fd = sv[0] };
+    assert_non_null(srv.tls);
+    assert_non_null(cli.tls);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, tls_server_main, &srv), 0);
+    cli.s = ctl_tls_session_new(cli.tls, cli.fd, 5000, NULL);
+    pthread_join(t, NULL);
+    assert_non_null(cli.s);
+    assert_non_null(srv.s);
+    struct ctl_io io;
+    ctl_tls_session_io(cli.s, &io);
+    assert_int_equal(ctl_send_text(&io, "{}", 2), 0);
+    ctl_tls_session_free(srv.s);
+    close(srv.fd); /* the peer is gone */
+    void (*old)(int) = signal(SIGPIPE, SIG_DFL);
+    int r = 0;
+    for (int i = 0; i < 4 && r == 0; i++)
+        r = ctl_send_text(&io, "{}", 2);
+    signal(SIGPIPE, old);
+    assert_true(r < 0);
+    ctl_tls_session_free(cli.s);
+    close(cli.fd);
+    ctl_tls_free(srv.tls);
+    ctl_tls_free(cli.tls);
+    unlink(path);
+}
+
+/* The same over TLS: a peer daemon that answers hello, then reads
+ * nothing for 3 s. The call ends by its deadline (GnuTLS's EAGAIN is no
+ * busy loop), and freeing the client does not wait for that peer. */
+struct deaf_tls_daemon {
+    int lfd;
+    struct ctl_tls *tls;
+};
+
+static void *deaf_tls_main(void *p)
+{
+    struct deaf_tls_daemon *f = p;
+    int fd = accept(f->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    struct ctl_tls_session *s = ctl_tls_session_new(f->tls, fd, 5000, NULL);
+    struct ctl_io io;
+    struct json_object *msg = NULL, *id = NULL;
+    if (s) {
+        ctl_tls_session_io(s, &io);
+        if (ctl_recv(&io, &msg, NULL) == 0 && json_object_object_get_ex(msg, "id", &id)) {
+            struct json_object *ret = json_object_new_object();
+            json_object_object_add(ret, "protocol", json_object_new_int(CTL_PROTOCOL_VERSION));
+            struct json_object *reply = ctl_reply_return(id, ret);
+            ctl_send(&io, reply);
+            json_object_put(reply);
+            usleep(3000 * 1000);
+        }
+        json_object_put(msg);
+        ctl_tls_session_free(s);
+    }
+    close(fd);
+    return NULL;
+}
+
+static void test_client_tls_deadline_write(void **state)
+{
+    char path[108];
+    write_psk(path, "deaf", TEST_PSK);
+    struct ctl_tls_config cfg = { .psk_file = path };
+    struct deaf_tls_daemon f = { .tls = ctl_tls_new(&cfg, true, NULL) };
+    assert_non_null(f.tls);
+    f.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* a small window and small segments (loopback's are 64 KiB, and the
+     * sender's buffer grows with them): the request cannot all sit in
+     * the sockets' buffers */
+    int small = 4096, mss = 536;
+    setsockopt(f.lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    setsockopt(f.lfd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss));
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t sl = sizeof(sa);
+    assert_int_equal(bind(f.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(f.lfd, 1), 0);
+    assert_int_equal(getsockname(f.lfd, (struct sockaddr *)&sa, &sl), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, deaf_tls_main, &f), 0);
+    char uri[64];
+    snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+    struct gw_error err;
+    gw_error_init(&err);
+    struct ctl_client *c = ctl_client_connect(uri, &cfg, "test", 5000, &err);
+    if (!c)
+        fail_msg("connect: %s", err.msg);
+    size_t n = CTL_MAX_MSG - 1024;
+    char *big = malloc(n + 1);
+    assert_non_null(big);
+    memset(big, 'x', n);
+    big[n] = '\0';
+    struct json_object *args = json_object_new_object();
+    json_object_object_add(args, "definition", json_object_new_string(big));
+    free(big);
+    uint64_t t0 = now_ms();
+    int r = ctl_client_call(c, "domain-define", args, NULL, 700, &err);
+    uint64_t took = now_ms() - t0;
+    ctl_client_free(c);
+    uint64_t freed = now_ms() - t0 - took;
+    pthread_join(t, NULL);
+    close(f.lfd);
+    ctl_tls_free(f.tls);
+    unlink(path);
+    if (r != -ETIMEDOUT || took < 600 || took > 2000 || freed > 1000)
+        fail_msg("r=%d after %llu ms, free took %llu ms: %s", r, (unsigned long long)took,
+                 (unsigned long long)freed, err.msg);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) /* one test, by name (or a pattern) */
+        cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header),  cmocka_unit_test(test_parse),
         cmocka_unit_test(test_request), cmocka_unit_test(test_hello),
@@ -534,6 +963,11 @@ int main(void)
         cmocka_unit_test(test_reply_result), cmocka_unit_test(test_hello_reply),
         cmocka_unit_test(test_client_hello_version), cmocka_unit_test(test_client_call_deadline),
         cmocka_unit_test(test_client_malformed_reply),
+        cmocka_unit_test(test_recv_refused_header_without_err), cmocka_unit_test(test_uri_errors),
+        cmocka_unit_test(test_client_plain_to_tls), cmocka_unit_test(test_client_connect_backlog_full),
+        cmocka_unit_test(test_tls_server_bad_psk_file), cmocka_unit_test(test_tls_handshake_deadline),
+        cmocka_unit_test(test_tls_write_after_hangup), cmocka_unit_test(test_client_call_deadline_write),
+        cmocka_unit_test(test_client_tls_deadline_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
