@@ -78,7 +78,16 @@ static int cmd_stop(void *opaque, struct json_object *args, struct json_object *
      * switch-over gives the guest back (decided under the machine's lock). */
     struct gw_error e;
     gw_error_init(&e);
-    if (machine_stop(c->machine, &e) < 0)
+    struct qmp_error why;
+    /* A post-copy destination: a vCPU waiting for a missing page leaves
+     * KVM_RUN only when the page comes (kernels before 6.4 do not let a
+     * signal interrupt that wait), never while the migration is paused:
+     * waiting for it to park would hold the main loop, and migrate-recover
+     * with it, for good. Paused now; such a vCPU parks when its page comes. */
+    int r = s == RUNSTATE_RUNNING && vmm_migration_memory_incomplete(c, &why)
+                ? machine_stop_nowait(c->machine, RUNSTATE_PAUSED, &e)
+                : machine_stop(c->machine, &e);
+    if (r < 0)
         return vmm_qmp_fail(err, &e);
     return 0;
 }

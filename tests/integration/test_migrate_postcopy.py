@@ -16,7 +16,9 @@ processes (needs /dev/kvm and userfaultfd; skips visibly without them).
   post-copy, and the heartbeat continues in order.
 - Two hosts (network namespaces): the veth link taken down twice during
   post-copy, and migrate-pause; both sides pause, recover, finish; memory
-  checked.
+  checked. While the first break lasts, `stop` on the destination returns
+  (a vCPU waiting for a page never parks then) and `cont` after the
+  recovery runs the guest again.
 - The destination killed during post-copy: the source stays postcopy-paused
   and refuses cont. The source killed: the destination reports failed, is
   stopped (internal-error) and refuses pmemsave and system_reset (pages
@@ -235,8 +237,17 @@ def broken_links_recover():
                 refused(dst, "pmemsave", "Guest memory is still arriving", val=0, size=mem << 20,
                         filename=os.path.join(dst.dir, "paused.ram"))
                 refused(dst, "system_reset", "A migration is in progress")
+                if i == 0:
+                    # a vCPU waiting for a page would never park: stop
+                    # must not wait for it (it held QMP for good)
+                    dst.qmp.cmd("stop")
+                    assert dst.status() == "paused", dst.status()
                 net.link(0, True)
                 recover(net, src, dst, 4501 + i)
+                if i == 0:
+                    wait_status(dst, "postcopy-active", 60)
+                    dst.qmp.cmd("cont")
+                    assert dst.status() == "running", dst.status()
             wait_status(dst, "postcopy-active", 60)
             dst.qmp.cmd("migrate-pause")  # and on purpose
             wait_status(src, "postcopy-paused", 30)
