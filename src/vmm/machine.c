@@ -631,11 +631,34 @@ void machine_fini(struct machine *m)
 
 /* ---- memory access ------------------------------------------------------------ */
 
+/* The first address of [gpa, gpa + size) that is not RAM; gpa + size if
+ * all of it is. */
+static uint64_t first_hole(const struct guest_ram *ram, uint64_t gpa, uint64_t size)
+{
+    uint64_t at = gpa, end = gpa + size;
+    while (at < end) {
+        const struct guest_ram_region *r = NULL;
+        for (unsigned i = 0; i < ram->nr_regions && !r; i++)
+            if (at >= ram->regions[i].gpa && at - ram->regions[i].gpa < ram->regions[i].size)
+                r = &ram->regions[i];
+        if (!r)
+            return at;
+        at = r->gpa + r->size;
+    }
+    return end;
+}
+
 int machine_pmemsave(struct machine *m, uint64_t gpa, uint64_t size, const char *path,
                      struct gw_error *err)
 {
     if (size > 0 && gpa + size < gpa)
         return gw_error_set(err, EINVAL, "address range overflows");
+    /* Checked before the file is opened: a refusal leaves an existing
+     * file as it was (O_TRUNC would have emptied it). */
+    uint64_t hole = first_hole(&m->ram, gpa, size);
+    if (hole < gpa + size)
+        return gw_error_set(err, EFAULT, "guest-physical address 0x%llx is not RAM",
+                            (unsigned long long)hole);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return gw_error_set(err, errno, "could not open '%s': %s", path, strerror(errno));

@@ -567,7 +567,10 @@ static int cmd_set_params(void *opaque, struct json_object *args, struct json_ob
             qmp_error_set(err, "GenericError", "Parameter '%s' is unexpected", key);
             return -1;
         }
-        if (!json_object_is_type(val, json_type_int)) {
+        /* Signed 64-bit, as QEMU's integers (json-c holds 2^63..2^64-1,
+         * which get_int64 would silently cut to 2^63-1). */
+        if (!json_object_is_type(val, json_type_int) ||
+            (json_object_get_int64(val) == INT64_MAX && json_object_get_uint64(val) > INT64_MAX)) {
             qmp_error_set(err, "GenericError", "Invalid parameter type for '%s', expected: integer", key);
             return -1;
         }
@@ -606,7 +609,7 @@ static int cmd_set_caps(void *opaque, struct json_object *args, struct json_obje
     gw_error_init(&e);
     for (size_t i = 0; i < json_object_array_length(list); i++) {
         struct json_object *item = json_object_array_get_idx(list, i), *name, *state;
-        if (!json_object_is_type(item, json_type_object) ||
+        if (!json_object_is_type(item, json_type_object) || json_object_object_length(item) != 2 ||
             !json_object_object_get_ex(item, "capability", &name) ||
             !json_object_object_get_ex(item, "state", &state) ||
             !json_object_is_type(name, json_type_string) ||

@@ -3,7 +3,8 @@
 negotiation, ids echoed, errors for malformed JSON / unknown commands / bad
 arguments (the VM keeps running), two clients at once, a client vanishing
 mid-command, stop/cont with STOP/RESUME events, system_reset with RESET,
-pmemsave, quit with SHUTDOWN and exit status 0; a NUL character in a
+pmemsave (a refused one leaves its file as it was), migration knobs out of
+range refused, quit with SHUTDOWN and exit status 0; a NUL character in a
 command name or argument refused; SIGTERM with SHUTDOWN
 {"reason": "host-signal"} delivered before the VMM exits."""
 # timeout: 240
@@ -90,6 +91,17 @@ def main():
         assert len(data) == 4096 * 16
         r = q.execute("pmemsave", val=0xF0000000, size=4096, filename=path)
         assert "error" in r, r
+        with open(path, "rb") as f:  # refused before the file was opened (it was emptied)
+            assert f.read() == data, "a refused pmemsave changed the file"
+        # Migration knobs: a value past 2^63-1 is refused (json-c held it,
+        # and it was cut to 2^63-1), as is a capability with an extra member.
+        r = q.execute("migrate-set-parameters", **{"max-bandwidth": 18446744073709551615})
+        assert "Invalid parameter type for 'max-bandwidth'" in r.get("error", {}).get("desc", ""), r
+        r = q.execute("migrate-set-capabilities",
+                      capabilities=[{"capability": "events", "state": True, "x": 1}])
+        assert "error" in r, r
+        caps = {c["capability"]: c["state"] for c in q.cmd("query-migrate-capabilities")}
+        assert caps["events"] is False, caps
         # Reset: RESET event, the guest boots again.
         start = vm.serial_len()
         q.cmd("system_reset")
