@@ -74,6 +74,37 @@ static size_t skip_blanks(const char *text, size_t len, size_t off)
     return off;
 }
 
+/* json-c spends ~0.5-1 KiB on every object or array (hash table or slot
+ * array) and tens of bytes on every other value: `[{},{},...]` of 1 MiB
+ * became ~260 MB of heap. Counted before it parses (outside strings;
+ * comments count too, which only errs on the side of refusing). */
+static int too_many_values(const char *text, size_t len, struct gw_error *err)
+{
+    size_t containers = 0, values = 1;
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            containers++;
+        } else if (c == ',') {
+            values++;
+        }
+    }
+    if (containers > JSON_TEXT_MAX_CONTAINERS)
+        return gw_error_set(err, E2BIG, "%zu objects and arrays, more than %u", containers,
+                            JSON_TEXT_MAX_CONTAINERS);
+    if (values > JSON_TEXT_MAX_VALUES)
+        return gw_error_set(err, E2BIG, "%zu values, more than %u", values, JSON_TEXT_MAX_VALUES);
+    return 0;
+}
+
 static int nul_byte(const char *text, const char *nul, struct gw_error *err)
 {
     char at[96];
@@ -112,6 +143,8 @@ int json_text_object(const char *text, size_t len, struct json_object **out, str
     size_t start = skip_blanks(text, len, 0);
     if (start == len)
         return gw_error_set(err, EINVAL, "empty (no JSON object in it)");
+    if (too_many_values(text, len, err) < 0)
+        return -err->code;
     struct json_tokener *tok = json_tokener_new();
     if (!tok)
         return gw_error_set(err, ENOMEM, "out of memory");

@@ -9,7 +9,7 @@
  * comment). Anything else is refused whole, never half-read, with err
  * saying where (byte offset, line, column) and what was found there.
  *
- * Returns: 0 with a new object in *out, or -EINVAL (-ENOMEM) with *out NULL
+ * Returns: 0 with a new object in *out, or -EINVAL (-ENOMEM, -E2BIG) with *out NULL
  * and err filled. Pure: no I/O, no shared state. */
 #ifndef GW_COMMON_JSON_TEXT_H
 #define GW_COMMON_JSON_TEXT_H
@@ -18,6 +18,11 @@
 #include <stddef.h>
 
 #include "common/error.h"
+
+/* What one text may hold, counted before json-c allocates anything (an
+ * object or array costs json-c ~0.5-1 KiB of heap): -E2BIG beyond. */
+#define JSON_TEXT_MAX_CONTAINERS 16384u
+#define JSON_TEXT_MAX_VALUES     131072u
 
 int json_text_object(const char *text, size_t len, struct json_object **out, struct gw_error *err);
 

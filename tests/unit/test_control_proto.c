@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/json_text.h"
 #include "control/control.h"
 #include "control/control_client.h"
 #include "control/control_tls.h"
@@ -569,6 +570,45 @@ static void test_wire(void **state)
 /* ctl_recv with no error object (the daemon's refusal of a foreign uid
  * reads that way, and so does the CLI's progress poll): a refused header
  * must not dereference it. */
+/* Counted before json-c allocates: 1 MiB of "{}," became ~260 MB of heap.
+ * Braces and commas inside strings do not count. */
+static void test_parse_value_limits(void **state)
+{
+    size_t cap = 1 << 20;
+    char *text = malloc(cap);
+    struct json_object *o = NULL;
+    struct gw_error err;
+    for (unsigned n = JSON_TEXT_MAX_CONTAINERS - 1; n <= JSON_TEXT_MAX_CONTAINERS; n++) {
+        size_t len = (size_t)snprintf(text, cap, "{\"a\":[");
+        for (unsigned i = 0; i < n; i++)
+            len += (size_t)snprintf(text + len, cap - len, "%s{}", i ? "," : "");
+        len += (size_t)snprintf(text + len, cap - len, "]}");
+        gw_error_init(&err);
+        int r = ctl_parse(text, len, &o, &err); /* n objects in an array in an object */
+        if (n + 2 <= JSON_TEXT_MAX_CONTAINERS) {
+            assert_int_equal(r, 0);
+            json_object_put(o);
+        } else {
+            assert_int_equal(r, -E2BIG);
+            assert_non_null(strstr(err.msg, "objects and arrays"));
+        }
+    }
+    size_t len = (size_t)snprintf(text, cap, "{\"a\":[1");
+    for (unsigned i = 1; i <= JSON_TEXT_MAX_VALUES; i++) /* one value more than the limit */
+        len += (size_t)snprintf(text + len, cap - len, ",1");
+    len += (size_t)snprintf(text + len, cap - len, "]}");
+    gw_error_init(&err);
+    assert_int_equal(ctl_parse(text, len, &o, &err), -E2BIG);
+    assert_non_null(strstr(err.msg, "values"));
+    len = (size_t)snprintf(text, cap, "{\"s\":\"");
+    for (unsigned i = 0; i < 2 * JSON_TEXT_MAX_CONTAINERS; i++) /* inside a string: not counted */
+        len += (size_t)snprintf(text + len, cap - len, "{,[");
+    len += (size_t)snprintf(text + len, cap - len, "\\\"\"}");
+    assert_int_equal(ctl_parse(text, len, &o, NULL), 0);
+    json_object_put(o);
+    free(text);
+}
+
 static void test_recv_refused_header_without_err(void **state)
 {
     static const uint32_t lens[] = { 0, CTL_MAX_MSG + 1 };
@@ -967,7 +1007,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_client_plain_to_tls), cmocka_unit_test(test_client_connect_backlog_full),
         cmocka_unit_test(test_tls_server_bad_psk_file), cmocka_unit_test(test_tls_handshake_deadline),
         cmocka_unit_test(test_tls_write_after_hangup), cmocka_unit_test(test_client_call_deadline_write),
-        cmocka_unit_test(test_client_tls_deadline_write),
+        cmocka_unit_test(test_client_tls_deadline_write), cmocka_unit_test(test_parse_value_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
