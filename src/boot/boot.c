@@ -47,7 +47,9 @@ unsigned boot_build_e820(const struct guest_ram *ram, struct e820_entry *out, un
 static int open_regular(const char *path, uint64_t max, int *fd, uint64_t *size,
                         struct gw_error *err)
 {
-    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
+     * below); it changes nothing for a regular file. */
+    *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (*fd < 0)
         return gw_error_set(err, errno, "cannot open '%s': %s", path, strerror(errno));
     struct stat st;
@@ -128,17 +130,26 @@ int boot_place_initrd(struct guest_ram *ram, const char *path, uint64_t max_addr
     int r = open_regular(path, GUEST_RAM_LOW_MAX, &fd, &len, err);
     if (r < 0)
         return r;
+    if (len == 0) {
+        close(fd);
+        return gw_error_set(err, EINVAL, "initrd '%s' is empty", path);
+    }
+    /* Never below 1 MiB: the boot structures, the EBDA and the ACPI tables
+     * are there, whatever the kernel's initrd_addr_max says. */
+    if (kernel_end < BOOT_HIGH_MEM_START)
+        kernel_end = BOOT_HIGH_MEM_START;
     uint64_t top = ram->regions[0].size;
-    if (max_addr < UINT64_MAX && top > max_addr + 1)
+    bool capped = max_addr < UINT64_MAX && top > max_addr + 1;
+    if (capped)
         top = max_addr + 1;
     uint64_t at = len <= top ? ((top - len) & ~(GUEST_PAGE_SIZE - 1)) : 0;
-    uint8_t *dst = guest_ram_ptr(ram, at, len ? len : 1);
+    uint8_t *dst = guest_ram_ptr(ram, at, len);
     if (len > top || at < kernel_end || !dst) {
         close(fd);
         return gw_error_set(err, ENOMEM, "initrd '%s' (%llu bytes) does not fit in guest RAM "
-                            "between the kernel end 0x%llx and 0x%llx", path,
+                            "between the kernel end 0x%llx and 0x%llx%s", path,
                             (unsigned long long)len, (unsigned long long)kernel_end,
-                            (unsigned long long)top);
+                            (unsigned long long)top, capped ? " (the kernel's limit)" : "");
     }
     r = read_all(fd, path, dst, len, err);
     close(fd);

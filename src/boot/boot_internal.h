@@ -13,8 +13,8 @@
 int boot_read_file(const char *path, uint8_t **buf, size_t *len, size_t max, struct gw_error *err);
 int boot_place_cmdline(struct guest_ram *ram, const char *cmdline, struct gw_error *err);
 /* Load the initrd file page-aligned as high as possible below max_addr
- * (inclusive) and the end of low RAM, wholly above kernel_end. No initrd
- * (path NULL): *addr = *size = 0. */
+ * (inclusive) and the end of low RAM, wholly above kernel_end and 1 MiB.
+ * No initrd (path NULL): *addr = *size = 0; an empty file is refused. */
 int boot_place_initrd(struct guest_ram *ram, const char *path, uint64_t max_addr,
                       uint64_t kernel_end, uint64_t *addr, uint64_t *size, struct gw_error *err);
 /* The GDT of boot.h's selectors at BOOT_GDT_ADDR. */

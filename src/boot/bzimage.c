@@ -44,10 +44,14 @@ int bzimage_parse(const uint8_t *k, size_t len, struct bzimage_info *bi, struct 
     if (bi->version < BZ_MIN_VERSION)
         return gw_error_set(err, ENOEXEC, "boot protocol %u.%02u is too old (need 2.12)",
                             bi->version >> 8, bi->version & 0xff);
+    /* Every field read below lies inside the header the kernel declares:
+     * the zero page gets the same header, so the kernel and this loader
+     * see the same values. */
     bi->header_end = 0x202 + (size_t)k[BZ_JUMP + 1];
-    if (bi->header_end < BZ_PAYLOAD_LENGTH + 4 || bi->header_end > len)
-        return gw_error_set(err, ENOEXEC, "bad setup header length (ends at 0x%zx)",
-                            bi->header_end);
+    if (bi->header_end < BZ_HEADER_MIN_END || bi->header_end > len)
+        return gw_error_set(err, ENOEXEC, "bad setup header length (ends at 0x%zx; protocol "
+                            "2.12 needs 0x%x, the file has 0x%zx bytes)", bi->header_end,
+                            BZ_HEADER_MIN_END, len);
     if (bi->header_end > BZ_HEADER_MAX_END)
         bi->header_end = BZ_HEADER_MAX_END;
     bi->setup_sects = k[BZ_SETUP_SECTS] ? k[BZ_SETUP_SECTS] : 4;
@@ -135,13 +139,20 @@ static int fill_zero_page(struct guest_ram *ram, const uint8_t *k, const struct 
     return 0;
 }
 
+/* Checked whole before a byte is written: the entry inside a segment and
+ * every segment inside the identity map the kernel starts on. */
 static int load_vmlinux(struct guest_ram *ram, const uint8_t *v, size_t vlen,
                         struct elf_info *info, struct gw_error *err)
 {
-    int r = elf_load(ram, v, vlen, info, err);
+    int r = elf_check(ram, v, vlen, info, err);
     if (r == 0 && info->entry_phys == UINT64_MAX)
         r = gw_error_set(err, ENOEXEC, "entry point 0x%llx is outside its segments",
                          (unsigned long long)info->entry);
+    if (r == 0 && info->high > GUEST_RAM_HIGH_BASE)
+        r = gw_error_set(err, EINVAL, "segments end at 0x%llx, above the 4 GiB that the boot "
+                         "page tables map", (unsigned long long)info->high);
+    if (r == 0)
+        r = elf_load(ram, v, vlen, info, err);
     if (r < 0)
         gw_error_prefix(err, "decompressed kernel");
     return r;

@@ -33,7 +33,7 @@
 #define BZ_PAYLOAD_LENGTH   0x24c
 #define BZ_PREF_ADDRESS     0x258
 #define BZ_INIT_SIZE        0x260
-#define BZ_HEADER_MIN_END   0x264   /* the file holds at least this much */
+#define BZ_HEADER_MIN_END   0x264   /* the header (and file) hold at least this much: init_size */
 #define BZ_HEADER_MAX_END   0x290   /* boot_params: setup header area ends here */
 /* boot_params fields outside the setup header */
 #define BP_ACPI_RSDP_ADDR    0x070   /* u64, boot protocol 2.14 */

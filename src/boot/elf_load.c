@@ -118,8 +118,45 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_info *info, struct gw_e
     return 0;
 }
 
-int elf_load(struct guest_ram *ram, const uint8_t *buf, size_t len, struct elf_info *info,
-             struct gw_error *err)
+/* Where a PT_LOAD segment of `p` may go: inside one RAM region, clear of
+ * the boot structures and of the reserved area below 1 MiB. */
+static int check_place(struct guest_ram *ram, const struct phdr *p, uint8_t **dst,
+                       struct gw_error *err)
+{
+    *dst = guest_ram_ptr(ram, p->paddr, p->memsz);
+    if (!*dst)
+        return gw_error_set(err, ENOMEM, "ELF segment at 0x%llx (%llu bytes) does not fit "
+                            "in guest RAM", (unsigned long long)p->paddr,
+                            (unsigned long long)p->memsz);
+    if (p->paddr < BOOT_LOW_END ||
+        (p->paddr < BOOT_HIGH_MEM_START && p->paddr + p->memsz > BOOT_EBDA_START))
+        return gw_error_set(err, EINVAL, "ELF segment at 0x%llx overlaps the boot "
+                            "structures or the reserved area below 1 MiB", (unsigned long long)p->paddr);
+    return 0;
+}
+
+/* Segment `i` against those before it: a later one would overwrite an
+ * earlier one's bytes (or zero them as its bss), silently. */
+static int check_disjoint(const uint8_t *buf, bool is64, uint64_t phoff, unsigned phentsize,
+                          unsigned i, const struct phdr *p, struct gw_error *err)
+{
+    for (unsigned j = 0; j < i; j++) {
+        struct phdr q;
+        get_phdr(buf, is64, phoff + (uint64_t)j * phentsize, &q);
+        if (q.type != PT_LOAD || q.memsz == 0)
+            continue;
+        if (p->paddr < q.paddr + q.memsz && q.paddr < p->paddr + p->memsz)
+            return gw_error_set(err, EINVAL, "ELF segments at 0x%llx (%llu bytes) and 0x%llx "
+                                "(%llu bytes) overlap", (unsigned long long)q.paddr,
+                                (unsigned long long)q.memsz, (unsigned long long)p->paddr,
+                                (unsigned long long)p->memsz);
+    }
+    return 0;
+}
+
+/* pass 0 checks every segment, pass 1 (load) writes them. */
+static int place_segments(struct guest_ram *ram, const uint8_t *buf, size_t len,
+                          struct elf_info *info, bool load, struct gw_error *err)
 {
     int r = elf_parse(buf, len, info, err);
     if (r < 0)
@@ -128,22 +165,16 @@ int elf_load(struct guest_ram *ram, const uint8_t *buf, size_t len, struct elf_i
     unsigned phnum, phentsize;
     bool is64;
     header(buf, len, &is64, &phoff, &phnum, &phentsize, &entry, NULL);
-    /* Check every segment before writing any. */
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < (load ? 2 : 1); pass++) {
         for (unsigned i = 0; i < phnum; i++) {
             struct phdr p;
+            uint8_t *dst;
             get_phdr(buf, is64, phoff + (uint64_t)i * phentsize, &p);
             if (p.type != PT_LOAD || p.memsz == 0)
                 continue;
-            uint8_t *dst = guest_ram_ptr(ram, p.paddr, p.memsz);
-            if (!dst)
-                return gw_error_set(err, ENOMEM, "ELF segment at 0x%llx (%llu bytes) does not fit "
-                                    "in guest RAM", (unsigned long long)p.paddr,
-                                    (unsigned long long)p.memsz);
-            if (p.paddr < BOOT_LOW_END ||
-                (p.paddr < BOOT_HIGH_MEM_START && p.paddr + p.memsz > BOOT_EBDA_START))
-                return gw_error_set(err, EINVAL, "ELF segment at 0x%llx overlaps the boot "
-                                    "structures or the reserved area below 1 MiB", (unsigned long long)p.paddr);
+            if ((r = check_place(ram, &p, &dst, err)) < 0 ||
+                (pass == 0 && (r = check_disjoint(buf, is64, phoff, phentsize, i, &p, err)) < 0))
+                return r;
             if (pass == 1) {
                 memcpy(dst, buf + p.offset, p.filesz);
                 memset(dst + p.filesz, 0, p.memsz - p.filesz);
@@ -153,16 +184,46 @@ int elf_load(struct guest_ram *ram, const uint8_t *buf, size_t len, struct elf_i
     return 0;
 }
 
-/* Walk the notes in [off, off+size) of the file. */
+int elf_check(struct guest_ram *ram, const uint8_t *buf, size_t len, struct elf_info *info,
+              struct gw_error *err)
+{
+    return place_segments(ram, buf, len, info, false, err);
+}
+
+int elf_load(struct guest_ram *ram, const uint8_t *buf, size_t len, struct elf_info *info,
+             struct gw_error *err)
+{
+    return place_segments(ram, buf, len, info, true, err);
+}
+
+bool elf_paddr_loaded(const uint8_t *buf, size_t len, uint64_t paddr)
+{
+    uint64_t phoff, entry;
+    unsigned phnum, phentsize;
+    bool is64;
+    if (header(buf, len, &is64, &phoff, &phnum, &phentsize, &entry, NULL) < 0)
+        return false;
+    for (unsigned i = 0; i < phnum; i++) {
+        struct phdr p;
+        get_phdr(buf, is64, phoff + (uint64_t)i * phentsize, &p);
+        if (p.type == PT_LOAD && paddr >= p.paddr && paddr - p.paddr < p.memsz)
+            return true;
+    }
+    return false;
+}
+
+/* Walk the notes in [off, off+size) of the file, counting each against
+ * *budget. */
 static bool find_in_notes(const uint8_t *buf, size_t len, uint64_t off, uint64_t size,
                           const char *name, uint32_t type, const uint8_t **desc,
-                          uint32_t *desc_len)
+                          uint32_t *desc_len, unsigned *budget)
 {
     if (off > len || size > len - off)
         return false;
     size_t namelen = strlen(name) + 1;
     uint64_t pos = off, end = off + size;
-    while (end - pos >= 12) {
+    while (end - pos >= 12 && *budget > 0) {
+        --*budget;
         uint32_t nsz, dsz, ntype;
         memcpy(&nsz, buf + pos, 4);
         memcpy(&dsz, buf + pos + 4, 4);
@@ -226,13 +287,14 @@ bool elf_find_note(const uint8_t *buf, size_t len, const char *name, uint32_t ty
     uint64_t phoff, entry;
     unsigned phnum, phentsize;
     bool is64;
+    unsigned budget = ELF_NOTES_MAX;
     if (header(buf, len, &is64, &phoff, &phnum, &phentsize, &entry, NULL) < 0)
         return false;
     for (unsigned i = 0; i < phnum; i++) {
         struct phdr p;
         get_phdr(buf, is64, phoff + (uint64_t)i * phentsize, &p);
         if (p.type == PT_NOTE &&
-            find_in_notes(buf, len, p.offset, p.filesz, name, type, desc, desc_len))
+            find_in_notes(buf, len, p.offset, p.filesz, name, type, desc, desc_len, &budget))
             return true;
     }
     /* The note may be in a SHT_NOTE section that no PT_NOTE covers. */
@@ -240,9 +302,9 @@ bool elf_find_note(const uint8_t *buf, size_t len, const char *name, uint32_t ty
     unsigned shnum, shentsize;
     if (!section_table(buf, len, is64, &shoff, &shnum, &shentsize))
         return false;
-    for (unsigned i = 0; i < shnum; i++)
+    for (unsigned i = 0; i < shnum && budget > 0; i++)
         if (note_section(buf, is64, shoff + (uint64_t)i * shentsize, &off, &size) &&
-            find_in_notes(buf, len, off, size, name, type, desc, desc_len))
+            find_in_notes(buf, len, off, size, name, type, desc, desc_len, &budget))
             return true;
     return false;
 }

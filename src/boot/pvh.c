@@ -69,14 +69,17 @@ int pvh_load(struct guest_ram *ram, const uint8_t *k, size_t len, const struct b
     if (!pvh_find_entry(k, len, &entry))
         return gw_error_set(err, ENOEXEC, "ELF has no usable PVH entry note "
                             "(XEN_ELFNOTE_PHYS32_ENTRY)");
+    /* Everything the headers say is checked before any byte is written. */
     struct elf_info info;
-    int r = elf_load(ram, k, len, &info, err);
+    int r = elf_check(ram, k, len, &info, err);
     if (r < 0)
         return r;
-    if (entry < info.low || entry >= info.high)
+    if (!elf_paddr_loaded(k, len, entry))
         return gw_error_set(err, ENOEXEC, "PVH entry 0x%x lies outside the loaded segments "
                             "(0x%llx-0x%llx)", entry, (unsigned long long)info.low,
                             (unsigned long long)info.high);
+    if ((r = elf_load(ram, k, len, &info, err)) < 0)
+        return r;
     if ((r = boot_place_cmdline(ram, in->cmdline, err)) < 0)
         return r;
     uint64_t initrd = 0, initrd_size = 0;

@@ -28,9 +28,9 @@
 
 static const uint8_t code[] = { 0x90, 0x90, 0xf4, 0xeb, 0xfd };
 
-/* A vmlinux-like ELF64: one PT_LOAD linked at KVIRT, loaded at KLOAD, entry
- * given as `entry`. `pad` bytes of zeros make it bigger. */
-static uint8_t *make_vmlinux(uint64_t entry, size_t pad, size_t *len)
+/* A vmlinux-like ELF64: one PT_LOAD linked at KVIRT, loaded at paddr,
+ * entry given as `entry`. `pad` bytes of zeros make it bigger. */
+static uint8_t *make_vmlinux_at(uint64_t paddr, uint64_t entry, size_t pad, size_t *len)
 {
     size_t n = 4096 + sizeof(code) + pad;
     uint8_t *b = calloc(1, n);
@@ -47,13 +47,18 @@ static uint8_t *make_vmlinux(uint64_t entry, size_t pad, size_t *len)
     eh->e_phentsize = sizeof(Elf64_Phdr);
     eh->e_phnum = 1;
     Elf64_Phdr *ph = (Elf64_Phdr *)(b + sizeof(*eh));
-    *ph = (Elf64_Phdr){ .p_type = PT_LOAD, .p_offset = 4096, .p_vaddr = KVIRT, .p_paddr = KLOAD,
+    *ph = (Elf64_Phdr){ .p_type = PT_LOAD, .p_offset = 4096, .p_vaddr = KVIRT, .p_paddr = paddr,
                         .p_filesz = sizeof(code) + pad, .p_memsz = sizeof(code) + pad + 0x10000 };
     memcpy(b + 4096, code, sizeof(code));
     for (size_t i = 0; i < pad; i += 4096) /* some non-zero content */
         b[4096 + sizeof(code) + i] = (uint8_t)(i >> 12);
     *len = n;
     return b;
+}
+
+static uint8_t *make_vmlinux(uint64_t entry, size_t pad, size_t *len)
+{
+    return make_vmlinux_at(KLOAD, entry, pad, len);
 }
 
 /* Compress as the kernel's build does; returns a malloc'd buffer ending in
@@ -204,6 +209,56 @@ static void test_decompress_unknown(void **state)
     gw_error_init(&err);
     assert_true(decompress_payload(junk, 0, MiB, &out, &olen, &err) < 0);
     assert_null(out);
+}
+
+/* The cap is the number of bytes of output: exactly max_out is accepted
+ * (it used to need 1 MiB of headroom, 8 MiB for lz4, so that a small cap
+ * refused every payload), one byte more is not. */
+static void test_decompress_cap_exact(void **state)
+{
+    size_t vlen;
+    uint8_t *v = make_vmlinux(KLOAD, 4096, &vlen);
+    for (size_t f = 0; f < sizeof(formats) / sizeof(formats[0]); f++) {
+        size_t plen;
+        uint8_t *p = compress_as(formats[f], v, vlen, &plen);
+        size_t in_len = plen - (strcmp(formats[f], "none") ? 0 : 4);
+        struct gw_error err;
+        uint8_t *out = NULL;
+        size_t olen = 0;
+        gw_error_init(&err);
+        if (decompress_payload(p, in_len, vlen, &out, &olen, &err) < 0)
+            fail_msg("%s with a cap of its size: %s", formats[f], err.msg);
+        assert_int_equal(olen, vlen);
+        assert_memory_equal(out, v, vlen);
+        free(out);
+        out = NULL;
+        gw_error_init(&err);
+        int r = decompress_payload(p, in_len, vlen - 1, &out, &olen, &err);
+        if (r != -EFBIG)
+            fail_msg("%s with a cap one byte short: %d (%zu bytes)", formats[f], r, olen);
+        assert_null(out);
+        if (!strstr(err.msg, formats[f]) || !strstr(err.msg, "more than"))
+            fail_msg("%s: \"%s\"", formats[f], err.msg);
+        free(p);
+    }
+    free(v);
+}
+
+/* An lzma header asking for a 1 GiB dictionary: refused for that, not as
+ * "corrupt data". */
+static void test_decompress_lzma_dictionary(void **state)
+{
+    uint8_t lz[64] = { 0x5d, 0x00, 0x00, 0x00, 0x40 }; /* props, dict 1 GiB */
+    memset(lz + 5, 0xff, 8);                            /* size unknown */
+    struct gw_error err;
+    uint8_t *out = NULL;
+    size_t olen;
+    gw_error_init(&err);
+    assert_string_equal(decompress_format(lz, sizeof(lz)), "lzma");
+    assert_true(decompress_payload(lz, sizeof(lz), 64 * MiB, &out, &olen, &err) < 0);
+    assert_null(out);
+    if (!strstr(err.msg, "memory") || strstr(err.msg, "corrupt"))
+        fail_msg("\"%s\"", err.msg);
 }
 
 /* ---- synthetic bzImage ---- */
@@ -528,6 +583,96 @@ static void test_reject_bad_images(void **state)
 #undef EXPECT
 }
 
+/* A header that ends before init_size (0x264): the loader would use
+ * bytes the zero page does not carry. */
+static void test_reject_short_header(void **state)
+{
+    size_t len;
+    uint8_t *k = make_compressed_bzimage("gzip", KLOAD, &len);
+    struct bzimage_info bi;
+    struct gw_error err;
+    k[BZ_JUMP + 1] = 0x4e; /* ends at 0x250, after payload_length */
+    gw_error_init(&err);
+    assert_int_equal(bzimage_parse(k, len, &bi, &err), -ENOEXEC);
+    assert_non_null(strstr(err.msg, "setup header"));
+    k[BZ_JUMP + 1] = 0x62; /* 0x264: init_size inside */
+    gw_error_init(&err);
+    if (bzimage_parse(k, len, &bi, &err) < 0)
+        fail_msg("%s", err.msg);
+    free(k);
+}
+
+static char *temp_initrd(size_t size)
+{
+    static char path[] = "/tmp/godwit-initrd-XXXXXX";
+    strcpy(path, "/tmp/godwit-initrd-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    uint8_t *data = malloc(size);
+    memset(data, 0x77, size);
+    assert_int_equal(write(fd, data, size), (ssize_t)size);
+    free(data);
+    close(fd);
+    return path;
+}
+
+/* A kernel loaded below 1 MiB with a small initrd_addr_max: the initrd
+ * went right under that limit, over the EBDA and the ACPI tables at
+ * 0xE0000 (written before the kernel is loaded). */
+static void test_initrd_never_below_1mib(void **state)
+{
+    struct ram_fixture *f = *state;
+    size_t vlen, plen, len;
+    uint8_t *v = make_vmlinux_at(0x20000, 0x20000, 0, &vlen);
+    uint8_t *p = compress_as("gzip", v, vlen, &plen);
+    uint8_t *k = make_bzimage(p, plen, 0x20f, &len);
+    uint32_t zero = 0, max = 0x17ffff;
+    memcpy(k + BZ_INIT_SIZE, &zero, 4);
+    memcpy(k + BZ_INITRD_ADDR_MAX, &max, 4);
+    const char *initrd = temp_initrd(1 * MiB);
+    memset(f->ram.host + BOOT_EBDA_START, 0x5a, BOOT_HIGH_MEM_START - BOOT_EBDA_START);
+    assert_true(load(f, k, len, "", initrd) < 0);
+    assert_non_null(strstr(f->err.msg, "does not fit"));
+    assert_non_null(strstr(f->err.msg, "kernel's limit"));
+    for (uint64_t a = BOOT_EBDA_START; a < BOOT_HIGH_MEM_START; a++)
+        assert_int_equal(f->ram.host[a], 0x5a);
+    /* Room above 1 MiB under the limit: it goes there. */
+    max = 0x2fffff;
+    memcpy(k + BZ_INITRD_ADDR_MAX, &max, 4);
+    if (load(f, k, len, "", initrd) < 0)
+        fail_msg("%s", f->err.msg);
+    assert_int_equal(zp32(f, BZ_RAMDISK_IMAGE), 0x200000);
+    for (uint64_t a = BOOT_EBDA_START; a < BOOT_HIGH_MEM_START; a++)
+        assert_int_equal(f->ram.host[a], 0x5a);
+    unlink(initrd);
+    free(k);
+    free(p);
+    free(v);
+}
+
+/* A vmlinux in RAM above 4 GiB: the identity map the kernel starts on
+ * covers 4 GiB only, so it would fault on its first instruction. */
+static void test_reject_vmlinux_above_4g(void **state)
+{
+    struct guest_ram ram;
+    struct gw_error err;
+    gw_error_init(&err);
+    if (guest_ram_init(&ram, 3 * 1024 * MiB + 64 * MiB, "t", &err) < 0)
+        fail_msg("%s", err.msg);
+    size_t vlen, plen, len;
+    uint8_t *v = make_vmlinux_at(1ULL << 32, 1ULL << 32, 0, &vlen);
+    uint8_t *p = compress_as("gzip", v, vlen, &plen);
+    uint8_t *k = make_bzimage(p, plen, 0x20f, &len);
+    struct boot_input in = { .kernel_buf = k, .kernel_len = len };
+    struct boot_result res;
+    assert_int_equal(boot_load(&ram, &in, &res, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "above the 4 GiB"));
+    guest_ram_fini(&ram);
+    free(k);
+    free(p);
+    free(v);
+}
+
 int main(void)
 {
     gw_log_set_level(GW_LOG_ERROR);
@@ -535,11 +680,16 @@ int main(void)
         cmocka_unit_test(test_decompress_each_format),
         cmocka_unit_test(test_decompress_lz4_multiblock),
         cmocka_unit_test(test_decompress_unknown),
+        cmocka_unit_test(test_decompress_cap_exact),
+        cmocka_unit_test(test_decompress_lzma_dictionary),
+        cmocka_unit_test(test_reject_short_header),
+        cmocka_unit_test(test_reject_vmlinux_above_4g),
         cmocka_unit_test(test_parse_header),
         cmocka_unit_test_setup_teardown(test_load_each_format, setup, teardown),
         cmocka_unit_test_setup_teardown(test_entry_virtual, setup, teardown),
         cmocka_unit_test_setup_teardown(test_initrd_placement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reject_bad_images, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_initrd_never_below_1mib, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,9 +8,11 @@
 #include <cmocka.h>
 #include <elf.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "boot/boot.h"
@@ -392,6 +394,179 @@ static void test_reject_initrd_and_cmdline(void **state)
     free(cmd);
 }
 
+/* An ELF64 with the given program headers (after the ELF header) and
+ * entry; the caller fills the bytes they point at. */
+static void make_elf_phdrs(uint8_t *img, size_t cap, const Elf64_Phdr *ph, unsigned n,
+                           uint64_t entry)
+{
+    memset(img, 0, cap);
+    Elf64_Ehdr *eh = (Elf64_Ehdr *)img;
+    memcpy(eh->e_ident, ELFMAG, SELFMAG);
+    eh->e_ident[EI_CLASS] = ELFCLASS64;
+    eh->e_ident[EI_DATA] = ELFDATA2LSB;
+    eh->e_ident[EI_VERSION] = EV_CURRENT;
+    eh->e_type = ET_EXEC;
+    eh->e_machine = EM_X86_64;
+    eh->e_entry = entry;
+    eh->e_phoff = sizeof(*eh);
+    eh->e_ehsize = sizeof(*eh);
+    eh->e_phentsize = sizeof(Elf64_Phdr);
+    eh->e_phnum = (uint16_t)n;
+    assert_true(sizeof(*eh) + n * sizeof(*ph) <= cap);
+    memcpy(img + sizeof(*eh), ph, n * sizeof(*ph));
+}
+
+static int load_image(struct fixture *f, const uint8_t *img, size_t len)
+{
+    struct boot_input in = { .kernel_buf = img, .kernel_len = len };
+    gw_error_init(&f->err);
+    return boot_load(&f->ram, &in, &f->res, &f->err);
+}
+
+/* `nnote` PT_NOTE headers each over the same 100 empty notes, then one
+ * with the Xen entry note. Before the note budget, every header walked the
+ * whole region again: a file of many headers over a large note region took
+ * headers x size (hours for a 100 MiB file with 65535 section headers). */
+static size_t make_many_notes(uint8_t *img, size_t cap, unsigned nnote)
+{
+    enum { EMPTY_OFF = 0x4000, EMPTY_LEN = 100 * 12, XEN_OFF = 0x5000, CODE = 0x6000 };
+    Elf64_Phdr ph[260];
+    assert_true(nnote + 2 <= 260);
+    ph[0] = (Elf64_Phdr){ .p_type = PT_LOAD, .p_offset = CODE, .p_vaddr = 0x100000,
+                          .p_paddr = 0x100000, .p_filesz = sizeof(code), .p_memsz = sizeof(code) };
+    for (unsigned i = 0; i < nnote; i++)
+        ph[1 + i] = (Elf64_Phdr){ .p_type = PT_NOTE, .p_offset = EMPTY_OFF, .p_filesz = EMPTY_LEN };
+    ph[1 + nnote] = (Elf64_Phdr){ .p_type = PT_NOTE, .p_offset = XEN_OFF, .p_filesz = 20 };
+    make_elf_phdrs(img, cap, ph, nnote + 2, 0x100000);
+    uint32_t hdr[3] = { 4, 4, XEN_ELFNOTE_PHYS32_ENTRY }, entry = 0x100000;
+    memcpy(img + XEN_OFF, hdr, 12);
+    memcpy(img + XEN_OFF + 12, "Xen", 4);
+    memcpy(img + XEN_OFF + 16, &entry, 4);
+    memcpy(img + CODE, code, sizeof(code));
+    return CODE + sizeof(code);
+}
+
+static void test_note_walk_bounded(void **state)
+{
+    struct fixture *f = *state;
+    static uint8_t img[0x8000];
+    size_t len = make_many_notes(img, sizeof(img), 10); /* 1,000 notes first: found */
+    if (load_image(f, img, len) < 0)
+        fail_msg("%s", f->err.msg);
+    assert_int_equal(f->res.regs.rip, 0x100000);
+    len = make_many_notes(img, sizeof(img), 250);       /* 25,000 notes first: refused */
+    assert_true(load_image(f, img, len) < 0);
+    assert_non_null(strstr(f->err.msg, "no usable PVH entry note"));
+}
+
+static void test_reject_overlapping_segments(void **state)
+{
+    struct fixture *f = *state;
+    static uint8_t img[0x3000];
+    /* The second segment's bss would zero the first one's code. */
+    Elf64_Phdr ph[3] = {
+        { .p_type = PT_LOAD, .p_offset = 0x2000, .p_paddr = 0x200000, .p_filesz = sizeof(code),
+          .p_memsz = sizeof(code) },
+        { .p_type = PT_LOAD, .p_offset = 0x2000, .p_paddr = 0x1ff000, .p_filesz = 0,
+          .p_memsz = 0x1002 },
+        { .p_type = PT_NOTE, .p_offset = NOTE_OFF, .p_filesz = 20 },
+    };
+    make_elf_phdrs(img, sizeof(img), ph, 3, 0x200000);
+    put_note(img, &(struct elf_opts){ .entry = 0x200000 });
+    memcpy(img + 0x2000, code, sizeof(code));
+    assert_true(load_image(f, img, sizeof(img)) < 0);
+    assert_non_null(strstr(f->err.msg, "overlap"));
+    /* Touching, not overlapping: loaded. */
+    ph[1].p_memsz = 0x1000;
+    make_elf_phdrs(img, sizeof(img), ph, 3, 0x200000);
+    put_note(img, &(struct elf_opts){ .entry = 0x200000 });
+    memcpy(img + 0x2000, code, sizeof(code));
+    if (load_image(f, img, sizeof(img)) < 0)
+        fail_msg("%s", f->err.msg);
+    assert_memory_equal(f->ram.host + 0x200000, code, sizeof(code));
+}
+
+static void test_entry_checked_before_writing(void **state)
+{
+    struct fixture *f = *state;
+    /* Refused for its entry: guest RAM as it was. */
+    memset(f->ram.host + 0x100000, 0xee, 0x1000);
+    size_t len = make_elf(f->img, &(struct elf_opts){ .paddr = 0x100000, .entry = 0x300000,
+                                                      .note = true });
+    expect_fail(f, len, "outside the loaded segments");
+    for (size_t i = 0; i < 0x1000; i++)
+        assert_int_equal(f->ram.host[0x100000 + i], 0xee);
+}
+
+/* An entry in the gap between two segments is outside them too (it was
+ * checked against the span from the lowest to the highest). */
+static void test_entry_in_gap(void **state)
+{
+    struct fixture *f = *state;
+    static uint8_t img[0x3000];
+    memset(f->ram.host + 0x100000, 0xee, 0x1000);
+    Elf64_Phdr ph[3] = {
+        { .p_type = PT_LOAD, .p_offset = 0x2000, .p_paddr = 0x100000, .p_filesz = sizeof(code),
+          .p_memsz = sizeof(code) },
+        { .p_type = PT_LOAD, .p_offset = 0x2000, .p_paddr = 0x300000, .p_filesz = sizeof(code),
+          .p_memsz = sizeof(code) },
+        { .p_type = PT_NOTE, .p_offset = NOTE_OFF, .p_filesz = 20 },
+    };
+    make_elf_phdrs(img, sizeof(img), ph, 3, 0x200000);
+    put_note(img, &(struct elf_opts){ .entry = 0x200000 });
+    memcpy(img + 0x2000, code, sizeof(code));
+    assert_true(load_image(f, img, sizeof(img)) < 0);
+    assert_non_null(strstr(f->err.msg, "outside the loaded segments"));
+    for (size_t i = 0; i < 0x1000; i++)
+        assert_int_equal(f->ram.host[0x100000 + i], 0xee);
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "boot_load waited on a FIFO\n";
+    if (write(2, msg, sizeof(msg) - 1) < 0)
+        _exit(3);
+    _exit(2);
+}
+
+static void test_reject_fifo(void **state)
+{
+    struct fixture *f = *state;
+    size_t len = make_elf(f->img, &(struct elf_opts){ .paddr = 0x100000, .entry = 0x100000,
+                                                      .note = true });
+    char fifo[128];
+    snprintf(fifo, sizeof(fifo), "%s/fifo", f->dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    /* Refused at once, not waiting for a writer that never comes. */
+    signal(SIGALRM, on_alarm);
+    alarm(10);
+    struct boot_input in = { .kernel_buf = f->img, .kernel_len = len, .initrd_path = fifo };
+    gw_error_init(&f->err);
+    assert_true(boot_load(&f->ram, &in, &f->res, &f->err) < 0);
+    assert_non_null(strstr(f->err.msg, "not a regular file"));
+    in = (struct boot_input){ .kernel_path = fifo };
+    gw_error_init(&f->err);
+    assert_true(boot_load(&f->ram, &in, &f->res, &f->err) < 0);
+    assert_non_null(strstr(f->err.msg, "not a regular file"));
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
+}
+
+/* An empty initrd says so (it was "does not fit in guest RAM"). */
+static void test_reject_empty_initrd(void **state)
+{
+    struct fixture *f = *state;
+    size_t len = make_elf(f->img, &(struct elf_opts){ .paddr = 0x100000, .entry = 0x100000,
+                                                      .note = true });
+    struct boot_input in = { .kernel_buf = f->img, .kernel_len = len,
+                             .initrd_path = write_file(f, "empty", "", 0) };
+    gw_error_init(&f->err);
+    assert_int_equal(boot_load(&f->ram, &in, &f->res, &f->err), -EINVAL);
+    assert_non_null(strstr(f->err.msg, "initrd"));
+    assert_non_null(strstr(f->err.msg, "is empty"));
+}
+
 int main(void)
 {
     gw_log_set_level(GW_LOG_ERROR);
@@ -404,6 +579,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reject_bad_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reject_placement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reject_initrd_and_cmdline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_note_walk_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reject_overlapping_segments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_entry_checked_before_writing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_entry_in_gap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reject_empty_initrd, setup, teardown),
+        /* last: without O_NONBLOCK it ends the process */
+        cmocka_unit_test_setup_teardown(test_reject_fifo, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
