@@ -98,21 +98,38 @@ int machine_boot(struct machine *m, struct gw_error *err)
     return enter(m, &res, err);
 }
 
+/* A reset that failed once the vCPUs were parked: its devices, vCPUs or
+ * RAM may be half reset (the kernel is read again from its file, which may
+ * be gone or changed), so the guest must not run on as if nothing
+ * happened, nor stay parked with its state saying "running": internal-error
+ * (STOP), from which system_reset is the way out, as after a KVM failure. */
+static int reset_failed(struct machine *m, struct gw_error *err)
+{
+    log_error("reset failed: %s; VM stopped (state internal-error)", err->msg);
+    struct gw_error e;
+    gw_error_init(&e);
+    if (machine_pause(m, RUNSTATE_INTERNAL_ERROR, &e) < 0)
+        log_error("after the failed reset: %s", e.msg);
+    return -err->code;
+}
+
 int machine_reset(struct machine *m, struct gw_error *err)
 {
     if (!machine_park_vcpus(m))
         return gw_error_set(err, EAGAIN, "the VM's run state changed during the reset; "
                             "nothing was reset");
     int r = kvm_vm_reset_devices(&m->kvm);
-    if (r < 0)
-        return gw_error_set(err, -r, "resetting interrupt controllers: %s", strerror(-r));
+    if (r < 0) {
+        gw_error_set(err, -r, "resetting interrupt controllers: %s", strerror(-r));
+        return reset_failed(m, err);
+    }
     machine_devices_reset(m);
     for (unsigned i = 0; i < m->nr_vcpus; i++)
         if ((r = vcpu_reset(&m->vcpus[i], err)) < 0)
-            return r;
+            return reset_failed(m, err);
     if (!m->cfg.incoming || m->cfg.kernel || m->cfg.test_guest) {
         if ((r = machine_boot(m, err)) < 0)
-            return r;
+            return reset_failed(m, err);
     }
     log_info("system reset");
     if (m->ops && m->ops->event)

@@ -6,15 +6,18 @@ mid-command, stop/cont with STOP/RESUME events, system_reset with RESET,
 pmemsave (a refused one leaves its file as it was), migration knobs out of
 range refused, quit with SHUTDOWN and exit status 0; a NUL character in a
 command name or argument refused; SIGTERM with SHUTDOWN
-{"reason": "host-signal"} delivered before the VMM exits."""
+{"reason": "host-signal"} delivered before the VMM exits. A reset whose
+kernel file is gone: internal-error, and a reset with the file back boots."""
 # timeout: 240
 import json
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 
-from godwit_test import QMP, QMPError, VMM, need_kvm, run_test, wait_until
+from godwit_test import BUILD, QMP, QMPError, VMM, need_kvm, run_test, wait_until
 
 
 def main():
@@ -120,6 +123,33 @@ def main():
         e = vm.qmp.wait_event("SHUTDOWN", 10)
         assert e["data"] == {"guest": False, "reason": "host-signal"}, e
         assert vm.wait_exit(10) == 0
+    reset_with_kernel_gone()
+
+
+def reset_with_kernel_gone():
+    """A reset reads the kernel again from its file: with the file gone it
+    fails, and the VM goes to internal-error (STOP), not parked with its
+    state still "running"; a reset with the file back boots it again."""
+    work = tempfile.mkdtemp(prefix="godwit-test-")
+    kernel = os.path.join(work, "guest.elf")
+    shutil.copy(os.path.join(BUILD, "guest", "test-guest.elf"), kernel)
+    with VMM("--kernel", kernel, memory=64, vcpus=1, test_guest=False) as vm:
+        vm.wait_serial("godwit-guest: booted", timeout=60)
+        q = vm.qmp
+        os.rename(kernel, kernel + ".away")
+        r = q.execute("system_reset")
+        assert "guest.elf" in r.get("error", {}).get("desc", ""), r
+        q.wait_event("STOP", 10)
+        assert vm.status() == "internal-error", vm.status()
+        r = q.execute("cont")
+        assert "error" in r, r
+        os.rename(kernel + ".away", kernel)
+        start = vm.serial_len()
+        q.cmd("system_reset")
+        q.wait_event("RESET", 10)
+        vm.wait_serial("godwit-guest: booted", timeout=60, start=start)
+        assert vm.status() == "running", vm.status()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 run_test(main)
