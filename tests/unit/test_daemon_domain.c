@@ -362,13 +362,19 @@ static char *read_text(const char *path)
 
 #define HAND "{\"name\": \"hand\", \"memory_mib\": 64, \"test_guest\": true}"
 
+/* A new state directory in dir (a mkdtemp template), made by store_init. */
+static void new_store(char *dir, struct gw_error *err)
+{
+    assert_non_null(mkdtemp(dir));
+    gw_error_init(err);
+    assert_int_equal(store_init(dir, err), 0);
+}
+
 static void test_store_trailing(void **state)
 {
     char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
-    assert_non_null(mkdtemp(dir));
     struct gw_error err;
-    gw_error_init(&err);
-    assert_int_equal(store_init(dir, &err), 0);
+    new_store(dir, &err);
 
     /* Definitions: the offset, line and column of what follows, and what it is. */
     assert_int_equal(store_path(dir, STORE_DEF, "junk", path, sizeof(path)), 0);
@@ -553,10 +559,8 @@ static void put_text(const char *path, const char *text, mode_t mode)
 static void test_store_remove_durable(void **state)
 {
     char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
-    assert_non_null(mkdtemp(dir));
     struct gw_error err;
-    gw_error_init(&err);
-    assert_int_equal(store_init(dir, &err), 0);
+    new_store(dir, &err);
     assert_int_equal(store_path(dir, STORE_DEF, "hand", path, sizeof(path)), 0);
     assert_int_equal(store_write_atomic(path, HAND, strlen(HAND), &err), 0);
     assert_int_equal(store_path(dir, STORE_STATUS, "hand", path, sizeof(path)), 0);
@@ -573,10 +577,8 @@ static void test_store_remove_durable(void **state)
 static void test_store_dir_sync_error(void **state)
 {
     char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
-    assert_non_null(mkdtemp(dir));
     struct gw_error err;
-    gw_error_init(&err);
-    assert_int_equal(store_init(dir, &err), 0);
+    new_store(dir, &err);
     assert_int_equal(store_path(dir, STORE_STATUS, "a", path, sizeof(path)), 0);
     fail_dir_sync = true;
     int r = store_write_atomic(path, "{}", 2, &err);
@@ -684,10 +686,8 @@ static bool whole(const char *path)
 static void test_store_concurrent_writers(void **state)
 {
     char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
-    assert_non_null(mkdtemp(dir));
     struct gw_error err;
-    gw_error_init(&err);
-    assert_int_equal(store_init(dir, &err), 0);
+    new_store(dir, &err);
     assert_int_equal(store_path(dir, STORE_STATUS, "a", path, sizeof(path)), 0);
     pid_t a = fork();
     if (a == 0)
@@ -714,10 +714,8 @@ static void test_store_concurrent_writers(void **state)
 static void test_store_name_mismatch(void **state)
 {
     char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
-    assert_non_null(mkdtemp(dir));
     struct gw_error err;
-    gw_error_init(&err);
-    assert_int_equal(store_init(dir, &err), 0);
+    new_store(dir, &err);
     const char *other = "{\"name\": \"hand\", \"uuid\": \"0d0c0b0a-1111-4222-8333-444455556666\","
                         " \"memory_mib\": 64, \"test_guest\": true}\n";
     const char *own = "{\"name\": \"hand\", \"uuid\": \"0d0c0b0a-1111-4222-8333-444455556667\","
@@ -739,10 +737,8 @@ static void test_store_name_mismatch(void **state)
 static void test_store_fifo(void **state)
 {
     char dir[] = "/tmp/godwit-store-XXXXXX", path[PATH_MAX];
-    assert_non_null(mkdtemp(dir));
     struct gw_error err;
-    gw_error_init(&err);
-    assert_int_equal(store_init(dir, &err), 0);
+    new_store(dir, &err);
     assert_int_equal(store_path(dir, STORE_DEF, "pipe", path, sizeof(path)), 0);
     assert_int_equal(mkfifo(path, 0600), 0);
     assert_int_equal(store_path(dir, STORE_DEF, "hand", path, sizeof(path)), 0);
