@@ -70,6 +70,7 @@ static const char *const job_names[] = {
     [DOM_JOB_MODIFY] = "modify",
     [DOM_JOB_MIGRATION_OUT] = "migration out",
     [DOM_JOB_MIGRATION_IN] = "migration in",
+    [DOM_JOB_UNREADABLE] = "unreadable migration record",
 };
 
 _Static_assert(ARRAY_SIZE(state_names) == DOM_STATE__COUNT, "state names");
@@ -123,6 +124,12 @@ int dom_job_check(enum dom_job held, const char *name, const char *what, struct 
         return 0;
     case DOM_JOB_MODIFY:
         return -EAGAIN;
+    case DOM_JOB_UNREADABLE:
+        return gw_error_set(err, EBUSY,
+                            "cannot %s domain '%s': its migration job file could not be read at "
+                            "start (the daemon's log says why), and it may say that the guest "
+                            "runs on another host; repair or remove STATE/jobs/UUID.json, then "
+                            "restart the daemon", what, name);
     default:
         return gw_error_set(err, EBUSY,
                             "cannot %s domain '%s': a %s job is running on it "

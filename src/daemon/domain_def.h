@@ -160,6 +160,8 @@ enum dom_job {
     DOM_JOB_MODIFY,         /* a synchronous lifecycle operation (start, destroy, ...) */
     DOM_JOB_MIGRATION_OUT,  /* asynchronous: held from Begin to Confirm */
     DOM_JOB_MIGRATION_IN,   /* asynchronous: held from Prepare to Finish */
+    DOM_JOB_UNREADABLE,     /* its migration job file could not be read at start: held until a
+                             * restart reads it (it may say the guest is elsewhere) */
     DOM_JOB__COUNT,
 };
 const char *dom_job_name(enum dom_job j);

@@ -286,12 +286,33 @@ static struct mig_run *restore(struct daemon *dm, struct domain *dom, const stru
     return run;
 }
 
+/* A job file that cannot be read may be the record that the guest was
+ * handed over (the only copy may be on the other host): its domain (the
+ * file is named after its uuid) refuses every operation until a restart
+ * reads the file, repaired or removed by the operator. */
+static void hold_unreadable(struct daemon *dm, const char *path, const struct gw_error *why)
+{
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    char uuid[DOM_UUID_LEN + 1];
+    snprintf(uuid, sizeof(uuid), "%s", base);
+    pthread_mutex_lock(&dm->lock);
+    struct domain *dom = strlen(base) == DOM_UUID_LEN + 5 ? daemon_find_domain_uuid(dm, uuid) : NULL;
+    if (dom && dom->job == DOM_JOB_NONE)
+        dom->job = DOM_JOB_UNREADABLE;
+    pthread_mutex_unlock(&dm->lock);
+    if (dom)
+        log_error("job file %s cannot be read: %s; domain '%s' is held (every operation refused) "
+                  "until a restart reads it: repair or remove it", path, why->msg, dom->def.name);
+    else
+        log_error("job file %s cannot be read: %s; kept as it is", path, why->msg);
+}
+
 static int recover_job(const struct job *j, const char *path, const struct gw_error *load_err,
                        void *opaque)
 {
     struct daemon *dm = opaque;
     if (load_err) {
-        log_error("ignoring job file %s: %s", path, load_err->msg);
+        hold_unreadable(dm, path, load_err);
         return 0;
     }
     struct src_job s = { .dm = dm };

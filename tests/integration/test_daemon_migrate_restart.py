@@ -4,7 +4,9 @@
     saved job (phase perform), resumes the guest and tells the destination,
     which discards its copy: the guest runs on the source only; first
     restarted once with the domain's definition damaged: the job file is
-    kept (it was dropped), and the restart after the repair recovers it;
+    kept (it was dropped); then with the job file damaged: the domain is
+    held, destroy/resume/start refused (it was free to be resumed or
+    destroyed); the restart after the repair recovers the job;
   - the same during the first pass of a hybrid migration (phase
     perform-postcopy: its VMM could switch by itself, but had not);
   - the destination daemon killed during Perform and restarted: it kills
@@ -93,6 +95,19 @@ def source_restart(h, a, b):
     a.stop(signal.SIGKILL)
     with open(def_file, "w") as f:
         f.write(good)
+    # the job file damaged: the domain is held, every operation refused
+    job_file = os.path.join(a.state, "jobs", job[0])
+    with open(job_file) as f:
+        record = f.read()
+    with open(job_file, "a") as f:
+        f.write("damaged")
+    h.restart(a)
+    for verb in ("destroy", "resume", "start"):
+        r = a.run(verb, "vm1", check=False)
+        assert r.rc == 1 and "job file could not be read" in r.err, (verb, r)
+    a.stop(signal.SIGKILL)
+    with open(job_file, "w") as f:
+        f.write(record)
     h.restart(a)
     finish_proc(p, 120)
     log = a.log_text()
