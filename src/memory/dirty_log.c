@@ -180,6 +180,10 @@ int dirty_log_start(struct dirty_log *dl, struct gw_error *err)
     dl->active = true;
     if (set_slot_flags(dl, true, err) < 0) {
         dl->active = false;
+        /* The slots before the one refused log already: switched back,
+         * or they would log (KVM splitting their huge pages, trapping
+         * first writes) until the next start and stop. */
+        set_slot_flags(dl, false, NULL);
         return -err->code;
     }
     return 0;

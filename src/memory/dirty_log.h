@@ -33,8 +33,11 @@ struct dirty_log {
 int dirty_log_init(struct dirty_log *dl, int vm_fd, const struct guest_ram *ram,
                    bool manual_protect, struct gw_error *err);
 void dirty_log_fini(struct dirty_log *dl);
-/* Turn KVM logging on for every RAM slot; the first sync after start
- * reports what was written since. */
+/* Turn KVM logging on for every RAM slot. The first sync or fetch after
+ * start reports what was written since, except where KVM was given
+ * KVM_DIRTY_LOG_INITIALLY_SET (kvm_vm.c asks for it where offered): there
+ * every page of the guest starts dirty and unprotected, and stays so until
+ * it is protected (dirty_log_sync or dirty_log_protect). */
 int dirty_log_start(struct dirty_log *dl, struct gw_error *err);
 int dirty_log_stop(struct dirty_log *dl, struct gw_error *err);
 /* OR pages dirtied since the last sync into `out` (npages bits) and

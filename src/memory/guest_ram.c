@@ -179,60 +179,111 @@ static int read_remote(const struct guest_ram *ram, struct iovec *runs, unsigned
 #define PAGEMAP_WINDOW  512
 
 /* pagemap entries for PAGEMAP_WINDOW pages from `first` (a virtual page
- * number), read once for all the runs of a batch that fall inside: a batch
- * of scattered pages costs one read, not one per run. */
+ * number), read once for all the pages of a batch that fall inside: a
+ * batch of scattered pages costs one read, not one per run. */
 struct pagemap_window {
     uint64_t first, count;
     uint64_t ent[PAGEMAP_WINDOW];
 };
 
-/* Whether every page of the run is mapped in this process (the present bit
- * of /proc/self/pagemap): the pages a vCPU touched are (KVM maps them
- * through our mapping), those only written with pwrite (an incoming
- * migration) are not. */
+/* Whether the page at virtual page number vpn is mapped in this process
+ * (the present bit of /proc/self/pagemap): the pages a vCPU touched are
+ * (KVM maps them through our mapping), those only written with pwrite (an
+ * incoming migration) are not. */
+static bool page_mapped(const struct guest_ram *ram, struct pagemap_window *w, uint64_t vpn)
+{
+    if (ram->pagemap_fd < 0)
+        return false;
+    if (vpn < w->first || vpn >= w->first + w->count) {
+        ssize_t r = pread(ram->pagemap_fd, w->ent, sizeof(w->ent), (off_t)(vpn * 8));
+        if (r < 8)
+            return false;
+        w->first = vpn;
+        w->count = (uint64_t)r / 8;
+    }
+    return (w->ent[vpn - w->first] & PAGEMAP_PRESENT) != 0;
+}
+
+/* Whether every page of the run is mapped in this process. */
 static bool run_mapped(const struct guest_ram *ram, struct pagemap_window *w,
                        const struct iovec *run)
 {
     uint64_t vpn = (uint64_t)(uintptr_t)run->iov_base / GUEST_PAGE_SIZE;
     uint64_t end = vpn + run->iov_len / GUEST_PAGE_SIZE;
-    if (ram->pagemap_fd < 0)
-        return false;
-    for (; vpn < end; vpn++) {
-        if (vpn < w->first || vpn >= w->first + w->count) {
-            ssize_t r = pread(ram->pagemap_fd, w->ent, sizeof(w->ent), (off_t)(vpn * 8));
-            if (r < 8)
-                return false;
-            w->first = vpn;
-            w->count = (uint64_t)r / 8;
-        }
-        if (!(w->ent[vpn - w->first] & PAGEMAP_PRESENT))
+    for (; vpn < end; vpn++)
+        if (!page_mapped(ram, w, vpn))
             return false;
-    }
     return true;
+}
+
+/* How a page is read. */
+enum page_kind {
+    PAGE_MAPPED, /* mapped here: copied directly */
+    PAGE_DATA,   /* held by the memfd (or swapped out), not mapped: read by the kernel */
+    PAGE_HOLE,   /* never written: zeros, and left a hole */
+};
+
+/* What was last learnt of the memfd: bytes [start, end) are all data, or
+ * all hole. A batch's pages mostly go upward, so a few lseeks serve it. */
+struct page_probe {
+    struct pagemap_window pm;
+    uint64_t start, end;
+    bool data;
+};
+
+/* Whether the memfd holds data at `off`: SEEK_DATA counts pages in memory
+ * and pages swapped out alike (mincore would take the latter for holes). */
+static bool offset_has_data(const struct guest_ram *ram, struct page_probe *p, uint64_t off)
+{
+    if (off >= p->start && off < p->end)
+        return p->data;
+    off_t d = lseek(ram->memfd, (off_t)off, SEEK_DATA);
+    if (d < 0 && errno != ENXIO)
+        return true; /* cannot tell: read it through the kernel */
+    p->start = off;
+    if (d < 0 || (uint64_t)d > off) { /* ENXIO: no data from off on */
+        p->end = d < 0 ? ram->size : (uint64_t)d;
+        p->data = false;
+        return false;
+    }
+    off_t h = lseek(ram->memfd, (off_t)off, SEEK_HOLE);
+    p->end = h > (off_t)off ? (uint64_t)h : off + GUEST_PAGE_SIZE;
+    p->data = true;
+    return true;
+}
+
+static enum page_kind page_kind(const struct guest_ram *ram, struct page_probe *p, uint64_t idx)
+{
+    uint64_t vpn = (uint64_t)(uintptr_t)ram->host / GUEST_PAGE_SIZE + idx;
+    if (page_mapped(ram, &p->pm, vpn))
+        return PAGE_MAPPED;
+    return offset_has_data(ram, p, idx * GUEST_PAGE_SIZE) ? PAGE_DATA : PAGE_HOLE;
 }
 
 /* Runs mapped here are copied directly, the others through the kernel
  * (a fault per page on our mapping costs more than that). On an idle 1 GiB
  * guest (destination preallocated) this took the migration from 400-600
- * to 352-440 ms (three runs each, interleaved). A page unmapped between
- * the check and the copy only costs a fault. */
-static int read_runs(const struct guest_ram *ram, struct iovec *runs, unsigned nruns, uint8_t *out,
-                     struct gw_error *err)
+ * to 352-440 ms (three runs each, interleaved). Holes are zeros: read
+ * through the kernel they would be allocated, in the memfd and in this
+ * mapping. A page unmapped between the check and the copy only costs a
+ * fault; a hole written after the check is read as zeros, and that write
+ * is in the dirty log (the caller protected the page before reading it). */
+static int read_runs(const struct guest_ram *ram, struct iovec *runs, const uint8_t *kind,
+                     unsigned nruns, uint8_t *out, struct gw_error *err)
 {
-    struct pagemap_window w = { 0, 0, { 0 } };
-    bool mapped[READ_MAX_RUNS];
-    for (unsigned i = 0; i < nruns; i++)
-        mapped[i] = run_mapped(ram, &w, &runs[i]);
     for (unsigned i = 0; i < nruns;) {
-        if (mapped[i]) {
-            memcpy(out, runs[i].iov_base, runs[i].iov_len);
+        if (kind[i] != PAGE_DATA) {
+            if (kind[i] == PAGE_MAPPED)
+                memcpy(out, runs[i].iov_base, runs[i].iov_len);
+            else
+                memset(out, 0, runs[i].iov_len);
             out += runs[i].iov_len;
             i++;
             continue;
         }
         unsigned j = i;
         size_t b = 0;
-        while (j < nruns && !mapped[j])
+        while (j < nruns && kind[j] == PAGE_DATA)
             b += runs[j++].iov_len;
         int r = read_remote(ram, runs + i, j - i, out, b, err);
         if (r < 0)
@@ -267,31 +318,37 @@ int guest_ram_write(const struct guest_ram *ram, uint64_t off, const void *src, 
     return 0;
 }
 
+/* The pages go in runs of consecutive pages of one kind. */
 int guest_ram_read_pages(const struct guest_ram *ram, const uint64_t *idx, unsigned n, void *buf,
                          struct gw_error *err)
 {
     struct iovec runs[READ_MAX_RUNS];
+    uint8_t kind[READ_MAX_RUNS];
+    struct page_probe probe = { .start = 0, .end = 0 };
     unsigned nruns = 0;
     uint8_t *out = buf;
     size_t bytes = 0;
     for (unsigned i = 0; i < n; i++) {
         uint8_t *p = ram->host + idx[i] * GUEST_PAGE_SIZE;
-        if (nruns && (uint8_t *)runs[nruns - 1].iov_base + runs[nruns - 1].iov_len == p) {
+        uint8_t k = (uint8_t)page_kind(ram, &probe, idx[i]);
+        if (nruns && kind[nruns - 1] == k &&
+            (uint8_t *)runs[nruns - 1].iov_base + runs[nruns - 1].iov_len == p) {
             runs[nruns - 1].iov_len += GUEST_PAGE_SIZE;
         } else {
             if (nruns == READ_MAX_RUNS) {
-                int r = read_runs(ram, runs, nruns, out, err);
+                int r = read_runs(ram, runs, kind, nruns, out, err);
                 if (r < 0)
                     return r;
                 out += bytes;
                 nruns = 0;
                 bytes = 0;
             }
+            kind[nruns] = k;
             runs[nruns++] = (struct iovec){ p, GUEST_PAGE_SIZE };
         }
         bytes += GUEST_PAGE_SIZE;
     }
-    return nruns ? read_runs(ram, runs, nruns, out, err) : 0;
+    return nruns ? read_runs(ram, runs, kind, nruns, out, err) : 0;
 }
 
 int guest_ram_set_kvm_slots(const struct guest_ram *ram, int vm_fd, bool dirty_log,

@@ -87,8 +87,12 @@ bool guest_ram_gpa_to_offset(const struct guest_ram *ram, uint64_t gpa, uint64_t
  * the kernel copies through its own mapping (process_vm_readv; pread where
  * that is refused), so the VMM's mapping is not faulted in page by page: a
  * user page-table fault per 4 KiB made reading a guest's memory for
- * migration several times slower on our hosts (bench/precopy_bench.c). Indices must
- * be below size / GUEST_PAGE_SIZE. Returns 0 or -errno. */
+ * migration several times slower on our hosts (bench/precopy_bench.c).
+ * Pages the memfd has never held (holes: SEEK_DATA) read as zeros and stay
+ * holes, taking no memory. A page written during the call may be read
+ * before or after that write: callers track writes (dirty_log) and protect
+ * a page before they read it. Indices must be below size / GUEST_PAGE_SIZE.
+ * Returns 0 or -errno. */
 int guest_ram_read_pages(const struct guest_ram *ram, const uint64_t *idx, unsigned n, void *buf,
                          struct gw_error *err);
 /* Write len bytes at memfd offset off (whole pages, below size): copied

@@ -20,6 +20,14 @@
 #define MSR_CSTAR               0xc0000083
 #define MSR_SYSCALL_MASK        0xc0000084
 #define MSR_KERNEL_GS_BASE      0xc0000102
+#define MSR_IA32_CR_PAT         0x277
+#define MSR_KVM_SYSTEM_TIME     0x12
+#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
+#define MSR_KVM_ASYNC_PF_EN     0x4b564d02
+#define MSR_KVM_STEAL_TIME      0x4b564d03
+#define MSR_KVM_PV_EOI_EN       0x4b564d04
+#define MSR_KVM_POLL_CONTROL    0x4b564d05
+#define MSR_KVM_ASYNC_PF_INT    0x4b564d06
 #define MISC_ENABLE_FAST_STRING 0x1ULL
 
 #define CPUID_1_ECX_HYPERVISOR  (1u << 31)
@@ -120,6 +128,69 @@ static int setup_msrs(struct vcpu *vcpu, struct kvm_vm *vm, struct gw_error *err
     return 0;
 }
 
+/* The MSRs vcpu_reset puts back to their values at creation. KVM's
+ * paravirtual ones first: left as a guest set them, KVM goes on writing
+ * kvmclock and steal-time records, and reading the PV EOI flag, at
+ * guest-physical addresses that the next boot uses for something else,
+ * and injects asynchronous page faults into a guest that never asked for
+ * them (QEMU resets them too). The wall-clock MSRs are left out: writing
+ * one asks KVM to write the wall clock at that address. Then those the
+ * boot sets, and the PAT. */
+static const uint32_t reset_msrs[] = {
+    MSR_KVM_ASYNC_PF_EN, MSR_KVM_ASYNC_PF_INT, MSR_KVM_STEAL_TIME, MSR_KVM_PV_EOI_EN,
+    MSR_KVM_SYSTEM_TIME_NEW, MSR_KVM_SYSTEM_TIME, MSR_KVM_POLL_CONTROL,
+    MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP, MSR_STAR, MSR_LSTAR,
+    MSR_CSTAR, MSR_SYSCALL_MASK, MSR_KERNEL_GS_BASE, MSR_IA32_MISC_ENABLE, MSR_IA32_CR_PAT,
+};
+_Static_assert(sizeof(reset_msrs) / sizeof(reset_msrs[0]) <= VCPU_RESET_MAX_MSRS, "reset MSRs");
+
+/* Those of reset_msrs this KVM reads (one at a time: it stops at the
+ * first it cannot read); values read from KVM are ones it takes back. One
+ * it cannot read is not reset, as before. */
+static void capture_reset_msrs(struct vcpu *vcpu)
+{
+    struct vcpu_reset_state *s = &vcpu->reset;
+    s->nmsrs = 0;
+    for (size_t i = 0; i < sizeof(reset_msrs) / sizeof(reset_msrs[0]); i++) {
+        struct {
+            struct kvm_msrs hdr;
+            struct kvm_msr_entry e;
+        } m = { .hdr.nmsrs = 1, .e = { .index = reset_msrs[i] } };
+        if (ioctl(vcpu->fd, KVM_GET_MSRS, &m) == 1)
+            s->msrs[s->nmsrs++] = m.e;
+        else
+            log_debug("vCPU %u: MSR 0x%x not readable: not reset", vcpu->id, reset_msrs[i]);
+    }
+}
+
+/* One MSR back to `e`; a write KVM refuses is fine when the MSR holds
+ * that value already (KVM reads some MSRs that it lets be written only
+ * when the host has the feature: steal time without schedstats). */
+static int reset_msr(struct vcpu *vcpu, const struct kvm_msr_entry *e, struct gw_error *err)
+{
+    struct {
+        struct kvm_msrs hdr;
+        struct kvm_msr_entry e;
+    } m = { .hdr.nmsrs = 1, .e = *e };
+    int r = ioctl(vcpu->fd, KVM_SET_MSRS, &m);
+    if (r == 1)
+        return 0;
+    int e_set = r < 0 ? errno : EINVAL;
+    m.e.data = ~e->data;
+    if (ioctl(vcpu->fd, KVM_GET_MSRS, &m) == 1 && m.e.data == e->data)
+        return 0;
+    return gw_error_set(err, e_set, "vCPU %u: reset: MSR 0x%x: %s", vcpu->id, e->index,
+                        r < 0 ? strerror(e_set) : "KVM refused the value it had at creation");
+}
+
+static int reset_msrs_put(struct vcpu *vcpu, struct gw_error *err)
+{
+    for (unsigned i = 0; i < vcpu->reset.nmsrs; i++)
+        if (reset_msr(vcpu, &vcpu->reset.msrs[i], err) < 0)
+            return -err->code;
+    return 0;
+}
+
 static int capture_reset_state(struct vcpu *vcpu, struct gw_error *err)
 {
     struct vcpu_reset_state *s = &vcpu->reset;
@@ -133,6 +204,7 @@ static int capture_reset_state(struct vcpu *vcpu, struct gw_error *err)
         return gw_error_set(err, errno, "vCPU %u: reading power-on state: %s", vcpu->id,
                             strerror(errno));
     s->has_xcrs = ioctl(vcpu->fd, KVM_GET_XCRS, &s->xcrs) == 0;
+    capture_reset_msrs(vcpu);
     return 0;
 }
 
@@ -192,7 +264,7 @@ int vcpu_reset(struct vcpu *vcpu, struct gw_error *err)
         return gw_error_set(err, errno, "vCPU %u: reset: %s", vcpu->id, strerror(errno));
     if (s->has_xcrs && ioctl(vcpu->fd, KVM_SET_XCRS, &s->xcrs) < 0)
         return gw_error_set(err, errno, "vCPU %u: reset XCRs: %s", vcpu->id, strerror(errno));
-    return 0;
+    return reset_msrs_put(vcpu, err);
 }
 
 int vcpu_set_boot_state(struct vcpu *vcpu, const struct kvm_regs *regs,

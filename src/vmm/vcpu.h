@@ -15,6 +15,8 @@
 #include "vmm/cpu_model.h"
 #include "vmm/kvm_vm.h"
 
+#define VCPU_RESET_MAX_MSRS 32
+
 struct vcpu_reset_state {
     struct kvm_regs regs;
     struct kvm_sregs sregs;
@@ -25,6 +27,9 @@ struct vcpu_reset_state {
     struct kvm_debugregs debugregs;
     struct kvm_xcrs xcrs;
     bool has_xcrs;
+    /* MSRs a reset puts back (their values at creation): see vcpu.c */
+    unsigned nmsrs;
+    struct kvm_msr_entry msrs[VCPU_RESET_MAX_MSRS];
 };
 
 struct vcpu {
@@ -57,7 +62,10 @@ void vcpu_fini(struct vcpu *vcpu);
 /* Remember the CPU KVM now gives the vCPU (not running): this CPUID table
  * and the TSC rate KVM reports (-ENOMEM). */
 int vcpu_keep_cpu(struct vcpu *vcpu, const struct kvm_cpuid_entry2 *e, uint32_t n);
-/* Put the vCPU back to its power-on state (as captured at creation). */
+/* Put the vCPU back to its power-on state (as captured at creation),
+ * MSRs included: KVM's paravirtual ones above all, which a guest that set
+ * up kvmclock, steal time, PV EOI or asynchronous page faults would leave
+ * pointing into the memory the next boot uses. */
 int vcpu_reset(struct vcpu *vcpu, struct gw_error *err);
 /* Load boot entry registers (after vcpu_reset). sregs are applied over the
  * vCPU's current special registers by the caller's choice. */
