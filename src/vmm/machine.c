@@ -389,15 +389,25 @@ void machine_shutdown(struct machine *m, bool guest, const char *reason)
 
 /* Before parking (for a pause, a migration's state save, a reset), let KVM
  * finish an I/O instruction it handed us: re-entering with immediate_exit
- * completes it, so saved registers are past it and nothing is done twice. */
-static void complete_pending_io(struct vcpu *vcpu)
+ * completes it, so saved registers are past it and nothing is done twice.
+ * KVM may instead hand over the next part of the same instruction (an MMIO
+ * access split in two fragments) and stop again with a new I/O exit: that
+ * one is handled like any other and KVM entered again, until it returns
+ * without one (the instruction done, or interrupted as a rep string
+ * instruction may be). */
+static void complete_pending_io(struct machine *m, struct vcpu *vcpu)
 {
-    if (!vcpu->io_pending)
-        return;
-    vcpu->run->immediate_exit = 1;
-    ioctl(vcpu->fd, KVM_RUN, 0);
-    vcpu->run->immediate_exit = 0;
-    vcpu->io_pending = false;
+    while (vcpu->io_pending) {
+        vcpu->run->immediate_exit = 1;
+        int r = ioctl(vcpu->fd, KVM_RUN, 0);
+        vcpu->run->immediate_exit = 0;
+        vcpu->io_pending = r == 0 && (vcpu->run->exit_reason == KVM_EXIT_IO ||
+                                      vcpu->run->exit_reason == KVM_EXIT_MMIO);
+        if (vcpu->io_pending) {
+            vcpu->exits++;
+            machine_handle_exit(m, vcpu);
+        }
+    }
 }
 
 /* Wait until the vCPU may run; false when the thread must exit. */
@@ -407,7 +417,7 @@ static bool wait_for_run(struct machine *m, struct vcpu *vcpu)
     while (!m->vcpus_run && !m->vcpus_quit) {
         if (vcpu->io_pending) {
             pthread_mutex_unlock(&m->lock);
-            complete_pending_io(vcpu);
+            complete_pending_io(m, vcpu);
             pthread_mutex_lock(&m->lock);
             continue; /* re-check: the state may have changed meanwhile */
         }
