@@ -2,6 +2,7 @@
  * job slot, status persistence. Called with dm->lock held. */
 #define LOG_PREFIX "domain"
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,14 +47,21 @@ void domain_free(struct domain *dom)
     free(dom);
 }
 
-static bool all_digits(const char *s)
+/* A domain id as an operator types it: decimal digits only, in range
+ * (atoi took "4294967297" for 1), else -1. */
+static int parse_id(const char *s)
 {
+    long long v = 0;
     if (!*s)
-        return false;
-    for (; *s; s++)
+        return -1;
+    for (; *s; s++) {
         if (*s < '0' || *s > '9')
-            return false;
-    return true;
+            return -1;
+        v = v * 10 + (*s - '0');
+        if (v > INT_MAX)
+            return -1;
+    }
+    return (int)v;
 }
 
 struct domain *daemon_find_domain_uuid(struct daemon *dm, const char *uuid)
@@ -72,9 +80,10 @@ struct domain *daemon_find_domain(struct daemon *dm, const char *key)
     struct domain *byuuid = daemon_find_domain_uuid(dm, key);
     if (byuuid)
         return byuuid;
-    if (all_digits(key))
+    int id = parse_id(key);
+    if (id >= 0)
         for (struct domain *d = dm->domains; d; d = d->next)
-            if (d->id >= 0 && d->id == atoi(key))
+            if (d->id >= 0 && d->id == id)
                 return d;
     return NULL;
 }

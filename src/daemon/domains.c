@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -184,6 +185,19 @@ static struct json_object *summary(const struct domain *dom)
     return o;
 }
 
+/* virsh's order: active domains by id, then inactive ones by name (the
+ * daemon's list is newest first, and in directory order after a restart). */
+static int list_order(const void *pa, const void *pb)
+{
+    const struct domain *a = *(const struct domain *const *)pa, *b = *(const struct domain *const *)pb;
+    if (a->id >= 0 && b->id >= 0)
+        return (a->id > b->id) - (a->id < b->id);
+    if (a->id >= 0 || b->id >= 0)
+        return a->id >= 0 ? -1 : 1;
+    int c = strcasecmp(a->def.name, b->def.name);
+    return c ? c : strcmp(a->def.name, b->def.name);
+}
+
 static int h_list(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
                   struct json_object **ret, struct gw_error *err)
 {
@@ -193,10 +207,23 @@ static int h_list(struct daemon *dm, struct daemon_client *cl, struct json_objec
         return r;
     struct json_object *list = json_object_new_array();
     pthread_mutex_lock(&dm->lock);
+    size_t n = 0, i = 0;
+    for (struct domain *d = dm->domains; d; d = d->next)
+        n++;
+    struct domain **v = calloc(n ? n : 1, sizeof(*v));
+    if (!v) {
+        pthread_mutex_unlock(&dm->lock);
+        json_object_put(list);
+        return gw_error_set(err, ENOMEM, "out of memory");
+    }
     for (struct domain *d = dm->domains; d; d = d->next)
         if (all || dom_state_active(d->state))
-            json_object_array_add(list, summary(d));
+            v[i++] = d;
+    qsort(v, i, sizeof(*v), list_order);
+    for (size_t k = 0; k < i; k++)
+        json_object_array_add(list, summary(v[k]));
     pthread_mutex_unlock(&dm->lock);
+    free(v);
     *ret = json_object_new_object();
     json_object_object_add(*ret, "domains", list);
     return 0;

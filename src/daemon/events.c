@@ -21,6 +21,15 @@ struct event_bus {
     struct event_sub *subs;
 };
 
+bool event_type_known(const char *type)
+{
+    static const char *const types[] = { "lifecycle", "migration-iteration", "job-completed" };
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        if (strcmp(type, types[i]) == 0)
+            return true;
+    return false;
+}
+
 struct event_bus *event_bus_new(void)
 {
     struct event_bus *bus = calloc(1, sizeof(*bus));

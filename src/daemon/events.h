@@ -13,6 +13,7 @@
 #define GW_DAEMON_EVENTS_H
 
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 struct event_bus;
@@ -21,6 +22,11 @@ struct event_sub;
 /* ev is borrowed and must not be kept or serialised (json-c objects are
  * not thread-safe); text/len is its serialised form (borrowed: copy it). */
 typedef void (*event_deliver_fn)(void *opaque, struct json_object *ev, const char *text, size_t len);
+
+/* Whether type is an event type the daemon publishes ("lifecycle",
+ * "migration-iteration", "job-completed"): a subscription to another one
+ * (a misspelt --event) would wait for ever for nothing. */
+bool event_type_known(const char *type);
 
 struct event_bus *event_bus_new(void);
 void event_bus_free(struct event_bus *bus);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -27,6 +28,8 @@
 #define START_TIMEOUT_MS     20000
 #define DESTROY_TERM_MS      3000   /* SIGTERM, then SIGKILL */
 #define DESTROY_KILL_MS      10000
+#define EVENT_SYNC_MS        2000   /* suspend/resume: how long the monitor may take to see
+                                       the VMM's STOP/RESUME */
 
 /* ---- QMP on a domain ---- */
 
@@ -194,7 +197,10 @@ int domain_qmp(struct domain *dom, const char *cmd, struct json_object *args,
     if (!dom->qmp) {
         pthread_mutex_unlock(&dom->qmp_lock);
         json_object_put(args);
-        return gw_error_set(err, ENOTCONN, "Requested operation is not valid: domain is not running");
+        /* the monitor released it: the VMM is gone (OperationFailed, as virsh's
+         * "domain is no longer running") */
+        return gw_error_set(err, EIO, "operation failed: domain is no longer running (its VMM "
+                            "exited)");
     }
     int r = execute_locked(dom, cmd, args, ret, &qerr, &cerr);
     struct json_object *ev;
@@ -206,10 +212,14 @@ int domain_qmp(struct domain *dom, const char *cmd, struct json_object *args,
             *cls = qerr.cls;
         return gw_error_set(err, EIO, "%s", qerr.desc);
     }
+    /* The VMM failed, timed out or vanished: OperationFailed (EIO), whatever
+     * the connection's errno (ECONNRESET, EPIPE, EPROTO would be GenericError
+     * or ProtocolError, which is the control protocol's). */
+    int code = r == -ETIMEDOUT || r == -ENOMEM ? -r : EIO;
     if (r < 0 && cerr.code) /* the connection was lost */
-        return gw_error_set(err, r, "QMP command '%s' to the VMM failed: %s", cmd, cerr.msg);
+        return gw_error_set(err, code, "QMP command '%s' to the VMM failed: %s", cmd, cerr.msg);
     if (r < 0)
-        return gw_error_set(err, r, "QMP command '%s' to the VMM failed: %s", cmd, strerror(-r));
+        return gw_error_set(err, code, "QMP command '%s' to the VMM failed: %s", cmd, strerror(-r));
     return 0;
 }
 
@@ -267,12 +277,32 @@ int domain_connect_vmm(const char *qmp_path, const char *name, int pidfd, int ti
     return r;
 }
 
+static void *reap_when_gone(void *p)
+{
+    pid_t pid = (pid_t)(intptr_t)p;
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    return NULL;
+}
+
+/* A VMM whose start failed: SIGKILLed and reaped. One still exiting after
+ * DESTROY_KILL_MS (the teardown of a large guest's memory) is reaped by a
+ * thread of its own whenever it is gone: it stayed a zombie for good. */
 static void kill_and_reap(pid_t pid, int pidfd)
 {
-    kill(pid, SIGKILL);
-    vmm_wait_gone(pidfd, DESTROY_KILL_MS);
+    vmm_signal(pidfd, SIGKILL);
     int status;
-    vmm_reap(pid, &status);
+    if (vmm_wait_gone(pidfd, DESTROY_KILL_MS) && vmm_reap(pid, &status))
+        return;
+    log_warn("VMM %d is still exiting %d s after SIGKILL; it will be reaped once gone", (int)pid,
+             DESTROY_KILL_MS / 1000);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, reap_when_gone, (void *)(intptr_t)pid) != 0)
+        log_error("VMM %d: no thread to reap it: it will stay a zombie", (int)pid);
+    pthread_attr_destroy(&attr);
 }
 
 static int spawn(struct daemon *dm, struct domain *dom, bool incoming, pid_t *pid, int *pidfd,
@@ -349,8 +379,7 @@ static void sync_runstate(struct daemon *dm, struct domain *dom)
     json_object_put(ret);
 }
 
-static int spawn_and_attach(struct daemon *dm, struct domain *dom, bool incoming,
-                            struct gw_error *err)
+static int start_vmm(struct daemon *dm, struct domain *dom, bool incoming, struct gw_error *err)
 {
     pid_t pid;
     int pidfd = -1, cfd = -1;
@@ -410,6 +439,23 @@ static int spawn_and_attach(struct daemon *dm, struct domain *dom, bool incoming
     return r;
 }
 
+/* A start that failed on this host (the VMM binary, its files, the fork,
+ * the VMM exiting or not answering): OperationFailed, whatever errno the
+ * failing call gave: ENOENT (a serial log in a directory that does not
+ * exist, no VMM binary) is not NoDomain, EACCES not PermissionDenied,
+ * EPROTO not ProtocolError (those classes are about the request). */
+static int spawn_and_attach(struct daemon *dm, struct domain *dom, bool incoming,
+                            struct gw_error *err)
+{
+    int r = start_vmm(dm, dom, incoming, err);
+    if (r < 0 && r != -ETIMEDOUT && r != -ENOMEM) {
+        if (err && err->code)
+            err->code = EIO;
+        r = -EIO;
+    }
+    return r;
+}
+
 int domain_spawn_and_attach(struct daemon *dm, struct domain *dom, struct gw_error *err)
 {
     return spawn_and_attach(dm, dom, false, err);
@@ -448,6 +494,22 @@ static int not_running(struct domain *dom, struct gw_error *err)
                         dom->def.name);
 }
 
+/* The VMM's STOP or RESUME comes on the monitor's connection, apart from
+ * the reply on the command connection, and may be read after it: a
+ * suspend or resume that set the state from the reply alone left its
+ * event to come later, after the next operation (a STOP handled after the
+ * resume that followed paused the domain again, with a second pair of
+ * events; the user's pause reason stayed for a later STOP of the VMM's
+ * own). So wait, bounded, for the monitor to move the domain out of
+ * state `from` (it handles the events in the VMM's order). dm->lock held,
+ * the job slot ours. */
+static void wait_monitor_leaves(struct daemon *dm, struct domain *dom, enum dom_state from)
+{
+    uint64_t deadline = mig_mono_ms() + EVENT_SYNC_MS;
+    while (dom->state == from && dom->monitor_running && daemon_wait_step(dm, deadline))
+        ;
+}
+
 static int h_start(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
                    struct json_object **ret, struct gw_error *err)
 {
@@ -468,6 +530,19 @@ static int h_start(struct daemon *dm, struct daemon_client *cl, struct json_obje
     return end(dm, dom, r);
 }
 
+/* Signal a watched VMM through its pidfd, never its pid: the VMM may have
+ * exited and been reaped (by its monitor, or by init for one an earlier
+ * daemon started) while its monitor waits for dm->lock, its pid another
+ * process's by now. Only a VMM left unwatched at a restart has no pidfd.
+ * dm->lock held. */
+static void signal_vmm(struct domain *dom, int sig)
+{
+    if (dom->pidfd >= 0)
+        vmm_signal(dom->pidfd, sig);
+    else if (dom->pid > 0)
+        kill(dom->pid, sig);
+}
+
 static int h_destroy(struct daemon *dm, struct daemon_client *cl, struct json_object *args,
                      struct json_object **ret, struct gw_error *err)
 {
@@ -478,10 +553,10 @@ static int h_destroy(struct daemon *dm, struct daemon_client *cl, struct json_ob
     if (!dom_state_active(dom->state))
         return end(dm, dom, not_running(dom, err));
     dom->exit.destroy_requested = true;
-    kill(dom->pid, SIGTERM);
+    signal_vmm(dom, SIGTERM);
     if (!monitor_wait_end(dm, dom, DESTROY_TERM_MS)) {
         log_warn("domain '%s': VMM %d ignored SIGTERM; killing it", dom->def.name, (int)dom->pid);
-        kill(dom->pid, SIGKILL);
+        signal_vmm(dom, SIGKILL);
         if (!monitor_wait_end(dm, dom, DESTROY_KILL_MS))
             r = gw_error_set(err, ETIMEDOUT, "domain '%s': the VMM did not exit", dom->def.name);
     }
@@ -503,11 +578,12 @@ static int h_suspend(struct daemon *dm, struct daemon_client *cl, struct json_ob
     pthread_mutex_unlock(&dm->lock);
     r = domain_qmp(dom, "stop", NULL, NULL, NULL, err);
     pthread_mutex_lock(&dm->lock);
-    if (r == 0 && dom_state_active(dom->state))
+    if (r == 0)
+        wait_monitor_leaves(dm, dom, DOM_STATE_RUNNING); /* it records the user's pause */
+    if (r == 0 && dom->state == DOM_STATE_RUNNING) /* its STOP did not come in time */
         domain_set_state(dm, dom, DOM_STATE_PAUSED, DOM_REASON_USER, DOM_EVENT_SUSPENDED,
                          DOM_DETAIL_PAUSED);
-    else if (r < 0 && dom->pause_reason == DOM_REASON_USER)
-        dom->pause_reason = DOM_REASON_UNKNOWN; /* a later STOP is not the user's */
+    dom->pause_reason = DOM_REASON_UNKNOWN; /* a later STOP is not the user's */
     return end(dm, dom, r);
 }
 
@@ -527,7 +603,9 @@ static int h_resume(struct daemon *dm, struct daemon_client *cl, struct json_obj
     pthread_mutex_unlock(&dm->lock);
     r = domain_qmp(dom, "cont", NULL, NULL, NULL, err);
     pthread_mutex_lock(&dm->lock);
-    if (r == 0 && dom_state_active(dom->state))
+    if (r == 0)
+        wait_monitor_leaves(dm, dom, DOM_STATE_PAUSED);
+    if (r == 0 && dom->state == DOM_STATE_PAUSED) /* its RESUME did not come in time */
         domain_set_state(dm, dom, DOM_STATE_RUNNING, DOM_REASON_UNPAUSED, DOM_EVENT_RESUMED,
                          DOM_DETAIL_UNPAUSED);
     return end(dm, dom, r);

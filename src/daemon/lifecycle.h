@@ -18,8 +18,10 @@ extern const struct daemon_command lifecycle_commands[];
 extern const size_t lifecycle_ncommands;
 
 /* (job) Run a QMP command on dom's command connection; *ret may be NULL.
- * An error reply becomes -EREMOTEIO with its desc; *cls (may be NULL)
- * gets the QMP error class.
+ * An error reply becomes -EIO with its desc; *cls (may be NULL) gets the
+ * QMP error class. A VMM that is gone, closed the connection or sent
+ * garbage is -EIO too (OperationFailed), one that did not answer in 10 s
+ * -ETIMEDOUT.
  * A connection the VMM closed (it drops a client whose queued events pass
  * QMP_MAX_OUTPUT) is made again once per call, to dom->qmp_path with the
  * first connection's handshake and name check, within 3 s (warning
@@ -40,7 +42,8 @@ int domain_qmp(struct domain *dom, const char *cmd, struct json_object *args /* 
 void domain_qmp_drain(struct domain *dom);
 
 /* (job) Spawn dom's VMM, connect, verify, start its monitor and mark it
- * running (booted). On failure nothing is left running. */
+ * running (booted). On failure nothing is left running, and the error is
+ * -EIO (OperationFailed) or -ETIMEDOUT/-ENOMEM, whatever call failed. */
 int domain_spawn_and_attach(struct daemon *dm, struct domain *dom, struct gw_error *err);
 
 /* (job) The same for the destination of a migration: `godwit-vmm

@@ -59,6 +59,7 @@ static void handle_event(struct daemon *dm, struct domain *dom, struct json_obje
         dom->exit.shutdown_event = true;
     for (unsigned i = 0; i < dm->nhooks; i++)
         dm->hooks[i](dm, dom, name, data);
+    pthread_cond_broadcast(&dm->cond); /* a suspend or resume waits for its STOP or RESUME */
     pthread_mutex_unlock(&dm->lock);
 }
 
@@ -119,18 +120,37 @@ static void release_fds(struct daemon *dm, struct domain *dom)
     unlink(fifo);
 }
 
+/* The VMM closed QMP: wait for the process to be gone, SIGKILLing it after
+ * MONITOR_EXIT_MS. Then for as long as it takes (the teardown of a large
+ * guest's memory, a process stuck in the kernel): a domain marked shut
+ * off while its VMM is still there would be started again beside it, and
+ * a process that has not exited cannot be reaped (it stayed a zombie for
+ * good). Only a daemon that stops leaves it to the next one. */
+static void wait_exit(struct daemon *dm, struct domain *dom)
+{
+    if (vmm_wait_gone(dom->pidfd, MONITOR_EXIT_MS))
+        return;
+    log_error("domain '%s': VMM %d closed QMP but did not exit; killing it", dom->def.name,
+              (int)dom->pid);
+    vmm_signal(dom->pidfd, SIGKILL);
+    for (int waited = 0; !vmm_wait_gone(dom->pidfd, MONITOR_POLL_MS); waited += MONITOR_POLL_MS) {
+        if (atomic_load(&dm->stopping))
+            return;
+        if (waited > 0 && waited % MONITOR_EXIT_MS == 0)
+            log_warn("domain '%s': VMM %d is still exiting %d s after SIGKILL", dom->def.name,
+                     (int)dom->pid, waited / 1000);
+    }
+}
+
 static void finish(struct daemon *dm, struct domain *dom)
 {
-    if (!vmm_wait_gone(dom->pidfd, MONITOR_EXIT_MS)) {
-        log_error("domain '%s': VMM %d closed QMP but did not exit; killing it", dom->def.name,
-                  (int)dom->pid);
-        kill(dom->pid, SIGKILL);
-        vmm_wait_gone(dom->pidfd, MONITOR_EXIT_MS);
-    }
-    int status = 0;
-    bool known = vmm_reap(dom->pid, &status);
+    wait_exit(dm, dom);
     release_qmp(dom);
     pthread_mutex_lock(&dm->lock);
+    /* reaped with the lock held: until dom->pid is cleared it names our
+     * zombie, never a process that reused the pid */
+    int status = 0;
+    bool known = vmm_reap(dom->pid, &status);
     release_fds(dm, dom);
     dom->exit.status_known = known;
     dom->exit.wait_status = status;

@@ -53,7 +53,7 @@ struct daemon_client {
     char *evq[SERVER_EVENT_QUEUE];       /* serialised events, malloc'd */
     size_t evlen[SERVER_EVENT_QUEUE];
     unsigned evhead, evcount;
-    unsigned long dropped;
+    bool ev_overflow;            /* its queue overflowed: the connection is being closed */
     bool ev_stop;
     pthread_t writer;
     bool writer_started;
@@ -91,20 +91,32 @@ static int send_error(struct daemon_client *c, struct json_object *id, const cha
 
 /* ---- events ---- */
 
+/* A subscriber that does not read its events as fast as they come gets
+ * SERVER_EVENT_QUEUE of them queued; one more and it is disconnected (as
+ * the VMM drops a QMP client whose output backs up): dropping events
+ * silently would leave it believing it saw every change, in order. Its
+ * threads see the connection shut down and end; the client sees it close. */
+static void overflow(struct daemon_client *c)
+{
+    if (c->ev_overflow)
+        return;
+    c->ev_overflow = true;
+    log_warn("%s: disconnecting an event subscriber that fell %u events behind", c->peer,
+             SERVER_EVENT_QUEUE);
+    shutdown(c->fd, SHUT_RDWR);
+}
+
 static void deliver(void *opaque, struct json_object *ev, const char *text, size_t len)
 {
     struct daemon_client *c = opaque;
-    char *copy = malloc(len);
-    if (!copy)
-        return;
-    memcpy(copy, text, len);
     pthread_mutex_lock(&c->evlock);
-    if (c->evcount == SERVER_EVENT_QUEUE) {
-        free(c->evq[c->evhead]);
-        c->evhead = (c->evhead + 1) % SERVER_EVENT_QUEUE;
-        c->evcount--;
-        c->dropped++;
+    char *copy = c->evcount < SERVER_EVENT_QUEUE ? malloc(len) : NULL;
+    if (!copy) { /* the queue is full (or no memory: an event lost all the same) */
+        overflow(c);
+        pthread_mutex_unlock(&c->evlock);
+        return;
     }
+    memcpy(copy, text, len);
     unsigned tail = (c->evhead + c->evcount) % SERVER_EVENT_QUEUE;
     c->evq[tail] = copy;
     c->evlen[tail] = len;
@@ -167,6 +179,9 @@ static int h_subscribe(struct daemon *dm, struct daemon_client *cl, struct json_
     if ((r = ctl_arg_str(args, "domain", false, &domain, err)) < 0 ||
         (r = ctl_arg_str(args, "event", false, &type, err)) < 0)
         return r;
+    if (type && !event_type_known(type)) /* virsh: "unknown event type" */
+        return gw_error_set(err, EINVAL, "unknown event type '%s' (known: lifecycle, "
+                            "migration-iteration, job-completed)", type);
     if (domain) { /* by name, UUID or id: filter on the UUID */
         pthread_mutex_lock(&dm->lock);
         struct domain *dom = daemon_find_domain(dm, domain);

@@ -16,7 +16,7 @@
 
 #define SERVER_MAX_CLIENTS    64     /* authenticated: unix peers, TLS peers after the handshake */
 #define SERVER_MAX_HANDSHAKES 16     /* per TLS listener: connections still in their handshake */
-#define SERVER_EVENT_QUEUE    1024   /* events queued per subscriber; the oldest are dropped */
+#define SERVER_EVENT_QUEUE    1024   /* events queued per subscriber; one more: disconnected */
 #define SERVER_HANDSHAKE_MS   3000
 
 struct server *server_new(struct daemon *dm, struct gw_error *err);

@@ -144,6 +144,11 @@ int vmm_pidfd(pid_t pid)
     return fd < 0 ? -errno : fd;
 }
 
+int vmm_signal(int pidfd, int sig)
+{
+    return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+}
+
 bool vmm_wait_gone(int pidfd, int timeout_ms)
 {
     struct pollfd p = { .fd = pidfd, .events = POLLIN };

@@ -35,6 +35,10 @@ int vmm_spawn(const struct vmm_spawn *s, pid_t *pid, int *console_fd, struct gw_
 
 /* A pidfd for pid (our child or not), or -errno. */
 int vmm_pidfd(pid_t pid);
+/* Send sig to the process behind pidfd: 0, or -ESRCH once it has exited.
+ * Never kill(pid): once the VMM is reaped (by its monitor, or by init for
+ * the VMM of an earlier daemon) its pid may name another process. */
+int vmm_signal(int pidfd, int sig);
 /* Wait until the process behind pidfd has exited; true if it has within
  * timeout_ms (0: just look). */
 bool vmm_wait_gone(int pidfd, int timeout_ms);

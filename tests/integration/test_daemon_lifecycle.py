@@ -34,6 +34,8 @@ def check_errors(d):
     assert r.out.split() == "event loop timed out events received: 0".split(), r
     r = d.run("event", "vm1", check=False)
     assert r.rc == 1 and "--all" in r.err, r
+    r = d.run("event", "--event", "lifecyle", "--timeout", "1", check=False)  # virsh refuses it too
+    assert r.rc == 1 and "unknown event type 'lifecyle'" in r.err, r
     for cmd in ("list", "start", "event", "domstate", "console"):
         r = d.run(cmd, "--help")
         assert "SYNOPSIS" in r.out and cmd in r.out, r
@@ -48,6 +50,25 @@ def main():
         finally:
             ev.close()
         print("\n".join(ev.lines))
+        list_order(d)
+
+
+def list_order(d):
+    """`list` in virsh's order: running domains by id, then the others by
+    name, whatever order they were defined in, and across a restart."""
+    def names(*opts):
+        return [l.split()[1] for l in d.run("list", *opts).out.splitlines()[2:] if l.strip()]
+    for name in ("b2", "c3", "a1", "d4"):
+        d.define(name)
+    d.run("start", "c3")
+    d.run("start", "b2")
+    assert names("--all") == ["c3", "b2", "a1", "d4"], names("--all")
+    assert names() == ["c3", "b2"], names()
+    d.stop()
+    d.start()
+    assert names("--all") == ["c3", "b2", "a1", "d4"], names("--all")
+    for name in ("c3", "b2"):
+        d.run("destroy", name)
 
 
 def serial_fallback(d):
@@ -87,6 +108,8 @@ def lifecycle(d, ev):
     assert info["Max memory"].strip() == "65536 KiB" and len(info["UUID"].strip()) == 36, info
     assert "Name:           vm1" in d.run("dominfo", info["UUID"].strip()).out  # lookup by uuid
     assert d.run("domstate", row[0]).out.strip() == "running"             # and by id
+    r = d.run("domstate", str(int(row[0]) + 2**32), check=False)          # not another id
+    assert r.rc == 1 and "Domain not found" in r.err, r
     pid = d.status("vm1")["pid"]
     assert pid_alive(pid)
     with open(f"/proc/{pid}/cmdline", "rb") as f:

@@ -16,13 +16,16 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "control/control.h"
+#include "daemon/daemon.h"
 #include "daemon/domain_def.h"
 #include "daemon/domain_store.h"
 #include "daemon/events.h"
+#include "daemon/lifecycle.h"
 #include "daemon/vmm_proc.h"
 
 /* fsync as the state directory's writers (linked from libgodwit.a) see
@@ -808,6 +811,96 @@ static void test_store_init_perms(void **state)
     rm_rf(dir);
 }
 
+/* ---- destroy and a pid that names another process by now ---- */
+
+struct monitor_sim {
+    struct daemon *dm;
+    struct domain *dom;
+};
+
+/* The monitor that was waiting for dm->lock marks its VMM gone. */
+static void *monitor_ends(void *p)
+{
+    struct monitor_sim *m = p;
+    usleep(200 * 1000);
+    pthread_mutex_lock(&m->dm->lock);
+    m->dom->monitor_running = false;
+    pthread_cond_broadcast(&m->dm->cond);
+    pthread_mutex_unlock(&m->dm->lock);
+    return NULL;
+}
+
+/* A destroy that comes after the VMM exited and was reaped (by its monitor,
+ * or by init for a VMM of an earlier daemon) but before the monitor marked
+ * the domain shut off: dom->pid may name another process by then. The
+ * signal goes through the pidfd, which names the VMM for ever: destroy
+ * used kill(dom->pid), and SIGTERMed (then SIGKILLed) that process. */
+static void test_destroy_pid_reused(void **state)
+{
+    int gate[2];
+    assert_int_equal(pipe(gate), 0);
+    pid_t vmm = fork();
+    if (vmm == 0) { /* the VMM: exits when the gate closes */
+        char c;
+        close(gate[1]);
+        _exit(read(gate[0], &c, 1) == 0 ? 0 : 1);
+    }
+    close(gate[0]);
+    int pidfd = vmm_pidfd(vmm);
+    assert_true(pidfd >= 0);
+    close(gate[1]);
+    assert_int_equal(waitpid(vmm, NULL, 0), vmm); /* gone and reaped */
+    pid_t other = fork(); /* holds the pid now, as far as dom->pid says */
+    if (other == 0) {
+        for (;;)
+            pause();
+    }
+
+    struct dom_def def;
+    struct gw_error err;
+    assert_int_equal(parse("{\"name\": \"vm1\", \"memory_mib\": 64, \"test_guest\": true}", &def,
+                           &err), 0);
+    struct daemon dm;
+    memset(&dm, 0, sizeof(dm));
+    pthread_mutex_init(&dm.lock, NULL);
+    pthread_cond_init(&dm.cond, NULL);
+    dm.bus = event_bus_new();
+    struct domain *dom = domain_new(&def);
+    dom->state = DOM_STATE_RUNNING;
+    dom->reason = DOM_REASON_BOOTED;
+    dom->id = 1;
+    dom->pid = other;
+    dom->pidfd = pidfd;
+    dom->monitor_running = true;
+    dm.domains = dom;
+    struct monitor_sim sim = { &dm, dom };
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, monitor_ends, &sim), 0);
+
+    daemon_handler_fn destroy = NULL;
+    for (size_t i = 0; i < lifecycle_ncommands; i++)
+        if (strcmp(lifecycle_commands[i].name, "domain-destroy") == 0)
+            destroy = lifecycle_commands[i].fn;
+    assert_non_null(destroy);
+    struct json_object *args = json_object_new_object(), *ret = NULL;
+    json_object_object_add(args, "domain", json_object_new_string("vm1"));
+    gw_error_init(&err);
+    assert_int_equal(destroy(&dm, NULL, args, &ret, &err), 0);
+    pthread_join(t, NULL);
+    int status;
+    assert_int_equal(waitpid(other, &status, WNOHANG), 0); /* not signalled */
+
+    kill(other, SIGKILL);
+    waitpid(other, NULL, 0);
+    json_object_put(args);
+    close(pidfd);
+    domain_free(dom);
+    dom_def_fini(&def);
+    event_bus_free(dm.bus);
+    pthread_mutex_destroy(&dm.lock);
+    pthread_cond_destroy(&dm.cond);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -822,7 +915,7 @@ int main(void)
         cmocka_unit_test(test_store_tmp_not_reused), cmocka_unit_test(test_store_stale_tmp_removed),
         cmocka_unit_test(test_store_concurrent_writers), cmocka_unit_test(test_store_name_mismatch),
         cmocka_unit_test(test_store_fifo),    cmocka_unit_test(test_store_init_durable),
-        cmocka_unit_test(test_store_init_perms),
+        cmocka_unit_test(test_store_init_perms), cmocka_unit_test(test_destroy_pid_reused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
