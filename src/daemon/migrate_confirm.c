@@ -17,6 +17,7 @@
 #include "daemon/lifecycle.h"
 #include "daemon/migrate_src.h"
 #include "daemon/monitor.h"
+#include "daemon/vmm_proc.h"
 #include "qmp/qmp_json.h"
 
 #define SRC_QUIT_WAIT_MS    10000
@@ -89,7 +90,10 @@ void mig_src_kill(struct daemon *dm, struct domain *dom)
     domain_qmp(dom, "quit", NULL, NULL, NULL, NULL);
     pthread_mutex_lock(&dm->lock);
     if (!monitor_wait_end(dm, dom, SRC_QUIT_WAIT_MS) && dom->pid > 0) {
-        kill(dom->pid, SIGKILL);
+        if (dom->pidfd >= 0) /* the process, never a reused pid */
+            vmm_signal(dom->pidfd, SIGKILL);
+        else /* a VMM left unwatched at a restart: no pidfd kept */
+            kill(dom->pid, SIGKILL);
         monitor_wait_end(dm, dom, SRC_QUIT_WAIT_MS);
     }
     pthread_mutex_unlock(&dm->lock);

@@ -21,6 +21,7 @@
 #include "daemon/migrate.h"
 #include "daemon/migrate_peer.h"
 #include "daemon/monitor.h"
+#include "daemon/vmm_proc.h"
 
 #define DST_KILL_WAIT_MS   10000
 #define DST_COMPLETE_WAIT_MS 10000   /* Finish (pre-copy): the stream's last bytes may lag */
@@ -207,7 +208,10 @@ void mig_dst_discard(struct daemon *dm, const char *uuid, const char *msg)
     log_warn("domain '%s': discarding the incoming migration: %s", dom->def.name, msg);
     if (dom_state_active(dom->state) && dom->pid > 0) {
         dom->exit.migration_failed = true;
-        kill(dom->pid, SIGKILL);
+        if (dom->pidfd >= 0) /* the process, never a reused pid */
+            vmm_signal(dom->pidfd, SIGKILL);
+        else /* a VMM left unwatched at a restart: no pidfd kept */
+            kill(dom->pid, SIGKILL);
         monitor_wait_end(dm, dom, DST_KILL_WAIT_MS);
     }
     mig_job_end(dm, dom, run, false, msg);

@@ -112,7 +112,7 @@ static int reattach(struct daemon *dm, struct domain *dom, const struct store_st
         if (vmm_is_ours(s->pid, s->qmp, s->pid_start)) {
             log_error("domain '%s': VMM %d does not answer on QMP; killing it", dom->def.name,
                       (int)s->pid);
-            kill(s->pid, SIGKILL);
+            vmm_signal(pidfd, SIGKILL); /* the process checked above, never a reused pid */
             vmm_wait_gone(pidfd, 5000);
         } else {
             log_warn("domain '%s': process %d is not the VMM this daemon started (another command "
@@ -147,7 +147,7 @@ static int reattach(struct daemon *dm, struct domain *dom, const struct store_st
         /* unwatched, it would run unseen: stop it (it answered as ours) */
         log_error("domain '%s': cannot watch VMM %d (%s); killing it", dom->def.name,
                   (int)s->pid, err ? err->msg : "");
-        kill(s->pid, SIGKILL);
+        vmm_signal(pidfd, SIGKILL); /* the process checked above, never a reused pid */
         vmm_wait_gone(pidfd, 5000);
         qmp_client_free(dom->qmp);
         dom->qmp = NULL;
