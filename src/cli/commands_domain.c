@@ -199,9 +199,11 @@ static int run_domstate(struct cli *cli, const struct cli_args *a)
     return 0;
 }
 
-/* One chunk of the serial log; *active: the domain still runs. */
-static int console_chunk(struct cli *cli, const char *dom, int64_t *offset, bool *active, size_t *got,
-                         struct gw_error *err)
+/* One chunk of the serial log, printed up to byte *end of the log (-1:
+ * no end; a reply sets an unset end, -2, to the log's size then);
+ * *active: the domain still runs. */
+static int console_chunk(struct cli *cli, const char *dom, int64_t *offset, int64_t *end,
+                         bool *active, size_t *got, struct gw_error *err)
 {
     struct json_object *args = cli_domain_args(dom), *ret;
     json_object_object_add(args, "offset", json_object_new_int64(*offset));
@@ -214,14 +216,19 @@ static int console_chunk(struct cli *cli, const char *dom, int64_t *offset, bool
         return gw_error_set(err, EBADMSG, "malformed reply from the daemon: no 'offset' in the "
                             "console data");
     }
+    if (*end == -2)
+        *end = int_of(ret, "size");
     const char *b64 = str_of(ret, "data");
     uint8_t *buf = malloc(strlen(b64) * 3 / 4 + 4);
     ssize_t n = buf ? ctl_unbase64(b64, buf) : -ENOMEM;
+    int64_t at = int_of(ret, "offset");
+    if (n > 0 && *end >= 0 && at > *end) /* bytes the log gained after the first answer */
+        n = at - n < *end ? *end - (at - n) : 0;
     if (n > 0)
         fwrite(buf, 1, (size_t)n, cli->out);
     free(buf);
     *got = n > 0 ? (size_t)n : 0;
-    *offset = int_of(ret, "offset");
+    *offset = at;
     *active = json_object_get_boolean(qmp_json_get(ret, "active"));
     json_object_put(ret);
     return 0;
@@ -237,13 +244,18 @@ static int run_console(struct cli *cli, const struct cli_args *a)
     if (offset < 0) /* it would start that far from the beginning instead */
         return cli_fail("--tail must be a number of bytes (0 or more), got %lld", (long long)offset);
     offset = -offset;
+    /* Without --follow: the log as it was at the first answer, however
+     * much the guest writes meanwhile (--tail N prints at most N bytes). */
+    int64_t end = follow ? -1 : -2;
     struct gw_error err;
     gw_error_init(&err);
     for (;;) {
         size_t got = 0;
-        if (console_chunk(cli, dom, &offset, &active, &got, &err) < 0)
+        if (console_chunk(cli, dom, &offset, &end, &active, &got, &err) < 0)
             return cli_fail_err(&err);
         fflush(cli->out);
+        if (!follow && offset >= end)
+            return 0;
         if (got)
             continue;
         if (!follow || !active)

@@ -291,8 +291,10 @@ static int read_chunk(const char *path, int64_t offset, size_t max, struct json_
         offset = st.st_size + offset > 0 ? st.st_size + offset : 0;
     if (offset > st.st_size)
         offset = st.st_size; /* the log was truncated (a new start) */
-    uint8_t *buf = malloc(max);
-    ssize_t n = fd >= 0 && buf ? pread(fd, buf, max, offset) : 0;
+    if ((uint64_t)(st.st_size - offset) < max) /* what the log held at fstat: "size" says so */
+        max = (size_t)(st.st_size - offset);
+    uint8_t *buf = malloc(max ? max : 1);
+    ssize_t n = fd >= 0 && buf && max ? pread(fd, buf, max, offset) : 0;
     if (n < 0)
         n = 0;
     char *b64 = buf ? ctl_base64(buf, (size_t)n) : NULL;

@@ -5,6 +5,7 @@ commands"), never a crash, a hang or output made of uninitialised memory.
 A fake daemon (a Python thread speaking the control protocol) gives the
 answers; no godwitd, VMM or KVM is needed."""
 # timeout: 120
+import base64
 import json
 import os
 import re
@@ -147,11 +148,35 @@ def garbage(tmp):
         fake.close()
 
 
+def growing_console(tmp):
+    """console --tail N prints the last N bytes of the log as it was at the
+    first answer: bytes the guest writes meanwhile come only with --follow
+    (they were printed too, so --tail 10 printed 15)."""
+    path = os.path.join(tmp, "grow.sock")
+    log = b"0123456789" * 10
+
+    def console(send, req):
+        off = req["arguments"]["offset"]
+        size = len(log) + (5 if off >= 0 else 0)  # the log grows after the first answer
+        start = size + off if off < 0 else off
+        data = (log + b"ABCDE")[start:size]
+        send({"id": req["id"], "return": {"data": base64.b64encode(data).decode(),
+                                           "offset": start + len(data), "size": size, "active": True}})
+
+    fake = FakeDaemon(path, {"domain-console": console})
+    try:
+        rc, out, err = run("unix:" + path, "console", "vm1", "--tail", "10")
+        assert rc == 0 and out == "0123456789", (rc, out, err)
+    finally:
+        fake.close()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="godwit-cli-")
     try:
         daemon_gone(tmp)
         garbage(tmp)
+        growing_console(tmp)
     finally:
         discard_dir(tmp)
 
