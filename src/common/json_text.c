@@ -175,7 +175,9 @@ int json_text_object(const char *text, size_t len, struct json_object **out, str
 static int read_file(const char *path, size_t max, char **text, size_t *len, struct gw_error *err)
 {
     *text = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO in the file's place is refused below, its open()
+     * does not wait for a writer (reads of a regular file ignore it). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return errno == ENOENT ? -ENOENT : gw_error_set(err, errno, "cannot open: %m");
     struct stat st;

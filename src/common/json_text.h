@@ -28,7 +28,8 @@ int json_text_object(const char *text, size_t len, struct json_object **out, str
 
 /* The whole of the regular file at path, of at most max bytes, read as by
  * json_text_object. -ENOENT when there is no such file (err not filled),
- * -EFBIG over max, -EINVAL for a file that is not regular or grew while it
+ * -EFBIG over max, -EINVAL for a file that is not regular (a FIFO too: it is
+ * opened without waiting for a writer) or grew while it
  * was read; messages do not name the path (the caller prefixes it). */
 int json_file_object(const char *path, size_t max, struct json_object **out, struct gw_error *err);
 

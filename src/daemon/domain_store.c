@@ -186,22 +186,9 @@ int store_parse_json(const char *text, size_t len, struct json_object **out, str
     return json_text_object(text, len, out, err);
 }
 
-int store_check_regular(const char *path, struct gw_error *err)
-{
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return errno == ENOENT ? -ENOENT : gw_error_set(err, errno, "cannot stat: %m");
-    if (!S_ISREG(st.st_mode)) /* a FIFO's open() would wait for a writer for ever */
-        return gw_error_set(err, EINVAL, "not a regular file");
-    return 0;
-}
-
 int store_read_json(const char *path, struct json_object **out, struct gw_error *err)
 {
-    *out = NULL;
-    int r = store_check_regular(path, err);
-    if (r == 0)
-        r = json_file_object(path, STORE_FILE_MAX, out, err);
+    int r = json_file_object(path, STORE_FILE_MAX, out, err);
     if (r < 0 && r != -ENOENT)
         gw_error_prefix(err, "%s", path);
     return r;

@@ -74,10 +74,6 @@ void store_remove_stale_tmp(const char *dir);
 #define STORE_FILE_MAX (4u << 20)
 int store_parse_json(const char *text, size_t len, struct json_object **out, struct gw_error *err);
 int store_read_json(const char *path, struct json_object **out, struct gw_error *err);
-/* 0 when path is a regular file; -ENOENT when absent (err not filled);
- * -EINVAL "not a regular file" (a FIFO, whose open() waits for a writer,
- * a device, a directory): checked before a state file is opened. */
-int store_check_regular(const char *path, struct gw_error *err);
 
 int store_save_def(const char *dir, const struct dom_def *def, struct gw_error *err);
 /* Remove a domain's definition, status and runtime files (not its logs;

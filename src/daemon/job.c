@@ -512,8 +512,6 @@ int job_load(struct job *j, const char *state_dir, const char *uuid, struct gw_e
     memset(j, 0, sizeof(*j));
     int rc = job_path(path, sizeof(path), state_dir, uuid, ".json", err);
     if (rc == 0)
-        rc = store_check_regular(path, err); /* before open(): a FIFO would block it */
-    if (rc == 0)
         rc = json_file_object(path, JOB_FILE_MAX, &o, err);
     if (rc == 0)
         rc = job_from_json(o, j, err);
